@@ -1,0 +1,25 @@
+# ssd-math: simple self-distillation on competition math, from config to rendered report.
+#
+#   snakemake --cores 2                      # the embedded tiny CPU experiment -> results/report/report.html
+#   snakemake --configfile config/real.yaml --profile profiles/slurm   # the real recipe on a cluster
+#
+# One .smk per stage; helpers (targets, input functions, wildcard constraints) in rules/common.smk.
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/sample.smk"
+include: "rules/train.smk"
+include: "rules/eval.smk"
+include: "rules/tables.smk"
+include: "rules/figures.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output.html,

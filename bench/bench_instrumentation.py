@@ -1,0 +1,143 @@
+"""Overhead of the noise-trap instrumentation (ssd_math.noise) inside ssd_math.train.
+
+Tiny Qwen3.5-class model (hidden 128, 4 layers, vocab 300), global batch 16 x 96 tokens
+(2 micro-batches of 8, so the gradient-noise path is live), fp32 on CPU. Runs ``train()`` with
+``instrument.enabled`` on and off, interleaved (on, off, on, off, ...), and compares the
+median per-step wall time (the log's ``step_s``, which includes the instrumentation), skipping
+each run's first steps (warm-up). Target: on/off <= 1.15.
+
+    python bench/bench_instrumentation.py [--rounds 5] [--steps 12] [--no-write]
+
+Writes the "instrumentation" section of bench/RESULTS.md (other sections are kept as they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ssd_math import train as T
+from ssd_math.io import write_text
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+SECTION = "## instrumentation"
+
+
+def make_init_dir(path: Path) -> Path:
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen3_5TextConfig
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    for c in [chr(i) for i in range(32, 127)] + ["\n"]:
+        vocab[c] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>",
+                                  unk_token="<unk>")
+    config = Qwen3_5TextConfig(
+        vocab_size=300, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        layer_types=["full_attention"] * 4, max_position_embeddings=256,
+        tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def make_rows(n: int) -> list[dict]:
+    """Rows of exactly 96 tokens: 40 prompt chars + 55 completion chars + eos."""
+    import random
+
+    rng = random.Random(0)
+    alphabet = "0123456789+-*= abcdefghij"
+    return [{"prompt": "".join(rng.choice(alphabet) for _ in range(40)),
+             "completion": "".join(rng.choice(alphabet) for _ in range(55)),
+             "finish_reason": "stop"} for _ in range(n)]
+
+
+def run_once(init_dir: Path, work: Path, rows: list[dict], steps: int, enabled: bool) -> list:
+    work.mkdir(parents=True)
+    spec = {"init_dir": str(init_dir), "data": rows, "out_dir": str(work / "out"),
+            "log": str(work / "log.jsonl"), "seed": 0, "max_steps": steps, "max_len": 96,
+            "global_batch": 16, "micro_batch": 8, "lr": 5e-6, "min_lr": 1e-6,
+            "warmup_steps": 2, "instrument": {"enabled": enabled}, "progress": False}
+    T.train(spec)
+    rows_ = [json.loads(x) for x in Path(spec["log"]).read_text().splitlines()]
+    return [r["step_s"] for r in rows_]
+
+
+def update_results(text: str) -> None:
+    """Replace (or append) only the '## instrumentation' section of bench/RESULTS.md."""
+    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(old):
+        new = pattern.sub(lambda _: text + "\n", old, count=1)
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    write_text(RESULTS, new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--skip", type=int, default=2, help="warm-up steps dropped per run")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        init_dir = make_init_dir(tmp / "init")
+        rows = make_rows(16 * args.steps)
+        on, off, paired = [], [], []
+        t0 = time.time()
+        for r in range(args.rounds):
+            order = (True, False) if r % 2 == 0 else (False, True)  # interleave, alternate lead
+            med = {}
+            for enabled in order:
+                times = run_once(init_dir, tmp / f"r{r}_{int(enabled)}", rows, args.steps,
+                                 enabled)[args.skip:]
+                (on if enabled else off).extend(times)
+                med[enabled] = statistics.median(times)
+            paired.append(med[True] / med[False])
+            print(f"round {r}: on {med[True] * 1e3:.1f} ms/step, off {med[False] * 1e3:.1f} "
+                  f"ms/step, ratio {paired[-1]:.3f}", file=sys.stderr)
+    m_on, m_off = statistics.median(on), statistics.median(off)
+    ratio = m_on / m_off
+    verdict = "meets" if ratio <= 1.15 else "MISSES"
+    text = (
+        f"{SECTION}\n\n"
+        f"Noise-trap instrumentation overhead in `ssd_math.train` "
+        f"(`python bench/bench_instrumentation.py --rounds {args.rounds} --steps {args.steps}`).\n"
+        f"Tiny Qwen3.5 (hidden 128, 4 layers, vocab 300), global batch 16 x 96 tokens "
+        f"(2 micro-batches of 8), fp32, CPU ({os.cpu_count()} cores, {platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; machine shared with "
+        f"other jobs, so absolute times are noisy). {args.rounds} interleaved rounds of "
+        f"{args.steps} optimizer steps each, first {args.skip} steps of each run dropped.\n\n"
+        f"| | median ms/step |\n|---|---|\n"
+        f"| instrumentation off | {m_off * 1e3:.1f} |\n"
+        f"| instrumentation on | {m_on * 1e3:.1f} |\n\n"
+        f"**on/off = {ratio:.3f}** (median of per-round ratios {statistics.median(paired):.3f}; "
+        f"rounds: {', '.join(f'{p:.3f}' for p in paired)}); target <= 1.15: {verdict}. "
+        f"Bench wall time {time.time() - t0:.0f} s.\n"
+    )
+    print(text)
+    if not args.no_write:
+        update_results(text)
+
+
+if __name__ == "__main__":
+    main()

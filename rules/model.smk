@@ -1,0 +1,78 @@
+# Stage 2 - the base model: built and pretrained here (tiny), or fetched from the hub (real).
+
+
+def pretrain_spec(wildcards, input, output):
+    p = config["model"]["pretrain"]
+    return json.dumps(
+        {
+            **p,
+            "init_dir": input.init,
+            "init_random": True,
+            "data": input.corpus,
+            "out_dir": output.model,
+            "checkpoints": {},
+            "log": output.log,
+            "resume_dir": f"{R}/train/base/resume",
+            "seed": config["seed"],
+            "dtype": p.get("dtype", "float32"),
+            "instrument": {"enabled": False},
+        }
+    )
+
+
+if config["model"]["kind"] == "tiny":
+
+    rule build_tiny_init:
+        """Tokenizer (BPE, Qwen-style chat template) and the tiny qwen3_5_text config."""
+        input:
+            pretrain=rules.make_synthetic_data.output.pretrain,
+        output:
+            init=directory(f"{R}/models/init"),
+        params:
+            tiny=config["model"]["tiny"],
+            instruction=config["prompt"]["instruction"],
+        log:
+            log_path("model", "build_tiny_init"),
+        benchmark:
+            bench_path("model", "build_tiny_init")
+        script:
+            "../scripts/build_tiny_init.py"
+
+    rule render_pretrain_corpus:
+        """Gold worked solutions rendered through the chat template (prompt + completion rows)."""
+        input:
+            pretrain=rules.make_synthetic_data.output.pretrain,
+            init=rules.build_tiny_init.output.init,
+        output:
+            corpus=f"{R}/data/pretrain_sft.jsonl",
+        params:
+            instruction=config["prompt"]["instruction"],
+        log:
+            log_path("model", "render_pretrain_corpus"),
+        benchmark:
+            bench_path("model", "render_pretrain_corpus")
+        script:
+            "../scripts/render_pretrain_corpus.py"
+
+    rule pretrain_base:
+        """Pretrain the tiny base on gold worked solutions (the same training loop as SFT)."""
+        input:
+            init=rules.build_tiny_init.output.init,
+            corpus=rules.render_pretrain_corpus.output.corpus,
+        output:
+            model=directory(f"{R}/models/base"),
+            log=f"{R}/train/base/log.jsonl",
+        params:
+            spec=pretrain_spec,
+            accelerate_config=runtime("accelerate_config", "envs/accelerate/cpu.yaml"),
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        log:
+            log_path("model", "pretrain_base"),
+        benchmark:
+            bench_path("model", "pretrain_base")
+        shell:
+            "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
+            " --spec-json {params.spec:q} > {log} 2>&1"

@@ -1,0 +1,27 @@
+# Stage 8 - the report: report/report.qmd reads the tables and figures listed as inputs here.
+# With Quarto on PATH this runs `quarto render`; without it, the offline renderer
+# (ssd_math.report: nbclient + pandoc) renders the same .qmd to a self-contained HTML.
+
+
+rule report:
+    input:
+        qmd="report/report.qmd",
+        metrics=rules.metrics.output.metrics,
+        breakdown=rules.metrics.output.breakdown,
+        table1=rules.table1.output.table,
+        table2=rules.table2.output.table,
+        figure_c=rules.figure_c.output.png,
+        curves=rules.training_curves.output.png,
+        filters=expand(f"{R}/samples/{{arm}}/filter_summary.json", arm=ARMS),
+    output:
+        html=f"{R}/report/report.html",
+    params:
+        title=config["report"].get("title", "ssd-math"),
+        experiment=config["experiment"],
+        results=R,
+    log:
+        log_path("report", "report"),
+    benchmark:
+        bench_path("report", "report")
+    script:
+        "../scripts/render_report.py"

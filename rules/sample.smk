@@ -1,0 +1,88 @@
+# Stage 3 - SSD training data: sample the frozen base once per training prompt at each arm's
+# T_train with top-k/top-p truncation (sharded by a wildcard, merged by a rule), then drop the
+# length-stopped samples.
+
+
+def arm_sampling(wildcards):
+    arm = config["arms"][wildcards.arm]
+    return {
+        "temperature": float(arm["temperature"]),
+        "top_k": int(arm["top_k"]),
+        "top_p": float(arm["top_p"]),
+        "min_p": float(arm.get("min_p", 0.0)),
+        "presence_penalty": 0.0,
+        "max_new_tokens": int(config["train_sampling"]["max_new_tokens"]),
+        "n": int(config["train_sampling"].get("samples_per_prompt", 1)),
+    }
+
+
+def train_condition(wildcards):
+    return f"train-{wildcards.arm}"
+
+
+def arm_filters_length_stop(wildcards):
+    return config["arms"][wildcards.arm]["filter_length_stop"]
+
+
+rule sample_train_shard:
+    """One shard of the training-prompt pool, sampled from the frozen base (resumable)."""
+    input:
+        model=model_dir(sc.BASE),
+        prompts=f"{R}/data/train_prompts.jsonl",
+    output:
+        samples=temp(f"{R}/samples/{{arm}}/shard{{shard}}.jsonl"),
+    params:
+        sampling=arm_sampling,
+        condition=train_condition,
+        n_shards=N_SHARDS,
+        instruction=config["prompt"]["instruction"],
+        backend=config["sampler"]["backend"],
+        batch_size=config["sampler"].get("batch_size", 64),
+        device=runtime("device", config["sampler"].get("device", "cpu")),
+        seed=config["seed"],
+        model_name=sc.BASE,
+        sampler_extra=config["sampler"].get("vllm", {}),
+        trust_remote_code=config["model"].get("trust_remote_code", False),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=0,
+    log:
+        log_path("samples", "{arm}", "shard{shard}"),
+    benchmark:
+        bench_path("samples", "{arm}", "shard{shard}")
+    script:
+        "../scripts/sample_train_shard.py"
+
+
+rule merge_shards:
+    """Concatenate the shards of an arm in prompt order."""
+    input:
+        shards=expand(f"{R}/samples/{{{{arm}}}}/shard{{shard}}.jsonl", shard=range(N_SHARDS)),
+    output:
+        samples=f"{R}/samples/{{arm}}/samples.jsonl",
+    log:
+        log_path("samples", "{arm}", "merge"),
+    benchmark:
+        bench_path("samples", "{arm}", "merge")
+    script:
+        "../scripts/merge_shards.py"
+
+
+rule filter_samples:
+    """Drop length-stopped samples (truncated answers); write what was kept and dropped."""
+    input:
+        samples=rules.merge_shards.output.samples,
+    output:
+        kept=f"{R}/samples/{{arm}}/kept.jsonl",
+        dropped=f"{R}/samples/{{arm}}/dropped.jsonl",
+        summary=f"{R}/samples/{{arm}}/filter_summary.json",
+    params:
+        filter_length_stop=arm_filters_length_stop,
+    log:
+        log_path("samples", "{arm}", "filter"),
+    benchmark:
+        bench_path("samples", "{arm}", "filter")
+    script:
+        "../scripts/filter_samples.py"

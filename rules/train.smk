@@ -1,0 +1,47 @@
+# Stage 4 - SFT of each arm on its own kept samples: one epoch, completion-only loss,
+# checkpoints at config-fixed steps (so the DAG is static), per-step noise-trap log.
+
+
+def sft_spec(wildcards, input, output):
+    sft = sc.arm_sft(config, wildcards.arm)
+    steps = sft.pop("checkpoint_steps", [])
+    return json.dumps(
+        {
+            **sft,
+            "init_dir": input.base,
+            "init_random": False,
+            "data": input.kept,
+            "out_dir": output.final,
+            "checkpoints": {str(s): f"{R}/models/{wildcards.arm}/step{s}" for s in steps},
+            "log": output.log,
+            "resume_dir": f"{R}/train/{wildcards.arm}/resume",
+            "seed": config["seed"],
+            "dtype": sft.get("dtype", "float32"),
+        }
+    )
+
+
+rule sft:
+    """Fine-tune the base on one arm's kept samples (accelerate: CPU here, GPU/FSDP by profile)."""
+    input:
+        base=model_dir(sc.BASE),
+        kept=rules.filter_samples.output.kept,
+    output:
+        final=directory(f"{R}/models/{{arm}}/final"),
+        checkpoints=[directory(f"{R}/models/{{arm}}/step{s}") for s in config["sft"].get("checkpoint_steps", [])],
+        log=f"{R}/train/{{arm}}/log.jsonl",
+    params:
+        spec=sft_spec,
+        accelerate_config=runtime("accelerate_config", "envs/accelerate/cpu.yaml"),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=0,
+    log:
+        log_path("train", "{arm}"),
+    benchmark:
+        bench_path("train", "{arm}")
+    shell:
+        "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
+        " --spec-json {params.spec:q} > {log} 2>&1"

@@ -1,0 +1,16 @@
+"""Rule filter_samples: drop length-stopped samples -> ssd_math.filtering.filter_samples."""
+
+from ssd_math.filtering import filter_samples
+from ssd_math.io import read_jsonl, write_json, write_jsonl, write_meta
+from ssd_math.rulelog import rule_log
+
+with rule_log(snakemake) as log:  # noqa: F821 (snakemake is injected)
+    rows = read_jsonl(snakemake.input.samples)
+    kept, dropped, summary = filter_samples(rows, drop_length_stop=bool(snakemake.params.filter_length_stop))
+    write_jsonl(snakemake.output.kept, kept)
+    write_jsonl(snakemake.output.dropped, dropped)
+    summary["arm"] = snakemake.wildcards.arm
+    write_json(snakemake.output.summary, summary)
+    write_meta(snakemake.output.kept, rule="filter_samples", summary=summary)
+    log.info("kept %d of %d samples (dropped %d length-stopped)",
+             summary["n_kept"], summary["n_samples"], summary["n_dropped"])

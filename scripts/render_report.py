@@ -1,0 +1,13 @@
+"""Rule report: report/report.qmd -> HTML (quarto render when on PATH, else ssd_math.report offline)."""
+
+from pathlib import Path
+
+from ssd_math.report import render
+from ssd_math.rulelog import rule_log
+
+sm = snakemake  # noqa: F821
+with rule_log(sm) as log:
+    params = {"results": str(Path(sm.params.results).resolve()), "title": sm.params.title,
+              "experiment": sm.params.experiment}
+    info = render(sm.input.qmd, sm.output.html, params=params)
+    log.info("rendered with %s: %s", info.get("engine"), info)

@@ -1,0 +1,20 @@
+"""Rule table1: accuracy with CIs and paired SSD − base deltas -> ssd_math.tables.table1."""
+
+from ssd_math.config import fmt_t
+from ssd_math.io import write_meta
+from ssd_math.rulelog import rule_log
+from ssd_math.tables import table1, write_csv
+
+sm = snakemake  # noqa: F821
+with rule_log(sm) as log:
+    p = sm.params
+    files = {}
+    it = iter(sm.input.evals)
+    for r in p.rows:
+        for s in p.sets:
+            files[(r["model"], fmt_t(r["temperature"]), s)] = next(it)
+    st = p.stats
+    df = table1(files, p.rows, p.sets, p.ssd_arm, conf=st["conf"], n_boot=st["n_boot"], seed=st["seed"], fmt_t=fmt_t)
+    write_csv(df, sm.output.table)
+    write_meta(sm.output.table, rule="table1", stats=st, rows=p.rows, ssd_arm=p.ssd_arm)
+    log.info("\n%s", df)

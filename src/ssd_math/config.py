@@ -1,0 +1,213 @@
+"""Config: schema validation with messages that name the key, semantic checks, and the derived
+names (models, eval conditions) the Snakemake rules expand over.
+
+The schema (schemas/config.schema.yaml) describes every key; :func:`validate` runs it before any
+job starts, then :func:`check_semantics` catches what a schema cannot say (checkpoint steps vs
+batch sizes, pass@k runs naming unknown arms, the hard set larger than the main set, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+BASE = "base"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key and what is allowed."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    with open(path, encoding="utf-8") as fh:
+        cfg = yaml.safe_load(fh)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping")
+    return validate(cfg)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key(error.absolute_path)
+    v = error.validator
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        key = f"{where}." if error.absolute_path else ""
+        return f"unknown config key {', '.join(key + e for e in extra)}{hint}"
+    if v == "required":
+        return f"{where}: {error.message}"
+    if v in ("exclusiveMinimum", "minimum", "maximum", "exclusiveMaximum", "enum", "type",
+             "pattern", "minItems", "maxItems", "uniqueItems", "minLength", "minProperties"):
+        desc = error.schema.get("description")
+        allowed = {
+            "exclusiveMinimum": lambda s: f"must be > {s['exclusiveMinimum']}",
+            "minimum": lambda s: f"must be >= {s['minimum']}",
+            "maximum": lambda s: f"must be <= {s['maximum']}",
+            "exclusiveMaximum": lambda s: f"must be < {s['exclusiveMaximum']}",
+            "enum": lambda s: "must be one of " + ", ".join(map(repr, s["enum"])),
+            "type": lambda s: f"must be of type {s['type']}",
+        }.get(v, lambda s: error.message)(error.schema)
+        more = f" ({desc})" if desc else ""
+        return f"config key {where} = {error.instance!r}: {allowed}{more}"
+    return f"config key {where}: {error.message}"
+
+
+def validate(cfg: dict, schema: dict | None = None) -> dict:
+    """Validate against the JSON schema and the semantic rules; return the config unchanged.
+
+    Raises :class:`ConfigError` listing every problem, each naming its key."""
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        msgs = [_describe(e) for e in errors]
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(msgs)))
+    problems = check_semantics(cfg)
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    return cfg
+
+
+def check_semantics(cfg: dict) -> list[str]:
+    """What the schema cannot express; each message names the key."""
+    out: list[str] = []
+    arms = cfg["arms"]
+    if BASE in arms:
+        out.append(f"arms.{BASE}: '{BASE}' is reserved for the base model; rename the arm")
+    for name in arms:
+        if ".step" in name or name == "final":
+            out.append(f"arms.{name}: arm names may not contain '.step' or be 'final'")
+    for section in ("sft",) + (("model.pretrain",) if cfg["model"]["kind"] == "tiny" else ()):
+        opt = _get(cfg, section)
+        if opt is None:
+            if section == "model.pretrain":
+                out.append("model.pretrain: required when model.kind is 'tiny'")
+            continue
+        if opt["global_batch"] % opt["micro_batch"]:
+            out.append(f"{section}.global_batch = {opt['global_batch']} is not a multiple of "
+                       f"{section}.micro_batch = {opt['micro_batch']}")
+        if opt["min_lr"] > opt["lr"]:
+            out.append(f"{section}.min_lr = {opt['min_lr']} is above {section}.lr = {opt['lr']}")
+    steps = cfg["sft"].get("checkpoint_steps", [])
+    if steps != sorted(steps):
+        out.append(f"sft.checkpoint_steps = {steps}: must be increasing")
+    known = {BASE, *arms}
+    for i, run in enumerate(cfg["eval"]["passk"]["runs"]):
+        if run["model"] not in known:
+            out.append(f"eval.passk.runs[{i}].model = {run['model']!r}: not 'base' or an arm "
+                       f"({', '.join(sorted(arms))})")
+    for i, row in enumerate(cfg["report"].get("table1", {}).get("rows", [])):
+        if row["model"] not in known:
+            out.append(f"report.table1.rows[{i}].model = {row['model']!r}: not 'base' or an arm")
+    t1 = cfg["report"].get("table1", {})
+    if t1.get("ssd_arm") and t1["ssd_arm"] not in arms:
+        out.append(f"report.table1.ssd_arm = {t1['ssd_arm']!r}: not an arm ({', '.join(arms)})")
+    if cfg["data"]["kind"] == "synthetic":
+        syn = cfg["data"].get("synthetic")
+        if syn is None:
+            out.append("data.synthetic: required when data.kind is 'synthetic'")
+        elif syn["n_eval_hard"] > syn["n_eval_main"]:
+            out.append(f"data.synthetic.n_eval_hard = {syn['n_eval_hard']} is larger than "
+                       f"data.synthetic.n_eval_main = {syn['n_eval_main']} (it is a subset)")
+    if cfg["data"]["kind"] == "real" and "real" not in cfg["data"]:
+        out.append("data.real: required when data.kind is 'real'")
+    if cfg["model"]["kind"] == "tiny" and "tiny" not in cfg["model"]:
+        out.append("model.tiny: required when model.kind is 'tiny'")
+    if cfg["model"]["kind"] == "hub":
+        hub = cfg["model"].get("hub") or {}
+        for k in ("id", "revision"):
+            if not hub.get(k):
+                out.append(f"model.hub.{k}: required when model.kind is 'hub'")
+    if cfg["data"]["kind"] == "synthetic" and cfg["model"]["kind"] != "tiny":
+        out.append("data.kind 'synthetic' needs model.kind 'tiny' (the task's tokenizer is built here)")
+    if cfg["eval"]["max_new_tokens"] < cfg["train_sampling"]["max_new_tokens"]:
+        out.append(f"eval.max_new_tokens = {cfg['eval']['max_new_tokens']} is below "
+                   f"train_sampling.max_new_tokens = {cfg['train_sampling']['max_new_tokens']}")
+    for name, arm in arms.items():
+        for k in (arm.get("sft") or {}):
+            if k not in cfg["sft"] and k not in ("max_steps", "grad_clip"):
+                out.append(f"arms.{name}.sft.{k}: unknown sft key (allowed: {', '.join(cfg['sft'])})")
+    return out
+
+
+def _get(cfg: dict, dotted: str) -> Any:
+    cur: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+# ----------------------------------------------------------------------------------------------
+# derived names used by the rules
+# ----------------------------------------------------------------------------------------------
+
+def fmt_t(t: float) -> str:
+    """Temperature as it appears in file names: 0.7 -> '0.7', 1.0 -> '1.0'."""
+    return f"{float(t):g}" if float(t) != int(t) else f"{float(t):.1f}"
+
+
+def arm_sft(cfg: dict, arm: str) -> dict:
+    """The SFT recipe of an arm: the global sft section with the arm's overrides."""
+    out = copy.deepcopy(cfg["sft"])
+    out.update(cfg["arms"][arm].get("sft") or {})
+    return out
+
+
+def final_models(cfg: dict) -> list[str]:
+    return [BASE, *cfg["arms"]]
+
+
+def checkpoint_names(cfg: dict) -> list[str]:
+    return [f"step{s}" for s in cfg["sft"].get("checkpoint_steps", [])] + ["final"]
+
+
+def grid_decoding(cfg: dict, temperature: float, *, n: int | None = None) -> dict:
+    """Sampling parameters of an eval condition on the T grid."""
+    dec = cfg["eval"]["decoding"]
+    return {
+        "temperature": float(temperature),
+        "top_k": int(dec["top_k"]),
+        "top_p": float(dec["top_p"]),
+        "min_p": float(dec.get("min_p", 0.0)),
+        "presence_penalty": float(dec.get("presence_penalty", 0.0)),
+        "max_new_tokens": int(cfg["eval"]["max_new_tokens"]),
+        "n": int(n if n is not None else cfg["eval"]["samples_per_prompt"]),
+    }
+
+
+def sweep_conditions(cfg: dict) -> dict[str, dict]:
+    """Baseline sweep conditions of the base model: presets and the min-p grid."""
+    sw = cfg["eval"].get("sweeps") or {}
+    out: dict[str, dict] = {}
+    for name, p in (sw.get("presets") or {}).items():
+        out[f"preset-{name}"] = {
+            "temperature": float(p["temperature"]), "top_k": int(p["top_k"]),
+            "top_p": float(p["top_p"]), "min_p": float(p.get("min_p", 0.0)),
+            "presence_penalty": float(p.get("presence_penalty", 0.0)),
+            "max_new_tokens": int(cfg["eval"]["max_new_tokens"]),
+            "n": int(cfg["eval"]["samples_per_prompt"]),
+        }
+    t = sw.get("min_p_temperature", 1.0)
+    for mp in sw.get("min_p_grid") or []:
+        d = grid_decoding(cfg, t)
+        d["min_p"] = float(mp)
+        out[f"minp{mp:g}-T{fmt_t(t)}"] = d
+    return out

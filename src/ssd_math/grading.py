@@ -1,0 +1,428 @@
+"""Grading: answer extraction and math-verify in a process pool that survives hostile answers.
+
+Pipeline per sample row
+-----------------------
+1. ``extract_answer`` (in the calling process; linear time, no math): is the thinking block
+   closed, and what is the content of the LAST complete ``\\boxed{...}``?
+2. The pair (gold, extracted answer) is graded once (cache: identical pairs across rows are
+   graded a single time) by ``grade_answer`` in a worker process, with math-verify:
+   ``verify(parse(gold), parse(answer))`` -- gold first (conventions.md "Grading").
+3. Each worker grades one item at a time under a hard wall-clock limit. A worker that overruns is
+   killed with SIGKILL and replaced, and the item gets status ``timeout``. This is needed because
+   math-verify's own timeouts use ``signal.alarm`` (main thread only) and some inputs hang inside
+   C code (e.g. ``9^{9^{9^{9^{9}}}}`` is evaluated as a Python big integer), where no signal
+   handler ever runs.
+
+Statuses (contracts.md "Graded eval row"): ``correct``, ``incorrect``, ``no_answer`` (no complete
+``\\boxed{}``, or math-verify parses nothing from it), ``gold_parse_error`` (math-verify parses
+nothing from the gold answer), ``timeout``, ``error`` (an exception, or a worker that died; the
+message is kept in ``grade_error``). ``correct`` is true only for status ``correct``. A row without
+a boxed answer is ``no_answer`` without looking at the gold (its gold is not parsed at all).
+
+Where the boxed answer is searched (decision)
+---------------------------------------------
+If the completion contains ``</think>``, only the text after the LAST ``</think>`` is searched:
+a ``\\boxed{}`` inside the reasoning is a draft, not the answer. If there is no ``</think>``
+(thinking never closed -- usually a length stop -- or a model that does not think at all), the
+whole completion is searched. ``think_closed`` and ``length_stop`` are kept on every row, so a
+stricter rule (e.g. "no answer unless the think block closed") can be applied at analysis time
+without regrading.
+
+Process model (decision: ``fork``)
+----------------------------------
+Workers are ``multiprocessing`` processes from the ``fork`` context. Why not ``spawn`` (or
+``forkserver``): both re-import the caller's ``__main__`` in every worker -- a Snakemake
+``script:`` would be re-executed (it has no ``if __name__ == "__main__"`` guard), and a ``-c`` or
+stdin caller cannot be re-imported at all -- and every replacement worker would re-import sympy
+(~1 s), which matters because hostile answers get workers killed. With ``fork`` a replacement is
+a copy-on-write clone of the already warmed-up parent (math-verify is warmed up in the parent
+once, before the first fork). The usual hazard of ``fork`` -- inheriting a lock held by another
+thread of the parent -- is contained: the child only runs math-verify/sympy, CPython re-inits the
+logging locks at fork, and our progress bar runs without tqdm's monitor thread. A fresh worker
+still says "ready" before it gets an item, so start-up never counts against an item's limit. No
+threads ever run math-verify.
+
+Limits per item: the parent kills the worker ``timeout_s`` seconds after dispatch (hard limit).
+Inside the worker a soft ``setitimer`` alarm fires at ``0.85 * timeout_s`` and raises a
+BaseException (not caught by math-verify's ``except Exception``), so a hang in Python code is
+reported as ``timeout`` without losing the worker. Workers also cap their address space
+(``max_memory_mb``) so a runaway big-integer or a 1 MB answer cannot exhaust the host: that ends
+as ``error`` (MemoryError) or ``timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import multiprocessing.connection as mpc
+import re
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+STATUSES = ("correct", "incorrect", "no_answer", "gold_parse_error", "timeout", "error")
+
+_THINK_CLOSE = "</think>"
+_BOXED_RE = re.compile(r"\\boxed\s*\{")
+# Brace tokens for matching: an escaped character (``\{``, ``\}``, ``\\``) is skipped as a unit;
+# ``\\`` must be consumed whole so that ``\\{`` still opens a group.
+_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)
+
+
+# ----------------------------------------------------------------------------------------------
+# Extraction (parent process)
+# ----------------------------------------------------------------------------------------------
+def _match_braces(text: str) -> dict[int, int]:
+    """Map the position of every '{' that is closed in ``text`` to its matching '}' (linear)."""
+    stack: list[int] = []
+    match: dict[int, int] = {}
+    for m in _BRACE_TOKEN_RE.finditer(text):
+        tok = m.group()
+        if tok == "{":
+            stack.append(m.start())
+        elif tok == "}":
+            if stack:
+                match[stack.pop()] = m.start()
+    return match
+
+
+def extract_answer(completion: str) -> dict[str, Any]:
+    """Find the answer in a completion.
+
+    Returns ``{"think_closed": bool, "boxed": bool, "extracted_answer": str | None}``:
+
+    * ``think_closed``: the completion contains ``</think>``.
+    * search region: the text after the last ``</think>`` if closed, else the whole completion
+      (see module docstring).
+    * ``boxed``: the region holds at least one complete ``\\boxed{...}`` (braces matched,
+      escaped ``\\{`` / ``\\}`` ignored; a truncated, unclosed ``\\boxed{`` does not count).
+    * ``extracted_answer``: the content of the LAST complete ``\\boxed{...}`` in the region
+      (stripped), or None. Runs in linear time (one regex pass), whatever the input.
+    """
+    completion = completion or ""
+    pos = completion.rfind(_THINK_CLOSE)
+    think_closed = pos >= 0
+    region = completion[pos + len(_THINK_CLOSE):] if think_closed else completion
+    answer = None
+    starts = [m.end() - 1 for m in _BOXED_RE.finditer(region)]  # index of each opening '{'
+    if starts:
+        match = _match_braces(region)
+        for open_pos in reversed(starts):
+            close_pos = match.get(open_pos)
+            if close_pos is not None:
+                answer = region[open_pos + 1:close_pos].strip()
+                break
+    return {"think_closed": think_closed, "boxed": answer is not None, "extracted_answer": answer}
+
+
+# ----------------------------------------------------------------------------------------------
+# Grading one (gold, answer) pair (worker process)
+# ----------------------------------------------------------------------------------------------
+class _SoftTimeout(BaseException):
+    """Raised by the in-worker alarm. A BaseException so that library code's
+    ``except Exception`` does not swallow it."""
+
+
+def _on_alarm(signum, frame):  # pragma: no cover - runs in the signal handler
+    raise _SoftTimeout()
+
+
+def _as_latex_target(s: str) -> str:
+    """Wrap a bare answer as ``$\\boxed{...}$`` so that math-verify's LaTeX extraction picks it up
+    unambiguously (gold answers are bare strings such as ``\\frac{1}{2}`` or ``204``)."""
+    s = s.strip()
+    if "\\boxed" in s:
+        return s
+    if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s.strip("$").strip()
+    return "$\\boxed{" + s + "}$"
+
+
+def _mv_grade(gold: str, answer: str) -> dict[str, Any]:
+    """math-verify with its own (signal-based) timeouts disabled; no limit here."""
+    from math_verify import parse, verify
+
+    gold_parsed = parse(_as_latex_target(gold), parsing_timeout=None, raise_on_error=True)
+    if not gold_parsed:
+        return {"status": "gold_parse_error", "grade_error": None}
+    pred_parsed = parse(_as_latex_target(answer), parsing_timeout=None, raise_on_error=True)
+    if not pred_parsed:
+        return {"status": "no_answer", "grade_error": None}
+    try:
+        ok = verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=True)
+    except Exception as exc:  # one (gold, pred) candidate pair raised: record it, but let the
+        # other candidate pairs still match, as math-verify's default (raise_on_error=False) does
+        if verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=False):
+            return {"status": "correct", "grade_error": None}
+        return {"status": "error", "grade_error": f"verify: {type(exc).__name__}: {exc}"[:500]}
+    return {"status": "correct" if ok else "incorrect", "grade_error": None}
+
+
+def grade_answer(gold: str, answer: str | None, soft_timeout_s: float | None = None) -> dict:
+    """Grade an extracted answer against the gold answer.
+
+    Returns ``{"status": ..., "grade_error": str | None}``. ``soft_timeout_s``: an in-process
+    ``setitimer`` alarm, only armed in a main thread (it cannot interrupt C code; the pool's
+    hard kill covers that). None = no limit.
+    """
+    if answer is None:
+        return {"status": "no_answer", "grade_error": None}
+    armed = (
+        soft_timeout_s is not None
+        and soft_timeout_s > 0
+        and threading.current_thread() is threading.main_thread()
+    )
+    old_handler = None
+    if armed:
+        old_handler = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, soft_timeout_s)
+    try:
+        return _mv_grade(gold, answer)
+    except _SoftTimeout:
+        return {"status": "timeout", "grade_error": f"soft timeout after {soft_timeout_s:g}s"}
+    except RecursionError as exc:
+        return {"status": "error", "grade_error": f"RecursionError: {exc}"[:500]}
+    except Exception as exc:
+        return {"status": "error", "grade_error": f"{type(exc).__name__}: {exc}"[:500]}
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_handler)
+
+
+def grade_one(gold: str, completion: str, timeout_s: float) -> dict[str, Any]:
+    """Extract and grade one completion; meant to run in a worker process's main thread.
+
+    ``timeout_s`` is applied as the soft in-process alarm only; the hard limit is the pool's
+    (``grade_rows``). Returns extract_answer's keys plus ``status``, ``correct``,
+    ``grade_error``.
+    """
+    ext = extract_answer(completion)
+    res = grade_answer(gold, ext["extracted_answer"], timeout_s)
+    return {**ext, **res, "correct": res["status"] == "correct"}
+
+
+def _worker_main(conn, max_memory_mb: int | None) -> None:
+    """Worker loop: warm up, say ready, then grade (key, gold, answer, soft_timeout) items."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" notices
+    if max_memory_mb:
+        try:
+            import resource
+
+            lim = int(max_memory_mb) << 20
+            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+        except (ImportError, ValueError, OSError):
+            pass
+    grade_answer("\\frac{1}{2}", "0.5")  # warm math-verify's first-call caches
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        key, gold, answer, soft = msg
+        try:
+            res = grade_answer(gold, answer, soft)
+        except BaseException as exc:  # e.g. the alarm landing in grade_answer's cleanup
+            res = {"status": "timeout" if isinstance(exc, _SoftTimeout) else "error",
+                   "grade_error": f"{type(exc).__name__}: {exc}"[:500]}
+        conn.send((key, res))
+
+
+# ----------------------------------------------------------------------------------------------
+# The pool (parent process)
+# ----------------------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, ctx, max_memory_mb):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, max_memory_mb), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+        self.started = time.monotonic()
+        self.job: int | None = None  # key index in flight
+        self.deadline = math.inf
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()  # SIGKILL
+        self.proc.join(5)
+        self.conn.close()
+
+
+def _make_context():
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" notices
+    grade_answer("\\frac{1}{2}", "0.5")  # warm up once here; forked workers inherit it
+    return mp.get_context("fork")
+
+
+def _grade_unique(
+    jobs: list[tuple[str, str]],
+    *,
+    workers: int,
+    timeout_s: float,
+    progress: bool,
+    max_memory_mb: int | None,
+    soft_fraction: float | None = 0.85,
+    startup_timeout_s: float = 120.0,
+) -> list[dict]:
+    """Grade unique (gold, answer) pairs in worker processes; results in input order.
+
+    ``soft_fraction``: the in-worker alarm fires at this fraction of ``timeout_s`` (None: no
+    alarm, every overrun ends in a hard kill -- used by the tests of the kill path)."""
+    results: list[dict | None] = [None] * len(jobs)
+    if not jobs:
+        return []
+    ctx = _make_context()
+    soft = soft_fraction * timeout_s if soft_fraction else None
+    pending = list(range(len(jobs)))[::-1]  # pop() from the end = input order
+    n_workers = max(1, min(workers, len(jobs)))
+    pool = [_Worker(ctx, max_memory_mb) for _ in range(n_workers)]
+    failed_starts = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        class _Bar(tqdm):
+            monitor_interval = 0  # no monitor thread in a process that forks
+
+        bar = _Bar(total=len(jobs), desc="grading", unit="ans", file=sys.stderr)
+
+    def finish(i: int, res: dict) -> None:
+        results[i] = res
+        if bar is not None:
+            bar.update(1)
+
+    def replace(w: _Worker) -> _Worker:
+        w.kill()
+        return _Worker(ctx, max_memory_mb)
+
+    try:
+        while pending or any(w.job is not None for w in pool):
+            # dispatch to idle, ready workers
+            for w in pool:
+                if w.ready and w.job is None and pending:
+                    i = pending.pop()
+                    gold, answer = jobs[i]
+                    w.job = i
+                    w.deadline = time.monotonic() + timeout_s
+                    w.conn.send((i, gold, answer, soft))
+            now = time.monotonic()
+            wait_until = min(
+                [w.deadline for w in pool if w.job is not None]
+                + [w.started + startup_timeout_s for w in pool if not w.ready]
+            )
+            ready = mpc.wait(
+                [w.conn for w in pool] + [w.proc.sentinel for w in pool],
+                timeout=max(0.0, wait_until - now),
+            )
+            now = time.monotonic()
+            for k, w in enumerate(pool):
+                died = w.proc.sentinel in ready
+                if w.conn in ready:
+                    try:
+                        key, res = w.conn.recv()
+                    except Exception:  # EOF / truncated message: the worker died
+                        died = True
+                        w.proc.join(1.0)
+                    else:
+                        if key == "ready":
+                            w.ready, failed_starts = True, 0
+                        elif key == w.job:
+                            w.job, w.deadline = None, math.inf
+                            finish(key, res)
+                        continue
+                if died and not w.proc.is_alive():
+                    code = w.proc.exitcode
+                    if w.job is not None:
+                        finish(w.job, {"status": "error",
+                                       "grade_error": f"worker died (exit code {code})"})
+                    elif not w.ready:
+                        failed_starts += 1
+                        if failed_starts >= 3:
+                            raise RuntimeError(f"grading workers fail to start (exit {code})")
+                    pool[k] = replace(w)
+                elif w.job is not None and now >= w.deadline:
+                    finish(w.job, {"status": "timeout",
+                                   "grade_error": f"killed after {timeout_s:g}s wall clock"})
+                    pool[k] = replace(w)
+                elif not w.ready and now >= w.started + startup_timeout_s:
+                    raise RuntimeError(f"grading worker not ready after {startup_timeout_s}s")
+    finally:
+        for w in pool:
+            if w.proc.is_alive() and w.job is None and w.ready:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+            w.proc.join(0.5)
+            w.kill()
+        if bar is not None:
+            bar.close()
+    return results  # type: ignore[return-value]
+
+
+def grade_rows(
+    rows: list[dict],
+    *,
+    workers: int = 2,
+    timeout_s: float = 5.0,
+    progress: bool = True,
+    max_memory_mb: int | None = 4096,
+) -> list[dict]:
+    """Grade sample rows; return new rows (same order) with the graded-row fields added.
+
+    Added fields: ``extracted_answer, status, correct, think_closed, boxed, length_stop,
+    grade_error`` (``length_stop`` = ``finish_reason == "length"``; ``grade_error`` is None unless
+    status is timeout/error). Identical (gold, extracted answer) pairs are graded once. Each item
+    has a hard wall-clock limit of ``timeout_s`` seconds in a worker process (see module
+    docstring); ``workers`` processes grade in parallel. Progress bar on stderr if ``progress``.
+    """
+    extracted = [extract_answer(r.get("completion") or "") for r in rows]
+    key_index: dict[tuple[str, str], int] = {}
+    jobs: list[tuple[str, str]] = []
+    row_key: list[int | None] = []
+    for r, ext in zip(rows, extracted):
+        ans = ext["extracted_answer"]
+        if ans is None:
+            row_key.append(None)
+            continue
+        key = (str(r.get("gold", "")), ans)
+        if key not in key_index:
+            key_index[key] = len(jobs)
+            jobs.append(key)
+        row_key.append(key_index[key])
+    graded = _grade_unique(
+        jobs, workers=workers, timeout_s=timeout_s, progress=progress, max_memory_mb=max_memory_mb
+    )
+    out = []
+    for r, ext, ki in zip(rows, extracted, row_key):
+        res = {"status": "no_answer", "grade_error": None} if ki is None else graded[ki]
+        out.append({
+            **r,
+            "extracted_answer": ext["extracted_answer"],
+            "status": res["status"],
+            "correct": res["status"] == "correct",
+            "think_closed": ext["think_closed"],
+            "boxed": ext["boxed"],
+            "length_stop": r.get("finish_reason") == "length",
+            "grade_error": res["grade_error"],
+        })
+    return out
+
+
+def status_counts(rows: list[dict]) -> dict[str, int]:
+    """Counts per status (every status present, zero-filled) plus ``n``, ``think_closed``,
+    ``boxed``, ``length_stop`` counts. Unknown statuses are counted under their own name."""
+    c = Counter(r["status"] for r in rows)
+    out = {"n": len(rows), **{s: c.get(s, 0) for s in STATUSES}}
+    out.update({s: n for s, n in c.items() if s not in STATUSES})
+    for flag in ("think_closed", "boxed", "length_stop"):
+        out[flag] = sum(bool(r.get(flag)) for r in rows)
+    return out

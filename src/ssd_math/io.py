@@ -1,0 +1,179 @@
+"""Files: atomic writes, JSONL with row-level error reporting, provenance sidecars.
+
+Every artifact a rule declares is written through :func:`atomic_path` (a temporary name in the
+same folder, then ``os.replace``), so a consumer never sees a half-written file and a crashed
+job leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PathLike = str | os.PathLike
+
+
+class DataError(ValueError):
+    """A data file is malformed; the message names the file and the row."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir:
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        else:
+            with open(tmp, "rb+") as fh:
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_jsonl(path: PathLike, rows: Iterable[dict]) -> int:
+    """Write rows atomically; return how many were written."""
+    n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+                n += 1
+    return n
+
+
+def read_jsonl(path: PathLike, *, strict: bool = True) -> list[dict]:
+    """Read a JSONL file. A malformed line raises :class:`DataError` naming file and line
+    (``strict``) or is skipped (``strict=False``; use :func:`read_jsonl_report` to count them)."""
+    rows, bad = read_jsonl_report(path)
+    if bad and strict:
+        lineno, why = bad[0]
+        raise DataError(f"{path}: line {lineno}: {why} ({len(bad)} malformed line(s) in all)")
+    return rows
+
+
+def read_jsonl_report(path: PathLike) -> tuple[list[dict], list[tuple[int, str]]]:
+    """Return (rows, [(line number, reason), ...]) for a JSONL file; blank lines are ignored."""
+    rows: list[dict] = []
+    bad: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append((lineno, f"not valid JSON ({exc.msg})"))
+                continue
+            if not isinstance(obj, dict):
+                bad.append((lineno, "not a JSON object"))
+                continue
+            rows.append(obj)
+    return rows, bad
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, set):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# provenance
+# ----------------------------------------------------------------------------------------------
+
+PROVENANCE_PACKAGES = (
+    "torch", "transformers", "accelerate", "tokenizers", "snakemake", "math-verify",
+    "polars", "numpy", "scipy", "vllm",
+)
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """A short sha256 of a JSON-serialisable object (key order independent)."""
+    blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def file_sha256(path: PathLike, n: int = 16) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
+
+
+def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def meta_path(path: PathLike) -> Path:
+    """The sidecar of an artifact: ``x.jsonl`` -> ``x.jsonl.meta.json`` beside it; a folder
+    artifact ``d/`` keeps its sidecar inside, ``d/meta.json``, so it lives and dies with it."""
+    p = Path(path)
+    if p.is_dir():
+        return p / "meta.json"
+    return p.with_name(p.name + ".meta.json")
+
+
+def write_meta(path: PathLike, **fields: Any) -> Path:
+    """Write the provenance sidecar of an artifact: what made it, with which versions."""
+    meta = {
+        "artifact": str(path),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        **fields,
+    }
+    mp = meta_path(path)
+    write_json(mp, meta)
+    return mp

@@ -1,0 +1,128 @@
+"""The embedded tiny base model: a Qwen3.5-class text model (``qwen3_5_text``), full attention only.
+
+Qwen3.5 interleaves linear-attention (Gated DeltaNet) layers with full-attention ones; on CPU the
+linear ones fall back to slow reference kernels, so the tiny model uses ``full_attention`` in every
+layer. Everything else is the real architecture (gated attention, q/k RMSNorm, GQA, SwiGLU,
+partial RoPE), loaded by ``AutoModelForCausalLM`` without ``trust_remote_code``.
+
+Embeddings are tied (``tie_word_embeddings=True``), as in the small Qwen3/Qwen3.5 checkpoints; with
+a ~400-token vocabulary the embedding is a small share of the parameters either way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _round_up(n: int, m: int) -> int:
+    return ((n + m - 1) // m) * m
+
+
+def tiny_config(
+    vocab_size: int,
+    *,
+    hidden: int = 192,
+    layers: int = 4,
+    heads: int = 6,
+    kv_heads: int = 2,
+    head_dim: int | None = None,
+    intermediate: int = 512,
+    max_pos: int = 512,
+    tie_embeddings: bool = True,
+    partial_rotary_factor: float = 0.5,
+    rope_theta: float = 10000.0,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    pad_vocab_to: int = 64,
+):
+    """A ``Qwen3_5TextConfig`` for a tiny model. ``vocab_size`` is rounded up to a multiple of
+    ``pad_vocab_to`` (the tokenizer may be smaller than the embedding, never larger)."""
+    from transformers import Qwen3_5TextConfig
+
+    if hidden % heads:
+        raise ValueError(f"hidden {hidden} is not divisible by heads {heads}")
+    if heads % kv_heads:
+        raise ValueError(f"heads {heads} is not divisible by kv_heads {kv_heads}")
+    return Qwen3_5TextConfig(
+        vocab_size=_round_up(int(vocab_size), pad_vocab_to) if pad_vocab_to else int(vocab_size),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim or hidden // heads,
+        max_position_embeddings=max_pos,
+        layer_types=["full_attention"] * layers,
+        tie_word_embeddings=tie_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta,
+                         "partial_rotary_factor": partial_rotary_factor},
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        use_cache=True,
+    )
+
+
+def config_for_tokenizer(tokenizer, **kw):
+    """:func:`tiny_config` with vocab size and eos/pad ids taken from ``tokenizer``."""
+    return tiny_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, **kw)
+
+
+def generation_config_for(tokenizer):
+    from transformers import GenerationConfig
+
+    # Qwen's shipped thinking-mode defaults; samplers always pass their own parameters.
+    return GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=True,
+        temperature=0.6,
+        top_k=20,
+        top_p=0.95,
+    )
+
+
+def init_model_dir(out_dir, config, tokenizer, *, with_weights: bool = False, seed: int = 0) -> Path:
+    """Write ``config.json``, the tokenizer and ``generation_config.json`` into ``out_dir`` (what
+    ``ssd_math.train.train`` needs with ``init_random: true``). ``with_weights`` also saves freshly
+    initialised weights (seeded), e.g. for tests of the samplers."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if with_weights:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+        model.generation_config = generation_config_for(tokenizer)
+        model.save_pretrained(str(out))
+    else:
+        config.save_pretrained(str(out))
+        generation_config_for(tokenizer).save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def load_model(model_dir, *, dtype: str = "float32", device: str = "cpu"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=getattr(torch, dtype), trust_remote_code=False
+    )
+    return model.to(device).eval()
+
+
+def n_params(model) -> int:
+    # unique parameters (tied embeddings counted once)
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def describe(model_dir) -> dict:
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "intermediate_size", "tie_word_embeddings")
+    return {k: cfg.get(k) for k in keys}

@@ -1,0 +1,185 @@
+"""The "noise trap" instrumentation (study §4): are the updates real, and is there signal?
+
+Two measurements, logged at every optimizer step by :mod:`ssd_math.train` when
+``spec["instrument"]["enabled"]``:
+
+1. **Weights** (:class:`WeightChangeTracker`). The model is *stored* (shipped, evaluated) in a
+   low-precision dtype, bf16 by default, while training keeps fp32 master weights. An update that
+   is smaller than half a bf16 ulp of a weight never reaches the stored model. So before each
+   optimizer step we keep the parameters rounded to ``store_dtype``; after the step we round
+   again and count which stored values changed: overall, per parameter group, and a histogram of
+   |Δw| of the *stored* values over log10-spaced bins (with a separate zero bin).
+
+   Parameter groups, by name (:func:`param_group`, first match wins, case-insensitive):
+     - ``norms``      names containing "norm" or "ln_" (RMSNorm/LayerNorm weights and biases,
+                      including q_norm/k_norm inside attention)
+     - ``embeddings`` "embed", "wte", "wpe", "lm_head" (input embeddings and the output head)
+     - ``attention``  "attn" or "attention" (q/k/v/o projections and their biases)
+     - ``mlp``        "mlp", "feed_forward", "ffn", "experts" (gate/up/down projections)
+     - ``other``      everything else
+
+   Implementation: one flat buffer of the stored dtype holds all parameters, ordered so each
+   group is one contiguous slice; the compare is a single vectorised ``!=`` over that buffer.
+
+2. **Gradient signal vs noise** (:class:`GradientNoiseEstimator`, McCandlish et al. 2018,
+   "An Empirical Model of Large-Batch Training", appendix A). For a batch of B examples
+   E|g_B|² = |G|² + tr(Σ)/B, with G the true gradient and Σ the per-example gradient covariance.
+   Two batch sizes B_s < B_b with measured squared norms |g_s|², |g_b|² give unbiased estimates
+
+       |G|²  ≈ (B_b |g_b|² − B_s |g_s|²) / (B_b − B_s)
+       tr(Σ) ≈ (|g_s|² − |g_b|²) / (1/B_s − 1/B_b)
+
+   Each single-step estimate is very noisy (|G|² can come out negative), so both are smoothed
+   separately by an exponential moving average (bias-corrected like Adam's moments) before the
+   ratio B_simple = tr(Σ)_ema / |G|²_ema, the "simple noise scale": the batch size at which
+   noise and signal contribute equally to |g_B|². Raw and smoothed values are both returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+GROUPS = ("embeddings", "attention", "mlp", "norms", "other")
+
+# log10 edges of the |Δw| histogram: 1e-12 .. 1e0, one bin per decade. Bins reported are
+# [zero, (0, 1e-12), [1e-12, 1e-11), ..., [1e-1, 1e0), >= 1e0]  -> len(edges) + 2 counts.
+DEFAULT_DW_BINS: tuple[float, ...] = tuple(float(e) for e in range(-12, 1))
+
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+
+
+def as_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}") from None
+
+
+def param_group(name: str) -> str:
+    """The group of a parameter, from its name (see the module docstring for the rules)."""
+    n = name.lower()
+    if "norm" in n or "ln_" in n:
+        return "norms"
+    if any(k in n for k in ("embed", "wte", "wpe", "lm_head")):
+        return "embeddings"
+    if "attn" in n or "attention" in n:
+        return "attention"
+    if any(k in n for k in ("mlp", "feed_forward", "ffn", "experts")):
+        return "mlp"
+    return "other"
+
+
+class WeightChangeTracker:
+    """Fraction of *stored* parameter values changed by one optimizer step, and |Δw| histogram.
+
+    Usage::
+
+        tracker = WeightChangeTracker(model)            # layout fixed at construction
+        tracker.before_step(model); optimizer.step(); row.update(tracker.after_step(model))
+
+    ``after_step`` returns ``frac_changed``, ``frac_changed_<group>`` for every group present,
+    ``n_changed``, ``n_params`` and ``dw_hist`` = {"edges_log10": [...], "counts": [...]} with
+    counts laid out as [zero, below the first edge, one per consecutive edge pair, at/above the
+    last edge]. Only trainable parameters (requires_grad) are tracked. Tied parameters count
+    once (``named_parameters`` de-duplicates them).
+    """
+
+    def __init__(self, model: torch.nn.Module, store_dtype: str | torch.dtype = "bfloat16",
+                 dw_bins: Sequence[float] = DEFAULT_DW_BINS):
+        self.store_dtype = as_dtype(store_dtype)
+        self.edges_log10 = [float(e) for e in dw_bins]
+        if sorted(self.edges_log10) != self.edges_log10 or len(self.edges_log10) < 1:
+            raise ValueError(f"dw_bins must be increasing log10 edges, got {dw_bins!r}")
+        self._edges = torch.tensor(self.edges_log10, dtype=torch.float32)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        # order by group so that each group is one contiguous slice of the flat buffer
+        named.sort(key=lambda np_: GROUPS.index(param_group(np_[0])))
+        self.names = [n for n, _ in named]
+        self._numels = [p.numel() for _, p in named]
+        self.n_params = sum(self._numels)
+        self.group_slices: dict[str, tuple[int, int]] = {}
+        off = 0
+        for (n, _), k in zip(named, self._numels):
+            g = param_group(n)
+            start, _end = self.group_slices.get(g, (off, off))
+            self.group_slices[g] = (start, off + k)
+            off += k
+        device = named[0][1].device if named else "cpu"
+        self._before = torch.empty(self.n_params, dtype=self.store_dtype, device=device)
+        self._after = torch.empty_like(self._before)
+        self._have_before = False
+
+    def _fill(self, model: torch.nn.Module, buf: torch.Tensor) -> None:
+        params = dict(model.named_parameters())
+        off = 0
+        with torch.no_grad():
+            for name, k in zip(self.names, self._numels):
+                buf[off:off + k].copy_(params[name].detach().reshape(-1))  # rounds to store dtype
+                off += k
+
+    def before_step(self, model: torch.nn.Module) -> None:
+        self._fill(model, self._before)
+        self._have_before = True
+
+    def after_step(self, model: torch.nn.Module) -> dict:
+        if not self._have_before:
+            raise RuntimeError("WeightChangeTracker.after_step called without before_step")
+        self._fill(model, self._after)
+        self._have_before = False
+        changed = self._before != self._after
+        n_changed = int(changed.sum())
+        out: dict = {"frac_changed": n_changed / max(1, self.n_params),
+                     "n_changed": n_changed, "n_params": self.n_params}
+        for g in GROUPS:
+            if g in self.group_slices:
+                a, b = self.group_slices[g]
+                out[f"frac_changed_{g}"] = int(changed[a:b].sum()) / max(1, b - a)
+        # histogram of |Δw| of the stored values, over the changed entries only
+        dw = (self._after[changed].float() - self._before[changed].float()).abs()
+        idx = torch.bucketize(dw.log10().cpu(), self._edges, right=True)
+        counts = torch.bincount(idx, minlength=len(self.edges_log10) + 1).tolist()
+        out["dw_hist"] = {"edges_log10": self.edges_log10,
+                          "counts": [self.n_params - n_changed] + counts}
+        return out
+
+
+class GradientNoiseEstimator:
+    """EMA-smoothed |G|², tr(Σ) and the simple noise scale B_simple (McCandlish et al. 2018)."""
+
+    def __init__(self, ema: float = 0.9):
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {ema}")
+        self.ema = ema
+        self._g2 = 0.0
+        self._trs = 0.0
+        self._n = 0
+
+    def update(self, g_small_sq: float, b_small: float, g_big_sq: float, b_big: float) -> dict:
+        """One step's |g_s|² at batch b_small and |g_b|² at batch b_big (b_small < b_big)."""
+        if not 0 < b_small < b_big:
+            raise ValueError(f"need 0 < b_small < b_big, got {b_small}, {b_big}")
+        g2_raw = (b_big * g_big_sq - b_small * g_small_sq) / (b_big - b_small)
+        trs_raw = (g_small_sq - g_big_sq) / (1.0 / b_small - 1.0 / b_big)
+        self._n += 1
+        self._g2 = self.ema * self._g2 + (1 - self.ema) * g2_raw
+        self._trs = self.ema * self._trs + (1 - self.ema) * trs_raw
+        corr = 1.0 - self.ema ** self._n  # Adam-style bias correction of the zero start
+        g2_ema, trs_ema = self._g2 / corr, self._trs / corr
+        return {
+            "G2_raw": g2_raw, "trS_raw": trs_raw, "G2_ema": g2_ema, "trS_ema": trs_ema,
+            "B_simple": trs_ema / g2_ema if g2_ema > 0 else None,
+            "gB_norm": math.sqrt(max(0.0, g_big_sq)), "gs_norm": math.sqrt(max(0.0, g_small_sq)),
+            "B_small": b_small, "B_big": b_big,
+        }
+
+    def state_dict(self) -> dict:
+        return {"ema": self.ema, "g2": self._g2, "trs": self._trs, "n": self._n}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema, self._g2, self._trs, self._n = state["ema"], state["g2"], state["trs"], state["n"]

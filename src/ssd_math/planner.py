@@ -1,0 +1,294 @@
+"""Cost planner: every job's expected GPU-hours before a run, and expected vs measured after.
+
+A job (one row per Snakemake job that needs a GPU; the lead's target functions build them)::
+
+    {rule, name, kind: "sample"|"eval"|"train", model?, gpus,
+     n_prompts, n_samples_per_prompt, mean_gen_tokens,      # sample / eval
+     mean_prompt_tokens?,                                   # optional prefill work
+     train_tokens, epochs?,                                 # train (tokens per epoch)
+     startup_s?}                                            # optional fixed cost (model load)
+
+The throughput table (config ``planner.throughput``), tokens per second **per GPU**, either flat
+or keyed by model name (then a job's ``model`` picks the entry, ``"default"`` is the fallback)::
+
+    generate_tokens_per_s_per_gpu: 2500     # decode tokens/s of a batched engine (vLLM)
+    prefill_tokens_per_s_per_gpu: 40000     # optional; 0/absent = prefill not counted
+    train_tokens_per_s_per_gpu: 3000        # SFT tokens/s incl. recompute (checkpointing)
+    startup_s_per_job: 120                  # optional default of a job's startup_s
+
+Arithmetic (all jobs): ``work_tokens / (per_gpu_rate * gpus) + startup_s`` = wall seconds,
+``hours = seconds / 3600``, ``gpu_hours = hours * gpus``. Sample/eval work is
+``n_prompts * n_samples_per_prompt * mean_gen_tokens`` generated tokens (plus prompt tokens at
+the prefill rate when given); train work is ``train_tokens * epochs``. Linear scaling in
+``gpus`` is the planner's assumption (data-parallel sampling is close to it; training with
+FSDP is not, so measure and put the measured per-GPU rate into the table).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+KINDS = ("sample", "eval", "train")
+THROUGHPUT_KEYS = ("generate_tokens_per_s_per_gpu", "train_tokens_per_s_per_gpu",
+                   "prefill_tokens_per_s_per_gpu", "startup_s_per_job")
+PLAN_COLUMNS = ("rule", "name", "kind", "model", "gpus", "n_prompts", "n_samples_per_prompt",
+                "mean_gen_tokens", "gen_tokens", "prompt_tokens", "train_tokens", "work_tokens",
+                "tokens_per_s_per_gpu", "startup_s", "hours", "gpu_hours")
+# Snakemake's benchmark TSV header (snakemake/benchmark.py, BenchmarkRecord.get_header);
+# --benchmark-extended appends jobid, rule_name, wildcards, params, threads, cpu_usage,
+# resources, input_size_mb. max_* are MB, io_* MB, mean_load %, cpu_time s; "NA" when the
+# job ended before the first sample; one row per repeat() run.
+BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
+                     "io_out", "mean_load", "cpu_time")
+
+
+class PlanError(ValueError):
+    """A job or the throughput table is incomplete; the message names the job and the key."""
+
+
+def _rates(throughput: Mapping, job: Mapping) -> Mapping:
+    if any(k in throughput for k in THROUGHPUT_KEYS):
+        return throughput
+    model = job.get("model")
+    if model in throughput:
+        return throughput[model]
+    if "default" in throughput:
+        return throughput["default"]
+    raise PlanError(f"job {job.get('name')!r}: no throughput entry for model {model!r} "
+                    f"(have {sorted(throughput)}; add planner.throughput.{model} or .default)")
+
+
+def _need(mapping: Mapping, key: str, what: str) -> float:
+    v = mapping.get(key)
+    if v is None:
+        raise PlanError(f"{what}: missing {key!r}")
+    v = float(v)
+    if v < 0:
+        raise PlanError(f"{what}: {key!r} must be >= 0, got {v}")
+    return v
+
+
+def plan(jobs: Iterable[Mapping], throughput: Mapping) -> list[dict]:
+    """One row per job with its expected tokens, hours and GPU-hours (see the module doc)."""
+    rows = []
+    for job in jobs:
+        name = job.get("name") or job.get("rule")
+        what = f"job {name!r}"
+        kind = job.get("kind")
+        if kind not in KINDS:
+            raise PlanError(f"{what}: kind must be one of {KINDS}, got {kind!r}")
+        gpus = int(job.get("gpus") or 1)
+        if gpus < 1:
+            raise PlanError(f"{what}: gpus must be >= 1")
+        rates = _rates(throughput, job)
+        startup = float(job.get("startup_s", rates.get("startup_s_per_job", 0)) or 0)
+        gen = prompt = train = 0.0
+        if kind in ("sample", "eval"):
+            n_p = _need(job, "n_prompts", what)
+            k = float(job.get("n_samples_per_prompt", 1))
+            gen = n_p * k * _need(job, "mean_gen_tokens", what)
+            rate = _need(rates, "generate_tokens_per_s_per_gpu", f"throughput for {what}")
+            seconds = gen / (rate * gpus)
+            if job.get("mean_prompt_tokens") and rates.get("prefill_tokens_per_s_per_gpu"):
+                prompt = n_p * k * float(job["mean_prompt_tokens"])
+                seconds += prompt / (float(rates["prefill_tokens_per_s_per_gpu"]) * gpus)
+            work = gen + prompt
+        else:
+            train = _need(job, "train_tokens", what) * float(job.get("epochs", 1))
+            rate = _need(rates, "train_tokens_per_s_per_gpu", f"throughput for {what}")
+            seconds = train / (rate * gpus)
+            work = train
+        if rate <= 0:
+            raise PlanError(f"throughput for {what}: rate must be > 0")
+        hours = (seconds + startup) / 3600.0
+        rows.append({
+            "rule": job.get("rule"), "name": name, "kind": kind, "model": job.get("model"),
+            "gpus": gpus, "n_prompts": job.get("n_prompts"),
+            "n_samples_per_prompt": job.get("n_samples_per_prompt"),
+            "mean_gen_tokens": job.get("mean_gen_tokens"),
+            "gen_tokens": int(gen), "prompt_tokens": int(prompt), "train_tokens": int(train),
+            "work_tokens": int(work), "tokens_per_s_per_gpu": rate, "startup_s": startup,
+            "hours": hours, "gpu_hours": hours * gpus,
+            **({"benchmark": job["benchmark"]} if job.get("benchmark") else {}),
+        })
+    return rows
+
+
+def plan_totals(rows: Iterable[Mapping]) -> dict:
+    """Totals over plan rows: ``jobs``, ``hours`` (sum of job wall hours, i.e. one job at a
+    time), ``gpu_hours``, and the same split by kind (``by_kind``)."""
+    rows = list(rows)
+    by_kind: dict[str, dict] = {}
+    for r in rows:
+        k = by_kind.setdefault(r["kind"], {"jobs": 0, "hours": 0.0, "gpu_hours": 0.0})
+        k["jobs"] += 1
+        k["hours"] += r["hours"]
+        k["gpu_hours"] += r["gpu_hours"]
+    return {"jobs": len(rows), "hours": sum(r["hours"] for r in rows),
+            "gpu_hours": sum(r["gpu_hours"] for r in rows), "by_kind": by_kind}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def format_plan(rows: Iterable[Mapping], *, columns: Iterable[str] | None = None) -> str:
+    """A fixed-width table of the plan rows with a totals line (by kind and overall). With
+    measured columns (from :func:`merge_measured`) they are shown too."""
+    rows = list(rows)
+    if columns is None:
+        columns = ["rule", "name", "kind", "gpus", "work_tokens", "tokens_per_s_per_gpu",
+                   "hours", "gpu_hours"]
+        if any("measured_hours" in r for r in rows):
+            columns += ["measured_hours", "measured_gpu_hours", "ratio", "max_rss_mb"]
+    columns = list(columns)
+    tot = plan_totals(rows)
+    body = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    foot = []
+    for kind, t in tot["by_kind"].items():
+        line = {c: "" for c in columns}
+        line.update({"rule": "total", "name": kind, "kind": f"{t['jobs']} jobs",
+                     "hours": _fmt(t["hours"]), "gpu_hours": _fmt(t["gpu_hours"])})
+        foot.append([line.get(c, "") for c in columns])
+    line = {c: "" for c in columns}
+    line.update({"rule": "TOTAL", "name": "", "kind": f"{tot['jobs']} jobs",
+                 "hours": _fmt(tot["hours"]), "gpu_hours": _fmt(tot["gpu_hours"])})
+    if "measured_gpu_hours" in columns:
+        mh = [r["measured_gpu_hours"] for r in rows if r.get("measured_gpu_hours") is not None]
+        line["measured_gpu_hours"] = _fmt(sum(mh)) if mh else "-"
+    foot.append([line.get(c, "") for c in columns])
+    widths = [max(len(c), *(len(x[i]) for x in body + foot)) for i, c in enumerate(columns)]
+    numeric = [all(re.fullmatch(r"[-\d,.]*", x[i] or "") for x in body) for i in range(len(columns))]
+
+    def render(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w)
+                         for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([render(columns), sep, *map(render, body), sep, *map(render, foot)]) + "\n"
+
+
+def plan_to_csv(rows: Iterable[Mapping], path: str | os.PathLike | None = None) -> str:
+    """CSV text of the plan rows (all plan columns plus any measured ones); written atomically
+    to ``path`` when given."""
+    rows = list(rows)
+    cols = list(PLAN_COLUMNS)
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    text = buf.getvalue()
+    if path is not None:
+        from ssd_math.io import write_text
+
+        write_text(path, text)
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# measured
+# ----------------------------------------------------------------------------------------------
+
+
+def _num(v: str | None) -> float | None:
+    if v is None:
+        return None
+    v = v.strip()
+    if v in ("", "NA", "-", "None"):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def read_benchmark(path: str | os.PathLike) -> dict:
+    """Parse one Snakemake ``benchmark:`` file (TSV, or JSONL when the path ends in .jsonl).
+
+    Returns ``{"n_runs", "s_mean", "s_max", "max_rss_mb", "cpu_time_s", "mean_load", "rows"}``
+    (``rows`` are the raw per-run dicts; several with ``repeat()``). Raises ``ValueError``
+    naming the file when the header lacks the ``s`` column or there is no data row.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        import json
+
+        raw = [{k: (None if v is None else str(v)) for k, v in json.loads(line).items()}
+               for line in text.splitlines() if line.strip()]
+    else:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if not lines:
+            raise ValueError(f"{path}: empty benchmark file")
+        header = lines[0].split("\t")
+        if "s" not in header:
+            raise ValueError(f"{path}: not a Snakemake benchmark file (header {header[:4]})")
+        raw = [dict(zip(header, ln.split("\t"))) for ln in lines[1:]]
+    if not raw:
+        raise ValueError(f"{path}: benchmark file without a data row")
+    secs = [x for x in (_num(r.get("s")) for r in raw) if x is not None]
+    rss = [x for x in (_num(r.get("max_rss")) for r in raw) if x is not None]
+    cpu = [x for x in (_num(r.get("cpu_time")) for r in raw) if x is not None]
+    load = [x for x in (_num(r.get("mean_load")) for r in raw) if x is not None]
+    return {"n_runs": len(raw), "s_mean": sum(secs) / len(secs) if secs else None,
+            "s_max": max(secs) if secs else None, "max_rss_mb": max(rss) if rss else None,
+            "cpu_time_s": sum(cpu) / len(cpu) if cpu else None,
+            "mean_load": sum(load) / len(load) if load else None, "rows": raw}
+
+
+def merge_measured(plan_rows: Iterable[Mapping],
+                   benchmark_files: Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike],
+                   ) -> list[dict]:
+    """Join Snakemake benchmark files to plan rows by job name.
+
+    ``benchmark_files`` is ``{job name: path}``, or an iterable of paths matched by a plan
+    row's ``benchmark`` path (when its job declared one) or else by the file's stem (``.../
+    sample_base.tsv`` -> ``sample_base``). Adds ``measured_s`` (mean over repeats),
+    ``measured_hours``, ``measured_gpu_hours`` (= measured hours * gpus: benchmark cannot see
+    GPUs, the job's allocation is what it cost), ``ratio`` (measured / expected hours),
+    ``max_rss_mb`` and ``n_runs``; rows without a file get ``None`` there.
+    """
+    if isinstance(benchmark_files, Mapping):
+        by_name = {str(k): Path(v) for k, v in benchmark_files.items()}
+        by_path: dict[str, Path] = {}
+    else:
+        paths = [Path(p) for p in benchmark_files]
+        by_name = {p.name.split(".")[0]: p for p in paths}
+        by_path = {os.path.normpath(str(p)): p for p in paths}
+    out = []
+    for r in plan_rows:
+        r = dict(r)
+        p = None
+        if r.get("benchmark") and os.path.normpath(str(r["benchmark"])) in by_path:
+            p = by_path[os.path.normpath(str(r["benchmark"]))]
+        elif str(r.get("name")) in by_name:
+            p = by_name[str(r["name"])]
+        if p is not None and p.exists():
+            b = read_benchmark(p)
+            hours = b["s_mean"] / 3600.0 if b["s_mean"] is not None else None
+            r.update({"measured_s": b["s_mean"], "measured_hours": hours,
+                      "measured_gpu_hours": hours * r["gpus"] if hours is not None else None,
+                      "ratio": hours / r["hours"] if hours is not None and r["hours"] else None,
+                      "max_rss_mb": b["max_rss_mb"], "n_runs": b["n_runs"],
+                      "benchmark_file": str(p)})
+        else:
+            r.update({"measured_s": None, "measured_hours": None, "measured_gpu_hours": None,
+                      "ratio": None, "max_rss_mb": None, "n_runs": 0,
+                      "benchmark_file": str(p) if p else None})
+        out.append(r)
+    return out

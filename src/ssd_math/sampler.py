@@ -1,0 +1,395 @@
+"""Sampling from a model: one interface, two backends (transformers ``generate`` on CPU, vLLM on GPU).
+
+Rows follow docs/contracts.md "Sample row": one per (prompt, sample index)::
+
+    prompt_id, sample_index, prompt, completion, n_completion_tokens, finish_reason,
+    seed, sampling{...}, model, condition, gold, level, source
+
+``completion`` is the decoded generated text without the eos token (special tokens such as
+``<think>``/``</think>`` kept); ``n_completion_tokens`` counts generated tokens up to and including
+the eos; ``finish_reason`` is "stop" when the eos (``<|im_end|>``) was produced, else "length".
+
+Seeds. ``seed`` in a row is the per-request seed of the contract,
+``derive_seed(base_seed, prompt_id, sample_index, condition)``; the vLLM backend hands exactly that
+to the engine (``SamplingParams.seed``), so a vLLM row does not depend on what else is in the
+batch. transformers ``generate`` has one RNG per call, so the HF backend seeds *batches*:
+
+* requests are chunked, in their given order, into fixed groups of ``batch_size``
+  (:func:`plan_batches`; the composition never depends on what was already done);
+* sample index ``s`` of a batch is one ``generate`` call seeded with
+  ``derive_seed(base_seed, condition, first prompt id of the batch, s)`` (recorded in the row
+  as ``batch_seed``); n > 1 is n such passes, not ``num_return_sequences``, so sample ``s`` of a
+  prompt is the same whatever n is.
+
+Hence generating the batches of a shard in any order, or skipping finished ones after a crash
+(``skip=``), gives byte-identical rows. A prompt's completion does depend on its batch (other
+prompts change the padding and the RNG stream), so HF rows are reproducible for the same
+(requests, batch_size), not across batch sizes.
+
+Presence penalty (vLLM / OpenAI semantics): ``presence_penalty`` is subtracted from the logit of
+every token that already occurs in the *generated* part (the prompt does not count), before
+temperature and truncation, as vLLM applies penalties before temperature. HF order:
+presence penalty -> temperature -> top-k -> top-p -> min-p (transformers' warper order; vLLM
+applies min-p before top-k/top-p, which differs only when min-p and top-k/top-p are combined).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+# ------------------------------------------------------------------------------------------
+# configuration and seeds
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    top_k: int = 20              # <= 0: off
+    top_p: float = 0.95
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    max_new_tokens: int = 128
+    n: int = 1                   # samples per prompt
+
+    def __post_init__(self):
+        errs = []
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            errs.append(f"temperature must be > 0 (greedy decoding is not a sampling condition), "
+                        f"got {self.temperature!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            errs.append(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p < 1):
+            errs.append(f"min_p must be in [0, 1), got {self.min_p!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool):
+            errs.append(f"top_k must be an int (<= 0 disables it), got {self.top_k!r}")
+        if not (isinstance(self.presence_penalty, (int, float)) and -2 <= self.presence_penalty <= 2):
+            errs.append(f"presence_penalty must be in [-2, 2] (OpenAI/vLLM range), "
+                        f"got {self.presence_penalty!r}")
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            errs.append(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        if not (isinstance(self.n, int) and self.n >= 1):
+            errs.append(f"n (samples per prompt) must be an int >= 1, got {self.n!r}")
+        if errs:
+            raise ValueError("invalid SamplingConfig: " + "; ".join(errs))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplingConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown sampling key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def derive_seed(base_seed: int, *parts: Any) -> int:
+    """A stable 63-bit seed from a base seed and any JSON-able parts (sha256; not ``hash()``,
+    which is salted per process)."""
+    blob = json.dumps([int(base_seed), *parts], sort_keys=True, separators=(",", ":"),
+                      default=str).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") & ((1 << 63) - 1)
+
+
+def request_seed(base_seed: int, prompt_id: str, sample_index: int, condition: str) -> int:
+    """The per-request seed of the contract."""
+    return derive_seed(base_seed, prompt_id, sample_index, condition)
+
+
+def base_row(request: dict, *, sample_index: int, completion: str, n_completion_tokens: int,
+             finish_reason: str, seed: int, sampling: SamplingConfig, model: str,
+             condition: str) -> dict:
+    return {
+        "prompt_id": request["id"],
+        "sample_index": int(sample_index),
+        "prompt": request["prompt"],
+        "completion": completion,
+        "n_completion_tokens": int(n_completion_tokens),
+        "finish_reason": finish_reason,
+        "seed": int(seed),
+        "sampling": sampling.to_dict(),
+        "model": model,
+        "condition": condition,
+        "gold": request.get("answer"),
+        "level": request.get("level"),
+        "source": request.get("source"),
+    }
+
+
+def _check_requests(requests: Sequence[dict]) -> None:
+    ids = set()
+    for i, r in enumerate(requests):
+        for key in ("id", "prompt"):
+            if key not in r:
+                raise ValueError(f"request {i} has no {key!r} field")
+        if r["id"] in ids:
+            raise ValueError(f"duplicate request id {r['id']!r}")
+        ids.add(r["id"])
+
+
+# ------------------------------------------------------------------------------------------
+# transformers backend
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Batch:
+    index: int            # position of the chunk in the request order
+    sample_index: int
+    requests: tuple       # the chunk's requests (fixed composition)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(first prompt id, sample index): identifies the batch across runs."""
+        return (self.requests[0]["id"], self.sample_index)
+
+
+def plan_batches(requests: Sequence[dict], batch_size: int, n: int) -> list[Batch]:
+    """Requests chunked in order into ``batch_size`` groups, once per sample index."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks = [tuple(requests[i:i + batch_size]) for i in range(0, len(requests), batch_size)]
+    return [Batch(b, s, chunk) for s in range(n) for b, chunk in enumerate(chunks)]
+
+
+def presence_penalty_processor(penalty: float, prompt_len: int):
+    """A ``LogitsProcessor`` subtracting ``penalty`` from logits of tokens present in the
+    generated part (positions >= ``prompt_len`` of the left-padded input)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class PresencePenaltyLogitsProcessor(LogitsProcessor):
+        def __init__(self, penalty: float, prompt_len: int):
+            self.penalty = float(penalty)
+            self.prompt_len = int(prompt_len)
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            gen = input_ids[:, self.prompt_len:]
+            if gen.shape[1] == 0 or self.penalty == 0:
+                return scores
+            present = torch.zeros_like(scores, dtype=torch.bool)
+            present.scatter_(1, gen, True)
+            return scores - self.penalty * present.to(scores.dtype)
+
+    return PresencePenaltyLogitsProcessor(penalty, prompt_len)
+
+
+class HFSampler:
+    """transformers ``generate`` sampler (CPU default), batched with left padding."""
+
+    backend = "hf"
+
+    def __init__(self, model_dir, *, device: str = "cpu", dtype: str = "float32",
+                 batch_size: int = 64, model_name: str | None = None, threads: int | None = None):
+        import torch
+        from transformers import AutoTokenizer
+
+        from .modeling import load_model
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.model_dir = str(model_dir)
+        self.model_name = model_name or self.model_dir
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError(f"{model_dir}: the tokenizer has no pad token")
+        self.eos_id = self.tokenizer.eos_token_id
+        self.model = load_model(self.model_dir, dtype=dtype, device=device)
+        self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0}
+
+    def generate_batch(self, batch: Batch, *, sampling: SamplingConfig, condition: str,
+                       base_seed: int) -> list[dict]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        tok = self.tokenizer
+        prompts = [r["prompt"] for r in batch.requests]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        prompt_len = enc["input_ids"].shape[1]
+        procs = LogitsProcessorList()
+        if sampling.presence_penalty:
+            procs.append(presence_penalty_processor(sampling.presence_penalty, prompt_len))
+        bseed = derive_seed(base_seed, condition, batch.requests[0]["id"], batch.sample_index)
+        torch.manual_seed(bseed)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                do_sample=True,
+                temperature=float(sampling.temperature),
+                top_k=int(sampling.top_k) if sampling.top_k > 0 else 0,
+                top_p=float(sampling.top_p),
+                min_p=float(sampling.min_p) if sampling.min_p > 0 else None,
+                max_new_tokens=int(sampling.max_new_tokens),
+                eos_token_id=self.eos_id,
+                pad_token_id=tok.pad_token_id,
+                logits_processor=procs,
+                num_return_sequences=1,
+            )
+        dt = time.perf_counter() - t0
+        gen = out[:, prompt_len:].tolist()
+        rows = []
+        for req, ids in zip(batch.requests, gen):
+            if self.eos_id in ids:
+                cut = ids.index(self.eos_id)
+                body, n_tok, reason = ids[:cut], cut + 1, "stop"
+            else:
+                body, n_tok, reason = ids, len(ids), "length"
+            self.stats["new_tokens"] += n_tok
+            text = tok.decode(body, skip_special_tokens=False)
+            row = base_row(req, sample_index=batch.sample_index, completion=text,
+                           n_completion_tokens=n_tok, finish_reason=reason,
+                           seed=request_seed(base_seed, req["id"], batch.sample_index, condition),
+                           sampling=sampling, model=self.model_name, condition=condition)
+            row["batch_seed"] = bseed
+            rows.append(row)
+        self.stats["seconds"] += dt
+        self.stats["batches"] += 1
+        return rows
+
+    def sample_iter(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
+                    base_seed: int, skip: Callable[[Batch], bool] | None = None,
+                    order: Iterable[int] | None = None) -> Iterator[tuple[Batch, list[dict]]]:
+        """Yield (batch, rows) per batch; ``skip(batch)`` true leaves a batch out (resume);
+        ``order`` permutes the batches (a test hook: rows do not depend on it)."""
+        _check_requests(requests)
+        plan = plan_batches(list(requests), self.batch_size, sampling.n)
+        idx = list(order) if order is not None else range(len(plan))
+        for i in idx:
+            b = plan[i]
+            if skip is not None and skip(b):
+                continue
+            yield b, self.generate_batch(b, sampling=sampling, condition=condition,
+                                         base_seed=base_seed)
+
+    def sample(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
+               base_seed: int, on_batch: Callable[[Batch, list[dict]], None] | None = None,
+               skip: Callable[[Batch], bool] | None = None,
+               order: Iterable[int] | None = None) -> list[dict]:
+        """All rows, sorted by (request order, sample index); ``on_batch(batch, rows)`` is
+        called after each batch (e.g. to persist it)."""
+        pos = {r["id"]: i for i, r in enumerate(requests)}
+        rows: list[dict] = []
+        for b, brows in self.sample_iter(requests, sampling=sampling, condition=condition,
+                                         base_seed=base_seed, skip=skip, order=order):
+            if on_batch is not None:
+                on_batch(b, brows)
+            rows.extend(brows)
+        rows.sort(key=lambda r: (pos[r["prompt_id"]], r["sample_index"]))
+        return rows
+
+    def throughput(self) -> dict:
+        s = self.stats
+        return {**s, "new_tokens_per_s": s["new_tokens"] / s["seconds"] if s["seconds"] else None}
+
+
+# ------------------------------------------------------------------------------------------
+# vLLM backend
+# ------------------------------------------------------------------------------------------
+
+def to_vllm_params(sampling: SamplingConfig, seed: int | None, *, n: int | None = None) -> dict:
+    """Keyword arguments for ``vllm.SamplingParams`` (vLLM's field names). ``top_k`` off is -1
+    (accepted as "all tokens" by old and new vLLM). ``skip_special_tokens=False`` keeps tokens
+    like ``<|im_start|>`` a model may emit mid-text (Qwen's ``<think>`` is not special either
+    way); the eos that stops a request is not part of ``text``."""
+    return {
+        "n": int(n if n is not None else 1),
+        "temperature": float(sampling.temperature),
+        "top_k": int(sampling.top_k) if sampling.top_k > 0 else -1,
+        "top_p": float(sampling.top_p),
+        "min_p": float(sampling.min_p),
+        "presence_penalty": float(sampling.presence_penalty),
+        "max_tokens": int(sampling.max_new_tokens),
+        "seed": None if seed is None else int(seed),
+        "skip_special_tokens": False,
+    }
+
+
+def vllm_output_to_rows(request: dict, output: Any, *, sampling: SamplingConfig, condition: str,
+                        base_seed: int, model: str, eos_token: str | None = "<|im_end|>",
+                        sample_indices: Sequence[int] | None = None) -> list[dict]:
+    """Rows from one ``vllm.RequestOutput`` (anything with ``.outputs[i].text / .token_ids /
+    .finish_reason``). vLLM's finish_reason is "stop" (eos or a stop token) or "length"; other
+    values ("abort") are kept as they are. ``sample_indices`` name the outputs' sample indices
+    (default 0..len-1)."""
+    outs = list(output.outputs)
+    idxs = list(sample_indices) if sample_indices is not None else list(range(len(outs)))
+    if len(idxs) != len(outs):
+        raise ValueError(f"{len(outs)} outputs for {len(idxs)} sample indices")
+    rows = []
+    for s, o in zip(idxs, outs):
+        text = o.text
+        if eos_token and text.endswith(eos_token):
+            text = text[: -len(eos_token)]
+        rows.append(base_row(
+            request, sample_index=s, completion=text, n_completion_tokens=len(o.token_ids),
+            finish_reason=o.finish_reason, sampling=sampling, model=model, condition=condition,
+            seed=request_seed(base_seed, request["id"], s, condition)))
+    return rows
+
+
+class VLLMSampler:
+    """vLLM offline engine. Each (prompt, sample index) is its own request with its own
+    ``SamplingParams(seed=request seed, n=1)``, so rows depend only on (base seed, prompt id,
+    sample index, condition), never on batching; one engine serves any mix of conditions."""
+
+    backend = "vllm"
+
+    def __init__(self, model_dir, *, tensor_parallel_size: int = 1, dtype: str = "bfloat16",
+                 seed: int = 0, model_name: str | None = None, max_model_len: int | None = None,
+                 gpu_memory_utilization: float = 0.9, **llm_kw):
+        try:
+            import vllm  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - vLLM is not installable on the CPU box
+            raise ImportError("the vllm backend needs vLLM (pip install 'ssd-math[vllm]' in its "
+                              "own environment, envs/vllm.yaml)") from exc
+        from vllm import LLM
+
+        kw = dict(model=str(model_dir), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                  seed=seed, gpu_memory_utilization=gpu_memory_utilization, **llm_kw)
+        if max_model_len:
+            kw["max_model_len"] = max_model_len
+        self.llm = LLM(**kw)
+        self.model_name = model_name or str(model_dir)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos_token = self.tokenizer.eos_token
+
+    def sample(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
+               base_seed: int, on_batch=None, skip=None, order=None) -> list[dict]:
+        from vllm import SamplingParams
+
+        _check_requests(requests)
+        prompts, params, meta = [], [], []
+        for r in requests:
+            for s in range(sampling.n):
+                seed = request_seed(base_seed, r["id"], s, condition)
+                prompts.append(r["prompt"])
+                params.append(SamplingParams(**to_vllm_params(sampling, seed)))
+                meta.append((r, s))
+        outs = self.llm.generate(prompts, params)
+        rows = []
+        for (r, s), out in zip(meta, outs):
+            rows += vllm_output_to_rows(r, out, sampling=sampling, condition=condition,
+                                        base_seed=base_seed, model=self.model_name,
+                                        eos_token=self.eos_token, sample_indices=[s])
+        if on_batch is not None:
+            on_batch(None, rows)
+        return rows
+
+
+def make_sampler(backend: str, model_dir, **kw):
+    if backend == "hf":
+        return HFSampler(model_dir, **kw)
+    if backend == "vllm":
+        return VLLMSampler(model_dir, **kw)
+    raise ValueError(f"unknown sampler backend {backend!r} (use 'hf' or 'vllm')")

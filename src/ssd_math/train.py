@@ -1,0 +1,553 @@
+"""Supervised fine-tuning (and tiny-base pretraining) of a causal LM: one file, top to bottom.
+
+Launch (one CPU process; the same command scales to N GPUs with another accelerate config):
+
+    accelerate launch --config_file envs/accelerate/cpu.yaml -m ssd_math.train --spec SPEC.json
+
+or without accelerate's launcher (single process): ``python -m ssd_math.train --spec SPEC.json``.
+From Python: ``ssd_math.train.train(spec_dict)``. The spec keys and their defaults are
+``DEFAULTS`` below; docs/contracts.md "Training spec" is the contract.
+
+What one optimizer step is
+    ``global_batch`` sequences = ``micro_batch`` x accumulation x processes (fail fast when it
+    does not divide). Each process runs its micro-batches (forward+backward) and the optimizer
+    steps once. The loss is the mean over *all completion tokens of the global batch*: every
+    micro-batch contributes sum(token losses) / (completion tokens in the whole global batch),
+    so accumulation is exact (4 micro-batches of 2 == 1 batch of 8) and long sequences are not
+    down-weighted. We do not pass gradient_accumulation_steps to the Accelerator (its
+    ``backward`` would divide the loss again); gradients are synchronised across processes on
+    the last micro-batch only (``accelerator.no_sync`` on the others).
+
+Data
+    Rows {"prompt", "completion", "finish_reason"?}. The prompt is the fully rendered chat
+    prompt: prompt and completion are tokenized separately without special tokens and
+    concatenated; the eos token is appended when finish_reason is "stop" or absent (a
+    length-stopped completion did not end); then truncated to ``max_len``. Labels are -100 on
+    prompt tokens and padding (loss on completion tokens only). The order of an epoch is a
+    permutation that is a pure function of (seed, epoch); an epoch has
+    floor(rows / global_batch) optimizer steps (the remainder rows of an epoch are dropped).
+
+Optimizer and schedule
+    AdamW(lr, betas, eps, weight_decay). Weight decay applies to matrices (``p.ndim >= 2``:
+    projections, embeddings, lm_head); 1-D parameters (norm weights, biases) get none.
+    LR at optimizer step s = 1..T: linear warmup lr*s/warmup_steps for s <= warmup_steps, then
+    cosine from lr to min_lr reaching min_lr exactly at s = T (``schedule: cosine``), or lr
+    held (``schedule: constant``). Gradient norm is measured before clipping; clipped to
+    ``grad_clip`` when set.
+
+``optimizer_state: "bf16"`` (an emulation)
+    After every optimizer step the weights and both AdamW moment buffers are rounded to bf16
+    and stored back as fp32 (this CPU has no bf16 hardware; compute stays fp32). This mimics a
+    bf16-only optimizer, where small updates vanish below bf16 resolution. "fp32" leaves them.
+
+Checkpoints and resume (the resume contract)
+    At each step in ``checkpoints`` ({step: folder}) the model is saved (save_pretrained +
+    tokenizer into a temporary folder, then renamed) and, when ``resume_dir`` is set, the full
+    training state too: model and optimizer state dicts, scheduler, noise-estimator EMA, RNG
+    states (python, numpy, torch; per process), the data position (= the optimizer step; the
+    data order is a function of (seed, epoch) only), elapsed time and log length. On start, an
+    existing resume state is restored and training continues at the next step; the log is
+    truncated to that step so no row is duplicated. A killed and rerun CPU run ends with weights
+    equal (bitwise) to an uninterrupted run's. A spec that differs from the one that wrote the
+    resume state in anything that changes training fails fast.
+
+Guards
+    A NaN/inf loss or gradient norm raises ``FloatingPointError`` naming the step, before the
+    optimizer step; the last checkpoint stays intact.
+
+Log
+    One JSON row per optimizer step (appended, flushed and fsynced): step, loss (mean over the
+    step's completion tokens), ppl = exp(loss), lr (the lr used by this step), grad_norm (before
+    clipping), tokens (cumulative non-pad input tokens, all processes), loss_tokens (completion
+    tokens in this step), elapsed_s, tokens_per_s (this step's input tokens / its wall time),
+    mem_mb (peak RSS of this process, or peak CUDA memory on GPU), and with
+    ``instrument.enabled`` the noise-trap fields of :mod:`ssd_math.noise`: frac_changed,
+    frac_changed_<group>, n_changed, n_params, dw_hist, G2_raw, trS_raw, G2_ema, trS_ema,
+    B_simple, gB_norm, gs_norm, B_small, B_big.
+
+Gradient-noise batch sizes (B in sequences; tokens would also be defensible)
+    One process: B_s = the first micro-batch (its gradient measured right after its backward,
+    rescaled to the gradient of that micro-batch's own mean loss), B_b = the global batch.
+    Several processes: every micro-batch runs under ``no_sync``; B_s = one process's
+    accumulated gradient (its own mean loss), averaged over processes; then the gradients are
+    all-reduced (mean) here explicitly and B_b = the global batch. With one process and one
+    micro-batch per step there is no small batch and the gradient-noise fields are null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ssd_math.io import atomic_path, read_json, read_jsonl, stable_hash, write_json, write_meta
+
+DEFAULTS: dict = {
+    "init_dir": None,          # folder with config.json + tokenizer (+ weights unless init_random)
+    "init_random": False,      # fresh weights from config.json (pretraining the tiny base)
+    "data": None,              # JSONL path (or a list of row dicts) with prompt / completion
+    "out_dir": None,           # final model folder
+    "checkpoints": {},         # {optimizer step: folder}
+    "log": None,               # per-step JSONL log
+    "resume_dir": None,        # training state for resume (None: no resume state)
+    "seed": 0,
+    "epochs": 1,
+    "max_steps": None,         # cap on optimizer steps
+    "max_len": 2048,           # tokens per sequence (prompt + completion + eos), truncated
+    "global_batch": 32,        # sequences per optimizer step
+    "micro_batch": 4,          # sequences per forward/backward per process
+    "lr": 5e-6,                # peak
+    "min_lr": 1e-6,            # end of the cosine
+    "warmup_steps": 5,
+    "schedule": "cosine",      # "cosine" | "constant"
+    "betas": [0.9, 0.95],
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "grad_clip": 1.0,          # None = off
+    "dtype": "float32",        # compute/master dtype (float32 on CPU)
+    "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
+    "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
+    "progress": True,          # tqdm bar on stderr
+}
+
+# keys that do not change the trained weights (may differ between a run and its resume)
+_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "max_steps"}
+
+
+# ------------------------------------------------------------------------------------------
+# spec
+# ------------------------------------------------------------------------------------------
+
+def resolve_spec(spec: dict) -> dict:
+    """Defaults filled in, types normalised, incompatible options rejected (fail fast)."""
+    unknown = set(spec) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown training spec key(s): {sorted(unknown)}; "
+                         f"known: {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **spec}
+    s["instrument"] = {**DEFAULTS["instrument"], **(spec.get("instrument") or {})}
+    s["checkpoints"] = {int(k): str(v) for k, v in (s["checkpoints"] or {}).items()}
+    for key in ("init_dir", "data", "out_dir"):
+        if s[key] is None:
+            raise ValueError(f"training spec needs {key!r}")
+    if s["schedule"] not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {s['schedule']!r}")
+    if s["optimizer_state"] not in ("fp32", "bf16"):
+        raise ValueError(f"optimizer_state must be 'fp32' or 'bf16', got {s['optimizer_state']!r}")
+    if s["dtype"] != "float32":
+        raise ValueError(f"dtype {s['dtype']!r} not supported: this loop trains fp32 "
+                         "(bf16 weights are emulated with optimizer_state: bf16)")
+    if s["epochs"] < 1 or s["global_batch"] < 1 or s["micro_batch"] < 1:
+        raise ValueError("epochs, global_batch and micro_batch must be >= 1")
+    return s
+
+
+def batch_layout(global_batch: int, micro_batch: int, num_processes: int) -> int:
+    """Accumulation steps per process so that micro x accum x processes == global_batch."""
+    per_proc, rem = divmod(global_batch, num_processes)
+    if rem or per_proc % micro_batch:
+        raise ValueError(
+            f"global_batch {global_batch} is not micro_batch {micro_batch} x accumulation x "
+            f"{num_processes} process(es): it must be divisible by "
+            f"{micro_batch * num_processes}")
+    return per_proc // micro_batch
+
+
+def lr_at(step: int, s: dict, total_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (1-based) out of ``total_steps``."""
+    lr, min_lr, warm = s["lr"], s["min_lr"], s["warmup_steps"]
+    if warm > 0 and step <= warm:
+        return lr * step / warm
+    if s["schedule"] == "constant":
+        return lr
+    progress = (step - warm) / max(1, total_steps - warm)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------
+
+def encode_row(row: dict, tok, max_len: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels): prompt tokens labelled -100, completion (+eos if stopped) trained."""
+    p = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+    c = tok(row["completion"], add_special_tokens=False)["input_ids"]
+    if row.get("finish_reason", "stop") in ("stop", None):
+        if tok.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos token to append to stopped completions")
+        c = c + [tok.eos_token_id]
+    ids = (p + c)[:max_len]
+    labels = ([-100] * len(p) + c)[:max_len]
+    return ids, labels
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    """Right-pad to the longest; padding has attention 0 and label -100."""
+    n = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        ids[i, :len(x)] = torch.tensor(x)
+        labels[i, :len(y)] = torch.tensor(y)
+        mask[i, :len(x)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def n_loss_tokens(labels: list[int]) -> int:
+    """Tokens that carry loss after the causal shift (label position 0 predicts nothing)."""
+    return sum(1 for y in labels[1:] if y != -100)
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
+    """The row order of an epoch: a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n_rows).tolist()
+
+
+def global_batch_rows(step: int, n_rows: int, s: dict, steps_per_epoch: int) -> list[int]:
+    """Row indices of 0-based optimizer step ``step`` (the data position)."""
+    epoch, k = divmod(step, steps_per_epoch)
+    order = epoch_order(n_rows, s["seed"], epoch)
+    return order[k * s["global_batch"]:(k + 1) * s["global_batch"]]
+
+
+def token_sum_loss(model, batch: dict) -> torch.Tensor:
+    """Sum (not mean) of next-token cross-entropy over label positions != -100."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1].float()
+    target = batch["labels"][:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+
+
+# ------------------------------------------------------------------------------------------
+# model, optimizer, state
+# ------------------------------------------------------------------------------------------
+
+def load_model_and_tokenizer(s: dict):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(s["init_dir"])
+    if s["init_random"]:
+        config = AutoConfig.from_pretrained(s["init_dir"])
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(s["init_dir"], dtype=torch.float32)
+    model.config.use_cache = False
+    return model, tok
+
+
+def make_optimizer(model, s: dict) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices (ndim >= 2, incl. embeddings), none on norms/biases."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": s["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]
+    # foreach=False: the per-parameter loop is bitwise reproducible on CPU across resumes
+    return torch.optim.AdamW(groups, lr=s["lr"], betas=tuple(s["betas"]), eps=s["eps"],
+                             foreach=False)
+
+
+@torch.no_grad()
+def round_to_bf16_(model, optimizer) -> None:
+    """Emulated bf16-only training: weights and AdamW moments rounded to bf16 (kept as fp32)."""
+    for p in model.parameters():
+        p.copy_(p.to(torch.bfloat16))
+        st = optimizer.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in st:
+                st[key].copy_(st[key].to(torch.bfloat16))
+
+
+def save_model(model, tok, folder: str | Path, **meta) -> None:
+    """save_pretrained + tokenizer into a temporary folder, then rename onto ``folder``."""
+    with atomic_path(folder, is_dir=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        write_meta(tmp, artifact=str(folder), **meta)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if st.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_resume(resume_dir, accelerator, model, optimizer, scheduler, noise_est, step: int,
+                elapsed: float, tokens: int, spec_hash: str) -> None:
+    """Atomic: every process writes into one temporary folder, the main process renames it."""
+    resume_dir = Path(resume_dir)
+    tmp = resume_dir.with_name(f".{resume_dir.name}.tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        torch.save({"model": accelerator.unwrap_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "noise": noise_est.state_dict() if noise_est else None}, tmp / "state.pt")
+        write_json(tmp / "progress.json", {"step": step, "log_rows": step, "elapsed_s": elapsed,
+                                           "tokens": tokens, "spec_hash": spec_hash})
+        for f in tmp.iterdir():  # durable before the rename
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old = resume_dir.with_name(f".{resume_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if resume_dir.exists():
+            os.replace(resume_dir, old)
+        os.replace(tmp, resume_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def truncate_log(path: Path, n_rows: int) -> None:
+    """Keep the first ``n_rows`` rows of the log (rows past the resume point are redone)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in lines[:n_rows]), encoding="utf-8")
+
+
+def append_row(fh, row: dict) -> None:
+    fh.write(json.dumps(row) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def grad_sq_norm(params) -> float:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.nn.utils.get_total_norm(grads, 2.0) ** 2)
+
+
+def peak_mem_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------
+
+def train(spec: dict) -> dict:
+    """Train as ``spec`` says (see module docstring); return a summary dict."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    s = resolve_spec(spec)
+    accelerator = Accelerator()  # no gradient_accumulation_steps: the loss scaling is ours
+    world, rank = accelerator.num_processes, accelerator.process_index
+    accum = batch_layout(s["global_batch"], s["micro_batch"], world)
+    set_seed(s["seed"])
+    if accelerator.device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    # ---- data ------------------------------------------------------------------------
+    model, tok = load_model_and_tokenizer(s)
+    rows = read_jsonl(s["data"]) if isinstance(s["data"], (str, os.PathLike)) else s["data"]
+    examples = [encode_row(r, tok, s["max_len"]) for r in rows]
+    n_loss = [n_loss_tokens(y) for _, y in examples]
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    steps_per_epoch = len(examples) // s["global_batch"]
+    total_steps = steps_per_epoch * s["epochs"]
+    if s["max_steps"] is not None:
+        total_steps = min(total_steps, int(s["max_steps"]))
+    if total_steps < 1:
+        raise ValueError(f"{len(examples)} rows give no optimizer step at global_batch "
+                         f"{s['global_batch']}")
+    too_far = sorted(k for k in s["checkpoints"] if k > total_steps or k < 1)
+    if too_far:
+        raise ValueError(
+            f"checkpoint step {too_far[0]} requested but training has only {total_steps} "
+            f"optimizer steps ({len(examples)} rows / global_batch {s['global_batch']} x "
+            f"{s['epochs']} epoch(s)); lower config key sft.checkpoint_steps")
+
+    # ---- model, optimizer, schedule ----------------------------------------------------
+    optimizer = make_optimizer(model, s)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: lr_at(i + 1, s, total_steps) / s["lr"])
+    model = accelerator.prepare(model)
+    model.train()
+    raw_model = accelerator.unwrap_model(model)
+    params = [p for p in raw_model.parameters() if p.requires_grad]
+
+    inst = s["instrument"]
+    tracker = noise_est = None
+    if inst["enabled"]:
+        from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
+        tracker = WeightChangeTracker(raw_model, inst["store_dtype"],
+                                      inst["dw_bins"] or DEFAULT_DW_BINS)
+        noise_est = GradientNoiseEstimator(ema=inst["ema"])
+
+    # ---- resume --------------------------------------------------------------------------
+    spec_hash = stable_hash({k: v for k, v in s.items() if k not in _RESUME_NEUTRAL})
+    start_step, elapsed0, tokens_total = 0, 0.0, 0
+    rdir = Path(s["resume_dir"]) if s["resume_dir"] else None
+    if rdir is not None and (rdir / "progress.json").exists():
+        prog = read_json(rdir / "progress.json")
+        if prog["spec_hash"] != spec_hash:
+            raise ValueError(f"resume state in {rdir} was written by a different training spec; "
+                             "delete it to start over")
+        state = torch.load(rdir / "state.pt", weights_only=False)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if noise_est is not None and state["noise"] is not None:
+            noise_est.load_state_dict(state["noise"])
+        set_rng_state(torch.load(rdir / f"rng_{rank}.pt", weights_only=False))
+        start_step, elapsed0, tokens_total = prog["step"], prog["elapsed_s"], prog["tokens"]
+    log_path = Path(s["log"]) if s["log"] else None
+    if log_path is not None and accelerator.is_main_process:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if start_step:
+            truncate_log(log_path, start_step)
+        else:
+            log_path.unlink(missing_ok=True)
+    log_fh = open(log_path, "a", encoding="utf-8") if (log_path and accelerator.is_main_process) \
+        else None
+
+    bar = None
+    if s["progress"] and accelerator.is_main_process:
+        from tqdm import tqdm
+        bar = tqdm(total=total_steps, initial=start_step, file=sys.stderr, desc="train",
+                   dynamic_ncols=True)
+
+    # ---- steps ---------------------------------------------------------------------------
+    t_run = time.perf_counter()
+    loss = float("nan")
+    try:
+        for step in range(start_step, total_steps):  # 0-based here; logged as step + 1
+            t0 = time.perf_counter()
+            idx = global_batch_rows(step, len(examples), s, steps_per_epoch)
+            n_global = max(1, sum(n_loss[i] for i in idx))  # completion tokens, whole batch
+            per_proc = s["global_batch"] // world
+            local = idx[rank * per_proc:(rank + 1) * per_proc]
+            step_tokens = sum(len(examples[i][0]) for i in idx)
+            loss_sum = torch.zeros((), device=accelerator.device)
+            g_small_sq = None
+            for m in range(accum):
+                mb = local[m * s["micro_batch"]:(m + 1) * s["micro_batch"]]
+                batch = {k: v.to(accelerator.device)
+                         for k, v in collate([examples[i] for i in mb], pad_id).items()}
+                # sync on the last micro-batch only; never when we all-reduce ourselves
+                sync = m == accum - 1 and not (noise_est is not None and world > 1)
+                ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+                with ctx:
+                    tok_loss = token_sum_loss(model, batch)
+                    # DDP averages over processes, hence * world: the sum is over the global batch
+                    accelerator.backward(tok_loss * world / n_global)
+                loss_sum += tok_loss.detach()
+                if noise_est is not None and world == 1 and m == 0 and accum > 1:
+                    n_mb = max(1, sum(n_loss[i] for i in mb))
+                    g_small_sq = grad_sq_norm(params) * (n_global / n_mb) ** 2
+            if noise_est is not None and world > 1:
+                n_loc = max(1, sum(n_loss[i] for i in local))
+                local_sq = grad_sq_norm(params) * (n_global / (world * n_loc)) ** 2
+                g_small_sq = float(accelerator.gather(
+                    torch.tensor([local_sq], device=accelerator.device)).mean())
+                for p in params:
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+
+            loss = float(accelerator.reduce(loss_sum, reduction="sum")) / n_global
+            grads = [p.grad for p in params if p.grad is not None]
+            grad_norm = float(torch.nn.utils.get_total_norm(grads, 2.0))
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                raise FloatingPointError(
+                    f"non-finite training signal at optimizer step {step + 1}: loss={loss}, "
+                    f"grad_norm={grad_norm}; stopped before the update (last checkpoint intact)")
+            if s["grad_clip"] is not None:
+                torch.nn.utils.clip_grads_with_norm_(params, s["grad_clip"],
+                                                     torch.tensor(grad_norm))
+            lr_now = optimizer.param_groups[0]["lr"]
+            if tracker is not None:
+                tracker.before_step(raw_model)
+            optimizer.step()
+            if s["optimizer_state"] == "bf16":
+                round_to_bf16_(raw_model, optimizer)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            tokens_total += step_tokens
+            row = {"step": step + 1, "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": lr_now,
+                   "grad_norm": grad_norm, "tokens": tokens_total, "loss_tokens": n_global}
+            if tracker is not None:
+                row.update(tracker.after_step(raw_model))
+                if g_small_sq is not None:
+                    b_small = s["micro_batch"] if world == 1 else per_proc
+                    row.update(noise_est.update(g_small_sq, b_small, grad_norm ** 2,
+                                                s["global_batch"]))
+                else:
+                    row.update({k: None for k in ("G2_raw", "trS_raw", "G2_ema", "trS_ema",
+                                                  "B_simple", "gs_norm", "B_small", "B_big")})
+                    row["gB_norm"] = grad_norm
+            dt = time.perf_counter() - t0  # the whole step, instrumentation included
+            row.update({"elapsed_s": elapsed0 + time.perf_counter() - t_run,
+                        "step_s": dt, "tokens_per_s": step_tokens / dt,
+                        "mem_mb": peak_mem_mb(accelerator.device)})
+            if log_fh is not None:
+                append_row(log_fh, row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_now:.2e}")
+
+            done = step + 1
+            if done in s["checkpoints"]:
+                if accelerator.is_main_process:
+                    save_model(raw_model, tok, s["checkpoints"][done], step=done,
+                               total_steps=total_steps, spec_hash=spec_hash)
+                if rdir is not None:
+                    save_resume(rdir, accelerator, model, optimizer, scheduler, noise_est, done,
+                                row["elapsed_s"], tokens_total, spec_hash)
+                accelerator.wait_for_everyone()
+    finally:
+        if log_fh is not None:
+            log_fh.close()
+        if bar is not None:
+            bar.close()
+
+    if accelerator.is_main_process:
+        save_model(raw_model, tok, s["out_dir"], step=total_steps, total_steps=total_steps,
+                   spec_hash=spec_hash)
+    accelerator.wait_for_everyone()
+    return {"steps": total_steps, "resumed_from": start_step, "tokens": tokens_total,
+            "final_loss": loss, "elapsed_s": elapsed0 + time.perf_counter() - t_run,
+            "steps_per_epoch": steps_per_epoch, "accumulation": accum, "processes": world}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--spec", required=True, help="training spec JSON (docs/contracts.md)")
+    args = ap.parse_args(argv)
+    summary = train(read_json(args.spec))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Tests of ssd_math.planner: plan arithmetic, totals, formatting, benchmark parsing/merge."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pytest
+
+from ssd_math.planner import (BENCHMARK_COLUMNS, PlanError, format_plan, merge_measured, plan,
+                              plan_to_csv, plan_totals, read_benchmark)
+
+THROUGHPUT = {
+    "Qwen3.5-4B": {"generate_tokens_per_s_per_gpu": 2000.0, "train_tokens_per_s_per_gpu": 4000.0,
+                   "startup_s_per_job": 0},
+    "default": {"generate_tokens_per_s_per_gpu": 1000.0, "train_tokens_per_s_per_gpu": 1000.0},
+}
+JOBS = [
+    {"rule": "sample_train", "name": "sample_base", "kind": "sample", "model": "Qwen3.5-4B",
+     "n_prompts": 4000, "n_samples_per_prompt": 1, "mean_gen_tokens": 9000, "gpus": 4},
+    {"rule": "train_sft", "name": "train_ssd", "kind": "train", "model": "Qwen3.5-4B",
+     "train_tokens": 36_000_000, "gpus": 8},
+    {"rule": "evaluate", "name": "eval_base_T0.7", "kind": "eval", "model": "Qwen3.5-4B",
+     "n_prompts": 1000, "n_samples_per_prompt": 1, "mean_gen_tokens": 14000, "gpus": 2},
+    {"rule": "evaluate", "name": "eval_pass4", "kind": "eval", "model": "other",
+     "n_prompts": 300, "n_samples_per_prompt": 4, "mean_gen_tokens": 10000, "gpus": 1,
+     "startup_s": 360},
+]
+
+
+def test_plan_arithmetic_and_consistency():
+    rows = plan(JOBS, THROUGHPUT)
+    by = {r["name"]: r for r in rows}
+    s = by["sample_base"]
+    assert s["gen_tokens"] == 4000 * 9000
+    assert math.isclose(s["hours"], 4000 * 9000 / (2000 * 4) / 3600)
+    t = by["train_ssd"]
+    assert math.isclose(t["hours"], 36e6 / (4000 * 8) / 3600)
+    p4 = by["eval_pass4"]  # unknown model -> default rates; startup added
+    assert p4["gen_tokens"] == 300 * 4 * 10000
+    assert math.isclose(p4["hours"], (300 * 4 * 10000 / 1000 + 360) / 3600)
+    for r in rows:
+        assert math.isclose(r["gpu_hours"], r["hours"] * r["gpus"])
+        assert r["work_tokens"] == r["gen_tokens"] + r["prompt_tokens"] + r["train_tokens"]
+        # tokens / throughput = hours (minus the fixed startup)
+        assert math.isclose((r["hours"] * 3600 - r["startup_s"]) * r["tokens_per_s_per_gpu"]
+                            * r["gpus"], r["work_tokens"])
+    tot = plan_totals(rows)
+    assert tot["jobs"] == 4
+    assert math.isclose(tot["hours"], sum(r["hours"] for r in rows))
+    assert math.isclose(tot["gpu_hours"], sum(r["gpu_hours"] for r in rows))
+    assert math.isclose(sum(k["gpu_hours"] for k in tot["by_kind"].values()), tot["gpu_hours"])
+    assert tot["by_kind"]["eval"]["jobs"] == 2
+
+
+def test_flat_throughput_prefill_and_epochs():
+    flat = {"generate_tokens_per_s_per_gpu": 100.0, "prefill_tokens_per_s_per_gpu": 1000.0,
+            "train_tokens_per_s_per_gpu": 50.0, "startup_s_per_job": 10}
+    rows = plan([{"rule": "r", "name": "a", "kind": "sample", "n_prompts": 10,
+                  "n_samples_per_prompt": 2, "mean_gen_tokens": 100, "mean_prompt_tokens": 500},
+                 {"rule": "r", "name": "b", "kind": "train", "train_tokens": 1000, "epochs": 3,
+                  "gpus": 2}], flat)
+    a, b = rows
+    assert a["gpus"] == 1 and a["prompt_tokens"] == 10_000
+    assert math.isclose(a["hours"] * 3600, 2000 / 100 + 10_000 / 1000 + 10)
+    assert b["train_tokens"] == 3000 and math.isclose(b["hours"] * 3600, 3000 / 100 + 10)
+
+
+@pytest.mark.parametrize("job, match", [
+    ({"name": "x", "kind": "fly", "gpus": 1}, "kind"),
+    ({"name": "x", "kind": "sample", "n_prompts": 1, "n_samples_per_prompt": 1}, "mean_gen_tokens"),
+    ({"name": "x", "kind": "train"}, "train_tokens"),
+])
+def test_plan_errors_name_job_and_key(job, match):
+    with pytest.raises(PlanError, match=match):
+        plan([job], THROUGHPUT)
+
+
+def test_missing_model_throughput_named():
+    with pytest.raises(PlanError, match="Qwen9"):
+        plan([{"name": "x", "kind": "train", "train_tokens": 1, "model": "Qwen9"}],
+             {"Qwen3.5-4B": THROUGHPUT["Qwen3.5-4B"]})
+
+
+def test_format_and_csv():
+    rows = plan(JOBS, THROUGHPUT)
+    text = format_plan(rows)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["rule", "name", "kind"]
+    assert len({len(ln) for ln in lines[:2]}) == 1  # header and rule line share a width
+    assert "TOTAL" in text and "sample_base" in text
+    assert f"{plan_totals(rows)['gpu_hours']:,.2f}" in lines[-1]
+    got = list(csv.DictReader(io.StringIO(plan_to_csv(rows))))
+    assert [r["name"] for r in got] == [j["name"] for j in JOBS]
+    assert math.isclose(float(got[1]["gpu_hours"]), rows[1]["gpu_hours"])
+
+
+# ------------------------------------------------------------------------ benchmark files
+
+# What Snakemake 9 writes for `benchmark: "benchmarks/x.tsv"` with `repeat(..., 2)`; the
+# second run ended before the first resource sample ("NA").
+SAMPLE_TSV = (
+    "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    "3725.4121\t1:02:05\t20480.53\t61234.11\t19876.02\t19990.40\t512.33\t88.01\t98.50\t3669.12\n"
+    "3600.0000\t1:00:00\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n"
+)
+
+
+def test_read_benchmark_sample(tmp_path):
+    p = tmp_path / "sample_base.tsv"
+    p.write_text(SAMPLE_TSV)
+    b = read_benchmark(p)
+    assert b["n_runs"] == 2
+    assert math.isclose(b["s_mean"], (3725.4121 + 3600.0) / 2)
+    assert b["max_rss_mb"] == 20480.53 and b["s_max"] == 3725.4121
+    assert tuple(SAMPLE_TSV.split("\n")[0].split("\t")) == BENCHMARK_COLUMNS
+
+
+def test_read_benchmark_written_by_snakemake(tmp_path):
+    bm = pytest.importorskip("snakemake.benchmark")
+    rec = bm.BenchmarkRecord(running_time=12.5, max_rss=100.0, max_vms=200.0, max_uss=90.0,
+                             max_pss=95.0, io_in=1.0, io_out=2.0, cpu_usage=10.0, cpu_time=10.0)
+    # the constructor wraps these in 1-tuples; Snakemake assigns them for a real job
+    rec.jobid, rec.rule_name, rec.wildcards = 3, "evaluate", {"arm": "base"}
+    rec.params, rec.resources, rec.threads, rec.input = {}, {"gpu": 1}, 1, []
+    rec.data_collected = True
+    for ext, extended in ((".tsv", False), (".tsv", True), (".jsonl", False)):
+        p = tmp_path / f"eval_{int(extended)}{ext}"
+        bm.write_benchmark_records([rec], str(p), extended)
+        b = read_benchmark(p)
+        assert b["n_runs"] == 1 and math.isclose(b["s_mean"], 12.5)
+        assert b["max_rss_mb"] == 100.0
+    with pytest.raises(ValueError, match="not a Snakemake benchmark"):
+        (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
+        read_benchmark(tmp_path / "bad.tsv")
+
+
+def test_merge_measured(tmp_path):
+    rows = plan(JOBS, THROUGHPUT)
+    (tmp_path / "sample_base.tsv").write_text(SAMPLE_TSV)
+    merged = merge_measured(rows, [tmp_path / "sample_base.tsv"])
+    by = {r["name"]: r for r in merged}
+    s = by["sample_base"]
+    assert math.isclose(s["measured_hours"], s["measured_s"] / 3600)
+    assert math.isclose(s["measured_gpu_hours"], s["measured_hours"] * 4)
+    assert math.isclose(s["ratio"], s["measured_hours"] / s["hours"])
+    assert by["train_ssd"]["measured_hours"] is None and by["train_ssd"]["n_runs"] == 0
+    # explicit {name: path} mapping, and via a job's declared benchmark path
+    merged2 = merge_measured(rows, {"train_ssd": tmp_path / "sample_base.tsv"})
+    assert {r["name"] for r in merged2 if r["measured_s"]} == {"train_ssd"}
+    rows3 = plan([{**JOBS[2], "benchmark": str(tmp_path / "b" / "evaluate.tsv")}], THROUGHPUT)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "evaluate.tsv").write_text(SAMPLE_TSV)
+    merged3 = merge_measured(rows3, [tmp_path / "b" / "evaluate.tsv"])
+    assert merged3[0]["n_runs"] == 2
+    text = format_plan(merged)
+    assert "measured_hours" in text and "ratio" in text
+    assert "measured_s" in plan_to_csv(merged).splitlines()[0]

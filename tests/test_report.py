@@ -1,0 +1,225 @@
+"""Tests for ssd_math.report: the offline Quarto-subset renderer and the quarto command line.
+
+One real offline render of tests/data/report_min.qmd is shared by the module (kernel start is
+the slow part); quarto itself is never run here -- only its command line is checked, plus the
+copy-into-place plumbing against an explicit stub executable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ssd_math import report
+from ssd_math.report import (RenderError, parse_param_args, parse_qmd, pipe_table,
+                             quarto_command, render, render_qmd)
+
+QMD = Path(__file__).parent / "data" / "report_min.qmd"
+CSV = "temperature,pass1\n0.5,0.4213\n1.0,0.5378\n1.5,0.3121\n"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    work = tmp_path_factory.mktemp("report_work")
+    (work / "scores.csv").write_text(CSV)
+    out = work / "out" / "report.html"
+    t0 = time.monotonic()
+    info = render(QMD, out, {"label": "override-xyz", "scale": 2}, work, engine="offline")
+    info["wall_s"] = time.monotonic() - t0
+    print(f"\noffline render of {QMD.name}: {info['wall_s']:.2f} s", file=sys.stderr)
+    return out, out.read_text(encoding="utf-8"), info
+
+
+def _visible(html: str) -> str:
+    """The HTML without embedded data URIs (keeps the searches quick and meaningful)."""
+    return re.sub(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+", "data:...", html)
+
+
+def test_title_and_front_matter(rendered):
+    _, html, _ = rendered
+    assert '<h1 class="title">Minimal SSD report</h1>' in html
+    assert "offline renderer test document" in html
+    assert 'id="TOC"' in html  # toc: true
+
+
+def test_table_numbers_and_caption(rendered):
+    _, html, _ = rendered
+    # pass1 is multiplied by the overridden scale=2: 0.4213*2, 0.5378*2, 0.3121*2
+    for value in ("0.8426", "1.0756", "0.6242", "0.5000", "1.5000"):
+        assert f">{value}</td>" in html
+    assert '<table id="tbl-scores">' in html
+    assert "<caption>Table 1: Pass@1 by temperature</caption>" in html
+    assert '<a href="#tbl-scores">Table 1</a>' in html  # @tbl-scores resolved
+
+
+def test_figure_embedded_with_caption(rendered):
+    _, html, _ = rendered
+    assert '<img role="img"' in html and 'src="data:image/png;base64,' in html
+    m = re.search(r'<figure id="fig-curve">.*?</figure>', html, re.S)
+    assert m, "labelled figure missing"
+    assert "Figure 1: Pass@1 against sampling" in re.sub(r"\s+", " ", m.group(0))
+    assert '<a href="#fig-curve">Figure 1</a>' in html
+
+
+def test_echo_include_warning_options(rendered):
+    _, html, _ = rendered
+    assert "SECRET_HIDDEN_CODE" not in html  # echo: false hides code ...
+    assert "param label is override-xyz" in html  # ... but keeps its output
+    assert "INCLUDE_FALSE_CODE" not in html and "never printed" not in html  # include: false
+    assert "UserWarning: suppressed-warning-text" not in html  # warning: false
+    assert "UserWarning: shown-warning-text" in html  # warnings are shown by default
+    assert "matplotlib.pyplot <span" in html  # echo defaults to true (highlighted code)
+    assert "KeyError: &#39;shown-error-text&#39;" in html  # error: true shows the traceback
+    assert "<strong>asis-bold-text</strong>" in html  # output: asis is raw markdown
+
+
+def test_params_override_and_inline_code(rendered):
+    _, html, info = rendered
+    assert "override-xyz" in html
+    assert "The inline value of the scale is 2." in html  # `{python} scale` after override
+    assert "# injected parameters" in html
+    assert info["params"] == {"label": "override-xyz", "scale": 2}
+    # the one stderr warning is also reported; nothing else (params known, refs resolved)
+    assert len(info["warnings"]) == 1 and "shown-warning-text" in info["warnings"][0]
+
+
+def test_self_contained_and_math(rendered):
+    _, html, _ = rendered
+    vis = _visible(html)
+    external = re.findall(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//[^"'\s>]*""", vis, re.I)
+    external += re.findall(r"""url\(\s*["']?\s*(?:https?:)?//[^)]*\)""", vis, re.I)
+    external += re.findall(r"@import", vis)
+    assert external == []
+    assert "<script src=" not in vis and '<link rel="stylesheet"' not in vis
+    assert "<math" in html  # MathML, no MathJax/KaTeX CDN
+    assert "border-collapse" in html  # the built-in CSS is inlined
+
+
+def test_sidecar_records_offline_engine(rendered):
+    out, _, info = rendered
+    meta = json.loads(Path(str(out) + ".meta.json").read_text())
+    assert meta["engine"] == "offline"
+    assert "pandoc" in meta["engine_version"]
+    assert meta["kernel_python"] == sys.executable
+    assert meta["cells_executed"] == info["cells_executed"] == 9
+    # no temp files left next to the output (atomic write)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.html", "report.html.meta.json"]
+
+
+def test_failing_cell_names_label(tmp_path):
+    qmd = tmp_path / "bad.qmd"
+    qmd.write_text(
+        "---\ntitle: bad\n---\n\n"
+        "```{python}\nx = 1\n```\n\n"
+        "```{python}\n#| label: boom-cell\nraise ValueError('kaputt-42')\n```\n")
+    out = tmp_path / "bad.html"
+    with pytest.raises(RenderError) as ei:
+        render_qmd(qmd, out)
+    assert "boom-cell" in str(ei.value) and "kaputt-42" in str(ei.value)
+    assert ei.value.label == "boom-cell" and ei.value.line == 9
+    assert not out.exists()
+
+
+# ---- no kernel needed below ------------------------------------------------------------------
+
+
+def test_parse_qmd_chunks_and_options():
+    text = (
+        "---\ntitle: T\nparams:\n  a: 1\n---\n\nprose\n\n"
+        "````markdown\n```{python}\nnot_a_cell()\n```\n````\n\n"
+        "```{python}\n#| label: fig-x\n#| fig-cap:\n#|   - one\n#|   - two\n#| echo: false\nplot()\n```\n\n"
+        "```{r}\nx <- 1\n```\n\n"
+        "```{{python}}\nshown_literally()\n```\n")
+    doc = parse_qmd(text)
+    assert doc.meta == {"title": "T", "params": {"a": 1}}
+    kinds = [c.kind for c in doc.chunks]
+    assert kinds == ["markdown", "code", "verbatim", "markdown"]
+    assert "not_a_cell()" in doc.chunks[0].text  # inside a 4-backtick display fence
+    code = doc.chunks[1]
+    assert code.options == {"label": "fig-x", "fig-cap": ["one", "two"], "echo": False}
+    assert code.text == "plot()" and code.line == 15
+    assert doc.chunks[2].lang == "r"
+    assert "```{python}" in doc.chunks[3].text  # {{python}} escapes execution
+
+
+def test_parse_qmd_errors():
+    with pytest.raises(RenderError, match="unclosed"):
+        parse_qmd("```{python}\nx = 1\n")
+    with pytest.raises(RenderError, match="line 2"):
+        parse_qmd("```{python}\n#| echo: [unclosed\nx=1\n```\n")
+
+
+def test_quarto_command_line(tmp_path):
+    cmd = quarto_command(tmp_path / "report.qmd", "report.html",
+                         {"n": 5, "flag": True, "name": "abc", "temps": [0.5, 1.0]}, tmp_path)
+    assert cmd[:8] == ["quarto", "render", str(tmp_path / "report.qmd"), "--to", "html",
+                       "--output", "report.html", "-M"]
+    assert cmd[8] == "embed-resources:true"
+    assert cmd[cmd.index("--execute-dir") + 1] == str(tmp_path.resolve())
+    p = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-P"]
+    assert p == ["n:5", "flag:true", "name:abc", "temps:[0.5, 1.0]"]
+    assert "--execute-dir" not in quarto_command("r.qmd", "r.html")
+    with pytest.raises(ValueError, match="file name"):
+        quarto_command("r.qmd", "out/r.html")  # --output takes a name, not a path
+
+
+def test_render_uses_quarto_when_present(tmp_path, monkeypatch):
+    """Plumbing only, against a stub named quarto that logs its argv (NOT a real quarto)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "argv.json"
+    stub = bindir / "quarto"
+    stub.write_text(
+        f"#!{sys.executable}\nimport json, sys, pathlib\n"
+        "a = sys.argv[1:]\n"
+        "if a == ['--version']:\n    print('0.0-stub'); sys.exit(0)\n"
+        f"pathlib.Path({str(log)!r}).write_text(json.dumps(a))\n"
+        "qmd = pathlib.Path(a[1]); name = a[a.index('--output') + 1]\n"
+        "(qmd.parent / name).write_text('<html>stub output</html>')\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    assert report.have_quarto()
+    src = tmp_path / "doc"
+    src.mkdir()
+    qmd = src / "r.qmd"
+    qmd.write_text("---\ntitle: x\n---\n")
+    out = tmp_path / "results" / "r.html"
+    info = render(qmd, out, {"n": 3})
+    argv = json.loads(log.read_text())
+    assert argv[0] == "render" and "-P" in argv and "n:3" in argv
+    assert Path(argv[argv.index("--output") + 1]).name == argv[argv.index("--output") + 1]
+    assert out.read_text() == "<html>stub output</html>"
+    assert sorted(p.name for p in src.iterdir()) == ["r.qmd"]  # temp output moved away
+    meta = json.loads(Path(str(out) + ".meta.json").read_text())
+    assert meta["engine"] == info["engine"] == "quarto"
+    assert meta["engine_version"] == "0.0-stub"
+
+
+def test_engine_quarto_without_quarto(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "have_quarto", lambda: False)
+    with pytest.raises(RenderError, match="no quarto"):
+        render(QMD, tmp_path / "x.html", engine="quarto")
+
+
+def test_parse_param_args():
+    assert parse_param_args(["n=5", "t:0.7", "flag=true", "name=a:b", "xs=[1, 2]"]) == {
+        "n": 5, "t": 0.7, "flag": True, "name": "a:b", "xs": [1, 2]}
+    with pytest.raises(ValueError):
+        parse_param_args(["no-separator"])
+
+
+def test_pipe_table():
+    md = pipe_table([{"model": "a|b", "acc": 0.12345, "n": 3}, {"model": "c", "acc": None, "n": 4}],
+                    floatfmt=".2f")
+    lines = md.strip().splitlines()
+    assert lines[0] == "| model | acc | n |"
+    assert lines[1] == "|:---|---:|---:|"
+    assert lines[2] == "| a\\|b | 0.12 | 3 |"
+    assert lines[3] == "| c | \u2014 | 4 |"

@@ -1,0 +1,264 @@
+"""ssd_math.train: schedule, masking, exact accumulation, checkpoints, guards, kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssd_math import train as T
+
+# ------------------------------------------------------------------------------------------
+# a tiny model + character tokenizer, built here (no downloads)
+# ------------------------------------------------------------------------------------------
+
+CHARS = [chr(i) for i in range(32, 127)] + ["\n"]
+
+
+def make_tokenizer():
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def tiny_config(hidden: int = 64, layers: int = 2, vocab: int = 100):
+    from transformers import Qwen3_5TextConfig
+
+    return Qwen3_5TextConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=hidden // 4, layer_types=["full_attention"] * layers,
+        max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0,
+        eos_token_id=1, bos_token_id=None)
+
+
+def make_model_dir(path: Path, seed: int = 0, weights: bool = True, **cfg) -> Path:
+    """config.json + tokenizer (+ random weights) in ``path``: an init_dir for train()."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = tiny_config(**cfg)
+    if weights:
+        AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(path)
+    make_tokenizer().save_pretrained(path)
+    return path
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        rows.append({"prompt": f"Q: {a}+{b}=?\nA: ", "completion": f"{a + b}",
+                     "finish_reason": "stop" if i % 5 else "length"})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def init_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("init") / "m")
+
+
+def base_spec(init_dir, tmp: Path, **over) -> dict:
+    spec = {"init_dir": str(init_dir), "data": str(write_rows(tmp / "d.jsonl", make_rows(32))),
+            "out_dir": str(tmp / "out"), "log": str(tmp / "log.jsonl"), "seed": 1,
+            "max_len": 64, "global_batch": 8, "micro_batch": 4, "lr": 1e-3, "min_lr": 1e-4,
+            "warmup_steps": 1, "progress": False}
+    spec.update(over)
+    return spec
+
+
+def load_weights(folder) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def read_log(path) -> list[dict]:
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+
+
+# ------------------------------------------------------------------------------------------
+# pure pieces
+# ------------------------------------------------------------------------------------------
+
+def test_lr_schedule_warmup_peak_cosine_end():
+    s = T.resolve_spec({"init_dir": "x", "data": "x", "out_dir": "x", "lr": 5e-6,
+                        "min_lr": 1e-6, "warmup_steps": 5})
+    total = 94
+    assert T.lr_at(1, s, total) == pytest.approx(1e-6)
+    assert T.lr_at(3, s, total) == pytest.approx(3e-6)
+    assert T.lr_at(5, s, total) == pytest.approx(5e-6)  # peak at the end of warmup
+    assert T.lr_at(total, s, total) == pytest.approx(1e-6)  # min_lr at the last step
+    mid = 5 + (total - 5) / 2
+    assert T.lr_at(int(mid), s, total) == pytest.approx(3e-6, rel=0.03)
+    lrs = [T.lr_at(k, s, total) for k in range(5, total + 1)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    c = {**s, "schedule": "constant"}
+    assert T.lr_at(50, c, total) == T.lr_at(total, c, total) == pytest.approx(5e-6)
+
+
+def test_completion_only_masking_and_eos():
+    tok = make_tokenizer()
+    ids, labels = T.encode_row({"prompt": "Q: 1+1\nA: ", "completion": "2",
+                                "finish_reason": "stop"}, tok, 100)
+    n_p = len(tok("Q: 1+1\nA: ", add_special_tokens=False)["input_ids"])
+    assert labels[:n_p] == [-100] * n_p
+    assert labels[n_p:] == ids[n_p:] == [tok.convert_tokens_to_ids("2"), tok.eos_token_id]
+    _, lab2 = T.encode_row({"prompt": "Q", "completion": "22", "finish_reason": "length"},
+                           tok, 100)
+    assert tok.eos_token_id not in lab2  # a length-stopped completion gets no eos
+    ids3, lab3 = T.encode_row({"prompt": "Q", "completion": "2222"}, tok, 3)
+    assert len(ids3) == len(lab3) == 3
+    batch = T.collate([(ids, labels), (ids3, lab3)], pad_id=0)
+    assert (batch["labels"][1, 3:] == -100).all() and (batch["attention_mask"][1, 3:] == 0).all()
+
+
+def test_batch_layout_fails_fast():
+    assert T.batch_layout(32, 4, 1) == 8
+    assert T.batch_layout(32, 4, 2) == 4
+    with pytest.raises(ValueError, match="divisible"):
+        T.batch_layout(30, 4, 1)
+
+
+def test_accumulation_4x2_equals_one_batch_of_8(init_dir):
+    from transformers import AutoModelForCausalLM
+
+    tok = make_tokenizer()
+    ex = [T.encode_row(r, tok, 64) for r in make_rows(8, seed=3)]
+    n_global = sum(T.n_loss_tokens(y) for _, y in ex)
+    model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
+    model.zero_grad()
+    (T.token_sum_loss(model, T.collate(ex, 0)) / n_global).backward()
+    g_full = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for k in range(4):
+        (T.token_sum_loss(model, T.collate(ex[2 * k:2 * k + 2], 0)) / n_global).backward()
+    for a, p in zip(g_full, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------
+
+def test_train_checkpoints_log_and_summary(init_dir, tmp_path):
+    ck = {2: str(tmp_path / "ck2"), 4: str(tmp_path / "ck4")}
+    spec = base_spec(init_dir, tmp_path, checkpoints=ck, instrument={"enabled": True})
+    out = T.train(spec)
+    assert out["steps"] == 4 and out["accumulation"] == 2
+    for folder in ck.values():
+        assert (Path(folder) / "model.safetensors").exists()
+        assert (Path(folder) / "tokenizer.json").exists()
+    assert (Path(spec["out_dir"]) / "config.json").exists()
+    rows = read_log(spec["log"])
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in ("loss", "ppl", "lr", "grad_norm", "tokens", "elapsed_s", "tokens_per_s",
+                "frac_changed", "frac_changed_attention", "dw_hist", "G2_raw", "trS_raw",
+                "G2_ema", "trS_ema", "B_simple", "gB_norm"):
+        assert key in rows[-1], key
+    assert rows[0]["ppl"] == pytest.approx(math.exp(rows[0]["loss"]))
+    assert rows[0]["lr"] == pytest.approx(1e-3) and rows[-1]["lr"] == pytest.approx(1e-4)
+    assert torch.equal(load_weights(ck[4])["model.norm.weight"],
+                       load_weights(spec["out_dir"])["model.norm.weight"])
+
+
+def test_too_few_steps_for_checkpoint_fails_before_training(init_dir, tmp_path):
+    spec = base_spec(init_dir, tmp_path, checkpoints={11: str(tmp_path / "ck11")})
+    with pytest.raises(ValueError) as err:
+        T.train(spec)
+    msg = str(err.value)
+    assert "11" in msg and "only 4 optimizer steps" in msg and "sft.checkpoint_steps" in msg
+    assert not Path(spec["log"]).exists() and not Path(spec["out_dir"]).exists()
+
+
+def test_nan_guard_names_the_step(init_dir, tmp_path):
+    # lr 1e30: step 1 blows the weights up, step 2 sees a non-finite loss
+    spec = base_spec(init_dir, tmp_path, lr=1e30, min_lr=1e30, warmup_steps=0, grad_clip=None,
+                     checkpoints={1: str(tmp_path / "ck1")})
+    with pytest.raises(FloatingPointError, match="step 2"):
+        T.train(spec)
+    assert torch.isfinite(load_weights(tmp_path / "ck1")["model.norm.weight"]).all()
+    assert not Path(spec["out_dir"]).exists()
+
+
+def test_bf16_optimizer_state_is_bf16_representable(init_dir, tmp_path):
+    spec = base_spec(init_dir, tmp_path, optimizer_state="bf16", max_steps=2)
+    T.train(spec)
+    w = load_weights(spec["out_dir"])
+    for v in w.values():
+        assert torch.equal(v, v.to(torch.bfloat16).float())
+
+
+def _run_cli(spec_path: Path, env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ssd_math.train", "--spec", str(spec_path)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
+    rows = make_rows(48, seed=5)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def spec_for(name, **over):
+        d = tmp_path / name
+        d.mkdir()
+        spec = base_spec(init_dir, d, data=str(write_rows(d / "rows48.jsonl", rows)),
+                         global_batch=4, micro_batch=2, instrument={"enabled": True},
+                         checkpoints={2: str(d / "ck2"), 6: str(d / "ck6")},
+                         resume_dir=str(d / "resume"), **over)
+        p = d / "spec.json"
+        p.write_text(json.dumps(spec))
+        return spec, p
+
+    ref, ref_path = spec_for("ref")
+    proc = _run_cli(ref_path, env)
+    kill, kill_path = spec_for("kill")
+    victim = _run_cli(kill_path, env)
+    deadline = time.time() + 120
+    while not (Path(kill["resume_dir"]) / "progress.json").exists():
+        assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not Path(kill["out_dir"]).exists(), "killed too late: the run had finished"
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    again = _run_cli(kill_path, env)
+    assert again.wait(timeout=300) == 0, again.stderr.read().decode()[-2000:]
+    summary = json.loads(again.stdout.read().decode().strip().splitlines()[-1])
+    assert summary["resumed_from"] >= 2 and summary["steps"] == 12
+
+    a, b = load_weights(ref["out_dir"]), load_weights(kill["out_dir"])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log_a, log_b = read_log(ref["log"]), read_log(kill["log"])
+    assert [r["step"] for r in log_b] == list(range(1, 13))
+    for ra, rb in zip(log_a, log_b):
+        assert ra["loss"] == rb["loss"] and ra["grad_norm"] == rb["grad_norm"]
+        assert ra["G2_ema"] == rb["G2_ema"] and ra["frac_changed"] == rb["frac_changed"]
