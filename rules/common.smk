@@ -10,8 +10,9 @@ from ssd_math import config as sc
 sc.validate(config)
 
 R = config["results"]
-ARMS = list(config["arms"])
-MODELS = sc.final_models(config)  # base + every arm's final model
+ARMS = list(config["arms"])  # built by default
+ALL_ARMS = sc.all_arms(config)  # default + extra arms (extra ones are built only when targeted)
+MODELS = sc.final_models(config)  # base + every default arm's final model
 EVAL_SETS = config["eval"]["sets"]
 TGRID = [sc.fmt_t(t) for t in config["eval"]["t_grid"]]
 CKPTS = sc.checkpoint_names(config)  # step<N> ... final
@@ -22,8 +23,8 @@ RUNTIME = config.get("runtime", {})
 
 
 wildcard_constraints:
-    arm="|".join(map(re.escape, ARMS)) if ARMS else "NOARM",
-    model="|".join(map(re.escape, MODELS)),
+    arm="|".join(map(re.escape, ALL_ARMS)),
+    model="|".join(map(re.escape, [sc.BASE, *ALL_ARMS])),
     evalset="|".join(EVAL_SETS),
     t=r"\d+(\.\d+)?",
     k=r"\d+",
@@ -67,10 +68,6 @@ def grid_conditions():
     return {f"T{t}": sc.grid_decoding(config, float(t)) for t in TGRID}
 
 
-def arm_t(arm):
-    return sc.fmt_t(config["arms"][arm]["t_eval"])
-
-
 def passk_targets():
     k = config["eval"]["passk"]["k"]
     return [
@@ -104,3 +101,8 @@ def train_logs():
 def runtime(key, default):
     """Runtime knobs (set from a profile: --config runtime='{...}'), never science."""
     return RUNTIME.get(key, default)
+
+
+def prompt_instruction(wildcards):
+    """The user-turn template (a function: its '{problem}' slot must not be read as a wildcard)."""
+    return config["prompt"]["instruction"]

@@ -43,7 +43,7 @@ def passk_jobs(wildcards):
 
 
 def checkpoint_jobs(wildcards):
-    t = float(config["arms"][wildcards.arm]["t_eval"])
+    t = float(ALL_ARMS[wildcards.arm]["t_eval"])
     return [
         {"model": f"{wildcards.arm}/{c}", "model_dir": f"{R}/models/{wildcards.arm}/{c}",
          "condition": f"T{sc.fmt_t(t)}", "sampling": sc.grid_decoding(config, t)}

@@ -30,7 +30,7 @@ if config["model"]["kind"] == "tiny":
             init=directory(f"{R}/models/init"),
         params:
             tiny=config["model"]["tiny"],
-            instruction=config["prompt"]["instruction"],
+            instruction=prompt_instruction,
         log:
             log_path("model", "build_tiny_init"),
         benchmark:
@@ -46,7 +46,7 @@ if config["model"]["kind"] == "tiny":
         output:
             corpus=f"{R}/data/pretrain_sft.jsonl",
         params:
-            instruction=config["prompt"]["instruction"],
+            instruction=prompt_instruction,
         log:
             log_path("model", "render_pretrain_corpus"),
         benchmark:

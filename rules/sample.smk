@@ -4,16 +4,7 @@
 
 
 def arm_sampling(wildcards):
-    arm = config["arms"][wildcards.arm]
-    return {
-        "temperature": float(arm["temperature"]),
-        "top_k": int(arm["top_k"]),
-        "top_p": float(arm["top_p"]),
-        "min_p": float(arm.get("min_p", 0.0)),
-        "presence_penalty": 0.0,
-        "max_new_tokens": int(config["train_sampling"]["max_new_tokens"]),
-        "n": int(config["train_sampling"].get("samples_per_prompt", 1)),
-    }
+    return sc.arm_sampling(config, wildcards.arm)
 
 
 def train_condition(wildcards):
@@ -21,7 +12,7 @@ def train_condition(wildcards):
 
 
 def arm_filters_length_stop(wildcards):
-    return config["arms"][wildcards.arm]["filter_length_stop"]
+    return ALL_ARMS[wildcards.arm]["filter_length_stop"]
 
 
 rule sample_train_shard:
@@ -35,7 +26,7 @@ rule sample_train_shard:
         sampling=arm_sampling,
         condition=train_condition,
         n_shards=N_SHARDS,
-        instruction=config["prompt"]["instruction"],
+        instruction=prompt_instruction,
         backend=config["sampler"]["backend"],
         batch_size=config["sampler"].get("batch_size", 64),
         device=runtime("device", config["sampler"].get("device", "cpu")),

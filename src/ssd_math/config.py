@@ -87,12 +87,14 @@ def validate(cfg: dict, schema: dict | None = None) -> dict:
 def check_semantics(cfg: dict) -> list[str]:
     """What the schema cannot express; each message names the key."""
     out: list[str] = []
-    arms = cfg["arms"]
+    arms = all_arms(cfg)
+    for name in set(cfg["arms"]) & set(cfg.get("extra_arms") or {}):
+        out.append(f"extra_arms.{name}: also defined in arms; arm names must be unique")
     if BASE in arms:
         out.append(f"arms.{BASE}: '{BASE}' is reserved for the base model; rename the arm")
     for name in arms:
-        if ".step" in name or name == "final":
-            out.append(f"arms.{name}: arm names may not contain '.step' or be 'final'")
+        if name in ("final", "init", "tokenizer") or name.startswith("step"):
+            out.append(f"arms.{name}: arm names may not be 'final', 'init', 'tokenizer' or start with 'step'")
     for section in ("sft",) + (("model.pretrain",) if cfg["model"]["kind"] == "tiny" else ()):
         opt = _get(cfg, section)
         if opt is None:
@@ -140,9 +142,20 @@ def check_semantics(cfg: dict) -> list[str]:
         out.append(f"eval.max_new_tokens = {cfg['eval']['max_new_tokens']} is below "
                    f"train_sampling.max_new_tokens = {cfg['train_sampling']['max_new_tokens']}")
     for name, arm in arms.items():
+        where = "arms" if name in cfg["arms"] else "extra_arms"
         for k in (arm.get("sft") or {}):
-            if k not in cfg["sft"] and k not in ("max_steps", "grad_clip"):
-                out.append(f"arms.{name}.sft.{k}: unknown sft key (allowed: {', '.join(cfg['sft'])})")
+            if k == "checkpoint_steps":
+                out.append(f"{where}.{name}.sft.checkpoint_steps: checkpoint steps are global "
+                           "(sft.checkpoint_steps) so the DAG stays static")
+            elif k not in cfg["sft"] and k not in ("max_steps", "grad_clip", "gradient_checkpointing", "dtype"):
+                out.append(f"{where}.{name}.sft.{k}: unknown sft key (allowed: {', '.join(cfg['sft'])})")
+        sft = arm_sft(cfg, name)
+        if sft["global_batch"] % sft["micro_batch"]:
+            out.append(f"{where}.{name}.sft: global_batch {sft['global_batch']} is not a multiple of "
+                       f"micro_batch {sft['micro_batch']}")
+        cap = arm.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])
+        if cap > cfg["eval"]["max_new_tokens"]:
+            out.append(f"{where}.{name}.max_new_tokens = {cap} is above eval.max_new_tokens")
     return out
 
 
@@ -164,11 +177,30 @@ def fmt_t(t: float) -> str:
     return f"{float(t):g}" if float(t) != int(t) else f"{float(t):.1f}"
 
 
+def all_arms(cfg: dict) -> dict:
+    """Default arms and extra (built-on-request) arms together."""
+    return {**cfg["arms"], **(cfg.get("extra_arms") or {})}
+
+
 def arm_sft(cfg: dict, arm: str) -> dict:
     """The SFT recipe of an arm: the global sft section with the arm's overrides."""
     out = copy.deepcopy(cfg["sft"])
-    out.update(cfg["arms"][arm].get("sft") or {})
+    out.update(all_arms(cfg)[arm].get("sft") or {})
     return out
+
+
+def arm_sampling(cfg: dict, arm: str) -> dict:
+    """Sampling parameters of an arm's training data."""
+    a = all_arms(cfg)[arm]
+    return {
+        "temperature": float(a["temperature"]),
+        "top_k": int(a["top_k"]),
+        "top_p": float(a["top_p"]),
+        "min_p": float(a.get("min_p", 0.0)),
+        "presence_penalty": 0.0,
+        "max_new_tokens": int(a.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])),
+        "n": int(a.get("samples_per_prompt", cfg["train_sampling"].get("samples_per_prompt", 1))),
+    }
 
 
 def final_models(cfg: dict) -> list[str]:

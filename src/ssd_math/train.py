@@ -59,8 +59,9 @@ Log
     One JSON row per optimizer step (appended, flushed and fsynced): step, loss (mean over the
     step's completion tokens), ppl = exp(loss), lr (the lr used by this step), grad_norm (before
     clipping), tokens (cumulative non-pad input tokens, all processes), loss_tokens (completion
-    tokens in this step), elapsed_s, tokens_per_s (this step's input tokens / its wall time),
-    mem_mb (peak RSS of this process, or peak CUDA memory on GPU), and with
+    tokens in this step), elapsed_s, step_s (this step's wall time, instrumentation included),
+    step_cpu_s (its CPU time, all threads of this process; robust on a shared machine),
+    tokens_per_s (this step's input tokens / its wall time), mem_mb (peak RSS of this process, or peak CUDA memory on GPU), and with
     ``instrument.enabled`` the noise-trap fields of :mod:`ssd_math.noise`: frac_changed,
     frac_changed_<group>, n_changed, n_params, dw_hist, G2_raw, trS_raw, G2_ema, trS_ema,
     B_simple, gB_norm, gs_norm, B_small, B_big.
@@ -443,7 +444,7 @@ def train(spec: dict) -> dict:
     loss = float("nan")
     try:
         for step in range(start_step, total_steps):  # 0-based here; logged as step + 1
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             idx = global_batch_rows(step, len(examples), s, steps_per_epoch)
             n_global = max(1, sum(n_loss[i] for i in idx))  # completion tokens, whole batch
             per_proc = s["global_batch"] // world
@@ -509,7 +510,8 @@ def train(spec: dict) -> dict:
                     row["gB_norm"] = grad_norm
             dt = time.perf_counter() - t0  # the whole step, instrumentation included
             row.update({"elapsed_s": elapsed0 + time.perf_counter() - t_run,
-                        "step_s": dt, "tokens_per_s": step_tokens / dt,
+                        "step_s": dt, "step_cpu_s": time.process_time() - c0,
+                        "tokens_per_s": step_tokens / dt,
                         "mem_mb": peak_mem_mb(accelerator.device)})
             if log_fh is not None:
                 append_row(log_fh, row)
