@@ -1,7 +1,7 @@
 # ssd-math: simple self-distillation on competition math, from config to rendered report.
 #
 #   snakemake --cores 2                      # the embedded tiny CPU experiment -> results/report/report.html
-#   snakemake --configfile config/real.yaml --profile profiles/slurm   # the real recipe on a cluster
+#   snakemake --configfile config/real.yaml --workflow-profile profiles/slurm   # the real recipe on a cluster
 #
 # One .smk per stage; helpers (targets, input functions, wildcard constraints) in rules/common.smk.
 
@@ -9,6 +9,7 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/plan.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/sample.smk"

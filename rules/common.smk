@@ -2,6 +2,7 @@
 # Named functions only (no lambdas inside rules), so a reader can grep where a path comes from.
 
 import json
+import os
 import re
 
 from ssd_math import config as sc
@@ -101,6 +102,12 @@ def train_logs():
 def runtime(key, default):
     """Runtime knobs (set from a profile: --config runtime='{...}'), never science."""
     return RUNTIME.get(key, default)
+
+
+def accelerate_config():
+    """The accelerate config of the training rules: a runtime knob (profiles set it)."""
+    path = runtime("accelerate_config", "envs/accelerate/cpu.yaml")
+    return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
 
 
 def prompt_instruction(wildcards):

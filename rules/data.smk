@@ -19,3 +19,51 @@ if config["data"]["kind"] == "synthetic":
             bench_path("data", "make_synthetic_data")
         script:
             "../scripts/make_synthetic_data.py"
+
+
+elif config["data"]["kind"] == "real":
+
+    def real_root():
+        return config["data"]["real"].get("root", "../shared/data")
+
+    def real_cache_dir():
+        return config["data"]["real"].get("cache_dir") or f"{R}/cache/datasets"
+
+    def real_local_files(wildcards):
+        """Local source files (enabled ones) as inputs, so an edited file reruns the rule."""
+        real = config["data"]["real"]
+        out = []
+        for part in ("train", "eval"):
+            for src in real[part]["sources"]:
+                if src.get("enabled", True) and src.get("path"):
+                    out.append(os.path.join(real_root(), src["path"]))  # absolute paths stay
+        return out
+
+    rule prepare_real_data:
+        """Real problems: training pool (MATH L4-5 + NuminaMath-CoT), the ~1k eval set and its
+        harder 300 subset, decontamination (exact + n-gram Jaccard) with a table of removed pairs.
+        Hub datasets are downloaded at pinned revisions, so it runs where the network is."""
+        localrule: True
+        input:
+            local=real_local_files,
+        output:
+            train_prompts=f"{R}/data/train_prompts.jsonl",
+            eval_main=f"{R}/data/eval_main.jsonl",
+            eval_hard=f"{R}/data/eval_hard.jsonl",
+            decontam=f"{R}/data/decontam_pairs.csv",
+            report=f"{R}/data/data_report.json",
+        params:
+            real=config["data"]["real"],
+            seed=config["seed"],
+            root=real_root(),
+            cache_dir=real_cache_dir(),
+        threads: 1
+        resources:
+            mem_mb=32000,
+            runtime=120,
+        log:
+            log_path("data", "prepare_real_data"),
+        benchmark:
+            bench_path("data", "prepare_real_data")
+        script:
+            "../scripts/prepare_real_data.py"

@@ -58,7 +58,8 @@ def sweep_jobs(wildcards):
     ]
 
 
-GEN_RESOURCES = dict(mem_mb=4000, runtime=60, gpu=0)
+# GEN_MEM_MB / GEN_RUNTIME / GEN_GPUS: rules/plan.smk (GPUs follow sampler.backend / vllm TP).
+GEN_RESOURCES = dict(mem_mb=GEN_MEM_MB, runtime=GEN_RUNTIME, gpu=GEN_GPUS)
 
 
 rule generate_grid:

@@ -64,7 +64,7 @@ if config["model"]["kind"] == "tiny":
             log=f"{R}/train/base/log.jsonl",
         params:
             spec=pretrain_spec,
-            accelerate_config=runtime("accelerate_config", "envs/accelerate/cpu.yaml"),
+            accelerate_config=accelerate_config(),
         threads: 2
         resources:
             mem_mb=4000,
@@ -76,3 +76,26 @@ if config["model"]["kind"] == "tiny":
         shell:
             "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
             " --spec-json {params.spec:q} > {log} 2>&1"
+
+
+elif config["model"]["kind"] == "hub":
+
+    rule fetch_base:
+        """The hub base model at its pinned revision (huggingface_hub.snapshot_download), or a
+        copy of model.hub.local_dir; checked for config, tokenizer, chat template and weights."""
+        localrule: True
+        output:
+            model=directory(f"{R}/models/base"),
+        params:
+            hub=config["model"]["hub"],
+            trust_remote_code=config["model"].get("trust_remote_code", False),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=120,
+        log:
+            log_path("model", "fetch_base"),
+        benchmark:
+            bench_path("model", "fetch_base")
+        script:
+            "../scripts/fetch_base.py"

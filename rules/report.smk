@@ -5,7 +5,7 @@
 
 rule report:
     input:
-        qmd="report/report.qmd",
+        qmd=f"{workflow.basedir}/report/report.qmd",
         metrics=rules.metrics.output.metrics,
         breakdown=rules.metrics.output.breakdown,
         table1=rules.table1.output.table,

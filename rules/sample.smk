@@ -36,9 +36,9 @@ rule sample_train_shard:
         trust_remote_code=config["model"].get("trust_remote_code", False),
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=0,
+        mem_mb=GEN_MEM_MB,
+        runtime=GEN_RUNTIME,
+        gpu=GEN_GPUS,
     log:
         log_path("samples", "{arm}", "shard{shard}"),
     benchmark:

@@ -32,12 +32,12 @@ rule sft:
         log=f"{R}/train/{{arm}}/log.jsonl",
     params:
         spec=sft_spec,
-        accelerate_config=runtime("accelerate_config", "envs/accelerate/cpu.yaml"),
+        accelerate_config=accelerate_config(),
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=0,
+        mem_mb=TRAIN_MEM_MB,
+        runtime=TRAIN_RUNTIME,
+        gpu=TRAIN_GPUS,
     log:
         log_path("train", "{arm}"),
     benchmark:

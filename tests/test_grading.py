@@ -1,7 +1,7 @@
 """Tests of ssd_math.grading with the real math-verify (no mocks).
 
-The hostile-batch tests use worker processes with a 1 s per-item limit; the whole file runs in
-~10 s on 2 busy cores.
+The hostile-batch tests use worker processes with a 1.5 s per-item limit; the whole file runs
+in ~10 s on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def test_extract_unclosed_think_searches_everything():
 
 
 def test_extract_nested_and_escaped_braces():
-    assert extract_answer(r"\boxed{\frac{a^{2}}{b_{1}}}")["extracted_answer"] == r"\frac{a^{2}}{b_{1}}"
+    ext = extract_answer(r"\boxed{\frac{a^{2}}{b_{1}}}")
+    assert ext["extracted_answer"] == r"\frac{a^{2}}{b_{1}}"
     assert extract_answer(r"\boxed{\{1,2\}}")["extracted_answer"] == r"\{1,2\}"
     assert extract_answer(r"\boxed {7}")["extracted_answer"] == "7"
 
@@ -102,10 +103,15 @@ def test_grade_one_combines_extraction_and_grading():
     assert r["status"] == "no_answer" and not r["correct"] and not r["boxed"]
 
 
-def test_soft_alarm_reports_timeout_in_process():
-    t = time.perf_counter()
-    r = grade_answer("3", "9^{9^{9^{9^{9}}}}", 0.5)
-    assert r["status"] == "timeout"
+def test_soft_alarm_reports_timeout_in_a_child():
+    # Run in a forked child: an alarm thrown into sympy may leave its state inconsistent, and this
+    # pytest process is the parent that grading workers are forked from.
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(1) as pool:
+        t = time.perf_counter()
+        r = pool.apply(grade_one, ("3", r"\boxed{9^{9^{9^{9^{9}}}}}", 0.5))
+    assert r["status"] == "timeout" and r["boxed"] and not r["correct"]
     assert time.perf_counter() - t < 5
 
 
@@ -170,7 +176,7 @@ def test_grade_rows_fields_order_and_counts():
 
 
 def test_hostile_answers_do_not_break_the_batch(capsys):
-    timeout_s, workers = 1.0, 2
+    timeout_s, workers = 1.5, 2
     normal = _normal_rows()
     t = time.perf_counter()
     grade_rows(normal, workers=workers, timeout_s=timeout_s, progress=False)
@@ -196,7 +202,9 @@ def test_hostile_answers_do_not_break_the_batch(capsys):
         assert out[p]["status"] in allowed, (HOSTILE[j][:40], out[p]["status"])
     rest = [o for k, o in enumerate(out) if k not in set(pos)]
     ref = grade_rows(normal, workers=workers, timeout_s=5.0, progress=False)
-    assert [o["status"] for o in rest] == [o["status"] for o in ref]
+    diff = [(o["extracted_answer"], o["status"], o["grade_error"], r["status"])
+            for o, r in zip(rest, ref) if o["status"] != r["status"]]
+    assert not diff
     # Bound: every hostile item costs at most one timeout (+ a replacement worker), even run
     # serially; the 3 s margin covers fork/warm-up of replacements on a busy 2-core machine.
     bound = len(HOSTILE) * timeout_s + t_normal + 3.0
@@ -213,10 +221,10 @@ def test_hard_kill_replaces_worker():
     jobs = [("3", "9^{9^{9^{9^{9}}}}"), ("3", "(10^{8})!"), ("3", "3"), ("1/2", r"\frac{2}{4}"),
             ("3", "2^{2^{33}}"), ("4", "5")]
     t = time.perf_counter()
-    res = _grade_unique(jobs, workers=2, timeout_s=1.0, progress=False, max_memory_mb=4096,
+    res = _grade_unique(jobs, workers=2, timeout_s=1.5, progress=False, max_memory_mb=4096,
                         soft_fraction=None)
     wall = time.perf_counter() - t
     assert [r["status"] for r in res] == ["timeout", "timeout", "correct", "correct", "timeout",
                                           "incorrect"]
     assert "killed after" in res[0]["grade_error"]
-    assert wall < 3 * 1.0 + 5.0
+    assert wall < 3 * 1.5 + 5.0

@@ -262,3 +262,39 @@ def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
     for ra, rb in zip(log_a, log_b):
         assert ra["loss"] == rb["loss"] and ra["grad_norm"] == rb["grad_norm"]
         assert ra["G2_ema"] == rb["G2_ema"] and ra["frac_changed"] == rb["frac_changed"]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one(init_dir, tmp_path):
+    """The multi-process path (gloo on CPU): DDP all-reduce, and with instrumentation the
+    no_sync + explicit all-reduce, both give the single-process weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    outs = {}
+    for name, procs, inst in (("one", 1, True), ("two", 2, True), ("two_plain", 2, False)):
+        d = tmp_path / name
+        d.mkdir()
+        spec = base_spec(init_dir, d, micro_batch=4 // procs, grad_clip=None,
+                         instrument={"enabled": inst})
+        (d / "spec.json").write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+               "--master_port", str(29500 + os.getpid() % 1000), "-m", "ssd_math.train",
+               "--spec", str(d / "spec.json")]
+        res = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+        outs[name] = load_weights(spec["out_dir"])
+        assert json.loads(res.stdout.decode().splitlines()[-1])["processes"] == procs
+    for k in outs["one"]:
+        assert torch.allclose(outs["one"][k], outs["two"][k], atol=1e-6), k
+        assert torch.equal(outs["two"][k], outs["two_plain"][k]), k
+
+
+def test_gradient_checkpointing_and_inline_spec_cli(init_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    T.train(base_spec(init_dir, a, max_steps=2))
+    T.main(["--spec-json", json.dumps(base_spec(init_dir, b, max_steps=2,
+                                                gradient_checkpointing=True))])
+    wa, wb = load_weights(a / "out"), load_weights(b / "out")
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6), k

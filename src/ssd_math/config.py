@@ -124,11 +124,12 @@ def check_semantics(cfg: dict) -> list[str]:
         syn = cfg["data"].get("synthetic")
         if syn is None:
             out.append("data.synthetic: required when data.kind is 'synthetic'")
-        elif syn["n_eval_hard"] > syn["n_eval_main"]:
-            out.append(f"data.synthetic.n_eval_hard = {syn['n_eval_hard']} is larger than "
-                       f"data.synthetic.n_eval_main = {syn['n_eval_main']} (it is a subset)")
+        elif not set(syn["hard_levels"]) <= set(syn["levels"]):
+            out.append(f"data.synthetic.hard_levels = {syn['hard_levels']} must be a subset of "
+                       f"data.synthetic.levels = {syn['levels']}")
     if cfg["data"]["kind"] == "real" and "real" not in cfg["data"]:
         out.append("data.real: required when data.kind is 'real'")
+    out += _check_real(cfg)
     if cfg["model"]["kind"] == "tiny" and "tiny" not in cfg["model"]:
         out.append("model.tiny: required when model.kind is 'tiny'")
     if cfg["model"]["kind"] == "hub":
@@ -156,6 +157,75 @@ def check_semantics(cfg: dict) -> list[str]:
         cap = arm.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])
         if cap > cfg["eval"]["max_new_tokens"]:
             out.append(f"{where}.{name}.max_new_tokens = {cap} is above eval.max_new_tokens")
+    return out
+
+
+PLACEHOLDER_MARKS = ("PIN-ME", "PLACEHOLDER", "TODO", "CHANGEME")
+UNPINNED_REVISIONS = ("main", "master", "head", "latest")
+
+
+def is_placeholder_revision(rev: Any) -> bool:
+    """A revision that pins nothing: empty, a marked placeholder, or a branch name."""
+    if not isinstance(rev, str) or not rev.strip():
+        return True
+    r = rev.strip()
+    return any(m in r.upper() for m in PLACEHOLDER_MARKS) or r.lower() in UNPINNED_REVISIONS
+
+
+def _check_real(cfg: dict) -> list[str]:
+    """Checks of the real-recipe sections (data.real, model.hub, sampler.vllm, planner)."""
+    out: list[str] = []
+    real = cfg["data"].get("real") if cfg["data"]["kind"] == "real" else None
+    if cfg["data"]["kind"] == "real" and cfg["model"]["kind"] != "hub":
+        out.append("data.kind 'real' needs model.kind 'hub' (the tiny model's tokenizer is "
+                   "built from the synthetic task)")
+    if real:
+        names: dict[str, str] = {}
+        for part in ("train", "eval"):
+            for i, src in enumerate(real[part]["sources"]):
+                key = f"data.real.{part}.sources[{i}]"
+                name = src["name"]
+                if name in names:
+                    out.append(f"{key}.name = {name!r}: also used by {names[name]}; source names "
+                               "must be unique (they name the download cache folders)")
+                names.setdefault(name, key)
+                if src.get("enabled", True) is False:
+                    continue
+                if not src.get("path") and not src.get("hub_id"):
+                    out.append(f"{key} ({name}): needs 'path' (a local file) or 'hub_id' + "
+                               "'revision' + 'split' (a Hugging Face dataset)")
+                if src.get("hub_id") and not src.get("path"):
+                    if is_placeholder_revision(src.get("revision")):
+                        out.append(
+                            f"{key}.revision = {src.get('revision')!r}: dataset '{name}' "
+                            f"({src['hub_id']}) is not pinned; set it to the dataset's commit "
+                            f"sha, or set {key}.path to a local .jsonl/.parquet copy, or "
+                            f"{key}.enabled to false")
+                    if not src.get("split") and not src.get("files"):
+                        out.append(f"{key}.split: required for hub dataset '{name}' "
+                                   "(or list its data files in .files)")
+        ev = real["eval"]
+        if ev["hard_size"] > ev["main_size"]:
+            out.append(f"data.real.eval.hard_size = {ev['hard_size']} is larger than "
+                       f"data.real.eval.main_size = {ev['main_size']} (it is a subset)")
+        if not any(s.get("enabled", True) for s in real["train"]["sources"]):
+            out.append("data.real.train.sources: every source is disabled")
+        if not any(s.get("enabled", True) for s in ev["sources"]):
+            out.append("data.real.eval.sources: every source is disabled")
+        dc = real.get("decontam") or {}
+        if dc.get("threshold_same_answer", 0.3) > dc.get("threshold", 0.5):
+            out.append("data.real.decontam.threshold_same_answer is above data.real.decontam."
+                       "threshold (the same-answer threshold is the lower one)")
+    if cfg["model"]["kind"] == "hub":
+        hub = cfg["model"].get("hub") or {}
+        if hub.get("revision") and not hub.get("local_dir") and is_placeholder_revision(hub["revision"]):
+            out.append(f"model.hub.revision = {hub['revision']!r}: not a pinned commit of "
+                       f"{hub.get('id')}; set the commit sha (or model.hub.local_dir)")
+    vl = cfg["sampler"].get("vllm") or {}
+    if cfg["sampler"]["backend"] == "vllm" and vl.get("max_model_len"):
+        if vl["max_model_len"] <= cfg["eval"]["max_new_tokens"]:
+            out.append(f"sampler.vllm.max_model_len = {vl['max_model_len']} leaves no room for "
+                       f"the prompt above eval.max_new_tokens = {cfg['eval']['max_new_tokens']}")
     return out
 
 

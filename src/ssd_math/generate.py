@@ -79,8 +79,12 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
                   progress: bool = True) -> int:
     """Sample every request under one decoding condition into ``out_path``; resumable.
 
-    ``sampler.sample(batch, sampling=..., condition=..., base_seed=..., model=...)`` must return
-    the rows of exactly that batch (contracts.md "Sample row")."""
+    ``sampler.sample(batch, sampling=SamplingConfig, condition=..., base_seed=...)`` must return
+    the rows of exactly that batch (contracts.md "Sample row"); with the hf backend the chunk
+    size equals the sampler's batch size, so each call is one seeded generate() batch."""
+    from .sampler import SamplingConfig
+
+    cfg = SamplingConfig.from_dict(sampling)
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
     batches = _batches(requests, batch_size)
@@ -98,8 +102,8 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
                unit="batch", disable=not progress, mininterval=2.0)
     with open(partial, "a", encoding="utf-8") as fh:
         for b in todo:
-            rows = list(sampler.sample(batches[b], sampling=sampling, condition=condition,
-                                       base_seed=base_seed, model=model))
+            rows = list(sampler.sample(batches[b], sampling=cfg, condition=condition,
+                                       base_seed=base_seed))
             expected = len(batches[b]) * n
             if len(rows) != expected:
                 raise RuntimeError(f"sampler returned {len(rows)} rows for batch {b}, expected {expected}")
@@ -143,6 +147,20 @@ def prompt_renderer(model_dir: str | Path, instruction: str, *, trust_remote_cod
     return (lambda problem: render_prompt(tok, problem, instruction=instruction)), template_hash(tok, instruction)
 
 
+def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, threads: int = 1):
+    """The configured backend for one model: hf (transformers generate) or vllm (one engine)."""
+    from .sampler import make_sampler
+
+    backend = common["backend"]
+    extra = dict(common.get("sampler_extra") or {})
+    if backend == "hf":
+        return make_sampler("hf", model_dir, device=common.get("device", "cpu"),
+                            batch_size=int(common.get("batch_size", 64)), model_name=model_name,
+                            threads=threads)
+    return make_sampler("vllm", model_dir, model_name=model_name, seed=int(common["seed"]),
+                        trust_remote_code=bool(common.get("trust_remote_code", False)), **extra)
+
+
 def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequence[str | Path], *,
                   common: dict, threads: int = 1, shard: tuple[int, int] | None = None) -> list[int]:
     """Run generation jobs ``[{model, model_dir, condition, sampling}]`` -> ``outputs`` (same order).
@@ -151,8 +169,6 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
     ``common``: instruction, backend, batch_size, device, seed, sampler_extra, trust_remote_code.
     """
     import torch
-
-    from .sampler import make_sampler
 
     if len(jobs) != len(outputs):
         raise ValueError(f"{len(jobs)} jobs but {len(outputs)} outputs")
@@ -167,10 +183,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
     for job, out in zip(jobs, outputs):
         if job["model_dir"] != current_dir:
             current_dir = job["model_dir"]
-            sampler = make_sampler(common["backend"], current_dir, device=common.get("device", "cpu"),
-                                   batch_size=common.get("batch_size", 64),
-                                   trust_remote_code=common.get("trust_remote_code", False),
-                                   **(common.get("sampler_extra") or {}))
+            sampler = open_sampler(common, current_dir, model_name=job["model"], threads=threads)
             render, thash = prompt_renderer(current_dir, common["instruction"],
                                             trust_remote_code=common.get("trust_remote_code", False))
             requests = build_requests(problems, render)

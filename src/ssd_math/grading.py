@@ -45,9 +45,11 @@ threads ever run math-verify.
 Limits per item: the parent kills the worker ``timeout_s`` seconds after dispatch (hard limit).
 Inside the worker a soft ``setitimer`` alarm fires at ``0.85 * timeout_s`` and raises a
 BaseException (not caught by math-verify's ``except Exception``), so a hang in Python code is
-reported as ``timeout`` without losing the worker. Workers also cap their address space
-(``max_memory_mb``) so a runaway big-integer or a 1 MB answer cannot exhaust the host: that ends
-as ``error`` (MemoryError) or ``timeout``.
+reported as ``timeout`` by the worker itself. Either way the worker is not reused after a timeout
+or error: an exception thrown into sympy at an arbitrary point can leave its caches or global
+flags inconsistent, so the worker exits and a clean clone of the parent replaces it. Workers
+also cap their address space (``max_memory_mb``) so a runaway big integer or a 1 MB answer
+cannot exhaust the host: that ends as ``error`` (MemoryError) or ``timeout``.
 """
 
 from __future__ import annotations
@@ -198,8 +200,9 @@ def grade_one(gold: str, completion: str, timeout_s: float) -> dict[str, Any]:
     """Extract and grade one completion; meant to run in a worker process's main thread.
 
     ``timeout_s`` is applied as the soft in-process alarm only; the hard limit is the pool's
-    (``grade_rows``). Returns extract_answer's keys plus ``status``, ``correct``,
-    ``grade_error``.
+    (``grade_rows``). Do not keep using a process in which this timed out (sympy state may be
+    inconsistent) -- the pool retires such workers. Returns extract_answer's keys plus
+    ``status``, ``correct``, ``grade_error``.
     """
     ext = extract_answer(completion)
     res = grade_answer(gold, ext["extracted_answer"], timeout_s)
@@ -218,7 +221,7 @@ def _worker_main(conn, max_memory_mb: int | None) -> None:
         except (ImportError, ValueError, OSError):
             pass
     grade_answer("\\frac{1}{2}", "0.5")  # warm math-verify's first-call caches
-    conn.send(("ready", None))
+    conn.send(("ready", None, False))
     while True:
         try:
             msg = conn.recv()
@@ -232,7 +235,13 @@ def _worker_main(conn, max_memory_mb: int | None) -> None:
         except BaseException as exc:  # e.g. the alarm landing in grade_answer's cleanup
             res = {"status": "timeout" if isinstance(exc, _SoftTimeout) else "error",
                    "grade_error": f"{type(exc).__name__}: {exc}"[:500]}
-        conn.send((key, res))
+        # After a timeout or error, retire: an exception thrown into sympy at an arbitrary point
+        # may leave its caches or global flags inconsistent. The parent forks a clean replacement.
+        retire = res["status"] in ("timeout", "error")
+        conn.send((key, res, retire))
+        if retire:
+            conn.close()
+            return
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,13 +319,18 @@ def _grade_unique(
                 if w.ready and w.job is None and pending:
                     i = pending.pop()
                     gold, answer = jobs[i]
+                    try:
+                        w.conn.send((i, gold, answer, soft))
+                    except OSError:  # the idle worker died: requeue, replace below
+                        pending.append(i)
+                        continue
                     w.job = i
                     w.deadline = time.monotonic() + timeout_s
-                    w.conn.send((i, gold, answer, soft))
             now = time.monotonic()
             wait_until = min(
                 [w.deadline for w in pool if w.job is not None]
-                + [w.started + startup_timeout_s for w in pool if not w.ready]
+                + [w.started + startup_timeout_s for w in pool if not w.ready],
+                default=now + 0.05,
             )
             ready = mpc.wait(
                 [w.conn for w in pool] + [w.proc.sentinel for w in pool],
@@ -327,7 +341,7 @@ def _grade_unique(
                 died = w.proc.sentinel in ready
                 if w.conn in ready:
                     try:
-                        key, res = w.conn.recv()
+                        key, res, retire = w.conn.recv()
                     except Exception:  # EOF / truncated message: the worker died
                         died = True
                         w.proc.join(1.0)
@@ -337,6 +351,8 @@ def _grade_unique(
                         elif key == w.job:
                             w.job, w.deadline = None, math.inf
                             finish(key, res)
+                        if retire:
+                            pool[k] = replace(w)
                         continue
                 if died and not w.proc.is_alive():
                     code = w.proc.exitcode
@@ -426,3 +442,20 @@ def status_counts(rows: list[dict]) -> dict[str, int]:
     for flag in ("think_closed", "boxed", "length_stop"):
         out[flag] = sum(bool(r.get(flag)) for r in rows)
     return out
+
+
+def grade_file(samples_path, out_path, *, workers: int = 2, timeout_s: float = 5.0,
+               progress: bool = True) -> dict[str, int]:
+    """Grade one generation file into the graded eval JSONL (atomic), with a provenance sidecar
+    carrying the status counts; return the counts."""
+    from .io import read_jsonl, write_jsonl, write_meta
+
+    rows = read_jsonl(samples_path)
+    if not rows:
+        raise ValueError(f"{samples_path}: no samples to grade (empty file)")
+    graded = grade_rows(rows, workers=workers, timeout_s=timeout_s, progress=progress)
+    write_jsonl(out_path, graded)
+    counts = status_counts(graded)
+    write_meta(out_path, rule="grade", samples=str(samples_path), grader="math-verify",
+               workers=workers, timeout_s=timeout_s, status_counts=counts)
+    return counts

