@@ -5,7 +5,14 @@
 #
 # One .smk per stage; helpers (targets, input functions, wildcard constraints) in rules/common.smk.
 
-configfile: "config.yaml"
+import os
+
+# The default experiment is config.yaml (of the working directory, else of this workflow).
+# A --configfile on the command line REPLACES it (not merged key by key), so a config file is
+# always the whole experiment: no default arm or sweep leaks into the real recipe.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml" if os.path.exists("config.yaml") else os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"

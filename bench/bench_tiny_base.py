@@ -49,8 +49,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="work folder (default bench/_scratch/tiny_base_s{seed})")
-    ap.add_argument("--levels", default="1,2,3,4,5")
-    ap.add_argument("--hard-levels", default="4,5")
+    ap.add_argument("--levels", default="1,2,3,4")
+    ap.add_argument("--hard-levels", default="3,4")
     ap.add_argument("--n-pretrain", type=int, default=24000)
     ap.add_argument("--n-eval", type=int, default=400)
     ap.add_argument("--p-recheck", type=float, default=0.12)
@@ -60,6 +60,7 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--intermediate", type=int, default=512)
+    ap.add_argument("--rotary", type=float, default=1.0, help="partial_rotary_factor")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--min-lr", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=50)
@@ -73,6 +74,7 @@ def main(argv=None):
     ap.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work")
     ap.add_argument("--write-results", action="store_true")
     ap.add_argument("--note", default="")
+    ap.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -84,12 +86,13 @@ def main(argv=None):
                            "hard_levels": [int(x) for x in a.hard_levels.split(",")],
                            "n_pretrain": a.n_pretrain, "n_eval_main": a.n_eval,
                            "n_train_prompts": 600, "p_recheck": a.p_recheck})
-    tok = build_tokenizer(tokenizer_corpus(splits["pretrain"], instruction=DEFAULT_INSTRUCTION),
+    tok = build_tokenizer(tokenizer_corpus(splits["pretrain"], instruction=a.instruction),
                           work / "tokenizer", vocab_size=a.vocab)
     cfg = config_for_tokenizer(tok, hidden=a.hidden, layers=a.layers, heads=a.heads,
-                               kv_heads=a.kv_heads, intermediate=a.intermediate, max_pos=512)
+                               kv_heads=a.kv_heads, intermediate=a.intermediate, max_pos=512,
+                               partial_rotary_factor=a.rotary)
     init_dir = init_model_dir(work / "init", cfg, tok)
-    recs = pretrain_records(splits["pretrain"], tok, instruction=DEFAULT_INSTRUCTION)
+    recs = pretrain_records(splits["pretrain"], tok, instruction=a.instruction)
     write_jsonl(work / "pretrain.jsonl", recs)
     t_prep = time.perf_counter() - t0
     comp_tok = [len(tok(r["completion"], add_special_tokens=False)["input_ids"]) + 1 for r in recs[:2000]]
@@ -124,7 +127,7 @@ def main(argv=None):
     nparam = n_params(load_model(model_dir))
     print(f"model params {nparam}; weights sha256 {wh}", flush=True)
 
-    reqs = [{**r, "prompt": render_prompt(tok, r["problem"], instruction=DEFAULT_INSTRUCTION)}
+    reqs = [{**r, "prompt": render_prompt(tok, r["problem"], instruction=a.instruction)}
             for r in splits["eval_main"]]
     hard_ids = {r["id"] for r in splits["eval_hard"]}
     sampler = HFSampler(model_dir, batch_size=a.gen_batch)

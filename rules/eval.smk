@@ -122,39 +122,50 @@ rule generate_checkpoints:
         "../scripts/generate_eval.py"
 
 
-rule generate_sweep:
-    input:
-        model=model_dir(sc.BASE),
-        problems=eval_set_file,
-    output:
-        samples=expand(f"{R}/generations/base/{{{{evalset}}}}/sweep/{{name}}.jsonl", name=list(SWEEPS)),
-    params:
-        jobs=sweep_jobs,
-        common=gen_common(),
-    threads: 1
-    resources:
-        **GEN_RESOURCES,
-    log:
-        log_path("generate", "base", "{evalset}", "sweep"),
-    benchmark:
-        bench_path("generate", "base", "{evalset}", "sweep")
-    script:
-        "../scripts/generate_eval.py"
+if SWEEPS:  # baseline decoding sweeps of the base model (config eval.sweeps)
+
+    rule generate_sweep:
+        input:
+            model=model_dir(sc.BASE),
+            problems=eval_set_file,
+        output:
+            samples=expand(f"{R}/generations/base/{{{{evalset}}}}/sweep/{{name}}.jsonl", name=list(SWEEPS)),
+        params:
+            jobs=sweep_jobs,
+            common=gen_common(),
+        threads: 1
+        resources:
+            **GEN_RESOURCES,
+        log:
+            log_path("generate", "base", "{evalset}", "sweep"),
+        benchmark:
+            bench_path("generate", "base", "{evalset}", "sweep")
+        script:
+            "../scripts/generate_eval.py"
 
 
-rule grade:
-    """Grade one generation file: math-verify (gold first) in worker processes, hard timeout."""
-    input:
-        samples=f"{R}/generations/{{path}}.jsonl",
-    output:
-        graded=f"{R}/eval/{{path}}.jsonl",
-    params:
-        workers=config["eval"]["grader"].get("workers", 2),
-        timeout_s=config["eval"]["grader"].get("timeout_s", 5.0),
-    threads: 1
-    log:
-        log_path("grade", "{path}"),
-    benchmark:
-        bench_path("grade", "{path}")
-    script:
-        "../scripts/grade.py"
+# One grading job per generation job (one worker pool for all of its files): the graded file of
+# generations/<path>.jsonl is eval/<path>.jsonl. Defined in a loop so the four families share
+# one definition; `snakemake --forcerun grade_grid` regrades without regenerating.
+for _family in ("grid", "passk", "checkpoints", "sweep") if SWEEPS else ("grid", "passk", "checkpoints"):
+    _gen = getattr(rules, f"generate_{_family}")
+    _raw = list(_gen.output.samples) if not isinstance(_gen.output.samples, str) else [_gen.output.samples]
+    _wc = list(dict.fromkeys(re.findall(r"(?<!{){(\w+)}(?!})", _raw[0])))
+
+    rule:
+        name:
+            f"grade_{_family}"
+        input:
+            samples=_raw,
+        output:
+            graded=[p.replace(f"{R}/generations/", f"{R}/eval/", 1) for p in _raw],
+        params:
+            workers=config["eval"]["grader"].get("workers", 2),
+            timeout_s=config["eval"]["grader"].get("timeout_s", 5.0),
+        threads: 1
+        log:
+            log_path("grade", _family, *[f"{{{w}}}" for w in _wc]),
+        benchmark:
+            bench_path("grade", _family, *[f"{{{w}}}" for w in _wc])
+        script:
+            "../scripts/grade.py"

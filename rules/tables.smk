@@ -67,3 +67,181 @@ rule table2:
         bench_path("tables", "table2")
     script:
         "../scripts/table2.py"
+
+
+# --- breakdowns (issue 4.2): Table 1 and Table 2 within each difficulty level and each source ------
+
+
+rule table1_breakdown:
+    """Table 1 per difficulty level and per source (where the data has >= 2 of them)."""
+    input:
+        evals=rules.table1.input.evals,
+    output:
+        table=f"{R}/tables/table1_breakdown.csv",
+    params:
+        rows=config["report"]["table1"]["rows"],
+        ssd_arm=config["report"]["table1"]["ssd_arm"],
+        sets=EVAL_SETS,
+        stats=stats_params(),
+    log:
+        log_path("tables", "table1_breakdown"),
+    benchmark:
+        bench_path("tables", "table1_breakdown")
+    script:
+        "../scripts/table1_breakdown.py"
+
+
+rule table2_breakdown:
+    """Table 2 (pass@k) per difficulty level and per source."""
+    input:
+        evals=rules.table2.input.evals,
+    output:
+        table=f"{R}/tables/table2_breakdown.csv",
+    params:
+        runs=config["eval"]["passk"]["runs"],
+        k=config["eval"]["passk"]["k"],
+        ssd_arm=config["report"]["table1"]["ssd_arm"],
+        stats=stats_params(),
+    log:
+        log_path("tables", "table2_breakdown"),
+    benchmark:
+        bench_path("tables", "table2_breakdown")
+    script:
+        "../scripts/table2_breakdown.py"
+
+
+# --- baseline decoding sweeps (issue 4.3, study §3): the table behind Figure A ----------------------
+
+
+rule sweep_table:
+    """The base model's T grid, presets and min-p grid on every eval set [CI], from metrics.csv."""
+    input:
+        metrics=rules.metrics.output.metrics,
+    output:
+        table=f"{R}/tables/sweeps.csv",
+    log:
+        log_path("tables", "sweep_table"),
+    benchmark:
+        bench_path("tables", "sweep_table")
+    script:
+        "../scripts/sweep_table.py"
+
+
+# --- the noise trap (issue 3.4, study §4) ---------------------------------------------------------
+# Log-only probe runs (rule noise_probe in figures.smk): extra arms that differ from the default
+# recipe in the optimizer-state precision (e.g. extra_arms.bf16-state). They are trained on a
+# default arm's kept samples for their per-step log only, so the report can show the weight-change
+# collapse without evaluating another model.
+
+
+def _probe_source_arm(arm):
+    """The default arm whose kept samples a probe trains on: same sampling and filter, else itself."""
+    same = [a for a in ARMS if sc.arm_sampling(config, a) == sc.arm_sampling(config, arm)
+            and ALL_ARMS[a]["filter_length_stop"] == ALL_ARMS[arm]["filter_length_stop"]]
+    return same[0] if same else arm
+
+
+NOISE_PROBES = [a for a in ALL_ARMS if a not in ARMS
+                and sc.arm_sft(config, a).get("optimizer_state") != config["sft"].get("optimizer_state")]
+
+
+def probe_logs():
+    return [f"{R}/train/{a}/probe/log.jsonl" for a in NOISE_PROBES]
+
+
+def noise_runs():
+    """{run name: its training log}: every default arm, then every probe."""
+    return {**dict(zip(ARMS, train_logs())), **dict(zip(NOISE_PROBES, probe_logs()))}
+
+
+def noise_recipes():
+    """The SFT recipe keys the noise summary prints beside each run."""
+    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")}
+            for a in noise_runs()}
+
+
+rule checkpoint_table:
+    """Accuracy of every checkpoint of every arm [CI] (step 0 = base) beside the training log."""
+    input:
+        metrics=rules.metrics.output.metrics,
+        logs=train_logs(),
+    output:
+        table=f"{R}/tables/checkpoints.csv",
+    params:
+        arms=ARMS,
+    log:
+        log_path("tables", "checkpoint_table"),
+    benchmark:
+        bench_path("tables", "checkpoint_table")
+    script:
+        "../scripts/checkpoint_table.py"
+
+
+rule noise_summary:
+    """Weight-change fraction, perplexity, gradient signal/noise per run (arms and probes)."""
+    input:
+        logs=list(noise_runs().values()),
+    output:
+        table=f"{R}/tables/noise_summary.csv",
+    params:
+        runs=list(noise_runs()),
+        recipes=noise_recipes(),
+    log:
+        log_path("tables", "noise_summary"),
+    benchmark:
+        bench_path("tables", "noise_summary")
+    script:
+        "../scripts/noise_summary.py"
+
+
+# --- sample-size planning (issue 4.1, study §2) -----------------------------------------------------
+# The study's planning values: alpha 5%, power 80%; the differences to detect (fractions).
+PLANNING = {"deltas": [0.02, 0.05, 0.10], "alpha": 0.05, "power": 0.8}
+
+
+rule power:
+    """Between/within-prompt variance from the k > 1 (pass@k) evals and n per arm for each delta."""
+    input:
+        evals=passk_targets(),
+    output:
+        table=f"{R}/tables/power.csv",
+    params:
+        planning=PLANNING,
+        results=R,
+    log:
+        log_path("tables", "power"),
+    benchmark:
+        bench_path("tables", "power")
+    script:
+        "../scripts/power.py"
+
+
+# --- measured cost (report "Cost and time") ---------------------------------------------------------
+# plan_measured (rules/plan.smk) needs a `planner` section (throughput table) that the tiny config
+# does not have, so the default report shows the measured times instead: every benchmark: file of
+# the stages upstream of the tables (they have all run once the tables exist), summed per stage.
+
+
+def timing_inputs():
+    """The tables: once they exist every compute job upstream of them has written its benchmark."""
+    return [rules.metrics.output.metrics, rules.table1.output.table, rules.table2.output.table,
+            rules.table1_breakdown.output.table, rules.table2_breakdown.output.table,
+            rules.sweep_table.output.table, rules.checkpoint_table.output.table,
+            rules.noise_summary.output.table, rules.power.output.table]
+
+
+rule timings:
+    """Measured wall/CPU time per stage from results/benchmarks/ (figures and report excluded)."""
+    input:
+        tables=timing_inputs(),
+    output:
+        table=f"{R}/tables/timings.csv",
+    params:
+        benchmarks=f"{R}/benchmarks",
+        exclude=["figures", "report", "tables/timings.tsv"],
+    log:
+        log_path("tables", "timings"),
+    benchmark:
+        bench_path("tables", "timings")
+    script:
+        "../scripts/timings.py"

@@ -62,8 +62,8 @@ def test_build_splits_disjoint_and_hard_subset():
     assert not texts["pretrain"] & texts["train_prompts"]
     assert not texts["train_prompts"] & texts["eval_main"]
     assert texts["eval_hard"] <= texts["eval_main"]
-    assert sp["eval_hard"] and all(r["level"] in (4, 5) for r in sp["eval_hard"])
-    assert len(sp["eval_hard"]) == sum(r["level"] in (4, 5) for r in sp["eval_main"])
+    assert sp["eval_hard"] and all(r["level"] in (3, 4) for r in sp["eval_hard"])
+    assert len(sp["eval_hard"]) == sum(r["level"] in (3, 4) for r in sp["eval_main"])
     assert all("solution" in r for r in sp["pretrain"])
     assert sp == build_splits({"n_pretrain": 3000, "n_train_prompts": 200, "n_eval_main": 150,
                                "seed": 3})

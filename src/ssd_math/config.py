@@ -117,6 +117,12 @@ def check_semantics(cfg: dict) -> list[str]:
     for i, row in enumerate(cfg["report"].get("table1", {}).get("rows", [])):
         if row["model"] not in known:
             out.append(f"report.table1.rows[{i}].model = {row['model']!r}: not 'base' or an arm")
+    grid = {fmt_t(t) for t in cfg["eval"]["t_grid"]}
+    for i, row in enumerate(cfg["report"].get("table1", {}).get("rows", [])):
+        if fmt_t(row["temperature"]) not in grid:
+            out.append(f"report.table1.rows[{i}].temperature = {row['temperature']}: not on "
+                       f"eval.t_grid ({', '.join(sorted(grid, key=float))}); Table 1 reads the "
+                       "grid's eval files")
     t1 = cfg["report"].get("table1", {})
     if t1.get("ssd_arm") and t1["ssd_arm"] not in arms:
         out.append(f"report.table1.ssd_arm = {t1['ssd_arm']!r}: not an arm ({', '.join(arms)})")
@@ -127,6 +133,10 @@ def check_semantics(cfg: dict) -> list[str]:
         elif not set(syn["hard_levels"]) <= set(syn["levels"]):
             out.append(f"data.synthetic.hard_levels = {syn['hard_levels']} must be a subset of "
                        f"data.synthetic.levels = {syn['levels']}")
+        if syn is not None and cfg["train_sampling"]["n_shards"] > syn["n_train_prompts"]:
+            out.append(f"train_sampling.n_shards = {cfg['train_sampling']['n_shards']} is larger "
+                       f"than data.synthetic.n_train_prompts = {syn['n_train_prompts']} (a shard "
+                       "would have no prompts); allowed: 1 .. n_train_prompts")
     if cfg["data"]["kind"] == "real" and "real" not in cfg["data"]:
         out.append("data.real: required when data.kind is 'real'")
     out += _check_real(cfg)
@@ -204,6 +214,10 @@ def _check_real(cfg: dict) -> list[str]:
                     if not src.get("split") and not src.get("files"):
                         out.append(f"{key}.split: required for hub dataset '{name}' "
                                    "(or list its data files in .files)")
+        budget = real["train"].get("budget")
+        if budget is not None and cfg["train_sampling"]["n_shards"] > budget:
+            out.append(f"train_sampling.n_shards = {cfg['train_sampling']['n_shards']} is larger "
+                       f"than data.real.train.budget = {budget} (a shard would have no prompts)")
         ev = real["eval"]
         if ev["hard_size"] > ev["main_size"]:
             out.append(f"data.real.eval.hard_size = {ev['hard_size']} is larger than "

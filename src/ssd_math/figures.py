@@ -78,3 +78,252 @@ def training_curves(logs: dict[str, str | Path], out_png: str | Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     _save(fig, out_png)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers for the figures below: what was plotted (tests inspect it; rules ignore it)
+# ------------------------------------------------------------------------------------------------
+
+def plotted_series(fig) -> list[dict]:
+    """Per Axes: its title and the labels of the data series drawn on it (lines and error-bar
+    containers with a label not starting with '_'; helper lines such as CI bands are unlabeled)."""
+    out = []
+    for ax in fig.axes:
+        labels = [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+        labels += [c.get_label() for c in ax.containers if not str(c.get_label()).startswith("_")]
+        out.append({"title": ax.get_title(), "series": list(dict.fromkeys(labels))})
+    return out
+
+
+def _finish(fig, path: str | Path) -> list[dict]:
+    info = plotted_series(fig)
+    _save(fig, path)
+    return info
+
+
+def _pct(v):
+    import numpy as np
+
+    return np.asarray(v, dtype=float) * 100
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure A (study §3): the base model's decoding baselines
+# ------------------------------------------------------------------------------------------------
+
+PRESET_MARKERS = ["*", "D", "P", "X", "s"]
+
+
+def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]) -> list[dict]:
+    """Figure A: accuracy on each eval set and the extracted-answer (boxed) rate against T (top row,
+    the base model's T grid) and against min-p at the sweep temperature (bottom row), points with
+    95% CIs; the presets highlighted (top row: star-like markers at their T; bottom row: a
+    horizontal line with a CI band, for presets at the min-p sweep's temperature)."""
+    import numpy as np
+
+    df = pl.read_csv(sweeps_csv)
+    cols = [(s, "accuracy") for s in sets] + [(None, "boxed")]
+    fig, axes = plt.subplots(2, len(cols), figsize=(4.2 * len(cols), 7.2), squeeze=False)
+    presets = df.filter(pl.col("family") == "preset")
+    preset_names = list(dict.fromkeys(presets["name"].to_list()))
+    minp = df.filter(pl.col("family") == "min-p")
+    t_minp = float(minp["temperature"][0]) if not minp.is_empty() else None
+    for j, (s, metric) in enumerate(cols):
+        top, bot = axes[0][j], axes[1][j]
+        for i, es in enumerate([s] if s else list(sets)):
+            color = COLORS[(i + 1) % len(COLORS)] if s is None else COLORS[1]
+            lab = f"T grid, {es}" if s is None else "T grid"
+            d = df.filter((pl.col("evalset") == es) & (pl.col("family") == "T grid")).sort("temperature")
+            if not d.is_empty():
+                _errorbar(top, d["temperature"], d[metric], d[f"{metric}_lo"], d[f"{metric}_hi"], color=color,
+                          label=lab)
+            d = minp.filter(pl.col("evalset") == es).sort("min_p")
+            if not d.is_empty():
+                _errorbar(bot, d["min_p"], d[metric], d[f"{metric}_lo"], d[f"{metric}_hi"], color=color,
+                          label=f"min-p @ T{t_minp:g}" + (f", {es}" if s is None else ""))
+            for pi, name in enumerate(preset_names):
+                p = presets.filter((pl.col("evalset") == es) & (pl.col("name") == name))
+                if p.is_empty():
+                    continue
+                r = p.row(0, named=True)
+                pc = COLORS[(len(sets) + 2 + pi) % len(COLORS)]
+                plab = f"preset {name}" + (f", {es}" if s is None else "")
+                est, lo, hi = (100 * r[metric], 100 * r[f"{metric}_lo"], 100 * r[f"{metric}_hi"])
+                top.errorbar([r["temperature"]], [est], yerr=[[est - lo], [hi - est]], marker=PRESET_MARKERS[pi % 5],
+                             ms=11, color=pc, mec="black", ls="none", capsize=3, label=plab, zorder=5)
+                if t_minp is not None and abs(r["temperature"] - t_minp) < 1e-9:
+                    bot.axhline(est, color=pc, ls=":", lw=1.6, label=plab)
+                    bot.axhspan(lo, hi, color=pc, alpha=0.12, label="_band")
+        title = f"accuracy, {s}" if s else "extracted-answer (boxed) rate"
+        n = df.filter(pl.col("evalset") == s)["n_prompts"].max() if s else None
+        top.set_title(title + (f" (n={n})" if n else ""))
+        bot.set_title(title + (f" (n={n})" if n else ""))
+        top.set_xlabel("temperature")
+        bot.set_xlabel("min-p")
+        for ax in (top, bot):
+            ax.set_ylabel("%")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    method = df["method"][0] if not df.is_empty() else ""
+    fig.suptitle(f"Figure A — base model decoding baselines; 95% CIs: {method}", fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, out_png)
+
+
+# ------------------------------------------------------------------------------------------------
+# the noise trap (study §4): Figure B, weight changes, |Δw| histograms, perplexity, checkpoints
+# ------------------------------------------------------------------------------------------------
+
+def _style(i: int, probe: bool) -> dict:
+    return dict(color=COLORS[(i + 1) % len(COLORS)], ls="--" if probe else "-", lw=1.3 if probe else 1.6)
+
+
+def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_steps: Sequence[int]) -> list[dict]:
+    """Figure B: per arm (one panel each), the observed gradient norm per optimizer step (before
+    clipping; line) against the estimated signal magnitude |G| = sqrt(max(G2_ema, 0)) (McCandlish
+    et al.; EMA-smoothed) at each checkpoint step and the last step (dashed, markers). A panel
+    whose log has no gradient-noise estimate (one micro-batch per step) says so."""
+    import numpy as np
+
+    arms = list(logs)
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.4 * len(arms), 3.6), squeeze=False, sharey=True)
+    for i, arm in enumerate(arms):
+        ax = axes[0][i]
+        rows = read_jsonl(logs[arm])
+        steps = [r["step"] for r in rows]
+        ax.plot(steps, [r["grad_norm"] for r in rows], color=COLORS[(i + 1) % len(COLORS)], lw=1.4,
+                label="observed |g| per step")
+        want = sorted({s for s in checkpoint_steps if s <= (steps[-1] if steps else 0)} | ({steps[-1]} if steps else set()))
+        by = {r["step"]: r for r in rows}
+        pts = [(s, by[s].get("G2_ema")) for s in want if s in by and by[s].get("G2_ema") is not None]
+        if pts:
+            xs = [p[0] for p in pts]
+            ys = [float(np.sqrt(max(p[1], 0.0))) for p in pts]
+            ax.plot(xs, ys, ls="--", marker="o", color="black", lw=1.2, label="estimated |G| at checkpoints")
+            last = by[xs[-1]]
+            if last.get("B_simple") is not None:
+                ax.text(0.98, 0.95, f"B_simple = {last['B_simple']:.3g} seq\n(batch {last.get('B_big')})",
+                        transform=ax.transAxes, ha="right", va="top", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no gradient-noise estimate\n(one micro-batch per step)", transform=ax.transAxes,
+                    ha="center", fontsize=8)
+        ax.set_title(arm)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel("gradient L2 norm")
+    fig.suptitle("Figure B — observed gradient norm vs estimated signal magnitude |G| (EMA of the two-batch estimate)",
+                 fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, out_png)
+
+
+def weight_change(logs: dict[str, str | Path], out_png: str | Path, *, probes: Sequence[str] = (),
+                  labels: dict[str, str] | None = None) -> list[dict]:
+    """Fraction of parameters whose stored (bf16) value changed at each optimizer step, one line per
+    arm; log-only probe runs (e.g. the bf16 optimizer state) dashed. Right panel: learning rate."""
+    labels = labels or {}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    for i, (name, path) in enumerate(logs.items()):
+        rows = read_jsonl(path)
+        st = _style(i, name in probes)
+        steps = [r["step"] for r in rows]
+        axes[0].plot(steps, [100 * (r.get("frac_changed") or 0.0) for r in rows], label=labels.get(name, name), **st)
+        axes[1].plot(steps, [r["lr"] for r in rows], label=labels.get(name, name), **st)
+    axes[0].set_title("weight-change fraction (stored dtype) per step")
+    axes[0].set_ylabel("% of parameters changed")
+    axes[1].set_title("learning rate")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _finish(fig, out_png)
+
+
+def hist_steps(rows: Sequence[dict]) -> list[int]:
+    """The steps whose |Δw| histogram is drawn: the first, the first at the peak LR, the last."""
+    import numpy as np
+
+    if not rows:
+        return []
+    peak = rows[int(np.argmax([r["lr"] for r in rows]))]["step"]
+    return sorted({rows[0]["step"], peak, rows[-1]["step"]})
+
+
+def dw_hist(logs: dict[str, str | Path], out_png: str | Path) -> list[dict]:
+    """|Δw| of the stored values over log10-spaced bins (share of parameters per bin, log scale),
+    one panel per run, at the first step, the peak-LR step and the last step (:func:`hist_steps`).
+    The leftmost bin is Δw = 0 (unchanged)."""
+    import numpy as np
+
+    names = list(logs)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.6), squeeze=False, sharey=True)
+    for i, name in enumerate(names):
+        ax = axes[0][i]
+        rows = read_jsonl(logs[name])
+        by = {r["step"]: r for r in rows}
+        edges = None
+        for j, s in enumerate(hist_steps(rows)):
+            h = by[s].get("dw_hist")
+            if not h:
+                continue
+            edges = h["edges_log10"]
+            c = np.asarray(h["counts"], dtype=float)
+            share = c / c.sum()
+            lab = f"step {s}" + (" (peak LR)" if s == max(rows, key=lambda r: r["lr"])["step"] else "")
+            ax.step(np.arange(len(share)), np.where(share > 0, share, np.nan), where="mid", lw=1.5,
+                    color=COLORS[(j + 1) % len(COLORS)], label=lab)
+        if edges is not None:
+            ticks = ["0", f"<1e{edges[0]:g}"] + [f"1e{e:g}" for e in edges[:-1]] + [f"≥1e{edges[-1]:g}"]
+            ax.set_xticks(np.arange(len(ticks)))
+            ax.set_xticklabels(ticks, rotation=70, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("|Δw| of stored value (bin lower edge)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("share of parameters")
+    fig.suptitle("|Δw| histograms (stored dtype); leftmost bin: unchanged", fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, out_png)
+
+
+def train_ppl(logs: dict[str, str | Path], out_png: str | Path, *, probes: Sequence[str] = ()) -> list[dict]:
+    """Training perplexity (exp of the mean completion-token loss) per optimizer step."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for i, (name, path) in enumerate(logs.items()):
+        rows = read_jsonl(path)
+        ax.plot([r["step"] for r in rows], [r["ppl"] for r in rows], label=name, **_style(i, name in probes))
+    ax.axhline(2.0, color="grey", ls=":", lw=1, label="_ppl2")
+    ax.set_title("train perplexity on the model's own samples")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _finish(fig, out_png)
+
+
+def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> list[dict]:
+    """Accuracy of every checkpoint (step 0 = the base model at the same decoding) with 95% CIs,
+    one series per arm, on the eval set the checkpoints were evaluated on."""
+    df = pl.read_csv(checkpoints_csv)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    arms = list(dict.fromkeys(df["arm"].to_list()))
+    for i, arm in enumerate(arms):
+        d = df.filter((pl.col("arm") == arm) & pl.col("step").is_not_null()).sort("step")
+        off = (i - (len(arms) - 1) / 2) * 0.08  # dodge overlapping CIs
+        _errorbar(ax, d["step"].cast(pl.Float64) + off, d["accuracy"], d["accuracy_lo"], d["accuracy_hi"],
+                  color=COLORS[(i + 1) % len(COLORS)], label=arm)
+    if not df.is_empty():
+        r = df.row(0, named=True)
+        ax.set_title(f"accuracy per checkpoint, {r['evalset']} @ {r['condition']} (n={r['n_prompts']})")
+        ax.text(0.01, 0.02, f"95% CI: {r['method']}", transform=ax.transAxes, fontsize=7)
+    ax.set_xlabel("optimizer step (0 = base)")
+    ax.set_ylabel("accuracy %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _finish(fig, out_png)

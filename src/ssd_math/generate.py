@@ -10,6 +10,30 @@ on which other batches ran. Finished batches are appended to ``<out>.partial`` (
 fsync per batch); on restart, complete batches are kept and skipped, an incomplete tail (a kill
 mid-write) is discarded, and the declared output appears (atomic rename) only when every batch is
 done. Killed at any point and rerun, a job ends with exactly the rows of an uninterrupted run.
+
+The partial file starts with a header line holding a fingerprint of everything the rows depend on
+(requests, sampling, condition, model name, base seed, batch size, and the model folder's files by
+name/size/mtime): a partial left by a killed run with other settings or another model is discarded,
+never mixed in. The sidecar (``<out>.meta.json``) is written just before the output's rename, so
+an output never appears without its provenance. In a multi-output job (:func:`generate_jobs`) every
+condition's partial is kept until the whole job is done: when a failed job's finished outputs are
+deleted by Snakemake, the rerun rebuilds them from their partials without sampling again.
+
+Input rows (:func:`check_problems`): a malformed JSON line is an error naming the file and line; an
+empty file, or one with no valid row, is an error naming the file. Rows without an id, without
+problem text, **without a gold answer**, and repeated ids (the first is kept) are dropped before
+sampling, counted, logged with their line numbers and recorded in every output's sidecar
+(``input_validation``). A row without a gold answer is dropped rather than carried: it cannot be
+graded, and carrying it would put an ungradable row into an accuracy denominator as "wrong"; a gold
+answer that is present but unparseable is graded as ``gold_parse_error`` (ssd_math.grading) and
+counted, never scored. Repeated problem texts under different ids are counted but kept.
+
+Command line (one real job as a process; the rules call :func:`generate_jobs` directly)::
+
+    python -m ssd_math.generate --jobs-json JOBS --problems P.jsonl --outputs O1 [O2 ...]
+        --common-json COMMON [--shard I N] [--threads T]
+
+``JOBS`` / ``COMMON``: JSON text or a path to a JSON file (see :func:`generate_jobs`).
 """
 
 from __future__ import annotations
@@ -22,7 +46,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import atomic_path, read_jsonl, write_jsonl, write_meta
+from .io import DataError, atomic_path, read_jsonl, stable_hash, write_jsonl, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +79,67 @@ def _batches(requests: Sequence[dict], batch_size: int) -> list[list[dict]]:
     return [list(requests[i:i + batch_size]) for i in range(0, len(requests), batch_size)]
 
 
-def _read_partial(path: Path, batch_sizes: list[int], n: int) -> dict[int, list[dict]]:
-    """Complete batches from a partial file: {batch index: rows}. Incomplete ones are dropped."""
+def _batch_keys(batch: Sequence[dict], n: int) -> set[tuple[str, int]]:
+    return {(str(r["id"]), s) for r in batch for s in range(n)}
+
+
+def _read_partial(path: Path, batches: list[list[dict]], n: int,
+                  fingerprint: str | None = None) -> dict[int, list[dict]]:
+    """Complete batches from a partial file: {batch index: rows}.
+
+    A batch counts only when its rows are exactly its (prompt id, sample index) pairs, once each;
+    incomplete batches and undecodable (torn) lines are dropped. A file whose header does not
+    carry ``fingerprint`` (other settings, another model) yields nothing."""
     done: dict[int, list[dict]] = {}
     if not path.exists():
         return done
     by_batch: dict[int, list[dict]] = {}
+    header_ok = fingerprint is None
+    torn = 0
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
+        for i, line in enumerate(fh):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a torn last line from a kill mid-write
+                torn += 1  # a torn line from a kill mid-write
+                continue
+            if i == 0 and isinstance(row, dict) and "_partial" in row:
+                header_ok = fingerprint is None or row["_partial"].get("fingerprint") == fingerprint
+                continue
+            if not isinstance(row, dict) or "_batch" not in row:
+                torn += 1
+                continue
             by_batch.setdefault(int(row["_batch"]), []).append(row)
+    if not header_ok:
+        log.warning("%s: left by a run with other settings or another model; discarded", path)
+        return done
     for b, rows in by_batch.items():
-        if b < len(batch_sizes) and len(rows) == batch_sizes[b] * n:
+        if b >= len(batches):
+            continue
+        keys = [(str(r.get("prompt_id")), int(r.get("sample_index", -1))) for r in rows]
+        if len(keys) == len(set(keys)) and set(keys) == _batch_keys(batches[b], n):
             done[b] = rows
+    if torn:
+        log.info("%s: %d torn line(s) dropped", path, torn)
     return done
+
+
+def _row_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sampling: dict,
                   condition: str, model: str, base_seed: int, batch_size: int,
-                  progress: bool = True) -> int:
+                  progress: bool = True, identity: dict | None = None, meta: dict | None = None,
+                  keep_partial: bool = False) -> int:
     """Sample every request under one decoding condition into ``out_path``; resumable.
 
     ``sampler.sample(batch, sampling=SamplingConfig, condition=..., base_seed=...)`` must return
     the rows of exactly that batch (contracts.md "Sample row"); with the hf backend the chunk
-    size equals the sampler's batch size, so each call is one seeded generate() batch."""
+    size equals the sampler's batch size, so each call is one seeded generate() batch.
+    ``identity``: anything else the rows depend on (e.g. the model folder's file signature), put
+    into the partial file's fingerprint. ``meta``: sidecar fields, written just before the
+    output appears. ``keep_partial``: leave ``<out>.partial`` in place (the caller removes it)."""
     from .sampler import SamplingConfig
 
     cfg = SamplingConfig.from_dict(sampling)
@@ -89,14 +147,23 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
     partial = out_path.with_name(out_path.name + ".partial")
     batches = _batches(requests, batch_size)
     n = int(sampling.get("n", 1))
-    done = _read_partial(partial, [len(b) for b in batches], n)
+    fingerprint = stable_hash({"requests": list(requests), "sampling": cfg.to_dict(),
+                               "condition": condition, "model": model, "base_seed": int(base_seed),
+                               "batch_size": int(batch_size), "identity": identity or {}})
+    header = _row_line({"_partial": {"fingerprint": fingerprint, "out": out_path.name,
+                                     "n_batches": len(batches), "batch_size": int(batch_size),
+                                     "n": n}})
+    done = _read_partial(partial, batches, n, fingerprint)
     if done:
         log.info("%s: resuming, %d of %d batches already done", out_path, len(done), len(batches))
-        # rewrite the partial file with only the complete batches (drops a torn tail)
-        with atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            for b in sorted(done):
-                for row in done[b]:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    # (re)start the partial file: header + the complete batches only (drops a torn tail, a
+    # partly written batch, or a stale file from other settings), replaced atomically
+    with atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(header)
+        for b in sorted(done):
+            fh.write("".join(_row_line({**r, "_batch": b}) for r in done[b]))
+    done = {b: [{k: v for k, v in r.items() if k != "_batch"} for r in rows]
+            for b, rows in done.items()}
     todo = [b for b in range(len(batches)) if b not in done]
     bar = tqdm(total=len(batches), initial=len(done), desc=f"{model} {condition}",
                unit="batch", disable=not progress, mininterval=2.0)
@@ -104,19 +171,22 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
         for b in todo:
             rows = list(sampler.sample(batches[b], sampling=cfg, condition=condition,
                                        base_seed=base_seed))
-            expected = len(batches[b]) * n
-            if len(rows) != expected:
-                raise RuntimeError(f"sampler returned {len(rows)} rows for batch {b}, expected {expected}")
-            blob = "".join(json.dumps({**r, "_batch": b}, ensure_ascii=False) + "\n" for r in rows)
-            fh.write(blob)
+            keys = [(str(r["prompt_id"]), int(r["sample_index"])) for r in rows]
+            if len(keys) != len(set(keys)) or set(keys) != _batch_keys(batches[b], n):
+                raise RuntimeError(f"sampler returned {len(rows)} rows for batch {b}, expected "
+                                   f"{len(batches[b]) * n} (each prompt id x sample index once)")
+            fh.write("".join(_row_line({**r, "_batch": b}) for r in rows))  # one write per batch
             fh.flush()
             os.fsync(fh.fileno())
             done[b] = rows
             bar.update(1)
     bar.close()
-    rows = [{k: v for k, v in r.items() if k != "_batch"} for b in sorted(done) for r in done[b]]
+    rows = [r for b in sorted(done) for r in done[b]]
+    if meta is not None:
+        write_meta(out_path, **{**meta, "n_rows": len(rows)})
     count = write_jsonl(out_path, rows)
-    partial.unlink(missing_ok=True)
+    if not keep_partial:
+        partial.unlink(missing_ok=True)
     return count
 
 
@@ -148,52 +218,209 @@ def prompt_renderer(model_dir: str | Path, instruction: str, *, trust_remote_cod
 
 
 def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, threads: int = 1):
-    """The configured backend for one model: hf (transformers generate) or vllm (one engine)."""
+    """The configured backend for one model: hf (transformers generate) or vllm (one engine).
+    ``common["trust_remote_code"]`` (config ``model.trust_remote_code``, default False) reaches
+    every ``from_pretrained`` / the vLLM engine; a model folder's own code never runs otherwise."""
     from .sampler import make_sampler
 
     backend = common["backend"]
     extra = dict(common.get("sampler_extra") or {})
+    trust = bool(common.get("trust_remote_code", False))
     if backend == "hf":
         return make_sampler("hf", model_dir, device=common.get("device", "cpu"),
                             batch_size=int(common.get("batch_size", 64)), model_name=model_name,
-                            threads=threads)
+                            threads=threads, trust_remote_code=trust)
     return make_sampler("vllm", model_dir, model_name=model_name, seed=int(common["seed"]),
-                        trust_remote_code=bool(common.get("trust_remote_code", False)), **extra)
+                        trust_remote_code=trust, **extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# input rows
+# ----------------------------------------------------------------------------------------------
+
+DROP_REASONS = ("missing_id", "missing_problem", "missing_answer", "duplicate_id")
+
+
+def read_problems(path: str | Path) -> list[tuple[int, dict]]:
+    """``[(line number, row)]`` of a problems JSONL file. A line that is not a JSON object is a
+    :class:`DataError` naming the file and the line; an empty file is one naming the file."""
+    out: list[tuple[int, dict]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {lineno}: not a JSON object")
+            out.append((lineno, row))
+    if not out:
+        raise DataError(f"{path}: no problems to sample (empty file)")
+    return out
+
+
+def check_problems(rows: Sequence[tuple[int, dict]], *, file: str | Path,
+                   max_examples: int = 10) -> tuple[list[dict], dict]:
+    """Drop and count the rows that cannot be sampled and graded (module docstring).
+
+    ``rows``: ``[(line number, row)]`` (:func:`read_problems`). Returns ``(good rows, report)``,
+    report = ``{file, n_in, n_out, dropped: {reason: count}, examples: {reason: ["line L (id
+    X)", ...]}, duplicate_problem: count (kept)}``. Raises :class:`DataError` naming the file
+    when no row is left."""
+    from .data import _coerce_answer, normalize_problem
+
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    examples: dict[str, list[str]] = {k: [] for k in DROP_REASONS}
+    seen_ids: dict[str, int] = {}
+    seen_problems: set[str] = set()
+    dup_problems = 0
+    good: list[dict] = []
+
+    def drop(reason: str, where: str) -> None:
+        dropped[reason] += 1
+        if len(examples[reason]) < max_examples:
+            examples[reason].append(where)
+
+    for lineno, row in rows:
+        rid = row.get("id")
+        if rid is None or (isinstance(rid, str) and not rid.strip()):
+            drop("missing_id", f"line {lineno}")
+            continue
+        where = f"line {lineno} (id {rid!r})"
+        problem = row.get("problem")
+        if not isinstance(problem, str) or not problem.strip():
+            drop("missing_problem", where)
+            continue
+        if _coerce_answer(row.get("answer")) is None:
+            drop("missing_answer", where)
+            continue
+        if str(rid) in seen_ids:
+            drop("duplicate_id", f"{where}, first on line {seen_ids[str(rid)]}")
+            continue
+        seen_ids[str(rid)] = lineno
+        key = normalize_problem(problem)
+        if key in seen_problems:
+            dup_problems += 1
+        seen_problems.add(key)
+        good.append(row)
+    report = {"file": str(file), "n_in": len(rows), "n_out": len(good), "dropped": dropped,
+              "examples": {k: v for k, v in examples.items() if v},
+              "duplicate_problem": dup_problems}
+    summary = ", ".join(f"{k}={v}" for k, v in dropped.items() if v)
+    detail = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in report["examples"].items())
+    if not good:
+        raise DataError(f"{file}: no valid problem rows out of {len(rows)} (dropped: {summary}; "
+                        f"{detail}); rows need id, problem and answer")
+    if summary:
+        log.warning("%s: dropped %d of %d rows (%s): %s", file, len(rows) - len(good), len(rows),
+                    summary, detail)
+    if dup_problems:
+        log.warning("%s: %d row(s) repeat an earlier problem text under another id (kept)",
+                    file, dup_problems)
+    return good, report
+
+
+def model_signature(model_dir: str | Path) -> list:
+    """(relative name, size, mtime_ns) of a model folder's files: a cheap identity for the
+    partial-file fingerprint (a retrained model invalidates a killed run's partial rows)."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        return [str(root)]
+    return sorted([str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns]
+                  for f in root.rglob("*") if f.is_file() and f.name != "meta.json")
 
 
 def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequence[str | Path], *,
-                  common: dict, threads: int = 1, shard: tuple[int, int] | None = None) -> list[int]:
+                  common: dict, threads: int = 1, shard: tuple[int, int] | None = None,
+                  progress: bool = True) -> list[int]:
     """Run generation jobs ``[{model, model_dir, condition, sampling}]`` -> ``outputs`` (same order).
 
     One sampler (one model load / engine start) serves consecutive jobs of the same model dir.
     ``common``: instruction, backend, batch_size, device, seed, sampler_extra, trust_remote_code.
+    Problem rows are checked first (:func:`check_problems`) and the whole file is validated
+    before sharding, so every shard sees the same row list. Resumable (module docstring).
     """
     import torch
 
     if len(jobs) != len(outputs):
         raise ValueError(f"{len(jobs)} jobs but {len(outputs)} outputs")
+    if len(set(map(str, outputs))) != len(outputs):
+        raise ValueError(f"duplicate outputs in {list(map(str, outputs))}")
+    problems, report = check_problems(read_problems(problems_path), file=problems_path)
     torch.set_num_threads(max(1, int(threads)))
-    problems = read_jsonl(problems_path)
-    if not problems:
-        raise ValueError(f"{problems_path}: no problems to sample (empty file)")
     if shard is not None:
         problems = shard_slice(problems, *shard)
+    batch_size = int(common.get("batch_size", 64))
+    trust = bool(common.get("trust_remote_code", False))
     counts = []
-    current_dir, sampler, requests, thash = None, None, None, None
+    current_dir, sampler, requests, thash, ident = None, None, None, None, None
     for job, out in zip(jobs, outputs):
         if job["model_dir"] != current_dir:
             current_dir = job["model_dir"]
             sampler = open_sampler(common, current_dir, model_name=job["model"], threads=threads)
             render, thash = prompt_renderer(current_dir, common["instruction"],
-                                            trust_remote_code=common.get("trust_remote_code", False))
+                                            trust_remote_code=trust)
             requests = build_requests(problems, render)
+            ident = {"model_dir": str(current_dir), "files": model_signature(current_dir),
+                     "backend": common["backend"]}
+        meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
+                    condition=job["condition"], sampling=job["sampling"],
+                    backend=common["backend"], batch_size=batch_size,
+                    device=common.get("device", "cpu"), trust_remote_code=trust,
+                    base_seed=int(common["seed"]),
+                    seeds={"base_seed": int(common["seed"]),
+                           "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
+                           "hf_batch_seed": "derive_seed(base_seed, condition, first prompt_id, sample_index)"},
+                    prompt_template_hash=thash, problems=str(problems_path),
+                    shard=list(shard) if shard else None, n_prompts=len(problems),
+                    input_validation=report, instruction=common["instruction"])
         n = run_condition(sampler, requests, out, sampling=job["sampling"], condition=job["condition"],
-                          model=job["model"], base_seed=int(common["seed"]),
-                          batch_size=int(common.get("batch_size", 64)))
-        write_meta(out, rule="generate", model=job["model"], model_dir=job["model_dir"],
-                   condition=job["condition"], sampling=job["sampling"], backend=common["backend"],
-                   base_seed=common["seed"], prompt_template_hash=thash, n_rows=n,
-                   problems=str(problems_path), shard=list(shard) if shard else None,
-                   instruction=common["instruction"])
+                          model=job["model"], base_seed=int(common["seed"]), batch_size=batch_size,
+                          progress=progress, identity=ident, meta=meta, keep_partial=True)
         counts.append(n)
+    for out in outputs:  # every output is complete: the partials are no longer needed
+        Path(out).with_name(Path(out).name + ".partial").unlink(missing_ok=True)
     return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+def _json_arg(value: str):
+    text = value.strip()
+    if text[:1] in "[{":
+        return json.loads(text)
+    with open(value, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m ssd_math.generate", description=__doc__.split("\n")[0])
+    ap.add_argument("--jobs-json", required=True, help="jobs list: JSON text or a .json file")
+    ap.add_argument("--problems", required=True, help="problems JSONL")
+    ap.add_argument("--outputs", required=True, nargs="+", help="one output per job")
+    ap.add_argument("--common-json", required=True, help="common settings: JSON text or a file")
+    ap.add_argument("--shard", nargs=2, type=int, metavar=("I", "N"), default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jobs = _json_arg(a.jobs_json)
+    if isinstance(jobs, dict):
+        jobs = [jobs]
+    counts = generate_jobs(jobs, a.problems, a.outputs, common=_json_arg(a.common_json),
+                           threads=a.threads, shard=tuple(a.shard) if a.shard else None,
+                           progress=not a.no_progress)
+    print(json.dumps({"outputs": list(a.outputs), "counts": counts}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

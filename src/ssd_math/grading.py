@@ -444,18 +444,36 @@ def status_counts(rows: list[dict]) -> dict[str, int]:
     return out
 
 
-def grade_file(samples_path, out_path, *, workers: int = 2, timeout_s: float = 5.0,
-               progress: bool = True) -> dict[str, int]:
-    """Grade one generation file into the graded eval JSONL (atomic), with a provenance sidecar
-    carrying the status counts; return the counts."""
+def grade_files(samples_paths, out_paths, *, workers: int = 2, timeout_s: float = 5.0,
+                progress: bool = True) -> list[dict[str, int]]:
+    """Grade several generation files with one worker pool; write each graded eval JSONL
+    (atomic) with a provenance sidecar carrying its status counts; return the counts per file."""
     from .io import read_jsonl, write_jsonl, write_meta
 
-    rows = read_jsonl(samples_path)
-    if not rows:
-        raise ValueError(f"{samples_path}: no samples to grade (empty file)")
-    graded = grade_rows(rows, workers=workers, timeout_s=timeout_s, progress=progress)
-    write_jsonl(out_path, graded)
-    counts = status_counts(graded)
-    write_meta(out_path, rule="grade", samples=str(samples_path), grader="math-verify",
-               workers=workers, timeout_s=timeout_s, status_counts=counts)
-    return counts
+    if len(samples_paths) != len(out_paths):
+        raise ValueError(f"{len(samples_paths)} inputs but {len(out_paths)} outputs")
+    per_file = []
+    for path in samples_paths:
+        rows = read_jsonl(path)
+        if not rows:
+            raise ValueError(f"{path}: no samples to grade (empty file)")
+        per_file.append(rows)
+    graded = grade_rows([r for rows in per_file for r in rows], workers=workers,
+                        timeout_s=timeout_s, progress=progress)
+    out, start = [], 0
+    for path, rows, dest in zip(samples_paths, per_file, out_paths):
+        part = graded[start:start + len(rows)]
+        start += len(rows)
+        write_jsonl(dest, part)
+        counts = status_counts(part)
+        write_meta(dest, rule="grade", samples=str(path), grader="math-verify", workers=workers,
+                   timeout_s=timeout_s, status_counts=counts)
+        out.append(counts)
+    return out
+
+
+def grade_file(samples_path, out_path, *, workers: int = 2, timeout_s: float = 5.0,
+               progress: bool = True) -> dict[str, int]:
+    """Grade one generation file (see :func:`grade_files`)."""
+    return grade_files([samples_path], [out_path], workers=workers, timeout_s=timeout_s,
+                       progress=progress)[0]

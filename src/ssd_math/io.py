@@ -171,10 +171,26 @@ def meta_path(path: PathLike) -> Path:
     return p.with_name(p.name + ".meta.json")
 
 
+CONFIG_HASH_ENV = "SSD_MATH_CONFIG_HASH"
+
+
+def config_hash(config: dict) -> str:
+    """The provenance hash of a config: :func:`stable_hash` of it without ``runtime`` (runtime
+    knobs change where a job runs, never what it computes). rules/common.smk exports it as
+    ``$SSD_MATH_CONFIG_HASH`` so every rule's sidecar records it."""
+    return stable_hash({k: v for k, v in config.items() if k != "runtime"})
+
+
 def write_meta(path: PathLike, **fields: Any) -> Path:
-    """Write the provenance sidecar of an artifact: what made it, with which versions."""
+    """Write the provenance sidecar of an artifact: what made it, with which versions.
+
+    Always recorded: python, platform, package versions and ``config_hash`` (from
+    ``$SSD_MATH_CONFIG_HASH``, set by the Snakefile; ``None`` outside a pipeline run unless the
+    caller passes ``config_hash=``). Callers add the rule's own fields: seeds (``base_seed`` /
+    ``seeds``), sampling parameters, the prompt-template hash, counts, ..."""
     meta = {
         "artifact": str(path),
+        "config_hash": os.environ.get(CONFIG_HASH_ENV) or None,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),

@@ -30,7 +30,7 @@ def tiny_config(
     intermediate: int = 512,
     max_pos: int = 512,
     tie_embeddings: bool = True,
-    partial_rotary_factor: float = 0.5,
+    partial_rotary_factor: float = 1.0,
     rope_theta: float = 10000.0,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
@@ -106,12 +106,15 @@ def init_model_dir(out_dir, config, tokenizer, *, with_weights: bool = False, se
     return out
 
 
-def load_model(model_dir, *, dtype: str = "float32", device: str = "cpu"):
+def load_model(model_dir, *, dtype: str = "float32", device: str = "cpu",
+               trust_remote_code: bool = False):
+    """Load a causal LM for inference. ``trust_remote_code`` (config ``model.trust_remote_code``)
+    is off unless the config turns it on: a model folder's own Python code never runs by default."""
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=getattr(torch, dtype), trust_remote_code=False
+        str(model_dir), dtype=getattr(torch, dtype), trust_remote_code=bool(trust_remote_code)
     )
     return model.to(device).eval()
 

@@ -186,7 +186,8 @@ class HFSampler:
     backend = "hf"
 
     def __init__(self, model_dir, *, device: str = "cpu", dtype: str = "float32",
-                 batch_size: int = 64, model_name: str | None = None, threads: int | None = None):
+                 batch_size: int = 64, model_name: str | None = None, threads: int | None = None,
+                 trust_remote_code: bool = False):
         import torch
         from transformers import AutoTokenizer
 
@@ -198,12 +199,15 @@ class HFSampler:
         self.model_name = model_name or self.model_dir
         self.device = device
         self.batch_size = int(batch_size)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.trust_remote_code = bool(trust_remote_code)  # off unless model.trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir,
+                                                       trust_remote_code=self.trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"{model_dir}: the tokenizer has no pad token")
         self.eos_id = self.tokenizer.eos_token_id
-        self.model = load_model(self.model_dir, dtype=dtype, device=device)
+        self.model = load_model(self.model_dir, dtype=dtype, device=device,
+                                trust_remote_code=self.trust_remote_code)
         self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0}
 
     def generate_batch(self, batch: Batch, *, sampling: SamplingConfig, condition: str,

@@ -1,0 +1,18 @@
+"""Rule table1_breakdown: Table 1 per level and per source -> ssd_math.tables.table1_breakdown."""
+
+from ssd_math.config import fmt_t
+from ssd_math.io import write_meta
+from ssd_math.rulelog import rule_log
+from ssd_math.tables import table1_breakdown, write_csv
+
+sm = snakemake  # noqa: F821
+with rule_log(sm) as log:
+    p = sm.params
+    it = iter(sm.input.evals)  # the order of rule table1's inputs: rows x sets
+    files = {(r["model"], fmt_t(r["temperature"]), s): next(it) for r in p.rows for s in p.sets}
+    st = p.stats
+    df = table1_breakdown(files, p.rows, p.sets, p.ssd_arm, conf=st["conf"], n_boot=st["n_boot"], seed=st["seed"],
+                          fmt_t=fmt_t)
+    write_csv(df, sm.output.table)
+    write_meta(sm.output.table, rule="table1_breakdown", stats=st, rows=p.rows, ssd_arm=p.ssd_arm)
+    log.info("\n%s", df)

@@ -1,0 +1,8 @@
+"""Rule train_ppl: training perplexity per step, arms and probes -> ssd_math.figures.train_ppl."""
+
+from ssd_math.figures import train_ppl
+from ssd_math.rulelog import rule_log
+
+sm = snakemake  # noqa: F821
+with rule_log(sm) as log:
+    log.info("%s", train_ppl(dict(zip(sm.params.runs, sm.input.logs)), sm.output.png, probes=list(sm.params.probes)))

@@ -1,0 +1,9 @@
+"""Rule weight_change: weight-change fraction per step, arms and probes -> ssd_math.figures.weight_change."""
+
+from ssd_math.figures import weight_change
+from ssd_math.rulelog import rule_log
+
+sm = snakemake  # noqa: F821
+with rule_log(sm) as log:
+    log.info("%s", weight_change(dict(zip(sm.params.runs, sm.input.logs)), sm.output.png,
+                                 probes=list(sm.params.probes), labels=dict(sm.params.labels)))

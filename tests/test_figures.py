@@ -1,0 +1,110 @@
+"""Figures: each function writes a PNG and plots the expected series (inspected before saving)."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ssd_math import figures
+from ssd_math.io import write_jsonl
+
+
+def _png(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    return data
+
+
+def _sweeps_csv(path, sets=("eval_main", "eval_hard")):
+    rows = []
+    for s in sets:
+        for t in (0.6, 0.7, 1.0):
+            rows.append({"evalset": s, "family": "T grid", "name": f"T{t}", "temperature": t, "min_p": 0.0})
+        rows.append({"evalset": s, "family": "preset", "name": "precise", "temperature": 0.6, "min_p": 0.0})
+        rows.append({"evalset": s, "family": "preset", "name": "general", "temperature": 1.0, "min_p": 0.0})
+        for mp in (0.05, 0.2):
+            rows.append({"evalset": s, "family": "min-p", "name": f"minp{mp}", "temperature": 1.0, "min_p": mp})
+    for r in rows:
+        for c, v in (("accuracy", 0.4), ("boxed", 0.9)):
+            r.update({c: v, f"{c}_lo": v - 0.1, f"{c}_hi": v + 0.05})
+        r.update({"n_prompts": 20, "k": 1, "method": "Wilson score interval (k=1)"})
+    pl.DataFrame(rows).write_csv(path)
+
+
+def test_figure_a_series(tmp_path):
+    csv = tmp_path / "sweeps.csv"
+    _sweeps_csv(csv)
+    out = tmp_path / "a.png"
+    info = figures.figure_a(csv, out, sets=["eval_main", "eval_hard"])
+    _png(out)
+    assert len(info) == 6  # 2 rows x (accuracy on 2 sets + boxed rate)
+    top_main, bot_main = info[0], info[3]
+    assert top_main["series"] == ["T grid", "preset precise", "preset general"]
+    # bottom row: the min-p sweep and the preset at the sweep temperature (general, T 1.0)
+    assert bot_main["series"] == ["preset general", "min-p @ T1"]
+    assert len(info[2]["series"]) == 2 * 3  # boxed rate: both sets, T grid + 2 presets each
+
+
+def _log(path, n=8, *, frac=0.05, g2=True):
+    rows = []
+    for s in range(1, n + 1):
+        rows.append({"step": s, "loss": 1.0 / s, "ppl": float(np.exp(1.0 / s)), "lr": 1e-3 * min(s, 3) / 3,
+                     "grad_norm": 1.0 + 0.1 * s, "frac_changed": frac,
+                     "G2_ema": (0.04 if s > 1 else -0.01) if g2 else None, "B_simple": 50.0 if g2 else None,
+                     "B_big": 4, "dw_hist": {"edges_log10": [-4.0, -3.0, -2.0], "counts": [50, 0, 10, 5, 2, 0]}})
+    write_jsonl(path, rows)
+
+
+def test_noise_figures_series(tmp_path):
+    _log(tmp_path / "ssd.jsonl")
+    _log(tmp_path / "t13.jsonl", g2=False)
+    _log(tmp_path / "bf16.jsonl", frac=0.0)
+    arms = {"ssd": tmp_path / "ssd.jsonl", "t13": tmp_path / "t13.jsonl"}
+    runs = {**arms, "bf16-state": tmp_path / "bf16.jsonl"}
+
+    info = figures.figure_b(arms, tmp_path / "b.png", checkpoint_steps=[2, 4])
+    _png(tmp_path / "b.png")
+    assert [p["title"] for p in info] == ["ssd", "t13"]
+    assert info[0]["series"] == ["observed |g| per step", "estimated |G| at checkpoints"]
+    assert info[1]["series"] == ["observed |g| per step"]  # no noise estimate in that log
+
+    info = figures.weight_change(runs, tmp_path / "w.png", probes=["bf16-state"],
+                                 labels={"bf16-state": "bf16-state (bf16)"})
+    _png(tmp_path / "w.png")
+    assert info[0]["series"] == ["ssd", "t13", "bf16-state (bf16)"]
+
+    info = figures.dw_hist(runs, tmp_path / "h.png")
+    _png(tmp_path / "h.png")
+    assert len(info) == 3
+    # first step, peak-LR step (3: the lr ramps to its max at step 3) and last step
+    assert info[0]["series"] == ["step 1", "step 3 (peak LR)", "step 8"]
+
+    info = figures.train_ppl(runs, tmp_path / "p.png", probes=["bf16-state"])
+    _png(tmp_path / "p.png")
+    assert info[0]["series"] == ["ssd", "t13", "bf16-state"]
+
+
+def test_hist_steps():
+    rows = [{"step": s, "lr": lr} for s, lr in zip(range(1, 6), [1, 5, 5, 3, 1])]
+    assert figures.hist_steps(rows) == [1, 2, 5]
+    assert figures.hist_steps([]) == []
+
+
+def test_checkpoint_accuracy_series(tmp_path):
+    rows = []
+    for arm in ("ssd", "t13"):
+        for ck, step, acc in (("base", 0, 0.3), ("step2", 2, 0.35), ("final", 4, 0.4)):
+            rows.append({"arm": arm, "checkpoint": ck, "step": step, "evalset": "eval_hard", "condition": "T0.7",
+                         "n_prompts": 30, "accuracy": acc, "accuracy_lo": acc - 0.1, "accuracy_hi": acc + 0.1,
+                         "method": "Wilson score interval (k=1)"})
+    csv = tmp_path / "c.csv"
+    pl.DataFrame(rows).write_csv(csv)
+    info = figures.checkpoint_accuracy(csv, tmp_path / "c.png")
+    _png(tmp_path / "c.png")
+    assert info[0]["series"] == ["ssd", "t13"]
+    assert "eval_hard" in info[0]["title"] and "n=30" in info[0]["title"]
+
+
+@pytest.mark.parametrize("fn", ["figure_a", "figure_b", "weight_change", "dw_hist", "train_ppl",
+                                "checkpoint_accuracy"])
+def test_figure_functions_are_documented(fn):
+    assert getattr(figures, fn).__doc__

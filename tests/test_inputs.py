@@ -1,0 +1,333 @@
+"""Bad input gets a clear error (or a counted, reported drop) before any expensive job, naming
+the key / file / row; provenance sidecars; trust_remote_code off unless the config turns it on."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssd_math import config as sc
+from ssd_math import generate as G
+from ssd_math.io import DataError, config_hash, read_json, stable_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = {"instruction": "{problem}", "backend": "hf", "batch_size": 4, "seed": 3}
+SAMP = {"temperature": 0.7, "top_k": 20, "top_p": 0.95, "max_new_tokens": 8, "n": 1}
+
+
+# ------------------------------------------------------------------------------------------
+# eval / prompt files
+# ------------------------------------------------------------------------------------------
+
+class FakeSampler:
+    def __init__(self):
+        self.calls = 0
+
+    def sample(self, batch, *, sampling, condition, base_seed):
+        self.calls += 1
+        return [{"prompt_id": r["id"], "sample_index": s, "completion": "x", "gold": r["answer"]}
+                for r in batch for s in range(sampling.n)]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """generate_jobs without a model: a stand-in sampler and renderer; records model loads."""
+    state = {"sampler": FakeSampler(), "opened": 0}
+
+    def open_sampler(*a, **k):
+        state["opened"] += 1
+        return state["sampler"]
+
+    monkeypatch.setattr(G, "open_sampler", open_sampler)
+    monkeypatch.setattr(G, "prompt_renderer", lambda *a, **k: ((lambda p: p), "th"))
+    return state
+
+
+def _write(path: Path, lines: list) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def _gen(tmp_path, problems, n_out=1):
+    outs = [tmp_path / f"out{i}.jsonl" for i in range(n_out)]
+    jobs = [{"model": "m", "model_dir": str(tmp_path / "model"), "condition": f"c{i}",
+             "sampling": SAMP} for i in range(n_out)]
+    return G.generate_jobs(jobs, problems, outs, common=COMMON, progress=False), outs
+
+
+def _row(i, **over):
+    return {"id": f"q{i}", "problem": f"What is {i}+1?", "answer": str(i + 1), **over}
+
+
+def test_bad_rows_are_dropped_counted_and_named(tmp_path, fake, caplog):
+    rows = [_row(0), _row(1, problem=""), _row(2, answer=None), _row(3), _row(0, problem="other"),
+            _row(5, answer="  "), {"problem": "no id", "answer": "1"}, _row(7)]
+    del rows[2]["answer"]  # a row with no answer field at all
+    problems = _write(tmp_path / "eval_main.jsonl", rows)
+    with caplog.at_level("WARNING"):
+        (n,), (out,) = _gen(tmp_path, problems)
+    assert n == 3  # q0, q3, q7
+    got = [json.loads(x)["prompt_id"] for x in out.read_text().splitlines()]
+    assert got == ["q0", "q3", "q7"]
+    rep = read_json(str(out) + ".meta.json")["input_validation"]
+    assert rep["file"] == str(problems) and rep["n_in"] == 8 and rep["n_out"] == 3
+    assert rep["dropped"] == {"missing_id": 1, "missing_problem": 1, "missing_answer": 2,
+                              "duplicate_id": 1}
+    assert rep["examples"]["missing_problem"] == ["line 2 (id 'q1')"]
+    assert rep["examples"]["missing_answer"] == ["line 3 (id 'q2')", "line 6 (id 'q5')"]
+    assert rep["examples"]["duplicate_id"] == ["line 5 (id 'q0'), first on line 1"]
+    assert rep["examples"]["missing_id"] == ["line 7"]
+    msg = caplog.text
+    assert str(problems) in msg and "dropped 5 of 8 rows" in msg and "line 3 (id 'q2')" in msg
+    # a row without a gold answer is never sampled, so it can never be scored as wrong
+    assert all(json.loads(x)["gold"] for x in out.read_text().splitlines())
+
+
+def test_empty_eval_set_is_an_error_naming_the_file(tmp_path, fake):
+    problems = tmp_path / "eval_hard.jsonl"
+    problems.write_text("\n\n")
+    with pytest.raises(DataError, match=r"eval_hard\.jsonl: no problems to sample \(empty file\)"):
+        _gen(tmp_path, problems)
+    assert fake["opened"] == 0  # before any model load
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_no_valid_row_is_an_error_naming_file_and_row(tmp_path, fake):
+    problems = _write(tmp_path / "eval_main.jsonl", [_row(0, answer=""), _row(1, problem=None)])
+    with pytest.raises(DataError) as ei:
+        _gen(tmp_path, problems)
+    msg = str(ei.value)
+    assert str(problems) in msg and "no valid problem rows out of 2" in msg
+    assert "missing_problem=1" in msg and "missing_answer=1" in msg and "line 1 (id 'q0')" in msg
+    assert fake["opened"] == 0
+
+
+def test_malformed_line_names_file_and_line(tmp_path, fake):
+    problems = _write(tmp_path / "eval_main.jsonl", [_row(0), "{not json", _row(2)])
+    with pytest.raises(DataError, match=r"eval_main\.jsonl: line 2: not valid JSON"):
+        _gen(tmp_path, problems)
+    problems = _write(tmp_path / "eval_main.jsonl", [_row(0), "[1, 2]"])
+    with pytest.raises(DataError, match=r"eval_main\.jsonl: line 2: not a JSON object"):
+        _gen(tmp_path, problems)
+    assert fake["opened"] == 0
+
+
+def test_validation_happens_before_sharding(tmp_path, fake):
+    """Every shard drops the same rows, so shards stay disjoint and cover the valid rows."""
+    rows = [_row(i) for i in range(9)] + [_row(3)]  # a late duplicate of q3
+    problems = _write(tmp_path / "train_prompts.jsonl", rows)
+    ids = []
+    for k in range(3):
+        job = [{"model": "m", "model_dir": str(tmp_path / "model"), "condition": "c",
+                "sampling": SAMP}]
+        out = tmp_path / f"shard{k}.jsonl"
+        G.generate_jobs(job, problems, [out], common=COMMON, shard=(k, 3), progress=False)
+        ids += [json.loads(x)["prompt_id"] for x in out.read_text().splitlines()]
+    assert ids == [f"q{i}" for i in range(9)]
+
+
+def test_duplicate_problem_text_is_counted_but_kept(tmp_path, fake):
+    problems = _write(tmp_path / "p.jsonl", [_row(0), _row(1, problem="What is  0+1?")])
+    (n,), (out,) = _gen(tmp_path, problems)
+    assert n == 2
+    assert read_json(str(out) + ".meta.json")["input_validation"]["duplicate_problem"] == 1
+
+
+def test_job_output_mismatch_is_an_error(tmp_path, fake):
+    problems = _write(tmp_path / "p.jsonl", [_row(0)])
+    jobs = [{"model": "m", "model_dir": "x", "condition": "c", "sampling": SAMP}]
+    with pytest.raises(ValueError, match="1 jobs but 2 outputs"):
+        G.generate_jobs(jobs, problems, [tmp_path / "a", tmp_path / "b"], common=COMMON)
+    with pytest.raises(ValueError, match="duplicate outputs"):
+        G.generate_jobs(jobs * 2, problems, [tmp_path / "a"] * 2, common=COMMON)
+
+
+# ------------------------------------------------------------------------------------------
+# config errors not covered by tests/test_config.py
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def default():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def _err(cfg) -> str:
+    with pytest.raises(sc.ConfigError) as ei:
+        sc.validate(cfg)
+    return str(ei.value)
+
+
+@pytest.mark.parametrize("path,value,expect", [
+    (("arms", "ssd", "top_p"), 0, "config key arms.ssd.top_p = 0: must be > 0"),
+    (("arms", "t13", "top_p"), 1.01, "config key arms.t13.top_p = 1.01: must be <= 1"),
+    (("arms", "ssd", "t_eval"), 0, "config key arms.ssd.t_eval = 0: must be > 0"),
+    (("arms", "ssd", "top_k"), -2, "config key arms.ssd.top_k = -2: must be >= -1"),
+    (("arms", "ssd", "top_k"), "20", "config key arms.ssd.top_k = '20': must be of type integer"),
+    (("arms", "ssd", "min_p"), 1.5, "config key arms.ssd.min_p = 1.5: must be <= 1"),
+    (("eval", "passk", "runs", 0, "temperature"), -0.1,
+     "config key eval.passk.runs.0.temperature = -0.1: must be > 0"),
+    (("eval", "passk", "k"), 0, "config key eval.passk.k = 0: must be >= 1"),
+    (("eval", "sweeps", "presets", "precise", "top_p"), 2.0,
+     "config key eval.sweeps.presets.precise.top_p = 2.0: must be <= 1"),
+    (("eval", "sweeps", "presets", "general", "presence_penalty"), 3,
+     "config key eval.sweeps.presets.general.presence_penalty = 3: must be <= 2"),
+    (("eval", "decoding", "min_p"), -0.1, "config key eval.decoding.min_p = -0.1: must be >= 0"),
+    (("eval", "grader", "timeout_s"), 0, "config key eval.grader.timeout_s = 0: must be > 0"),
+    (("eval", "samples_per_prompt"), 1.5, "config key eval.samples_per_prompt = 1.5: must be of type integer"),
+    (("model", "trust_remote_code"), "yes", "config key model.trust_remote_code = 'yes': must be of type boolean"),
+    (("train_sampling", "n_shards"), 0, "config key train_sampling.n_shards = 0: must be >= 1"),
+    (("sampler", "backend"), "tgi", "config key sampler.backend = 'tgi': must be one of 'hf', 'vllm'"),
+])
+def test_out_of_range_and_wrong_type_name_key_and_allowed(default, path, value, expect):
+    cfg = copy.deepcopy(default)
+    node = cfg
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    assert expect in _err(cfg)
+
+
+def test_unknown_nested_keys_are_named(default):
+    cfg = copy.deepcopy(default)
+    cfg["arms"]["ssd"]["temprature"] = 1.0
+    cfg["eval"]["passk"]["n"] = 8
+    msg = _err(cfg)
+    assert "unknown config key arms.ssd.temprature" in msg and "temperature" in msg
+    assert "unknown config key eval.passk.n" in msg and "allowed keys here: k, runs" in msg
+
+
+def test_unknown_arm_sft_override_is_named(default):
+    cfg = copy.deepcopy(default)
+    cfg["arms"]["ssd"]["sft"] = {"learning_rate": 1e-4}
+    assert "arms.ssd.sft.learning_rate: unknown sft key" in _err(cfg)
+
+
+def test_more_shards_than_prompts(default):
+    """The config's "k larger than samples" relation: n_shards > training prompts. (pass@k's k
+    cannot exceed its samples here: eval.passk.k is the number of samples drawn per prompt.)"""
+    cfg = copy.deepcopy(default)
+    cfg["train_sampling"]["n_shards"] = cfg["data"]["synthetic"]["n_train_prompts"] + 1
+    msg = _err(cfg)
+    assert "train_sampling.n_shards" in msg and "data.synthetic.n_train_prompts" in msg
+
+
+def test_table1_temperature_must_be_on_the_grid(default):
+    cfg = copy.deepcopy(default)
+    cfg["report"]["table1"]["rows"][0]["temperature"] = 0.8
+    msg = _err(cfg)
+    assert "report.table1.rows[0].temperature = 0.8: not on eval.t_grid" in msg
+
+
+def test_hard_levels_subset_and_missing_section(default):
+    cfg = copy.deepcopy(default)
+    cfg["data"]["synthetic"]["hard_levels"] = [9]
+    assert "data.synthetic.hard_levels = [9] must be a subset of data.synthetic.levels" in _err(cfg)
+    cfg = copy.deepcopy(default)
+    del cfg["data"]["synthetic"]
+    assert "data.synthetic: required when data.kind is 'synthetic'" in _err(cfg)
+
+
+def test_missing_required_key_is_named(default):
+    cfg = copy.deepcopy(default)
+    del cfg["eval"]["grader"]
+    assert "eval: 'grader' is a required property" in _err(cfg)
+
+
+# ------------------------------------------------------------------------------------------
+# provenance and trust_remote_code, on a real tiny model
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from ssd_math.modeling import config_for_tokenizer, init_model_dir
+    from ssd_math.prompting import DEFAULT_INSTRUCTION
+    from ssd_math.synth import build_splits, tokenizer_corpus
+    from ssd_math.tokenizer import build_tokenizer
+
+    d = tmp_path_factory.mktemp("tinyprov")
+    sp = build_splits({"n_pretrain": 200, "n_train_prompts": 4, "n_eval_main": 6})
+    tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
+                          d / "tok", vocab_size=360)
+    cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64)
+    mdir = init_model_dir(d / "model", cfg, tok, with_weights=True, seed=0)
+    return Path(mdir), _write(d / "p.jsonl", sp["eval_main"]), tok
+
+
+def _record_from_pretrained(monkeypatch):
+    import transformers
+
+    seen = []
+    for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
+        orig = cls.from_pretrained
+
+        def wrapped(*a, _orig=orig, _name=cls.__name__, **k):
+            seen.append((_name, k.get("trust_remote_code", "<absent>")))
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(cls, "from_pretrained", wrapped)
+    return seen
+
+
+def test_sidecar_provenance_and_trust_remote_code_default_off(tiny, tmp_path, monkeypatch):
+    import torch
+
+    from ssd_math.prompting import DEFAULT_INSTRUCTION, template_hash
+
+    mdir, problems, tok = tiny
+    seen = _record_from_pretrained(monkeypatch)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    monkeypatch.setenv("SSD_MATH_CONFIG_HASH", config_hash(cfg))
+    common = {"instruction": DEFAULT_INSTRUCTION, "backend": "hf", "batch_size": 4, "seed": 11}
+    out = tmp_path / "T0.7.jsonl"
+    threads = torch.get_num_threads()
+    try:
+        G.generate_jobs([{"model": "base", "model_dir": str(mdir), "condition": "T0.7",
+                          "sampling": SAMP}], problems, [out], common=common, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    meta = read_json(str(out) + ".meta.json")
+    assert meta["config_hash"] == config_hash(cfg) == stable_hash(
+        {k: v for k, v in cfg.items() if k != "runtime"})
+    assert meta["base_seed"] == 11 and meta["seeds"]["base_seed"] == 11
+    assert {"torch", "transformers", "tokenizers"} <= set(meta["packages"])
+    assert meta["prompt_template_hash"] == template_hash(tok, DEFAULT_INSTRUCTION)
+    assert meta["sampling"] == SAMP and meta["n_rows"] == 6 and meta["batch_size"] == 4
+    assert meta["trust_remote_code"] is False
+    assert seen and all(v is False for _, v in seen), seen
+    assert {name for name, _ in seen} == {"AutoModelForCausalLM", "AutoTokenizer"}
+
+
+def test_trust_remote_code_passed_through_when_configured(tiny, monkeypatch):
+    from ssd_math.sampler import HFSampler
+
+    mdir, _, _ = tiny
+    seen = _record_from_pretrained(monkeypatch)
+    s = G.open_sampler({**COMMON, "trust_remote_code": True}, mdir, model_name="m")
+    assert isinstance(s, HFSampler) and s.trust_remote_code is True
+    assert sorted(seen) == [("AutoModelForCausalLM", True), ("AutoTokenizer", True)]
+    seen.clear()
+    assert HFSampler(mdir).trust_remote_code is False
+    assert sorted(seen) == [("AutoModelForCausalLM", False), ("AutoTokenizer", False)]
+
+
+def test_config_hash_ignores_runtime_knobs(default):
+    cfg = copy.deepcopy(default)
+    h = config_hash(cfg)
+    cfg["runtime"] = {"device": "cuda"}
+    assert config_hash(cfg) == h
+    cfg["seed"] += 1
+    assert config_hash(cfg) != h
+
+
+def test_model_output_is_never_executed():
+    """Grading parses text with math-verify; no module evaluates a completion as code."""
+    import re
+
+    bad = re.compile(r"(?<![.\w])(eval|exec)\s*\(|compile\([^)]*completion")  # not model.eval()
+    offenders = [p.name for p in (ROOT / "src" / "ssd_math").glob("*.py")
+                 if bad.search(p.read_text())]
+    assert offenders == [], offenders
