@@ -175,7 +175,7 @@ def test_dry_run_lists_the_whole_dag_with_gpu_resources(dry_run, real):
     rules = {j["rule"] for j in jobs}
     assert {"fetch_base", "prepare_real_data", "sample_train_shard", "merge_shards",
             "filter_samples", "sft", "generate_grid", "generate_passk", "generate_checkpoints",
-            "generate_sweep", "grade", "metrics", "table1", "table2", "figure_c",
+            "generate_sweep", "grade_grid", "grade_passk", "grade_checkpoints", "grade_sweep", "metrics", "table1", "table2", "figure_c",
             "training_curves", "report", "all"} <= rules
     assert not rules & {"make_synthetic_data", "build_tiny_init", "pretrain_base"}
     count = lambda r: sum(j["rule"] == r for j in jobs)  # noqa: E731

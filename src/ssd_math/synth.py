@@ -17,7 +17,7 @@ format, ``<think>\\n ... \\n</think>\\n\\n ... \\boxed{ANSWER}``::
     The units digit is $\\boxed{3}$.
 
 * **Forks** (several valid continuations): the method line ("From the left:", "From the
-  right:", "Pair to ten:"), and which complement pair comes first. Each is chosen at random in
+  right:"; with ``PAIR_FORK`` also "Pair to ten:", and which complement pair comes first). Each is chosen at random in
   the pretraining solutions, so a trained model spreads probability over them.
 * **Locks** (one right token): every ``a+b=c`` / ``a*b=c`` step, where the operands are copies of
   the running value / next term and ``c`` is the (mod 10) result.
@@ -25,7 +25,7 @@ format, ``<think>\\n ... \\n</think>\\n\\n ... \\boxed{ANSWER}``::
   ``Wait, let me check again.`` and redoes the chain with a fresh method (it can repeat, so the
   number of rechecks is geometric). At high temperature the model can keep rechecking until it
   hits the length cap: that is how the length-stop filter gets work, as with real models.
-* **Levels** 1..6: a level-L problem has ``L + 2`` terms (L + 1 steps); errors compound per step,
+* **Levels** 1..8: a level-L problem has ``L + 1`` terms (L steps); errors compound per step,
   so accuracy falls with level. ``eval_hard`` (the "300" role) is the subset of ``eval_main``
   at the top levels (``hard_levels``, default the two highest).
 
@@ -201,13 +201,14 @@ def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float =
             f"The units digit is $\\boxed{{{acc}}}$.")
 
 
-DEFAULT_SPLITS = {
-    "levels": [1, 2, 3, 4, 5],
-    "hard_levels": [4, 5],
-    "n_pretrain": 24000,
+DEFAULT_SPLITS = {  # the embedded default (config.yaml data.synthetic)
+    "levels": [1, 2, 3, 4],
+    "hard_levels": [3, 4],
+    "subjects": [SUM, PRODUCT],
+    "n_pretrain": 8000,
     "n_train_prompts": 600,
-    "n_eval_main": 400,
-    "p_recheck": 0.12,
+    "n_eval_main": 300,
+    "p_recheck": 0.15,
     "seed": 0,
 }
 
@@ -222,7 +223,7 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     * ``pretrain``: ``n_pretrain`` problems, each with a ``solution`` (its worked solution, the
       prompt-free completion text), for pretraining the tiny base model.
 
-    cfg keys (defaults in :data:`DEFAULT_SPLITS`): levels, hard_levels, n_pretrain,
+    cfg keys (defaults in :data:`DEFAULT_SPLITS`): levels, hard_levels, subjects, n_pretrain,
     n_train_prompts, n_eval_main, p_recheck, seed, and optional pretrain_levels.
     """
     c = {**DEFAULT_SPLITS, **(cfg or {})}
@@ -231,15 +232,16 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     hard = {int(x) for x in c["hard_levels"]}
     if not hard <= set(levels):
         raise ValueError(f"hard_levels {sorted(hard)} must be a subset of levels {levels}")
+    subjects = list(c["subjects"])
     eval_main = make_problems(int(c["n_eval_main"]), seed=seed * 1000 + 1, levels=levels,
-                              id_prefix="synth-eval")
+                              id_prefix="synth-eval", subjects=subjects)
     seen = {r["problem"] for r in eval_main}
     train_prompts = make_problems(int(c["n_train_prompts"]), seed=seed * 1000 + 2, levels=levels,
-                                  id_prefix="synth-train", exclude=seen)
+                                  id_prefix="synth-train", exclude=seen, subjects=subjects)
     seen |= {r["problem"] for r in train_prompts}
     pre_levels = [int(x) for x in c.get("pretrain_levels") or levels]
     pretrain = make_problems(int(c["n_pretrain"]), seed=seed * 1000 + 3, levels=pre_levels,
-                             id_prefix="synth-pre", exclude=seen)
+                             id_prefix="synth-pre", exclude=seen, subjects=subjects)
     rng = random.Random(seed * 1000 + 4)
     for r in pretrain:
         r["solution"] = worked_solution(r, rng, p_recheck=float(c["p_recheck"]))

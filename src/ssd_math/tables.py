@@ -109,7 +109,7 @@ def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf
                 res = stats.rate_ci(x, n_boot=n_boot, seed=seed, conf=conf)
                 brk.append({**where, "by": by, "group": str(value), "n_prompts": x.shape[0], "k": x.shape[1],
                             **_ci_cols("accuracy", res), "method": res["method"], "conf": conf})
-    return pl.DataFrame(recs), pl.DataFrame(brk)
+    return pl.DataFrame(recs, infer_schema_length=None), pl.DataFrame(brk, infer_schema_length=None)
 
 
 def _fmt_ci(est: float, lo: float, hi: float, *, pp: bool = False) -> str:
@@ -157,7 +157,7 @@ def _table1_rows(data: dict[tuple[str, str, str], list[dict]], rows: Sequence[di
         rec.update({"conf": conf, "n_boot": n_boot, "seed": seed,
                     "delta_definition": f"{ssd_arm} @ T{fmt_t(ref['temperature'])} − this row" if ref else None})
         out.append(rec)
-    return pl.DataFrame(out)
+    return pl.DataFrame(out, infer_schema_length=None)
 
 
 def table2(files: Sequence[str | Path], runs: Sequence[dict], k: int, ssd_arm: str, *, conf: float,
@@ -200,7 +200,7 @@ def _table2_rows(loaded: Sequence[list[dict]], runs: Sequence[dict], k: int, ssd
         else:
             rec.update({"delta_pp": None, "delta_lo_pp": None, "delta_hi_pp": None, "delta_text": "—", "delta_method": None})
         out.append(rec)
-    return pl.DataFrame(out)
+    return pl.DataFrame(out, infer_schema_length=None)
 
 
 def write_csv(df: pl.DataFrame, path: str | Path) -> None:

@@ -565,7 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     src.add_argument("--spec-json", help="the training spec as an inline JSON string")
     args = ap.parse_args(argv)
     summary = train(read_json(args.spec) if args.spec else json.loads(args.spec_json))
-    print(json.dumps(summary))
+    if os.environ.get("RANK", "0") == "0":  # one summary line, from the main process only
+        print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
