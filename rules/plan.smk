@@ -14,18 +14,8 @@
 #   snakemake --configfile config/real.yaml plan                   # -> <results>/plan/cost_plan.{csv,txt}
 #   snakemake --configfile config/real.yaml plan_measured          # after the run: expected vs benchmark: times
 
-import importlib.util as _ilu
+from ssd_math import planner as PLAN_COSTS  # noqa: N812 (the cost planner library)
 
-
-def _load_plan_costs():
-    path = os.path.join(workflow.basedir, "scripts", "plan_costs.py")
-    spec = _ilu.spec_from_file_location("ssd_math_plan_costs", path)
-    mod = _ilu.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-PLAN_COSTS = _load_plan_costs()
 _GPUS = PLAN_COSTS.gpu_counts(config)
 
 GEN_GPUS = _GPUS["generate"]

@@ -369,6 +369,15 @@ def _source_name(spec: Mapping) -> str:
     return spec["name"]
 
 
+def _load_validated(spec: dict, *, cache_dir, root) -> tuple[str, list[dict], dict, dict]:
+    """(name, valid rows, load report, validation report) of one configured source."""
+    name = _source_name(spec)
+    load_rep: dict = {}
+    rows = load_source(spec, cache_dir=cache_dir, root=root, report=load_rep)
+    rows, val_rep = validate_rows(rows, file=f"{name} ({load_rep['files'][0]})")
+    return name, rows, load_rep, val_rep
+
+
 def build_training_pool(sources: list[Mapping], *, levels: Iterable[int] | None = (4, 5),
                         budget: int | None = None, seed: int = 0,
                         cache_dir: str | os.PathLike | None = None,
@@ -403,10 +412,7 @@ def build_training_pool(sources: list[Mapping], *, levels: Iterable[int] | None 
     seen_problem: set[str] = set()
     seen_id: set[str] = set()
     for spec in sources:
-        name = _source_name(spec)
-        load_rep: dict = {}
-        rows = load_source(spec, cache_dir=cache_dir, root=root, report=load_rep)
-        rows, val_rep = validate_rows(rows, file=f"{name} ({load_rep['files'][0]})")
+        name, rows, load_rep, val_rep = _load_validated(spec, cache_dir=cache_dir, root=root)
         lv = set(spec["levels"]) if spec.get("levels") else None
         if "levels" not in spec:
             lv = levels_set if any(r.get("level") is not None for r in rows) else None
@@ -527,10 +533,7 @@ def build_eval_sets(sources: list[Mapping], *, main_size: int = 1000, hard_size:
     seen_problem: set[str] = set()
     seen_id: set[str] = set()
     for spec in sources:
-        name = _source_name(spec)
-        load_rep: dict = {}
-        rows = load_source(spec, cache_dir=cache_dir, root=root, report=load_rep)
-        rows, val_rep = validate_rows(rows, file=f"{name} ({load_rep['files'][0]})")
+        name, rows, load_rep, val_rep = _load_validated(spec, cache_dir=cache_dir, root=root)
         rows.sort(key=lambda r: stable_order_key(seed, r["id"]))
         quota = spec.get("quota")
         room = main_size - len(main)

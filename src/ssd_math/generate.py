@@ -46,7 +46,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import DataError, atomic_path, read_jsonl, stable_hash, write_jsonl, write_meta
+from .io import DataError, atomic_path, read_jsonl, read_jsonl_lines, stable_hash, write_jsonl, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -244,18 +244,10 @@ DROP_REASONS = ("missing_id", "missing_problem", "missing_answer", "duplicate_id
 def read_problems(path: str | Path) -> list[tuple[int, dict]]:
     """``[(line number, row)]`` of a problems JSONL file. A line that is not a JSON object is a
     :class:`DataError` naming the file and the line; an empty file is one naming the file."""
-    out: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {lineno}: not a JSON object")
-            out.append((lineno, row))
+    out, bad = read_jsonl_lines(path)
+    if bad:
+        lineno, why = bad[0]
+        raise DataError(f"{path}: line {lineno}: {why}")
     if not out:
         raise DataError(f"{path}: no problems to sample (empty file)")
     return out

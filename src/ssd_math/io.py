@@ -98,9 +98,10 @@ def read_jsonl(path: PathLike, *, strict: bool = True) -> list[dict]:
     return rows
 
 
-def read_jsonl_report(path: PathLike) -> tuple[list[dict], list[tuple[int, str]]]:
-    """Return (rows, [(line number, reason), ...]) for a JSONL file; blank lines are ignored."""
-    rows: list[dict] = []
+def read_jsonl_lines(path: PathLike) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """Return ([(line number, row)], [(line number, reason)]) for a JSONL file; blank lines are
+    ignored, a line that is not a JSON object is reported with its number."""
+    rows: list[tuple[int, dict]] = []
     bad: list[tuple[int, str]] = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -114,8 +115,14 @@ def read_jsonl_report(path: PathLike) -> tuple[list[dict], list[tuple[int, str]]
             if not isinstance(obj, dict):
                 bad.append((lineno, "not a JSON object"))
                 continue
-            rows.append(obj)
+            rows.append((lineno, obj))
     return rows, bad
+
+
+def read_jsonl_report(path: PathLike) -> tuple[list[dict], list[tuple[int, str]]]:
+    """Return (rows, [(line number, reason), ...]) for a JSONL file; blank lines are ignored."""
+    rows, bad = read_jsonl_lines(path)
+    return [r for _, r in rows], bad
 
 
 def _json_default(obj: Any) -> Any:

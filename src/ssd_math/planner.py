@@ -34,6 +34,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from . import config as sc
+
 KINDS = ("sample", "eval", "train")
 THROUGHPUT_KEYS = ("generate_tokens_per_s_per_gpu", "train_tokens_per_s_per_gpu",
                    "prefill_tokens_per_s_per_gpu", "startup_s_per_job")
@@ -292,3 +296,141 @@ def merge_measured(plan_rows: Iterable[Mapping],
                       "benchmark_file": str(p) if p else None})
         out.append(r)
     return out
+
+
+_REPO = Path(__file__).resolve().parents[2]
+DEFAULT_ACCELERATE = "envs/accelerate/cpu.yaml"
+
+# ----------------------------------------------------------------------------------------------
+# GPU counts (the rules' gpu resources)
+# ----------------------------------------------------------------------------------------------
+
+def accelerate_gpus(path: str | os.PathLike) -> int:
+    """GPUs an accelerate config uses: 0 with ``use_cpu``, else processes x machines."""
+    p = Path(path)
+    if not p.exists() and not p.is_absolute():
+        p = _REPO / p
+    with open(p, encoding="utf-8") as fh:
+        acc = yaml.safe_load(fh) or {}
+    if acc.get("use_cpu"):
+        return 0
+    return int(acc.get("num_processes", 1)) * int(acc.get("num_machines", 1))
+
+
+def gpu_counts(cfg: dict) -> dict[str, int]:
+    """``{"generate": n, "train": n}``: GPUs of one sampling/eval job and of one SFT job.
+
+    Generation: vLLM -> ``sampler.vllm.tensor_parallel_size`` (default 1); transformers -> 1 on
+    a cuda device, else 0. Training: the accelerate config of ``runtime.accelerate_config``.
+    """
+    rt = cfg.get("runtime") or {}
+    sam = cfg["sampler"]
+    device = str(rt.get("device", sam.get("device", "cpu")))
+    if sam["backend"] == "vllm":
+        gen = int((sam.get("vllm") or {}).get("tensor_parallel_size", 1))
+    else:
+        gen = 1 if device.startswith("cuda") else 0
+    return {"generate": gen, "train": accelerate_gpus(rt.get("accelerate_config", DEFAULT_ACCELERATE))}
+
+
+# ----------------------------------------------------------------------------------------------
+# the jobs
+# ----------------------------------------------------------------------------------------------
+
+def _sizes(cfg: dict) -> tuple[int, dict[str, int]]:
+    if cfg["data"]["kind"] == "synthetic":
+        syn = cfg["data"]["synthetic"]
+        return syn["n_train_prompts"], {"eval_main": syn["n_eval_main"], "eval_hard": syn["n_eval_hard"]}
+    real = cfg["data"]["real"]
+    budget = real["train"].get("budget")
+    if not budget:
+        raise ValueError("data.real.train.budget is null: the planner needs the pool size")
+    return int(budget), {"eval_main": real["eval"]["main_size"], "eval_hard": real["eval"]["hard_size"]}
+
+
+def _shard_len(n: int, shard: int, n_shards: int) -> int:
+    return (n * (shard + 1)) // n_shards - (n * shard) // n_shards
+
+
+def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
+    """Every GPU job of the default DAG (what ``snakemake`` with no target builds)."""
+    if "planner" not in cfg:
+        raise ValueError("the config has no 'planner' section (see config/real.yaml)")
+    R = results or cfg["results"]
+    ex = cfg["planner"]["expected"]
+    gpus = gpu_counts(cfg)
+    g_gen, g_train = max(gpus["generate"], 1), max(gpus["train"], 1)
+    prompt = float(ex["prompt_tokens"])
+    pool, sizes = _sizes(cfg)
+    sets = cfg["eval"]["sets"]
+    hard = "eval_hard" if "eval_hard" in sets else sets[0]
+    eval_cap = int(cfg["eval"]["max_new_tokens"])
+    eval_mean = ex["eval_gen_fraction"] * eval_cap
+    k_eval = int(cfg["eval"]["samples_per_prompt"])
+    tgrid = [sc.fmt_t(t) for t in cfg["eval"]["t_grid"]]
+    ckpts = sc.checkpoint_names(cfg)
+    sweeps = sc.sweep_conditions(cfg)
+    n_shards = int(cfg["train_sampling"]["n_shards"])
+    startup = float(cfg["planner"]["throughput"].get("startup_s_per_job", 0))
+    jobs: list[dict] = []
+
+    def gen(rule, name, model, n_prompts, k, mean, bench, n_models=1):
+        jobs.append({"rule": rule, "name": name, "kind": "sample" if rule == "sample_train_shard" else "eval",
+                     "model": model, "gpus": g_gen, "n_prompts": n_prompts,
+                     "n_samples_per_prompt": k, "mean_gen_tokens": round(mean, 1),
+                     "mean_prompt_tokens": prompt, "startup_s": startup * n_models,
+                     "benchmark": f"{R}/benchmarks/{bench}.tsv"})
+
+    for arm in cfg["arms"]:
+        s = sc.arm_sampling(cfg, arm)
+        cap = s["max_new_tokens"]
+        mean_all = ex["sample_gen_fraction"] * cap
+        for shard in range(n_shards):
+            gen("sample_train_shard", f"sample {arm} shard{shard}", "base",
+                _shard_len(pool, shard, n_shards), s["n"], mean_all, f"samples/{arm}/shard{shard}")
+        kept = ex["kept_fraction"] if cfg["arms"][arm]["filter_length_stop"] else 1.0
+        mean_kept = mean_all if kept >= 1.0 else max((mean_all - (1 - kept) * cap) / kept, 0.05 * cap)
+        n_kept = pool * s["n"] * kept
+        sft = sc.arm_sft(cfg, arm)
+        jobs.append({"rule": "sft", "name": f"sft {arm}", "kind": "train", "model": arm,
+                     "gpus": g_train, "n_prompts": round(n_kept), "n_samples_per_prompt": 1,
+                     "mean_gen_tokens": round(mean_kept, 1),
+                     "train_tokens": round(n_kept * min(prompt + mean_kept, sft["max_len"])),
+                     "epochs": sft["epochs"], "startup_s": startup,
+                     "benchmark": f"{R}/benchmarks/train/{arm}.tsv"})
+    for model in sc.final_models(cfg):
+        for es in sets:
+            gen("generate_grid", f"grid {model} {es}", model, sizes[es] * len(tgrid), k_eval,
+                eval_mean, f"generate/{model}/{es}/grid")
+    kp = int(cfg["eval"]["passk"]["k"])
+    for run in cfg["eval"]["passk"]["runs"]:
+        t = sc.fmt_t(run["temperature"])
+        gen("generate_passk", f"passk {run['model']} {hard} T{t}", run["model"], sizes[hard], kp,
+            eval_mean, f"generate/{run['model']}/{hard}/T{t}-k{kp}")
+    for arm in cfg["arms"]:
+        gen("generate_checkpoints", f"checkpoints {arm} {hard}", arm, sizes[hard] * len(ckpts),
+            k_eval, eval_mean, f"generate/{arm}/{hard}/checkpoints", n_models=len(ckpts))
+    if sweeps:
+        for es in sets:
+            gen("generate_sweep", f"sweep base {es}", "base", sizes[es] * len(sweeps), k_eval,
+                eval_mean, f"generate/base/{es}/sweep")
+    return jobs
+
+
+def build_plan(cfg: dict, results: str | None = None) -> list[dict]:
+    return plan(planned_jobs(cfg, results), cfg["planner"]["throughput"])
+
+
+def describe(cfg: dict) -> str:
+    """The assumptions, printed above the table."""
+    tp, ex, g = cfg["planner"]["throughput"], cfg["planner"]["expected"], gpu_counts(cfg)
+    return (f"# cost plan: {cfg['experiment']} (config results={cfg['results']})\n"
+            f"# throughput per GPU: generate {tp['generate_tokens_per_s_per_gpu']:,} tok/s, "
+            f"prefill {tp.get('prefill_tokens_per_s_per_gpu', 0):,} tok/s, "
+            f"train {tp['train_tokens_per_s_per_gpu']:,} tok/s, startup {tp.get('startup_s_per_job', 0)} s/job\n"
+            f"# expected: prompt {ex['prompt_tokens']} tok, sample mean {ex['sample_gen_fraction']:.0%} of cap, "
+            f"eval mean {ex['eval_gen_fraction']:.0%} of cap, kept {ex['kept_fraction']:.0%}\n"
+            f"# GPUs per job: generate {g['generate']}, train {g['train']}; hours = wall hours of "
+            f"one job, gpu_hours = hours x gpus; extra_arms are not in the plan until targeted\n")
+
+

@@ -228,6 +228,14 @@ def _filter_group(rows: list[dict], by: str, group: str) -> list[dict]:
     return [r for r in rows if r.get(by) is not None and str(r[by]) == group]
 
 
+def _stack_groups(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Per-group tables stacked, ``by`` and ``group`` first (empty when no group qualified)."""
+    if not frames:
+        return pl.DataFrame({"by": [], "group": []})
+    df = pl.concat(frames, how="diagonal_relaxed")
+    return df.select(["by", "group", *[c for c in df.columns if c not in ("by", "group")]])
+
+
 def table1_breakdown(files: dict[tuple[str, str, str], str | Path], rows: Sequence[dict], sets: Sequence[str],
                      ssd_arm: str, *, conf: float, n_boot: int, seed: int, fmt_t=lambda t: f"{t}",
                      by: Sequence[str] = BREAKDOWN_BY) -> pl.DataFrame:
@@ -246,10 +254,7 @@ def table1_breakdown(files: dict[tuple[str, str, str], str | Path], rows: Sequen
                 continue
             df = _table1_rows(sub, rows, present, ssd_arm, conf=conf, n_boot=n_boot, seed=seed, fmt_t=fmt_t)
             out.append(df.with_columns(pl.lit(b).alias("by"), pl.lit(g).alias("group")))
-    if not out:
-        return pl.DataFrame({"by": [], "group": []})
-    df = pl.concat(out, how="diagonal_relaxed")
-    return df.select(["by", "group", *[c for c in df.columns if c not in ("by", "group")]])
+    return _stack_groups(out)
 
 
 def table2_breakdown(files: Sequence[str | Path], runs: Sequence[dict], k: int, ssd_arm: str, *, conf: float,
@@ -264,10 +269,7 @@ def table2_breakdown(files: Sequence[str | Path], runs: Sequence[dict], k: int, 
                 continue
             df = _table2_rows(sub, runs, k, ssd_arm, conf=conf, n_boot=n_boot, seed=seed, fmt_t=fmt_t)
             out.append(df.with_columns(pl.lit(b).alias("by"), pl.lit(g).alias("group")))
-    if not out:
-        return pl.DataFrame({"by": [], "group": []})
-    df = pl.concat(out, how="diagonal_relaxed")
-    return df.select(["by", "group", *[c for c in df.columns if c not in ("by", "group")]])
+    return _stack_groups(out)
 
 
 # ------------------------------------------------------------------------------------------------
