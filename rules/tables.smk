@@ -141,8 +141,7 @@ def _probe_source_arm(arm):
     return same[0] if same else arm
 
 
-NOISE_PROBES = [a for a in ALL_ARMS if a not in ARMS
-                and sc.arm_sft(config, a).get("optimizer_state") != config["sft"].get("optimizer_state")]
+NOISE_PROBES = list(config.get("noise_probes") or [])  # extra arms trained for their log only
 
 
 def probe_logs():

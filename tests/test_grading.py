@@ -228,3 +228,13 @@ def test_hard_kill_replaces_worker():
                                           "incorrect"]
     assert "killed after" in res[0]["grade_error"]
     assert wall < 3 * 1.5 + 5.0
+
+
+def test_missing_gold_is_gold_parse_error_not_wrong():
+    rows = [{"gold": None, "completion": "</think> $\\boxed{None}$", "finish_reason": "stop"},
+            {"gold": "", "completion": "</think> $\\boxed{3}$", "finish_reason": "stop"},
+            {"gold": "3", "completion": "</think> $\\boxed{3}$", "finish_reason": "stop"}]
+    out = grade_rows(rows, workers=1, timeout_s=5.0, progress=False)
+    assert [r["status"] for r in out] == ["gold_parse_error", "gold_parse_error", "correct"]
+    assert [r["correct"] for r in out] == [False, False, True]
+    assert out[0]["grade_error"] == "no gold answer in the row"

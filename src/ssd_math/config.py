@@ -109,6 +109,10 @@ def check_semantics(cfg: dict) -> list[str]:
     steps = cfg["sft"].get("checkpoint_steps", [])
     if steps != sorted(steps):
         out.append(f"sft.checkpoint_steps = {steps}: must be increasing")
+    for i, probe in enumerate(cfg.get("noise_probes") or []):
+        if probe not in (cfg.get("extra_arms") or {}):
+            out.append(f"noise_probes[{i}] = {probe!r}: not an extra arm (extra_arms: "
+                       f"{', '.join(cfg.get('extra_arms') or {}) or 'none'})")
     known = {BASE, *arms}
     for i, run in enumerate(cfg["eval"]["passk"]["runs"]):
         if run["model"] not in known:

@@ -404,12 +404,13 @@ def grade_rows(
     key_index: dict[tuple[str, str], int] = {}
     jobs: list[tuple[str, str]] = []
     row_key: list[int | None] = []
-    for r, ext in zip(rows, extracted):
+    no_gold = {i for i, r in enumerate(rows) if r.get("gold") is None or not str(r.get("gold")).strip()}
+    for i, (r, ext) in enumerate(zip(rows, extracted)):
         ans = ext["extracted_answer"]
-        if ans is None:
+        if ans is None or i in no_gold:
             row_key.append(None)
             continue
-        key = (str(r.get("gold", "")), ans)
+        key = (str(r["gold"]), ans)
         if key not in key_index:
             key_index[key] = len(jobs)
             jobs.append(key)
@@ -418,8 +419,11 @@ def grade_rows(
         jobs, workers=workers, timeout_s=timeout_s, progress=progress, max_memory_mb=max_memory_mb
     )
     out = []
-    for r, ext, ki in zip(rows, extracted, row_key):
-        res = {"status": "no_answer", "grade_error": None} if ki is None else graded[ki]
+    for i, (r, ext, ki) in enumerate(zip(rows, extracted, row_key)):
+        if i in no_gold:  # never score a row without a gold answer as wrong: say why
+            res = {"status": "gold_parse_error", "grade_error": "no gold answer in the row"}
+        else:
+            res = {"status": "no_answer", "grade_error": None} if ki is None else graded[ki]
         out.append({
             **r,
             "extracted_answer": ext["extracted_answer"],
