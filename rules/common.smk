@@ -33,15 +33,14 @@ wildcard_constraints:
     k=r"\d+",
     shard=r"\d+",
     ckpt=r"step\d+|final",
-    path=r"[^/]+/[^/]+/.+",
 
 
 def log_path(*parts):
-    return f"{R}/logs/" + "/".join(parts) + ".log"
+    return os.path.join(R, "logs", *parts) + ".log"
 
 
 def bench_path(*parts):
-    return f"{R}/benchmarks/" + "/".join(parts) + ".tsv"
+    return os.path.join(R, "benchmarks", *parts) + ".tsv"
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -115,3 +114,225 @@ def accelerate_config():
 def prompt_instruction(wildcards):
     """The user-turn template (a function: its '{problem}' slot must not be read as a wildcard)."""
     return config["prompt"]["instruction"]
+
+
+# --- helpers of rules/model.smk ---------------------------------------------------
+
+
+def pretrain_spec(wildcards, input, output):
+    p = config["model"]["pretrain"]
+    return json.dumps(
+        {
+            **p,
+            "init_dir": input.init,
+            "init_random": True,
+            "data": input.corpus,
+            "out_dir": output.model,
+            "checkpoints": {},
+            "log": output.log,
+            "resume_dir": f"{R}/train/base/resume",
+            "seed": config["seed"],
+            "dtype": p.get("dtype", "float32"),
+            "instrument": {"enabled": False},
+        }
+    )
+
+
+# --- helpers of rules/sample.smk --------------------------------------------------
+
+
+def arm_sampling(wildcards):
+    return sc.arm_sampling(config, wildcards.arm)
+
+
+def train_condition(wildcards):
+    return f"train-{wildcards.arm}"
+
+
+def arm_filters_length_stop(wildcards):
+    return ALL_ARMS[wildcards.arm]["filter_length_stop"]
+
+
+# --- helpers of rules/train.smk ---------------------------------------------------
+
+
+def sft_spec(wildcards, input, output):
+    sft = sc.arm_sft(config, wildcards.arm)
+    steps = sft.pop("checkpoint_steps", [])
+    return json.dumps(
+        {
+            **sft,
+            "init_dir": input.base,
+            "init_random": False,
+            "data": input.kept,
+            "out_dir": output.final,
+            "checkpoints": {str(s): f"{R}/models/{wildcards.arm}/step{s}" for s in steps},
+            "log": output.log,
+            "resume_dir": f"{R}/train/{wildcards.arm}/resume",
+            "seed": config["seed"],
+            "dtype": sft.get("dtype", "float32"),
+        }
+    )
+
+
+# --- helpers of rules/eval.smk ----------------------------------------------------
+
+
+def eval_set_file(wildcards):
+    return f"{R}/data/{wildcards.evalset}.jsonl"
+
+
+def gen_common():
+    return {
+        "instruction": config["prompt"]["instruction"],
+        "backend": config["sampler"]["backend"],
+        "batch_size": config["sampler"].get("batch_size", 64),
+        "device": runtime("device", config["sampler"].get("device", "cpu")),
+        "seed": config["seed"],
+        "sampler_extra": config["sampler"].get("vllm", {}),
+        "trust_remote_code": config["model"].get("trust_remote_code", False),
+    }
+
+
+def grid_jobs(wildcards):
+    """One generation per T of the grid, in the order of the rule's outputs."""
+    return [
+        {"model": wildcards.model, "model_dir": model_dir(wildcards.model), "condition": name, "sampling": s}
+        for name, s in grid_conditions().items()
+    ]
+
+
+def arm_checkpoint_dirs(wildcards):
+    return checkpoint_dirs(wildcards.arm)
+
+
+def passk_jobs(wildcards):
+    s = sc.grid_decoding(config, float(wildcards.t), n=int(wildcards.k))
+    return [{"model": wildcards.model, "model_dir": model_dir(wildcards.model),
+             "condition": f"T{wildcards.t}-k{wildcards.k}", "sampling": s}]
+
+
+def checkpoint_jobs(wildcards):
+    t = float(ALL_ARMS[wildcards.arm]["t_eval"])
+    return [
+        {"model": f"{wildcards.arm}/{c}", "model_dir": f"{R}/models/{wildcards.arm}/{c}",
+         "condition": f"T{sc.fmt_t(t)}", "sampling": sc.grid_decoding(config, t)}
+        for c in CKPTS
+    ]
+
+
+def sweep_jobs(wildcards):
+    return [
+        {"model": sc.BASE, "model_dir": model_dir(sc.BASE), "condition": name, "sampling": s}
+        for name, s in SWEEPS.items()
+    ]
+
+
+# --- helpers of rules/tables.smk --------------------------------------------------
+
+
+def stats_params():
+    return dict(config["stats"])
+
+
+def table1_files():
+    """Graded files of Table 1's rows on every eval set."""
+    rows = config["report"]["table1"]["rows"]
+    return [f"{R}/eval/{r['model']}/{s}/T{sc.fmt_t(r['temperature'])}.jsonl" for r in rows for s in EVAL_SETS]
+
+
+def _probe_source_arm(arm):
+    """The default arm whose kept samples a probe trains on: same sampling and filter, else itself."""
+    same = [a for a in ARMS if sc.arm_sampling(config, a) == sc.arm_sampling(config, arm)
+            and ALL_ARMS[a]["filter_length_stop"] == ALL_ARMS[arm]["filter_length_stop"]]
+    return same[0] if same else arm
+
+
+def probe_logs():
+    return [f"{R}/train/{a}/probe/log.jsonl" for a in NOISE_PROBES]
+
+
+def noise_runs():
+    """{run name: its training log}: every default arm, then every probe."""
+    return {**dict(zip(ARMS, train_logs())), **dict(zip(NOISE_PROBES, probe_logs()))}
+
+
+def noise_recipes():
+    """The SFT recipe keys the noise summary prints beside each run."""
+    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")}
+            for a in noise_runs()}
+
+
+def timing_inputs():
+    """The tables: once they exist every compute job upstream of them has written its benchmark."""
+    return [rules.metrics.output.metrics, rules.table1.output.table, rules.table2.output.table,
+            rules.table1_breakdown.output.table, rules.table2_breakdown.output.table,
+            rules.sweep_table.output.table, rules.checkpoint_table.output.table,
+            rules.noise_summary.output.table, rules.power.output.table]
+
+
+# --- helpers of rules/figures.smk -------------------------------------------------
+
+
+def probe_spec(wildcards, input, output):
+    """The probe's training spec: its arm's SFT recipe on the source arm's kept samples, no
+    checkpoints, no resume state; the model goes to a scratch folder the rule deletes."""
+    sft = sc.arm_sft(config, wildcards.arm)
+    sft.pop("checkpoint_steps", None)
+    return json.dumps(
+        {
+            **sft,
+            "init_dir": input.base,
+            "init_random": False,
+            "data": input.kept,
+            "out_dir": probe_scratch(wildcards),
+            "checkpoints": {},
+            "log": output.log,
+            "resume_dir": None,
+            "seed": config["seed"],
+            "dtype": sft.get("dtype", "float32"),
+        }
+    )
+
+
+def probe_scratch(wildcards):
+    return f"{R}/train/{wildcards.arm}/probe/scratch-model"
+
+
+def probe_kept(wildcards):
+    return expand(rules.filter_samples.output.kept, arm=_probe_source_arm(wildcards.arm))[0]
+
+
+def probe_labels():
+    return {a: f"{a} ({r['optimizer_state']} optimizer state, lr {r['lr']:g})" for a, r in noise_recipes().items()}
+
+
+# --- helpers of rules/plan.smk ----------------------------------------------------
+
+
+def planned_benchmarks(wildcards):
+    """benchmark: files of every planned GPU job (they exist once those jobs have run)."""
+    return [job["benchmark"] for job in PLAN_COSTS.planned_jobs(config, R)]
+
+
+# --- helpers of rules/data.smk (real data) ----------------------------------------
+
+
+def real_root():
+    """Folder of the real data's local files (data.real.root)."""
+    return config["data"]["real"].get("root", "../shared/data")
+
+
+def real_cache_dir():
+    return config["data"]["real"].get("cache_dir") or f"{R}/cache/datasets"
+
+
+def real_local_files(wildcards):
+    """Local source files (enabled ones) as inputs, so an edited file reruns the rule."""
+    real = config["data"]["real"]
+    out = []
+    for part in ("train", "eval"):
+        for src in real[part]["sources"]:
+            if src.get("enabled", True) and src.get("path"):
+                out.append(os.path.join(real_root(), src["path"]))  # absolute paths stay
+    return out

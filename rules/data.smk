@@ -23,22 +23,6 @@ if config["data"]["kind"] == "synthetic":
 
 elif config["data"]["kind"] == "real":
 
-    def real_root():
-        return config["data"]["real"].get("root", "../shared/data")
-
-    def real_cache_dir():
-        return config["data"]["real"].get("cache_dir") or f"{R}/cache/datasets"
-
-    def real_local_files(wildcards):
-        """Local source files (enabled ones) as inputs, so an edited file reruns the rule."""
-        real = config["data"]["real"]
-        out = []
-        for part in ("train", "eval"):
-            for src in real[part]["sources"]:
-                if src.get("enabled", True) and src.get("path"):
-                    out.append(os.path.join(real_root(), src["path"]))  # absolute paths stay
-        return out
-
     rule prepare_real_data:
         """Real problems: training pool (MATH L4-5 + NuminaMath-CoT), the ~1k eval set and its
         harder 300 subset, decontamination (exact + n-gram Jaccard) with a table of removed pairs.

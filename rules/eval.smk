@@ -8,56 +8,6 @@
 #   generations|eval/base/{evalset}/sweep/{name}.jsonl         baseline decoding sweeps (Figure A)
 
 
-def eval_set_file(wildcards):
-    return f"{R}/data/{wildcards.evalset}.jsonl"
-
-
-def gen_common():
-    return {
-        "instruction": config["prompt"]["instruction"],
-        "backend": config["sampler"]["backend"],
-        "batch_size": config["sampler"].get("batch_size", 64),
-        "device": runtime("device", config["sampler"].get("device", "cpu")),
-        "seed": config["seed"],
-        "sampler_extra": config["sampler"].get("vllm", {}),
-        "trust_remote_code": config["model"].get("trust_remote_code", False),
-    }
-
-
-def grid_jobs(wildcards):
-    """One generation per T of the grid, in the order of the rule's outputs."""
-    return [
-        {"model": wildcards.model, "model_dir": model_dir(wildcards.model), "condition": name, "sampling": s}
-        for name, s in grid_conditions().items()
-    ]
-
-
-def arm_checkpoint_dirs(wildcards):
-    return checkpoint_dirs(wildcards.arm)
-
-
-def passk_jobs(wildcards):
-    s = sc.grid_decoding(config, float(wildcards.t), n=int(wildcards.k))
-    return [{"model": wildcards.model, "model_dir": model_dir(wildcards.model),
-             "condition": f"T{wildcards.t}-k{wildcards.k}", "sampling": s}]
-
-
-def checkpoint_jobs(wildcards):
-    t = float(ALL_ARMS[wildcards.arm]["t_eval"])
-    return [
-        {"model": f"{wildcards.arm}/{c}", "model_dir": f"{R}/models/{wildcards.arm}/{c}",
-         "condition": f"T{sc.fmt_t(t)}", "sampling": sc.grid_decoding(config, t)}
-        for c in CKPTS
-    ]
-
-
-def sweep_jobs(wildcards):
-    return [
-        {"model": sc.BASE, "model_dir": model_dir(sc.BASE), "condition": name, "sampling": s}
-        for name, s in SWEEPS.items()
-    ]
-
-
 # GEN_MEM_MB / GEN_RUNTIME / GEN_GPUS: rules/plan.smk (GPUs follow sampler.backend / vllm TP).
 GEN_RESOURCES = dict(mem_mb=GEN_MEM_MB, runtime=GEN_RUNTIME, gpu=GEN_GPUS)
 

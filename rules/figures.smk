@@ -54,35 +54,6 @@ rule figure_a:
 # --- the noise trap (study §4) ---------------------------------------------------------------------
 
 
-def probe_spec(wildcards, input, output):
-    """The probe's training spec: its arm's SFT recipe on the source arm's kept samples, no
-    checkpoints, no resume state; the model goes to a scratch folder the rule deletes."""
-    sft = sc.arm_sft(config, wildcards.arm)
-    sft.pop("checkpoint_steps", None)
-    return json.dumps(
-        {
-            **sft,
-            "init_dir": input.base,
-            "init_random": False,
-            "data": input.kept,
-            "out_dir": probe_scratch(wildcards),
-            "checkpoints": {},
-            "log": output.log,
-            "resume_dir": None,
-            "seed": config["seed"],
-            "dtype": sft.get("dtype", "float32"),
-        }
-    )
-
-
-def probe_scratch(wildcards):
-    return f"{R}/train/{wildcards.arm}/probe/scratch-model"
-
-
-def probe_kept(wildcards):
-    return expand(rules.filter_samples.output.kept, arm=_probe_source_arm(wildcards.arm))[0]
-
-
 rule noise_probe:
     """Train a probe arm (e.g. extra_arms.bf16-state: bf16-only optimizer state) for its per-step
     noise-trap log only: the source arm's kept samples, no checkpoints, no evaluation; the model
@@ -108,10 +79,6 @@ rule noise_probe:
     shell:
         "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
         " --spec-json {params.spec:q} > {log} 2>&1 && rm -rf {params.scratch:q}"
-
-
-def probe_labels():
-    return {a: f"{a} ({r['optimizer_state']} optimizer state, lr {r['lr']:g})" for a, r in noise_recipes().items()}
 
 
 rule figure_b:

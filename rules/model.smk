@@ -1,25 +1,6 @@
 # Stage 2 - the base model: built and pretrained here (tiny), or fetched from the hub (real).
 
 
-def pretrain_spec(wildcards, input, output):
-    p = config["model"]["pretrain"]
-    return json.dumps(
-        {
-            **p,
-            "init_dir": input.init,
-            "init_random": True,
-            "data": input.corpus,
-            "out_dir": output.model,
-            "checkpoints": {},
-            "log": output.log,
-            "resume_dir": f"{R}/train/base/resume",
-            "seed": config["seed"],
-            "dtype": p.get("dtype", "float32"),
-            "instrument": {"enabled": False},
-        }
-    )
-
-
 if config["model"]["kind"] == "tiny":
 
     rule build_tiny_init:

@@ -26,11 +26,6 @@ TRAIN_MEM_MB = 128000 if TRAIN_GPUS else 4000  # host RAM: fp32 load of a 4B mod
 TRAIN_RUNTIME = 24 * 60 if TRAIN_GPUS else 60
 
 
-def planned_benchmarks(wildcards):
-    """benchmark: files of every planned GPU job (they exist once those jobs have run)."""
-    return [job["benchmark"] for job in PLAN_COSTS.planned_jobs(config, R)]
-
-
 rule plan:
     """Expected tokens, hours and GPU-hours of every GPU job (config planner.throughput)."""
     output:

@@ -3,18 +3,6 @@
 # length-stopped samples.
 
 
-def arm_sampling(wildcards):
-    return sc.arm_sampling(config, wildcards.arm)
-
-
-def train_condition(wildcards):
-    return f"train-{wildcards.arm}"
-
-
-def arm_filters_length_stop(wildcards):
-    return ALL_ARMS[wildcards.arm]["filter_length_stop"]
-
-
 rule sample_train_shard:
     """One shard of the training-prompt pool, sampled from the frozen base (resumable)."""
     input:

@@ -2,10 +2,6 @@
 # its estimator, interval method, n and resample count in columns beside the numbers.
 
 
-def stats_params():
-    return dict(config["stats"])
-
-
 rule metrics:
     """Accuracy and the three rates with 95% CIs for every eval file, plus breakdowns."""
     input:
@@ -22,12 +18,6 @@ rule metrics:
         bench_path("tables", "metrics")
     script:
         "../scripts/metrics.py"
-
-
-def table1_files():
-    """Graded files of Table 1's rows on every eval set."""
-    rows = config["report"]["table1"]["rows"]
-    return [f"{R}/eval/{r['model']}/{s}/T{sc.fmt_t(r['temperature'])}.jsonl" for r in rows for s in EVAL_SETS]
 
 
 rule table1:
@@ -134,29 +124,7 @@ rule sweep_table:
 # collapse without evaluating another model.
 
 
-def _probe_source_arm(arm):
-    """The default arm whose kept samples a probe trains on: same sampling and filter, else itself."""
-    same = [a for a in ARMS if sc.arm_sampling(config, a) == sc.arm_sampling(config, arm)
-            and ALL_ARMS[a]["filter_length_stop"] == ALL_ARMS[arm]["filter_length_stop"]]
-    return same[0] if same else arm
-
-
 NOISE_PROBES = list(config.get("noise_probes") or [])  # extra arms trained for their log only
-
-
-def probe_logs():
-    return [f"{R}/train/{a}/probe/log.jsonl" for a in NOISE_PROBES]
-
-
-def noise_runs():
-    """{run name: its training log}: every default arm, then every probe."""
-    return {**dict(zip(ARMS, train_logs())), **dict(zip(NOISE_PROBES, probe_logs()))}
-
-
-def noise_recipes():
-    """The SFT recipe keys the noise summary prints beside each run."""
-    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")}
-            for a in noise_runs()}
 
 
 rule checkpoint_table:
@@ -219,14 +187,6 @@ rule power:
 # plan_measured (rules/plan.smk) needs a `planner` section (throughput table) that the tiny config
 # does not have, so the default report shows the measured times instead: every benchmark: file of
 # the stages upstream of the tables (they have all run once the tables exist), summed per stage.
-
-
-def timing_inputs():
-    """The tables: once they exist every compute job upstream of them has written its benchmark."""
-    return [rules.metrics.output.metrics, rules.table1.output.table, rules.table2.output.table,
-            rules.table1_breakdown.output.table, rules.table2_breakdown.output.table,
-            rules.sweep_table.output.table, rules.checkpoint_table.output.table,
-            rules.noise_summary.output.table, rules.power.output.table]
 
 
 rule timings:

@@ -2,25 +2,6 @@
 # checkpoints at config-fixed steps (so the DAG is static), per-step noise-trap log.
 
 
-def sft_spec(wildcards, input, output):
-    sft = sc.arm_sft(config, wildcards.arm)
-    steps = sft.pop("checkpoint_steps", [])
-    return json.dumps(
-        {
-            **sft,
-            "init_dir": input.base,
-            "init_random": False,
-            "data": input.kept,
-            "out_dir": output.final,
-            "checkpoints": {str(s): f"{R}/models/{wildcards.arm}/step{s}" for s in steps},
-            "log": output.log,
-            "resume_dir": f"{R}/train/{wildcards.arm}/resume",
-            "seed": config["seed"],
-            "dtype": sft.get("dtype", "float32"),
-        }
-    )
-
-
 rule sft:
     """Fine-tune the base on one arm's kept samples (accelerate: CPU here, GPU/FSDP by profile)."""
     input:
