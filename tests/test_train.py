@@ -163,6 +163,28 @@ def test_accumulation_4x2_equals_one_batch_of_8(init_dir):
         assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_chunked_loss_equals_full_loss_and_gradients(init_dir, chunk):
+    """The memory-lean loss (lm_head + CE per chunk, checkpointed) is the same function."""
+    from transformers import AutoModelForCausalLM
+
+    tok = make_tokenizer()
+    ex = [T.encode_row(r, tok, 64) for r in make_rows(4, seed=5)]
+    batch = T.collate(ex, 0)
+    model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
+    model.zero_grad()
+    full = T.token_sum_loss(model, batch)
+    full.backward()
+    g_full = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    chunked = T.token_sum_loss(model, batch, chunk_tokens=chunk)
+    chunked.backward()
+    assert torch.allclose(full, chunked, rtol=1e-5)
+    for a, p in zip(g_full, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)  # restored
+
+
 # ------------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------------

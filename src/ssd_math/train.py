@@ -94,6 +94,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from ssd_math.io import (atomic_path, file_sha256, read_json, read_jsonl, stable_hash, write_json,
                          write_meta)
@@ -123,6 +124,7 @@ DEFAULTS: dict = {
     "dtype": "float32",        # compute/master dtype (float32 on CPU)
     "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
     "gradient_checkpointing": False,  # recompute activations in backward (long sequences)
+    "loss_chunk_tokens": 0,    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
     "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
     "progress": True,          # tqdm bar on stderr
 }
@@ -229,13 +231,42 @@ def global_batch_rows(step: int, n_rows: int, s: dict, steps_per_epoch: int) -> 
     return order[k * s["global_batch"]:(k + 1) * s["global_batch"]]
 
 
-def token_sum_loss(model, batch: dict) -> torch.Tensor:
-    """Sum (not mean) of next-token cross-entropy over label positions != -100."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    target = batch["labels"][:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                           ignore_index=-100, reduction="sum")
+def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0) -> torch.Tensor:
+    """Sum (not mean) of next-token cross-entropy over label positions != -100.
+
+    ``chunk_tokens > 0`` is the memory-lean loss for long sequences: the full logits of a 32k
+    sequence over Qwen3.5's 248k vocabulary are ~32 GB in fp32. The model's forward then returns
+    the last hidden states (its output layer swapped for an identity), and the output layer and
+    cross-entropy run ``chunk_tokens`` positions at a time under activation checkpointing, so at
+    most one chunk's logits exist, in forward and in backward. Same value and gradients as the
+    plain path (tests/test_train.py). Needs the unwrapped model's output layer (not under FSDP,
+    whose sharded weights are only whole inside its own forward)."""
+    if not chunk_tokens:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits[:, :-1].float()
+        target = batch["labels"][:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                               ignore_index=-100, reduction="sum")
+    raw = raw_model if raw_model is not None else model
+    head = raw.get_output_embeddings()
+    raw.set_output_embeddings(torch.nn.Identity())
+    try:
+        hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    finally:
+        raw.set_output_embeddings(head)
+    h = hidden[:, :-1].reshape(-1, hidden.size(-1))
+    t = batch["labels"][:, 1:].reshape(-1)
+    total = h.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.size(0), int(chunk_tokens)):
+        tc = t[i:i + chunk_tokens]
+        if bool((tc != -100).any()):
+            total = total + torch.utils.checkpoint.checkpoint(
+                _chunk_ce, h[i:i + chunk_tokens], tc, head.weight, head.bias, use_reentrant=False)
+    return total
+
+
+def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
+    return F.cross_entropy(F.linear(h, w, b).float(), t, ignore_index=-100, reduction="sum")
 
 
 # ------------------------------------------------------------------------------------------
@@ -370,6 +401,10 @@ def train(spec: dict) -> dict:
 
     s = resolve_spec(spec)
     accelerator = Accelerator()  # no gradient_accumulation_steps: the loss scaling is ours
+    if s["loss_chunk_tokens"] and "FSDP" in str(accelerator.distributed_type):
+        raise ValueError("loss_chunk_tokens (the memory-lean loss) needs the output layer's whole "
+                         "weight outside the model's forward, which FSDP shards: set sft.loss_chunk_tokens "
+                         "to 0 with envs/accelerate/fsdp.yaml (FSDP shards the logits' memory instead)")
     world, rank = accelerator.num_processes, accelerator.process_index
     if int(os.environ.get("WORLD_SIZE", "1")) != world:
         raise RuntimeError(
@@ -474,7 +509,8 @@ def train(spec: dict) -> dict:
                 sync = m == accum - 1 and not (noise_est is not None and world > 1)
                 ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
                 with ctx:
-                    tok_loss = token_sum_loss(model, batch)
+                    tok_loss = token_sum_loss(model, batch, raw_model=raw_model,
+                                              chunk_tokens=int(s["loss_chunk_tokens"]))
                     # DDP averages over processes, hence * world: the sum is over the global batch
                     accelerator.backward(tok_loss * world / n_global)
                 loss_sum += tok_loss.detach()
