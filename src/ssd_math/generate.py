@@ -361,6 +361,8 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
                     condition=job["condition"], sampling=job["sampling"],
                     backend=common["backend"], batch_size=batch_size,
                     device=common.get("device", "cpu"), trust_remote_code=trust,
+                    dtype=(common.get("sampler_extra") or {}).get(
+                        "dtype", "float32" if common["backend"] == "hf" else "bfloat16"),
                     base_seed=int(common["seed"]),
                     seeds={"base_seed": int(common["seed"]),
                            "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",

@@ -188,6 +188,19 @@ def config_hash(config: dict) -> str:
     return stable_hash({k: v for k, v in config.items() if k != "runtime"})
 
 
+def accelerator_info() -> dict:
+    """torch/CUDA versions and GPU names, when the writing process has torch loaded (a job that
+    never imported torch, e.g. grading or a table, has no device to report)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"torch_loaded": False}
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "cuda_available": torch.cuda.is_available()}
+    if info["cuda_available"]:
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
 def write_meta(path: PathLike, **fields: Any) -> Path:
     """Write the provenance sidecar of an artifact: what made it, with which versions.
 
@@ -201,6 +214,7 @@ def write_meta(path: PathLike, **fields: Any) -> Path:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
+        "accelerator": accelerator_info(),
         **fields,
     }
     mp = meta_path(path)

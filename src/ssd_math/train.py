@@ -49,7 +49,8 @@ Checkpoints and resume (the resume contract)
     states (python, numpy, torch; per process), the data position (= the optimizer step; the
     data order is a function of (seed, epoch) only), elapsed time and log length. On start, an
     existing resume state is restored and training continues at the next step; the log is
-    truncated to that step so no row is duplicated. A killed and rerun CPU run ends with weights
+    truncated to that step so no row is duplicated (the log grows in ``<log>.partial`` and is
+    renamed onto ``log`` at the end). A killed and rerun CPU run ends with weights
     equal (bitwise) to an uninterrupted run's. A spec that differs from the one that wrote the
     resume state in anything that changes training fails fast.
 
@@ -472,14 +473,19 @@ def train(spec: dict) -> dict:
             noise_est.load_state_dict(state["noise"])
         set_rng_state(torch.load(rdir / f"rng_{rank}.pt", weights_only=False))
         start_step, elapsed0, tokens_total = prog["step"], prog["elapsed_s"], prog["tokens"]
+    # The log grows in <log>.partial (appended, fsynced per step) and is renamed onto the declared
+    # log only when training ends: a killed job leaves no log that looks complete, and the
+    # partial (which Snakemake does not delete, being undeclared) survives for the resume.
     log_path = Path(s["log"]) if s["log"] else None
-    if log_path is not None and accelerator.is_main_process:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+    live_log = log_path.with_name(log_path.name + ".partial") if log_path else None
+    if live_log is not None and accelerator.is_main_process:
+        live_log.parent.mkdir(parents=True, exist_ok=True)
+        log_path.unlink(missing_ok=True)
         if start_step:
-            truncate_log(log_path, start_step)
+            truncate_log(live_log, start_step)
         else:
-            log_path.unlink(missing_ok=True)
-    log_fh = open(log_path, "a", encoding="utf-8") if (log_path and accelerator.is_main_process) \
+            live_log.unlink(missing_ok=True)
+    log_fh = open(live_log, "a", encoding="utf-8") if (live_log and accelerator.is_main_process) \
         else None
 
     bar = None
@@ -588,6 +594,8 @@ def train(spec: dict) -> dict:
     if accelerator.is_main_process:
         save_model(raw_model, tok, s["out_dir"], step=total_steps, total_steps=total_steps,
                    spec_hash=spec_hash)
+        if live_log is not None:
+            os.replace(live_log, log_path)
     accelerator.wait_for_everyone()
     return {"steps": total_steps, "resumed_from": start_step, "tokens": tokens_total,
             "final_loss": loss, "elapsed_s": elapsed0 + time.perf_counter() - t_run,
