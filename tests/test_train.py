@@ -219,6 +219,16 @@ def test_too_few_steps_for_checkpoint_fails_before_training(init_dir, tmp_path):
     assert not Path(spec["log"]).exists() and not Path(spec["out_dir"]).exists()
 
 
+def test_checkpoints_past_end_opt_in_saves_final_weights(init_dir, tmp_path):
+    ck = {2: str(tmp_path / "ck2"), 99: str(tmp_path / "ck99")}
+    spec = base_spec(init_dir, tmp_path, checkpoints=ck, checkpoints_past_end="final")
+    out = T.train(spec)
+    meta = json.loads((tmp_path / "ck99" / "meta.json").read_text())
+    assert meta["requested_step"] == 99 and meta["step"] == out["steps"]
+    final, late = load_weights(spec["out_dir"]), load_weights(tmp_path / "ck99")
+    assert all(torch.equal(final[k], late[k]) for k in final)
+
+
 def test_nan_guard_names_the_step(init_dir, tmp_path):
     # lr 1e30: step 1 blows the weights up, step 2 sees a non-finite loss
     spec = base_spec(init_dir, tmp_path, lr=1e30, min_lr=1e30, warmup_steps=0, grad_clip=None,

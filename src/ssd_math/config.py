@@ -162,7 +162,8 @@ def check_semantics(cfg: dict) -> list[str]:
             if k == "checkpoint_steps":
                 out.append(f"{where}.{name}.sft.checkpoint_steps: checkpoint steps are global "
                            "(sft.checkpoint_steps) so the DAG stays static")
-            elif k not in cfg["sft"] and k not in ("max_steps", "grad_clip", "gradient_checkpointing", "dtype"):
+            elif k not in cfg["sft"] and k not in ("max_steps", "grad_clip", "gradient_checkpointing", "dtype",
+                                                       "loss_chunk_tokens", "checkpoints_past_end"):
                 out.append(f"{where}.{name}.sft.{k}: unknown sft key (allowed: {', '.join(cfg['sft'])})")
         sft = arm_sft(cfg, name)
         if sft["global_batch"] % sft["micro_batch"]:

@@ -125,7 +125,8 @@ DEFAULTS: dict = {
     "dtype": "float32",        # compute/master dtype (float32 on CPU)
     "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
     "gradient_checkpointing": False,  # recompute activations in backward (long sequences)
-    "loss_chunk_tokens": 0,    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
+    "loss_chunk_tokens": 0,
+    "checkpoints_past_end": "error",  # "error" | "final": a checkpoint step past the last step    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
     "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
     "progress": True,          # tqdm bar on stderr
 }
@@ -431,6 +432,12 @@ def train(spec: dict) -> dict:
         raise ValueError(f"{len(examples)} rows give no optimizer step at global_batch "
                          f"{s['global_batch']}")
     too_far = sorted(k for k in s["checkpoints"] if k > total_steps or k < 1)
+    past_end = {}
+    if too_far and s["checkpoints_past_end"] == "final" and all(k >= 1 for k in too_far):
+        # opt-in (e.g. a bigger-batch sweep arm with fewer steps than the global checkpoint
+        # steps): those checkpoint folders get the final weights, and their meta.json says so
+        past_end = {k: s["checkpoints"].pop(k) for k in too_far}
+        too_far = []
     if too_far:
         raise ValueError(
             f"checkpoint step {too_far[0]} requested but training has only {total_steps} "
@@ -594,6 +601,10 @@ def train(spec: dict) -> dict:
     if accelerator.is_main_process:
         save_model(raw_model, tok, s["out_dir"], step=total_steps, total_steps=total_steps,
                    spec_hash=spec_hash)
+        for k, folder in sorted(past_end.items()):
+            save_model(raw_model, tok, folder, step=total_steps, requested_step=k,
+                       total_steps=total_steps, spec_hash=spec_hash,
+                       note="requested step is past the end of training: these are the final weights")
         if live_log is not None:
             os.replace(live_log, log_path)
     accelerator.wait_for_everyone()
