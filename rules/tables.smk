@@ -78,7 +78,7 @@ rule table1_breakdown:
     benchmark:
         bench_path("tables", "table1_breakdown")
     script:
-        "../scripts/table1_breakdown.py"
+        "../scripts/table1.py"
 
 
 rule table2_breakdown:
@@ -97,7 +97,7 @@ rule table2_breakdown:
     benchmark:
         bench_path("tables", "table2_breakdown")
     script:
-        "../scripts/table2_breakdown.py"
+        "../scripts/table2.py"
 
 
 # --- baseline decoding sweeps (issue 4.3, study §3): the table behind Figure A ----------------------

@@ -11,15 +11,7 @@ from ssd_math import config as sc
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def default():
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
-
-
-def _err(cfg) -> str:
-    with pytest.raises(sc.ConfigError) as ei:
-        sc.validate(cfg)
-    return str(ei.value)
+from conftest import config_error as _err  # noqa: E402
 
 
 def test_default_config_is_valid(default):

@@ -150,15 +150,7 @@ def test_job_output_mismatch_is_an_error(tmp_path, fake):
 # config errors not covered by tests/test_config.py
 # ------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def default():
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
-
-
-def _err(cfg) -> str:
-    with pytest.raises(sc.ConfigError) as ei:
-        sc.validate(cfg)
-    return str(ei.value)
+from conftest import config_error as _err  # noqa: E402
 
 
 @pytest.mark.parametrize("path,value,expect", [
