@@ -6,11 +6,12 @@ import os
 import re
 
 from ssd_math import config as sc
+from ssd_math.io import config_hash
 
 # Validate before any job is scheduled: a bad key stops here with a message naming it.
 sc.validate(config)
 # Provenance: every sidecar (ssd_math.io.write_meta) records this hash of the config.
-os.environ["SSD_MATH_CONFIG_HASH"] = __import__("ssd_math.io").io.config_hash(config)
+os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(config)
 
 R = config["results"]
 ARMS = list(config["arms"])  # built by default
