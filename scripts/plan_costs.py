@@ -24,17 +24,12 @@ dropped ones are exactly the samples at the cap, so the kept mean is
 
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import yaml
 
 from ssd_math import config as sc
-from ssd_math.planner import (  # noqa: F401  (re-exported for rules/plan.smk and the tests)
-    DEFAULT_ACCELERATE, accelerate_gpus, build_plan, describe, format_plan, gpu_counts, merge_measured,
-    plan, plan_to_csv, plan_totals, planned_jobs,
-)
+from ssd_math.planner import build_plan, describe, format_plan, merge_measured, plan_to_csv, plan_totals
 
 
 

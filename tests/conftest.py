@@ -21,3 +21,20 @@ def config_error(cfg) -> str:
     with pytest.raises(sc.ConfigError) as ei:
         sc.validate(cfg)
     return str(ei.value)
+
+
+def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6):
+    """A tiny random qwen3_5_text model with the task's tokenizer and chat template.
+
+    Returns (model folder, tokenizer, the eval_main problem rows of the same synthetic splits)."""
+    from ssd_math.modeling import config_for_tokenizer, init_model_dir
+    from ssd_math.prompting import DEFAULT_INSTRUCTION
+    from ssd_math.synth import build_splits, tokenizer_corpus
+    from ssd_math.tokenizer import build_tokenizer
+
+    sp = build_splits({"n_pretrain": n_pretrain, "n_train_prompts": 4, "n_eval_main": n_eval})
+    tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
+                          d / "tok", vocab_size=360)
+    cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64)
+    mdir = init_model_dir(d / "model", cfg, tok, with_weights=True, seed=0)
+    return Path(mdir), tok, sp["eval_main"]

@@ -29,21 +29,15 @@ SAMPLING = {"temperature": 1.1, "top_k": 20, "top_p": 0.95, "min_p": 0.0,
             "presence_penalty": 0.0, "max_new_tokens": 64, "n": N_SAMPLES}
 
 
+from conftest import tiny_random_model  # noqa: E402
+
+
 def build_tiny(d: Path, n_problems: int) -> tuple[Path, Path]:
     """A tiny random qwen3_5_text model (with the task's chat template) and a problems file."""
-    from ssd_math.modeling import config_for_tokenizer, init_model_dir
-    from ssd_math.prompting import DEFAULT_INSTRUCTION
-    from ssd_math.synth import build_splits, tokenizer_corpus
-    from ssd_math.tokenizer import build_tokenizer
-
-    sp = build_splits({"n_pretrain": 200, "n_train_prompts": 4, "n_eval_main": n_problems})
-    tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
-                          d / "tok", vocab_size=360)
-    cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64)
-    mdir = init_model_dir(d / "model", cfg, tok, with_weights=True, seed=0)
+    mdir, _, rows = tiny_random_model(d, n_pretrain=200, n_eval=n_problems)
     problems = d / "problems.jsonl"
-    problems.write_text("".join(json.dumps(r) + "\n" for r in sp["eval_main"]))
-    return Path(mdir), problems
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return mdir, problems
 
 
 @pytest.fixture(scope="module")

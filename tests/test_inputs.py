@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_math import config as sc
 from ssd_math import generate as G
 from ssd_math.io import DataError, config_hash, read_json, stable_hash
 
@@ -151,6 +150,7 @@ def test_job_output_mismatch_is_an_error(tmp_path, fake):
 # ------------------------------------------------------------------------------------------
 
 from conftest import config_error as _err  # noqa: E402
+from conftest import tiny_random_model  # noqa: E402
 
 
 @pytest.mark.parametrize("path,value,expect", [
@@ -235,18 +235,9 @@ def test_missing_required_key_is_named(default):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from ssd_math.modeling import config_for_tokenizer, init_model_dir
-    from ssd_math.prompting import DEFAULT_INSTRUCTION
-    from ssd_math.synth import build_splits, tokenizer_corpus
-    from ssd_math.tokenizer import build_tokenizer
-
     d = tmp_path_factory.mktemp("tinyprov")
-    sp = build_splits({"n_pretrain": 200, "n_train_prompts": 4, "n_eval_main": 6})
-    tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
-                          d / "tok", vocab_size=360)
-    cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64)
-    mdir = init_model_dir(d / "model", cfg, tok, with_weights=True, seed=0)
-    return Path(mdir), _write(d / "p.jsonl", sp["eval_main"]), tok
+    mdir, tok, rows = tiny_random_model(d, n_pretrain=200, n_eval=6)
+    return mdir, _write(d / "p.jsonl", rows), tok
 
 
 def _record_from_pretrained(monkeypatch):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import json
 import re
 import subprocess
@@ -34,13 +33,6 @@ GPU_RULES = {"sample_train_shard", "sft", "generate_grid", "generate_passk",
 SLURM_RESOURCES = {"slurm_partition", "slurm_account", "runtime", "mem_mb", "mem_mb_per_cpu",
                    "gpu", "gpu_model", "gres", "tasks", "tasks_per_gpu", "cpus_per_task",
                    "constraint", "qos", "slurm_extra", "nodes"}
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_test_{name}", ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +92,7 @@ def test_real_data_checks(real):
 
 
 def test_gpu_counts_follow_the_config(real):
-    pc = _script("plan_costs")
+    from ssd_math import planner as pc
     default = sc.load_config(ROOT / "config.yaml")
     assert pc.gpu_counts(default) == {"generate": 0, "train": 0}  # the tiny default stays on CPU
     assert pc.gpu_counts(real) == {"generate": 1, "train": 1}
@@ -194,7 +186,7 @@ def test_dry_run_lists_the_whole_dag_with_gpu_resources(dry_run, real):
 def test_plan_is_consistent_and_covers_every_gpu_job(dry_run, real):
     from ssd_math.planner import plan_totals
 
-    pc = _script("plan_costs")
+    from ssd_math import planner as pc
     rows = pc.build_plan(real, dry_run["results"])
     tp = real["planner"]["throughput"]
     for r in rows:
@@ -237,7 +229,7 @@ def test_plan_cli_prints_the_table(tmp_path):
 
 
 def test_plan_measured_joins_benchmark_files(real, tmp_path):
-    pc = _script("plan_costs")
+    from ssd_math import planner as pc
     from ssd_math.planner import merge_measured
 
     rows = pc.build_plan(real, str(tmp_path))
@@ -255,7 +247,7 @@ def test_plan_measured_joins_benchmark_files(real, tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "math_train.jsonl").exists(), reason="../shared/data not present")
 def test_prepare_real_data_on_the_shared_files(real, tmp_path):
-    prd = _script("prepare_real_data")
+    from ssd_math import realdata as prd
     sec = copy.deepcopy(real["data"]["real"])
     for s in sec["train"]["sources"] + sec["eval"]["sources"]:
         if s.get("hub_id"):  # no network in tests: the local files only
@@ -298,7 +290,7 @@ def test_unreachable_hub_dataset_names_the_dataset(real, tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(data, "_snapshot_download", offline)
-    prd = _script("prepare_real_data")
+    from ssd_math import realdata as prd
     sec = copy.deepcopy(real["data"]["real"])
     sec["eval"]["sources"] = [s for s in sec["eval"]["sources"] if s["name"] == "omni_math_2"]
     outs = {k: str(tmp_path / k) for k in ("train_prompts", "eval_main", "eval_hard", "decontam", "report")}
@@ -309,7 +301,7 @@ def test_unreachable_hub_dataset_names_the_dataset(real, tmp_path, monkeypatch):
 
 
 def test_fetch_base_offline_message_and_local_copy(tmp_path, monkeypatch):
-    fb = _script("fetch_base")
+    from ssd_math import hub as fb
 
     def offline(**kw):
         raise OSError("network unreachable")

@@ -4,14 +4,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ssd_math.modeling import config_for_tokenizer, init_model_dir
-from ssd_math.prompting import DEFAULT_INSTRUCTION, render_prompt
+from ssd_math.prompting import render_prompt
 from ssd_math.sampler import (
     HFSampler, SamplingConfig, derive_seed, make_sampler, plan_batches,
     presence_penalty_processor, request_seed, to_vllm_params, vllm_output_to_rows,
 )
-from ssd_math.synth import build_splits, tokenizer_corpus
-from ssd_math.tokenizer import build_tokenizer
 
 ROW_FIELDS = {"prompt_id", "sample_index", "prompt", "completion", "n_completion_tokens",
               "finish_reason", "seed", "sampling", "model", "condition", "gold", "level", "source"}
@@ -76,15 +73,14 @@ def test_presence_penalty_processor_crafted_logits():
 
 # ---- HF backend on a tiny random model -------------------------------------------------------
 
+from conftest import tiny_random_model  # noqa: E402
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
-    sp = build_splits({"n_pretrain": 600, "n_train_prompts": 10, "n_eval_main": 12})
-    tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
-                          d / "tok", vocab_size=360)
-    cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64)
-    mdir = init_model_dir(d / "model", cfg, tok, with_weights=True, seed=0)
-    reqs = [{**r, "prompt": render_prompt(tok, r["problem"])} for r in sp["eval_main"]]
+    mdir, tok, rows = tiny_random_model(d, n_pretrain=600, n_eval=12)
+    reqs = [{**r, "prompt": render_prompt(tok, r["problem"])} for r in rows]
     return mdir, reqs
 
 

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from .io import atomic_path, read_jsonl  # noqa: E402
@@ -26,9 +27,7 @@ def _save(fig, path: str | Path) -> None:
 
 
 def _errorbar(ax, x, est, lo, hi, **kw):
-    import numpy as np
-
-    est, lo, hi = (np.asarray(v, dtype=float) * 100 for v in (est, lo, hi))
+    est, lo, hi = (_pct(v) for v in (est, lo, hi))
     ax.errorbar(x, est, yerr=[est - lo, hi - est], capsize=3, marker="o", ms=4, **kw)
 
 
@@ -102,8 +101,6 @@ def _finish(fig, path: str | Path) -> list[dict]:
 
 
 def _pct(v):
-    import numpy as np
-
     return np.asarray(v, dtype=float) * 100
 
 
@@ -119,7 +116,6 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
     the base model's T grid) and against min-p at the sweep temperature (bottom row), points with
     95% CIs; the presets highlighted (top row: star-like markers at their T; bottom row: a
     horizontal line with a CI band, for presets at the min-p sweep's temperature)."""
-    import numpy as np
 
     df = pl.read_csv(sweeps_csv)
     cols = [(s, "accuracy") for s in sets] + [(None, "boxed")]
@@ -183,7 +179,6 @@ def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_ste
     clipping; line) against the estimated signal magnitude |G| = sqrt(max(G2_ema, 0)) (McCandlish
     et al.; EMA-smoothed) at each checkpoint step and the last step (dashed, markers). A panel
     whose log has no gradient-noise estimate (one micro-batch per step) says so."""
-    import numpy as np
 
     arms = list(logs)
     fig, axes = plt.subplots(1, len(arms), figsize=(4.4 * len(arms), 3.6), squeeze=False, sharey=True)
@@ -244,7 +239,6 @@ def weight_change(logs: dict[str, str | Path], out_png: str | Path, *, probes: S
 
 def hist_steps(rows: Sequence[dict]) -> list[int]:
     """The steps whose |Δw| histogram is drawn: the first, the first at the peak LR, the last."""
-    import numpy as np
 
     if not rows:
         return []
@@ -256,7 +250,6 @@ def dw_hist(logs: dict[str, str | Path], out_png: str | Path) -> list[dict]:
     """|Δw| of the stored values over log10-spaced bins (share of parameters per bin, log scale),
     one panel per run, at the first step, the peak-LR step and the last step (:func:`hist_steps`).
     The leftmost bin is Δw = 0 (unchanged)."""
-    import numpy as np
 
     names = list(logs)
     fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.6), squeeze=False, sharey=True)
