@@ -319,9 +319,18 @@ def planned_benchmarks(wildcards):
 # --- helpers of rules/data.smk (real data) ----------------------------------------
 
 
+if config["data"]["kind"] == "real":
+    # Config-time check, before any job: a missing data.real.root folder or local source file
+    # is a ConfigError naming its key (never a MissingInputException). Relative roots resolve
+    # against this workflow's folder (ssd_math.realdata.resolve_root).
+    from ssd_math import realdata as _realdata
+
+    REAL_ROOT = str(_realdata.check_local_sources(config["data"]["real"], workflow.basedir))
+
+
 def real_root():
-    """Folder of the real data's local files (data.real.root)."""
-    return config["data"]["real"].get("root", "../shared/data")
+    """Folder of the real data's local files (data.real.root, resolved and checked above)."""
+    return REAL_ROOT
 
 
 def real_cache_dir():

@@ -1,4 +1,4 @@
-"""Tests of ssd_math.data on the real problem files (../shared/data beside the repo)."""
+"""Tests of ssd_math.data on the real problem files the repository ships (data/real/)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,20 @@ from ssd_math.data import (build_eval_sets, build_training_pool, last_boxed, loa
 from ssd_math.io import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA = SHARED if (SHARED / "math500.jsonl").exists() else REPO / "data"
+DATA = REPO / "data" / "real"
 
 
 def need(*names: str) -> None:
+    """The shipped files are part of the repository: a missing one is a failure, not a skip."""
     missing = [n for n in names if not (DATA / n).exists()]
     if missing:
-        pytest.skip(f"real data files not found: {missing} (looked in {DATA})")
+        pytest.fail(f"shipped real data files missing: {missing} (looked in {DATA})")
 
 
-EVAL_SOURCES = [  # the locally available validation sources, in fill order (study §2)
+EVAL_SOURCES = [  # the shipped validation sources, in fill order (study §2; AIME 2025 and
+    # HMMT Feb 2025 are hub sources in config/real.yaml, not shipped)
     {"name": "olympiadbench", "path": "olympiadbench.jsonl", "difficulty_rank": 5},
     {"name": "aime2024", "path": "aime2024.jsonl", "difficulty_rank": 7},
-    {"name": "aime2025", "path": "aime2025.jsonl", "difficulty_rank": 7},
-    {"name": "hmmt_feb2025", "path": "hmmt_feb2025.jsonl", "difficulty_rank": 8},
     {"name": "amc2023", "path": "amc2023.jsonl", "difficulty_rank": 3},
     {"name": "math500", "path": "math500.jsonl", "difficulty_rank": 1},
 ]
@@ -259,11 +258,11 @@ def test_eval_sets_real_sizes_composition_and_subset():
     ids = [r["id"] for r in main]
     assert len(set(ids)) == 1000
     assert {r["id"] for r in hard} <= set(ids)
-    assert rep["main_composition"] == {"olympiadbench": 675, "aime2024": 30, "aime2025": 30,
-                                       "hmmt_feb2025": 30, "amc2023": 40, "math500": 195}
-    # rank rule: HMMT (8), AIME (7), then OlympiadBench (5) fills the rest; no AMC/MATH-500
-    assert rep["hard_composition"] == {"olympiadbench": 210, "aime2024": 30, "aime2025": 30,
-                                       "hmmt_feb2025": 30}
+    # fill order: 675 + 30 + 40 = 745 rows, MATH-500 (500 rows) backfills the last 255
+    assert rep["main_composition"] == {"olympiadbench": 675, "aime2024": 30, "amc2023": 40,
+                                       "math500": 255}
+    # rank rule: AIME (7), then OlympiadBench (5) fills the rest; no AMC (3) or MATH-500 (1)
+    assert rep["hard_composition"] == {"olympiadbench": 270, "aime2024": 30}
     main2, hard2 = build_eval_sets(EVAL_SOURCES, main_size=1000, hard_size=300, seed=0,
                                    root=DATA)
     assert [r["id"] for r in main2] == ids and [r["id"] for r in hard2] == [r["id"] for r in hard]

@@ -38,6 +38,8 @@ Optional keys of both kinds:
 ``share``             (training) a weight: the budget is split across sources by share.
 ``quota``             (eval) the most rows this source contributes to the main set.
 ``difficulty_rank``   (eval) the source's rank for the "harder" subset (higher = harder).
+``config_key``        where the spec sits in the config (``data.real.eval.sources[3]``), set
+                      by ssd_math.realdata; errors name it (default: the source's name).
 
 Selections are deterministic and stable: rows are ordered by ``sha256(seed | id)``, so the same
 seed gives the same rows whatever the input order, and a bigger budget is a superset of a
@@ -173,11 +175,24 @@ def _hub_patterns(spec: Mapping) -> list[str]:
     return [f"{prefix}*{split}*.parquet", f"{prefix}*{split}*.jsonl", f"{prefix}*{split}*.json"]
 
 
+def _spec_key(spec: Mapping) -> str:
+    """The config key of a source spec, for error messages."""
+    return spec.get("config_key") or f"the source '{spec['name']}'"
+
+
+def local_copy_hint(spec: Mapping) -> str:
+    """How to use a local copy instead of a hub download (the end of every hub error)."""
+    key = _spec_key(spec)
+    return (f"to use a local copy instead, set {key}.path to a local JSONL file, one problem per "
+            f"line with at least a problem and an answer ({SCHEMA_HINT}, or the dataset's own "
+            f"columns as {key}.fields maps them; a relative path resolves against "
+            f"data.real.root), or set {key}.enabled: false to leave the source out")
+
+
 def _hub_files(spec: Mapping, cache_dir: Path | None) -> list[Path]:
     name, hub_id = spec["name"], spec["hub_id"]
     revision = spec.get("revision")
-    hint = (f"set data sources '{name}'.path to a local .jsonl/.parquet copy ({SCHEMA_HINT}; "
-            f"field names map with '{name}'.fields)")
+    hint = local_copy_hint(spec)
     if not revision:
         raise DataError(f"dataset '{name}' ({hub_id}): no pinned 'revision' (a commit sha) in "
                         f"its source spec; pin one, or {hint}")
@@ -200,8 +215,9 @@ def _hub_files(spec: Mapping, cache_dir: Path | None) -> list[Path]:
                                local_dir=str(local_dir), allow_patterns=patterns)
         except Exception as exc:  # no network, unknown repo/revision, auth, disk ...
             raise DataError(
-                f"dataset '{name}' ({hub_id}@{revision}) could not be fetched from the "
-                f"Hugging Face hub ({type(exc).__name__}: {exc}); {hint}") from exc
+                f"dataset '{name}' ({hub_id}@{revision}, config key {_spec_key(spec)}) could not "
+                f"be fetched from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+                f"{hint}") from exc
     files = sorted(
         p for p in local_dir.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local_dir).parts)
@@ -209,7 +225,7 @@ def _hub_files(spec: Mapping, cache_dir: Path | None) -> list[Path]:
     )
     if not files:
         raise DataError(f"dataset '{name}' ({hub_id}@{revision}): no files matching {patterns} "
-                        f"in the download at {local_dir}; set '{name}'.files to the data files "
+                        f"in the download at {local_dir}; set {_spec_key(spec)}.files to the data files "
                         f"of split '{spec.get('split')}', or {hint}")
     if not cached:
         write_json(marker, want)
@@ -234,9 +250,11 @@ def load_source(spec: Mapping, *, cache_dir: str | os.PathLike | None = None,
         if root is not None and not path.is_absolute():
             path = Path(root) / path
         if not path.exists():
-            where = f"hub_id {spec['hub_id']!r}, or " if spec.get("hub_id") else ""
-            raise DataError(f"dataset '{name}': file {path} not found; set '{name}'.path to an "
-                            f"existing .jsonl/.parquet file ({where}{SCHEMA_HINT})")
+            key = _spec_key(spec)
+            hub = f", or remove it to download hub_id {spec['hub_id']!r}" if spec.get("hub_id") else ""
+            raise DataError(f"dataset '{name}': file {path} not found; set {key}.path to an "
+                            f"existing .jsonl/.parquet file ({SCHEMA_HINT}){hub}, or set "
+                            f"{key}.enabled: false")
         fmt = spec.get("format")
         if fmt and fmt != "json" and path.suffix.lstrip(".") != fmt:
             raise DataError(f"dataset '{name}': {path} does not look like format {fmt!r}")

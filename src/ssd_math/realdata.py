@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+from pathlib import Path
 
 from .data import build_eval_sets, build_training_pool
 from .decontam import (DEFAULT_N, DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_SAME_ANSWER,
@@ -29,12 +31,62 @@ log = logging.getLogger("ssd_math.prepare_real_data")
 PAIR_COLUMNS = ("train_id", "eval_id", "reason", "jaccard", "same_answer", "train_source",
                 "eval_source", "train_answer", "eval_answer", "train_problem", "eval_problem")
 MAX_ROUNDS = 10
+# The repository's own copies of the MIT-licensed sources (data/real/README.md). A relative
+# data.real.root (this default included) resolves against the workflow folder, the clone.
+DEFAULT_ROOT = "data/real"
 
 
-def enabled(sources: list[dict]) -> list[dict]:
-    """Sources that are not switched off (``enabled: false``), without that key."""
-    return [{k: v for k, v in s.items() if k != "enabled"} for s in sources
-            if s.get("enabled", True)]
+def enabled(sources: list[dict], part: str | None = None) -> list[dict]:
+    """Sources that are not switched off (``enabled: false``), without that key. With ``part``
+    (``train``/``eval``) each spec also carries ``config_key`` (``data.real.<part>.sources[i]``),
+    which ssd_math.data names in its errors."""
+    return [{**{k: v for k, v in s.items() if k != "enabled"},
+             **({"config_key": f"data.real.{part}.sources[{i}]"} if part else {})}
+            for i, s in enumerate(sources) if s.get("enabled", True)]
+
+
+def resolve_root(real: dict, base_dir: str | os.PathLike) -> Path:
+    """The folder of the local sources: ``data.real.root`` (default :data:`DEFAULT_ROOT`), a
+    relative one taken against ``base_dir`` (the workflow folder), so a run from any working
+    directory (``snakemake --directory``) reads the clone's data/real."""
+    root = Path(real.get("root") or DEFAULT_ROOT).expanduser()
+    return root if root.is_absolute() else Path(base_dir) / root
+
+
+def check_local_sources(real: dict, base_dir: str | os.PathLike) -> Path:
+    """Config-time check (rules/common.smk, before any job): every enabled source with a
+    ``path`` names an existing file. Returns the resolved root; raises
+    :class:`ssd_math.config.ConfigError` naming ``data.real.root`` or each bad source's key."""
+    from .config import ConfigError
+
+    root = resolve_root(real, base_dir)
+    given = real.get("root") or DEFAULT_ROOT
+    problems: list[str] = []
+    local = [(f"data.real.{part}.sources[{i}]", s) for part in ("train", "eval")
+             for i, s in enumerate(real[part]["sources"])
+             if s.get("enabled", True) and s.get("path")]
+    relative = [(k, s) for k, s in local if not Path(s["path"]).expanduser().is_absolute()]
+    if relative and not root.is_dir():
+        problems.append(
+            f"data.real.root = {given!r}: folder {root} not found (a relative root resolves "
+            f"against the workflow folder {Path(base_dir)}); it must hold the local files of "
+            f"{', '.join(s['name'] for _, s in relative)}. The repository ships them in "
+            f"{DEFAULT_ROOT}/ (data/real/README.md); set data.real.root to the folder that holds "
+            "them, or give each source an absolute path")
+        local = [(k, s) for k, s in local if (k, s) not in relative]
+    for key, s in local:
+        p = Path(s["path"]).expanduser()
+        f = p if p.is_absolute() else root / p
+        if not f.is_file():
+            where = "" if p.is_absolute() else f" (relative to data.real.root = {given!r})"
+            hub = f", or remove it to download {s['hub_id']}" if s.get("hub_id") else ""
+            problems.append(
+                f"{key}.path = {s['path']!r} (dataset {s['name']!r}): file {f} not found"
+                f"{where}; point it at an existing .jsonl/.parquet file{hub}, or set "
+                f"{key}.enabled: false")
+    if problems:
+        raise ConfigError("invalid config (real data):\n  - " + "\n  - ".join(problems))
+    return root
 
 
 def _clip(text, n: int = 300) -> str:
@@ -63,9 +115,10 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
 
     ``real`` is the config's ``data.real`` section; ``outputs`` maps train_prompts, eval_main,
     eval_hard, decontam (CSV), report (JSON) to paths. ``root``/``cache_dir`` default to the
-    section's own ``root``/``cache_dir``.
+    section's own ``root``/``cache_dir`` (a relative root: against the working directory here;
+    the rule passes :func:`resolve_root`'s absolute folder).
     """
-    root = root if root is not None else real.get("root", "../shared/data")
+    root = root if root is not None else real.get("root") or DEFAULT_ROOT
     cache_dir = cache_dir if cache_dir is not None else real.get("cache_dir")
     ev, tr = real["eval"], real["train"]
     dc = real.get("decontam") or {}
@@ -73,7 +126,7 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
           "threshold_same_answer": dc.get("threshold_same_answer", DEFAULT_THRESHOLD_SAME_ANSWER)}
 
     eval_rep: dict = {}
-    main, hard = build_eval_sets(enabled(ev["sources"]), main_size=ev["main_size"],
+    main, hard = build_eval_sets(enabled(ev["sources"], "eval"), main_size=ev["main_size"],
                                  hard_size=ev["hard_size"], seed=seed,
                                  hard_rule=ev.get("hard_rule", "rank"), cache_dir=cache_dir,
                                  root=root, report=eval_rep)
@@ -81,6 +134,7 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
              eval_rep["main_composition"], len(hard), eval_rep["hard_composition"])
 
     train_sources = enabled(tr["sources"])
+    train_specs = enabled(tr["sources"], "train")
     levels = tr.get("levels")
     excluded: set[str] = set()
     all_pairs: list[dict] = []
@@ -88,7 +142,7 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
     rounds = []
     for rnd in range(1, MAX_ROUNDS + 1):
         pool_rep: dict = {}
-        pool = build_training_pool(train_sources, levels=levels, budget=tr.get("budget"),
+        pool = build_training_pool(train_specs, levels=levels, budget=tr.get("budget"),
                                    seed=seed, cache_dir=cache_dir, root=root,
                                    exclude_problems=excluded, report=pool_rep)
         seen_rows.update({r["id"]: r for r in pool})
