@@ -8,10 +8,12 @@ job leaves nothing that looks complete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -188,6 +190,20 @@ def config_hash(config: dict) -> str:
     return stable_hash({k: v for k, v in config.items() if k != "runtime"})
 
 
+def _gpu_names(torch: Any) -> tuple[str, ...] | None:
+    """Names of the visible CUDA devices (None without CUDA); device names do not change within
+    a process, so the first answer is kept."""
+    global _GPU_NAMES
+    if not torch.cuda.is_available():
+        return None
+    if _GPU_NAMES is None:
+        _GPU_NAMES = tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return _GPU_NAMES
+
+
+_GPU_NAMES: tuple[str, ...] | None = None
+
+
 def accelerator_info() -> dict:
     """torch/CUDA versions and GPU names, when the writing process has torch loaded (a job that
     never imported torch, e.g. grading or a table, has no device to report)."""
@@ -197,14 +213,117 @@ def accelerator_info() -> dict:
     info = {"torch": torch.__version__, "cuda": torch.version.cuda,
             "cuda_available": torch.cuda.is_available()}
     if info["cuda_available"]:
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["gpus"] = list(_gpu_names(torch) or ())
+    return info
+
+
+# --- machine provenance: what the numbers of a CPU job (timings, bf16 paths) depend on ---------
+
+# x86 ISA extensions that change which kernels torch/oneDNN run: AVX2 and AVX-512 matmul paths,
+# native bf16 dot products (avx512_bf16), and Intel AMX tiles (amx_*: bf16/int8 matmul units).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """CPU model and ISA flags from ``/proc/cpuinfo`` text: ``{"cpu_model": str | None,
+    "isa": {flag: bool for flag in ISA_FLAGS}}``. The first processor's ``model name`` and
+    ``flags`` (``Features`` on ARM) are used; flags match whole words (``avx512f`` is not
+    ``avx512fp16``)."""
+    model = None
+    flags: set[str] | None = None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        if key == "model name" and model is None:
+            model = value.strip() or None
+        elif key in ("flags", "features") and flags is None:
+            flags = set(value.split())
+    return {"cpu_model": model, "isa": {f: f in (flags or ()) for f in ISA_FLAGS}}
+
+
+def parse_torch_config(text: str) -> dict:
+    """torch's BLAS/LAPACK/oneDNN build from ``torch.__config__.show()`` text: ``blas``
+    (``BLAS_INFO``: mkl, open, accelerate, ...), ``lapack``, ``mkl_version``, ``onednn_version``
+    (the MKL-DNN/oneDNN line), ``cpu_capability_built`` ("CPU capability usage"); ``None``
+    where the build text does not say."""
+    def find(pattern: str) -> str | None:
+        m = re.search(pattern, text)
+        return m.group(1).strip() if m else None
+
+    return {
+        "blas": find(r"BLAS_INFO=([^,\s]+)"),
+        "lapack": find(r"LAPACK_INFO=([^,\s]+)"),
+        "mkl_version": find(r"Math Kernel Library Version ([^\s-]+)"),
+        "onednn_version": find(r"(?:MKL-DNN|oneDNN) (v[\w.]+)"),
+        "cpu_capability_built": find(r"CPU capability usage: ([^\n]+)"),
+    }
+
+
+def _read_cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:  # not Linux
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
+def _static_machine() -> dict:
+    """The parts of :func:`machine_info` that cannot change within a process (computed once)."""
+    cpu = parse_cpuinfo(_read_cpuinfo())
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {"cpu_model": cpu["cpu_model"] or platform.processor() or platform.machine() or None,
+            "arch": platform.machine(), "isa": cpu["isa"],
+            "logical_cores": os.cpu_count(), "usable_cores": usable}
+
+
+@functools.lru_cache(maxsize=4)
+def _torch_build(torch: Any) -> dict:
+    """torch's build (version, BLAS/oneDNN, CPU capability): fixed once torch is imported."""
+    build = parse_torch_config(torch.__config__.show())
+    cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return {"version": torch.__version__, **build,
+            "cpu_capability": cap() if cap else build["cpu_capability_built"],
+            "mkl_available": bool(torch.backends.mkl.is_available()),
+            "mkldnn_available": bool(torch.backends.mkldnn.is_available())}
+
+
+def machine_info() -> dict:
+    """The ``machine`` block of every sidecar: what a CPU job's timings and numerics depend on.
+
+    ``cpu_model`` (/proc/cpuinfo "model name", else the platform's name), ``arch``, ``isa``
+    (:data:`ISA_FLAGS` present or not), ``logical_cores`` (``os.cpu_count()``),
+    ``usable_cores`` (this process's CPU affinity), ``torch`` (``None`` when the writing process
+    never imported torch -- this function does not import it -- else its ``version``, ``blas``,
+    ``lapack``, ``mkl_version``, ``onednn_version``, ``cpu_capability`` (the kernels torch
+    dispatches to here), ``cpu_capability_built``, ``mkl_available``, ``mkldnn_available``, and
+    ``intra_op_threads``/``inter_op_threads`` read at write time), and ``gpus`` (CUDA device names,
+    ``None`` without CUDA or torch). Everything but the thread counts is computed once per
+    process."""
+    info = dict(_static_machine())
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "get_num_threads"):  # absent or still importing
+        info["torch"] = None
+        info["gpus"] = None
+        return info
+    info["torch"] = {**_torch_build(torch), "intra_op_threads": torch.get_num_threads(),
+                     "inter_op_threads": torch.get_num_interop_threads()}
+    gpus = _gpu_names(torch)
+    info["gpus"] = list(gpus) if gpus is not None else None
     return info
 
 
 def write_meta(path: PathLike, **fields: Any) -> Path:
     """Write the provenance sidecar of an artifact: what made it, with which versions.
 
-    Always recorded: python, platform, package versions and ``config_hash`` (from
+    Always recorded: python, platform, package versions, ``accelerator``, ``machine``
+    (:func:`machine_info`: CPU model, ISA flags, cores, torch's BLAS/oneDNN build and thread
+    count, GPU names) and ``config_hash`` (from
     ``$SSD_MATH_CONFIG_HASH``, set by the Snakefile; ``None`` outside a pipeline run unless the
     caller passes ``config_hash=``). Callers add the rule's own fields: seeds (``base_seed`` /
     ``seeds``), sampling parameters, the prompt-template hash, counts, ..."""
@@ -215,6 +334,7 @@ def write_meta(path: PathLike, **fields: Any) -> Path:
         "platform": platform.platform(),
         "packages": package_versions(),
         "accelerator": accelerator_info(),
+        "machine": machine_info(),
         **fields,
     }
     mp = meta_path(path)
