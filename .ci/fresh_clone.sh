@@ -57,6 +57,11 @@ ci_run_line() {  # run one README line in the clone, as a user would type it (ba
   fi
 }
 
+# `source .ci/fresh_clone.sh --functions`: define the functions above and stop (tests use it)
+if [[ "$_ci_sourced" == 1 && "${1:-}" == "--functions" ]]; then
+  return 0
+fi
+
 if [[ -n "$(git -C "$_ci_src" status --porcelain --untracked-files=no)" ]]; then
   echo "fresh_clone: note: uncommitted changes in $_ci_src are not in the clone (HEAD only)" >&2
 fi
