@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh-clone check: clone this repository's committed HEAD into an empty temporary folder
-# (nothing beside it: no ../shared, no venv, no results) and run there exactly the two commands of
+# (nothing beside it: no sibling data folder, no venv, no results) and run there exactly the two commands of
 # README.md's Quick start (its first fenced block after "## Quick start"), read from the clone's
 # own README, so the check follows the README.
 #
