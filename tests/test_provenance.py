@@ -147,3 +147,30 @@ def test_machine_info_does_not_import_torch():
     out = json.loads(proc.stdout)
     assert out["torch"] is False and out["m"]["torch"] is None and out["m"]["gpus"] is None
     assert out["m"]["isa"] == machine_info()["isa"]
+
+
+def test_gpu_names_with_cuda(monkeypatch):
+    """CUDA cannot run here: a stand-in torch module with two devices (the attributes
+    machine_info reads, as torch 2.13 spells them) checks the GPU and torch fields."""
+    from types import SimpleNamespace as NS
+
+    calls = []
+
+    def name(i):
+        calls.append(i)
+        return ["NVIDIA H200", "NVIDIA H100 80GB HBM3"][i]
+
+    fake = NS(__version__="2.13.0+cu130", version=NS(cuda="13.0"),
+              __config__=NS(show=lambda: TORCH_MKL),
+              backends=NS(cpu=NS(get_cpu_capability=lambda: "AVX512"),
+                          mkl=NS(is_available=lambda: True), mkldnn=NS(is_available=lambda: True)),
+              get_num_threads=lambda: 7, get_num_interop_threads=lambda: 3,
+              cuda=NS(is_available=lambda: True, device_count=lambda: 2, get_device_name=name))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    monkeypatch.setattr(sio, "_GPU_NAMES", None)
+    m = machine_info()
+    assert m["gpus"] == ["NVIDIA H200", "NVIDIA H100 80GB HBM3"]
+    assert m["torch"]["version"] == "2.13.0+cu130" and m["torch"]["blas"] == "mkl"
+    assert (m["torch"]["intra_op_threads"], m["torch"]["inter_op_threads"]) == (7, 3)
+    assert sio.accelerator_info()["gpus"] == m["gpus"]
+    assert calls == [0, 1]  # device names are asked once per process

@@ -282,15 +282,21 @@ def _static_machine() -> dict:
             "logical_cores": os.cpu_count(), "usable_cores": usable}
 
 
-@functools.lru_cache(maxsize=4)
+_TORCH_BUILD: dict[int, tuple[Any, dict]] = {}  # id -> (the module, kept alive; its build)
+
+
 def _torch_build(torch: Any) -> dict:
-    """torch's build (version, BLAS/oneDNN, CPU capability): fixed once torch is imported."""
-    build = parse_torch_config(torch.__config__.show())
-    cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
-    return {"version": torch.__version__, **build,
+    """torch's build (version, BLAS/oneDNN, CPU capability): fixed once torch is imported, so
+    computed once per torch module."""
+    if _TORCH_BUILD.get(id(torch), (None,))[0] is not torch:
+        build = parse_torch_config(torch.__config__.show())
+        cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+        _TORCH_BUILD[id(torch)] = (torch, {
+            "version": torch.__version__, **build,
             "cpu_capability": cap() if cap else build["cpu_capability_built"],
             "mkl_available": bool(torch.backends.mkl.is_available()),
-            "mkldnn_available": bool(torch.backends.mkldnn.is_available())}
+            "mkldnn_available": bool(torch.backends.mkldnn.is_available())})
+    return _TORCH_BUILD[id(torch)][1]
 
 
 def machine_info() -> dict:
