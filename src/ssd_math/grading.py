@@ -346,6 +346,12 @@ def gold_prose_words(gold: str) -> list[str]:
     return words if len(words) >= 2 else []
 
 
+# Parsed golds, per process (a worker grades the k samples of a prompt against one gold): parsing
+# is most of the cost of an item (~1-20 ms each side), verify is cheap. Oldest entry evicted first.
+_GOLD_CACHE: dict[str, list] = {}
+_GOLD_CACHE_SIZE = 4096
+
+
 def _has_expression(parsed: list) -> bool:
     """math-verify's ``parse`` returns the parsed expressions followed by the raw string as a
     fallback; only a non-string element means it turned the text into mathematics."""
@@ -360,11 +366,19 @@ def _mv_grade(gold: str, answer: str) -> dict[str, Any]:
     if words:
         return {"status": "gold_parse_error",
                 "grade_error": f"gold is prose ({' '.join(words[:4])} ...), not an expression"}
-    gold_parsed = parse(_as_latex_target(gold), parsing_timeout=None, raise_on_error=True)
+    gold_target, pred_target = _as_latex_target(gold), _as_latex_target(answer)
+    gold_parsed = _GOLD_CACHE.get(gold_target)
+    if gold_parsed is None:
+        gold_parsed = parse(gold_target, parsing_timeout=None, raise_on_error=True)
+        if len(_GOLD_CACHE) >= _GOLD_CACHE_SIZE:
+            _GOLD_CACHE.pop(next(iter(_GOLD_CACHE)))
+        _GOLD_CACHE[gold_target] = gold_parsed
     if not _has_expression(gold_parsed):
         return {"status": "gold_parse_error",
                 "grade_error": f"math-verify parsed no expression from the gold {gold[:80]!r}"}
-    pred_parsed = parse(_as_latex_target(answer), parsing_timeout=None, raise_on_error=True)
+    # parse is deterministic: an answer written exactly as the gold parses exactly as it does
+    pred_parsed = gold_parsed if pred_target == gold_target else parse(
+        pred_target, parsing_timeout=None, raise_on_error=True)
     if not _has_expression(pred_parsed):
         return {"status": "no_answer",
                 "grade_error": f"math-verify parsed no expression from the answer {answer[:80]!r}"
