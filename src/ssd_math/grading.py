@@ -10,7 +10,8 @@ Pipeline per sample row
 2. The pair (gold, extracted answer) is graded once (cache: identical pairs across rows are
    graded a single time) by ``grade_answer`` in a worker process, with math-verify:
    ``verify(parse(gold), parse(answer))`` -- gold first (conventions.md "Grading") -- after the
-   same :func:`normalize_answer` on both.
+   same :func:`normalize_answer` on both. A worker keeps its parsed golds (the k samples of a
+   prompt share one), and an answer written exactly as the gold reuses the gold's parse.
 3. Each worker grades one item at a time under a hard wall-clock limit. A worker that overruns is
    killed with SIGKILL and replaced, and the item gets status ``timeout``. This is needed because
    math-verify's own timeouts use ``signal.alarm`` (main thread only) and some inputs hang inside
@@ -72,12 +73,16 @@ Answer forms (decisions: what a competition grader accepts)
 * Units in ``\\text{}`` / ``\\mbox{}`` / ``\\mathrm{}`` (``5 \\text{ cm}``): dropped (math-verify).
 * Percentages: the percent sign is a unit and is dropped on both sides (:func:`normalize_answer`):
   ``64\\%`` = ``64`` and ``4.2\\%`` = ``4.2`` (math-verify alone accepts ``9\\%`` = 9 but not
-  ``4.2\\%`` = 4.2), and ``64\\%`` is not ``0.64`` ("what percent" expects 64).
+  ``4.2\\%`` = 4.2), and ``64\\%`` is not ``0.64`` ("what percent" expects 64; math-verify alone
+  would accept it).
 * A trailing sentence period is dropped (``5.`` = 5; OlympiadBench's gold
   ``(-\\infty, 0) \\cup\\{1\\}.`` otherwise parses as ``0``).
 * Equations: ``f(x)=x`` vs ``x`` and ``k=2`` vs ``2`` are correct (math-verify compares the right
   side); intervals need the same brackets; ``(a, b)`` is both a tuple and an open interval and
-  matches only ``(a, b)``.
+  matches only ``(a, b)``; an inequality answer ``x < -5`` does not match the interval gold
+  ``(-\\infty, -5)`` (math-verify's ``allow_set_relation_comp=False``: only the reverse is
+  compared) -- kept, a stricter reading than a lenient human grader.
+* Text answers: ``\\text{Evelyn}`` = ``Evelyn``; ``\\text{(C)}`` = ``(C)`` = ``C`` (math-verify).
 
 Process model (decision: ``fork``)
 ----------------------------------
