@@ -45,7 +45,8 @@ without regrading.
 
 Several boxes (decision: math-verify's own convention)
 ------------------------------------------------------
-Find-all problems are answered ``\\boxed{(1, 2)}, \\boxed{(2, 1)}`` or ``\\boxed{1} and \\boxed{2}``.
+Find-all problems are answered ``\\boxed{(1, 2)}, \\boxed{(2, 1)}`` or
+``\\boxed{1} and \\boxed{2}``.
 math-verify (0.9.0), given a bare ``\\boxed{...}`` match, calls
 ``extract_boxed_content(mode="last")``: from the last box leftwards it keeps each earlier box
 that is within 10 characters of the next, or within 70 characters with a separator (``and``,
@@ -69,7 +70,7 @@ Answer forms (decisions: what a competition grader accepts)
   thousands with exactly three digits and no space; ``1, 000`` is two answers).
 * ``\\dfrac`` / ``\\tfrac``: the same as ``\\frac`` (math-verify).
 * ``^\\circ``: a unit, dropped: ``30^\\circ`` = ``30`` (math-verify); degrees are NOT converted to
-  radians (``\\frac{\\pi}{6}`` vs ``30^\\circ`` is incorrect), as graders of degree-valued answers do.
+  radians (``\\frac{\\pi}{6}`` vs ``30^\\circ`` is incorrect), as graders of degree answers do.
 * Units in ``\\text{}`` / ``\\mbox{}`` / ``\\mathrm{}`` (``5 \\text{ cm}``): dropped (math-verify).
 * Percentages: the percent sign is a unit and is dropped on both sides (:func:`normalize_answer`):
   ``64\\%`` = ``64`` and ``4.2\\%`` = ``4.2`` (math-verify alone accepts ``9\\%`` = 9 but not
@@ -223,7 +224,8 @@ def extract_answer(completion: str) -> dict[str, Any]:
       (see module docstring); a box inside a closed thinking block is a draft.
     * ``extracted_answer``: the final answer's boxes (:func:`_final_boxes`: the last complete
       box plus the boxes just before it, joined by ``", "``; empty boxes add nothing), or None
-      when the region has no complete box. ``n_boxes``: how many boxes make up the answer (consecutive repeats counted once; 0 without a box).
+      when the region has no complete box. ``n_boxes``: how many boxes make up the answer
+      (consecutive repeats counted once; 0 without a box).
     * ``boxed``: the region holds at least one complete box (``extracted_answer`` is not None;
       it is ``""`` for an empty ``\\boxed{}``, which grades ``no_answer``).
 
