@@ -67,32 +67,14 @@ SCHEMA_HINT = "fields id, problem, answer (string), source, level (int|null), su
 # answers
 # ----------------------------------------------------------------------------------------------
 
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-
-
 def last_boxed(text: str | None) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, found by brace
-    matching (nested braces are kept); ``None`` when there is none or it is unbalanced."""
-    if not text:
-        return None
-    starts = [m.end() for m in _BOXED_RE.finditer(text)]
-    for start in reversed(starts):
-        depth = 1
-        i = start
-        while i < len(text):
-            ch = text[i]
-            if ch == "\\" and i + 1 < len(text):  # skip escaped braces \{ \}
-                i += 2
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    content = text[start:i].strip()
-                    return content or None
-            i += 1
-    return None
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, found by
+    brace matching (nested braces are kept); ``None`` when there is none or it is empty. The box
+    syntax is :func:`ssd_math.grading.boxed_spans`' (the grader owns it)."""
+    from ssd_math.grading import boxed_spans
+
+    spans = boxed_spans(text or "")
+    return (spans[-1][2] or None) if spans else None
 
 
 def _coerce_answer(value: Any) -> str | None:

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from . import stats
+from .grading import STATUSES, answer_kind
 from .io import DataError, read_jsonl
 
 METRICS = {  # column -> graded-row field
@@ -24,7 +25,6 @@ METRICS = {  # column -> graded-row field
     "boxed": "boxed",
     "length_stop": "length_stop",
 }
-STATUSES = ("correct", "incorrect", "no_answer", "timeout", "gold_parse_error", "error")
 
 
 def describe_eval_path(path: str | Path, results: str | Path) -> dict:
@@ -90,16 +90,18 @@ def summarize_eval(rows: Sequence[dict], *, conf: float, n_boot: int, seed: int)
 
 def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf: float, n_boot: int,
                   seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(metrics: one row per eval file, breakdown: accuracy by level and by source)."""
+    """(metrics: one row per eval file, breakdown: accuracy and per-status counts by level, by
+    source and by answer kind (``grading.answer_kind`` of the gold))."""
     recs, brk = [], []
     for path in eval_files:
         rows = read_jsonl(path)
         where = describe_eval_path(path, results)
         recs.append({**where, **summarize_eval(rows, conf=conf, n_boot=n_boot, seed=seed), "file": str(path)})
-        for by in ("level", "source"):
+        for by in ("level", "source", "answer_kind"):
             groups: dict = {}
             for r in rows:
-                groups.setdefault(r.get(by), []).append(r)
+                key = answer_kind(r.get("gold")) if by == "answer_kind" else r.get(by)
+                groups.setdefault(key, []).append(r)
             if len(groups) <= 1 and by == "source":
                 continue
             for value, grows in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -107,8 +109,10 @@ def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf
                     continue
                 _, x = matrix(grows, "correct")
                 res = stats.rate_ci(x, n_boot=n_boot, seed=seed, conf=conf)
+                counts = Counter(r.get("status", "error") for r in grows)
                 brk.append({**where, "by": by, "group": str(value), "n_prompts": x.shape[0], "k": x.shape[1],
-                            **_ci_cols("accuracy", res), "method": res["method"], "conf": conf})
+                            **_ci_cols("accuracy", res), "method": res["method"], "conf": conf,
+                            **{f"n_{s}": counts.get(s, 0) for s in STATUSES}})
     return pl.DataFrame(recs, infer_schema_length=None), pl.DataFrame(brk, infer_schema_length=None)
 
 
