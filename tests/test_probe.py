@@ -273,7 +273,8 @@ def _row(top: dict[int, float]) -> np.ndarray:
 
 def _table(kind: str) -> np.ndarray:
     """Next-token logits keyed by the previous token: '=' -> a lock on 7, 'the' -> a fork between
-    left / right, '~' -> a lock on 7 (base) / on 8 (trained: a swap), anything else -> mixed."""
+    left / right, '~' -> a lock on 7 (base) / on 8 (trained: a swap), anything else -> mixed (after
+    token 12 the trained model is lock-like: the class is still the base model's)."""
     t = np.stack([_row({DIG[1]: 0.85, DIG[2]: 0.05})] * V)
     if kind == "base":
         t[EQ] = _row({DIG[7]: 0.93, DIG[4]: 0.04})       # nucleus 2 at top-p 0.95, tail 0.03
@@ -283,6 +284,7 @@ def _table(kind: str) -> np.ndarray:
         t[EQ] = _row({DIG[7]: 0.99, DIG[4]: 0.005})      # sharper: nucleus 1, tail 0.01
         t[THE] = _row({LEFT: 0.48, RIGHT: 0.47})         # the fork kept, more even
         t[TILDE] = _row({DIG[8]: 0.97})
+        t[12] = _row({EQ: 0.97})                         # mixed for the base, lock-like here
     return t
 
 
@@ -346,6 +348,10 @@ def test_planted_truth_classes_deltas_and_controls(tmp_path):
             prev = c["completion_ids"][p["j"] - 1]
             want = {EQ: "lock", TILDE: "lock", THE: "fork"}.get(prev, "mixed")
             assert cls[(c["carrier_id"], p["j"])] == want
+    own = {(r["carrier_id"], r["j"]): r["own_class"] for r in t["positions"] if r["model"] == "ssd"}
+    after12 = sum(c["completion_ids"][p["j"] - 1] == 12 for c in carriers for p in c["positions"])
+    assert after12 >= 12
+    assert sum(v == "lock" for v in own.values()) == sum(v == "lock" for v in cls.values()) + after12
 
     d = {(r["arm"], r["view"], r["class"], r["metric"]): r for r in t["deltas"]}
     strict = d[("ssd", "ref", "lock:strict", "top1_before")]
@@ -420,4 +426,6 @@ def test_first_method_and_method_entropy(tmp_path):
     sh = P._fork_shares({("base", "1.5"): tmp_path / "e.jsonl"}, 0.95)
     left = next(r for r in sh if r["method"] == "left")
     assert left["share"] == 0.75 and left["n_with_method"] == 4 and left["n_samples"] == 5
-    assert left["lo"] < 0.75 < left["hi"]
+    from ssd_math.stats import wilson_ci
+
+    assert (left["lo"], left["hi"]) == pytest.approx(wilson_ci(3, 4, 0.95))  # over solutions naming a method

@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
 CLASSES = ("lock", "fork", "mixed")
 LOCK_SUBCLASSES = ("strict", "swap", "self-correction")
 SELF_CORRECTION = ("Wait",)     # a lock whose carrier token or top-1 starts (stripped) with one
-METRICS = ("top1_before", "top1", "nucleus", "tail", "entropy_before", "entropy")
+METRICS = ("top1_before", "top1", "nucleus", "tail", "tail_k", "entropy_before", "entropy")
 
 #: The embedded task's method phrases: a fork span starting with their common prefix is moved to
 #: the first character where the alternatives differ (the decision), e.g. "From the |left:".
@@ -626,7 +626,7 @@ def analyse(positions_path: str | Path, dists: dict[str, str | Path], *, probe: 
                               "n_positions": len(keys), "n_prompts": prec["n_prompts"],
                               "method": "pooled ratio; " + CI_METHOD, "n_boot": n_boot, "conf": conf})
         effect = _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot)
-    shares = _fork_shares(share_files, conf)
+    shares = _fork_shares(share_files, conf) if labelled else []  # the task's methods only
     controls = _controls(probe, by_model, keys, base_cls, sub, effect, accuracy_files, ci, stats_cfg)
     return {"deltas": deltas, "positions": positions_tbl, "examples": examples, "truth": truth,
             "truth_effect": effect, "fork_shares": shares, "controls": controls}
