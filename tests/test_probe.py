@@ -339,8 +339,13 @@ def test_planted_truth_classes_deltas_and_controls(tmp_path):
         write_jsonl(tmp_path / f"{name}.jsonl", rows)
         dists[name] = tmp_path / f"{name}.jsonl"
     probe = {**copy.deepcopy(P.DEFAULTS), "compare_arm": "ssd", "controls": ["naive"]}
+    acc = {}
+    for name, ok in (("ssd", lambda i: i % 2 == 0), ("naive", lambda i: i % 4 == 0)):
+        write_jsonl(tmp_path / f"acc_{name}.jsonl", [{"prompt_id": f"q{i}", "sample_index": 0, "correct": ok(i)}
+                                                      for i in range(40)])
+        acc[(name, "eval_main", "0.7")] = tmp_path / f"acc_{name}.jsonl"
     t = P.analyse(tmp_path / "pos.jsonl", dists, probe=probe, views_=views_,
-                  stats_cfg={"conf": 0.95, "n_boot": 400, "seed": 1}, share_files={}, accuracy_files={})
+                  stats_cfg={"conf": 0.95, "n_boot": 400, "seed": 1}, share_files={}, accuracy_files=acc)
 
     cls = {(r["carrier_id"], r["j"]): r["class"] for r in t["positions"] if r["model"] == "base"}
     for c in carriers:
@@ -386,6 +391,9 @@ def test_planted_truth_classes_deltas_and_controls(tmp_path):
     assert ctl[("probe (ref view)", "lock: tail")]["delta"] == pytest.approx(
         d[("ssd", "ref", "lock", "tail")]["delta"])  # naive == base here, so ssd - naive = ssd - base
     assert ctl[("ground truth", "lock: P(correct digit)")]["delta"] == pytest.approx(pc["delta_vs_base"])
+    a = ctl[("accuracy", "eval_main @ T0.7")]
+    assert (a["compare"], a["control_value"], a["delta"], a["n"]) == pytest.approx((0.5, 0.25, 0.25, 40))
+    assert a["lo"] < 0.25 < a["hi"]
     ex = [r for r in t["examples"] if r["arm"] == "ssd" and r["class"] == "lock"]
     assert len(ex) == 3 and all("0.9" in r["base_top5"] for r in ex)
 
