@@ -23,6 +23,7 @@ include: "rules/sample.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/tables.smk"
+include: "rules/probe.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
 

@@ -26,6 +26,9 @@ rule report:
         checkpoint_accuracy=rules.checkpoint_accuracy.output.png,
         power=rules.power.output.table,
         timings=rules.timings.output.table,
+        probe_tables=list(rules.probe_tables.output),
+        probe_scatter=rules.probe_scatter.output.png,
+        probe_fork_shares=rules.probe_fork_shares.output.png,
     output:
         html=f"{R}/report/report.html",
     params:

@@ -172,6 +172,9 @@ def check_semantics(cfg: dict) -> list[str]:
         cap = arm.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])
         if cap > cfg["eval"]["max_new_tokens"]:
             out.append(f"{where}.{name}.max_new_tokens = {cap} is above eval.max_new_tokens")
+    from .probe import check_config as _check_probe  # the probe: section (ssd_math.probe owns it)
+
+    out += _check_probe(cfg)
     return out
 
 

@@ -283,3 +283,25 @@ def tokenizer_corpus(rows: Iterable[dict], *, instruction: str) -> list[str]:
 
     return [user_message(r["problem"], instruction=instruction) + "\n" + r["solution"]
             for r in rows]
+
+
+# --- h_probe: a stand-in label_spans (the integrator keeps a_recipe's; same interface) ---------
+# BEGIN h_probe label_spans
+def label_spans(text: str) -> list[dict]:
+    """Character spans of a completion's known forks, locks and rechecks, by parsing its text:
+    ``[{start, end, kind, correct}]`` sorted by start. fork: each method phrase ("From the left:"
+    / "From the right:"); lock: the result digit of each ``a+b=c`` / ``a*b=c`` step (``correct``:
+    c is the forced digit); recheck: each "Wait, let me check again."."""
+    import re
+
+    out = []
+    for m in re.finditer(r"From the (left|right):", text):
+        out.append({"start": m.start(), "end": m.end(), "kind": "fork", "correct": True})
+    for m in re.finditer(r"(\d)([+*])(\d)=(\d)", text):
+        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        want = _apply(SUM if op == "+" else PRODUCT, a, b)
+        out.append({"start": m.start(4), "end": m.end(4), "kind": "lock", "correct": c == want})
+    for m in re.finditer(re.escape(RECHECK), text):
+        out.append({"start": m.start(), "end": m.end(), "kind": "recheck", "correct": True})
+    return sorted(out, key=lambda s: s["start"])
+# END h_probe label_spans
