@@ -124,7 +124,7 @@ def test_fsdp2_two_cpu_processes_train_instrument_checkpoint_resume(tmp_path):
     loss and gradient checkpointing on: the same losses, gradient norms and final weights as one
     process; B_s's gradient is the first micro-batch of both processes; checkpoints hold the
     full weights (reloadable by transformers); a SIGKILLed run resumes to the same weights."""
-    init = make_model_dir(tmp_path / "init")
+    init = make_model_dir(tmp_path / "init", tie=True)  # Qwen3.5-4B ties lm_head to the embedding
     rows = make_rows(96, seed=7)
     port = 29400 + os.getpid() % 500
 

@@ -36,14 +36,14 @@ def make_tokenizer():
                                    unk_token="<unk>")
 
 
-def tiny_config(hidden: int = 64, layers: int = 2, vocab: int = 100):
+def tiny_config(hidden: int = 64, layers: int = 2, vocab: int = 100, tie: bool = False):
     from transformers import Qwen3_5TextConfig
 
     return Qwen3_5TextConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         head_dim=hidden // 4, layer_types=["full_attention"] * layers,
-        max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0,
+        max_position_embeddings=512, tie_word_embeddings=tie, pad_token_id=0,
         eos_token_id=1, bos_token_id=None)
 
 

@@ -273,10 +273,10 @@ def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0)
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     finally:
         raw.set_output_embeddings(head)
-    # Under FSDP2 (accelerate puts the final norm and the output layer in one unit that is not
-    # resharded after forward) the weight is whole here, and its gradient is reduce-scattered by
-    # that unit's post-backward; a still-sharded weight is gathered (differentiably).
-    w, b = _whole(head.weight), _whole(head.bias)
+    # Under FSDP2 accelerate puts the final norm and the output layer (with the tied embedding) in
+    # one unit that is not resharded after forward: the weight is whole here, and the gradient it
+    # gets is reduce-scattered by that unit's post-backward (tests/test_fsdp.py).
+    w, b = head.weight, head.bias
     h = hidden[:, :-1].reshape(-1, hidden.size(-1))
     t = batch["labels"][:, 1:].reshape(-1)
     total = h.new_zeros((), dtype=torch.float32)
@@ -286,13 +286,6 @@ def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0)
             total = total + torch.utils.checkpoint.checkpoint(
                 _chunk_ce, h[i:i + chunk_tokens], tc, w, b, use_reentrant=False)
     return total
-
-
-def _whole(t):
-    """A DTensor (FSDP2 shard) as its full tensor, differentiably; anything else as is."""
-    from torch.distributed.tensor import DTensor
-
-    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def _local(t):
@@ -426,8 +419,18 @@ def save_resume(resume_dir, accelerator, model, optimizer, scheduler, noise_est,
 
 def full_weights(accelerator, model) -> dict:
     """The whole model's weights from FSDP2 shards (every process calls; the main one gets them,
-    on CPU), via accelerate's own gathering (torch.distributed.checkpoint full_state_dict)."""
-    return accelerator.get_state_dict(model)
+    on CPU), via accelerate's own gathering (torch.distributed.checkpoint full_state_dict).
+    Tied parameters (Qwen3.5's lm_head = embed_tokens) are gathered as separate copies; they are
+    made one tensor again so that save_pretrained drops the tied key as it does unsharded."""
+    sd = accelerator.get_state_dict(model)
+    names_of: dict[int, list[str]] = {}
+    for name, p in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(p), []).append(name)
+    for first, *tied in names_of.values():
+        for name in tied:
+            if first in sd and name in sd:
+                sd[name] = sd[first]
+    return sd
 
 
 def training_state_dicts(accelerator, model, optimizer) -> tuple[dict, dict]:
