@@ -421,3 +421,31 @@ def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatc
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     assert seen and all(s == (True, torch.bfloat16, torch.bfloat16) for s in seen), seen
+
+
+def test_parallel_setups_train_cannot_run_fail_fast():
+    """FSDP1, and activation checkpointing in both the accelerate config and the spec, are
+    refused before the model is loaded (the launched accelerator is checked, whatever config
+    validation saw)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    s = T.resolve_spec({"init_dir": "x", "data": "x", "out_dir": "x",
+                        "gradient_checkpointing": True})
+
+    def acc(kind, fsdp2, ac=False):
+        return SimpleNamespace(distributed_type=kind, is_fsdp2=fsdp2,
+                               state=SimpleNamespace(fsdp_plugin=SimpleNamespace(
+                                   activation_checkpointing=ac)))
+
+    T.check_parallel_setup(s, acc(DistributedType.FSDP, True))
+    T.check_parallel_setup(s, acc(DistributedType.MULTI_GPU, False))
+    with pytest.raises(ValueError, match="FSDP1.*fsdp_version: 2"):
+        T.check_parallel_setup(s, acc(DistributedType.FSDP, False))
+    with pytest.raises(ValueError, match="fsdp_activation_checkpointing.*sft.gradient_checkpointing"):
+        T.check_parallel_setup(s, acc(DistributedType.FSDP, True, ac=True))
+    T.check_parallel_setup({**s, "gradient_checkpointing": False},
+                           acc(DistributedType.FSDP, True, ac=True))
+    with pytest.raises(ValueError, match="DEEPSPEED.*not supported"):
+        T.check_parallel_setup(s, acc(DistributedType.DEEPSPEED, False))

@@ -491,6 +491,14 @@ def grad_sq_norm(params, sharded: bool = False, device=None) -> float:
     return sq
 
 
+def allreduce_mean_grads_(params, world: int) -> None:
+    """DDP's gradient mean, done by hand (after every micro-batch ran under no_sync)."""
+    for p in params:  # SUM then divide: gloo (CPU) has no AVG
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+            p.grad.div_(world)
+
+
 def clip_grads_(params, max_norm: float, total_norm: float) -> None:
     """Scale gradients by min(1, max_norm / (total_norm + 1e-6)) (torch's clip rule), shard-wise."""
     coef = max_norm / (total_norm + 1e-6)
@@ -689,10 +697,7 @@ def train(spec: dict) -> dict:
                 g_small_sq = float(accelerator.gather(
                     torch.tensor([local_sq], device=accelerator.device)).mean())
                 b_small = per_proc
-                for p in params:  # SUM then divide: gloo (CPU) has no AVG
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-                        p.grad.div_(world)
+                allreduce_mean_grads_(params, world)
 
             loss = float(accelerator.reduce(loss_sum, reduction="sum")) / n_global
             grad_norm = math.sqrt(grad_sq_norm(params, fsdp, accelerator.device))
