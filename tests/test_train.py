@@ -36,23 +36,37 @@ def make_tokenizer():
                                    unk_token="<unk>")
 
 
-def tiny_config(hidden: int = 64, layers: int = 2, vocab: int = 100):
+def tiny_config(hidden: int = 64, layers: int = 2, vocab: int = 100, tie: bool = False):
     from transformers import Qwen3_5TextConfig
 
     return Qwen3_5TextConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         head_dim=hidden // 4, layer_types=["full_attention"] * layers,
-        max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0,
+        max_position_embeddings=512, tie_word_embeddings=tie, pad_token_id=0,
         eos_token_id=1, bos_token_id=None)
 
 
-def make_model_dir(path: Path, seed: int = 0, weights: bool = True, **cfg) -> Path:
+def hybrid_config(hidden: int = 32, vocab: int = 100):
+    """Qwen3.5's real layer mix, tiny: 3 linear-attention (Gated DeltaNet) + 1 full-attention."""
+    from transformers import Qwen3_5TextConfig
+
+    return Qwen3_5TextConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+        layer_types=["linear_attention"] * 3 + ["full_attention"],
+        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+        linear_value_head_dim=8, linear_conv_kernel_dim=4, max_position_embeddings=512,
+        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+
+
+def make_model_dir(path: Path, seed: int = 0, weights: bool = True, hybrid: bool = False,
+                   **cfg) -> Path:
     """config.json + tokenizer (+ random weights) in ``path``: an init_dir for train()."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    config = tiny_config(**cfg)
+    config = hybrid_config(**cfg) if hybrid else tiny_config(**cfg)
     if weights:
         AutoModelForCausalLM.from_config(config).save_pretrained(path)
     else:
@@ -330,3 +344,108 @@ def test_gradient_checkpointing_and_inline_spec_cli(init_dir, tmp_path):
     wa, wb = load_weights(a / "out"), load_weights(b / "out")
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+
+
+def test_hybrid_qwen35_trains_with_gradient_checkpointing(tmp_path):
+    """transformers 5.20.2's Qwen3.5 with its real layer mix (Gated DeltaNet + full attention,
+    tied embeddings): train() with gradient checkpointing on and the chunked loss changes every
+    trainable weight, and the decoder layers really are recomputed in backward."""
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as Q
+
+    init = make_model_dir(tmp_path / "hybrid", hybrid=True)
+    calls = []
+    orig = Q.Qwen3_5DecoderLayer.forward
+
+    def counting(self, *a, **kw):
+        calls.append((self.block_type, torch.is_grad_enabled()))
+        return orig(self, *a, **kw)
+
+    Q.Qwen3_5DecoderLayer.forward = counting
+    try:
+        spec = base_spec(init, tmp_path, max_steps=1, global_batch=4, micro_batch=4, max_len=24,
+                         gradient_checkpointing=True, loss_chunk_tokens=16)
+        T.train(spec)
+    finally:
+        Q.Qwen3_5DecoderLayer.forward = orig
+    # 4 layers forward + 4 recomputed in backward (one micro-batch)
+    assert len(calls) == 8 and {b for b, _ in calls} == {"linear_attention", "full_attention"}
+    w0, w1 = load_weights(init), load_weights(spec["out_dir"])
+    assert w0.keys() == w1.keys()
+    assert all(not torch.equal(w0[k], w1[k]) for k in w0), \
+        [k for k in w0 if torch.equal(w0[k], w1[k])]
+
+
+def test_linear_attention_kernels_required_on_cuda(monkeypatch):
+    """On CUDA a model with Gated DeltaNet layers and no fla / causal-conv1d fails fast (instead
+    of transformers' silent reference kernels); full attention only, or CPU, passes."""
+    from transformers.utils import import_utils as iu
+
+    hybrid, full = hybrid_config(), tiny_config()
+    T.check_linear_attention_kernels(hybrid, "cpu")
+    T.check_linear_attention_kernels(full, "cuda")
+    for fla, conv, missing in ((False, True, "flash-linear-attention"),
+                               (True, False, "causal-conv1d")):
+        monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda v=fla: v)
+        monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda v=conv: v)
+        with pytest.raises(RuntimeError, match=f"3 linear-attention.*{missing}"):
+            T.check_linear_attention_kernels(hybrid, "cuda")
+        # a multimodal Qwen3.5 config (the hub checkpoint's) is checked through its text config
+        from transformers import Qwen3_5Config
+        with pytest.raises(RuntimeError, match=missing):
+            T.check_linear_attention_kernels(Qwen3_5Config(text_config=hybrid.to_dict()), "cuda")
+    monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda: True)
+    monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: True)
+    T.check_linear_attention_kernels(hybrid, "cuda")
+
+
+def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatch):
+    """With mixed_precision bf16 the chunked loss head's matmul runs in bf16 (under the
+    accelerator's autocast, as the model body does), in forward and in its recompute."""
+    seen = []
+    orig = T._chunk_ce
+
+    def spy(h, t, w, b):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                     torch.nn.functional.linear(h, w, b).dtype))
+        return orig(h, t, w, b)
+
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setattr(T, "_chunk_ce", spy)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    spec = base_spec(init_dir, tmp_path, max_steps=1, global_batch=4, micro_batch=4,
+                     loss_chunk_tokens=32)
+    AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton
+    try:
+        T.train(spec)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert seen and all(s == (True, torch.bfloat16, torch.bfloat16) for s in seen), seen
+
+
+def test_parallel_setups_train_cannot_run_fail_fast():
+    """FSDP1, and activation checkpointing in both the accelerate config and the spec, are
+    refused before the model is loaded (the launched accelerator is checked, whatever config
+    validation saw)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    s = T.resolve_spec({"init_dir": "x", "data": "x", "out_dir": "x",
+                        "gradient_checkpointing": True})
+
+    def acc(kind, fsdp2, ac=False):
+        return SimpleNamespace(distributed_type=kind, is_fsdp2=fsdp2,
+                               state=SimpleNamespace(fsdp_plugin=SimpleNamespace(
+                                   activation_checkpointing=ac)))
+
+    T.check_parallel_setup(s, acc(DistributedType.FSDP, True))
+    T.check_parallel_setup(s, acc(DistributedType.MULTI_GPU, False))
+    with pytest.raises(ValueError, match="FSDP1.*fsdp_version: 2"):
+        T.check_parallel_setup(s, acc(DistributedType.FSDP, False))
+    with pytest.raises(ValueError, match="fsdp_activation_checkpointing.*sft.gradient_checkpointing"):
+        T.check_parallel_setup(s, acc(DistributedType.FSDP, True, ac=True))
+    T.check_parallel_setup({**s, "gradient_checkpointing": False},
+                           acc(DistributedType.FSDP, True, ac=True))
+    with pytest.raises(ValueError, match="DEEPSPEED.*not supported"):
+        T.check_parallel_setup(s, acc(DistributedType.DEEPSPEED, False))

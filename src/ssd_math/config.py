@@ -144,6 +144,7 @@ def check_semantics(cfg: dict) -> list[str]:
     if cfg["data"]["kind"] == "real" and "real" not in cfg["data"]:
         out.append("data.real: required when data.kind is 'real'")
     out += _check_real(cfg)
+    out += _check_accelerate(cfg)
     if cfg["model"]["kind"] == "tiny" and "tiny" not in cfg["model"]:
         out.append("model.tiny: required when model.kind is 'tiny'")
     if cfg["model"]["kind"] == "hub":
@@ -248,6 +249,34 @@ def _check_real(cfg: dict) -> list[str]:
         if vl["max_model_len"] <= cfg["eval"]["max_new_tokens"]:
             out.append(f"sampler.vllm.max_model_len = {vl['max_model_len']} leaves no room for "
                        f"the prompt above eval.max_new_tokens = {cfg['eval']['max_new_tokens']}")
+    return out
+
+
+def _check_accelerate(cfg: dict) -> list[str]:
+    """FSDP settings of the accelerate config (runtime.accelerate_config) that ssd_math.train
+    cannot run, caught before the first job (train() checks the launched accelerator again)."""
+    path = (cfg.get("runtime") or {}).get("accelerate_config")
+    if not path or not Path(path).is_file():
+        return []
+    acc = yaml.safe_load(Path(path).read_text()) or {}
+    if acc.get("distributed_type") != "FSDP":
+        return []
+    out: list[str] = []
+    fc = acc.get("fsdp_config") or {}
+    where = f"runtime.accelerate_config = {path}"
+    if int(fc.get("fsdp_version", 1)) != 2:
+        out.append(f"{where}: fsdp_config.fsdp_version must be 2 (ssd_math.train runs FSDP2 only)")
+    if fc.get("fsdp_auto_wrap_policy") == "TRANSFORMER_BASED_WRAP" and \
+            not fc.get("fsdp_transformer_layer_cls_to_wrap"):
+        out.append(f"{where}: fsdp_config.fsdp_transformer_layer_cls_to_wrap must name the "
+                   "decoder layer class (Qwen3_5DecoderLayer): the model's _no_split_modules "
+                   "also names Qwen3_5VisionBlock, absent from the text model")
+    if fc.get("fsdp_activation_checkpointing"):
+        gc_arms = [a for a in all_arms(cfg) if arm_sft(cfg, a).get("gradient_checkpointing")]
+        if gc_arms:
+            out.append(f"{where}: fsdp_config.fsdp_activation_checkpointing and "
+                       f"sft.gradient_checkpointing (arms: {', '.join(gc_arms)}) would recompute "
+                       "twice; set fsdp_activation_checkpointing: false")
     return out
 
 

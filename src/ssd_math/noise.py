@@ -77,6 +77,13 @@ def param_group(name: str) -> str:
     return "other"
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (an FSDP2 parameter); a plain tensor as is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 class WeightChangeTracker:
     """Fraction of *stored* parameter values changed by one optimizer step, and |Δw| histogram.
 
@@ -95,7 +102,7 @@ class WeightChangeTracker:
     """
 
     def __init__(self, model: torch.nn.Module, store_dtype: str | torch.dtype = "bfloat16",
-                 dw_bins: Sequence[float] = DEFAULT_DW_BINS):
+                 dw_bins: Sequence[float] = DEFAULT_DW_BINS, sum_over_processes=None):
         self.store_dtype = as_dtype(store_dtype)
         self.edges_log10 = [float(e) for e in dw_bins]
         if sorted(self.edges_log10) != self.edges_log10 or len(self.edges_log10) < 1:
@@ -104,12 +111,16 @@ class WeightChangeTracker:
         edges = torch.tensor([10.0 ** e for e in self.edges_log10], dtype=torch.float32)
         edge_bits = edges.to(torch.bfloat16).float().view(torch.int32) >> 16
         self._edge_keys = [max(1, int(k)) for k in edge_bits]
+        # Sharded parameters (FSDP2 DTensors): each process tracks its local shard, and
+        # ``sum_over_processes`` (a function summing an integer tensor over processes) turns the
+        # per-shard counts into the model's; every process must call after_step.
+        self._sum = sum_over_processes
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         # order by group so that each group is one contiguous slice of the flat buffer
         named.sort(key=lambda np_: GROUPS.index(param_group(np_[0])))
         self.names = [n for n, _ in named]
-        self._numels = [p.numel() for _, p in named]
-        self.n_params = sum(self._numels)
+        self._numels = [_local(p).numel() for _, p in named]
+        self.n_params = sum(self._numels)  # local (this process's shards)
         self.group_slices: dict[str, tuple[int, int]] = {}
         off = 0
         for (n, _), k in zip(named, self._numels):
@@ -127,7 +138,7 @@ class WeightChangeTracker:
         off = 0
         with torch.no_grad():
             for name, k in zip(self.names, self._numels):
-                buf[off:off + k].copy_(params[name].detach().reshape(-1))  # rounds to store dtype
+                buf[off:off + k].copy_(_local(params[name].detach()).reshape(-1))  # rounds to store dtype
                 off += k
 
     def before_step(self, model: torch.nn.Module) -> None:
@@ -147,21 +158,24 @@ class WeightChangeTracker:
         # bf16 patterns, from which every bin (and the zero bin: pattern 0) is a cumsum lookup.
         keys = dw.view(torch.int32) >> 16
         n_keys = 1 << 15
-        out: dict = {"n_params": self.n_params}
-        cum = torch.zeros(n_keys, dtype=torch.long, device=keys.device)
-        for g in GROUPS:
-            if g in self.group_slices:
-                a, b = self.group_slices[g]
-                h = torch.bincount(keys[a:b], minlength=n_keys)
-                out[f"frac_changed_{g}"] = int(b - a - h[0]) / max(1, b - a)
-                cum += h
-        cum = cum.cumsum(0).tolist()
+        present = [g for g in GROUPS if g in self.group_slices]
+        hists = torch.stack([torch.bincount(keys[a:b], minlength=n_keys)
+                             for a, b in (self.group_slices[g] for g in present)])
+        sizes = torch.tensor([b - a for a, b in (self.group_slices[g] for g in present)],
+                             dtype=torch.long, device=keys.device)
+        if self._sum is not None:  # shards -> the whole model
+            hists, sizes = self._sum(hists).to(keys.device), self._sum(sizes).to(keys.device)
+        n_params = int(sizes.sum())
+        out: dict = {"n_params": n_params}
+        for g, h, size in zip(present, hists, sizes.tolist()):
+            out[f"frac_changed_{g}"] = int(size - h[0]) / max(1, size)
+        cum = hists.sum(0).cumsum(0).tolist()
         n_zero = cum[0]
-        n_changed = self.n_params - n_zero
+        n_changed = n_params - n_zero
         at = [cum[k - 1] for k in self._edge_keys]  # count of |Δw| below each edge
         counts = [n_zero, at[0] - n_zero] + [b - a for a, b in zip(at, at[1:])] \
-            + [self.n_params - at[-1]]
-        out.update({"frac_changed": n_changed / max(1, self.n_params), "n_changed": n_changed,
+            + [n_params - at[-1]]
+        out.update({"frac_changed": n_changed / max(1, n_params), "n_changed": n_changed,
                     "dw_hist": {"edges_log10": self.edges_log10, "counts": counts}})
         return {k: out[k] for k in ("frac_changed", "n_changed", "n_params",
                                     *(f"frac_changed_{g}" for g in GROUPS

@@ -72,10 +72,26 @@ Log
 Gradient-noise batch sizes (B in sequences; tokens would also be defensible)
     One process: B_s = the first micro-batch (its gradient measured right after its backward,
     rescaled to the gradient of that micro-batch's own mean loss), B_b = the global batch.
-    Several processes: every micro-batch runs under ``no_sync``; B_s = one process's
+    Several processes (DDP): every micro-batch runs under ``no_sync``; B_s = one process's
     accumulated gradient (its own mean loss), averaged over processes; then the gradients are
-    all-reduced (mean) here explicitly and B_b = the global batch. With one process and one
-    micro-batch per step there is no small batch and the gradient-noise fields are null.
+    all-reduced (mean) here explicitly and B_b = the global batch. FSDP2: gradients are sharded
+    (DTensors) and every micro-batch reduce-scatters (never ``no_sync``); B_s = the first
+    micro-batch of every process together (micro_batch x processes), |g|² = the sum over processes
+    of the local shards' |g|². With one micro-batch per process and step there is no small batch
+    and the gradient-noise fields are null.
+
+FSDP2 (envs/accelerate/fsdp.yaml)
+    Model and optimizer are prepared together; checkpoints and the resume state are full state
+    dicts gathered from the shards (accelerate's ``get_state_dict``; torch.distributed.checkpoint
+    for model + optimizer) and written by the main process; on resume every process maps the
+    file (mmap) and keeps its own shards. The chunked loss works as on one process. FSDP1,
+    and activation checkpointing switched on in both the accelerate config and the spec, fail
+    fast. tests/test_fsdp.py runs all of it on 2 CPU processes (gloo).
+
+Kernels
+    On CUDA a model with linear-attention (Gated DeltaNet) layers needs flash-linear-attention
+    and causal-conv1d (envs/vllm.yaml); without them training stops before loading the model
+    rather than run transformers' reference kernels.
 """
 
 from __future__ import annotations
@@ -125,8 +141,8 @@ DEFAULTS: dict = {
     "dtype": "float32",        # compute/master dtype (float32 on CPU)
     "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
     "gradient_checkpointing": False,  # recompute activations in backward (long sequences)
-    "loss_chunk_tokens": 0,
-    "checkpoints_past_end": "error",  # "error" | "final": a checkpoint step past the last step    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
+    "loss_chunk_tokens": 0,    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
+    "checkpoints_past_end": "error",  # "error" | "final": a checkpoint step past the last step
     "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
     "progress": True,          # tqdm bar on stderr
 }
@@ -241,8 +257,9 @@ def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0)
     the last hidden states (its output layer swapped for an identity), and the output layer and
     cross-entropy run ``chunk_tokens`` positions at a time under activation checkpointing, so at
     most one chunk's logits exist, in forward and in backward. Same value and gradients as the
-    plain path (tests/test_train.py). Needs the unwrapped model's output layer (not under FSDP,
-    whose sharded weights are only whole inside its own forward)."""
+    plain path (tests/test_train.py), also under FSDP2 (tests/test_fsdp.py). The caller runs it
+    under the accelerator's autocast: the output layer's matmul is then in the compute dtype (bf16)
+    like the model body, not an fp32 matmul of T x hidden x vocab."""
     if not chunk_tokens:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logits = logits[:, :-1].float()
@@ -256,6 +273,10 @@ def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0)
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     finally:
         raw.set_output_embeddings(head)
+    # Under FSDP2 accelerate puts the final norm and the output layer (with the tied embedding) in
+    # one unit that is not resharded after forward: the weight is whole here, and the gradient it
+    # gets is reduce-scattered by that unit's post-backward (tests/test_fsdp.py).
+    w, b = head.weight, head.bias
     h = hidden[:, :-1].reshape(-1, hidden.size(-1))
     t = batch["labels"][:, 1:].reshape(-1)
     total = h.new_zeros((), dtype=torch.float32)
@@ -263,8 +284,15 @@ def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0)
         tc = t[i:i + chunk_tokens]
         if bool((tc != -100).any()):
             total = total + torch.utils.checkpoint.checkpoint(
-                _chunk_ce, h[i:i + chunk_tokens], tc, head.weight, head.bias, use_reentrant=False)
+                _chunk_ce, h[i:i + chunk_tokens], tc, w, b, use_reentrant=False)
     return total
+
+
+def _local(t):
+    """The local shard of a DTensor (FSDP2 parameter or gradient); a plain tensor as is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
@@ -286,8 +314,32 @@ def load_model_and_tokenizer(s: dict):
         model = AutoModelForCausalLM.from_pretrained(s["init_dir"], dtype=torch.float32)
     model.config.use_cache = False
     if s["gradient_checkpointing"]:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.20.2's API (activation_checkpointing_enable first exists in 5.24)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tok
+
+
+def check_linear_attention_kernels(config, device_type: str) -> None:
+    """On CUDA, refuse a model with linear-attention (Gated DeltaNet) layers when the kernels
+    transformers would use for them are missing: it would silently fall back to its reference
+    PyTorch code (correct, but far slower than docs/memory_plan.md and the planner assume).
+    Uses transformers' own availability checks (the ones its Qwen3.5 modeling code relies on)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layer_types = getattr(text, "layer_types", None) or []
+    if device_type != "cuda" or "linear_attention" not in layer_types:
+        return
+    from transformers.utils.import_utils import (is_causal_conv1d_available,
+                                                 is_flash_linear_attention_available)
+
+    missing = [name for name, ok in (("flash-linear-attention", is_flash_linear_attention_available()),
+                                     ("causal-conv1d", is_causal_conv1d_available())) if not ok]
+    if missing:
+        n = layer_types.count("linear_attention")
+        raise RuntimeError(
+            f"the model has {n} linear-attention (Gated DeltaNet) layers but {' and '.join(missing)} "
+            "is not installed: transformers would run its reference PyTorch kernels. Install the "
+            "GPU env's kernels (envs/vllm.yaml: flash-linear-attention, and causal-conv1d with "
+            "pip install --no-build-isolation)")
 
 
 def make_optimizer(model, s: dict) -> torch.optim.AdamW:
@@ -305,17 +357,18 @@ def make_optimizer(model, s: dict) -> torch.optim.AdamW:
 def round_to_bf16_(model, optimizer) -> None:
     """Emulated bf16-only training: weights and AdamW moments rounded to bf16 (kept as fp32)."""
     for p in model.parameters():
-        p.copy_(p.to(torch.bfloat16))
+        _local(p).copy_(_local(p).to(torch.bfloat16))
         st = optimizer.state.get(p, {})
         for key in ("exp_avg", "exp_avg_sq"):
             if key in st:
-                st[key].copy_(st[key].to(torch.bfloat16))
+                _local(st[key]).copy_(_local(st[key]).to(torch.bfloat16))
 
 
-def save_model(model, tok, folder: str | Path, **meta) -> None:
-    """save_pretrained + tokenizer into a temporary folder, then rename onto ``folder``."""
+def save_model(model, tok, folder: str | Path, state_dict=None, **meta) -> None:
+    """save_pretrained + tokenizer into a temporary folder, then rename onto ``folder``.
+    ``state_dict``: the full weights when the model is sharded (accelerator.get_state_dict)."""
     with atomic_path(folder, is_dir=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tok.save_pretrained(tmp)
         write_meta(tmp, artifact=str(folder), **meta)
 
@@ -344,9 +397,9 @@ def save_resume(resume_dir, accelerator, model, optimizer, scheduler, noise_est,
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+    model_sd, optim_sd = training_state_dicts(accelerator, model, optimizer)  # every process
     if accelerator.is_main_process:
-        torch.save({"model": accelerator.unwrap_model(model).state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
                     "noise": noise_est.state_dict() if noise_est else None}, tmp / "state.pt")
         write_json(tmp / "progress.json", {"step": step, "log_rows": step, "elapsed_s": elapsed,
                                            "tokens": tokens, "spec_hash": spec_hash})
@@ -364,6 +417,53 @@ def save_resume(resume_dir, accelerator, model, optimizer, scheduler, noise_est,
     accelerator.wait_for_everyone()
 
 
+def full_weights(accelerator, model) -> dict:
+    """The whole model's weights from FSDP2 shards (every process calls; the main one gets them,
+    on CPU), via accelerate's own gathering (torch.distributed.checkpoint full_state_dict).
+    Tied parameters (Qwen3.5's lm_head = embed_tokens) are gathered as separate copies; they are
+    made one tensor again so that save_pretrained drops the tied key as it does unsharded."""
+    sd = accelerator.get_state_dict(model)
+    names_of: dict[int, list[str]] = {}
+    for name, p in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(p), []).append(name)
+    for first, *tied in names_of.values():
+        for name in tied:
+            if first in sd and name in sd:
+                sd[name] = sd[first]
+    return sd
+
+
+def training_state_dicts(accelerator, model, optimizer) -> tuple[dict, dict]:
+    """Model and optimizer state dicts to save for resume. Under FSDP2 every process must call
+    this: the sharded (DTensor) states are gathered into full ones on the main process
+    (torch.distributed.checkpoint's full_state_dict, offloaded to CPU)."""
+    if not accelerator.is_fsdp2:
+        return accelerator.unwrap_model(model).state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_state_dict(model, _inner(optimizer), options=opts)
+
+
+def load_training_state(accelerator, model, optimizer, state: dict) -> None:
+    """Inverse of :func:`training_state_dicts`. Under FSDP2 every process has the full state
+    (memory-mapped, so the page cache holds one copy per node) and keeps its own shards."""
+    if not accelerator.is_fsdp2:
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, _inner(optimizer), model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(full_state_dict=True))
+
+
+def _inner(optimizer):
+    """The torch optimizer inside accelerate's AcceleratedOptimizer."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
 def truncate_log(path: Path, n_rows: int) -> None:
     """Keep the first ``n_rows`` rows of the log (rows past the resume point are redone)."""
     if not path.exists():
@@ -379,11 +479,60 @@ def append_row(fh, row: dict) -> None:
     os.fsync(fh.fileno())
 
 
-def grad_sq_norm(params) -> float:
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.nn.utils.get_total_norm(grads, 2.0) ** 2)
+def grad_sq_norm(params, sharded: bool = False, device=None) -> float:
+    """|g|² of the parameters' gradients. ``sharded`` (FSDP2): each process holds a disjoint
+    shard of every gradient, so the local shards' squared norms are summed over processes."""
+    grads = [_local(p.grad) for p in params if p.grad is not None]
+    sq = float(torch.nn.utils.get_total_norm(grads, 2.0) ** 2) if grads else 0.0
+    if sharded:
+        t = torch.tensor([sq], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        sq = float(t)
+    return sq
+
+
+def allreduce_mean_grads_(params, world: int) -> None:
+    """DDP's gradient mean, done by hand (after every micro-batch ran under no_sync)."""
+    for p in params:  # SUM then divide: gloo (CPU) has no AVG
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+            p.grad.div_(world)
+
+
+def clip_grads_(params, max_norm: float, total_norm: float) -> None:
+    """Scale gradients by min(1, max_norm / (total_norm + 1e-6)) (torch's clip rule), shard-wise."""
+    coef = max_norm / (total_norm + 1e-6)
+    if coef < 1.0:
+        for p in params:
+            if p.grad is not None:
+                _local(p.grad).mul_(coef)
+
+
+def check_parallel_setup(s: dict, accelerator) -> None:
+    """Fail fast on distributed setups this loop does not support (before loading the model)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise ValueError("FSDP1 is not supported by ssd_math.train: set fsdp_version: 2 in the "
+                         "accelerate config (envs/accelerate/fsdp.yaml)")
+    if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU,
+                                            DistributedType.MULTI_GPU, DistributedType.FSDP):
+        raise ValueError(f"accelerate distributed_type {accelerator.distributed_type} is not "
+                         "supported by ssd_math.train (NO, MULTI_CPU, MULTI_GPU or FSDP v2)")
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    if accelerator.is_fsdp2 and plugin.activation_checkpointing and s["gradient_checkpointing"]:
+        raise ValueError("activation checkpointing is on twice: fsdp_activation_checkpointing in "
+                         "the accelerate config and sft.gradient_checkpointing; keep one "
+                         "(envs/accelerate/fsdp.yaml leaves it to sft.gradient_checkpointing)")
+
+
+def _sum_fn(accelerator):
+    """Sum of a tensor over processes (for counts over FSDP2 shards)."""
+    def total(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(accelerator.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        return t
+    return total
 
 
 def peak_mem_mb(device) -> float:
@@ -403,10 +552,8 @@ def train(spec: dict) -> dict:
 
     s = resolve_spec(spec)
     accelerator = Accelerator()  # no gradient_accumulation_steps: the loss scaling is ours
-    if s["loss_chunk_tokens"] and "FSDP" in str(accelerator.distributed_type):
-        raise ValueError("loss_chunk_tokens (the memory-lean loss) needs the output layer's whole "
-                         "weight outside the model's forward, which FSDP shards: set sft.loss_chunk_tokens "
-                         "to 0 with envs/accelerate/fsdp.yaml (FSDP shards the logits' memory instead)")
+    check_parallel_setup(s, accelerator)
+    fsdp = accelerator.is_fsdp2
     world, rank = accelerator.num_processes, accelerator.process_index
     if int(os.environ.get("WORLD_SIZE", "1")) != world:
         raise RuntimeError(
@@ -419,6 +566,9 @@ def train(spec: dict) -> dict:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     # ---- data ------------------------------------------------------------------------
+    from transformers import AutoConfig
+
+    check_linear_attention_kernels(AutoConfig.from_pretrained(s["init_dir"]), accelerator.device.type)
     model, tok = load_model_and_tokenizer(s)
     rows = read_jsonl(s["data"]) if isinstance(s["data"], (str, os.PathLike)) else s["data"]
     examples = [encode_row(r, tok, s["max_len"]) for r in rows]
@@ -446,9 +596,10 @@ def train(spec: dict) -> dict:
 
     # ---- model, optimizer, schedule ----------------------------------------------------
     optimizer = make_optimizer(model, s)
+    # together: FSDP2 swaps the optimizer's parameters for the sharded ones (accelerate requires it)
+    model, optimizer = accelerator.prepare(model, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: lr_at(i + 1, s, total_steps) / s["lr"])
-    model = accelerator.prepare(model)
+        _inner(optimizer), lambda i: lr_at(i + 1, s, total_steps) / s["lr"])
     model.train()
     raw_model = accelerator.unwrap_model(model)
     params = [p for p in raw_model.parameters() if p.requires_grad]
@@ -458,7 +609,8 @@ def train(spec: dict) -> dict:
     if inst["enabled"]:
         from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
         tracker = WeightChangeTracker(raw_model, inst["store_dtype"],
-                                      inst["dw_bins"] or DEFAULT_DW_BINS)
+                                      inst["dw_bins"] or DEFAULT_DW_BINS,
+                                      sum_over_processes=_sum_fn(accelerator) if fsdp else None)
         noise_est = GradientNoiseEstimator(ema=inst["ema"])
 
     # ---- resume --------------------------------------------------------------------------
@@ -472,9 +624,8 @@ def train(spec: dict) -> dict:
         if prog["spec_hash"] != spec_hash:
             raise ValueError(f"resume state in {rdir} was written by a different training spec; "
                              "delete it to start over")
-        state = torch.load(rdir / "state.pt", weights_only=False)
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = torch.load(rdir / "state.pt", weights_only=False, mmap=fsdp)
+        load_training_state(accelerator, model, optimizer, state)
         scheduler.load_state_dict(state["scheduler"])
         if noise_est is not None and state["noise"] is not None:
             noise_est.load_state_dict(state["noise"])
@@ -513,49 +664,55 @@ def train(spec: dict) -> dict:
             local = idx[rank * per_proc:(rank + 1) * per_proc]
             step_tokens = sum(len(examples[i][0]) for i in idx)
             loss_sum = torch.zeros((), device=accelerator.device)
-            g_small_sq = None
+            g_small_sq = b_small = None
+            # With instrumentation and DDP every micro-batch runs under no_sync and we all-reduce
+            # ourselves (B_s = one process's batch). FSDP2 never runs under no_sync (that would
+            # keep whole unsharded gradients per GPU and leave p.grad None): each micro-batch's
+            # gradient is reduce-scattered into the sharded grads, and B_s = the first
+            # micro-batch of every process together, read right after its backward.
+            manual_reduce = noise_est is not None and world > 1 and not fsdp
             for m in range(accum):
                 mb = local[m * s["micro_batch"]:(m + 1) * s["micro_batch"]]
                 batch = {k: v.to(accelerator.device)
                          for k, v in collate([examples[i] for i in mb], pad_id).items()}
-                # sync on the last micro-batch only; never when we all-reduce ourselves
-                sync = m == accum - 1 and not (noise_est is not None and world > 1)
+                sync = fsdp or (m == accum - 1 and not manual_reduce)
                 ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
                 with ctx:
-                    tok_loss = token_sum_loss(model, batch, raw_model=raw_model,
-                                              chunk_tokens=int(s["loss_chunk_tokens"]))
-                    # DDP averages over processes, hence * world: the sum is over the global batch
+                    with accelerator.autocast():  # the chunked output layer too, not just forward
+                        tok_loss = token_sum_loss(model, batch, raw_model=raw_model,
+                                                  chunk_tokens=int(s["loss_chunk_tokens"]))
+                    # DDP/FSDP average over processes, hence * world: the sum is over the global batch
                     accelerator.backward(tok_loss * world / n_global)
                 loss_sum += tok_loss.detach()
-                if noise_est is not None and world == 1 and m == 0 and accum > 1:
-                    n_mb = max(1, sum(n_loss[i] for i in mb))
-                    g_small_sq = grad_sq_norm(params) * (n_global / n_mb) ** 2
-            if noise_est is not None and world > 1:
+                if noise_est is not None and m == 0 and accum > 1 and (world == 1 or fsdp):
+                    first = [i for r in range(world)
+                             for i in idx[r * per_proc:r * per_proc + s["micro_batch"]]]
+                    n_first = max(1, sum(n_loss[i] for i in first))
+                    g_small_sq = grad_sq_norm(params, fsdp, accelerator.device) \
+                        * (n_global / n_first) ** 2
+                    b_small = s["micro_batch"] * world
+            if manual_reduce:
                 n_loc = max(1, sum(n_loss[i] for i in local))
                 local_sq = grad_sq_norm(params) * (n_global / (world * n_loc)) ** 2
                 g_small_sq = float(accelerator.gather(
                     torch.tensor([local_sq], device=accelerator.device)).mean())
-                for p in params:  # SUM then divide: gloo (CPU) has no AVG
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-                        p.grad.div_(world)
+                b_small = per_proc
+                allreduce_mean_grads_(params, world)
 
             loss = float(accelerator.reduce(loss_sum, reduction="sum")) / n_global
-            grads = [p.grad for p in params if p.grad is not None]
-            grad_norm = float(torch.nn.utils.get_total_norm(grads, 2.0))
+            grad_norm = math.sqrt(grad_sq_norm(params, fsdp, accelerator.device))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise FloatingPointError(
                     f"non-finite training signal at optimizer step {step + 1}: loss={loss}, "
                     f"grad_norm={grad_norm}; stopped before the update (last checkpoint intact)")
             if s["grad_clip"] is not None:
-                torch.nn.utils.clip_grads_with_norm_(params, s["grad_clip"],
-                                                     torch.tensor(grad_norm))
+                clip_grads_(params, s["grad_clip"], grad_norm)
             lr_now = optimizer.param_groups[0]["lr"]
             if tracker is not None:
                 tracker.before_step(raw_model)
             optimizer.step()
             if s["optimizer_state"] == "bf16":
-                round_to_bf16_(raw_model, optimizer)
+                round_to_bf16_(raw_model, _inner(optimizer))
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -565,7 +722,6 @@ def train(spec: dict) -> dict:
             if tracker is not None:
                 row.update(tracker.after_step(raw_model))
                 if g_small_sq is not None:
-                    b_small = s["micro_batch"] if world == 1 else per_proc
                     row.update(noise_est.update(g_small_sq, b_small, grad_norm ** 2,
                                                 s["global_batch"]))
                 else:
@@ -585,9 +741,10 @@ def train(spec: dict) -> dict:
 
             done = step + 1
             if done in s["checkpoints"]:
+                weights = full_weights(accelerator, model) if fsdp else None  # every process
                 if accelerator.is_main_process:
-                    save_model(raw_model, tok, s["checkpoints"][done], step=done,
-                               total_steps=total_steps, spec_hash=spec_hash)
+                    save_model(raw_model, tok, s["checkpoints"][done], state_dict=weights,
+                               step=done, total_steps=total_steps, spec_hash=spec_hash)
                 if rdir is not None:
                     save_resume(rdir, accelerator, model, optimizer, scheduler, noise_est, done,
                                 row["elapsed_s"], tokens_total, spec_hash)
@@ -598,11 +755,12 @@ def train(spec: dict) -> dict:
         if bar is not None:
             bar.close()
 
+    weights = full_weights(accelerator, model) if fsdp else None  # every process
     if accelerator.is_main_process:
-        save_model(raw_model, tok, s["out_dir"], step=total_steps, total_steps=total_steps,
-                   spec_hash=spec_hash)
+        save_model(raw_model, tok, s["out_dir"], state_dict=weights, step=total_steps,
+                   total_steps=total_steps, spec_hash=spec_hash)
         for k, folder in sorted(past_end.items()):
-            save_model(raw_model, tok, folder, step=total_steps, requested_step=k,
+            save_model(raw_model, tok, folder, state_dict=weights, step=total_steps, requested_step=k,
                        total_steps=total_steps, spec_hash=spec_hash,
                        note="requested step is past the end of training: these are the final weights")
         if live_log is not None:

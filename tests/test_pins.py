@@ -1,0 +1,128 @@
+"""One library stack: pyproject.toml is the one list of pins; the GPU env follows it.
+
+The CPU tests once ran transformers 5.24 while the GPU env (vLLM 0.33) resolves 5.20.2, so code
+that used a 5.24-only API passed every test and would have failed on the first GPU run. These
+tests fail when the two environments' pins drift, when a pin leaves what vLLM or transformers
+accept, and when the environment running the tests is not the pinned one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# vllm==0.33.0's own requirements (its wheel's METADATA, read with
+# `pip install --dry-run --no-deps --report`): the GPU env must satisfy them with our pins.
+VLLM_0_33_REQUIRES = {
+    "torch": "==2.14.0",
+    "transformers": ">=5.16.1,<5.21.0",
+    "huggingface-hub": ">=1.31.0",
+    "tokenizers": ">=0.23.2",
+    "safetensors": ">=0.6.2",
+    "jsonschema": ">=4.23.0",
+    "numpy": "<2.5",            # via numba==0.65.0 (numpy<2.5,>=1.22)
+}
+# pins the GPU env does not take from pyproject's dependencies, and why
+GPU_OWN = {"torch": "vLLM pins its own CUDA build (torch==2.14.0)"}
+# the library stack whose versions the training code reads upstream APIs of
+STACK = ("transformers", "accelerate", "tokenizers", "safetensors", "huggingface-hub")
+
+
+def _pins(reqs) -> dict[str, Requirement]:
+    out = {}
+    for line in reqs:
+        r = Requirement(line)
+        out[canonicalize_name(r.name)] = r
+    return out
+
+
+def _exact(r: Requirement) -> str:
+    (spec,) = r.specifier  # exactly one specifier: ==X
+    assert spec.operator == "==", f"{r}: pins must be exact (==)"
+    return spec.version
+
+
+@pytest.fixture(scope="module")
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+@pytest.fixture(scope="module")
+def gpu_env():
+    env = yaml.safe_load((ROOT / "envs" / "vllm.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return _pins(pip)
+
+
+def test_gpu_env_pins_every_dependency_at_the_pyproject_version(pyproject, gpu_env):
+    deps = _pins(pyproject["dependencies"])
+    for name, req in deps.items():
+        if name in GPU_OWN:
+            assert name not in gpu_env, f"envs/vllm.yaml pins {name}: {GPU_OWN[name]}"
+            continue
+        assert name in gpu_env, f"envs/vllm.yaml lacks {req} (pyproject.toml dependencies)"
+        assert _exact(gpu_env[name]) == _exact(req), (
+            f"{name}: envs/vllm.yaml pins {gpu_env[name]}, pyproject.toml {req}")
+        assert gpu_env[name].extras == req.extras, name
+
+
+def test_gpu_env_has_no_pin_that_pyproject_does_not_own(pyproject, gpu_env):
+    owned = _pins(pyproject["dependencies"])
+    for extra in pyproject["optional-dependencies"].values():
+        owned.update(_pins(extra))
+    for name, req in gpu_env.items():
+        assert name in owned, f"envs/vllm.yaml pins {req}, which pyproject.toml does not list"
+        assert _exact(req) == _exact(owned[name]), f"{name}: {req} vs pyproject {owned[name]}"
+
+
+def test_gpu_env_has_the_linear_attention_kernels(pyproject, gpu_env):
+    extras = pyproject["optional-dependencies"]
+    assert "flash-linear-attention" in _pins(extras["vllm"]) and \
+        "flash-linear-attention" in gpu_env
+    (cc,) = _pins(extras["gpu-kernels"]).values()
+    assert canonicalize_name(cc.name) == "causal-conv1d"
+    # built against the installed (vLLM's) torch: the env file says how, with the same pin
+    text = (ROOT / "envs" / "vllm.yaml").read_text()
+    assert re.search(rf"pip install --no-build-isolation {re.escape(str(cc))}\b", text), text
+
+
+def test_pins_satisfy_vllm_0_33(pyproject, gpu_env):
+    assert _exact(_pins(pyproject["optional-dependencies"]["vllm"])["vllm"]) == "0.33.0"
+    for name, spec in VLLM_0_33_REQUIRES.items():
+        if name in GPU_OWN:
+            continue
+        v = _exact(gpu_env[name])
+        assert Version(v) in Requirement(f"{name}{spec}").specifier, \
+            f"{name}=={v} is outside vllm 0.33.0's {name}{spec}"
+
+
+def test_pins_satisfy_transformers_own_requirements(pyproject):
+    deps = _pins(pyproject["dependencies"])
+    assert _exact(deps["transformers"]) == md.version("transformers")
+    for line in md.requires("transformers") or []:
+        r = Requirement(line)
+        name = canonicalize_name(r.name)
+        if r.marker is not None or name not in STACK:
+            continue
+        assert Version(_exact(deps[name])) in r.specifier, f"{name}: transformers needs {r}"
+
+
+@pytest.mark.parametrize("name", STACK + ("torch",))
+def test_the_tested_environment_is_the_pinned_one(pyproject, name):
+    """CPU tests must run the versions the GPU env runs (torch: the CPU build of our pin)."""
+    pin = _exact(_pins(pyproject["dependencies"])[name])
+    installed = md.version(name)
+    if name == "torch":
+        installed = Version(installed).public  # 2.13.0+cpu is the CPU wheel of 2.13.0
+    assert installed == pin, f"installed {name} {md.version(name)} != pinned {pin}: " \
+        "pip install -e '.[test]'"
