@@ -75,7 +75,7 @@ def test_bad_rows_are_dropped_counted_and_named(tmp_path, fake, caplog):
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["file"] == str(problems) and rep["n_in"] == 8 and rep["n_out"] == 3
     assert rep["dropped"] == {"missing_id": 1, "missing_problem": 1, "missing_answer": 2,
-                              "duplicate_id": 1}
+                              "problem_too_long": 0, "duplicate_id": 1}
     assert rep["examples"]["missing_problem"] == ["line 2 (id 'q1')"]
     assert rep["examples"]["missing_answer"] == ["line 3 (id 'q2')", "line 6 (id 'q5')"]
     assert rep["examples"]["duplicate_id"] == ["line 5 (id 'q0'), first on line 1"]
@@ -195,7 +195,10 @@ def test_unknown_nested_keys_are_named(default):
 def test_unknown_arm_sft_override_is_named(default):
     cfg = copy.deepcopy(default)
     cfg["arms"]["ssd"]["sft"] = {"learning_rate": 1e-4}
-    assert "arms.ssd.sft.learning_rate: unknown sft key" in _err(cfg)
+    msg = _err(cfg)
+    # the same message as an unknown key of the top-level sft section, with the allowed keys
+    assert "unknown config key arms.ssd.sft.learning_rate; allowed keys here:" in msg
+    assert "checkpoints_past_end" in msg and "lr" in msg
 
 
 def test_more_shards_than_prompts(default):
