@@ -273,10 +273,10 @@ def check_semantics(cfg: dict) -> list[str]:
                        f"micro_batch {sft['micro_batch']}")
         if (arm.get("sft") or {}).keys() & {"lr", "min_lr"} and sft["min_lr"] > sft["lr"]:
             out.append(f"{where}.{name}.sft: min_lr {sft['min_lr']} is above lr {sft['lr']}")
-        out += _check_checkpoint_reach(cfg, name, where)
         cap = arm.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])
         if cap > cfg["eval"]["max_new_tokens"]:
             out.append(f"{where}.{name}.max_new_tokens = {cap} is above eval.max_new_tokens")
+    out += _check_checkpoint_reach(cfg)
     return out
 
 
@@ -312,23 +312,30 @@ def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
     return steps, how
 
 
-def _check_checkpoint_reach(cfg: dict, name: str, where: str) -> list[str]:
+def _check_checkpoint_reach(cfg: dict) -> list[str]:
     """Checkpoint steps an arm can never reach are an error now, not after all the sampling --
     unless the arm opted in to getting its final weights there (``checkpoints_past_end: final``,
-    the same opt-in :func:`ssd_math.train.train` honours)."""
-    sft = arm_sft(cfg, name)
-    if sft.get("checkpoints_past_end", "error") == "final" or name in (cfg.get("noise_probes") or []):
-        return []  # opted in, or a noise probe (trained without checkpoints, rule noise_probe)
-    bound, how = max_sft_steps(cfg, name)
-    if bound is None:
-        return []
-    late = [s for s in sft.get("checkpoint_steps", []) if s > bound]
-    if not late:
-        return []
-    return [f"sft.checkpoint_steps = {sft['checkpoint_steps']}: step {late[0]} cannot be reached "
-            f"by {where}.{name}, which trains at most {bound} optimizer steps ({how}); lower "
-            f"sft.checkpoint_steps to steps <= {bound}, or set {where}.{name}.sft."
-            "checkpoints_past_end: final (those checkpoints get the final weights)"]
+    the same opt-in :func:`ssd_math.train.train` honours). Noise probes train without
+    checkpoints. One message per (first unreachable step, bound), naming every arm it hits."""
+    groups: dict[tuple, list[str]] = {}
+    for name in all_arms(cfg):
+        sft = arm_sft(cfg, name)
+        if sft.get("checkpoints_past_end", "error") == "final" or name in (cfg.get("noise_probes") or []):
+            continue
+        bound, how = max_sft_steps(cfg, name)
+        late = [s for s in sft.get("checkpoint_steps", []) if bound is not None and s > bound]
+        if late:
+            where = "arms" if name in cfg["arms"] else "extra_arms"
+            groups.setdefault((tuple(sft["checkpoint_steps"]), late[0], bound, how), []).append(f"{where}.{name}")
+    out = []
+    for (steps, first, bound, how), names in groups.items():
+        optin = " / ".join(f"{n}.sft.checkpoints_past_end: final" for n in names[:2])
+        optin += " / ..." if len(names) > 2 else ""
+        out.append(f"sft.checkpoint_steps = {list(steps)}: step {first} cannot be reached by "
+                   f"{', '.join(names)}, which train{'s' if len(names) == 1 else ''} at most "
+                   f"{bound} optimizer steps ({how}); lower sft.checkpoint_steps to steps <= "
+                   f"{bound}, or set {optin} (those checkpoints get the final weights)")
+    return out
 
 
 PLACEHOLDER_MARKS = ("PIN-ME", "PLACEHOLDER", "TODO", "CHANGEME")
