@@ -14,6 +14,10 @@ sc.validate(config, cli_overrides=dict(workflow.config_settings.config))
 # Provenance: every sidecar (ssd_math.io.write_meta) records this hash of the config.
 os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(config)
 
+# `snakemake --report` is Snakemake's run metadata, not the study's report: say so on its page
+# (the report is results/report/report.html; docs/report.md).
+report: "../report/snakemake_report.rst"
+
 R = config["results"]
 ARMS = list(config["arms"])  # built by default
 ALL_ARMS = sc.all_arms(config)  # default + extra arms (extra ones are built only when targeted)

@@ -284,3 +284,14 @@ def test_tiny_context_leaves_room_for_prompts(default):
 def test_unbuildable_target_lists_the_valid_values(default, kind, value, expect):
     msg = sc.unbuildable_target(default, "results/x", kind=kind, value=value)
     assert msg.startswith("no rule can build results/x: ") and expect in msg
+
+
+def test_command_line_check_names_file_and_line(tmp_path, capsys):
+    """What a user runs when Snakemake says only "Config file is not valid JSON or YAML"."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\nstats: {conf: 0.9\nseed: 1\n")
+    assert sc.main([str(bad), str(ROOT / "config.yaml")]) == 1
+    out = capsys.readouterr()
+    assert f"{bad}: line 3, column 5: YAML syntax error" in out.err
+    assert "config.yaml: ok" in out.out
+    assert sc.main([str(ROOT / "config.yaml")]) == 0

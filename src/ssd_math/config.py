@@ -40,8 +40,10 @@ def read_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        what = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None))
-                        if x) or str(exc)
+        what = getattr(exc, "problem", None) or str(exc)
+        ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if ctx:
+            what += f" ({ctx}" + (f" that starts on line {cmark.line + 1})" if cmark is not None else ")")
         raise ConfigError(f"{path}: {where}YAML syntax error: {what}") from None
 
 
@@ -524,3 +526,31 @@ def unbuildable_target(cfg: dict, path: str, *, kind: str, value: str) -> str:
     else:
         raise ValueError(f"unknown kind {kind!r}")
     return f"no rule can build {path}: {what}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ssd_math.config CONFIG.yaml ...``: check config files without Snakemake.
+
+    Snakemake reads ``--configfile`` files itself, before the workflow's code runs, and reports a
+    YAML syntax error as "Config file is not valid JSON or YAML" without the file or the line;
+    this check names both (and runs every schema and semantic check)."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m ssd_math.config CONFIG.yaml [...]", file=sys.stderr)
+        return 2
+    rc = 0
+    for path in paths:
+        try:
+            load_config(path)
+        except (ConfigError, OSError) as exc:
+            print(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc), file=sys.stderr)
+            rc = 1
+        else:
+            print(f"{path}: ok")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
