@@ -134,9 +134,9 @@ def _arm_spec_errors(cfg: dict, schema: dict, cli: dict | None = None) -> list[s
     """Validate every arm's merged SFT recipe (:func:`arm_sft`) with the schema of the top-level
     ``sft`` section, reporting only what the arm's own ``sft:`` overrides got wrong (the top-level
     section's errors are reported once, under ``sft``)."""
-    sft = cfg.get("sft")
-    if not isinstance(sft, dict):
-        return []
+    if not isinstance(cfg.get("sft"), dict) or not isinstance(cfg.get("arms"), dict) or not \
+            isinstance(cfg.get("extra_arms") or {}, dict):
+        return []  # the schema errors of those sections say what is wrong
     optim = {**schema["$defs"]["optim"], "$defs": schema["$defs"]}
     validator = jsonschema.Draft202012Validator(optim)
     out: list[str] = []
@@ -148,7 +148,7 @@ def _arm_spec_errors(cfg: dict, schema: dict, cli: dict | None = None) -> list[s
             over = arm.get("sft") if isinstance(arm, dict) else None
             if not isinstance(over, dict) or not over:
                 continue
-            merged = {**copy.deepcopy(sft), **copy.deepcopy(over)}
+            merged = arm_sft(cfg, name)
             prefix = (section, name, "sft")
             for e in sorted(validator.iter_errors(merged), key=lambda e: list(map(str, e.absolute_path))):
                 p = list(e.absolute_path)
