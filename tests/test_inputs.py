@@ -447,3 +447,27 @@ def test_nested_cli_config_in_snakemake_names_key_and_fix(tmp_path):
     assert rc != 0
     assert "config key stats.conf = '0.9': must be of type number" in out, out[-3000:]
     assert "Snakemake passes nested --config values as strings" in out
+
+
+def test_rule_outputs_without_a_sidecar_get_one_with_the_config_hash(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ssd_math.io import write_meta
+    from ssd_math.rulelog import rule_log
+
+    monkeypatch.setenv("SSD_MATH_CONFIG_HASH", "abc123")
+    own, bare = tmp_path / "table.csv", tmp_path / "figure.png"
+    sm = SimpleNamespace(rule="fig", log=[str(tmp_path / "x.log")], output=[str(own), str(bare)])
+    with rule_log(sm):
+        own.write_text("a\n")
+        write_meta(own, rule="table", n_rows=1)
+        bare.write_bytes(b"png")
+    assert read_json(str(own) + ".meta.json")["n_rows"] == 1  # the rule's own sidecar is kept
+    meta = read_json(str(bare) + ".meta.json")
+    assert meta["config_hash"] == "abc123" and meta["rule"] == "fig"
+    failed = tmp_path / "failed.png"
+    with pytest.raises(RuntimeError):
+        with rule_log(SimpleNamespace(rule="f", log=[str(tmp_path / "y.log")], output=[str(failed)])):
+            failed.write_bytes(b"half")
+            raise RuntimeError("boom")
+    assert not Path(str(failed) + ".meta.json").exists()  # a failed rule gets none
