@@ -423,7 +423,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
                                             trust_remote_code=trust)
             requests = build_requests(problems, render)
             context, ctx_source = model_context(current_dir, common.get("sampler_extra"))
-            budget = max(int(j["sampling"]["max_new_tokens"]) for j in jobs
+            budget = max(int(j["sampling"].get("max_new_tokens", 0)) for j in jobs
                          if j["model_dir"] == current_dir)
             counter = (prompt_token_counter(current_dir, trust_remote_code=trust)
                        if context is not None else None)
