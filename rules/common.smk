@@ -8,10 +8,15 @@ import re
 from ssd_math import config as sc
 from ssd_math.io import config_hash
 
-# Validate before any job is scheduled: a bad key stops here with a message naming it.
-sc.validate(config)
+# Validate before any job is scheduled: a bad key stops here with a message naming it (the
+# --config values are passed too: Snakemake hands nested ones over as strings, said so).
+sc.validate(config, cli_overrides=dict(workflow.config_settings.config))
 # Provenance: every sidecar (ssd_math.io.write_meta) records this hash of the config.
 os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(config)
+
+# `snakemake --report` is Snakemake's run metadata, not the study's report: say so on its page
+# (the report is results/report/report.html; docs/report.md).
+report: "../report/snakemake_report.rst"
 
 R = config["results"]
 ARMS = list(config["arms"])  # built by default
@@ -346,3 +351,93 @@ def real_local_files(wildcards):
             if src.get("enabled", True) and src.get("path"):
                 out.append(os.path.join(real_root(), src["path"]))  # absolute paths stay
     return out
+
+
+# --- targets no rule can build ------------------------------------------------------------------
+# A requested file naming an unknown arm/model, eval set or checkpoint, or a T off eval.t_grid,
+# matches one of these rules only (their wildcards exclude every valid value), whose input
+# function stops the DAG with a message listing the valid values (instead of Snakemake's bare
+# "No rule to produce ..."). They never run: their input function always raises.
+
+
+def _none_of(names):
+    """A wildcard regex: a path component that is none of ``names``."""
+    return "(?!(?:" + "|".join(map(re.escape, names)) + ")(?:/|$))[^/]+"
+
+
+def unknown_model_input(wildcards):
+    path = f"{R}/{wildcards.stage}/{wildcards.unknown}/{wildcards.rest}"
+    raise ValueError(sc.unbuildable_target(config, path, kind="model", value=wildcards.unknown))
+
+
+def unknown_evalset_input(wildcards):
+    path = f"{R}/{wildcards.stage}/{wildcards.model}/{wildcards.unknown}/{wildcards.rest}"
+    raise ValueError(sc.unbuildable_target(config, path, kind="evalset", value=wildcards.unknown))
+
+
+def off_grid_input(wildcards):
+    path = f"{R}/{wildcards.stage}/{wildcards.model}/{wildcards.evalset}/T{wildcards.off}.jsonl"
+    raise ValueError(sc.unbuildable_target(config, path, kind="t", value=wildcards.off))
+
+
+def unknown_checkpoint_input(wildcards):
+    path = f"{R}/{wildcards.stage}/{wildcards.arm}/{wildcards.evalset}/checkpoints/{wildcards.off}.jsonl"
+    raise ValueError(sc.unbuildable_target(config, path, kind="ckpt", value=wildcards.off))
+
+
+rule unknown_model_target:
+    output:
+        f"{R}/{{stage}}/{{unknown}}/{{rest}}",
+    wildcard_constraints:
+        stage="eval|generations|models|samples|train",
+        unknown=_none_of([sc.BASE, *ALL_ARMS, "init"]),
+        rest=".+",
+    input:
+        unknown_model_input,
+    log:
+        log_path("unbuildable", "model", "{stage}", "{unknown}", "{rest}"),
+    shell:
+        "false"
+
+
+rule unknown_evalset_target:
+    output:
+        f"{R}/{{stage}}/{{model}}/{{unknown}}/{{rest}}",
+    wildcard_constraints:
+        stage="eval|generations",
+        unknown=_none_of(EVAL_SETS),
+        rest=".+",
+    input:
+        unknown_evalset_input,
+    log:
+        log_path("unbuildable", "evalset", "{stage}", "{model}", "{unknown}", "{rest}"),
+    shell:
+        "false"
+
+
+rule off_grid_target:
+    output:
+        f"{R}/{{stage}}/{{model}}/{{evalset}}/T{{off}}.jsonl",
+    wildcard_constraints:
+        stage="eval|generations",
+        off="(?!(?:" + "|".join(map(re.escape, TGRID)) + r")\.jsonl$)\d+(?:\.\d+)?",
+    input:
+        off_grid_input,
+    log:
+        log_path("unbuildable", "t", "{stage}", "{model}", "{evalset}", "T{off}"),
+    shell:
+        "false"
+
+
+rule unknown_checkpoint_target:
+    output:
+        f"{R}/{{stage}}/{{arm}}/{{evalset}}/checkpoints/{{off}}.jsonl",
+    wildcard_constraints:
+        stage="eval|generations",
+        off="(?!(?:" + "|".join(map(re.escape, CKPTS)) + r")\.jsonl$)[^/]+",
+    input:
+        unknown_checkpoint_input,
+    log:
+        log_path("unbuildable", "ckpt", "{stage}", "{arm}", "{evalset}", "{off}"),
+    shell:
+        "false"

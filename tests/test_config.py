@@ -4,6 +4,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ssd_math import config as sc
 
@@ -125,3 +126,172 @@ def test_derived_names(default):
     assert sc.checkpoint_names(default)[-1] == "final"
     d = sc.grid_decoding(default, 0.6)
     assert d["temperature"] == 0.6 and d["top_k"] == 20 and d["max_new_tokens"] == default["eval"]["max_new_tokens"]
+
+
+# ------------------------------------------------------------------------------------------
+# per-arm sft overrides: the merged recipe, the same schema and messages as the top-level sft
+# ------------------------------------------------------------------------------------------
+
+def _arm_cfg(default, section, arm, sft):
+    cfg = copy.deepcopy(default)
+    cfg[section][arm]["sft"] = sft
+    return cfg
+
+
+@pytest.mark.parametrize("section,arm", [("arms", "ssd"), ("extra_arms", "lr-high"),
+                                         ("extra_arms", "bf16-state")])  # bf16-state: a noise probe
+def test_arm_sft_yaml_string_float_names_arm_key_and_fix(default, section, arm):
+    # what PyYAML makes of `sft: {lr: 1e-4}`: the string '1e-4'
+    cfg = copy.deepcopy(default)
+    cfg[section][arm]["sft"] = yaml.safe_load("{lr: 1e-4}")
+    assert cfg[section][arm]["sft"]["lr"] == "1e-4"
+    msg = _err(cfg)
+    assert f"config key {section}.{arm}.sft.lr = '1e-4': must be of type number" in msg
+    assert "YAML reads 1e-4 as a string" in msg and "1.0e-4" in msg
+
+
+def test_top_level_sft_yaml_string_float_same_message(default):
+    cfg = copy.deepcopy(default)
+    cfg["sft"]["lr"] = "1e-4"
+    msg = _err(cfg)
+    assert "config key sft.lr = '1e-4': must be of type number" in msg and "1.0e-4" in msg
+    # reported once, under sft, not again under every arm that inherits it
+    assert "arms.ssd.sft.lr" not in msg and msg.count("'1e-4'") == 1
+
+
+def test_arm_sft_bad_enum_and_range_use_the_sft_schema(default):
+    cfg = _arm_cfg(default, "arms", "t13", {"schedule": "linear", "warmup_steps": -1})
+    msg = _err(cfg)
+    assert "config key arms.t13.sft.schedule = 'linear': must be one of 'cosine', 'constant'" in msg
+    assert "config key arms.t13.sft.warmup_steps = -1: must be >= 0" in msg
+    cfg = _arm_cfg(default, "extra_arms", "const-lr", {"checkpoints_past_end": "maybe"})
+    assert "config key extra_arms.const-lr.sft.checkpoints_past_end = 'maybe': must be one of" in _err(cfg)
+
+
+def test_arm_sft_override_semantics(default):
+    cfg = _arm_cfg(default, "extra_arms", "lr-high", {"lr": 1.0e-6})  # below sft.min_lr 1e-5
+    assert "extra_arms.lr-high.sft: min_lr 1e-05 is above lr 1e-06" in _err(cfg)
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoint steps that training cannot reach, at config time
+# ------------------------------------------------------------------------------------------
+
+def test_unreachable_checkpoint_step_names_key_arm_and_bound(default):
+    cfg = copy.deepcopy(default)
+    # 600 prompts x 1 sample // 32 = 18 optimizer steps at most
+    assert sc.max_sft_steps(cfg, "ssd")[0] == 18
+    cfg["sft"]["checkpoint_steps"] = [4, 18, 19]
+    msg = _err(cfg)
+    assert "sft.checkpoint_steps = [4, 18, 19]: step 19 cannot be reached by arms.ssd" in msg
+    assert "at most 18 optimizer steps" in msg and "data.synthetic.n_train_prompts" in msg
+    assert "arms.ssd.sft.checkpoints_past_end: final" in msg
+    cfg["sft"]["checkpoint_steps"] = [4, 18]
+    assert sc.validate(cfg)
+
+
+def test_checkpoint_bound_follows_arm_batch_samples_and_max_steps(default):
+    cfg = copy.deepcopy(default)
+    cfg["extra_arms"]["data3x"]["sft"] = {"global_batch": 64}  # 1800 samples // 64 = 28
+    assert sc.max_sft_steps(cfg, "data3x")[0] == 28
+    cfg["arms"]["ssd"]["sft"] = {"global_batch": 64}  # 600 // 64 = 9 < checkpoint step 12
+    msg = _err(cfg)
+    assert "step 12 cannot be reached by arms.ssd, which trains at most 9 optimizer steps" in msg
+    assert "arms.t13" not in msg
+    cfg["arms"]["ssd"]["sft"]["checkpoints_past_end"] = "final"  # the opt-in train.py honours
+    assert sc.validate(cfg)
+    cfg = copy.deepcopy(default)
+    cfg["sft"]["max_steps"] = 10
+    assert sc.max_sft_steps(cfg, "ssd") == (10, "max_steps 10")
+    assert "at most 10 optimizer steps (max_steps 10)" in _err(cfg)
+
+
+def test_checkpoint_bound_of_the_real_recipe_uses_the_pool_budget():
+    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    budget = cfg["data"]["real"]["train"]["budget"]
+    bound, how = sc.max_sft_steps(cfg, "ssd")
+    assert bound == budget // cfg["sft"]["global_batch"] and "data.real.train.budget" in how
+    cfg["data"]["real"]["train"]["budget"] = 2000  # 2000 // 32 = 62 < the step-66 checkpoint
+    msg = _err(cfg)
+    assert "step 66 cannot be reached by arms.ssd, arms.t13" in msg
+    assert "which train at most 62 optimizer steps" in msg
+    assert "extra_arms.batch64" not in msg  # opted in (checkpoints_past_end: final)
+    cfg["data"]["real"]["train"]["budget"] = None  # every row of the files: no bound now
+    assert sc.max_sft_steps(cfg, "ssd")[0] is None
+
+
+# ------------------------------------------------------------------------------------------
+# --config values and YAML files
+# ------------------------------------------------------------------------------------------
+
+def test_nested_cli_config_value_explains_snakemake_strings(default):
+    cfg = copy.deepcopy(default)
+    cli = {"stats": {"conf": "0.9"}}  # what `--config 'stats={conf: 0.9}'` hands over
+    cfg["stats"] = {**cfg["stats"], **cli["stats"]}
+    with pytest.raises(sc.ConfigError) as ei:
+        sc.validate(cfg, cli_overrides=cli)
+    msg = str(ei.value)
+    assert "config key stats.conf = '0.9': must be of type number" in msg
+    assert "came from --config" in msg and "nested --config values as strings" in msg
+    assert "--configfile" in msg and "--config seed=7" in msg
+    # without the --config origin it is a quoted number in a file
+    assert "remove the quotes" in _err(cfg)
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    text = (ROOT / "config.yaml").read_text().replace("  conf: 0.95", "  conf: [0.95", 1)
+    bad.write_text(text)
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "conf: [0.95" in x)
+    with pytest.raises(sc.ConfigError) as ei:
+        sc.load_config(bad)
+    msg = str(ei.value)
+    assert msg.startswith(f"{bad}: line ") and "YAML syntax error" in msg
+    got = int(msg.split("line ")[1].split(",")[0])
+    assert line <= got <= line + 2  # PyYAML marks where it noticed: the flow sequence's end
+
+
+def test_yaml_tab_indentation_names_line(tmp_path):
+    bad = tmp_path / "tabs.yaml"
+    bad.write_text("experiment: x\nstats:\n\tconf: 0.9\n")
+    with pytest.raises(sc.ConfigError, match=r"tabs\.yaml: line 3, column 1: YAML syntax error"):
+        sc.load_config(bad)
+
+
+def test_config_not_utf8_names_file_and_line(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("experiment: x\nreport:\n  title: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(sc.ConfigError, match=r"latin1\.yaml: line 3: not valid UTF-8 \(byte 0xe9\)"):
+        sc.load_config(bad)
+
+
+def test_tiny_context_leaves_room_for_prompts(default):
+    cfg = copy.deepcopy(default)
+    cfg["model"]["tiny"]["max_pos"] = 96
+    assert "eval.max_new_tokens = 96 leaves no room for the prompt in model.tiny.max_pos = 96" in _err(cfg)
+
+
+# ------------------------------------------------------------------------------------------
+# targets no rule can build
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,value,expect", [
+    ("t", "0.8", "T0.8 is not on eval.t_grid (T0.6, T0.7, T1.0, T1.1, T1.3, T1.5)"),
+    ("model", "nope", "'nope' is not a model: 'base', the arms (ssd, t13, topk5) or the extra arms (naive,"),
+    ("evalset", "eval_x", "'eval_x' is not an eval set of eval.sets (eval_main, eval_hard)"),
+    ("ckpt", "step5", "'step5' is not a checkpoint of sft.checkpoint_steps (step4, step8, step12, final)"),
+])
+def test_unbuildable_target_lists_the_valid_values(default, kind, value, expect):
+    msg = sc.unbuildable_target(default, "results/x", kind=kind, value=value)
+    assert msg.startswith("no rule can build results/x: ") and expect in msg
+
+
+def test_command_line_check_names_file_and_line(tmp_path, capsys):
+    """What a user runs when Snakemake says only "Config file is not valid JSON or YAML"."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\nstats: {conf: 0.9\nseed: 1\n")
+    assert sc.main([str(bad), str(ROOT / "config.yaml")]) == 1
+    out = capsys.readouterr()
+    assert f"{bad}: line 3, column 5: YAML syntax error" in out.err
+    assert "config.yaml: ok" in out.out
+    assert sc.main([str(ROOT / "config.yaml")]) == 0

@@ -75,7 +75,7 @@ def test_bad_rows_are_dropped_counted_and_named(tmp_path, fake, caplog):
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["file"] == str(problems) and rep["n_in"] == 8 and rep["n_out"] == 3
     assert rep["dropped"] == {"missing_id": 1, "missing_problem": 1, "missing_answer": 2,
-                              "duplicate_id": 1}
+                              "problem_too_long": 0, "duplicate_id": 1}
     assert rep["examples"]["missing_problem"] == ["line 2 (id 'q1')"]
     assert rep["examples"]["missing_answer"] == ["line 3 (id 'q2')", "line 6 (id 'q5')"]
     assert rep["examples"]["duplicate_id"] == ["line 5 (id 'q0'), first on line 1"]
@@ -145,6 +145,45 @@ def test_job_output_mismatch_is_an_error(tmp_path, fake):
         G.generate_jobs(jobs * 2, problems, [tmp_path / "a"] * 2, common=COMMON)
 
 
+def test_non_utf8_line_names_file_and_line(tmp_path, fake):
+    problems = tmp_path / "eval_main.jsonl"
+    good = json.dumps(_row(0)) + "\n"
+    problems.write_bytes(good.encode() + '{"id": "q1", "problem": "caf\xe9", "answer": "1"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"eval_main\.jsonl: line 2: not valid UTF-8 \(byte 0xe9 at "
+                                        r"column 29\)"):
+        _gen(tmp_path, problems)
+    assert fake["opened"] == 0
+    from ssd_math.io import read_jsonl, read_jsonl_report
+    rows, bad = read_jsonl_report(problems)
+    assert [r["id"] for r in rows] == ["q0"] and bad[0][0] == 2
+    with pytest.raises(DataError, match=r"line 2: not valid UTF-8"):
+        read_jsonl(problems)
+
+
+def test_non_utf8_json_source_names_file_and_line(tmp_path):
+    from ssd_math.data import load_source
+
+    src = tmp_path / "rows.json"
+    src.write_bytes('[\n {"problem": "ok", "answer": "1"},\n {"problem": "na\xefve", "answer": "2"}\n]\n'
+                    .encode("latin-1"))
+    with pytest.raises(DataError, match=r"rows\.json: line 3: not valid UTF-8 \(byte 0xef at column 17\)"):
+        load_source({"name": "s", "path": str(src)})
+    src.write_text('[\n {"problem": "ok",\n]\n')
+    with pytest.raises(DataError, match=r"rows\.json: line 3: not valid JSON"):
+        load_source({"name": "s", "path": str(src)})
+
+
+def test_oversize_problem_is_dropped_counted_and_named(tmp_path, fake):
+    huge = "1+" * (G.MAX_PROBLEM_CHARS // 2) + "1"  # just over the limit (a 10 MB row likewise)
+    problems = _write(tmp_path / "eval_main.jsonl", [_row(0), _row(1, problem=huge), _row(2)])
+    (n,), (out,) = _gen(tmp_path, problems)
+    assert n == 2
+    rep = read_json(str(out) + ".meta.json")["input_validation"]
+    assert rep["dropped"]["problem_too_long"] == 1 and rep["n_out"] == 2
+    assert rep["examples"]["problem_too_long"] == [
+        f"line 2 (id 'q1'): {len(huge)} characters > {G.MAX_PROBLEM_CHARS}"]
+
+
 # ------------------------------------------------------------------------------------------
 # config errors not covered by tests/test_config.py
 # ------------------------------------------------------------------------------------------
@@ -195,7 +234,10 @@ def test_unknown_nested_keys_are_named(default):
 def test_unknown_arm_sft_override_is_named(default):
     cfg = copy.deepcopy(default)
     cfg["arms"]["ssd"]["sft"] = {"learning_rate": 1e-4}
-    assert "arms.ssd.sft.learning_rate: unknown sft key" in _err(cfg)
+    msg = _err(cfg)
+    # the same message as an unknown key of the top-level sft section, with the allowed keys
+    assert "unknown config key arms.ssd.sft.learning_rate; allowed keys here:" in msg
+    assert "checkpoints_past_end" in msg and "lr" in msg
 
 
 def test_more_shards_than_prompts(default):
@@ -284,6 +326,52 @@ def test_sidecar_provenance_and_trust_remote_code_default_off(tiny, tmp_path, mo
     assert {name for name, _ in seen} == {"AutoModelForCausalLM", "AutoTokenizer"}
 
 
+def test_prompt_past_the_context_is_dropped_by_the_stated_rule(tiny, tmp_path):
+    """prompt tokens + max_new_tokens > max_position_embeddings: dropped, counted, in the sidecar."""
+    import torch
+
+    from ssd_math.prompting import DEFAULT_INSTRUCTION
+
+    mdir, problems, tok = tiny
+    context = json.loads((Path(mdir) / "config.json").read_text())["max_position_embeddings"]
+    assert G.model_context(mdir) == (context, "max_position_embeddings")
+    rows = [json.loads(x) for x in problems.read_text().splitlines()]
+    long_row = {**rows[0], "id": "long", "problem": " + ".join(["7"] * context)}  # > context tokens
+    path = _write(tmp_path / "p.jsonl", rows + [long_row])
+    common = {"instruction": DEFAULT_INSTRUCTION, "backend": "hf", "batch_size": 4, "seed": 11}
+    out = tmp_path / "T0.7.jsonl"
+    threads = torch.get_num_threads()
+    try:
+        (n,) = G.generate_jobs([{"model": "base", "model_dir": str(mdir), "condition": "T0.7",
+                                 "sampling": SAMP}], path, [out], common=common, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert n == len(rows)
+    assert "long" not in {json.loads(x)["prompt_id"] for x in out.read_text().splitlines()}
+    rep = read_json(str(out) + ".meta.json")["input_validation"]
+    assert rep["dropped"]["prompt_too_long"] == 1 and rep["n_out"] == len(rows)
+    assert rep["context"] == {"limit": context, "source": "max_position_embeddings",
+                              "max_new_tokens": SAMP["max_new_tokens"],
+                              "rule": "drop when prompt tokens + max_new_tokens > limit"}
+    (ex,) = rep["examples"]["prompt_too_long"]
+    assert ex.startswith("id 'long': ") and ex.endswith(f" + {SAMP['max_new_tokens']} > {context}")
+    # the boundary: a prompt of exactly limit - max_new_tokens tokens is kept
+    count = G.prompt_token_counter(mdir)
+    reqs = [{"id": "a", "prompt": "x"}]
+    n_a = count("x")
+    kept, _ = G.fit_context(reqs, count, context=n_a + 8, max_new_tokens=8, report=rep)
+    assert kept == reqs
+    with pytest.raises(DataError, match="no prompt fits the model's context"):
+        G.fit_context(reqs, count, context=n_a + 7, max_new_tokens=8, report=rep)
+
+
+def test_vllm_max_model_len_bounds_the_context(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 262144}}))
+    assert G.model_context(tmp_path) == (262144, "max_position_embeddings")
+    assert G.model_context(tmp_path, {"max_model_len": 65536}) == (65536, "sampler.vllm.max_model_len")
+    assert G.model_context(tmp_path / "missing") == (None, "no config.json")
+
+
 def test_trust_remote_code_passed_through_when_configured(tiny, monkeypatch):
     from ssd_math.sampler import HFSampler
 
@@ -314,3 +402,72 @@ def test_model_output_is_never_executed():
     offenders = [p.name for p in (ROOT / "src" / "ssd_math").glob("*.py")
                  if bad.search(p.read_text())]
     assert offenders == [], offenders
+
+
+# ------------------------------------------------------------------------------------------
+# what Snakemake prints (dry runs on the smoke config, nothing is built)
+# ------------------------------------------------------------------------------------------
+
+def _dry_run(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+           str(ROOT / "tests" / "data" / "smoke_config.yaml"), "--cores", "1", "-n", *args]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("target,expect", [
+    ("results/eval/base/eval_main/T0.8.jsonl",
+     "no rule can build results/eval/base/eval_main/T0.8.jsonl: T0.8 is not on eval.t_grid (T0.7, T1.0)"),
+    ("results/eval/nope/eval_hard/T0.7.jsonl",
+     "no rule can build results/eval/nope/eval_hard/T0.7.jsonl: 'nope' is not a model: 'base', "
+     "the arms (ssd, topk5) or the extra arms (naive, bf16-state)"),
+    ("results/eval/ssd/eval_hard/checkpoints/step7.jsonl",
+     "'step7' is not a checkpoint of sft.checkpoint_steps (step1, step2, final)"),
+])
+def test_unbuildable_target_lists_valid_values_in_snakemake(tmp_path, target, expect):
+    rc, out = _dry_run(tmp_path, target)
+    assert rc != 0 and expect in out, out[-3000:]
+
+
+def test_valid_targets_still_resolve(tmp_path):
+    rc, out = _dry_run(tmp_path, "results/eval/base/eval_main/T0.7.jsonl",
+                       "results/eval/naive/eval_hard/T0.7.jsonl", "results/eval/base/eval_hard/T0.8-k2.jsonl")
+    assert rc == 0, out[-3000:]
+    assert "unknown_model_target" not in out and "off_grid_target" not in out
+
+
+def test_nested_cli_config_in_snakemake_names_key_and_fix(tmp_path):
+    rc, out = _dry_run(tmp_path, "--config", "stats={conf: 0.9, n_boot: 200, seed: 1}")
+    assert rc != 0
+    assert "config key stats.conf = '0.9': must be of type number" in out, out[-3000:]
+    assert "Snakemake passes nested --config values as strings" in out
+
+
+def test_rule_outputs_without_a_sidecar_get_one_with_the_config_hash(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ssd_math.io import write_meta
+    from ssd_math.rulelog import rule_log
+
+    monkeypatch.setenv("SSD_MATH_CONFIG_HASH", "abc123")
+    own, bare = tmp_path / "table.csv", tmp_path / "figure.png"
+    sm = SimpleNamespace(rule="fig", log=[str(tmp_path / "x.log")], output=[str(own), str(bare)])
+    with rule_log(sm):
+        own.write_text("a\n")
+        write_meta(own, rule="table", n_rows=1)
+        bare.write_bytes(b"png")
+    assert read_json(str(own) + ".meta.json")["n_rows"] == 1  # the rule's own sidecar is kept
+    meta = read_json(str(bare) + ".meta.json")
+    assert meta["config_hash"] == "abc123" and meta["rule"] == "fig"
+    failed = tmp_path / "failed.png"
+    with pytest.raises(RuntimeError):
+        with rule_log(SimpleNamespace(rule="f", log=[str(tmp_path / "y.log")], output=[str(failed)])):
+            failed.write_bytes(b"half")
+            raise RuntimeError("boom")
+    assert not Path(str(failed) + ".meta.json").exists()  # a failed rule gets none

@@ -9,6 +9,7 @@ batch sizes, pass@k runs naming unknown arms, the hard set larger than the main 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,36 @@ class ConfigError(ValueError):
     """The config is invalid; the message names the key and what is allowed."""
 
 
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error is a :class:`ConfigError` naming the file, the line and
+    the column (PyYAML's own message names neither the file nor, for most errors, a 1-based line)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                          "save the file as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc)
+        ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if ctx:
+            what += f" ({ctx}" + (f" that starts on line {cmark.line + 1})" if cmark is not None else ")")
+        raise ConfigError(f"{path}: {where}YAML syntax error: {what}") from None
+
+
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return read_yaml(path)
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
-    with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh)
+    """Read a YAML config file and validate it (a syntax error names the file and line)."""
+    cfg = read_yaml(path)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping")
     return validate(cfg)
@@ -41,14 +63,20 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = _key(error.absolute_path)
+def _describe(error: jsonschema.ValidationError, prefix: tuple = (), *, cli: dict | None = None,
+              only: set | None = None) -> str:
+    """One line naming the key (``prefix`` + the error's path) and what is allowed. ``cli``: the
+    ``--config`` overrides (their keys get the Snakemake hint); ``only``: report just these
+    unknown keys (a merged arm spec whose other keys belong to the top-level section)."""
+    path = tuple(prefix) + tuple(error.absolute_path)
+    where = _key(path)
     v = error.validator
     if v == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})
+                 and (only is None or k in only)]
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        key = f"{where}." if error.absolute_path else ""
+        key = f"{where}." if path else ""
         return f"unknown config key {', '.join(key + e for e in extra)}{hint}"
     if v == "required":
         return f"{where}: {error.message}"
@@ -64,19 +92,92 @@ def _describe(error: jsonschema.ValidationError) -> str:
             "type": lambda s: f"must be of type {s['type']}",
         }.get(v, lambda s: error.message)(error.schema)
         more = f" ({desc})" if desc else ""
-        return f"config key {where} = {error.instance!r}: {allowed}{more}"
+        return f"config key {where} = {error.instance!r}: {allowed}{more}{_text_hint(error, path, cli)}"
     return f"config key {where}: {error.message}"
 
 
-def validate(cfg: dict, schema: dict | None = None) -> dict:
+def _from_cli(path: tuple, cli: dict | None) -> bool:
+    """Whether the key at ``path`` was set by ``--config`` (nested below a top-level key)."""
+    node: Any = cli
+    for p in path:
+        if not isinstance(node, dict) or p not in node:
+            return False
+        node = node[p]
+    return len(path) > 1
+
+
+def _text_hint(error: jsonschema.ValidationError, path: tuple, cli: dict | None) -> str:
+    """Why a number / boolean arrived as text, and how to write it."""
+    if error.validator != "type" or not isinstance(error.instance, str):
+        return ""
+    want = error.schema.get("type")
+    want = set(want) if isinstance(want, list) else {want}
+    if not want & {"number", "integer", "boolean"}:
+        return ""
+    if _from_cli(path, cli):
+        return ("; this key came from --config, and Snakemake passes nested --config values as "
+                "strings (it YAML-parses only a top-level value such as --config seed=7): put "
+                f"the change in a config file (a copy of the config with {_key(path)} edited, "
+                "passed as --configfile) instead")
+    try:
+        float(error.instance)
+    except ValueError:
+        return ""
+    if yaml.safe_load(error.instance) == error.instance and re.search(r"[eE]", error.instance):
+        return (f"; YAML reads {error.instance} as a string: a float in YAML needs a decimal point "
+                "and a signed exponent, e.g. 1.0e-4 (or 0.0001)")
+    return ("; a number in quotes is a string in YAML: remove the quotes (a nested --config value "
+            "is passed as a string by Snakemake: use a --configfile for it)")
+
+
+def _arm_spec_errors(cfg: dict, schema: dict, cli: dict | None = None) -> list[str]:
+    """Validate every arm's merged SFT recipe (:func:`arm_sft`) with the schema of the top-level
+    ``sft`` section, reporting only what the arm's own ``sft:`` overrides got wrong (the top-level
+    section's errors are reported once, under ``sft``)."""
+    if not isinstance(cfg.get("sft"), dict) or not isinstance(cfg.get("arms"), dict) or not \
+            isinstance(cfg.get("extra_arms") or {}, dict):
+        return []  # the schema errors of those sections say what is wrong
+    optim = {**schema["$defs"]["optim"], "$defs": schema["$defs"]}
+    validator = jsonschema.Draft202012Validator(optim)
+    out: list[str] = []
+    for section in ("arms", "extra_arms"):
+        arms = cfg.get(section)
+        if not isinstance(arms, dict):
+            continue
+        for name, arm in arms.items():
+            over = arm.get("sft") if isinstance(arm, dict) else None
+            if not isinstance(over, dict) or not over:
+                continue
+            merged = arm_sft(cfg, name)
+            prefix = (section, name, "sft")
+            for e in sorted(validator.iter_errors(merged), key=lambda e: list(map(str, e.absolute_path))):
+                p = list(e.absolute_path)
+                if p and p[0] not in over:
+                    continue  # the top-level sft's own error
+                if not p and e.validator == "additionalProperties":
+                    if not set(over) - set(optim.get("properties", {})):
+                        continue
+                    out.append(_describe(e, prefix, cli=cli, only=set(over)))
+                elif p:
+                    out.append(_describe(e, prefix, cli=cli))
+    return out
+
+
+def validate(cfg: dict, schema: dict | None = None, *, cli_overrides: dict | None = None) -> dict:
     """Validate against the JSON schema and the semantic rules; return the config unchanged.
 
-    Raises :class:`ConfigError` listing every problem, each naming its key."""
+    Every arm's merged SFT recipe (its ``sft:`` overrides over the top-level ``sft``) is checked
+    with the same schema, its messages naming ``arms.<arm>.sft.<key>``. ``cli_overrides``: the
+    ``--config`` values (Snakemake's ``workflow.config_settings.config``), so that a nested value
+    Snakemake passed as a string is explained. Raises :class:`ConfigError` listing every problem,
+    each naming its key."""
     schema = schema or load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        msgs = [_describe(e) for e in errors]
+    msgs = [_describe(e, cli=cli_overrides) for e in errors]
+    if isinstance(cfg, dict):
+        msgs += _arm_spec_errors(cfg, schema, cli_overrides)
+    if msgs:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(msgs)))
     problems = check_semantics(cfg)
     if problems:
@@ -147,6 +248,11 @@ def check_semantics(cfg: dict) -> list[str]:
     out += _check_accelerate(cfg)
     if cfg["model"]["kind"] == "tiny" and "tiny" not in cfg["model"]:
         out.append("model.tiny: required when model.kind is 'tiny'")
+    max_pos = (cfg["model"].get("tiny") or {}).get("max_pos")
+    if cfg["model"]["kind"] == "tiny" and max_pos and cfg["eval"]["max_new_tokens"] >= max_pos:
+        out.append(f"eval.max_new_tokens = {cfg['eval']['max_new_tokens']} leaves no room for the "
+                   f"prompt in model.tiny.max_pos = {max_pos} (a prompt that does not fit with the "
+                   "generation budget is dropped: ssd_math.generate.fit_context)")
     if cfg["model"]["kind"] == "hub":
         hub = cfg["model"].get("hub") or {}
         for k in ("id", "revision"):
@@ -163,19 +269,78 @@ def check_semantics(cfg: dict) -> list[str]:
             if k == "checkpoint_steps":
                 out.append(f"{where}.{name}.sft.checkpoint_steps: checkpoint steps are global "
                            "(sft.checkpoint_steps) so the DAG stays static")
-            elif k not in cfg["sft"] and k not in ("max_steps", "grad_clip", "gradient_checkpointing", "dtype",
-                                                       "loss_chunk_tokens", "checkpoints_past_end"):
-                out.append(f"{where}.{name}.sft.{k}: unknown sft key (allowed: {', '.join(cfg['sft'])})")
+        # (unknown or ill-typed override keys: the schema, on the merged recipe, in validate)
         sft = arm_sft(cfg, name)
         if sft["global_batch"] % sft["micro_batch"]:
             out.append(f"{where}.{name}.sft: global_batch {sft['global_batch']} is not a multiple of "
                        f"micro_batch {sft['micro_batch']}")
+        if (arm.get("sft") or {}).keys() & {"lr", "min_lr"} and sft["min_lr"] > sft["lr"]:
+            out.append(f"{where}.{name}.sft: min_lr {sft['min_lr']} is above lr {sft['lr']}")
         cap = arm.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])
         if cap > cfg["eval"]["max_new_tokens"]:
             out.append(f"{where}.{name}.max_new_tokens = {cap} is above eval.max_new_tokens")
     from .probe import check_config as _check_probe  # the probe: section (ssd_math.probe owns it)
 
     out += _check_probe(cfg)
+    out += _check_checkpoint_reach(cfg)
+    return out
+
+
+def train_pool_size(cfg: dict) -> tuple[int | None, str]:
+    """(most training prompts an arm can see, the config key that bounds it); ``None`` when the
+    pool is every row of the configured files (data.real.train.budget: null)."""
+    if cfg["data"]["kind"] == "synthetic" and cfg["data"].get("synthetic"):
+        return int(cfg["data"]["synthetic"]["n_train_prompts"]), "data.synthetic.n_train_prompts"
+    real = cfg["data"].get("real") or {}
+    budget = (real.get("train") or {}).get("budget")
+    if budget is not None:
+        return int(budget), "data.real.train.budget"
+    return None, "data.real.train.budget"
+
+
+def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
+    """An upper bound on an arm's optimizer steps, known at config time, and how it was computed.
+
+    The same arithmetic as :func:`ssd_math.train.train` (``rows // global_batch × epochs``, capped
+    by ``max_steps``) with the most rows the arm can get: prompts × samples per prompt × a kept
+    fraction of 1.0 (the length filter only removes rows). ``None`` when the pool size is not in
+    the config."""
+    n_prompts, key = train_pool_size(cfg)
+    if n_prompts is None:
+        return None, f"{key} is null (every row of the files): no bound at config time"
+    n = arm_sampling(cfg, arm)["n"]
+    sft = arm_sft(cfg, arm)
+    steps = (n_prompts * n) // sft["global_batch"] * sft["epochs"]
+    how = (f"({n_prompts} prompts ({key}) x {n} sample(s) per prompt x a kept fraction of at "
+           f"most 1.0) // global_batch {sft['global_batch']} x {sft['epochs']} epoch(s)")
+    if sft.get("max_steps") is not None and sft["max_steps"] < steps:
+        steps, how = int(sft["max_steps"]), f"max_steps {sft['max_steps']}"
+    return steps, how
+
+
+def _check_checkpoint_reach(cfg: dict) -> list[str]:
+    """Checkpoint steps an arm can never reach are an error now, not after all the sampling --
+    unless the arm opted in to getting its final weights there (``checkpoints_past_end: final``,
+    the same opt-in :func:`ssd_math.train.train` honours). Noise probes train without
+    checkpoints. One message per (first unreachable step, bound), naming every arm it hits."""
+    groups: dict[tuple, list[str]] = {}
+    for name in all_arms(cfg):
+        sft = arm_sft(cfg, name)
+        if sft.get("checkpoints_past_end", "error") == "final" or name in (cfg.get("noise_probes") or []):
+            continue
+        bound, how = max_sft_steps(cfg, name)
+        late = [s for s in sft.get("checkpoint_steps", []) if bound is not None and s > bound]
+        if late:
+            where = "arms" if name in cfg["arms"] else "extra_arms"
+            groups.setdefault((tuple(sft["checkpoint_steps"]), late[0], bound, how), []).append(f"{where}.{name}")
+    out = []
+    for (steps, first, bound, how), names in groups.items():
+        optin = " / ".join(f"{n}.sft.checkpoints_past_end: final" for n in names[:2])
+        optin += " / ..." if len(names) > 2 else ""
+        out.append(f"sft.checkpoint_steps = {list(steps)}: step {first} cannot be reached by "
+                   f"{', '.join(names)}, which train{'s' if len(names) == 1 else ''} at most "
+                   f"{bound} optimizer steps ({how}); lower sft.checkpoint_steps to steps <= "
+                   f"{bound}, or set {optin} (those checkpoints get the final weights)")
     return out
 
 
@@ -364,3 +529,60 @@ def sweep_conditions(cfg: dict) -> dict[str, dict]:
         d["min_p"] = float(mp)
         out[f"minp{mp:g}-T{fmt_t(t)}"] = d
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# targets no rule can build (rules/common.smk's catch-all rules call these)
+# ----------------------------------------------------------------------------------------------
+
+def unbuildable_target(cfg: dict, path: str, *, kind: str, value: str) -> str:
+    """The message for a requested file that names a value the config does not define: which
+    value, and which values exist. ``kind``: ``model`` (an arm or model name), ``evalset``,
+    ``t`` (a T_eval off the grid) or ``ckpt`` (a checkpoint not in sft.checkpoint_steps)."""
+    arms = all_arms(cfg)
+    if kind == "model":
+        valid = [BASE, *arms]
+        what = (f"{value!r} is not a model: 'base', the arms ({', '.join(cfg['arms'])}) or the "
+                f"extra arms ({', '.join(cfg.get('extra_arms') or {}) or 'none'})")
+    elif kind == "evalset":
+        valid = list(cfg["eval"]["sets"])
+        what = f"{value!r} is not an eval set of eval.sets ({', '.join(valid)})"
+    elif kind == "t":
+        valid = [f"T{fmt_t(t)}" for t in cfg["eval"]["t_grid"]]
+        what = (f"T{value} is not on eval.t_grid ({', '.join(valid)}); a grid file exists for each "
+                "T of eval.t_grid (add the temperature there to evaluate it, or ask for a pass@k "
+                f"run T{value}-k<k>.jsonl)")
+    elif kind == "ckpt":
+        valid = checkpoint_names(cfg)
+        what = f"{value!r} is not a checkpoint of sft.checkpoint_steps ({', '.join(valid)})"
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return f"no rule can build {path}: {what}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ssd_math.config CONFIG.yaml ...``: check config files without Snakemake.
+
+    Snakemake reads ``--configfile`` files itself, before the workflow's code runs, and reports a
+    YAML syntax error as "Config file is not valid JSON or YAML" without the file or the line;
+    this check names both (and runs every schema and semantic check)."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m ssd_math.config CONFIG.yaml [...]", file=sys.stderr)
+        return 2
+    rc = 0
+    for path in paths:
+        try:
+            load_config(path)
+        except (ConfigError, OSError) as exc:
+            print(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc), file=sys.stderr)
+            rc = 1
+        else:
+            print(f"{path}: ok")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -57,7 +57,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ssd_math.io import DataError, read_jsonl_report, write_json
+from ssd_math.io import DataError, read_json, read_jsonl_report, write_json
 
 PROJECT_FIELDS = ("id", "problem", "answer", "source", "level", "subject")
 SCHEMA_HINT = "fields id, problem, answer (string), source, level (int|null), subject"
@@ -133,8 +133,7 @@ def _read_table(path: Path) -> list[dict]:
 
         return pl.read_parquet(path).to_dicts()
     if path.suffix == ".json":
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
+        obj = read_json(path)  # not UTF-8 / not JSON: a DataError naming the file and line
         if isinstance(obj, list):
             return obj
         raise DataError(f"{path}: a .json source must hold a list of objects")

@@ -238,7 +238,10 @@ def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, thread
 # input rows
 # ----------------------------------------------------------------------------------------------
 
-DROP_REASONS = ("missing_id", "missing_problem", "missing_answer", "duplicate_id")
+DROP_REASONS = ("missing_id", "missing_problem", "missing_answer", "problem_too_long", "duplicate_id")
+# A problem text longer than this is dropped before anything tokenizes it (a competition problem
+# is a few thousand characters; a 10 MB "problem" is a broken row, not a prompt).
+MAX_PROBLEM_CHARS = 50_000
 
 
 def read_problems(path: str | Path) -> list[tuple[int, dict]]:
@@ -288,6 +291,9 @@ def check_problems(rows: Sequence[tuple[int, dict]], *, file: str | Path,
         if _coerce_answer(row.get("answer")) is None:
             drop("missing_answer", where)
             continue
+        if len(problem) > MAX_PROBLEM_CHARS:
+            drop("problem_too_long", f"{where}: {len(problem)} characters > {MAX_PROBLEM_CHARS}")
+            continue
         if str(rid) in seen_ids:
             drop("duplicate_id", f"{where}, first on line {seen_ids[str(rid)]}")
             continue
@@ -312,6 +318,67 @@ def check_problems(rows: Sequence[tuple[int, dict]], *, file: str | Path,
         log.warning("%s: %d row(s) repeat an earlier problem text under another id (kept)",
                     file, dup_problems)
     return good, report
+
+
+def model_context(model_dir: str | Path, sampler_extra: dict | None = None) -> tuple[int | None, str]:
+    """(tokens of the model's context, where that number comes from): its config.json's
+    ``max_position_embeddings`` (``text_config``'s for a multimodal config), or vLLM's
+    ``max_model_len`` when set and smaller. ``(None, ...)`` when the folder has no config.json."""
+    cfg_path = Path(model_dir) / "config.json"
+    if not cfg_path.is_file():
+        return None, "no config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    n = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings")
+    limit, source = (int(n), "max_position_embeddings") if n else (None, "no max_position_embeddings")
+    mml = (sampler_extra or {}).get("max_model_len")
+    if mml and (limit is None or int(mml) < limit):
+        limit, source = int(mml), "sampler.vllm.max_model_len"
+    return limit, source
+
+
+def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, context: int | None,
+                max_new_tokens: int, report: dict, source: str = "max_position_embeddings",
+                max_examples: int = 10) -> tuple[list[dict], dict]:
+    """Drop the requests whose rendered prompt plus the generation budget does not fit the
+    model's context (``n_tokens(prompt) + max_new_tokens > context``): such a sample could not
+    get its full budget, so its length stop (and its grade) would be an artifact of the prompt.
+    Returns (kept requests, a copy of the ``check_problems`` report with them counted under
+    ``dropped.prompt_too_long`` and the rule under ``context``). Raises :class:`DataError`
+    naming the file when none is left."""
+    rep = json.loads(json.dumps(report))
+    rep["context"] = {"limit": context, "source": source, "max_new_tokens": int(max_new_tokens),
+                      "rule": "drop when prompt tokens + max_new_tokens > limit"}
+    if context is None:
+        return list(requests), rep
+    budget = context - int(max_new_tokens)
+    kept, examples, n_drop = [], [], 0
+    for r in requests:
+        n = n_tokens(r["prompt"])
+        if n > budget:
+            n_drop += 1
+            if len(examples) < max_examples:
+                examples.append(f"id {r['id']!r}: {n} prompt tokens + {max_new_tokens} > {context}")
+            continue
+        kept.append(r)
+    rep["dropped"]["prompt_too_long"] = rep["dropped"].get("prompt_too_long", 0) + n_drop
+    if examples:
+        rep["examples"].setdefault("prompt_too_long", []).extend(examples)
+        log.warning("%s: dropped %d prompt(s) that do not fit the context (%d tokens, %s) with "
+                    "max_new_tokens %d: %s", rep["file"], n_drop, context, source, max_new_tokens,
+                    "; ".join(examples[:3]))
+    rep["n_out"] = rep["n_out"] - n_drop if rep.get("n_out") is not None else len(kept)
+    if requests and not kept:
+        raise DataError(f"{rep['file']}: no prompt fits the model's context ({context} tokens, "
+                        f"{source}) with max_new_tokens {max_new_tokens}: {'; '.join(examples[:3])}")
+    return kept, rep
+
+
+def prompt_token_counter(model_dir: str | Path, *, trust_remote_code: bool = False) -> Callable[[str], int]:
+    """Tokens of a rendered prompt (the text carries its special tokens: none are added)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def model_signature(model_dir: str | Path) -> list:
@@ -355,6 +422,14 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
             render, thash = prompt_renderer(current_dir, common["instruction"],
                                             trust_remote_code=trust)
             requests = build_requests(problems, render)
+            context, ctx_source = model_context(current_dir, common.get("sampler_extra"))
+            budget = max(int(j["sampling"].get("max_new_tokens", 0)) for j in jobs
+                         if j["model_dir"] == current_dir)
+            counter = (prompt_token_counter(current_dir, trust_remote_code=trust)
+                       if context is not None else None)
+            requests, model_report = fit_context(requests, counter, context=context,
+                                                 max_new_tokens=budget, report=report,
+                                                 source=ctx_source)
             ident = {"model_dir": str(current_dir), "files": model_signature(current_dir),
                      "backend": common["backend"]}
         meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
@@ -368,8 +443,8 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
                            "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
                            "hf_batch_seed": "derive_seed(base_seed, condition, first prompt_id, sample_index)"},
                     prompt_template_hash=thash, problems=str(problems_path),
-                    shard=list(shard) if shard else None, n_prompts=len(problems),
-                    input_validation=report, instruction=common["instruction"])
+                    shard=list(shard) if shard else None, n_prompts=len(requests),
+                    input_validation=model_report, instruction=common["instruction"])
         n = run_condition(sampler, requests, out, sampling=job["sampling"], condition=job["condition"],
                           model=job["model"], base_seed=int(common["seed"]), batch_size=batch_size,
                           progress=progress, identity=ident, meta=meta, keep_partial=True)

@@ -74,9 +74,33 @@ def write_json(path: PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+            "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+
+
+def read_text(path: PathLike) -> str:
+    """A UTF-8 text file's content; bytes that are not UTF-8 are a :class:`DataError` naming
+    the file, the line and the column."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        lineno = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - line_start
+        raise DataError(f"{path}: line {lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                        f"column {col + 1}); re-encode the file as UTF-8, e.g. iconv -f latin1 "
+                        "-t utf-8") from None
+
+
 def read_json(path: PathLike) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """A JSON file; not UTF-8 or not JSON is a :class:`DataError` naming the file and line."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
 def write_jsonl(path: PathLike, rows: Iterable[dict]) -> int:
@@ -105,8 +129,13 @@ def read_jsonl_lines(path: PathLike) -> tuple[list[tuple[int, dict]], list[tuple
     ignored, a line that is not a JSON object is reported with its number."""
     rows: list[tuple[int, dict]] = []
     bad: list[tuple[int, str]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:  # bytes, so a line that is not UTF-8 is named, not fatal
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append((lineno, _not_utf8(raw, exc)))
+                continue
             if not line.strip():
                 continue
             try:

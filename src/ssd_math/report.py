@@ -895,6 +895,7 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
     else:
         info = render_qmd(qmd, out_html, params=params, workdir=wd, timeout_s=timeout_s)
     info["rendered_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    info["config_hash"] = os.environ.get("SSD_MATH_CONFIG_HASH") or None  # as ssd_math.io.write_meta
     meta_path = out_html.with_name(out_html.name + ".meta.json")
     tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")

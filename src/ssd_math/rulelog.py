@@ -14,6 +14,7 @@ def rule_log(snakemake_obj):
     if not logs:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         yield logging.getLogger("ssd_math")
+        ensure_sidecars(snakemake_obj)
         return
     path = Path(logs[0])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,8 +27,25 @@ def rule_log(snakemake_obj):
         root.setLevel(logging.INFO)
         try:
             yield logging.getLogger("ssd_math")
+            ensure_sidecars(snakemake_obj)
         except BaseException:
             logging.getLogger("ssd_math").exception("rule failed")
             raise
         finally:
             root.removeHandler(handler)
+
+
+def ensure_sidecars(snakemake_obj) -> list[Path]:
+    """Give every declared output of a finished rule that has no provenance sidecar of its own a
+    minimal one (config hash, versions, the rule's name), so that every artifact records the
+    config it was built from. Returns the sidecars written."""
+    from .io import meta_path, write_meta
+
+    rule = getattr(snakemake_obj, "rule", None)
+    written = []
+    for out in list(getattr(snakemake_obj, "output", []) or []):
+        p = Path(out)
+        if p.exists() and not meta_path(p).exists():
+            written.append(write_meta(p, rule=rule, note="sidecar written by ssd_math.rulelog: "
+                                      "the rule records no fields of its own for this output"))
+    return written
