@@ -26,7 +26,7 @@ COLORS = ["#222222", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c
 PAGE_PX = 860
 DPI = 130
 MAX_COLS = 3
-PANEL_IN = (3.2, 2.8)  # one small-multiple panel (width, height), inches
+PANEL_IN = (3.2, 2.5)  # one small-multiple panel (width, height), inches
 MAX_WIDTH_IN = MAX_COLS * PANEL_IN[0]
 STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9,
          "ytick.labelsize": 9, "legend.fontsize": 8.5, "figure.titlesize": 11}
@@ -329,7 +329,7 @@ def dw_hist(logs: dict[str, str | Path], out_png: str | Path) -> list[dict]:
 
 def train_ppl(logs: dict[str, str | Path], out_png: str | Path, *, probes: Sequence[str] = ()) -> list[dict]:
     """Training perplexity (exp of the mean completion-token loss) per optimizer step."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
     for i, (name, path) in enumerate(logs.items()):
         rows = read_jsonl(path)
         ax.plot([r["step"] for r in rows], [r["ppl"] for r in rows], label=name, **_style(i, name in probes))
@@ -347,7 +347,7 @@ def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> lis
     """Accuracy of every checkpoint (step 0 = the base model at the same decoding) with 95% CIs,
     one series per arm, on the eval set the checkpoints were evaluated on."""
     df = pl.read_csv(checkpoints_csv)
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
     arms = list(dict.fromkeys(df["arm"].to_list()))
     for i, arm in enumerate(arms):
         d = df.filter((pl.col("arm") == arm) & pl.col("step").is_not_null()).sort("step")
