@@ -3,9 +3,43 @@
 # (ssd_math.report: nbclient + pandoc) renders the same .qmd to a self-contained HTML.
 
 
+def findings_probe_tables():
+    """The locks-and-forks deltas table when the probe stage (rule probe_tables) is in the
+    workflow; the findings then get a sentence for it."""
+    return [rules.probe_tables.output.deltas] if rules.has("probe_tables") else []
+
+
+rule findings:
+    """The report's findings (one sentence per finding of the study, worded from the tables'
+    intervals) and its provenance panel (git commit, config hash, machines, packages)."""
+    input:
+        table1=rules.table1.output.table,
+        table2=rules.table2.output.table,
+        table1_breakdown=rules.table1_breakdown.output.table,
+        noise=rules.noise_summary.output.table,
+        checkpoints=rules.checkpoint_table.output.table,
+        probe_deltas=findings_probe_tables(),
+        provenance=[rules.metrics.output.metrics, *(model_dir(a) for a in ARMS)],  # sidecars: machines, versions
+    output:
+        md=f"{R}/tables/findings.md",
+        json=f"{R}/tables/findings.json",
+    params:
+        ssd_arm=config["report"]["table1"]["ssd_arm"],
+        arms=ARMS,
+        experiment=config["experiment"],
+        workflow_dir=workflow.basedir,
+    log:
+        log_path("report", "findings"),
+    benchmark:
+        bench_path("report", "findings")
+    script:
+        "../scripts/findings.py"
+
+
 rule report:
     input:
         qmd=f"{workflow.basedir}/report/report.qmd",
+        css=f"{workflow.basedir}/report/report.css",
         metrics=rules.metrics.output.metrics,
         breakdown=rules.metrics.output.breakdown,
         table1=rules.table1.output.table,
@@ -29,6 +63,8 @@ rule report:
         probe_tables=list(rules.probe_tables.output),
         probe_scatter=rules.probe_scatter.output.png,
         probe_fork_shares=rules.probe_fork_shares.output.png,
+        findings=rules.findings.output.md,
+        findings_json=rules.findings.output.json,
     output:
         html=f"{R}/report/report.html",
     params:

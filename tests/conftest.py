@@ -1,5 +1,10 @@
-"""Shared fixtures: the default config and a helper that returns a config error's message."""
+"""Shared fixtures: the default config, a helper that returns a config error's message, and the
+smoke run (the real DAG on tests/data/smoke_config.yaml, once per session: test_e2e and
+test_report_browser read it)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +13,27 @@ import yaml
 from ssd_math import config as sc
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "tests" / "data" / "smoke_config.yaml"
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, configfile: Path = SMOKE) -> subprocess.CompletedProcess:
+    """Run this checkout's Snakefile in ``workdir`` with the venv's snakemake (2 cores)."""
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(workdir, CompletedProcess) of one full smoke-config DAG run, shared by the session."""
+    wd = tmp_path_factory.mktemp("e2e")
+    proc = snakemake(wd)
+    return wd, proc
 
 
 @pytest.fixture(scope="module")

@@ -10,36 +10,19 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "tests" / "data" / "smoke_config.yaml"
+from conftest import SMOKE, snakemake  # noqa: E402  (the smoke run is shared: conftest.smoke_run)
 
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, configfile: Path = SMOKE) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *args]
-    env = {**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("e2e")
-    proc = snakemake(wd)
-    return wd, proc
+def run(smoke_run):
+    return smoke_run
 
 
 def test_report_rendered_with_tables_and_figure(run):

@@ -104,6 +104,37 @@ def test_checkpoint_accuracy_series(tmp_path):
     assert "eval_hard" in info[0]["title"] and "n=30" in info[0]["title"]
 
 
+def test_figures_legible_at_page_width(tmp_path, monkeypatch):
+    """Every figure's smallest text is >= 10 CSS px once its PNG is scaled into the report's
+    column (figures.PAGE_PX at a 1280 px window), with five runs (the |Δw| histograms used to put
+    five panels in one row) and five arms."""
+    seen = {}
+    save = figures._save
+
+    def spy(fig, path):
+        save(fig, path)
+        data = open(path, "rb").read()
+        width = int.from_bytes(data[16:20], "big")  # the PNG's IHDR width
+        seen[str(path)] = (figures.min_text_px(fig, width_px=width), width, len(fig.axes))
+
+    monkeypatch.setattr(figures, "_save", spy)
+    runs = {}
+    for name in ("ssd", "t13", "topk5", "lr1e-5", "bf16-state"):
+        _log(tmp_path / f"{name}.jsonl")
+        runs[name] = tmp_path / f"{name}.jsonl"
+    _sweeps_csv(tmp_path / "s.csv")
+    figures.figure_a(tmp_path / "s.csv", tmp_path / "a.png", sets=["eval_main", "eval_hard"])
+    figures.figure_b(runs, tmp_path / "b.png", checkpoint_steps=[2, 4])
+    figures.weight_change(runs, tmp_path / "w.png")
+    figures.dw_hist(runs, tmp_path / "h.png")
+    figures.train_ppl(runs, tmp_path / "p.png")
+    figures.training_curves(runs, tmp_path / "t.png")
+    assert len(seen) == 6
+    for path, (px, width, n_axes) in seen.items():
+        assert px >= 10, f"{path}: smallest text {px:.1f} px at the page width (PNG {width} px wide)"
+    assert seen[str(tmp_path / "h.png")][2] == 5  # five panels (2 rows of <= 3), no empty slot
+
+
 @pytest.mark.parametrize("fn", ["figure_a", "figure_b", "weight_change", "dw_hist", "train_ppl",
                                 "checkpoint_accuracy"])
 def test_figure_functions_are_documented(fn):

@@ -108,9 +108,28 @@ def test_sidecar_records_offline_engine(rendered):
     assert meta["engine"] == "offline"
     assert "pandoc" in meta["engine_version"]
     assert meta["kernel_python"] == sys.executable
-    assert meta["cells_executed"] == info["cells_executed"] == 9
+    assert meta["cells_executed"] == info["cells_executed"] == 10
     # no temp files left next to the output (atomic write)
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html", "report.html.meta.json"]
+
+
+def test_css_header_and_engine_env(rendered):
+    """Front-matter ``css:`` files are inlined and ``include-in-header`` text lands in <head>
+    (as Quarto does); the cells see the engine and the render's start time."""
+    _, html, info = rendered
+    head = html.split("</head>", 1)[0]
+    assert ".ssd-test-css-marker { color: #123456; }" in head
+    assert '<meta name="ssd-test-header" content="included-header-text">' in head
+    m = re.search(r"engine seen by cells: (\w+) since ([\w:+-]+)", html)
+    assert m and m.group(1) == "offline"
+    assert m.group(2) == info["render_started"]
+
+
+def test_missing_css_file_is_an_error(tmp_path):
+    qmd = tmp_path / "c.qmd"
+    qmd.write_text("---\ntitle: c\ncss: nowhere.css\n---\n\ntext\n")
+    with pytest.raises(RenderError, match="css file not found: .*nowhere.css"):
+        render_qmd(qmd, tmp_path / "c.html")
 
 
 def test_failing_cell_names_label(tmp_path):
@@ -180,7 +199,9 @@ def test_render_uses_quarto_when_present(tmp_path, monkeypatch):
         f"#!{sys.executable}\nimport json, sys, pathlib\n"
         "a = sys.argv[1:]\n"
         "if a == ['--version']:\n    print('0.0-stub'); sys.exit(0)\n"
-        f"pathlib.Path({str(log)!r}).write_text(json.dumps(a))\n"
+        "import os\n"
+        f"pathlib.Path({str(log)!r}).write_text(json.dumps({{'argv': a, 'engine': os.environ.get('SSD_MATH_RENDER_ENGINE'), "
+        "'version': os.environ.get('SSD_MATH_RENDER_ENGINE_VERSION')}))\n"
         "qmd = pathlib.Path(a[1]); name = a[a.index('--output') + 1]\n"
         "(qmd.parent / name).write_text('<html>stub output</html>')\n")
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
@@ -192,7 +213,9 @@ def test_render_uses_quarto_when_present(tmp_path, monkeypatch):
     qmd.write_text("---\ntitle: x\n---\n")
     out = tmp_path / "results" / "r.html"
     info = render(qmd, out, {"n": 3})
-    argv = json.loads(log.read_text())
+    logged = json.loads(log.read_text())
+    argv = logged["argv"]
+    assert logged["engine"] == "quarto" and logged["version"] == "Quarto 0.0-stub"  # what the cells see
     assert argv[0] == "render" and "-P" in argv and "n:3" in argv
     assert Path(argv[argv.index("--output") + 1]).name == argv[argv.index("--output") + 1]
     assert out.read_text() == "<html>stub output</html>"

@@ -19,11 +19,49 @@ from .io import atomic_path, read_jsonl  # noqa: E402
 
 COLORS = ["#222222", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
+# Legibility at the report's page width: the report's column is about PAGE_PX CSS pixels wide at a
+# 1280 px window; a figure is drawn at most MAX_WIDTH_IN wide (wider panel sets wrap into rows of
+# at most MAX_COLS panels) with the font sizes below, so its smallest text stays >= ~10 px there
+# (:func:`min_text_px`).
+PAGE_PX = 860
+DPI = 130
+MAX_COLS = 3
+PANEL_IN = (3.2, 2.5)  # one small-multiple panel (width, height), inches
+MAX_WIDTH_IN = MAX_COLS * PANEL_IN[0]
+STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9,
+         "ytick.labelsize": 9, "legend.fontsize": 8.5, "figure.titlesize": 11}
+matplotlib.rcParams.update(STYLE)
+
 
 def _save(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
+
+
+def min_text_px(fig, page_px: int = PAGE_PX, width_px: float | None = None) -> float:
+    """The smallest visible text of ``fig``, in CSS pixels, once its PNG (``DPI``; ``width_px``
+    wide, default the figure's width) is scaled to fit ``page_px`` (the report's column at
+    1280 px): what a reader sees."""
+    from matplotlib.text import Text
+
+    width_px = width_px or fig.get_figwidth() * DPI
+    scale = min(1.0, page_px / width_px)
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return min(sizes) * DPI / 72 * scale if sizes else float("inf")
+
+
+def _panels(n: int, *, sharey: bool = False, panel: tuple[float, float] = PANEL_IN):
+    """Small multiples: ``n`` panels in rows of at most MAX_COLS (unused slots hidden), so the
+    figure never grows wider than the page. Returns (fig, list of n Axes)."""
+    ncols = max(1, min(MAX_COLS, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows + 0.5),
+                             squeeze=False, sharey=sharey)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
 
 
 def _errorbar(ax, x, est, lo, hi, **kw):
@@ -35,7 +73,7 @@ def figure_c(metrics_csv: str | Path, out_png: str | Path, *, hard_set: str, mod
     """Figure C (study §4): accuracy on the hard set and extracted-answer (boxed) rate against
     T_eval, the base model and every trained arm, points with 95% CIs."""
     df = pl.read_csv(metrics_csv).filter((pl.col("kind") == "grid") & (pl.col("evalset") == hard_set))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.3))
     for i, model in enumerate(models):
         d = df.filter(pl.col("model") == model).sort("temperature")
         if d.is_empty():
@@ -52,14 +90,15 @@ def figure_c(metrics_csv: str | Path, out_png: str | Path, *, hard_set: str, mod
         ax.set_xlabel("T_eval")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Figure C — 95% CIs: {method}", fontsize=9)
+    axes[0].legend()
+    fig.suptitle(f"95% CIs: {method}")
+    fig.tight_layout()
     _save(fig, out_png)
 
 
 def training_curves(logs: dict[str, str | Path], out_png: str | Path) -> None:
     """Per-step training curves of every arm: loss (and perplexity), learning rate, grad norm."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = _panels(3)
     for i, (arm, path) in enumerate(logs.items()):
         rows = read_jsonl(path)
         if not rows:
@@ -69,13 +108,14 @@ def training_curves(logs: dict[str, str | Path], out_png: str | Path) -> None:
         axes[0].plot(steps, [r["loss"] for r in rows], color=c, label=arm)
         axes[1].plot(steps, [r["lr"] for r in rows], color=c, label=arm)
         axes[2].plot(steps, [r["grad_norm"] for r in rows], color=c, label=arm)
-    axes[0].set_title("train loss (perplexity = exp(loss))")
+    axes[0].set_title("train loss\n(perplexity = exp(loss))")
     axes[1].set_title("learning rate")
-    axes[2].set_title("gradient norm (before clipping)")
+    axes[2].set_title("gradient norm\n(before clipping)")
     for ax in axes:
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
+    fig.tight_layout()
     _save(fig, out_png)
 
 
@@ -119,7 +159,9 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
 
     df = pl.read_csv(sweeps_csv)
     cols = [(s, "accuracy") for s in sets] + [(None, "boxed")]
-    fig, axes = plt.subplots(2, len(cols), figsize=(4.2 * len(cols), 7.2), squeeze=False)
+    ncols = min(MAX_COLS, len(cols))
+    fig, axes = plt.subplots(2, len(cols), figsize=(MAX_WIDTH_IN * len(cols) / ncols, 2 * PANEL_IN[1] + 0.8),
+                             squeeze=False)
     presets = df.filter(pl.col("family") == "preset")
     preset_names = list(dict.fromkeys(presets["name"].to_list()))
     minp = df.filter(pl.col("family") == "min-p")
@@ -150,7 +192,7 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
                 if t_minp is not None and abs(r["temperature"] - t_minp) < 1e-9:
                     bot.axhline(est, color=pc, ls=":", lw=1.6, label=plab)
                     bot.axhspan(lo, hi, color=pc, alpha=0.12, label="_band")
-        title = f"accuracy, {s}" if s else "extracted-answer (boxed) rate"
+        title = f"accuracy, {s}" if s else "boxed-answer rate"
         n = df.filter(pl.col("evalset") == s)["n_prompts"].max() if s else None
         top.set_title(title + (f" (n={n})" if n else ""))
         bot.set_title(title + (f" (n={n})" if n else ""))
@@ -159,9 +201,9 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
         for ax in (top, bot):
             ax.set_ylabel("%")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8.5, framealpha=0.7)
     method = df["method"][0] if not df.is_empty() else ""
-    fig.suptitle(f"Figure A — base model decoding baselines; 95% CIs: {method}", fontsize=9)
+    fig.suptitle(f"base model decoding baselines; 95% CIs: {method}")
     fig.tight_layout()
     return _finish(fig, out_png)
 
@@ -181,9 +223,9 @@ def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_ste
     whose log has no gradient-noise estimate (one micro-batch per step) says so."""
 
     arms = list(logs)
-    fig, axes = plt.subplots(1, len(arms), figsize=(4.4 * len(arms), 3.6), squeeze=False, sharey=True)
+    fig, axes = _panels(len(arms), sharey=True)
     for i, arm in enumerate(arms):
-        ax = axes[0][i]
+        ax = axes[i]
         rows = read_jsonl(logs[arm])
         steps = [r["step"] for r in rows]
         ax.plot(steps, [r["grad_norm"] for r in rows], color=COLORS[(i + 1) % len(COLORS)], lw=1.4,
@@ -198,17 +240,17 @@ def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_ste
             last = by[xs[-1]]
             if last.get("B_simple") is not None:
                 ax.text(0.98, 0.95, f"B_simple = {last['B_simple']:.3g} seq\n(batch {last.get('B_big')})",
-                        transform=ax.transAxes, ha="right", va="top", fontsize=8)
+                        transform=ax.transAxes, ha="right", va="top", fontsize=8.5)
         else:
             ax.text(0.5, 0.5, "no gradient-noise estimate\n(one micro-batch per step)", transform=ax.transAxes,
-                    ha="center", fontsize=8)
+                    ha="center", fontsize=8.5)
         ax.set_title(arm)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
-    axes[0][0].set_ylabel("gradient L2 norm")
-    fig.suptitle("Figure B — observed gradient norm vs estimated signal magnitude |G| (EMA of the two-batch estimate)",
-                 fontsize=9)
+        ax.legend(loc="lower left")
+    for ax in axes[::MAX_COLS]:
+        ax.set_ylabel("gradient L2 norm")
+    fig.suptitle("observed gradient norm vs estimated signal |G|\n(EMA of the two-batch estimate)")
     fig.tight_layout()
     return _finish(fig, out_png)
 
@@ -218,7 +260,7 @@ def weight_change(logs: dict[str, str | Path], out_png: str | Path, *, probes: S
     """Fraction of parameters whose stored (bf16) value changed at each optimizer step, one line per
     arm; log-only probe runs (e.g. the bf16 optimizer state) dashed. Right panel: learning rate."""
     labels = labels or {}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.2), gridspec_kw={"width_ratios": [2, 1]})
     for i, (name, path) in enumerate(logs.items()):
         rows = read_jsonl(path)
         st = _style(i, name in probes)
@@ -232,7 +274,7 @@ def weight_change(logs: dict[str, str | Path], out_png: str | Path, *, probes: S
     for ax in axes:
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend()
     fig.tight_layout()
     return _finish(fig, out_png)
 
@@ -252,9 +294,9 @@ def dw_hist(logs: dict[str, str | Path], out_png: str | Path) -> list[dict]:
     The leftmost bin is Δw = 0 (unchanged)."""
 
     names = list(logs)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.6), squeeze=False, sharey=True)
+    fig, axes = _panels(len(names), sharey=True, panel=(PANEL_IN[0], PANEL_IN[1] + 0.4))
     for i, name in enumerate(names):
-        ax = axes[0][i]
+        ax = axes[i]
         rows = read_jsonl(logs[name])
         by = {r["step"]: r for r in rows}
         edges = None
@@ -270,22 +312,24 @@ def dw_hist(logs: dict[str, str | Path], out_png: str | Path) -> list[dict]:
                     color=COLORS[(j + 1) % len(COLORS)], label=lab)
         if edges is not None:
             ticks = ["0", f"<1e{edges[0]:g}"] + [f"1e{e:g}" for e in edges[:-1]] + [f"≥1e{edges[-1]:g}"]
-            ax.set_xticks(np.arange(len(ticks)))
-            ax.set_xticklabels(ticks, rotation=70, fontsize=7)
+            every = max(1, -(-len(ticks) // 7))  # at most ~7 labels per panel: readable, not overlapping
+            ax.set_xticks(np.arange(len(ticks))[::every])
+            ax.set_xticklabels(ticks[::every], rotation=45, ha="right")
         ax.set_yscale("log")
         ax.set_title(name)
-        ax.set_xlabel("|Δw| of stored value (bin lower edge)")
+        ax.set_xlabel("|Δw| of stored value")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("share of parameters")
-    fig.suptitle("|Δw| histograms (stored dtype); leftmost bin: unchanged", fontsize=9)
+        ax.legend()
+    for ax in axes[::MAX_COLS]:
+        ax.set_ylabel("share of parameters")
+    fig.suptitle("|Δw| histograms (stored dtype); leftmost bin: unchanged")
     fig.tight_layout()
     return _finish(fig, out_png)
 
 
 def train_ppl(logs: dict[str, str | Path], out_png: str | Path, *, probes: Sequence[str] = ()) -> list[dict]:
     """Training perplexity (exp of the mean completion-token loss) per optimizer step."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
     for i, (name, path) in enumerate(logs.items()):
         rows = read_jsonl(path)
         ax.plot([r["step"] for r in rows], [r["ppl"] for r in rows], label=name, **_style(i, name in probes))
@@ -294,7 +338,7 @@ def train_ppl(logs: dict[str, str | Path], out_png: str | Path, *, probes: Seque
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("perplexity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend()
     fig.tight_layout()
     return _finish(fig, out_png)
 
@@ -303,7 +347,7 @@ def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> lis
     """Accuracy of every checkpoint (step 0 = the base model at the same decoding) with 95% CIs,
     one series per arm, on the eval set the checkpoints were evaluated on."""
     df = pl.read_csv(checkpoints_csv)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
     arms = list(dict.fromkeys(df["arm"].to_list()))
     for i, arm in enumerate(arms):
         d = df.filter((pl.col("arm") == arm) & pl.col("step").is_not_null()).sort("step")
@@ -313,11 +357,11 @@ def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> lis
     if not df.is_empty():
         r = df.row(0, named=True)
         ax.set_title(f"accuracy per checkpoint, {r['evalset']} @ {r['condition']} (n={r['n_prompts']})")
-        ax.text(0.01, 0.02, f"95% CI: {r['method']}", transform=ax.transAxes, fontsize=7)
+        ax.text(0.01, 0.02, f"95% CI: {r['method']}", transform=ax.transAxes, fontsize=8.5)
     ax.set_xlabel("optimizer step (0 = base)")
     ax.set_ylabel("accuracy %")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend()
     fig.tight_layout()
     return _finish(fig, out_png)
 

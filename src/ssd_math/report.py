@@ -11,7 +11,10 @@ Two engines render the SAME ``.qmd``:
   standalone HTML file with every resource embedded and math as MathML.
 
 ``render`` picks the engine and writes a sidecar ``<out_html>.meta.json`` recording which one
-ran; nothing ever claims Quarto ran when it did not.
+ran; nothing ever claims Quarto ran when it did not. The cells of either engine see which one runs
+them and since when in ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
+``$SSD_MATH_RENDER_ENGINE_VERSION`` and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601), so a
+report can print its own provenance.
 
 Quarto subset understood by the offline engine (anything else is passed to pandoc as-is or
 reported in ``info["warnings"]``):
@@ -19,7 +22,10 @@ reported in ``info["warnings"]``):
 * front matter: ``title``, ``subtitle``, ``author``, ``date`` (``today``/``now`` expanded),
   ``abstract``, ``lang``, ``toc``, ``toc-depth``, ``toc-title``, ``number-sections`` (top level
   or under ``format: html:``), ``execute:`` defaults for the cell options below, ``fig-width``,
-  ``fig-height``, ``fig-dpi`` (matplotlib defaults), ``params:`` (see below);
+  ``fig-height``, ``fig-dpi`` (matplotlib defaults), ``params:`` (see below), ``css`` (a file
+  or list of files, relative to the .qmd, inlined into the page's ``<style>``) and
+  ``include-in-header`` (a file, a list of files, or ``{text: ...}`` entries, as Quarto takes
+  them) -- both also at the top level or under ``format: html:``, as Quarto reads them;
 * executable cells: fences ```` ```{python} ```` (3+ backticks); other ``{engine}`` fences are
   shown as plain code with a warning; ```` ```{{python}} ```` is shown literally;
 * cell options as leading ``#|`` YAML lines: ``label``, ``echo`` (true/false), ``output``
@@ -195,8 +201,12 @@ def quarto_command(qmd: Path | str, out_name: str, params: dict[str, Any] | None
     return cmd
 
 
+def quarto_version(quarto: str = "quarto") -> str:
+    return subprocess.run([quarto, "--version"], capture_output=True, text=True).stdout.strip()
+
+
 def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None,
-                   workdir: Path | None, timeout_s: int) -> dict[str, Any]:
+                   workdir: Path | None, timeout_s: int, env: dict[str, str] | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     quarto = shutil.which("quarto")
     assert quarto is not None
@@ -204,7 +214,8 @@ def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None,
     cmd = quarto_command(qmd, tmp_name, params, workdir, quarto=quarto)
     produced = qmd.parent / tmp_name
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              env={**os.environ, **(env or {})})
         if proc.returncode != 0:
             raise RenderError(f"quarto render failed (exit {proc.returncode}):\n"
                               f"{proc.stderr[-4000:]}")
@@ -218,7 +229,7 @@ def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None,
     finally:
         produced.unlink(missing_ok=True)
         shutil.rmtree(qmd.parent / f"{Path(tmp_name).stem}_files", ignore_errors=True)
-    version = subprocess.run([quarto, "--version"], capture_output=True, text=True).stdout.strip()
+    version = quarto_version(quarto)
     return {"engine": "quarto", "engine_version": version, "command": cmd,
             "cells_executed": None, "warnings": [], "seconds": round(time.monotonic() - t0, 3)}
 
@@ -357,7 +368,7 @@ def _cell_label(chunk: Chunk, index: int) -> str:
     return str(chunk.options.get("label") or f"unlabeled-cell-{index}")
 
 
-def _kernel_spec_dir(tmp: Path) -> Path:
+def _kernel_spec_dir(tmp: Path, env: dict[str, str] | None = None) -> Path:
     """Write a kernel spec whose argv runs this very interpreter (the venv's python)."""
     kdir = tmp / "kernels" / _KERNEL_NAME
     kdir.mkdir(parents=True)
@@ -370,6 +381,7 @@ def _kernel_spec_dir(tmp: Path) -> Path:
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             "SSD_MATH_RENDER_ENGINE": "offline",
+            **(env or {}),
         },
         "metadata": {"debugger": False},
     }
@@ -651,6 +663,24 @@ div.callout-tip { border-left-color: #198754; background: #f3fbf6; }
 """
 
 
+def _read_listed(qmd: Path, value: Any, key: str, warnings: list[str]) -> list[str]:
+    """The texts of a ``css``/``include-in-header`` option: a path or a list of paths (relative to
+    the .qmd) and, for include-in-header, ``{text: ...}`` / ``{file: ...}`` entries."""
+    if value is None:
+        return []
+    out: list[str] = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and "text" in item:
+            out.append(str(item["text"]))
+            continue
+        name = item.get("file") if isinstance(item, dict) else item
+        path = qmd.parent / str(name)
+        if not path.is_file():
+            raise RenderError(f"{qmd.name}: {key} file not found: {path}")
+        out.append(path.read_text(encoding="utf-8"))
+    return out
+
+
 def _pandoc_meta(meta: dict[str, Any], qmd: Path) -> dict[str, Any]:
     h = _html_opts(meta)
     out: dict[str, Any] = {}
@@ -664,13 +694,23 @@ def _pandoc_meta(meta: dict[str, Any], qmd: Path) -> dict[str, Any]:
     return out
 
 
+def _offline_version() -> str:
+    import nbclient
+    import pypandoc
+
+    return (f"ssd_math.report offline (nbclient {nbclient.__version__}, "
+            f"pandoc {pypandoc.get_pandoc_version()})")
+
+
 def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
-               workdir: Path | None = None, timeout_s: int = 600) -> dict:
+               workdir: Path | None = None, timeout_s: int = 600,
+               env: dict[str, str] | None = None) -> dict:
     """Render ``qmd`` to a self-contained ``out_html`` with the offline engine.
 
     Cells run on a fresh ipykernel of this interpreter, in ``workdir`` (default: the qmd's
     folder). ``params`` override the parameters cell (papermill semantics). ``timeout_s`` is
-    the per-cell execution limit (nbclient's). Returns an info dict (engine, cells executed,
+    the per-cell execution limit (nbclient's); ``env`` is added to the kernel's environment.
+    Returns an info dict (engine, cells executed,
     warnings, timings). Raises :class:`RenderError` on a failing cell.
     """
     import nbformat
@@ -746,7 +786,7 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     t_exec = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ssd-report-") as tmp_s:
         tmp = Path(tmp_s)
-        ksm = KernelSpecManager(kernel_dirs=[str(_kernel_spec_dir(tmp))])
+        ksm = KernelSpecManager(kernel_dirs=[str(_kernel_spec_dir(tmp, env))])
         km = AsyncKernelManager(kernel_name=_KERNEL_NAME, kernel_spec_manager=ksm)
         if os.name == "posix":  # local unix sockets in our temp dir instead of TCP ports
             km.transport = "ipc"
@@ -825,10 +865,16 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     with tempfile.TemporaryDirectory(prefix="ssd-report-pd-") as tmp_s:
         tmp = Path(tmp_s)
         (tmp / "meta.yaml").write_text(yaml.safe_dump(_pandoc_meta(meta, qmd), allow_unicode=True))
-        (tmp / "style.html").write_text(f"<style>{_CSS}</style>\n")
+        css = _CSS + "".join(_read_listed(qmd, h.get("css"), "css", warnings))
+        (tmp / "style.html").write_text(f"<style>{css}</style>\n")
+        headers = [tmp / "style.html"]
+        for k, text in enumerate(_read_listed(qmd, h.get("include-in-header"), "include-in-header",
+                                              warnings)):
+            headers.append(tmp / f"header-{k}.html")
+            headers[-1].write_text(text)
         args = ["--standalone", "--embed-resources", "--mathml",
                 f"--metadata-file={tmp / 'meta.yaml'}",
-                f"--include-in-header={tmp / 'style.html'}",
+                *(f"--include-in-header={p}" for p in headers),
                 f"--resource-path={os.pathsep.join(dict.fromkeys([str(qmd.parent), str(workdir)]))}"]
         if h.get("toc"):
             args.append("--toc")
@@ -848,12 +894,9 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
             tmp_out.unlink(missing_ok=True)
     t_pd = time.monotonic() - t_pd
 
-    import nbclient
-
     return {
         "engine": "offline",
-        "engine_version": f"ssd_math.report (nbclient {nbclient.__version__}, "
-                          f"pandoc {pypandoc.get_pandoc_version()})",
+        "engine_version": _offline_version(),
         "kernel_python": sys.executable,
         "qmd": str(qmd),
         "output": str(out_html),
@@ -886,14 +929,20 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
     if engine not in {"auto", "quarto", "offline"}:
         raise ValueError(f"engine must be auto, quarto or offline, not {engine!r}")
     use_quarto = engine == "quarto" or (engine == "auto" and have_quarto())
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if use_quarto:
         if not have_quarto():
             raise RenderError("engine='quarto' requested but no quarto executable on PATH")
-        info = _render_quarto(qmd, out_html, params, wd, timeout_s)
+        env = {"SSD_MATH_RENDER_ENGINE": "quarto", "SSD_MATH_RENDER_STARTED": started,
+               "SSD_MATH_RENDER_ENGINE_VERSION": f"Quarto {quarto_version(shutil.which('quarto'))}"}
+        info = _render_quarto(qmd, out_html, params, wd, timeout_s, env)
         info.update({"qmd": str(qmd), "output": str(out_html),
                      "workdir": str(wd or qmd.parent), "params": dict(params or {})})
     else:
-        info = render_qmd(qmd, out_html, params=params, workdir=wd, timeout_s=timeout_s)
+        env = {"SSD_MATH_RENDER_ENGINE": "offline", "SSD_MATH_RENDER_STARTED": started,
+               "SSD_MATH_RENDER_ENGINE_VERSION": _offline_version()}
+        info = render_qmd(qmd, out_html, params=params, workdir=wd, timeout_s=timeout_s, env=env)
+    info["render_started"] = started
     info["rendered_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     info["config_hash"] = os.environ.get("SSD_MATH_CONFIG_HASH") or None  # as ssd_math.io.write_meta
     meta_path = out_html.with_name(out_html.name + ".meta.json")

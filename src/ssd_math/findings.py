@@ -1,0 +1,430 @@
+"""The report's "Findings" section: one sentence per finding of the study, written from the tables.
+
+:func:`write_findings` (rule ``findings``) reads the table CSVs that :mod:`ssd_math.tables` wrote
+(``table1.csv``, ``table2.csv``, ``table1_breakdown.csv``, ``noise_summary.csv``,
+``checkpoints.csv``, and, when the locks-and-forks probe ran, ``probe_deltas.csv``) and writes
+``findings.md`` (the prose the report includes verbatim) and ``findings.json`` (every number the
+prose quotes, plus the verdict each sentence states), beside a provenance block gathered from the
+inputs' sidecars (:func:`provenance`).
+
+Wording follows the numbers, never the study's expectation:
+
+* a paired difference "beats" its baseline when its interval lies above 0, "is worse than" it
+  when the interval lies below 0, and "does not beat" it when the interval covers 0
+  (:func:`verdict`); every such clause carries the estimate, the interval and n;
+* "harder problems gain more" only when the hardest level's interval lies wholly above the
+  easiest level's (non-overlapping intervals: a conservative check, the tables carry no interval
+  of the difference of differences);
+* the noise trap: the weight-change fraction is a census (every stored value counted, no
+  interval); the batch is "noise-dominated" when the gradient noise scale B_simple exceeds the
+  global batch; the checkpoints are "flat" when the trained checkpoints' intervals all overlap.
+
+Intervals are written with non-breaking spaces (U+00A0) so a browser never wraps one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import polars as pl
+
+__all__ = ["Finding", "verdict", "fmt_pp", "fmt_rate", "findings", "provenance", "write_findings",
+           "git_state", "render_markdown"]
+
+NBSP = "\u00a0"
+MINUS = "\u2212"
+
+
+@dataclass
+class Finding:
+    """One sentence of the section: ``key`` names the study's finding, ``numbers`` holds what the
+    sentence quotes, ``verdict`` the word it chose (e.g. ``beats``)."""
+
+    key: str
+    text: str
+    verdict: str | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# formatting
+# ------------------------------------------------------------------------------------------------
+
+
+def _num(x: float, digits: int = 1, *, sign: bool = False) -> str:
+    s = f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+    return s.replace("-", MINUS)
+
+
+def fmt_pp(est: float, lo: float, hi: float) -> str:
+    """``Δ −0.3 pp [−5.0, +4.3]`` (percentage points, non-breaking spaces)."""
+    return (f"Δ{NBSP}{_num(est, sign=True)}{NBSP}pp{NBSP}"
+            f"[{_num(lo, sign=True)},{NBSP}{_num(hi, sign=True)}]")
+
+
+def fmt_rate(est: float, lo: float, hi: float) -> str:
+    """``35.7% [28.6, 43.5]`` from fractions."""
+    return f"{_num(100 * est)}%{NBSP}[{_num(100 * lo)},{NBSP}{_num(100 * hi)}]"
+
+
+def _n(n: Any, k: Any = None) -> str:
+    n_s = f"n{NBSP}={NBSP}{int(n)}"
+    if k is not None and int(k) > 1:
+        return f"{n_s} prompts{NBSP}×{NBSP}{int(k)} samples"
+    return f"{n_s} prompts"
+
+
+def verdict(lo: float, hi: float, *, above: str = "beats", covers: str = "does not beat",
+            below: str = "is worse than") -> str:
+    """The word for a difference with interval [lo, hi]: above 0, covering 0, or below 0."""
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        raise ValueError("a verdict needs an interval")
+    if lo > 0:
+        return above
+    if hi < 0:
+        return below
+    return covers
+
+
+def _label(row: str) -> str:
+    """``Base @ T0.7`` -> ``Base @ T0.7`` with a non-breaking space around the @."""
+    return row.replace(" @ ", f"{NBSP}@{NBSP}")
+
+
+# ------------------------------------------------------------------------------------------------
+# the findings
+# ------------------------------------------------------------------------------------------------
+
+
+def _read(path: str | Path | None) -> pl.DataFrame | None:
+    if path is None or not Path(path).exists():
+        return None
+    return pl.read_csv(path, infer_schema_length=None)
+
+
+def _sets(table1: pl.DataFrame) -> list[str]:
+    return [c[: -len("_delta_pp")] for c in table1.columns if c.endswith("_delta_pp")]
+
+
+def _table1_findings(t1: pl.DataFrame, ssd_arm: str) -> list[Finding]:
+    sets = _sets(t1)
+    ssd = next((r for r in t1.iter_rows(named=True) if r["model"] == ssd_arm), None)
+    if ssd is None:
+        return []
+    out = []
+    for r in t1.iter_rows(named=True):
+        if r["model"] != "base" or r.get(f"{sets[0]}_delta_pp") is None:
+            continue
+        matched = abs(r["temperature"] - ssd["temperature"]) < 1e-9
+        t_text = r["row"].rsplit("@", 1)[-1].strip()  # "T0.7", as the table writes it
+        who = "the matched baseline" if matched else f"the {t_text} baseline"
+        clauses, nums, words = [], {}, []
+        for s in sets:
+            est, lo, hi = r[f"{s}_delta_pp"], r[f"{s}_delta_lo_pp"], r[f"{s}_delta_hi_pp"]
+            if est is None:
+                continue
+            w = verdict(lo, hi)
+            words.append(w)
+            whom = _label(r["row"]) if not clauses else "it"
+            clauses.append(f"{w} {whom} on {s} ({fmt_pp(est, lo, hi)}, "
+                           f"{_n(r[f'{s}_n_prompts'], r.get(f'{s}_k'))})")
+            nums[s] = {"delta_pp": est, "lo_pp": lo, "hi_pp": hi, "n_prompts": r[f"{s}_n_prompts"],
+                       "k": r.get(f"{s}_k"), "verdict": w, "method": r.get(f"{s}_delta_method")}
+        text = (f"**SSD vs {who}.** {_label(ssd['row'])} {' and '.join(clauses)} "
+                f"(paired SSD − base difference, {int(round(100 * r['conf']))}% interval).")
+        key = "ssd_vs_matched" if matched else f"ssd_vs_base_{t_text}"
+        out.append(Finding(key, text, words[0] if words else None,
+                           {"ssd_row": ssd["row"], "base_row": r["row"], "sets": nums}))
+    return out
+
+
+def _table2_findings(t2: pl.DataFrame, ssd_arm: str) -> list[Finding]:
+    ssd = next((r for r in t2.iter_rows(named=True) if r["model"] == ssd_arm), None)
+    if ssd is None:
+        return []
+    out = []
+    for r in t2.iter_rows(named=True):
+        if r["model"] != "base" or r.get("delta_pp") is None:
+            continue
+        k = int(r["k"])
+        w = verdict(r["delta_lo_pp"], r["delta_hi_pp"])
+        moves = {"beats": "rises", "does not beat": "does not move", "is worse than": "falls"}[w]
+        text = (f"**pass@{k} vs {_label(r['row'])}.** pass@{k} on the hard set {moves}: {_label(ssd['row'])} "
+                f"({fmt_rate(ssd['pass_at_k'], ssd['lo'], ssd['hi'])}) {w} {_label(r['row'])} "
+                f"({fmt_rate(r['pass_at_k'], r['lo'], r['hi'])}; "
+                f"{fmt_pp(r['delta_pp'], r['delta_lo_pp'], r['delta_hi_pp'])}, "
+                f"{_n(r['n_prompts'], r['samples_per_prompt'])}).")
+        out.append(Finding(f"passk_vs_base_{r['row'].rsplit('@', 1)[-1].strip()}", text, w, {
+            "k": k, "ssd_row": ssd["row"], "base_row": r["row"], "ssd": ssd["pass_at_k"],
+            "base": r["pass_at_k"], "delta_pp": r["delta_pp"], "lo_pp": r["delta_lo_pp"],
+            "hi_pp": r["delta_hi_pp"], "n_prompts": r["n_prompts"],
+            "samples_per_prompt": r["samples_per_prompt"], "method": r.get("delta_method")}))
+    return out
+
+
+def _harder_findings(t1b: pl.DataFrame | None, t1: pl.DataFrame, ssd_arm: str) -> list[Finding]:
+    if t1b is None or t1b.is_empty() or "by" not in t1b.columns:
+        return []
+    sets = _sets(t1)
+    s = sets[0]
+    ssd = next((r for r in t1.iter_rows(named=True) if r["model"] == ssd_arm), None)
+    if ssd is None:
+        return []
+    lv = t1b.filter((pl.col("by") == "level") & (pl.col("model") == "base")
+                    & ((pl.col("temperature") - ssd["temperature"]).abs() < 1e-9)
+                    & pl.col(f"{s}_delta_pp").is_not_null())
+    if lv.height < 2:
+        return []
+    rows = sorted(lv.iter_rows(named=True), key=lambda r: float(r["group"]))
+    easy, hard = rows[0], rows[-1]
+
+    def part(r):
+        return (f"level {r['group']}: {fmt_pp(r[f'{s}_delta_pp'], r[f'{s}_delta_lo_pp'], r[f'{s}_delta_hi_pp'])}, "
+                f"{_n(r[f'{s}_n_prompts'], r.get(f'{s}_k'))}")
+
+    if hard[f"{s}_delta_lo_pp"] > easy[f"{s}_delta_hi_pp"]:
+        w, head = "more", "Harder problems gain more"
+    elif hard[f"{s}_delta_hi_pp"] < easy[f"{s}_delta_lo_pp"]:
+        w, head = "less", "Harder problems gain less"
+    else:
+        w, head = "not distinguishable", "The tables do not show that harder problems gain more"
+    overlap = "the intervals overlap" if w == "not distinguishable" else "the intervals do not overlap"
+    text = (f"**Harder problems.** {head}: SSD − matched base on {s} at the hardest {part(hard)}, "
+            f"at the easiest {part(easy)} ({overlap}).")
+    return [Finding("harder_problems", text, w, {
+        "set": s, "hard_level": hard["group"], "easy_level": easy["group"],
+        "hard": {"delta_pp": hard[f"{s}_delta_pp"], "lo_pp": hard[f"{s}_delta_lo_pp"],
+                 "hi_pp": hard[f"{s}_delta_hi_pp"], "n_prompts": hard[f"{s}_n_prompts"]},
+        "easy": {"delta_pp": easy[f"{s}_delta_pp"], "lo_pp": easy[f"{s}_delta_lo_pp"],
+                 "hi_pp": easy[f"{s}_delta_hi_pp"], "n_prompts": easy[f"{s}_n_prompts"]}})]
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return f"{_num(100 * x, digits)}%"
+
+
+def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Finding]:
+    if noise is None or noise.is_empty():
+        return []
+    out = []
+    rows = [r for r in noise.iter_rows(named=True) if r["run"] in arms] or list(noise.iter_rows(named=True))
+    probes = [r for r in noise.iter_rows(named=True) if r["run"] not in arms]
+    # 1. weights
+    parts, nums = [], {}
+    for r in rows:
+        if r.get("frac_changed_at_peak_lr") is None:
+            continue
+        parts.append(f"{r['run']} {_pct(r['frac_changed_at_peak_lr'])} at the peak-LR step and "
+                     f"{_pct(r['frac_changed_mean_last_third'])} on average over the last third "
+                     f"(n{NBSP}={NBSP}{r['steps']} steps)")
+        nums[r["run"]] = {"at_peak_lr": r["frac_changed_at_peak_lr"],
+                          "mean_last_third": r["frac_changed_mean_last_third"], "steps": r["steps"]}
+    if parts:
+        peak = max(v["at_peak_lr"] for v in nums.values())
+        w = "most values unchanged" if peak < 0.5 else "most values change"
+        head = ("Most stored weights do not change in an optimizer step"
+                if peak < 0.5 else "Most stored weights change in an optimizer step")
+        text = (f"**Noise trap: weights.** {head}: the fraction of stored (bf16) values changed is "
+                + "; ".join(parts) + " (a census of every parameter at each step, no interval).")
+        for p in probes:
+            if p.get("frac_changed_mean") is not None:
+                text += (f" The log-only probe {p['run']} ({p.get('optimizer_state')} optimizer state) "
+                         f"changes {_pct(p['frac_changed_mean'], 2)} per step on average.")
+                nums[p["run"]] = {"mean": p["frac_changed_mean"], "probe": True}
+        out.append(Finding("noise_weights", text, w, nums))
+    # 2. gradient signal
+    parts, nums, words = [], {}, []
+    for r in rows:
+        b, g, big = r.get("B_simple_last"), r.get("signal_norm_last"), r.get("B_big")
+        if b is None or g is None or big is None:
+            continue
+        noisy = b > big
+        words.append("noise-dominated" if noisy else "signal-dominated")
+        ratio = g / r["grad_norm_median"] if r.get("grad_norm_median") else None
+        parts.append(f"{r['run']}: B_simple{NBSP}={NBSP}{b:.3g} sequences "
+                     f"{'>' if noisy else '≤'} the batch of {int(big)}, |G|{NBSP}={NBSP}{g:.3g} "
+                     f"after n{NBSP}={NBSP}{r['steps']} steps"
+                     + (f" ({_pct(ratio, 0)} of the median observed gradient norm)" if ratio is not None else ""))
+        nums[r["run"]] = {"B_simple": b, "signal_norm": g, "B_big": big, "signal_over_grad_norm": ratio,
+                          "verdict": words[-1]}
+    if parts:
+        w = words[0] if len(set(words)) == 1 else "mixed"
+        head = {"noise-dominated": "Each step's gradient is noise-dominated",
+                "signal-dominated": "Each step's gradient is signal-dominated",
+                "mixed": "The runs differ in whether the gradient is noise-dominated"}[w]
+        text = (f"**Noise trap: gradient signal.** {head} at the last step: " + "; ".join(parts)
+                + " (two-batch estimator of McCandlish et al. 2018, EMA-smoothed; no interval).")
+        out.append(Finding("noise_gradient", text, w, nums))
+    return out
+
+
+def _checkpoint_findings(ck: pl.DataFrame | None) -> list[Finding]:
+    if ck is None or ck.is_empty():
+        return []
+    out = []
+    parts, nums, words = [], {}, []
+    for arm in dict.fromkeys(ck["arm"].to_list()):
+        tr = ck.filter((pl.col("arm") == arm) & (pl.col("step") > 0)).sort("step")
+        if tr.height < 2:
+            continue
+        flat = tr["accuracy_lo"].max() <= tr["accuracy_hi"].min()  # every pair of intervals overlaps
+        words.append("flat" if flat else "not flat")
+        a, b = tr.row(-2, named=True), tr.row(-1, named=True)
+        parts.append(f"{arm}: {tr.height} checkpoints from {_pct(tr['accuracy'].min())} to "
+                     f"{_pct(tr['accuracy'].max())}, the last two {fmt_rate(a['accuracy'], a['accuracy_lo'], a['accuracy_hi'])} "
+                     f"(step {a['step']}) and {fmt_rate(b['accuracy'], b['accuracy_lo'], b['accuracy_hi'])} "
+                     f"(step {b['step']}), {_n(b['n_prompts'], b.get('k'))} on {b['evalset']} at {b['condition']}")
+        nums[arm] = {"n_checkpoints": tr.height, "min": tr["accuracy"].min(), "max": tr["accuracy"].max(),
+                     "last_two": [a["accuracy"], b["accuracy"]], "steps": [a["step"], b["step"]],
+                     "n_prompts": b["n_prompts"], "verdict": words[-1]}
+    if parts:
+        w = words[0] if len(set(words)) == 1 else "mixed"
+        head = {"flat": "Accuracy is flat across checkpoints (all intervals overlap)",
+                "not flat": "Accuracy is not flat across checkpoints (some intervals do not overlap)",
+                "mixed": "Accuracy is flat across checkpoints for some arms only"}[w]
+        text = f"**Noise trap: checkpoints.** {head}: " + "; ".join(parts) + "."
+        out.append(Finding("noise_checkpoints", text, w, nums))
+    return out
+
+
+def _probe_findings(pd_: pl.DataFrame | None) -> list[Finding]:
+    """Locks and forks (study §6): the nucleus-size change at strict locks, from probe_deltas.csv
+    (columns arm, view, class, metric, delta, lo, hi, n_positions, n_prompts, base_mean)."""
+    if pd_ is None or pd_.is_empty() or not {"arm", "view", "class", "metric", "delta"} <= set(pd_.columns):
+        return []
+    rows = pd_.filter((pl.col("view") == "ref") & (pl.col("metric") == "nucleus")
+                      & (pl.col("n_positions") > 0) & pl.col("lo").is_not_null())
+    if rows.is_empty():
+        return []
+    arm = rows["arm"][0]
+    parts, nums = [], {}
+    for r in rows.filter(pl.col("arm") == arm).iter_rows(named=True):
+        w = verdict(r["lo"], r["hi"], above="grows", covers="does not change", below="shrinks")
+        parts.append(f"at {r['class']} positions it {w} ({_num(r['base_mean'], 2)} tokens at base, "
+                     f"Δ{NBSP}{_num(r['delta'], 2, sign=True)} [{_num(r['lo'], 2, sign=True)},{NBSP}"
+                     f"{_num(r['hi'], 2, sign=True)}], n{NBSP}={NBSP}{r['n_positions']} positions in "
+                     f"{r['n_prompts']} prompts)")
+        nums[r["class"]] = {"delta": r["delta"], "lo": r["lo"], "hi": r["hi"], "base_mean": r["base_mean"],
+                            "n_positions": r["n_positions"], "verdict": w}
+    text = f"**Locks and forks.** The nucleus after truncation, {arm} − base: " + "; ".join(parts) + "."
+    return [Finding("locks_and_forks", text, None, {"arm": arm, "classes": nums})]
+
+
+def findings(tables: Mapping[str, str | Path | None], *, ssd_arm: str, arms: Sequence[str]) -> list[Finding]:
+    """Every finding the tables support, in the study's order (§5, then the noise trap, then the
+    locks-and-forks probe when its table is given). ``tables`` maps ``table1``, ``table2``,
+    ``table1_breakdown``, ``noise_summary``, ``checkpoints`` and optionally ``probe_deltas`` to
+    CSV paths; a missing optional table gives no sentence."""
+    t1 = _read(tables["table1"])
+    t2 = _read(tables.get("table2"))
+    if t1 is None:
+        raise FileNotFoundError(f"findings need table1: {tables['table1']}")
+    out = _table1_findings(t1, ssd_arm)
+    if t2 is not None:
+        out += _table2_findings(t2, ssd_arm)
+    out += _harder_findings(_read(tables.get("table1_breakdown")), t1, ssd_arm)
+    out += _noise_findings(_read(tables.get("noise_summary")), arms)
+    out += _checkpoint_findings(_read(tables.get("checkpoints")))
+    out += _probe_findings(_read(tables.get("probe_deltas")))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance
+# ------------------------------------------------------------------------------------------------
+
+
+def git_state(workdir: str | Path) -> dict:
+    """``{"commit", "dirty", "error"}`` of the checkout holding ``workdir`` (``git rev-parse``
+    and ``git status --porcelain``); outside a git checkout commit/dirty are None and ``error``
+    says why."""
+    try:
+        top = subprocess.run(["git", "-C", str(workdir), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"commit": None, "dirty": None, "error": f"git not runnable: {exc}"}
+    if top.returncode != 0:
+        return {"commit": None, "dirty": None,
+                "error": (top.stderr.strip().splitlines() or ["not a git checkout"])[-1]}
+    st = subprocess.run(["git", "-C", str(workdir), "status", "--porcelain", "--untracked-files=no"],
+                        capture_output=True, text=True, timeout=30)
+    return {"commit": top.stdout.strip(), "dirty": bool(st.stdout.strip()) if st.returncode == 0 else None,
+            "error": None}
+
+
+def _sidecar(path: Path) -> dict | None:
+    p = path / "meta.json" if path.is_dir() else path.with_name(path.name + ".meta.json")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def provenance(inputs: Sequence[str | Path], *, experiment: str, workdir: str | Path,
+               config_hash: str | None = None) -> dict:
+    """What produced the report: the git state of ``workdir``, the config hash(es), the
+    machines (CPU model, cores, torch build, GPUs) and package versions recorded in the
+    sidecars (``<file>.meta.json``) of ``inputs``. Distinct values are listed, so a run whose
+    jobs ran on several machines says so."""
+    metas = [m for m in (_sidecar(Path(p)) for p in inputs) if m]
+    hashes = sorted({m.get("config_hash") for m in metas if m.get("config_hash")} | ({config_hash} - {None}))
+    machines: dict[str, dict] = {}
+    for m in metas:
+        mc = m.get("machine") or {}
+        if not mc.get("cpu_model") and not mc.get("gpus"):
+            continue  # a sidecar without a machine block (written before it existed)
+        torch = mc.get("torch") or {}
+        key = json.dumps([mc.get("cpu_model"), mc.get("logical_cores"), mc.get("gpus")], default=str)
+        cur = machines.setdefault(key, {"cpu_model": mc.get("cpu_model"), "arch": mc.get("arch"),
+                                        "logical_cores": mc.get("logical_cores"),
+                                        "usable_cores": mc.get("usable_cores"), "gpus": mc.get("gpus"),
+                                        "torch": None, "n_sidecars": 0})
+        cur["n_sidecars"] += 1
+        if torch and not cur["torch"]:
+            cur["torch"] = {k: torch.get(k) for k in ("version", "blas", "cpu_capability", "onednn_version")}
+    packages: dict[str, list[str]] = {}
+    for m in metas:
+        for k, v in (m.get("packages") or {}).items():
+            if v not in packages.setdefault(k, []):
+                packages[k].append(v)
+    python = sorted({m.get("python") for m in metas if m.get("python")})
+    return {"experiment": experiment, "git": git_state(workdir), "config_hash": hashes,
+            "machines": list(machines.values()), "packages": packages, "python": python,
+            "n_sidecars": len(metas), "n_inputs": len(inputs)}
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+# ------------------------------------------------------------------------------------------------
+
+
+def render_markdown(items: Sequence[Finding]) -> str:
+    """The section's body: one bullet per finding (no heading: the report owns the heading)."""
+    if not items:
+        return "The tables support no finding (no SSD arm in Table 1).\n"
+    return "\n".join(f"- {f.text}" for f in items) + "\n"
+
+
+def write_findings(tables: Mapping[str, str | Path | None], out_md: str | Path, out_json: str | Path, *,
+                   ssd_arm: str, arms: Sequence[str], experiment: str, workdir: str | Path,
+                   provenance_inputs: Sequence[str | Path] = (), config_hash: str | None = None) -> dict:
+    """Rule ``findings``: write ``findings.md`` and ``findings.json`` (the findings' numbers and
+    verdicts, and the provenance block). Returns the JSON object."""
+    from .io import write_json, write_text
+
+    items = findings(tables, ssd_arm=ssd_arm, arms=arms)
+    obj = {"findings": [{"key": f.key, "verdict": f.verdict, "text": f.text, "numbers": f.numbers} for f in items],
+           "provenance": provenance([*tables_inputs(tables), *provenance_inputs], experiment=experiment,
+                                    workdir=workdir, config_hash=config_hash)}
+    write_text(out_md, render_markdown(items))
+    write_json(out_json, obj)
+    return obj
+
+
+def tables_inputs(tables: Mapping[str, str | Path | None]) -> list[str]:
+    return [str(p) for p in tables.values() if p is not None and Path(p).exists()]

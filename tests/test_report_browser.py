@@ -1,0 +1,190 @@
+"""The smoke run's report as a reader meets it: opened in headless Chromium at 1280 px.
+
+Reuses the session's smoke DAG run (conftest.smoke_run; no second DAG run) and drives the system
+Chromium (Debian's ``chromium``) through playwright's DevTools-protocol client, never a browser
+download of playwright's own. Checks: every image decodes, no console error or page error, no
+request leaves the file (it is self-contained), intervals never wrap, the page never scrolls
+sideways, the findings and the provenance panel lead the page, captions are numbered once, and
+the main flow (up to the appendix) fits in about eight screen heights. Saves a full-page
+screenshot beside the report (``results/report/screenshot.png``) and, when
+``$SSD_MATH_ARTIFACTS`` names a folder, a copy there (a CI artifact); prints the page height.
+
+Without Chromium or playwright the test skips with the reason, except under CI (``CI=true``),
+where it fails: .ci/run installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+WIDTH, SCREEN = 1280, 800  # a 1280 x 800 window: one "screen height" is 800 CSS px
+MAX_SCREENS = 8.5  # the main flow's budget ("about 8 screen heights")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("SSD_MATH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: .ci/run installs chromium and the test extra)")
+    pytest.skip(reason)
+
+
+# the page's own measurements, in one script (returns a JSON-able dict)
+MEASURE = r"""
+() => {
+  const imgs = [...document.images].map(i => ({w: i.naturalWidth, h: i.naturalHeight,
+      shown: i.getBoundingClientRect().width, complete: i.complete}));
+  // every "[lo, hi]" interval in the text: the line boxes it occupies (1 = not wrapped)
+  const wrapped = [];
+  let n_intervals = 0;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const re = /\[[−\-+]?\d[\d.]*%?,\s*[−\-+]?\d[\d.]*%?\]/g;
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest('pre, code, details:not([open])')) continue;
+    for (const m of node.textContent.matchAll(re)) {
+      const r = document.createRange();
+      r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+      const tops = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
+      n_intervals += 1;
+      if (tops.size > 1) wrapped.push(m[0]);
+    }
+  }
+  const app = document.getElementById('sec-appendix');
+  const fnd = document.getElementById('sec-findings');
+  const h1s = [...document.querySelectorAll('h1')].map(h => h.textContent.trim());
+  const caps = [...document.querySelectorAll('figcaption, caption, .figure-caption')].map(c => c.textContent.trim());
+  return {
+    imgs, n_intervals, wrapped, h1s, caps,
+    appendix_top: app ? app.getBoundingClientRect().top + window.scrollY : null,
+    page_height: document.documentElement.scrollHeight,
+    scroll_width: document.documentElement.scrollWidth,
+    findings_items: fnd ? (fnd.closest('section') || document.body).querySelectorAll('.findings li').length : 0,
+    findings_text: [...document.querySelectorAll('.findings li')].map(li => li.textContent),
+    provenance: (document.querySelector('.provenance') || {}).textContent || null,
+    provenance_top: document.querySelector('.provenance') ? document.querySelector('.provenance').getBoundingClientRect().top + window.scrollY : null,
+  };
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def page_report(request):
+    """Open the smoke report in Chromium; returns (measurements, console errors, external
+    requests, screenshot path, report path). ``$SSD_MATH_BROWSER_REPORT`` (a report.html) opens
+    that report instead of the smoke run's, to iterate on the report without the DAG."""
+    chromium = chromium_path()
+    if chromium is None:
+        _unavailable("no chromium executable on PATH (Debian: apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -e '.[test]')")
+    if os.environ.get("SSD_MATH_BROWSER_REPORT"):
+        report = Path(os.environ["SSD_MATH_BROWSER_REPORT"]).resolve()
+    else:
+        wd, _ = request.getfixturevalue("smoke_run")
+        report = wd / "results" / "report" / "report.html"
+    shot = report.with_name("screenshot.png")
+    errors, external = [], []
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="ssd-chromium-") as profile:
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=chromium, headless=True, args=FLAGS,
+            viewport={"width": WIDTH, "height": SCREEN}, device_scale_factor=1)
+        try:
+            page = ctx.new_page()
+            page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+
+            def route(r):
+                url = r.request.url
+                if url.startswith(("file:", "data:", "blob:", "about:")):
+                    return r.continue_()
+                external.append(url)
+                return r.abort()
+
+            ctx.route("**/*", route)
+            page.goto(report.as_uri(), wait_until="load")
+            page.wait_for_function("[...document.images].every(i => i.complete)")
+            m = page.evaluate(MEASURE)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            ctx.close()
+    art = os.environ.get("SSD_MATH_ARTIFACTS")
+    if art:
+        Path(art).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(art) / "report_screenshot.png")
+    main = m["appendix_top"]
+    print(f"\nreport at {WIDTH} px: page {m['page_height']} px, main flow (up to the appendix) {main} px "
+          f"= {main / SCREEN:.2f} screens of {SCREEN} px; {len(m['imgs'])} images, {m['n_intervals']} intervals; "
+          f"screenshot {shot}")
+    return m, errors, external, shot, report
+
+
+def test_images_decode_and_no_errors_or_requests(page_report):
+    m, errors, external, _, _ = page_report
+    assert len(m["imgs"]) >= 8
+    bad = [i for i in m["imgs"] if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
+    assert not bad, f"images that did not decode: {bad}"
+    assert not errors, errors
+    assert not external, f"the report requested outside resources: {external}"
+
+
+def test_layout_legible_at_1280(page_report):
+    m, *_ = page_report
+    assert m["scroll_width"] <= WIDTH, f"the page scrolls sideways: {m['scroll_width']} px"
+    assert all(i["shown"] <= WIDTH for i in m["imgs"])
+    assert m["n_intervals"] >= 10
+    assert not m["wrapped"], f"intervals wrapped across lines: {m['wrapped'][:5]}"
+    assert m["appendix_top"] is not None, "no #sec-appendix heading"
+    assert m["appendix_top"] <= MAX_SCREENS * SCREEN, (
+        f"main flow is {m['appendix_top'] / SCREEN:.1f} screens of {SCREEN} px (budget {MAX_SCREENS})")
+
+
+def test_findings_and_provenance_lead(page_report):
+    m, *_ = page_report
+    first = re.sub(r"^\d+\s*", "", m["h1s"][1] if m["h1s"][0].startswith("Simple") else m["h1s"][0])
+    assert first == "Findings", m["h1s"]
+    assert m["findings_items"] >= 6
+    assert any("matched baseline" in t for t in m["findings_text"])
+    assert all(re.search(r"n\s=\s\d+", t) for t in m["findings_text"]), m["findings_text"]
+    pv = m["provenance"]
+    assert pv and "commit" in pv and "config hash" in pv and "rendered" in pv
+    assert re.search(r"by the (offline|Quarto) engine", pv)
+    assert m["provenance_top"] < 2 * SCREEN  # seen without scrolling far
+
+
+def test_captions_numbered_once(page_report):
+    m, *_ = page_report
+    caps = [" ".join(c.split()) for c in m["caps"]]
+    assert caps
+    double = [c for c in caps if re.match(r"(Figure|Table) \d+: (Figure [A-Z]\.|The study's)", c)]
+    assert not double, double
+    assert any("(study Figure A)" in c for c in caps) and any("(study Table 1)" in c for c in caps)
+
+
+def test_screenshot_saved(page_report):
+    *_, shot, _ = page_report
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(data[16:20], "big")
+    assert width == WIDTH
+
+
+@pytest.mark.parametrize("ci,outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_browser_fails_under_ci(monkeypatch, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(BaseException, match="no chromium") as ei:  # a skip must not pass for a failure
+        _unavailable("no chromium executable on PATH")
+    assert type(ei.value) is outcome
