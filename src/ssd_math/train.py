@@ -286,7 +286,7 @@ def load_model_and_tokenizer(s: dict):
         model = AutoModelForCausalLM.from_pretrained(s["init_dir"], dtype=torch.float32)
     model.config.use_cache = False
     if s["gradient_checkpointing"]:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tok
 
 
