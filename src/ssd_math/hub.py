@@ -127,6 +127,19 @@ _VLLM_TEXT_PARAM = re.compile(
     r"|^lm_head\.weight$")
 
 
+_COMMON = {"input_layernorm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+           "mlp.up_proj.weight", "mlp.down_proj.weight"}
+#: the weights every decoder layer of each type has (vLLM's Qwen3_5DecoderLayer)
+LAYER_WEIGHTS = {
+    "full_attention": _COMMON | {f"self_attn.{n}.weight" for n in
+                                 ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")},
+    "linear_attention": _COMMON | {f"linear_attn.{n}" for n in
+                                   ("in_proj_qkv.weight", "in_proj_z.weight", "in_proj_b.weight",
+                                    "in_proj_a.weight", "conv1d.weight", "dt_bias", "A_log",
+                                    "norm.weight", "out_proj.weight")},
+}
+
+
 def vllm_map_name(name: str, architecture: str) -> str | None:
     """``name`` as vLLM 0.33's loader for ``architecture`` sees it (None: skipped)."""
     for prefix, new in VLLM_PREFIX_MAP[architecture].items():
@@ -180,11 +193,12 @@ def vllm_weight_problems(model_dir: str | os.PathLike) -> list[str]:
                 problems.append(f"{name}: layer {i} beyond num_hidden_layers {len(types)}")
             elif kind and types[i] != kind:
                 problems.append(f"{name}: {kind} weights on a {types[i]} layer")
-            elif kind:
-                seen[i].add(kind)
+            else:
+                seen[i].add(mapped[len(lm):].split(f"layers.{i}.", 1)[1])
     for i, t in enumerate(types):
-        if t not in seen.get(i, set()):
-            problems.append(f"layer {i} ({t}) has no attention weights")
+        lacking = sorted(LAYER_WEIGHTS[t] - seen.get(i, set()))
+        if lacking:
+            problems.append(f"layer {i} ({t}) lacks {', '.join(lacking)}")
     if not any(vllm_map_name(n, arch) and vllm_map_name(n, arch).endswith("embed_tokens.weight") for n in names):
         problems.append("no embed_tokens weight")
     return problems
