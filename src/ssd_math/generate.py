@@ -19,6 +19,10 @@ an output never appears without its provenance. In a multi-output job (:func:`ge
 condition's partial is kept until the whole job is done: when a failed job's finished outputs are
 deleted by Snakemake, the rerun rebuilds them from their partials without sampling again.
 
+The vLLM backend resumes per request instead (:func:`generate_jobs_vllm`): one submission of
+every request of all the job's conditions, rows appended to the partials as requests finish, a
+rerun keeps every finished (prompt id, sample index) row of each condition and submits the rest.
+
 Input rows (:func:`check_problems`): a malformed JSON line is an error naming the file and line; an
 empty file, or one with no valid row, is an error naming the file. Rows without an id, without
 problem text, **without a gold answer**, and repeated ids (the first is kept) are dropped before
@@ -514,6 +518,8 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                     h.flush()
                     os.fsync(h.fileno())
                     h.close()
+            log.info("vllm throughput %s", json.dumps({"model": jobs[idx[0]]["model"],
+                                                        **sampler.throughput()}))
             missing = [str(outputs[j]) for j in idx if j not in counts]
             if missing:
                 raise RuntimeError(f"the engine finished without every row of {missing}")
