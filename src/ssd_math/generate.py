@@ -467,7 +467,8 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
             meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
                         condition=job["condition"], sampling=job["sampling"], backend="vllm",
                         device="cuda", trust_remote_code=trust, dtype=extra.get("dtype", "bfloat16"),
-                        engine=extra, base_seed=base_seed,
+                        engine={"language_model_only": True, "batch_invariant": False, **extra},
+                        base_seed=base_seed,
                         seeds={"base_seed": base_seed,
                                "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)"},
                         reproducibility=("batch-invariant mode" if extra.get("batch_invariant") else
