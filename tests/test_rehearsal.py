@@ -227,3 +227,40 @@ def test_second_run_rebuilds_nothing(dag):
     _, _, wd, configfile = dag
     proc = _snakemake(wd, configfile, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_variant_is_the_rehearsal_on_cuda_with_vllm(tmp_path):
+    from ssd_math import config as sc
+    from ssd_math.planner import gpu_counts
+
+    gc = _gpu_check()
+    base = sc.load_config(REHEARSAL)
+    cfg = sc.validate(gc.variant_config(base, tmp_path))
+    assert cfg["sampler"]["backend"] == "vllm" and cfg["sampler"]["vllm"]["language_model_only"] is True
+    assert cfg["runtime"]["device"] == "cuda" and gpu_counts(cfg) == {"generate": 1, "train": 1}
+    assert cfg["results"].startswith(str(tmp_path)) and cfg["model"]["hub"]["local_dir"].startswith(cfg["results"])
+    assert cfg["sft"]["gradient_checkpointing"] and cfg["sft"]["loss_chunk_tokens"] > 0
+    rates = gc.plan_rates({"sampling": {"engine_tokens_per_s": 900.0}, "training": {"tokens_per_s_median": 50.0}}, 30.0)
+    assert rates == {"planner": {"throughput": {"generate_tokens_per_s_per_gpu": 900.0,
+                                                "train_tokens_per_s_per_gpu": 50.0, "startup_s_per_job": 30.0}}}
+
+
+@pytest.mark.slow
+def test_gpu_check_collects_the_rates_of_a_run(dag):
+    R, cfg, _, _ = dag
+    m = _gpu_check().collect(R)
+    gen = sum(json.loads(x)["n_completion_tokens"] for f in (R / "generations").rglob("*.jsonl")
+              for x in f.read_text().splitlines())
+    assert m["sampling"]["new_tokens"] >= gen > 0 and m["sampling"]["tokens_per_s_incl_startup"] > 0
+    assert m["training"]["tokens_per_s_median"] > 0 and m["training"]["peak_mem_mb"] > 0
+    assert m["training"]["fla_kernels"] is False  # on CPU the Gated DeltaNet falls back to torch
+    assert m["vllm_weight_problems"] and not any(m["vllm_weight_problems"].values())
