@@ -1,149 +1,217 @@
-"""GPU check of the tiny pipeline's CUDA paths: transformers sampling (HFSampler) and training
-(ssd_math.train through `accelerate launch` with envs/accelerate/gpu1.yaml), with tokens/s.
+"""GPU check: the rehearsal (config/rehearsal.yaml, the real recipe's DAG scaled down) on one
+CUDA GPU with the vLLM backend, training with gradient checkpointing, the chunked loss and the
+flash-linear-attention / causal-conv1d kernels; sampling and training tokens/s and peak memory.
 
-    bash bench/gpu_check.sh [OUT_DIR]        # on a machine with one CUDA GPU
+    bash bench/gpu_check.sh [OUT_DIR]             # on a machine with one H100/H200 (<= 8 min)
+    bash bench/gpu_check.sh OUT_DIR --dry-run     # CPU: the variant config, the DAG (snakemake -n)
+                                                   #  and the install commands, nothing run
 
-Steps (library calls, the same the rules make; no Snakemake needed on the GPU box):
- 1. the synthetic task (ssd_math.synth.build_splits) and the tiny tokenizer + qwen3_5_text config;
- 2. pretraining the tiny base on CUDA (accelerate launch -m ssd_math.train, bf16 autocast over fp32
-    master weights), a fixed number of optimizer steps; tokens/s and peak memory from its log;
- 3. SFT-sized training of the same model at micro-batch 64 (tokens/s);
- 4. sampling the training prompts with HFSampler on cuda at T 1.1/top-k 20/top-p 0.95 (tokens/s),
-    and the same on the CPU for a handful of batches (the speed-up);
- 5. gpu_check.json: GPU name, torch/transformers/accelerate versions, CUDA, the numbers.
-Everything writes under OUT_DIR (default: a temp folder). Meant to finish in about 3 minutes.
+Steps: (1) the GPU environment (bench/gpu_check.sh: envs/vllm.yaml's pins + flash-linear-attention
++ causal-conv1d, then this package without dependencies); (2) a config variant of the rehearsal
+(:func:`variant_config`): sampler.backend vllm (language_model_only, gpu_memory_utilization 0.5),
+runtime device cuda + envs/accelerate/gpu1.yaml, results under OUT_DIR; (3) ``snakemake`` on it
+with ``--resources gpu=1``, nvidia-smi sampled every second for the peak GPU memory; (4)
+:func:`collect`: tokens/s of every sampling/eval job (generated tokens / its benchmark: seconds,
+engine start included; and the engine's own rate from the job log), training tokens/s and peak
+CUDA memory from train/*/log.jsonl, whether the fast linear-attention kernels were used (no
+"falling back" in the training logs), and a vLLM weight-name check of every checkpoint;
+(5) OUT_DIR/gpu_check.json, OUT_DIR/plan_rates.yaml (the ``planner.throughput`` block the cost
+planner reads from a config: measured on the REHEARSAL model, so a check of the plumbing, not
+4B rates) and a section of bench/RESULTS.md. The rehearsal's benchmark: files stay under
+OUT_DIR/rehearsal/benchmarks, where ``plan_costs.py --measured`` / rule plan_measured read them.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
+import re
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-
-INSTRUCTION = ("Solve the following competition math problem. Reason step by step, and put your "
-               "final answer within \\boxed{}.\n\n{problem}")
+MARK_BEGIN, MARK_END = "<!-- gpu_check:begin -->", "<!-- gpu_check:end -->"
 
 
-def sh(cmd, log):
+def variant_config(base: dict, out_dir: Path) -> dict:
+    """The rehearsal config for one CUDA GPU and vLLM (results and the built model under out_dir)."""
+    cfg = json.loads(json.dumps(base))
+    R = str(out_dir / "rehearsal")
+    cfg["results"] = R
+    cfg["experiment"] = base["experiment"] + "-gpu"
+    cfg["data"]["real"]["root"] = str(REPO / "data" / "real")
+    cfg["model"]["hub"]["local_dir"] = f"{R}/rehearsal-model"
+    cfg["sampler"]["backend"] = "vllm"
+    cfg["sampler"].setdefault("vllm", {})
+    cfg["sampler"]["vllm"].update({"language_model_only": True, "gpu_memory_utilization": 0.5,
+                                   "dtype": "bfloat16"})
+    cfg["runtime"] = {"accelerate_config": "envs/accelerate/gpu1.yaml", "device": "cuda"}
+    return cfg
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def collect(results: Path) -> dict:
+    """Measured rates of a finished rehearsal run under ``results`` (any backend)."""
+    from ssd_math.hub import vllm_weight_problems
+    from ssd_math.planner import read_benchmark
+
+    results = Path(results)
+    out: dict = {"sampling": {}, "training": {}, "vllm_weight_problems": {}}
+    gen_tokens, gen_s = 0, 0.0
+    for bench in sorted((results / "benchmarks").rglob("*.tsv")):
+        rel = bench.relative_to(results / "benchmarks").with_suffix("")
+        if rel.parts[0] == "samples" and rel.name.startswith("shard"):
+            files = [results / "samples" / rel.parts[1] / "samples.jsonl"]
+            share = 1.0 / len(list((results / "benchmarks" / "samples" / rel.parts[1]).glob("shard*.tsv")))
+        elif rel.parts[0] == "generate":
+            model, evalset, kind = rel.parts[1:4] if len(rel.parts) >= 4 else (*rel.parts[1:3], None)
+            folder = results / "generations" / model / evalset
+            name = rel.parts[-1]
+            files = (sorted(folder.glob("T*.jsonl")) if name == "grid" else
+                     sorted((folder / "checkpoints").glob("*.jsonl")) if name == "checkpoints" else
+                     sorted((folder / "sweep").glob("*.jsonl")) if name == "sweep" else
+                     [folder / f"{name}.jsonl"])
+            files = [f for f in files if "-k" not in f.name or name != "grid"]
+            share = 1.0
+        else:
+            continue
+        toks = 0
+        for f in files:
+            if f.exists():
+                toks += sum(json.loads(x)["n_completion_tokens"] for x in f.read_text().splitlines())
+        b = read_benchmark(bench)
+        if b["s_mean"]:
+            gen_tokens += toks * share
+            gen_s += b["s_mean"]
+    out["sampling"]["new_tokens"] = int(gen_tokens)
+    out["sampling"]["job_seconds"] = round(gen_s, 1)
+    out["sampling"]["tokens_per_s_incl_startup"] = round(gen_tokens / gen_s, 1) if gen_s else None
+    engine = []
+    for logf in (results / "logs" / "generate").rglob("*.log") if (results / "logs" / "generate").exists() else []:
+        for m in re.finditer(r"vllm throughput (\{.*\})", logf.read_text(errors="replace")):
+            engine.append(json.loads(m.group(1)))
+    for logf in (results / "logs" / "samples").rglob("*.log") if (results / "logs" / "samples").exists() else []:
+        for m in re.finditer(r"vllm throughput (\{.*\})", logf.read_text(errors="replace")):
+            engine.append(json.loads(m.group(1)))
+    if engine:
+        tok, sec = sum(e["new_tokens"] for e in engine), sum(e["seconds"] for e in engine)
+        out["sampling"]["engine_tokens_per_s"] = round(tok / sec, 1) if sec else None
+    rates, mems, fell_back = [], [], []
+    for log in sorted((results / "train").glob("*/log.jsonl")):
+        rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+        rates += [r.get("tokens_per_s") for r in rows[1:] or rows]
+        mems += [r.get("mem_mb") for r in rows]
+    for logf in sorted((results / "logs" / "train").glob("*.log")) if (results / "logs" / "train").exists() else []:
+        if "falling back to its reference PyTorch implementation" in logf.read_text(errors="replace"):
+            fell_back.append(logf.stem)
+    out["training"] = {"tokens_per_s_median": _median(rates),
+                       "peak_mem_mb": max([m for m in mems if m is not None], default=None),
+                       "fla_kernels": not fell_back, "fell_back": fell_back}
+    for d in [results / "models" / "base", *sorted((results / "models").glob("*/final"))]:
+        if d.exists():
+            out["vllm_weight_problems"][str(d.relative_to(results))] = vllm_weight_problems(d)
+    return out
+
+
+def plan_rates(m: dict, startup_s: float | None) -> dict:
+    """The planner.throughput block (ssd_math.planner) of the measured rates."""
+    s, t = m["sampling"], m["training"]
+    return {"planner": {"throughput": {
+        "generate_tokens_per_s_per_gpu": s.get("engine_tokens_per_s") or s.get("tokens_per_s_incl_startup"),
+        "train_tokens_per_s_per_gpu": t["tokens_per_s_median"],
+        "startup_s_per_job": startup_s}}}
+
+
+def write_results_section(text: str, path: Path = REPO / "bench" / "RESULTS.md") -> None:
+    old = path.read_text() if path.exists() else ""
+    block = f"{MARK_BEGIN}\n{text.rstrip()}\n{MARK_END}\n"
+    if MARK_BEGIN in old and MARK_END in old:
+        new = old[:old.index(MARK_BEGIN)] + block + old[old.index(MARK_END) + len(MARK_END) + 1:]
+    else:
+        new = old.rstrip() + "\n\n" + block
+    path.write_text(new)
+
+
+class GpuMemorySampler(threading.Thread):
+    """Peak nvidia-smi memory.used (MiB) of GPU 0, sampled every second."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.stop = 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                v = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
+                                    "-i", "0"], capture_output=True, text=True, timeout=5).stdout.split()
+                self.peak = max(self.peak, int(v[0]))
+            except Exception:  # noqa: BLE001 - a missing nvidia-smi leaves the peak at 0
+                pass
+            self.stop.wait(1.0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--dry-run", action="store_true", help="write the variant config and run snakemake -n only")
+    ap.add_argument("--cores", type=int, default=16)
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    from ssd_math import config as sc
+
+    cfg = variant_config(sc.load_config(REPO / "config" / "rehearsal.yaml"), a.out.resolve())
+    sc.validate(cfg)
+    cfgfile = a.out / "rehearsal-gpu.yaml"
+    cfgfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(REPO),
+           "--configfile", str(cfgfile), "--cores", str(a.cores), "--resources", "gpu=1"]
+    if a.dry_run:
+        proc = subprocess.run(cmd + ["-n", "--quiet", "rules"], capture_output=True, text=True)
+        print(proc.stdout[-3000:], proc.stderr[-3000:])
+        return proc.returncode
+    mem = GpuMemorySampler()
+    mem.start()
     t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")}).returncode
-    if rc:
-        sys.stdout.write(Path(log).read_text()[-4000:])
-        raise SystemExit(f"failed ({rc}): {' '.join(map(str, cmd))}")
-    return time.perf_counter() - t0
-
-
-def train_rate(log_path: Path, skip: int = 3) -> dict:
-    rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
-    body = rows[skip:] or rows
-    tps = [r["tokens_per_s"] for r in body if r.get("tokens_per_s")]
-    return {"steps": len(rows), "tokens_per_s_median": sorted(tps)[len(tps) // 2] if tps else None,
-            "peak_mem_mb": max((r.get("mem_mb") or 0) for r in rows),
-            "final_loss": rows[-1].get("loss") if rows else None}
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out", nargs="?", default=None)
-    ap.add_argument("--steps", type=int, default=150, help="pretraining optimizer steps")
-    ap.add_argument("--cpu-smoke", action="store_true",
-                    help="run the same steps tiny and on the CPU (checks the script without a GPU)")
-    args = ap.parse_args()
-    smoke = args.cpu_smoke
-    import tempfile
-
+    with open(a.out / "snakemake.log", "w") as fh:
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    mem.stop.set()
+    m = collect(Path(cfg["results"]))
     import torch
 
-    out = Path(args.out or tempfile.mkdtemp(prefix="gpu_check."))
-    out.mkdir(parents=True, exist_ok=True)
-    if not smoke and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device visible to torch")
-    dev = "cpu" if smoke else "cuda"
-
-    from ssd_math.io import read_jsonl, write_jsonl
-    from ssd_math.modeling import config_for_tokenizer, init_model_dir
-    from ssd_math.synth import build_splits, pretrain_records, tokenizer_corpus
-    from ssd_math.tokenizer import build_tokenizer, load_tokenizer
-
-    summary = {"gpu": None if smoke else torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
-               "torch": torch.__version__, "python": platform.python_version()}
-    for mod in ("transformers", "accelerate"):
-        summary[mod] = __import__(mod).__version__
-    t0 = time.perf_counter()
-    splits = build_splits({"n_pretrain": 2000 if smoke else 24000,
-                           "n_train_prompts": 64 if smoke else 1024, "n_eval_main": 64,
-                           "n_eval_hard": 32, "levels": [1, 2, 3, 4, 5], "seed": 1234})
-    write_jsonl(out / "train_prompts.jsonl", splits["train_prompts"])
-    init = out / "init"
-    tok = build_tokenizer(tokenizer_corpus(splits["pretrain"], instruction=INSTRUCTION), init,
-                          vocab_size=384)
-    cfg = config_for_tokenizer(tok, hidden=192, layers=4, heads=6, kv_heads=2, intermediate=512,
-                               max_pos=256)
-    init_model_dir(init, cfg, tok)
-    tok = load_tokenizer(init)
-    write_jsonl(out / "pretrain_sft.jsonl", pretrain_records(splits["pretrain"], tok, instruction=INSTRUCTION))
-    summary["setup_s"] = round(time.perf_counter() - t0, 1)
-
-    acc = str(REPO / ("envs/accelerate/cpu.yaml" if smoke else "envs/accelerate/gpu1.yaml"))
-    base_spec = {"init_dir": str(init), "init_random": True, "data": str(out / "pretrain_sft.jsonl"),
-                 "out_dir": str(out / "base"), "log": str(out / "pretrain_log.jsonl"), "seed": 1234,
-                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 20, "schedule": "cosine",
-                 "global_batch": 64, "micro_batch": 64, "max_len": 128, "epochs": 1,
-                 "max_steps": 5 if smoke else args.steps, "dtype": "float32", "progress": False,
-                 "instrument": {"enabled": False}}
-    wall = sh(["accelerate", "launch", "--config_file", acc, "-m", "ssd_math.train",
-               "--spec-json", json.dumps(base_spec)], out / "pretrain.log")
-    summary["pretrain"] = {**train_rate(out / "pretrain_log.jsonl"), "wall_s": round(wall, 1)}
-
-    # sampling: transformers generate on cuda, then a few batches on cpu for the ratio
-    from ssd_math.generate import build_requests, prompt_renderer
-    from ssd_math.sampler import HFSampler, SamplingConfig
-
-    render, _ = prompt_renderer(out / "base", INSTRUCTION)
-    reqs = build_requests(read_jsonl(out / "train_prompts.jsonl"), render)
-    sampling = SamplingConfig(temperature=1.1, top_k=20, top_p=0.95, max_new_tokens=96)
-    res = {}
-    for device, n in ((dev, len(reqs)), ("cpu", 32 if smoke else 128)):
-        if smoke and device == "cpu" and device in res:
-            res["cpu_ref"] = res["cpu"]
-        s = HFSampler(out / "base", device=device, batch_size=256 if device == "cuda" else 64)
-        rows = s.sample(reqs[:n], sampling=sampling, condition="gpu-check", base_seed=1234)
-        th = s.throughput()
-        res[device] = {"prompts": n, "new_tokens": th["new_tokens"],
-                       "new_tokens_per_s": round(th["new_tokens_per_s"], 1),
-                       "length_stop_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 3)}
-        if n == len(reqs):
-            write_jsonl(out / "samples.jsonl", rows)
-    if not smoke:
-        res["speedup"] = round(res["cuda"]["new_tokens_per_s"] / res["cpu"]["new_tokens_per_s"], 1)
-    summary["sample_hf"] = res
-
-    # SFT on the model's own samples (completion-only loss), as rule sft runs it
-    kept = [r for r in read_jsonl(out / "samples.jsonl") if r["finish_reason"] == "stop"]
-    if smoke:  # a 5-step base rarely closes its answer; train on what there is
-        kept = read_jsonl(out / "samples.jsonl")
-    write_jsonl(out / "kept.jsonl", kept)
-    sft_spec = {**base_spec, "init_dir": str(out / "base"), "init_random": False,
-                "data": str(out / "kept.jsonl"), "out_dir": str(out / "sft"),
-                "log": str(out / "sft_log.jsonl"), "lr": 5e-5, "min_lr": 1e-5, "warmup_steps": 2,
-                "global_batch": 32, "micro_batch": 16, "max_len": 160, "max_steps": None,
-                "instrument": {"enabled": True, "store_dtype": "bfloat16", "ema": 0.9}}
-    wall = sh(["accelerate", "launch", "--config_file", acc, "-m", "ssd_math.train",
-               "--spec-json", json.dumps(sft_spec)], out / "sft.log")
-    summary["sft"] = {**train_rate(out / "sft_log.jsonl", skip=1), "wall_s": round(wall, 1),
-                      "kept": len(kept)}
-    summary["total_s"] = round(time.perf_counter() - t0, 1)
-    (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
+    summary = {"rc": rc, "wall_s": round(wall, 1), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+               "torch": torch.__version__, "cuda": torch.version.cuda, "peak_gpu_mem_mib_nvidia_smi": mem.peak, **m}
+    for mod in ("vllm", "transformers", "fla", "causal_conv1d"):
+        try:
+            summary[mod] = getattr(__import__(mod), "__version__", "installed")
+        except ImportError:
+            summary[mod] = None
+    fetch = Path(cfg["results"]) / "benchmarks" / "model" / "fetch_base.tsv"
+    (a.out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
+    (a.out / "plan_rates.yaml").write_text(yaml.safe_dump(plan_rates(m, None), sort_keys=False))
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "?")
+    write_results_section(
+        f"## GPU check (bench/gpu_check.sh): the rehearsal on {summary['gpu']}, vLLM {summary['vllm']}\n\n"
+        f"CPU {cpu}. rc {rc}, wall {summary['wall_s']} s. Sampling: {m['sampling']}. Training: "
+        f"{m['training']}. Peak GPU memory (nvidia-smi) {mem.peak} MiB. vLLM weight-name problems: "
+        f"{ {k: len(v) for k, v in m['vllm_weight_problems'].items()} }. Rates of the tiny rehearsal "
+        f"model: a check of the GPU plumbing, not the 4B model's throughput.\n")
     print(json.dumps(summary, indent=2))
+    return rc
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -61,10 +61,45 @@ if config["model"]["kind"] == "tiny":
 
 elif config["model"]["kind"] == "hub":
 
+    # --- the rehearsal (config/rehearsal.yaml): model.rehearsal asks a rule to build the
+    # folder model.hub.local_dir names (a tiny Qwen3.5-class VLM), which fetch_base then copies
+    # exactly as it copies a real local model folder.
+    REHEARSAL = config["model"].get("rehearsal")
+
+    def rehearsal_model_input(wildcards):
+        return [config["model"]["hub"]["local_dir"]] if REHEARSAL else []
+
+    if REHEARSAL:
+
+        rule build_rehearsal_model:
+            """Tiny random Qwen3_5ForConditionalGeneration (4B's layer pattern, a small vision
+            tower), BPE tokenizer on the real prompts with Qwen's special tokens and chat template."""
+            input:
+                train_prompts=rules.prepare_real_data.output.train_prompts,
+                eval_main=rules.prepare_real_data.output.eval_main,
+            output:
+                model=directory(config["model"]["hub"]["local_dir"]),
+            params:
+                spec=REHEARSAL,
+                instruction=prompt_instruction,
+                seed=config["seed"],
+            threads: 2
+            resources:
+                mem_mb=4000,
+                runtime=30,
+            log:
+                log_path("model", "build_rehearsal_model"),
+            benchmark:
+                bench_path("model", "build_rehearsal_model")
+            script:
+                "../scripts/build_rehearsal_model.py"
+
     rule fetch_base:
         """The hub base model at its pinned revision (huggingface_hub.snapshot_download), or a
         copy of model.hub.local_dir; checked for config, tokenizer, chat template and weights."""
         localrule: True
+        input:
+            local=rehearsal_model_input,
         output:
             model=directory(f"{R}/models/base"),
         params:

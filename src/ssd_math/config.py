@@ -404,6 +404,11 @@ def _check_real(cfg: dict) -> list[str]:
         if dc.get("threshold_same_answer", 0.3) > dc.get("threshold", 0.5):
             out.append("data.real.decontam.threshold_same_answer is above data.real.decontam."
                        "threshold (the same-answer threshold is the lower one)")
+    if cfg["model"].get("rehearsal") is not None:
+        hub = cfg["model"].get("hub") or {}
+        if cfg["model"]["kind"] != "hub" or cfg["data"]["kind"] != "real" or not hub.get("local_dir"):
+            out.append("model.rehearsal: needs model.kind 'hub', data.kind 'real' and "
+                       "model.hub.local_dir (the folder rule build_rehearsal_model writes)")
     if cfg["model"]["kind"] == "hub":
         hub = cfg["model"].get("hub") or {}
         if hub.get("revision") and not hub.get("local_dir") and is_placeholder_revision(hub["revision"]):

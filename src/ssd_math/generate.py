@@ -19,6 +19,10 @@ an output never appears without its provenance. In a multi-output job (:func:`ge
 condition's partial is kept until the whole job is done: when a failed job's finished outputs are
 deleted by Snakemake, the rerun rebuilds them from their partials without sampling again.
 
+The vLLM backend resumes per request instead (:func:`generate_jobs_vllm`): one submission of
+every request of all the job's conditions, rows appended to the partials as requests finish, a
+rerun keeps every finished (prompt id, sample index) row of each condition and submits the rest.
+
 Input rows (:func:`check_problems`): a malformed JSON line is an error naming the file and line; an
 empty file, or one with no valid row, is an error naming the file. Rows without an id, without
 problem text, **without a gold answer**, and repeated ids (the first is kept) are dropped before
@@ -41,6 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -413,6 +418,9 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
         problems = shard_slice(problems, *shard)
     batch_size = int(common.get("batch_size", 64))
     trust = bool(common.get("trust_remote_code", False))
+    if common["backend"] == "vllm":
+        return generate_jobs_vllm(jobs, problems, outputs, common=common, report=report,
+                                  problems_path=problems_path, shard=shard, progress=progress)
     counts = []
     current_dir, sampler, requests, thash, ident = None, None, None, None, None
     for job, out in zip(jobs, outputs):
@@ -452,6 +460,152 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
     for out in outputs:  # every output is complete: the partials are no longer needed
         Path(out).with_name(Path(out).name + ".partial").unlink(missing_ok=True)
     return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# the vLLM path: one submission per generation job, rows persisted as requests finish
+# ----------------------------------------------------------------------------------------------
+
+def _read_partial_rows(path: Path, expected: set, fingerprint: str) -> dict[tuple, dict]:
+    """Finished rows of a per-request partial file: ``{(prompt id, sample index): row}``.
+    Rows outside ``expected``, repeats (the first is kept) and torn lines are dropped; a file
+    whose header does not carry ``fingerprint`` yields nothing."""
+    done: dict[tuple, dict] = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line from a kill mid-write
+            if i == 0:
+                if not (isinstance(row, dict) and row.get("_partial", {}).get("fingerprint") == fingerprint):
+                    log.warning("%s: left by a run with other settings or another model; discarded", path)
+                    return {}
+                continue
+            if not isinstance(row, dict):
+                continue
+            key = (str(row.get("prompt_id")), int(row.get("sample_index", -1)))
+            if key in expected and key not in done:
+                done[key] = row
+    return done
+
+
+def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequence[str | Path], *,
+                       common: dict, report: dict, problems_path, shard=None,
+                       progress: bool = True) -> list[int]:
+    """The vLLM backend of :func:`generate_jobs`: one engine per model folder, and ONE submission
+    of every request of all of that model's jobs (decoding conditions) to it
+    (:meth:`ssd_math.sampler.VLLMSampler.run`). Each row is appended to its output's
+    ``<out>.partial`` the moment its request finishes (flushed at once, fsynced every
+    ``fsync_s`` seconds and at the end), so a crash loses only the requests in flight; a rerun
+    keeps the finished (prompt id, sample index) rows of every condition and submits only the
+    rest. An output appears (sidecar first, then an atomic rename) when all of its rows exist,
+    in request order; the partials are removed when every output of the job is written."""
+    from .sampler import SamplingConfig, Work
+
+    base_seed = int(common["seed"])
+    trust = bool(common.get("trust_remote_code", False))
+    extra = dict(common.get("sampler_extra") or {})
+    counts: dict[int, int] = {}
+    groups: list[tuple[str, list[int]]] = []
+    for j, job in enumerate(jobs):  # consecutive jobs of one model folder share one engine
+        if groups and groups[-1][0] == job["model_dir"]:
+            groups[-1][1].append(j)
+        else:
+            groups.append((job["model_dir"], [j]))
+    for model_dir, idx in groups:
+        render, thash = prompt_renderer(model_dir, common["instruction"], trust_remote_code=trust)
+        requests = build_requests(problems, render)
+        from .sampler import _check_requests
+
+        _check_requests(requests)
+        ident = {"model_dir": str(model_dir), "files": model_signature(model_dir),
+                 "backend": "vllm", "engine": extra}
+        state = {}
+        for j in idx:
+            job, out = jobs[j], Path(outputs[j])
+            cfg = SamplingConfig.from_dict(job["sampling"])
+            expected = [(str(r["id"]), s) for r in requests for s in range(cfg.n)]
+            fingerprint = stable_hash({"requests": requests, "sampling": cfg.to_dict(),
+                                       "condition": job["condition"], "model": job["model"],
+                                       "base_seed": base_seed, "identity": ident, "mode": "requests"})
+            partial = out.with_name(out.name + ".partial")
+            done = _read_partial_rows(partial, set(expected), fingerprint)
+            with atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(_row_line({"_partial": {"fingerprint": fingerprint, "out": out.name,
+                                                 "mode": "requests", "n_rows": len(expected)}}))
+                fh.write("".join(_row_line(done[k]) for k in expected if k in done))
+            if done:
+                log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
+            meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
+                        condition=job["condition"], sampling=job["sampling"], backend="vllm",
+                        device="cuda", trust_remote_code=trust, dtype=extra.get("dtype", "bfloat16"),
+                        engine={"language_model_only": True, "batch_invariant": False, **extra},
+                        base_seed=base_seed,
+                        seeds={"base_seed": base_seed,
+                               "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)"},
+                        reproducibility=("batch-invariant mode" if extra.get("batch_invariant") else
+                                         "per-request seeds; logits depend on batching "
+                                         "(docs/real_run.md)"),
+                        prompt_template_hash=thash, problems=str(problems_path),
+                        shard=list(shard) if shard else None, n_prompts=len(problems),
+                        input_validation=report, instruction=common["instruction"])
+            state[j] = {"out": out, "partial": partial, "cfg": cfg, "expected": expected,
+                        "done": done, "meta": meta}
+
+        def finish(j: int) -> None:
+            st = state[j]
+            rows = [st["done"][k] for k in st["expected"]]
+            write_meta(st["out"], **{**st["meta"], "n_rows": len(rows)})
+            counts[j] = write_jsonl(st["out"], rows)
+
+        work = [Work(r, s, state[j]["cfg"], jobs[j]["condition"], tag=j)
+                for j in idx for r in requests for s in range(state[j]["cfg"].n)
+                if (str(r["id"]), s) not in state[j]["done"]]
+        for j in idx:
+            if len(state[j]["done"]) == len(state[j]["expected"]):
+                finish(j)
+        if work:
+            sampler = open_sampler(common, model_dir, model_name=jobs[idx[0]]["model"])
+            handles = {j: open(state[j]["partial"], "a", encoding="utf-8") for j in idx}
+            bar = tqdm(total=len(work), desc=f"{jobs[idx[0]]['model']} ({len(idx)} conditions)",
+                       unit="req", disable=not progress, mininterval=2.0)
+            last_sync = time.monotonic()
+            try:
+                for w, rows in sampler.run(work, base_seed=base_seed):
+                    j = w.tag
+                    fh = handles[j]
+                    fh.write("".join(_row_line(r) for r in rows))
+                    fh.flush()  # in the page cache: survives a crash of this process
+                    for r in rows:
+                        state[j]["done"][(str(r["prompt_id"]), int(r["sample_index"]))] = r
+                    bar.update(1)
+                    if time.monotonic() - last_sync > FSYNC_S:
+                        for h in handles.values():
+                            os.fsync(h.fileno())
+                        last_sync = time.monotonic()
+                    if len(state[j]["done"]) == len(state[j]["expected"]):
+                        finish(j)
+            finally:
+                bar.close()
+                for h in handles.values():
+                    h.flush()
+                    os.fsync(h.fileno())
+                    h.close()
+            log.info("vllm throughput %s", json.dumps({"model": jobs[idx[0]]["model"],
+                                                        **sampler.throughput()}))
+            missing = [str(outputs[j]) for j in idx if j not in counts]
+            if missing:
+                raise RuntimeError(f"the engine finished without every row of {missing}")
+    for out in outputs:
+        Path(out).with_name(Path(out).name + ".partial").unlink(missing_ok=True)
+    return [counts[j] for j in range(len(jobs))]
+
+
+#: seconds between fsyncs of the vLLM path's partial files (rows are flushed at once)
+FSYNC_S = 2.0
 
 
 # ----------------------------------------------------------------------------------------------

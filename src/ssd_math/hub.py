@@ -13,6 +13,7 @@ Model code from the hub (``*.py``) is only fetched when ``model.trust_remote_cod
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -97,3 +98,107 @@ def _resolved_revision(folder: Path) -> str | None:
         if first and len(first[0]) == 40:
             return first[0]
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# what vLLM's loader expects of a Qwen3.5 checkpoint (no vLLM needed)
+# ----------------------------------------------------------------------------------------------
+
+#: vLLM 0.33's ``hf_to_vllm_mapper.orig_to_new_prefix`` of the two Qwen3.5 architectures
+#: (vllm/model_executor/models/qwen3_5.py; the VLM's inherits qwen3_vl.py's), applied in order:
+#: a prefix is replaced (``None``: the weight is skipped).
+VLLM_PREFIX_MAP = {
+    "Qwen3_5ForConditionalGeneration": {"model.visual.": "visual.",
+                                        "lm_head.": "language_model.lm_head.",
+                                        "model.language_model.": "language_model.model.",
+                                        "mtp.": None},
+    "Qwen3_5ForCausalLM": {"model.language_model.": "model.", "mtp.": None},
+}
+#: Parameter names (before vLLM stacks q/k/v, gate/up, in_proj_qkv/z and in_proj_b/a into its
+#: fused modules: orig_to_new_stacked of Qwen3_5Model / Qwen3NextModel) of vLLM's Qwen3_5Model.
+_VLLM_TEXT_PARAM = re.compile(
+    r"^model\.(?:embed_tokens\.weight|norm\.weight"
+    r"|layers\.(?P<layer>\d+)\.(?:"
+    r"(?:input_layernorm|post_attention_layernorm)\.weight"
+    r"|mlp\.(?:gate_proj|up_proj|down_proj)\.weight"
+    r"|(?P<full>self_attn)\.(?:q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.weight"
+    r"|(?P<linear>linear_attn)\.(?:in_proj_qkv\.weight|in_proj_z\.weight|in_proj_b\.weight"
+    r"|in_proj_a\.weight|conv1d\.weight|dt_bias|A_log|norm\.weight|out_proj\.weight)))$"
+    r"|^lm_head\.weight$")
+
+
+_COMMON = {"input_layernorm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+           "mlp.up_proj.weight", "mlp.down_proj.weight"}
+#: the weights every decoder layer of each type has (vLLM's Qwen3_5DecoderLayer)
+LAYER_WEIGHTS = {
+    "full_attention": _COMMON | {f"self_attn.{n}.weight" for n in
+                                 ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")},
+    "linear_attention": _COMMON | {f"linear_attn.{n}" for n in
+                                   ("in_proj_qkv.weight", "in_proj_z.weight", "in_proj_b.weight",
+                                    "in_proj_a.weight", "conv1d.weight", "dt_bias", "A_log",
+                                    "norm.weight", "out_proj.weight")},
+}
+
+
+def vllm_map_name(name: str, architecture: str) -> str | None:
+    """``name`` as vLLM 0.33's loader for ``architecture`` sees it (None: skipped)."""
+    for prefix, new in VLLM_PREFIX_MAP[architecture].items():
+        if name.startswith(prefix):
+            if new is None:
+                return None
+            name = new + name[len(prefix):]
+    return name
+
+
+def vllm_weight_problems(model_dir: str | os.PathLike) -> list[str]:
+    """Why vLLM 0.33's Qwen3.5 loader would not load ``model_dir``'s weights (empty: it would):
+    the architecture (config.json) is one vLLM registers, every weight name maps onto a parameter
+    of vLLM's module tree (language model under ``language_model.`` for the VLM, the vision tower
+    under ``visual.``), self-attention weights sit on full_attention layers and Gated DeltaNet
+    weights on linear_attention layers, and every layer has its attention weights."""
+    import json
+
+    from safetensors import safe_open
+
+    folder = Path(model_dir)
+    cfg = json.loads((folder / "config.json").read_text("utf-8"))
+    arch = (cfg.get("architectures") or [None])[0]
+    if arch not in VLLM_PREFIX_MAP:
+        return [f"architecture {arch!r} is not one of vLLM's Qwen3.5 classes {sorted(VLLM_PREFIX_MAP)}"]
+    text = cfg.get("text_config") or cfg
+    types = list(text["layer_types"])
+    names: list[str] = []
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as fh:
+            names += list(fh.keys())
+    problems, seen = [], {i: set() for i in range(len(types))}
+    lm = "language_model." if arch == "Qwen3_5ForConditionalGeneration" else ""
+    for name in names:
+        mapped = vllm_map_name(name, arch)
+        if mapped is None:
+            continue
+        if lm and mapped.startswith("visual."):
+            continue  # the vision tower (skipped under language_model_only)
+        if lm and not mapped.startswith(lm):
+            problems.append(f"{name} -> {mapped}: not under vLLM's {lm!r}")
+            continue
+        m = _VLLM_TEXT_PARAM.match(mapped[len(lm):])
+        if not m:
+            problems.append(f"{name} -> {mapped}: no such parameter in vLLM's Qwen3_5Model")
+            continue
+        if m.group("layer") is not None:
+            i = int(m.group("layer"))
+            kind = "full_attention" if m.group("full") else "linear_attention" if m.group("linear") else None
+            if i >= len(types):
+                problems.append(f"{name}: layer {i} beyond num_hidden_layers {len(types)}")
+            elif kind and types[i] != kind:
+                problems.append(f"{name}: {kind} weights on a {types[i]} layer")
+            else:
+                seen[i].add(mapped[len(lm):].split(f"layers.{i}.", 1)[1])
+    for i, t in enumerate(types):
+        lacking = sorted(LAYER_WEIGHTS[t] - seen.get(i, set()))
+        if lacking:
+            problems.append(f"layer {i} ({t}) lacks {', '.join(lacking)}")
+    if not any(vllm_map_name(n, arch) and vllm_map_name(n, arch).endswith("embed_tokens.weight") for n in names):
+        problems.append("no embed_tokens weight")
+    return problems

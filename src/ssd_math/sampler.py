@@ -11,8 +11,10 @@ the eos; ``finish_reason`` is "stop" when the eos (``<|im_end|>``) was produced,
 
 Seeds. ``seed`` in a row is the per-request seed of the contract,
 ``derive_seed(base_seed, prompt_id, sample_index, condition)``; the vLLM backend hands exactly that
-to the engine (``SamplingParams.seed``), so a vLLM row does not depend on what else is in the
-batch. transformers ``generate`` has one RNG per call, so the HF backend seeds *batches*:
+to the engine (``SamplingParams.seed``), so a vLLM row's *sampling noise* does not depend on what
+else is in the batch -- its logits do, unless vLLM's batch-invariant mode is on (see
+:class:`VLLMSampler`: what is and is not reproducible). transformers ``generate`` has one RNG per
+call, so the HF backend seeds *batches*:
 
 * requests are chunked, in their given order, into fixed groups of ``batch_size``
   (:func:`plan_batches`; the composition never depends on what was already done);
@@ -342,53 +344,162 @@ def vllm_output_to_rows(request: dict, output: Any, *, sampling: SamplingConfig,
     return rows
 
 
+@dataclass(frozen=True)
+class Work:
+    """One engine request: sample ``sample_index`` of ``request`` under ``condition``. ``tag``
+    is the caller's (e.g. which output file the row goes to)."""
+    request: dict
+    sample_index: int
+    sampling: SamplingConfig
+    condition: str
+    tag: Any = None
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (str(self.request["id"]), int(self.sample_index), self.condition)
+
+
+#: Engine arguments of vLLM 0.33 (``vllm.engine.arg_utils.EngineArgs`` fields) this backend
+#: passes or that config ``sampler.vllm`` may set; anything else is an error before the engine
+#: starts. ``language_model_only`` (``MultiModalConfig.language_model_only``): every modality
+#: limit is 0, so a ``*ForConditionalGeneration`` checkpoint (Qwen3.5) is served text-only and
+#: its vision tower is neither built nor profiled (``_mark_tower_model`` skips it).
+VLLM_ENGINE_ARGS = ("model", "tensor_parallel_size", "dtype", "seed", "gpu_memory_utilization",
+                    "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                    "enable_prefix_caching", "enforce_eager", "kv_cache_dtype",
+                    "trust_remote_code", "language_model_only")
+
+
 class VLLMSampler:
-    """vLLM offline engine. Each (prompt, sample index) is its own request with its own
-    ``SamplingParams(seed=request seed, n=1)``, so rows depend only on (base seed, prompt id,
-    sample index, condition), never on batching; one engine serves any mix of conditions."""
+    """vLLM offline engine (0.33), one engine per model, fed through its step loop.
+
+    :meth:`run` submits every request of a generation job at once, all of its decoding
+    conditions together (``LLMEngine.add_request`` with a ``SamplingParams`` per request), and
+    yields each row as soon as its request finishes (``LLMEngine.step`` returns finished requests
+    in completion order; ``output_kind=FINAL_ONLY``). So the GPU never idles in the tail of a
+    chunk waiting for its longest sample, and a caller that persists rows as they come loses only
+    the requests in flight when the process dies (ssd_math.generate resumes the rest).
+
+    What is reproducible. Each (prompt, sample index, condition) is its own request with
+    ``SamplingParams(seed=request_seed(...), n=1)``: the *sampling noise* of a request is fixed
+    by its seed and does not depend on the other requests. The *logits* it samples from do
+    (vLLM's docs: results are not reproducible by default): batched kernels (matmul split-K,
+    attention, the Gated DeltaNet scan, chunked prefill, prefix caching) reduce in an order that
+    depends on the batch composition, which depends on what else is in flight, which depends on
+    timing. A rerun of the same job on the same GPU and software can therefore give different
+    text for some requests (mostly long ones: one flipped token changes everything after it);
+    statistics over many requests are unaffected. ``batch_invariant=True`` (config
+    ``sampler.vllm.batch_invariant``) turns on vLLM's batch-invariant mode
+    (``VLLM_BATCH_INVARIANT=1``, read when the engine starts): kernels whose results do not
+    depend on the batch, so the same request gives the same tokens whatever it ran with, on the
+    same hardware and versions, at a throughput cost; not across GPU models, vLLM/torch versions,
+    tensor-parallel sizes or dtypes. The transformers backend (HFSampler) is reproducible for the
+    same (requests, batch_size) on CPU.
+    """
 
     backend = "vllm"
 
     def __init__(self, model_dir, *, tensor_parallel_size: int = 1, dtype: str = "bfloat16",
                  seed: int = 0, model_name: str | None = None, max_model_len: int | None = None,
-                 gpu_memory_utilization: float = 0.9, **llm_kw):
+                 gpu_memory_utilization: float = 0.9, language_model_only: bool = True,
+                 batch_invariant: bool = False, llm: Any = None, sampling_params_cls: Any = None,
+                 final_only: Any = None, **llm_kw):
+        unknown = sorted(set(llm_kw) - set(VLLM_ENGINE_ARGS))
+        if unknown:
+            raise ValueError(f"unknown vLLM engine argument(s) {unknown} (config sampler.vllm); "
+                             f"known: {sorted(VLLM_ENGINE_ARGS)}, language_model_only, batch_invariant")
+        self.batch_invariant = bool(batch_invariant)
+        self.engine_args = dict(model=str(model_dir), tensor_parallel_size=tensor_parallel_size,
+                                dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                                language_model_only=bool(language_model_only), **llm_kw)
+        if max_model_len:
+            self.engine_args["max_model_len"] = int(max_model_len)
+        if llm is None:
+            llm, sampling_params_cls, final_only = self._start_engine()
+        self.llm = llm
+        self._params_cls = sampling_params_cls
+        self._final_only = final_only
+        self.model_name = model_name or str(model_dir)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos_token = self.tokenizer.eos_token
+        self.stats = {"new_tokens": 0, "requests": 0, "seconds": 0.0}
+
+    def _start_engine(self):
+        import os
+        import sys
+
+        if self.batch_invariant:
+            if "vllm" in sys.modules and os.environ.get("VLLM_BATCH_INVARIANT") != "1":
+                raise RuntimeError("batch_invariant needs VLLM_BATCH_INVARIANT=1 before vllm is "
+                                   "imported; set it in the environment of this process")
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"  # engine processes inherit it
         try:
             import vllm  # noqa: F401
         except ImportError as exc:  # pragma: no cover - vLLM is not installable on the CPU box
             raise ImportError("the vllm backend needs vLLM (pip install 'ssd-math[vllm]' in its "
                               "own environment, envs/vllm.yaml)") from exc
-        from vllm import LLM
+        from vllm import LLM, SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
-        kw = dict(model=str(model_dir), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                  seed=seed, gpu_memory_utilization=gpu_memory_utilization, **llm_kw)
-        if max_model_len:
-            kw["max_model_len"] = max_model_len
-        self.llm = LLM(**kw)
-        self.model_name = model_name or str(model_dir)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.eos_token = self.tokenizer.eos_token
+        return LLM(**self.engine_args), SamplingParams, RequestOutputKind.FINAL_ONLY
+
+    def params(self, sampling: SamplingConfig, seed: int):
+        return self._params_cls(**to_vllm_params(sampling, seed), output_kind=self._final_only)
+
+    def run(self, work: Sequence[Work], *, base_seed: int) -> Iterator[tuple[Work, list[dict]]]:
+        """Submit every item of ``work`` to the engine, then yield ``(item, [row])`` in the order
+        the requests finish. Prompts go in as token ids (the model's tokenizer, no special tokens
+        added: the rendered chat prompt already has them), as the transformers backend and the
+        training loop tokenize. Requests still in flight when the consumer stops (an exception, a
+        closed generator) are aborted."""
+        engine = self.llm.llm_engine
+        pending: dict[str, Work] = {}
+        ids_cache: dict[str, list[int]] = {}
+        t0 = time.perf_counter()
+        for i, w in enumerate(work):
+            prompt = w.request["prompt"]
+            if prompt not in ids_cache:
+                ids_cache[prompt] = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            rid = f"{i}:{w.request['id']}:{w.sample_index}:{w.condition}"
+            seed = request_seed(base_seed, w.request["id"], w.sample_index, w.condition)
+            engine.add_request(rid, {"prompt_token_ids": ids_cache[prompt]}, self.params(w.sampling, seed))
+            pending[rid] = w
+        try:
+            while pending and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if not getattr(out, "finished", False) or out.request_id not in pending:
+                        continue
+                    w = pending.pop(out.request_id)
+                    rows = vllm_output_to_rows(w.request, out, sampling=w.sampling,
+                                               condition=w.condition, base_seed=base_seed,
+                                               model=self.model_name, eos_token=self.eos_token,
+                                               sample_indices=[w.sample_index])
+                    self.stats["new_tokens"] += sum(r["n_completion_tokens"] for r in rows)
+                    self.stats["requests"] += 1
+                    yield w, rows
+            if pending:
+                raise RuntimeError(f"the vLLM engine has no unfinished requests but {len(pending)} "
+                                   "never finished")
+        finally:
+            self.stats["seconds"] += time.perf_counter() - t0
+            if pending:
+                engine.abort_request(list(pending))
 
     def sample(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
                base_seed: int, on_batch=None, skip=None, order=None) -> list[dict]:
-        from vllm import SamplingParams
-
+        """All rows of ``requests`` under one condition, in (request order, sample index)."""
         _check_requests(requests)
-        prompts, params, meta = [], [], []
-        for r in requests:
-            for s in range(sampling.n):
-                seed = request_seed(base_seed, r["id"], s, condition)
-                prompts.append(r["prompt"])
-                params.append(SamplingParams(**to_vllm_params(sampling, seed)))
-                meta.append((r, s))
-        outs = self.llm.generate(prompts, params)
-        rows = []
-        for (r, s), out in zip(meta, outs):
-            rows += vllm_output_to_rows(r, out, sampling=sampling, condition=condition,
-                                        base_seed=base_seed, model=self.model_name,
-                                        eos_token=self.eos_token, sample_indices=[s])
+        work = [Work(r, s, sampling, condition) for r in requests for s in range(sampling.n)]
+        pos = {w.key: i for i, w in enumerate(work)}
+        rows = [row for _, rs in self.run(work, base_seed=base_seed) for row in rs]
+        rows.sort(key=lambda r: pos[(str(r["prompt_id"]), r["sample_index"], r["condition"])])
         if on_batch is not None:
             on_batch(None, rows)
         return rows
+
+    def throughput(self) -> dict:
+        s = self.stats
+        return {**s, "new_tokens_per_s": s["new_tokens"] / s["seconds"] if s["seconds"] else None}
 
 
 def make_sampler(backend: str, model_dir, **kw):

@@ -6,12 +6,13 @@ pre-tokenizer regex (so digits are split one per token, ``\\p{N}``), the ChatML 
 single added tokens. As in Qwen3, ``<think>``/``</think>`` are *not* special: decoding with
 ``skip_special_tokens=True`` keeps them.
 
-The chat template mirrors the Qwen3.5 / Qwen3-Thinking convention for thinking mode: the
-generation prompt is ``<|im_start|>assistant\\n<think>\\n`` (the model starts inside its thinking
-block); ``enable_thinking=False`` renders ``<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n``
-(an empty thinking block), as Qwen3's template does. Assistant turns in a history are rendered
-with their reasoning (``reasoning_content`` or the part before ``</think>``) in a think block. The
-tool-calling branches of the real template are left out (the task has no tools).
+The chat template (:data:`CHAT_TEMPLATE`) renders text chats exactly as Qwen3.5's published
+template does: the thinking-mode generation prompt is ``<|im_start|>assistant\\n<think>\\n`` (the
+model starts inside its thinking block); ``enable_thinking=False`` renders an empty thinking
+block ``<think>\\n\\n</think>\\n\\n``; message contents are trimmed; an assistant turn after the
+last user turn carries its reasoning (``reasoning_content`` or the text before ``</think>``) in a
+think block, earlier assistant turns are rendered without it. The tool-calling and vision
+branches of the real template are left out (they raise): the task has neither.
 """
 
 from __future__ import annotations
@@ -32,21 +33,50 @@ QWEN_PRETOKENIZE = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+#: Qwen3.5's published chat template (Qwen/Qwen3.5-4B ``chat_template.jinja``), rewritten for
+#: text-only chats: the same output for system / user / assistant turns (contents trimmed; an
+#: assistant turn after the last user turn keeps its reasoning in a think block, earlier ones
+#: lose it; ``reasoning_content`` or the text before ``</think>``), text parts of list contents
+#: concatenated, and the thinking-mode generation prompt. Tools, images and videos raise (the
+#: task has none). tests/test_rehearsal.py checks the rendering against strings rendered by
+#: the published template.
 CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if message.role == 'system' or message.role == 'user' %}"
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
-    "{%- elif message.role == 'assistant' %}"
-    "{%- set content = message.content %}"
-    "{%- set reasoning_content = '' %}"
-    "{%- if message.reasoning_content is string %}"
-    "{%- set reasoning_content = message.reasoning_content %}"
+    "{%- macro text(c) %}"
+    "{%- if c is string %}{{- c }}"
+    "{%- elif c is iterable and c is not mapping %}"
+    "{%- for part in c %}"
+    "{%- if part.type == 'text' or (part is mapping and 'text' in part) %}{{- part.text }}"
+    "{%- else %}{{- raise_exception('only text content is supported by this chat template') }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{%- endmacro %}"
+    "{%- if not messages %}{{- raise_exception('No messages provided.') }}{%- endif %}"
+    "{%- if tools %}{{- raise_exception('tools are not supported by this chat template') }}{%- endif %}"
+    "{%- set ns = namespace(last_user=-1) %}"
+    "{%- for m in messages %}{%- if m.role == 'user' %}{%- set ns.last_user = loop.index0 %}{%- endif %}{%- endfor %}"
+    "{%- if ns.last_user < 0 %}{{- raise_exception('No user query found in messages.') }}{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- set content = text(m.content) | trim %}"
+    "{%- if m.role == 'system' %}"
+    "{%- if not loop.first %}{{- raise_exception('System message must be at the beginning.') }}{%- endif %}"
+    "{{- '<|im_start|>system\\n' + content + '<|im_end|>\\n' }}"
+    "{%- elif m.role == 'user' %}"
+    "{{- '<|im_start|>user\\n' + content + '<|im_end|>\\n' }}"
+    "{%- elif m.role == 'assistant' %}"
+    "{%- set reasoning = '' %}"
+    "{%- if m.reasoning_content is string %}"
+    "{%- set reasoning = m.reasoning_content %}"
     "{%- elif '</think>' in content %}"
-    "{%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
     "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
     "{%- endif %}"
-    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n'"
-    " + content.lstrip('\\n') + '<|im_end|>\\n' }}"
+    "{%- if loop.index0 > ns.last_user %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + (reasoning | trim) + '\\n</think>\\n\\n' + content + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>assistant\\n' + content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- else %}{{- raise_exception('Unexpected message role.') }}"
     "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}"
@@ -59,6 +89,10 @@ CHAT_TEMPLATE = (
     "{%- endif %}"
 )
 
+#: Qwen3.5's vision placeholders (special tokens of its tokenizer): a
+#: ``Qwen3_5ForConditionalGeneration`` config names their ids.
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
 
 def _raw_tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
@@ -70,9 +104,11 @@ def _raw_tokenizer() -> Tokenizer:
     return tok
 
 
-def build_tokenizer(texts: Iterable[str], out_dir=None, *, vocab_size: int = 512):
+def build_tokenizer(texts: Iterable[str], out_dir=None, *, vocab_size: int = 512,
+                    extra_special_tokens: Iterable[str] = ()):
     """Train the BPE on ``texts`` and return a ``PreTrainedTokenizerFast`` (saved to ``out_dir``
-    with ``save_pretrained`` when given). Deterministic for the same texts and vocab size."""
+    with ``save_pretrained`` when given). Deterministic for the same texts and vocab size.
+    ``extra_special_tokens`` (e.g. :data:`VISION_TOKENS`) are added after Qwen's three."""
     from transformers import PreTrainedTokenizerFast
 
     tok = _raw_tokenizer()
@@ -84,7 +120,8 @@ def build_tokenizer(texts: Iterable[str], out_dir=None, *, vocab_size: int = 512
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    special = SPECIAL_TOKENS + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
