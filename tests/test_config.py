@@ -277,7 +277,7 @@ def test_tiny_context_leaves_room_for_prompts(default):
 
 @pytest.mark.parametrize("kind,value,expect", [
     ("t", "0.8", "T0.8 is not on eval.t_grid (T0.6, T0.7, T1.0, T1.1, T1.3, T1.5)"),
-    ("model", "nope", "'nope' is not a model: 'base', the arms (ssd, t13, topk5) or the extra arms (naive,"),
+    ("model", "nope", "'nope' is not a model: 'base', the arms (ssd, t13, topk5, naive, filter-only) or the extra arms (nofilter,"),
     ("evalset", "eval_x", "'eval_x' is not an eval set of eval.sets (eval_main, eval_hard)"),
     ("ckpt", "step5", "'step5' is not a checkpoint of sft.checkpoint_steps (step4, step8, step12, final)"),
 ])
