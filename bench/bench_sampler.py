@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--levers", action="store_true", help="also time the ablations")
     ap.add_argument("--cb", action="store_true", help="also time transformers' generate_batch")
+    ap.add_argument("--note", default="", help="a sentence about the model/run for RESULTS.md")
     ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     ap.add_argument("--results", type=Path, default=ROOT / "RESULTS.md")
     a = ap.parse_args(argv)
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
         "compact_frac": frac, "load_before": load0, "load_after": load1,
         "wall_s": time.perf_counter() - t_start, "ratios": ratios,
         "ratio_median": statistics.median(ratios),
-        "runs": runs, "cb": cb, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "runs": runs, "cb": cb, "note": a.note, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if not a.no_write:
@@ -203,7 +204,7 @@ def write_results(path: Path, s: dict) -> None:
         f"Model `{s['model']}` ({s['params']:,} params, fp32); {s['n_prompts']} eval_main prompts "
         f"as the pipeline renders them, one batch of {s['n_prompts']}; T {sp['temperature']}, "
         f"top-k {sp['top_k']}, top-p {sp['top_p']}, {sp['max_new_tokens']} new tokens; "
-        f"compact_frac {s['compact_frac']}.",
+        f"compact_frac {s['compact_frac']}." + (f" {s['note']}" if s.get("note") else ""),
         "Useful tokens: generated tokens kept per row (up to and including eos); time: the whole "
         "`HFSampler.generate_batch` call. `useful/computed`: useful tokens / row-positions the "
         "loop computed logits for.", "",

@@ -242,7 +242,7 @@ def test_make_sampler_vllm_missing_is_a_clear_error(tmp_path, monkeypatch):
 from ssd_math.sampler import decode_batch, fast_loop_support, hf_logits_processors  # noqa: E402
 
 
-def _sharpen(src: Path, dst: Path, *, eos_pull: float | None = 2.5) -> Path:
+def _sharpen(src: Path, dst: Path, *, eos_pull: float | None = 1.5) -> Path:
     """A copy of a tiny random model whose logits are peaked (embeddings x10, tied: a clear top
     token and a long tail, so temperature/top-k/top-p change the distribution) and, with
     ``eos_pull``, whose eos embedding points along the mean final hidden state (eos then ends
@@ -430,35 +430,39 @@ def _chi2_homogeneity(a: list[int], b: list[int]) -> float:
 
 
 def test_distribution_matches_generate(sharp):
-    """Per-position token frequencies of the loop and of generate agree: one prompt x 160 rows
-    x 5 seeds = 800 samples each, positions 1-4; Pearson chi-square homogeneity p > 1e-3 at
-    every position (Bonferroni over 4 positions: family-wise false alarm ~0.4%). The seeds are
-    fixed, so the outcome is deterministic. Same check with top-k 20 / top-p 0.9 at T 0.7 and
-    with a presence penalty."""
+    """Per-position token frequencies of the loop and of generate agree: one prompt x 120 rows
+    x 4 seeds = 480 samples each, positions 1-3 (a row that stopped counts as pad there, as
+    generate writes it); Pearson chi-square homogeneity p > 1e-3 at every position (Bonferroni
+    over 3 positions x 2 settings: family-wise false alarm <= 0.6%). Seeds are fixed, so the
+    outcome is deterministic. Settings: T 0.7 / top-k 20 / top-p 0.9, and T 1 with a presence
+    penalty of 1."""
     mdir, reqs = sharp
     s = HFSampler(mdir)
-    batch_reqs = [reqs[3]] * 160
-    enc = _enc(s, batch_reqs)
-    for sc in [SamplingConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=4),
+    pad = s.tokenizer.pad_token_id
+    enc = _enc(s, [reqs[3]] * 120)
+    npos = 3
+    for sc in [SamplingConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=npos),
                SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, presence_penalty=1.0,
-                              max_new_tokens=4)]:
-        ours, theirs = [[] for _ in range(4)], [[] for _ in range(4)]
-        for seed in range(5):
+                              max_new_tokens=npos)]:
+        ours, theirs = [[] for _ in range(npos)], [[] for _ in range(npos)]
+        for seed in range(4):
             g = torch.Generator().manual_seed(seed)
             with torch.inference_mode():
                 rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
-                                    processors=hf_logits_processors(sc), max_new_tokens=4,
-                                    eos_token_id=-1, pad_token_id=s.tokenizer.pad_token_id,
-                                    generator=g)
+                                    processors=hf_logits_processors(sc), max_new_tokens=npos,
+                                    eos_token_id=s.eos_id, pad_token_id=pad, generator=g)
                 torch.manual_seed(100 + seed)
-                ref = s._generate_ids(enc, SamplingConfig(**{**sc.to_dict()}))
+                ref = s._generate_ids(enc, sc)
             for r, q in zip(rows, ref):
-                for t in range(4):
+                r = r + [pad] * (npos - len(r))
+                q = q + [pad] * (npos - len(q))
+                for t in range(npos):
                     ours[t].append(r[t])
                     theirs[t].append(q[t])
-        for t in range(4):
+        for t in range(npos):
             p = _chi2_homogeneity(ours[t], theirs[t])
             assert p > 1e-3, (sc, t, p)
+        assert len(set(ours[0])) >= 3  # a real distribution, not one forced token
 
 
 def test_sampled_tokens_inside_top_k_top_p_and_min_p(sharp):
@@ -500,7 +504,7 @@ def test_sampled_tokens_inside_top_k_top_p_and_min_p(sharp):
 
     hits, n_stop = check(SamplingConfig(temperature=1.1, top_k=5, top_p=0.8, max_new_tokens=16),
                          in_topk_topp)
-    assert all(hits) and len(hits) > 100 and n_stop >= 1
+    assert all(hits) and len(hits) > 60 and n_stop >= 1
     hits, _ = check(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.3,
                                    max_new_tokens=16), above_min_p)
     assert all(hits)
