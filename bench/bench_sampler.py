@@ -180,12 +180,22 @@ def main(argv=None) -> int:
         "compact_frac": frac, "load_before": load0, "load_after": load1,
         "wall_s": time.perf_counter() - t_start, "ratios": ratios,
         "ratio_median": statistics.median(ratios),
-        "runs": runs, "cb": cb, "note": a.note, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "runs": runs, "cb": cb, "note": a.note, "argv": _argv(argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if not a.no_write:
         write_results(a.results, summary)
     return 0
+
+
+def _argv(argv) -> str:
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--note" in args:
+        i = args.index("--note")
+        del args[i:i + 2]
+    return shlex.join(["python", "bench/bench_sampler.py", *args])
 
 
 def _med(xs):
@@ -196,8 +206,7 @@ def write_results(path: Path, s: dict) -> None:
     sp = s["sampling"]
     lines = [
         BEGIN, "## sampler", "",
-        f"`python bench/bench_sampler.py{' --levers' if len(s['runs']) > 2 else ''}"
-        f"{' --cb' if s['cb'] else ''}` ({s['date']}): {s['cpu']}, {s['ncpu']} CPUs visible, "
+        f"`{s['argv']}` ({s['date']}): {s['cpu']}, {s['ncpu']} CPUs visible, "
         f"{s['threads']} torch threads, torch {s['torch']}, transformers {s['transformers']}; "
         f"load average {s['load_before'][0]:.1f} before / {s['load_after'][0]:.1f} after "
         "(machine shared with other jobs; the contenders alternate, order flipped each round).",

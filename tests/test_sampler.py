@@ -465,6 +465,19 @@ def test_distribution_matches_generate(sharp):
         assert len(set(ours[0])) >= 3  # a real distribution, not one forced token
 
 
+def _loop_rows(s, reqs, sc, seed):
+    """(prompt ids without padding, generated ids) per request, straight from decode_batch."""
+    enc = _enc(s, reqs)
+    g = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
+                            processors=hf_logits_processors(sc), max_new_tokens=sc.max_new_tokens,
+                            eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id,
+                            generator=g, compact_frac=0.0)
+    prompts = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
+    return list(zip(prompts, rows))
+
+
 def test_sampled_tokens_inside_top_k_top_p_and_min_p(sharp):
     """Recompute each step's distribution from the model's own logits (teacher forcing, one
     unpadded row): every sampled token is in that step's top-k and top-p set (T 1.1, top-k 5,
@@ -472,19 +485,12 @@ def test_sampled_tokens_inside_top_k_top_p_and_min_p(sharp):
     same run without min-p does sample below it (the check has teeth)."""
     mdir, reqs = sharp
     s = HFSampler(mdir, batch_size=12)
-    tok = s.tokenizer
 
     def check(sc, pred):
-        rows = s.sample(reqs, sampling=sc, condition="c", base_seed=5)
         hits = []
         n_stop = 0
-        for r in rows:
-            p_ids = tok(r["prompt"], add_special_tokens=False)["input_ids"]
-            gen = tok(r["completion"], add_special_tokens=False)["input_ids"]
-            if r["finish_reason"] == "stop":
-                gen = gen + [s.eos_id]
-                n_stop += 1
-            assert len(gen) == r["n_completion_tokens"]
+        for p_ids, gen in _loop_rows(s, reqs, sc, 5):
+            n_stop += gen[-1] == s.eos_id
             lg = _teacher_forced_logits(s.model, p_ids, gen) / sc.temperature
             for t, token in enumerate(gen):
                 hits.append(pred(lg[t], token))
@@ -518,17 +524,13 @@ def test_presence_penalty_changes_the_greedy_choice(sharp):
     from the model's logits, and the penalty changes at least one choice vs no penalty."""
     mdir, reqs = sharp
     s = HFSampler(mdir, batch_size=12)
-    tok = s.tokenizer
     sc = SamplingConfig(top_k=1, presence_penalty=2.0, max_new_tokens=16)
     rows = s.sample(reqs, sampling=sc, condition="c", base_seed=0)
     plain = s.sample(reqs, sampling=SamplingConfig(top_k=1, max_new_tokens=16), condition="c",
                      base_seed=0)
     assert [r["completion"] for r in rows] != [r["completion"] for r in plain]
     changed = 0
-    for r in rows:
-        p_ids = tok(r["prompt"], add_special_tokens=False)["input_ids"]
-        gen = tok(r["completion"], add_special_tokens=False)["input_ids"]
-        gen += [s.eos_id] if r["finish_reason"] == "stop" else []
+    for p_ids, gen in _loop_rows(s, reqs, sc, 0):
         lg = _teacher_forced_logits(s.model, p_ids, gen)
         for t, token in enumerate(gen):
             pen = lg[t].clone()
@@ -569,6 +571,15 @@ def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
     b = HFSampler(mdir, batch_size=5)
     assert json.dumps(rows) == json.dumps(b.sample(reqs, sampling=sc, condition="c",
                                                    base_seed=11))
+    # dropped the step they finish (compact_frac 0): every computed row-position is a kept token
+    enc = _enc(a, reqs)
+    st = {}
+    with torch.inference_mode():
+        toks = decode_batch(a.model, enc["input_ids"], enc["attention_mask"],
+                            processors=hf_logits_processors(sc), max_new_tokens=20,
+                            eos_token_id=a.eos_id, pad_token_id=a.tokenizer.pad_token_id,
+                            generator=torch.Generator().manual_seed(0), compact_frac=0.0, stats=st)
+    assert st["positions"] == sum(map(len, toks)) < len(toks) * 20
     done = {(reqs[5]["id"], 0), (reqs[0]["id"], 1)}
     part = b.sample(reqs, sampling=sc, condition="c", base_seed=11, skip=lambda x: x.key in done)
     full = {(r["prompt_id"], r["sample_index"]): r for r in rows}
@@ -583,3 +594,29 @@ def test_threads_are_the_jobs(tiny):
     assert torch.get_num_threads() == 2
     HFSampler(mdir, threads=1)
     assert torch.get_num_threads() == 1
+
+
+def test_loop_logits_equal_teacher_forced_logits(sharp):
+    """The logits the loop samples from (left-padded batch, buffered cache, decode attention) are
+    the model's own: each step's row equals a plain unpadded forward over prompt + generated
+    prefix (atol 1e-4), so positions, masks and the cache are right."""
+    mdir, reqs = sharp
+    s = HFSampler(mdir)
+    enc = _enc(s, reqs[:6])
+    seen = []
+
+    def record(input_ids, scores):
+        seen.append(scores.clone())
+        return scores
+
+    procs = hf_logits_processors(SamplingConfig(top_k=1))
+    procs.insert(0, record)
+    with torch.inference_mode():
+        rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"], processors=procs,
+                            max_new_tokens=8, eos_token_id=-1,
+                            pad_token_id=s.tokenizer.pad_token_id, compact_frac=2.0)
+    for i, (r, gen) in enumerate(zip(reqs[:6], rows)):
+        p_ids = s.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+        ref = _teacher_forced_logits(s.model, p_ids, gen)
+        got = torch.stack([step[i] for step in seen[:len(gen)]])
+        assert torch.allclose(got, ref, atol=1e-4), float((got - ref).abs().max())

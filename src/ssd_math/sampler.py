@@ -139,13 +139,15 @@ def _check_requests(requests: Sequence[dict]) -> None:
 # ------------------------------------------------------------------------------------------
 #
 # Why a hand-written decode loop and not transformers' continuous batching
-# (``generate_batch`` / ``init_continuous_batching``, transformers 5.20.2): it runs on CPU, but
-# (1) its scheduler runs in a background thread and admits requests as they arrive, so which rows
-# share a forward (and so the RNG stream) depends on timing: reruns are not byte-identical;
-# (2) its logits processors see only the last token of each request, not the generated history, so
-# the presence penalty cannot be expressed; (3) its paged cache has no linear-attention
-# (Gated DeltaNet) state, which the real recipe's hybrid Qwen3.5 needs. bench/bench_sampler.py
-# measures it as a third contender (tokens/s only; its rows are not used).
+# (``generate_batch`` / ``init_continuous_batching``, transformers 5.20.2, checked here): it does
+# run on CPU, but (1) it was far slower than plain generate on the tiny test model (8 prompts x 8
+# tokens: 101 s for the first call, 19.5 s for the next, on the shared 2-core box: its paged
+# cache, warm-up and scheduler thread are built for GPUs); (2) its scheduler runs in a background
+# thread and admits requests as they arrive, so which rows share a forward (hence the RNG stream)
+# is not fixed by the batch: byte-identical reruns are not guaranteed by construction; (3) its
+# logits processors see only each request's last token, not the generated history, so the
+# presence penalty cannot be expressed; (4) its paged cache has no linear-attention (Gated
+# DeltaNet) state, which the real recipe's hybrid Qwen3.5 needs.
 #
 # The loop (:func:`decode_batch`) keeps what generate's ``_sample`` does for one batch and drops
 # its per-step machinery:
