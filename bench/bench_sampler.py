@@ -120,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compact-frac", type=float, default=None,
+                    help="the fast loop's compact_frac (default: HFSampler's)")
     ap.add_argument("--levers", action="store_true", help="also time the ablations")
     ap.add_argument("--cb", action="store_true", help="also time transformers' generate_batch")
     ap.add_argument("--note", default="", help="a sentence about the model/run for RESULTS.md")
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
     if sampler.loop != "decode_batch":
         print(f"the fast loop does not support this model: {sampler.loop_reason}", file=sys.stderr)
         return 2
-    frac = sampler.compact_frac
+    frac = sampler.compact_frac if a.compact_frac is None else a.compact_frac
     contenders = {"naive": dict(loop="generate", compact_frac=frac, buffered=True, attention=True),
                   "fast": dict(loop="decode_batch", compact_frac=frac, buffered=True,
                                attention=True)}
