@@ -21,7 +21,7 @@ rule generate_grid:
     params:
         jobs=grid_jobs,
         common=gen_common(),
-    threads: 1
+    threads: GEN_THREADS  # rules/sample.smk
     resources:
         **GEN_RESOURCES,
     log:
@@ -41,7 +41,7 @@ rule generate_passk:
     params:
         jobs=passk_jobs,
         common=gen_common(),
-    threads: 1
+    threads: GEN_THREADS  # rules/sample.smk
     resources:
         **GEN_RESOURCES,
     log:
@@ -61,7 +61,7 @@ rule generate_checkpoints:
     params:
         jobs=checkpoint_jobs,
         common=gen_common(),
-    threads: 1
+    threads: GEN_THREADS  # rules/sample.smk
     resources:
         **GEN_RESOURCES,
     log:
@@ -83,7 +83,7 @@ if SWEEPS:  # baseline decoding sweeps of the base model (config eval.sweeps)
         params:
             jobs=sweep_jobs,
             common=gen_common(),
-        threads: 1
+        threads: GEN_THREADS  # rules/sample.smk
         resources:
             **GEN_RESOURCES,
         log:

@@ -2,6 +2,12 @@
 # T_train with top-k/top-p truncation (sharded by a wildcard, merged by a rule), then drop the
 # length-stopped samples.
 
+# Generation jobs own their cores: they ask for GEN_THREADS and Snakemake caps that at --cores
+# (snakemake --cores 2: one generation job at a time, 2 torch threads; --cores 8: up to 8); the
+# sampler sets torch's threads to exactly the job's `threads`. A profile overrides it per rule
+# (`set-threads:`, profiles/default/config.yaml, profiles/slurm/config.yaml).
+GEN_THREADS = 16
+
 
 rule sample_train_shard:
     """One shard of the training-prompt pool, sampled from the frozen base (resumable)."""
@@ -22,7 +28,7 @@ rule sample_train_shard:
         model_name=sc.BASE,
         sampler_extra=config["sampler"].get("vllm", {}),
         trust_remote_code=config["model"].get("trust_remote_code", False),
-    threads: 1
+    threads: GEN_THREADS
     resources:
         mem_mb=GEN_MEM_MB,
         runtime=GEN_RUNTIME,

@@ -42,6 +42,21 @@ def default():
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Every test leaves torch's intra-op thread count as it found it (samplers and generation
+    jobs set it to the job's cores)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        yield
+        return
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def config_error(cfg) -> str:
     """The message of the ConfigError that validating ``cfg`` raises (fails if none)."""
     with pytest.raises(sc.ConfigError) as ei:

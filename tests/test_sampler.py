@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -131,9 +132,10 @@ def test_hf_row_fields_and_length_stop(tiny):
 
 
 def test_hf_stop_counts_eos(tiny, monkeypatch):
-    """Force eos as the 3rd generated token: finish 'stop', 3 tokens counted, text without eos."""
+    """Force eos as the 3rd generated token: finish 'stop', 3 tokens counted, text without eos
+    (the generate path; the fast loop's counting is checked by teacher forcing below)."""
     mdir, reqs = tiny
-    s = HFSampler(mdir, batch_size=4)
+    s = HFSampler(mdir, batch_size=4, loop="generate")
     eos = s.eos_id
     orig = s.model.generate
 
@@ -180,11 +182,13 @@ def test_to_vllm_params_names():
                  "presence_penalty": 1.5, "max_tokens": 100, "seed": 42,
                  "skip_special_tokens": False}
     assert to_vllm_params(SamplingConfig(top_k=0), None)["top_k"] == -1
-    try:
-        import vllm
-    except ImportError:
-        return
-    sp = vllm.SamplingParams(**p)  # the real class accepts every key
+
+
+def test_to_vllm_params_accepted_by_vllm():
+    vllm = pytest.importorskip("vllm")
+    sc = SamplingConfig(temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5,
+                        max_new_tokens=100, n=4)
+    sp = vllm.SamplingParams(**to_vllm_params(sc, 42))  # the real class accepts every key
     assert sp.max_tokens == 100 and sp.seed == 42
 
 
@@ -216,8 +220,403 @@ def test_vllm_output_to_rows_with_stand_ins():
 def test_make_sampler_rejects_unknown_backend(tmp_path):
     with pytest.raises(ValueError, match="unknown sampler backend"):
         make_sampler("tgi", tmp_path)
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="vllm"):
-            make_sampler("vllm", tmp_path)
+
+
+def test_make_sampler_vllm_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *a, **kw):  # vLLM absent even where it is installed
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(ImportError, match="vllm"):
+        make_sampler("vllm", tmp_path)
+
+
+# ---- the fast decode loop (ssd_math.sampler.decode_batch) -------------------------------------
+
+from ssd_math.sampler import decode_batch, fast_loop_support, hf_logits_processors  # noqa: E402
+
+
+def _sharpen(src: Path, dst: Path, *, eos_pull: float | None = 1.5) -> Path:
+    """A copy of a tiny random model whose logits are peaked (embeddings x10, tied: a clear top
+    token and a long tail, so temperature/top-k/top-p change the distribution) and, with
+    ``eos_pull``, whose eos embedding points along the mean final hidden state (eos then ends
+    rows at varied lengths, so finished rows do leave the batch)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src)
+    m = AutoModelForCausalLM.from_pretrained(src)
+    enc = tok(["<|im_start|>user\nFind the units digit of $2 + 3$.<|im_end|>\n"],
+              return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        m.model.embed_tokens.weight.mul_(10)
+        if eos_pull is not None:
+            h = m.model(**enc).last_hidden_state[0].mean(0)
+            m.model.embed_tokens.weight[tok.eos_token_id] = eos_pull * h / h.norm()
+    m.save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def sharp(tiny, tmp_path_factory):
+    mdir, reqs = tiny
+    return _sharpen(mdir, tmp_path_factory.mktemp("sharp")), reqs
+
+
+def _enc(s, reqs):
+    return s.tokenizer([r["prompt"] for r in reqs], return_tensors="pt", padding=True,
+                       add_special_tokens=False)
+
+
+def _teacher_forced_logits(model, prompt_ids: list[int], gen: list[int]) -> torch.Tensor:
+    """The model's float32 logits before each generated token (one unpadded row)."""
+    ids = torch.tensor([prompt_ids + gen])
+    with torch.inference_mode():
+        lg = model(input_ids=ids).logits[0].float()
+    return lg[len(prompt_ids) - 1: len(prompt_ids) - 1 + len(gen)]
+
+
+def test_fast_loop_is_the_default_and_generate_can_be_forced(tiny):
+    mdir, _ = tiny
+    assert HFSampler(mdir).loop == "decode_batch"
+    assert HFSampler(mdir, loop="generate").loop == "generate"
+    with pytest.raises(ValueError, match="loop must be"):
+        HFSampler(mdir, loop="fast")
+
+
+def test_processors_are_generates_own(tiny):
+    """The list the loop applies is, class by class and parameter by parameter, the one
+    generate builds (GenerationMixin._get_logits_processor) for the same settings."""
+    from transformers import GenerationConfig
+
+    mdir, _ = tiny
+    s = HFSampler(mdir)
+    for sc in [SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, min_p=0.05,
+                              presence_penalty=1.5),
+               SamplingConfig(temperature=1.0, top_k=0, top_p=1.0),
+               SamplingConfig(temperature=1.1, top_k=5, top_p=0.8)]:
+        ours = hf_logits_processors(sc)
+        pp = [p for p in ours if type(p).__name__ == "PresencePenaltyLogitsProcessor"]
+        gc = GenerationConfig(do_sample=True, temperature=sc.temperature, top_k=sc.top_k,
+                              top_p=sc.top_p, min_p=sc.min_p or None)
+        theirs = s.model._get_logits_processor(gc, logits_processor=pp)
+        assert [type(p) for p in ours] == [type(p) for p in theirs]
+        assert [vars(p) for p in ours] == [vars(p) for p in theirs]
+
+
+def test_top_k_1_equals_greedy_generate(sharp):
+    """top_k=1 through the loop (rows dropped the step they finish: compact_frac 0) is token for
+    token generate's greedy decoding of the same batch."""
+    mdir, reqs = sharp
+    s = HFSampler(mdir)
+    enc = _enc(s, reqs)
+    plen = enc["input_ids"].shape[1]
+    with torch.inference_mode():
+        greedy = s.model.generate(**enc, do_sample=False, max_new_tokens=24,
+                                  eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id)
+    stats = {}
+    for frac in (0.0, 0.5, 2.0):
+        ours = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
+                            processors=hf_logits_processors(SamplingConfig(top_k=1)),
+                            max_new_tokens=24, eos_token_id=s.eos_id,
+                            pad_token_id=s.tokenizer.pad_token_id, compact_frac=frac,
+                            stats=stats)
+        for row, ref in zip(ours, greedy[:, plen:].tolist()):
+            assert row == ref[:len(row)]
+            assert len(row) == 24 or row[-1] == s.eos_id
+
+
+def _hybrid_model(d: Path, tok) -> Path:
+    from transformers import AutoModelForCausalLM, Qwen3_5TextConfig
+
+    cfg = Qwen3_5TextConfig(
+        vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        layer_types=["linear_attention", "full_attention", "linear_attention"],
+        linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=8,
+        linear_value_head_dim=8, linear_conv_kernel_dim=4, max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_config(cfg)
+    m.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_hybrid_linear_attention_model_runs_the_loop(tiny, tmp_path):
+    """A Qwen3.5 hybrid (Gated DeltaNet + full attention): the loop drives its cache (conv and
+    recurrent states are selected with the rows) and equals greedy generate under top_k=1."""
+    from transformers import AutoTokenizer
+
+    mdir, reqs = tiny
+    tok = AutoTokenizer.from_pretrained(mdir)
+    hdir = _sharpen(_hybrid_model(tmp_path / "hyb", tok), tmp_path / "hyb_sharp", eos_pull=None)
+    s = HFSampler(hdir)
+    assert s.loop == "decode_batch", s.loop_reason
+    enc = _enc(s, reqs[:6])
+    plen = enc["input_ids"].shape[1]
+    with torch.inference_mode():
+        greedy = s.model.generate(**enc, do_sample=False, max_new_tokens=10,
+                                  eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id)
+    g_rows = greedy[:, plen:].tolist()
+    # drop half of the rows from the cache after the first step: the rest must continue exactly
+    import ssd_math.sampler as S
+
+    class Eos3:  # a processor forcing eos on the first 3 rows' first step (rows 0-2 finish)
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, input_ids, scores):
+            self.calls += 1
+            if self.calls == 1:
+                scores = scores.clone()
+                scores[:3] = float("-inf")
+                scores[:3, s.eos_id] = 0.0
+            return scores
+
+    procs = hf_logits_processors(SamplingConfig(top_k=1))
+    procs.insert(0, Eos3())
+    ours = S.decode_batch(s.model, enc["input_ids"], enc["attention_mask"], processors=procs,
+                          max_new_tokens=10, eos_token_id=s.eos_id,
+                          pad_token_id=s.tokenizer.pad_token_id, compact_frac=0.0)
+    assert [len(r) for r in ours[:3]] == [1, 1, 1]
+    for row, ref in zip(ours[3:], g_rows[3:]):
+        assert row == ref[:len(row)]
+    rows = s.sample(reqs[:6], sampling=SamplingConfig(max_new_tokens=8), condition="c",
+                    base_seed=1)
+    again = HFSampler(hdir).sample(reqs[:6], sampling=SamplingConfig(max_new_tokens=8),
+                                   condition="c", base_seed=1)
+    assert json.dumps(rows) == json.dumps(again)
+
+
+def test_unsupported_model_falls_back_to_generate_with_a_reason(tiny, monkeypatch):
+    mdir, reqs = tiny
+    s = HFSampler(mdir)
+    s.model.config._attn_implementation = "flex_attention"
+    why = fast_loop_support(s.model)
+    assert why is not None and "flex_attention" in why
+    s.model.config._attn_implementation = "sdpa"
+    from transformers import cache_utils
+
+    class Sliding(cache_utils.DynamicSlidingWindowLayer):
+        pass
+
+    monkeypatch.setitem(cache_utils.DYNAMIC_LAYER_TYPE_MAPPING, "full_attention",
+                        lambda **kw: Sliding(sliding_window=8))
+    assert "Sliding" in fast_loop_support(s.model)
+
+
+def _chi2_homogeneity(a: list[int], b: list[int]) -> float:
+    """p-value of Pearson's chi-square test that two samples of tokens come from one
+    distribution (tokens with fewer than 5 expected counts pooled into one cell)."""
+    from collections import Counter
+
+    from scipy.stats import chi2_contingency
+
+    ca, cb = Counter(a), Counter(b)
+    keys = sorted(set(ca) | set(cb), key=lambda k: -(ca[k] + cb[k]))
+    big = [k for k in keys if (ca[k] + cb[k]) / 2 >= 5]
+    rest = [k for k in keys if k not in big]
+    table = [[ca[k] for k in big] + [sum(ca[k] for k in rest)],
+             [cb[k] for k in big] + [sum(cb[k] for k in rest)]]
+    table = [row[:-1] for row in table] if table[0][-1] + table[1][-1] == 0 else table
+    return float(chi2_contingency(table)[1])
+
+
+def test_distribution_matches_generate(sharp):
+    """Per-position token frequencies of the loop and of generate agree: one prompt x 120 rows
+    x 4 seeds = 480 samples each, positions 1-3 (a row that stopped counts as pad there, as
+    generate writes it); Pearson chi-square homogeneity p > 1e-3 at every position (Bonferroni
+    over 3 positions x 2 settings: family-wise false alarm <= 0.6%). Seeds are fixed, so the
+    outcome is deterministic. Settings: T 0.7 / top-k 20 / top-p 0.9, and T 1 with a presence
+    penalty of 1."""
+    mdir, reqs = sharp
+    s = HFSampler(mdir)
+    pad = s.tokenizer.pad_token_id
+    enc = _enc(s, [reqs[3]] * 120)
+    npos = 3
+    for sc in [SamplingConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=npos),
+               SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, presence_penalty=1.0,
+                              max_new_tokens=npos)]:
+        ours, theirs = [[] for _ in range(npos)], [[] for _ in range(npos)]
+        for seed in range(4):
+            g = torch.Generator().manual_seed(seed)
+            with torch.inference_mode():
+                rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
+                                    processors=hf_logits_processors(sc), max_new_tokens=npos,
+                                    eos_token_id=s.eos_id, pad_token_id=pad, generator=g)
+                torch.manual_seed(100 + seed)
+                ref = s._generate_ids(enc, sc)
+            for r, q in zip(rows, ref):
+                r = r + [pad] * (npos - len(r))
+                q = q + [pad] * (npos - len(q))
+                for t in range(npos):
+                    ours[t].append(r[t])
+                    theirs[t].append(q[t])
+        for t in range(npos):
+            p = _chi2_homogeneity(ours[t], theirs[t])
+            assert p > 1e-3, (sc, t, p)
+        assert len(set(ours[0])) >= 3  # a real distribution, not one forced token
+
+
+def _loop_rows(s, reqs, sc, seed):
+    """(prompt ids without padding, generated ids) per request, straight from decode_batch."""
+    enc = _enc(s, reqs)
+    g = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
+                            processors=hf_logits_processors(sc), max_new_tokens=sc.max_new_tokens,
+                            eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id,
+                            generator=g, compact_frac=0.0)
+    prompts = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
+    return list(zip(prompts, rows))
+
+
+def test_sampled_tokens_inside_top_k_top_p_and_min_p(sharp):
+    """Recompute each step's distribution from the model's own logits (teacher forcing, one
+    unpadded row): every sampled token is in that step's top-k and top-p set (T 1.1, top-k 5,
+    top-p 0.8), and with min-p 0.3 (no top-k/top-p) every token has p >= 0.3 p_max, while the
+    same run without min-p does sample below it (the check has teeth)."""
+    mdir, reqs = sharp
+    s = HFSampler(mdir, batch_size=12)
+
+    def check(sc, pred):
+        hits = []
+        n_stop = 0
+        for p_ids, gen in _loop_rows(s, reqs, sc, 5):
+            n_stop += gen[-1] == s.eos_id
+            lg = _teacher_forced_logits(s.model, p_ids, gen) / sc.temperature
+            for t, token in enumerate(gen):
+                hits.append(pred(lg[t], token))
+        return hits, n_stop
+
+    def in_topk_topp(lg, token, k=5, p=0.8):
+        probs = lg.softmax(-1)
+        order = probs.argsort(descending=True)
+        topk = set(order[:k].tolist())
+        cum = probs[order].cumsum(0)
+        n = int((cum < p).sum()) + 1             # smallest prefix with mass >= p
+        return token in topk and token in set(order[:n].tolist())
+
+    def above_min_p(lg, token, m=0.3):
+        probs = lg.softmax(-1)
+        return bool(probs[token] >= m * probs.max() - 1e-6)
+
+    hits, n_stop = check(SamplingConfig(temperature=1.1, top_k=5, top_p=0.8, max_new_tokens=16),
+                         in_topk_topp)
+    assert all(hits) and len(hits) > 60 and n_stop >= 1
+    hits, _ = check(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.3,
+                                   max_new_tokens=16), above_min_p)
+    assert all(hits)
+    hits, _ = check(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16),
+                    above_min_p)
+    assert not all(hits)
+
+
+def test_presence_penalty_changes_the_greedy_choice(sharp):
+    """Under top_k=1 each token is argmax(logits - penalty * [token already generated]), recomputed
+    from the model's logits, and the penalty changes at least one choice vs no penalty."""
+    mdir, reqs = sharp
+    s = HFSampler(mdir, batch_size=12)
+    sc = SamplingConfig(top_k=1, presence_penalty=2.0, max_new_tokens=16)
+    rows = s.sample(reqs, sampling=sc, condition="c", base_seed=0)
+    plain = s.sample(reqs, sampling=SamplingConfig(top_k=1, max_new_tokens=16), condition="c",
+                     base_seed=0)
+    assert [r["completion"] for r in rows] != [r["completion"] for r in plain]
+    changed = 0
+    for p_ids, gen in _loop_rows(s, reqs, sc, 0):
+        lg = _teacher_forced_logits(s.model, p_ids, gen)
+        for t, token in enumerate(gen):
+            pen = lg[t].clone()
+            pen[list(set(gen[:t]))] -= 2.0
+            assert token == int(pen.argmax())
+            changed += int(lg[t].argmax()) != token
+    assert changed >= 1
+
+
+def test_ssd_and_topk5_settings_differ(sharp, default):
+    """The default's ssd and topk5 arms (top-k 20 vs 5, same T) sample different rows from the
+    same seed; topk5 rows stay inside the top 5 (test above)."""
+    mdir, reqs = sharp
+    s = HFSampler(mdir, batch_size=12)
+    out = {}
+    for arm in ("ssd", "topk5"):
+        a = default["arms"][arm]
+        sc = SamplingConfig(temperature=a["temperature"], top_k=a["top_k"], top_p=a["top_p"],
+                            max_new_tokens=16)
+        out[arm] = [r["completion"] for r in s.sample(reqs, sampling=sc, condition="T1.1",
+                                                      base_seed=0)]
+    assert default["arms"]["ssd"]["top_k"] != default["arms"]["topk5"]["top_k"]
+    assert out["ssd"] != out["topk5"]
+
+
+def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
+    """Two samplers (fresh model loads) give byte-identical rows; resuming with skip= gives the
+    rows of the uninterrupted run; finished rows really left the batch (positions < rows x
+    steps)."""
+    mdir, reqs = sharp
+    sc = SamplingConfig(temperature=1.0, max_new_tokens=20, n=2)
+    a = HFSampler(mdir, batch_size=5)
+    rows = a.sample(reqs, sampling=sc, condition="c", base_seed=11)
+    thr = a.throughput()
+    assert thr["positions"] < thr["batches"] * 5 * 20 and thr["useful_frac"] > 0.5
+    assert any(r["finish_reason"] == "stop" for r in rows)
+    assert any(r["finish_reason"] == "length" for r in rows)
+    b = HFSampler(mdir, batch_size=5)
+    assert json.dumps(rows) == json.dumps(b.sample(reqs, sampling=sc, condition="c",
+                                                   base_seed=11))
+    # dropped the step they finish (compact_frac 0): every computed row-position is a kept token
+    enc = _enc(a, reqs)
+    st = {}
+    with torch.inference_mode():
+        toks = decode_batch(a.model, enc["input_ids"], enc["attention_mask"],
+                            processors=hf_logits_processors(sc), max_new_tokens=20,
+                            eos_token_id=a.eos_id, pad_token_id=a.tokenizer.pad_token_id,
+                            generator=torch.Generator().manual_seed(0), compact_frac=0.0, stats=st)
+    assert st["positions"] == sum(map(len, toks)) < len(toks) * 20
+    done = {(reqs[5]["id"], 0), (reqs[0]["id"], 1)}
+    part = b.sample(reqs, sampling=sc, condition="c", base_seed=11, skip=lambda x: x.key in done)
+    full = {(r["prompt_id"], r["sample_index"]): r for r in rows}
+    assert len(part) == len(rows) - 10
+    for r in part:
+        assert json.dumps(r) == json.dumps(full[(r["prompt_id"], r["sample_index"])])
+
+
+def test_threads_are_the_jobs(tiny):
+    mdir, _ = tiny
+    HFSampler(mdir, threads=2)
+    assert torch.get_num_threads() == 2
+    HFSampler(mdir, threads=1)
+    assert torch.get_num_threads() == 1
+
+
+def test_loop_logits_equal_teacher_forced_logits(sharp):
+    """The logits the loop samples from (left-padded batch, buffered cache, decode attention) are
+    the model's own: each step's row equals a plain unpadded forward over prompt + generated
+    prefix (atol 1e-4), so positions, masks and the cache are right."""
+    mdir, reqs = sharp
+    s = HFSampler(mdir)
+    enc = _enc(s, reqs[:6])
+    seen = []
+
+    def record(input_ids, scores):
+        seen.append(scores.clone())
+        return scores
+
+    procs = hf_logits_processors(SamplingConfig(top_k=1))
+    procs.insert(0, record)
+    with torch.inference_mode():
+        rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"], processors=procs,
+                            max_new_tokens=8, eos_token_id=-1,
+                            pad_token_id=s.tokenizer.pad_token_id, compact_frac=2.0)
+    for i, (r, gen) in enumerate(zip(reqs[:6], rows)):
+        p_ids = s.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+        ref = _teacher_forced_logits(s.model, p_ids, gen)
+        got = torch.stack([step[i] for step in seen[:len(gen)]])
+        assert torch.allclose(got, ref, atol=1e-4), float((got - ref).abs().max())

@@ -440,10 +440,13 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
                                                  source=ctx_source)
             ident = {"model_dir": str(current_dir), "files": model_signature(current_dir),
                      "backend": common["backend"]}
+            if getattr(sampler, "loop", None):  # hf: decode_batch or generate (other RNG use)
+                ident["hf_loop"] = sampler.loop
         meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
                     condition=job["condition"], sampling=job["sampling"],
                     backend=common["backend"], batch_size=batch_size,
                     device=common.get("device", "cpu"), trust_remote_code=trust,
+                    threads=int(threads), hf_loop=getattr(sampler, "loop", None),
                     dtype=(common.get("sampler_extra") or {}).get(
                         "dtype", "float32" if common["backend"] == "hf" else "bfloat16"),
                     base_seed=int(common["seed"]),

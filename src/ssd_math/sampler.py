@@ -13,20 +13,22 @@ Seeds. ``seed`` in a row is the per-request seed of the contract,
 ``derive_seed(base_seed, prompt_id, sample_index, condition)``; the vLLM backend hands exactly that
 to the engine (``SamplingParams.seed``), so a vLLM row's *sampling noise* does not depend on what
 else is in the batch -- its logits do, unless vLLM's batch-invariant mode is on (see
-:class:`VLLMSampler`: what is and is not reproducible). transformers ``generate`` has one RNG per
-call, so the HF backend seeds *batches*:
+:class:`VLLMSampler`: what is and is not reproducible). The HF backend (its fast loop
+:func:`decode_batch`, or ``generate``) has one RNG per batch, so it seeds *batches*:
 
 * requests are chunked, in their given order, into fixed groups of ``batch_size``
   (:func:`plan_batches`; the composition never depends on what was already done);
-* sample index ``s`` of a batch is one ``generate`` call seeded with
-  ``derive_seed(base_seed, condition, first prompt id of the batch, s)`` (recorded in the row
+* sample index ``s`` of a batch is one decode of the batch seeded with
+  ``derive_seed(base_seed, condition, first prompt id of the batch, s)`` (a ``torch.Generator``
+  for the fast loop, the global seed for ``generate``; recorded in the row
   as ``batch_seed``); n > 1 is n such passes, not ``num_return_sequences``, so sample ``s`` of a
   prompt is the same whatever n is.
 
 Hence generating the batches of a shard in any order, or skipping finished ones after a crash
 (``skip=``), gives byte-identical rows. A prompt's completion does depend on its batch (other
 prompts change the padding and the RNG stream), so HF rows are reproducible for the same
-(requests, batch_size), not across batch sizes.
+(requests, batch_size, loop) on one machine and thread count, not across batch sizes; the fast
+loop and ``generate`` sample the same distribution but draw differently (``HFSampler.loop``).
 
 Presence penalty (vLLM / OpenAI semantics): ``presence_penalty`` is subtracted from the logit of
 every token that already occurs in the *generated* part (the prompt does not count), before
@@ -139,6 +141,31 @@ def _check_requests(requests: Sequence[dict]) -> None:
 # ------------------------------------------------------------------------------------------
 # transformers backend
 # ------------------------------------------------------------------------------------------
+#
+# Why a hand-written decode loop and not transformers' continuous batching
+# (``generate_batch`` / ``init_continuous_batching``, transformers 5.20.2, checked here): it does
+# run on CPU, but (1) it was far slower than plain generate on the tiny test model (8 prompts x 8
+# tokens: 101 s for the first call, 19.5 s for the next, on the shared 2-core box: its paged
+# cache, warm-up and scheduler thread are built for GPUs); (2) its scheduler runs in a background
+# thread and admits requests as they arrive, so which rows share a forward (hence the RNG stream)
+# is not fixed by the batch: byte-identical reruns are not guaranteed by construction; (3) its
+# logits processors see only each request's last token, not the generated history, so the
+# presence penalty cannot be expressed; (4) its paged cache has no linear-attention (Gated
+# DeltaNet) state, which the real recipe's hybrid Qwen3.5 needs.
+#
+# The loop (:func:`decode_batch`) keeps what generate's ``_sample`` does for one batch and drops
+# its per-step machinery:
+# * same distribution by construction: the processors are transformers' own classes, built under
+#   generate's own conditions (:func:`hf_logits_processors`), then ``softmax`` + ``multinomial``;
+# * finished rows leave the batch and the cache (``Cache.reorder_cache`` with the surviving rows:
+#   ``index_select`` on every layer kind, KV and linear-attention conv/recurrent states alike),
+#   batched so the copy is paid when at least ``compact_frac`` of the rows are done (0.1: on the
+#   bench, 0.25 left ~14% of computed positions to finished rows, 0.1 ~5%, for a faster run);
+# * full-attention KV lives in one preallocated buffer per layer (:class:`BufferedKVLayer`), written
+#   in place, instead of ``torch.cat`` of the whole cache at every step;
+# * ``logits_to_keep=1`` in prefill and decode; no stopping-criteria objects, one host sync a step.
+# Refilling freed slots with waiting prompts (continuous batching) is left out on purpose: batch
+# composition is fixed so each batch is seeded on its own and resumable (module docstring).
 
 @dataclass(frozen=True)
 class Batch:
@@ -182,25 +209,303 @@ def presence_penalty_processor(penalty: float, prompt_len: int):
     return PresencePenaltyLogitsProcessor(penalty, prompt_len)
 
 
+def hf_logits_processors(sampling: SamplingConfig, *, prompt_len: int = 0):
+    """The processors ``generate`` applies for ``sampling``, in its order: presence penalty (a
+    custom processor: generate puts those before its warpers) -> temperature -> top-k -> top-p ->
+    min-p. transformers' own warper classes, added under the conditions of
+    ``GenerationMixin._get_logits_processor`` (5.20.2): temperature only if != 1, top-k only if
+    != 0 (off here is <= 0), top-p only if < 1, min-p only if set (> 0 here), ``min_tokens_to_keep``
+    1. ``prompt_len``: where the generated part starts in the ``input_ids`` the list is called
+    with (0 when it is called with the generated tokens only)."""
+    from transformers import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
+                              TopKLogitsWarper, TopPLogitsWarper)
+
+    procs = LogitsProcessorList()
+    if sampling.presence_penalty:
+        procs.append(presence_penalty_processor(sampling.presence_penalty, prompt_len))
+    if float(sampling.temperature) != 1.0:
+        procs.append(TemperatureLogitsWarper(float(sampling.temperature)))
+    if sampling.top_k > 0:
+        procs.append(TopKLogitsWarper(top_k=int(sampling.top_k), min_tokens_to_keep=1))
+    if float(sampling.top_p) < 1.0:
+        procs.append(TopPLogitsWarper(top_p=float(sampling.top_p), min_tokens_to_keep=1))
+    if sampling.min_p > 0:
+        procs.append(MinPLogitsWarper(min_p=float(sampling.min_p), min_tokens_to_keep=1))
+    return procs
+
+
+def _buffered_kv_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferedKVLayer(DynamicLayer):
+        """A full-attention cache layer whose keys/values live in one preallocated
+        ``[batch, kv heads, capacity, head dim]`` buffer: ``update`` writes the new positions in
+        place and returns views of the filled part (what ``DynamicLayer`` returns, without its
+        ``torch.cat`` of the whole cache every step). Selecting rows copies the filled part only."""
+
+        def __init__(self, capacity: int, **kwargs):
+            super().__init__(**kwargs)
+            self.capacity = int(capacity)
+            self.length = 0
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            self.dtype, self.device = key_states.dtype, key_states.device
+            b, h, _, dk = key_states.shape
+            self._k = key_states.new_empty((b, h, self.capacity, dk))
+            self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+            self.length = 0
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if end > self.capacity:
+                raise RuntimeError(f"BufferedKVLayer: {end} positions exceed the capacity "
+                                   f"{self.capacity}")
+            self._k[:, :, self.length:end].copy_(key_states)
+            self._v[:, :, self.length:end].copy_(value_states)
+            self.length = end
+            self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length if self.is_initialized else 0
+
+        def _select(self, indices) -> None:
+            if not self.is_initialized:
+                return
+            n = self.length
+            idx = indices.to(self._k.device)
+            k = self._k.new_empty((len(idx), *self._k.shape[1:]))
+            v = self._v.new_empty((len(idx), *self._v.shape[1:]))
+            k[:, :, :n] = self._k[:, :, :n].index_select(0, idx)
+            v[:, :, :n] = self._v[:, :, :n].index_select(0, idx)
+            self._k, self._v = k, v
+            self.keys, self.values = k[:, :, :n], v[:, :, :n]
+
+        def reorder_cache(self, beam_idx) -> None:
+            self._select(beam_idx)
+
+        def batch_select_indices(self, indices) -> None:
+            self._select(indices)
+
+        def crop(self, tokens_to_remove: int) -> None:
+            raise NotImplementedError("BufferedKVLayer does not crop")
+
+        def reset(self) -> None:
+            self.length = 0
+            super().reset()
+
+    return BufferedKVLayer
+
+
+DECODE_ATTENTION = "ssd_math_gqa_decode"
+
+
+def _register_decode_attention() -> str:
+    """Register (once) the attention the fast loop runs the model with, through transformers'
+    public ``AttentionInterface`` / ``AttentionMaskInterface``: prefill (more than one query
+    position) is transformers' own ``sdpa_attention_forward``; a one-token decode step is
+    ``softmax(q k^T * scale + mask) v`` with the query heads grouped over their shared kv head
+    (GQA as a reshape). transformers' sdpa path, given a padding mask, first copies k/v to every
+    query head (``repeat_kv``) and runs a kernel built for long queries; that was ~40% of a decode
+    step here. Masks: the sdpa ones (bool, True = attend)."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if DECODE_ATTENTION in AttentionInterface._global_mapping:
+        return DECODE_ATTENTION
+
+    def gqa_decode_attention(module, query, key, value, attention_mask, dropout=0.0,
+                             scaling=None, **kwargs):
+        b, h, q_len, d = query.shape
+        kvh = key.shape[1]
+        mask = attention_mask
+        if (q_len != 1 or h % kvh or dropout or kwargs.get("position_bias") is not None
+                or (mask is not None and (mask.dim() != 4 or mask.shape[1] != 1))):
+            return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                          dropout=dropout, scaling=scaling, **kwargs)
+        scale = d ** -0.5 if scaling is None else scaling
+        qg = query.reshape(b, kvh, h // kvh, d)                       # [b, kv heads, group, d]
+        scores = torch.matmul(qg, key.transpose(-1, -2)) * scale       # [b, kv heads, group, L]
+        if mask is not None:
+            m = mask[:, :, -1:, : key.shape[-2]]                        # [b or 1, 1, 1, L]
+            if m.dtype == torch.bool:
+                scores = scores.masked_fill(~m, float("-inf"))
+            else:
+                scores = scores + m
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+        out = torch.matmul(probs, value)                                # [b, kv heads, group, d]
+        return out.reshape(b, h, 1, d).transpose(1, 2), None
+
+    AttentionInterface.register(DECODE_ATTENTION, gqa_decode_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+    return DECODE_ATTENTION
+
+
+def fast_loop_support(model) -> str | None:
+    """None when :func:`decode_batch` can drive ``model``, else the reason it cannot (then the
+    sampler falls back to plain ``generate``). Supported: decoder-only causal LMs whose forward
+    takes ``logits_to_keep`` and whose ``DynamicCache(config)`` layers are plain full attention
+    (``DynamicLayer``) or linear attention (``LinearAttentionLayer``, Gated DeltaNet's conv +
+    recurrent state): both are batch-selectable with ``reorder_cache``. Sliding-window layers and
+    other kinds are not (their row selection and masks are not handled here)."""
+    import inspect
+
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, LinearAttentionLayer
+
+    cfg = model.config
+    if getattr(cfg, "is_encoder_decoder", False):
+        return "encoder-decoder model"
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return f"{type(model).__name__}.forward takes no logits_to_keep"
+    impl = getattr(cfg, "_attn_implementation", None)
+    if impl not in ("sdpa", "eager"):
+        return f"attention implementation {impl!r} (the loop is checked with sdpa and eager)"
+    try:
+        layers = DynamicCache(config=cfg).layers
+    except Exception as exc:  # noqa: BLE001 - any failure means: not ours to drive
+        return f"DynamicCache(config) fails: {exc}"
+    kinds = {type(layer) for layer in layers}
+    if not layers or not kinds <= {DynamicLayer, LinearAttentionLayer}:
+        return "cache layer kinds " + ", ".join(sorted(k.__name__ for k in kinds)) + \
+            " (only DynamicLayer / LinearAttentionLayer are batch-selected by this loop)"
+    if DynamicLayer not in kinds:
+        return "no full-attention layer (the mask sizes come from one)"
+    return None
+
+
+def decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens: int,
+                 eos_token_id: int, pad_token_id: int, generator=None,
+                 compact_frac: float = 0.1, buffered_kv: bool = True,
+                 decode_attention: bool = True, stats: dict | None = None) -> list[list[int]]:
+    """Sample up to ``max_new_tokens`` tokens for a left-padded batch; returns each row's
+    generated ids up to and including its eos (or all ``max_new_tokens`` ids).
+
+    Per step, what generate's ``_sample`` does: the last position's float32 logits ->
+    ``processors(generated ids, logits)`` -> ``softmax`` -> ``multinomial`` (``generator``).
+    Positions as generate makes them (``cumsum(attention_mask) - 1``, pads 0; +1 a step). A row
+    that produced eos is done; done rows are removed from the batch and the cache once they are
+    ``compact_frac`` of the batch (0: at every step with a finished row; > 1: never).
+    ``buffered_kv=False`` keeps transformers' ``DynamicLayer``, ``decode_attention=False`` the
+    model's own attention implementation in decode steps (ablations; for sdpa/eager models the
+    fast loop otherwise runs :func:`_register_decode_attention`'s). ``stats``, if given,
+    gets ``positions`` (rows x steps computed, prefill rows once) and ``steps`` added."""
+    impl = model.config._attn_implementation
+    model.config._attn_implementation = _register_decode_attention() if decode_attention else impl
+    try:
+        return _decode_batch(model, input_ids, attention_mask, processors=processors,
+                             max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                             pad_token_id=pad_token_id, generator=generator,
+                             compact_frac=compact_frac, buffered_kv=buffered_kv, stats=stats)
+    finally:
+        model.config._attn_implementation = impl
+
+
+def _decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens, eos_token_id,
+                  pad_token_id, generator, compact_frac, buffered_kv, stats):
+    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    device = input_ids.device
+    n_rows, plen = input_ids.shape
+    cap = plen + max_new_tokens
+    cache = DynamicCache(config=model.config)
+    layer_cls = _buffered_kv_layer_class()
+    for i, layer in enumerate(cache.layers):
+        if buffered_kv and type(layer) is DynamicLayer:
+            cache.layers[i] = layer_cls(cap)
+    am = attention_mask.to(torch.long)
+    position_ids = (am.cumsum(-1) - 1).masked_fill_(am == 0, 0)
+    out = model(input_ids=input_ids, attention_mask=am, position_ids=position_ids,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1].to(dtype=torch.float32)
+    del out
+    next_pos = position_ids[:, -1] + 1
+    mask = torch.ones((n_rows, cap), dtype=am.dtype, device=device)
+    mask[:, :plen] = am
+    hist = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    tokens = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    lengths = [max_new_tokens] * n_rows
+    rows = torch.arange(n_rows, device=device)       # original row of each batch row
+    alive = torch.ones(n_rows, dtype=torch.bool, device=device)
+    n_alive = n_rows
+    positions, steps = n_rows, 0
+    for t in range(max_new_tokens):
+        scores = processors(hist[:, :t], logits)
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        nxt = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        hist[:, t] = nxt
+        tokens[rows, t] = nxt
+        stop = (nxt == eos_token_id) & alive
+        if bool(stop.any()):
+            for r in rows[stop].tolist():
+                lengths[r] = t + 1
+            alive &= ~stop
+            n_alive = int(alive.sum())
+        if n_alive == 0 or t + 1 == max_new_tokens:
+            break
+        n_dead = len(rows) - n_alive
+        if n_dead and n_dead >= compact_frac * len(rows):
+            keep = alive.nonzero().squeeze(1)
+            cache.reorder_cache(keep)
+            rows, hist, mask, next_pos, nxt = (x.index_select(0, keep)
+                                               for x in (rows, hist, mask, next_pos, nxt))
+            alive = torch.ones(len(keep), dtype=torch.bool, device=device)
+        out = model(input_ids=nxt[:, None], attention_mask=mask[:, :plen + t + 1],
+                    position_ids=next_pos[:, None], past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+        logits = out.logits[:, -1].to(dtype=torch.float32)
+        del out
+        next_pos += 1
+        positions += len(rows)
+        steps += 1
+    if stats is not None:
+        stats["positions"] = stats.get("positions", 0) + positions
+        stats["steps"] = stats.get("steps", 0) + steps
+    toks = tokens.tolist()
+    return [toks[r][:lengths[r]] for r in range(n_rows)]
+
+
 class HFSampler:
-    """transformers ``generate`` sampler (CPU default), batched with left padding."""
+    """transformers sampler (CPU default), batched with left padding.
+
+    ``loop``: "auto" (default) drives the model with :func:`decode_batch` when
+    :func:`fast_loop_support` allows it, else with ``model.generate`` (the reason is logged and
+    kept in ``self.loop_reason``); "generate" forces ``model.generate``. The two loops sample the
+    same distribution with different RNG streams, so their rows differ; ``self.loop`` says which
+    one ran (generation jobs put it into the resume fingerprint). ``threads``: torch's intra-op
+    threads for this process (the job's cores)."""
 
     backend = "hf"
 
     def __init__(self, model_dir, *, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = 64, model_name: str | None = None, threads: int | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, loop: str = "auto",
+                 compact_frac: float = 0.1):
+        import logging
+
         import torch
         from transformers import AutoTokenizer
 
         from .modeling import load_model
 
+        if loop not in ("auto", "generate"):
+            raise ValueError(f"loop must be 'auto' or 'generate', got {loop!r}")
         if threads:
             torch.set_num_threads(int(threads))
         self.model_dir = str(model_dir)
         self.model_name = model_name or self.model_dir
         self.device = device
         self.batch_size = int(batch_size)
+        self.compact_frac = float(compact_frac)
+        self.buffered_kv = True       # ablation switches of decode_batch (bench/bench_sampler.py)
+        self.decode_attention = True
         self.trust_remote_code = bool(trust_remote_code)  # off unless model.trust_remote_code
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir,
                                                        trust_remote_code=self.trust_remote_code)
@@ -210,40 +515,68 @@ class HFSampler:
         self.eos_id = self.tokenizer.eos_token_id
         self.model = load_model(self.model_dir, dtype=dtype, device=device,
                                 trust_remote_code=self.trust_remote_code)
-        self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0}
+        if loop == "generate":
+            self.loop, self.loop_reason = "generate", "asked for (loop='generate')"
+        else:
+            why = fast_loop_support(self.model)
+            self.loop = "generate" if why else "decode_batch"
+            self.loop_reason = why
+            if why:
+                logging.getLogger(__name__).warning(
+                    "%s: sampling with model.generate, not the fast loop: %s", self.model_dir, why)
+        self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0, "positions": 0, "steps": 0}
+
+    def _generate_ids(self, enc: dict, sampling: SamplingConfig) -> list[list[int]]:
+        """``model.generate`` for one batch: the generated ids of each row (pads included)."""
+        tok = self.tokenizer
+        prompt_len = enc["input_ids"].shape[1]
+        from transformers import LogitsProcessorList
+
+        procs = LogitsProcessorList()
+        if sampling.presence_penalty:
+            procs.append(presence_penalty_processor(sampling.presence_penalty, prompt_len))
+        out = self.model.generate(
+            **enc,
+            do_sample=True,
+            temperature=float(sampling.temperature),
+            top_k=int(sampling.top_k) if sampling.top_k > 0 else 0,
+            top_p=float(sampling.top_p),
+            min_p=float(sampling.min_p) if sampling.min_p > 0 else None,
+            max_new_tokens=int(sampling.max_new_tokens),
+            eos_token_id=self.eos_id,
+            pad_token_id=tok.pad_token_id,
+            logits_processor=procs,
+            num_return_sequences=1,
+        )
+        self.stats["positions"] += out.shape[0] * (out.shape[1] - prompt_len)
+        self.stats["steps"] += out.shape[1] - prompt_len
+        return out[:, prompt_len:].tolist()
 
     def generate_batch(self, batch: Batch, *, sampling: SamplingConfig, condition: str,
                        base_seed: int) -> list[dict]:
         import torch
-        from transformers import LogitsProcessorList
 
         tok = self.tokenizer
         prompts = [r["prompt"] for r in batch.requests]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
-        prompt_len = enc["input_ids"].shape[1]
-        procs = LogitsProcessorList()
-        if sampling.presence_penalty:
-            procs.append(presence_penalty_processor(sampling.presence_penalty, prompt_len))
         bseed = derive_seed(base_seed, condition, batch.requests[0]["id"], batch.sample_index)
-        torch.manual_seed(bseed)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.generate(
-                **enc,
-                do_sample=True,
-                temperature=float(sampling.temperature),
-                top_k=int(sampling.top_k) if sampling.top_k > 0 else 0,
-                top_p=float(sampling.top_p),
-                min_p=float(sampling.min_p) if sampling.min_p > 0 else None,
-                max_new_tokens=int(sampling.max_new_tokens),
-                eos_token_id=self.eos_id,
-                pad_token_id=tok.pad_token_id,
-                logits_processor=procs,
-                num_return_sequences=1,
-            )
+            if self.loop == "generate":
+                torch.manual_seed(bseed)
+                gen = self._generate_ids(enc, sampling)
+            else:
+                g = torch.Generator(device=self.device)
+                g.manual_seed(bseed)
+                gen = decode_batch(self.model, enc["input_ids"], enc["attention_mask"],
+                                   processors=hf_logits_processors(sampling),
+                                   max_new_tokens=int(sampling.max_new_tokens),
+                                   eos_token_id=self.eos_id, pad_token_id=tok.pad_token_id,
+                                   generator=g, compact_frac=self.compact_frac,
+                                   buffered_kv=self.buffered_kv,
+                                   decode_attention=self.decode_attention, stats=self.stats)
         dt = time.perf_counter() - t0
-        gen = out[:, prompt_len:].tolist()
         rows = []
         for req, ids in zip(batch.requests, gen):
             if self.eos_id in ids:
@@ -295,8 +628,11 @@ class HFSampler:
         return rows
 
     def throughput(self) -> dict:
+        """Totals so far: new (useful) tokens, seconds, batches, positions computed (rows x
+        decode steps) and steps; ``new_tokens_per_s``; ``useful_frac`` = new tokens / positions."""
         s = self.stats
-        return {**s, "new_tokens_per_s": s["new_tokens"] / s["seconds"] if s["seconds"] else None}
+        return {**s, "new_tokens_per_s": s["new_tokens"] / s["seconds"] if s["seconds"] else None,
+                "useful_frac": s["new_tokens"] / s["positions"] if s["positions"] else None}
 
 
 # ------------------------------------------------------------------------------------------
