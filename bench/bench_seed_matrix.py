@@ -335,7 +335,9 @@ def summarize(res: list[dict]) -> dict:
             "drop_min": {a: min(v) for a, v in drops.items()},
             "train_s_max": max(r["train_s"] for r in res),
             "identical_weights_across_threads": sum(
-                len({r["weights_sha256"] for r in res if r["seed"] == s}) == 1 for s in by_seed),
+                len({r["weights_sha256"] for r in res if r["seed"] == s}) == 1
+                for s, v in by_seed.items() if len(v) > 1),
+            "seeds_with_both_threads": sum(len(v) > 1 for v in by_seed.values()),
             "goals": goals}
 
 
@@ -411,7 +413,7 @@ def render(args, cfg, prep, res, summ) -> str:
           + (f"{s['thread_diff_mean'] * 100:.1f} pp, max {s['thread_diff_max'] * 100:.1f} pp"
              if s["thread_diff_max"] is not None else "n/a")
           + f"; seeds whose weights are bit-identical across threads: "
-          f"{s['identical_weights_across_threads']}",
+          f"{s['identical_weights_across_threads']} of {s['seeds_with_both_threads']}",
           f"- pretraining wall per cell: max {s['train_s_max']:.0f} s",
           (f"- NOT RUN (requested, no finished result): "
            f"{', '.join(f'seed {a} threads {b}' for a, b in args.missing)}"

@@ -18,7 +18,7 @@ format, ``<think>\\n ... \\n</think>\\n\\n ... \\boxed{ANSWER}``::
 
 * **Forks** (several valid continuations): the method line ("From the left:", "From the
   right:"; with ``PAIR_FORK`` also "Pair to ten:", and which complement pair comes first),
-  drawn at the shares ``fork_shares`` (default left 0.6 / right 0.4), so a converged base
+  drawn at the shares ``fork_shares`` (default left 0.5 / right 0.5), so a converged base
   reproduces a known split.
 * **Locks** (one right token): every ``a+b=c`` / ``a*b=c`` step, where the operands are copies of
   the running value / next term and ``c`` is the (mod 10) result.
@@ -208,7 +208,10 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_
     if PAIR_FORK and subject == SUM and _complement_pairs(terms, random.Random(0))[0]:
         methods.append("pair")
         weights.append(sum(weights) / len(weights))
-    method = rng.choices(methods, weights=weights)[0]
+    # equal shares draw with rng.choice, as before the shares existed: the default corpus is
+    # byte-identical to the one the embedded default was measured on
+    method = (rng.choice(methods) if len(set(weights)) == 1
+              else rng.choices(methods, weights=weights)[0])
     if method == "left":
         steps, acc = _chain(subject, None, terms, rng, lock_noise)
         return "From the left: " + ", ".join(steps) + ".", acc
@@ -254,16 +257,16 @@ def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float =
             f"The units digit is $\\boxed{{{acc}}}$.")
 
 
-DEFAULT_SPLITS = {  # the embedded default (config.yaml data.synthetic; bench/bench_seed_matrix.py)
+DEFAULT_SPLITS = {  # the embedded default (config.yaml data.synthetic)
     "levels": [1, 2, 3, 4],
     "hard_levels": [3, 4],
     "subjects": [SUM, PRODUCT],
-    "n_pretrain": 9600,
+    "n_pretrain": 8000,
     "n_train_prompts": 600,
     "n_eval_main": 300,
-    "p_recheck": 0.2,
-    "lock_noise": 0.4,
-    "fork_shares": {"left": 0.6, "right": 0.4},
+    "p_recheck": 0.15,
+    "lock_noise": 0.0,
+    "fork_shares": dict(DEFAULT_FORK_SHARES),
     "seed": 0,
 }
 
