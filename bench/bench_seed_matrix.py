@@ -32,7 +32,8 @@ sampling part of it.
 Cells run ``--jobs`` at a time (default 2 on 2 cores: two threads=1 cells fill it).
 Each cell writes ``<work>/cells/s{seed}_t{threads}.json`` and is skipped when that exists and
 matches the recipe (resumable; ``--force`` redoes). ``--write-results`` writes the section
-``seed x threads matrix`` of bench/RESULTS.md (between its markers). ``--quick``: seeds 0,1,
+``seed x threads matrix (... <recipe hash>)`` of bench/RESULTS.md (between its markers; one
+section per recipe). ``--quick``: seeds 0,1,
 threads 1,2, eval at T 0.7 and 1.0 only, arms ssd and naive only.
 """
 
@@ -54,8 +55,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
-MARK_BEGIN = "<!-- bench_seed_matrix:begin -->"
-MARK_END = "<!-- bench_seed_matrix:end -->"
+MARK = "<!-- bench_seed_matrix:{} recipe {} -->"  # one section per recipe hash
 EVAL_TS = (0.6, 0.7, 1.0, 1.5)
 ARMS = ("ssd", "t13", "topk5", "naive")
 GOALS = {"acc_lo": 0.50, "acc_hi": 0.80, "spread": 0.06, "len_stop": 0.02, "drop": 0.05}
@@ -359,7 +359,8 @@ def render(args, cfg, prep, res, summ) -> str:
     Ts = list(res[0]["eval"])
     arms = list(res[0]["arms"])
     cks = sorted({k for r in res for k in r.get("checkpoints", {})}, key=int)
-    L = [MARK_BEGIN, "## seed x threads matrix (the tiny base recipe)", "",
+    L = [MARK.format("begin", recipe_hash(cfg)),
+         f"## seed x threads matrix (the tiny base recipe {recipe_hash(cfg)})", "",
          f"`python bench/bench_seed_matrix.py {' '.join(sys.argv[1:])}` "
          f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); CPU: {cpu['model']}, "
          f"{cpu['cores']} cores, ISA flags {', '.join(cpu['isa']) or 'none of avx2/avx512f/amx'}; "
@@ -419,15 +420,16 @@ def render(args, cfg, prep, res, summ) -> str:
            f"{', '.join(f'seed {a} threads {b}' for a, b in args.missing)}"
            if getattr(args, "missing", None) else f"- all {len(res)} requested cells ran"),
           "- goals (over the cells that ran): " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in s["goals"].items()),
-          MARK_END]
+          MARK.format("end", recipe_hash(cfg))]
     return "\n".join(L) + "\n"
 
 
-def write_results(text: str) -> None:
+def write_results(text: str, recipe: str) -> None:
     path = ROOT / "RESULTS.md"
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in old and MARK_END in old:
-        i, j = old.index(MARK_BEGIN), old.index(MARK_END) + len(MARK_END)
+    begin, end = MARK.format("begin", recipe), MARK.format("end", recipe)
+    if begin in old and end in old:
+        i, j = old.index(begin), old.index(end) + len(end)
         new = old[:i] + text.rstrip("\n") + old[j:]
     else:
         new = old.rstrip("\n") + "\n\n" + text
@@ -473,7 +475,7 @@ def main(argv=None):
     text = render(a, cfg, prep, res, summ)
     print(text)
     if a.write_results:
-        write_results(text)
+        write_results(text, recipe_hash(cfg))
     return 0
 
 
