@@ -145,11 +145,11 @@ def test_label_spans_finds_every_step_and_method_and_flags_wrong_digits():
     assert sum(s["kind"] == "fork" for s in spans) == n_methods
     assert sum(s["kind"] == "lock" for s in spans) == 3 * n_methods  # 3 steps per chain
     assert sum(s["kind"] == "recheck" for s in spans) == text.count("Wait")
-    assert all(s["correct"] for s in spans)
+    assert all(text[s["start"]:s["end"]] == s["correct"] for s in spans if s["kind"] == "lock")
     lock = next(s for s in spans if s["kind"] == "lock")
     wrong = str((int(text[lock["start"]]) + 1) % 10)
     bad = text[:lock["start"]] + wrong + text[lock["end"]:]
-    flags = [s["correct"] for s in synth.label_spans(bad) if s["kind"] == "lock"]
+    flags = [bad[s["start"]:s["end"]] == s["correct"] for s in synth.label_spans(bad) if s["kind"] == "lock"]
     assert flags.count(False) == 1 and flags[0] is False
 
 

@@ -4,7 +4,8 @@ import re
 import pytest
 
 from ssd_math.synth import (
-    RECHECK, answer_of, build_splits, completion_after_prompt, make_problems, worked_solution,
+    RECHECK, answer_of, build_splits, completion_after_prompt, label_spans, make_problems,
+    worked_solution,
 )
 
 SCHEMA = {"id", "problem", "answer", "source", "level", "subject"}
@@ -82,3 +83,130 @@ def test_answers_grade_with_math_verify():
 def test_completion_after_prompt():
     assert completion_after_prompt("x<think>\n", "<think>\nabc") == "abc"
     assert completion_after_prompt("x", "<think>\nabc") == "<think>\nabc"
+
+
+# --- noisy locks, fork shares, label_spans --------------------------------------------------
+
+def _binom_bound(p, n, z=4.5):
+    """|empirical - p| allowed for n Bernoulli(p) draws: z standard errors (z = 4.5: a false
+    alarm about once in 150,000 runs; the data are seeded, so the test is deterministic anyway)."""
+    return z * (p * (1 - p) / n) ** 0.5
+
+
+def _locks(sol):
+    return [s for s in label_spans(sol) if s["kind"] == "lock"]
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.35])
+def test_lock_noise_rate_and_chain_follows_written_digit(eps):
+    rows = make_problems(1500, seed=11, levels=[1, 2, 3, 4])
+    rng = random.Random(3)
+    n = wrong = answered_wrong = 0
+    wrong_digits = {}
+    for r in rows:
+        sol = worked_solution(r, rng, p_recheck=0.15, lock_noise=eps)
+        think = sol.split("</think>")[0]
+        for chain in think.split(RECHECK):
+            steps = re.findall(r"(\d)([+*])(\d)=(\d)", chain)
+            for (a, op, b, c), nxt in zip(steps, steps[1:]):
+                assert nxt[0] == c  # the chain continues from the digit written
+            # the first operand of a chain is the first (left) or the last (right) term
+            if steps:
+                first = int(steps[0][0])
+                assert first in (r["terms"][0], r["terms"][-1])
+        last = re.findall(r"(\d)([+*])(\d)=(\d)", think.split(RECHECK)[-1])
+        boxed = re.search(r"\\boxed\{(\d)\}", sol).group(1)
+        assert think.rstrip().endswith(f"So the units digit is {boxed}.")
+        assert boxed == last[-1][3]  # the boxed answer follows the last chain
+        answered_wrong += boxed != r["answer"]
+        for s in _locks(sol):
+            n += 1
+            got = sol[s["start"]:s["end"]]
+            if got != s["correct"]:
+                wrong += 1
+                d = (int(got) - int(s["correct"])) % 10
+                wrong_digits[d] = wrong_digits.get(d, 0) + 1
+    assert n > 3000
+    assert abs(wrong / n - eps) <= _binom_bound(eps, n) + 1e-12, (wrong / n, eps, n)
+    if eps == 0:
+        assert answered_wrong == 0
+    else:
+        assert answered_wrong > 0
+        # wrong digits spread uniformly over the other nine: every offset 1..9 at 1/9 +- bound
+        assert set(wrong_digits) == set(range(1, 10))
+        for d, k in wrong_digits.items():
+            assert abs(k / wrong - 1 / 9) <= _binom_bound(1 / 9, wrong), (d, k, wrong)
+
+
+def test_fork_shares_are_reproduced():
+    rows = make_problems(2000, seed=12, levels=[1, 2, 3, 4])
+    rng = random.Random(4)
+    shares = {"left": 0.7, "right": 0.3}
+    forks = []
+    for r in rows:
+        sol = worked_solution(r, rng, p_recheck=0.1, fork_shares=shares)
+        forks += [s["correct"] for s in label_spans(sol) if s["kind"] == "fork"]
+    n = len(forks)
+    left = forks.count("left") / n
+    assert abs(left - 0.7) <= _binom_bound(0.7, n), (left, n)
+    only = [s["correct"] for r in rows[:50]
+            for s in label_spans(worked_solution(r, rng, fork_shares={"right": 1.0}))
+            if s["kind"] == "fork"]
+    assert set(only) == {"right"}
+    with pytest.raises(ValueError, match="fork_shares"):
+        worked_solution(rows[0], rng, fork_shares={"middle": 1.0})
+    with pytest.raises(ValueError, match="fork_shares"):
+        worked_solution(rows[0], rng, fork_shares={"left": 0.0, "right": 0.0})
+
+
+def test_build_splits_noise_knobs_only_touch_pretraining_solutions():
+    base = {"n_pretrain": 500, "n_train_prompts": 50, "n_eval_main": 40, "seed": 2,
+            "lock_noise": 0.0}
+    clean = build_splits(base)
+    noisy = build_splits({**base, "lock_noise": 0.3, "fork_shares": {"left": 0.2, "right": 0.8}})
+    for k in ("eval_main", "eval_hard", "train_prompts"):
+        assert noisy[k] == clean[k]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "solution"} for r in rows]  # noqa: E731
+    assert strip(noisy["pretrain"]) == strip(clean["pretrain"])
+    assert [r["solution"] for r in noisy["pretrain"]] != [r["solution"] for r in clean["pretrain"]]
+    slips = sum(noisy["pretrain"][i]["solution"].split("boxed{")[1][0] != r["answer"]
+                for i, r in enumerate(clean["pretrain"]))
+    assert slips > 50
+    with pytest.raises(ValueError, match="lock_noise"):
+        build_splits({**base, "lock_noise": 0.95})
+    with pytest.raises(ValueError, match="fork_shares"):
+        build_splits({**base, "fork_shares": {"up": 1}})
+
+
+def test_label_spans_on_a_known_text():
+    text = ("<think>\nFrom the left: 3+7=0, 0+5=5, 5*8=1.\nWait, let me check again.\n"
+            "From the right: 8+5=3, 3+7=0.\nSo the units digit is 0.\n</think>\n\n"
+            "The units digit is $\\boxed{0}$.")
+    spans = label_spans(text)
+    got = [(s["kind"], text[s["start"]:s["end"]], s["correct"]) for s in spans]
+    assert got == [
+        ("fork", "left", "left"),
+        ("lock", "0", "0"), ("lock", "5", "5"), ("lock", "1", "0"),  # 5*8 = 40: a slip
+        ("recheck", RECHECK, None),
+        ("fork", "right", "right"),
+        ("lock", "3", "3"), ("lock", "0", "0"),
+    ]
+    assert [s["start"] for s in spans] == sorted(s["start"] for s in spans)
+    assert text[spans[1]["start"] - 1] == "="
+    # the problem's spaced LaTeX is not a step; a two-digit number is not an operand
+    assert label_spans("Find the units digit of $3 + 7$. 13+4=7") == []
+    assert label_spans("") == []
+
+
+def test_label_spans_agrees_with_generated_solutions():
+    rows = make_problems(300, seed=13, levels=[1, 2, 3, 4])
+    rng = random.Random(5)
+    for r in rows:
+        sol = worked_solution(r, rng, p_recheck=0.3)  # noise-free: every lock is right
+        spans = label_spans(sol)
+        n_chains = sol.count(RECHECK) + 1
+        assert sum(s["kind"] == "fork" for s in spans) == n_chains
+        assert sum(s["kind"] == "recheck" for s in spans) == n_chains - 1
+        locks = [s for s in spans if s["kind"] == "lock"]
+        assert len(locks) == n_chains * r["level"]
+        assert all(sol[s["start"]:s["end"]] == s["correct"] for s in locks)

@@ -17,10 +17,20 @@ format, ``<think>\\n ... \\n</think>\\n\\n ... \\boxed{ANSWER}``::
     The units digit is $\\boxed{3}$.
 
 * **Forks** (several valid continuations): the method line ("From the left:", "From the
-  right:"; with ``PAIR_FORK`` also "Pair to ten:", and which complement pair comes first). Each is chosen at random in
-  the pretraining solutions, so a trained model spreads probability over them.
+  right:"; with ``PAIR_FORK`` also "Pair to ten:", and which complement pair comes first),
+  drawn at the shares ``fork_shares`` (default left 0.5 / right 0.5), so a converged base
+  reproduces a known split.
 * **Locks** (one right token): every ``a+b=c`` / ``a*b=c`` step, where the operands are copies of
   the running value / next term and ``c`` is the (mod 10) result.
+* **Noisy locks** (``lock_noise`` = ε): each lock digit of a worked solution is wrong with
+  probability ε, uniform over the other nine digits, and the chain continues from the digit
+  written (so the boxed answer is what the chain reached; the problem's gold answer stays
+  right). The difficulty is then a property of the TASK: a base trained to convergence puts
+  ~1-ε on the right digit at T=1, and sampling at T<1 with top-k/top-p sharpens locks (the
+  SSD mechanism), so accuracy at a temperature is set by ε and the number of steps, not by
+  where pretraining stopped (before this, a clean corpus and a short pretraining left the base
+  on the learning cliff, and the CPU's kernels moved accuracy by ~30 pp;
+  bench/bench_seed_matrix.py measures the spread over seeds x threads).
 * **Self-corrections**: after a chain, with probability ``p_recheck`` the solution says
   ``Wait, let me check again.`` and redoes the chain with a fresh method (it can repeat, so the
   number of rechecks is geometric). At high temperature the model can keep rechecking until it
@@ -28,6 +38,8 @@ format, ``<think>\\n ... \\n</think>\\n\\n ... \\boxed{ANSWER}``::
 * **Levels** 1..8: a level-L problem has ``L + 1`` terms (L steps); errors compound per step,
   so accuracy falls with level. ``eval_hard`` (the "300" role) is the subset of ``eval_main``
   at the top levels (``hard_levels``, default the two highest).
+* :func:`label_spans` gives the character spans of the forks, locks and rechecks of any
+  completion text (for probes of per-position entropy).
 
 Answers are one digit, gradable by math-verify (``\\boxed{7}``). All randomness flows from an
 explicit ``random.Random(seed)``; the same config gives the same splits, byte for byte.
@@ -36,6 +48,7 @@ explicit ``random.Random(seed)``; the same config gives the same splits, byte fo
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -129,14 +142,27 @@ def _terms_of(row: dict) -> list[int]:
     return [int(t) for t in body.split(sep)]
 
 
-def _chain(subject: str, acc: int | None, terms: Sequence[int]) -> tuple[list[str], int | None]:
+def _lock(subject: str, a: int, b: int, rng: random.Random | None, lock_noise: float) -> int:
+    """The digit written at a lock ``a op b = ?``: the right one, or with probability
+    ``lock_noise`` one of the other nine digits, uniformly."""
+    right = _apply(subject, a, b)
+    if lock_noise > 0 and rng is not None and rng.random() < lock_noise:
+        wrong = rng.randrange(9)
+        return wrong + (wrong >= right)
+    return right
+
+
+def _chain(subject: str, acc: int | None, terms: Sequence[int], rng: random.Random | None = None,
+           lock_noise: float = 0.0) -> tuple[list[str], int | None]:
+    """Steps ``acc op t = c`` over ``terms``; each ``c`` is a lock (see :func:`_lock`) and the
+    chain continues from the digit written, so a slip propagates to the final answer."""
     sym = OPS[subject][0]
     steps = []
     for t in terms:
         if acc is None:
             acc = t % 10
             continue
-        new = _apply(subject, acc, t)
+        new = _lock(subject, acc, t, rng, lock_noise)
         steps.append(f"{acc}{sym}{t}={new}")
         acc = new
     return steps, acc
@@ -160,21 +186,42 @@ def _complement_pairs(terms: Sequence[int], rng: random.Random) -> tuple[list[tu
     return pairs, rest
 
 
-def _solve_once(subject: str, terms: Sequence[int], rng: random.Random) -> tuple[str, int]:
-    methods = ["left", "right"]
+METHODS = ("left", "right")  # the fork after "From the ": the order the chain is worked in
+DEFAULT_FORK_SHARES = {"left": 0.5, "right": 0.5}
+
+
+def _fork_weights(fork_shares: dict[str, float] | None) -> list[float]:
+    shares = DEFAULT_FORK_SHARES if fork_shares is None else dict(fork_shares)
+    unknown = set(shares) - set(METHODS)
+    if unknown:
+        raise ValueError(f"fork_shares: unknown method(s) {sorted(unknown)}; known: {list(METHODS)}")
+    w = [float(shares.get(m, 0.0)) for m in METHODS]
+    if any(x < 0 for x in w) or sum(w) <= 0:
+        raise ValueError(f"fork_shares must be >= 0 with a positive sum, got {shares}")
+    return w
+
+
+def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_noise: float = 0.0,
+                fork_weights: Sequence[float] | None = None) -> tuple[str, int]:
+    methods = list(METHODS)
+    weights = list(fork_weights) if fork_weights is not None else _fork_weights(None)
     if PAIR_FORK and subject == SUM and _complement_pairs(terms, random.Random(0))[0]:
         methods.append("pair")
-    method = rng.choice(methods)
+        weights.append(sum(weights) / len(weights))
+    # equal shares draw with rng.choice, as before the shares existed: the default corpus is
+    # byte-identical to the one the embedded default was measured on
+    method = (rng.choice(methods) if len(set(weights)) == 1
+              else rng.choices(methods, weights=weights)[0])
     if method == "left":
-        steps, acc = _chain(subject, None, terms)
+        steps, acc = _chain(subject, None, terms, rng, lock_noise)
         return "From the left: " + ", ".join(steps) + ".", acc
     if method == "right":
-        steps, acc = _chain(subject, None, list(reversed(terms)))
+        steps, acc = _chain(subject, None, list(reversed(terms)), rng, lock_noise)
         return "From the right: " + ", ".join(steps) + ".", acc
     pairs, rest = _complement_pairs(terms, rng)
     line = "Pair to ten: " + ", ".join(f"{a}+{b}=0" for a, b in pairs) + "."
     if rest:
-        steps, acc = _chain(subject, 0, rest)
+        steps, acc = _chain(subject, 0, rest, rng, lock_noise)
         line += "\nRest: " + ", ".join(steps) + "."
     else:
         acc = 0
@@ -182,20 +229,29 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random) -> tuple
 
 
 def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float = 0.12,
-                    max_rechecks: int = 6) -> str:
-    """The completion text for one problem: ``<think>\\n…\\n</think>\\n\\n…\\boxed{ANSWER}``."""
+                    max_rechecks: int = 6, lock_noise: float = 0.0,
+                    fork_shares: dict[str, float] | None = None) -> str:
+    """The completion text for one problem: ``<think>\\n…\\n</think>\\n\\n…\\boxed{X}``.
+
+    With ``lock_noise`` = 0 every step is right and ``X`` is the gold answer. With ``lock_noise``
+    = ε each lock digit is wrong with probability ε (uniform over the other nine digits), the
+    chain continues from the digit written, and ``X`` is what the *last* chain reached (a
+    recheck redoes the whole chain, with fresh slips): the solution is a noisy demonstration, the
+    problem's gold answer is unchanged. The method of each chain is drawn by ``fork_shares``."""
     subject = problem_row.get("subject") or (PRODUCT if "\\times" in problem_row["problem"] else SUM)
     terms = _terms_of(problem_row)
+    w = _fork_weights(fork_shares)
     lines = []
-    line, acc = _solve_once(subject, terms, rng)
+    line, acc = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w)
     lines.append(line)
     k = 0
     while k < max_rechecks and rng.random() < p_recheck:
-        line, acc2 = _solve_once(subject, terms, rng)
-        assert acc2 == acc
+        line, acc2 = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w)
+        assert lock_noise > 0 or acc2 == acc
+        acc = acc2
         lines += [RECHECK, line]
         k += 1
-    assert str(acc) == str(problem_row["answer"]), (problem_row, acc)
+    assert lock_noise > 0 or str(acc) == str(problem_row["answer"]), (problem_row, acc)
     lines.append(f"So the units digit is {acc}.")
     return (f"{THINK_OPEN}\n" + "\n".join(lines) + f"\n{THINK_CLOSE}\n\n"
             f"The units digit is $\\boxed{{{acc}}}$.")
@@ -209,6 +265,8 @@ DEFAULT_SPLITS = {  # the embedded default (config.yaml data.synthetic)
     "n_train_prompts": 600,
     "n_eval_main": 300,
     "p_recheck": 0.15,
+    "lock_noise": 0.0,
+    "fork_shares": dict(DEFAULT_FORK_SHARES),
     "seed": 0,
 }
 
@@ -224,7 +282,9 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
       prompt-free completion text), for pretraining the tiny base model.
 
     cfg keys (defaults in :data:`DEFAULT_SPLITS`): levels, hard_levels, subjects, n_pretrain,
-    n_train_prompts, n_eval_main, p_recheck, seed, and optional pretrain_levels.
+    n_train_prompts, n_eval_main, p_recheck, lock_noise, fork_shares, seed, and optional
+    pretrain_levels. ``lock_noise`` and ``fork_shares`` shape only the pretraining solutions
+    (:func:`worked_solution`); the prompts and gold answers of every split do not depend on them.
     """
     c = {**DEFAULT_SPLITS, **(cfg or {})}
     seed = int(c["seed"])
@@ -233,6 +293,12 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     if not hard <= set(levels):
         raise ValueError(f"hard_levels {sorted(hard)} must be a subset of levels {levels}")
     subjects = list(c["subjects"])
+    eps = float(c["lock_noise"])
+    if not 0 <= eps < 0.9:
+        raise ValueError(f"data.synthetic.lock_noise must be in [0, 0.9) (the right digit stays the "
+                         f"most likely one), got {c['lock_noise']!r}")
+    fork_shares = dict(c["fork_shares"])
+    _fork_weights(fork_shares)  # a bad key or weight fails here, before any work
     eval_main = make_problems(int(c["n_eval_main"]), seed=seed * 1000 + 1, levels=levels,
                               id_prefix="synth-eval", subjects=subjects)
     seen = {r["problem"] for r in eval_main}
@@ -244,7 +310,8 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
                              id_prefix="synth-pre", exclude=seen, subjects=subjects)
     rng = random.Random(seed * 1000 + 4)
     for r in pretrain:
-        r["solution"] = worked_solution(r, rng, p_recheck=float(c["p_recheck"]))
+        r["solution"] = worked_solution(r, rng, p_recheck=float(c["p_recheck"]), lock_noise=eps,
+                                        fork_shares=fork_shares)
     return {
         "pretrain": pretrain,
         "train_prompts": train_prompts,
@@ -285,23 +352,43 @@ def tokenizer_corpus(rows: Iterable[dict], *, instruction: str) -> list[str]:
             for r in rows]
 
 
-# --- h_probe: a stand-in label_spans (the integrator keeps a_recipe's; same interface) ---------
-# BEGIN h_probe label_spans
-def label_spans(text: str) -> list[dict]:
-    """Character spans of a completion's known forks, locks and rechecks, by parsing its text:
-    ``[{start, end, kind, correct}]`` sorted by start. fork: each method phrase ("From the left:"
-    / "From the right:"); lock: the result digit of each ``a+b=c`` / ``a*b=c`` step (``correct``:
-    c is the forced digit); recheck: each "Wait, let me check again."."""
-    import re
+# ------------------------------------------------------------------------------------------
+# token-position labels for probes: where the forks, locks and rechecks are in a completion
+# ------------------------------------------------------------------------------------------
 
-    out = []
-    for m in re.finditer(r"From the (left|right):", text):
-        out.append({"start": m.start(), "end": m.end(), "kind": "fork", "correct": True})
-    for m in re.finditer(r"(\d)([+*])(\d)=(\d)", text):
-        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-        want = _apply(SUM if op == "+" else PRODUCT, a, b)
-        out.append({"start": m.start(4), "end": m.end(4), "kind": "lock", "correct": c == want})
-    for m in re.finditer(re.escape(RECHECK), text):
-        out.append({"start": m.start(), "end": m.end(), "kind": "recheck", "correct": True})
-    return sorted(out, key=lambda s: s["start"])
-# END h_probe label_spans
+_METHOD_RE = re.compile(r"From the (left|right)\b|Pair to (ten)\b")
+_STEP_RE = re.compile(r"(?<!\d)(\d)([+*])(\d)=(\d)")
+
+
+def label_spans(text: str) -> list[dict]:
+    """Character spans of the forks, locks and rechecks in a worked-solution (or sampled) text,
+    in order of ``start``. Each span is ``{start, end, kind, correct}`` with ``text[start:end]``:
+
+    * ``kind="fork"``: the method word after ``"From the "`` (``left`` / ``right``; with
+      :data:`PAIR_FORK` also ``ten`` of ``"Pair to ten"``, reported as ``pair``); ``correct`` is
+      the method chosen (every method is a valid continuation: a fork has no wrong branch);
+    * ``kind="lock"``: the result digit ``c`` of each ``a+b=c`` / ``a*b=c`` step; ``correct`` is
+      the right digit given the two operands *as written* (``(a+b) % 10`` or ``(a*b) % 10``),
+      so a slip is ``text[start:end] != correct`` while the chain's later steps are judged from
+      the digit that was written;
+    * ``kind="recheck"``: the whole ``"Wait, let me check again."`` sentence; ``correct`` None.
+
+    It parses text only (no tokenizer): map spans to tokens with the tokenizer's offsets
+    (``return_offsets_mapping=True``). Steps are one-digit ``a op b = c`` with no spaces, as
+    :func:`worked_solution` writes them; anything else (e.g. the problem's ``3 + 7``) is not a
+    step."""
+    spans: list[dict] = []
+    for m in _METHOD_RE.finditer(text):
+        g = 1 if m.group(1) else 2
+        spans.append({"start": m.start(g), "end": m.end(g), "kind": "fork",
+                      "correct": m.group(1) or "pair"})
+    for m in _STEP_RE.finditer(text):
+        a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+        right = _apply(SUM if op == "+" else PRODUCT, a, b)
+        spans.append({"start": m.start(4), "end": m.end(4), "kind": "lock", "correct": str(right)})
+    i = text.find(RECHECK)
+    while i >= 0:
+        spans.append({"start": i, "end": i + len(RECHECK), "kind": "recheck", "correct": None})
+        i = text.find(RECHECK, i + len(RECHECK))
+    spans.sort(key=lambda s: s["start"])
+    return spans
