@@ -1,8 +1,8 @@
-"""The tiny base recipe across pretraining seeds x torch threads: is the base's accuracy a property
+"""The tiny base recipe across pretraining seeds x kernel settings (threads, ISA): is the base's accuracy a property
 of the task, or of where (and on which kernels) pretraining stopped?
 
     . .venv/bin/activate && python bench/bench_seed_matrix.py [--quick] [--write-results]
-    python bench/bench_seed_matrix.py --seeds 0,1 --threads 2 --set data.synthetic.lock_noise=0.3
+    python bench/bench_seed_matrix.py --seeds 0,1 --threads 1,2,2:avx2 --set data.synthetic.lock_noise=0.3
 
 One bench for the base recipe (bench/bench_tiny_base.py is a thin alias of this one). It reads
 the embedded default config (``--config``, default ``config.yaml``; ``--set dotted.key=yaml``
@@ -13,10 +13,13 @@ does:
   data are FIXED across cells), the tokenizer (``ssd_math.tokenizer.build_tokenizer`` on
   ``synth.tokenizer_corpus``), the init config dir (``ssd_math.modeling``) and the pretraining
   corpus (``synth.pretrain_records``), as rules build_tiny_init / render_pretrain_corpus;
-* per cell (pretraining seed s, torch threads t), in its own process: ``ssd_math.train.train``
+* per cell (pretraining seed s, kernel setting t), in its own process: ``ssd_math.train.train``
   with the spec of rule pretrain_base (``model.pretrain`` + ``init_random``) but ``seed: s`` (the
-  init weights and the data order), under ``torch.set_num_threads(t)`` (1 and 2 threads take
-  different kernel paths: a stand-in for another CPU); then the HF sampler
+  init weights and the data order), under ``torch.set_num_threads(T)`` and, for a setting
+  ``T:ISA``, ATen / MKL / oneDNN capped at that instruction set (``ATEN_CPU_CAPABILITY``,
+  ``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``: the kernels another CPU runs, e.g.
+  ``2:avx2`` on an AVX-512 machine; thread counts alone can give bit-identical weights);
+  then the HF sampler
   (``ssd_math.sampler.HFSampler``, ``sampler.batch_size``) on ``eval_main`` at T 0.6 / 0.7 /
   1.0 / 1.5 with the config's eval decoding (top-k 20, top-p 0.95) and ``eval.max_new_tokens``,
   graded by ``ssd_math.grading.grade_rows`` (math-verify); and each arm's training sample
@@ -59,6 +62,33 @@ MARK = "<!-- bench_seed_matrix:{} recipe {} -->"  # one section per recipe hash
 EVAL_TS = (0.6, 0.7, 1.0, 1.5)
 ARMS = ("ssd", "t13", "topk5", "naive")
 GOALS = {"acc_lo": 0.50, "acc_hi": 0.80, "spread": 0.06, "len_stop": 0.02, "drop": 0.05}
+#: A cell's kernel setting: ``T`` (T torch threads, the machine's own kernels) or ``T:ISA`` (T
+#: threads with ATen, MKL and oneDNN capped at that instruction set: the kernels another CPU
+#: would run, e.g. ``2:avx2`` on an AVX-512 machine stands in for an AVX2-only one).
+ISA_ENV = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+}
+
+
+def n_threads(label: str) -> int:
+    return int(str(label).split(":")[0])
+
+
+def isa_env(label: str) -> dict:
+    """Environment of a cell's kernel setting (empty for the machine's own kernels)."""
+    parts = str(label).split(":")
+    if len(parts) == 1:
+        return {}
+    if parts[1] not in ISA_ENV:
+        raise SystemExit(f"--threads {label}: unknown ISA {parts[1]!r} (known: {sorted(ISA_ENV)})")
+    return ISA_ENV[parts[1]]
+
+
+def slug(label: str) -> str:
+    return str(label).replace(":", "-")
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,7 +198,7 @@ def pretrain_spec(cfg: dict, work: Path, cell: Path, seed: int) -> dict:
             "progress": False}
 
 
-def run_cell(cfg: dict, work: Path, seed: int, threads: int, quick: bool,
+def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
              checkpoints: list[int] = ()) -> dict:
     import shutil
 
@@ -183,8 +213,8 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: int, quick: bool,
     from ssd_math.stats import wilson_ci
     from ssd_math.train import train
 
-    torch.set_num_threads(threads)
-    cell = work / "cells" / f"s{seed}_t{threads}"
+    torch.set_num_threads(n_threads(threads))
+    cell = work / "cells" / f"s{seed}_t{slug(threads)}"
     shutil.rmtree(cell, ignore_errors=True)
     cell.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -199,7 +229,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: int, quick: bool,
         h.update(p.read_bytes())
 
     sampler = HFSampler(cell / "model", batch_size=int(cfg["sampler"]["batch_size"]),
-                        threads=threads)
+                        threads=n_threads(threads))
     tok = sampler.tokenizer
     instr = cfg["prompt"]["instruction"]
 
@@ -209,7 +239,8 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: int, quick: bool,
 
     base_seed = int(cfg["seed"])
     ev, tr = requests("eval_main"), requests("train_prompts")
-    out = {"seed": seed, "threads": threads, "recipe": recipe_hash(cfg), "train_s": train_s,
+    out = {"seed": seed, "threads": str(threads), "kernels": torch.backends.cpu.get_cpu_capability(),
+           "recipe": recipe_hash(cfg), "train_s": train_s,
            "steps": summary.get("steps"), "final_loss_mean10": statistics.mean(tail) if tail else None,
            "weights_sha256": h.hexdigest()[:16], "eval": {}, "arms": {}}
     t1 = time.perf_counter()
@@ -233,7 +264,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: int, quick: bool,
     out["checkpoints"] = {}
     for k in checkpoints:
         ck = HFSampler(cell / f"step{k}", batch_size=int(cfg["sampler"]["batch_size"]),
-                       threads=threads)
+                       threads=n_threads(threads))
         rows = grade_rows(ck.sample(ev, sampling=sp07, condition="T0.7", base_seed=base_seed),
                           workers=1, progress=False)
         out["checkpoints"][str(k)] = sum(r["correct"] for r in rows) / len(rows)
@@ -246,7 +277,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: int, quick: bool,
                             "filter_on_in_config": bool(a["filter_length_stop"]),
                             "sampling": sp.to_dict()}
     out["sample_s"] = time.perf_counter() - t1
-    write_json(work / "cells" / f"s{seed}_t{threads}.json", out)
+    write_json(work / "cells" / f"s{seed}_t{slug(threads)}.json", out)
     shutil.rmtree(cell / "resume", ignore_errors=True)
     return out
 
@@ -255,16 +286,17 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: int, quick: bool,
 # the matrix
 # ------------------------------------------------------------------------------------------
 
-def _spawn(args: argparse.Namespace, seed: int, threads: int) -> subprocess.CompletedProcess:
+def _spawn(args: argparse.Namespace, seed: int, threads: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, __file__, "--cell", f"{seed},{threads}", "--config", str(args.config),
            "--work", str(args.work)] + [x for kv in args.set for x in ("--set", kv)]
     if args.quick:
         cmd.append("--quick")
     if args.checkpoints:
         cmd += ["--checkpoints", args.checkpoints]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "OMP_WAIT_POLICY": "PASSIVE"}
-    logf = Path(args.work) / "cells" / f"s{seed}_t{threads}.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(n_threads(threads)),
+           "MKL_NUM_THREADS": str(n_threads(threads)), "OMP_WAIT_POLICY": "PASSIVE",
+           **isa_env(threads)}
+    logf = Path(args.work) / "cells" / f"s{seed}_t{slug(threads)}.log"
     with open(logf, "w") as fh:
         return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
 
@@ -277,7 +309,7 @@ def run_matrix(args, cfg) -> list[dict]:
     cells = [(s, t) for s in args.seeds for t in args.threads]
     todo = []
     for s, t in cells:
-        f = work / "cells" / f"s{s}_t{t}.json"
+        f = work / "cells" / f"s{s}_t{slug(t)}.json"
         if not args.force and f.exists() and read_json(f).get("recipe") == recipe_hash(cfg):
             continue
         todo.append((s, t))
@@ -295,7 +327,7 @@ def run_matrix(args, cfg) -> list[dict]:
                   flush=True)
     out, missing = [], []
     for s, t in cells:
-        f = work / "cells" / f"s{s}_t{t}.json"
+        f = work / "cells" / f"s{s}_t{slug(t)}.json"
         if not f.exists() or read_json(f).get("recipe") != recipe_hash(cfg):
             if not args.report_only:
                 raise SystemExit(f"cell seed {s} threads {t} failed: see {f.with_suffix('.log')}")
@@ -316,7 +348,8 @@ def summarize(res: list[dict]) -> dict:
     by_seed = {}
     for r in res:
         by_seed.setdefault(r["seed"], {})[r["threads"]] = r["eval"]["0.7"]["acc"]
-    tdiff = [abs(v[1] - v[2]) for v in by_seed.values() if 1 in v and 2 in v]
+    tdiff = [abs(v["1"] - v["2"]) for v in by_seed.values() if "1" in v and "2" in v]
+    kdiff = [max(v.values()) - min(v.values()) for v in by_seed.values() if len(v) > 1]
     goals = {
         f"acc T0.7 in [{GOALS['acc_lo']:.0%}, {GOALS['acc_hi']:.0%}] in every cell":
             all(GOALS["acc_lo"] <= a <= GOALS["acc_hi"] for a in acc),
@@ -331,6 +364,7 @@ def summarize(res: list[dict]) -> dict:
             "spread": max(acc) - min(acc), "acc_sd": statistics.pstdev(acc),
             "thread_diff_max": max(tdiff) if tdiff else None,
             "thread_diff_mean": statistics.mean(tdiff) if tdiff else None,
+            "kernel_diff_max": max(kdiff) if kdiff else None,
             "length_stop_min": {T: min(v) for T, v in ls.items()},
             "drop_min": {a: min(v) for a, v in drops.items()},
             "train_s_max": max(r["train_s"] for r in res),
@@ -346,7 +380,7 @@ def _cpu_per_step(args, r) -> str:
     that a shared machine's load does not inflate the way it does wall time."""
     from ssd_math.io import read_jsonl
 
-    f = Path(args.work) / "cells" / f"s{r['seed']}_t{r['threads']}" / "log.jsonl"
+    f = Path(args.work) / "cells" / f"s{r['seed']}_t{slug(r['threads'])}" / "log.jsonl"
     rows = [x for x in read_jsonl(f) if "step_cpu_s" in x] if f.exists() else []
     return f"{statistics.mean(x['step_cpu_s'] for x in rows):.2f}" if rows else "n/a"
 
@@ -395,7 +429,7 @@ def render(args, cfg, prep, res, summ) -> str:
          + "final loss | pretrain s (cpu s/step) | weights |",
          "|" + "---|" * (5 + len(Ts) - 1 + sum(float(T) >= 1.0 for T in Ts) + len(arms) + 1
                          + len(cks))]
-    for r in sorted(res, key=lambda r: (r["seed"], r["threads"])):
+    for r in sorted(res, key=lambda r: (r["seed"], str(r["threads"]))):
         e = r["eval"]
         lo, hi = e["0.7"]["wilson95"]
         L.append(f"| {r['seed']} | {r['threads']} | {e['0.7']['acc']:.3f} [{lo:.3f}, {hi:.3f}] | "
@@ -413,7 +447,9 @@ def render(args, cfg, prep, res, summ) -> str:
           f"{s['spread'] * 100:.1f} pp**; same seed, threads 1 vs 2: mean |diff| "
           + (f"{s['thread_diff_mean'] * 100:.1f} pp, max {s['thread_diff_max'] * 100:.1f} pp"
              if s["thread_diff_max"] is not None else "n/a")
-          + f"; seeds whose weights are bit-identical across threads: "
+          + ("" if s["kernel_diff_max"] is None else
+             f"; same seed across kernel settings (threads / ISA): max diff {s['kernel_diff_max'] * 100:.1f} pp")
+          + f"; seeds whose weights are bit-identical across kernel settings: "
           f"{s['identical_weights_across_threads']} of {s['seeds_with_both_threads']}",
           f"- pretraining wall per cell: max {s['train_s_max']:.0f} s",
           (f"- NOT RUN (requested, no finished result): "
@@ -443,7 +479,8 @@ def main(argv=None):
     ap.add_argument("--config", default=str(REPO / "config.yaml"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="pretraining seeds")
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--threads", default="1,2,2:avx2",
+                    help="kernel settings: T (threads) or T:ISA (ISA caps: " + ", ".join(ISA_ENV) + ")")
     ap.add_argument("--jobs", type=int, default=2, help="cells run this many at a time")
     ap.add_argument("--work", default=str(ROOT / "_scratch" / "seed_matrix"))
     ap.add_argument("--quick", action="store_true",
@@ -459,11 +496,14 @@ def main(argv=None):
     if a.quick and a.seeds == ap.get_default("seeds"):
         a.seeds = "0,1"
     a.seeds = [int(x) for x in a.seeds.split(",")]
-    a.threads = [int(x) for x in a.threads.split(",")]
+    a.threads = [x.strip() for x in a.threads.split(",")]
+    for t in a.threads:
+        n_threads(t), isa_env(t)
     cfg = load_cfg(Path(a.config), a.set)
     work = Path(a.work)
     if a.cell:
-        s, t = (int(x) for x in a.cell.split(","))
+        s, t = a.cell.split(",")
+        s = int(s)
         r = run_cell(cfg, work, s, t, a.quick,
                      [int(x) for x in a.checkpoints.split(",") if x.strip()])
         print(json.dumps(r, indent=1))
