@@ -347,7 +347,7 @@ def summarize(res: list[dict]) -> dict:
     drops = {a: [r["arms"][a]["length_stop_rate"] for r in res] for a in res[0]["arms"]}
     by_seed = {}
     for r in res:
-        by_seed.setdefault(r["seed"], {})[r["threads"]] = r["eval"]["0.7"]["acc"]
+        by_seed.setdefault(r["seed"], {})[str(r["threads"])] = r["eval"]["0.7"]["acc"]
     tdiff = [abs(v["1"] - v["2"]) for v in by_seed.values() if "1" in v and "2" in v]
     kdiff = [max(v.values()) - min(v.values()) for v in by_seed.values() if len(v) > 1]
     goals = {
