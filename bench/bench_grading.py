@@ -51,13 +51,9 @@ HOSTILE_NAMES = ["power tower", "10k nested braces", "1 MB answer", "(10^8)!", "
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from ssd_math.io import machine_info  # one owner of the machine facts
+
+    return machine_info()["cpu_model"]
 
 
 def _generated(i: int) -> tuple[str, list[str]]:

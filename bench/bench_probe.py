@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -34,13 +33,9 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from ssd_math.io import machine_info  # one owner of the machine facts
+
+    return machine_info()["cpu_model"]
 
 
 def _child(code: str) -> tuple[float, float]:

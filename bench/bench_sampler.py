@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,13 +42,9 @@ BEGIN, END = "<!-- bench_sampler:begin -->", "<!-- bench_sampler:end -->"
 
 
 def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from ssd_math.io import machine_info  # one owner of the machine facts
+
+    return machine_info()["cpu_model"]
 
 
 def load_requests(model_dir: Path, problems: Path, config_path: Path, n: int) -> list[dict]:

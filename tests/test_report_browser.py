@@ -6,7 +6,7 @@ download of playwright's own. Checks: every image decodes, no console error or p
 request leaves the file (it is self-contained), intervals never wrap, the page never scrolls
 sideways, the findings and the provenance panel lead the page, captions are numbered once, and
 the main flow (up to the appendix) fits in about eight screen heights. Saves a full-page
-screenshot beside the report (``results/report/screenshot.png``) and, when
+screenshot of it (``results/browser/report_screenshot.png``) and, when
 ``$SSD_MATH_ARTIFACTS`` names a folder, a copy there (a CI artifact); prints the page height.
 
 Without Chromium or playwright the test skips with the reason, except under CI (``CI=true``),
@@ -96,7 +96,10 @@ def page_report(request):
     else:
         wd, _ = request.getfixturevalue("smoke_run")
         report = wd / "results" / "report" / "report.html"
-    shot = report.with_name("screenshot.png")
+    # not beside the report: results/report/ holds only DAG artifacts (each with a sidecar, which
+    # tests/test_e2e.py checks); the screenshot is the test's, so it goes to results/browser/
+    shot = report.parent.parent / "browser" / "report_screenshot.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
     errors, external = [], []
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="ssd-chromium-") as profile:
         ctx = p.chromium.launch_persistent_context(

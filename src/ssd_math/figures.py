@@ -260,7 +260,7 @@ def weight_change(logs: dict[str, str | Path], out_png: str | Path, *, probes: S
     """Fraction of parameters whose stored (bf16) value changed at each optimizer step, one line per
     arm; log-only probe runs (e.g. the bf16 optimizer state) dashed. Right panel: learning rate."""
     labels = labels or {}
-    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.2), gridspec_kw={"width_ratios": [2, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 2.8), gridspec_kw={"width_ratios": [2, 1]})
     for i, (name, path) in enumerate(logs.items()):
         rows = read_jsonl(path)
         st = _style(i, name in probes)
@@ -378,7 +378,7 @@ def probe_scatter(positions_csv: str | Path, out_png: str | Path, *, models: Seq
     (reference view, log x, small deterministic jitter), coloured by the position's class (read
     from the base model, so the same point keeps its colour across panels)."""
     df = pl.read_csv(positions_csv)
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 2.7), sharey=True, squeeze=False)
     for ax, m in zip(axes[0], models):
         d = df.filter(pl.col("model") == m)
         for c, col in PROBE_CLASS_COLORS.items():
