@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import resource
 import subprocess
 import sys
@@ -26,10 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_section  # bench/_results.py (this folder is on sys.path)
+
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def _cpu_model() -> str:
@@ -139,10 +139,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pat = re.compile(r"^## probe\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pat.sub(lambda _: text + "\n", old) if pat.search(old) else old.rstrip() + "\n\n" + text
-    RESULTS.write_text(new.rstrip() + "\n")
+    write_section("probe", text)
 
 
 if __name__ == "__main__":

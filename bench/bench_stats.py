@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from pathlib import Path
+
+from _results import write_section  # bench/_results.py (this folder is on sys.path)
 
 import numpy as np
 
 from ssd_math.stats import paired_delta, pass_at_k_ci, rate_ci
 
 N_PROMPTS, K, N_BOOT, REPEATS = 1000, 4, 10_000, 5
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def _time(fn, repeats=REPEATS):
@@ -59,11 +59,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    # replace an existing "## stats" section (up to the next "## " heading) or append one
-    pat = re.compile(r"^## stats\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pat.sub(lambda _: text + "\n", old) if pat.search(old) else old.rstrip() + "\n\n" + text
-    RESULTS.write_text(new.rstrip() + "\n")
+    write_section("stats", text)
     best = rows[0][1][0]
     print(f"paired bootstrap: {best:.3f} s ({'OK' if best <= 1.0 else 'OVER'} target 1 s)")
 
