@@ -210,3 +210,37 @@ def test_label_spans_agrees_with_generated_solutions():
         locks = [s for s in spans if s["kind"] == "lock"]
         assert len(locks) == n_chains * r["level"]
         assert all(sol[s["start"]:s["end"]] == s["correct"] for s in locks)
+
+
+def test_adjacent_slips_are_off_by_one_at_rate_eps():
+    """lock_slip="adjacent": a slip writes c - 1 or c + 1 (mod 10), half each, at rate eps."""
+    eps = 0.25
+    rows = make_problems(1500, seed=12, levels=[2, 3, 4, 5])
+    rng = random.Random(5)
+    n = wrong = 0
+    offsets = {}
+    for r in rows:
+        sol = worked_solution(r, rng, p_recheck=0.2, lock_noise=eps, slip="adjacent")
+        for s in _locks(sol):
+            n += 1
+            got = sol[s["start"]:s["end"]]
+            if got != s["correct"]:
+                wrong += 1
+                d = (int(got) - int(s["correct"])) % 10
+                offsets[d] = offsets.get(d, 0) + 1
+    assert n > 4000
+    assert abs(wrong / n - eps) <= _binom_bound(eps, n), (wrong / n, n)
+    assert set(offsets) == {1, 9}  # +1 and -1 only
+    assert abs(offsets[1] / wrong - 0.5) <= _binom_bound(0.5, wrong)
+
+
+def test_lock_slip_is_validated_and_shapes_only_the_pretraining_solutions():
+    base = {"n_pretrain": 200, "n_train_prompts": 40, "n_eval_main": 40, "levels": [2, 3],
+            "hard_levels": [3], "lock_noise": 0.3}
+    u, a = build_splits({**base, "lock_slip": "uniform"}), build_splits({**base, "lock_slip": "adjacent"})
+    for name in ("eval_main", "train_prompts"):
+        assert u[name] == a[name]
+    assert [r["problem"] for r in u["pretrain"]] == [r["problem"] for r in a["pretrain"]]
+    assert [r["solution"] for r in u["pretrain"]] != [r["solution"] for r in a["pretrain"]]
+    with pytest.raises(ValueError, match="lock_slip"):
+        build_splits({**base, "lock_slip": "sideways"})

@@ -137,6 +137,38 @@ def test_lr_schedule_warmup_peak_cosine_end():
     assert T.lr_at(50, c, total) == T.lr_at(total, c, total) == pytest.approx(5e-6)
 
 
+def test_group_by_length_order_is_seeded_and_cuts_padding():
+    """group_by_length: every epoch is a seeded order of whole batches of similar length (each
+    row at most once), batches in random order (no long-to-short curriculum), far less padding
+    than the plain permutation."""
+    import random as _r
+
+    rng = _r.Random(0)
+    lengths = [rng.randint(20, 250) for _ in range(3000)]
+    s = {"seed": 7, "global_batch": 16, "group_by_length": True}
+    spe = len(lengths) // 16
+    steps = [T.global_batch_rows(k, len(lengths), s, spe, lengths) for k in range(spe)]
+    flat = [i for b in steps for i in b]
+    assert all(len(b) == 16 for b in steps) and len(set(flat)) == len(flat) == spe * 16
+    assert steps == [T.global_batch_rows(k, len(lengths), s, spe, lengths) for k in range(spe)]
+    assert steps != [T.global_batch_rows(k, len(lengths), {**s, "seed": 8}, spe, lengths)
+                     for k in range(spe)]
+    assert T.global_batch_rows(spe, len(lengths), s, spe, lengths) != steps[0]  # epoch 2 differs
+
+    def pad_share(batches):
+        return sum(16 * max(lengths[i] for i in b) - sum(lengths[i] for i in b)
+                   for b in batches) / sum(16 * max(lengths[i] for i in b) for b in batches)
+
+    plain = [T.global_batch_rows(k, len(lengths), {**s, "group_by_length": False}, spe)
+             for k in range(spe)]
+    assert pad_share(steps) < 0.1 < 0.4 < pad_share(plain)
+    # batch order is shuffled: consecutive batches are not long-to-short (a sorted mega-batch
+    # of 50 batches would give ~100% descending neighbours, a random order ~50%)
+    maxes = [max(lengths[i] for i in b) for b in steps]
+    desc = sum(x > y for x, y in zip(maxes, maxes[1:])) / (len(maxes) - 1)
+    assert 0.35 < desc < 0.65, desc
+
+
 def test_completion_only_masking_and_eos():
     tok = make_tokenizer()
     ids, labels = T.encode_row({"prompt": "Q: 1+1\nA: ", "completion": "2",

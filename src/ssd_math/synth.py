@@ -142,18 +142,26 @@ def _terms_of(row: dict) -> list[int]:
     return [int(t) for t in body.split(sep)]
 
 
-def _lock(subject: str, a: int, b: int, rng: random.Random | None, lock_noise: float) -> int:
-    """The digit written at a lock ``a op b = ?``: the right one, or with probability
-    ``lock_noise`` one of the other nine digits, uniformly."""
+SLIPS = ("uniform", "adjacent")  # where a slip's wrong digit goes (see _lock)
+
+
+def _lock(subject: str, a: int, b: int, rng: random.Random | None, lock_noise: float,
+          slip: str = "uniform") -> int:
+    """The digit written at a lock ``a op b = ?``: the right one ``c``, or with probability
+    ``lock_noise`` a wrong one: one of the other nine digits uniformly (``slip="uniform"``), or
+    ``c - 1`` / ``c + 1`` (mod 10), each half the time (``slip="adjacent"``: an off-by-one slip,
+    one plausible wrong continuation on each side, as a real model's lock tail is concentrated)."""
     right = _apply(subject, a, b)
     if lock_noise > 0 and rng is not None and rng.random() < lock_noise:
+        if slip == "adjacent":
+            return (right + rng.choice((-1, 1))) % 10
         wrong = rng.randrange(9)
         return wrong + (wrong >= right)
     return right
 
 
 def _chain(subject: str, acc: int | None, terms: Sequence[int], rng: random.Random | None = None,
-           lock_noise: float = 0.0) -> tuple[list[str], int | None]:
+           lock_noise: float = 0.0, slip: str = "uniform") -> tuple[list[str], int | None]:
     """Steps ``acc op t = c`` over ``terms``; each ``c`` is a lock (see :func:`_lock`) and the
     chain continues from the digit written, so a slip propagates to the final answer."""
     sym = OPS[subject][0]
@@ -162,7 +170,7 @@ def _chain(subject: str, acc: int | None, terms: Sequence[int], rng: random.Rand
         if acc is None:
             acc = t % 10
             continue
-        new = _lock(subject, acc, t, rng, lock_noise)
+        new = _lock(subject, acc, t, rng, lock_noise, slip)
         steps.append(f"{acc}{sym}{t}={new}")
         acc = new
     return steps, acc
@@ -202,7 +210,7 @@ def _fork_weights(fork_shares: dict[str, float] | None) -> list[float]:
 
 
 def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_noise: float = 0.0,
-                fork_weights: Sequence[float] | None = None) -> tuple[str, int]:
+                fork_weights: Sequence[float] | None = None, slip: str = "uniform") -> tuple[str, int]:
     methods = list(METHODS)
     weights = list(fork_weights) if fork_weights is not None else _fork_weights(None)
     if PAIR_FORK and subject == SUM and _complement_pairs(terms, random.Random(0))[0]:
@@ -213,15 +221,15 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_
     method = (rng.choice(methods) if len(set(weights)) == 1
               else rng.choices(methods, weights=weights)[0])
     if method == "left":
-        steps, acc = _chain(subject, None, terms, rng, lock_noise)
+        steps, acc = _chain(subject, None, terms, rng, lock_noise, slip)
         return "From the left: " + ", ".join(steps) + ".", acc
     if method == "right":
-        steps, acc = _chain(subject, None, list(reversed(terms)), rng, lock_noise)
+        steps, acc = _chain(subject, None, list(reversed(terms)), rng, lock_noise, slip)
         return "From the right: " + ", ".join(steps) + ".", acc
     pairs, rest = _complement_pairs(terms, rng)
     line = "Pair to ten: " + ", ".join(f"{a}+{b}=0" for a, b in pairs) + "."
     if rest:
-        steps, acc = _chain(subject, 0, rest, rng, lock_noise)
+        steps, acc = _chain(subject, 0, rest, rng, lock_noise, slip)
         line += "\nRest: " + ", ".join(steps) + "."
     else:
         acc = 0
@@ -230,7 +238,7 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_
 
 def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float = 0.12,
                     max_rechecks: int = 6, lock_noise: float = 0.0,
-                    fork_shares: dict[str, float] | None = None) -> str:
+                    fork_shares: dict[str, float] | None = None, slip: str = "uniform") -> str:
     """The completion text for one problem: ``<think>\\n…\\n</think>\\n\\n…\\boxed{X}``.
 
     With ``lock_noise`` = 0 every step is right and ``X`` is the gold answer. With ``lock_noise``
@@ -242,11 +250,12 @@ def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float =
     terms = _terms_of(problem_row)
     w = _fork_weights(fork_shares)
     lines = []
-    line, acc = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w)
+    line, acc = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w, slip=slip)
     lines.append(line)
     k = 0
     while k < max_rechecks and rng.random() < p_recheck:
-        line, acc2 = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w)
+        line, acc2 = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w,
+                                 slip=slip)
         assert lock_noise > 0 or acc2 == acc
         acc = acc2
         lines += [RECHECK, line]
@@ -266,6 +275,7 @@ DEFAULT_SPLITS = {  # the embedded default (config.yaml data.synthetic)
     "n_eval_main": 300,
     "p_recheck": 0.15,
     "lock_noise": 0.0,
+    "lock_slip": "uniform",
     "fork_shares": dict(DEFAULT_FORK_SHARES),
     "seed": 0,
 }
@@ -297,6 +307,9 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     if not 0 <= eps < 0.9:
         raise ValueError(f"data.synthetic.lock_noise must be in [0, 0.9) (the right digit stays the "
                          f"most likely one), got {c['lock_noise']!r}")
+    slip = str(c["lock_slip"])
+    if slip not in SLIPS:
+        raise ValueError(f"data.synthetic.lock_slip must be one of {list(SLIPS)}, got {slip!r}")
     fork_shares = dict(c["fork_shares"])
     _fork_weights(fork_shares)  # a bad key or weight fails here, before any work
     eval_main = make_problems(int(c["n_eval_main"]), seed=seed * 1000 + 1, levels=levels,
@@ -311,7 +324,7 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     rng = random.Random(seed * 1000 + 4)
     for r in pretrain:
         r["solution"] = worked_solution(r, rng, p_recheck=float(c["p_recheck"]), lock_noise=eps,
-                                        fork_shares=fork_shares)
+                                        fork_shares=fork_shares, slip=slip)
     return {
         "pretrain": pretrain,
         "train_prompts": train_prompts,

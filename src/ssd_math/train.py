@@ -28,6 +28,10 @@ Data
     prompt tokens and padding (loss on completion tokens only). The order of an epoch is a
     permutation that is a pure function of (seed, epoch); an epoch has
     floor(rows / global_batch) optimizer steps (the remainder rows of an epoch are dropped).
+    ``group_by_length: true`` groups rows of similar length into the same global batch (less
+    padding): transformers' ``get_length_grouped_indices`` (mega-batches of 50 batches sorted by
+    length), then the batches in a seeded random order, so a long-to-short sweep within each
+    mega-batch does not become a curriculum.
 
 Optimizer and schedule
     AdamW(lr, betas, eps, weight_decay). Weight decay applies to matrices (``p.ndim >= 2``:
@@ -128,6 +132,7 @@ DEFAULTS: dict = {
     "epochs": 1,
     "max_steps": None,         # cap on optimizer steps
     "max_len": 2048,           # tokens per sequence (prompt + completion + eos), truncated
+    "group_by_length": False,  # batches of similar-length rows (less padding; see Data)
     "global_batch": 32,        # sequences per optimizer step
     "micro_batch": 4,          # sequences per forward/backward per process
     "lr": 5e-6,                # peak
@@ -237,15 +242,28 @@ def n_loss_tokens(labels: list[int]) -> int:
     return sum(1 for y in labels[1:] if y != -100)
 
 
-def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
-    """The row order of an epoch: a pure function of (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(n_rows).tolist()
+def epoch_order(n_rows: int, seed: int, epoch: int, lengths: list[int] | None = None,
+                batch: int = 1) -> list[int]:
+    """The row order of an epoch: a pure function of (seed, epoch) (and, with ``lengths``, of
+    the rows' lengths: length-grouped batches of ``batch`` rows in a random order)."""
+    if lengths is None:
+        return np.random.default_rng([seed, epoch]).permutation(n_rows).tolist()
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    grouped = get_length_grouped_indices(list(lengths), batch, generator=g)
+    n_batches = len(grouped) // batch  # the remainder rows are dropped, as without grouping
+    perm = np.random.default_rng([seed, epoch, 1]).permutation(n_batches)
+    return [i for b in perm for i in grouped[b * batch:(b + 1) * batch]]
 
 
-def global_batch_rows(step: int, n_rows: int, s: dict, steps_per_epoch: int) -> list[int]:
-    """Row indices of 0-based optimizer step ``step`` (the data position)."""
+def global_batch_rows(step: int, n_rows: int, s: dict, steps_per_epoch: int,
+                      lengths: list[int] | None = None) -> list[int]:
+    """Row indices of 0-based optimizer step ``step`` (the data position); ``lengths`` (token
+    counts per row) when ``s["group_by_length"]``."""
     epoch, k = divmod(step, steps_per_epoch)
-    order = epoch_order(n_rows, s["seed"], epoch)
+    order = epoch_order(n_rows, s["seed"], epoch,
+                        lengths if s.get("group_by_length") else None, s["global_batch"])
     return order[k * s["global_batch"]:(k + 1) * s["global_batch"]]
 
 
@@ -573,6 +591,7 @@ def train(spec: dict) -> dict:
     rows = read_jsonl(s["data"]) if isinstance(s["data"], (str, os.PathLike)) else s["data"]
     examples = [encode_row(r, tok, s["max_len"]) for r in rows]
     n_loss = [n_loss_tokens(y) for _, y in examples]
+    lengths = [len(x) for x, _ in examples]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     steps_per_epoch = len(examples) // s["global_batch"]
     total_steps = steps_per_epoch * s["epochs"]
@@ -658,7 +677,7 @@ def train(spec: dict) -> dict:
     try:
         for step in range(start_step, total_steps):  # 0-based here; logged as step + 1
             t0, c0 = time.perf_counter(), time.process_time()
-            idx = global_batch_rows(step, len(examples), s, steps_per_epoch)
+            idx = global_batch_rows(step, len(examples), s, steps_per_epoch, lengths)
             n_global = max(1, sum(n_loss[i] for i in idx))  # completion tokens, whole batch
             per_proc = s["global_batch"] // world
             local = idx[rank * per_proc:(rank + 1) * per_proc]
