@@ -234,7 +234,64 @@ def hf_logits_processors(sampling: SamplingConfig, *, prompt_len: int = 0):
     return procs
 
 
+class TopKTruncation:
+    """temperature -> top-k -> top-p -> min-p, then a draw, on the ``top_k`` best logits only.
+
+    The same distribution as transformers' warpers (:func:`hf_logits_processors`) followed by
+    ``softmax`` + ``multinomial`` over the whole vocabulary, computed on ``torch.topk``'s k
+    candidates instead: top-k keeps the k largest scores (transformers keeps every score equal
+    to the k-th as well: only exact ties at the boundary differ); top-p keeps candidate i iff the
+    probability mass of the candidates ranked before it is < top_p (transformers: the ascending
+    cumulative mass of the rest is > 1 - top_p: the same set, up to float rounding at the
+    boundary); min-p keeps candidates with probability >= min_p x the top one (a ratio, so
+    normalisation does not matter). Written by hand because transformers' warpers sort and
+    mask the whole vocabulary at every step and ``multinomial`` then draws over it: on the tiny
+    default that was ~20% of a decode step (bench/bench_sampler.py). Used by the fast loop when
+    top-k is on; with top-k off the loop runs transformers' warpers."""
+
+    def __init__(self, sampling: SamplingConfig):
+        if sampling.top_k <= 0:
+            raise ValueError("TopKTruncation needs top_k > 0")
+        self.temperature = float(sampling.temperature)
+        self.top_k = int(sampling.top_k)
+        self.top_p = float(sampling.top_p)
+        self.min_p = float(sampling.min_p)
+
+    def sample(self, scores, generator=None):
+        import torch
+
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
+        vals, idx = torch.topk(scores, min(self.top_k, scores.shape[-1]), dim=-1)  # descending
+        probs = torch.softmax(vals, dim=-1)
+        keep = None
+        if self.top_p < 1.0:
+            keep = (torch.cumsum(probs, dim=-1) - probs) < self.top_p   # mass ranked before < p
+        if self.min_p > 0:
+            ok = probs >= self.min_p * probs[:, :1]
+            keep = ok if keep is None else keep & ok
+        if keep is not None:
+            probs = torch.softmax(vals.masked_fill(~keep, float("-inf")), dim=-1)
+        choice = torch.multinomial(probs, num_samples=1, generator=generator)
+        return idx.gather(1, choice).squeeze(1)
+
+
+def loop_sampling(sampling: SamplingConfig):
+    """What the fast loop samples ``sampling`` with: ``(processors, truncation)``. With top-k on,
+    the processors are the presence penalty only and :class:`TopKTruncation` does the rest;
+    otherwise transformers' warpers (:func:`hf_logits_processors`) and ``truncation`` None."""
+    if sampling.top_k > 0:
+        from transformers import LogitsProcessorList
+
+        procs = LogitsProcessorList()
+        if sampling.presence_penalty:
+            procs.append(presence_penalty_processor(sampling.presence_penalty, 0))
+        return procs, TopKTruncation(sampling)
+    return hf_logits_processors(sampling), None
+
+
 def _buffered_kv_layer_class():
+    import torch
     from transformers.cache_utils import DynamicLayer
 
     class BufferedKVLayer(DynamicLayer):
@@ -283,6 +340,10 @@ def _buffered_kv_layer_class():
             v[:, :, :n] = self._v[:, :, :n].index_select(0, idx)
             self._k, self._v = k, v
             self.keys, self.values = k[:, :, :n], v[:, :, :n]
+
+        def repeat_rows(self, n: int) -> None:
+            """A batch-1 cache (a shared prompt prefix) becomes ``n`` identical rows."""
+            self._select(self._k.new_zeros(n, dtype=torch.long))
 
         def reorder_cache(self, beam_idx) -> None:
             self._select(beam_idx)
@@ -380,55 +441,110 @@ def fast_loop_support(model) -> str | None:
 
 
 def decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens: int,
-                 eos_token_id: int, pad_token_id: int, generator=None,
+                 eos_token_id: int, pad_token_id: int, generator=None, truncation=None,
                  compact_frac: float = 0.1, buffered_kv: bool = True,
-                 decode_attention: bool = True, stats: dict | None = None) -> list[list[int]]:
+                 decode_attention: bool = True, share_prefix: bool = True,
+                 stats: dict | None = None) -> list[list[int]]:
     """Sample up to ``max_new_tokens`` tokens for a left-padded batch; returns each row's
     generated ids up to and including its eos (or all ``max_new_tokens`` ids).
 
     Per step, what generate's ``_sample`` does: the last position's float32 logits ->
-    ``processors(generated ids, logits)`` -> ``softmax`` -> ``multinomial`` (``generator``).
-    Positions as generate makes them (``cumsum(attention_mask) - 1``, pads 0; +1 a step). A row
-    that produced eos is done; done rows are removed from the batch and the cache once they are
-    ``compact_frac`` of the batch (0: at every step with a finished row; > 1: never).
-    ``buffered_kv=False`` keeps transformers' ``DynamicLayer``, ``decode_attention=False`` the
-    model's own attention implementation in decode steps (ablations; for sdpa/eager models the
-    fast loop otherwise runs :func:`_register_decode_attention`'s). ``stats``, if given,
-    gets ``positions`` (rows x steps computed, prefill rows once) and ``steps`` added."""
+    ``processors(generated ids, logits)`` -> ``softmax`` -> ``multinomial`` (``generator``), or,
+    with ``truncation`` (a :class:`TopKTruncation`; :func:`loop_sampling` builds both), the
+    processors (presence penalty) -> ``truncation.sample``. Positions as generate makes them
+    (``cumsum(attention_mask) - 1``, pads 0; +1 a step). A row that produced eos is done; done
+    rows are removed from the batch and the cache once they are ``compact_frac`` of the batch (0:
+    at every step with a finished row; > 1: never). ``share_prefix``: when every cache layer is
+    full attention, the prompts' common token prefix (the chat template's head and the
+    instruction) is prefilled once and its keys/values copied to every row; the rows' own
+    suffixes follow it, left-padded, so pads sit between prefix and suffix (masked; positions
+    from the mask as above, so every token keeps the position it has in full prefill).
+    ``buffered_kv=False`` keeps transformers' ``DynamicLayer`` (and no prefix sharing),
+    ``decode_attention=False`` the model's own attention implementation in decode steps
+    (ablations; for sdpa/eager models the fast loop otherwise runs
+    :func:`_register_decode_attention`'s). ``stats``, if given, gets ``positions`` (rows x
+    steps computed, prefill rows once), ``steps`` and ``prefix_tokens`` (shared, per batch) added."""
     impl = model.config._attn_implementation
     model.config._attn_implementation = _register_decode_attention() if decode_attention else impl
     try:
         return _decode_batch(model, input_ids, attention_mask, processors=processors,
-                             max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-                             pad_token_id=pad_token_id, generator=generator,
-                             compact_frac=compact_frac, buffered_kv=buffered_kv, stats=stats)
+                             truncation=truncation, max_new_tokens=max_new_tokens,
+                             eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                             generator=generator, compact_frac=compact_frac,
+                             buffered_kv=buffered_kv, share_prefix=share_prefix, stats=stats)
     finally:
         model.config._attn_implementation = impl
 
 
-def _decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens, eos_token_id,
-                  pad_token_id, generator, compact_frac, buffered_kv, stats):
+def common_prefix_len(input_ids, attention_mask) -> int:
+    """Tokens every row of a left-padded batch starts with, leaving each row >= 1 token of its own."""
+    rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask)]
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    k = 0
+    while k < n and all(r[k] == first[k] for r in rows):
+        k += 1
+    return k
+
+
+def _prefill_shared_prefix(model, input_ids, am, cache, n_prefix: int):
+    """Prefill ``n_prefix`` common tokens once, repeat their cache rows, then prefill each row's
+    suffix after them. Returns the mask and position ids of the re-laid-out prompt
+    ``[prefix][pads][suffix]`` (``n_prefix`` + the longest suffix wide) and the prefill output."""
+    import torch
+
+    n_rows, plen = input_ids.shape
+    start = plen - am.sum(-1)                              # left padding of each row
+    prefix = input_ids[0, int(start[0]):int(start[0]) + n_prefix][None]
+    model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+          position_ids=torch.arange(n_prefix, device=prefix.device)[None],
+          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    for layer in cache.layers:
+        layer.repeat_rows(n_rows)
+    # the suffixes, right-aligned as left padding put them, in the last S columns; a shorter
+    # row's prefix copy that falls inside them is masked (it is in the cache already)
+    width = plen - int(start.min()) - n_prefix
+    cols = torch.arange(plen - width, plen, device=input_ids.device)[None]
+    ids, sub = input_ids[:, plen - width:], am[:, plen - width:]
+    sub = sub.masked_fill(cols < (start + n_prefix)[:, None], 0)
+    full_mask = torch.cat([torch.ones((n_rows, n_prefix), dtype=am.dtype, device=am.device),
+                           sub], dim=1)
+    pos = (full_mask.cumsum(-1) - 1).masked_fill_(full_mask == 0, 0)[:, n_prefix:]
+    out = model(input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
+    return full_mask, pos, out
+
+
+def _decode_batch(model, input_ids, attention_mask, *, processors, truncation, max_new_tokens,
+                  eos_token_id, pad_token_id, generator, compact_frac, buffered_kv, share_prefix,
+                  stats):
     import torch
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
     device = input_ids.device
     n_rows, plen = input_ids.shape
-    cap = plen + max_new_tokens
+    am = attention_mask.to(torch.long)
     cache = DynamicCache(config=model.config)
+    full_attention_only = all(type(layer) is DynamicLayer for layer in cache.layers)
+    n_prefix = (common_prefix_len(input_ids, am)
+                if share_prefix and buffered_kv and full_attention_only and n_rows > 1 else 0)
+    cap = plen + max_new_tokens                            # prompt columns never grow
     layer_cls = _buffered_kv_layer_class()
     for i, layer in enumerate(cache.layers):
         if buffered_kv and type(layer) is DynamicLayer:
             cache.layers[i] = layer_cls(cap)
-    am = attention_mask.to(torch.long)
-    position_ids = (am.cumsum(-1) - 1).masked_fill_(am == 0, 0)
-    out = model(input_ids=input_ids, attention_mask=am, position_ids=position_ids,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    if n_prefix:
+        am, position_ids, out = _prefill_shared_prefix(model, input_ids, am, cache, n_prefix)
+    else:
+        position_ids = (am.cumsum(-1) - 1).masked_fill_(am == 0, 0)
+        out = model(input_ids=input_ids, attention_mask=am, position_ids=position_ids,
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1].to(dtype=torch.float32)
     del out
+    width = am.shape[1]                                    # prompt columns of the cache
     next_pos = position_ids[:, -1] + 1
     mask = torch.ones((n_rows, cap), dtype=am.dtype, device=device)
-    mask[:, :plen] = am
+    mask[:, :width] = am
     hist = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     tokens = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     lengths = [max_new_tokens] * n_rows
@@ -438,8 +554,11 @@ def _decode_batch(model, input_ids, attention_mask, *, processors, max_new_token
     positions, steps = n_rows, 0
     for t in range(max_new_tokens):
         scores = processors(hist[:, :t], logits)
-        probs = torch.nn.functional.softmax(scores, dim=-1)
-        nxt = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        if truncation is not None:
+            nxt = truncation.sample(scores, generator)
+        else:
+            probs = torch.nn.functional.softmax(scores, dim=-1)
+            nxt = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
         hist[:, t] = nxt
         tokens[rows, t] = nxt
         stop = (nxt == eos_token_id) & alive
@@ -457,7 +576,7 @@ def _decode_batch(model, input_ids, attention_mask, *, processors, max_new_token
             rows, hist, mask, next_pos, nxt = (x.index_select(0, keep)
                                                for x in (rows, hist, mask, next_pos, nxt))
             alive = torch.ones(len(keep), dtype=torch.bool, device=device)
-        out = model(input_ids=nxt[:, None], attention_mask=mask[:, :plen + t + 1],
+        out = model(input_ids=nxt[:, None], attention_mask=mask[:, :width + t + 1],
                     position_ids=next_pos[:, None], past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
         logits = out.logits[:, -1].to(dtype=torch.float32)
@@ -468,6 +587,7 @@ def _decode_batch(model, input_ids, attention_mask, *, processors, max_new_token
     if stats is not None:
         stats["positions"] = stats.get("positions", 0) + positions
         stats["steps"] = stats.get("steps", 0) + steps
+        stats["prefix_tokens"] = stats.get("prefix_tokens", 0) + n_prefix
     toks = tokens.tolist()
     return [toks[r][:lengths[r]] for r in range(n_rows)]
 
@@ -506,6 +626,8 @@ class HFSampler:
         self.compact_frac = float(compact_frac)
         self.buffered_kv = True       # ablation switches of decode_batch (bench/bench_sampler.py)
         self.decode_attention = True
+        self.share_prefix = True
+        self.fused_topk = True
         self.trust_remote_code = bool(trust_remote_code)  # off unless model.trust_remote_code
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir,
                                                        trust_remote_code=self.trust_remote_code)
@@ -524,7 +646,8 @@ class HFSampler:
             if why:
                 logging.getLogger(__name__).warning(
                     "%s: sampling with model.generate, not the fast loop: %s", self.model_dir, why)
-        self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0, "positions": 0, "steps": 0}
+        self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0, "positions": 0, "steps": 0,
+                      "prefix_tokens": 0}
 
     def _generate_ids(self, enc: dict, sampling: SamplingConfig) -> list[list[int]]:
         """``model.generate`` for one batch: the generated ids of each row (pads included)."""
@@ -569,13 +692,16 @@ class HFSampler:
             else:
                 g = torch.Generator(device=self.device)
                 g.manual_seed(bseed)
+                procs, trunc = loop_sampling(sampling) if self.fused_topk else \
+                    (hf_logits_processors(sampling), None)
                 gen = decode_batch(self.model, enc["input_ids"], enc["attention_mask"],
-                                   processors=hf_logits_processors(sampling),
+                                   processors=procs, truncation=trunc,
                                    max_new_tokens=int(sampling.max_new_tokens),
                                    eos_token_id=self.eos_id, pad_token_id=tok.pad_token_id,
                                    generator=g, compact_frac=self.compact_frac,
                                    buffered_kv=self.buffered_kv,
-                                   decode_attention=self.decode_attention, stats=self.stats)
+                                   decode_attention=self.decode_attention,
+                                   share_prefix=self.share_prefix, stats=self.stats)
         dt = time.perf_counter() - t0
         rows = []
         for req, ids in zip(batch.requests, gen):
