@@ -138,7 +138,7 @@ for _family in ("grid", "passk", "checkpoints", "sweep") if SWEEPS else ("grid",
         input:
             samples=_raw,
         output:
-            graded=[p.replace(f"{R}/generations/", f"{R}/eval/", 1) for p in _raw],
+            graded=[L.graded(p) for p in _raw],
         params:
             workers=config["eval"]["grader"]["workers"],
             timeout_s=config["eval"]["grader"]["timeout_s"],

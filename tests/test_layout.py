@@ -103,3 +103,41 @@ def test_rules_read_config_directly():
     for smk in sorted((ROOT / "rules").glob("*.smk")):
         text = smk.read_text()
         assert not re.search(r"config(\[[^\]]+\])+\.get\(\s*\"\w+\"\s*,", text), smk.name
+
+
+def _rule_files() -> list[Path]:
+    return [ROOT / m for m in re.findall(r'^include: "([^"]+)"', (ROOT / "Snakefile").read_text(), re.M)]
+
+
+def _defined(text: str) -> set[str]:
+    """Names a rule file defines at its top level (or inside a top-level if/else block), and its
+    rules (read as rules.<name>)."""
+    names, block = set(), ""
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            block = line
+        m = re.match(r"^(?:    )?(?:def (\w+)|(\w+) = |rule (\w+):|(?:from \S+ )?import \S+ as (\w+))", line)
+        if m and (not line.startswith(" ") or re.match(r"(if|elif|else)\b", block)):
+            if m.group(3):
+                names.add(f"rules.{m.group(3)}")
+            else:
+                names.add(m.group(1) or m.group(2) or m.group(4))
+    return names
+
+
+def _used(text: str) -> set[str]:
+    code = "\n".join(line.split(" #")[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return set(re.findall(r"\b\w+\b", code)) | {f"rules.{n}" for n in re.findall(r"\brules\.(\w+)", code)}
+
+
+def test_no_rule_file_reads_a_name_a_later_file_defines():
+    """Each rule file is self-contained: what it reads comes from itself, an earlier-included
+    file or the library (the original common.smk read NOISE_PROBES from tables.smk)."""
+    files = _rule_files()
+    assert files[0].name == "common.smk" and len(files) >= 10
+    texts = [f.read_text() for f in files]
+    defs = [_defined(t) for t in texts]
+    for i, f in enumerate(files):
+        earlier = set().union(*defs[: i + 1])
+        later = set().union(*defs[i + 1:]) - earlier
+        assert not (_used(texts[i]) & later), (f.name, sorted(_used(texts[i]) & later))

@@ -42,12 +42,13 @@ def hard_set(cfg: dict) -> str:
 
 def device(cfg: dict) -> str:
     """The torch device of hf sampling/eval/probe jobs: runtime.device (a profile), else
-    sampler.device."""
-    return str((cfg.get("runtime") or {}).get("device", cfg["sampler"].get("device", "cpu")))
+    sampler.device (a validated config: its schema default filled in)."""
+    return str(cfg["runtime"].get("device", cfg["sampler"]["device"]))
 
 
 class Layout:
-    """Paths under ``results`` (default: the config's ``results``) and the config's job lists."""
+    """Paths under ``results`` (default: the config's ``results``) and the job lists of a
+    validated config (:func:`ssd_math.config.validate`: schema defaults filled in)."""
 
     def __init__(self, cfg: dict, results: str | None = None):
         self.cfg = cfg
@@ -62,7 +63,7 @@ class Layout:
         self.n_shards = int(cfg["train_sampling"]["n_shards"])
         self.sweeps = sc.sweep_conditions(cfg)
         self.hard_set = hard_set(cfg)
-        self.noise_probes = list(cfg.get("noise_probes") or [])  # extra arms trained for their log only
+        self.noise_probes = list(cfg["noise_probes"])  # extra arms trained for their log only
 
     # --- logs and benchmarks (one of each per job) ----------------------------------------------
 
@@ -135,6 +136,10 @@ class Layout:
 
     def sweep_files(self, stage: str, evalset: str) -> list[str]:
         return [self.gen_file(stage, BASE, evalset, f"sweep/{name}") for name in self.sweeps]
+
+    def graded(self, generation_file: str) -> str:
+        """The graded eval file of a generations/ file: the same path under eval/."""
+        return generation_file.replace(f"{self.R}/generations/", f"{self.R}/eval/", 1)
 
     def probe_file(self, name: str) -> str:
         return f"{self.R}/probe/{name}.jsonl"

@@ -301,8 +301,6 @@ def merge_measured(plan_rows: Iterable[Mapping],
 
 
 _REPO = Path(__file__).resolve().parents[2]
-DEFAULT_ACCELERATE = "envs/accelerate/cpu.yaml"
-
 # ----------------------------------------------------------------------------------------------
 # GPU counts (the rules' gpu resources)
 # ----------------------------------------------------------------------------------------------
@@ -321,19 +319,18 @@ def accelerate_gpus(path: str | os.PathLike) -> int:
 
 def gpu_counts(cfg: dict) -> dict[str, int]:
     """``{"generate": n, "train": n}``: GPUs of one sampling/eval job and of one SFT job (the
-    rules' ``gpu`` resources, rules/common.smk).
+    rules' ``gpu`` resources, rules/common.smk), of a validated config (defaults filled in).
 
     Generation: vLLM -> ``sampler.vllm.tensor_parallel_size`` (default 1); transformers -> 1 on
     a cuda device (:func:`ssd_math.layout.device`), else 0. Training: the accelerate config of
     ``runtime.accelerate_config``.
     """
-    rt = cfg.get("runtime") or {}
     sam = cfg["sampler"]
     if sam["backend"] == "vllm":
-        gen = int((sam.get("vllm") or {}).get("tensor_parallel_size", 1))
+        gen = int(sam["vllm"].get("tensor_parallel_size", 1))  # vLLM's own default
     else:
         gen = 1 if layout.device(cfg).startswith("cuda") else 0
-    return {"generate": gen, "train": accelerate_gpus(rt.get("accelerate_config", DEFAULT_ACCELERATE))}
+    return {"generate": gen, "train": accelerate_gpus(cfg["runtime"]["accelerate_config"])}
 
 
 # ----------------------------------------------------------------------------------------------
