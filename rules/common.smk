@@ -116,7 +116,9 @@ def training_spec(recipe, *, init_dir, init_random, data, out_dir, checkpoints, 
             "log": log,
             "resume_dir": resume_dir,
             "seed": config["seed"],
-            "dtype": recipe.get("dtype", "float32"),  # ssd_math.train's default (a key order kept)
+            # no schema default for dtype: a filled-in key would move in this JSON (a changed
+            # param) and rerun every training job of an existing results folder
+            "dtype": recipe.get("dtype", "float32"),
             **extra,
         }
     )
