@@ -30,7 +30,6 @@ from pathlib import Path
 from . import config as sc
 
 BASE = sc.BASE
-STAGES = ("generations", "eval")  # raw samples, and the same paths graded
 FAMILIES = ("grid", "passk", "checkpoints", "sweep")  # the eval generation rules: generate_<family>
 
 
