@@ -189,7 +189,7 @@ def prepare(cfg: dict, work: Path) -> dict:
 # ------------------------------------------------------------------------------------------
 
 def pretrain_spec(cfg: dict, work: Path, cell: Path, seed: int) -> dict:
-    """The spec of rule pretrain_base (rules/common.smk pretrain_spec), with the cell's seed."""
+    """The spec of rule pretrain_base (rules/model.smk get_pretrain_spec), with the cell's seed."""
     p = cfg["model"]["pretrain"]
     return {**p, "init_dir": str(work / "data" / "init"), "init_random": True,
             "data": str(work / "data" / "pretrain_sft.jsonl"), "out_dir": str(cell / "model"),

@@ -1,34 +1,67 @@
-# Helpers shared by every stage: config validation, paths, target lists, input functions.
+# Read first by every stage: config validation (which fills in the schema's defaults), the results
+# layout (ssd_math.layout: every path, target list and job list), the constants derived from the
+# config, the resources of the heavy jobs, wildcard constraints, and the functions more than one
+# stage uses. A stage's own helpers sit at the top of its rules/<stage>.smk.
 # Named functions only (no lambdas inside rules), so a reader can grep where a path comes from.
 
+import copy
 import json
 import os
 import re
 
 from ssd_math import config as sc
+from ssd_math import layout
+from ssd_math import planner
 from ssd_math.io import config_hash
 
 # Validate before any job is scheduled: a bad key stops here with a message naming it (the
-# --config values are passed too: Snakemake hands nested ones over as strings, said so).
+# --config values are passed too: Snakemake hands nested ones over as strings, said so). Then
+# every key the schema gives a `default:` is set, so the rules read config[...] directly.
+_CONFIG_AS_GIVEN = copy.deepcopy(config)
 sc.validate(config, cli_overrides=dict(workflow.config_settings.config))
-# Provenance: every sidecar (ssd_math.io.write_meta) records this hash of the config.
-os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(config)
+# Provenance: every sidecar (ssd_math.io.write_meta) records this hash of the config as given.
+os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(_CONFIG_AS_GIVEN)
 
 # `snakemake --report` is Snakemake's run metadata, not the study's report: say so on its page
 # (the report is results/report/report.html; docs/report.md).
 report: "../report/snakemake_report.rst"
 
-R = config["results"]
-ARMS = list(config["arms"])  # built by default
-ALL_ARMS = sc.all_arms(config)  # default + extra arms (extra ones are built only when targeted)
-MODELS = sc.final_models(config)  # base + every default arm's final model
-EVAL_SETS = config["eval"]["sets"]
-TGRID = [sc.fmt_t(t) for t in config["eval"]["t_grid"]]
-CKPTS = sc.checkpoint_names(config)  # step<N> ... final
-N_SHARDS = config["train_sampling"]["n_shards"]
-SWEEPS = sc.sweep_conditions(config)
-HARD_SET = "eval_hard" if "eval_hard" in EVAL_SETS else EVAL_SETS[0]
-RUNTIME = config.get("runtime", {})
+L = layout.Layout(config)  # every artifact path: L.model_dir(...), L.table(...), L.bench(...)
+R = L.results
+ARMS = L.arms  # built by default
+ALL_ARMS = L.all_arms  # default + extra arms (extra ones are built only when targeted)
+MODELS = L.models  # base + every default arm's final model
+EVAL_SETS = L.eval_sets
+TGRID = L.tgrid
+CKPTS = L.ckpts  # step<N> ... final
+N_SHARDS = L.n_shards
+SWEEPS = L.sweeps
+HARD_SET = L.hard_set
+NOISE_PROBES = L.noise_probes  # extra arms trained for their log only (rule noise_probe)
+RUNTIME = config["runtime"]  # runtime knobs (a profile sets them: --config runtime='{...}'), never science
+DEVICE = layout.device(config)  # torch device of hf sampling / eval / probe jobs
+
+# --- resources of the heavy jobs ---------------------------------------------------------------
+# GPUs follow the config (never a number typed twice; ssd_math.planner.gpu_counts):
+#   generation (sample_train_shard, generate_*, probe_forward): vLLM -> sampler.vllm.tensor_parallel_size;
+#       transformers -> 1 on a cuda device (runtime.device / sampler.device), else 0;
+#   training (sft, noise_probe): num_processes of the accelerate config (runtime.accelerate_config),
+#       0 when it says use_cpu (the tiny default: every job stays a CPU job).
+# Memory and wall time per kind of job; a cluster profile overrides them per rule
+# (profiles/slurm/config.yaml `set-resources`), together with partitions and accounts.
+# Generation jobs own their cores: they ask for GEN_THREADS and Snakemake caps that at --cores
+# (--cores 2: one generation job at a time, 2 torch threads); the sampler sets torch's threads to
+# exactly the job's `threads`; a profile overrides it per rule (`set-threads:`).
+_GPUS = planner.gpu_counts(config)
+GEN_THREADS = 16
+GEN_GPUS = _GPUS["generate"]
+GEN_MEM_MB = 64000 if GEN_GPUS else 4000  # host RAM: engine, CUDA graphs, tokenizer, rows
+GEN_RUNTIME = 12 * 60 if GEN_GPUS else 60  # minutes; `snakemake plan` gives each job's expected hours
+GEN_RESOURCES = dict(mem_mb=GEN_MEM_MB, runtime=GEN_RUNTIME, gpu=GEN_GPUS)
+TRAIN_GPUS = _GPUS["train"]
+TRAIN_MEM_MB = 128000 if TRAIN_GPUS else 4000  # host RAM: fp32 load of a 4B model, full-state saves
+TRAIN_RUNTIME = 24 * 60 if TRAIN_GPUS else 60
+TRAIN_RESOURCES = dict(mem_mb=TRAIN_MEM_MB, runtime=TRAIN_RUNTIME, gpu=TRAIN_GPUS)
 
 
 wildcard_constraints:
@@ -41,79 +74,14 @@ wildcard_constraints:
     ckpt=r"step\d+|final",
 
 
-def log_path(*parts):
-    return os.path.join(R, "logs", *parts) + ".log"
-
-
-def bench_path(*parts):
-    return os.path.join(R, "benchmarks", *parts) + ".tsv"
-
-
-# --- models ------------------------------------------------------------------------------------
-
-def model_dir(model):
-    """Folder of a model by name: 'base', an arm (its final model), or '<arm>/<ckpt>'."""
-    if model == sc.BASE:
-        return f"{R}/models/base"
-    if "/" in model:
-        arm, ckpt = model.split("/")
-        return f"{R}/models/{arm}/{ckpt}"
-    return f"{R}/models/{model}/final"
-
-
-def model_dir_of(wildcards):
-    return model_dir(wildcards.model)
-
-
-def checkpoint_dirs(arm):
-    return [f"{R}/models/{arm}/{c}" for c in CKPTS]
-
-
-# --- decoding conditions ---------------------------------------------------------------------
-
-def grid_conditions():
-    """{condition name: sampling params} of the T grid (one file per T)."""
-    return {f"T{t}": sc.grid_decoding(config, float(t)) for t in TGRID}
-
-
-def passk_targets():
-    k = config["eval"]["passk"]["k"]
-    return [
-        f"{R}/eval/{run['model']}/{HARD_SET}/T{sc.fmt_t(run['temperature'])}-k{k}.jsonl"
-        for run in config["eval"]["passk"]["runs"]
-    ]
-
-
-# --- target lists ------------------------------------------------------------------------------
-
-def grid_eval_files():
-    return expand(f"{R}/eval/{{model}}/{{evalset}}/T{{t}}.jsonl", model=MODELS, evalset=EVAL_SETS, t=TGRID)
-
-
-def checkpoint_eval_files():
-    return [f"{R}/eval/{arm}/{HARD_SET}/checkpoints/{c}.jsonl" for arm in ARMS for c in CKPTS]
-
-
-def sweep_eval_files():
-    return [f"{R}/eval/base/{s}/sweep/{name}.jsonl" for s in EVAL_SETS for name in SWEEPS]
-
-
-def all_eval_files():
-    return grid_eval_files() + passk_targets() + checkpoint_eval_files() + sweep_eval_files()
-
-
-def train_logs():
-    return [f"{R}/train/{arm}/log.jsonl" for arm in ARMS]
-
-
-def runtime(key, default):
-    """Runtime knobs (set from a profile: --config runtime='{...}'), never science."""
-    return RUNTIME.get(key, default)
+log_path = L.log  # <results>/logs/<parts>.log
+bench_path = L.bench  # <results>/benchmarks/<parts>.tsv
 
 
 def accelerate_config():
-    """The accelerate config of the training rules: a runtime knob (profiles set it)."""
-    path = runtime("accelerate_config", "envs/accelerate/cpu.yaml")
+    """The accelerate config of the training rules (runtime.accelerate_config; relative paths
+    resolve against this workflow's folder)."""
+    path = RUNTIME["accelerate_config"]
     return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
 
 
@@ -122,235 +90,38 @@ def prompt_instruction(wildcards):
     return config["prompt"]["instruction"]
 
 
-# --- helpers of rules/model.smk ---------------------------------------------------
-
-
-def pretrain_spec(wildcards, input, output):
-    p = config["model"]["pretrain"]
-    return json.dumps(
-        {
-            **p,
-            "init_dir": input.init,
-            "init_random": True,
-            "data": input.corpus,
-            "out_dir": output.model,
-            "checkpoints": {},
-            "log": output.log,
-            "resume_dir": f"{R}/train/base/resume",
-            "seed": config["seed"],
-            "dtype": p.get("dtype", "float32"),
-            "instrument": {"enabled": False},
-        }
-    )
-
-
-# --- helpers of rules/sample.smk --------------------------------------------------
-
-
-def arm_sampling(wildcards):
-    return sc.arm_sampling(config, wildcards.arm)
-
-
-def train_condition(wildcards):
-    return f"train-{wildcards.arm}"
-
-
-def arm_filters_length_stop(wildcards):
-    return ALL_ARMS[wildcards.arm]["filter_length_stop"]
-
-
-# --- helpers of rules/train.smk ---------------------------------------------------
-
-
-def sft_spec(wildcards, input, output):
-    sft = sc.arm_sft(config, wildcards.arm)
-    steps = sft.pop("checkpoint_steps", [])
-    return json.dumps(
-        {
-            **sft,
-            "init_dir": input.base,
-            "init_random": False,
-            "data": input.kept,
-            "out_dir": output.final,
-            "checkpoints": {str(s): f"{R}/models/{wildcards.arm}/step{s}" for s in steps},
-            "log": output.log,
-            "resume_dir": f"{R}/train/{wildcards.arm}/resume",
-            "seed": config["seed"],
-            "dtype": sft.get("dtype", "float32"),
-        }
-    )
-
-
-# --- helpers of rules/eval.smk ----------------------------------------------------
-
-
-def eval_set_file(wildcards):
-    return f"{R}/data/{wildcards.evalset}.jsonl"
-
-
-def gen_common():
-    return {
-        "instruction": config["prompt"]["instruction"],
-        "backend": config["sampler"]["backend"],
-        "batch_size": config["sampler"].get("batch_size", 64),
-        "device": runtime("device", config["sampler"].get("device", "cpu")),
-        "seed": config["seed"],
-        "sampler_extra": config["sampler"].get("vllm", {}),
-        "trust_remote_code": config["model"].get("trust_remote_code", False),
-    }
-
-
-def grid_jobs(wildcards):
-    """One generation per T of the grid, in the order of the rule's outputs."""
-    return [
-        {"model": wildcards.model, "model_dir": model_dir(wildcards.model), "condition": name, "sampling": s}
-        for name, s in grid_conditions().items()
-    ]
-
-
-def arm_checkpoint_dirs(wildcards):
-    return checkpoint_dirs(wildcards.arm)
-
-
-def passk_jobs(wildcards):
-    s = sc.grid_decoding(config, float(wildcards.t), n=int(wildcards.k))
-    return [{"model": wildcards.model, "model_dir": model_dir(wildcards.model),
-             "condition": f"T{wildcards.t}-k{wildcards.k}", "sampling": s}]
-
-
-def checkpoint_jobs(wildcards):
-    t = float(ALL_ARMS[wildcards.arm]["t_eval"])
-    return [
-        {"model": f"{wildcards.arm}/{c}", "model_dir": f"{R}/models/{wildcards.arm}/{c}",
-         "condition": f"T{sc.fmt_t(t)}", "sampling": sc.grid_decoding(config, t)}
-        for c in CKPTS
-    ]
-
-
-def sweep_jobs(wildcards):
-    return [
-        {"model": sc.BASE, "model_dir": model_dir(sc.BASE), "condition": name, "sampling": s}
-        for name, s in SWEEPS.items()
-    ]
-
-
-# --- helpers of rules/tables.smk --------------------------------------------------
+def get_model_dir(wildcards):
+    """The folder of the model the job's {model} wildcard names."""
+    return L.model_dir(wildcards.model)
 
 
 def stats_params():
+    """The interval settings every table uses (config stats)."""
     return dict(config["stats"])
 
 
-def table1_files():
-    """Graded files of Table 1's rows on every eval set."""
-    rows = config["report"]["table1"]["rows"]
-    return [f"{R}/eval/{r['model']}/{s}/T{sc.fmt_t(r['temperature'])}.jsonl" for r in rows for s in EVAL_SETS]
-
-
-def _probe_source_arm(arm):
-    """The default arm whose kept samples a probe trains on: same sampling and filter, else itself."""
-    same = [a for a in ARMS if sc.arm_sampling(config, a) == sc.arm_sampling(config, arm)
-            and ALL_ARMS[a]["filter_length_stop"] == ALL_ARMS[arm]["filter_length_stop"]]
-    return same[0] if same else arm
-
-
-def probe_logs():
-    return [f"{R}/train/{a}/probe/log.jsonl" for a in NOISE_PROBES]
-
-
-def noise_runs():
-    """{run name: its training log}: every default arm, then every probe."""
-    return {**dict(zip(ARMS, train_logs())), **dict(zip(NOISE_PROBES, probe_logs()))}
-
-
-def noise_recipes():
-    """The SFT recipe keys the noise summary prints beside each run."""
-    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")}
-            for a in noise_runs()}
-
-
-def timing_inputs():
-    """The tables: once they exist every compute job upstream of them has written its benchmark."""
-    return [rules.metrics.output.metrics, rules.table1.output.table, rules.table2.output.table,
-            rules.table1_breakdown.output.table, rules.table2_breakdown.output.table,
-            rules.sweep_table.output.table, rules.checkpoint_table.output.table,
-            rules.noise_summary.output.table, rules.power.output.table]
-
-
-# --- helpers of rules/figures.smk -------------------------------------------------
-
-
-def probe_spec(wildcards, input, output):
-    """The probe's training spec: its arm's SFT recipe on the source arm's kept samples, no
-    checkpoints, no resume state; the model goes to a scratch folder the rule deletes."""
-    sft = sc.arm_sft(config, wildcards.arm)
-    sft.pop("checkpoint_steps", None)
+def training_spec(recipe, *, init_dir, init_random, data, out_dir, checkpoints, log, resume_dir, **extra):
+    """The JSON spec of one `accelerate launch -m ssd_math.train` job (docs/contracts.md "Training
+    spec"): a recipe (sft or model.pretrain section, checkpoint_steps dropped) and where it reads
+    and writes."""
+    recipe = {k: v for k, v in recipe.items() if k != "checkpoint_steps"}
     return json.dumps(
         {
-            **sft,
-            "init_dir": input.base,
-            "init_random": False,
-            "data": input.kept,
-            "out_dir": probe_scratch(wildcards),
-            "checkpoints": {},
-            "log": output.log,
-            "resume_dir": None,
+            **recipe,
+            "init_dir": init_dir,
+            "init_random": init_random,
+            "data": data,
+            "out_dir": out_dir,
+            "checkpoints": checkpoints,
+            "log": log,
+            "resume_dir": resume_dir,
             "seed": config["seed"],
-            "dtype": sft.get("dtype", "float32"),
+            # no schema default for dtype: a filled-in key would move in this JSON (a changed
+            # param) and rerun every training job of an existing results folder
+            "dtype": recipe.get("dtype", "float32"),
+            **extra,
         }
     )
-
-
-def probe_scratch(wildcards):
-    return f"{R}/train/{wildcards.arm}/probe/scratch-model"
-
-
-def probe_kept(wildcards):
-    return expand(rules.filter_samples.output.kept, arm=_probe_source_arm(wildcards.arm))[0]
-
-
-def probe_labels():
-    return {a: f"{a} ({r['optimizer_state']} optimizer state, lr {r['lr']:g})" for a, r in noise_recipes().items()}
-
-
-# --- helpers of rules/plan.smk ----------------------------------------------------
-
-
-def planned_benchmarks(wildcards):
-    """benchmark: files of every planned GPU job (they exist once those jobs have run)."""
-    return [job["benchmark"] for job in PLAN_COSTS.planned_jobs(config, R)]
-
-
-# --- helpers of rules/data.smk (real data) ----------------------------------------
-
-
-if config["data"]["kind"] == "real":
-    # Config-time check, before any job: a missing data.real.root folder or local source file
-    # is a ConfigError naming its key (never a MissingInputException). Relative roots resolve
-    # against this workflow's folder (ssd_math.realdata.resolve_root).
-    from ssd_math import realdata as _realdata
-
-    REAL_ROOT = str(_realdata.check_local_sources(config["data"]["real"], workflow.basedir))
-
-
-def real_root():
-    """Folder of the real data's local files (data.real.root, resolved and checked above)."""
-    return REAL_ROOT
-
-
-def real_cache_dir():
-    return config["data"]["real"].get("cache_dir") or f"{R}/cache/datasets"
-
-
-def real_local_files(wildcards):
-    """Local source files (enabled ones) as inputs, so an edited file reruns the rule."""
-    real = config["data"]["real"]
-    out = []
-    for part in ("train", "eval"):
-        for src in real[part]["sources"]:
-            if src.get("enabled", True) and src.get("path"):
-                out.append(os.path.join(real_root(), src["path"]))  # absolute paths stay
-    return out
 
 
 # --- targets no rule can build ------------------------------------------------------------------

@@ -1,15 +1,34 @@
 # Stage 1 - data: training-prompt pool and eval sets (the "1k" and "300" roles).
 
 
+if config["data"]["kind"] == "real":
+    # Config-time check, before any job: a missing data.real.root folder or local source file
+    # is a ConfigError naming its key (never a MissingInputException). Relative roots resolve
+    # against this workflow's folder (ssd_math.realdata.resolve_root).
+    from ssd_math import realdata as _realdata
+
+    REAL_ROOT = str(_realdata.check_local_sources(config["data"]["real"], workflow.basedir))
+
+    def get_real_local_files(wildcards):
+        """Local source files (enabled ones) as inputs, so an edited file reruns the rule."""
+        real = config["data"]["real"]
+        out = []
+        for part in ("train", "eval"):
+            for src in real[part]["sources"]:
+                if src.get("enabled", True) and src.get("path"):
+                    out.append(os.path.join(REAL_ROOT, src["path"]))  # absolute paths stay
+        return out
+
+
 if config["data"]["kind"] == "synthetic":
 
     rule make_synthetic_data:
         """The embedded task: problems with one checkable answer, levels, forks and locks."""
         output:
-            pretrain=f"{R}/data/pretrain.jsonl",
-            train_prompts=f"{R}/data/train_prompts.jsonl",
-            eval_main=f"{R}/data/eval_main.jsonl",
-            eval_hard=f"{R}/data/eval_hard.jsonl",
+            pretrain=L.data("pretrain"),
+            train_prompts=L.data("train_prompts"),
+            eval_main=L.data("eval_main"),
+            eval_hard=L.data("eval_hard"),
         params:
             synthetic=config["data"]["synthetic"],
             seed=config["seed"],
@@ -29,18 +48,18 @@ elif config["data"]["kind"] == "real":
         Hub datasets are downloaded at pinned revisions, so it runs where the network is."""
         localrule: True
         input:
-            local=real_local_files,
+            local=get_real_local_files,
         output:
-            train_prompts=f"{R}/data/train_prompts.jsonl",
-            eval_main=f"{R}/data/eval_main.jsonl",
-            eval_hard=f"{R}/data/eval_hard.jsonl",
-            decontam=f"{R}/data/decontam_pairs.csv",
-            report=f"{R}/data/data_report.json",
+            train_prompts=L.data("train_prompts"),
+            eval_main=L.data("eval_main"),
+            eval_hard=L.data("eval_hard"),
+            decontam=L.data("decontam_pairs", "csv"),
+            report=L.data("data_report", "json"),
         params:
             real=config["data"]["real"],
             seed=config["seed"],
-            root=real_root(),
-            cache_dir=real_cache_dir(),
+            root=REAL_ROOT,
+            cache_dir=L.real_cache_dir(),
         threads: 1
         resources:
             mem_mb=32000,

@@ -8,66 +8,96 @@
 #   generations|eval/base/{evalset}/sweep/{name}.jsonl         baseline decoding sweeps (Figure A)
 
 
-# GEN_MEM_MB / GEN_RUNTIME / GEN_GPUS: rules/plan.smk (GPUs follow sampler.backend / vllm TP).
-GEN_RESOURCES = dict(mem_mb=GEN_MEM_MB, runtime=GEN_RUNTIME, gpu=GEN_GPUS)
+def get_eval_set(wildcards):
+    """The problems of the job's {evalset}."""
+    return L.data(wildcards.evalset)
+
+
+def get_checkpoint_dirs(wildcards):
+    """Every checkpoint folder of the job's {arm} (sft.checkpoint_steps, then final)."""
+    return L.checkpoint_dirs(wildcards.arm)
+
+
+def get_generations(family):
+    """The params function of rule generate_<family>: the decoding conditions its job serves,
+    in the order of its outputs (layout.Layout.generations; the planner prices the same list)."""
+
+    def generations(wildcards):
+        w = dict(wildcards)
+        return L.generations(family, w.get("model") or w.get("arm") or sc.BASE, w.get("t", ""), w.get("k", ""))
+
+    generations.__name__ = f"get_generations_{family}"
+    return generations
+
+
+# What every generation job shares: prompt, backend, batch size, device, seed, engine settings.
+GEN_COMMON = {
+    "instruction": config["prompt"]["instruction"],
+    "backend": config["sampler"]["backend"],
+    "batch_size": config["sampler"]["batch_size"],
+    "device": DEVICE,
+    "seed": config["seed"],
+    "sampler_extra": config["sampler"]["vllm"],
+    "trust_remote_code": config["model"]["trust_remote_code"],
+}
 
 
 rule generate_grid:
     input:
-        model=model_dir_of,
-        problems=eval_set_file,
+        model=get_model_dir,
+        problems=get_eval_set,
     output:
-        samples=expand(f"{R}/generations/{{{{model}}}}/{{{{evalset}}}}/T{{t}}.jsonl", t=TGRID),
+        samples=L.grid_files("generations", "{model}", "{evalset}"),
     params:
-        jobs=grid_jobs,
-        common=gen_common(),
-    threads: GEN_THREADS  # rules/sample.smk
+        jobs=get_generations("grid"),
+        common=GEN_COMMON,
+    threads: GEN_THREADS
     resources:
         **GEN_RESOURCES,
     log:
-        log_path("generate", "{model}", "{evalset}", "grid"),
+        log_path(*L.generate_key("grid", "{model}", "{evalset}")),
     benchmark:
-        bench_path("generate", "{model}", "{evalset}", "grid")
+        bench_path(*L.generate_key("grid", "{model}", "{evalset}"))
     script:
         "../scripts/generate_eval.py"
 
 
 rule generate_passk:
     input:
-        model=model_dir_of,
-        problems=eval_set_file,
+        model=get_model_dir,
+        problems=get_eval_set,
     output:
-        samples=f"{R}/generations/{{model}}/{{evalset}}/T{{t}}-k{{k}}.jsonl",
+        samples=L.passk_file("generations", "{model}", "{evalset}", "{t}", "{k}"),
     params:
-        jobs=passk_jobs,
-        common=gen_common(),
-    threads: GEN_THREADS  # rules/sample.smk
+        jobs=get_generations("passk"),
+        common=GEN_COMMON,
+    threads: GEN_THREADS
     resources:
         **GEN_RESOURCES,
     log:
-        log_path("generate", "{model}", "{evalset}", "T{t}-k{k}"),
+        log_path(*L.generate_key("passk", "{model}", "{evalset}", "{t}", "{k}")),
     benchmark:
-        bench_path("generate", "{model}", "{evalset}", "T{t}-k{k}")
+        bench_path(*L.generate_key("passk", "{model}", "{evalset}", "{t}", "{k}"))
     script:
         "../scripts/generate_eval.py"
 
 
 rule generate_checkpoints:
     input:
-        models=arm_checkpoint_dirs,
-        problems=eval_set_file,
+        models=get_checkpoint_dirs,
+        problems=get_eval_set,
     output:
-        samples=expand(f"{R}/generations/{{{{arm}}}}/{{{{evalset}}}}/checkpoints/{{ckpt}}.jsonl", ckpt=CKPTS),
+        samples=L.checkpoint_files("generations", "{arm}", "{evalset}"),
     params:
-        jobs=checkpoint_jobs,
-        common=gen_common(),
-    threads: GEN_THREADS  # rules/sample.smk
+        jobs=get_generations("checkpoints"),
+        common=GEN_COMMON,
+    threads: GEN_THREADS
     resources:
         **GEN_RESOURCES,
     log:
-        log_path("generate", "{arm}", "{evalset}", "checkpoints"),
+        log_path(*L.generate_key("checkpoints", "{arm}", "{evalset}")),
     benchmark:
-        bench_path("generate", "{arm}", "{evalset}", "checkpoints")
+        bench_path(*L.generate_key("checkpoints", "{arm}", "{evalset}"))
     script:
         "../scripts/generate_eval.py"
 
@@ -76,20 +106,20 @@ if SWEEPS:  # baseline decoding sweeps of the base model (config eval.sweeps)
 
     rule generate_sweep:
         input:
-            model=model_dir(sc.BASE),
-            problems=eval_set_file,
+            model=L.model_dir(sc.BASE),
+            problems=get_eval_set,
         output:
-            samples=expand(f"{R}/generations/base/{{{{evalset}}}}/sweep/{{name}}.jsonl", name=list(SWEEPS)),
+            samples=L.sweep_files("generations", "{evalset}"),
         params:
-            jobs=sweep_jobs,
-            common=gen_common(),
-        threads: GEN_THREADS  # rules/sample.smk
+            jobs=get_generations("sweep"),
+            common=GEN_COMMON,
+        threads: GEN_THREADS
         resources:
             **GEN_RESOURCES,
         log:
-            log_path("generate", "base", "{evalset}", "sweep"),
+            log_path(*L.generate_key("sweep", sc.BASE, "{evalset}")),
         benchmark:
-            bench_path("generate", "base", "{evalset}", "sweep")
+            bench_path(*L.generate_key("sweep", sc.BASE, "{evalset}"))
         script:
             "../scripts/generate_eval.py"
 
@@ -108,10 +138,10 @@ for _family in ("grid", "passk", "checkpoints", "sweep") if SWEEPS else ("grid",
         input:
             samples=_raw,
         output:
-            graded=[p.replace(f"{R}/generations/", f"{R}/eval/", 1) for p in _raw],
+            graded=[L.graded(p) for p in _raw],
         params:
-            workers=config["eval"]["grader"].get("workers", 2),
-            timeout_s=config["eval"]["grader"].get("timeout_s", 5.0),
+            workers=config["eval"]["grader"]["workers"],
+            timeout_s=config["eval"]["grader"]["timeout_s"],
         threads: 1
         log:
             log_path("grade", _family, *[f"{{{w}}}" for w in _wc]),

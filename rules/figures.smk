@@ -6,7 +6,7 @@ rule figure_c:
     input:
         metrics=rules.metrics.output.metrics,
     output:
-        png=f"{R}/figures/figure_c.png",
+        png=L.figure("figure_c"),
     params:
         hard_set=HARD_SET,
         models=MODELS,
@@ -21,9 +21,9 @@ rule figure_c:
 rule training_curves:
     """Training curves of every arm: loss/perplexity, learning rate, gradient norm."""
     input:
-        logs=train_logs(),
+        logs=L.train_logs(),
     output:
-        png=f"{R}/figures/training_curves.png",
+        png=L.figure("training_curves"),
     params:
         arms=ARMS,
     log:
@@ -40,7 +40,7 @@ rule figure_a:
     input:
         sweeps=rules.sweep_table.output.table,
     output:
-        png=f"{R}/figures/figure_a.png",
+        png=L.figure("figure_a"),
     params:
         sets=EVAL_SETS,
     log:
@@ -51,45 +51,23 @@ rule figure_a:
         "../scripts/figure_a.py"
 
 
-# --- the noise trap (study §4) ---------------------------------------------------------------------
+# --- the noise trap (study §4): every arm's training log and the noise probes' (rules/train.smk) ---
 
 
-rule noise_probe:
-    """Train a probe arm (e.g. extra_arms.bf16-state: bf16-only optimizer state) for its per-step
-    noise-trap log only: the source arm's kept samples, no checkpoints, no evaluation; the model
-    is deleted (it exists to show the weight-change collapse, not to be evaluated)."""
-    input:
-        base=model_dir(sc.BASE),
-        kept=probe_kept,
-    output:
-        log=f"{R}/train/{{arm}}/probe/log.jsonl",
-    params:
-        spec=probe_spec,
-        scratch=probe_scratch,
-        accelerate_config=accelerate_config(),
-    threads: 2
-    resources:
-        mem_mb=TRAIN_MEM_MB,
-        runtime=TRAIN_RUNTIME,
-        gpu=TRAIN_GPUS,
-    log:
-        log_path("train", "{arm}", "probe"),
-    benchmark:
-        bench_path("train", "{arm}", "probe")
-    shell:
-        "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
-        " --spec-json {params.spec:q} > {log} 2>&1 && rm -rf {params.scratch:q}"
+def probe_labels():
+    """Legend label of every run: its optimizer-state precision and learning rate."""
+    return {a: f"{a} ({r['optimizer_state']} optimizer state, lr {r['lr']:g})" for a, r in noise_recipes().items()}
 
 
 rule figure_b:
     """Figure B: observed gradient norm per step vs the estimated signal |G| at checkpoints, per arm."""
     input:
-        logs=train_logs(),
+        logs=L.train_logs(),
     output:
-        png=f"{R}/figures/figure_b.png",
+        png=L.figure("figure_b"),
     params:
         arms=ARMS,
-        checkpoint_steps=config["sft"].get("checkpoint_steps", []),
+        checkpoint_steps=config["sft"]["checkpoint_steps"],
     log:
         log_path("figures", "figure_b"),
     benchmark:
@@ -103,9 +81,9 @@ rule weight_change:
     input:
         logs=rules.noise_summary.input.logs,
     output:
-        png=f"{R}/figures/weight_change.png",
+        png=L.figure("weight_change"),
     params:
-        runs=list(noise_runs()),
+        runs=list(L.noise_runs()),
         probes=NOISE_PROBES,
         labels=probe_labels(),
     log:
@@ -121,9 +99,9 @@ rule dw_hist:
     input:
         logs=rules.noise_summary.input.logs,
     output:
-        png=f"{R}/figures/dw_hist.png",
+        png=L.figure("dw_hist"),
     params:
-        runs=list(noise_runs()),
+        runs=list(L.noise_runs()),
     log:
         log_path("figures", "dw_hist"),
     benchmark:
@@ -137,9 +115,9 @@ rule train_ppl:
     input:
         logs=rules.noise_summary.input.logs,
     output:
-        png=f"{R}/figures/train_ppl.png",
+        png=L.figure("train_ppl"),
     params:
-        runs=list(noise_runs()),
+        runs=list(L.noise_runs()),
         probes=NOISE_PROBES,
     log:
         log_path("figures", "train_ppl"),
@@ -154,7 +132,7 @@ rule checkpoint_accuracy:
     input:
         checkpoints=rules.checkpoint_table.output.table,
     output:
-        png=f"{R}/figures/checkpoint_accuracy.png",
+        png=L.figure("checkpoint_accuracy"),
     log:
         log_path("figures", "checkpoint_accuracy"),
     benchmark:

@@ -1,6 +1,21 @@
 # Stage 2 - the base model: built and pretrained here (tiny), or fetched from the hub (real).
 
 
+def get_pretrain_spec(wildcards, input, output):
+    """The tiny base's pretraining spec (model.pretrain): fresh weights, gold worked solutions."""
+    return training_spec(
+        config["model"]["pretrain"],
+        init_dir=input.init,
+        init_random=True,
+        data=input.corpus,
+        out_dir=output.model,
+        checkpoints={},
+        log=output.log,
+        resume_dir=L.resume_dir(sc.BASE),
+        instrument={"enabled": False},
+    )
+
+
 if config["model"]["kind"] == "tiny":
 
     rule build_tiny_init:
@@ -8,7 +23,7 @@ if config["model"]["kind"] == "tiny":
         input:
             pretrain=rules.make_synthetic_data.output.pretrain,
         output:
-            init=directory(f"{R}/models/init"),
+            init=directory(L.model_dir("init")),
         params:
             tiny=config["model"]["tiny"],
             instruction=prompt_instruction,
@@ -25,7 +40,7 @@ if config["model"]["kind"] == "tiny":
             pretrain=rules.make_synthetic_data.output.pretrain,
             init=rules.build_tiny_init.output.init,
         output:
-            corpus=f"{R}/data/pretrain_sft.jsonl",
+            corpus=L.data("pretrain_sft"),
         params:
             instruction=prompt_instruction,
         log:
@@ -41,10 +56,10 @@ if config["model"]["kind"] == "tiny":
             init=rules.build_tiny_init.output.init,
             corpus=rules.render_pretrain_corpus.output.corpus,
         output:
-            model=directory(f"{R}/models/base"),
-            log=f"{R}/train/base/log.jsonl",
+            model=directory(L.model_dir(sc.BASE)),
+            log=L.train_log(sc.BASE),
         params:
-            spec=pretrain_spec,
+            spec=get_pretrain_spec,
             accelerate_config=accelerate_config(),
         threads: 2
         resources:
@@ -66,7 +81,7 @@ elif config["model"]["kind"] == "hub":
     # exactly as it copies a real local model folder.
     REHEARSAL = config["model"].get("rehearsal")
 
-    def rehearsal_model_input(wildcards):
+    def get_rehearsal_model(wildcards):
         return [config["model"]["hub"]["local_dir"]] if REHEARSAL else []
 
     if REHEARSAL:
@@ -99,12 +114,12 @@ elif config["model"]["kind"] == "hub":
         copy of model.hub.local_dir; checked for config, tokenizer, chat template and weights."""
         localrule: True
         input:
-            local=rehearsal_model_input,
+            local=get_rehearsal_model,
         output:
-            model=directory(f"{R}/models/base"),
+            model=directory(L.model_dir(sc.BASE)),
         params:
             hub=config["model"]["hub"],
-            trust_remote_code=config["model"].get("trust_remote_code", False),
+            trust_remote_code=config["model"]["trust_remote_code"],
         threads: 1
         resources:
             mem_mb=4000,

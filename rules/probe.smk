@@ -19,7 +19,7 @@ PROBE_TABLES = ("deltas", "positions", "examples", "truth", "truth_effect", "for
 
 def probe_carrier_evals():
     """The graded eval files the carriers come from, one per generator (PROBE_MODELS order)."""
-    return [f"{R}/eval/{m}/{PROBE['eval_set']}/T{PROBE_T}.jsonl" for m in PROBE_MODELS]
+    return [L.gen_file("eval", m, PROBE["eval_set"], f"T{PROBE_T}") for m in PROBE_MODELS]
 
 
 def probe_share_keys():
@@ -30,7 +30,7 @@ def probe_share_keys():
 
 
 def probe_share_files():
-    return [f"{R}/eval/{m}/{PROBE['eval_set']}/T{t}.jsonl" for m, t in probe_share_keys()]
+    return [L.gen_file("eval", m, PROBE["eval_set"], f"T{t}") for m, t in probe_share_keys()]
 
 
 def probe_accuracy_keys():
@@ -43,21 +43,21 @@ def probe_accuracy_keys():
 
 
 def probe_accuracy_files():
-    return [f"{R}/eval/{m}/{s}/T{t}.jsonl" for m, s, t in probe_accuracy_keys()]
+    return [L.gen_file("eval", m, s, f"T{t}") for m, s, t in probe_accuracy_keys()]
 
 
 rule probe_positions:
     """Carriers stratified by length x correctness x generator, tokenized, with their positions."""
     input:
         evals=probe_carrier_evals(),
-        tokenizer=model_dir(sc.BASE),
+        tokenizer=L.model_dir(sc.BASE),
     output:
-        positions=f"{R}/probe/positions.jsonl",
+        positions=L.probe_file("positions"),
     params:
         generators=PROBE_MODELS,
         probe=PROBE,
         seed=config["seed"],
-        trust_remote_code=config["model"].get("trust_remote_code", False),
+        trust_remote_code=config["model"]["trust_remote_code"],
     log:
         log_path("probe", "positions"),
     benchmark:
@@ -71,17 +71,17 @@ rule probe_forward:
     batch of carriers, no generation (a GPU job on the real recipe)."""
     input:
         positions=rules.probe_positions.output.positions,
-        model=model_dir_of,
+        model=get_model_dir,
     output:
-        dists=f"{R}/probe/dists/{{model}}.jsonl",
+        dists=L.probe_file("dists/{model}"),
     params:
         views=PROBE_VIEWS,
         temperature=PROBE["temperature"],
         top_n=PROBE["top_n"],
         dtype=PROBE["dtype"],
-        max_batch_tokens=runtime("probe_max_batch_tokens", 32768),
-        device=runtime("device", config["sampler"].get("device", "cpu")),
-        trust_remote_code=config["model"].get("trust_remote_code", False),
+        max_batch_tokens=RUNTIME["probe_max_batch_tokens"],
+        device=DEVICE,
+        trust_remote_code=config["model"]["trust_remote_code"],
     threads: 1
     resources:
         mem_mb=GEN_MEM_MB,
@@ -100,11 +100,11 @@ rule probe_tables:
     recovery and effect, fork-method shares, and the control comparison."""
     input:
         positions=rules.probe_positions.output.positions,
-        dists=expand(f"{R}/probe/dists/{{model}}.jsonl", model=PROBE_MODELS),
+        dists=[L.probe_file(f"dists/{m}") for m in PROBE_MODELS],
         shares=probe_share_files(),
         accuracy=probe_accuracy_files(),
     output:
-        **{name: f"{R}/tables/probe_{name}.csv" for name in PROBE_TABLES},
+        **{name: L.table(f"probe_{name}") for name in PROBE_TABLES},
     params:
         models=PROBE_MODELS,
         probe=PROBE,
@@ -126,7 +126,7 @@ rule probe_scatter:
     input:
         positions=rules.probe_tables.output.positions,
     output:
-        png=f"{R}/figures/probe_scatter.png",
+        png=L.figure("probe_scatter"),
     params:
         models=[sc.BASE, PROBE["compare_arm"]],
     log:
@@ -143,7 +143,7 @@ rule probe_fork_shares:
         shares=rules.probe_tables.output.fork_shares,
         effect=rules.probe_tables.output.truth_effect,
     output:
-        png=f"{R}/figures/probe_fork_shares.png",
+        png=L.figure("probe_fork_shares"),
     log:
         log_path("figures", "probe_fork_shares"),
     benchmark:

@@ -19,10 +19,10 @@ rule findings:
         noise=rules.noise_summary.output.table,
         checkpoints=rules.checkpoint_table.output.table,
         probe_deltas=findings_probe_tables(),
-        provenance=[rules.metrics.output.metrics, *(model_dir(a) for a in ARMS)],  # sidecars: machines, versions
+        provenance=[rules.metrics.output.metrics, *(L.model_dir(a) for a in ARMS)],  # sidecars: machines, versions
     output:
-        md=f"{R}/tables/findings.md",
-        json=f"{R}/tables/findings.json",
+        md=L.table("findings", "md"),
+        json=L.table("findings", "json"),
     params:
         ssd_arm=config["report"]["table1"]["ssd_arm"],
         arms=ARMS,
@@ -46,7 +46,7 @@ rule report:
         table2=rules.table2.output.table,
         figure_c=rules.figure_c.output.png,
         curves=rules.training_curves.output.png,
-        filters=expand(f"{R}/samples/{{arm}}/filter_summary.json", arm=ARMS),
+        filters=[L.samples(a, "filter_summary", "json") for a in ARMS],
         table1_breakdown=rules.table1_breakdown.output.table,
         table2_breakdown=rules.table2_breakdown.output.table,
         sweeps=rules.sweep_table.output.table,
@@ -66,9 +66,9 @@ rule report:
         findings=rules.findings.output.md,
         findings_json=rules.findings.output.json,
     output:
-        html=f"{R}/report/report.html",
+        html=L.report(),
     params:
-        title=config["report"].get("title", "ssd-math"),
+        title=config["report"]["title"],
         experiment=config["experiment"],
         results=R,
     log:

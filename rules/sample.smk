@@ -2,41 +2,46 @@
 # T_train with top-k/top-p truncation (sharded by a wildcard, merged by a rule), then drop the
 # length-stopped samples.
 
-# Generation jobs own their cores: they ask for GEN_THREADS and Snakemake caps that at --cores
-# (snakemake --cores 2: one generation job at a time, 2 torch threads; --cores 8: up to 8); the
-# sampler sets torch's threads to exactly the job's `threads`. A profile overrides it per rule
-# (`set-threads:`, profiles/default/config.yaml, profiles/slurm/config.yaml).
-GEN_THREADS = 16
+
+def get_arm_sampling(wildcards):
+    """The arm's training-data decoding (its T_train, top-k, top-p, cap, samples per prompt)."""
+    return sc.arm_sampling(config, wildcards.arm)
+
+
+def get_train_condition(wildcards):
+    return f"train-{wildcards.arm}"
+
+
+def get_filter_length_stop(wildcards):
+    return ALL_ARMS[wildcards.arm]["filter_length_stop"]
 
 
 rule sample_train_shard:
     """One shard of the training-prompt pool, sampled from the frozen base (resumable)."""
     input:
-        model=model_dir(sc.BASE),
-        prompts=f"{R}/data/train_prompts.jsonl",
+        model=L.model_dir(sc.BASE),
+        prompts=L.data("train_prompts"),
     output:
-        samples=temp(f"{R}/samples/{{arm}}/shard{{shard}}.jsonl"),
+        samples=temp(L.samples("{arm}", "shard{shard}")),
     params:
-        sampling=arm_sampling,
-        condition=train_condition,
+        sampling=get_arm_sampling,
+        condition=get_train_condition,
         n_shards=N_SHARDS,
         instruction=prompt_instruction,
         backend=config["sampler"]["backend"],
-        batch_size=config["sampler"].get("batch_size", 64),
-        device=runtime("device", config["sampler"].get("device", "cpu")),
+        batch_size=config["sampler"]["batch_size"],
+        device=DEVICE,
         seed=config["seed"],
         model_name=sc.BASE,
-        sampler_extra=config["sampler"].get("vllm", {}),
-        trust_remote_code=config["model"].get("trust_remote_code", False),
+        sampler_extra=config["sampler"]["vllm"],
+        trust_remote_code=config["model"]["trust_remote_code"],
     threads: GEN_THREADS
     resources:
-        mem_mb=GEN_MEM_MB,
-        runtime=GEN_RUNTIME,
-        gpu=GEN_GPUS,
+        **GEN_RESOURCES,
     log:
-        log_path("samples", "{arm}", "shard{shard}"),
+        log_path(*L.sample_key("{arm}", "{shard}")),
     benchmark:
-        bench_path("samples", "{arm}", "shard{shard}")
+        bench_path(*L.sample_key("{arm}", "{shard}"))
     script:
         "../scripts/sample_train_shard.py"
 
@@ -44,9 +49,9 @@ rule sample_train_shard:
 rule merge_shards:
     """Concatenate the shards of an arm in prompt order."""
     input:
-        shards=expand(f"{R}/samples/{{{{arm}}}}/shard{{shard}}.jsonl", shard=range(N_SHARDS)),
+        shards=[L.samples("{arm}", f"shard{i}") for i in range(N_SHARDS)],
     output:
-        samples=f"{R}/samples/{{arm}}/samples.jsonl",
+        samples=L.samples("{arm}"),
     log:
         log_path("samples", "{arm}", "merge"),
     benchmark:
@@ -60,11 +65,11 @@ rule filter_samples:
     input:
         samples=rules.merge_shards.output.samples,
     output:
-        kept=f"{R}/samples/{{arm}}/kept.jsonl",
-        dropped=f"{R}/samples/{{arm}}/dropped.jsonl",
-        summary=f"{R}/samples/{{arm}}/filter_summary.json",
+        kept=L.samples("{arm}", "kept"),
+        dropped=L.samples("{arm}", "dropped"),
+        summary=L.samples("{arm}", "filter_summary", "json"),
     params:
-        filter_length_stop=arm_filters_length_stop,
+        filter_length_stop=get_filter_length_stop,
     log:
         log_path("samples", "{arm}", "filter"),
     benchmark:

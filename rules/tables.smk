@@ -2,13 +2,27 @@
 # its estimator, interval method, n and resample count in columns beside the numbers.
 
 
+def noise_recipes():
+    """The SFT recipe keys the noise summary prints beside each run (arms and noise probes)."""
+    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")}
+            for a in L.noise_runs()}
+
+
+def timing_inputs():
+    """The tables: once they exist every compute job upstream of them has written its benchmark."""
+    return [rules.metrics.output.metrics, rules.table1.output.table, rules.table2.output.table,
+            rules.table1_breakdown.output.table, rules.table2_breakdown.output.table,
+            rules.sweep_table.output.table, rules.checkpoint_table.output.table,
+            rules.noise_summary.output.table, rules.power.output.table]
+
+
 rule metrics:
     """Accuracy and the three rates with 95% CIs for every eval file, plus breakdowns."""
     input:
-        evals=all_eval_files(),
+        evals=L.all_eval_files(),
     output:
-        metrics=f"{R}/tables/metrics.csv",
-        breakdown=f"{R}/tables/breakdown.csv",
+        metrics=L.table("metrics"),
+        breakdown=L.table("breakdown"),
     params:
         stats=stats_params(),
         results=R,
@@ -23,9 +37,9 @@ rule metrics:
 rule table1:
     """Table 1: accuracy (Wilson / clustered CI) and paired-bootstrap SSD - base deltas."""
     input:
-        evals=table1_files(),
+        evals=L.table1_files(),
     output:
-        table=f"{R}/tables/table1.csv",
+        table=L.table("table1"),
     params:
         rows=config["report"]["table1"]["rows"],
         ssd_arm=config["report"]["table1"]["ssd_arm"],
@@ -43,9 +57,9 @@ rule table1:
 rule table2:
     """Table 2: pass@k on the hard set (unbiased estimator, bootstrap CI) and paired deltas."""
     input:
-        evals=passk_targets(),
+        evals=L.passk_eval_files(),
     output:
-        table=f"{R}/tables/table2.csv",
+        table=L.table("table2"),
     params:
         runs=config["eval"]["passk"]["runs"],
         k=config["eval"]["passk"]["k"],
@@ -59,7 +73,7 @@ rule table2:
         "../scripts/table2.py"
 
 
-# --- breakdowns (issue 4.2): Table 1 and Table 2 within each difficulty level and each source ------
+# --- breakdowns: Table 1 and Table 2 within each difficulty level and each source ------
 
 
 rule table1_breakdown:
@@ -67,7 +81,7 @@ rule table1_breakdown:
     input:
         evals=rules.table1.input.evals,
     output:
-        table=f"{R}/tables/table1_breakdown.csv",
+        table=L.table("table1_breakdown"),
     params:
         rows=config["report"]["table1"]["rows"],
         ssd_arm=config["report"]["table1"]["ssd_arm"],
@@ -86,7 +100,7 @@ rule table2_breakdown:
     input:
         evals=rules.table2.input.evals,
     output:
-        table=f"{R}/tables/table2_breakdown.csv",
+        table=L.table("table2_breakdown"),
     params:
         runs=config["eval"]["passk"]["runs"],
         k=config["eval"]["passk"]["k"],
@@ -100,7 +114,7 @@ rule table2_breakdown:
         "../scripts/table2.py"
 
 
-# --- baseline decoding sweeps (issue 4.3, study §3): the table behind Figure A ----------------------
+# --- baseline decoding sweeps (study §3): the table behind Figure A ----------------------
 
 
 rule sweep_table:
@@ -108,7 +122,7 @@ rule sweep_table:
     input:
         metrics=rules.metrics.output.metrics,
     output:
-        table=f"{R}/tables/sweeps.csv",
+        table=L.table("sweeps"),
     log:
         log_path("tables", "sweep_table"),
     benchmark:
@@ -117,23 +131,20 @@ rule sweep_table:
         "../scripts/sweep_table.py"
 
 
-# --- the noise trap (issue 3.4, study §4) ---------------------------------------------------------
-# Log-only probe runs (rule noise_probe in figures.smk): extra arms that differ from the default
+# --- the noise trap (study §4) -------------------------------------------------------------------
+# Log-only probe runs (rule noise_probe in train.smk): extra arms that differ from the default
 # recipe in the optimizer-state precision (e.g. extra_arms.bf16-state). They are trained on a
 # default arm's kept samples for their per-step log only, so the report can show the weight-change
 # collapse without evaluating another model.
-
-
-NOISE_PROBES = list(config.get("noise_probes") or [])  # extra arms trained for their log only
 
 
 rule checkpoint_table:
     """Accuracy of every checkpoint of every arm [CI] (step 0 = base) beside the training log."""
     input:
         metrics=rules.metrics.output.metrics,
-        logs=train_logs(),
+        logs=L.train_logs(),
     output:
-        table=f"{R}/tables/checkpoints.csv",
+        table=L.table("checkpoints"),
     params:
         arms=ARMS,
     log:
@@ -147,11 +158,11 @@ rule checkpoint_table:
 rule noise_summary:
     """Weight-change fraction, perplexity, gradient signal/noise per run (arms and probes)."""
     input:
-        logs=list(noise_runs().values()),
+        logs=list(L.noise_runs().values()),
     output:
-        table=f"{R}/tables/noise_summary.csv",
+        table=L.table("noise_summary"),
     params:
-        runs=list(noise_runs()),
+        runs=list(L.noise_runs()),
         recipes=noise_recipes(),
     log:
         log_path("tables", "noise_summary"),
@@ -161,19 +172,17 @@ rule noise_summary:
         "../scripts/noise_summary.py"
 
 
-# --- sample-size planning (issue 4.1, study §2) -----------------------------------------------------
-# The study's planning values: alpha 5%, power 80%; the differences to detect (fractions).
-PLANNING = {"deltas": [0.02, 0.05, 0.10], "alpha": 0.05, "power": 0.8}
+# --- sample-size planning (study §2): config sample_size (alpha, power, the deltas to detect) -------
 
 
 rule power:
     """Between/within-prompt variance from the k > 1 (pass@k) evals and n per arm for each delta."""
     input:
-        evals=passk_targets(),
+        evals=L.passk_eval_files(),
     output:
-        table=f"{R}/tables/power.csv",
+        table=L.table("power"),
     params:
-        planning=PLANNING,
+        planning=config["sample_size"],
         results=R,
     log:
         log_path("tables", "power"),
@@ -194,9 +203,9 @@ rule timings:
     input:
         tables=timing_inputs(),
     output:
-        table=f"{R}/tables/timings.csv",
+        table=L.table("timings"),
     params:
-        benchmarks=f"{R}/benchmarks",
+        benchmarks=L.benchmarks_dir(),
         exclude=["figures", "report", "tables/timings.tsv"],
     log:
         log_path("tables", "timings"),

@@ -1,28 +1,91 @@
 # Stage 4 - SFT of each arm on its own kept samples: one epoch, completion-only loss,
-# checkpoints at config-fixed steps (so the DAG is static), per-step noise-trap log.
+# checkpoints at config-fixed steps (so the DAG is static), per-step noise-trap log; and the
+# noise probes (config noise_probes), trained the same way for their per-step log only.
+
+
+def get_sft_spec(wildcards, input, output):
+    """The arm's SFT recipe on its kept samples, checkpoints at sft.checkpoint_steps, resumable."""
+    sft = sc.arm_sft(config, wildcards.arm)
+    return training_spec(
+        sft,
+        init_dir=input.base,
+        init_random=False,
+        data=input.kept,
+        out_dir=output.final,
+        checkpoints={str(s): L.checkpoint_dir(wildcards.arm, f"step{s}") for s in sft["checkpoint_steps"]},
+        log=output.log,
+        resume_dir=L.resume_dir(wildcards.arm),
+    )
+
+
+def get_probe_spec(wildcards, input, output):
+    """The probe's training spec: its arm's SFT recipe on the source arm's kept samples, no
+    checkpoints, no resume state; the model goes to a scratch folder the rule deletes."""
+    return training_spec(
+        sc.arm_sft(config, wildcards.arm),
+        init_dir=input.base,
+        init_random=False,
+        data=input.kept,
+        out_dir=L.probe_scratch(wildcards.arm),
+        checkpoints={},
+        log=output.log,
+        resume_dir=None,
+    )
+
+
+def get_probe_scratch(wildcards):
+    return L.probe_scratch(wildcards.arm)
+
+
+def get_probe_kept(wildcards):
+    """The kept samples of the default arm a probe trains on (layout.Layout.probe_source_arm)."""
+    return L.samples(L.probe_source_arm(wildcards.arm), "kept")
 
 
 rule sft:
     """Fine-tune the base on one arm's kept samples (accelerate: CPU here, GPU/FSDP by profile)."""
     input:
-        base=model_dir(sc.BASE),
+        base=L.model_dir(sc.BASE),
         kept=rules.filter_samples.output.kept,
     output:
-        final=directory(f"{R}/models/{{arm}}/final"),
-        checkpoints=[directory(f"{R}/models/{{arm}}/step{s}") for s in config["sft"].get("checkpoint_steps", [])],
-        log=f"{R}/train/{{arm}}/log.jsonl",
+        final=directory(L.checkpoint_dir("{arm}", "final")),
+        checkpoints=[directory(L.checkpoint_dir("{arm}", f"step{s}")) for s in config["sft"]["checkpoint_steps"]],
+        log=L.train_log("{arm}"),
     params:
-        spec=sft_spec,
+        spec=get_sft_spec,
         accelerate_config=accelerate_config(),
     threads: 2
     resources:
-        mem_mb=TRAIN_MEM_MB,
-        runtime=TRAIN_RUNTIME,
-        gpu=TRAIN_GPUS,
+        **TRAIN_RESOURCES,
     log:
-        log_path("train", "{arm}"),
+        log_path(*L.sft_key("{arm}")),
     benchmark:
-        bench_path("train", "{arm}")
+        bench_path(*L.sft_key("{arm}"))
     shell:
         "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
         " --spec-json {params.spec:q} > {log} 2>&1"
+
+
+rule noise_probe:
+    """Train a probe arm (e.g. extra_arms.bf16-state: bf16-only optimizer state) for its per-step
+    noise-trap log only: the source arm's kept samples, no checkpoints, no evaluation; the model
+    is deleted (it exists to show the weight-change collapse, not to be evaluated)."""
+    input:
+        base=L.model_dir(sc.BASE),
+        kept=get_probe_kept,
+    output:
+        log=L.probe_log("{arm}"),
+    params:
+        spec=get_probe_spec,
+        scratch=get_probe_scratch,
+        accelerate_config=accelerate_config(),
+    threads: 2
+    resources:
+        **TRAIN_RESOURCES,
+    log:
+        log_path("train", "{arm}", "probe"),
+    benchmark:
+        bench_path("train", "{arm}", "probe")
+    shell:
+        "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
+        " --spec-json {params.spec:q} > {log} 2>&1 && rm -rf {params.scratch:q}"

@@ -8,12 +8,12 @@ beside the measured times (Snakemake ``benchmark:`` files) after it.
 (or ``snakemake --configfile config/real.yaml plan`` -> <results>/plan/cost_plan.{csv,txt}, and
 ``... plan_measured`` -> <results>/tables/cost_plan.{csv,txt} once the GPU jobs have run).
 
-The job list mirrors the target lists of rules/common.smk (sampling shards of every default
+The job list is ssd_math.layout's (the one the rules expand: sampling shards of every default
 arm, SFT of every arm, the T grid of base + arms on every eval set, pass@k runs, every
-checkpoint on the hard set, the baseline sweeps); tests/test_real_pipeline.py checks it against
-``snakemake -n``. Work per job (tokens) comes from the config and ``planner.expected``; the
+checkpoint on the hard set, the baseline sweeps), with the rules' benchmark paths;
+tests/test_real_pipeline.py checks it against ``snakemake -n``. Work per job (tokens) comes from the config and ``planner.expected``; the
 arithmetic (tokens / (rate x gpus) + startup) is ssd_math.planner's. GPU counts are the rules'
-``gpu`` resources (:func:`gpu_counts`, also used by rules/plan.smk).
+``gpu`` resources (:func:`gpu_counts`, also used by rules/common.smk).
 
 Token model. A sampling or eval job generates ``n_prompts x samples_per_prompt x mean`` tokens,
 ``mean = fraction x cap`` (``sample_gen_fraction`` of the arm's cap, ``eval_gen_fraction`` of

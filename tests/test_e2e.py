@@ -204,8 +204,8 @@ EXPECT_STATS_RULES = {"all", "metrics", "table1", "table2", "table1_breakdown", 
 
 # arms.ssd.temperature: the ssd arm's sampling, filter, training and every eval of its models,
 # then every table, figure and the report -- and the noise probe bf16-state, which trained on the
-# ssd arm's kept samples only while it had the same sampling settings (rules/common.smk
-# _probe_source_arm): with ssd at T 1.2 it samples its own training data at its own T 1.1.
+# ssd arm's kept samples only while it had the same sampling settings (ssd_math.layout
+# Layout.probe_source_arm): with ssd at T 1.2 it samples its own training data at its own T 1.1.
 EXPECT_SSD_JOBS = {
     *{("sample_train_shard", f"arm={a}, shard={i}") for a in ("ssd", "bf16-state") for i in (0, 1)},
     *{(r, f"arm={a}") for r in ("merge_shards", "filter_samples") for a in ("ssd", "bf16-state")},

@@ -164,7 +164,8 @@ def _arm_spec_errors(cfg: dict, schema: dict, cli: dict | None = None) -> list[s
 
 
 def validate(cfg: dict, schema: dict | None = None, *, cli_overrides: dict | None = None) -> dict:
-    """Validate against the JSON schema and the semantic rules; return the config unchanged.
+    """Validate against the JSON schema and the semantic rules; fill in the schema's defaults
+    (:func:`fill_defaults`, in place) and return the config.
 
     Every arm's merged SFT recipe (its ``sft:`` overrides over the top-level ``sft``) is checked
     with the same schema, its messages naming ``arms.<arm>.sft.<key>``. ``cli_overrides``: the
@@ -179,9 +180,41 @@ def validate(cfg: dict, schema: dict | None = None, *, cli_overrides: dict | Non
         msgs += _arm_spec_errors(cfg, schema, cli_overrides)
     if msgs:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(msgs)))
+    fill_defaults(cfg, schema)
     problems = check_semantics(cfg)
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    return cfg
+
+
+def _resolve(node: dict, schema: dict) -> dict:
+    ref = node.get("$ref")
+    if ref:
+        target: Any = schema
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def fill_defaults(cfg: dict, schema: dict | None = None) -> dict:
+    """Set every absent key whose schema entry has a ``default:`` (in place; nested objects
+    too, through ``$ref``; not inside arrays or maps of named entries such as ``arms``), so the
+    rules read ``config[...]`` directly and each default lives once, in the schema."""
+    schema = schema or load_schema()
+
+    def fill(node: dict, inst: Any) -> None:
+        node = _resolve(node, schema)
+        if not isinstance(inst, dict):
+            return
+        for key, sub in (node.get("properties") or {}).items():
+            sub = _resolve(sub, schema)
+            if key not in inst and "default" in sub:
+                inst[key] = copy.deepcopy(sub["default"])
+            if key in inst:
+                fill(sub, inst[key])
+
+    fill(schema, cfg)
     return cfg
 
 

@@ -37,6 +37,8 @@ from typing import Any
 import yaml
 
 from . import config as sc
+from . import layout
+from .layout import BASE
 
 KINDS = ("sample", "eval", "train")
 THROUGHPUT_KEYS = ("generate_tokens_per_s_per_gpu", "train_tokens_per_s_per_gpu",
@@ -299,8 +301,6 @@ def merge_measured(plan_rows: Iterable[Mapping],
 
 
 _REPO = Path(__file__).resolve().parents[2]
-DEFAULT_ACCELERATE = "envs/accelerate/cpu.yaml"
-
 # ----------------------------------------------------------------------------------------------
 # GPU counts (the rules' gpu resources)
 # ----------------------------------------------------------------------------------------------
@@ -318,19 +318,19 @@ def accelerate_gpus(path: str | os.PathLike) -> int:
 
 
 def gpu_counts(cfg: dict) -> dict[str, int]:
-    """``{"generate": n, "train": n}``: GPUs of one sampling/eval job and of one SFT job.
+    """``{"generate": n, "train": n}``: GPUs of one sampling/eval job and of one SFT job (the
+    rules' ``gpu`` resources, rules/common.smk), of a validated config (defaults filled in).
 
     Generation: vLLM -> ``sampler.vllm.tensor_parallel_size`` (default 1); transformers -> 1 on
-    a cuda device, else 0. Training: the accelerate config of ``runtime.accelerate_config``.
+    a cuda device (:func:`ssd_math.layout.device`), else 0. Training: the accelerate config of
+    ``runtime.accelerate_config``.
     """
-    rt = cfg.get("runtime") or {}
     sam = cfg["sampler"]
-    device = str(rt.get("device", sam.get("device", "cpu")))
     if sam["backend"] == "vllm":
-        gen = int((sam.get("vllm") or {}).get("tensor_parallel_size", 1))
+        gen = int(sam["vllm"].get("tensor_parallel_size", 1))  # vLLM's own default
     else:
-        gen = 1 if device.startswith("cuda") else 0
-    return {"generate": gen, "train": accelerate_gpus(rt.get("accelerate_config", DEFAULT_ACCELERATE))}
+        gen = 1 if layout.device(cfg).startswith("cuda") else 0
+    return {"generate": gen, "train": accelerate_gpus(cfg["runtime"]["accelerate_config"])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,24 +353,17 @@ def _shard_len(n: int, shard: int, n_shards: int) -> int:
 
 
 def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
-    """Every GPU job of the default DAG (what ``snakemake`` with no target builds)."""
+    """Every GPU job of the default DAG (what ``snakemake`` with no target builds): the job lists
+    of :class:`ssd_math.layout.Layout`, the same the rules expand, with their benchmark paths."""
     if "planner" not in cfg:
         raise ValueError("the config has no 'planner' section (see config/real.yaml)")
-    R = results or cfg["results"]
+    L = layout.Layout(cfg, results)
     ex = cfg["planner"]["expected"]
     gpus = gpu_counts(cfg)
     g_gen, g_train = max(gpus["generate"], 1), max(gpus["train"], 1)
     prompt = float(ex["prompt_tokens"])
     pool, sizes = _sizes(cfg)
-    sets = cfg["eval"]["sets"]
-    hard = "eval_hard" if "eval_hard" in sets else sets[0]
-    eval_cap = int(cfg["eval"]["max_new_tokens"])
-    eval_mean = ex["eval_gen_fraction"] * eval_cap
-    k_eval = int(cfg["eval"]["samples_per_prompt"])
-    tgrid = [sc.fmt_t(t) for t in cfg["eval"]["t_grid"]]
-    ckpts = sc.checkpoint_names(cfg)
-    sweeps = sc.sweep_conditions(cfg)
-    n_shards = int(cfg["train_sampling"]["n_shards"])
+    eval_mean = ex["eval_gen_fraction"] * int(cfg["eval"]["max_new_tokens"])
     startup = float(cfg["planner"]["throughput"].get("startup_s_per_job", 0))
     jobs: list[dict] = []
 
@@ -379,16 +372,17 @@ def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
                      "model": model, "gpus": g_gen, "n_prompts": n_prompts,
                      "n_samples_per_prompt": k, "mean_gen_tokens": round(mean, 1),
                      "mean_prompt_tokens": prompt, "startup_s": startup * n_models,
-                     "benchmark": f"{R}/benchmarks/{bench}.tsv"})
+                     "benchmark": bench})
 
-    for arm in cfg["arms"]:
+    for arm in L.arms:
         s = sc.arm_sampling(cfg, arm)
         cap = s["max_new_tokens"]
         mean_all = ex["sample_gen_fraction"] * cap
-        for shard in range(n_shards):
-            gen("sample_train_shard", f"sample {arm} shard{shard}", "base",
-                _shard_len(pool, shard, n_shards), s["n"], mean_all, f"samples/{arm}/shard{shard}")
-        kept = ex["kept_fraction"] if cfg["arms"][arm]["filter_length_stop"] else 1.0
+        for job in L.sample_jobs(arm):
+            shard = job["shard"]
+            gen("sample_train_shard", f"sample {arm} shard{shard}", BASE,
+                _shard_len(pool, shard, L.n_shards), s["n"], mean_all, job["benchmark"])
+        kept = ex["kept_fraction"] if L.all_arms[arm]["filter_length_stop"] else 1.0
         mean_kept = mean_all if kept >= 1.0 else max((mean_all - (1 - kept) * cap) / kept, 0.05 * cap)
         n_kept = pool * s["n"] * kept
         sft = sc.arm_sft(cfg, arm)
@@ -397,23 +391,14 @@ def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
                      "mean_gen_tokens": round(mean_kept, 1),
                      "train_tokens": round(n_kept * min(prompt + mean_kept, sft["max_len"])),
                      "epochs": sft["epochs"], "startup_s": startup,
-                     "benchmark": f"{R}/benchmarks/train/{arm}.tsv"})
-    for model in sc.final_models(cfg):
-        for es in sets:
-            gen("generate_grid", f"grid {model} {es}", model, sizes[es] * len(tgrid), k_eval,
-                eval_mean, f"generate/{model}/{es}/grid")
-    kp = int(cfg["eval"]["passk"]["k"])
-    for run in cfg["eval"]["passk"]["runs"]:
-        t = sc.fmt_t(run["temperature"])
-        gen("generate_passk", f"passk {run['model']} {hard} T{t}", run["model"], sizes[hard], kp,
-            eval_mean, f"generate/{run['model']}/{hard}/T{t}-k{kp}")
-    for arm in cfg["arms"]:
-        gen("generate_checkpoints", f"checkpoints {arm} {hard}", arm, sizes[hard] * len(ckpts),
-            k_eval, eval_mean, f"generate/{arm}/{hard}/checkpoints", n_models=len(ckpts))
-    if sweeps:
-        for es in sets:
-            gen("generate_sweep", f"sweep base {es}", "base", sizes[es] * len(sweeps), k_eval,
-                eval_mean, f"generate/base/{es}/sweep")
+                     "benchmark": L.sft_job(arm)["benchmark"]})
+    names = {"grid": "grid {model} {evalset}", "passk": "passk {model} {evalset} T{t}",
+             "checkpoints": "checkpoints {model} {evalset}", "sweep": "sweep {model} {evalset}"}
+    for job in L.generation_jobs():
+        conds = job["conditions"]
+        gen(job["rule"], names[job["family"]].format(**job), job["model"],
+            sizes[job["evalset"]] * len(conds), conds[0]["sampling"]["n"], eval_mean, job["benchmark"],
+            n_models=len(conds) if job["family"] == "checkpoints" else 1)
     return jobs
 
 

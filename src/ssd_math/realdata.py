@@ -54,7 +54,7 @@ def resolve_root(real: dict, base_dir: str | os.PathLike) -> Path:
 
 
 def check_local_sources(real: dict, base_dir: str | os.PathLike) -> Path:
-    """Config-time check (rules/common.smk, before any job): every enabled source with a
+    """Config-time check (rules/data.smk, before any job): every enabled source with a
     ``path`` names an existing file. Returns the resolved root; raises
     :class:`ssd_math.config.ConfigError` naming ``data.real.root`` or each bad source's key."""
     from .config import ConfigError

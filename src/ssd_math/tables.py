@@ -18,6 +18,7 @@ import polars as pl
 from . import stats
 from .grading import STATUSES, answer_kind
 from .io import DataError, read_jsonl
+from .layout import describe_eval_path
 
 METRICS = {  # column -> graded-row field
     "accuracy": "correct",
@@ -25,21 +26,6 @@ METRICS = {  # column -> graded-row field
     "boxed": "boxed",
     "length_stop": "length_stop",
 }
-
-
-def describe_eval_path(path: str | Path, results: str | Path) -> dict:
-    """Where an eval file sits says what it is: model, eval set, condition, kind."""
-    rel = Path(path).resolve().relative_to((Path(results) / "eval").resolve())
-    parts = rel.with_suffix("").parts
-    if len(parts) == 4 and parts[2] == "checkpoints":
-        return {"model": f"{parts[0]}/{parts[3]}", "arm": parts[0], "evalset": parts[1],
-                "condition": parts[3], "kind": "checkpoint"}
-    if len(parts) == 4 and parts[2] == "sweep":
-        return {"model": parts[0], "arm": None, "evalset": parts[1], "condition": parts[3], "kind": "sweep"}
-    if len(parts) == 3:
-        kind = "passk" if "-k" in parts[2] else "grid"
-        return {"model": parts[0], "arm": None, "evalset": parts[1], "condition": parts[2], "kind": kind}
-    raise ValueError(f"{path}: not an eval file path under {results}/eval")
 
 
 def matrix(rows: Sequence[dict], field: str, prompt_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:

@@ -1,0 +1,143 @@
+"""ssd_math.layout owns the results layout: the rules, the planner and the tables read it; its
+inverse parser reads back what its path builder wrote; validation fills the schema's defaults."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, SMOKE
+from ssd_math import config as sc
+from ssd_math.layout import Layout, describe_eval_path
+
+KIND = {"grid": "grid", "passk": "passk", "checkpoints": "checkpoint", "sweep": "sweep"}
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return sc.validate(yaml.safe_load(SMOKE.read_text()))
+
+
+def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
+    L = Layout(smoke, str(tmp_path / "results"))
+    seen = []
+    for job in L.generation_jobs():
+        fam = job["family"]
+        files = {"grid": lambda: L.grid_files("eval", job["model"], job["evalset"]),
+                 "passk": lambda: [L.passk_file("eval", job["model"], job["evalset"], job["t"], job["k"])],
+                 "checkpoints": lambda: L.checkpoint_files("eval", job["model"], job["evalset"]),
+                 "sweep": lambda: L.sweep_files("eval", job["evalset"])}[fam]()
+        assert len(files) == len(job["conditions"])  # one output per decoding condition, in order
+        for path, cond in zip(files, job["conditions"]):
+            d = describe_eval_path(path, L.results)
+            assert d["kind"] == KIND[fam] and d["evalset"] == job["evalset"]
+            assert d["model"] == cond["model"]  # '<arm>/<ckpt>' for checkpoints
+            if fam in ("grid", "passk"):
+                assert d["condition"] == cond["condition"]
+            seen.append(path)
+    # the job list covers exactly the default DAG's eval targets
+    assert sorted(seen) == sorted(L.all_eval_files())
+    with pytest.raises(ValueError, match="not an eval file"):
+        describe_eval_path(tmp_path / "results/eval/base/x.jsonl", L.results)
+
+
+def _dry_run(configfile: Path, workdir: Path) -> list[dict]:
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(configfile), "--cores", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    jobs, cur = [], None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            cur = {"rule": m.group(1)}
+            jobs.append(cur)
+        elif cur is not None and line.startswith("    benchmark: "):
+            cur["benchmark"] = line[len("    benchmark: "):].strip()
+    return jobs
+
+
+def test_rules_declare_the_layout_job_lists(smoke, tmp_path):
+    """What the planner prices (Layout's job lists) is what Snakemake schedules: the same
+    generation, sampling and SFT jobs with the same benchmark files."""
+    dag = _dry_run(SMOKE, tmp_path)
+    L = Layout(smoke)
+    rules = ("sample_train_shard", "sft", "generate_grid", "generate_passk", "generate_checkpoints",
+             "generate_sweep")
+    got = sorted((j["rule"], j["benchmark"]) for j in dag if j["rule"] in rules)
+    want = sorted([("sample_train_shard", s["benchmark"]) for a in L.arms for s in L.sample_jobs(a)]
+                  + [("sft", L.sft_job(a)["benchmark"]) for a in L.arms]
+                  + [(j["rule"], j["benchmark"]) for j in L.generation_jobs()])
+    assert got == want
+
+
+def test_validation_fills_schema_defaults(default):
+    schema = sc.load_schema()
+    cfg = copy.deepcopy(default)
+    del cfg["sampler"]["batch_size"]
+    cfg["eval"]["grader"] = {}
+    cfg.pop("noise_probes", None)
+    cfg["report"]["title"] = "mine"
+    sc.validate(cfg)
+    sam = schema["properties"]["sampler"]["properties"]
+    grader = schema["properties"]["eval"]["properties"]["grader"]["properties"]
+    assert cfg["sampler"]["batch_size"] == sam["batch_size"]["default"] == 64
+    assert cfg["eval"]["grader"] == {"workers": grader["workers"]["default"],
+                                     "timeout_s": grader["timeout_s"]["default"]}
+    assert cfg["noise_probes"] == [] and cfg["report"]["title"] == "mine"  # a given value stays
+    assert cfg["sft"]["checkpoint_steps"] == default["sft"]["checkpoint_steps"]
+    assert cfg["sample_size"] == {"deltas": [0.02, 0.05, 0.10], "alpha": 0.05, "power": 0.8}
+    assert cfg["runtime"]["accelerate_config"] == "envs/accelerate/cpu.yaml"
+    for arm in cfg["arms"].values():  # named entries are not filled (their keys fall back to sft)
+        assert "checkpoint_steps" not in (arm.get("sft") or {})
+
+
+def test_rules_read_config_directly():
+    """Each default once, in the schema: no rule file repeats one as config[...].get(key, default)."""
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        text = smk.read_text()
+        assert not re.search(r"config(\[[^\]]+\])+\.get\(\s*\"\w+\"\s*,", text), smk.name
+
+
+def _rule_files() -> list[Path]:
+    return [ROOT / m for m in re.findall(r'^include: "([^"]+)"', (ROOT / "Snakefile").read_text(), re.M)]
+
+
+def _defined(text: str) -> set[str]:
+    """Names a rule file defines at its top level (or inside a top-level if/else block), and its
+    rules (read as rules.<name>)."""
+    names, block = set(), ""
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            block = line
+        m = re.match(r"^(?:    )?(?:def (\w+)|(\w+) = |rule (\w+):|(?:from \S+ )?import \S+ as (\w+))", line)
+        if m and (not line.startswith(" ") or re.match(r"(if|elif|else)\b", block)):
+            if m.group(3):
+                names.add(f"rules.{m.group(3)}")
+            else:
+                names.add(m.group(1) or m.group(2) or m.group(4))
+    return names
+
+
+def _used(text: str) -> set[str]:
+    code = "\n".join(line.split(" #")[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return set(re.findall(r"\b\w+\b", code)) | {f"rules.{n}" for n in re.findall(r"\brules\.(\w+)", code)}
+
+
+def test_no_rule_file_reads_a_name_a_later_file_defines():
+    """Each rule file is self-contained: what it reads comes from itself, an earlier-included
+    file or the library (the original common.smk read NOISE_PROBES from tables.smk)."""
+    files = _rule_files()
+    assert files[0].name == "common.smk" and len(files) >= 10
+    texts = [f.read_text() for f in files]
+    defs = [_defined(t) for t in texts]
+    for i, f in enumerate(files):
+        earlier = set().union(*defs[: i + 1])
+        later = set().union(*defs[i + 1:]) - earlier
+        assert not (_used(texts[i]) & later), (f.name, sorted(_used(texts[i]) & later))
