@@ -10,9 +10,10 @@ the generated tokens each row keeps (up to and including its eos); a round's tim
 Contenders:
 * ``naive``   ``HFSampler`` with ``loop="generate"``: ``model.generate`` as it comes;
 * ``fast``    ``HFSampler`` default (``ssd_math.sampler.decode_batch``);
-* ablations (``--levers``): the fast loop with finished rows kept in the batch
-  (``compact_frac`` > 1) and/or the plain ``DynamicLayer`` cache (torch.cat every step), to show
-  what each lever gives;
+* ablations (``--levers``): the bare loop (finished rows kept in the batch, the plain
+  ``DynamicLayer`` cache with torch.cat every step, sdpa decode, transformers' warpers over the
+  whole vocabulary) plus one lever at a time, and the fast loop without the shared-prefix
+  prefill, to show what each lever gives;
 * ``--cb``: transformers' own continuous batching (``model.generate_batch``) once, for its
   tokens/s (its rows are not comparable: other RNG use, no presence penalty support).
 
@@ -59,11 +60,13 @@ def load_requests(model_dir: Path, problems: Path, config_path: Path, n: int) ->
 
 
 def timed(sampler, batch, sampling, *, loop: str, compact_frac: float, buffered: bool,
-          attention: bool, seed: int) -> dict:
+          attention: bool, seed: int, prefix: bool = True, fused: bool = True) -> dict:
     sampler.loop = loop
     sampler.compact_frac = compact_frac
     sampler.buffered_kv = buffered
     sampler.decode_attention = attention
+    sampler.share_prefix = prefix
+    sampler.fused_topk = fused
     sampler.stats = {k: 0 for k in sampler.stats}
     sampler.stats["seconds"] = 0.0
     t0 = time.perf_counter()
@@ -146,11 +149,14 @@ def main(argv=None) -> int:
                   "fast": dict(loop="decode_batch", compact_frac=frac, buffered=True,
                                attention=True)}
     if a.levers:  # each lever alone on top of the bare loop
-        bare = dict(loop="decode_batch", compact_frac=2.0, buffered=False, attention=False)
+        bare = dict(loop="decode_batch", compact_frac=2.0, buffered=False, attention=False,
+                    prefix=False, fused=False)
         contenders["bare loop (keeps finished rows, torch.cat cache, sdpa)"] = bare
         contenders["bare + drop finished rows"] = {**bare, "compact_frac": frac}
         contenders["bare + buffered KV"] = {**bare, "buffered": True}
         contenders["bare + GQA decode attention"] = {**bare, "attention": True}
+        contenders["bare + top-k sampling (TopKTruncation)"] = {**bare, "fused": True}
+        contenders["fast without the shared-prefix prefill"] = {**contenders["fast"], "prefix": False}
     # warm-up (one-time allocations, lazy imports), not timed
     small = Batch(0, 0, tuple(reqs[:8]))
     for c in contenders.values():

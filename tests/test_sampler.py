@@ -607,10 +607,12 @@ def test_threads_are_the_jobs(tiny):
     assert torch.get_num_threads() == 1
 
 
-def test_loop_logits_equal_teacher_forced_logits(sharp):
-    """The logits the loop samples from (left-padded batch, buffered cache, decode attention) are
-    the model's own: each step's row equals a plain unpadded forward over prompt + generated
-    prefix (atol 1e-4), so positions, masks and the cache are right."""
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_loop_logits_equal_teacher_forced_logits(sharp, share_prefix):
+    """The logits the loop samples from (left-padded batch, buffered cache, decode attention,
+    with and without the shared-prefix prefill) are the model's own: each step's row equals a
+    plain unpadded forward over prompt + generated prefix (atol 1e-4), so positions, masks and
+    the cache are right."""
     mdir, reqs = sharp
     s = HFSampler(mdir)
     enc = _enc(s, reqs[:6])
@@ -623,9 +625,14 @@ def test_loop_logits_equal_teacher_forced_logits(sharp):
     procs = hf_logits_processors(SamplingConfig(top_k=1))
     procs.insert(0, record)
     with torch.inference_mode():
+        stats = {}
         rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"], processors=procs,
                             max_new_tokens=8, eos_token_id=-1,
-                            pad_token_id=s.tokenizer.pad_token_id, compact_frac=2.0)
+                            pad_token_id=s.tokenizer.pad_token_id, compact_frac=2.0,
+                            share_prefix=share_prefix, stats=stats)
+    n_common = S.common_prefix_len(enc["input_ids"], enc["attention_mask"])
+    assert n_common >= 5  # the chat template's head and the instruction
+    assert stats["prefix_tokens"] == (n_common if share_prefix else 0)
     for i, (r, gen) in enumerate(zip(reqs[:6], rows)):
         p_ids = s.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
         ref = _teacher_forced_logits(s.model, p_ids, gen)
