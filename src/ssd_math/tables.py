@@ -100,8 +100,7 @@ def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf
         for by in ("level", "source", "answer_kind"):
             groups: dict = {}
             for r in rows:
-                key = answer_kind(r.get("gold")) if by == "answer_kind" else r.get(by)
-                groups.setdefault(key, []).append(r)
+                groups.setdefault(row_group(r, by), []).append(r)
             if len(groups) <= 1 and by == "source":
                 continue
             for value, grows in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -221,15 +220,23 @@ def write_csv(df: pl.DataFrame, path: str | Path) -> None:
 BREAKDOWN_BY = ("level", "source")
 
 
+def row_group(row: dict, by: str) -> str | None:
+    """The breakdown group of a graded row (one rule for every breakdown): its ``level`` or
+    ``source`` as a string, or the answer kind of its gold (``by="answer_kind"``); None when the
+    row has no such value (it then belongs to no group)."""
+    value = answer_kind(row.get("gold")) if by == "answer_kind" else row.get(by)
+    return None if value is None else str(value)
+
+
 def breakdown_groups(rows_by_key: dict, by: str) -> list[str]:
-    """The values of ``by`` present in the data (as strings, sorted), or [] when the data has fewer
-    than two distinct values (nothing to break down)."""
-    vals = {str(r[by]) for rows in rows_by_key.values() for r in rows if r.get(by) is not None}
+    """The groups of ``by`` present in the data (:func:`row_group`, sorted), or [] when the data
+    has fewer than two of them (nothing to break down)."""
+    vals = {row_group(r, by) for rows in rows_by_key.values() for r in rows} - {None}
     return sorted(vals, key=lambda v: (len(v), v)) if len(vals) >= 2 else []
 
 
 def _filter_group(rows: list[dict], by: str, group: str) -> list[dict]:
-    return [r for r in rows if r.get(by) is not None and str(r[by]) == group]
+    return [r for r in rows if row_group(r, by) == group]
 
 
 def _stack_groups(frames: list[pl.DataFrame]) -> pl.DataFrame:
