@@ -45,6 +45,7 @@ def _visible(html: str) -> str:
 def test_title_and_front_matter(rendered):
     _, html, _ = rendered
     assert '<h1 class="title">Minimal SSD report</h1>' in html
+    assert "<title>Minimal SSD report</title>" in html
     assert "offline renderer test document" in html
     assert 'id="TOC"' in html  # toc: true
 
@@ -57,6 +58,9 @@ def test_table_numbers_and_caption(rendered):
     assert '<table id="tbl-scores">' in html
     assert "<caption>Table 1: Pass@1 by temperature</caption>" in html
     assert '<a href="#tbl-scores">Table 1</a>' in html  # @tbl-scores resolved
+    # numbered once each, in document order; an unlabelled tbl-cap takes no number
+    assert '<caption>Table 2: Second table</caption>' in html
+    assert '<a href="#tbl-second">Table 2</a>' in html
 
 
 def test_figure_embedded_with_caption(rendered):
@@ -107,7 +111,7 @@ def test_sidecar_records_offline_engine(rendered):
     assert meta["engine"] == "offline"
     assert "pandoc" in meta["engine_version"]
     assert meta["kernel_python"] == sys.executable
-    assert meta["cells_executed"] == info["cells_executed"] == 10
+    assert meta["cells_executed"] == info["cells_executed"] == 11
     # no temp files left next to the output (atomic write)
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html", "report.html.meta.json"]
 
@@ -242,3 +246,4 @@ def test_pipe_table():
     assert rows[2] == ["a\\|b", "0.12", "3", "7"]
     assert rows[3] == ["c", "\u2014", "4", "8"]
     assert pipe_table({"x": [1.5, 2.0]}).splitlines()[2:] == ["| 1.500 |", "| 2.000 |"]
+    assert "| a \\$5 and \\$6 |" in pipe_table([{"t": "a $5 and $6"}])  # text, never TeX math

@@ -1,36 +1,24 @@
 """Render the study's Quarto report (``report/report.qmd``) to one self-contained HTML file.
 
-Two engines render the SAME ``.qmd``; :func:`render` picks one and writes a sidecar
-``<out_html>.meta.json`` saying which ran (nothing claims Quarto ran when it did not):
+:func:`render` runs ``quarto render`` when a ``quarto`` executable is on ``PATH``, else the
+offline engine below, on the SAME ``.qmd``, and writes ``<out_html>.meta.json`` naming the engine
+that ran. The cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
+``$SSD_MATH_RENDER_ENGINE_VERSION`` and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601).
 
-* ``quarto`` -- the real thing, whenever a ``quarto`` executable is on ``PATH``
-  (``quarto render QMD --to html --output NAME -M embed-resources:true -P key:value ...``).
-* ``offline`` -- for machines without Quarto: jupytext's R Markdown reader splits the ``.qmd``
-  into cells (it parses ```` ```{python} ```` chunks without the quarto binary), nbclient runs
-  them on an ipykernel of *this* interpreter, their outputs become pandoc markdown, and pandoc
-  (``pypandoc-binary``) writes a standalone page with every resource embedded, math as MathML.
-
-The offline engine implements what ``report.qmd`` uses, the way Quarto renders it:
-
-* front matter: ``title``, ``subtitle``, ``author``, ``date`` (``today``/``now`` expanded),
-  ``toc``, ``toc-depth``, ``number-sections``, ``css`` (files inlined into the page's
-  ``<style>``), ``execute:`` defaults for ``echo``/``warning`` (top level or under
-  ``format: html:``);
-* cell options as leading ``#|`` YAML lines: ``label``, ``echo``, ``warning``,
-  ``output: asis`` (stdout is raw markdown), ``fig-cap``, ``tbl-cap``, ``tags: [parameters]``;
-* parameters with papermill's semantics (as Quarto's Jupyter engine): the overrides are
-  assigned in a cell injected right after the cell tagged ``parameters`` (at the top without one);
-* outputs: ``text/markdown`` verbatim (tables come from :func:`pipe_table`), ``image/png``
-  embedded as a data URI, ``text/plain`` and streams as code blocks; an error fails the render
-  naming the cell's label and line;
-* inline expressions `` `{python} expr` `` in prose, evaluated in document order;
-* a cell labelled ``fig-x``/``tbl-x`` is numbered ("Figure N: caption", "Table N: caption", in
-  document order, once); ``@fig-x``/``@tbl-x`` in prose become links with that number.
-
-Anything else of Quarto (other formats, layouts, callouts, shortcodes, per-cell ``eval`` /
-``include``, citations) is not implemented offline; use Quarto for it. The cells of either engine
-see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``), ``$SSD_MATH_RENDER_ENGINE_VERSION``
-and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601), so a report can print its own provenance.
+The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells (it parses
+```` ```{python} ```` chunks without the quarto binary), nbclient runs them on an ipykernel of
+this interpreter, their outputs become pandoc markdown, and pandoc (``pypandoc-binary``) writes a
+standalone page with every resource embedded and math as MathML. It implements what
+``report.qmd`` uses, as Quarto renders it: front matter ``title``/``subtitle``/``author``/
+``date`` (``today``), ``toc``, ``toc-depth``, ``number-sections``, ``css`` (inlined) and
+``execute:`` defaults (top level or under ``format: html:``); ``#|`` cell options ``label``,
+``echo``, ``warning``, ``output: asis``, ``fig-cap``, ``tbl-cap``, ``tags: [parameters]``;
+parameters with papermill's semantics (the overrides in a cell injected after the one tagged
+``parameters``); ``text/markdown``, ``image/png``, ``text/plain`` and stream outputs; inline
+`` `{python} expr` ``; figures and tables labelled ``fig-``/``tbl-`` numbered once, in document
+order ("Figure N: caption"), and ``@fig-x``/``@tbl-x`` linked. A failing cell fails the render
+naming its label and line. Anything else of Quarto (other formats, layouts, callouts, shortcodes,
+per-cell ``eval``/``include``, citations) needs Quarto itself.
 """
 
 from __future__ import annotations
@@ -79,7 +67,8 @@ def pipe_table(data: Any, *, floatfmt: str = ".3f", columns: Sequence[str] | Non
     dicts or a dict of lists, for report cells: ``display(Markdown(pipe_table(df)))``.
 
     Numeric columns (every value an int or float) are right-aligned, floats formatted with
-    ``floatfmt``, ``None``/NaN shown as an em dash, ``|`` escaped; strings are never re-parsed.
+    ``floatfmt``, ``None``/NaN shown as an em dash, ``|`` and ``$`` escaped (a cell is text, never
+    TeX math); strings are never re-parsed as numbers.
     """
     from tabulate import tabulate
 
@@ -98,7 +87,7 @@ def pipe_table(data: Any, *, floatfmt: str = ".3f", columns: Sequence[str] | Non
             return "\u2014"
         if isinstance(v, float):
             return format(v, floatfmt)
-        return str(v).replace("|", "\\|").replace("\n", " ")
+        return str(v).replace("|", "\\|").replace("$", "\\$").replace("\n", " ")
 
     def numeric(c: str) -> bool:
         vals = [r.get(c) for r in rows if r.get(c) is not None]
@@ -127,10 +116,8 @@ def parse_param_args(items: Iterable[str]) -> dict[str, Any]:
 
 
 def _quarto_param_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
     return str(value) if isinstance(value, (int, float, str)) else json.dumps(value)  # YAML flow
 
 
@@ -194,6 +181,16 @@ class Cell:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _yaml_mapping(text: str, what: str, line: int | None = None) -> dict[str, Any]:
+    try:
+        value = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise RenderError(f"invalid {what}: {exc}", line=line) from exc
+    if not isinstance(value, dict):
+        raise RenderError(f"{what} is not a YAML mapping", line=line)
+    return value
+
+
 def parse_qmd(text: str) -> tuple[dict[str, Any], list[Cell]]:
     """The front matter and the markdown / python cells of a .qmd (jupytext's Rmd reader)."""
     import jupytext
@@ -207,21 +204,12 @@ def parse_qmd(text: str) -> tuple[dict[str, Any], list[Cell]]:
         line = text.count("\n", 0, max(pos, cursor)) + 1
         cursor = max(pos + 1, cursor)
         if nbcell.cell_type == "raw" and not cells and not meta and src.startswith("---"):
-            try:
-                meta = yaml.safe_load(src.strip().strip("-")) or {}
-            except yaml.YAMLError as exc:
-                raise RenderError(f"invalid YAML front matter: {exc}") from exc
-            if not isinstance(meta, dict):
-                raise RenderError("YAML front matter is not a mapping")
+            meta = _yaml_mapping(src.strip().strip("-"), "YAML front matter")
         elif nbcell.cell_type == "code":
             lines = src.splitlines()
             n_opt = next((i for i, s in enumerate(lines) if not s.lstrip().startswith("#|")), len(lines))
-            try:
-                opts = yaml.safe_load("\n".join(s.lstrip()[2:] for s in lines[:n_opt])) or {}
-            except yaml.YAMLError as exc:
-                raise RenderError(f"invalid '#|' cell options at line {line}: {exc}", line=line) from exc
-            if not isinstance(opts, dict):
-                raise RenderError(f"'#|' cell options at line {line} are not a YAML mapping", line=line)
+            opts = _yaml_mapping("\n".join(s.lstrip()[2:] for s in lines[:n_opt]),
+                                 f"'#|' cell options at line {line}", line)
             cells.append(Cell("code", "\n".join(lines[n_opt:]), line - 1, opts))
         elif src.strip():
             cells.append(Cell("markdown", src, line))
@@ -437,7 +425,8 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     with tempfile.TemporaryDirectory(prefix="ssd-report-pd-") as tmp_s:
         tmp = Path(tmp_s)
         pmeta = {k: _expand_date(h[k]) for k in ("title", "subtitle", "author", "date") if h.get(k) is not None}
-        pmeta.setdefault("pagetitle", qmd.stem)
+        if "title" not in pmeta:
+            pmeta["pagetitle"] = qmd.stem
         (tmp / "meta.yaml").write_text(yaml.safe_dump(pmeta, allow_unicode=True))
         css = [_CSS]
         for name in h.get("css") if isinstance(h.get("css"), list) else [h["css"]] if h.get("css") else []:
@@ -509,26 +498,18 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m ssd_math.report",
-        description="Render a Quarto .qmd to self-contained HTML (Quarto if installed, "
-                    "else the offline jupytext+nbclient+pandoc engine).")
+    """``python -m ssd_math.report QMD OUT.html [-P key=value ...] [--workdir D] [--engine E]``."""
+    ap = argparse.ArgumentParser(prog="python -m ssd_math.report", description=__doc__.split("\n")[0])
     ap.add_argument("qmd", type=Path)
     ap.add_argument("out_html", type=Path)
     ap.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter override (value read as YAML); repeatable")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="working directory for the cells (default: the qmd's folder)")
+    ap.add_argument("--workdir", type=Path, default=None, help="the cells' working directory (default: the qmd's)")
     ap.add_argument("--engine", choices=["auto", "quarto", "offline"], default="auto")
-    ap.add_argument("--timeout", type=int, default=600, help="per-cell timeout, seconds")
     ns = ap.parse_args(argv)
     try:
-        params = parse_param_args(ns.param)
-    except ValueError as exc:
-        ap.error(str(exc))
-    try:
-        info = render(ns.qmd, ns.out_html, params, ns.workdir, engine=ns.engine, timeout_s=ns.timeout)
-    except RenderError as exc:
+        info = render(ns.qmd, ns.out_html, parse_param_args(ns.param), ns.workdir, engine=ns.engine)
+    except (RenderError, ValueError) as exc:
         print(f"render failed: {exc}", file=sys.stderr)
         return 1
     for w in info.get("warnings") or []:
