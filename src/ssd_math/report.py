@@ -46,6 +46,7 @@ _KERNEL_NAME = "ssd-math-python3"
 _INLINE_MIME = "application/x-ssd-math-inline+json"
 _INLINE_RE = re.compile(r"`\{python\}\s+([^`]+?)`")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: backslash-escaped, read literally
 
 
 class RenderError(RuntimeError):
@@ -67,8 +68,9 @@ def pipe_table(data: Any, *, floatfmt: str = ".3f", columns: Sequence[str] | Non
     dicts or a dict of lists, for report cells: ``display(Markdown(pipe_table(df)))``.
 
     Numeric columns (every value an int or float) are right-aligned, floats formatted with
-    ``floatfmt``, ``None``/NaN shown as an em dash, ``|`` and ``$`` escaped (a cell is text, never
-    TeX math); strings are never re-parsed as numbers.
+    ``floatfmt``, ``None``/NaN shown as an em dash; a text cell is text, never markdown (its ASCII
+    punctuation is backslash-escaped: no TeX math from ``$``, emphasis from ``*``, column break
+    from ``|``); strings are never re-parsed as numbers.
     """
     from tabulate import tabulate
 
@@ -87,7 +89,7 @@ def pipe_table(data: Any, *, floatfmt: str = ".3f", columns: Sequence[str] | Non
             return "\u2014"
         if isinstance(v, float):
             return format(v, floatfmt)
-        return str(v).replace("|", "\\|").replace("$", "\\$").replace("\n", " ")
+        return str(v) if isinstance(v, (int, bool)) else _MD_PUNCT.sub(r"\\\1", str(v).replace("\n", " "))
 
     def numeric(c: str) -> bool:
         vals = [r.get(c) for r in rows if r.get(c) is not None]
