@@ -367,7 +367,7 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     if params_cell is not None:
         injected.line, injected.options = params_cell.line, {**params_cell.options, "tags": ["injected-parameters"]}
     if overrides:
-        cells.insert(cells.index(params_cell) + 1 if params_cell else 0, injected)
+        cells.insert(next((i + 1 for i, c in enumerate(cells) if c is params_cell), 0), injected)
     runs: list[tuple[Cell, str]] = []
     for cell in cells:
         if cell.kind == "code":
