@@ -51,10 +51,11 @@ def cpu_model() -> str:
 def load_requests(model_dir: Path, problems: Path, config_path: Path, n: int) -> list[dict]:
     import yaml
 
-    from ssd_math.generate import build_requests, check_problems, prompt_renderer, read_problems
+    from ssd_math.data import check_rows
+    from ssd_math.generate import build_requests, prompt_renderer, read_problems
 
     cfg = yaml.safe_load(config_path.read_text())
-    rows, _ = check_problems(read_problems(problems), file=problems)
+    rows, _ = check_rows(read_problems(problems), file=problems)
     render, _ = prompt_renderer(model_dir, cfg["prompt"]["instruction"])
     return build_requests(rows[:n], render)
 

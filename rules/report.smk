@@ -9,6 +9,22 @@ def findings_probe_tables():
     return [rules.probe_tables.output.deltas] if rules.has("probe_tables") else []
 
 
+rule report_numbers:
+    """The numbers the report's prose quotes (interval level, main eval set, min-p T, best base
+    condition), computed from the tables so the prose only formats them."""
+    input:
+        table1=rules.table1.output.table,
+        sweeps=rules.sweep_table.output.table,
+    output:
+        json=f"{R}/tables/report_numbers.json",
+    log:
+        log_path("report", "report_numbers"),
+    benchmark:
+        bench_path("report", "report_numbers")
+    script:
+        "../scripts/report_numbers.py"
+
+
 rule findings:
     """The report's findings (one sentence per finding of the study, worded from the tables'
     intervals) and its provenance panel (git commit, config hash, machines, packages)."""
@@ -65,6 +81,7 @@ rule report:
         probe_fork_shares=rules.probe_fork_shares.output.png,
         findings=rules.findings.output.md,
         findings_json=rules.findings.output.json,
+        numbers=rules.report_numbers.output.json,
     output:
         html=L.report(),
     params:

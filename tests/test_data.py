@@ -169,8 +169,9 @@ def test_validate_rows_counts_every_reason():
     assert [r["id"] for r in good] == ["1", "7"] and good[1]["answer"] == "7"
     assert rep["n_in"] == 7 and rep["n_out"] == 2
     assert rep["dropped"] == {"missing_problem": 1, "missing_answer": 1, "missing_id": 1,
-                              "duplicate_id": 1, "duplicate_problem": 1}
-    assert rep["examples"]["duplicate_problem"] == ["5 (= 1)"]
+                              "problem_too_long": 0, "duplicate_id": 1, "duplicate_problem": 1}
+    assert rep["examples"]["duplicate_problem"] == ["row 5 (id '5'), same text as row 1 (id '1')"]
+    assert rep["examples"]["missing_id"] == ["row 6"]
     json.dumps(rep)  # the rule writes it as JSON
 
 

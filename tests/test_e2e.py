@@ -190,8 +190,8 @@ def _dry_run_jobs(wd: Path, cfg: dict, tmp_path: Path) -> set[tuple]:
 ANALYSIS = {"metrics", "table1", "table2", "table1_breakdown", "table2_breakdown", "sweep_table",
             "checkpoint_table", "noise_summary", "power", "timings", "figure_a", "figure_b",
             "figure_c", "training_curves", "weight_change", "dw_hist", "train_ppl",
-            "checkpoint_accuracy", "findings", "probe_tables", "probe_scatter", "probe_fork_shares",
-            "report"}
+            "checkpoint_accuracy", "findings", "report_numbers", "probe_tables", "probe_scatter",
+            "probe_fork_shares", "report"}
 
 
 # stats.conf sets the intervals: every table and figure that prints one, the report, and
@@ -199,8 +199,8 @@ ANALYSIS = {"metrics", "table1", "table2", "table1_breakdown", "table2_breakdown
 # table (fixed planning alpha), nor the training/noise figures (no intervals).
 EXPECT_STATS_RULES = {"all", "metrics", "table1", "table2", "table1_breakdown", "table2_breakdown",
                       "sweep_table", "checkpoint_table", "timings", "figure_a", "figure_c",
-                      "checkpoint_accuracy", "findings", "probe_tables", "probe_scatter",
-                      "probe_fork_shares", "report"}
+                      "checkpoint_accuracy", "findings", "report_numbers", "probe_tables",
+                      "probe_scatter", "probe_fork_shares", "report"}
 
 # arms.ssd.temperature: the ssd arm's sampling, filter, training and every eval of its models,
 # then every table, figure and the report -- and the noise probe bf16-state, which trained on the

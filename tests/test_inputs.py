@@ -75,7 +75,7 @@ def test_bad_rows_are_dropped_counted_and_named(tmp_path, fake, caplog):
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["file"] == str(problems) and rep["n_in"] == 8 and rep["n_out"] == 3
     assert rep["dropped"] == {"missing_id": 1, "missing_problem": 1, "missing_answer": 2,
-                              "problem_too_long": 0, "duplicate_id": 1}
+                              "problem_too_long": 0, "duplicate_id": 1, "duplicate_problem": 0}
     assert rep["examples"]["missing_problem"] == ["line 2 (id 'q1')"]
     assert rep["examples"]["missing_answer"] == ["line 3 (id 'q2')", "line 6 (id 'q5')"]
     assert rep["examples"]["duplicate_id"] == ["line 5 (id 'q0'), first on line 1"]
@@ -129,11 +129,16 @@ def test_validation_happens_before_sharding(tmp_path, fake):
     assert ids == [f"q{i}" for i in range(9)]
 
 
-def test_duplicate_problem_text_is_counted_but_kept(tmp_path, fake):
-    problems = _write(tmp_path / "p.jsonl", [_row(0), _row(1, problem="What is  0+1?")])
+def test_duplicate_problem_text_is_dropped_as_in_data_preparation(tmp_path, fake):
+    """One rule (data.check_rows): a problem text repeated under another id is dropped, the
+    first kept, in a sampling input exactly as in data preparation."""
+    problems = _write(tmp_path / "p.jsonl", [_row(0), _row(1, problem="What is  0+1?"), _row(2)])
     (n,), (out,) = _gen(tmp_path, problems)
     assert n == 2
-    assert read_json(str(out) + ".meta.json")["input_validation"]["duplicate_problem"] == 1
+    assert [json.loads(x)["prompt_id"] for x in out.read_text().splitlines()] == ["q0", "q2"]
+    rep = read_json(str(out) + ".meta.json")["input_validation"]
+    assert rep["dropped"]["duplicate_problem"] == 1
+    assert rep["examples"]["duplicate_problem"] == ["line 2 (id 'q1'), same text as line 1 (id 'q0')"]
 
 
 def test_job_output_mismatch_is_an_error(tmp_path, fake):

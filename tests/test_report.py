@@ -45,6 +45,7 @@ def _visible(html: str) -> str:
 def test_title_and_front_matter(rendered):
     _, html, _ = rendered
     assert '<h1 class="title">Minimal SSD report</h1>' in html
+    assert "<title>Minimal SSD report</title>" in html
     assert "offline renderer test document" in html
     assert 'id="TOC"' in html  # toc: true
 
@@ -57,6 +58,9 @@ def test_table_numbers_and_caption(rendered):
     assert '<table id="tbl-scores">' in html
     assert "<caption>Table 1: Pass@1 by temperature</caption>" in html
     assert '<a href="#tbl-scores">Table 1</a>' in html  # @tbl-scores resolved
+    # numbered once each, in document order; an unlabelled tbl-cap takes no number
+    assert '<caption>Table 2: Second table</caption>' in html
+    assert '<a href="#tbl-second">Table 2</a>' in html
 
 
 def test_figure_embedded_with_caption(rendered):
@@ -68,16 +72,15 @@ def test_figure_embedded_with_caption(rendered):
     assert '<a href="#fig-curve">Figure 1</a>' in html
 
 
-def test_echo_include_warning_options(rendered):
+def test_echo_warning_asis_options(rendered):
     _, html, _ = rendered
     assert "SECRET_HIDDEN_CODE" not in html  # echo: false hides code ...
     assert "param label is override-xyz" in html  # ... but keeps its output
-    assert "INCLUDE_FALSE_CODE" not in html and "never printed" not in html  # include: false
     assert "UserWarning: suppressed-warning-text" not in html  # warning: false
-    assert "UserWarning: shown-warning-text" in html  # warnings are shown by default
+    assert "UserWarning: shown-warning-text" in html  # execute: warning: true shows them
     assert "matplotlib.pyplot <span" in html  # echo defaults to true (highlighted code)
-    assert "KeyError: &#39;shown-error-text&#39;" in html  # error: true shows the traceback
     assert "<strong>asis-bold-text</strong>" in html  # output: asis is raw markdown
+    assert "<caption>An unlabelled table</caption>" in html  # tbl-cap without a tbl- label: no number
 
 
 def test_params_override_and_inline_code(rendered):
@@ -108,18 +111,17 @@ def test_sidecar_records_offline_engine(rendered):
     assert meta["engine"] == "offline"
     assert "pandoc" in meta["engine_version"]
     assert meta["kernel_python"] == sys.executable
-    assert meta["cells_executed"] == info["cells_executed"] == 10
+    assert meta["cells_executed"] == info["cells_executed"] == 11
     # no temp files left next to the output (atomic write)
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html", "report.html.meta.json"]
 
 
 def test_css_header_and_engine_env(rendered):
-    """Front-matter ``css:`` files are inlined and ``include-in-header`` text lands in <head>
-    (as Quarto does); the cells see the engine and the render's start time."""
+    """Front-matter ``css:`` files are inlined into <head> (as Quarto does); the cells see the
+    engine and the render's start time."""
     _, html, info = rendered
     head = html.split("</head>", 1)[0]
     assert ".ssd-test-css-marker { color: #123456; }" in head
-    assert '<meta name="ssd-test-header" content="included-header-text">' in head
     m = re.search(r"engine seen by cells: (\w+) since ([\w:+-]+)", html)
     assert m and m.group(1) == "offline"
     assert m.group(2) == info["render_started"]
@@ -149,30 +151,26 @@ def test_failing_cell_names_label(tmp_path):
 # ---- no kernel needed below ------------------------------------------------------------------
 
 
-def test_parse_qmd_chunks_and_options():
+def test_parse_qmd_cells_and_options():
     text = (
-        "---\ntitle: T\nparams:\n  a: 1\n---\n\nprose\n\n"
-        "````markdown\n```{python}\nnot_a_cell()\n```\n````\n\n"
-        "```{python}\n#| label: fig-x\n#| fig-cap:\n#|   - one\n#|   - two\n#| echo: false\nplot()\n```\n\n"
-        "```{r}\nx <- 1\n```\n\n"
-        "```{{python}}\nshown_literally()\n```\n")
-    doc = parse_qmd(text)
-    assert doc.meta == {"title": "T", "params": {"a": 1}}
-    kinds = [c.kind for c in doc.chunks]
-    assert kinds == ["markdown", "code", "verbatim", "markdown"]
-    assert "not_a_cell()" in doc.chunks[0].text  # inside a 4-backtick display fence
-    code = doc.chunks[1]
-    assert code.options == {"label": "fig-x", "fig-cap": ["one", "two"], "echo": False}
-    assert code.text == "plot()" and code.line == 15
-    assert doc.chunks[2].lang == "r"
-    assert "```{python}" in doc.chunks[3].text  # {{python}} escapes execution
+        "---\ntitle: T\ntoc: true\n---\n\nprose with `{python} x`\n\n"
+        "```{python}\n#| label: fig-x\n#| fig-cap: \"one\"\n#| echo: false\nplot()\n```\n\n"
+        "more prose\n\n```{python}\nx = 1\n```\n")
+    meta, cells = parse_qmd(text)
+    assert meta == {"title": "T", "toc": True}
+    assert [c.kind for c in cells] == ["markdown", "code", "markdown", "code"]
+    assert cells[0].source == "prose with `{python} x`" and cells[0].line == 6
+    code = cells[1]
+    assert code.options == {"label": "fig-x", "fig-cap": "one", "echo": False}
+    assert code.source == "plot()" and code.line == 8  # the line of the opening fence
+    assert cells[3].options == {} and cells[3].source == "x = 1" and cells[3].line == 17
 
 
 def test_parse_qmd_errors():
-    with pytest.raises(RenderError, match="unclosed"):
-        parse_qmd("```{python}\nx = 1\n")
     with pytest.raises(RenderError, match="line 2"):
         parse_qmd("```{python}\n#| echo: [unclosed\nx=1\n```\n")
+    with pytest.raises(RenderError, match="front matter"):
+        parse_qmd("---\n- a list\n---\n\ntext\n")
 
 
 def test_quarto_command_line(tmp_path):
@@ -239,10 +237,14 @@ def test_parse_param_args():
 
 
 def test_pipe_table():
-    md = pipe_table([{"model": "a|b", "acc": 0.12345, "n": 3}, {"model": "c", "acc": None, "n": 4}],
-                    floatfmt=".2f")
-    lines = md.strip().splitlines()
-    assert lines[0] == "| model | acc | n |"
-    assert lines[1] == "|:---|---:|---:|"
-    assert lines[2] == "| a\\|b | 0.12 | 3 |"
-    assert lines[3] == "| c | \u2014 | 4 |"
+    md = pipe_table([{"model": "a|b", "acc": 0.12345, "n": 3, "g": "7"},
+                     {"model": "c", "acc": None, "n": 4, "g": "8"}], floatfmt=".2f")
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.strip().splitlines()]
+    assert rows[0] == ["model", "acc", "n", "g"]
+    # numbers right-aligned, strings left-aligned even when they look like numbers
+    assert re.fullmatch(r"\|:-+\|-+:\|-+:\|:-+\|", md.splitlines()[1])
+    assert rows[2] == ["a\\|b", "0.12", "3", "7"] and md.splitlines()[3].startswith("| c ")
+    assert rows[3] == ["c", "\u2014", "4", "8"]
+    assert pipe_table({"x": [1.5, 2.0]}).splitlines()[2:] == ["| 1.500 |", "| 2.000 |"]
+    # a text cell is text: no TeX math, emphasis or column break from what it contains
+    assert "| a \\$5 \\*and\\* \\$6 |" in pipe_table([{"t": "a $5 *and* $6"}])

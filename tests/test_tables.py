@@ -272,3 +272,26 @@ def test_timings_table_sums_per_stage(tmp_path):
     assert tr["slowest"] == "train/ssd"
     tot = df.filter(pl.col("stage") == "total").row(0, named=True)
     assert tot["jobs"] == 3 and tot["wall_s"] == pytest.approx(32.0)
+
+
+def test_report_numbers_are_what_the_prose_quotes():
+    """report_numbers (rule report_numbers) computes the prose's numbers from the tables: the
+    interval level of Table 1, its first eval set, the min-p sweep's T and the best base
+    condition on that set (by accuracy, not by row order or on another set)."""
+    from ssd_math.tables import report_numbers
+
+    t1 = pl.DataFrame({"row": ["base @ 0.7"], "eval_main_acc": [0.5], "eval_hard_acc": [0.2], "conf": [0.95]})
+    sweeps = pl.DataFrame({
+        "evalset": ["eval_hard", "eval_main", "eval_main", "eval_main"],
+        "family": ["T grid", "T grid", "min-p", "preset"],
+        "condition": ["T1.0", "T0.7", "T0.9-minp0.1", "preset-card"],
+        "temperature": [1.0, 0.7, 0.9, 0.6],
+        "accuracy": [0.99, 0.40, 0.55, 0.50],
+        "accuracy_text": ["99.0% [..]", "40.0% [..]", "55.0% [30.0, 70.0]", "50.0% [..]"],
+    })
+    got = report_numbers(t1, sweeps)
+    assert got == {"conf_pct": 95, "main_evalset": "eval_main", "minp_temperature": 0.9,
+                   "best_base": {"condition": "T0.9-minp0.1", "accuracy_text": "55.0% [30.0, 70.0]"}}
+    no_minp = report_numbers(t1.with_columns(pl.lit(0.9).alias("conf")), sweeps.filter(pl.col("family") != "min-p"))
+    assert no_minp["minp_temperature"] is None and no_minp["conf_pct"] == 90
+    assert no_minp["best_base"]["condition"] == "preset-card"

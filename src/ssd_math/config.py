@@ -513,18 +513,22 @@ def arm_sft(cfg: dict, arm: str) -> dict:
     return out
 
 
+def decoding(params: dict, *, max_new_tokens: int, n: int, temperature: float | None = None) -> dict:
+    """One decoding dict (the fields of ``sampler.SamplingConfig``) from a config section with
+    ``temperature`` (unless given), ``top_k``, ``top_p`` and optional ``min_p`` /
+    ``presence_penalty`` (default 0): an arm, ``eval.decoding`` or a sweep preset."""
+    return {"temperature": float(params["temperature"] if temperature is None else temperature),
+            "top_k": int(params["top_k"]), "top_p": float(params["top_p"]),
+            "min_p": float(params.get("min_p", 0.0)),
+            "presence_penalty": float(params.get("presence_penalty", 0.0)),
+            "max_new_tokens": int(max_new_tokens), "n": int(n)}
+
+
 def arm_sampling(cfg: dict, arm: str) -> dict:
     """Sampling parameters of an arm's training data."""
-    a = all_arms(cfg)[arm]
-    return {
-        "temperature": float(a["temperature"]),
-        "top_k": int(a["top_k"]),
-        "top_p": float(a["top_p"]),
-        "min_p": float(a.get("min_p", 0.0)),
-        "presence_penalty": 0.0,
-        "max_new_tokens": int(a.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])),
-        "n": int(a.get("samples_per_prompt", cfg["train_sampling"].get("samples_per_prompt", 1))),
-    }
+    a, ts = all_arms(cfg)[arm], cfg["train_sampling"]
+    return decoding(a, max_new_tokens=a.get("max_new_tokens", ts["max_new_tokens"]),
+                    n=a.get("samples_per_prompt", ts.get("samples_per_prompt", 1)))
 
 
 def final_models(cfg: dict) -> list[str]:
@@ -537,35 +541,20 @@ def checkpoint_names(cfg: dict) -> list[str]:
 
 def grid_decoding(cfg: dict, temperature: float, *, n: int | None = None) -> dict:
     """Sampling parameters of an eval condition on the T grid."""
-    dec = cfg["eval"]["decoding"]
-    return {
-        "temperature": float(temperature),
-        "top_k": int(dec["top_k"]),
-        "top_p": float(dec["top_p"]),
-        "min_p": float(dec.get("min_p", 0.0)),
-        "presence_penalty": float(dec.get("presence_penalty", 0.0)),
-        "max_new_tokens": int(cfg["eval"]["max_new_tokens"]),
-        "n": int(n if n is not None else cfg["eval"]["samples_per_prompt"]),
-    }
+    ev = cfg["eval"]
+    return decoding(ev["decoding"], temperature=temperature, max_new_tokens=ev["max_new_tokens"],
+                    n=n if n is not None else ev["samples_per_prompt"])
 
 
 def sweep_conditions(cfg: dict) -> dict[str, dict]:
     """Baseline sweep conditions of the base model: presets and the min-p grid."""
-    sw = cfg["eval"].get("sweeps") or {}
-    out: dict[str, dict] = {}
-    for name, p in (sw.get("presets") or {}).items():
-        out[f"preset-{name}"] = {
-            "temperature": float(p["temperature"]), "top_k": int(p["top_k"]),
-            "top_p": float(p["top_p"]), "min_p": float(p.get("min_p", 0.0)),
-            "presence_penalty": float(p.get("presence_penalty", 0.0)),
-            "max_new_tokens": int(cfg["eval"]["max_new_tokens"]),
-            "n": int(cfg["eval"]["samples_per_prompt"]),
-        }
+    ev = cfg["eval"]
+    sw = ev.get("sweeps") or {}
+    out = {f"preset-{name}": decoding(p, max_new_tokens=ev["max_new_tokens"], n=ev["samples_per_prompt"])
+           for name, p in (sw.get("presets") or {}).items()}
     t = sw.get("min_p_temperature", 1.0)
     for mp in sw.get("min_p_grid") or []:
-        d = grid_decoding(cfg, t)
-        d["min_p"] = float(mp)
-        out[f"minp{mp:g}-T{fmt_t(t)}"] = d
+        out[f"minp{mp:g}-T{fmt_t(t)}"] = {**grid_decoding(cfg, t), "min_p": float(mp)}
     return out
 
 

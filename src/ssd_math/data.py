@@ -51,6 +51,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 from ssd_math.io import DataError, read_json, read_jsonl_report, write_json
+
+log = logging.getLogger(__name__)
 
 PROJECT_FIELDS = ("id", "problem", "answer", "source", "level", "subject")
 SCHEMA_HINT = "fields id, problem, answer (string), source, level (int|null), subject"
@@ -303,60 +306,76 @@ def load_source(spec: Mapping, *, cache_dir: str | os.PathLike | None = None,
 # ----------------------------------------------------------------------------------------------
 
 
-def validate_rows(rows: Iterable[dict], *, file: str | os.PathLike,
-                  max_examples: int = 5) -> tuple[list[dict], dict]:
-    """Drop bad rows and count why: no problem text, no answer, no id, duplicate id (the first
-    one is kept), duplicate problem text after whitespace normalisation (the first is kept).
+DROP_REASONS = ("missing_id", "missing_problem", "missing_answer", "problem_too_long", "duplicate_id",
+                "duplicate_problem")
+# A problem text longer than this is dropped before anything tokenizes it (a competition problem
+# is a few thousand characters; a 10 MB "problem" is a broken row, not a prompt).
+MAX_PROBLEM_CHARS = 50_000
 
-    Returns ``(good_rows, report)``; ``report`` is ``{"file", "n_in", "n_out", "dropped":
-    {reason: count}, "examples": {reason: [ids]}}`` (the rule writes it beside the artifact).
-    Raises :class:`DataError` naming ``file`` when nothing is left.
-    """
-    reasons = ("missing_problem", "missing_answer", "missing_id", "duplicate_id",
-               "duplicate_problem")
-    dropped = dict.fromkeys(reasons, 0)
-    examples: dict[str, list] = {k: [] for k in reasons}
-    seen_ids: set[str] = set()
+
+def check_rows(rows: Iterable[tuple[int, dict]], *, file: str | os.PathLike, unit: str = "line",
+               max_examples: int = 10) -> tuple[list[dict], dict]:
+    """The one row-validation rule (data preparation and sampling inputs alike): drop and count
+    the rows without an id, without problem text, without a gold answer, with a problem over
+    :data:`MAX_PROBLEM_CHARS`, with an id seen before, or with a problem text seen before after
+    whitespace normalisation (:func:`normalize_problem`); the first of a repeat is kept.
+
+    ``rows``: ``[(line or row number, row)]``; ``unit`` names that number in the examples.
+    Returns ``(good rows (unchanged), report)``, report = ``{file, n_in, n_out, dropped: {reason:
+    count}, examples: {reason: ["line L (id X)", ...]}}``; what was dropped is logged. Raises
+    :class:`DataError` naming the file, the reasons and examples when no row is left."""
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    examples: dict[str, list[str]] = {k: [] for k in DROP_REASONS}
+    seen_ids: dict[str, int] = {}
     seen_problems: dict[str, str] = {}
     good: list[dict] = []
     n_in = 0
 
-    def drop(reason: str, ident: Any) -> None:
+    def drop(reason: str, where: str) -> None:
         dropped[reason] += 1
         if len(examples[reason]) < max_examples:
-            examples[reason].append(ident)
+            examples[reason].append(where)
 
-    for row in rows:
+    for lineno, row in rows:
         n_in += 1
         rid = row.get("id")
+        if rid is None or (isinstance(rid, str) and not rid.strip()):
+            drop("missing_id", f"{unit} {lineno}")
+            continue
+        where = f"{unit} {lineno} (id {rid!r})"
         problem = row.get("problem")
-        if rid in (None, ""):
-            drop("missing_id", f"row {n_in}")
-            continue
-        rid = str(rid)
         if not isinstance(problem, str) or not problem.strip():
-            drop("missing_problem", rid)
-            continue
-        answer = _coerce_answer(row.get("answer"))
-        if answer is None:
-            drop("missing_answer", rid)
-            continue
-        if rid in seen_ids:
-            drop("duplicate_id", rid)
-            continue
-        key = normalize_problem(problem)
-        if key in seen_problems:
-            drop("duplicate_problem", f"{rid} (= {seen_problems[key]})")
-            continue
-        seen_ids.add(rid)
-        seen_problems[key] = rid
-        good.append({**row, "id": rid, "answer": answer})
+            drop("missing_problem", where)
+        elif _coerce_answer(row.get("answer")) is None:
+            drop("missing_answer", where)
+        elif len(problem) > MAX_PROBLEM_CHARS:
+            drop("problem_too_long", f"{where}: {len(problem)} characters > {MAX_PROBLEM_CHARS}")
+        elif str(rid) in seen_ids:
+            drop("duplicate_id", f"{where}, first on {unit} {seen_ids[str(rid)]}")
+        elif (key := normalize_problem(problem)) in seen_problems:
+            drop("duplicate_problem", f"{where}, same text as {seen_problems[key]}")
+        else:
+            seen_ids[str(rid)] = lineno
+            seen_problems[key] = where
+            good.append(row)
     report = {"file": str(file), "n_in": n_in, "n_out": len(good), "dropped": dropped,
               "examples": {k: v for k, v in examples.items() if v}}
+    summary = ", ".join(f"{k}={v}" for k, v in dropped.items() if v)
+    detail = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in report["examples"].items())
     if not good:
-        raise DataError(f"{file}: no valid rows left out of {n_in} "
-                        f"(dropped: {', '.join(f'{k}={v}' for k, v in dropped.items() if v)})")
+        raise DataError(f"{file}: no valid problem rows out of {n_in} (dropped: {summary}; "
+                        f"{detail}); rows need id, problem and answer")
+    if summary:
+        log.warning("%s: dropped %d of %d rows (%s): %s", file, n_in - len(good), n_in, summary, detail)
     return good, report
+
+
+def validate_rows(rows: Iterable[dict], *, file: str | os.PathLike) -> tuple[list[dict], dict]:
+    """:func:`check_rows` on a source's rows (numbered from 1), the kept rows with a string id
+    and the gold answer as a string (:func:`_coerce_answer`). Returns ``(good_rows, report)``;
+    the rule writes the report beside the artifact."""
+    good, report = check_rows(enumerate(rows, 1), file=file, unit="row")
+    return [{**r, "id": str(r["id"]), "answer": _coerce_answer(r["answer"])} for r in good], report
 
 
 # ----------------------------------------------------------------------------------------------

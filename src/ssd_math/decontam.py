@@ -92,6 +92,26 @@ def normalize_answer(answer: Any) -> str:
     return a
 
 
+def _gram_index(rows: list[Mapping], n: int) -> tuple[list[set], dict[tuple, list[int]]]:
+    """Each row's problem n-gram set, and the inverted index n-gram -> positions of the rows."""
+    grams = [ngrams(r["problem"], n) for r in rows]
+    index: dict[tuple, list[int]] = {}
+    for j, gs in enumerate(grams):
+        for g in gs:
+            index.setdefault(g, []).append(j)
+    return grams, index
+
+
+def _jaccards(grams: set, row_grams: list[set], index: dict[tuple, list[int]]) -> dict[int, float]:
+    """The n-gram Jaccard of ``grams`` with every indexed row sharing at least one n-gram
+    (position -> Jaccard, in order of first shared n-gram)."""
+    shared: dict[int, int] = {}
+    for g in grams:
+        for j in index.get(g, ()):
+            shared[j] = shared.get(j, 0) + 1
+    return {j: k / (len(grams) + len(row_grams[j]) - k) for j, k in shared.items()}
+
+
 def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *,
                   n: int = DEFAULT_N, threshold: float = DEFAULT_THRESHOLD,
                   threshold_same_answer: float = DEFAULT_THRESHOLD_SAME_ANSWER,
@@ -112,16 +132,10 @@ def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *
     evals = list(eval_rows)
 
     exact_index: dict[str, list[int]] = {}
-    eval_grams: list[set] = []
-    eval_answers: list[str] = []
-    index: dict[tuple, list[int]] = {}
     for j, e in enumerate(evals):
         exact_index.setdefault(normalize_text(e["problem"]), []).append(j)
-        grams = ngrams(e["problem"], n)
-        eval_grams.append(grams)
-        eval_answers.append(normalize_answer(e.get("answer")))
-        for g in grams:
-            index.setdefault(g, []).append(j)
+    eval_answers = [normalize_answer(e.get("answer")) for e in evals]
+    eval_grams, index = _gram_index(evals, n)
 
     kept: list[dict] = []
     pairs: list[dict] = []
@@ -130,15 +144,9 @@ def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *
         t_ans = normalize_answer(t.get("answer"))
         for j in exact_index.get(normalize_text(t["problem"]), ()):
             found[j] = {"jaccard": 1.0, "reason": "exact"}
-        grams = ngrams(t["problem"], n)
-        shared: dict[int, int] = {}
-        for g in grams:
-            for j in index.get(g, ()):
-                shared[j] = shared.get(j, 0) + 1
-        for j, k in shared.items():
+        for j, jac in _jaccards(ngrams(t["problem"], n), eval_grams, index).items():
             if j in found:
                 continue
-            jac = k / (len(grams) + len(eval_grams[j]) - k)
             same = bool(t_ans) and t_ans == eval_answers[j]
             if jac >= (threshold_same_answer if same else threshold):
                 found[j] = {"jaccard": jac, "reason": "ngram"}
@@ -159,20 +167,10 @@ def max_similarity(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], 
     """The ``top`` most similar (train, eval) pairs by n-gram Jaccard, whatever the threshold:
     a calibration aid for choosing ``threshold`` (written into the decontamination report)."""
     evals = list(eval_rows)
-    eval_grams = [ngrams(e["problem"], n) for e in evals]
-    index: dict[tuple, list[int]] = {}
-    for j, grams in enumerate(eval_grams):
-        for g in grams:
-            index.setdefault(g, []).append(j)
+    eval_grams, index = _gram_index(evals, n)
     best: list[dict] = []
     for t in train_rows:
-        grams = ngrams(t["problem"], n)
-        shared: dict[int, int] = {}
-        for g in grams:
-            for j in index.get(g, ()):
-                shared[j] = shared.get(j, 0) + 1
-        for j, k in shared.items():
-            jac = k / (len(grams) + len(eval_grams[j]) - k)
+        for j, jac in _jaccards(ngrams(t["problem"], n), eval_grams, index).items():
             best.append({"train_id": str(t["id"]), "eval_id": str(evals[j]["id"]),
                          "jaccard": round(jac, 4),
                          "same_answer": bool(normalize_answer(t.get("answer")))

@@ -23,14 +23,16 @@ The vLLM backend resumes per request instead (:func:`generate_jobs_vllm`): one s
 every request of all the job's conditions, rows appended to the partials as requests finish, a
 rerun keeps every finished (prompt id, sample index) row of each condition and submits the rest.
 
-Input rows (:func:`check_problems`): a malformed JSON line is an error naming the file and line; an
-empty file, or one with no valid row, is an error naming the file. Rows without an id, without
+Input rows (:func:`ssd_math.data.check_rows`, the rule data preparation applies too): a malformed
+JSON line is an error naming the file and line; an empty file, or one with no valid row, is an
+error naming the file. Rows without an id, without
 problem text, **without a gold answer**, and repeated ids (the first is kept) are dropped before
 sampling, counted, logged with their line numbers and recorded in every output's sidecar
 (``input_validation``). A row without a gold answer is dropped rather than carried: it cannot be
 graded, and carrying it would put an ungradable row into an accuracy denominator as "wrong"; a gold
 answer that is present but unparseable is graded as ``gold_parse_error`` (ssd_math.grading) and
-counted, never scored. Repeated problem texts under different ids are counted but kept.
+counted, never scored. A repeated problem text under another id is dropped too (the first
+is kept): it would count one problem twice in an accuracy and narrow its interval.
 
 Command line (one real job as a process; the rules call :func:`generate_jobs` directly)::
 
@@ -51,6 +53,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .data import MAX_PROBLEM_CHARS, check_rows  # noqa: F401  (the one row-validation rule)
 from .io import DataError, atomic_path, read_jsonl, read_jsonl_lines, stable_hash, write_jsonl, write_meta
 
 log = logging.getLogger(__name__)
@@ -243,12 +246,6 @@ def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, thread
 # input rows
 # ----------------------------------------------------------------------------------------------
 
-DROP_REASONS = ("missing_id", "missing_problem", "missing_answer", "problem_too_long", "duplicate_id")
-# A problem text longer than this is dropped before anything tokenizes it (a competition problem
-# is a few thousand characters; a 10 MB "problem" is a broken row, not a prompt).
-MAX_PROBLEM_CHARS = 50_000
-
-
 def read_problems(path: str | Path) -> list[tuple[int, dict]]:
     """``[(line number, row)]`` of a problems JSONL file. A line that is not a JSON object is a
     :class:`DataError` naming the file and the line; an empty file is one naming the file."""
@@ -259,70 +256,6 @@ def read_problems(path: str | Path) -> list[tuple[int, dict]]:
     if not out:
         raise DataError(f"{path}: no problems to sample (empty file)")
     return out
-
-
-def check_problems(rows: Sequence[tuple[int, dict]], *, file: str | Path,
-                   max_examples: int = 10) -> tuple[list[dict], dict]:
-    """Drop and count the rows that cannot be sampled and graded (module docstring).
-
-    ``rows``: ``[(line number, row)]`` (:func:`read_problems`). Returns ``(good rows, report)``,
-    report = ``{file, n_in, n_out, dropped: {reason: count}, examples: {reason: ["line L (id
-    X)", ...]}, duplicate_problem: count (kept)}``. Raises :class:`DataError` naming the file
-    when no row is left."""
-    from .data import _coerce_answer, normalize_problem
-
-    dropped = dict.fromkeys(DROP_REASONS, 0)
-    examples: dict[str, list[str]] = {k: [] for k in DROP_REASONS}
-    seen_ids: dict[str, int] = {}
-    seen_problems: set[str] = set()
-    dup_problems = 0
-    good: list[dict] = []
-
-    def drop(reason: str, where: str) -> None:
-        dropped[reason] += 1
-        if len(examples[reason]) < max_examples:
-            examples[reason].append(where)
-
-    for lineno, row in rows:
-        rid = row.get("id")
-        if rid is None or (isinstance(rid, str) and not rid.strip()):
-            drop("missing_id", f"line {lineno}")
-            continue
-        where = f"line {lineno} (id {rid!r})"
-        problem = row.get("problem")
-        if not isinstance(problem, str) or not problem.strip():
-            drop("missing_problem", where)
-            continue
-        if _coerce_answer(row.get("answer")) is None:
-            drop("missing_answer", where)
-            continue
-        if len(problem) > MAX_PROBLEM_CHARS:
-            drop("problem_too_long", f"{where}: {len(problem)} characters > {MAX_PROBLEM_CHARS}")
-            continue
-        if str(rid) in seen_ids:
-            drop("duplicate_id", f"{where}, first on line {seen_ids[str(rid)]}")
-            continue
-        seen_ids[str(rid)] = lineno
-        key = normalize_problem(problem)
-        if key in seen_problems:
-            dup_problems += 1
-        seen_problems.add(key)
-        good.append(row)
-    report = {"file": str(file), "n_in": len(rows), "n_out": len(good), "dropped": dropped,
-              "examples": {k: v for k, v in examples.items() if v},
-              "duplicate_problem": dup_problems}
-    summary = ", ".join(f"{k}={v}" for k, v in dropped.items() if v)
-    detail = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in report["examples"].items())
-    if not good:
-        raise DataError(f"{file}: no valid problem rows out of {len(rows)} (dropped: {summary}; "
-                        f"{detail}); rows need id, problem and answer")
-    if summary:
-        log.warning("%s: dropped %d of %d rows (%s): %s", file, len(rows) - len(good), len(rows),
-                    summary, detail)
-    if dup_problems:
-        log.warning("%s: %d row(s) repeat an earlier problem text under another id (kept)",
-                    file, dup_problems)
-    return good, report
 
 
 def model_context(model_dir: str | Path, sampler_extra: dict | None = None) -> tuple[int | None, str]:
@@ -347,7 +280,7 @@ def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, con
     """Drop the requests whose rendered prompt plus the generation budget does not fit the
     model's context (``n_tokens(prompt) + max_new_tokens > context``): such a sample could not
     get its full budget, so its length stop (and its grade) would be an artifact of the prompt.
-    Returns (kept requests, a copy of the ``check_problems`` report with them counted under
+    Returns (kept requests, a copy of the ``data.check_rows`` report with them counted under
     ``dropped.prompt_too_long`` and the rule under ``context``). Raises :class:`DataError`
     naming the file when none is left."""
     rep = json.loads(json.dumps(report))
@@ -403,7 +336,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
 
     One sampler (one model load / engine start) serves consecutive jobs of the same model dir.
     ``common``: instruction, backend, batch_size, device, seed, sampler_extra, trust_remote_code.
-    Problem rows are checked first (:func:`check_problems`) and the whole file is validated
+    Problem rows are checked first (:func:`ssd_math.data.check_rows`) and the whole file is validated
     before sharding, so every shard sees the same row list. Resumable (module docstring).
     """
     import torch
@@ -412,7 +345,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
         raise ValueError(f"{len(jobs)} jobs but {len(outputs)} outputs")
     if len(set(map(str, outputs))) != len(outputs):
         raise ValueError(f"duplicate outputs in {list(map(str, outputs))}")
-    problems, report = check_problems(read_problems(problems_path), file=problems_path)
+    problems, report = check_rows(read_problems(problems_path), file=problems_path)
     torch.set_num_threads(max(1, int(threads)))
     if shard is not None:
         problems = shard_slice(problems, *shard)

@@ -9,7 +9,7 @@ Pipeline per sample row
    closed, and which boxes make up the final answer (see "Several boxes")?
 2. The pair (gold, extracted answer) is graded once (cache: identical pairs across rows are
    graded a single time) by ``grade_answer`` in a worker process, with math-verify:
-   ``verify(parse(gold), parse(answer))`` -- gold first (conventions.md "Grading") -- after the
+   ``verify(parse(gold), parse(answer))`` -- gold first (docs/conventions.md "Grading") -- after the
    same :func:`normalize_answer` on both. A worker keeps its parsed golds (the k samples of a
    prompt share one), and an answer written exactly as the gold reuses the gold's parse.
 3. Each worker grades one item at a time under a hard wall-clock limit. A worker that overruns is

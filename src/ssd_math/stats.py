@@ -1,4 +1,4 @@
-"""Statistics for the results tables (study.md section 5, conventions.md "Statistics").
+"""Statistics for the results tables (docs/study.md section 5, docs/conventions.md "Statistics").
 
 Conventions of every interval function here
 -------------------------------------------

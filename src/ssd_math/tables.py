@@ -86,8 +86,7 @@ def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf
         for by in ("level", "source", "answer_kind"):
             groups: dict = {}
             for r in rows:
-                key = answer_kind(r.get("gold")) if by == "answer_kind" else r.get(by)
-                groups.setdefault(key, []).append(r)
+                groups.setdefault(row_group(r, by), []).append(r)
             if len(groups) <= 1 and by == "source":
                 continue
             for value, grows in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -207,15 +206,23 @@ def write_csv(df: pl.DataFrame, path: str | Path) -> None:
 BREAKDOWN_BY = ("level", "source")
 
 
+def row_group(row: dict, by: str) -> str | None:
+    """The breakdown group of a graded row (one rule for every breakdown): its ``level`` or
+    ``source`` as a string, or the answer kind of its gold (``by="answer_kind"``); None when the
+    row has no such value (it then belongs to no group)."""
+    value = answer_kind(row.get("gold")) if by == "answer_kind" else row.get(by)
+    return None if value is None else str(value)
+
+
 def breakdown_groups(rows_by_key: dict, by: str) -> list[str]:
-    """The values of ``by`` present in the data (as strings, sorted), or [] when the data has fewer
-    than two distinct values (nothing to break down)."""
-    vals = {str(r[by]) for rows in rows_by_key.values() for r in rows if r.get(by) is not None}
+    """The groups of ``by`` present in the data (:func:`row_group`, sorted), or [] when the data
+    has fewer than two of them (nothing to break down)."""
+    vals = {row_group(r, by) for rows in rows_by_key.values() for r in rows} - {None}
     return sorted(vals, key=lambda v: (len(v), v)) if len(vals) >= 2 else []
 
 
 def _filter_group(rows: list[dict], by: str, group: str) -> list[dict]:
-    return [r for r in rows if r.get(by) is not None and str(r[by]) == group]
+    return [r for r in rows if row_group(r, by) == group]
 
 
 def _stack_groups(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -297,6 +304,24 @@ def sweep_table(metrics: pl.DataFrame | str | Path, *, model: str = "base") -> p
     keep += ["mean_completion_tokens", "method", "conf", "n_boot", "seed", "file"]
     return (d.with_columns(texts).sort(["evalset", "_o", "temperature", "min_p", "name"])
             .select(keep + [f"{c}_text" for c in METRICS]))
+
+
+def report_numbers(table1: pl.DataFrame | str | Path, sweeps: pl.DataFrame | str | Path) -> dict:
+    """The numbers report.qmd's prose quotes, each computed here so the prose only formats them:
+
+    ``conf_pct`` (the intervals' level, %, from Table 1), ``main_evalset`` (Table 1's first eval
+    set), ``minp_temperature`` (the T of the base model's min-p sweep; None without one) and
+    ``best_base`` (``condition``, ``accuracy_text``: the base decoding condition with the highest
+    accuracy on the main eval set in the sweep table; None when it has no row there)."""
+    t1 = table1 if isinstance(table1, pl.DataFrame) else pl.read_csv(table1)
+    sw = sweeps if isinstance(sweeps, pl.DataFrame) else pl.read_csv(sweeps)
+    main = next(c[: -len("_acc")] for c in t1.columns if c.endswith("_acc"))
+    minp = sw.filter(pl.col("family") == "min-p")
+    best = sw.filter(pl.col("evalset") == main).sort("accuracy", descending=True)
+    return {"conf_pct": int(round(100 * t1["conf"][0])), "main_evalset": main,
+            "minp_temperature": float(minp["temperature"][0]) if minp.height else None,
+            "best_base": ({k: best.row(0, named=True)[k] for k in ("condition", "accuracy_text")}
+                          if best.height else None)}
 
 
 # ------------------------------------------------------------------------------------------------

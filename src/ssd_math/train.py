@@ -8,7 +8,7 @@ or without accelerate's launcher (single process): ``python -m ssd_math.train --
 ``--spec-json '{...}'`` takes the spec inline instead of from a file. Several CPU processes
 (gloo): ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssd_math.train --spec SPEC.json``.
 From Python: ``ssd_math.train.train(spec_dict)``. The spec keys and their defaults are
-``DEFAULTS`` below; docs/contracts.md "Training spec" is the contract.
+``DEFAULTS`` below; this docstring is what they mean (docs/contracts.md points here).
 
 What one optimizer step is
     ``global_batch`` sequences = ``micro_batch`` x accumulation x processes (fail fast when it
@@ -560,19 +560,18 @@ def peak_mem_mb(device) -> float:
 
 
 # ------------------------------------------------------------------------------------------
-# the loop
+# the loop and its helpers (each named for the part of a step it owns)
 # ------------------------------------------------------------------------------------------
 
-def train(spec: dict) -> dict:
-    """Train as ``spec`` says (see module docstring); return a summary dict."""
+def start_processes(s: dict):
+    """The Accelerator of this run (distributed setup checked, seeds set) and the number of
+    micro-batches per process and optimizer step."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    s = resolve_spec(spec)
     accelerator = Accelerator()  # no gradient_accumulation_steps: the loss scaling is ours
     check_parallel_setup(s, accelerator)
-    fsdp = accelerator.is_fsdp2
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world = accelerator.num_processes
     if int(os.environ.get("WORLD_SIZE", "1")) != world:
         raise RuntimeError(
             f"launched as {os.environ['WORLD_SIZE']} processes but accelerate sees {world}: on CPU "
@@ -582,8 +581,162 @@ def train(spec: dict) -> dict:
     set_seed(s["seed"])
     if accelerator.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    return accelerator, accum
 
-    # ---- data ------------------------------------------------------------------------
+
+def plan_steps(s: dict, n_rows: int) -> tuple[int, int, dict]:
+    """(steps per epoch, total optimizer steps, {checkpoint step past the end: folder}).
+
+    A checkpoint step past the end is an error, unless ``checkpoints_past_end: final`` (e.g. a
+    bigger-batch sweep arm with fewer steps than the global checkpoint steps): those steps leave
+    ``s["checkpoints"]`` and their folders get the final weights (their meta.json says so)."""
+    steps_per_epoch = n_rows // s["global_batch"]
+    total_steps = steps_per_epoch * s["epochs"]
+    if s["max_steps"] is not None:
+        total_steps = min(total_steps, int(s["max_steps"]))
+    if total_steps < 1:
+        raise ValueError(f"{n_rows} rows give no optimizer step at global_batch {s['global_batch']}")
+    too_far = sorted(k for k in s["checkpoints"] if k > total_steps or k < 1)
+    past_end = {}
+    if too_far and s["checkpoints_past_end"] == "final" and all(k >= 1 for k in too_far):
+        past_end = {k: s["checkpoints"].pop(k) for k in too_far}
+        too_far = []
+    if too_far:
+        raise ValueError(
+            f"checkpoint step {too_far[0]} requested but training has only {total_steps} "
+            f"optimizer steps ({n_rows} rows / global_batch {s['global_batch']} x "
+            f"{s['epochs']} epoch(s)); lower config key sft.checkpoint_steps")
+    return steps_per_epoch, total_steps, past_end
+
+
+def make_instruments(inst: dict, raw_model, accelerator):
+    """(weight-change tracker, gradient-noise estimator) of ``instrument.enabled``, else (None, None)."""
+    if not inst["enabled"]:
+        return None, None
+    from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
+    tracker = WeightChangeTracker(raw_model, inst["store_dtype"], inst["dw_bins"] or DEFAULT_DW_BINS,
+                                  sum_over_processes=_sum_fn(accelerator) if accelerator.is_fsdp2 else None)
+    return tracker, GradientNoiseEstimator(ema=inst["ema"])
+
+
+def training_spec_hash(s: dict) -> str:
+    """The hash of everything in the spec that changes the trained weights (the data file's
+    content included): a resume state written under another hash is refused."""
+    return stable_hash({**{k: v for k, v in s.items() if k not in _RESUME_NEUTRAL},
+                        "data_sha256": file_sha256(s["data"]) if isinstance(
+                            s["data"], (str, os.PathLike)) else None})
+
+
+def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, model, optimizer, scheduler,
+                         noise_est) -> tuple[int, float, int]:
+    """Restore the training state in ``rdir`` when there is one; (optimizer steps done, elapsed
+    seconds, tokens seen) -- (0, 0.0, 0) on a fresh start."""
+    if rdir is None or not (rdir / "progress.json").exists():
+        return 0, 0.0, 0
+    prog = read_json(rdir / "progress.json")
+    if prog["spec_hash"] != spec_hash:
+        raise ValueError(f"resume state in {rdir} was written by a different training spec; "
+                         "delete it to start over")
+    state = torch.load(rdir / "state.pt", weights_only=False, mmap=accelerator.is_fsdp2)
+    load_training_state(accelerator, model, optimizer, state)
+    scheduler.load_state_dict(state["scheduler"])
+    if noise_est is not None and state["noise"] is not None:
+        noise_est.load_state_dict(state["noise"])
+    set_rng_state(torch.load(rdir / f"rng_{accelerator.process_index}.pt", weights_only=False))
+    return prog["step"], prog["elapsed_s"], prog["tokens"]
+
+
+def open_step_log(log: str | None, start_step: int, is_main: bool):
+    """(declared log path, live ``<log>.partial`` path, its open handle on the main process).
+
+    The log grows in ``<log>.partial`` (appended, fsynced per step) and is renamed onto the
+    declared log only when training ends: a killed job leaves no log that looks complete, and the
+    partial (which Snakemake does not delete, being undeclared) survives for the resume, truncated
+    to the resumed step."""
+    log_path = Path(log) if log else None
+    live_log = log_path.with_name(log_path.name + ".partial") if log_path else None
+    if live_log is None or not is_main:
+        return log_path, live_log, None
+    live_log.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)
+    if start_step:
+        truncate_log(live_log, start_step)
+    else:
+        live_log.unlink(missing_ok=True)
+    return log_path, live_log, open(live_log, "a", encoding="utf-8")
+
+
+def accumulate_gradients(model, raw_model, accelerator, s: dict, examples, idx: list[int], n_loss,
+                         n_global: int, pad_id: int, accum: int, params, measure_noise: bool):
+    """Forward and backward over this process's micro-batches of one global batch (``idx``);
+    returns (summed token loss of this process, the small-batch gradient measurement
+    ``(|g_small|², B_small)`` for the gradient-noise estimator, or None).
+
+    Gradient-noise bookkeeping (module docstring): one process, or FSDP2 -- |g|² of the first
+    micro-batch (of every process together) read right after its backward; DDP -- every
+    micro-batch under ``no_sync``, then :func:`ddp_small_batch_and_allreduce`. FSDP2 never runs
+    under ``no_sync`` (that would keep whole unsharded gradients per GPU and leave p.grad None)."""
+    world, rank, fsdp = accelerator.num_processes, accelerator.process_index, accelerator.is_fsdp2
+    per_proc = s["global_batch"] // world
+    local = idx[rank * per_proc:(rank + 1) * per_proc]
+    loss_sum = torch.zeros((), device=accelerator.device)
+    small = None
+    manual_reduce = measure_noise and world > 1 and not fsdp
+    for m in range(accum):
+        mb = local[m * s["micro_batch"]:(m + 1) * s["micro_batch"]]
+        batch = {k: v.to(accelerator.device) for k, v in collate([examples[i] for i in mb], pad_id).items()}
+        sync = fsdp or (m == accum - 1 and not manual_reduce)
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            with accelerator.autocast():  # the chunked output layer too, not just forward
+                tok_loss = token_sum_loss(model, batch, raw_model=raw_model,
+                                          chunk_tokens=int(s["loss_chunk_tokens"]))
+            # DDP/FSDP average over processes, hence * world: the sum is over the global batch
+            accelerator.backward(tok_loss * world / n_global)
+        loss_sum += tok_loss.detach()
+        if measure_noise and m == 0 and accum > 1 and (world == 1 or fsdp):
+            first = [i for r in range(world) for i in idx[r * per_proc:r * per_proc + s["micro_batch"]]]
+            n_first = max(1, sum(n_loss[i] for i in first))
+            small = (grad_sq_norm(params, fsdp, accelerator.device) * (n_global / n_first) ** 2,
+                     s["micro_batch"] * world)
+    if manual_reduce:
+        small = ddp_small_batch_and_allreduce(accelerator, params, local, n_loss, n_global, per_proc)
+    return loss_sum, small
+
+
+def ddp_small_batch_and_allreduce(accelerator, params, local: list[int], n_loss, n_global: int,
+                                  per_proc: int) -> tuple[float, int]:
+    """DDP with the noise estimator: B_small = one process's accumulated gradient (rescaled to
+    its own mean loss), |g_small|² averaged over processes; then the gradients are all-reduced
+    (mean) here, in place of DDP's own sync. Returns (|g_small|², B_small)."""
+    world = accelerator.num_processes
+    n_loc = max(1, sum(n_loss[i] for i in local))
+    local_sq = grad_sq_norm(params) * (n_global / (world * n_loc)) ** 2
+    g_small_sq = float(accelerator.gather(torch.tensor([local_sq], device=accelerator.device)).mean())
+    allreduce_mean_grads_(params, world)
+    return g_small_sq, per_proc
+
+
+def noise_fields(tracker, noise_est, raw_model, small, grad_norm: float, global_batch: int) -> dict:
+    """The noise-trap fields of one step's log row (after the optimizer step): the weight change
+    and, with a small-batch measurement, the gradient-noise estimates (null without one)."""
+    row = tracker.after_step(raw_model)
+    if small is not None:
+        row.update(noise_est.update(small[0], small[1], grad_norm ** 2, global_batch))
+    else:
+        row.update({k: None for k in ("G2_raw", "trS_raw", "G2_ema", "trS_ema", "B_simple", "gs_norm",
+                                      "B_small", "B_big")})
+        row["gB_norm"] = grad_norm
+    return row
+
+
+def train(spec: dict) -> dict:
+    """Train as ``spec`` says (see module docstring); return a summary dict."""
+    s = resolve_spec(spec)
+    accelerator, accum = start_processes(s)
+    fsdp, world = accelerator.is_fsdp2, accelerator.num_processes
+    is_main = accelerator.is_main_process
+
+    # ---- data, model, optimizer, schedule ------------------------------------------------
     from transformers import AutoConfig
 
     check_linear_attention_kernels(AutoConfig.from_pretrained(s["init_dir"]), accelerator.device.type)
@@ -593,83 +746,26 @@ def train(spec: dict) -> dict:
     n_loss = [n_loss_tokens(y) for _, y in examples]
     lengths = [len(x) for x, _ in examples]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    steps_per_epoch = len(examples) // s["global_batch"]
-    total_steps = steps_per_epoch * s["epochs"]
-    if s["max_steps"] is not None:
-        total_steps = min(total_steps, int(s["max_steps"]))
-    if total_steps < 1:
-        raise ValueError(f"{len(examples)} rows give no optimizer step at global_batch "
-                         f"{s['global_batch']}")
-    too_far = sorted(k for k in s["checkpoints"] if k > total_steps or k < 1)
-    past_end = {}
-    if too_far and s["checkpoints_past_end"] == "final" and all(k >= 1 for k in too_far):
-        # opt-in (e.g. a bigger-batch sweep arm with fewer steps than the global checkpoint
-        # steps): those checkpoint folders get the final weights, and their meta.json says so
-        past_end = {k: s["checkpoints"].pop(k) for k in too_far}
-        too_far = []
-    if too_far:
-        raise ValueError(
-            f"checkpoint step {too_far[0]} requested but training has only {total_steps} "
-            f"optimizer steps ({len(examples)} rows / global_batch {s['global_batch']} x "
-            f"{s['epochs']} epoch(s)); lower config key sft.checkpoint_steps")
-
-    # ---- model, optimizer, schedule ----------------------------------------------------
+    steps_per_epoch, total_steps, past_end = plan_steps(s, len(examples))
     optimizer = make_optimizer(model, s)
     # together: FSDP2 swaps the optimizer's parameters for the sharded ones (accelerate requires it)
     model, optimizer = accelerator.prepare(model, optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        _inner(optimizer), lambda i: lr_at(i + 1, s, total_steps) / s["lr"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(_inner(optimizer), lambda i: lr_at(i + 1, s, total_steps) / s["lr"])
     model.train()
     raw_model = accelerator.unwrap_model(model)
     params = [p for p in raw_model.parameters() if p.requires_grad]
+    tracker, noise_est = make_instruments(s["instrument"], raw_model, accelerator)
 
-    inst = s["instrument"]
-    tracker = noise_est = None
-    if inst["enabled"]:
-        from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
-        tracker = WeightChangeTracker(raw_model, inst["store_dtype"],
-                                      inst["dw_bins"] or DEFAULT_DW_BINS,
-                                      sum_over_processes=_sum_fn(accelerator) if fsdp else None)
-        noise_est = GradientNoiseEstimator(ema=inst["ema"])
-
-    # ---- resume --------------------------------------------------------------------------
-    spec_hash = stable_hash({**{k: v for k, v in s.items() if k not in _RESUME_NEUTRAL},
-                             "data_sha256": file_sha256(s["data"]) if isinstance(
-                                 s["data"], (str, os.PathLike)) else None})
-    start_step, elapsed0, tokens_total = 0, 0.0, 0
+    # ---- resume, log, progress bar -------------------------------------------------------
+    spec_hash = training_spec_hash(s)
     rdir = Path(s["resume_dir"]) if s["resume_dir"] else None
-    if rdir is not None and (rdir / "progress.json").exists():
-        prog = read_json(rdir / "progress.json")
-        if prog["spec_hash"] != spec_hash:
-            raise ValueError(f"resume state in {rdir} was written by a different training spec; "
-                             "delete it to start over")
-        state = torch.load(rdir / "state.pt", weights_only=False, mmap=fsdp)
-        load_training_state(accelerator, model, optimizer, state)
-        scheduler.load_state_dict(state["scheduler"])
-        if noise_est is not None and state["noise"] is not None:
-            noise_est.load_state_dict(state["noise"])
-        set_rng_state(torch.load(rdir / f"rng_{rank}.pt", weights_only=False))
-        start_step, elapsed0, tokens_total = prog["step"], prog["elapsed_s"], prog["tokens"]
-    # The log grows in <log>.partial (appended, fsynced per step) and is renamed onto the declared
-    # log only when training ends: a killed job leaves no log that looks complete, and the
-    # partial (which Snakemake does not delete, being undeclared) survives for the resume.
-    log_path = Path(s["log"]) if s["log"] else None
-    live_log = log_path.with_name(log_path.name + ".partial") if log_path else None
-    if live_log is not None and accelerator.is_main_process:
-        live_log.parent.mkdir(parents=True, exist_ok=True)
-        log_path.unlink(missing_ok=True)
-        if start_step:
-            truncate_log(live_log, start_step)
-        else:
-            live_log.unlink(missing_ok=True)
-    log_fh = open(live_log, "a", encoding="utf-8") if (live_log and accelerator.is_main_process) \
-        else None
-
+    start_step, elapsed0, tokens_total = restore_resume_state(rdir, spec_hash, accelerator, model, optimizer,
+                                                              scheduler, noise_est)
+    log_path, live_log, log_fh = open_step_log(s["log"], start_step, is_main)
     bar = None
-    if s["progress"] and accelerator.is_main_process:
+    if s["progress"] and is_main:
         from tqdm import tqdm
-        bar = tqdm(total=total_steps, initial=start_step, file=sys.stderr, desc="train",
-                   dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=start_step, file=sys.stderr, desc="train", dynamic_ncols=True)
 
     # ---- steps ---------------------------------------------------------------------------
     t_run = time.perf_counter()
@@ -679,45 +775,9 @@ def train(spec: dict) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             idx = global_batch_rows(step, len(examples), s, steps_per_epoch, lengths)
             n_global = max(1, sum(n_loss[i] for i in idx))  # completion tokens, whole batch
-            per_proc = s["global_batch"] // world
-            local = idx[rank * per_proc:(rank + 1) * per_proc]
             step_tokens = sum(len(examples[i][0]) for i in idx)
-            loss_sum = torch.zeros((), device=accelerator.device)
-            g_small_sq = b_small = None
-            # With instrumentation and DDP every micro-batch runs under no_sync and we all-reduce
-            # ourselves (B_s = one process's batch). FSDP2 never runs under no_sync (that would
-            # keep whole unsharded gradients per GPU and leave p.grad None): each micro-batch's
-            # gradient is reduce-scattered into the sharded grads, and B_s = the first
-            # micro-batch of every process together, read right after its backward.
-            manual_reduce = noise_est is not None and world > 1 and not fsdp
-            for m in range(accum):
-                mb = local[m * s["micro_batch"]:(m + 1) * s["micro_batch"]]
-                batch = {k: v.to(accelerator.device)
-                         for k, v in collate([examples[i] for i in mb], pad_id).items()}
-                sync = fsdp or (m == accum - 1 and not manual_reduce)
-                ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
-                with ctx:
-                    with accelerator.autocast():  # the chunked output layer too, not just forward
-                        tok_loss = token_sum_loss(model, batch, raw_model=raw_model,
-                                                  chunk_tokens=int(s["loss_chunk_tokens"]))
-                    # DDP/FSDP average over processes, hence * world: the sum is over the global batch
-                    accelerator.backward(tok_loss * world / n_global)
-                loss_sum += tok_loss.detach()
-                if noise_est is not None and m == 0 and accum > 1 and (world == 1 or fsdp):
-                    first = [i for r in range(world)
-                             for i in idx[r * per_proc:r * per_proc + s["micro_batch"]]]
-                    n_first = max(1, sum(n_loss[i] for i in first))
-                    g_small_sq = grad_sq_norm(params, fsdp, accelerator.device) \
-                        * (n_global / n_first) ** 2
-                    b_small = s["micro_batch"] * world
-            if manual_reduce:
-                n_loc = max(1, sum(n_loss[i] for i in local))
-                local_sq = grad_sq_norm(params) * (n_global / (world * n_loc)) ** 2
-                g_small_sq = float(accelerator.gather(
-                    torch.tensor([local_sq], device=accelerator.device)).mean())
-                b_small = per_proc
-                allreduce_mean_grads_(params, world)
-
+            loss_sum, small = accumulate_gradients(model, raw_model, accelerator, s, examples, idx, n_loss,
+                                                   n_global, pad_id, accum, params, noise_est is not None)
             loss = float(accelerator.reduce(loss_sum, reduction="sum")) / n_global
             grad_norm = math.sqrt(grad_sq_norm(params, fsdp, accelerator.device))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -739,33 +799,23 @@ def train(spec: dict) -> dict:
             row = {"step": step + 1, "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": lr_now,
                    "grad_norm": grad_norm, "tokens": tokens_total, "loss_tokens": n_global}
             if tracker is not None:
-                row.update(tracker.after_step(raw_model))
-                if g_small_sq is not None:
-                    row.update(noise_est.update(g_small_sq, b_small, grad_norm ** 2,
-                                                s["global_batch"]))
-                else:
-                    row.update({k: None for k in ("G2_raw", "trS_raw", "G2_ema", "trS_ema",
-                                                  "B_simple", "gs_norm", "B_small", "B_big")})
-                    row["gB_norm"] = grad_norm
+                row.update(noise_fields(tracker, noise_est, raw_model, small, grad_norm, s["global_batch"]))
             dt = time.perf_counter() - t0  # the whole step, instrumentation included
-            row.update({"elapsed_s": elapsed0 + time.perf_counter() - t_run,
-                        "step_s": dt, "step_cpu_s": time.process_time() - c0,
-                        "tokens_per_s": step_tokens / dt,
+            row.update({"elapsed_s": elapsed0 + time.perf_counter() - t_run, "step_s": dt,
+                        "step_cpu_s": time.process_time() - c0, "tokens_per_s": step_tokens / dt,
                         "mem_mb": peak_mem_mb(accelerator.device)})
             if log_fh is not None:
                 append_row(log_fh, row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_now:.2e}")
-
-            done = step + 1
-            if done in s["checkpoints"]:
+            if step + 1 in s["checkpoints"]:
                 weights = full_weights(accelerator, model) if fsdp else None  # every process
-                if accelerator.is_main_process:
-                    save_model(raw_model, tok, s["checkpoints"][done], state_dict=weights,
-                               step=done, total_steps=total_steps, spec_hash=spec_hash)
+                if is_main:
+                    save_model(raw_model, tok, s["checkpoints"][step + 1], state_dict=weights,
+                               step=step + 1, total_steps=total_steps, spec_hash=spec_hash)
                 if rdir is not None:
-                    save_resume(rdir, accelerator, model, optimizer, scheduler, noise_est, done,
+                    save_resume(rdir, accelerator, model, optimizer, scheduler, noise_est, step + 1,
                                 row["elapsed_s"], tokens_total, spec_hash)
                 accelerator.wait_for_everyone()
     finally:
@@ -774,8 +824,9 @@ def train(spec: dict) -> dict:
         if bar is not None:
             bar.close()
 
+    # ---- the final model -----------------------------------------------------------------
     weights = full_weights(accelerator, model) if fsdp else None  # every process
-    if accelerator.is_main_process:
+    if is_main:
         save_model(raw_model, tok, s["out_dir"], state_dict=weights, step=total_steps,
                    total_steps=total_steps, spec_hash=spec_hash)
         for k, folder in sorted(past_end.items()):
@@ -793,7 +844,7 @@ def train(spec: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--spec", help="training spec JSON file (docs/contracts.md)")
+    src.add_argument("--spec", help="training spec JSON file (keys: ssd_math.train.DEFAULTS)")
     src.add_argument("--spec-json", help="the training spec as an inline JSON string")
     args = ap.parse_args(argv)
     summary = train(read_json(args.spec) if args.spec else json.loads(args.spec_json))
