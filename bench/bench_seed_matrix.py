@@ -190,7 +190,7 @@ def prepare(cfg: dict, work: Path) -> dict:
 
 def pretrain_spec(cfg: dict, work: Path, cell: Path, seed: int) -> dict:
     """The spec of rule pretrain_base (rules/model.smk get_pretrain_spec), with the cell's seed."""
-    p = cfg["model"]["pretrain"]
+    p = {k: v for k, v in cfg["model"]["pretrain"].items() if k != "checkpoint_steps"}
     return {**p, "init_dir": str(work / "data" / "init"), "init_random": True,
             "data": str(work / "data" / "pretrain_sft.jsonl"), "out_dir": str(cell / "model"),
             "checkpoints": {}, "log": str(cell / "log.jsonl"), "resume_dir": str(cell / "resume"),
