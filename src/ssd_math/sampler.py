@@ -24,9 +24,9 @@ else is in the batch -- its logits do, unless vLLM's batch-invariant mode is on 
   as ``batch_seed``); n > 1 is n such passes, not ``num_return_sequences``, so sample ``s`` of a
   prompt is the same whatever n is.
 
-Hence generating the batches of a shard in any order, or skipping finished ones after a crash
-(``skip=``), gives byte-identical rows. A prompt's completion does depend on its batch (other
-prompts change the padding and the RNG stream), so HF rows are reproducible for the same
+Hence generating the batches of a shard in any order, or only the unfinished ones after a crash
+(what ``generate.run_condition``'s partial file does), gives byte-identical rows. A prompt's
+completion does depend on its batch (other prompts change the padding and the RNG stream), so HF rows are reproducible for the same
 (requests, batch_size, loop) on one machine and thread count, not across batch sizes; the fast
 loop and ``generate`` sample the same distribution but draw differently (``HFSampler.loop``).
 
@@ -34,7 +34,9 @@ Presence penalty (vLLM / OpenAI semantics): ``presence_penalty`` is subtracted f
 every token that already occurs in the *generated* part (the prompt does not count), before
 temperature and truncation, as vLLM applies penalties before temperature. HF order:
 presence penalty -> temperature -> top-k -> top-p -> min-p (transformers' warper order; vLLM
-applies min-p before top-k/top-p, which differs only when min-p and top-k/top-p are combined).
+applies min-p before top-k/top-p, which differs only when min-p and top-k/top-p are combined);
+with top-k on, the fast loop applies the last four on the k best candidates
+(:class:`TopKTruncation`), the same distribution.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -722,34 +724,17 @@ class HFSampler:
         self.stats["batches"] += 1
         return rows
 
-    def sample_iter(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
-                    base_seed: int, skip: Callable[[Batch], bool] | None = None,
-                    order: Iterable[int] | None = None) -> Iterator[tuple[Batch, list[dict]]]:
-        """Yield (batch, rows) per batch; ``skip(batch)`` true leaves a batch out (resume);
-        ``order`` permutes the batches (a test hook: rows do not depend on it)."""
-        _check_requests(requests)
-        plan = plan_batches(list(requests), self.batch_size, sampling.n)
-        idx = list(order) if order is not None else range(len(plan))
-        for i in idx:
-            b = plan[i]
-            if skip is not None and skip(b):
-                continue
-            yield b, self.generate_batch(b, sampling=sampling, condition=condition,
-                                         base_seed=base_seed)
-
     def sample(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
-               base_seed: int, on_batch: Callable[[Batch, list[dict]], None] | None = None,
-               skip: Callable[[Batch], bool] | None = None,
-               order: Iterable[int] | None = None) -> list[dict]:
-        """All rows, sorted by (request order, sample index); ``on_batch(batch, rows)`` is
-        called after each batch (e.g. to persist it)."""
+               base_seed: int) -> list[dict]:
+        """All rows, sorted by (request order, sample index): :meth:`generate_batch` over
+        :func:`plan_batches`. Each batch is seeded on its own, so any subset of batches gives
+        the rows an uninterrupted run gives; resuming is ``generate.run_condition``'s job (its
+        partial file keeps finished batches)."""
+        _check_requests(requests)
         pos = {r["id"]: i for i, r in enumerate(requests)}
-        rows: list[dict] = []
-        for b, brows in self.sample_iter(requests, sampling=sampling, condition=condition,
-                                         base_seed=base_seed, skip=skip, order=order):
-            if on_batch is not None:
-                on_batch(b, brows)
-            rows.extend(brows)
+        rows = [r for b in plan_batches(list(requests), self.batch_size, sampling.n)
+                for r in self.generate_batch(b, sampling=sampling, condition=condition,
+                                             base_seed=base_seed)]
         rows.sort(key=lambda r: (pos[r["prompt_id"]], r["sample_index"]))
         return rows
 
@@ -948,15 +933,13 @@ class VLLMSampler:
                 engine.abort_request(list(pending))
 
     def sample(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
-               base_seed: int, on_batch=None, skip=None, order=None) -> list[dict]:
+               base_seed: int) -> list[dict]:
         """All rows of ``requests`` under one condition, in (request order, sample index)."""
         _check_requests(requests)
         work = [Work(r, s, sampling, condition) for r in requests for s in range(sampling.n)]
         pos = {w.key: i for i, w in enumerate(work)}
         rows = [row for _, rs in self.run(work, base_seed=base_seed) for row in rs]
         rows.sort(key=lambda r: pos[(str(r["prompt_id"]), r["sample_index"], r["condition"])])
-        if on_batch is not None:
-            on_batch(None, rows)
         return rows
 
     def throughput(self) -> dict:
