@@ -276,3 +276,32 @@ def test_write_findings_and_provenance(tmp_path, monkeypatch):
     gpu = [m for m in pv["machines"] if m["gpus"]]
     assert gpu and gpu[0]["cpu_model"] == "Test CPU" and gpu[0]["torch"]["blas"] == "mkl"
     assert pv["git"]["commit"] is None and pv["git"]["error"]
+
+
+def test_many_runs_give_ranges_not_a_list(tmp_path):
+    """More than MAX_LISTED_RUNS runs: the noise-trap and checkpoint sentences give ranges over
+    the runs and name them (the per-run numbers stay in findings.json), and the gradient verdict
+    groups the runs by verdict."""
+    kw = dict(ssd=pattern(20, 10), base07=pattern(20, 10), base10=pattern(20, 10))
+    paths = build(tmp_path, **kw)
+    logs = {}
+    for arm, frac, b in (("ssd", 0.06, 900.0), ("t13", 0.10, 20.0), ("topk5", 0.08, 30.0)):
+        logs[arm] = tmp_path / f"log_{arm}.jsonl"
+        write_jsonl(logs[arm], noise_log(frac=frac, b_simple=b))
+    tables.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}),
+                     paths["noise_summary"])
+    ck = ckpt_rows()
+    for arm, shift in (("t13", 0.05), ("topk5", -0.05)):
+        ck += [{**r, "arm": arm, "accuracy": r["accuracy"] + shift} for r in ckpt_rows()]
+    pl.DataFrame(ck).write_csv(paths["checkpoints"])
+    got = fd.findings(paths, ssd_arm="ssd", arms=list(logs))
+    w = plain(find(got, "noise_weights").text)
+    assert "6.0%–10.0% at the peak-LR step" in w and "across the 3 runs (ssd, t13, topk5; n = 6 steps each)" in w
+    g = find(got, "noise_gradient")
+    assert g.verdict == "mixed"
+    gt = plain(g.text)
+    assert "noise-dominated for ssd (B_simple = 900 sequences > the batch of 64)" in gt
+    assert "signal-dominated for t13, topk5 (B_simple = 20–30 sequences ≤ the batch of 64)" in gt
+    assert set(g.numbers) == {"ssd", "t13", "topk5"}
+    c = plain(find(got, "noise_checkpoints").text)
+    assert "across the 3 arms (ssd, t13, topk5; 3 checkpoints each) accuracy stays within 35.0%–57.0%" in c

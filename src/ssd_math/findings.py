@@ -208,6 +208,21 @@ def _pct(x: float, digits: int = 1) -> str:
     return f"{_num(100 * x, digits)}%"
 
 
+#: more runs than this and a noise-trap / checkpoint finding gives ranges over the runs (each run's
+#: numbers stay in findings.json and in the report's noise and checkpoint tables)
+MAX_LISTED_RUNS = 2
+
+
+def _span(values: Sequence[float], fmt) -> str:
+    lo, hi = min(values), max(values)
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def _steps_text(steps: Sequence[int]) -> str:
+    return f"n{NBSP}={NBSP}" + (f"{steps[0]} steps each" if len(set(steps)) == 1
+                                else f"{min(steps)}–{max(steps)} steps")
+
+
 def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Finding]:
     if noise is None or noise.is_empty():
         return []
@@ -229,6 +244,12 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
         w = "most values unchanged" if peak < 0.5 else "most values change"
         head = ("Most stored weights do not change in an optimizer step"
                 if peak < 0.5 else "Most stored weights change in an optimizer step")
+        if len(parts) > MAX_LISTED_RUNS:
+            v = list(nums.values())
+            parts = [f"{_span([x['at_peak_lr'] for x in v], _pct)} at the peak-LR step and "
+                     f"{_span([x['mean_last_third'] for x in v], _pct)} on average over the last "
+                     f"third across the {len(v)} runs ({', '.join(nums)}; "
+                     f"{_steps_text([x['steps'] for x in v])})"]
         text = (f"**Noise trap: weights.** {head}: the fraction of stored (bf16) values changed is "
                 + "; ".join(parts) + " (a census of every parameter at each step, no interval).")
         for p in probes:
@@ -257,6 +278,18 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
         head = {"noise-dominated": "Each step's gradient is noise-dominated",
                 "signal-dominated": "Each step's gradient is signal-dominated",
                 "mixed": "The runs differ in whether the gradient is noise-dominated"}[w]
+        if len(parts) > MAX_LISTED_RUNS:
+            parts = []
+            for verdict, sign in (("noise-dominated", ">"), ("signal-dominated", "≤")):
+                runs = {k: v for k, v in nums.items() if v["verdict"] == verdict}
+                if runs:
+                    big = sorted({int(v["B_big"]) for v in runs.values()})
+                    parts.append(f"{verdict} for {', '.join(runs)} (B_simple{NBSP}="
+                                 f"{NBSP}{_span([v['B_simple'] for v in runs.values()], lambda x: f'{x:.3g}')} "
+                                 f"sequences {sign} the batch of {'/'.join(map(str, big))})")
+            steps = [r["steps"] for r in rows if r["run"] in nums]
+            parts.append(f"|G|{NBSP}={NBSP}{_span([v['signal_norm'] for v in nums.values()], lambda x: f'{x:.3g}')} "
+                         f"({_steps_text(steps)})")
         text = (f"**Noise trap: gradient signal.** {head} at the last step: " + "; ".join(parts)
                 + " (two-batch estimator of McCandlish et al. 2018, EMA-smoothed; no interval).")
         out.append(Finding("noise_gradient", text, w, nums))
@@ -287,6 +320,16 @@ def _checkpoint_findings(ck: pl.DataFrame | None) -> list[Finding]:
         head = {"flat": "Accuracy is flat across checkpoints (all intervals overlap)",
                 "not flat": "Accuracy is not flat across checkpoints (some intervals do not overlap)",
                 "mixed": "Accuracy is flat across checkpoints for some arms only"}[w]
+        if len(parts) > MAX_LISTED_RUNS:
+            v = list(nums.values())
+            last = ck.filter(pl.col("step") > 0).sort("step").group_by("arm").last()
+            r0 = last.row(0, named=True)
+            n_ck = sorted({x["n_checkpoints"] for x in v})
+            parts = [f"across the {len(v)} arms ({', '.join(nums)}; "
+                     + (f"{n_ck[0]} checkpoints each" if len(n_ck) == 1 else f"{n_ck[0]}–{n_ck[-1]} checkpoints")
+                     + f") accuracy stays within {_pct(min(x['min'] for x in v))}–"
+                     f"{_pct(max(x['max'] for x in v))}, {_n(r0['n_prompts'], r0.get('k'))} on "
+                     f"{r0['evalset']} at {r0['condition']}"]
         text = f"**Noise trap: checkpoints.** {head}: " + "; ".join(parts) + "."
         out.append(Finding("noise_checkpoints", text, w, nums))
     return out
