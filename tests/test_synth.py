@@ -97,6 +97,18 @@ def _locks(sol):
     return [s for s in label_spans(sol) if s["kind"] == "lock"]
 
 
+def _tally_slips(sol: str, offsets: dict, n: int, wrong: int) -> tuple[int, int]:
+    """Count the locks of ``sol`` and its slips, with each slip's offset (written - right) mod 10."""
+    for s in _locks(sol):
+        n += 1
+        got = sol[s["start"]:s["end"]]
+        if got != s["correct"]:
+            wrong += 1
+            d = (int(got) - int(s["correct"])) % 10
+            offsets[d] = offsets.get(d, 0) + 1
+    return n, wrong
+
+
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.35])
 def test_lock_noise_rate_and_chain_follows_written_digit(eps):
     rows = make_problems(1500, seed=11, levels=[1, 2, 3, 4])
@@ -119,13 +131,7 @@ def test_lock_noise_rate_and_chain_follows_written_digit(eps):
         assert think.rstrip().endswith(f"So the units digit is {boxed}.")
         assert boxed == last[-1][3]  # the boxed answer follows the last chain
         answered_wrong += boxed != r["answer"]
-        for s in _locks(sol):
-            n += 1
-            got = sol[s["start"]:s["end"]]
-            if got != s["correct"]:
-                wrong += 1
-                d = (int(got) - int(s["correct"])) % 10
-                wrong_digits[d] = wrong_digits.get(d, 0) + 1
+        n, wrong = _tally_slips(sol, wrong_digits, n, wrong)
     assert n > 3000
     assert abs(wrong / n - eps) <= _binom_bound(eps, n) + 1e-12, (wrong / n, eps, n)
     if eps == 0:
@@ -221,13 +227,7 @@ def test_adjacent_slips_are_off_by_one_at_rate_eps():
     offsets = {}
     for r in rows:
         sol = worked_solution(r, rng, p_recheck=0.2, lock_noise=eps, slip="adjacent")
-        for s in _locks(sol):
-            n += 1
-            got = sol[s["start"]:s["end"]]
-            if got != s["correct"]:
-                wrong += 1
-                d = (int(got) - int(s["correct"])) % 10
-                offsets[d] = offsets.get(d, 0) + 1
+        n, wrong = _tally_slips(sol, offsets, n, wrong)
     assert n > 4000
     assert abs(wrong / n - eps) <= _binom_bound(eps, n), (wrong / n, n)
     assert set(offsets) == {1, 9}  # +1 and -1 only
