@@ -403,7 +403,7 @@ def render(args, cfg, prep, res, summ) -> str:
          f"other jobs, so wall times are noisy. Recipe {recipe_hash(cfg)}:",
          "",
          f"- data (fixed across cells, seed {cfg['seed']}): levels {syn['levels']}, subjects "
-         f"{syn.get('subjects')}, lock_noise ε = {syn.get('lock_noise', 0.0)}, fork_shares "
+         f"{syn.get('subjects')}, lock_noise ε = {syn.get('lock_noise', 0.0)} (slips: {syn.get('lock_slip', 'uniform')}), fork_shares "
          f"{syn.get('fork_shares')}, p_recheck {syn.get('p_recheck')}, {prep['pretrain_rows']} "
          f"pretraining solutions (completion tokens mean {prep['pretrain_tokens']['mean']:.1f}, "
          f"p95 {prep['pretrain_tokens']['p95']}, max {prep['pretrain_tokens']['max']}; "

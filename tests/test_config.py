@@ -267,8 +267,10 @@ def test_config_not_utf8_names_file_and_line(tmp_path):
 
 def test_tiny_context_leaves_room_for_prompts(default):
     cfg = copy.deepcopy(default)
-    cfg["model"]["tiny"]["max_pos"] = 96
-    assert "eval.max_new_tokens = 96 leaves no room for the prompt in model.tiny.max_pos = 96" in _err(cfg)
+    cap = cfg["eval"]["max_new_tokens"]
+    cfg["model"]["tiny"]["max_pos"] = cap
+    assert (f"eval.max_new_tokens = {cap} leaves no room for the prompt in model.tiny.max_pos = {cap}"
+            in _err(cfg))
 
 
 # ------------------------------------------------------------------------------------------
