@@ -225,11 +225,13 @@ def test_locks_and_forks_hook(tmp_path):
                 if f.key == "locks_and_forks"]  # no probe table: no sentence
     probe = [{"arm": "ssd", "view": "ref", "class": c, "metric": "nucleus", "delta": d, "lo": lo, "hi": hi,
               "n_positions": 40, "n_prompts": 12, "base_mean": 12.0}
-             for c, d, lo, hi in (("lock:strict", -2.0, -3.0, -1.0), ("fork", 0.2, -0.5, 0.9))]
+             for c, d, lo, hi in (("lock:strict", -2.0, -3.0, -1.0), ("fork", 0.2, -0.5, 0.9),
+                                  ("mixed", 1.0, 0.5, 1.5))]
     probe.append({**probe[0], "metric": "tail", "delta": 0.05, "lo": 0.01, "hi": 0.09, "base_mean": 0.2})
     f = find(fd.findings(build(tmp_path, probe=probe, **kw), ssd_arm="ssd", arms=["ssd"]), "locks_and_forks")
     assert "at lock:strict positions it shrinks" in f.text and "at fork positions it does not change" in f.text
     assert f.text.count("lock:strict") == 1 and "grows" not in f.text  # the nucleus rows only
+    assert "mixed" not in f.text and f.numbers["classes"]["mixed"]["verdict"] == "grows"
     assert "n = 40 positions in 12 prompts" in plain(f.text)
 
 

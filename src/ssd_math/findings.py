@@ -335,6 +335,10 @@ def _checkpoint_findings(ck: pl.DataFrame | None) -> list[Finding]:
     return out
 
 
+#: the probe classes the locks-and-forks sentence names (every class stays in findings.json)
+SENTENCE_CLASSES = ("lock:strict", "fork")
+
+
 def _probe_findings(pd_: pl.DataFrame | None) -> list[Finding]:
     """Locks and forks (study §6): the nucleus-size change at strict locks, from probe_deltas.csv
     (columns arm, view, class, metric, delta, lo, hi, n_positions, n_prompts, base_mean)."""
@@ -346,15 +350,20 @@ def _probe_findings(pd_: pl.DataFrame | None) -> list[Finding]:
         return []
     arm = rows["arm"][0]
     parts, nums = [], {}
-    for r in rows.filter(pl.col("arm") == arm).iter_rows(named=True):
+    mine = rows.filter(pl.col("arm") == arm)
+    said = [c for c in SENTENCE_CLASSES if c in mine["class"].to_list()] or mine["class"].to_list()
+    for r in mine.iter_rows(named=True):
         w = verdict(r["lo"], r["hi"], above="grows", covers="does not change", below="shrinks")
+        nums[r["class"]] = {"delta": r["delta"], "lo": r["lo"], "hi": r["hi"], "base_mean": r["base_mean"],
+                            "n_positions": r["n_positions"], "verdict": w}
+        if r["class"] not in said:
+            continue
         parts.append(f"at {r['class']} positions it {w} ({_num(r['base_mean'], 2)} tokens at base, "
                      f"Δ{NBSP}{_num(r['delta'], 2, sign=True)} [{_num(r['lo'], 2, sign=True)},{NBSP}"
                      f"{_num(r['hi'], 2, sign=True)}], n{NBSP}={NBSP}{r['n_positions']} positions in "
                      f"{r['n_prompts']} prompts)")
-        nums[r["class"]] = {"delta": r["delta"], "lo": r["lo"], "hi": r["hi"], "base_mean": r["base_mean"],
-                            "n_positions": r["n_positions"], "verdict": w}
-    text = f"**Locks and forks.** The nucleus after truncation, {arm} − base: " + "; ".join(parts) + "."
+    text = (f"**Locks and forks.** The nucleus after truncation, {arm} − base: " + "; ".join(parts)
+            + " (the other classes: the report's probe tables).")
     return [Finding("locks_and_forks", text, None, {"arm": arm, "classes": nums})]
 
 
