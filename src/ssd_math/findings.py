@@ -213,6 +213,12 @@ def _pct(x: float, digits: int = 1) -> str:
 MAX_LISTED_RUNS = 2
 
 
+def _overall(words: Sequence[str], heads: dict[str, str]) -> tuple[str, str]:
+    """The verdict over runs (their common word, else "mixed") and its sentence head."""
+    w = words[0] if len(set(words)) == 1 else "mixed"
+    return w, heads[w]
+
+
 def _span(values: Sequence[float], fmt) -> str:
     lo, hi = min(values), max(values)
     return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}–{fmt(hi)}"
@@ -274,10 +280,9 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
         nums[r["run"]] = {"B_simple": b, "signal_norm": g, "B_big": big, "signal_over_grad_norm": ratio,
                           "verdict": words[-1]}
     if parts:
-        w = words[0] if len(set(words)) == 1 else "mixed"
-        head = {"noise-dominated": "Each step's gradient is noise-dominated",
-                "signal-dominated": "Each step's gradient is signal-dominated",
-                "mixed": "The runs differ in whether the gradient is noise-dominated"}[w]
+        w, head = _overall(words, {"noise-dominated": "Each step's gradient is noise-dominated",
+                                   "signal-dominated": "Each step's gradient is signal-dominated",
+                                   "mixed": "The runs differ in whether the gradient is noise-dominated"})
         if len(parts) > MAX_LISTED_RUNS:
             parts = []
             for verdict, sign in (("noise-dominated", ">"), ("signal-dominated", "≤")):
@@ -316,10 +321,9 @@ def _checkpoint_findings(ck: pl.DataFrame | None) -> list[Finding]:
                      "last_two": [a["accuracy"], b["accuracy"]], "steps": [a["step"], b["step"]],
                      "n_prompts": b["n_prompts"], "verdict": words[-1]}
     if parts:
-        w = words[0] if len(set(words)) == 1 else "mixed"
-        head = {"flat": "Accuracy is flat across checkpoints (all intervals overlap)",
-                "not flat": "Accuracy is not flat across checkpoints (some intervals do not overlap)",
-                "mixed": "Accuracy is flat across checkpoints for some arms only"}[w]
+        w, head = _overall(words, {"flat": "Accuracy is flat across checkpoints (all intervals overlap)",
+                                   "not flat": "Accuracy is not flat across checkpoints (some intervals do not overlap)",
+                                   "mixed": "Accuracy is flat across checkpoints for some arms only"})
         if len(parts) > MAX_LISTED_RUNS:
             v = list(nums.values())
             last = ck.filter(pl.col("step") > 0).sort("step").group_by("arm").last()
