@@ -247,8 +247,9 @@ class TopKTruncation:
     cumulative mass of the rest is > 1 - top_p: the same set, up to float rounding at the
     boundary); min-p keeps candidates with probability >= min_p x the top one (a ratio, so
     normalisation does not matter). Written by hand because transformers' warpers sort and
-    mask the whole vocabulary at every step and ``multinomial`` then draws over it: on the tiny
-    default that was ~20% of a decode step (bench/bench_sampler.py). Used by the fast loop when
+    mask the whole vocabulary at every step and ``multinomial`` then draws over it; on the tiny
+    default's 384-token vocabulary the gain is small (the "bare + top-k sampling" row of
+    bench/bench_sampler.py's ablations; a real vocabulary is not measured). Used by the fast loop when
     top-k is on; with top-k off the loop runs transformers' warpers."""
 
     def __init__(self, sampling: SamplingConfig):
@@ -460,7 +461,8 @@ def decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens
     full attention, the prompts' common token prefix (the chat template's head and the
     instruction) is prefilled once and its keys/values copied to every row; the rows' own
     suffixes follow it, left-padded, so pads sit between prefix and suffix (masked; positions
-    from the mask as above, so every token keeps the position it has in full prefill).
+    from the mask as above, so every token keeps the position it has in full prefill; on the
+    default's short prompts it gains nothing measurable: bench/bench_sampler.py's ablations).
     ``buffered_kv=False`` keeps transformers' ``DynamicLayer`` (and no prefix sharing),
     ``decode_attention=False`` the model's own attention implementation in decode steps
     (ablations; for sdpa/eager models the fast loop otherwise runs
