@@ -6,6 +6,9 @@
 #   generations|eval/{model}/{evalset}/T{t}-k{k}.jsonl         pass@k runs (Table 2)
 #   generations|eval/{arm}/{evalset}/checkpoints/{ckpt}.jsonl  every checkpoint at the arm's T_eval
 #   generations|eval/base/{evalset}/sweep/{name}.jsonl         baseline decoding sweeps (Figure A)
+#
+# eval_hard is eval_main's rows at the hard levels: its T-grid and sweep files are cut from
+# eval_main's (rules subset_grid, subset_sweep; layout.subset_sets), not sampled again.
 
 
 def get_eval_set(wildcards):
@@ -42,12 +45,31 @@ GEN_COMMON = {
 }
 
 
+def get_parent_files(family):
+    """The input function of rule subset_<family>: the parent eval set's generation files of the
+    same conditions (layout.subset_sets: eval_hard's parent is eval_main)."""
+
+    def parent_files(wildcards):
+        parent = L.subsets[wildcards.evalset]
+        if family == "grid":
+            return L.grid_files("generations", wildcards.model, parent)
+        return L.sweep_files("generations", parent)
+
+    parent_files.__name__ = f"get_parent_files_{family}"
+    return parent_files
+
+
+GENERATED_SETS = "|".join(map(re.escape, L.generated_sets))  # the sets generate_grid/_sweep sample
+
+
 rule generate_grid:
     input:
         model=get_model_dir,
         problems=get_eval_set,
     output:
         samples=L.grid_files("generations", "{model}", "{evalset}"),
+    wildcard_constraints:
+        evalset=GENERATED_SETS,
     params:
         jobs=get_generations("grid"),
         common=GEN_COMMON,
@@ -110,6 +132,8 @@ if SWEEPS:  # baseline decoding sweeps of the base model (config eval.sweeps)
             problems=get_eval_set,
         output:
             samples=L.sweep_files("generations", "{evalset}"),
+        wildcard_constraints:
+            evalset=GENERATED_SETS,
         params:
             jobs=get_generations("sweep"),
             common=GEN_COMMON,
@@ -122,6 +146,41 @@ if SWEEPS:  # baseline decoding sweeps of the base model (config eval.sweeps)
             bench_path(*L.generate_key("sweep", sc.BASE, "{evalset}"))
         script:
             "../scripts/generate_eval.py"
+
+
+if L.subsets:  # eval_hard inside eval_main: its grid and sweeps are eval_main's rows of its prompts
+
+    rule subset_grid:
+        input:
+            parent=get_parent_files("grid"),
+            problems=get_eval_set,
+        output:
+            samples=L.grid_files("generations", "{model}", "{evalset}"),
+        wildcard_constraints:
+            evalset="|".join(map(re.escape, L.subsets)),
+        log:
+            log_path(*L.subset_key("grid", "{model}", "{evalset}")),
+        benchmark:
+            bench_path(*L.subset_key("grid", "{model}", "{evalset}"))
+        script:
+            "../scripts/subset_generations.py"
+
+    if SWEEPS:
+
+        rule subset_sweep:
+            input:
+                parent=get_parent_files("sweep"),
+                problems=get_eval_set,
+            output:
+                samples=L.sweep_files("generations", "{evalset}"),
+            wildcard_constraints:
+                evalset="|".join(map(re.escape, L.subsets)),
+            log:
+                log_path(*L.subset_key("sweep", sc.BASE, "{evalset}")),
+            benchmark:
+                bench_path(*L.subset_key("sweep", sc.BASE, "{evalset}"))
+            script:
+                "../scripts/subset_generations.py"
 
 
 # One grading job per generation job (one worker pool for all of its files): the graded file of

@@ -55,6 +55,24 @@ def test_tables_consistent_with_eval_files(run):
     assert set(m["kind"]) >= {"grid", "passk", "checkpoint"}
 
 
+def test_eval_hard_grid_is_eval_mains_rows_of_its_prompts(run):
+    """eval_hard is eval_main's rows at the hard levels: its T-grid and sweep files are eval_main's
+    rows of those prompts (rules subset_grid / subset_sweep), with the parent named in the sidecar."""
+    wd, _ = run
+    hard_ids = {json.loads(x)["id"] for x in (wd / "results/data/eval_hard.jsonl").read_text().splitlines()}
+    names = [f"{m}/{{s}}/T{t}" for m in ("base", "ssd") for t in ("0.7", "1.0")] + ["base/{s}/sweep/preset-precise"]
+    for name in names:
+        main, hard = (wd / f"results/generations/{name.format(s=s)}.jsonl" for s in ("eval_main", "eval_hard"))
+        want = [json.loads(x) for x in main.read_text().splitlines()]
+        want = [r for r in want if r["prompt_id"] in hard_ids]
+        got = [json.loads(x) for x in hard.read_text().splitlines()]
+        assert got == want and {r["prompt_id"] for r in got} == hard_ids, name
+        meta = json.loads(hard.with_name(hard.name + ".meta.json").read_text())
+        assert meta["rule"] == "subset_generations" and meta["subset_of"].endswith(f"{name.format(s='eval_main')}.jsonl")
+        assert meta["n_rows"] == len(got) and meta["sampling"] == json.loads(
+            main.with_name(main.name + ".meta.json").read_text())["sampling"]
+
+
 def test_sample_rows_and_filter(run):
     wd, _ = run
     rows = [json.loads(x) for x in (wd / "results/samples/ssd/samples.jsonl").read_text().splitlines()]
@@ -210,7 +228,8 @@ EXPECT_SSD_JOBS = {
     *{("sample_train_shard", f"arm={a}, shard={i}") for a in ("ssd", "bf16-state") for i in (0, 1)},
     *{(r, f"arm={a}") for r in ("merge_shards", "filter_samples") for a in ("ssd", "bf16-state")},
     ("sft", "arm=ssd"), ("noise_probe", "arm=bf16-state"),
-    *{(r, f"model=ssd, evalset={e}") for r in ("generate_grid", "grade_grid") for e in ("eval_main", "eval_hard")},
+    ("generate_grid", "model=ssd, evalset=eval_main"), ("subset_grid", "model=ssd, evalset=eval_hard"),
+    *{("grade_grid", f"model=ssd, evalset={e}") for e in ("eval_main", "eval_hard")},
     *{(r, "arm=ssd, evalset=eval_hard") for r in ("generate_checkpoints", "grade_checkpoints")},
     *{(r, "model=ssd, evalset=eval_hard, t=0.7, k=2") for r in ("generate_passk", "grade_passk")},
     # the probe's carriers include ssd's generations at the probe's T: every model reads them again

@@ -150,6 +150,24 @@ def test_job_output_mismatch_is_an_error(tmp_path, fake):
         G.generate_jobs(jobs * 2, problems, [tmp_path / "a"] * 2, common=COMMON)
 
 
+def test_subset_generations_keeps_the_parents_rows_and_names_a_problem_it_lacks(tmp_path, fake):
+    """A subset set's file is its parent's rows of its prompts, in the parent's order; a problem
+    the parent has no rows for (the set is not a subset) is an error naming the file and the id."""
+    parent = _write(tmp_path / "main.jsonl", [_row(i) for i in range(6)])
+    (src,) = _gen(tmp_path, parent)[1]
+    rows = [json.loads(x) for x in src.read_text().splitlines()]
+    hard = _write(tmp_path / "hard.jsonl", [_row(4), _row(1)])
+    out = tmp_path / "hard_out.jsonl"
+    assert G.subset_generations([src], hard, [out]) == [len([r for r in rows if r["prompt_id"] in ("q1", "q4")])]
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [r for r in rows if r["prompt_id"] in ("q1", "q4")]
+    meta = read_json(out.with_name(out.name + ".meta.json"))
+    assert meta["subset_of"] == str(src) and meta["artifact"] == str(out) and meta["condition"] == "c0"
+    stranger = _write(tmp_path / "stranger.jsonl", [_row(1), _row(99)])
+    with pytest.raises(DataError, match=r"out0\.jsonl: no generations for 1 of the 2 problems.*q99"):
+        G.subset_generations([src], stranger, [tmp_path / "x.jsonl"])
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_non_utf8_line_names_file_and_line(tmp_path, fake):
     problems = tmp_path / "eval_main.jsonl"
     good = json.dumps(_row(0)) + "\n"

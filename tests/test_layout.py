@@ -41,8 +41,17 @@ def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
             if fam in ("grid", "passk"):
                 assert d["condition"] == cond["condition"]
             seen.append(path)
-    # the job list covers exactly the default DAG's eval targets
-    assert sorted(seen) == sorted(L.all_eval_files())
+    # eval_hard inside eval_main: its grid and sweep are cut from eval_main's, not generated
+    assert L.subsets == {"eval_hard": "eval_main"}
+    assert {(j["family"], j["evalset"]) for j in L.generation_jobs()
+            if j["family"] in ("grid", "sweep")} == {("grid", "eval_main"), ("sweep", "eval_main")}
+    for job in L.subset_jobs():
+        for path in job["files"]:
+            d = describe_eval_path(path, L.results)
+            assert d["kind"] == KIND[job["family"]] and d["evalset"] == job["evalset"] == "eval_hard"
+            seen.append(path)
+    # the job lists cover exactly the default DAG's eval targets, each once
+    assert len(seen) == len(set(seen)) and sorted(seen) == sorted(L.all_eval_files())
     with pytest.raises(ValueError, match="not an eval file"):
         describe_eval_path(tmp_path / "results/eval/base/x.jsonl", L.results)
 
@@ -69,11 +78,12 @@ def test_rules_declare_the_layout_job_lists(smoke, tmp_path):
     dag = _dry_run(SMOKE, tmp_path)
     L = Layout(smoke)
     rules = ("sample_train_shard", "sft", "generate_grid", "generate_passk", "generate_checkpoints",
-             "generate_sweep")
+             "generate_sweep", "subset_grid", "subset_sweep")
     got = sorted((j["rule"], j["benchmark"]) for j in dag if j["rule"] in rules)
     want = sorted([("sample_train_shard", s["benchmark"]) for a in L.arms for s in L.sample_jobs(a)]
                   + [("sft", L.sft_job(a)["benchmark"]) for a in L.arms]
-                  + [(j["rule"], j["benchmark"]) for j in L.generation_jobs()])
+                  + [(j["rule"], j["benchmark"]) for j in L.generation_jobs() + L.subset_jobs()])
+    assert any(r == "subset_grid" for r, _ in got)
     assert got == want
 
 

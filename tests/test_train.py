@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -340,6 +341,34 @@ def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
     for ra, rb in zip(log_a, log_b):
         assert ra["loss"] == rb["loss"] and ra["grad_norm"] == rb["grad_norm"]
         assert ra["G2_ema"] == rb["G2_ema"] and ra["frac_changed"] == rb["frac_changed"]
+
+
+def test_finished_run_drops_its_resume_state_and_a_forced_rerun_rewrites_checkpoints(init_dir, tmp_path,
+                                                                                    monkeypatch):
+    """`snakemake -R sft` deletes the checkpoint folders and reruns: a resume state left at the
+    last checkpoint must not be resumed (it would write only the final model and a log of the last
+    steps). A finished run removes its state; a leftover one (a job killed after its final save)
+    whose checkpoints are gone starts over and ends where an uninterrupted run does."""
+    rows = make_rows(48, seed=5)
+    spec = base_spec(init_dir, tmp_path, data=str(write_rows(tmp_path / "rows48.jsonl", rows)),
+                     global_batch=4, micro_batch=2, checkpoints={2: str(tmp_path / "ck2"), 6: str(tmp_path / "ck6")},
+                     resume_dir=str(tmp_path / "resume"))
+    T.train(dict(spec))
+    assert not Path(spec["resume_dir"]).exists()
+    ref = load_weights(spec["out_dir"])
+    with monkeypatch.context() as m:  # the leftover of a run killed between its final save and the cleanup
+        m.setattr(T, "drop_resume_state", lambda rdir: None)
+        T.train(dict(spec))
+    assert (Path(spec["resume_dir"]) / "progress.json").exists()
+    for d in ("ck2", "ck6", "out"):
+        shutil.rmtree(tmp_path / d, ignore_errors=True)
+    shutil.rmtree(spec["out_dir"], ignore_errors=True)
+    summary = T.train(dict(spec))
+    assert summary["resumed_from"] == 0
+    assert (tmp_path / "ck2").is_dir() and (tmp_path / "ck6").is_dir()
+    assert [r["step"] for r in read_log(spec["log"])] == list(range(1, 13))
+    again = load_weights(spec["out_dir"])
+    assert all(torch.equal(ref[k], again[k]) for k in ref)
 
 
 @pytest.mark.slow

@@ -54,7 +54,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .data import MAX_PROBLEM_CHARS, check_rows  # noqa: F401  (the one row-validation rule)
-from .io import DataError, atomic_path, read_jsonl, read_jsonl_lines, stable_hash, write_jsonl, write_meta
+from .io import (DataError, atomic_path, meta_path, read_jsonl, read_jsonl_lines, stable_hash, write_jsonl,
+                 write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,39 @@ def merge_shards(shards: Sequence[str | Path], out_path: str | Path) -> int:
     n = write_jsonl(out_path, rows)
     write_meta(out_path, rule="merge_shards", shards=[str(s) for s in shards], n_rows=n)
     return n
+
+
+def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
+                       outputs: Sequence[str | Path]) -> list[int]:
+    """Each output: the rows of its source (a generation file of the parent eval set) whose
+    prompt is one of ``problems_path``'s (a subset eval set, :func:`ssd_math.layout.subset_sets`),
+    in the source's order, with the source's sidecar plus ``subset_of`` and ``problems``.
+
+    The problems are checked as generation checks them (:func:`ssd_math.data.check_rows`); a
+    problem with no rows in a source is a :class:`DataError` naming the source, the count and the
+    first ids (the set is then not a subset of the parent: generate it instead)."""
+    from .io import read_json
+
+    if len(sources) != len(outputs):
+        raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
+    problems, _ = check_rows(read_problems(problems_path), file=problems_path)
+    ids = {p["id"] for p in problems}
+    counts = []
+    for src, out in zip(sources, outputs):
+        rows = [r for r in read_jsonl(src) if r["prompt_id"] in ids]
+        missing = sorted(ids - {r["prompt_id"] for r in rows})
+        if missing:
+            raise DataError(f"{src}: no generations for {len(missing)} of the {len(ids)} problems of "
+                            f"{problems_path} (first: {', '.join(map(str, missing[:3]))}): that set is "
+                            "not a subset of the one generated")
+        src_meta = meta_path(src)
+        fields = read_json(src_meta) if src_meta.exists() else {}
+        fields.pop("artifact", None)  # the rest (machine, seeds, sampling) is where the rows came from
+        n = write_jsonl(out, rows)
+        write_meta(out, **{**fields, "rule": "subset_generations", "subset_of": str(src),
+                           "problems": str(problems_path), "n_prompts": len(ids), "n_rows": n})
+        counts.append(n)
+    return counts
 
 
 def prompt_renderer(model_dir: str | Path, instruction: str, *, trust_remote_code: bool = False

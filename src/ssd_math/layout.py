@@ -39,6 +39,16 @@ def hard_set(cfg: dict) -> str:
     return "eval_hard" if "eval_hard" in sets else sets[0]
 
 
+def subset_sets(cfg: dict) -> dict[str, str]:
+    """``{eval set: the set it is a subset of}``. eval_hard is eval_main's rows at the hard levels
+    (same ids: ssd_math.synth.make_splits, ssd_math.realdata), so where both are evaluated the
+    T grid and the sweeps are generated once, on eval_main, and eval_hard's files of those
+    conditions are eval_main's rows of its prompts (rules subset_grid / subset_sweep): the same
+    model, decoding and seeds, not a second sample. pass@k and the checkpoints run on eval_hard only."""
+    sets = cfg["eval"]["sets"]
+    return {"eval_hard": "eval_main"} if "eval_hard" in sets and "eval_main" in sets else {}
+
+
 def device(cfg: dict) -> str:
     """The torch device of hf sampling/eval/probe jobs: runtime.device (a profile), else
     sampler.device (a validated config: its schema default filled in)."""
@@ -62,6 +72,8 @@ class Layout:
         self.n_shards = int(cfg["train_sampling"]["n_shards"])
         self.sweeps = sc.sweep_conditions(cfg)
         self.hard_set = hard_set(cfg)
+        self.subsets = subset_sets(cfg)  # {eval_hard: eval_main}: grid and sweeps taken from eval_main
+        self.generated_sets = [s for s in self.eval_sets if s not in self.subsets]
         self.noise_probes = list(cfg["noise_probes"])  # extra arms trained for their log only
 
     # --- logs and benchmarks (one of each per job) ----------------------------------------------
@@ -237,7 +249,8 @@ class Layout:
 
     def generation_jobs(self) -> list[dict]:
         """Every eval generation job of the default DAG, in rule order (grid, passk, checkpoints,
-        sweep): ``{rule, family, model, evalset, t, k, conditions, benchmark}``."""
+        sweep): ``{rule, family, model, evalset, t, k, conditions, benchmark}``. The grid and
+        sweeps of a subset set (:func:`subset_sets`) are not generated: rules subset_*."""
         jobs: list[dict] = []
 
         def add(family, model, evalset, t="", k=""):
@@ -247,7 +260,7 @@ class Layout:
                          "benchmark": self.bench(*self.generate_key(family, model, evalset, t, k))})
 
         for model in self.models:
-            for es in self.eval_sets:
+            for es in self.generated_sets:
                 add("grid", model, es)
         kp = self.cfg["eval"]["passk"]["k"]
         for run in self.cfg["eval"]["passk"]["runs"]:
@@ -255,8 +268,28 @@ class Layout:
         for arm in self.arms:
             add("checkpoints", arm, self.hard_set)
         if self.sweeps:
-            for es in self.eval_sets:
+            for es in self.generated_sets:
                 add("sweep", BASE, es)
+        return jobs
+
+    def subset_key(self, family: str, model: str, evalset: str) -> tuple[str, ...]:
+        """log/benchmark name parts of one subset job (rule subset_<family>: grid or sweep)."""
+        return ("subset", model, evalset, family)
+
+    def subset_jobs(self) -> list[dict]:
+        """The jobs that cut a subset set's grid and sweep files from its parent's (rules
+        subset_grid, subset_sweep): ``{rule, family, model, evalset, parent, files, benchmark}``;
+        ``files``: the graded eval files they lead to (with :meth:`generation_jobs`, every eval file)."""
+        jobs = []
+        for es, parent in self.subsets.items():
+            for model in self.models:
+                jobs.append({"rule": "subset_grid", "family": "grid", "model": model, "evalset": es,
+                             "parent": parent, "files": self.grid_files("eval", model, es),
+                             "benchmark": self.bench(*self.subset_key("grid", model, es))})
+            if self.sweeps:
+                jobs.append({"rule": "subset_sweep", "family": "sweep", "model": BASE, "evalset": es,
+                             "parent": parent, "files": self.sweep_files("eval", es),
+                             "benchmark": self.bench(*self.subset_key("sweep", BASE, es))})
         return jobs
 
 

@@ -56,7 +56,8 @@ Checkpoints and resume (the resume contract)
     truncated to that step so no row is duplicated (the log grows in ``<log>.partial`` and is
     renamed onto ``log`` at the end). A killed and rerun CPU run ends with weights
     equal (bitwise) to an uninterrupted run's. A spec that differs from the one that wrote the
-    resume state in anything that changes training fails fast.
+    resume state in anything that changes training fails fast. A finished run removes its
+    resume state; a state whose earlier checkpoint folders are gone is not resumed (start over).
 
 Guards
     A NaN/inf loss or gradient norm raises ``FloatingPointError`` naming the step, before the
@@ -628,15 +629,22 @@ def training_spec_hash(s: dict) -> str:
 
 
 def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, model, optimizer, scheduler,
-                         noise_est) -> tuple[int, float, int]:
+                         noise_est, checkpoints: dict | None = None) -> tuple[int, float, int]:
     """Restore the training state in ``rdir`` when there is one; (optimizer steps done, elapsed
-    seconds, tokens seen) -- (0, 0.0, 0) on a fresh start."""
+    seconds, tokens seen) -- (0, 0.0, 0) on a fresh start. A state whose earlier checkpoint
+    folders (``checkpoints``: {step: folder}, those at or before its step) are gone starts over:
+    resuming would not write them again (a forced rerun, ``snakemake -R sft``, deletes them)."""
     if rdir is None or not (rdir / "progress.json").exists():
         return 0, 0.0, 0
     prog = read_json(rdir / "progress.json")
     if prog["spec_hash"] != spec_hash:
         raise ValueError(f"resume state in {rdir} was written by a different training spec; "
                          "delete it to start over")
+    gone = [str(f) for k, f in sorted((checkpoints or {}).items()) if k <= prog["step"] and not Path(f).exists()]
+    if gone:
+        print(f"resume state in {rdir} is at step {prog['step']}, but checkpoint(s) {', '.join(gone)} "
+              "are gone: starting over", file=sys.stderr)
+        return 0, 0.0, 0
     state = torch.load(rdir / "state.pt", weights_only=False, mmap=accelerator.is_fsdp2)
     load_training_state(accelerator, model, optimizer, state)
     scheduler.load_state_dict(state["scheduler"])
@@ -644,6 +652,13 @@ def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, model, 
         noise_est.load_state_dict(state["noise"])
     set_rng_state(torch.load(rdir / f"rng_{accelerator.process_index}.pt", weights_only=False))
     return prog["step"], prog["elapsed_s"], prog["tokens"]
+
+
+def drop_resume_state(rdir: Path | None) -> None:
+    """A finished run's resume state served a killed run only: removed, so that a forced rerun
+    starts over and a 4B run's full optimizer state does not stay on disk."""
+    if rdir is not None:
+        shutil.rmtree(rdir, ignore_errors=True)
 
 
 def open_step_log(log: str | None, start_step: int, is_main: bool):
@@ -760,7 +775,7 @@ def train(spec: dict) -> dict:
     spec_hash = training_spec_hash(s)
     rdir = Path(s["resume_dir"]) if s["resume_dir"] else None
     start_step, elapsed0, tokens_total = restore_resume_state(rdir, spec_hash, accelerator, model, optimizer,
-                                                              scheduler, noise_est)
+                                                              scheduler, noise_est, s["checkpoints"])
     log_path, live_log, log_fh = open_step_log(s["log"], start_step, is_main)
     bar = None
     if s["progress"] and is_main:
@@ -835,6 +850,7 @@ def train(spec: dict) -> dict:
                        note="requested step is past the end of training: these are the final weights")
         if live_log is not None:
             os.replace(live_log, log_path)
+        drop_resume_state(rdir)
     accelerator.wait_for_everyone()
     return {"steps": total_steps, "resumed_from": start_step, "tokens": tokens_total,
             "final_loss": loss, "elapsed_s": elapsed0 + time.perf_counter() - t_run,
