@@ -85,6 +85,11 @@ def accelerate_config():
     return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
 
 
+# How a training job starts ssd_math.train: `accelerate launch` where it does something, the
+# training process itself for a one-process CPU config (planner.train_launcher says why).
+TRAIN_LAUNCHER = planner.train_launcher(accelerate_config())
+
+
 def prompt_instruction(wildcards):
     """The user-turn template (a function: its '{problem}' slot must not be read as a wildcard)."""
     return config["prompt"]["instruction"]
@@ -101,7 +106,7 @@ def stats_params():
 
 
 def training_spec(recipe, *, init_dir, init_random, data, out_dir, checkpoints, log, resume_dir, **extra):
-    """The JSON spec of one `accelerate launch -m ssd_math.train` job (docs/contracts.md "Training
+    """The JSON spec of one `ssd_math.train` job (docs/contracts.md "Training
     spec"): a recipe (sft or model.pretrain section, checkpoint_steps dropped) and where it reads
     and writes."""
     recipe = {k: v for k, v in recipe.items() if k != "checkpoint_steps"}

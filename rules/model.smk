@@ -70,8 +70,7 @@ if config["model"]["kind"] == "tiny":
         benchmark:
             bench_path("model", "pretrain_base")
         shell:
-            "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
-            " --spec-json {params.spec:q} > {log} 2>&1"
+            TRAIN_LAUNCHER + " --spec-json {params.spec:q} > {log} 2>&1"
 
 
 elif config["model"]["kind"] == "hub":

@@ -62,8 +62,7 @@ rule sft:
     benchmark:
         bench_path(*L.sft_key("{arm}"))
     shell:
-        "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
-        " --spec-json {params.spec:q} > {log} 2>&1"
+        TRAIN_LAUNCHER + " --spec-json {params.spec:q} > {log} 2>&1"
 
 
 rule noise_probe:
@@ -87,5 +86,4 @@ rule noise_probe:
     benchmark:
         bench_path("train", "{arm}", "probe")
     shell:
-        "accelerate launch --config_file {params.accelerate_config} -m ssd_math.train"
-        " --spec-json {params.spec:q} > {log} 2>&1 && rm -rf {params.scratch:q}"
+        TRAIN_LAUNCHER + " --spec-json {params.spec:q} > {log} 2>&1 && rm -rf {params.scratch:q}"
