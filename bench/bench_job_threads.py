@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import shutil
 import subprocess
 import sys
@@ -30,12 +31,18 @@ from _results import write_section  # noqa: E402  (bench/_results.py)
 
 def outputs(clone: Path, rules: list[str]) -> list[Path]:
     """The generation files the rules' jobs write (by the layout's names: T<t>, T<t>-k<k>,
-    checkpoints/<ckpt>, sweep/<condition>; ssd_math.layout)."""
+    checkpoints/<ckpt>, sweep/<condition>; ssd_math.layout), sampled by them (sidecar rule
+    "generate")."""
     fam = {"generate_grid": lambda p: p.name.startswith("T") and "-k" not in p.name
            and p.parent.name not in ("checkpoints", "sweep"),
            "generate_checkpoints": lambda p: p.parent.name == "checkpoints",
            "generate_sweep": lambda p: p.parent.name == "sweep", "generate_passk": lambda p: "-k" in p.name}
-    return sorted(p for p in (clone / "results" / "generations").rglob("*.jsonl") if any(fam[r](p) for r in rules))
+    def generated(p: Path) -> bool:  # not a subset set's file (rules subset_*: cut, not sampled)
+        meta = p.with_name(p.name + ".meta.json")
+        return meta.exists() and json.loads(meta.read_text()).get("rule") == "generate"
+
+    return sorted(p for p in (clone / "results" / "generations").rglob("*.jsonl")
+                  if any(fam[r](p) for r in rules) and generated(p))
 
 
 def rerun(clone: Path, rules: list[str], threads: int) -> float:
