@@ -258,8 +258,9 @@ def test_gpu_check_variant_is_the_rehearsal_on_cuda_with_vllm(tmp_path):
 def test_gpu_check_collects_the_rates_of_a_run(dag):
     R, cfg, _, _ = dag
     m = _gpu_check().collect(R)
-    gen = sum(json.loads(x)["n_completion_tokens"] for f in (R / "generations").rglob("*.jsonl")
-              for x in f.read_text().splitlines())
+    sampled = [f for f in (R / "generations").rglob("*.jsonl")  # not eval_hard's cut files (subset_*)
+               if json.loads(f.with_name(f.name + ".meta.json").read_text())["rule"] == "generate"]
+    gen = sum(json.loads(x)["n_completion_tokens"] for f in sampled for x in f.read_text().splitlines())
     assert m["sampling"]["new_tokens"] >= gen > 0 and m["sampling"]["tokens_per_s_incl_startup"] > 0
     assert m["training"]["tokens_per_s_median"] > 0 and m["training"]["peak_mem_mb"] > 0
     assert m["training"]["fla_kernels"] is False  # on CPU the Gated DeltaNet falls back to torch
