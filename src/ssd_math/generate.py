@@ -54,8 +54,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .data import MAX_PROBLEM_CHARS, check_rows  # noqa: F401  (the one row-validation rule)
-from .io import (DataError, atomic_path, meta_path, read_jsonl, read_jsonl_lines, stable_hash, write_jsonl,
-                 write_meta)
+from .io import (DataError, atomic_path, meta_path, read_json, read_jsonl, read_jsonl_lines, stable_hash,
+                 write_jsonl, write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,6 @@ def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
     The problems are checked as generation checks them (:func:`ssd_math.data.check_rows`); a
     problem with no rows in a source is a :class:`DataError` naming the source, the count and the
     first ids (the set is then not a subset of the parent: generate it instead)."""
-    from .io import read_json
-
     if len(sources) != len(outputs):
         raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
     problems, _ = check_rows(read_problems(problems_path), file=problems_path)
