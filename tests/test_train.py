@@ -327,6 +327,8 @@ def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
     victim.wait()
     assert not Path(kill["out_dir"]).exists(), "killed too late: the run had finished"
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    for ck in kill["checkpoints"].values():  # Snakemake deletes a rerun job's declared outputs
+        shutil.rmtree(ck, ignore_errors=True)
     again = _run_cli(kill_path, env)
     assert again.wait(timeout=300) == 0, again.stderr.read().decode()[-2000:]
     summary = json.loads(again.stdout.read().decode().strip().splitlines()[-1])
@@ -336,6 +338,9 @@ def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    for step, ck in kill["checkpoints"].items():  # put back from the resume state, the same weights
+        ca, cb = load_weights(ref["checkpoints"][step]), load_weights(ck)
+        assert all(torch.equal(ca[k], cb[k]) for k in ca), step
     log_a, log_b = read_log(ref["log"]), read_log(kill["log"])
     assert [r["step"] for r in log_b] == list(range(1, 13))
     for ra, rb in zip(log_a, log_b):

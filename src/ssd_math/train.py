@@ -58,8 +58,10 @@ Checkpoints and resume (the resume contract)
     truncated to that step so no row is duplicated (the log grows in ``<log>.partial`` and is
     renamed onto ``log`` at the end). A killed and rerun CPU run ends with weights
     equal (bitwise) to an uninterrupted run's. A spec that differs from the one that wrote the
-    resume state in anything that changes training fails fast. A finished run removes its
-    resume state; a state whose earlier checkpoint folders are gone is not resumed (start over).
+    resume state in anything that changes training fails fast. The state keeps hard links of the
+    checkpoint folders written so far and a resume puts back any Snakemake deleted (it deletes a
+    rerun job's declared outputs); a finished run removes its resume state, so a forced rerun
+    starts over.
 
 Guards
     A NaN/inf loss or gradient norm raises ``FloatingPointError`` naming the step, before the
@@ -408,9 +410,28 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def _link_tree(src, dst) -> None:
+    """Copy a folder as hard links (no second copy of the weights on disk; a plain copy where
+    links are refused), atomically: into a temporary name, then renamed."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, copy_function=link)
+    os.replace(tmp, dst)
+
+
 def save_resume(resume_dir, accelerator, model, optimizer, scheduler, noise_est, step: int,
-                elapsed: float, tokens: int, spec_hash: str) -> None:
-    """Atomic: every process writes into one temporary folder, the main process renames it."""
+                elapsed: float, tokens: int, spec_hash: str, checkpoints: dict | None = None) -> None:
+    """Atomic: every process writes into one temporary folder, the main process renames it.
+    The checkpoint folders written so far (``checkpoints``: {step: folder}) are kept in it as
+    hard links (``checkpoints/<step>``): Snakemake deletes a rerun job's declared outputs, and a
+    resumed run restores them from here (:func:`restore_resume_state`)."""
     resume_dir = Path(resume_dir)
     tmp = resume_dir.with_name(f".{resume_dir.name}.tmp")
     if accelerator.is_main_process:
@@ -424,7 +445,10 @@ def save_resume(resume_dir, accelerator, model, optimizer, scheduler, noise_est,
                     "noise": noise_est.state_dict() if noise_est else None}, tmp / "state.pt")
         write_json(tmp / "progress.json", {"step": step, "log_rows": step, "elapsed_s": elapsed,
                                            "tokens": tokens, "spec_hash": spec_hash})
-        for f in tmp.iterdir():  # durable before the rename
+        for k, folder in sorted((checkpoints or {}).items()):
+            if k <= step:
+                _link_tree(folder, tmp / "checkpoints" / str(k))
+        for f in (f for f in tmp.iterdir() if f.is_file()):  # durable before the rename
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
     accelerator.wait_for_everyone()
@@ -631,22 +655,34 @@ def training_spec_hash(s: dict) -> str:
 
 
 def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, model, optimizer, scheduler,
-                         noise_est, checkpoints: dict | None = None) -> tuple[int, float, int]:
+                         noise_est, checkpoints: dict | None = None, live_log: Path | None = None
+                         ) -> tuple[int, float, int]:
     """Restore the training state in ``rdir`` when there is one; (optimizer steps done, elapsed
-    seconds, tokens seen) -- (0, 0.0, 0) on a fresh start. A state whose earlier checkpoint
-    folders (``checkpoints``: {step: folder}, those at or before its step) are gone starts over:
-    resuming would not write them again (a forced rerun, ``snakemake -R sft``, deletes them)."""
+    seconds, tokens seen) -- (0, 0.0, 0) on a fresh start. Checkpoint folders at or before its
+    step (``checkpoints``: {step: folder}) that are gone -- Snakemake deletes a rerun job's
+    declared outputs -- are put back from the state's links; a state that cannot finish the run
+    as an uninterrupted one would (a checkpoint with no link, or fewer rows in ``live_log`` than
+    its step) is not resumed: training starts over."""
     if rdir is None or not (rdir / "progress.json").exists():
         return 0, 0.0, 0
     prog = read_json(rdir / "progress.json")
     if prog["spec_hash"] != spec_hash:
         raise ValueError(f"resume state in {rdir} was written by a different training spec; "
                          "delete it to start over")
-    gone = [str(f) for k, f in sorted((checkpoints or {}).items()) if k <= prog["step"] and not Path(f).exists()]
-    if gone:
-        print(f"resume state in {rdir} is at step {prog['step']}, but checkpoint(s) {', '.join(gone)} "
-              "are gone: starting over", file=sys.stderr)
+    missing = {k: Path(f) for k, f in (checkpoints or {}).items() if k <= prog["step"] and not Path(f).exists()}
+    lost = [str(f) for k, f in sorted(missing.items()) if not (rdir / "checkpoints" / str(k)).is_dir()]
+    rows = (sum(1 for ln in live_log.read_text(encoding="utf-8").splitlines() if ln.strip())
+            if live_log is not None and live_log.exists() else 0)
+    if lost or (live_log is not None and rows < prog["step"]):
+        why = (f"checkpoint(s) {', '.join(lost)} are gone" if lost else
+               f"its log {live_log} has {rows} of {prog['step']} rows")
+        print(f"resume state in {rdir} is at step {prog['step']}, but {why}: starting over", file=sys.stderr)
         return 0, 0.0, 0
+    accelerator.wait_for_everyone()  # every process has decided before the folders come back
+    if accelerator.is_main_process:
+        for k, folder in sorted(missing.items()):
+            _link_tree(rdir / "checkpoints" / str(k), folder)
+    accelerator.wait_for_everyone()
     state = torch.load(rdir / "state.pt", weights_only=False, mmap=accelerator.is_fsdp2)
     load_training_state(accelerator, model, optimizer, state)
     scheduler.load_state_dict(state["scheduler"])
@@ -663,6 +699,11 @@ def drop_resume_state(rdir: Path | None) -> None:
         shutil.rmtree(rdir, ignore_errors=True)
 
 
+def partial_log(log: str | None) -> Path | None:
+    """The live log a run appends to, ``<log>.partial`` (undeclared, so a rerun keeps it)."""
+    return Path(log).with_name(Path(log).name + ".partial") if log else None
+
+
 def open_step_log(log: str | None, start_step: int, is_main: bool):
     """(declared log path, live ``<log>.partial`` path, its open handle on the main process).
 
@@ -671,7 +712,7 @@ def open_step_log(log: str | None, start_step: int, is_main: bool):
     partial (which Snakemake does not delete, being undeclared) survives for the resume, truncated
     to the resumed step."""
     log_path = Path(log) if log else None
-    live_log = log_path.with_name(log_path.name + ".partial") if log_path else None
+    live_log = partial_log(log)
     if live_log is None or not is_main:
         return log_path, live_log, None
     live_log.parent.mkdir(parents=True, exist_ok=True)
@@ -776,8 +817,9 @@ def train(spec: dict) -> dict:
     # ---- resume, log, progress bar -------------------------------------------------------
     spec_hash = training_spec_hash(s)
     rdir = Path(s["resume_dir"]) if s["resume_dir"] else None
+    live = partial_log(s["log"])
     start_step, elapsed0, tokens_total = restore_resume_state(rdir, spec_hash, accelerator, model, optimizer,
-                                                              scheduler, noise_est, s["checkpoints"])
+                                                              scheduler, noise_est, s["checkpoints"], live)
     log_path, live_log, log_fh = open_step_log(s["log"], start_step, is_main)
     bar = None
     if s["progress"] and is_main:
@@ -833,7 +875,7 @@ def train(spec: dict) -> dict:
                                step=step + 1, total_steps=total_steps, spec_hash=spec_hash)
                 if rdir is not None:
                     save_resume(rdir, accelerator, model, optimizer, scheduler, noise_est, step + 1,
-                                row["elapsed_s"], tokens_total, spec_hash)
+                                row["elapsed_s"], tokens_total, spec_hash, s["checkpoints"])
                 accelerator.wait_for_everyone()
     finally:
         if log_fh is not None:
