@@ -160,10 +160,10 @@ def test_top_level_sft_yaml_string_float_same_message(default):
 
 
 def test_arm_sft_bad_enum_and_range_use_the_sft_schema(default):
-    cfg = _arm_cfg(default, "arms", "t13", {"schedule": "linear", "warmup_steps": -1})
+    cfg = _arm_cfg(default, "arms", "naive", {"schedule": "linear", "warmup_steps": -1})
     msg = _err(cfg)
-    assert "config key arms.t13.sft.schedule = 'linear': must be one of 'cosine', 'constant'" in msg
-    assert "config key arms.t13.sft.warmup_steps = -1: must be >= 0" in msg
+    assert "config key arms.naive.sft.schedule = 'linear': must be one of 'cosine', 'constant'" in msg
+    assert "config key arms.naive.sft.warmup_steps = -1: must be >= 0" in msg
     cfg = _arm_cfg(default, "extra_arms", "const-lr", {"checkpoints_past_end": "maybe"})
     assert "config key extra_arms.const-lr.sft.checkpoints_past_end = 'maybe': must be one of" in _err(cfg)
 
@@ -197,7 +197,7 @@ def test_checkpoint_bound_follows_arm_batch_samples_and_max_steps(default):
     cfg["arms"]["ssd"]["sft"] = {"global_batch": 64}  # 600 // 64 = 9 < checkpoint step 12
     msg = _err(cfg)
     assert "step 12 cannot be reached by arms.ssd, which trains at most 9 optimizer steps" in msg
-    assert "arms.t13" not in msg
+    assert "arms.naive" not in msg
     cfg["arms"]["ssd"]["sft"]["checkpoints_past_end"] = "final"  # the opt-in train.py honours
     assert sc.validate(cfg)
     cfg = copy.deepcopy(default)
@@ -279,7 +279,7 @@ def test_tiny_context_leaves_room_for_prompts(default):
 
 @pytest.mark.parametrize("kind,value,expect", [
     ("t", "0.8", "T0.8 is not on eval.t_grid (T0.6, T0.7, T1.0, T1.1, T1.3, T1.5)"),
-    ("model", "nope", "'nope' is not a model: 'base', the arms (ssd, t13, topk5, naive, filter-only) or the extra arms (nofilter,"),
+    ("model", "nope", "'nope' is not a model: 'base', the arms (ssd, naive, filter-only) or the extra arms (t13, topk5, nofilter,"),
     ("evalset", "eval_x", "'eval_x' is not an eval set of eval.sets (eval_main, eval_hard)"),
     ("ckpt", "step5", "'step5' is not a checkpoint of sft.checkpoint_steps (step4, step8, step12, final)"),
 ])

@@ -217,7 +217,7 @@ from conftest import tiny_random_model  # noqa: E402
 
 @pytest.mark.parametrize("path,value,expect", [
     (("arms", "ssd", "top_p"), 0, "config key arms.ssd.top_p = 0: must be > 0"),
-    (("arms", "t13", "top_p"), 1.01, "config key arms.t13.top_p = 1.01: must be <= 1"),
+    (("extra_arms", "t13", "top_p"), 1.01, "config key extra_arms.t13.top_p = 1.01: must be <= 1"),
     (("arms", "ssd", "t_eval"), 0, "config key arms.ssd.t_eval = 0: must be > 0"),
     (("arms", "ssd", "top_k"), -2, "config key arms.ssd.top_k = -2: must be >= -1"),
     (("arms", "ssd", "top_k"), "20", "config key arms.ssd.top_k = '20': must be of type integer"),
@@ -306,17 +306,28 @@ def tiny(tmp_path_factory):
 
 
 def _record_from_pretrained(monkeypatch):
+    """Record the trust_remote_code of every model load and every tokenizer load (all go through
+    ``ssd_math.tokenizer.load_tokenizer``, which hands it to AutoTokenizer for any tokenizer that
+    is not the plain class: tests/test_tokenizer_model.py)."""
     import transformers
 
+    import ssd_math.tokenizer as T
+
     seen = []
-    for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
-        orig = cls.from_pretrained
+    orig = transformers.AutoModelForCausalLM.from_pretrained
 
-        def wrapped(*a, _orig=orig, _name=cls.__name__, **k):
-            seen.append((_name, k.get("trust_remote_code", "<absent>")))
-            return _orig(*a, **k)
+    def wrapped(*a, **k):
+        seen.append(("AutoModelForCausalLM", k.get("trust_remote_code", "<absent>")))
+        return orig(*a, **k)
 
-        monkeypatch.setattr(cls, "from_pretrained", wrapped)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", wrapped)
+    orig_tok = T.load_tokenizer
+
+    def load_tok(*a, **k):
+        seen.append(("load_tokenizer", k.get("trust_remote_code", "<absent>")))
+        return orig_tok(*a, **k)
+
+    monkeypatch.setattr(T, "load_tokenizer", load_tok)
     return seen
 
 
@@ -346,7 +357,7 @@ def test_sidecar_provenance_and_trust_remote_code_default_off(tiny, tmp_path, mo
     assert meta["sampling"] == SAMP and meta["n_rows"] == 6 and meta["batch_size"] == 4
     assert meta["trust_remote_code"] is False
     assert seen and all(v is False for _, v in seen), seen
-    assert {name for name, _ in seen} == {"AutoModelForCausalLM", "AutoTokenizer"}
+    assert {name for name, _ in seen} == {"AutoModelForCausalLM", "load_tokenizer"}
 
 
 def test_prompt_past_the_context_is_dropped_by_the_stated_rule(tiny, tmp_path):
@@ -402,10 +413,10 @@ def test_trust_remote_code_passed_through_when_configured(tiny, monkeypatch):
     seen = _record_from_pretrained(monkeypatch)
     s = G.open_sampler({**COMMON, "trust_remote_code": True}, mdir, model_name="m")
     assert isinstance(s, HFSampler) and s.trust_remote_code is True
-    assert sorted(seen) == [("AutoModelForCausalLM", True), ("AutoTokenizer", True)]
+    assert sorted(seen) == [("AutoModelForCausalLM", True), ("load_tokenizer", True)]
     seen.clear()
     assert HFSampler(mdir).trust_remote_code is False
-    assert sorted(seen) == [("AutoModelForCausalLM", False), ("AutoTokenizer", False)]
+    assert sorted(seen) == [("AutoModelForCausalLM", False), ("load_tokenizer", False)]
 
 
 def test_config_hash_ignores_runtime_knobs(default):

@@ -421,7 +421,8 @@ def test_settings_fill_defaults(default):
     s = P.settings(c)
     assert s["arms"] == list(c["arms"]) and s["compare_arm"] == c["report"]["table1"]["ssd_arm"]
     assert s["eval_set"] == c["eval"]["sets"][0] and s["controls"] == []
-    assert P.views(c)["arm:topk5"] == {"temperature": 1.1, "top_k": 5, "top_p": 0.95}
+    assert P.views(c)["arm:ssd"] == {"temperature": 1.1, "top_k": 20, "top_p": 0.95}
+    assert P.views(c)["arm:naive"] == {"temperature": 1.0, "top_k": -1, "top_p": 1.0}
 
 
 def test_first_method_and_method_entropy(tmp_path):

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ssd_math.config import all_arms
 from ssd_math.prompting import render_prompt
 from ssd_math.sampler import (
     HFSampler, SamplingConfig, derive_seed, make_sampler, plan_batches,
@@ -546,18 +547,18 @@ def test_presence_penalty_changes_the_greedy_choice(sharp):
 
 
 def test_ssd_and_topk5_settings_differ(sharp, default):
-    """The default's ssd and topk5 arms (top-k 20 vs 5, same T) sample different rows from the
-    same seed; topk5 rows stay inside the top 5 (test above)."""
+    """The default's ssd arm and its topk5 sweep arm (top-k 20 vs 5, same T) sample different
+    rows from the same seed; topk5 rows stay inside the top 5 (test above)."""
     mdir, reqs = sharp
     s = HFSampler(mdir, batch_size=12)
     out = {}
     for arm in ("ssd", "topk5"):
-        a = default["arms"][arm]
+        a = all_arms(default)[arm]
         sc = SamplingConfig(temperature=a["temperature"], top_k=a["top_k"], top_p=a["top_p"],
                             max_new_tokens=16)
         out[arm] = [r["completion"] for r in s.sample(reqs, sampling=sc, condition="T1.1",
                                                       base_seed=0)]
-    assert default["arms"]["ssd"]["top_k"] != default["arms"]["topk5"]["top_k"]
+    assert all_arms(default)["ssd"]["top_k"] != all_arms(default)["topk5"]["top_k"]
     assert out["ssd"] != out["topk5"]
 
 

@@ -52,6 +52,42 @@ def test_chat_template_thinking_mode(tok_dir):
         user_message("Q", instruction="no slot")
 
 
+def test_load_tokenizer_plain_class_without_torch(tok_dir, tmp_path, monkeypatch):
+    """The project's own tokenizer folder loads as the plain class, with no torch import (what a
+    tokenizer-only job such as render_pretrain_corpus waits for), and gives AutoTokenizer's
+    tokens and chat template; a folder naming another class goes through AutoTokenizer."""
+    import shutil
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    probe = ("import sys; from ssd_math.tokenizer import load_tokenizer; "
+             f"t = load_tokenizer({str(tok_dir)!r}); "
+             "print(type(t).__name__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["TokenizersBackend", "False"]
+    tok, auto = load_tokenizer(tok_dir), AutoTokenizer.from_pretrained(str(tok_dir))
+    assert type(tok) is type(auto)
+    text = "<|im_start|>user\nFind 3+4.<|im_end|>\n<think>\n3+4=7\n</think> $\\boxed{7}$<|im_end|>"
+    assert tok(text, add_special_tokens=False)["input_ids"] == auto(text, add_special_tokens=False)["input_ids"]
+    assert render_prompt(tok, "Q") == render_prompt(auto, "Q")
+    assert (tok.eos_token_id, tok.pad_token_id) == (auto.eos_token_id, auto.pad_token_id)
+    other = tmp_path / "other"
+    shutil.copytree(tok_dir, other)
+    cfg = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "Qwen2Tokenizer"}))
+    assert type(load_tokenizer(other)).__name__ == "Qwen2Tokenizer"
+    # a tokenizer with its own code (auto_map) is AutoTokenizer's, with the caller's trust_remote_code
+    (other / "tokenizer_config.json").write_text(json.dumps(
+        {**cfg, "auto_map": {"AutoTokenizer": ["tok.MyTokenizer", None]}}))
+    seen = []
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained",
+                        lambda path, **k: seen.append((path, k.get("trust_remote_code"))) or "auto")
+    assert load_tokenizer(other, trust_remote_code=True) == "auto"
+    assert seen == [(str(other), True)]
+
+
 def test_tokenizer_deterministic(tmp_path):
     texts = ["Find the units digit of $3 + 4$. <think>\n3+4=7\n</think>"] * 50
     a = build_tokenizer(texts, tmp_path / "a", vocab_size=300)

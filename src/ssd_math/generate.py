@@ -249,11 +249,10 @@ def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
 def prompt_renderer(model_dir: str | Path, instruction: str, *, trust_remote_code: bool = False
                     ) -> tuple[Callable[[str], str], str]:
     """(render(problem) -> exact prompt text, template hash) from the model's own chat template."""
-    from transformers import AutoTokenizer
-
     from .prompting import render_prompt, template_hash
+    from .tokenizer import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     return (lambda problem: render_prompt(tok, problem, instruction=instruction)), template_hash(tok, instruction)
 
 
@@ -345,9 +344,9 @@ def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, con
 
 def prompt_token_counter(model_dir: str | Path, *, trust_remote_code: bool = False) -> Callable[[str], int]:
     """Tokens of a rendered prompt (the text carries its special tokens: none are added)."""
-    from transformers import AutoTokenizer
+    from .tokenizer import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 

@@ -321,11 +321,10 @@ def build_positions(eval_files: dict[str, str | Path], tokenizer_dir: str | Path
     completion tokens' text, and ``positions`` (:func:`carrier_positions`, each with ``targets``:
     token ids whose probability the forward pass records: the carrier's token, and at a labelled
     lock the forced digit, at a labelled fork each alternative's decision token)."""
-    from transformers import AutoTokenizer
-
     from .io import read_jsonl, write_jsonl
+    from .tokenizer import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
     rows = {g: read_jsonl(p) for g, p in eval_files.items()}
     carriers = select_carriers(rows, per_generator=int(probe["carriers"]["per_generator"]),
                                length_bins=int(probe["carriers"]["length_bins"]), seed=seed)
@@ -449,14 +448,14 @@ def forward_model(positions_path: str | Path, model_dir: str | Path, out_path: s
     """Rule probe_forward: every position of every carrier through one model; JSONL of
     :func:`summarize_positions` rows (with ``model``) to ``out_path``."""
     import torch
-    from transformers import AutoTokenizer
 
     from .io import read_jsonl, write_jsonl
     from .modeling import load_model
+    from .tokenizer import load_tokenizer
 
     torch.set_num_threads(max(1, int(threads)))
     carriers = read_jsonl(positions_path)
-    tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     rows = []
     for c, lg in position_logits(model, carriers, max_batch_tokens=max_batch_tokens, device=device):

@@ -616,9 +616,8 @@ class HFSampler:
         import logging
 
         import torch
-        from transformers import AutoTokenizer
-
         from .modeling import load_model
+        from .tokenizer import load_tokenizer
 
         if loop not in ("auto", "generate"):
             raise ValueError(f"loop must be 'auto' or 'generate', got {loop!r}")
@@ -634,8 +633,7 @@ class HFSampler:
         self.share_prefix = True
         self.fused_topk = True
         self.trust_remote_code = bool(trust_remote_code)  # off unless model.trust_remote_code
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir,
-                                                       trust_remote_code=self.trust_remote_code)
+        self.tokenizer = load_tokenizer(self.model_dir, trust_remote_code=self.trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"{model_dir}: the tokenizer has no pad token")

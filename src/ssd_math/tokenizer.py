@@ -137,7 +137,30 @@ def build_tokenizer(texts: Iterable[str], out_dir=None, *, vocab_size: int = 512
     return hf
 
 
-def load_tokenizer(path):
+# tokenizer_config.json classes that are transformers' plain tokenizers-backed class: the
+# tokenizer this module builds saves "TokenizersBackend" (transformers 5; older files say
+# "PreTrainedTokenizerFast", its alias)
+PLAIN_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(path, *, trust_remote_code: bool = False):
+    """The tokenizer saved in ``path`` (every job loads it through here).
+
+    A folder whose ``tokenizer_config.json`` names the plain tokenizers-backed class (what
+    :func:`build_tokenizer` saves) and no remote code is loaded with that class directly:
+    ``AutoTokenizer`` returns the same class and tokens but its import pulls in torch and
+    transformers' model registry (~6 s of a job that needs only the tokenizer on an AMD EPYC,
+    e.g. rule render_pretrain_corpus, before pretraining can start: bench/RESULTS.md
+    "quickstart"). Any other folder (a hub model's own tokenizer class, ``auto_map``) goes
+    through ``AutoTokenizer``."""
+    import json
+
+    cfg_file = Path(path) / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    if cfg.get("tokenizer_class") in PLAIN_TOKENIZER_CLASSES and "auto_map" not in cfg:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)

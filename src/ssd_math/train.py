@@ -327,9 +327,11 @@ def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor, b) -> torch.Ten
 # ------------------------------------------------------------------------------------------
 
 def load_model_and_tokenizer(s: dict):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(s["init_dir"])
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer(s["init_dir"])
     if s["init_random"]:
         config = AutoConfig.from_pretrained(s["init_dir"])
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
