@@ -9,7 +9,7 @@ no virtualenv of the caller active, and times it: the whole line, the install pa
 `snakemake` step, timed by a second clock started when the line's `snakemake` starts: the
 pipeline's own wall time is that of its first to its last job log) and the pipeline. Then it
 reads the clone's `results/tables/timings.csv` (rule `timings`: the sum of every job's
-`benchmark:` wall/CPU time per stage), the findings (`results/tables/findings.md`, rule
+`benchmark:` wall/CPU time per stage), Table 1's accuracies (`results/tables/table1.csv`), the findings (`results/tables/findings.md`, rule
 `findings`) and the job count, and writes the section "quickstart" of bench/RESULTS.md with the
 machine's CPU (``ssd_math.io.machine_info``) and load average. A second `snakemake --cores 2`
 in the clone is timed too (it must say "Nothing to be done").
@@ -109,6 +109,12 @@ def main(argv=None) -> int:
     for r in stages:
         lines.append(f"| {r['stage']} | {r['jobs']} | {float(r['wall_s']):.0f} | "
                      f"{float(r['cpu_s']):.0f} | {r.get('slowest') or ''} |")
+    t1 = list(csv.DictReader(open(clone / "results" / "tables" / "table1.csv")))
+    lines += ["", "Table 1 (`results/tables/table1.csv`, rule `table1`: accuracy with a 95% Wilson "
+              "interval, one sample per prompt; n = "
+              f"{t1[0]['eval_main_n_prompts']} eval_main / {t1[0]['eval_hard_n_prompts']} eval_hard "
+              "prompts):", "", "| row | eval_main | eval_hard |", "|---|---|---|"]
+    lines += [f"| {r['row']} | {r['eval_main_text']} | {r['eval_hard_text']} |" for r in t1]
     lines += ["", "What the run found (`results/tables/findings.md`, rule `findings`):", "",
               findings, "", END]
     section = "\n".join(lines)
