@@ -462,8 +462,8 @@ def decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens
     instruction) is prefilled once and its keys/values copied to every row; the rows' own
     suffixes follow it, left-padded, so pads sit between prefix and suffix (masked; positions
     from the mask as above, so every token keeps the position it has in full prefill; on the
-    default's short prompts it gained nothing on an AMD EPYC and ~15% on an Intel Xeon:
-    bench/bench_sampler.py's ablations).
+    default's short prompts it gained nothing on an AMD EPYC with AVX-512, ~15% on an Intel
+    Xeon and ~12% on an AVX2-only AMD EPYC: bench/bench_sampler.py's ablations).
     ``buffered_kv=False`` keeps transformers' ``DynamicLayer`` (and no prefix sharing),
     ``decode_attention=False`` the model's own attention implementation in decode steps
     (ablations; for sdpa/eager models the fast loop otherwise runs
