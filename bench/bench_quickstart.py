@@ -9,9 +9,10 @@ no virtualenv of the caller active, and times it: the whole line, the install pa
 `snakemake` step, timed by a second clock started when the line's `snakemake` starts: the
 pipeline's own wall time is that of its first to its last job log) and the pipeline. Then it
 reads the clone's `results/tables/timings.csv` (rule `timings`: the sum of every job's
-`benchmark:` wall/CPU time per stage), Table 1's accuracies (`results/tables/table1.csv`), the findings (`results/tables/findings.md`, rule
-`findings`) and the job count, and writes the section "quickstart" of bench/RESULTS.md with the
-machine's CPU (``ssd_math.io.machine_info``) and load average. A second `snakemake --cores 2`
+`benchmark:` wall/CPU time per stage), Table 1's accuracies (`results/tables/table1.csv`), the
+findings (`results/tables/findings.md`, rule `findings`) and the job count, and writes the
+section "quickstart" of bench/RESULTS.md with the machine's CPU (``ssd_math.io.machine_info``)
+and load average. A second `snakemake --cores 2`
 in the clone is timed too (it must say "Nothing to be done").
 """
 
