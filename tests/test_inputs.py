@@ -407,7 +407,7 @@ def test_vllm_max_model_len_bounds_the_context(tmp_path):
 
 
 def test_trust_remote_code_passed_through_when_configured(tiny, monkeypatch):
-    from ssd_math.sampler import HFSampler
+    from ssd_math.hf_sampler import HFSampler
 
     mdir, _, _ = tiny
     seen = _record_from_pretrained(monkeypatch)

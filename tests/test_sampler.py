@@ -7,10 +7,9 @@ import torch
 
 from ssd_math.config import all_arms
 from ssd_math.prompting import render_prompt
-from ssd_math.sampler import (
-    HFSampler, SamplingConfig, derive_seed, make_sampler, plan_batches,
-    presence_penalty_processor, request_seed, to_vllm_params, vllm_output_to_rows,
-)
+from ssd_math.hf_sampler import HFSampler, plan_batches, presence_penalty_processor
+from ssd_math.sampler import SamplingConfig, derive_seed, make_sampler, request_seed
+from ssd_math.vllm_sampler import vllm_output_to_rows
 
 ROW_FIELDS = {"prompt_id", "sample_index", "prompt", "completion", "n_completion_tokens",
               "finish_reason", "seed", "sampling", "model", "condition", "gold", "level", "source"}
@@ -177,18 +176,18 @@ def test_hf_presence_penalty_reduces_repeats(tiny):
 def test_to_vllm_params_names():
     sc = SamplingConfig(temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5,
                         max_new_tokens=100, n=4)
-    p = to_vllm_params(sc, 42)
+    p = sc.to_vllm(42)
     assert p == {"n": 1, "temperature": 1.1, "top_k": 20, "top_p": 0.95, "min_p": 0.05,
                  "presence_penalty": 1.5, "max_tokens": 100, "seed": 42,
                  "skip_special_tokens": False}
-    assert to_vllm_params(SamplingConfig(top_k=0), None)["top_k"] == -1
+    assert SamplingConfig(top_k=0).to_vllm(None)["top_k"] == -1
 
 
 def test_to_vllm_params_accepted_by_vllm():
     vllm = pytest.importorskip("vllm")
     sc = SamplingConfig(temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5,
                         max_new_tokens=100, n=4)
-    sp = vllm.SamplingParams(**to_vllm_params(sc, 42))  # the real class accepts every key
+    sp = vllm.SamplingParams(**sc.to_vllm(42))  # the real class accepts every key
     assert sp.max_tokens == 100 and sp.seed == 42
 
 
@@ -237,10 +236,10 @@ def test_make_sampler_vllm_missing_is_a_clear_error(tmp_path, monkeypatch):
         make_sampler("vllm", tmp_path)
 
 
-# ---- the fast decode loop (ssd_math.sampler.decode_batch) -------------------------------------
+# ---- the fast decode loop (ssd_math.hf_sampler.decode_batch) -------------------------------------
 
-from ssd_math import sampler as S  # noqa: E402
-from ssd_math.sampler import decode_batch, fast_loop_support, hf_logits_processors  # noqa: E402
+from ssd_math import hf_sampler as S  # noqa: E402
+from ssd_math.hf_sampler import decode_batch, fast_loop_support, hf_logits_processors  # noqa: E402
 
 
 def _sharpen(src: Path, dst: Path, *, eos_pull: float | None = 1.5) -> Path:
@@ -367,7 +366,6 @@ def test_hybrid_linear_attention_model_runs_the_loop(tiny, tmp_path):
                                   eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id)
     g_rows = greedy[:, plen:].tolist()
     # drop half of the rows from the cache after the first step: the rest must continue exactly
-    import ssd_math.sampler as S
 
     class Eos3:  # a processor forcing eos on the first 3 rows' first step (rows 0-2 finish)
         def __init__(self):

@@ -381,6 +381,19 @@ PLACEHOLDER_MARKS = ("PIN-ME", "PLACEHOLDER", "TODO", "CHANGEME")
 UNPINNED_REVISIONS = ("main", "master", "head", "latest")
 
 
+def missing_backend(cfg: dict) -> str | None:
+    """Why this environment cannot run the configured sampler backend, or None. Checked when a
+    run starts (rules/common.smk ``onstart``), before the first job, not while the DAG is built:
+    a dry run or a cluster login node without vLLM may still plan the real recipe."""
+    import importlib.util
+
+    if cfg["sampler"]["backend"] == "vllm" and importlib.util.find_spec("vllm") is None:
+        from .vllm_sampler import VLLM_MISSING
+
+        return VLLM_MISSING
+    return None
+
+
 def is_placeholder_revision(rev: Any) -> bool:
     """A revision that pins nothing: empty, a marked placeholder, or a branch name."""
     if not isinstance(rev, str) or not rev.strip():

@@ -350,6 +350,28 @@ def prompt_token_counter(model_dir: str | Path, *, trust_remote_code: bool = Fal
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
+def prepare_requests(problems: Sequence[dict], model_dir: str | Path, *, common: dict,
+                     max_new_tokens: int, report: dict) -> tuple[list[dict], str, dict]:
+    """The requests of one model, the same for both backends: each problem rendered with the
+    model's own chat template (:func:`prompt_renderer`), checked (ids once each), and fitted to
+    the model's context (:func:`fit_context`: a prompt that leaves less than ``max_new_tokens``
+    is dropped and recorded). Returns (requests, template hash, the input-validation report
+    with the context drops). Seeds are per request and come from the contract
+    (:func:`ssd_math.sampler.request_seed`) when the backend samples."""
+    from .sampler import check_requests
+
+    trust = bool(common.get("trust_remote_code", False))
+    render, thash = prompt_renderer(model_dir, common["instruction"], trust_remote_code=trust)
+    requests = build_requests(problems, render)
+    check_requests(requests)
+    context, ctx_source = model_context(model_dir, common.get("sampler_extra"))
+    counter = prompt_token_counter(model_dir, trust_remote_code=trust) if context is not None else None
+    requests, model_report = fit_context(requests, counter, context=context,
+                                         max_new_tokens=max_new_tokens, report=report,
+                                         source=ctx_source)
+    return requests, thash, model_report
+
+
 def model_signature(model_dir: str | Path) -> list:
     """(relative name, size, mtime_ns) of a model folder's files: a cheap identity for the
     partial-file fingerprint (a retrained model invalidates a killed run's partial rows)."""
@@ -391,17 +413,10 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
         if job["model_dir"] != current_dir:
             current_dir = job["model_dir"]
             sampler = open_sampler(common, current_dir, model_name=job["model"], threads=threads)
-            render, thash = prompt_renderer(current_dir, common["instruction"],
-                                            trust_remote_code=trust)
-            requests = build_requests(problems, render)
-            context, ctx_source = model_context(current_dir, common.get("sampler_extra"))
             budget = max(int(j["sampling"].get("max_new_tokens", 0)) for j in jobs
                          if j["model_dir"] == current_dir)
-            counter = (prompt_token_counter(current_dir, trust_remote_code=trust)
-                       if context is not None else None)
-            requests, model_report = fit_context(requests, counter, context=context,
-                                                 max_new_tokens=budget, report=report,
-                                                 source=ctx_source)
+            requests, thash, model_report = prepare_requests(problems, current_dir, common=common,
+                                                             max_new_tokens=budget, report=report)
             ident = {"model_dir": str(current_dir), "files": model_signature(current_dir),
                      "backend": common["backend"]}
             if getattr(sampler, "loop", None):  # hf: decode_batch or generate (other RNG use)
@@ -462,80 +477,88 @@ def _read_partial_rows(path: Path, expected: set, fingerprint: str) -> dict[tupl
 def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequence[str | Path], *,
                        common: dict, report: dict, problems_path, shard=None,
                        progress: bool = True) -> list[int]:
-    """The vLLM backend of :func:`generate_jobs`: one engine per model folder, and ONE submission
-    of every request of all of that model's jobs (decoding conditions) to it
-    (:meth:`ssd_math.sampler.VLLMSampler.run`). Each row is appended to its output's
-    ``<out>.partial`` the moment its request finishes (flushed at once, fsynced every
-    ``fsync_s`` seconds and at the end), so a crash loses only the requests in flight; a rerun
+    """The vLLM backend of :func:`generate_jobs`: ONE engine for the whole job, and one
+    submission of every request of each model folder's jobs (decoding conditions)
+    (:meth:`ssd_math.vllm_sampler.VLLMSampler.run`); the next model folder (the next checkpoint
+    of the same arm) is swapped into the running engine (:meth:`VLLMSampler.load_weights`), and
+    the engine is shut down when the job ends, whatever happened. Each row is appended to its
+    output's ``<out>.partial`` the moment its request finishes (flushed at once, fsynced every
+    ``FSYNC_S`` seconds and at the end), so a crash loses only the requests in flight; a rerun
     keeps the finished (prompt id, sample index) rows of every condition and submits only the
     rest. An output appears (sidecar first, then an atomic rename) when all of its rows exist,
     in request order; the partials are removed when every output of the job is written."""
-    from .sampler import SamplingConfig, Work
+    from .sampler import SamplingConfig
+    from .vllm_sampler import Work, engine_provenance
 
     base_seed = int(common["seed"])
     trust = bool(common.get("trust_remote_code", False))
     extra = dict(common.get("sampler_extra") or {})
+    served_by = engine_provenance(extra)
     counts: dict[int, int] = {}
     groups: list[tuple[str, list[int]]] = []
-    for j, job in enumerate(jobs):  # consecutive jobs of one model folder share one engine
+    for j, job in enumerate(jobs):  # consecutive jobs of one model folder: one submission
         if groups and groups[-1][0] == job["model_dir"]:
             groups[-1][1].append(j)
         else:
             groups.append((job["model_dir"], [j]))
-    for model_dir, idx in groups:
-        render, thash = prompt_renderer(model_dir, common["instruction"], trust_remote_code=trust)
-        requests = build_requests(problems, render)
-        from .sampler import _check_requests
+    sampler = None
+    try:
+        for model_dir, idx in groups:
+            budget = max(int(jobs[j]["sampling"].get("max_new_tokens", 0)) for j in idx)
+            requests, thash, model_report = prepare_requests(problems, model_dir, common=common,
+                                                             max_new_tokens=budget, report=report)
+            ident = {"model_dir": str(model_dir), "files": model_signature(model_dir),
+                     "backend": "vllm", "engine": extra}
+            state = {}
+            for j in idx:
+                job, out = jobs[j], Path(outputs[j])
+                cfg = SamplingConfig.from_dict(job["sampling"])
+                expected = [(str(r["id"]), s) for r in requests for s in range(cfg.n)]
+                fingerprint = stable_hash({"requests": requests, "sampling": cfg.to_dict(),
+                                           "condition": job["condition"], "model": job["model"],
+                                           "base_seed": base_seed, "identity": ident, "mode": "requests"})
+                partial = out.with_name(out.name + ".partial")
+                done = _read_partial_rows(partial, set(expected), fingerprint)
+                with atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(_row_line({"_partial": {"fingerprint": fingerprint, "out": out.name,
+                                                     "mode": "requests", "n_rows": len(expected)}}))
+                    fh.write("".join(_row_line(done[k]) for k in expected if k in done))
+                if done:
+                    log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
+                meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
+                            condition=job["condition"], sampling=job["sampling"], **served_by,
+                            trust_remote_code=trust, dtype=extra.get("dtype", "bfloat16"),
+                            base_seed=base_seed,
+                            seeds={"base_seed": base_seed,
+                                   "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)"},
+                            reproducibility=("batch-invariant mode" if extra.get("batch_invariant") else
+                                             "per-request seeds; logits depend on batching on GPU "
+                                             "(docs/real_run.md)"),
+                            prompt_template_hash=thash, problems=str(problems_path),
+                            shard=list(shard) if shard else None, n_prompts=len(requests),
+                            input_validation=model_report, instruction=common["instruction"])
+                state[j] = {"out": out, "partial": partial, "cfg": cfg, "expected": expected,
+                            "done": done, "meta": meta}
 
-        _check_requests(requests)
-        ident = {"model_dir": str(model_dir), "files": model_signature(model_dir),
-                 "backend": "vllm", "engine": extra}
-        state = {}
-        for j in idx:
-            job, out = jobs[j], Path(outputs[j])
-            cfg = SamplingConfig.from_dict(job["sampling"])
-            expected = [(str(r["id"]), s) for r in requests for s in range(cfg.n)]
-            fingerprint = stable_hash({"requests": requests, "sampling": cfg.to_dict(),
-                                       "condition": job["condition"], "model": job["model"],
-                                       "base_seed": base_seed, "identity": ident, "mode": "requests"})
-            partial = out.with_name(out.name + ".partial")
-            done = _read_partial_rows(partial, set(expected), fingerprint)
-            with atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(_row_line({"_partial": {"fingerprint": fingerprint, "out": out.name,
-                                                 "mode": "requests", "n_rows": len(expected)}}))
-                fh.write("".join(_row_line(done[k]) for k in expected if k in done))
-            if done:
-                log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
-            meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
-                        condition=job["condition"], sampling=job["sampling"], backend="vllm",
-                        device="cuda", trust_remote_code=trust, dtype=extra.get("dtype", "bfloat16"),
-                        engine={"language_model_only": True, "batch_invariant": False, **extra},
-                        base_seed=base_seed,
-                        seeds={"base_seed": base_seed,
-                               "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)"},
-                        reproducibility=("batch-invariant mode" if extra.get("batch_invariant") else
-                                         "per-request seeds; logits depend on batching "
-                                         "(docs/real_run.md)"),
-                        prompt_template_hash=thash, problems=str(problems_path),
-                        shard=list(shard) if shard else None, n_prompts=len(problems),
-                        input_validation=report, instruction=common["instruction"])
-            state[j] = {"out": out, "partial": partial, "cfg": cfg, "expected": expected,
-                        "done": done, "meta": meta}
+            def finish(j: int) -> None:
+                st = state[j]
+                rows = [st["done"][k] for k in st["expected"]]
+                write_meta(st["out"], **{**st["meta"], "n_rows": len(rows)})
+                counts[j] = write_jsonl(st["out"], rows)
 
-        def finish(j: int) -> None:
-            st = state[j]
-            rows = [st["done"][k] for k in st["expected"]]
-            write_meta(st["out"], **{**st["meta"], "n_rows": len(rows)})
-            counts[j] = write_jsonl(st["out"], rows)
-
-        work = [Work(r, s, state[j]["cfg"], jobs[j]["condition"], tag=j)
-                for j in idx for r in requests for s in range(state[j]["cfg"].n)
-                if (str(r["id"]), s) not in state[j]["done"]]
-        for j in idx:
-            if len(state[j]["done"]) == len(state[j]["expected"]):
-                finish(j)
-        if work:
-            sampler = open_sampler(common, model_dir, model_name=jobs[idx[0]]["model"])
+            work = [Work(r, s, state[j]["cfg"], jobs[j]["condition"], tag=j)
+                    for j in idx for r in requests for s in range(state[j]["cfg"].n)
+                    if (str(r["id"]), s) not in state[j]["done"]]
+            for j in idx:
+                if len(state[j]["done"]) == len(state[j]["expected"]):
+                    finish(j)
+            if not work:
+                continue
+            if sampler is None:
+                sampler = open_sampler(common, model_dir, model_name=jobs[idx[0]]["model"])
+            else:
+                sampler.load_weights(model_dir, model_name=jobs[idx[0]]["model"])
+            log.info("vllm: %d requests of %s (%d conditions)", len(work), model_dir, len(idx))
             handles = {j: open(state[j]["partial"], "a", encoding="utf-8") for j in idx}
             bar = tqdm(total=len(work), desc=f"{jobs[idx[0]]['model']} ({len(idx)} conditions)",
                        unit="req", disable=not progress, mininterval=2.0)
@@ -561,11 +584,13 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                     h.flush()
                     os.fsync(h.fileno())
                     h.close()
-            log.info("vllm throughput %s", json.dumps({"model": jobs[idx[0]]["model"],
-                                                        **sampler.throughput()}))
             missing = [str(outputs[j]) for j in idx if j not in counts]
             if missing:
                 raise RuntimeError(f"the engine finished without every row of {missing}")
+    finally:
+        if sampler is not None:
+            log.info("vllm throughput %s", json.dumps({"model": jobs[0]["model"], **sampler.throughput()}))
+            sampler.close()
     for out in outputs:
         Path(out).with_name(Path(out).name + ".partial").unlink(missing_ok=True)
     return [counts[j] for j in range(len(jobs))]

@@ -104,7 +104,7 @@ def _resolved_revision(folder: Path) -> str | None:
 # what vLLM's loader expects of a Qwen3.5 checkpoint (no vLLM needed)
 # ----------------------------------------------------------------------------------------------
 
-#: vLLM 0.33's ``hf_to_vllm_mapper.orig_to_new_prefix`` of the two Qwen3.5 architectures
+#: vLLM 0.32's ``hf_to_vllm_mapper.orig_to_new_prefix`` of the two Qwen3.5 architectures
 #: (vllm/model_executor/models/qwen3_5.py; the VLM's inherits qwen3_vl.py's), applied in order:
 #: a prefix is replaced (``None``: the weight is skipped).
 VLLM_PREFIX_MAP = {
@@ -141,7 +141,7 @@ LAYER_WEIGHTS = {
 
 
 def vllm_map_name(name: str, architecture: str) -> str | None:
-    """``name`` as vLLM 0.33's loader for ``architecture`` sees it (None: skipped)."""
+    """``name`` as vLLM 0.32's loader for ``architecture`` sees it (None: skipped)."""
     for prefix, new in VLLM_PREFIX_MAP[architecture].items():
         if name.startswith(prefix):
             if new is None:
@@ -151,7 +151,7 @@ def vllm_map_name(name: str, architecture: str) -> str | None:
 
 
 def vllm_weight_problems(model_dir: str | os.PathLike) -> list[str]:
-    """Why vLLM 0.33's Qwen3.5 loader would not load ``model_dir``'s weights (empty: it would):
+    """Why vLLM 0.32's Qwen3.5 loader would not load ``model_dir``'s weights (empty: it would):
     the architecture (config.json) is one vLLM registers, every weight name maps onto a parameter
     of vLLM's module tree (language model under ``language_model.`` for the VLM, the vision tower
     under ``visual.``), self-attention weights sit on full_attention layers and Gated DeltaNet

@@ -352,15 +352,18 @@ def gpu_counts(cfg: dict) -> dict[str, int]:
     """``{"generate": n, "train": n}``: GPUs of one sampling/eval job and of one SFT job (the
     rules' ``gpu`` resources, rules/common.smk), of a validated config (defaults filled in).
 
-    Generation: vLLM -> ``sampler.vllm.tensor_parallel_size`` (default 1); transformers -> 1 on
-    a cuda device (:func:`ssd_math.layout.device`), else 0. Training: the accelerate config of
+    Generation on a cuda device (:func:`ssd_math.layout.device`): vLLM ->
+    ``sampler.vllm.tensor_parallel_size`` (default 1), transformers -> 1; on the CPU (either
+    backend: vLLM's CPU build included) 0. Training: the accelerate config of
     ``runtime.accelerate_config``.
     """
     sam = cfg["sampler"]
-    if sam["backend"] == "vllm":
+    if not layout.device(cfg).startswith("cuda"):
+        gen = 0
+    elif sam["backend"] == "vllm":
         gen = int(sam["vllm"].get("tensor_parallel_size", 1))  # vLLM's own default
     else:
-        gen = 1 if layout.device(cfg).startswith("cuda") else 0
+        gen = 1
     return {"generate": gen, "train": accelerate_gpus(cfg["runtime"]["accelerate_config"])}
 
 
