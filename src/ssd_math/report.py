@@ -1,8 +1,9 @@
 """Render the study's Quarto report (``report/report.qmd``) to one self-contained HTML file.
 
-:func:`render` runs ``quarto render`` when a ``quarto`` executable is on ``PATH``, else the
-offline engine below, on the SAME ``.qmd``, and writes ``<out_html>.meta.json`` naming the engine
-that ran. The cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
+:func:`render` runs ``quarto render`` when a ``quarto`` executable is on ``PATH`` (in a private
+folder beside the output that mirrors the ``.qmd``'s, so from any working directory and leaving
+nothing behind), else the offline engine below, on the SAME ``.qmd``, and writes
+``<out_html>.meta.json`` naming the engine that ran, swapped in together with the page. The cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
 ``$SSD_MATH_RENDER_ENGINE_VERSION`` and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601).
 
 The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells (it parses
@@ -180,7 +181,7 @@ def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None, wor
         cmd = quarto_command(src / qmd.name, name, params, workdir or qmd.parent, quarto=quarto,
                              metadata=metadata)
         # the kernel and papermill run on this interpreter (the venv with the report's packages),
-        # whichever python3 PATH finds first; Quarto's own caches stay in the stage
+        # not on whichever python3 PATH finds first
         run_env = {**os.environ, "QUARTO_PYTHON": os.environ.get("QUARTO_PYTHON") or sys.executable, **env}
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=run_env, cwd=src)
