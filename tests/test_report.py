@@ -185,7 +185,7 @@ def test_quarto_command_line(tmp_path):
     # Quarto reads each value as YAML: strings quoted, so "1.0" stays a string, not a float
     assert p == ["n:5", "flag:true", "name:\"abc\"", "temps:[0.5, 1.0]", "t:\"1.0\""]
     m = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-M"]
-    assert m == ["embed-resources:true", 'title:"A: b — c"']
+    assert m == ["embed-resources:true", "title:A: b — c"]  # pandoc reads it literally
     assert "--execute-dir" not in quarto_command("r.qmd", "r.html")
     with pytest.raises(ValueError, match="file name"):
         quarto_command("r.qmd", "out/r.html")  # --output takes a name, not a path
@@ -233,7 +233,7 @@ def test_render_uses_quarto_when_present(tmp_path, monkeypatch):
     argv = logged["argv"]
     assert logged["engine"] == "quarto" and logged["version"] == "Quarto 0.0-stub"  # what the cells see
     assert logged["python"] == sys.executable  # the kernel / papermill run on this interpreter
-    assert argv[0] == "render" and "-P" in argv and "n:3" in argv and 'title:"Configured"' in argv
+    assert argv[0] == "render" and "-P" in argv and "n:3" in argv and "title:Configured" in argv
     assert argv[argv.index("--output") + 1] == "r.html"
     # Quarto runs in a mirror of the qmd's folder (css beside it), the cells in the original folder
     assert Path(logged["cwd"]) == Path(argv[1]).parent and logged["ls"] == ["r.css", "r.qmd"]

@@ -11,7 +11,7 @@ The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells 
 this interpreter, their outputs become pandoc markdown, and pandoc (``pypandoc-binary``) writes a
 standalone page with every resource embedded and math as MathML. It implements what
 ``report.qmd`` uses, as Quarto renders it: front matter ``title``/``subtitle``/``author``/
-``date`` (``today``), ``toc``, ``toc-depth``, ``number-sections``, ``css`` (inlined) and
+``date`` (``today``, shown as Quarto's HTML does), ``toc``, ``toc-depth``, ``number-sections``, ``css`` (inlined) and
 ``execute:`` defaults (top level or under ``format: html:``); ``#|`` cell options ``label``,
 ``echo``, ``warning``, ``output: asis``, ``fig-cap``, ``tbl-cap``, ``tags: [parameters]``;
 parameters with papermill's semantics (the overrides in a cell injected after the one tagged
@@ -143,7 +143,9 @@ def quarto_command(qmd: Path | str, out_name: str, params: dict[str, Any] | None
     cmd = [quarto, "render", str(qmd), "--to", "html", "--output", out_name,
            "-M", "embed-resources:true"]
     for key, value in (metadata or {}).items():
-        cmd += ["-M", f"{key}:{_quarto_value(value)}"]
+        # a key Quarto does not read itself (title) goes to pandoc as is, and pandoc takes the
+        # text after "key:" literally (quotes included): a string goes unquoted
+        cmd += ["-M", f"{key}:{value if isinstance(value, str) else _quarto_value(value)}"]
     if workdir is not None:
         cmd += ["--execute-dir", str(Path(workdir).resolve())]
     for key, value in (params or {}).items():
@@ -340,10 +342,21 @@ def _resolve_refs(md: str, numbers: dict[str, str], warnings: list[str]) -> str:
     return re.sub(r"(?<![\w@\\])@((?:fig|tbl)-[\w-]*\w)", ref, md)
 
 
-def _expand_date(value: Any) -> Any:
-    if isinstance(value, str) and value.strip() in {"today", "now"}:
-        return _dt.datetime.now().strftime("%Y-%m-%d %H:%M" if value.strip() == "now" else "%Y-%m-%d")
-    return value.isoformat() if isinstance(value, (_dt.date, _dt.datetime)) else value
+def _expand_date(value: Any, date_format: Any = None) -> Any:
+    """A front-matter date as Quarto's HTML title block shows it: ``today`` and dates in its
+    default ``date-format: long`` (en-US, "December 6, 2026"), or ISO with ``date-format: iso``."""
+    if isinstance(value, str) and value.strip() == "now":
+        return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, str):
+        try:
+            value = _dt.date.fromisoformat(value.strip()) if value.strip() != "today" else _dt.date.today()
+        except ValueError:
+            return value
+    if isinstance(value, _dt.datetime):
+        value = value.date()
+    if not isinstance(value, _dt.date):
+        return value
+    return value.isoformat() if date_format == "iso" else f"{value:%B} {value.day}, {value.year}"
 
 
 _CSS = """
@@ -462,7 +475,9 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     t_pd = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ssd-report-pd-") as tmp_s:
         tmp = Path(tmp_s)
-        pmeta = {k: _expand_date(h[k]) for k in ("title", "subtitle", "author", "date") if h.get(k) is not None}
+        pmeta = {k: h[k] for k in ("title", "subtitle", "author") if h.get(k) is not None}
+        if h.get("date") is not None:
+            pmeta["date"] = _expand_date(h["date"], h.get("date-format"))
         if "title" not in pmeta:
             pmeta["pagetitle"] = qmd.stem
         (tmp / "meta.yaml").write_text(yaml.safe_dump(pmeta, allow_unicode=True))
