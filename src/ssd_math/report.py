@@ -3,7 +3,8 @@
 :func:`render` runs ``quarto render`` when a ``quarto`` executable is on ``PATH`` (in a private
 folder beside the output that mirrors the ``.qmd``'s, so from any working directory and leaving
 nothing behind), else the offline engine below, on the SAME ``.qmd``, and writes
-``<out_html>.meta.json`` naming the engine that ran, swapped in together with the page. The cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
+``<out_html>.meta.json`` naming the engine that ran, swapped in together with the page. The
+cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
 ``$SSD_MATH_RENDER_ENGINE_VERSION`` and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601).
 
 The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells (it parses
@@ -11,13 +12,15 @@ The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells 
 this interpreter, their outputs become pandoc markdown, and pandoc (``pypandoc-binary``) writes a
 standalone page with every resource embedded and math as MathML. It implements what
 ``report.qmd`` uses, as Quarto renders it: front matter ``title``/``subtitle``/``author``/
-``date`` (``today``, shown as Quarto's HTML does), ``toc``, ``toc-depth``, ``number-sections``, ``css`` (inlined) and
-``execute:`` defaults (top level or under ``format: html:``); ``#|`` cell options ``label``,
+``date`` (``today``, shown as Quarto's HTML shows it), ``toc``, ``toc-depth``, ``number-sections``,
+``css`` (inlined) and ``execute:`` defaults (top level or under ``format: html:``); ``#|`` cell
+options ``label``,
 ``echo``, ``warning``, ``output: asis``, ``fig-cap``, ``tbl-cap``, ``tags: [parameters]``;
 parameters with papermill's semantics (the overrides in a cell injected after the one tagged
 ``parameters``); ``text/markdown``, ``image/png``, ``text/plain`` and stream outputs; inline
 `` `{python} expr` ``; figures and tables labelled ``fig-``/``tbl-`` numbered once, in document
-order ("Figure N: caption"), and ``@fig-x``/``@tbl-x`` linked. A failing cell fails the render
+order ("Figure N: caption", a table's caption kept with the table even when the cell prints
+more after it), and ``@fig-x``/``@tbl-x`` linked; ``metadata`` overrides (``-M``, e.g. title). A failing cell fails the render
 naming its label and line. Anything else of Quarto (other formats, layouts, callouts, shortcodes,
 per-cell ``eval``/``include``, citations) needs Quarto itself.
 """
