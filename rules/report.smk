@@ -1,5 +1,6 @@
 # Stage 8 - the report: report/report.qmd reads the tables and figures listed as inputs here.
-# With Quarto on PATH this runs `quarto render`; without it, the offline renderer
+# With Quarto on PATH this runs `quarto render` (from any working directory: ssd_math.report
+# renders a copy of report/ in a folder beside the output); without it, the offline renderer
 # (ssd_math.report: nbclient + pandoc) renders the same .qmd to a self-contained HTML.
 
 

@@ -175,52 +175,99 @@ def test_parse_qmd_errors():
 
 def test_quarto_command_line(tmp_path):
     cmd = quarto_command(tmp_path / "report.qmd", "report.html",
-                         {"n": 5, "flag": True, "name": "abc", "temps": [0.5, 1.0]}, tmp_path)
+                         {"n": 5, "flag": True, "name": "abc", "temps": [0.5, 1.0], "t": "1.0"}, tmp_path,
+                         metadata={"title": "A: b — c"})
     assert cmd[:8] == ["quarto", "render", str(tmp_path / "report.qmd"), "--to", "html",
                        "--output", "report.html", "-M"]
     assert cmd[8] == "embed-resources:true"
     assert cmd[cmd.index("--execute-dir") + 1] == str(tmp_path.resolve())
     p = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-P"]
-    assert p == ["n:5", "flag:true", "name:abc", "temps:[0.5, 1.0]"]
+    # Quarto reads each value as YAML: strings quoted, so "1.0" stays a string, not a float
+    assert p == ["n:5", "flag:true", "name:\"abc\"", "temps:[0.5, 1.0]", "t:\"1.0\""]
+    m = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-M"]
+    assert m == ["embed-resources:true", "title:A: b — c"]  # pandoc reads it literally
     assert "--execute-dir" not in quarto_command("r.qmd", "r.html")
     with pytest.raises(ValueError, match="file name"):
         quarto_command("r.qmd", "out/r.html")  # --output takes a name, not a path
 
 
-def test_render_uses_quarto_when_present(tmp_path, monkeypatch):
-    """Plumbing only, against a stub named quarto that logs its argv (NOT a real quarto)."""
+def _stub_quarto(tmp_path: Path, monkeypatch, *, fail: bool = False) -> Path:
+    """A stub named quarto that logs its argv and cwd (NOT a real quarto: plumbing only). Like
+    the real one it writes ``--output NAME`` relative to its working directory, and leaves a
+    ``<stem>_files`` folder next to the input."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "argv.json"
     stub = bindir / "quarto"
     stub.write_text(
-        f"#!{sys.executable}\nimport json, sys, pathlib\n"
+        f"#!{sys.executable}\nimport json, os, sys, pathlib\n"
         "a = sys.argv[1:]\n"
         "if a == ['--version']:\n    print('0.0-stub'); sys.exit(0)\n"
-        "import os\n"
-        f"pathlib.Path({str(log)!r}).write_text(json.dumps({{'argv': a, 'engine': os.environ.get('SSD_MATH_RENDER_ENGINE'), "
+        f"pathlib.Path({str(log)!r}).write_text(json.dumps({{'argv': a, 'cwd': os.getcwd(), 'ls': sorted(os.listdir()), "
+        "'engine': os.environ.get('SSD_MATH_RENDER_ENGINE'), 'python': os.environ.get('QUARTO_PYTHON'), "
         "'version': os.environ.get('SSD_MATH_RENDER_ENGINE_VERSION')}))\n"
         "qmd = pathlib.Path(a[1]); name = a[a.index('--output') + 1]\n"
-        "(qmd.parent / name).write_text('<html>stub output</html>')\n")
+        "(qmd.parent / (qmd.stem + '_files')).mkdir(exist_ok=True)\n"
+        f"{'sys.exit(3)' if fail else 'pass'}\n"
+        "pathlib.Path(name).write_text('<html>stub output</html>')\n")
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("QUARTO_PYTHON", raising=False)
+    return log
+
+
+def test_render_uses_quarto_when_present(tmp_path, monkeypatch):
+    log = _stub_quarto(tmp_path, monkeypatch)
     assert report.have_quarto()
     src = tmp_path / "doc"
     src.mkdir()
     qmd = src / "r.qmd"
     qmd.write_text("---\ntitle: x\n---\n")
+    (src / "r.css").write_text("p {}")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the rule's Quarto path must not depend on the caller's cwd
     out = tmp_path / "results" / "r.html"
-    info = render(qmd, out, {"n": 3})
+    info = render(qmd, out, {"n": 3}, metadata={"title": "Configured"})
     logged = json.loads(log.read_text())
     argv = logged["argv"]
     assert logged["engine"] == "quarto" and logged["version"] == "Quarto 0.0-stub"  # what the cells see
-    assert argv[0] == "render" and "-P" in argv and "n:3" in argv
-    assert Path(argv[argv.index("--output") + 1]).name == argv[argv.index("--output") + 1]
+    assert logged["python"] == sys.executable  # the kernel / papermill run on this interpreter
+    assert argv[0] == "render" and "-P" in argv and "n:3" in argv and "title:Configured" in argv
+    assert argv[argv.index("--output") + 1] == "r.html"
+    # Quarto runs in a mirror of the qmd's folder (css beside it), the cells in the original folder
+    assert Path(logged["cwd"]) == Path(argv[1]).parent and logged["ls"] == ["r.css", "r.qmd"]
+    assert argv[argv.index("--execute-dir") + 1] == str(src)
     assert out.read_text() == "<html>stub output</html>"
-    assert sorted(p.name for p in src.iterdir()) == ["r.qmd"]  # temp output moved away
+    assert sorted(p.name for p in src.iterdir()) == ["r.css", "r.qmd"]  # nothing left by the source
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.html", "r.html.meta.json"]  # nor beside the page
+    assert list(elsewhere.iterdir()) == []  # nor in the caller's cwd
     meta = json.loads(Path(str(out) + ".meta.json").read_text())
     assert meta["engine"] == info["engine"] == "quarto"
-    assert meta["engine_version"] == "0.0-stub"
+    assert meta["engine_version"] == "0.0-stub" and meta["output"] == str(out)
+    assert meta["metadata"] == {"title": "Configured"}
+
+
+def test_failed_render_leaves_no_stale_sidecar(tmp_path, monkeypatch):
+    _stub_quarto(tmp_path, monkeypatch, fail=True)
+    qmd = tmp_path / "r.qmd"
+    qmd.write_text("---\ntitle: x\n---\n")
+    out = tmp_path / "results" / "r.html"
+    sidecar = Path(str(out) + ".meta.json")
+    out.parent.mkdir()
+    # a sidecar whose page a build system deleted (Snakemake removes outputs before a job): gone
+    sidecar.write_text(json.dumps({"engine": "offline"}))
+    with pytest.raises(RenderError, match="exit 3"):
+        render(qmd, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == []
+    # a complete previous pair survives a failed render as it was (still describing each other)
+    out.write_text("<html>old</html>")
+    sidecar.write_text(json.dumps({"engine": "offline"}))
+    with pytest.raises(RenderError):
+        render(qmd, out)
+    assert out.read_text() == "<html>old</html>" and json.loads(sidecar.read_text())["engine"] == "offline"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.html", "r.html.meta.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["argv.json", "bin", "r.qmd", "results"]
 
 
 def test_engine_quarto_without_quarto(tmp_path, monkeypatch):
@@ -248,3 +295,52 @@ def test_pipe_table():
     assert pipe_table({"x": [1.5, 2.0]}).splitlines()[2:] == ["| 1.500 |", "| 2.000 |"]
     # a text cell is text: no TeX math, emphasis or column break from what it contains
     assert "| a \\$5 \\*and\\* \\$6 |" in pipe_table([{"t": "a $5 *and* $6"}])
+
+
+NOTE_QMD = '''---
+title: "Front-matter title"
+execute:
+  echo: false
+---
+
+```{python}
+#| label: tbl-first
+#| tbl-cap: "First"
+from IPython.display import Markdown, display
+display(Markdown("| a |\\n|--:|\\n| 1 |\\n"))
+```
+
+```{python}
+#| label: tbl-noted
+#| tbl-cap: "Noted"
+display(Markdown("| b |\\n|--:|\\n| 2 |\\n"))
+display(Markdown("*Method.* a note the cell prints after its table."))
+```
+
+```{python}
+#| label: tbl-last
+#| tbl-cap: "Last"
+display(Markdown("| c |\\n|--:|\\n| 3 |\\n"))
+```
+
+See @tbl-noted and @tbl-last.
+'''
+
+
+def test_caption_stays_with_its_table_and_title_override(tmp_path):
+    """A cell that prints a note after its table keeps its numbered caption (Quarto numbers it;
+    a caption orphaned after the note became a definition list and the numbering skipped), and
+    ``metadata={"title": ...}`` (the configured title) replaces the front matter's."""
+    qmd = tmp_path / "noted.qmd"
+    qmd.write_text(NOTE_QMD)
+    out = tmp_path / "noted.html"
+    render(qmd, out, engine="offline", metadata={"title": "Configured title"})
+    html = out.read_text(encoding="utf-8")
+    caps = re.findall(r"<caption>(.*?)</caption>", html, re.S)
+    assert caps == ["Table 1: First", "Table 2: Noted", "Table 3: Last"]
+    assert '<table id="tbl-noted">' in html and "{#tbl-noted}" not in html and "<dl>" not in html
+    assert html.index("Table 2: Noted") < html.index("a note the cell prints") < html.index("Table 3: Last")
+    links = [(h, " ".join(t.split())) for h, t in re.findall(r'<a href="#(tbl-[\w-]+)">(.*?)</a>', html, re.S)]
+    assert links == [("tbl-noted", "Table 2"), ("tbl-last", "Table 3")]
+    assert "<title>Configured title</title>" in html and '<h1 class="title">Configured title</h1>' in html
+    assert "Front-matter title" not in html

@@ -1,8 +1,10 @@
 """Render the study's Quarto report (``report/report.qmd``) to one self-contained HTML file.
 
-:func:`render` runs ``quarto render`` when a ``quarto`` executable is on ``PATH``, else the
-offline engine below, on the SAME ``.qmd``, and writes ``<out_html>.meta.json`` naming the engine
-that ran. The cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
+:func:`render` runs ``quarto render`` when a ``quarto`` executable is on ``PATH`` (in a private
+folder beside the output that mirrors the ``.qmd``'s, so from any working directory and leaving
+nothing behind), else the offline engine below, on the SAME ``.qmd``, and writes
+``<out_html>.meta.json`` naming the engine that ran, swapped in together with the page. The
+cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
 ``$SSD_MATH_RENDER_ENGINE_VERSION`` and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601).
 
 The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells (it parses
@@ -10,13 +12,15 @@ The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells 
 this interpreter, their outputs become pandoc markdown, and pandoc (``pypandoc-binary``) writes a
 standalone page with every resource embedded and math as MathML. It implements what
 ``report.qmd`` uses, as Quarto renders it: front matter ``title``/``subtitle``/``author``/
-``date`` (``today``), ``toc``, ``toc-depth``, ``number-sections``, ``css`` (inlined) and
-``execute:`` defaults (top level or under ``format: html:``); ``#|`` cell options ``label``,
+``date`` (``today``, shown as Quarto's HTML shows it), ``toc``, ``toc-depth``, ``number-sections``,
+``css`` (inlined) and ``execute:`` defaults (top level or under ``format: html:``); ``#|`` cell
+options ``label``,
 ``echo``, ``warning``, ``output: asis``, ``fig-cap``, ``tbl-cap``, ``tags: [parameters]``;
 parameters with papermill's semantics (the overrides in a cell injected after the one tagged
 ``parameters``); ``text/markdown``, ``image/png``, ``text/plain`` and stream outputs; inline
 `` `{python} expr` ``; figures and tables labelled ``fig-``/``tbl-`` numbered once, in document
-order ("Figure N: caption"), and ``@fig-x``/``@tbl-x`` linked. A failing cell fails the render
+order ("Figure N: caption", a table's caption kept with the table even when the cell prints
+more after it), and ``@fig-x``/``@tbl-x`` linked; ``metadata`` overrides (``-M``, e.g. title). A failing cell fails the render
 naming its label and line. Anything else of Quarto (other formats, layouts, callouts, shortcodes,
 per-cell ``eval``/``include``, citations) needs Quarto itself.
 """
@@ -46,6 +50,7 @@ _KERNEL_NAME = "ssd-math-python3"
 _INLINE_MIME = "application/x-ssd-math-inline+json"
 _INLINE_RE = re.compile(r"`\{python\}\s+([^`]+?)`")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_PIPE_TABLE_RE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.M)  # a pipe table's header separator line
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: backslash-escaped, read literally
 
 
@@ -117,27 +122,37 @@ def parse_param_args(items: Iterable[str]) -> dict[str, Any]:
 # ---- the quarto engine (the command line is separate so it is testable without quarto) -------
 
 
-def _quarto_param_value(value: Any) -> str:
+def _quarto_value(value: Any) -> str:
+    """A ``-P``/``-M`` value: Quarto reads the text after ``key:`` as YAML, so a string goes
+    quoted (JSON is YAML): ``true``, ``1.0`` or ``a: b`` stay the strings they are."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
-    return str(value) if isinstance(value, (int, float, str)) else json.dumps(value)  # YAML flow
+    return str(value) if isinstance(value, (int, float)) else json.dumps(value, ensure_ascii=False)
 
 
 def quarto_command(qmd: Path | str, out_name: str, params: dict[str, Any] | None = None,
-                   workdir: Path | str | None = None, *, quarto: str = "quarto") -> list[str]:
+                   workdir: Path | str | None = None, *, quarto: str = "quarto",
+                   metadata: dict[str, Any] | None = None) -> list[str]:
     """The ``quarto render`` command line for one self-contained HTML file.
 
-    ``out_name`` must be a bare file name: Quarto's ``--output`` takes a name and writes it
-    next to the input (or into a project's output dir), never to an arbitrary path.
+    ``out_name`` must be a bare file name, and the command must run with the ``.qmd``'s folder
+    as its working directory: Quarto resolves a relative ``--output`` against the current
+    directory and then writes it relative to the input's folder (src/command/render/output.ts),
+    so from anywhere else the page and its ``<stem>_files/`` resources part ways.
+    ``metadata`` become ``-M`` options (they override the front matter, e.g. ``title``).
     """
     if not out_name or Path(out_name).name != out_name or out_name in {".", ".."}:
         raise ValueError(f"quarto --output takes a file name, not a path: {out_name!r}")
     cmd = [quarto, "render", str(qmd), "--to", "html", "--output", out_name,
            "-M", "embed-resources:true"]
+    for key, value in (metadata or {}).items():
+        # a key Quarto does not read itself (title) goes to pandoc as is, and pandoc takes the
+        # text after "key:" literally (quotes included): a string goes unquoted
+        cmd += ["-M", f"{key}:{value if isinstance(value, str) else _quarto_value(value)}"]
     if workdir is not None:
         cmd += ["--execute-dir", str(Path(workdir).resolve())]
     for key, value in (params or {}).items():
-        cmd += ["-P", f"{key}:{_quarto_param_value(value)}"]
+        cmd += ["-P", f"{key}:{_quarto_value(value)}"]
     return cmd
 
 
@@ -145,31 +160,50 @@ def quarto_version(quarto: str = "quarto") -> str:
     return subprocess.run([quarto, "--version"], capture_output=True, text=True).stdout.strip()
 
 
-def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None,
-                   workdir: Path | None, timeout_s: int, env: dict[str, str]) -> dict[str, Any]:
+def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None, workdir: Path | None,
+                   timeout_s: int, env: dict[str, str], metadata: dict[str, Any] | None,
+                   out_name: str | None = None) -> dict[str, Any]:
+    """``quarto render`` in a private folder beside ``out_html`` that mirrors the qmd's folder
+    (nothing is written next to the source .qmd, concurrent renders cannot collide), cells run
+    in ``workdir`` (default: the source qmd's folder, as without the copy); the page is then
+    moved into place in one rename."""
     t0 = time.monotonic()
     quarto = shutil.which("quarto")
     assert quarto is not None
-    tmp_name = f".{out_html.stem}.quarto-{os.getpid()}.html"
-    cmd = quarto_command(qmd, tmp_name, params, workdir, quarto=quarto)
-    produced = qmd.parent / tmp_name
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    name = out_name or out_html.name
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.quarto-", dir=out_html.parent))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                              env={**os.environ, **env})
+        # the stage holds a copy of the qmd and a symlink to every other entry of its folder
+        # (css, images): relative paths resolve as in the source, Quarto's own files (the
+        # output, <stem>_files/, the intermediate notebook) land in the stage
+        src = stage / "src"
+        src.mkdir()
+        shutil.copy2(qmd, src / qmd.name)
+        for entry in qmd.parent.iterdir():
+            if entry.name not in {qmd.name, f"{qmd.stem}_files", ".quarto"}:
+                (src / entry.name).symlink_to(entry)
+        cmd = quarto_command(src / qmd.name, name, params, workdir or qmd.parent, quarto=quarto,
+                             metadata=metadata)
+        # the kernel and papermill run on this interpreter (the venv with the report's packages),
+        # not on whichever python3 PATH finds first
+        run_env = {**os.environ, "QUARTO_PYTHON": os.environ.get("QUARTO_PYTHON") or sys.executable, **env}
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=run_env, cwd=src)
+        except subprocess.TimeoutExpired as exc:
+            raise RenderError(f"quarto render took longer than {timeout_s} s") from exc
+        produced = src / name
         if proc.returncode != 0:
             raise RenderError(f"quarto render failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-        if not produced.exists():
-            raise RenderError(f"quarto reported success but {produced} is missing (a Quarto "
-                              "project with output-dir is not supported here)")
-        out_html.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out_html.with_name(f".{out_html.name}.tmp-{os.getpid()}")
-        shutil.copyfile(produced, tmp_out)
-        os.replace(tmp_out, out_html)
+        if not produced.is_file():
+            raise RenderError(f"quarto reported success but wrote no {name} (a Quarto project with "
+                              f"output-dir is not supported here):\n{proc.stderr[-2000:]}")
+        os.replace(produced, out_html)
     finally:
-        produced.unlink(missing_ok=True)
-        shutil.rmtree(qmd.parent / f"{Path(tmp_name).stem}_files", ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+    warnings = [ln.strip() for ln in proc.stderr.splitlines() if re.match(r"\s*(WARN|WARNING)\b", ln)]
     return {"engine": "quarto", "engine_version": quarto_version(quarto), "command": cmd,
-            "cells_executed": None, "warnings": [], "seconds": round(time.monotonic() - t0, 3)}
+            "cells_executed": None, "warnings": warnings, "seconds": round(time.monotonic() - t0, 3)}
 
 
 # ---- the offline engine ----------------------------------------------------------------------
@@ -261,7 +295,7 @@ def _cell_markdown(cell: Cell, outputs: list[dict[str, Any]], number: str | None
     asis = opts.get("output") == "asis"
     blocks = [_fence(cell.source, " {.python .cell-code}")] if opts.get("echo", True) else []
     prefix = f"{number}: " if number else ""
-    has_table = False
+    table_at: int | None = None  # index of the block holding the cell's table
     merged: list[dict[str, Any]] = []  # consecutive stream outputs of one name joined
     for out in outputs:
         if out["output_type"] == "stream" and merged and merged[-1].get("name") == out["name"]:
@@ -280,8 +314,12 @@ def _cell_markdown(cell: Cell, outputs: list[dict[str, Any]], number: str | None
             continue
         data = out.get("data", {})
         if "text/markdown" in data:
-            blocks.append(_text(data["text/markdown"]).strip("\n"))
-            has_table = True
+            text = _text(data["text/markdown"]).strip("\n")
+            if table_at is None and (_PIPE_TABLE_RE.search(text) or not any(
+                    "text/markdown" in o.get("data", {}) and _PIPE_TABLE_RE.search(_text(o["data"]["text/markdown"]))
+                    for o in merged)):
+                table_at = len(blocks)  # the caption belongs to this block, not to what follows it
+            blocks.append(text)
         elif "image/png" in data:
             cap = (prefix + str(opts.get("fig-cap", ""))).replace("[", "\\[").replace("]", "\\]")
             ident = f"{{#{label}}}" if label.startswith("fig-") else ""
@@ -289,9 +327,11 @@ def _cell_markdown(cell: Cell, outputs: list[dict[str, Any]], number: str | None
         elif "text/plain" in data:
             text = _text(data["text/plain"])
             blocks.append(text if asis else _fence(text, " {.cell-output}"))
-    if opts.get("tbl-cap") and has_table:
+    if opts.get("tbl-cap") and table_at is not None:
+        # pandoc takes a ": caption" paragraph right after a table as its caption; anything
+        # else between them (a note the cell prints after the table) would orphan it
         ident = f" {{#{label}}}" if label.startswith("tbl-") else ""
-        blocks.append(f": {prefix}{opts['tbl-cap']}{ident}")
+        blocks.insert(table_at + 1, f": {prefix}{opts['tbl-cap']}{ident}")
     return blocks
 
 
@@ -305,10 +345,21 @@ def _resolve_refs(md: str, numbers: dict[str, str], warnings: list[str]) -> str:
     return re.sub(r"(?<![\w@\\])@((?:fig|tbl)-[\w-]*\w)", ref, md)
 
 
-def _expand_date(value: Any) -> Any:
-    if isinstance(value, str) and value.strip() in {"today", "now"}:
-        return _dt.datetime.now().strftime("%Y-%m-%d %H:%M" if value.strip() == "now" else "%Y-%m-%d")
-    return value.isoformat() if isinstance(value, (_dt.date, _dt.datetime)) else value
+def _expand_date(value: Any, date_format: Any = None) -> Any:
+    """A front-matter date as Quarto's HTML title block shows it: ``today`` and dates in its
+    default ``date-format: long`` (en-US, "December 6, 2026"), or ISO with ``date-format: iso``."""
+    if isinstance(value, str) and value.strip() == "now":
+        return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, str):
+        try:
+            value = _dt.date.fromisoformat(value.strip()) if value.strip() != "today" else _dt.date.today()
+        except ValueError:
+            return value
+    if isinstance(value, _dt.datetime):
+        value = value.date()
+    if not isinstance(value, _dt.date):
+        return value
+    return value.isoformat() if date_format == "iso" else f"{value:%B} {value.day}, {value.year}"
 
 
 _CSS = """
@@ -334,12 +385,13 @@ def _offline_version() -> str:
 
 def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
                workdir: Path | None = None, timeout_s: int = 600,
-               env: dict[str, str] | None = None) -> dict:
+               env: dict[str, str] | None = None, metadata: dict[str, Any] | None = None) -> dict:
     """Render ``qmd`` to a self-contained ``out_html`` with the offline engine.
 
     Cells run on a fresh ipykernel of this interpreter, in ``workdir`` (default: the qmd's
     folder). ``params`` override the parameters cell (papermill semantics). ``timeout_s`` is
-    the per-cell execution limit (nbclient's); ``env`` is added to the kernel's environment.
+    the per-cell execution limit (nbclient's); ``env`` is added to the kernel's environment;
+    ``metadata`` override the front matter (as Quarto's ``-M``).
     Returns an info dict (engine, cells executed, warnings, timings). Raises
     :class:`RenderError` on a failing cell, leaving no output.
     """
@@ -356,7 +408,7 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     if not workdir.is_dir():
         raise RenderError(f"workdir does not exist: {workdir}")
     meta, cells = parse_qmd(qmd.read_text(encoding="utf-8"))
-    h = _html_opts(meta)
+    h = {**_html_opts(meta), **(metadata or {})}
     defaults = h.get("execute") if isinstance(h.get("execute"), dict) else {}
     overrides, warnings = dict(params or {}), []
 
@@ -426,7 +478,9 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     t_pd = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ssd-report-pd-") as tmp_s:
         tmp = Path(tmp_s)
-        pmeta = {k: _expand_date(h[k]) for k in ("title", "subtitle", "author", "date") if h.get(k) is not None}
+        pmeta = {k: h[k] for k in ("title", "subtitle", "author") if h.get(k) is not None}
+        if h.get("date") is not None:
+            pmeta["date"] = _expand_date(h["date"], h.get("date-format"))
         if "title" not in pmeta:
             pmeta["pagetitle"] = qmd.stem
         (tmp / "meta.yaml").write_text(yaml.safe_dump(pmeta, allow_unicode=True))
@@ -465,37 +519,53 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
 
 def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
            workdir: Path | str | None = None, *, engine: str = "auto",
-           timeout_s: int = 600) -> dict:
+           timeout_s: int = 600, metadata: dict[str, Any] | None = None) -> dict:
     """Render with Quarto when it is installed (``engine="auto"``), else offline.
 
     Writes ``<out_html>.meta.json`` recording the engine that actually ran. ``engine`` may
-    force ``"quarto"`` (error if missing) or ``"offline"``.
+    force ``"quarto"`` (error if missing) or ``"offline"``. ``metadata`` override the front
+    matter (Quarto's ``-M``; e.g. ``{"title": ...}``). The page is rendered to a temporary file
+    beside ``out_html`` and the pair is swapped in only after a successful render: the old
+    sidecar goes first, then the page, then the new sidecar, so a sidecar present always
+    describes the page present; a failed render leaves the previous pair as it was, and a
+    sidecar whose page is gone (a build system deleted it) is removed before anything runs.
     """
     qmd, out_html = Path(qmd).resolve(), Path(out_html).resolve()
     wd = Path(workdir).resolve() if workdir is not None else None
     if engine not in {"auto", "quarto", "offline"}:
         raise ValueError(f"engine must be auto, quarto or offline, not {engine!r}")
     use_quarto = engine == "quarto" or (engine == "auto" and have_quarto())
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    if use_quarto:
-        if not have_quarto():
-            raise RenderError("engine='quarto' requested but no quarto executable on PATH")
-        env = {"SSD_MATH_RENDER_ENGINE": "quarto", "SSD_MATH_RENDER_STARTED": started,
-               "SSD_MATH_RENDER_ENGINE_VERSION": f"Quarto {quarto_version(shutil.which('quarto'))}"}
-        info = _render_quarto(qmd, out_html, params, wd, timeout_s, env)
-        info.update({"qmd": str(qmd), "output": str(out_html),
-                     "workdir": str(wd or qmd.parent), "params": dict(params or {})})
-    else:
-        env = {"SSD_MATH_RENDER_ENGINE": "offline", "SSD_MATH_RENDER_STARTED": started,
-               "SSD_MATH_RENDER_ENGINE_VERSION": _offline_version()}
-        info = render_qmd(qmd, out_html, params=params, workdir=wd, timeout_s=timeout_s, env=env)
-    info["render_started"] = started
-    info["rendered_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    info["config_hash"] = os.environ.get("SSD_MATH_CONFIG_HASH") or None  # as ssd_math.io.write_meta
     meta_path = out_html.with_name(out_html.name + ".meta.json")
-    tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, meta_path)
+    if not out_html.exists():
+        meta_path.unlink(missing_ok=True)  # stale: describes a page that is not there
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    tmp_html = out_html.with_name(f".{out_html.name}.rendering-{os.getpid()}")
+    try:
+        if use_quarto:
+            if not have_quarto():
+                raise RenderError("engine='quarto' requested but no quarto executable on PATH")
+            env = {"SSD_MATH_RENDER_ENGINE": "quarto", "SSD_MATH_RENDER_STARTED": started,
+                   "SSD_MATH_RENDER_ENGINE_VERSION": f"Quarto {quarto_version(shutil.which('quarto'))}"}
+            info = _render_quarto(qmd, tmp_html, params, wd, timeout_s, env, metadata, out_name=out_html.name)
+            info.update({"qmd": str(qmd), "workdir": str(wd or qmd.parent), "params": dict(params or {})})
+        else:
+            env = {"SSD_MATH_RENDER_ENGINE": "offline", "SSD_MATH_RENDER_STARTED": started,
+                   "SSD_MATH_RENDER_ENGINE_VERSION": _offline_version()}
+            info = render_qmd(qmd, tmp_html, params=params, workdir=wd, timeout_s=timeout_s, env=env,
+                              metadata=metadata)
+        info["output"] = str(out_html)
+        info["metadata"] = dict(metadata or {})
+        info["render_started"] = started
+        info["rendered_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        info["config_hash"] = os.environ.get("SSD_MATH_CONFIG_HASH") or None  # as ssd_math.io.write_meta
+        tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
+        tmp_meta.write_text(json.dumps(info, indent=2, default=str) + "\n")
+        meta_path.unlink(missing_ok=True)
+        os.replace(tmp_html, out_html)
+        os.replace(tmp_meta, meta_path)
+    finally:
+        tmp_html.unlink(missing_ok=True)
     return info
 
 
@@ -506,11 +576,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("out_html", type=Path)
     ap.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter override (value read as YAML); repeatable")
+    ap.add_argument("-M", "--metadata", action="append", default=[], metavar="KEY=VALUE",
+                    help="front-matter override, e.g. title=... (value read as YAML); repeatable")
     ap.add_argument("--workdir", type=Path, default=None, help="the cells' working directory (default: the qmd's)")
     ap.add_argument("--engine", choices=["auto", "quarto", "offline"], default="auto")
     ns = ap.parse_args(argv)
     try:
-        info = render(ns.qmd, ns.out_html, parse_param_args(ns.param), ns.workdir, engine=ns.engine)
+        info = render(ns.qmd, ns.out_html, parse_param_args(ns.param), ns.workdir, engine=ns.engine,
+                      metadata=parse_param_args(ns.metadata))
     except (RenderError, ValueError) as exc:
         print(f"render failed: {exc}", file=sys.stderr)
         return 1
