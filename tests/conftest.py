@@ -97,11 +97,13 @@ def require_vllm():
     pytest.skip(msg, allow_module_level=True)
 
 
-def served_tiny_base(request):
-    """(model folder, eval_main problem rows) of the default's tiny base: the folder the smoke
-    run pretrained (one run per session, shared with test_e2e)."""
-    import json
+def served_tiny_base(n_eval: int = 32):
+    """(model folder, the first ``n_eval`` eval_main problem rows, the prompt instruction) of the
+    default's tiny base: the folder the repository ships (config.yaml ``model.hub.local_dir``),
+    the eval problems of the data recipe it was pretrained against, and the instruction it was
+    pretrained with: what the default run samples."""
+    from ssd_math.synth import build_splits
 
-    wd, _ = request.getfixturevalue("smoke_run")
-    problems = [json.loads(x) for x in (wd / "results/data/eval_main.jsonl").read_text().splitlines()]
-    return wd / "results/models/base", problems
+    cfg = sc.load_config(ROOT / "config.yaml")
+    splits = build_splits({**cfg["data"]["synthetic"], "seed": int(cfg["seed"])})
+    return ROOT / cfg["model"]["hub"]["local_dir"], splits["eval_main"][:n_eval], cfg["prompt"]["instruction"]

