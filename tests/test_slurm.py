@@ -44,10 +44,16 @@ ARM = "ssd"  # the arm whose training job is killed
 
 
 def _need_slurm():
+    ci = os.environ.get("CI") == "true"
     if shutil.which("sinfo") is None:
-        if os.environ.get("CI") == "true":
+        if ci:
             pytest.fail("CI=true but `sinfo` is not on PATH: .ci/run must start the SLURM cluster")
         pytest.skip("no SLURM cluster here (`sinfo` not on PATH)")
+    # SLURM's commands outlive a stopped cluster (local_slurm.sh stop leaves the packages)
+    up = subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=60)
+    if up.returncode != 0:
+        msg = f"`sinfo` cannot reach a SLURM controller: {up.stderr.strip()[-300:]}"
+        pytest.fail(msg) if ci else pytest.skip(msg)
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         msg = "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')"
         pytest.fail(msg) if os.environ.get("CI") == "true" else pytest.skip(msg)
