@@ -57,7 +57,7 @@ DEVICE = layout.device(config)  # torch device of hf sampling / eval / probe job
 #   training (sft, noise_probe): num_processes of the accelerate config (runtime.accelerate_config),
 #       0 when it says use_cpu (the tiny default: every job stays a CPU job).
 # Memory and wall time per kind of job; a cluster profile overrides them per rule
-# (profiles/slurm/config.yaml `set-resources`), together with partitions and accounts.
+# (the site file of profiles/slurm, `set-resources`), together with partitions and accounts.
 # Generation jobs own their cores: they ask for GEN_THREADS and Snakemake caps that at --cores
 # (--cores 2: one generation job at a time, 2 torch threads); the sampler sets torch's threads to
 # exactly the job's `threads`; a profile overrides it per rule (`set-threads:`).

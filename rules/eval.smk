@@ -184,27 +184,82 @@ if L.subsets:  # eval_hard inside eval_main: its grid and sweeps are eval_main's
 
 
 # One grading job per generation job (one worker pool for all of its files): the graded file of
-# generations/<path>.jsonl is eval/<path>.jsonl. Defined in a loop so the four families share
-# one definition; `snakemake --forcerun grade_grid` regrades without regenerating.
-for _family in ("grid", "passk", "checkpoints", "sweep") if SWEEPS else ("grid", "passk", "checkpoints"):
-    _gen = getattr(rules, f"generate_{_family}")
-    _raw = list(_gen.output.samples) if not isinstance(_gen.output.samples, str) else [_gen.output.samples]
-    _wc = list(dict.fromkeys(re.findall(r"(?<!{){(\w+)}(?!})", _raw[0])))
+# generations/<path>.jsonl is eval/<path>.jsonl. Four plain rules (greppable, and named as they are
+# in the SLURM profile's set-resources/set-threads); `snakemake --forcerun grade_grid` regrades
+# without regenerating. _grading() derives each one's files and log wildcards from its generate_*
+# rule, so the two never disagree.
+def _grading(family: str):
+    """(samples, graded files, log path, benchmark path) of the grading job of generate_<family>."""
+    gen = getattr(rules, f"generate_{family}")
+    raw = [gen.output.samples] if isinstance(gen.output.samples, str) else list(gen.output.samples)
+    wcs = [f"{{{w}}}" for w in dict.fromkeys(re.findall(r"(?<!{){(\w+)}(?!})", raw[0]))]
+    return raw, [L.graded(p) for p in raw], log_path("grade", family, *wcs), bench_path("grade", family, *wcs)
 
-    rule:
-        name:
-            f"grade_{_family}"
+
+GRADER = dict(workers=config["eval"]["grader"]["workers"], timeout_s=config["eval"]["grader"]["timeout_s"])
+
+
+rule grade_grid:
+    input:
+        samples=_grading("grid")[0],
+    output:
+        graded=_grading("grid")[1],
+    params:
+        **GRADER,
+    threads: 1
+    log:
+        _grading("grid")[2],
+    benchmark:
+        _grading("grid")[3]
+    script:
+        "../scripts/grade.py"
+
+
+rule grade_passk:
+    input:
+        samples=_grading("passk")[0],
+    output:
+        graded=_grading("passk")[1],
+    params:
+        **GRADER,
+    threads: 1
+    log:
+        _grading("passk")[2],
+    benchmark:
+        _grading("passk")[3]
+    script:
+        "../scripts/grade.py"
+
+
+rule grade_checkpoints:
+    input:
+        samples=_grading("checkpoints")[0],
+    output:
+        graded=_grading("checkpoints")[1],
+    params:
+        **GRADER,
+    threads: 1
+    log:
+        _grading("checkpoints")[2],
+    benchmark:
+        _grading("checkpoints")[3]
+    script:
+        "../scripts/grade.py"
+
+
+if SWEEPS:
+
+    rule grade_sweep:
         input:
-            samples=_raw,
+            samples=_grading("sweep")[0],
         output:
-            graded=[L.graded(p) for p in _raw],
+            graded=_grading("sweep")[1],
         params:
-            workers=config["eval"]["grader"]["workers"],
-            timeout_s=config["eval"]["grader"]["timeout_s"],
+            **GRADER,
         threads: 1
         log:
-            log_path("grade", _family, *[f"{{{w}}}" for w in _wc]),
+            _grading("sweep")[2],
         benchmark:
-            bench_path("grade", _family, *[f"{{{w}}}" for w in _wc])
+            _grading("sweep")[3]
         script:
             "../scripts/grade.py"

@@ -7,7 +7,8 @@ internally consistent and covers every GPU job.
 
 The SLURM executor plugin is not installed here, and ``snakemake -n --executor slurm`` needs it
 (argparse rejects an unknown executor). The dry-run therefore uses a copy of profiles/slurm
-without its ``executor:`` line: the same default-resources, set-resources and set-threads.
+without its ``executor:`` line, with profiles/slurm/site.example.yaml (the site values) as
+``--profile``, the way profiles/slurm/README.md runs it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT / "data" / "real"  # the shipped local sources (data/real/README.md)
 REAL = ROOT / "config" / "real.yaml"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
+SITE = ROOT / "profiles" / "slurm" / "site.example.yaml"  # the site values (default/set-resources, set-threads)
 GPU_RULES = {"sample_train_shard", "sft", "generate_grid", "generate_passk",
              "generate_checkpoints", "generate_sweep"}
 UNPLANNED_GPU_RULES = {"probe_forward"}  # GPU jobs the cost plan does not cover (yet)
@@ -127,17 +129,16 @@ def test_vllm_env_pins_the_extra():
 # ------------------------------------------------------------------------------- SLURM profile
 
 def test_slurm_profile_keys():
-    text = PROFILE.read_text()
-    prof = yaml.safe_load(text)
+    prof, site = yaml.safe_load(PROFILE.read_text()), yaml.safe_load(SITE.read_text())
     assert prof["executor"] == "slurm"
-    for line in text.splitlines():  # every key is commented
-        if line.strip() and not line.lstrip().startswith("#"):
+    for line in PROFILE.read_text().splitlines() + SITE.read_text().splitlines():  # every key is commented
+        if line.strip() and not line.lstrip().startswith("#") and not re.match(r"^\s*[\w-]+:\s*$", line):
             assert "#" in line, f"uncommented profile line: {line!r}"
-    resources = set(prof["default-resources"])
-    for rule, res in prof["set-resources"].items():
+    resources = set(site["default-resources"])
+    for rule, res in site["set-resources"].items():
         resources |= set(res)
     assert resources <= SLURM_RESOURCES, resources - SLURM_RESOURCES
-    assert set(prof["set-resources"]) >= GPU_RULES | UNPLANNED_GPU_RULES
+    assert set(site["set-resources"]) >= GPU_RULES | UNPLANNED_GPU_RULES
     assert "code" not in prof["rerun-triggers"]
 
 
@@ -163,7 +164,7 @@ def dry_run(tmp_path_factory):
     text = "\n".join(ln for ln in PROFILE.read_text().splitlines() if not ln.startswith("executor:"))
     (prof / "config.yaml").write_text(text + "\n")
     results = tmp / "results"
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", str(prof),
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", str(SITE), "--workflow-profile", str(prof),
            "--configfile", str(REAL), "--config", f"results={results}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -185,7 +186,7 @@ def test_dry_run_lists_the_whole_dag_with_gpu_resources(dry_run, real):
         res = j.get("resources", {})
         if j["rule"] in GPU_RULES | UNPLANNED_GPU_RULES:
             assert int(res.get("gpu", 0)) >= 1, j
-            assert res["slurm_partition"] == "gpu" and res["slurm_account"] == "SITE-account", j
+            assert res["slurm_partition"] == "SITE-gpu" and res["slurm_account"] == "SITE-account", j
             assert int(res["runtime"]) >= 60 and int(res["mem_mb"]) >= 32000, j
         elif j["rule"] != "all":
             assert int(res.get("gpu", 0)) == 0, j

@@ -1,0 +1,210 @@
+"""SLURM for real: a small config's whole DAG submitted through profiles/slurm (one sbatch job per
+rule instance, snakemake-executor-plugin-slurm), with the site values given the way
+profiles/slurm/README.md tells users to give them (a copy of site.example.yaml passed as
+`--profile`), and one training job killed mid-run (`scancel --batch --signal=KILL`: its
+processes die as on a node crash or an OOM kill, and SLURM records it FAILED).
+
+Checks: `python -m ssd_math.cluster` accepts the run; rc 0; every submitted job COMPLETED in
+`sacct` except the killed one, whose resubmission (profile `retries: 1`) COMPLETED and resumed
+from its own saved state; the report is written; a rerun builds nothing; and the killed job's
+outputs and the generations and grades of its model are byte-identical to an uninterrupted plain
+`snakemake --cores 2` run of the same config.
+
+(A plain `scancel` is not what this kills with: sacct then says `CANCELLED by <uid>`, which
+the plugin (2.6.1, as 2.8.0) does not recognise as a failure, and Snakemake waits for that job forever;
+profiles/slurm/README.md says what to do instead.)
+
+Needs a cluster (`sinfo` on PATH, accounting with an association for this user): .ci/run starts
+a one-node one with ../shared/tools/slurm/local_slurm.sh. Skips without `sinfo`; under CI=true it
+fails instead.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, SMOKE, snakemake
+from ssd_math import cluster
+
+pytestmark = pytest.mark.slow
+
+ARM = "ssd"  # the arm whose training job is killed
+
+
+def _need_slurm():
+    ci = os.environ.get("CI") == "true"
+    if shutil.which("sinfo") is None:
+        if ci:
+            pytest.fail("CI=true but `sinfo` is not on PATH: .ci/run must start the SLURM cluster")
+        pytest.skip("no SLURM cluster here (`sinfo` not on PATH)")
+    # SLURM's commands outlive a stopped cluster (local_slurm.sh stop leaves the packages)
+    up = subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=60)
+    if up.returncode != 0:
+        msg = f"`sinfo` cannot reach a SLURM controller: {up.stderr.strip()[-300:]}"
+        pytest.fail(msg) if ci else pytest.skip(msg)
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        msg = "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')"
+        pytest.fail(msg) if os.environ.get("CI") == "true" else pytest.skip(msg)
+
+
+def small_config(path: Path) -> Path:
+    """The smoke config cut to one arm, one eval set, one temperature and no sweeps (the DAG keeps
+    every rule kind of the default arm: data, pretraining, sampling, SFT, eval, grading, probe,
+    tables, figures, report); SFT runs three epochs so that its job lives long enough after its
+    first saved resume state to be killed."""
+    c = yaml.safe_load(SMOKE.read_text())
+    c["experiment"] = "slurm"
+    c["arms"] = {ARM: c["arms"][ARM]}
+    c["extra_arms"], c["noise_probes"] = {}, []
+    c["probe"].update(t_eval=0.7, controls=[])
+    c["eval"].update(sets=["eval_main"], t_grid=[0.7])
+    c["eval"].pop("sweeps", None)
+    rows = [{"model": "base", "temperature": 0.7}, {"model": ARM, "temperature": 0.7}]
+    c["eval"]["passk"]["runs"] = rows
+    c["report"]["table1"]["rows"] = rows
+    c["sft"]["epochs"] = 3
+    path.write_text(yaml.safe_dump(c, sort_keys=False))
+    return path
+
+
+def site_profile(path: Path, rules: set[str]) -> Path:
+    """This cluster's site file, made from profiles/slurm/site.example.yaml as a user would: the
+    account of this user's association, the default partition for CPU jobs and `gpu` (if there is
+    one) for the GPU rules, and the threads the reference run gives each rule (profiles/default,
+    else the rule's own, at most 2), so that the two runs compute the same floats. The example
+    names rules of config/real.yaml; entries for rules this config lacks (the sweeps) are left out."""
+    site = yaml.safe_load((ROOT / "profiles/slurm/site.example.yaml").read_text())
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    assoc = subprocess.run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=account"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert assoc, f"no SLURM account association for user {user} (sacctmgr show assoc)"
+    parts = cluster.sinfo_partitions()
+    cpu = next(p.name for p in parts.values() if p.default)
+    gpu = "gpu" if "gpu" in parts else cpu
+    default_threads = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())["set-threads"]
+    site["default-resources"].update(slurm_account=assoc[0], slurm_partition=cpu)
+    site["set-resources"] = {r: {**v, **({"slurm_partition": gpu} if "slurm_partition" in v else {})}
+                             for r, v in site["set-resources"].items() if r in rules}
+    site["set-threads"] = {r: default_threads.get(r, min(v, 2)) for r, v in site["set-threads"].items() if r in rules}
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path
+
+
+def _sm(wd: Path, cfg: Path, site: Path, *args: str, **kw) -> list[str]:
+    return [str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
+            "--configfile", str(cfg), "--profile", str(site), "--workflow-profile", str(ROOT / "profiles/slurm"),
+            *args]
+
+
+def _slurm_jobs(wd: Path, since: str) -> dict[str, str]:
+    """{job id: state} of every allocation run in ``wd`` since ``since`` (sacct)."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,State,WorkDir"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.strip()]
+    return {r[0]: r[1].split()[0] for r in rows if Path(r[2]).resolve() == wd.resolve()}
+
+
+def _submitted(log: str) -> dict[str, str]:
+    """{SLURM job id: rule} from the plugin's "submitted with SLURM jobid N (log: .../rule_<rule>/...)"
+    lines (the local cluster's accounting does not store the job comment that names the rule)."""
+    return dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*?/slurm_logs/rule_([^/]+)/", log))
+
+
+def _kill_training_job(wd: Path, proc: subprocess.Popen, deadline_s: float) -> str:
+    """Wait for ARM's training job to save its first resume state, kill it, return its job id."""
+    progress = wd / "results" / "train" / ARM / "resume" / "progress.json"
+    t_end = time.time() + deadline_s
+    while not progress.exists():
+        assert proc.poll() is None, "the SLURM run ended before the training job saved any state"
+        assert time.time() < t_end, f"no {progress} after {deadline_s} s"
+        time.sleep(0.2)
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, check=True).stdout
+    ids = [r.split("|")[0] for r in out.splitlines() if r.split("|")[1].startswith("rule_sft_")
+           and r.split("|")[2] == "RUNNING"]
+    assert len(ids) == 1, f"expected one running sft job, squeue says:\n{out}"
+    subprocess.run(["scancel", "--batch", "--signal=KILL", ids[0]], check=True)
+    return ids[0]
+
+
+def _tree(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def test_whole_dag_through_the_slurm_profile_with_a_killed_training_job(tmp_path):
+    _need_slurm()
+    cfg = small_config(tmp_path / "small.yaml")
+    ref, wd = tmp_path / "ref", tmp_path / "slurm"
+    ref.mkdir(), wd.mkdir()
+    rules = cluster.parse_rule_names(subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
+         "--configfile", str(cfg), "--list-rules"], capture_output=True, text=True, check=True).stdout)
+    site = site_profile(tmp_path / "site.yaml", rules)
+
+    # The reference: the same config, uninterrupted, without SLURM (profiles/default, 2 cores), up
+    # to the grades (what the comparison below reads).
+    snakemake(ref, "--until", "grade_grid", "grade_passk", "grade_checkpoints", configfile=cfg)
+
+    # The check the README asks for before a run: it must accept this one.
+    chk = subprocess.run([sys.executable, "-m", "ssd_math.cluster", *_sm(wd, cfg, site)[1:]],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert chk.returncode == 0, chk.stdout[-3000:] + chk.stderr[-3000:]
+    dry = subprocess.run(_sm(wd, cfg, site, "-n"), capture_output=True, text=True, check=True).stdout
+    local = cluster.local_rules(ROOT / "Snakefile")
+    expected = [j for j in cluster.parse_dryrun(dry) if j.rule not in local]
+    assert any(j.rule == "sft" for j in expected)
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
+    log = tmp_path / "slurm.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(_sm(wd, cfg, site, "--slurm-init-seconds-before-status-checks", "2"),
+                                stdout=fh, stderr=subprocess.STDOUT, text=True)
+        try:
+            killed = _kill_training_job(wd, proc, deadline_s=900)
+            rc = proc.wait(timeout=1200)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert rc == 0, text[-6000:]
+
+    # sacct: every submitted job COMPLETED, but the killed one, which was resubmitted once
+    states, submitted = _slurm_jobs(wd, since), _submitted(text)
+    assert set(states) == set(submitted), (states, submitted)
+    assert submitted[killed] == "sft" and states.pop(killed) == "FAILED", (killed, states)
+    assert set(states.values()) == {"COMPLETED"}, states
+    assert sorted(submitted[j] for j in states) == sorted(j.rule for j in expected)
+    print(f"\n{len(states)} SLURM jobs COMPLETED in sacct; sft job {killed} killed (FAILED) and resubmitted")
+
+    # the resubmitted training job resumed from the state the killed one saved
+    summary = json.loads((wd / f"results/logs/train/{ARM}.log").read_text().strip().splitlines()[-1])
+    assert summary["resumed_from"] >= 1, summary
+
+    assert (wd / "results/report/report.html").stat().st_size > 0
+    again = subprocess.run(_sm(wd, cfg, site, "-n"), capture_output=True, text=True, check=True)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+    # byte for byte: the killed job's outputs, and the generations and grades of its model (the
+    # provenance sidecars, meta.json, record where and when a file was made: not compared)
+    for sub in (f"models/{ARM}", f"generations/{ARM}", f"eval/{ARM}"):
+        a, b = ref / "results" / sub, wd / "results" / sub
+        files = [f for f in _tree(a) if not f.endswith("meta.json")]
+        assert files and files == [f for f in _tree(b) if not f.endswith("meta.json")], sub
+        _, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
+        assert not mismatch and not errors, f"{sub}: {mismatch or errors} differ from the uninterrupted run"
+    # the training log, step by step, but for what it measures of the machine (times, speed, memory)
+    machine = {"elapsed_s", "step_s", "step_cpu_s", "tokens_per_s", "mem_mb"}
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in machine} for line in
+             (d / f"results/train/{ARM}/log.jsonl").read_text().splitlines()] for d in (ref, wd)]
+    assert rows[0] == rows[1] and len(rows[0]) > 2
