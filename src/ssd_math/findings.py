@@ -17,7 +17,11 @@ Wording follows the numbers, never the study's expectation:
   of the difference of differences);
 * the noise trap: the weight-change fraction is a census (every stored value counted, no
   interval); the batch is "noise-dominated" when the gradient noise scale B_simple exceeds the
-  global batch; the checkpoints are "flat" when the trained checkpoints' intervals all overlap.
+  global batch, or when the EMA of |G|² is zero or negative (the noise swamps the signal at that
+  batch size: B_simple has no finite positive value; the study saw such estimates too); the
+  checkpoints are "flat" when the trained checkpoints' intervals all overlap;
+* every finding of the study (:data:`STUDY_FINDINGS`) appears in every run: a table that cannot
+  decide one gives a sentence saying which table and what it lacks (verdict ``undecided``).
 
 Intervals are written with non-breaking spaces (U+00A0) so a browser never wraps one.
 """
