@@ -40,6 +40,7 @@ def test_the_shipped_base_is_what_its_provenance_says():
     assert hub.check_model_dir(BASE_DIR, "tiny-base") == []
     assert prov["weights_sha256"] == {"model.safetensors": sha256(BASE_DIR / "model.safetensors")}
     assert prov["dtype"] == "float32" and prov["git"]["commit"] and prov["machine"]["cpu_model"]
+    assert prov["machine"]["torch"]["intra_op_threads"] >= 1  # the pretraining job's machine, not the copy's
     assert prov["config_recipe"]["pretrain"]["lr"] == yaml.safe_load(
         (ROOT / "config" / "tiny-base.yaml").read_text())["model"]["pretrain"]["lr"]
     assert sum(p.stat().st_size for p in BASE_DIR.iterdir()) < 16e6

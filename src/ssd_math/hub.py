@@ -142,6 +142,10 @@ def ship_base(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cfg: 
         if missing:
             raise FetchError(f"{src} lacks {', '.join(missing)}: not a pretrained base folder")
         log = read_jsonl(train_log) if train_log and Path(train_log).exists() else []
+        try:  # the pretraining job's own sidecar: the machine and threads that made these weights
+            trained = json.loads((src / "meta.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            trained = {}
         prov = {
             "rule": "ship_base",
             "rebuild": sc.REBUILD_BASE,
@@ -151,8 +155,9 @@ def ship_base(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cfg: 
             "data_recipe": sc.data_recipe(cfg),
             "data_recipe_hash": sc.data_recipe_hash(cfg),
             "dtype": "float32",
-            "machine": machine_info(),
-            "packages": package_versions(),
+            "machine": trained.get("machine") or machine_info(),
+            "packages": trained.get("packages") or package_versions(),
+            "pretrain_spec_hash": trained.get("spec_hash"),
             "pretrain_last_step": {k: log[-1].get(k) for k in ("step", "loss", "ppl", "lr")} if log else None,
             "weights_sha256": weights_sha256(tmp),
             "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
