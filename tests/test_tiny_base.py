@@ -78,7 +78,7 @@ def test_the_rebuild_command_pretrains_and_ships_a_base(tmp_path):
     folder with provenance, which a default-like config then accepts (and refuses with other data)."""
     short = tmp_path / "short.yaml"
     short.write_text(yaml.safe_dump({
-        "data": {"synthetic": {"n_pretrain": 300, "n_train_prompts": 40, "n_eval_main": 40}},
+        "data": {"synthetic": {"n_pretrain": 300, "n_eval_main": 40}},
         "model": {"pretrain": {"max_steps": 3}}}))
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2", "ship_base",
@@ -91,7 +91,7 @@ def test_the_rebuild_command_pretrains_and_ships_a_base(tmp_path):
     assert prov["pretrain_last_step"]["step"] == 3
     assert prov["weights_sha256"] == {"model.safetensors": sha256(out / "model.safetensors")}
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["data"]["synthetic"].update(n_pretrain=300, n_train_prompts=40, n_eval_main=40)
+    cfg["data"]["synthetic"].update(n_pretrain=300, n_eval_main=40)
     cfg["model"]["hub"]["local_dir"] = str(out)
     sc.validate(copy.deepcopy(cfg))  # the data it was pretrained on: accepted
     cfg["data"]["synthetic"]["n_eval_main"] = 41
