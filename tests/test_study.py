@@ -119,7 +119,7 @@ def test_a_sweep_arm_in_the_run_is_compared_with_ssd(tmp_path):
     got = compare(tmp_path, arms=arms, ssd=pattern(40, 20), base07=pattern(40, 20), base10=pattern(40, 20),
                   noise=NOISE, metrics_rows=[metric("ssd", 0.5), metric("data3x", 0.53), metric("long", 0.7)])
     assert got["sweep_data3x"]["run_verdict"] == "no effect" and got["sweep_data3x"]["agrees"] == "yes"
-    assert got["sweep_data3x"]["run_estimate"] == "data3x 53.0% [48.0, 58.0] vs ssd 50.0% [45.0, 55.0] on eval_main @ T0.7"
+    assert got["sweep_data3x"]["run_estimate"] == "data3x 53.0% [48.0,\u00a058.0] vs ssd 50.0% [45.0,\u00a055.0] on eval_main @ T0.7"
     assert got["sweep_length"]["run_verdict"] == "an effect" and got["sweep_length"]["agrees"] == "no"
 
 

@@ -181,8 +181,8 @@ def _sweep(claim: dict, ctx: dict) -> dict:
             return _row(None, why=f"metrics.csv has no {main} T{t} row of {a} or {ssd}")
         overlap = x["accuracy_lo"] <= y["accuracy_hi"] and y["accuracy_lo"] <= x["accuracy_hi"]
         out.append(("no effect" if overlap else "an effect",
-                    f"{a} {_pct(x['accuracy'])} [{_num(100 * x['accuracy_lo'])}, {_num(100 * x['accuracy_hi'])}] "
-                    f"vs {ssd} {_pct(y['accuracy'])} [{_num(100 * y['accuracy_lo'])}, {_num(100 * y['accuracy_hi'])}] "
+                    f"{a} {_pct(x['accuracy'])} [{_num(100 * x['accuracy_lo'])},{NBSP}{_num(100 * x['accuracy_hi'])}] "
+                    f"vs {ssd} {_pct(y['accuracy'])} [{_num(100 * y['accuracy_lo'])},{NBSP}{_num(100 * y['accuracy_hi'])}] "
                     f"on {main} @ T{t}", f"{x['n_prompts']} prompts"))
     words = {w for w, *_ in out}
     return _row(words.pop() if len(words) == 1 else "mixed", "; ".join(e for _, e, _ in out), out[0][2])
