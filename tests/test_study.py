@@ -132,6 +132,7 @@ def test_the_markdown_table_has_every_claim_and_the_comparability_note(tmp_path)
     assert df.height == len(claims) and pl.read_csv(tmp_path / "s.csv").height == len(claims)
     assert md.count("\n|") >= len(claims) + 1  # header rule + one row per claim
     assert "*Not comparable:* the absolute numbers." in md
+    assert "| arm lr\\-high not built " in md  # the short reason (pipe_table escapes '-')
     counts = {k: int((df["agrees"] == k).sum()) for k in ("yes", "no", "cannot decide")}
     assert f"*{counts['yes']} of {len(claims)} claims agree, {counts['no']} disagree, " in md
     study.write_study_table(CLAIMS, tmp_path / "s.csv", tmp_path / "r.md", **sides, arms=ARMS,

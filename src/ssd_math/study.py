@@ -29,7 +29,7 @@ __all__ = ["load_claims", "compare", "render_markdown", "write_study_table", "RU
 NBSP = "\u00a0"
 MINUS = "\u2212"
 COLUMNS = ["claim", "section", "study_estimate", "study_verdict", "run_estimate", "run_n",
-           "run_verdict", "agrees", "why"]
+           "run_verdict", "agrees", "why", "short"]
 UNDECIDED = "cannot decide"
 
 
@@ -66,8 +66,11 @@ def _span(values: Sequence[float], fmt: Callable[[float], str]) -> str:
     return lo if lo == hi else f"{lo}–{hi}"
 
 
-def _row(verdict: str | None, estimate: str = "—", n: str = "—", why: str = "") -> dict:
-    return {"run_estimate": estimate, "run_n": n, "run_verdict": verdict or UNDECIDED, "why": why}
+def _row(verdict: str | None, estimate: str = "—", n: str = "—", why: str = "", short: str = "") -> dict:
+    """This run's side of a claim; an undecided one carries ``why`` (the CSV) and ``short`` (the
+    report's cell)."""
+    return {"run_estimate": estimate, "run_n": n, "run_verdict": verdict or UNDECIDED, "why": why,
+            "short": short}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -80,13 +83,14 @@ def _finding(claim: dict, ctx: dict) -> dict:
     f = ctx["findings"].get(run["finding"])
     if f is None or f.get("verdict") in (None, "undecided"):
         why = _plain(f["text"]) if f else f"findings.json has no finding {run['finding']!r}"
-        return _row(None, why=why)
+        return _row(None, why=why, short="see its finding")
     nums = f.get("numbers") or {}
     if "sets" in nums:  # Table 1: one eval set, by its role
         sets = list(nums["sets"])
         i = {"main": 0, "hard": 1}[run.get("set", "main")]
         if i >= len(sets):
-            return _row(None, why=f"this run's Table 1 has no {run.get('set')} eval set")
+            return _row(None, why=f"this run's Table 1 has no {run.get('set')} eval set",
+                        short=f"no {run.get('set')} eval set")
         d = nums["sets"][sets[i]]
         return _row(d["verdict"], f"{_pp(d)} on {sets[i]}", f"{d['n_prompts']} prompts")
     if "delta_pp" in nums:  # Table 2
@@ -100,7 +104,7 @@ def _finding(claim: dict, ctx: dict) -> dict:
     if "classes" in nums:
         d = nums["classes"].get("lock:strict") or {}
         if not d:
-            return _row(None, why="the probe found no strict-lock positions")
+            return _row(None, why="the probe found no strict-lock positions", short="no strict locks probed")
         return _row(f["verdict"], f"{_num(d['base_mean'], 2)} tokens at base, Δ{NBSP}{_num(d['delta'], 2, True)} "
                     f"[{_num(d['lo'], 2, True)},{NBSP}{_num(d['hi'], 2, True)}]", f"{d['n_positions']} positions")
     runs = {k: v for k, v in nums.items() if isinstance(v, dict) and "verdict" in v}
@@ -134,7 +138,7 @@ def _threshold(claim: dict, ctx: dict) -> dict:
     rows = [r for r in _arm_rows(ctx) if r.get(run["column"]) is not None]
     if not rows:
         return _row(None, why=f"noise_summary.csv has no {run['column']} for this run's arms "
-                              "(sft.instrument.enabled off, or no training log)")
+                              "(sft.instrument.enabled off, or no training log)", short="no weight-change log")
     vals = [r[run["column"]] for r in rows]
     ok = all(run["lo"] <= v <= run["hi"] for v in vals)
     steps = sorted({int(r["steps"]) for r in rows})
@@ -156,16 +160,17 @@ def _precision(claim: dict, ctx: dict) -> dict:
                         f"{b['run']} {_pct(b['frac_changed_mean'], 2)} vs {c['run']} "
                         f"{_pct(c['frac_changed_mean'], 2)} per step", f"{b['steps']} / {c['steps']} steps (census)")
     return _row(None, why="this run has no bf16-state log-only probe beside an fp32 control at the "
-                          "same LR (noise_probes)")
+                          "same LR (noise_probes)", short="no bf16-state probe")
 
 
 def _sweep(claim: dict, ctx: dict) -> dict:
     arms = [a for a in claim["run"].get("arms") or [] if a in ctx["arms"]]
     if not claim["run"].get("arms"):
-        return _row(None, why="no arm of this config varies it")
+        return _row(None, why="no arm of this config varies it", short="no arm varies it")
     if not arms:
         return _row(None, why=f"arm {', '.join(claim['run']['arms'])} is not among this run's arms "
-                              "(an extra arm: built when one of its files is asked for, or moved into arms)")
+                              "(an extra arm: built when one of its files is asked for, or moved into arms)",
+                    short=f"arm {', '.join(claim['run']['arms'])} not built")
     m, main, ssd = ctx["metrics"], ctx["main_set"], ctx["ssd_arm"]
     out = []
     for a in arms:
@@ -178,7 +183,8 @@ def _sweep(claim: dict, ctx: dict) -> dict:
             return r.row(0, named=True) if r.height else None
         x, y = pick(a), pick(ssd)
         if x is None or y is None:
-            return _row(None, why=f"metrics.csv has no {main} T{t} row of {a} or {ssd}")
+            return _row(None, why=f"metrics.csv has no {main} T{t} row of {a} or {ssd}",
+                        short=f"no T{t} eval of {a}")
         overlap = x["accuracy_lo"] <= y["accuracy_hi"] and y["accuracy_lo"] <= x["accuracy_hi"]
         out.append(("no effect" if overlap else "an effect",
                     f"{a} {_pct(x['accuracy'])} [{_num(100 * x['accuracy_lo'])},{NBSP}{_num(100 * x['accuracy_hi'])}] "
@@ -228,27 +234,24 @@ def compare(claims: dict, *, findings_json: str | Path, noise_summary: str | Pat
 
 
 def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool) -> str:
-    """The report's opening table (a pandoc pipe table) and the notes under it."""
+    """The report's table (a pandoc pipe table, one short line per claim: the CSV keeps the
+    long reasons) and one note under it."""
     from .report import pipe_table
 
-    show = df.select(
-        pl.format("{} ({})", "claim", "section").alias("claim (study section)"),
-        pl.col("study_estimate").alias("study: estimate"), pl.col("study_verdict").alias("study: verdict"),
-        pl.col("run_estimate").alias("this run: estimate"), pl.col("run_n").alias("this run: n"),
-        pl.col("run_verdict").alias("this run: verdict"), pl.col("agrees").alias("agrees"))
+    rows = []
+    for r in df.iter_rows(named=True):
+        run = (f"{r['short']}" if r["agrees"] == UNDECIDED
+               else r["run_estimate"] + ("" if r["run_n"] == "—" else f"; n{NBSP}={NBSP}{r['run_n']}"))
+        rows.append({"claim (docs/study.md)": f"{r['claim']} ({r['section']})",
+                     "study": "—" if r["study_estimate"].startswith("not stated") else r["study_estimate"],
+                     "this run": run, "this run's verdict": r["run_verdict"], "agrees": r["agrees"]})
     counts = {k: df.filter(pl.col("agrees") == k).height for k in ("yes", "no", UNDECIDED)}
-    lines = [pipe_table(show), "",
-             f"*{counts['yes']} of {df.height} claims agree, {counts['no']} disagree, "
-             f"{counts[UNDECIDED]} this run cannot decide.* Source: {claims['source'].strip()}."]
+    note = (f"*{counts['yes']} of {df.height} claims agree, {counts['no']} disagree, {counts[UNDECIDED]} "
+            f"this run cannot decide* (why: `tables/study_vs_run.csv`, column `why`). The study's "
+            f"estimate is — where docs/study.md states only the verdict. Source: {claims['source'].strip()}.")
     if not absolute_comparable:
-        lines.append("")
-        lines.append("*Not comparable:* the absolute numbers. " + claims["absolute_numbers"].strip()
-                     + " Only the verdicts are compared here.")
-    why = df.filter(pl.col("why") != "")
-    if why.height:
-        lines += ["", "Why this run cannot decide:", ""]
-        lines += [f"- {r['claim']}: {r['why']}" for r in why.iter_rows(named=True)]
-    return "\n".join(lines) + "\n"
+        note += " *Not comparable:* the absolute numbers. " + claims["absolute_numbers"].strip()
+    return pipe_table(rows) + "\n\n" + note + "\n"
 
 
 def write_study_table(claims_path: str | Path, out_csv: str | Path, out_md: str | Path, *,
