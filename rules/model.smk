@@ -72,6 +72,28 @@ if config["model"]["kind"] == "tiny":
         shell:
             TRAIN_LAUNCHER + " --spec-json {params.spec:q} > {log} 2>&1"
 
+    if config["model"].get("ship_dir"):
+
+        rule ship_base:
+            """The pretrained tiny base -> model.ship_dir (the repository's models/tiny-base, which
+            the default reads through fetch_base), with provenance.json: commit, recipes and their
+            hashes, the CPU, the weights' sha256. On request only:
+            snakemake --cores 2 ship_base --configfile config.yaml config/tiny-base.yaml"""
+            input:
+                model=rules.pretrain_base.output.model,
+                log=rules.pretrain_base.output.log,
+            output:
+                model=directory(config["model"]["ship_dir"]),
+            params:
+                cfg=config,
+                workflow_dir=workflow.basedir,
+            log:
+                log_path("model", "ship_base"),
+            benchmark:
+                bench_path("model", "ship_base")
+            script:
+                "../scripts/ship_base.py"
+
 
 elif config["model"]["kind"] == "hub":
 
@@ -81,7 +103,24 @@ elif config["model"]["kind"] == "hub":
     REHEARSAL = config["model"].get("rehearsal")
 
     def get_rehearsal_model(wildcards):
-        return [config["model"]["hub"]["local_dir"]] if REHEARSAL else []
+        """The rehearsal's model folder (a rule builds it), or a shipped base's weights and
+        provenance (models/tiny-base: a changed base re-fetches); nothing for a hub download."""
+        local = config["model"]["hub"].get("local_dir")
+        if REHEARSAL:
+            return [local]
+        if not local:
+            return []
+        folder = sc.resolve_local_dir(local, workflow.basedir)
+        return [str(p) for p in (folder / sc.BASE_PROVENANCE, *sorted(folder.glob("*.safetensors")))
+                if p.exists()]
+
+    def get_hub(wildcards):
+        """model.hub with a relative local_dir taken against the workflow folder when the working
+        directory has none (snakemake --directory elsewhere)."""
+        hub = dict(config["model"]["hub"])
+        if hub.get("local_dir") and not REHEARSAL:
+            hub["local_dir"] = str(sc.resolve_local_dir(hub["local_dir"], workflow.basedir))
+        return hub
 
     if REHEARSAL:
 
@@ -117,7 +156,7 @@ elif config["model"]["kind"] == "hub":
         output:
             model=directory(L.model_dir(sc.BASE)),
         params:
-            hub=config["model"]["hub"],
+            hub=get_hub,
             trust_remote_code=config["model"]["trust_remote_code"],
         threads: 1
         resources:

@@ -37,6 +37,7 @@ rule findings:
         checkpoints=rules.checkpoint_table.output.table,
         probe_deltas=findings_probe_tables(),
         provenance=[rules.metrics.output.metrics, *(L.model_dir(a) for a in ARMS)],  # sidecars: machines, versions
+        base=L.model_dir(sc.BASE),  # a shipped base's provenance.json (weights' sha256, recipes)
     output:
         md=L.table("findings", "md"),
         json=L.table("findings", "json"),
@@ -83,6 +84,7 @@ rule report:
         findings=rules.findings.output.md,
         findings_json=rules.findings.output.json,
         numbers=rules.report_numbers.output.json,
+        study=L.table("study_vs_run", "md"),  # rule study_table (the report's opening table)
     output:
         html=L.report(),
     params:
@@ -95,3 +97,28 @@ rule report:
         bench_path("report", "report")
     script:
         "../scripts/render_report.py"
+
+
+rule study_table:
+    """The study beside the run (the report opens with it): each claim of the study
+    (report/study_claims.yaml, with its source), the study's estimate, this run's from the tables,
+    and whether this run's verdict agrees (ssd_math.study)."""
+    input:
+        claims=f"{workflow.basedir}/report/study_claims.yaml",
+        findings=rules.findings.output.json,
+        noise=rules.noise_summary.output.table,
+        metrics=rules.metrics.output.metrics,
+    output:
+        csv=L.table("study_vs_run", "csv"),
+        md=L.table("study_vs_run", "md"),
+    params:
+        arms={a: sc.all_arms(config)[a] for a in ARMS},
+        ssd_arm=config["report"]["table1"]["ssd_arm"],
+        main_set=EVAL_SETS[0],
+        absolute_comparable=config["data"]["kind"] == "real",
+    log:
+        log_path("report", "study_table"),
+    benchmark:
+        bench_path("report", "study_table")
+    script:
+        "../scripts/study_table.py"

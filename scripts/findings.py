@@ -13,7 +13,8 @@ with rule_log(sm) as log:
               "probe_deltas": i.probe_deltas[0] if i.probe_deltas else None}
     obj = write_findings(tables, sm.output.md, sm.output.json, ssd_arm=sm.params.ssd_arm,
                          arms=list(sm.params.arms), experiment=sm.params.experiment,
-                         workdir=sm.params.workflow_dir, provenance_inputs=list(i.provenance))
+                         workdir=sm.params.workflow_dir, provenance_inputs=list(i.provenance),
+                         base_model_dir=i.base)
     write_meta(sm.output.md, rule="findings", n_findings=len(obj["findings"]),
                git=obj["provenance"]["git"])
     log.info("findings:\n%s", "\n".join(f["text"] for f in obj["findings"]))

@@ -265,8 +265,21 @@ def test_config_not_utf8_names_file_and_line(tmp_path):
         sc.load_config(bad)
 
 
-def test_tiny_context_leaves_room_for_prompts(default):
+def tiny_default(default) -> dict:
+    """The default with the tiny base pretrained in the DAG: config/tiny-base.yaml over config.yaml
+    (the rebuild command's configs)."""
     cfg = copy.deepcopy(default)
+    cfg["model"].update(yaml.safe_load((ROOT / "config" / "tiny-base.yaml").read_text())["model"])
+    return cfg
+
+
+def test_tiny_base_rebuild_config_is_valid(default):
+    cfg = sc.validate(tiny_default(default))
+    assert cfg["model"]["kind"] == "tiny" and cfg["model"]["ship_dir"] == "models/tiny-base"
+
+
+def test_tiny_context_leaves_room_for_prompts(default):
+    cfg = tiny_default(default)
     cap = cfg["eval"]["max_new_tokens"]
     cfg["model"]["tiny"]["max_pos"] = cap
     assert (f"eval.max_new_tokens = {cap} leaves no room for the prompt in model.tiny.max_pos = {cap}"
@@ -297,3 +310,65 @@ def test_command_line_check_names_file_and_line(tmp_path, capsys):
     assert f"{bad}: line 3, column 5: YAML syntax error" in out.err
     assert "config.yaml: ok" in out.out
     assert sc.main([str(ROOT / "config.yaml")]) == 0
+
+
+# ------------------------------------------------------------------------------------------
+# the shipped tiny base: the default's data recipe must be the one it was pretrained on
+# ------------------------------------------------------------------------------------------
+
+
+def shipped(default, tmp_path, **change) -> dict:
+    """The default reading a base folder in tmp_path whose provenance.json records the data recipe
+    hash of the default with ``change`` applied to data.synthetic."""
+    import json
+
+    cfg = copy.deepcopy(default)
+    pre = sc.fill_defaults(copy.deepcopy(default))
+    pre["data"]["synthetic"].update(change)
+    (tmp_path / "base").mkdir(exist_ok=True)
+    (tmp_path / "base" / sc.BASE_PROVENANCE).write_text(json.dumps({"data_recipe_hash": sc.data_recipe_hash(pre)}))
+    cfg["model"]["hub"]["local_dir"] = str(tmp_path / "base")
+    return cfg
+
+
+def test_the_shipped_base_matches_the_default_data_recipe(default):
+    """The repository's models/tiny-base was pretrained on config.yaml's synthetic data."""
+    import json
+
+    prov = json.loads((ROOT / "models" / "tiny-base" / sc.BASE_PROVENANCE).read_text())
+    cfg = sc.validate(copy.deepcopy(default))
+    assert prov["data_recipe_hash"] == sc.data_recipe_hash(cfg)
+    assert prov["data_recipe"] == json.loads(json.dumps(sc.data_recipe(cfg)))
+
+
+def test_a_base_pretrained_on_other_data_is_refused(default, tmp_path):
+    sc.validate(shipped(default, tmp_path))  # the same recipe: accepted
+    cfg = shipped(default, tmp_path, n_eval_main=200)
+    msg = _err(cfg)
+    have = sc.data_recipe_hash(sc.fill_defaults(copy.deepcopy(default)))
+    other = sc.fill_defaults(copy.deepcopy(default))
+    other["data"]["synthetic"]["n_eval_main"] = 200
+    want = sc.data_recipe_hash(other)
+    assert have != want
+    assert (f"seed / data.synthetic: this config's data recipe hash is {have}, but the base in "
+            f"{tmp_path / 'base'} was pretrained on data recipe {want} "
+            f"({tmp_path / 'base' / 'provenance.json'})") in msg
+    assert sc.REBUILD_BASE in msg
+    cfg = shipped(default, tmp_path)
+    cfg["seed"] = 7  # the seed makes other data too
+    assert "data recipe hash is" in _err(cfg)
+
+
+def test_a_base_without_provenance_is_refused_for_synthetic_data(default, tmp_path):
+    cfg = copy.deepcopy(default)
+    cfg["model"]["hub"]["local_dir"] = str(tmp_path)
+    assert f"model.hub.local_dir = {tmp_path}: {tmp_path / 'provenance.json'} does not exist" in _err(cfg)
+    cfg["model"]["hub"]["local_dir"] = None
+    assert "data.kind 'synthetic' needs model.kind 'tiny'" in _err(cfg)
+
+
+def test_a_relative_base_folder_resolves_against_the_workflow(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sc.resolve_local_dir("models/tiny-base") == ROOT / "models" / "tiny-base"
+    (tmp_path / "models" / "tiny-base").mkdir(parents=True)
+    assert sc.resolve_local_dir("models/tiny-base") == Path("models/tiny-base")

@@ -132,7 +132,7 @@ def table1_row(lo, hi, est=-0.3, n=300) -> dict:
 def test_wording_flips_at_zero(tmp_path, lo, hi, est, word):
     p = tmp_path / "table1.csv"
     pl.DataFrame(table1_row(lo, hi, est), infer_schema_length=None).write_csv(p)
-    (f,) = fd.findings({"table1": p}, ssd_arm="ssd", arms=["ssd"])
+    f = find(fd.findings({"table1": p}, ssd_arm="ssd", arms=["ssd"]), "ssd_vs_matched")
     text = f.text
     assert f"{word} Base @ T0.7 on eval_main (Δ {_s(est)} pp [{_s(lo)}, {_s(hi)}], n = 300 prompts)" in text.replace(NB, " ")
     assert f.verdict == word
@@ -221,8 +221,11 @@ def test_checkpoint_flatness(tmp_path):
 
 def test_locks_and_forks_hook(tmp_path):
     kw = dict(ssd=pattern(20, 10), base07=pattern(20, 10), base10=pattern(20, 10))
-    assert not [f for f in fd.findings(build(tmp_path, **kw), ssd_arm="ssd", arms=["ssd"])
-                if f.key == "locks_and_forks"]  # no probe table: no sentence
+    f = find(fd.findings(build(tmp_path, **kw), ssd_arm="ssd", arms=["ssd"]), "locks_and_forks")
+    assert f.verdict == "undecided"  # no probe table: a sentence saying the run cannot decide
+    assert f.text == ("**Locks and forks.** This run cannot decide it: the table it is read from "
+                      "(probe_deltas) was not built in this run (it needs nucleus-size deltas with "
+                      "intervals at probed positions (rules/probe.smk)).")
     probe = [{"arm": "ssd", "view": "ref", "class": c, "metric": "nucleus", "delta": d, "lo": lo, "hi": hi,
               "n_positions": 40, "n_prompts": 12, "base_mean": 12.0}
              for c, d, lo, hi in (("lock:strict", -2.0, -3.0, -1.0), ("fork", 0.2, -0.5, 0.9),
@@ -233,6 +236,7 @@ def test_locks_and_forks_hook(tmp_path):
     assert f.text.count("lock:strict") == 1 and "grows" not in f.text  # the nucleus rows only
     assert "mixed" not in f.text and f.numbers["classes"]["mixed"]["verdict"] == "grows"
     assert "n = 40 positions in 12 prompts" in plain(f.text)
+    assert f.verdict == "shrinks"  # the study's claim is about strict locks
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,3 +311,72 @@ def test_many_runs_give_ranges_not_a_list(tmp_path):
     assert set(g.numbers) == {"ssd", "t13", "topk5"}
     c = plain(find(got, "noise_checkpoints").text)
     assert "across the 3 arms (ssd, t13, topk5; 3 checkpoints each) accuracy stays within 35.0%–57.0%" in c
+
+
+# ------------------------------------------------------------------------------------------------
+# no finding vanishes
+# ------------------------------------------------------------------------------------------------
+
+
+def swamped_log(*, g2=-0.004, trs=3.2, steps=6) -> list[dict]:
+    """A log whose EMA of |G|² is negative at every step: noise.py leaves B_simple undefined."""
+    return [{**r, "G2_ema": g2, "trS_ema": trs, "B_simple": None} for r in noise_log(steps=steps)]
+
+
+def test_negative_signal_estimate_still_gives_the_gradient_finding(tmp_path):
+    """EMA of |G|² < 0 for every run (B_simple undefined): the finding says the noise swamps the
+    signal at that batch size, with the numbers, instead of vanishing."""
+    paths = build(tmp_path, ssd=pattern(20, 10), base07=pattern(20, 10), base10=pattern(20, 10),
+                  noise_rows=swamped_log())
+    f = find(fd.findings(paths, ssd_arm="ssd", arms=["ssd"]), "noise_gradient")
+    assert f.verdict == "noise-dominated"
+    assert plain(f.text) == (
+        "**Noise trap: gradient signal.** Each step's gradient is noise-dominated at the last step: "
+        "ssd: the EMA of |G|² = -0.004 ≤ 0 against tr(Σ) = 3.2 after n = 6 steps, so the noise swamps "
+        "the signal at the batch of 64 (B_simple is undefined: no batch size would make the signal "
+        "dominate) (two-batch estimator of McCandlish et al. 2018, EMA-smoothed; no interval).")
+    assert f.numbers["ssd"]["G2_ema"] == pytest.approx(-0.004) and f.numbers["ssd"]["B_simple"] is None
+
+
+def test_many_runs_with_a_negative_signal_estimate(tmp_path):
+    """Three runs, the default arms' case on a CPU where every EMA of |G|² ended negative."""
+    paths = build(tmp_path, ssd=pattern(20, 10), base07=pattern(20, 10), base10=pattern(20, 10))
+    logs = {}
+    for arm, g2 in (("ssd", -0.004), ("naive", -0.002), ("filter-only", 0.04)):
+        logs[arm] = tmp_path / f"log_{arm}.jsonl"
+        write_jsonl(logs[arm], swamped_log(g2=g2) if g2 < 0 else noise_log(b_simple=900.0))
+    tables.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}),
+                     paths["noise_summary"])
+    g = find(fd.findings(paths, ssd_arm="ssd", arms=list(logs)), "noise_gradient")
+    assert g.verdict == "noise-dominated"
+    gt = plain(g.text)
+    assert "noise-dominated for filter-only (B_simple = 900 sequences > the batch of 64)" in gt
+    assert ("noise-dominated for ssd, naive: the EMA of |G|² is -0.004–-0.002 ≤ 0 against tr(Σ) = 3.2, "
+            "so the noise swamps the signal at the batch of 64 (B_simple is undefined)") in gt
+
+
+def test_every_study_finding_appears_with_a_verdict_or_a_reason(tmp_path):
+    """Tables that support nothing but Table 1's matched row: every other finding of the study is
+    still there, verdict 'undecided', naming the table and what it lacks."""
+    kw = dict(ssd=pattern(20, 10), base07=pattern(20, 10), base10=pattern(20, 10))
+    paths = build(tmp_path, **kw)
+    t1 = pl.read_csv(paths["table1"])
+    t1.filter(pl.col("row") != "Base @ T1.0").write_csv(paths["table1"])
+    pl.DataFrame(ckpt_rows()[:2]).write_csv(paths["checkpoints"])  # one trained checkpoint only
+    write_jsonl(tmp_path / "log.jsonl", [{k: v for k, v in r.items() if k not in ("G2_ema", "trS_ema", "B_simple")}
+                                         for r in noise_log()])
+    tables.write_csv(tables.noise_summary({"ssd": tmp_path / "log.jsonl"}), paths["noise_summary"])
+    got = fd.findings({**paths, "table2": tmp_path / "missing.csv"}, ssd_arm="ssd", arms=["ssd"])
+    assert [f.key for f in got][:len(fd.STUDY_FINDINGS)] == [k for k, *_ in fd.STUDY_FINDINGS]
+    by = {f.key: f for f in got}
+    assert by["ssd_vs_matched"].verdict == "does not beat"
+    assert by["noise_weights"].verdict == "most values unchanged"
+    undecided = {k for k, f in by.items() if f.verdict == "undecided"}
+    assert undecided == {"ssd_vs_base_T1.0", "passk_vs_base_T0.7", "noise_gradient", "noise_checkpoints",
+                         "locks_and_forks"}
+    assert "(table2) was not built in this run" in by["passk_vs_base_T0.7"].text
+    assert by["ssd_vs_base_T1.0"].text.endswith(
+        "(table1) does not hold a Base @ T1.0 row (report.table1.rows).")
+    assert "(noise_summary) does not hold the two-batch |G|² and tr(Σ) estimates" in by["noise_gradient"].text
+    assert all("cannot decide" in by[k].text for k in undecided)
+    assert fd.render_markdown(got).count("\n- ") == len(got) - 1

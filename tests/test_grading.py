@@ -408,3 +408,46 @@ def test_missing_gold_is_gold_parse_error_not_wrong():
     assert [r["status"] for r in out] == ["gold_parse_error", "gold_parse_error", "correct"]
     assert [r["correct"] for r in out] == [False, False, True]
     assert out[0]["grade_error"] == "no gold answer in the row"
+
+
+# ------------------------------------------------------------------------------------------------
+# upright constants and operator names (\mathrm{e}, \operatorname{sin}): graded as math graders do
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gold, answer", [
+    (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{e}"),   # math-verify alone: no expression in the gold
+    (r"1 - \frac{1}{\mathrm{e}}", "1-1/e"),
+    (r"e^{2}", r"\mathrm{e}^2"),                        # math-verify alone: symbol e squared != exp(2)
+    (r"\mathrm{e}^2", r"e^{2}"),
+    (r"{\rm e}^3", r"e^3"),
+    (r"\operatorname{e}^{-1}", r"\frac{1}{e}"),
+    (r"2\mathrm{i}", "2i"),                              # math-verify alone: \text{i} after 2 is cut as a unit
+    (r"\operatorname{sin} x", r"\sin x"),
+    (r"\mathrm{\ln}\, 2", r"\ln 2"),
+    (r"\mathrm{\pi}/2", r"\frac{\pi}{2}"),
+])
+def test_upright_constants_and_operators_are_correct(gold, answer):
+    assert grade_answer(gold, answer)["status"] == "correct"
+
+
+@pytest.mark.parametrize("gold, answer", [
+    (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{2}"), (r"e^{2}", r"\mathrm{e}^3"), (r"\mathrm{e}", "2.71")])
+def test_upright_constants_still_grade_wrong_answers_incorrect(gold, answer):
+    assert grade_answer(gold, answer)["status"] == "incorrect"
+
+
+@pytest.mark.parametrize("raw, unwrapped", [
+    (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{e}"),
+    (r"\operatorname{sin}(x)", r"\sin (x)"),
+    (r"5\,\mathrm{cm}", r"5\,\mathrm{cm}"),               # a unit stays (math-verify drops it)
+    (r"3\mathrm{m}", r"3\mathrm{m}"),                     # a one-letter unit too: only e and i are constants
+    (r"\operatorname{floor}(x)", r"\operatorname{floor}(x)"),  # latex2sympy parses it itself
+    (r"\mathbf{2340}", r"\mathbf{2340}"),
+])
+def test_unwrap_upright(raw, unwrapped):
+    assert grading.unwrap_upright(raw) == unwrapped
+
+
+def test_units_are_still_dropped_after_unwrapping():
+    assert grade_answer(r"5", r"5\,\mathrm{cm}")["status"] == "correct"
+    assert grade_answer(r"12", r"12 \mathrm{m}")["status"] == "correct"

@@ -17,7 +17,12 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+REPO_ROOT = SCHEMA_PATH.parents[1]  # the workflow folder: relative model folders resolve here too
 BASE = "base"
+#: the provenance file of a shipped tiny base (rule ship_base writes it; fetch_base copies it)
+BASE_PROVENANCE = "provenance.json"
+#: how to rebuild the shipped tiny base (README, config/tiny-base.yaml)
+REBUILD_BASE = "snakemake --cores 2 ship_base --configfile config.yaml config/tiny-base.yaml"
 
 
 class ConfigError(ValueError):
@@ -291,8 +296,7 @@ def check_semantics(cfg: dict) -> list[str]:
         for k in ("id", "revision"):
             if not hub.get(k):
                 out.append(f"model.hub.{k}: required when model.kind is 'hub'")
-    if cfg["data"]["kind"] == "synthetic" and cfg["model"]["kind"] != "tiny":
-        out.append("data.kind 'synthetic' needs model.kind 'tiny' (the task's tokenizer is built here)")
+    out += _check_base_recipe(cfg)
     if cfg["eval"]["max_new_tokens"] < cfg["train_sampling"]["max_new_tokens"]:
         out.append(f"eval.max_new_tokens = {cfg['eval']['max_new_tokens']} is below "
                    f"train_sampling.max_new_tokens = {cfg['train_sampling']['max_new_tokens']}")
@@ -317,6 +321,69 @@ def check_semantics(cfg: dict) -> list[str]:
     out += _check_probe(cfg)
     out += _check_checkpoint_reach(cfg)
     return out
+
+
+def data_recipe(cfg: dict) -> dict:
+    """What the synthetic data (pretraining corpus, training prompts, eval sets) are a function
+    of: the seed and data.synthetic (rule make_synthetic_data's params)."""
+    return {"seed": cfg["seed"], "synthetic": cfg["data"].get("synthetic")}
+
+
+def data_recipe_hash(cfg: dict) -> str:
+    from .io import stable_hash
+
+    return stable_hash(data_recipe(cfg))
+
+
+def base_recipe(cfg: dict) -> dict:
+    """The tiny base's own recipe: the model's dimensions, its pretraining and the prompt its
+    corpus and tokenizer were rendered with."""
+    return {"tiny": cfg["model"].get("tiny"), "pretrain": cfg["model"].get("pretrain"),
+            "instruction": cfg["prompt"]["instruction"]}
+
+
+def resolve_local_dir(local_dir: str, workflow_dir: str | Path | None = None) -> Path:
+    """``model.hub.local_dir``: as given when it exists from the working directory (or is
+    absolute), else taken against the workflow folder, so ``snakemake --directory elsewhere``
+    still reads the clone's models/tiny-base."""
+    p = Path(local_dir).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return Path(workflow_dir or REPO_ROOT) / p
+
+
+def _check_base_recipe(cfg: dict, workflow_dir: str | Path | None = None) -> list[str]:
+    """Synthetic data need a base pretrained on the same task: the tiny base built here
+    (model.kind 'tiny'), or a shipped one (model.kind 'hub' with model.hub.local_dir) whose
+    provenance.json records the same data recipe hash. Another recipe would make different eval
+    and training prompts, which could be rows of the shipped base's pretraining corpus."""
+    import json
+
+    if cfg["data"]["kind"] != "synthetic" or cfg["model"]["kind"] == "tiny":
+        return []
+    hub = cfg["model"].get("hub") or {}
+    if cfg["model"]["kind"] != "hub" or not hub.get("local_dir"):
+        return ["data.kind 'synthetic' needs model.kind 'tiny' (the task's tokenizer and base are "
+                "built here) or model.hub.local_dir: a tiny base pretrained on this task "
+                f"(models/tiny-base, with its {BASE_PROVENANCE})"]
+    folder = resolve_local_dir(hub["local_dir"], workflow_dir)
+    prov_path = folder / BASE_PROVENANCE
+    try:
+        prov = json.loads(prov_path.read_text("utf-8"))
+    except OSError:
+        return [f"model.hub.local_dir = {hub['local_dir']}: {prov_path} does not exist; with "
+                "data.kind 'synthetic' the base must record the data recipe it was pretrained on "
+                f"(rebuild it: {REBUILD_BASE})"]
+    except ValueError as exc:
+        return [f"model.hub.local_dir = {hub['local_dir']}: {prov_path} is not JSON ({exc})"]
+    want, have = prov.get("data_recipe_hash"), data_recipe_hash(cfg)
+    if want != have:
+        return [f"seed / data.synthetic: this config's data recipe hash is {have}, but the base "
+                f"in {folder} was pretrained on data recipe {want} ({prov_path}); its eval and "
+                "training prompts could overlap that base's pretraining corpus. Restore the data "
+                f"recipe the base records (its 'data_recipe'), or rebuild the base for this "
+                f"recipe: {REBUILD_BASE}"]
+    return []
 
 
 def train_pool_size(cfg: dict) -> tuple[int | None, str]:

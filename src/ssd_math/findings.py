@@ -17,7 +17,11 @@ Wording follows the numbers, never the study's expectation:
   of the difference of differences);
 * the noise trap: the weight-change fraction is a census (every stored value counted, no
   interval); the batch is "noise-dominated" when the gradient noise scale B_simple exceeds the
-  global batch; the checkpoints are "flat" when the trained checkpoints' intervals all overlap.
+  global batch, or when the EMA of |G|² is zero or negative (the noise swamps the signal at that
+  batch size: B_simple has no finite positive value; the study saw such estimates too); the
+  checkpoints are "flat" when the trained checkpoints' intervals all overlap;
+* every finding of the study (:data:`STUDY_FINDINGS`) appears in every run: a table that cannot
+  decide one gives a sentence saying which table and what it lacks (verdict ``undecided``).
 
 Intervals are written with non-breaking spaces (U+00A0) so a browser never wraps one.
 """
@@ -204,6 +208,11 @@ def _harder_findings(t1b: pl.DataFrame | None, t1: pl.DataFrame, ssd_arm: str) -
                  "hi_pp": easy[f"{s}_delta_hi_pp"], "n_prompts": easy[f"{s}_n_prompts"]}})]
 
 
+def _g(x: float | None) -> str:
+    """Three significant digits (a true minus sign); ``n/a`` when the log has no value."""
+    return "n/a" if x is None else f"{x:.3g}".replace("-", MINUS)
+
+
 def _pct(x: float, digits: int = 1) -> str:
     return f"{_num(100 * x, digits)}%"
 
@@ -268,7 +277,20 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
     parts, nums, words = [], {}, []
     for r in rows:
         b, g, big = r.get("B_simple_last"), r.get("signal_norm_last"), r.get("B_big")
-        if b is None or g is None or big is None:
+        g2, trs = r.get("G2_ema_last"), r.get("trS_ema_last")
+        if big is None or g2 is None:
+            continue
+        if g2 <= 0 or b is None:
+            # |G|² <= 0: the batch-size difference of the squared norms is all noise, so B_simple
+            # (tr(Σ)/|G|²) has no finite positive value: noise swamps the signal at this batch size
+            # (study §4: "the raw |G|² estimate can be negative")
+            words.append("noise-dominated")
+            parts.append(f"{r['run']}: the EMA of |G|²{NBSP}={NBSP}{g2:.3g} ≤ 0 against tr(Σ){NBSP}="
+                         f"{NBSP}{_g(trs)} after n{NBSP}={NBSP}{r['steps']} steps, so the noise swamps "
+                         f"the signal at the batch of {int(big)} (B_simple is undefined: no batch "
+                         "size would make the signal dominate)")
+            nums[r["run"]] = {"B_simple": None, "signal_norm": 0.0, "G2_ema": g2, "trS_ema": trs,
+                              "B_big": big, "signal_over_grad_norm": 0.0, "verdict": words[-1]}
             continue
         noisy = b > big
         words.append("noise-dominated" if noisy else "signal-dominated")
@@ -277,8 +299,8 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
                      f"{'>' if noisy else '≤'} the batch of {int(big)}, |G|{NBSP}={NBSP}{g:.3g} "
                      f"after n{NBSP}={NBSP}{r['steps']} steps"
                      + (f" ({_pct(ratio, 0)} of the median observed gradient norm)" if ratio is not None else ""))
-        nums[r["run"]] = {"B_simple": b, "signal_norm": g, "B_big": big, "signal_over_grad_norm": ratio,
-                          "verdict": words[-1]}
+        nums[r["run"]] = {"B_simple": b, "signal_norm": g, "G2_ema": g2, "trS_ema": trs, "B_big": big,
+                          "signal_over_grad_norm": ratio, "verdict": words[-1]}
     if parts:
         w, head = _overall(words, {"noise-dominated": "Each step's gradient is noise-dominated",
                                    "signal-dominated": "Each step's gradient is signal-dominated",
@@ -287,11 +309,20 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
             parts = []
             for verdict, sign in (("noise-dominated", ">"), ("signal-dominated", "≤")):
                 runs = {k: v for k, v in nums.items() if v["verdict"] == verdict}
-                if runs:
-                    big = sorted({int(v["B_big"]) for v in runs.values()})
-                    parts.append(f"{verdict} for {', '.join(runs)} (B_simple{NBSP}="
-                                 f"{NBSP}{_span([v['B_simple'] for v in runs.values()], lambda x: f'{x:.3g}')} "
+                finite = {k: v for k, v in runs.items() if v["B_simple"] is not None}
+                swamped = [k for k in runs if k not in finite]
+                if finite:
+                    big = sorted({int(v["B_big"]) for v in finite.values()})
+                    parts.append(f"{verdict} for {', '.join(finite)} (B_simple{NBSP}="
+                                 f"{NBSP}{_span([v['B_simple'] for v in finite.values()], lambda x: f'{x:.3g}')} "
                                  f"sequences {sign} the batch of {'/'.join(map(str, big))})")
+                if swamped:
+                    big = sorted({int(runs[k]["B_big"]) for k in swamped})
+                    parts.append(f"noise-dominated for {', '.join(swamped)}: the EMA of |G|² is "
+                                 f"{_span([runs[k]['G2_ema'] for k in swamped], _g)} ≤ 0 against tr(Σ)"
+                                 f"{NBSP}={NBSP}{_span([runs[k]['trS_ema'] for k in swamped], _g)}, so the "
+                                 f"noise swamps the signal at the batch of {'/'.join(map(str, big))} "
+                                 "(B_simple is undefined)")
             steps = [r["steps"] for r in rows if r["run"] in nums]
             parts.append(f"|G|{NBSP}={NBSP}{_span([v['signal_norm'] for v in nums.values()], lambda x: f'{x:.3g}')} "
                          f"({_steps_text(steps)})")
@@ -368,14 +399,47 @@ def _probe_findings(pd_: pl.DataFrame | None) -> list[Finding]:
                      f"{r['n_prompts']} prompts)")
     text = (f"**Locks and forks.** The nucleus after truncation, {arm} − base: " + "; ".join(parts)
             + " (the other classes: the report's probe tables).")
-    return [Finding("locks_and_forks", text, None, {"arm": arm, "classes": nums})]
+    strict = nums.get("lock:strict", {}).get("verdict")  # the study's claim is about strict locks
+    return [Finding("locks_and_forks", text, strict, {"arm": arm, "classes": nums})]
+
+
+#: Every finding of the study (docs/study.md §4-§6), in its order: (key, the sentence's bold head,
+#: the table it needs, what that table must hold). A run whose tables cannot decide one still says
+#: so, with the reason (:func:`_undecided`), so no finding vanishes from a report.
+STUDY_FINDINGS = (
+    ("ssd_vs_matched", "SSD vs the matched baseline", "table1",
+     "a base row at the SSD row's temperature (report.table1.rows)"),
+    ("ssd_vs_base_T1.0", "SSD vs the T1.0 baseline", "table1",
+     "a Base @ T1.0 row (report.table1.rows)"),
+    ("passk_vs_base_T0.7", "pass@k vs Base @ T0.7", "table2",
+     "a pass@k run of the base at T0.7 and one of the SSD arm (eval.passk.runs)"),
+    ("harder_problems", "Harder problems", "table1_breakdown",
+     "at least two levels with a paired SSD − matched-base difference"),
+    ("noise_weights", "Noise trap: weights", "noise_summary",
+     "per-step weight-change fractions in the arms' training logs (sft.instrument.enabled)"),
+    ("noise_gradient", "Noise trap: gradient signal", "noise_summary",
+     "the two-batch |G|² and tr(Σ) estimates in the training logs (needs micro_batch < global_batch "
+     "and sft.instrument.enabled)"),
+    ("noise_checkpoints", "Noise trap: checkpoints", "checkpoints",
+     "at least two evaluated checkpoints of an arm (sft.checkpoint_steps)"),
+    ("locks_and_forks", "Locks and forks", "probe_deltas",
+     "nucleus-size deltas with intervals at probed positions (rules/probe.smk)"),
+)
+
+
+def _undecided(key: str, head: str, table: str, needs: str, path: Any) -> Finding:
+    built = path is not None and Path(path).exists()
+    where = f"does not hold {needs}" if built else f"was not built in this run (it needs {needs})"
+    text = f"**{head}.** This run cannot decide it: the table it is read from ({table}) {where}."
+    return Finding(key, text, "undecided", {"table": table, "path": None if path is None else str(path),
+                                            "needs": needs})
 
 
 def findings(tables: Mapping[str, str | Path | None], *, ssd_arm: str, arms: Sequence[str]) -> list[Finding]:
-    """Every finding the tables support, in the study's order (§5, then the noise trap, then the
-    locks-and-forks probe when its table is given). ``tables`` maps ``table1``, ``table2``,
-    ``table1_breakdown``, ``noise_summary``, ``checkpoints`` and optionally ``probe_deltas`` to
-    CSV paths; a missing optional table gives no sentence."""
+    """Every finding of the study, in its order (§5, then the noise trap, then the locks-and-forks
+    probe): a sentence with a verdict from the tables, or (verdict ``undecided``) a sentence naming
+    the table and what it lacks. ``tables`` maps ``table1``, ``table2``, ``table1_breakdown``,
+    ``noise_summary``, ``checkpoints`` and optionally ``probe_deltas`` to CSV paths."""
     t1 = _read(tables["table1"])
     t2 = _read(tables.get("table2"))
     if t1 is None:
@@ -387,7 +451,13 @@ def findings(tables: Mapping[str, str | Path | None], *, ssd_arm: str, arms: Seq
     out += _noise_findings(_read(tables.get("noise_summary")), arms)
     out += _checkpoint_findings(_read(tables.get("checkpoints")))
     out += _probe_findings(_read(tables.get("probe_deltas")))
-    return out
+    have = {f.key for f in out}
+    order = {k: i for i, (k, *_) in enumerate(STUDY_FINDINGS)}
+    for key, head, table, needs in STUDY_FINDINGS:
+        if key not in have:
+            out.append(_undecided(key, head, table, needs, tables.get(table)))
+    # the study's findings in its order; any further one (another base row of Table 1) after them
+    return sorted(out, key=lambda f: order.get(f.key, len(order)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,6 +489,25 @@ def _sidecar(path: Path) -> dict | None:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return None
+
+
+def base_model_provenance(model_dir: str | Path | None) -> dict | None:
+    """Where the base came from, for the provenance panel: fetch_base's meta.json (hub id,
+    origin) and, for a base shipped by rule ship_base, its provenance.json (weights' sha256, the
+    recipes' hashes, the commit and CPU that pretrained it). None without a base folder."""
+    if model_dir is None or not Path(model_dir).is_dir():
+        return None
+    meta = _sidecar(Path(model_dir)) or {}
+    try:
+        shipped = json.loads((Path(model_dir) / "provenance.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        shipped = meta.get("base_provenance") or {}
+    return {"hub_id": meta.get("hub_id"), "origin": meta.get("origin"), "rule": meta.get("rule"),
+            "weights_sha256": shipped.get("weights_sha256"),
+            "data_recipe_hash": shipped.get("data_recipe_hash"),
+            "config_recipe_hash": shipped.get("config_recipe_hash"),
+            "pretrained_at_commit": (shipped.get("git") or {}).get("commit"),
+            "pretrained_on": (shipped.get("machine") or {}).get("cpu_model")}
 
 
 def provenance(inputs: Sequence[str | Path], *, experiment: str, workdir: str | Path,
@@ -468,7 +557,8 @@ def render_markdown(items: Sequence[Finding]) -> str:
 
 def write_findings(tables: Mapping[str, str | Path | None], out_md: str | Path, out_json: str | Path, *,
                    ssd_arm: str, arms: Sequence[str], experiment: str, workdir: str | Path,
-                   provenance_inputs: Sequence[str | Path] = (), config_hash: str | None = None) -> dict:
+                   provenance_inputs: Sequence[str | Path] = (), config_hash: str | None = None,
+                   base_model_dir: str | Path | None = None) -> dict:
     """Rule ``findings``: write ``findings.md`` and ``findings.json`` (the findings' numbers and
     verdicts, and the provenance block). Returns the JSON object."""
     from .io import write_json, write_text
@@ -477,6 +567,7 @@ def write_findings(tables: Mapping[str, str | Path | None], out_md: str | Path, 
     obj = {"findings": [{"key": f.key, "verdict": f.verdict, "text": f.text, "numbers": f.numbers} for f in items],
            "provenance": provenance([*tables_inputs(tables), *provenance_inputs], experiment=experiment,
                                     workdir=workdir, config_hash=config_hash)}
+    obj["provenance"]["base_model"] = base_model_provenance(base_model_dir)
     write_text(out_md, render_markdown(items))
     write_json(out_json, obj)
     return obj

@@ -84,6 +84,14 @@ Answer forms (decisions: what a competition grader accepts)
   ``(-\\infty, -5)`` (math-verify's ``allow_set_relation_comp=False``: only the reverse is
   compared) -- kept, a stricter reading than a lenient human grader.
 * Text answers: ``\\text{Evelyn}`` = ``Evelyn``; ``\\text{(C)}`` = ``(C)`` = ``C`` (math-verify).
+* Upright constants and operator names (:func:`unwrap_upright`): ``\\mathrm{e}`` is Euler's number,
+  as ``e`` is (``1 - \\frac{1}{\\mathrm{e}}`` = ``1 - 1/e``, ``\\mathrm{e}^2`` = ``e^{2}``), and
+  ``\\mathrm{i}`` is ``i``; ``\\mathrm{sin}`` / ``\\operatorname{sin}`` are ``\\sin`` (every function
+  name latex2sympy reads as a command); ``\\mathrm{\\pi}`` is ``\\pi``. math-verify rewrites
+  ``\\mathrm`` (and ``\\mathit``, ``\\mathbf``, ``\\textrm`` ...) to ``\\text``, after which ``\\text{e}``
+  is a symbol named e (not E), and a ``\\text{...}}`` at the end of a group is cut as a unit
+  (``1 - \\frac{1}{\\text{e}}`` becomes ``1 - \\frac{1}{``: no expression). A multi-letter body that
+  is no function name (``5\\,\\mathrm{cm}``) stays a unit.
 
 Process model (decision: ``fork``)
 ----------------------------------
@@ -140,6 +148,17 @@ _THOUSANDS_RE = re.compile(rf"(?<![\d.])\d{{1,3}}(?:{_SEP}\d{{3}})+(?![\d]|\.\d)
 _GROUP_SEP_RE = re.compile(_SEP)
 _PERCENT_RE = re.compile(r"(?:\s|\\[,;:! ]|~)*\\?%")
 # gold_prose_words
+# unwrap_upright: a font / operator-name group around one symbol (math-verify maps every \mathrm-like
+# font command to \text; \operatorname it keeps)
+_UPRIGHT_RE = re.compile(r"\\(?P<cmd>mathrm|mathit|mathbf|mathsf|mathup|textrm|textnormal|textit|textbf"
+                         r"|operatorname\*?)\s*\{\s*(?P<body>\\?[A-Za-z]+)\s*\}")
+#: upright constants: Euler's number and the imaginary unit, read as the bare letter is read
+UPRIGHT_CONSTANTS = frozenset({"e", "i"})
+_RM_CONST_RE = re.compile(r"\{\s*\\rm\s+(?P<c>[ei])\s*\}")  # {\rm e}
+#: function names latex2sympy parses as commands (``\sin x``), so ``\operatorname{sin}`` = ``\sin``
+LATEX_FUNCTIONS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan arccot arcsec arccsc sinh cosh tanh coth sech csch "
+    "log ln lg exp max min gcd lcm det deg".split())
 _TEXT_GROUP_RE = re.compile(r"\\(?:text\w*|mbox|mathrm|operatorname|begin|end)\s*\{[^{}]*\}")
 _LATEX_CMD_RE = re.compile(r"\\[A-Za-z]+")
 _WORD_RE = re.compile(r"[A-Za-z]{3,}")
@@ -327,12 +346,34 @@ def _as_latex_target(s: str) -> str:
     return "$\\boxed{" + s + "}$"
 
 
+def unwrap_upright(s: str) -> str:
+    """``\\mathrm{e}`` -> ``e``, ``\\operatorname{sin}`` -> ``\\sin``, ``\\mathrm{\\pi}`` -> ``\\pi``: a
+    font or operator-name group (``\\mathrm``, ``\\mathit``, ``\\mathbf``, ``\\textrm``, ...,
+    ``\\operatorname``, ``{\\rm e}``) around ``e`` or ``i`` (:data:`UPRIGHT_CONSTANTS`), one command,
+    or a function name latex2sympy knows (:data:`LATEX_FUNCTIONS`) is replaced by its body, so math-verify reads the constant or function
+    it names. Other groups (units such as ``\\mathrm{cm}``, ``\\operatorname{lcm}``'s siblings that
+    latex2sympy parses itself, such as ``\\operatorname{floor}``) stay."""
+
+    def repl(m: re.Match) -> str:
+        body = m.group("body")
+        if body.startswith("\\"):
+            return body + " "  # \mathrm{\pi} -> \pi (a space: the next letter is not part of it)
+        if body in UPRIGHT_CONSTANTS:
+            return body
+        if body in LATEX_FUNCTIONS:
+            return f"\\{body} "
+        return m.group()  # a unit (\mathrm{cm}, \mathrm{m}) or a name latex2sympy parses itself
+
+    return _UPRIGHT_RE.sub(repl, _RM_CONST_RE.sub(r"\g<c>", s))
+
+
 def normalize_answer(s: str) -> str:
     """The answer-form decisions of the module docstring that math-verify does not make itself,
     applied alike to gold and answer: surrounding ``$`` and one trailing sentence period go,
-    digit groups separated by a space or thin space (``1\\,000``, ``1 000``) are joined, and a
-    percent sign is dropped as a unit. Linear time."""
-    s = (s or "").strip()
+    digit groups separated by a space or thin space (``1\\,000``, ``1 000``) are joined, a
+    percent sign is dropped as a unit, and upright constants and operator names are unwrapped
+    (:func:`unwrap_upright`). Linear time."""
+    s = unwrap_upright((s or "").strip())
     if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
         s = s.strip("$").strip()
     if s.endswith(".") and not s.endswith("\\."):

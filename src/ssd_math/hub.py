@@ -83,12 +83,87 @@ def fetch_base(hub: dict, out_dir: str | os.PathLike, *, trust_remote_code: bool
                              f"{', '.join(missing)} (allow_patterns {patterns}); {how}")
         files = {p.relative_to(tmp).as_posix(): p.stat().st_size
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
+        shipped = check_shipped_weights(tmp, hub_id)
         info = {"rule": "fetch_base", "hub_id": hub_id, "revision": revision,
                 "resolved_revision": resolved, "origin": origin, "allow_patterns": patterns,
                 "trust_remote_code": trust_remote_code, "dtype": hub.get("dtype"),
-                "files": files}
+                "files": files, "base_provenance": shipped}
         write_meta(tmp, **info)
     return info
+
+
+def weights_sha256(folder: Path) -> dict[str, str]:
+    """sha256 (hex) of every ``*.safetensors`` file of a model folder."""
+    from .io import file_sha256
+
+    return {p.name: file_sha256(p, n=64) for p in sorted(Path(folder).glob("*.safetensors"))}
+
+
+def check_shipped_weights(folder: Path, hub_id: str) -> dict | None:
+    """A folder with a ``provenance.json`` (a base shipped by rule ship_base) must hold the very
+    weights it records (sha256); returns the provenance (None for a folder without one)."""
+    import json
+
+    from .config import BASE_PROVENANCE
+
+    p = Path(folder) / BASE_PROVENANCE
+    if not p.exists():
+        return None
+    prov = json.loads(p.read_text("utf-8"))
+    have, want = weights_sha256(folder), prov.get("weights_sha256") or {}
+    if have != want:
+        raise FetchError(f"model {hub_id}: the weights' sha256 {have} differ from those its "
+                         f"{BASE_PROVENANCE} records {want} (a changed or corrupted file; "
+                         "rebuild the base with rule ship_base)")
+    return prov
+
+
+def ship_base(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cfg: dict,
+              train_log: str | os.PathLike | None = None, workdir: str | os.PathLike = ".") -> dict:
+    """Rule ship_base: copy the tiny base pretrained by rule pretrain_base (weights, tokenizer,
+    config, chat template) into ``out_dir`` (model.ship_dir, the repository's models/tiny-base)
+    with a ``provenance.json``: the git commit, the base's recipe (model.tiny, model.pretrain, the
+    prompt) and the data recipe (seed, data.synthetic) with their hashes, the machine that
+    pretrained it, the pretraining's last logged step, and the sha256 of the weights."""
+    import json
+
+    from . import config as sc
+    from .findings import git_state
+    from .io import machine_info, package_versions, read_jsonl, stable_hash, write_json
+
+    src = Path(model_dir)
+    keep = [p for p in sorted(src.iterdir()) if p.is_file() and p.name != "meta.json"
+            and not p.name.startswith(".")]
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for p in keep:
+            shutil.copy2(p, tmp / p.name)
+        missing = check_model_dir(tmp, "tiny base")
+        if missing:
+            raise FetchError(f"{src} lacks {', '.join(missing)}: not a pretrained base folder")
+        log = read_jsonl(train_log) if train_log and Path(train_log).exists() else []
+        try:  # the pretraining job's own sidecar: the machine and threads that made these weights
+            trained = json.loads((src / "meta.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            trained = {}
+        prov = {
+            "rule": "ship_base",
+            "rebuild": sc.REBUILD_BASE,
+            "git": git_state(workdir),
+            "config_recipe": sc.base_recipe(cfg),
+            "config_recipe_hash": stable_hash(sc.base_recipe(cfg)),
+            "data_recipe": sc.data_recipe(cfg),
+            "data_recipe_hash": sc.data_recipe_hash(cfg),
+            "dtype": "float32",
+            "machine": trained.get("machine") or machine_info(),
+            "packages": trained.get("packages") or package_versions(),
+            "pretrain_spec_hash": trained.get("spec_hash"),
+            "pretrain_last_step": {k: log[-1].get(k) for k in ("step", "loss", "ppl", "lr")} if log else None,
+            "weights_sha256": weights_sha256(tmp),
+            "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
+        }
+        write_json(tmp / sc.BASE_PROVENANCE, prov)
+    return prov
 
 
 def _resolved_revision(folder: Path) -> str | None:

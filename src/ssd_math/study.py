@@ -1,0 +1,269 @@
+"""The study beside the run: each published claim of the study, its estimate and interval, this
+run's, and whether this run's verdict agrees (rule ``study_table``; the report opens with it).
+
+The claims live in one data file with their source (``report/study_claims.yaml``: the section of
+docs/study.md each comes from, the study's estimate where it states one, its verdict). This run's
+side is read only from tables the DAG built: ``tables/findings.json`` (the verdicts and numbers of
+:mod:`ssd_math.findings`), ``tables/noise_summary.csv`` and ``tables/metrics.csv``. A claim this
+run cannot decide (its arm was not built, its finding is ``undecided``) gets a row saying why.
+
+How a claim's run side is read is the claim's ``run.kind`` (:data:`RUN_READERS`): ``finding``
+(a findings.json verdict), ``threshold`` (a noise-summary column against the study's bound, every
+default arm), ``precision`` (the bf16-only optimizer state against its fp32 control) and ``sweep``
+(an arm changing one knob against ssd: overlapping Wilson intervals read as "no effect", a
+conservative check, since the tables hold no paired interval between two arms).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import polars as pl
+
+from .config import fmt_t, read_yaml
+
+__all__ = ["load_claims", "compare", "render_markdown", "write_study_table", "RUN_READERS"]
+
+NBSP = "\u00a0"
+MINUS = "\u2212"
+COLUMNS = ["claim", "section", "study_estimate", "study_verdict", "run_estimate", "run_n",
+           "run_verdict", "agrees", "why", "short"]
+UNDECIDED = "cannot decide"
+
+
+def load_claims(path: str | Path) -> dict:
+    """The claims file, checked: every claim has key, claim, section, study.verdict and a known
+    run.kind (a ValueError names the claim and the file)."""
+    doc = read_yaml(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("claims"), list) or not doc.get("source"):
+        raise ValueError(f"{path}: needs 'source' and a list 'claims'")
+    for i, c in enumerate(doc["claims"]):
+        for k in ("key", "claim", "section", "study", "run"):
+            if k not in c:
+                raise ValueError(f"{path}: claims[{i}] ({c.get('key')}) lacks '{k}'")
+        if c["run"].get("kind") not in RUN_READERS:
+            raise ValueError(f"{path}: claims[{i}] ({c['key']}).run.kind = {c['run'].get('kind')!r}: "
+                             f"one of {', '.join(RUN_READERS)}")
+    return doc
+
+
+def _num(x: float, digits: int = 1, sign: bool = False) -> str:
+    return (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}").replace("-", MINUS)
+
+
+def _pp(d: Mapping, est="delta_pp", lo="lo_pp", hi="hi_pp") -> str:
+    return f"Δ{NBSP}{_num(d[est], sign=True)}{NBSP}pp [{_num(d[lo], sign=True)},{NBSP}{_num(d[hi], sign=True)}]"
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return f"{_num(100 * x, digits)}%"
+
+
+def _span(values: Sequence[float], fmt: Callable[[float], str]) -> str:
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _row(verdict: str | None, estimate: str = "—", n: str = "—", why: str = "", short: str = "") -> dict:
+    """This run's side of a claim; an undecided one carries ``why`` (the CSV) and ``short`` (the
+    report's cell)."""
+    return {"run_estimate": estimate, "run_n": n, "run_verdict": verdict or UNDECIDED, "why": why,
+            "short": short}
+
+
+# ------------------------------------------------------------------------------------------------
+# this run's side, per kind of claim
+# ------------------------------------------------------------------------------------------------
+
+
+def _finding(claim: dict, ctx: dict) -> dict:
+    run = claim["run"]
+    f = ctx["findings"].get(run["finding"])
+    if f is None or f.get("verdict") in (None, "undecided"):
+        why = _plain(f["text"]) if f else f"findings.json has no finding {run['finding']!r}"
+        return _row(None, why=why, short="see its finding")
+    nums = f.get("numbers") or {}
+    if "sets" in nums:  # Table 1: one eval set, by its role
+        sets = list(nums["sets"])
+        i = {"main": 0, "hard": 1}[run.get("set", "main")]
+        if i >= len(sets):
+            return _row(None, why=f"this run's Table 1 has no {run.get('set')} eval set",
+                        short=f"no {run.get('set')} eval set")
+        d = nums["sets"][sets[i]]
+        return _row(d["verdict"], f"{_pp(d)} on {sets[i]}", f"{d['n_prompts']} prompts")
+    if "delta_pp" in nums:  # Table 2
+        k = nums.get("samples_per_prompt")
+        return _row(f["verdict"], f"{_pct(nums['ssd'])} vs {_pct(nums['base'])}, {_pp(nums)}",
+                    f"{nums['n_prompts']} prompts × {k} samples")
+    if "hard" in nums and "easy" in nums:
+        h, e = nums["hard"], nums["easy"]
+        return _row(f["verdict"], f"level {nums['hard_level']}: {_pp(h)}; level {nums['easy_level']}: {_pp(e)}",
+                    f"{h['n_prompts']} / {e['n_prompts']} prompts")
+    if "classes" in nums:
+        d = nums["classes"].get("lock:strict") or {}
+        if not d:
+            return _row(None, why="the probe found no strict-lock positions", short="no strict locks probed")
+        return _row(f["verdict"], f"{_num(d['base_mean'], 2)} tokens at base, Δ{NBSP}{_num(d['delta'], 2, True)} "
+                    f"[{_num(d['lo'], 2, True)},{NBSP}{_num(d['hi'], 2, True)}]", f"{d['n_positions']} positions")
+    runs = {k: v for k, v in nums.items() if isinstance(v, dict) and "verdict" in v}
+    if runs and all("B_big" in v for v in runs.values()):  # gradient signal
+        parts = []
+        finite = [v["B_simple"] for v in runs.values() if v.get("B_simple") is not None]
+        if finite:
+            parts.append(f"B_simple {_span(finite, lambda x: f'{x:.3g}')}")
+        swamped = [v["G2_ema"] for v in runs.values() if v.get("B_simple") is None]
+        if swamped:
+            parts.append(f"EMA |G|² {_span(swamped, lambda x: f'{x:.3g}'.replace('-', MINUS))} ≤ 0 "
+                         f"({len(swamped)} of {len(runs)} runs)")
+        big = sorted({int(v["B_big"]) for v in runs.values()})
+        return _row(f["verdict"], "; ".join(parts) + f" vs batch {'/'.join(map(str, big))}",
+                    f"{len(runs)} runs")
+    if runs and all("min" in v for v in runs.values()):  # checkpoints
+        return _row(f["verdict"], f"accuracy {_span([v['min'] for v in runs.values()] + [v['max'] for v in runs.values()], _pct)}",
+                    f"{len(runs)} arms, {next(iter(runs.values()))['n_prompts']} prompts")
+    return _row(f["verdict"])
+
+
+def _arm_rows(ctx: dict) -> list[dict]:
+    ns = ctx["noise"]
+    if ns is None or ns.is_empty():
+        return []
+    return [r for r in ns.iter_rows(named=True) if r["run"] in ctx["arms"]]
+
+
+def _threshold(claim: dict, ctx: dict) -> dict:
+    run = claim["run"]
+    rows = [r for r in _arm_rows(ctx) if r.get(run["column"]) is not None]
+    if not rows:
+        return _row(None, why=f"noise_summary.csv has no {run['column']} for this run's arms "
+                              "(sft.instrument.enabled off, or no training log)", short="no weight-change log")
+    vals = [r[run["column"]] for r in rows]
+    ok = all(run["lo"] <= v <= run["hi"] for v in vals)
+    steps = sorted({int(r["steps"]) for r in rows})
+    return _row("inside" if ok else "outside", f"{_span(vals, _pct)} (study bound {_pct(run['lo'])}–{_pct(run['hi'])})",
+                f"{len(rows)} arms × {'/'.join(map(str, steps))} steps (census)")
+
+
+def _precision(claim: dict, ctx: dict) -> dict:
+    ns = ctx["noise"]
+    probes = [] if ns is None or ns.is_empty() else [
+        r for r in ns.iter_rows(named=True) if r["run"] not in ctx["arms"] and r.get("frac_changed_mean") is not None]
+    bf16 = [r for r in probes if r.get("optimizer_state") == "bf16"]
+    for b in bf16:
+        ctl = [r for r in probes if r.get("optimizer_state") == "fp32" and r.get("lr") == b.get("lr")]
+        if ctl:
+            c = ctl[0]
+            lower = b["frac_changed_mean"] < c["frac_changed_mean"]
+            return _row("collapses" if lower else "does not collapse",
+                        f"{b['run']} {_pct(b['frac_changed_mean'], 2)} vs {c['run']} "
+                        f"{_pct(c['frac_changed_mean'], 2)} per step", f"{b['steps']} / {c['steps']} steps (census)")
+    return _row(None, why="this run has no bf16-state log-only probe beside an fp32 control at the "
+                          "same LR (noise_probes)", short="no bf16-state probe")
+
+
+def _sweep(claim: dict, ctx: dict) -> dict:
+    arms = [a for a in claim["run"].get("arms") or [] if a in ctx["arms"]]
+    if not claim["run"].get("arms"):
+        return _row(None, why="no arm of this config varies it", short="no arm varies it")
+    if not arms:
+        return _row(None, why=f"arm {', '.join(claim['run']['arms'])} is not among this run's arms "
+                              "(an extra arm: built when one of its files is asked for, or moved into arms)",
+                    short=f"arm {', '.join(claim['run']['arms'])} not built")
+    m, main, ssd = ctx["metrics"], ctx["main_set"], ctx["ssd_arm"]
+    out = []
+    for a in arms:
+        t = fmt_t(ctx["arms"][a].get("t_eval", 0.7))
+        def pick(model):
+            if m is None:
+                return None
+            r = m.filter((pl.col("model") == model) & (pl.col("evalset") == main)
+                         & (pl.col("condition") == f"T{t}") & (pl.col("kind") == "grid"))
+            return r.row(0, named=True) if r.height else None
+        x, y = pick(a), pick(ssd)
+        if x is None or y is None:
+            return _row(None, why=f"metrics.csv has no {main} T{t} row of {a} or {ssd}",
+                        short=f"no T{t} eval of {a}")
+        overlap = x["accuracy_lo"] <= y["accuracy_hi"] and y["accuracy_lo"] <= x["accuracy_hi"]
+        out.append(("no effect" if overlap else "an effect",
+                    f"{a} {_pct(x['accuracy'])} [{_num(100 * x['accuracy_lo'])},{NBSP}{_num(100 * x['accuracy_hi'])}] "
+                    f"vs {ssd} {_pct(y['accuracy'])} [{_num(100 * y['accuracy_lo'])},{NBSP}{_num(100 * y['accuracy_hi'])}] "
+                    f"on {main} @ T{t}", f"{x['n_prompts']} prompts"))
+    words = {w for w, *_ in out}
+    return _row(words.pop() if len(words) == 1 else "mixed", "; ".join(e for _, e, _ in out), out[0][2])
+
+
+#: claim run.kind -> reader of this run's side
+RUN_READERS: dict[str, Callable[[dict, dict], dict]] = {
+    "finding": _finding, "threshold": _threshold, "precision": _precision, "sweep": _sweep}
+
+#: the run-side word that means the claim holds, per kind (finding: the claim's own verdicts)
+_AGREE = {"threshold": {"inside"}, "precision": {"collapses"}, "sweep": {"no effect"}}
+
+
+def _plain(text: str) -> str:
+    return text.replace("**", "")
+
+
+def compare(claims: dict, *, findings_json: str | Path, noise_summary: str | Path | None,
+            metrics: str | Path | None, arms: Mapping[str, dict], ssd_arm: str, main_set: str) -> pl.DataFrame:
+    """One row per claim (:data:`COLUMNS`): the study's estimate and verdict, this run's estimate,
+    n and verdict, and ``agrees`` (yes / no / cannot decide, with ``why``)."""
+    fj = json.loads(Path(findings_json).read_text("utf-8"))
+    ctx = {"findings": {f["key"]: f for f in fj["findings"]},
+           "noise": pl.read_csv(noise_summary, infer_schema_length=None) if noise_summary and Path(noise_summary).exists() else None,
+           "metrics": pl.read_csv(metrics, infer_schema_length=None) if metrics and Path(metrics).exists() else None,
+           "arms": dict(arms), "ssd_arm": ssd_arm, "main_set": main_set}
+    out = []
+    for c in claims["claims"]:
+        st = c["study"]
+        r = RUN_READERS[c["run"]["kind"]](c, ctx)
+        if r["run_verdict"] == UNDECIDED:
+            agrees = UNDECIDED
+        else:
+            good = set(c["run"].get("verdicts") or _AGREE[c["run"]["kind"]])
+            agrees = "yes" if r["run_verdict"] in good else "no"
+        est = st.get("estimate")
+        if st.get("interval"):
+            est = f"{est} {st['interval']}"
+        out.append({"key": c["key"], "claim": c["claim"], "section": c["section"],
+                    "study_estimate": est if est is not None else "not stated (verdict only)",
+                    "study_verdict": st["verdict"], **r, "agrees": agrees})
+    return pl.DataFrame(out, schema={k: pl.Utf8 for k in ["key", *COLUMNS]})
+
+
+def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool) -> str:
+    """The report's table (a pandoc pipe table, one short line per claim: the CSV keeps the
+    long reasons) and one note under it."""
+    from .report import pipe_table
+
+    rows = []
+    for r in df.iter_rows(named=True):
+        run = (f"{r['short']}" if r["agrees"] == UNDECIDED
+               else r["run_estimate"] + ("" if r["run_n"] == "—" else f"; n{NBSP}={NBSP}{r['run_n']}"))
+        rows.append({"claim (docs/study.md)": f"{r['claim']} ({r['section']})",
+                     "study": "—" if r["study_estimate"].startswith("not stated") else r["study_estimate"],
+                     "this run": run, "this run's verdict": r["run_verdict"], "agrees": r["agrees"]})
+    counts = {k: df.filter(pl.col("agrees") == k).height for k in ("yes", "no", UNDECIDED)}
+    note = (f"*{counts['yes']} of {df.height} claims agree, {counts['no']} disagree, {counts[UNDECIDED]} "
+            f"this run cannot decide* (why: `tables/study_vs_run.csv`, column `why`). The study's "
+            f"estimate is — where docs/study.md states only the verdict. Source: {claims['source'].strip()}.")
+    if not absolute_comparable:
+        note += " *Not comparable:* the absolute numbers. " + claims["absolute_numbers"].strip()
+    return pipe_table(rows) + "\n\n" + note + "\n"
+
+
+def write_study_table(claims_path: str | Path, out_csv: str | Path, out_md: str | Path, *,
+                      findings_json: str | Path, noise_summary: str | Path | None, metrics: str | Path | None,
+                      arms: Mapping[str, dict], ssd_arm: str, main_set: str, absolute_comparable: bool) -> pl.DataFrame:
+    """Rule study_table: ``tables/study_vs_run.csv`` and the report's markdown of it."""
+    from .io import write_text
+    from .tables import write_csv
+
+    claims = load_claims(claims_path)
+    df = compare(claims, findings_json=findings_json, noise_summary=noise_summary, metrics=metrics,
+                 arms=arms, ssd_arm=ssd_arm, main_set=main_set)
+    write_csv(df, out_csv)
+    write_text(out_md, render_markdown(df, claims, absolute_comparable=absolute_comparable))
+    return df
