@@ -456,17 +456,23 @@ def _check_real(cfg: dict) -> list[str]:
 
 
 def _check_accelerate(cfg: dict) -> list[str]:
-    """FSDP settings of the accelerate config (runtime.accelerate_config) that ssd_math.train
-    cannot run, caught before the first job (train() checks the launched accelerator again)."""
+    """Settings of the accelerate config (runtime.accelerate_config) that ssd_math.train cannot
+    run (FSDP) or that override the scheduler's GPU choice (gpu_ids), caught before the first
+    job (train() checks the launched accelerator again)."""
     path = (cfg.get("runtime") or {}).get("accelerate_config")
     if not path or not Path(path).is_file():
         return []
     acc = yaml.safe_load(Path(path).read_text()) or {}
-    if acc.get("distributed_type") != "FSDP":
-        return []
     out: list[str] = []
-    fc = acc.get("fsdp_config") or {}
     where = f"runtime.accelerate_config = {path}"
+    if acc.get("gpu_ids") not in (None, "all") and not acc.get("use_cpu"):
+        # accelerate launch sets CUDA_VISIBLE_DEVICES=gpu_ids, overriding the scheduler's choice
+        out.append(f"{where}: gpu_ids: {acc['gpu_ids']!r} makes accelerate overwrite the "
+                   "scheduler's CUDA_VISIBLE_DEVICES (on a node without device cgroups the job "
+                   "lands on another job's GPU); remove gpu_ids")
+    if acc.get("distributed_type") != "FSDP":
+        return out
+    fc = acc.get("fsdp_config") or {}
     if int(fc.get("fsdp_version", 1)) != 2:
         out.append(f"{where}: fsdp_config.fsdp_version must be 2 (ssd_math.train runs FSDP2 only)")
     if fc.get("fsdp_auto_wrap_policy") == "TRANSFORMER_BASED_WRAP" and \
