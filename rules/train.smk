@@ -3,6 +3,9 @@
 # noise probes (config noise_probes), trained the same way for their per-step log only.
 
 
+SAVE_DTYPE = sc.serve_dtype(config)
+
+
 def get_sft_spec(wildcards, input, output):
     """The arm's SFT recipe on its kept samples, checkpoints at sft.checkpoint_steps, resumable."""
     sft = sc.arm_sft(config, wildcards.arm)
@@ -15,6 +18,9 @@ def get_sft_spec(wildcards, input, output):
         checkpoints={str(s): L.checkpoint_dir(wildcards.arm, f"step{s}") for s in sft["checkpoint_steps"]},
         log=output.log,
         resume_dir=L.resume_dir(wildcards.arm),
+        # the served dtype (bf16 for vLLM): checkpoints half the disk of fp32; the fp32 master
+        # weights stay in the resume state only. Absent (fp32) in the tiny default.
+        **({"save_dtype": SAVE_DTYPE} if SAVE_DTYPE else {}),
     )
 
 
