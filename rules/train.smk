@@ -48,11 +48,18 @@ def get_probe_kept(wildcards):
     return L.samples(L.probe_source_arm(wildcards.arm), "kept")
 
 
+def get_sft_kept(wildcards):
+    """The kept samples the arm trains on: its own, or those of the default arm with the same
+    training-data sampling and filter (layout.Layout.data_arm: the LR/batch/schedule sweeps train
+    on ssd's, with no sampling job of their own)."""
+    return L.samples(L.data_arm(wildcards.arm), "kept")
+
+
 rule sft:
     """Fine-tune the base on one arm's kept samples (accelerate: CPU here, GPU/FSDP by profile)."""
     input:
         base=L.model_dir(sc.BASE),
-        kept=rules.filter_samples.output.kept,
+        kept=get_sft_kept,
     output:
         final=directory(L.checkpoint_dir("{arm}", "final")),
         checkpoints=[directory(L.checkpoint_dir("{arm}", f"step{s}")) for s in config["sft"]["checkpoint_steps"]],

@@ -390,12 +390,15 @@ def _shard_len(n: int, shard: int, n_shards: int) -> int:
     return (n * (shard + 1)) // n_shards - (n * shard) // n_shards
 
 
-def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
+def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
+                 extra_arms: bool = False) -> list[dict]:
     """Every GPU job of the default DAG (what ``snakemake`` with no target builds): the job lists
-    of :class:`ssd_math.layout.Layout`, the same the rules expand, with their benchmark paths."""
+    of :class:`ssd_math.layout.Layout`, the same the rules expand, with their benchmark paths.
+    ``reuse=False``: as if no job reused another's file (Layout's dedupe off: the "before");
+    ``extra_arms``: also the sampling and SFT jobs of every extra arm (sweeps, controls)."""
     if "planner" not in cfg:
         raise ValueError("the config has no 'planner' section (see config/real.yaml)")
-    L = layout.Layout(cfg, results)
+    L = layout.Layout(cfg, results, reuse=reuse)
     ex = cfg["planner"]["expected"]
     gpus = gpu_counts(cfg)
     g_gen, g_train = max(gpus["generate"], 1), max(gpus["train"], 1)
@@ -412,11 +415,11 @@ def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
                      "mean_prompt_tokens": prompt, "startup_s": startup * n_models,
                      "benchmark": bench})
 
-    for arm in L.arms:
+    for arm in (list(L.all_arms) if extra_arms else L.arms):
         s = sc.arm_sampling(cfg, arm)
         cap = s["max_new_tokens"]
         mean_all = ex["sample_gen_fraction"] * cap
-        for job in L.sample_jobs(arm):
+        for job in (L.sample_jobs(arm) if L.data_arm(arm) == arm else []):  # else: another arm's data
             shard = job["shard"]
             gen("sample_train_shard", f"sample {arm} shard{shard}", BASE,
                 _shard_len(pool, shard, L.n_shards), s["n"], mean_all, job["benchmark"])
@@ -456,8 +459,25 @@ def sft_disk(cfg: dict, n_folders: int) -> dict:
     return {"disk_gb": n_folders * params * per / 1e9, "resume_gb": 12 * params / 1e9}
 
 
-def build_plan(cfg: dict, results: str | None = None) -> list[dict]:
-    return plan(planned_jobs(cfg, results), cfg["planner"]["throughput"])
+def build_plan(cfg: dict, results: str | None = None, **kw) -> list[dict]:
+    return plan(planned_jobs(cfg, results, **kw), cfg["planner"]["throughput"])
+
+
+def reuse_summary(cfg: dict, results: str | None = None) -> str:
+    """GPU-hours and disk without and with the Layout's reuse of identical generations and data
+    (default DAG, and with every extra arm built), and the jobs the reuse removed."""
+    lines = ["# reuse of identical jobs (ssd_math.layout: data_arm, final_from_grid, sweep_from_grid):"]
+    for label, extra in (("default DAG", False), ("default + every extra arm", True)):
+        before = build_plan(cfg, results, reuse=False, extra_arms=extra)
+        after = build_plan(cfg, results, extra_arms=extra)
+        tb, ta = plan_totals(before), plan_totals(after)
+        gone = sorted(set(r["name"] for r in before) - set(r["name"] for r in after))
+        lines.append(f"#   {label}: {tb['jobs']} -> {ta['jobs']} GPU jobs, {tb['gpu_hours']:,.1f} -> "
+                     f"{ta['gpu_hours']:,.1f} GPU-hours, model folders {tb['disk_gb']:,.0f} GB"
+                     f" (+ {tb['resume_gb']:,.0f} GB resume state while training)")
+        if gone:
+            lines.append(f"#     jobs gone: {', '.join(gone)}")
+    return "\n".join(lines) + "\n"
 
 
 def describe(cfg: dict) -> str:
