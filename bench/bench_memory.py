@@ -31,19 +31,17 @@ SMALL = {"num_attention_heads": 4, "num_key_value_heads": 2, "linear_conv_kernel
          "tie_word_embeddings": True, "full_attention_interval": 4}
 # (shape, tokens per sequence, loss chunk): sizes and lengths chosen so that the activations are
 # a visible share of the peak (not only the 16 bytes per parameter of weights + grads + AdamW)
+def _shape(hidden, layers, ffn, vocab, heads_dim, lin_dim):
+    return {**SMALL, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": ffn,
+            "vocab_size": vocab, "head_dim": heads_dim, "linear_num_key_heads": 4,
+            "linear_num_value_heads": 8, "linear_key_head_dim": lin_dim, "linear_value_head_dim": lin_dim}
+
+
 CASES = [
-    ({**SMALL, "hidden_size": 256, "num_hidden_layers": 4, "intermediate_size": 768,
-      "vocab_size": 16384, "head_dim": 64, "linear_num_key_heads": 4, "linear_num_value_heads": 8,
-      "linear_key_head_dim": 32, "linear_value_head_dim": 32}, 1024, 256),
-    ({**SMALL, "hidden_size": 256, "num_hidden_layers": 4, "intermediate_size": 768,
-      "vocab_size": 16384, "head_dim": 64, "linear_num_key_heads": 4, "linear_num_value_heads": 8,
-      "linear_key_head_dim": 32, "linear_value_head_dim": 32}, 4096, 256),
-    ({**SMALL, "hidden_size": 512, "num_hidden_layers": 8, "intermediate_size": 1536,
-      "vocab_size": 32768, "head_dim": 128, "linear_num_key_heads": 4, "linear_num_value_heads": 8,
-      "linear_key_head_dim": 64, "linear_value_head_dim": 64}, 2048, 512),
-    ({**SMALL, "hidden_size": 384, "num_hidden_layers": 4, "intermediate_size": 1152,
-      "vocab_size": 49152, "head_dim": 96, "linear_num_key_heads": 4, "linear_num_value_heads": 8,
-      "linear_key_head_dim": 48, "linear_value_head_dim": 48}, 6144, 1024),
+    (_shape(256, 4, 768, 16384, 64, 32), 1024, 256),
+    (_shape(256, 4, 768, 8192, 64, 32), 2048, 512),
+    (_shape(192, 8, 512, 8192, 48, 24), 1536, 256),
+    (_shape(320, 4, 960, 12288, 80, 40), 768, 768),
 ]
 REAL_TOKENS = 33792  # config/real.yaml sft.max_len (32k completion + prompt)
 
