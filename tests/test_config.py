@@ -324,3 +324,17 @@ def test_real_recipe_checkpoints_reachable_at_its_worst_kept_fraction():
         bound, _ = sc.max_sft_steps(cfg, arm)
         if sc.arm_sft(cfg, arm).get("checkpoints_past_end") != "final":
             assert max(cfg["sft"]["checkpoint_steps"]) <= bound, arm
+
+
+def test_accelerate_gpu_ids_would_override_the_schedulers_gpus(tmp_path):
+    """gpu_ids in the accelerate config makes `accelerate launch` overwrite CUDA_VISIBLE_DEVICES
+    (SLURM's choice): refused at config time; the shipped GPU configs name none."""
+    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    assert not [m for m in sc.check_semantics(cfg) if "gpu_ids" in m]
+    for name in ("gpu1.yaml", "fsdp.yaml"):
+        assert "gpu_ids" not in yaml.safe_load((ROOT / "envs" / "accelerate" / name).read_text())
+    acc = yaml.safe_load((ROOT / "envs" / "accelerate" / "gpu1.yaml").read_text())
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**acc, "gpu_ids": "0"}))
+    cfg["runtime"]["accelerate_config"] = str(tmp_path / "a.yaml")
+    msg = [m for m in sc.check_semantics(cfg) if "gpu_ids" in m]
+    assert msg and "CUDA_VISIBLE_DEVICES" in msg[0] and "a.yaml" in msg[0]
