@@ -2,11 +2,11 @@
 CUDA GPU with the vLLM backend, training with gradient checkpointing, the chunked loss and the
 flash-linear-attention / causal-conv1d kernels; sampling and training tokens/s and peak memory.
 
-    bash bench/gpu_check.sh [OUT_DIR]             # on a machine with one H100/H200 (<= 8 min)
-    bash bench/gpu_check.sh OUT_DIR --dry-run     # CPU: the variant config, the DAG (snakemake -n)
+    bash bench/gpu_check_rehearsal.sh [OUT_DIR]   # one H100/H200 with a registry (installs vLLM)
+    bash bench/gpu_check_rehearsal.sh OUT_DIR --dry-run  # CPU: the variant config, the DAG (snakemake -n)
                                                    #  and the install commands, nothing run
 
-Steps: (1) the GPU environment (bench/gpu_check.sh: envs/vllm.yaml's pins + flash-linear-attention
+Steps: (1) the GPU environment (bench/gpu_check_rehearsal.sh: envs/vllm.yaml's pins + flash-linear-attention
 + causal-conv1d, then this package without dependencies); (2) a config variant of the rehearsal
 (:func:`variant_config`): sampler.backend vllm (language_model_only, gpu_memory_utilization 0.5),
 runtime device cuda + envs/accelerate/gpu1.yaml, results under OUT_DIR; (3) ``snakemake`` on it

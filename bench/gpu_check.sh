@@ -1,50 +1,56 @@
 #!/usr/bin/env bash
-# GPU check: the rehearsal (config/rehearsal.yaml) on one CUDA GPU with vLLM, training with
-# gradient checkpointing + chunked loss + flash-linear-attention kernels; tokens/s and peak memory
-# -> OUT_DIR/gpu_check.json, OUT_DIR/plan_rates.yaml, bench/RESULTS.md (bench/gpu_check.py).
+# SFT GPU check for a lent GPU machine (no registry there; its own torch): ssd_math.train's step on
+# a random-initialised Qwen3.5-4B-shaped model at 16k and 32k tokens, instrumentation on then off;
+# peak memory per phase, tokens/s, MFU, fla kernels, GPU name -> OUT_DIR/gpu_check_sft.json
+# (bench/gpu_check_sft.py).
 #
-#   bash bench/gpu_check.sh [OUT_DIR] [--dry-run]      # <= 8 minutes on one H100/H200
+#   bash bench/gpu_check.sh --wheels           # here (PyPI reachable): fetch the small wheels into
+#                                              #   bench/wheels/ (git-ignored), print list and size
+#   run(command="bash bench/gpu_check.sh $OUT", carry=["bench/wheels"], timeout_s=540)   # lent GPU
+#   bash bench/gpu_check.sh OUT_DIR --dry-run  # here: the same code on the CPU at tiny shapes
 #
-# --dry-run (any machine): prints the install commands, writes the variant config and lists the
-# DAG (snakemake -n); installs and runs nothing. SKIP_INSTALL=1 uses the current environment
-# (vLLM already there). On the lent device machine:
-#   run(command="bash bench/gpu_check.sh $OUT", timeout_s=540)
+# The wheels: what ssd_math.train imports that the lent image (torch 2.11, transformers 5.17,
+# accelerate 1.15, triton 3.6, Python 3.12) lacks at the pinned versions -- transformers 5.20.2
+# with the tokenizers/huggingface-hub/safetensors/regex it needs, flash-linear-attention + fla-core
+# 0.6.0 (Triton kernels, pure Python) and einops. causal-conv1d is optional (an sdist: no wheel).
+# Installed with --no-index --no-deps into OUT_DIR/site, put first on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WHEELS=(transformers==5.20.2 fla-core==0.6.0 flash-linear-attention==0.6.0 einops==0.8.1
+        tokenizers==0.23.1 huggingface-hub==1.31.0 safetensors==0.8.0 regex==2025.11.3)
+WDIR=bench/wheels
+list_wheels() {
+  ls -1 "$WDIR"/*.whl 2>/dev/null | while read -r w; do printf '  %s  %s\n' "$(du -k "$w" | cut -f1) KiB" "$(basename "$w")"; done
+  echo "  total: $(du -ck "$WDIR"/*.whl 2>/dev/null | tail -1 | cut -f1) KiB (limit 65536 KiB)"
+}
+if [ "${1:-}" = "--wheels" ]; then
+  mkdir -p "$WDIR"
+  pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --abi cp312 --abi abi3 --abi none --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform any -d "$WDIR" "${WHEELS[@]}"
+  list_wheels
+  exit 0
+fi
 OUT_DIR="${1:-${OUT:-$(mktemp -d)}}"
 shift || true
 DRY=0
 for a in "$@"; do [ "$a" = "--dry-run" ] && DRY=1; done
 mkdir -p "$OUT_DIR"
-VENV="${GPU_VENV:-$OUT_DIR/.venv-gpu}"
-# envs/vllm.yaml's pip list (vLLM brings its CUDA torch and transformers), the fast Gated DeltaNet
-# kernels transformers' Qwen3.5 picks up when importable, then this package without dependencies
-PIP_PKGS=$(python3 - <<'PY'
-import yaml
-env = yaml.safe_load(open("envs/vllm.yaml"))
-pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-print(" ".join(p for p in pip if not p.startswith("snakemake-executor")))
-PY
-)
-INSTALL=("python3 -m venv $VENV"
-         "$VENV/bin/pip install -q $PIP_PKGS"
-         "$VENV/bin/pip install -q flash-linear-attention causal-conv1d --no-build-isolation"
-         "$VENV/bin/pip install -q --no-deps -e .")
+echo "carried wheels (bench/gpu_check.sh --wheels): ${WHEELS[*]}"
+if [ -d "$WDIR" ]; then list_wheels; else echo "  (none fetched here: bench/gpu_check.sh --wheels)"; fi
 if [ "$DRY" = 1 ]; then
-  printf 'would run: %s\n' "${INSTALL[@]}"
   PY=python3
   [ -x .venv/bin/python ] && PY=.venv/bin/python
-  exec timeout 300 "$PY" bench/gpu_check.py "$OUT_DIR" --dry-run
+  exec timeout 480 "$PY" bench/gpu_check_sft.py "$OUT_DIR" --dry-run
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  t0=$(date +%s)
-  for c in "${INSTALL[@]}"; do echo "+ $c"; eval "$c"; done
-  echo "install: $(( $(date +%s) - t0 )) s"
-  PY="$VENV/bin/python"
+if [ -d "$WDIR" ]; then
+  python3 -m pip install -q --no-index --no-deps --target "$OUT_DIR/site" "$WDIR"/*.whl
+  export PYTHONPATH="$OUT_DIR/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 else
-  PY=python3
+  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONUNBUFFERED=1 PATH="$(dirname "$PY"):$PATH"
-"$PY" -c "import torch, vllm, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'vllm', vllm.__version__, 'transformers', transformers.__version__)"
-timeout 420 "$PY" bench/gpu_check.py "$OUT_DIR" 2>&1 | tee "$OUT_DIR/gpu_check.log"
+export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+# 480 s: the script stops starting runs at --budget-s 450 and a 4B run takes about a minute
+timeout 480 python3 bench/gpu_check_sft.py "$OUT_DIR" --budget-s 400 2>&1 | tee "$OUT_DIR/gpu_check_sft.log"

@@ -17,8 +17,21 @@ def get_eval_set(wildcards):
 
 
 def get_checkpoint_dirs(wildcards):
-    """Every checkpoint folder of the job's {arm} (sft.checkpoint_steps, then final)."""
-    return L.checkpoint_dirs(wildcards.arm)
+    """The checkpoint folders the job's {arm} generates from (sft.checkpoint_steps, then final
+    unless it comes from the grid: layout.Layout.generated_ckpts)."""
+    return [L.checkpoint_dir(wildcards.arm, c) for c in L.generated_ckpts]
+
+
+def get_reused_final_source(wildcards):
+    """The T-grid eval file of the arm's final model at its T_eval, which its checkpoints/final
+    file is a copy of (layout.Layout.final_from_grid)."""
+    return L.gen_file("eval", wildcards.arm, wildcards.evalset, f"T{sc.fmt_t(ALL_ARMS[wildcards.arm]['t_eval'])}")
+
+
+def get_reused_sweep_source(wildcards):
+    """The base's T-grid eval file a sweep preset equal to a grid condition is a copy of
+    (layout.Layout.sweep_from_grid)."""
+    return L.reused_source(L.gen_file("eval", sc.BASE, wildcards.evalset, f"sweep/{wildcards.name}"))
 
 
 def get_generations(family):
@@ -53,7 +66,7 @@ def get_parent_files(family):
         parent = L.subsets[wildcards.evalset]
         if family == "grid":
             return L.grid_files("generations", wildcards.model, parent)
-        return L.sweep_files("generations", parent)
+        return L.sweep_generated_files("generations", parent)
 
     parent_files.__name__ = f"get_parent_files_{family}"
     return parent_files
@@ -104,12 +117,16 @@ rule generate_passk:
         "../scripts/generate_eval.py"
 
 
+CKPT_FAMILY = ["checkpoints"] if L.generated_ckpts else []
+SWEEP_FAMILY = ["sweep"] if SWEEPS and L.generated_sweeps else []
+
+
 rule generate_checkpoints:
     input:
         models=get_checkpoint_dirs,
         problems=get_eval_set,
     output:
-        samples=L.checkpoint_files("generations", "{arm}", "{evalset}"),
+        samples=L.checkpoint_generated_files("generations", "{arm}", "{evalset}"),
     params:
         jobs=get_generations("checkpoints"),
         common=GEN_COMMON,
@@ -124,14 +141,14 @@ rule generate_checkpoints:
         "../scripts/generate_eval.py"
 
 
-if SWEEPS:  # baseline decoding sweeps of the base model (config eval.sweeps)
+if SWEEP_FAMILY:  # baseline decoding sweeps of the base model (config eval.sweeps)
 
     rule generate_sweep:
         input:
             model=L.model_dir(sc.BASE),
             problems=get_eval_set,
         output:
-            samples=L.sweep_files("generations", "{evalset}"),
+            samples=L.sweep_generated_files("generations", "{evalset}"),
         wildcard_constraints:
             evalset=GENERATED_SETS,
         params:
@@ -165,14 +182,14 @@ if L.subsets:  # eval_hard inside eval_main: its grid and sweeps are eval_main's
         script:
             "../scripts/subset_generations.py"
 
-    if SWEEPS:
+    if SWEEP_FAMILY:
 
         rule subset_sweep:
             input:
                 parent=get_parent_files("sweep"),
                 problems=get_eval_set,
             output:
-                samples=L.sweep_files("generations", "{evalset}"),
+                samples=L.sweep_generated_files("generations", "{evalset}"),
             wildcard_constraints:
                 evalset="|".join(map(re.escape, L.subsets)),
             log:
@@ -231,23 +248,25 @@ rule grade_passk:
         "../scripts/grade.py"
 
 
-rule grade_checkpoints:
-    input:
-        samples=_grading("checkpoints")[0],
-    output:
-        graded=_grading("checkpoints")[1],
-    params:
-        **GRADER,
-    threads: 1
-    log:
-        _grading("checkpoints")[2],
-    benchmark:
-        _grading("checkpoints")[3]
-    script:
-        "../scripts/grade.py"
+if CKPT_FAMILY:  # every checkpoint of an arm that generate_checkpoints samples
+
+    rule grade_checkpoints:
+        input:
+            samples=_grading("checkpoints")[0],
+        output:
+            graded=_grading("checkpoints")[1],
+        params:
+            **GRADER,
+        threads: 1
+        log:
+            _grading("checkpoints")[2],
+        benchmark:
+            _grading("checkpoints")[3]
+        script:
+            "../scripts/grade.py"
 
 
-if SWEEPS:
+if SWEEP_FAMILY:
 
     rule grade_sweep:
         input:
@@ -263,3 +282,39 @@ if SWEEPS:
             _grading("sweep")[3]
         script:
             "../scripts/grade.py"
+
+
+# No generation twice: an eval file whose (model, prompts, decoding, seeds) equal a T-grid file's
+# is a copy of that graded file (layout.Layout.reused_files): an arm's final model at its T_eval
+# on the hard set (the checkpoint evals), and sweep presets equal to a grid condition of the base.
+if L.final_from_grid:
+
+    rule reuse_grid_final:
+        input:
+            source=get_reused_final_source,
+        output:
+            graded=L.gen_file("eval", "{arm}", "{evalset}", "checkpoints/final"),
+        log:
+            log_path("reuse", "{arm}", "{evalset}", "final"),
+        benchmark:
+            bench_path("reuse", "{arm}", "{evalset}", "final")
+        shell:  # the file and its sidecar (where the rows came from)
+            "(cp {input.source:q} {output.graded:q} && cp {input.source:q}.meta.json {output.graded:q}.meta.json) 2> {log}"
+
+
+if L.sweep_from_grid:
+
+    rule reuse_grid_sweep:
+        input:
+            source=get_reused_sweep_source,
+        output:
+            graded=L.gen_file("eval", sc.BASE, "{evalset}", "sweep/{name}"),
+        wildcard_constraints:
+            name="|".join(map(re.escape, L.sweep_from_grid)),
+        log:
+            log_path("reuse", sc.BASE, "{evalset}", "sweep-{name}"),
+        benchmark:
+            bench_path("reuse", sc.BASE, "{evalset}", "sweep-{name}")
+        shell:  # the file and its sidecar (where the rows came from)
+            "(cp {input.source:q} {output.graded:q} && cp {input.source:q}.meta.json {output.graded:q}.meta.json) 2> {log}"
+

@@ -3,6 +3,9 @@
 # noise probes (config noise_probes), trained the same way for their per-step log only.
 
 
+SAVE_DTYPE = sc.serve_dtype(config)
+
+
 def get_sft_spec(wildcards, input, output):
     """The arm's SFT recipe on its kept samples, checkpoints at sft.checkpoint_steps, resumable."""
     sft = sc.arm_sft(config, wildcards.arm)
@@ -15,6 +18,9 @@ def get_sft_spec(wildcards, input, output):
         checkpoints={str(s): L.checkpoint_dir(wildcards.arm, f"step{s}") for s in sft["checkpoint_steps"]},
         log=output.log,
         resume_dir=L.resume_dir(wildcards.arm),
+        # the served dtype (bf16 for vLLM): checkpoints half the disk of fp32; the fp32 master
+        # weights stay in the resume state only. Absent (fp32) in the tiny default.
+        **({"save_dtype": SAVE_DTYPE} if SAVE_DTYPE else {}),
     )
 
 
@@ -42,11 +48,18 @@ def get_probe_kept(wildcards):
     return L.samples(L.probe_source_arm(wildcards.arm), "kept")
 
 
+def get_sft_kept(wildcards):
+    """The kept samples the arm trains on: its own, or those of the default arm with the same
+    training-data sampling and filter (layout.Layout.data_arm: the LR/batch/schedule sweeps train
+    on ssd's, with no sampling job of their own)."""
+    return L.samples(L.data_arm(wildcards.arm), "kept")
+
+
 rule sft:
     """Fine-tune the base on one arm's kept samples (accelerate: CPU here, GPU/FSDP by profile)."""
     input:
         base=L.model_dir(sc.BASE),
-        kept=rules.filter_samples.output.kept,
+        kept=get_sft_kept,
     output:
         final=directory(L.checkpoint_dir("{arm}", "final")),
         checkpoints=[directory(L.checkpoint_dir("{arm}", f"step{s}")) for s in config["sft"]["checkpoint_steps"]],

@@ -29,7 +29,20 @@ from pathlib import Path
 
 
 from ssd_math import config as sc
-from ssd_math.planner import build_plan, describe, format_plan, merge_measured, plan_to_csv, plan_totals
+from ssd_math.planner import (build_plan, describe, format_plan, merge_measured, plan_to_csv, plan_totals,
+                              reuse_summary)
+
+
+def disk_note(cfg) -> str:
+    """How the disk column was computed (planner.sft_disk), or why it is absent."""
+    from ssd_math.config import serve_dtype
+
+    if not cfg["planner"]["expected"].get("model_params"):
+        return "# disk: set planner.expected.model_params for the disk column\n"
+    return (f"# disk: model folders (checkpoints + final) in the served dtype "
+            f"({serve_dtype(cfg) or 'float32'}), {cfg['planner']['expected']['model_params']:.4g} "
+            f"parameters; resume_gb = fp32 weights + AdamW state of one training job, removed when "
+            f"it finishes\n")
 
 
 
@@ -57,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.measured:
         rows = merge_measured(rows, [r["benchmark"] for r in rows if Path(r["benchmark"]).exists()])
     text = describe(cfg) + format_plan(rows)
+    if not args.measured:
+        text += "\n" + reuse_summary(cfg, results) + disk_note(cfg)
     if args.csv:
         plan_to_csv(rows, args.csv)
     sys.stdout.write(text)

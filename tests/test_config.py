@@ -210,11 +210,12 @@ def test_checkpoint_bound_of_the_real_recipe_uses_the_pool_budget():
     cfg = sc.load_config(ROOT / "config" / "real.yaml")
     budget = cfg["data"]["real"]["train"]["budget"]
     bound, how = sc.max_sft_steps(cfg, "ssd")
-    assert bound == budget // cfg["sft"]["global_batch"] and "data.real.train.budget" in how
-    cfg["data"]["real"]["train"]["budget"] = 2000  # 2000 // 32 = 62 < the step-66 checkpoint
+    kept = cfg["train_sampling"]["min_kept_fraction"]  # the arms filter length stops
+    assert bound == int(budget * kept) // cfg["sft"]["global_batch"] and "data.real.train.budget" in how
+    cfg["data"]["real"]["train"]["budget"] = 1000  # 1000 x 0.5 // 32 = 15 < the step-21 checkpoint
     msg = _err(cfg)
-    assert "step 66 cannot be reached by arms.ssd, arms.t13" in msg
-    assert "which train at most 62 optimizer steps" in msg
+    assert "step 21 cannot be reached by arms.ssd, arms.t13" in msg
+    assert "which train at most 15 optimizer steps" in msg
     assert "extra_arms.batch64" not in msg  # opted in (checkpoints_past_end: final)
     cfg["data"]["real"]["train"]["budget"] = None  # every row of the files: no bound now
     assert sc.max_sft_steps(cfg, "ssd")[0] is None
@@ -372,3 +373,43 @@ def test_a_relative_base_folder_resolves_against_the_workflow(tmp_path, monkeypa
     assert sc.resolve_local_dir("models/tiny-base") == ROOT / "models" / "tiny-base"
     (tmp_path / "models" / "tiny-base").mkdir(parents=True)
     assert sc.resolve_local_dir("models/tiny-base") == Path("models/tiny-base")
+
+
+def test_checkpoint_steps_checked_at_the_worst_kept_fraction(default):
+    """train_sampling.min_kept_fraction: an arm that filters length stops is checked at the fewest
+    rows the config allows it (a hot arm with many length stops), named at config time; an arm
+    without the filter keeps every sample."""
+    cfg = copy.deepcopy(default)
+    cfg["train_sampling"]["min_kept_fraction"] = 0.5  # 600 x 0.5 // 32 = 9 < checkpoint step 12
+    msg = _err(cfg)
+    assert "step 12 cannot be reached by arms.ssd" in msg and "min_kept_fraction" in msg
+    assert sc.max_sft_steps(cfg, "ssd")[0] == 9
+    if "naive" in sc.all_arms(cfg) and not sc.all_arms(cfg)["naive"]["filter_length_stop"]:
+        assert sc.max_sft_steps(cfg, "naive")[0] == 18
+    cfg["train_sampling"]["min_kept_fraction"] = 0.7  # 420 // 32 = 13 >= 12
+    assert sc.validate(cfg)
+
+
+def test_real_recipe_checkpoints_reachable_at_its_worst_kept_fraction():
+    """config/real.yaml: every arm reaches every checkpoint step at its min_kept_fraction."""
+    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    kept = cfg["train_sampling"]["min_kept_fraction"]
+    assert kept <= 0.5
+    for arm in sc.all_arms(cfg):
+        bound, _ = sc.max_sft_steps(cfg, arm)
+        if sc.arm_sft(cfg, arm).get("checkpoints_past_end") != "final":
+            assert max(cfg["sft"]["checkpoint_steps"]) <= bound, arm
+
+
+def test_accelerate_gpu_ids_would_override_the_schedulers_gpus(tmp_path):
+    """gpu_ids in the accelerate config makes `accelerate launch` overwrite CUDA_VISIBLE_DEVICES
+    (SLURM's choice): refused at config time; the shipped GPU configs name none."""
+    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    assert not [m for m in sc.check_semantics(cfg) if "gpu_ids" in m]
+    for name in ("gpu1.yaml", "fsdp.yaml"):
+        assert "gpu_ids" not in yaml.safe_load((ROOT / "envs" / "accelerate" / name).read_text())
+    acc = yaml.safe_load((ROOT / "envs" / "accelerate" / "gpu1.yaml").read_text())
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**acc, "gpu_ids": "0"}))
+    cfg["runtime"]["accelerate_config"] = str(tmp_path / "a.yaml")
+    msg = [m for m in sc.check_semantics(cfg) if "gpu_ids" in m]
+    assert msg and "CUDA_VISIBLE_DEVICES" in msg[0] and "a.yaml" in msg[0]

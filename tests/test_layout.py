@@ -31,8 +31,8 @@ def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
         fam = job["family"]
         files = {"grid": lambda: L.grid_files("eval", job["model"], job["evalset"]),
                  "passk": lambda: [L.passk_file("eval", job["model"], job["evalset"], job["t"], job["k"])],
-                 "checkpoints": lambda: L.checkpoint_files("eval", job["model"], job["evalset"]),
-                 "sweep": lambda: L.sweep_files("eval", job["evalset"])}[fam]()
+                 "checkpoints": lambda: L.checkpoint_generated_files("eval", job["model"], job["evalset"]),
+                 "sweep": lambda: L.sweep_generated_files("eval", job["evalset"])}[fam]()
         assert len(files) == len(job["conditions"])  # one output per decoding condition, in order
         for path, cond in zip(files, job["conditions"]):
             d = describe_eval_path(path, L.results)
@@ -50,6 +50,12 @@ def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
             d = describe_eval_path(path, L.results)
             assert d["kind"] == KIND[job["family"]] and d["evalset"] == job["evalset"] == "eval_hard"
             seen.append(path)
+    # files equal to a grid file are copies of it (rules reuse_grid_*), never generated again
+    for r in L.reused_files():
+        d, src = describe_eval_path(r["target"], L.results), describe_eval_path(r["source"], L.results)
+        assert src["kind"] == "grid" and src["evalset"] == d["evalset"]
+        assert src["model"] == d["model"].split("/")[0]
+        seen.append(r["target"])
     # the job lists cover exactly the default DAG's eval targets, each once
     assert len(seen) == len(set(seen)) and sorted(seen) == sorted(L.all_eval_files())
     with pytest.raises(ValueError, match="not an eval file"):
@@ -151,3 +157,31 @@ def test_no_rule_file_reads_a_name_a_later_file_defines():
         earlier = set().union(*defs[: i + 1])
         later = set().union(*defs[i + 1:]) - earlier
         assert not (_used(texts[i]) & later), (f.name, sorted(_used(texts[i]) & later))
+
+
+
+def test_reuse_identical_generations_and_training_data(smoke):
+    """Layout decisions: an arm's final model at its T_eval on the hard set is its grid file; a
+    sweep preset equal to a grid condition of the base is that grid file; an arm that differs from
+    a default arm only in sft knobs trains on that arm's kept samples (no sampling of its own).
+    reuse=False turns all three off (the planner's "before")."""
+    cfg = copy.deepcopy(smoke)
+    cfg["extra_arms"] = {**cfg.get("extra_arms", {}),
+                         "lrx": {**cfg["arms"]["ssd"], "sft": {"lr": 1.0e-3}},
+                         "hot": {**cfg["arms"]["ssd"], "temperature": 1.7}}
+    cfg = sc.validate(cfg)
+    L = Layout(cfg)
+    assert L.final_from_grid and "final" not in L.generated_ckpts
+    assert all(c["model"].split("/")[1] != "final" for j in L.generation_jobs()
+               if j["family"] == "checkpoints" for c in j["conditions"])
+    assert L.data_arm("lrx") == "ssd" and L.data_arm("hot") == "hot" and L.data_arm("ssd") == "ssd"
+    for name, cond in L.sweep_from_grid.items():
+        assert L.sweeps[name] == sc.grid_decoding(cfg, L.sweeps[name]["temperature"]) and cond in [f"T{t}" for t in L.tgrid]
+        assert name not in L.generated_sweeps
+    off = Layout(cfg, reuse=False)
+    assert not off.final_from_grid and off.generated_ckpts == off.ckpts and not off.sweep_from_grid
+    assert off.data_arm("lrx") == "lrx"
+    # an arm whose T_eval is off the grid: every arm's final is generated again
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["extra_arms"]["hot"]["t_eval"] = 0.65
+    assert "final" in Layout(sc.validate(cfg2)).generated_ckpts

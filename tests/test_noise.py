@@ -122,6 +122,36 @@ def test_weight_change_fraction_matches_hand_computed_bf16_rounding():
     assert out["dw_hist"]["edges_log10"] == [-31.0, -3.0, -2.0, 0.0, 1.0]
 
 
+def test_weight_change_streams_chunks_and_keeps_its_copy_in_host_memory(monkeypatch):
+    """The tracker's copy of the stored values lives in host memory (never a second copy on the
+    accelerator), and streaming parameters in chunks (here 3 values, crossing parameter and group
+    boundaries) gives exactly the counts and histogram of one pass."""
+    from ssd_math import noise
+
+    g = torch.Generator().manual_seed(0)
+    before = {"embed_tokens.weight": torch.randn(7, generator=g).tolist(),
+              "layers.0.self_attn.q_proj.weight": torch.randn(5, generator=g).tolist(),
+              "layers.0.mlp.up_proj.weight": torch.randn(11, generator=g).tolist(),
+              "layers.0.input_layernorm.weight": [1.0, 0.5]}
+    delta = {k: (torch.randn(len(v), generator=g) * 10.0 ** torch.randint(-6, 0, (len(v),), generator=g)).tolist()
+             for k, v in before.items()}
+
+    def run():
+        model = _Named(before)
+        tracker = WeightChangeTracker(model, "bfloat16")
+        assert tracker._before.device.type == "cpu" and not hasattr(tracker, "_after")
+        tracker.before_step(model)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.add_(torch.tensor(delta[name]))
+        return tracker.after_step(model)
+
+    whole = run()
+    monkeypatch.setattr(noise, "CHUNK", 3)
+    chunked = run()
+    assert chunked == whole and whole["n_params"] == 25 and 0 < whole["n_changed"] < 25
+
+
 # ------------------------------------------------------------------------------------------
 # a tiny real model: bf16-only updates vanish, fp32 master weights move
 # ------------------------------------------------------------------------------------------

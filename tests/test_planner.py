@@ -8,6 +8,8 @@ import math
 
 import pytest
 
+from conftest import ROOT
+from ssd_math import config as sc
 from ssd_math.planner import (BENCHMARK_COLUMNS, PlanError, format_plan, merge_measured, plan,
                               plan_to_csv, plan_totals, read_benchmark)
 
@@ -157,3 +159,50 @@ def test_merge_measured(tmp_path):
     text = format_plan(merged)
     assert "measured_hours" in text and "ratio" in text
     assert "measured_s" in plan_to_csv(merged).splitlines()[0]
+
+
+
+def test_sft_memory_terms_and_the_4b_shape():
+    """The formula adds the terms docs/memory_plan.md lists: 16 B/param static (sharded by FSDP),
+    bf16 checkpointed inputs, and the larger of the loss chunk and one recomputed layer; the 4B
+    shape counts 4.206 B parameters on the meta device."""
+    from ssd_math import planner as P
+
+    sizes = P.model_sizes(P.QWEN35_4B_TEXT)
+    assert round(sizes["params"] / 1e9, 3) == 4.206 and sizes["embedding"] == 248320 * 2560
+    lay = {"fixed": 1.0e8, "per_token": 2.0e5}
+    one = P.sft_memory(P.QWEN35_4B_TEXT, 32768, sizes=sizes, layer=lay)
+    t = one["terms"]
+    assert t["weights_fp32"] + t["grads_fp32"] + t["adamw_fp32"] == 16 * sizes["params"]
+    assert t["checkpointed_inputs"] == 32 * 32768 * 2560 * 2
+    assert t["layer_recompute"] == 1.0e8 + 32768 * 2.0e5
+    assert one["peak"] == pytest.approx(16 * sizes["params"] + t["checkpointed_inputs"]
+                                        + t["hidden_out_and_grad"]
+                                        + max(t["loss_chunk"], t["layer_recompute"]))
+    four = P.sft_memory(P.QWEN35_4B_TEXT, 32768, processes=4, sizes=sizes, layer=lay)
+    assert four["terms"]["adamw_fp32"] == 2 * sizes["params"] and four["terms"]["fsdp_gathered"] > 0
+    assert four["peak"] < one["peak"]
+    fp32 = P.sft_memory(P.QWEN35_4B_TEXT, 32768, sizes=sizes, layer=lay, mixed_precision=False)
+    assert fp32["terms"]["checkpointed_inputs"] == 2 * t["checkpointed_inputs"]
+    cap = one["peak"] + 1
+    assert P.max_fitting_tokens(P.QWEN35_4B_TEXT, capacity=cap, sizes=sizes, layer=lay) == 32768
+
+
+def test_plan_disk_and_reuse_before_after():
+    """The real recipe's plan: a disk column (model folders in bf16, the fp32 resume state) and
+    fewer GPU-hours with the Layout's reuse than without; the training-only sweeps sample nothing."""
+    from ssd_math import planner as P
+
+    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    rows = P.build_plan(cfg)
+    sft = [r for r in rows if r["rule"] == "sft"]
+    n_folders = len(cfg["sft"]["checkpoint_steps"]) + 1
+    params = cfg["planner"]["expected"]["model_params"]
+    assert all(r["disk_gb"] == pytest.approx(n_folders * params * 2 / 1e9) for r in sft)
+    assert all(r["resume_gb"] == pytest.approx(12 * params / 1e9) for r in sft)
+    before, after = P.plan_totals(P.build_plan(cfg, reuse=False)), P.plan_totals(rows)
+    assert after["gpu_hours"] < before["gpu_hours"]
+    extra = P.build_plan(cfg, extra_arms=True)
+    sampled = {r["name"].split()[1] for r in extra if r["rule"] == "sample_train_shard"}
+    assert {"lr1e-5", "lr7p5e-6", "const-lr", "batch64"}.isdisjoint(sampled) and "ssd" in sampled
+    assert "# reuse of identical jobs" in P.reuse_summary(cfg)

@@ -481,27 +481,31 @@ def test_hybrid_qwen35_trains_with_gradient_checkpointing(tmp_path):
         [k for k in w0 if torch.equal(w0[k], w1[k])]
 
 
-def test_linear_attention_kernels_required_on_cuda(monkeypatch):
-    """On CUDA a model with Gated DeltaNet layers and no fla / causal-conv1d fails fast (instead
-    of transformers' silent reference kernels); full attention only, or CPU, passes."""
+def test_linear_attention_kernels_on_cuda(monkeypatch, capsys):
+    """On CUDA a model with Gated DeltaNet layers and no flash-linear-attention fails fast, naming
+    the install command (instead of transformers' silent reference kernels); without causal-conv1d
+    it only warns (optional: transformers' F.conv1d fallback). Full attention only, or CPU, passes."""
+    from transformers import Qwen3_5Config
     from transformers.utils import import_utils as iu
 
     hybrid, full = hybrid_config(), tiny_config()
-    T.check_linear_attention_kernels(hybrid, "cpu")
-    T.check_linear_attention_kernels(full, "cuda")
-    for fla, conv, missing in ((False, True, "flash-linear-attention"),
-                               (True, False, "causal-conv1d")):
-        monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda v=fla: v)
-        monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda v=conv: v)
-        with pytest.raises(RuntimeError, match=f"3 linear-attention.*{missing}"):
-            T.check_linear_attention_kernels(hybrid, "cuda")
-        # a multimodal Qwen3.5 config (the hub checkpoint's) is checked through its text config
-        from transformers import Qwen3_5Config
-        with pytest.raises(RuntimeError, match=missing):
-            T.check_linear_attention_kernels(Qwen3_5Config(text_config=hybrid.to_dict()), "cuda")
-    monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda: True)
+    assert T.check_linear_attention_kernels(hybrid, "cpu") == []
+    assert T.check_linear_attention_kernels(full, "cuda") == []
+    monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda: False)
     monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: True)
-    T.check_linear_attention_kernels(hybrid, "cuda")
+    with pytest.raises(RuntimeError, match="3 linear-attention.*flash-linear-attention.*"
+                                           "pip install --no-deps flash-linear-attention==0.6.0"):
+        T.check_linear_attention_kernels(hybrid, "cuda")
+    # a multimodal Qwen3.5 config (the hub checkpoint's) is checked through its text config
+    with pytest.raises(RuntimeError, match="flash-linear-attention"):
+        T.check_linear_attention_kernels(Qwen3_5Config(text_config=hybrid.to_dict()), "cuda")
+    monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda: True)
+    monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: False)
+    warned = T.check_linear_attention_kernels(hybrid, "cuda")
+    assert len(warned) == 1 and "causal-conv1d is not installed" in warned[0]
+    assert "causal-conv1d is not installed" in capsys.readouterr().err
+    monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: True)
+    assert T.check_linear_attention_kernels(hybrid, "cuda") == []
 
 
 def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatch):
@@ -513,7 +517,20 @@ def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatc
     def spy(h, t, w, b):
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
                      torch.nn.functional.linear(h, w, b).dtype))
+        cache.append(torch.is_autocast_cache_enabled())
         return orig(h, t, w, b)
+
+    # the residual stream (every decoder layer's input, hence its checkpointed input) is bf16,
+    # and autocast keeps no cache of bf16 weight copies across the forward
+    cache, layer_in = [], []
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as Q
+    orig_layer = Q.Qwen3_5DecoderLayer.forward
+
+    def layer_spy(self, hidden_states, *a, **kw):
+        layer_in.append(hidden_states.dtype)
+        return orig_layer(self, hidden_states, *a, **kw)
+
+    monkeypatch.setattr(Q.Qwen3_5DecoderLayer, "forward", layer_spy)
 
     from accelerate.state import AcceleratorState
 
@@ -527,6 +544,8 @@ def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatc
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     assert seen and all(s == (True, torch.bfloat16, torch.bfloat16) for s in seen), seen
+    assert cache and not any(cache), cache
+    assert layer_in and set(layer_in) == {torch.bfloat16}, layer_in
 
 
 def test_parallel_setups_train_cannot_run_fail_fast():
@@ -555,3 +574,67 @@ def test_parallel_setups_train_cannot_run_fail_fast():
                            acc(DistributedType.FSDP, True, ac=True))
     with pytest.raises(ValueError, match="DEEPSPEED.*not supported"):
         T.check_parallel_setup(s, acc(DistributedType.DEEPSPEED, False))
+
+
+def test_checkpoints_saved_in_save_dtype_resume_keeps_fp32(tmp_path):
+    """save_dtype bfloat16: every saved folder holds the trained fp32 weights rounded to bf16 (one
+    tensor for the tied embedding, config.json says bfloat16); training itself is unchanged (the
+    log equals an fp32-saving run's), and the spec hash ignores save_dtype (a resume state stays
+    valid)."""
+    import json as _json
+
+    init = make_model_dir(tmp_path / "init", tie=True)
+    runs = {}
+    for name, dt in (("f32", None), ("b16", "bfloat16")):
+        d = tmp_path / name
+        d.mkdir()
+        spec = base_spec(init, d, max_steps=2, checkpoints={1: str(d / "ck1")}, save_dtype=dt)
+        T.train(spec)
+        runs[name] = spec
+    a, b = load_weights(runs["f32"]["out_dir"]), load_weights(runs["b16"]["out_dir"])
+    assert a.keys() == b.keys() and "lm_head.weight" not in b
+    for k in a:
+        assert a[k].dtype == torch.float32 and b[k].dtype == torch.bfloat16, k
+        assert torch.equal(a[k].to(torch.bfloat16), b[k]), k
+    ck = load_weights(runs["b16"]["checkpoints"][1])
+    assert all(v.dtype == torch.bfloat16 for v in ck.values())
+    cfg = _json.loads((Path(runs["b16"]["out_dir"]) / "config.json").read_text())
+    assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
+    assert [r["loss"] for r in read_log(runs["f32"]["log"])] == [r["loss"] for r in read_log(runs["b16"]["log"])]
+    s1 = T.resolve_spec(runs["f32"])
+    assert T.training_spec_hash(s1) == T.training_spec_hash({**s1, "save_dtype": "bfloat16"})
+    with pytest.raises(ValueError, match="save_dtype"):
+        T.resolve_spec({**runs["f32"], "save_dtype": "int8"})
+
+
+def test_resume_state_is_loaded_to_the_cpu_first(init_dir, tmp_path, monkeypatch):
+    """The resume state is read memory-mapped onto the CPU (never straight onto the GPU beside
+    the model), then copied into place: the resumed run ends where an uninterrupted one does."""
+    (tmp_path / "ref").mkdir()
+    ref = base_spec(init_dir, tmp_path / "ref", max_steps=4)
+    T.train(ref)
+    spec = base_spec(init_dir, tmp_path, max_steps=4, checkpoints={2: str(tmp_path / "ck2")},
+                     resume_dir=str(tmp_path / "resume"))
+    orig_append = T.append_row
+
+    def crash_at_3(fh, row):
+        if row["step"] == 3:
+            raise KeyboardInterrupt("killed")
+        orig_append(fh, row)
+
+    monkeypatch.setattr(T, "append_row", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(spec)
+    monkeypatch.setattr(T, "append_row", orig_append)
+    calls = []
+    orig_load = torch.load
+
+    def spy(f, *a, **kw):
+        calls.append((Path(f).name, kw.get("map_location"), kw.get("mmap")))
+        return orig_load(f, *a, **kw)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert T.train(spec)["resumed_from"] == 2
+    assert ("state.pt", "cpu", True) in calls, calls
+    a, b = load_weights(ref["out_dir"]), load_weights(spec["out_dir"])
+    assert all(torch.equal(a[k], b[k]) for k in a)

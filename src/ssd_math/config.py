@@ -399,20 +399,25 @@ def train_pool_size(cfg: dict) -> tuple[int | None, str]:
 
 
 def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
-    """An upper bound on an arm's optimizer steps, known at config time, and how it was computed.
+    """The optimizer steps an arm is sure to reach, known at config time, and how it was computed.
 
     The same arithmetic as :func:`ssd_math.train.train` (``rows // global_batch × epochs``, capped
-    by ``max_steps``) with the most rows the arm can get: prompts × samples per prompt × a kept
-    fraction of 1.0 (the length filter only removes rows). ``None`` when the pool size is not in
-    the config."""
+    by ``max_steps``) with the fewest rows the config allows the arm: prompts × samples per prompt
+    × ``train_sampling.min_kept_fraction`` when it filters length stops (absent: 1.0), so that a
+    checkpoint step is refused now, naming the arm, not after all its sampling. ``None`` when the
+    pool size is not in the config."""
     n_prompts, key = train_pool_size(cfg)
     if n_prompts is None:
         return None, f"{key} is null (every row of the files): no bound at config time"
     n = arm_sampling(cfg, arm)["n"]
     sft = arm_sft(cfg, arm)
-    steps = (n_prompts * n) // sft["global_batch"] * sft["epochs"]
-    how = (f"({n_prompts} prompts ({key}) x {n} sample(s) per prompt x a kept fraction of at "
-           f"most 1.0) // global_batch {sft['global_batch']} x {sft['epochs']} epoch(s)")
+    kept, kept_how = 1.0, "at most 1.0"
+    if all_arms(cfg)[arm].get("filter_length_stop"):
+        kept = float(cfg["train_sampling"].get("min_kept_fraction", 1.0))
+        kept_how = f"{kept} (train_sampling.min_kept_fraction, the worst case allowed)"
+    steps = int(n_prompts * n * kept) // sft["global_batch"] * sft["epochs"]
+    how = (f"({n_prompts} prompts ({key}) x {n} sample(s) per prompt x a kept fraction of "
+           f"{kept_how}) // global_batch {sft['global_batch']} x {sft['epochs']} epoch(s)")
     if sft.get("max_steps") is not None and sft["max_steps"] < steps:
         steps, how = int(sft["max_steps"]), f"max_steps {sft['max_steps']}"
     return steps, how
@@ -536,17 +541,23 @@ def _check_real(cfg: dict) -> list[str]:
 
 
 def _check_accelerate(cfg: dict) -> list[str]:
-    """FSDP settings of the accelerate config (runtime.accelerate_config) that ssd_math.train
-    cannot run, caught before the first job (train() checks the launched accelerator again)."""
+    """Settings of the accelerate config (runtime.accelerate_config) that ssd_math.train cannot
+    run (FSDP) or that override the scheduler's GPU choice (gpu_ids), caught before the first
+    job (train() checks the launched accelerator again)."""
     path = (cfg.get("runtime") or {}).get("accelerate_config")
     if not path or not Path(path).is_file():
         return []
     acc = yaml.safe_load(Path(path).read_text()) or {}
-    if acc.get("distributed_type") != "FSDP":
-        return []
     out: list[str] = []
-    fc = acc.get("fsdp_config") or {}
     where = f"runtime.accelerate_config = {path}"
+    if acc.get("gpu_ids") not in (None, "all") and not acc.get("use_cpu"):
+        # accelerate launch sets CUDA_VISIBLE_DEVICES=gpu_ids, overriding the scheduler's choice
+        out.append(f"{where}: gpu_ids: {acc['gpu_ids']!r} makes accelerate overwrite the "
+                   "scheduler's CUDA_VISIBLE_DEVICES (on a node without device cgroups the job "
+                   "lands on another job's GPU); remove gpu_ids")
+    if acc.get("distributed_type") != "FSDP":
+        return out
+    fc = acc.get("fsdp_config") or {}
     if int(fc.get("fsdp_version", 1)) != 2:
         out.append(f"{where}: fsdp_config.fsdp_version must be 2 (ssd_math.train runs FSDP2 only)")
     if fc.get("fsdp_auto_wrap_policy") == "TRANSFORMER_BASED_WRAP" and \
@@ -613,6 +624,19 @@ def arm_sampling(cfg: dict, arm: str) -> dict:
 
 def final_models(cfg: dict) -> list[str]:
     return [BASE, *cfg["arms"]]
+
+
+def serve_dtype(cfg: dict) -> str | None:
+    """The dtype trained models are served in, hence saved in (``ssd_math.train``'s
+    ``save_dtype``): vLLM's ``sampler.vllm.dtype`` (``auto``: the hub model's ``model.hub.dtype``);
+    None for the transformers sampler, which loads fp32 (the tiny default: folders stay fp32)."""
+    sam = cfg["sampler"]
+    if sam.get("backend") != "vllm":
+        return None
+    dt = (sam.get("vllm") or {}).get("dtype", "auto")
+    if dt == "auto":
+        dt = ((cfg.get("model") or {}).get("hub") or {}).get("dtype")
+    return None if dt in (None, "float32") else str(dt)
 
 
 def checkpoint_names(cfg: dict) -> list[str]:

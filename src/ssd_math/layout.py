@@ -59,7 +59,7 @@ class Layout:
     """Paths under ``results`` (default: the config's ``results``) and the job lists of a
     validated config (:func:`ssd_math.config.validate`: schema defaults filled in)."""
 
-    def __init__(self, cfg: dict, results: str | None = None):
+    def __init__(self, cfg: dict, results: str | None = None, *, reuse: bool = True):
         self.cfg = cfg
         self.results = R = str(results or cfg["results"])
         self.R = R
@@ -75,6 +75,21 @@ class Layout:
         self.subsets = subset_sets(cfg)  # {eval_hard: eval_main}: grid and sweeps taken from eval_main
         self.generated_sets = [s for s in self.eval_sets if s not in self.subsets]
         self.noise_probes = list(cfg["noise_probes"])  # extra arms trained for their log only
+        # --- no generation twice (same model, prompts, decoding, seeds): reuse the file ---
+        # An arm's final model at its T_eval on the hard set is its T-grid file there: the
+        # checkpoint evals take it from the grid (rule reuse_grid_final) when every arm's T_eval
+        # is on the grid (one rule pattern for every arm), else they generate it.
+        # ``reuse=False``: every job generates its own file (the planner's "before" column)
+        self.reuse = reuse
+        self.final_from_grid = reuse and all(sc.fmt_t(a["t_eval"]) in self.tgrid
+                                             for a in self.all_arms.values())
+        self.generated_ckpts = [c for c in self.ckpts if not (c == "final" and self.final_from_grid)]
+        # Sweep conditions equal to a T-grid condition of the base (e.g. preset-precise = T0.6)
+        # are that grid file (rule reuse_grid_sweep), not generated again.
+        self.sweep_from_grid = {name: f"T{sc.fmt_t(d['temperature'])}" for name, d in self.sweeps.items()
+                                if reuse and sc.fmt_t(d["temperature"]) in self.tgrid
+                                and d == sc.grid_decoding(cfg, d["temperature"])}
+        self.generated_sweeps = {n: d for n, d in self.sweeps.items() if n not in self.sweep_from_grid}
 
     # --- logs and benchmarks (one of each per job) ----------------------------------------------
 
@@ -145,8 +160,52 @@ class Layout:
     def checkpoint_files(self, stage: str, arm: str, evalset: str) -> list[str]:
         return [self.gen_file(stage, arm, evalset, f"checkpoints/{c}") for c in self.ckpts]
 
+    def checkpoint_generated_files(self, stage: str, arm: str, evalset: str) -> list[str]:
+        """The checkpoint files rule generate_checkpoints writes (``final`` comes from the grid
+        when :attr:`final_from_grid`)."""
+        return [self.gen_file(stage, arm, evalset, f"checkpoints/{c}") for c in self.generated_ckpts]
+
     def sweep_files(self, stage: str, evalset: str) -> list[str]:
         return [self.gen_file(stage, BASE, evalset, f"sweep/{name}") for name in self.sweeps]
+
+    def sweep_generated_files(self, stage: str, evalset: str) -> list[str]:
+        """The sweep files rule generate_sweep (and subset_sweep) writes: not those equal to a
+        grid condition (:attr:`sweep_from_grid`)."""
+        return [self.gen_file(stage, BASE, evalset, f"sweep/{name}") for name in self.generated_sweeps]
+
+    def reused_files(self) -> list[dict]:
+        """The graded eval files that are copies of a T-grid file (same model, prompts, decoding
+        and seeds): ``{rule, source, target}`` for rules reuse_grid_final / reuse_grid_sweep."""
+        out = []
+        if self.final_from_grid:
+            for arm in self.arms:
+                te = sc.fmt_t(self.all_arms[arm]["t_eval"])
+                out.append({"rule": "reuse_grid_final", "source": self.gen_file("eval", arm, self.hard_set, f"T{te}"),
+                            "target": self.gen_file("eval", arm, self.hard_set, "checkpoints/final")})
+        for es in self.eval_sets:
+            for name, cond in self.sweep_from_grid.items():
+                out.append({"rule": "reuse_grid_sweep", "source": self.gen_file("eval", BASE, es, cond),
+                            "target": self.gen_file("eval", BASE, es, f"sweep/{name}")})
+        return out
+
+    def reused_source(self, target: str) -> str:
+        """The grid file a reused eval file is copied from (rules reuse_grid_*)."""
+        for r in self.reused_files_any():
+            if os.path.normpath(r["target"]) == os.path.normpath(target):
+                return r["source"]
+        raise ValueError(f"{target}: not a reused eval file")
+
+    def reused_files_any(self) -> list[dict]:
+        """:meth:`reused_files` for every arm, extra arms included (built when targeted)."""
+        out = self.reused_files()
+        if self.final_from_grid:
+            for arm in self.all_arms:
+                if arm not in self.arms:
+                    te = sc.fmt_t(self.all_arms[arm]["t_eval"])
+                    out.append({"rule": "reuse_grid_final",
+                                "source": self.gen_file("eval", arm, self.hard_set, f"T{te}"),
+                                "target": self.gen_file("eval", arm, self.hard_set, "checkpoints/final")})
+        return out
 
     def graded(self, generation_file: str) -> str:
         """The graded eval file of a generations/ file: the same path under eval/."""
@@ -201,11 +260,21 @@ class Layout:
         return {**{a: self.train_log(a) for a in self.arms},
                 **{a: self.probe_log(a) for a in self.noise_probes}}
 
-    def probe_source_arm(self, arm: str) -> str:
-        """The default arm whose kept samples a probe trains on: same sampling and filter, else itself."""
+    def data_arm(self, arm: str) -> str:
+        """The arm whose kept samples ``arm`` trains on: the first default arm with the same
+        training-data sampling (T, top-k, top-p, cap, samples per prompt) and length filter, else
+        itself. A training-only arm (one that differs from ``ssd`` only in ``sft:`` knobs: the LR,
+        batch and schedule sweeps) trains on ``ssd``'s kept samples -- the same data, no sampling
+        job of its own -- so a sweep varies the knob alone."""
+        if not self.reuse:
+            return arm
         same = [a for a in self.arms if sc.arm_sampling(self.cfg, a) == sc.arm_sampling(self.cfg, arm)
                 and self.all_arms[a]["filter_length_stop"] == self.all_arms[arm]["filter_length_stop"]]
         return same[0] if same else arm
+
+    def probe_source_arm(self, arm: str) -> str:
+        """The default arm whose kept samples a probe trains on (:meth:`data_arm`)."""
+        return self.data_arm(arm)
 
     # --- jobs (the rules' units of work; the planner prices the same list) ------------------------
 
@@ -233,10 +302,10 @@ class Layout:
             te = float(self.all_arms[model]["t_eval"])
             return [{"model": f"{model}/{c}", "model_dir": self.checkpoint_dir(model, c),
                      "condition": f"T{sc.fmt_t(te)}", "sampling": sc.grid_decoding(self.cfg, te)}
-                    for c in self.ckpts]
+                    for c in self.generated_ckpts]
         if family == "sweep":
             return [{"model": BASE, "model_dir": self.model_dir(BASE), "condition": name, "sampling": s}
-                    for name, s in self.sweeps.items()]
+                    for name, s in self.generated_sweeps.items()]
         raise ValueError(f"unknown generation family {family!r} (one of {FAMILIES})")
 
     def sample_jobs(self, arm: str) -> list[dict]:
@@ -265,9 +334,10 @@ class Layout:
         kp = self.cfg["eval"]["passk"]["k"]
         for run in self.cfg["eval"]["passk"]["runs"]:
             add("passk", run["model"], self.hard_set, sc.fmt_t(run["temperature"]), kp)
-        for arm in self.arms:
-            add("checkpoints", arm, self.hard_set)
-        if self.sweeps:
+        if self.generated_ckpts:
+            for arm in self.arms:
+                add("checkpoints", arm, self.hard_set)
+        if self.generated_sweeps:
             for es in self.generated_sets:
                 add("sweep", BASE, es)
         return jobs
@@ -286,9 +356,9 @@ class Layout:
                 jobs.append({"rule": "subset_grid", "family": "grid", "model": model, "evalset": es,
                              "parent": parent, "files": self.grid_files("eval", model, es),
                              "benchmark": self.bench(*self.subset_key("grid", model, es))})
-            if self.sweeps:
+            if self.generated_sweeps:
                 jobs.append({"rule": "subset_sweep", "family": "sweep", "model": BASE, "evalset": es,
-                             "parent": parent, "files": self.sweep_files("eval", es),
+                             "parent": parent, "files": self.sweep_generated_files("eval", es),
                              "benchmark": self.bench(*self.subset_key("sweep", BASE, es))})
         return jobs
 

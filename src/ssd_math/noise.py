@@ -18,10 +18,12 @@ Two measurements, logged at every optimizer step by :mod:`ssd_math.train` when
      - ``mlp``        "mlp", "feed_forward", "ffn", "experts" (gate/up/down projections)
      - ``other``      everything else
 
-   Implementation: one flat buffer of the stored dtype holds all parameters, ordered so each
-   group is one contiguous slice; |Δw| is one vectorised pass over the flat buffers, and the
-   change counts and the histogram come from one integer ``bincount`` of the top 16 bits of
-   |Δw| per group (about 2 ms per million parameters on one CPU core).
+   Implementation: one flat host-memory buffer of the stored dtype holds all parameters before
+   the step (never a second copy on the accelerator), ordered so each group is one contiguous
+   slice; after the step every parameter is streamed in chunks of ``CHUNK`` values: rounded to
+   the stored dtype where it lives, |Δw| against the same chunk of the buffer, and one integer
+   ``bincount`` of the top 16 bits of |Δw| added to its group's histogram. No temporary is
+   larger than one chunk (docs/memory_plan.md).
 
 2. **Gradient signal vs noise** (:class:`GradientNoiseEstimator`, McCandlish et al. 2018,
    "An Empirical Model of Large-Batch Training", appendix A). For a batch of B examples
@@ -49,6 +51,11 @@ GROUPS = ("embeddings", "attention", "mlp", "norms", "other")
 # log10 edges of the |Δw| histogram: 1e-12 .. 1e0, one bin per decade. Bins reported are
 # [zero, (0, 1e-12), [1e-12, 1e-11), ..., [1e-1, 1e0), >= 1e0]  -> len(edges) + 2 counts.
 DEFAULT_DW_BINS: tuple[float, ...] = tuple(float(e) for e in range(-12, 1))
+
+# Values per streamed piece of a parameter in the weight-change tracker: bounds its temporaries
+# on the accelerator (a 2^24-value chunk: 32 MB store dtype + 2 x 64 MB fp32 + 128 MB int32 keys)
+# whatever the largest parameter (Qwen3.5-4B's embedding has 636 M values).
+CHUNK = 1 << 24
 
 _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
            "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
@@ -128,43 +135,65 @@ class WeightChangeTracker:
             start, _end = self.group_slices.get(g, (off, off))
             self.group_slices[g] = (start, off + k)
             off += k
-        device = named[0][1].device if named else "cpu"
-        self._before = torch.empty(self.n_params, dtype=self.store_dtype, device=device)
-        self._after = torch.empty_like(self._before)
+        self._params_device = named[0][1].device if named else torch.device("cpu")
+        # The stored values before the step live in host memory, never on the accelerator: on a
+        # 4B model a second copy of every parameter on the GPU is 8.4 GB (docs/memory_plan.md).
+        # Pinned when the parameters are on CUDA, so the per-chunk copies are plain DMA.
+        pin = self._params_device.type == "cuda"
+        self._before = torch.empty(self.n_params, dtype=self.store_dtype, device="cpu",
+                                   pin_memory=pin)
         self._have_before = False
 
-    def _fill(self, model: torch.nn.Module, buf: torch.Tensor) -> None:
+    def before_step(self, model: torch.nn.Module) -> None:
         params = dict(model.named_parameters())
         off = 0
         with torch.no_grad():
             for name, k in zip(self.names, self._numels):
-                buf[off:off + k].copy_(_local(params[name].detach()).reshape(-1))  # rounds to store dtype
+                flat = _local(params[name].detach()).reshape(-1)
+                for a in range(0, k, CHUNK):  # rounded to the store dtype where the weights are
+                    part = flat[a:a + CHUNK].to(self.store_dtype)
+                    self._before[off + a:off + a + part.numel()].copy_(part)
                 off += k
-
-    def before_step(self, model: torch.nn.Module) -> None:
-        self._fill(model, self._before)
         self._have_before = True
+
+    def _histograms(self, model: torch.nn.Module, present: list[str], n_keys: int) -> torch.Tensor:
+        """Per group, the integer histogram of the top 16 bits of |Δw| (stored values), streamed
+        one parameter chunk at a time: the only temporaries are one chunk's (``CHUNK`` values)."""
+        params = dict(model.named_parameters())
+        dev = self._params_device
+        hists = torch.zeros((len(present), n_keys), dtype=torch.long, device=dev)
+        row = {g: i for i, g in enumerate(present)}
+        off = 0
+        with torch.no_grad():
+            for name, k in zip(self.names, self._numels):
+                h = hists[row[param_group(name)]]
+                flat = _local(params[name].detach()).reshape(-1)
+                for a in range(0, k, CHUNK):
+                    after = flat[a:a + CHUNK].to(self.store_dtype)
+                    before = self._before[off + a:off + a + after.numel()].to(dev, non_blocking=True)
+                    # |Δw| of the stored values, in fp32 (exact: both are values of the store
+                    # dtype a few exponents apart)
+                    dw = after.to(torch.float32).sub_(before.to(torch.float32)).abs_()
+                    # For a non-negative float the int32 bit pattern is monotonic in the value,
+                    # and its top 16 bits are the bf16 pattern. Edges are rounded to bf16, so
+                    # "x >= edge" is exactly "top16(x) >= top16(edge)": one integer histogram
+                    # over the 2^15 non-negative bf16 patterns, from which every bin (and the
+                    # zero bin: pattern 0) is a cumsum lookup.
+                    h += torch.bincount(dw.view(torch.int32) >> 16, minlength=n_keys)
+                off += k
+        return hists
 
     def after_step(self, model: torch.nn.Module) -> dict:
         if not self._have_before:
             raise RuntimeError("WeightChangeTracker.after_step called without before_step")
-        self._fill(model, self._after)
         self._have_before = False
-        # |Δw| of the stored values, in fp32 (exact: both are bf16 values a few exponents apart)
-        dw = self._after.to(torch.float32, copy=True).sub_(self._before.float()).abs_()
-        # For a non-negative float the int32 bit pattern is monotonic in the value, and its top
-        # 16 bits are the bf16 pattern. Edges are rounded to bf16 (below), so "x >= edge" is
-        # exactly "top16(x) >= top16(edge)": one integer histogram over the 2^15 non-negative
-        # bf16 patterns, from which every bin (and the zero bin: pattern 0) is a cumsum lookup.
-        keys = dw.view(torch.int32) >> 16
         n_keys = 1 << 15
         present = [g for g in GROUPS if g in self.group_slices]
-        hists = torch.stack([torch.bincount(keys[a:b], minlength=n_keys)
-                             for a, b in (self.group_slices[g] for g in present)])
+        hists = self._histograms(model, present, n_keys)
         sizes = torch.tensor([b - a for a, b in (self.group_slices[g] for g in present)],
-                             dtype=torch.long, device=keys.device)
+                             dtype=torch.long, device=hists.device)
         if self._sum is not None:  # shards -> the whole model
-            hists, sizes = self._sum(hists).to(keys.device), self._sum(sizes).to(keys.device)
+            hists, sizes = self._sum(hists).to(hists.device), self._sum(sizes).to(hists.device)
         n_params = int(sizes.sum())
         out: dict = {"n_params": n_params}
         for g, h, size in zip(present, hists, sizes.tolist()):

@@ -121,6 +121,7 @@ def plan(jobs: Iterable[Mapping], throughput: Mapping) -> list[dict]:
             "gen_tokens": int(gen), "prompt_tokens": int(prompt), "train_tokens": int(train),
             "work_tokens": int(work), "tokens_per_s_per_gpu": rate, "startup_s": startup,
             "hours": hours, "gpu_hours": hours * gpus,
+            **{k: job[k] for k in ("disk_gb", "resume_gb") if job.get(k) is not None},
             **({"benchmark": job["benchmark"]} if job.get("benchmark") else {}),
         })
     return rows
@@ -137,7 +138,9 @@ def plan_totals(rows: Iterable[Mapping]) -> dict:
         k["hours"] += r["hours"]
         k["gpu_hours"] += r["gpu_hours"]
     return {"jobs": len(rows), "hours": sum(r["hours"] for r in rows),
-            "gpu_hours": sum(r["gpu_hours"] for r in rows), "by_kind": by_kind}
+            "gpu_hours": sum(r["gpu_hours"] for r in rows), "by_kind": by_kind,
+            "disk_gb": sum(r.get("disk_gb") or 0.0 for r in rows),
+            "resume_gb": max((r.get("resume_gb") or 0.0 for r in rows), default=0.0)}
 
 
 def _fmt(v: Any) -> str:
@@ -157,6 +160,8 @@ def format_plan(rows: Iterable[Mapping], *, columns: Iterable[str] | None = None
     if columns is None:
         columns = ["rule", "name", "kind", "gpus", "work_tokens", "tokens_per_s_per_gpu",
                    "hours", "gpu_hours"]
+        if any(r.get("disk_gb") is not None for r in rows):
+            columns += ["disk_gb", "resume_gb"]
         if any("measured_hours" in r for r in rows):
             columns += ["measured_hours", "measured_gpu_hours", "ratio", "max_rss_mb"]
     columns = list(columns)
@@ -171,6 +176,8 @@ def format_plan(rows: Iterable[Mapping], *, columns: Iterable[str] | None = None
     line = {c: "" for c in columns}
     line.update({"rule": "TOTAL", "name": "", "kind": f"{tot['jobs']} jobs",
                  "hours": _fmt(tot["hours"]), "gpu_hours": _fmt(tot["gpu_hours"])})
+    if "disk_gb" in columns:  # all model folders kept; resume states exist one job at a time
+        line.update({"disk_gb": _fmt(tot["disk_gb"]), "resume_gb": _fmt(tot["resume_gb"])})
     if "measured_gpu_hours" in columns:
         mh = [r["measured_gpu_hours"] for r in rows if r.get("measured_gpu_hours") is not None]
         line["measured_gpu_hours"] = _fmt(sum(mh)) if mh else "-"
@@ -386,12 +393,15 @@ def _shard_len(n: int, shard: int, n_shards: int) -> int:
     return (n * (shard + 1)) // n_shards - (n * shard) // n_shards
 
 
-def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
+def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
+                 extra_arms: bool = False) -> list[dict]:
     """Every GPU job of the default DAG (what ``snakemake`` with no target builds): the job lists
-    of :class:`ssd_math.layout.Layout`, the same the rules expand, with their benchmark paths."""
+    of :class:`ssd_math.layout.Layout`, the same the rules expand, with their benchmark paths.
+    ``reuse=False``: as if no job reused another's file (Layout's dedupe off: the "before");
+    ``extra_arms``: also the sampling and SFT jobs of every extra arm (sweeps, controls)."""
     if "planner" not in cfg:
         raise ValueError("the config has no 'planner' section (see config/real.yaml)")
-    L = layout.Layout(cfg, results)
+    L = layout.Layout(cfg, results, reuse=reuse)
     ex = cfg["planner"]["expected"]
     gpus = gpu_counts(cfg)
     g_gen, g_train = max(gpus["generate"], 1), max(gpus["train"], 1)
@@ -408,11 +418,11 @@ def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
                      "mean_prompt_tokens": prompt, "startup_s": startup * n_models,
                      "benchmark": bench})
 
-    for arm in L.arms:
+    for arm in (list(L.all_arms) if extra_arms else L.arms):
         s = sc.arm_sampling(cfg, arm)
         cap = s["max_new_tokens"]
         mean_all = ex["sample_gen_fraction"] * cap
-        for job in L.sample_jobs(arm):
+        for job in (L.sample_jobs(arm) if L.data_arm(arm) == arm else []):  # else: another arm's data
             shard = job["shard"]
             gen("sample_train_shard", f"sample {arm} shard{shard}", BASE,
                 _shard_len(pool, shard, L.n_shards), s["n"], mean_all, job["benchmark"])
@@ -425,6 +435,7 @@ def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
                      "mean_gen_tokens": round(mean_kept, 1),
                      "train_tokens": round(n_kept * min(prompt + mean_kept, sft["max_len"])),
                      "epochs": sft["epochs"], "startup_s": startup,
+                     **sft_disk(cfg, len(L.ckpts)),
                      "benchmark": L.sft_job(arm)["benchmark"]})
     names = {"grid": "grid {model} {evalset}", "passk": "passk {model} {evalset} T{t}",
              "checkpoints": "checkpoints {model} {evalset}", "sweep": "sweep {model} {evalset}"}
@@ -436,8 +447,40 @@ def planned_jobs(cfg: dict, results: str | None = None) -> list[dict]:
     return jobs
 
 
-def build_plan(cfg: dict, results: str | None = None) -> list[dict]:
-    return plan(planned_jobs(cfg, results), cfg["planner"]["throughput"])
+_DTYPE_BYTES = {None: 4, "float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def sft_disk(cfg: dict, n_folders: int) -> dict:
+    """Disk of one SFT job (``planner.expected.model_params`` parameters): ``disk_gb`` = its model
+    folders (the checkpoints and ``final``) in the served dtype (:func:`ssd_math.config.serve_dtype`)
+    and ``resume_gb`` = its resume state while it trains (fp32 weights + AdamW moments, 12 bytes
+    per parameter; removed when the job ends). Empty without ``model_params``."""
+    params = cfg["planner"]["expected"].get("model_params")
+    if not params:
+        return {}
+    per = _DTYPE_BYTES[sc.serve_dtype(cfg)]
+    return {"disk_gb": n_folders * params * per / 1e9, "resume_gb": 12 * params / 1e9}
+
+
+def build_plan(cfg: dict, results: str | None = None, **kw) -> list[dict]:
+    return plan(planned_jobs(cfg, results, **kw), cfg["planner"]["throughput"])
+
+
+def reuse_summary(cfg: dict, results: str | None = None) -> str:
+    """GPU-hours and disk without and with the Layout's reuse of identical generations and data
+    (default DAG, and with every extra arm built), and the jobs the reuse removed."""
+    lines = ["# reuse of identical jobs (ssd_math.layout: data_arm, final_from_grid, sweep_from_grid):"]
+    for label, extra in (("default DAG", False), ("default + every extra arm", True)):
+        before = build_plan(cfg, results, reuse=False, extra_arms=extra)
+        after = build_plan(cfg, results, extra_arms=extra)
+        tb, ta = plan_totals(before), plan_totals(after)
+        gone = sorted(set(r["name"] for r in before) - set(r["name"] for r in after))
+        lines.append(f"#   {label}: {tb['jobs']} -> {ta['jobs']} GPU jobs, {tb['gpu_hours']:,.1f} -> "
+                     f"{ta['gpu_hours']:,.1f} GPU-hours, model folders {tb['disk_gb']:,.0f} GB"
+                     f" (+ {tb['resume_gb']:,.0f} GB resume state while training)")
+        if gone:
+            lines.append(f"#     jobs gone: {', '.join(gone)}")
+    return "\n".join(lines) + "\n"
 
 
 def describe(cfg: dict) -> str:
@@ -453,3 +496,194 @@ def describe(cfg: dict) -> str:
             f"one job, gpu_hours = hours x gpus; extra_arms are not in the plan until targeted\n")
 
 
+
+
+# ----------------------------------------------------------------------------------------------
+# SFT memory (docs/memory_plan.md; checked against measured peaks by bench/bench_memory.py)
+# ----------------------------------------------------------------------------------------------
+
+# Qwen3.5-4B's text model (docs/memory_plan.md "Model dimensions"; check against the pinned
+# checkpoint's config.json before the real run).
+QWEN35_4B_TEXT = {"hidden_size": 2560, "num_hidden_layers": 32, "intermediate_size": 9216,
+                  "vocab_size": 248320, "num_attention_heads": 16, "num_key_value_heads": 4,
+                  "head_dim": 256, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+                  "linear_key_head_dim": 128, "linear_value_head_dim": 128,
+                  "linear_conv_kernel_dim": 4, "tie_word_embeddings": True,
+                  "full_attention_interval": 4}
+H100_BYTES = 85.5e9      # "80 GB" H100: 79.6 GiB (torch.cuda.mem_get_info on an idle card)
+CUDA_RESERVE = 3.0e9     # CUDA context, cuBLAS/Triton workspaces and allocator fragmentation
+
+
+def text_config(shape: Mapping):
+    """A transformers Qwen3.5 text config of ``shape`` (keys of :data:`QWEN35_4B_TEXT`), with
+    Qwen3.5's layer mix (every ``full_attention_interval``-th layer full attention)."""
+    from transformers import Qwen3_5TextConfig
+
+    shape = dict(shape)
+    n, every = shape["num_hidden_layers"], shape.pop("full_attention_interval", 4)
+    types = ["full_attention" if (i + 1) % every == 0 else "linear_attention" for i in range(n)]
+    return Qwen3_5TextConfig(**shape, layer_types=types, max_position_embeddings=131072,
+                             pad_token_id=0, eos_token_id=1, bos_token_id=None)
+
+
+def model_sizes(shape: Mapping) -> dict:
+    """Parameter counts of a Qwen3.5 text model of ``shape``, counted on the meta device (no
+    memory): ``params`` (tied embedding once), ``embedding`` (vocab x hidden), ``layer_max``
+    (the largest decoder layer: one FSDP unit)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(text_config(shape))
+    layers = model.model.layers
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "embedding": model.get_input_embeddings().weight.numel(),
+            "layer_max": max(sum(p.numel() for p in m.parameters()) for m in layers)}
+
+
+def _fla_gdn_saves():
+    """A stand-in for flash-linear-attention's chunked gated delta rule that saves for backward
+    what fla-core 0.6.0's ``ChunkGatedDeltaRuleFunction.forward`` saves
+    (fla/ops/gated_delta_rule/chunk.py:310: q and k l2-normalised with their rstd, v, g, beta and
+    the per-chunk matrix A, tokens x heads x 64 in fp32; w, u and the states are recomputed in its
+    backward). Its output is zeros: only the saved bytes are counted."""
+    import torch
+
+    class Saves(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, g, beta):
+            b, t, h, _ = v.shape
+            f32 = torch.float32
+            ctx.save_for_backward(q.clone(), q.new_empty((b, t, h), dtype=f32), k.clone(),
+                                  k.new_empty((b, t, h), dtype=f32), v, g.to(f32).clone(), beta,
+                                  v.new_empty((b, t, h, 64), dtype=f32))
+            return torch.zeros_like(v)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (None,) * 5
+
+    def rule(query, key, value, g, beta, **_kw):
+        return Saves.apply(query, key, value, g, beta), None
+
+    return rule
+
+
+def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
+                      kernels: str = "reference", lengths: tuple[int, int] = (128, 256)) -> dict:
+    """What one decoder layer keeps for its backward: ``{"fixed": bytes, "per_token": bytes}``,
+    the larger of a Gated DeltaNet and a full-attention layer of ``shape``. Counted
+    (``saved_tensors_hooks``, parameters excluded) on one forward at each of two ``lengths`` on
+    the CPU under bf16 autocast with SDPA attention, and split into a part that does not grow with
+    the length (the uncached autocast's bf16 copies of the layer's weights) and one per token.
+    That is what one recomputed layer holds in backward under gradient checkpointing.
+    ``kernels``: "reference" = transformers' PyTorch chunked delta rule (what runs without
+    flash-linear-attention, e.g. on the CPU); "fla" = what flash-linear-attention's kernel saves
+    instead (:func:`_fla_gdn_saves`), the GPU's."""
+    import torch
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as Q
+
+    if kernels not in ("reference", "fla"):
+        raise ValueError(f"kernels must be 'reference' or 'fla', got {kernels!r}")
+    cfg = text_config(shape)
+    cfg._attn_implementation = "sdpa"
+    types = cfg.layer_types
+    best = {"fixed": 0.0, "per_token": 0.0}
+    orig = Q.torch_chunk_gated_delta_rule
+    try:
+        if kernels == "fla":
+            Q.torch_chunk_gated_delta_rule = _fla_gdn_saves()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            for kind in ("linear_attention", "full_attention"):
+                if kind not in types:
+                    continue
+                layer = Q.Qwen3_5DecoderLayer(cfg, types.index(kind)).train()
+                params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
+                saved = []
+                for tokens in lengths:
+                    x = torch.randn(1, tokens, cfg.hidden_size,
+                                    dtype=torch.bfloat16 if mixed_precision else torch.float32)
+                    pos = torch.arange(tokens)[None]
+                    pe = Q.Qwen3_5TextRotaryEmbedding(cfg)(x, pos)
+                    seen: dict[int, int] = {}
+
+                    def pack(t, seen=seen):
+                        st = t.untyped_storage()
+                        if st.data_ptr() not in params:
+                            seen[st.data_ptr()] = st.nbytes()
+                        return t
+
+                    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                            torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision):
+                        out = layer(x, position_embeddings=pe, attention_mask=None, position_ids=pos)
+                    saved.append(sum(seen.values()))
+                    del out
+                per_token = (saved[1] - saved[0]) / (lengths[1] - lengths[0])
+                fixed = max(0.0, saved[0] - per_token * lengths[0])
+                if fixed + per_token * 32768 > best["fixed"] + best["per_token"] * 32768:
+                    best = {"fixed": fixed, "per_token": per_token}
+    finally:
+        Q.torch_chunk_gated_delta_rule = orig
+    return best
+
+
+def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: int = 1,
+               chunk_tokens: int = 1024, mixed_precision: bool = True,
+               host_is_device: bool = False, instrumented: bool = True,
+               sizes: Mapping | None = None, layer: Mapping | None = None,
+               kernels: str = "reference") -> dict:
+    """Peak memory (bytes) of one training process of :mod:`ssd_math.train` at ``tokens`` per
+    sequence, by term (docs/memory_plan.md lists where each is allocated, file:line).
+
+    ``processes`` > 1 is FSDP2 over that many GPUs (weights, gradients and AdamW state sharded;
+    activations not). ``host_is_device``: the CPU, where the weight-change tracker's host buffer
+    is the same memory. The peak is reached in a micro-batch after the first of a step (the
+    gradients are then whole) in the backward of the last layer: every checkpointed layer input
+    still held, plus the larger of the chunked loss's and one recomputed layer's working set."""
+    sz = dict(sizes or model_sizes(shape))
+    lay = layer or layer_saved_bytes(shape, mixed_precision=mixed_precision, kernels=kernels)
+    P, E, Pl = sz["params"], sz["embedding"], sz["layer_max"]
+    H, L, V = (shape[k] for k in ("hidden_size", "num_hidden_layers", "vocab_size"))
+    n, T = max(1, processes), tokens * micro_batch
+    cb = 2 if mixed_precision else 4        # bytes of an activation in the compute dtype
+    c = min(chunk_tokens, tokens) * micro_batch if chunk_tokens else T
+    terms = {
+        "weights_fp32": 4 * P / n,
+        "grads_fp32": 4 * P / n,
+        "adamw_fp32": 8 * P / n,
+        "checkpointed_inputs": L * T * H * cb,
+        "hidden_out_and_grad": T * H * (cb + 4),
+        # one loss chunk: logits in the compute dtype and in fp32, the fp32 log-softmax grad and
+        # the compute-dtype logits grad; under autocast the head weight's bf16 copy and its grad
+        "loss_chunk": c * V * (cb + 4 + 4 + cb) + (2 * E * 2 if mixed_precision else 0),
+        # one recomputed layer in backward: what it saves for its own backward (its weights' bf16
+        # copies and its activations)
+        "layer_recompute": lay["fixed"] + T * lay["per_token"],
+    }
+    if n > 1:
+        # FSDP2: this and the prefetched next layer gathered in the compute dtype, their
+        # unsharded gradients before the reduce-scatter; the root unit (norm + tied embedding)
+        # stays gathered
+        terms["fsdp_gathered"] = 2 * Pl * (cb + 4) + E * cb
+    if instrumented and host_is_device:
+        terms["tracker_host_copy"] = 2 * P  # bf16 stored values before the step (host memory)
+    peak = (terms["weights_fp32"] + terms["grads_fp32"] + terms["adamw_fp32"]
+            + terms["checkpointed_inputs"] + terms["hidden_out_and_grad"]
+            + max(terms["loss_chunk"], terms["layer_recompute"])
+            + terms.get("fsdp_gathered", 0) + terms.get("tracker_host_copy", 0))
+    return {"peak": peak, "terms": terms, "sizes": sz, "layer": dict(lay)}
+
+
+def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - CUDA_RESERVE,
+                       step: int = 1024, **kw) -> int:
+    """The longest sequence (a multiple of ``step``) whose :func:`sft_memory` peak fits
+    ``capacity`` bytes; 0 when none does."""
+    sizes = kw.pop("sizes", None) or model_sizes(shape)
+    if kw.get("layer") is None:
+        kw["layer"] = layer_saved_bytes(shape, mixed_precision=kw.get("mixed_precision", True),
+                                        kernels=kw.get("kernels", "reference"))
+    best, t = 0, step
+    while t <= 1 << 20 and sft_memory(shape, t, sizes=sizes, **kw)["peak"] <= capacity:
+        best, t = t, t + step
+    return best

@@ -50,7 +50,8 @@ Optimizer and schedule
 
 Checkpoints and resume (the resume contract)
     At each step in ``checkpoints`` ({step: folder}) the model is saved (save_pretrained +
-    tokenizer into a temporary folder, then renamed) and, when ``resume_dir`` is set, the full
+    tokenizer into a temporary folder, then renamed; in ``save_dtype``, the served dtype, when
+    set: the fp32 master weights are then only in the resume state) and, when ``resume_dir`` is set, the full
     training state too: model and optimizer state dicts, scheduler, noise-estimator EMA, RNG
     states (python, numpy, torch; per process), the data position (= the optimizer step; the
     data order is a function of (seed, epoch) only), elapsed time and log length. On start, an
@@ -98,9 +99,16 @@ FSDP2 (envs/accelerate/fsdp.yaml)
     fast. tests/test_fsdp.py runs all of it on 2 CPU processes (gloo).
 
 Kernels
-    On CUDA a model with linear-attention (Gated DeltaNet) layers needs flash-linear-attention
-    and causal-conv1d (envs/vllm.yaml); without them training stops before loading the model
-    rather than run transformers' reference kernels.
+    On CUDA a model with linear-attention (Gated DeltaNet) layers needs flash-linear-attention;
+    without it training stops before loading the model (naming the install command) rather than
+    run transformers' reference kernels. causal-conv1d is optional: without it a warning, and
+    transformers' ``F.conv1d`` fallback (:func:`check_linear_attention_kernels`).
+
+Memory (docs/memory_plan.md, bench/bench_memory.py)
+    fp32 master weights, gradients and AdamW state; compute in the accelerator's autocast dtype,
+    without autocast's weight cache, and with a bf16 residual stream
+    (:func:`compute_dtype_residuals`); the weight-change tracker keeps its copy in host memory;
+    a resume state is loaded to the CPU first.
 """
 
 from __future__ import annotations
@@ -149,6 +157,7 @@ DEFAULTS: dict = {
     "weight_decay": 0.1,
     "grad_clip": 1.0,          # None = off
     "dtype": "float32",        # compute/master dtype (float32 on CPU)
+    "save_dtype": None,        # dtype of the saved model folders (the served dtype); None = dtype
     "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
     "gradient_checkpointing": False,  # recompute activations in backward (long sequences)
     "loss_chunk_tokens": 0,    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
@@ -157,9 +166,11 @@ DEFAULTS: dict = {
     "progress": True,          # tqdm bar on stderr
 }
 
+_SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 # keys that do not change the trained weights (may differ between a run and its resume);
 # max_steps is not one of them: it sets the number of steps, hence the LR schedule
-_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress"}
+_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "save_dtype"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,6 +196,9 @@ def resolve_spec(spec: dict) -> dict:
     if s["dtype"] != "float32":
         raise ValueError(f"dtype {s['dtype']!r} not supported: this loop trains fp32 "
                          "(bf16 weights are emulated with optimizer_state: bf16)")
+    if s["save_dtype"] is not None and s["save_dtype"] not in _SAVE_DTYPES:
+        raise ValueError(f"save_dtype must be one of {sorted(_SAVE_DTYPES)} or null, "
+                         f"got {s['save_dtype']!r}")
     if s["epochs"] < 1 or s["global_batch"] < 1 or s["micro_batch"] < 1:
         raise ValueError("epochs, global_batch and micro_batch must be >= 1")
     return s
@@ -344,27 +358,56 @@ def load_model_and_tokenizer(s: dict):
     return model, tok
 
 
-def check_linear_attention_kernels(config, device_type: str) -> None:
-    """On CUDA, refuse a model with linear-attention (Gated DeltaNet) layers when the kernels
-    transformers would use for them are missing: it would silently fall back to its reference
-    PyTorch code (correct, but far slower than docs/memory_plan.md and the planner assume).
-    Uses transformers' own availability checks (the ones its Qwen3.5 modeling code relies on)."""
+def compute_dtype_residuals(model, device_type: str):
+    """Under autocast, cast the input embeddings' output to the autocast dtype, so that the
+    residual stream (and with gradient checkpointing every layer's saved input) is bf16 as in a
+    bf16 model, not fp32: the fp32 embedding output would otherwise make every residual add fp32
+    (RMSNorm returns its input's dtype), doubling the checkpointed activations
+    (docs/memory_plan.md). Without autocast (the CPU default) the hook changes nothing.
+    Returns the hook handle."""
+    def cast(_module, _inputs, out):
+        if torch.is_autocast_enabled(device_type):
+            return out.to(torch.get_autocast_dtype(device_type))
+        return out
+    return model.get_input_embeddings().register_forward_hook(cast)
+
+
+# The exact commands that install the kernels on a CUDA machine with the pinned torch: both are
+# pure-Python wheels on PyPI (Triton kernels), no compiler and no GitHub download.
+FLA_INSTALL = "pip install --no-deps flash-linear-attention==0.6.0 fla-core==0.6.0"
+
+
+def check_linear_attention_kernels(config, device_type: str) -> list[str]:
+    """On CUDA, for a model with linear-attention (Gated DeltaNet) layers: stop when
+    flash-linear-attention is missing (transformers would run its reference chunked delta rule, a
+    Python loop over 64-token chunks in fp32: far slower and more activation memory than
+    docs/memory_plan.md assumes), naming the command that installs it; only warn when
+    causal-conv1d is missing: it is optional (an sdist that compiles CUDA code or downloads from
+    GitHub), and transformers then runs the 4-tap short convolution as a plain ``F.conv1d``, a
+    small share of a layer's work. Returns the warnings it printed. Uses transformers' own
+    availability checks (the ones its Qwen3.5 modeling code relies on)."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     layer_types = getattr(text, "layer_types", None) or []
     if device_type != "cuda" or "linear_attention" not in layer_types:
-        return
+        return []
     from transformers.utils.import_utils import (is_causal_conv1d_available,
                                                  is_flash_linear_attention_available)
 
-    missing = [name for name, ok in (("flash-linear-attention", is_flash_linear_attention_available()),
-                                     ("causal-conv1d", is_causal_conv1d_available())) if not ok]
-    if missing:
-        n = layer_types.count("linear_attention")
+    n = layer_types.count("linear_attention")
+    if not is_flash_linear_attention_available():
         raise RuntimeError(
-            f"the model has {n} linear-attention (Gated DeltaNet) layers but {' and '.join(missing)} "
-            "is not installed: transformers would run its reference PyTorch kernels. Install the "
-            "GPU env's kernels (envs/vllm.yaml: flash-linear-attention, and causal-conv1d with "
-            "pip install --no-build-isolation)")
+            f"the model has {n} linear-attention (Gated DeltaNet) layers but flash-linear-attention "
+            f"is not installed: transformers would run its reference PyTorch kernels. Install it "
+            f"with: {FLA_INSTALL}")
+    warnings = []
+    if not is_causal_conv1d_available():
+        warnings.append(
+            f"warning: causal-conv1d is not installed: the short convolution of the {n} "
+            "linear-attention layers runs as transformers' PyTorch fallback (F.conv1d); "
+            "bench/gpu_check.sh records the step time with the kernels that ran")
+    for w in warnings:
+        print(w, file=sys.stderr)
+    return warnings
 
 
 def make_optimizer(model, s: dict) -> torch.optim.AdamW:
@@ -389,13 +432,41 @@ def round_to_bf16_(model, optimizer) -> None:
                 _local(st[key]).copy_(_local(st[key]).to(torch.bfloat16))
 
 
-def save_model(model, tok, folder: str | Path, state_dict=None, **meta) -> None:
+def save_model(model, tok, folder: str | Path, state_dict=None, save_dtype: str | None = None,
+               **meta) -> None:
     """save_pretrained + tokenizer into a temporary folder, then rename onto ``folder``.
-    ``state_dict``: the full weights when the model is sharded (accelerator.get_state_dict)."""
+    ``state_dict``: the full weights when the model is sharded (accelerator.get_state_dict).
+    ``save_dtype``: the dtype the folder holds (the served dtype: bf16 for the real recipe, half
+    the disk of the fp32 master weights, which only the resume state keeps); None = as trained."""
+    sd = state_dict
+    if save_dtype is not None:
+        sd = cast_state_dict(model.state_dict() if sd is None else sd, _SAVE_DTYPES[save_dtype])
     with atomic_path(folder, is_dir=True) as tmp:
-        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+        if save_dtype is not None:
+            # save_pretrained writes the parameters' dtype (fp32); config.json says what it holds
+            cfg_path = Path(tmp) / "config.json"
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            cfg["dtype"] = save_dtype
+            cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tok.save_pretrained(tmp)
-        write_meta(tmp, artifact=str(folder), **meta)
+        write_meta(tmp, artifact=str(folder), saved_dtype=save_dtype or "float32", **meta)
+
+
+def cast_state_dict(sd: dict, dtype: torch.dtype) -> dict:
+    """``sd``'s floating tensors in ``dtype`` on the CPU, one tensor at a time (no second copy of the
+    model on the accelerator). Tensors that share storage (tied embeddings) stay one tensor, so
+    save_pretrained drops the tied key as it does for the model's own state dict."""
+    out, seen = {}, {}
+    for k, v in sd.items():
+        if not torch.is_floating_point(v):
+            out[k] = v
+            continue
+        key = (v.device, v.data_ptr(), tuple(v.shape), v.dtype)
+        if key not in seen:
+            seen[key] = v.detach().to("cpu", dtype=dtype, copy=True)
+        out[k] = seen[key]
+    return out
 
 
 def rng_state() -> dict:
@@ -596,9 +667,13 @@ def start_processes(s: dict):
     """The Accelerator of this run (distributed setup checked, seeds set) and the number of
     micro-batches per process and optimizer step."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import AutocastKwargs, set_seed
 
-    accelerator = Accelerator()  # no gradient_accumulation_steps: the loss scaling is ours
+    # no gradient_accumulation_steps: the loss scaling is ours. Autocast without its weight cache:
+    # the cache keeps a bf16 copy of every fp32 weight from first use to the end of the forward
+    # (8.4 GB on 4B); uncached, each layer's copy lives while that layer computes
+    # (docs/memory_plan.md). No effect without mixed precision (the CPU default).
+    accelerator = Accelerator(kwargs_handlers=[AutocastKwargs(cache_enabled=False)])
     check_parallel_setup(s, accelerator)
     world = accelerator.num_processes
     if int(os.environ.get("WORLD_SIZE", "1")) != world:
@@ -685,7 +760,10 @@ def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, model, 
         for k, folder in sorted(missing.items()):
             _link_tree(rdir / "checkpoints" / str(k), folder)
     accelerator.wait_for_everyone()
-    state = torch.load(rdir / "state.pt", weights_only=False, mmap=accelerator.is_fsdp2)
+    # On the CPU first, memory-mapped: loading straight to the GPU would put a second copy of the
+    # weights and the whole AdamW state (~50 GB for 4B) beside the model's; load_training_state
+    # then copies tensor by tensor into place (docs/memory_plan.md "Resume").
+    state = torch.load(rdir / "state.pt", weights_only=False, mmap=True, map_location="cpu")
     load_training_state(accelerator, model, optimizer, state)
     scheduler.load_state_dict(state["scheduler"])
     if noise_est is not None and state["noise"] is not None:
@@ -813,6 +891,7 @@ def train(spec: dict) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(_inner(optimizer), lambda i: lr_at(i + 1, s, total_steps) / s["lr"])
     model.train()
     raw_model = accelerator.unwrap_model(model)
+    compute_dtype_residuals(raw_model, accelerator.device.type)
     params = [p for p in raw_model.parameters() if p.requires_grad]
     tracker, noise_est = make_instruments(s["instrument"], raw_model, accelerator)
 
@@ -874,7 +953,7 @@ def train(spec: dict) -> dict:
                 weights = full_weights(accelerator, model) if fsdp else None  # every process
                 if is_main:
                     save_model(raw_model, tok, s["checkpoints"][step + 1], state_dict=weights,
-                               step=step + 1, total_steps=total_steps, spec_hash=spec_hash)
+                               save_dtype=s["save_dtype"], step=step + 1, total_steps=total_steps, spec_hash=spec_hash)
                 if rdir is not None:
                     save_resume(rdir, accelerator, model, optimizer, scheduler, noise_est, step + 1,
                                 row["elapsed_s"], tokens_total, spec_hash, s["checkpoints"])
@@ -888,10 +967,12 @@ def train(spec: dict) -> dict:
     # ---- the final model -----------------------------------------------------------------
     weights = full_weights(accelerator, model) if fsdp else None  # every process
     if is_main:
-        save_model(raw_model, tok, s["out_dir"], state_dict=weights, step=total_steps,
+        save_model(raw_model, tok, s["out_dir"], state_dict=weights, save_dtype=s["save_dtype"],
+                   step=total_steps,
                    total_steps=total_steps, spec_hash=spec_hash)
         for k, folder in sorted(past_end.items()):
-            save_model(raw_model, tok, folder, state_dict=weights, step=total_steps, requested_step=k,
+            save_model(raw_model, tok, folder, state_dict=weights, save_dtype=s["save_dtype"],
+                       step=total_steps, requested_step=k,
                        total_steps=total_steps, spec_hash=spec_hash,
                        note="requested step is past the end of training: these are the final weights")
         if live_log is not None:

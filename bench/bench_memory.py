@@ -1,0 +1,190 @@
+"""The SFT memory formula (ssd_math.planner.sft_memory, docs/memory_plan.md) against measured peaks.
+
+    python bench/bench_memory.py            # the table below + bench/RESULTS.md "SFT memory"
+    python bench/bench_memory.py --quick    # one small shape (a smoke run, nothing written)
+
+Each row is one fresh process that trains a random-initialised Qwen3.5 text model of a scaled-down
+shape (Qwen3.5's layer mix: 3 Gated DeltaNet + 1 full-attention layer per 4) for 2 optimizer steps
+through ``ssd_math.train.train`` itself, with the real recipe's settings: bf16 autocast
+(``ACCELERATE_MIXED_PRECISION=bf16``), gradient checkpointing, the chunked loss, 2 micro-batches
+of one sequence per step, instrumentation on. The measured peak is the peak of the bytes of live
+tensor storages while ``train`` runs (a dispatch mode that sees every op's output: the CPU
+counterpart of ``torch.cuda.max_memory_allocated``, which bench/gpu_check.py reads). The predicted
+peak is ``sft_memory(..., host_is_device=True)``: on the CPU the tracker's host copy is in the
+same memory. Then the formula's predictions for Qwen3.5-4B on GPUs (the step the CPU cannot
+measure; bench/gpu_check.sh measures it where a GPU is lent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SMALL = {"num_attention_heads": 4, "num_key_value_heads": 2, "linear_conv_kernel_dim": 4,
+         "tie_word_embeddings": True, "full_attention_interval": 4}
+# (shape, tokens per sequence, loss chunk): sizes and lengths chosen so that the activations are
+# a visible share of the peak (not only the 16 bytes per parameter of weights + grads + AdamW)
+def _shape(hidden, layers, ffn, vocab, heads_dim, lin_dim):
+    return {**SMALL, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": ffn,
+            "vocab_size": vocab, "head_dim": heads_dim, "linear_num_key_heads": 4,
+            "linear_num_value_heads": 8, "linear_key_head_dim": lin_dim, "linear_value_head_dim": lin_dim}
+
+
+CASES = [
+    (_shape(256, 4, 768, 16384, 64, 32), 1024, 256),
+    (_shape(256, 4, 768, 8192, 64, 32), 2048, 512),
+    (_shape(192, 8, 512, 8192, 48, 24), 1536, 256),
+    (_shape(320, 4, 960, 12288, 80, 40), 768, 768),
+]
+REAL_TOKENS = 33792  # config/real.yaml sft.max_len (32k completion + prompt)
+
+
+def live_bytes_mode():
+    """A dispatch mode that counts the bytes of live tensor storages and their peak: on the CPU
+    the counterpart of ``torch.cuda.max_memory_allocated`` (tensors only, no allocator cache or
+    interpreter memory). Every op output's storage is counted once, until it is freed."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live, self.cur, self.peak = {}, 0, 0
+
+        def _free(self, key, n):
+            if self.live.pop(key, None) is not None:
+                self.cur -= n
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and not t.is_meta:
+                    st = t.untyped_storage()
+                    key, n = st.data_ptr(), st.nbytes()
+                    if n and key not in self.live:
+                        self.live[key] = weakref.ref(st, lambda _r, k=key, n=n: self._free(k, n))
+                        self.cur += n
+                        self.peak = max(self.peak, self.cur)
+            return out
+
+    return LiveBytes()
+
+
+def measure_one(shape: dict, tokens: int, chunk: int) -> dict:
+    """In this process: train 2 steps and return the measured peak (bytes above the baseline)."""
+    from ssd_math import planner
+    from ssd_math import train as T
+    from ssd_math.io import read_jsonl
+    from ssd_math.tokenizer import build_tokenizer
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_memory_"))
+    init = tmp / "init"
+    planner.text_config(shape).save_pretrained(init)
+    build_tokenizer(["Q: 0123456789 A:"], init)
+    rows = [{"prompt": "Q: ", "completion": "7" * tokens, "finish_reason": "length"}] * 4
+    spec = {"init_dir": str(init), "init_random": True, "data": rows, "out_dir": str(tmp / "out"),
+            "log": str(tmp / "log.jsonl"), "max_len": tokens, "global_batch": 2, "micro_batch": 1,
+            "max_steps": 2, "warmup_steps": 1, "gradient_checkpointing": True,
+            "loss_chunk_tokens": chunk, "instrument": {"enabled": True}, "progress": False}
+    mode = live_bytes_mode()
+    with mode:
+        T.train(spec)
+    log = read_jsonl(tmp / "log.jsonl")
+    return {"measured": mode.peak, "steps": len(log)}
+
+
+def run_case(shape: dict, tokens: int, chunk: int) -> dict:
+    env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16",
+           "ACCELERATE_USE_CPU": "True", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps([shape, tokens, chunk])],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"case {shape['hidden_size']}x{shape['num_hidden_layers']} at {tokens} "
+                           f"tokens failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(cases) -> tuple[str, list[dict]]:
+    from ssd_math.planner import sft_memory
+
+    rows, lines = [], ["| hidden x layers, FFN, vocab | params | tokens | loss chunk | measured MiB "
+                       "| predicted MiB | predicted / measured |", "|---|---|---|---|---|---|---|"]
+    for shape, tokens, chunk in cases:
+        m = run_case(shape, tokens, chunk)
+        pred = sft_memory(shape, tokens, chunk_tokens=chunk, host_is_device=True)
+        r = {"shape": shape, "tokens": tokens, "chunk": chunk, "measured": m["measured"],
+             "predicted": pred["peak"], "params": pred["sizes"]["params"]}
+        r["ratio"] = r["predicted"] / r["measured"]
+        rows.append(r)
+        lines.append(f"| {shape['hidden_size']} x {shape['num_hidden_layers']}, "
+                     f"{shape['intermediate_size']}, {shape['vocab_size']} | {r['params'] / 1e6:.1f} M "
+                     f"| {tokens} | {chunk} | {r['measured'] / 2**20:.0f} | {r['predicted'] / 2**20:.0f} "
+                     f"| {r['ratio']:.3f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines), rows
+
+
+def real_predictions() -> str:
+    """The formula at Qwen3.5-4B's shape: 1 GPU and FSDP x 4 at the recipe's length, the terms,
+    and the longest length that fits an H100 (less the CUDA reserve)."""
+    from ssd_math.planner import (CUDA_RESERVE, H100_BYTES, QWEN35_4B_TEXT, layer_saved_bytes,
+                                  max_fitting_tokens, model_sizes, sft_memory)
+
+    sizes = model_sizes(QWEN35_4B_TEXT)
+    layer = layer_saved_bytes(QWEN35_4B_TEXT, kernels="fla")
+    out = [f"Qwen3.5-4B text model: {sizes['params'] / 1e9:.3f} B parameters "
+           f"(embedding {sizes['embedding'] / 1e9:.3f} B, largest layer {sizes['layer_max'] / 1e6:.1f} M); "
+           f"capacity {H100_BYTES / 1e9:.1f} GB less {CUDA_RESERVE / 1e9:.1f} GB reserve; one "
+           f"recomputed layer with flash-linear-attention's saves: {layer['fixed'] / 1e9:.2f} GB "
+           f"+ {layer['per_token'] / 1e3:.0f} kB per token", "",
+           "| setup | tokens | peak GB | weights+grads+AdamW GB | checkpointed inputs GB | "
+           "loss chunk GB | layer recompute GB | FSDP gathered GB | longest fitting length |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for name, n in (("1 GPU (gpu1.yaml)", 1), ("FSDP x 4 (fsdp.yaml), per GPU", 4)):
+        m = sft_memory(QWEN35_4B_TEXT, REAL_TOKENS, processes=n, sizes=sizes, layer=layer)
+        t = m["terms"]
+        fit = max_fitting_tokens(QWEN35_4B_TEXT, processes=n, sizes=sizes, layer=layer)
+        out.append(f"| {name} | {REAL_TOKENS} | {m['peak'] / 1e9:.1f} | "
+                   f"{(t['weights_fp32'] + t['grads_fp32'] + t['adamw_fp32']) / 1e9:.1f} | "
+                   f"{t['checkpointed_inputs'] / 1e9:.2f} | {t['loss_chunk'] / 1e9:.2f} | "
+                   f"{t['layer_recompute'] / 1e9:.2f} | {t.get('fsdp_gathered', 0) / 1e9:.2f} | {fit} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="the first case only; nothing written")
+    args = ap.parse_args(argv)
+    if args.one:
+        shape, tokens, chunk = json.loads(args.one)
+        print(json.dumps(measure_one(shape, tokens, chunk)))
+        return 0
+    text, rows = table(CASES[:1] if args.quick else CASES)
+    real = real_predictions()
+    print("\n" + real)
+    worst = max(abs(r["ratio"] - 1) for r in rows)
+    print(f"\nworst |predicted / measured - 1| = {worst:.3f}")
+    if not args.quick:
+        from _results import write_section
+
+        write_section("SFT memory", "## SFT memory\n\n`python bench/bench_memory.py` (CPU, bf16 "
+                      "autocast, one process per row; docs/memory_plan.md). Measured = peak "
+                      "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
+                      "`ssd_math.planner.sft_memory`.\n\n" + text
+                      + f"\n\nworst |predicted / measured - 1| = {worst:.3f}\n\n" + real + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
