@@ -10,14 +10,15 @@
 #   bash bench/gpu_check.sh OUT_DIR --dry-run  # here: the same code on the CPU at tiny shapes
 #
 # The wheels: what ssd_math.train imports that the lent image (torch 2.11, transformers 5.17,
-# accelerate 1.15, triton 3.6, Python 3.12) lacks at the pinned versions -- transformers 5.20.2
-# with the tokenizers/huggingface-hub/safetensors/regex it needs, flash-linear-attention + fla-core
+# accelerate 1.15, triton 3.6, Python 3.12) lacks at the pinned versions (pyproject.toml) -- transformers 5.19.0
+# with the tokenizers/safetensors/regex it needs (huggingface-hub at the oldest transformers accepts,
+# 1.31.0: fewer new dependencies for the image), flash-linear-attention + fla-core
 # 0.6.0 (Triton kernels, pure Python) and einops. causal-conv1d is optional (an sdist: no wheel).
 # Installed with --no-index --no-deps into OUT_DIR/site, put first on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHEELS=(transformers==5.20.2 fla-core==0.6.0 flash-linear-attention==0.6.0 einops==0.8.1
-        tokenizers==0.23.1 huggingface-hub==1.31.0 safetensors==0.8.0 regex==2025.11.3)
+WHEELS=(transformers==5.19.0 fla-core==0.6.0 flash-linear-attention==0.6.0 einops==0.8.1
+        tokenizers==0.23.3 huggingface-hub==1.31.0 safetensors==0.8.0 regex==2025.11.3)
 WDIR=bench/wheels
 list_wheels() {
   ls -1 "$WDIR"/*.whl 2>/dev/null | while read -r w; do printf '  %s  %s\n' "$(du -k "$w" | cut -f1) KiB" "$(basename "$w")"; done
