@@ -46,7 +46,7 @@ QMD = ROOT / "report" / "report.qmd"
 def _need_quarto() -> None:
     if shutil.which("quarto") is None:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("quarto is not on PATH (CI=true: .ci/run sets up ../shared/tools/quarto)")
+            pytest.fail("quarto is not on PATH (CI=true: .ci/run sets Quarto up)")
         pytest.skip("quarto is not on PATH")
 
 

@@ -15,7 +15,7 @@ the plugin (2.6.1, as 2.8.0) does not recognise as a failure, and Snakemake wait
 profiles/slurm/README.md says what to do instead.)
 
 Needs a cluster (`sinfo` on PATH, accounting with an association for this user): .ci/run starts
-a one-node one with ../shared/tools/slurm/local_slurm.sh. Skips without `sinfo`; under CI=true it
+a one-node one. Skips without `sinfo`; under CI=true it
 fails instead.
 """
 
@@ -168,8 +168,11 @@ def test_whole_dag_through_the_slurm_profile_with_a_killed_training_job(tmp_path
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
     log = tmp_path / "slurm.log"
     with log.open("w") as fh:
+        # the jobs run the `python` of the environment they are submitted from (sbatch exports
+        # it): this venv's, as when a user submits from an activated env
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         proc = subprocess.Popen(_sm(wd, cfg, site, "--slurm-init-seconds-before-status-checks", "2"),
-                                stdout=fh, stderr=subprocess.STDOUT, text=True)
+                                stdout=fh, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             killed = _kill_training_job(wd, proc, deadline_s=900)
             rc = proc.wait(timeout=1200)

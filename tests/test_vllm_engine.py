@@ -179,15 +179,18 @@ def _common(instruction, **engine):
 
 
 def _perturbed_copy(src: Path, dst: Path) -> Path:
-    """Another 'checkpoint' of the same model: the same files, every weight scaled by 1.05."""
+    """Another 'checkpoint' of the same model: the same files, every weight moved by seeded
+    noise of half its tensor's spread (enough to change most greedy completions)."""
     import shutil
 
+    import torch
     from safetensors.torch import load_file, save_file
 
     shutil.copytree(src, dst)
     w = load_file(str(dst / "model.safetensors"))
-    save_file({k: v * 1.05 for k, v in w.items()}, str(dst / "model.safetensors"),
-              metadata={"format": "pt"})
+    g = torch.Generator().manual_seed(0)
+    save_file({k: v + 0.5 * v.float().std().nan_to_num() * torch.randn(v.shape, generator=g).to(v.dtype)
+               for k, v in w.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
 
 

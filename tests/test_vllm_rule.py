@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, SMOKE, require_vllm, snakemake  # noqa: E402
 
 VLLM_SAMPLER = {"backend": "vllm", "batch_size": 64,
-                "vllm": {"dtype": "float32", "max_model_len": 512}}
+                "vllm": {"dtype": "float32"}}
 
 
 def _vllm_config(tmp_path: Path) -> Path:
