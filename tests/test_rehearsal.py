@@ -236,7 +236,8 @@ def test_trained_models_are_qwen35_hybrids_that_reload_and_keep_vllm_names(dag):
         m = AutoModelForCausalLM.from_pretrained(str(R / "models" / arm / "final"), dtype=torch.float32)
         assert type(m).__name__ == "Qwen3_5ForCausalLM"
         log = [json.loads(x) for x in (R / "train" / arm / "log.jsonl").read_text().splitlines()]
-        assert 2 <= len(log) <= 4 and all(r["loss"] > 0 for r in log)
+        # steps follow the kept samples (a hot arm keeps fewer: vLLM draws differ from transformers')
+        assert 1 <= len(log) <= 4 and all(r["loss"] > 0 for r in log)
 
 
 @pytest.mark.slow
