@@ -6,8 +6,9 @@
 Each row is one fresh process that trains a random-initialised Qwen3.5 text model of a scaled-down
 shape (Qwen3.5's layer mix: 3 Gated DeltaNet + 1 full-attention layer per 4) for 2 optimizer steps
 through ``ssd_math.train.train`` itself, with the real recipe's settings: bf16 autocast
-(``ACCELERATE_MIXED_PRECISION=bf16``), gradient checkpointing, the chunked loss, 2 micro-batches
-of one sequence per step, instrumentation on. The measured peak is the peak of the bytes of live
+(``ACCELERATE_MIXED_PRECISION=bf16``), gradient checkpointing with ``checkpoint_sublayers`` (one
+row without it, the same shape: the saving measured beside the predicted one), the chunked loss,
+2 micro-batches of one sequence per step, instrumentation on. The measured peak is the peak of the bytes of live
 tensor storages while ``train`` runs (a dispatch mode that sees every op's output: the CPU
 counterpart of ``torch.cuda.max_memory_allocated``, which bench/gpu_check.py reads). The predicted
 peak is ``sft_memory(..., host_is_device=True)``: on the CPU the tracker's host copy is in the
@@ -29,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SMALL = {"num_attention_heads": 4, "num_key_value_heads": 2, "linear_conv_kernel_dim": 4,
          "tie_word_embeddings": True, "full_attention_interval": 4}
-# (shape, tokens per sequence, loss chunk): sizes and lengths chosen so that the activations are
-# a visible share of the peak (not only the 16 bytes per parameter of weights + grads + AdamW)
+# (shape, tokens per sequence, loss chunk, checkpoint_sublayers): sizes and lengths chosen so that
+# one recomputed layer is the largest activation term (long sequences, a small vocabulary and
+# loss chunk), a visible share of the peak next to the 16 bytes per parameter of weights + grads +
+# AdamW: the term checkpoint_sublayers changes
 def _shape(hidden, layers, ffn, vocab, heads_dim, lin_dim):
     return {**SMALL, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": ffn,
             "vocab_size": vocab, "head_dim": heads_dim, "linear_num_key_heads": 4,
@@ -38,10 +41,10 @@ def _shape(hidden, layers, ffn, vocab, heads_dim, lin_dim):
 
 
 CASES = [
-    (_shape(256, 4, 768, 16384, 64, 32), 1024, 256),
-    (_shape(256, 4, 768, 8192, 64, 32), 2048, 512),
-    (_shape(192, 8, 512, 8192, 48, 24), 1536, 256),
-    (_shape(320, 4, 960, 12288, 80, 40), 768, 768),
+    (_shape(256, 4, 768, 4096, 64, 32), 4096, 256, True),
+    (_shape(256, 4, 768, 4096, 64, 32), 4096, 256, False),
+    (_shape(192, 8, 512, 4096, 48, 24), 3072, 256, True),
+    (_shape(320, 4, 960, 4096, 80, 40), 2560, 512, True),
 ]
 REAL_TOKENS = 33792  # config/real.yaml sft.max_len (32k completion + prompt)
 
@@ -80,7 +83,7 @@ def live_bytes_mode():
     return LiveBytes()
 
 
-def measure_one(shape: dict, tokens: int, chunk: int) -> dict:
+def measure_one(shape: dict, tokens: int, chunk: int, sublayers: bool) -> dict:
     """In this process: train 2 steps and return the measured peak (bytes above the baseline)."""
     from ssd_math import planner
     from ssd_math import train as T
@@ -95,7 +98,8 @@ def measure_one(shape: dict, tokens: int, chunk: int) -> dict:
     spec = {"init_dir": str(init), "init_random": True, "data": rows, "out_dir": str(tmp / "out"),
             "log": str(tmp / "log.jsonl"), "max_len": tokens, "global_batch": 2, "micro_batch": 1,
             "max_steps": 2, "warmup_steps": 1, "gradient_checkpointing": True,
-            "loss_chunk_tokens": chunk, "instrument": {"enabled": True}, "progress": False}
+            "checkpoint_sublayers": sublayers, "loss_chunk_tokens": chunk,
+            "instrument": {"enabled": True}, "progress": False}
     mode = live_bytes_mode()
     with mode:
         T.train(spec)
@@ -103,10 +107,10 @@ def measure_one(shape: dict, tokens: int, chunk: int) -> dict:
     return {"measured": mode.peak, "steps": len(log)}
 
 
-def run_case(shape: dict, tokens: int, chunk: int) -> dict:
+def run_case(shape: dict, tokens: int, chunk: int, sublayers: bool) -> dict:
     env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16",
            "ACCELERATE_USE_CPU": "True", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps([shape, tokens, chunk])],
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps([shape, tokens, chunk, sublayers])],
                          env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"case {shape['hidden_size']}x{shape['num_hidden_layers']} at {tokens} "
@@ -117,47 +121,64 @@ def run_case(shape: dict, tokens: int, chunk: int) -> dict:
 def table(cases) -> tuple[str, list[dict]]:
     from ssd_math.planner import sft_memory
 
-    rows, lines = [], ["| hidden x layers, FFN, vocab | params | tokens | loss chunk | measured MiB "
-                       "| predicted MiB | predicted / measured |", "|---|---|---|---|---|---|---|"]
-    for shape, tokens, chunk in cases:
-        m = run_case(shape, tokens, chunk)
-        pred = sft_memory(shape, tokens, chunk_tokens=chunk, host_is_device=True)
+    rows, lines = [], ["| hidden x layers, FFN, vocab | params | tokens | loss chunk | checkpoint_sublayers "
+                       "| measured MiB | predicted MiB | predicted / measured | layer recompute MiB (predicted) |",
+                       "|---|---|---|---|---|---|---|---|---|"]
+    for shape, tokens, chunk, sublayers in cases:
+        m = run_case(shape, tokens, chunk, sublayers)
+        pred = sft_memory(shape, tokens, chunk_tokens=chunk, host_is_device=True, sublayers=sublayers)
         r = {"shape": shape, "tokens": tokens, "chunk": chunk, "measured": m["measured"],
-             "predicted": pred["peak"], "params": pred["sizes"]["params"]}
+             "predicted": pred["peak"], "params": pred["sizes"]["params"], "sublayers": sublayers}
         r["ratio"] = r["predicted"] / r["measured"]
         rows.append(r)
         lines.append(f"| {shape['hidden_size']} x {shape['num_hidden_layers']}, "
                      f"{shape['intermediate_size']}, {shape['vocab_size']} | {r['params'] / 1e6:.1f} M "
-                     f"| {tokens} | {chunk} | {r['measured'] / 2**20:.0f} | {r['predicted'] / 2**20:.0f} "
-                     f"| {r['ratio']:.3f} |")
+                     f"| {tokens} | {chunk} | {'on' if sublayers else 'off'} | {r['measured'] / 2**20:.0f} "
+                     f"| {r['predicted'] / 2**20:.0f} | {r['ratio']:.3f} "
+                     f"| {pred['terms']['layer_recompute'] / 2**20:.0f} |")
         print(lines[-1], flush=True)
     return "\n".join(lines), rows
 
 
 def real_predictions() -> str:
-    """The formula at Qwen3.5-4B's shape: 1 GPU and FSDP x 4 at the recipe's length, the terms,
-    and the longest length that fits an H100 (less the CUDA reserve)."""
-    from ssd_math.planner import (CUDA_RESERVE, H100_BYTES, QWEN35_4B_TEXT, layer_saved_bytes,
-                                  max_fitting_tokens, model_sizes, sft_memory)
+    """The formula at Qwen3.5-4B's shape: 1 GPU and FSDP x 4 at the recipe's length, with
+    checkpoint_sublayers (config/real.yaml) and without, the terms, the longest length that fits
+    an H100 (less the CUDA reserve), and the knob's compute price."""
+    from ssd_math.planner import (CUDA_RESERVE, H100_BYTES, QWEN35_4B_TEXT, layer_recompute_bytes,
+                                  layer_saved_bytes, max_fitting_tokens, model_sizes, sft_memory,
+                                  sublayer_recompute_flops)
 
     sizes = model_sizes(QWEN35_4B_TEXT)
-    layer = layer_saved_bytes(QWEN35_4B_TEXT, kernels="fla")
+    whole = layer_saved_bytes(QWEN35_4B_TEXT, kernels="fla")
+    nested = layer_saved_bytes(QWEN35_4B_TEXT, kernels="fla", sublayers=True)
+    gdn = nested["sublayers"]["linear_attention"]
+    parts = ", ".join(f"{name} {layer_recompute_bytes(d, REAL_TOKENS) / 1e9:.2f}"
+                      for name, d in gdn["parts"].items())
+    cost = sublayer_recompute_flops(QWEN35_4B_TEXT, REAL_TOKENS)
     out = [f"Qwen3.5-4B text model: {sizes['params'] / 1e9:.3f} B parameters "
            f"(embedding {sizes['embedding'] / 1e9:.3f} B, largest layer {sizes['layer_max'] / 1e6:.1f} M); "
-           f"capacity {H100_BYTES / 1e9:.1f} GB less {CUDA_RESERVE / 1e9:.1f} GB reserve; one "
-           f"recomputed layer with flash-linear-attention's saves: {layer['fixed'] / 1e9:.2f} GB "
-           f"+ {layer['per_token'] / 1e3:.0f} kB per token", "",
-           "| setup | tokens | peak GB | weights+grads+AdamW GB | checkpointed inputs GB | "
-           "loss chunk GB | layer recompute GB | FSDP gathered GB | longest fitting length |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           f"capacity {H100_BYTES / 1e9:.1f} GB less {CUDA_RESERVE / 1e9:.1f} GB reserve. One "
+           f"recomputed layer with flash-linear-attention's saves: {whole['fixed'] / 1e9:.2f} GB "
+           f"+ {whole['per_token'] / 1e3:.0f} kB per token; with checkpoint_sublayers at "
+           f"{REAL_TOKENS} tokens, a Gated DeltaNet layer's parts save (GB) {parts}, and their "
+           f"inputs held {layer_recompute_bytes(gdn['held'], REAL_TOKENS) / 1e9:.2f} GB. Its price: "
+           f"{cost['extra'] / 1e9:.2f} GFLOP per token more (one more forward of every token "
+           f"mixer) on a step of {cost['step'] / 1e9:.1f} GFLOP per token: "
+           f"+{100 * cost['fraction']:.1f}%.", "",
+           "| setup | checkpoint_sublayers | tokens | peak GB | weights+grads+AdamW GB | "
+           "checkpointed inputs GB | loss chunk GB | layer recompute GB | FSDP gathered GB | "
+           "longest fitting length |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for name, n in (("1 GPU (gpu1.yaml)", 1), ("FSDP x 4 (fsdp.yaml), per GPU", 4)):
-        m = sft_memory(QWEN35_4B_TEXT, REAL_TOKENS, processes=n, sizes=sizes, layer=layer)
-        t = m["terms"]
-        fit = max_fitting_tokens(QWEN35_4B_TEXT, processes=n, sizes=sizes, layer=layer)
-        out.append(f"| {name} | {REAL_TOKENS} | {m['peak'] / 1e9:.1f} | "
-                   f"{(t['weights_fp32'] + t['grads_fp32'] + t['adamw_fp32']) / 1e9:.1f} | "
-                   f"{t['checkpointed_inputs'] / 1e9:.2f} | {t['loss_chunk'] / 1e9:.2f} | "
-                   f"{t['layer_recompute'] / 1e9:.2f} | {t.get('fsdp_gathered', 0) / 1e9:.2f} | {fit} |")
+        for knob, layer in (("on", nested), ("off", whole)):
+            m = sft_memory(QWEN35_4B_TEXT, REAL_TOKENS, processes=n, sizes=sizes, layer=layer)
+            t = m["terms"]
+            fit = max_fitting_tokens(QWEN35_4B_TEXT, processes=n, sizes=sizes, layer=layer)
+            out.append(f"| {name} | {knob} | {REAL_TOKENS} | {m['peak'] / 1e9:.1f} | "
+                       f"{(t['weights_fp32'] + t['grads_fp32'] + t['adamw_fp32']) / 1e9:.1f} | "
+                       f"{t['checkpointed_inputs'] / 1e9:.2f} | {t['loss_chunk'] / 1e9:.2f} | "
+                       f"{t['layer_recompute'] / 1e9:.2f} | {t.get('fsdp_gathered', 0) / 1e9:.2f} "
+                       f"| {fit} |")
     return "\n".join(out)
 
 
@@ -167,14 +188,23 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="the first case only; nothing written")
     args = ap.parse_args(argv)
     if args.one:
-        shape, tokens, chunk = json.loads(args.one)
-        print(json.dumps(measure_one(shape, tokens, chunk)))
+        shape, tokens, chunk, sublayers = json.loads(args.one)
+        print(json.dumps(measure_one(shape, tokens, chunk, sublayers)))
         return 0
     text, rows = table(CASES[:1] if args.quick else CASES)
     real = real_predictions()
     print("\n" + real)
     worst = max(abs(r["ratio"] - 1) for r in rows)
-    print(f"\nworst |predicted / measured - 1| = {worst:.3f}")
+    saving = ""
+    for on in (r for r in rows if r["sublayers"]):
+        off = next((r for r in rows if not r["sublayers"] and r["shape"] == on["shape"]
+                    and r["tokens"] == on["tokens"] and r["chunk"] == on["chunk"]), None)
+        if off:
+            saving += (f"checkpoint_sublayers at {on['shape']['hidden_size']} x "
+                       f"{on['shape']['num_hidden_layers']}, {on['tokens']} tokens: peak "
+                       f"{(off['measured'] - on['measured']) / 2**20:.0f} MiB lower measured, "
+                       f"{(off['predicted'] - on['predicted']) / 2**20:.0f} MiB predicted\n")
+    print(f"\nworst |predicted / measured - 1| = {worst:.3f}\n{saving}")
     if not args.quick:
         from _results import write_section
 
@@ -182,7 +212,8 @@ def main(argv=None) -> int:
                       "autocast, one process per row; docs/memory_plan.md). Measured = peak "
                       "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
                       "`ssd_math.planner.sft_memory`.\n\n" + text
-                      + f"\n\nworst |predicted / measured - 1| = {worst:.3f}\n\n" + real + "\n")
+                      + f"\n\nworst |predicted / measured - 1| = {worst:.3f}\n\n{saving}\n"
+                      + real + "\n")
     return 0
 
 

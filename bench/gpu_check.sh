@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SFT GPU check for a lent GPU machine (no registry there; its own torch): ssd_math.train's step on
-# a random-initialised Qwen3.5-4B-shaped model at 16k and 32k tokens, instrumentation on then off;
+# a random-initialised Qwen3.5-4B-shaped model at 16k and 33,792 tokens, instrumentation on then off;
 # peak memory per phase, tokens/s, MFU, fla kernels, GPU name -> OUT_DIR/gpu_check_sft.json
 # (bench/gpu_check_sft.py).
 #

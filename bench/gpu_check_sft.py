@@ -1,13 +1,14 @@
 """SFT GPU check: ``ssd_math.train``'s own optimizer step on a random-initialised model of
-Qwen3.5-4B's exact text shape, at 16k and 32k tokens, with the real recipe's settings; peak memory
-per phase, tokens/s, MFU, whether flash-linear-attention ran, the GPU's name -> JSON.
+Qwen3.5-4B's exact text shape, at 16,384 and 33,792 tokens (the recipe's max_len), with the real
+recipe's settings; peak memory per phase, tokens/s, MFU, whether flash-linear-attention ran, the
+GPU's name -> JSON.
 
     bash bench/gpu_check.sh OUT_DIR              # on a lent GPU machine (one 9-minute command)
     bash bench/gpu_check.sh OUT_DIR --dry-run    # here, on the CPU: the same code at tiny shapes
 
 Each run is one process (:func:`run_one`): ``ssd_math.train.train`` with init_random on the shape,
 bf16 mixed precision (``ACCELERATE_MIXED_PRECISION=bf16``, as envs/accelerate/gpu1.yaml),
-gradient checkpointing, ``loss_chunk_tokens`` 1024, ``global_batch`` 2 of ``micro_batch`` 1 (so the
+gradient checkpointing with ``checkpoint_sublayers`` (config/real.yaml), ``loss_chunk_tokens`` 1024, ``global_batch`` 2 of ``micro_batch`` 1 (so the
 second micro-batch runs with whole gradients, as in the real step), 2 optimizer steps; first with
 instrumentation on, then off. Phases are timed and metered by wrapping the training code's own
 functions (forward = ``token_sum_loss``, backward = ``Accelerator.backward``, optimizer =
@@ -119,7 +120,7 @@ def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: i
     spec = {"init_dir": str(init), "init_random": True, "data": rows, "out_dir": str(tmp / "out"),
             "log": str(tmp / "log.jsonl"), "max_len": tokens, "global_batch": 2, "micro_batch": 1,
             "max_steps": steps, "warmup_steps": 1, "gradient_checkpointing": True,
-            "loss_chunk_tokens": 1024, "instrument": {"enabled": instrument}, "progress": False}
+            "checkpoint_sublayers": True, "loss_chunk_tokens": 1024, "instrument": {"enabled": instrument}, "progress": False}
     rec: dict = {"tokens": tokens, "instrument": instrument, "steps_asked": steps, "phases": {}}
     meter = Meter(cuda)
     state = {"phase": "load"}
@@ -184,11 +185,12 @@ def main(argv=None) -> int:
     from ssd_math import planner
 
     shape = TINY if args.dry_run else planner.QWEN35_4B_TEXT
-    lengths = [int(x) for x in (args.lengths or ("256,512" if args.dry_run else "16384,32768")).split(",")]
+    lengths = [int(x) for x in (args.lengths or ("256,512" if args.dry_run else "16384,33792")).split(",")]
     env = environment()
     print(json.dumps(env), flush=True)
     sizes = planner.model_sizes(shape)
-    layer = planner.layer_saved_bytes(shape, kernels="fla" if env["flash_linear_attention_available"] else "reference")
+    layer = planner.layer_saved_bytes(shape, kernels="fla" if env["flash_linear_attention_available"] else "reference",
+                                      sublayers=True)
     peak_flops = next((v for k, v in PEAK_BF16.items() if env["gpu"] and k in env["gpu"]), None)
     child_env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16", "PYTHONUNBUFFERED": "1"}
     if env["gpu"] is None:

@@ -168,6 +168,17 @@ def test_arm_sft_bad_enum_and_range_use_the_sft_schema(default):
     assert "config key extra_arms.const-lr.sft.checkpoints_past_end = 'maybe': must be one of" in _err(cfg)
 
 
+def test_checkpoint_sublayers_defaults_off_and_needs_gradient_checkpointing(default):
+    """sft.checkpoint_sublayers nests checkpoints in the checkpointed layers: off unless set (the
+    tiny default trains as before), on in the real recipe, refused at config time without
+    gradient_checkpointing (not after the sampling, when training starts)."""
+    assert sc.validate(copy.deepcopy(default))["sft"]["checkpoint_sublayers"] is False
+    assert sc.load_config(ROOT / "config" / "real.yaml")["sft"]["checkpoint_sublayers"] is True
+    cfg = copy.deepcopy(default)
+    cfg["sft"].update(checkpoint_sublayers=True, gradient_checkpointing=False)
+    assert "config key sft.gradient_checkpointing: True was expected" in _err(cfg)
+
+
 def test_arm_sft_override_semantics(default):
     cfg = _arm_cfg(default, "extra_arms", "lr-high", {"lr": 1.0e-6})  # below sft.min_lr 1e-5
     assert "extra_arms.lr-high.sft: min_lr 1e-05 is above lr 1e-06" in _err(cfg)

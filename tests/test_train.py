@@ -481,6 +481,65 @@ def test_hybrid_qwen35_trains_with_gradient_checkpointing(tmp_path):
         [k for k in w0 if torch.equal(w0[k], w1[k])]
 
 
+def test_checkpoint_sublayers_same_loss_gradients_and_weights(tmp_path):
+    """sft.checkpoint_sublayers (each part of a decoder layer under its own checkpoint, nested in
+    the layer's) recomputes, it does not approximate: on the hybrid Qwen3.5 mix the loss and every
+    gradient equal plain per-layer checkpointing bit for bit, and so do the weights train() ends
+    with. The parts really run under their own checkpoints: the token mixers forward three times
+    (forward, the layer's recompute, their own recompute), the MLPs twice (the layer's recompute
+    stops early, once the MLP's input exists)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as Q
+
+    init = make_model_dir(tmp_path / "hybrid", hybrid=True)
+    tok = make_tokenizer()
+    batch = T.collate([T.encode_row(r, tok, 40) for r in make_rows(4, seed=7)], 0)
+    calls: dict = {}
+    origs = {c: c.forward for c in (Q.Qwen3_5GatedDeltaNet, Q.Qwen3_5Attention, Q.Qwen3_5MLP)}
+
+    def counting(cls):
+        def fwd(self, *a, **kw):
+            calls[cls.__name__] = calls.get(cls.__name__, 0) + 1
+            return origs[cls](self, *a, **kw)
+        return fwd
+
+    results = {}
+    try:
+        for c in origs:
+            c.forward = counting(c)
+        for nested in (False, True):
+            model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32).train()
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if nested:
+                assert T.checkpoint_sublayers(model) == 4 * 4  # 2 norms, mixer, MLP per layer
+            calls.clear()
+            loss = T.token_sum_loss(model, batch, chunk_tokens=16)
+            loss.backward()
+            results[nested] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()},
+                               dict(calls), set(model.state_dict()))
+    finally:
+        for c, f in origs.items():
+            c.forward = f
+    (l0, g0, c0, k0), (l1, g1, c1, k1) = results[False], results[True]
+    assert torch.equal(l0, l1) and k0 == k1
+    assert g0.keys() == g1.keys() and all(torch.equal(g0[n], g1[n]) for n in g0), \
+        [n for n in g0 if not torch.equal(g0[n], g1[n])]
+    assert c0 == {"Qwen3_5GatedDeltaNet": 3 * 2, "Qwen3_5Attention": 1 * 2, "Qwen3_5MLP": 4 * 2}
+    assert c1 == {"Qwen3_5GatedDeltaNet": 3 * 3, "Qwen3_5Attention": 1 * 3, "Qwen3_5MLP": 4 * 2}
+
+    outs = {}
+    for nested in (False, True):
+        d = tmp_path / f"run{int(nested)}"
+        d.mkdir()
+        T.train(base_spec(init, d, max_steps=2, global_batch=4, micro_batch=2, max_len=24,
+                          gradient_checkpointing=True, checkpoint_sublayers=nested,
+                          loss_chunk_tokens=16))
+        outs[nested] = load_weights(d / "out")
+    assert all(torch.equal(outs[False][k], outs[True][k]) for k in outs[False])
+    with pytest.raises(ValueError, match="checkpoint_sublayers needs gradient_checkpointing"):
+        T.resolve_spec(base_spec(init, tmp_path, checkpoint_sublayers=True))
+
+
 def test_linear_attention_kernels_on_cuda(monkeypatch, capsys):
     """On CUDA a model with Gated DeltaNet layers and no flash-linear-attention fails fast, naming
     the install command (instead of transformers' silent reference kernels); without causal-conv1d

@@ -570,17 +570,28 @@ def _fla_gdn_saves():
 
 
 def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
-                      kernels: str = "reference", lengths: tuple[int, int] = (128, 256)) -> dict:
-    """What one decoder layer keeps for its backward: ``{"fixed": bytes, "per_token": bytes}``,
-    the larger of a Gated DeltaNet and a full-attention layer of ``shape``. Counted
-    (``saved_tensors_hooks``, parameters excluded) on one forward at each of two ``lengths`` on
-    the CPU under bf16 autocast with SDPA attention, and split into a part that does not grow with
-    the length (the uncached autocast's bf16 copies of the layer's weights) and one per token.
-    That is what one recomputed layer holds in backward under gradient checkpointing.
+                      kernels: str = "reference", lengths: tuple[int, int] = (128, 256),
+                      sublayers: bool = False) -> dict:
+    """What one decoder layer keeps for its backward, counted (``saved_tensors_hooks``, parameters
+    excluded) on one forward at each of two ``lengths`` on the CPU under bf16 autocast with SDPA
+    attention, split into a part that does not grow with the length (the uncached autocast's
+    bf16 copies of the weights) and one per token. That is what one recomputed layer holds in
+    backward under gradient checkpointing.
+
+    Without ``sublayers``: ``{"fixed": bytes, "per_token": bytes}``, the larger (at 32,768
+    tokens) of a Gated DeltaNet and a full-attention layer of ``shape``. With ``sublayers``
+    (:func:`ssd_math.train.checkpoint_sublayers`: each part of the layer under its own nested
+    checkpoint): per layer kind, what the recompute holds throughout (``held``: the parts' inputs,
+    which their checkpoints keep to recompute from; the layer's own input, a checkpointed input,
+    and the rotary tables, shared by all layers, excluded) and what each part saves for its own
+    backward (``parts``, its inputs excluded: they are held), as
+    ``{"sublayers": {kind: {"held": {"fixed", "per_token"}, "parts": {name: {"fixed",
+    "per_token"}}}}}``. :func:`layer_recompute_bytes` turns either into bytes at a length.
     ``kernels``: "reference" = transformers' PyTorch chunked delta rule (what runs without
     flash-linear-attention, e.g. on the CPU); "fla" = what flash-linear-attention's kernel saves
     instead (:func:`_fla_gdn_saves`), the GPU's."""
     import torch
+    import torch.utils._pytree
     from transformers.models.qwen3_5 import modeling_qwen3_5 as Q
 
     if kernels not in ("reference", "fla"):
@@ -588,7 +599,60 @@ def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
     cfg = text_config(shape)
     cfg._attn_implementation = "sdpa"
     types = cfg.layer_types
+
+    def storages(tree) -> set:
+        leaves = torch.utils._pytree.tree_leaves(tree)
+        return {t.untyped_storage().data_ptr() for t in leaves if isinstance(t, torch.Tensor)}
+
+    def split(saved: list[float]) -> dict:
+        per_token = (saved[1] - saved[0]) / (lengths[1] - lengths[0])
+        return {"fixed": max(0.0, saved[0] - per_token * lengths[0]), "per_token": per_token}
+
+    def count(layer, tokens: int, parts: dict) -> tuple[int, dict, int]:
+        """Bytes saved by one forward (the layer input and parameters excluded); per part of
+        ``parts`` ({name: module}) with each part's own inputs excluded; and the parts' inputs."""
+        params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
+        x = torch.randn(1, tokens, cfg.hidden_size,
+                        dtype=torch.bfloat16 if mixed_precision else torch.float32)
+        pos = torch.arange(tokens)[None]
+        pe = Q.Qwen3_5TextRotaryEmbedding(cfg)(x, pos)
+        skip = params | storages(x)
+        seen: dict[int, int] = {}
+        by_part: dict[str, dict[int, int]] = {n: {} for n in parts}
+        inputs: dict[int, int] = {}
+        state: dict = {"part": None, "inputs": set()}
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in skip:
+                seen[st.data_ptr()] = st.nbytes()
+                if state["part"] is not None and st.data_ptr() not in state["inputs"]:
+                    by_part[state["part"]][st.data_ptr()] = st.nbytes()
+            return t
+
+        hooks = []
+        for name, m in parts.items():
+            def pre(_m, args, kwargs, name=name):
+                state.update(part=name, inputs=storages((args, kwargs)))
+                for t in torch.utils._pytree.tree_leaves((args, kwargs)):
+                    st = t.untyped_storage() if isinstance(t, torch.Tensor) else None
+                    if st is not None and st.data_ptr() not in skip | storages(pe):
+                        inputs[st.data_ptr()] = st.nbytes()
+            hooks.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            hooks.append(m.register_forward_hook(lambda *_a: state.update(part=None, inputs=set())))
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision):
+                out = layer(x, position_embeddings=pe, attention_mask=None, position_ids=pos)
+            del out
+        finally:
+            for h in hooks:
+                h.remove()
+        return (sum(seen.values()), {n: sum(d.values()) for n, d in by_part.items()},
+                sum(inputs.values()))
+
     best = {"fixed": 0.0, "per_token": 0.0}
+    nested: dict = {}
     orig = Q.torch_chunk_gated_delta_rule
     try:
         if kernels == "fla":
@@ -599,40 +663,68 @@ def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
                 if kind not in types:
                     continue
                 layer = Q.Qwen3_5DecoderLayer(cfg, types.index(kind)).train()
-                params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
-                saved = []
-                for tokens in lengths:
-                    x = torch.randn(1, tokens, cfg.hidden_size,
-                                    dtype=torch.bfloat16 if mixed_precision else torch.float32)
-                    pos = torch.arange(tokens)[None]
-                    pe = Q.Qwen3_5TextRotaryEmbedding(cfg)(x, pos)
-                    seen: dict[int, int] = {}
-
-                    def pack(t, seen=seen):
-                        st = t.untyped_storage()
-                        if st.data_ptr() not in params:
-                            seen[st.data_ptr()] = st.nbytes()
-                        return t
-
-                    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-                            torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision):
-                        out = layer(x, position_embeddings=pe, attention_mask=None, position_ids=pos)
-                    saved.append(sum(seen.values()))
-                    del out
-                per_token = (saved[1] - saved[0]) / (lengths[1] - lengths[0])
-                fixed = max(0.0, saved[0] - per_token * lengths[0])
-                if fixed + per_token * 32768 > best["fixed"] + best["per_token"] * 32768:
-                    best = {"fixed": fixed, "per_token": per_token}
+                parts = dict(layer.named_children())
+                runs = [count(layer, n, parts) for n in lengths]
+                whole = split([r[0] for r in runs])
+                if whole["fixed"] + whole["per_token"] * 32768 > best["fixed"] + best["per_token"] * 32768:
+                    best = whole
+                if sublayers:
+                    nested[kind] = {"held": split([r[2] for r in runs]),
+                                    "parts": {n: split([r[1][n] for r in runs]) for n in parts}}
     finally:
         Q.torch_chunk_gated_delta_rule = orig
-    return best
+    return {"sublayers": nested} if sublayers else best
+
+
+def layer_recompute_bytes(layer: Mapping, tokens: int) -> float:
+    """What one recomputed decoder layer holds at the peak of its backward, at ``tokens`` tokens
+    per micro-batch, from :func:`layer_saved_bytes`: the whole layer's saves, or with sublayers the
+    parts' inputs plus the largest part's saves (each part is recomputed and freed in turn),
+    for the layer kind where that is larger."""
+    def at(d: Mapping) -> float:
+        return d["fixed"] + tokens * d["per_token"]
+
+    if "sublayers" not in layer:
+        return at(layer)
+    return max(at(k["held"]) + max(at(p) for p in k["parts"].values())
+               for k in layer["sublayers"].values())
+
+
+def sublayer_recompute_flops(shape: Mapping, tokens: int) -> dict:
+    """The compute price of :func:`ssd_math.train.checkpoint_sublayers`, in forward FLOPs per
+    trained token at ``tokens`` per sequence: ``step`` = one training step with per-layer
+    checkpointing and the chunked loss (forward, recompute, backward = 2 forwards, for the body
+    and the output layer alike), ``extra`` = the additional forward of every layer's token mixer
+    (the norms' are negligible), ``fraction`` = extra / step. Matmuls are 2 FLOPs per weight
+    and token (counted on the meta device); causal attention adds 2 x tokens x heads x head_dim
+    per full-attention layer and token; the chunked delta rule (flash-linear-attention, 64-token
+    chunks) about 2 x value heads x (3 dk dv + 64 (dk + dv)) per Gated DeltaNet layer and token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(text_config(shape))
+    dk, dv = shape["linear_key_head_dim"], shape["linear_value_head_dim"]
+    mixers = mlps = 0.0
+    for layer in model.model.layers:
+        if hasattr(layer, "self_attn"):
+            mixer = layer.self_attn
+            core = 2.0 * tokens * shape["num_attention_heads"] * shape["head_dim"]
+        else:
+            mixer = layer.linear_attn
+            core = 2.0 * shape["linear_num_value_heads"] * (3 * dk * dv + 64 * (dk + dv))
+        mixers += 2.0 * sum(p.numel() for p in mixer.parameters()) + core
+        mlps += 2.0 * sum(p.numel() for p in layer.mlp.parameters())
+    head = 2.0 * shape["hidden_size"] * shape["vocab_size"]
+    step = 4.0 * (mixers + mlps + head)
+    return {"step": step, "extra": mixers, "fraction": mixers / step}
 
 
 def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: int = 1,
                chunk_tokens: int = 1024, mixed_precision: bool = True,
                host_is_device: bool = False, instrumented: bool = True,
                sizes: Mapping | None = None, layer: Mapping | None = None,
-               kernels: str = "reference") -> dict:
+               kernels: str = "reference", sublayers: bool = False) -> dict:
     """Peak memory (bytes) of one training process of :mod:`ssd_math.train` at ``tokens`` per
     sequence, by term (docs/memory_plan.md lists where each is allocated, file:line).
 
@@ -640,9 +732,13 @@ def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: 
     activations not). ``host_is_device``: the CPU, where the weight-change tracker's host buffer
     is the same memory. The peak is reached in a micro-batch after the first of a step (the
     gradients are then whole) in the backward of the last layer: every checkpointed layer input
-    still held, plus the larger of the chunked loss's and one recomputed layer's working set."""
+    still held, plus the larger of the chunked loss's and one recomputed layer's working set.
+    ``sublayers``: the layer's parts are checkpointed too (config ``sft.checkpoint_sublayers``),
+    so the recomputed layer holds the largest part's activations, not the sum
+    (:func:`layer_recompute_bytes`); ignored when ``layer`` is given (it says which)."""
     sz = dict(sizes or model_sizes(shape))
-    lay = layer or layer_saved_bytes(shape, mixed_precision=mixed_precision, kernels=kernels)
+    lay = layer or layer_saved_bytes(shape, mixed_precision=mixed_precision, kernels=kernels,
+                                     sublayers=sublayers)
     P, E, Pl = sz["params"], sz["embedding"], sz["layer_max"]
     H, L, V = (shape[k] for k in ("hidden_size", "num_hidden_layers", "vocab_size"))
     n, T = max(1, processes), tokens * micro_batch
@@ -658,8 +754,8 @@ def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: 
         # the compute-dtype logits grad; under autocast the head weight's bf16 copy and its grad
         "loss_chunk": c * V * (cb + 4 + 4 + cb) + (2 * E * 2 if mixed_precision else 0),
         # one recomputed layer in backward: what it saves for its own backward (its weights' bf16
-        # copies and its activations)
-        "layer_recompute": lay["fixed"] + T * lay["per_token"],
+        # copies and its activations; with sublayers its parts' inputs and the largest part's)
+        "layer_recompute": layer_recompute_bytes(lay, T),
     }
     if n > 1:
         # FSDP2: this and the prefetched next layer gathered in the compute dtype, their
@@ -682,7 +778,8 @@ def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - CUDA_RESER
     sizes = kw.pop("sizes", None) or model_sizes(shape)
     if kw.get("layer") is None:
         kw["layer"] = layer_saved_bytes(shape, mixed_precision=kw.get("mixed_precision", True),
-                                        kernels=kw.get("kernels", "reference"))
+                                        kernels=kw.get("kernels", "reference"),
+                                        sublayers=kw.get("sublayers", False))
     best, t = 0, step
     while t <= 1 << 20 and sft_memory(shape, t, sizes=sizes, **kw)["peak"] <= capacity:
         best, t = t, t + step

@@ -108,7 +108,9 @@ Memory (docs/memory_plan.md, bench/bench_memory.py)
     fp32 master weights, gradients and AdamW state; compute in the accelerator's autocast dtype,
     without autocast's weight cache, and with a bf16 residual stream
     (:func:`compute_dtype_residuals`); the weight-change tracker keeps its copy in host memory;
-    a resume state is loaded to the CPU first.
+    a resume state is loaded to the CPU first. ``gradient_checkpointing`` checkpoints each decoder
+    layer; ``checkpoint_sublayers`` also each part of it (norms, token mixer, MLP; nested, so a
+    recomputed layer holds one part's activations at a time: :func:`checkpoint_sublayers`).
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ DEFAULTS: dict = {
     "save_dtype": None,        # dtype of the saved model folders (the served dtype); None = dtype
     "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
     "gradient_checkpointing": False,  # recompute activations in backward (long sequences)
+    "checkpoint_sublayers": False,  # with it: also each part of a layer (see Memory)
     "loss_chunk_tokens": 0,    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
     "checkpoints_past_end": "error",  # "error" | "final": a checkpoint step past the last step
     "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
@@ -201,6 +204,9 @@ def resolve_spec(spec: dict) -> dict:
                          f"got {s['save_dtype']!r}")
     if s["epochs"] < 1 or s["global_batch"] < 1 or s["micro_batch"] < 1:
         raise ValueError("epochs, global_batch and micro_batch must be >= 1")
+    if s["checkpoint_sublayers"] and not s["gradient_checkpointing"]:
+        raise ValueError("checkpoint_sublayers needs gradient_checkpointing: true (it nests "
+                         "checkpoints inside each checkpointed decoder layer)")
     return s
 
 
@@ -355,7 +361,39 @@ def load_model_and_tokenizer(s: dict):
     if s["gradient_checkpointing"]:
         # transformers 5.20.2's API (activation_checkpointing_enable first exists in 5.24)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if s["checkpoint_sublayers"]:
+            checkpoint_sublayers(model)
     return model, tok
+
+
+def checkpoint_sublayers(model) -> int:
+    """Run every part of each decoder layer (its norms, token mixer and MLP: the layer's direct
+    children) under its own non-reentrant checkpoint, nested in the layer's checkpoint. The
+    recompute of a layer in backward then holds the parts' inputs and one part's activations at a
+    time, not the whole layer's: the largest part instead of the sum (docs/memory_plan.md). The
+    price is one more forward of every part but the last (torch.utils.checkpoint's early stop ends
+    the layer's recompute once the last part's input exists): the token mixer runs three times per
+    step instead of two. Same values and gradients (checkpointing recomputes, it does not
+    approximate: tests/test_train.py). The forward is replaced on the instance, so parameter names,
+    state dicts and FSDP units stay those of the plain model. Returns the number of parts wrapped."""
+    from functools import partial
+
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    n = 0
+    for layer in model.modules():
+        if isinstance(layer, GradientCheckpointingLayer):
+            for part in layer.children():
+                part.forward = partial(_checkpointed, part.forward)
+                n += 1
+    if not n:
+        raise ValueError(f"checkpoint_sublayers: {type(model).__name__} has no transformers "
+                         "GradientCheckpointingLayer (decoder layer) to look inside")
+    return n
+
+
+def _checkpointed(forward, *args, **kwargs):
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def compute_dtype_residuals(model, device_type: str):
