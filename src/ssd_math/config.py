@@ -291,10 +291,10 @@ def check_semantics(cfg: dict) -> list[str]:
                        f"{section}.micro_batch = {opt['micro_batch']}")
         if opt["min_lr"] > opt["lr"]:
             out.append(f"{section}.min_lr = {opt['min_lr']} is above {section}.lr = {opt['lr']}")
-    steps = cfg["sft"].get("checkpoint_steps", [])
+    steps = cfg["sft"]["checkpoint_steps"]
     if steps != sorted(steps):
         out.append(f"sft.checkpoint_steps = {steps}: must be increasing")
-    for i, probe in enumerate(cfg.get("noise_probes") or []):
+    for i, probe in enumerate(cfg["noise_probes"]):
         if probe not in (cfg.get("extra_arms") or {}):
             out.append(f"noise_probes[{i}] = {probe!r}: not an extra arm (extra_arms: "
                        f"{', '.join(cfg.get('extra_arms') or {}) or 'none'})")
@@ -461,7 +461,7 @@ def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
     steps = int(n_prompts * n * kept) // sft["global_batch"] * sft["epochs"]
     how = (f"({n_prompts} prompts ({key}) x {n} sample(s) per prompt x a kept fraction of "
            f"{kept_how}) // global_batch {sft['global_batch']} x {sft['epochs']} epoch(s)")
-    if sft.get("max_steps") is not None and sft["max_steps"] < steps:
+    if sft["max_steps"] is not None and sft["max_steps"] < steps:
         steps, how = int(sft["max_steps"]), f"max_steps {sft['max_steps']}"
     return steps, how
 
@@ -474,10 +474,10 @@ def _check_checkpoint_reach(cfg: dict) -> list[str]:
     groups: dict[tuple, list[str]] = {}
     for name in all_arms(cfg):
         sft = arm_sft(cfg, name)
-        if sft.get("checkpoints_past_end", "error") == "final" or name in (cfg.get("noise_probes") or []):
+        if sft["checkpoints_past_end"] == "final" or name in cfg["noise_probes"]:
             continue
         bound, how = max_sft_steps(cfg, name)
-        late = [s for s in sft.get("checkpoint_steps", []) if bound is not None and s > bound]
+        late = [s for s in sft["checkpoint_steps"] if bound is not None and s > bound]
         if late:
             where = "arms" if name in cfg["arms"] else "extra_arms"
             groups.setdefault((tuple(sft["checkpoint_steps"]), late[0], bound, how), []).append(f"{where}.{name}")
@@ -610,7 +610,7 @@ def _check_accelerate(cfg: dict) -> list[str]:
                    "decoder layer class (Qwen3_5DecoderLayer): the model's _no_split_modules "
                    "also names Qwen3_5VisionBlock, absent from the text model")
     if fc.get("fsdp_activation_checkpointing"):
-        gc_arms = [a for a in all_arms(cfg) if arm_sft(cfg, a).get("gradient_checkpointing")]
+        gc_arms = [a for a in all_arms(cfg) if arm_sft(cfg, a)["gradient_checkpointing"]]
         if gc_arms:
             out.append(f"{where}: fsdp_config.fsdp_activation_checkpointing and "
                        f"sft.gradient_checkpointing (arms: {', '.join(gc_arms)}) would recompute "
@@ -767,7 +767,7 @@ def serve_dtype(cfg: dict) -> str | None:
 
 
 def checkpoint_names(cfg: dict) -> list[str]:
-    return [f"step{s}" for s in cfg["sft"].get("checkpoint_steps", [])] + ["final"]
+    return [f"step{s}" for s in cfg["sft"]["checkpoint_steps"]] + ["final"]
 
 
 def grid_decoding(cfg: dict, temperature: float, *, n: int | None = None) -> dict:
