@@ -49,6 +49,7 @@ def _child(code: str) -> tuple[float, float]:
 
 
 def setup(d: Path, cfg: dict) -> dict:
+    from ssd_math import config as sc
     from ssd_math import probe as P
     from ssd_math import synth
     from ssd_math.io import write_jsonl
@@ -66,7 +67,7 @@ def setup(d: Path, cfg: dict) -> dict:
     mcfg = config_for_tokenizer(tok, hidden=t["hidden"], layers=t["layers"], heads=t["heads"],
                                 kv_heads=t["kv_heads"], intermediate=t["intermediate"], max_pos=t["max_pos"])
     mdir = init_model_dir(d / "model", mcfg, tok, with_weights=True, seed=0)
-    s = P.settings(cfg)
+    s = sc.probe_settings(cfg)
     models = ["base", *s["arms"]]
     evals = {}
     for g, m in enumerate(models):

@@ -194,7 +194,7 @@ def pretrain_spec(cfg: dict, work: Path, cell: Path, seed: int) -> dict:
     return {**p, "init_dir": str(work / "data" / "init"), "init_random": True,
             "data": str(work / "data" / "pretrain_sft.jsonl"), "out_dir": str(cell / "model"),
             "checkpoints": {}, "log": str(cell / "log.jsonl"), "resume_dir": str(cell / "resume"),
-            "seed": int(seed), "dtype": p.get("dtype", "float32"), "instrument": {"enabled": False},
+            "seed": int(seed), "instrument": {**p["instrument"], "enabled": False},
             "progress": False}
 
 

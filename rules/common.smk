@@ -116,8 +116,8 @@ def stats_params():
 
 def training_spec(recipe, *, init_dir, init_random, data, out_dir, checkpoints, log, resume_dir, **extra):
     """The JSON spec of one `ssd_math.train` job (docs/contracts.md "Training
-    spec"): a recipe (sft or model.pretrain section, checkpoint_steps dropped) and where it reads
-    and writes."""
+    spec"): a recipe (sft or model.pretrain section, checkpoint_steps dropped; complete: config
+    validation filled in the schema's defaults) and where it reads and writes."""
     recipe = {k: v for k, v in recipe.items() if k != "checkpoint_steps"}
     # off = absent (ssd_math.train's default): the schema's filled-in false would move in this JSON
     # (a changed param) and rerun every training job of an existing results folder
@@ -134,9 +134,6 @@ def training_spec(recipe, *, init_dir, init_random, data, out_dir, checkpoints, 
             "log": log,
             "resume_dir": resume_dir,
             "seed": config["seed"],
-            # no schema default for dtype: a filled-in key would move in this JSON (a changed
-            # param) and rerun every training job of an existing results folder
-            "dtype": recipe.get("dtype", "float32"),
             **extra,
         }
     )

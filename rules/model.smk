@@ -12,7 +12,7 @@ def get_pretrain_spec(wildcards, input, output):
         checkpoints={},
         log=output.log,
         resume_dir=L.resume_dir(sc.BASE),
-        instrument={"enabled": False},
+        instrument={**config["model"]["pretrain"]["instrument"], "enabled": False},
     )
 
 

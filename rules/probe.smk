@@ -10,7 +10,7 @@
 
 from ssd_math import probe as probe_lib
 
-PROBE = probe_lib.settings(config)
+PROBE = sc.probe_settings(config)
 PROBE_VIEWS = probe_lib.views(config)
 PROBE_T = sc.fmt_t(PROBE["t_eval"])
 PROBE_MODELS = [sc.BASE, *PROBE["arms"]]

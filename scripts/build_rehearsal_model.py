@@ -1,9 +1,9 @@
 """Rule build_rehearsal_model: the rehearsal base model folder (a tiny random Qwen3.5-class
 Qwen3_5ForConditionalGeneration with a BPE tokenizer trained on the real prompts) at
-model.hub.local_dir -> ssd_math.modeling.build_rehearsal_model."""
+model.hub.local_dir -> ssd_math.rehearsal.build_rehearsal_model."""
 
 from ssd_math.io import read_jsonl
-from ssd_math.modeling import build_rehearsal_model
+from ssd_math.rehearsal import build_rehearsal_model
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

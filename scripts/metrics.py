@@ -1,8 +1,8 @@
 """Rule metrics: accuracy and rates with CIs per eval file, plus breakdowns -> ssd_math.tables.metrics_table."""
 
-from ssd_math.io import write_meta
+from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import metrics_table, write_csv
+from ssd_math.tables import metrics_table
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:

@@ -2,9 +2,9 @@
 -> ssd_math.tables.table1 (overall) / ssd_math.tables.table1_breakdown (per level and source)."""
 
 from ssd_math.config import fmt_t
-from ssd_math.io import write_meta
+from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import table1, table1_breakdown, write_csv
+from ssd_math.tables import table1, table1_breakdown
 
 sm = snakemake  # noqa: F821
 build = table1_breakdown if sm.rule == "table1_breakdown" else table1

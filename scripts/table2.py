@@ -2,9 +2,9 @@
 -> ssd_math.tables.table2 (overall) / ssd_math.tables.table2_breakdown (per level and source)."""
 
 from ssd_math.config import fmt_t
-from ssd_math.io import write_meta
+from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import table2, table2_breakdown, write_csv
+from ssd_math.tables import table2, table2_breakdown
 
 sm = snakemake  # noqa: F821
 build = table2_breakdown if sm.rule == "table2_breakdown" else table2

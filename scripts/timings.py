@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from ssd_math.io import write_meta
+from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import timings_table, write_csv
+from ssd_math.tables import timings_table
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from ssd_math import findings as fd
-from ssd_math import tables
+from ssd_math import io, tables
 from ssd_math.io import write_jsonl, write_meta
 
 NB = fd.NBSP
@@ -52,19 +52,19 @@ def build(tmp_path, *, ssd: list[int], base07: list[int], base10: list[int], pas
             files[(m, t, s)] = p
     out = {}
     t1 = tables.table1(files, ROWS, SETS, "ssd", **STATS)
-    tables.write_csv(t1, out.setdefault("table1", tmp_path / "table1.csv"))
+    io.write_csv(t1, out.setdefault("table1", tmp_path / "table1.csv"))
     t1b = tables.table1_breakdown(files, ROWS, SETS, "ssd", **STATS)
-    tables.write_csv(t1b, out.setdefault("table1_breakdown", tmp_path / "table1_breakdown.csv"))
+    io.write_csv(t1b, out.setdefault("table1_breakdown", tmp_path / "table1_breakdown.csv"))
     pk = passk or {"base07": base07 * 2, "ssd": ssd * 2, "base10": base10 * 2}
     for name in ("base07", "ssd", "base10"):
         p = tmp_path / f"passk_{name}.jsonl"
         write_jsonl(p, graded(pk[name], k=2))
         passk_files.append(p)
     t2 = tables.table2(passk_files, ROWS, 2, "ssd", **STATS)
-    tables.write_csv(t2, out.setdefault("table2", tmp_path / "table2.csv"))
+    io.write_csv(t2, out.setdefault("table2", tmp_path / "table2.csv"))
     log = tmp_path / "log.jsonl"
     write_jsonl(log, noise_rows or noise_log())
-    tables.write_csv(tables.noise_summary({"ssd": log}, {"ssd": {"optimizer_state": "fp32"}}),
+    io.write_csv(tables.noise_summary({"ssd": log}, {"ssd": {"optimizer_state": "fp32"}}),
                      out.setdefault("noise_summary", tmp_path / "noise_summary.csv"))
     pl.DataFrame(ckpt or ckpt_rows()).write_csv(out.setdefault("checkpoints", tmp_path / "checkpoints.csv"))
     if probe is not None:
@@ -294,7 +294,7 @@ def test_many_runs_give_ranges_not_a_list(tmp_path):
     for arm, frac, b in (("ssd", 0.06, 900.0), ("t13", 0.10, 20.0), ("topk5", 0.08, 30.0)):
         logs[arm] = tmp_path / f"log_{arm}.jsonl"
         write_jsonl(logs[arm], noise_log(frac=frac, b_simple=b))
-    tables.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}),
+    io.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}),
                      paths["noise_summary"])
     ck = ckpt_rows()
     for arm, shift in (("t13", 0.05), ("topk5", -0.05)):
@@ -345,7 +345,7 @@ def test_many_runs_with_a_negative_signal_estimate(tmp_path):
     for arm, g2 in (("ssd", -0.004), ("naive", -0.002), ("filter-only", 0.04)):
         logs[arm] = tmp_path / f"log_{arm}.jsonl"
         write_jsonl(logs[arm], swamped_log(g2=g2) if g2 < 0 else noise_log(b_simple=900.0))
-    tables.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}),
+    io.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}),
                      paths["noise_summary"])
     g = find(fd.findings(paths, ssd_arm="ssd", arms=list(logs)), "noise_gradient")
     assert g.verdict == "noise-dominated"
@@ -365,7 +365,7 @@ def test_every_study_finding_appears_with_a_verdict_or_a_reason(tmp_path):
     pl.DataFrame(ckpt_rows()[:2]).write_csv(paths["checkpoints"])  # one trained checkpoint only
     write_jsonl(tmp_path / "log.jsonl", [{k: v for k, v in r.items() if k not in ("G2_ema", "trS_ema", "B_simple")}
                                          for r in noise_log()])
-    tables.write_csv(tables.noise_summary({"ssd": tmp_path / "log.jsonl"}), paths["noise_summary"])
+    io.write_csv(tables.noise_summary({"ssd": tmp_path / "log.jsonl"}), paths["noise_summary"])
     got = fd.findings({**paths, "table2": tmp_path / "missing.csv"}, ssd_arm="ssd", arms=["ssd"])
     assert [f.key for f in got][:len(fd.STUDY_FINDINGS)] == [k for k, *_ in fd.STUDY_FINDINGS]
     by = {f.key: f for f in got}

@@ -11,13 +11,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from ssd_math import config as sc
 from ssd_math import probe as P
 from ssd_math import synth
 from ssd_math.io import read_jsonl, write_jsonl
 
 from conftest import config_error, tiny_random_model
 
-TH = P.DEFAULTS["classify"]
+PROBE_DEFAULTS = sc.schema_defaults("properties/probe")  # the schema owns every default
+TH = PROBE_DEFAULTS["classify"]
 
 
 # ------------------------------------------------------------------------------ nucleus math
@@ -197,7 +199,7 @@ def tiny(tmp_path_factory):
                      "n_completion_tokens": len(tok(comp)["input_ids"]), "correct": i % 2 == 0})
     ev = d / "eval.jsonl"
     write_jsonl(ev, rows)
-    probe = copy.deepcopy(P.DEFAULTS)
+    probe = copy.deepcopy(PROBE_DEFAULTS)
     probe["carriers"]["per_generator"] = 8
     probe["labeled"] = True
     out = d / "positions.jsonl"
@@ -338,7 +340,7 @@ def test_planted_truth_classes_deltas_and_controls(tmp_path):
                 c, lg, views_=views_, temperature=1.0, top_n=5, decode=str)]
         write_jsonl(tmp_path / f"{name}.jsonl", rows)
         dists[name] = tmp_path / f"{name}.jsonl"
-    probe = {**copy.deepcopy(P.DEFAULTS), "compare_arm": "ssd", "controls": ["naive"]}
+    probe = {**copy.deepcopy(PROBE_DEFAULTS), "compare_arm": "ssd", "controls": ["naive"]}
     acc = {}
     for name, ok in (("ssd", lambda i: i % 2 == 0), ("naive", lambda i: i % 4 == 0)):
         write_jsonl(tmp_path / f"acc_{name}.jsonl", [{"prompt_id": f"q{i}", "sample_index": 0, "correct": ok(i)}
@@ -418,7 +420,7 @@ def test_probe_config_checks_name_the_key(default):
 def test_settings_fill_defaults(default):
     c = copy.deepcopy(default)
     del c["probe"]
-    s = P.settings(c)
+    s = sc.probe_settings(c)
     assert s["arms"] == list(c["arms"]) and s["compare_arm"] == c["report"]["table1"]["ssd_arm"]
     assert s["eval_set"] == c["eval"]["sets"][0] and s["controls"] == []
     assert P.views(c)["arm:ssd"] == {"temperature": 1.1, "top_k": 20, "top_p": 0.95}

@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from ssd_math.hub import check_model_dir, vllm_map_name, vllm_weight_problems
-from ssd_math.modeling import build_rehearsal_model, layer_types_of, rehearsal_config
+from ssd_math.modeling import layer_types_of, rehearsal_config
 from ssd_math.prompting import DEFAULT_INSTRUCTION, render_prompt
+from ssd_math.rehearsal import build_rehearsal_model
 from ssd_math.tokenizer import VISION_TOKENS, build_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -12,7 +12,7 @@ import pytest
 from test_findings import build, noise_log, pattern, swamped_log
 
 from ssd_math import findings as fd
-from ssd_math import study, tables
+from ssd_math import io, study, tables
 from ssd_math.io import write_jsonl
 
 from conftest import ROOT
@@ -29,7 +29,7 @@ def run_side(tmp_path, *, ssd, base07, base10, noise: dict, metrics_rows=None):
         logs[run] = tmp_path / f"log_{run}.jsonl"
         write_jsonl(logs[run], rows)
         recipes[run] = {"optimizer_state": state, "lr": 5e-6 if run.endswith("-state") else 1e-4}
-    tables.write_csv(tables.noise_summary(logs, recipes), paths["noise_summary"])
+    io.write_csv(tables.noise_summary(logs, recipes), paths["noise_summary"])
     fd.write_findings(paths, tmp_path / "findings.md", tmp_path / "findings.json", ssd_arm="ssd",
                       arms=[a for a in noise if a in ARMS], experiment="t", workdir=tmp_path)
     metrics = tmp_path / "metrics.csv"

@@ -6,7 +6,8 @@ import pytest
 
 from ssd_math import stats
 from ssd_math.io import write_jsonl
-from ssd_math.tables import describe_eval_path, matrix, metrics_table, table1, table2
+from ssd_math.stats import matrix
+from ssd_math.tables import describe_eval_path, metrics_table, table1, table2
 
 
 def _rows(correct, *, k=1, level=None, T=0.7, boxed=None, length=None):

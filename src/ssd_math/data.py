@@ -58,6 +58,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ssd_math.grading import boxed_spans
 from ssd_math.io import DataError, read_json, read_jsonl_report, write_json
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,6 @@ def last_boxed(text: str | None) -> str | None:
     """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, found by
     brace matching (nested braces are kept); ``None`` when there is none or it is empty. The box
     syntax is :func:`ssd_math.grading.boxed_spans`' (the grader owns it)."""
-    from ssd_math.grading import boxed_spans
-
     spans = boxed_spans(text or "")
     return (spans[-1][2] or None) if spans else None
 

@@ -37,6 +37,8 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
+from .io import write_json, write_text
+
 __all__ = ["Finding", "verdict", "fmt_pp", "fmt_rate", "findings", "provenance", "write_findings",
            "git_state", "render_markdown"]
 
@@ -561,8 +563,6 @@ def write_findings(tables: Mapping[str, str | Path | None], out_md: str | Path, 
                    base_model_dir: str | Path | None = None) -> dict:
     """Rule ``findings``: write ``findings.md`` and ``findings.json`` (the findings' numbers and
     verdicts, and the provenance block). Returns the JSON object."""
-    from .io import write_json, write_text
-
     items = findings(tables, ssd_arm=ssd_arm, arms=arms)
     obj = {"findings": [{"key": f.key, "verdict": f.verdict, "text": f.text, "numbers": f.numbers} for f in items],
            "provenance": provenance([*tables_inputs(tables), *provenance_inputs], experiment=experiment,

@@ -131,6 +131,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from .io import read_jsonl, write_jsonl, write_meta
+
 STATUSES = ("correct", "incorrect", "no_answer", "gold_parse_error", "timeout", "error")
 
 _THINK_CLOSE = "</think>"
@@ -730,8 +732,6 @@ def grade_files(samples_paths, out_paths, *, workers: int = 2, timeout_s: float 
                 progress: bool = True) -> list[dict[str, int]]:
     """Grade several generation files with one worker pool; write each graded eval JSONL
     (atomic) with a provenance sidecar carrying its status counts; return the counts per file."""
-    from .io import read_jsonl, write_jsonl, write_meta
-
     if len(samples_paths) != len(out_paths):
         raise ValueError(f"{len(samples_paths)} inputs but {len(out_paths)} outputs")
     per_file = []

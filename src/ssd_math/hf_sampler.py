@@ -11,7 +11,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .modeling import load_model
 from .sampler import SamplingConfig, base_row, check_requests, derive_seed, request_seed
+from .tokenizer import load_tokenizer
 
 # Why a hand-written decode loop and not transformers' continuous batching
 # (``generate_batch`` / ``init_continuous_batching``, transformers 5.20.2 then, 5.19.0 now): it does
@@ -485,8 +487,6 @@ class HFSampler:
         import logging
 
         import torch
-        from .modeling import load_model
-        from .tokenizer import load_tokenizer
 
         if loop not in ("auto", "generate"):
             raise ValueError(f"loop must be 'auto' or 'generate', got {loop!r}")

@@ -17,7 +17,11 @@ import re
 import shutil
 from pathlib import Path
 
-from .io import atomic_path, write_meta
+from . import config as sc
+from .config import BASE_PROVENANCE
+from .findings import git_state
+from .io import (atomic_path, file_sha256, machine_info, package_versions, read_jsonl, stable_hash,
+                 write_json, write_meta)
 
 DEFAULT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
 
@@ -94,8 +98,6 @@ def fetch_base(hub: dict, out_dir: str | os.PathLike, *, trust_remote_code: bool
 
 def weights_sha256(folder: Path) -> dict[str, str]:
     """sha256 (hex) of every ``*.safetensors`` file of a model folder."""
-    from .io import file_sha256
-
     return {p.name: file_sha256(p, n=64) for p in sorted(Path(folder).glob("*.safetensors"))}
 
 
@@ -103,8 +105,6 @@ def check_shipped_weights(folder: Path, hub_id: str) -> dict | None:
     """A folder with a ``provenance.json`` (a base shipped by rule ship_base) must hold the very
     weights it records (sha256); returns the provenance (None for a folder without one)."""
     import json
-
-    from .config import BASE_PROVENANCE
 
     p = Path(folder) / BASE_PROVENANCE
     if not p.exists():
@@ -126,10 +126,6 @@ def ship_base(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cfg: 
     prompt) and the data recipe (seed, data.synthetic) with their hashes, the machine that
     pretrained it, the pretraining's last logged step, and the sha256 of the weights."""
     import json
-
-    from . import config as sc
-    from .findings import git_state
-    from .io import machine_info, package_versions, read_jsonl, stable_hash, write_json
 
     src = Path(model_dir)
     keep = [p for p in sorted(src.iterdir()) if p.is_file() and p.name != "meta.json"

@@ -74,6 +74,12 @@ def write_json(path: PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def write_csv(df: Any, path: PathLike) -> None:
+    """A table (a polars DataFrame, or anything with its ``write_csv(path)``) to CSV, atomically."""
+    with atomic_path(path) as tmp:
+        df.write_csv(tmp)
+
+
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
     return (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
             "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import config as sc
+
 
 def _round_up(n: int, m: int) -> int:
     return ((n + m - 1) // m) * m
@@ -145,16 +147,14 @@ QWEN35_4B_SHAPE = {"layers": 32, "full_attention_interval": 4, "heads": 16, "kv_
                    "linear_key_head_dim": 128, "linear_value_head_dim": 128, "hidden": 2560,
                    "intermediate": 9216}
 
-REHEARSAL_DEFAULTS = {
-    "vocab_size": 768,             # BPE trained on the real prompts; embedding padded to x64
-    "hidden": 64, "layers": 4, "full_attention_interval": 4, "heads": 4, "kv_heads": 2,
-    "head_dim": 32, "linear_key_heads": 2, "linear_value_heads": 4, "linear_key_head_dim": 16,
-    "linear_value_head_dim": 16, "linear_conv_kernel_dim": 4, "intermediate": 128,
-    "max_pos": 4096,
-    "vision": {"depth": 1, "hidden": 32, "heads": 2, "intermediate": 64, "patch_size": 16,
-               "num_position_embeddings": 64},
-    "warmup": {"steps": 40, "lr": 3.0e-3, "batch": 16, "max_len": 96},
-}
+def rehearsal_spec(spec: dict | None = None) -> dict:
+    """``model.rehearsal`` with the schema's defaults under the keys it leaves out (vision and
+    warmup key by key)."""
+    d = sc.schema_defaults("properties/model/properties/rehearsal")
+    s = {**d, **(spec or {})}
+    for sub in ("vision", "warmup"):
+        s[sub] = {**d[sub], **(s.get(sub) or {})}
+    return s
 
 
 def rehearsal_config(tokenizer, spec: dict | None = None):
@@ -166,18 +166,12 @@ def rehearsal_config(tokenizer, spec: dict | None = None):
     ``tokenizer`` (it must have :data:`ssd_math.tokenizer.VISION_TOKENS`)."""
     from transformers import Qwen3_5Config
 
-    s = {**REHEARSAL_DEFAULTS, **(spec or {})}
-    v = {**REHEARSAL_DEFAULTS["vision"], **(s.get("vision") or {})}
-    if s["layers"] % s["full_attention_interval"]:
-        raise ValueError(f"model.rehearsal.layers = {s['layers']} is not a multiple of "
-                         f"full_attention_interval = {s['full_attention_interval']}")
-    if s["heads"] % s["kv_heads"] or s["linear_value_heads"] % s["linear_key_heads"]:
-        raise ValueError("model.rehearsal: heads must be a multiple of kv_heads and "
-                         "linear_value_heads a multiple of linear_key_heads")
+    s = rehearsal_spec(spec)
+    v = s["vision"]
+    problems = sc.rehearsal_problems(s)
+    if problems:
+        raise ValueError("; ".join(problems))
     rotary = int(s["head_dim"] * 0.25)
-    if rotary % 2 or rotary < 6:
-        raise ValueError(f"model.rehearsal.head_dim = {s['head_dim']}: a quarter of it (the "
-                         "rotary part) must be even and >= 6 for the 3-axis mrope")
     half = rotary // 2  # mrope sections (t, h, w) share the rotary half-dim, as 4B's [11, 11, 10]
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
@@ -219,83 +213,3 @@ def layer_types_of(model_dir) -> list[str]:
     """``layer_types`` of a saved model (a text config, or the text_config of a VLM)."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     return list((cfg.get("text_config") or cfg)["layer_types"])
-
-
-def warmup_records(problems: list[dict], tokenizer, *, instruction: str, tail_chars: int = 48) -> list[dict]:
-    """Training rows that teach a random rehearsal base the *shape* of an answer (think block,
-    ``\\boxed{gold}``, eos), so that its samples stop and get graded: ``{prompt, completion}``.
-    The prompt is the chat template around the problem's last ``tail_chars`` characters (a short
-    context keeps this warm-up cheap; the pattern follows the generation prompt either way)."""
-    from .prompting import render_prompt
-
-    return [{"prompt": render_prompt(tokenizer, p["problem"][-tail_chars:], instruction="{problem}"),
-             "completion": f"Let me think.\n</think>\n\nThe answer is $\\boxed{{{p['answer']}}}$.",
-             "finish_reason": "stop"} for p in problems]
-
-
-def build_rehearsal_model(out_dir, problems: list[dict], *, instruction: str, spec: dict | None = None,
-                          seed: int = 0, work_dir=None) -> dict:
-    """The rehearsal base model folder (what ``model.hub.local_dir`` points at): a BPE tokenizer
-    with Qwen's special tokens and :data:`CHAT_TEMPLATE`, trained on the rendered ``problems``;
-    a seeded random ``Qwen3_5ForConditionalGeneration`` (:func:`rehearsal_config`), whose language
-    model is then warmed up for a few steps on :func:`warmup_records` (``ssd_math.train``, so it
-    stops and boxes an answer), and saved back with the vision tower in Qwen3.5's checkpoint
-    layout (``model.language_model.*``, ``model.visual.*``). Written atomically; returns a summary."""
-    import shutil
-    import tempfile
-
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen3_5ForConditionalGeneration
-
-    from .io import atomic_path, write_jsonl, write_meta
-    from .prompting import user_message
-    from .tokenizer import VISION_TOKENS, build_tokenizer, load_tokenizer
-
-    s = {**REHEARSAL_DEFAULTS, **(spec or {})}
-    warm = {**REHEARSAL_DEFAULTS["warmup"], **(s.get("warmup") or {})}
-    if not problems:
-        raise ValueError("build_rehearsal_model: no problems to train the tokenizer on")
-    texts = [user_message(p["problem"], instruction=instruction) + f" \\boxed{{{p['answer']}}}"
-             for p in problems]
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        tmp = Path(tmp)
-        tmp.mkdir(parents=True, exist_ok=True)
-        tok = build_tokenizer(texts, tmp, vocab_size=int(s["vocab_size"]),
-                              extra_special_tokens=VISION_TOKENS)
-        tok = load_tokenizer(tmp)
-        cfg = rehearsal_config(tok, s)
-        torch.manual_seed(int(seed))
-        vlm = Qwen3_5ForConditionalGeneration(cfg)
-        vlm.generation_config = generation_config_for(tok)
-        vlm.save_pretrained(str(tmp))
-        scratch = Path(work_dir or tempfile.mkdtemp(prefix="rehearsal-warmup."))
-        scratch.mkdir(parents=True, exist_ok=True)
-        summary = {"steps": 0}
-        if int(warm["steps"]) > 0:
-            from .train import train
-
-            data = scratch / "warmup.jsonl"
-            write_jsonl(data, warmup_records(problems, tok, instruction=instruction))
-            summary = train({
-                "init_dir": str(tmp), "data": str(data), "out_dir": str(scratch / "lm"),
-                "log": str(scratch / "log.jsonl"), "seed": int(seed),
-                "epochs": max(1, -(-int(warm["steps"]) * int(warm["batch"]) // len(problems))),
-                "max_steps": int(warm["steps"]), "global_batch": int(warm["batch"]),
-                "micro_batch": int(warm["batch"]), "max_len": int(warm["max_len"]),
-                "lr": float(warm["lr"]), "min_lr": float(warm["lr"]) / 10, "warmup_steps": 5,
-                "progress": False, "instrument": {"enabled": False}})
-            lm = AutoModelForCausalLM.from_pretrained(str(scratch / "lm"), dtype=torch.float32)
-            # the warmed-up language model back into the VLM (same parameter names under
-            # model.language_model.*), vision tower untouched, saved in Qwen3.5's layout
-            missing, unexpected = vlm.model.language_model.load_state_dict(
-                lm.model.state_dict(), strict=True)
-            vlm.save_pretrained(str(tmp))
-        shutil.rmtree(scratch, ignore_errors=True)
-        info = {"rule": "build_rehearsal_model", "architecture": "Qwen3_5ForConditionalGeneration",
-                "layer_types": cfg.text_config.layer_types, "vocab": len(tok),
-                "n_params": n_params(vlm), "n_params_language_model": n_params(vlm.model.language_model),
-                "n_prompts": len(problems), "warmup": {**warm, **{k: summary.get(k) for k in
-                                                               ("steps", "final_loss")}},
-                "seed": int(seed), "reference_shape": QWEN35_4B_SHAPE}
-        write_meta(tmp, **info)
-    return info

@@ -38,6 +38,7 @@ import yaml
 
 from . import config as sc
 from . import layout
+from .io import write_text
 from .layout import BASE
 
 KINDS = ("sample", "eval", "train")
@@ -207,8 +208,6 @@ def plan_to_csv(rows: Iterable[Mapping], path: str | os.PathLike | None = None) 
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
     text = buf.getvalue()
     if path is not None:
-        from ssd_math.io import write_text
-
         write_text(path, text)
     return text
 

@@ -39,31 +39,18 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import polars as pl
+
+from . import config as sc
+from . import stats
+from .io import read_jsonl, stable_hash, write_csv, write_jsonl
+from .modeling import load_model
+from .stats import matrix, wilson_ci
+from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
-
-#: Defaults of config ``probe:`` (schemas/config.schema.yaml describes each key). Nested dicts
-#: merge key by key with the config's section (:func:`settings`).
-DEFAULTS: dict[str, Any] = {
-    "t_eval": 1.5,              # carriers: the eval grid's generations at this T (on eval.t_grid)
-    "eval_set": None,           # None: the first of eval.sets
-    "arms": None,               # trained models probed; None: every default arm
-    "compare_arm": None,        # the arm the controls are compared with; None: report.table1.ssd_arm
-    "controls": [],             # arms compared with compare_arm (paired, same positions)
-    "carriers": {"per_generator": 24, "length_bins": 3},
-    "positions": {"every": 6, "hot_spots": ["\\boxed", "Let", "Wait", "From the"],
-                  "n_random": 4, "labeled": True},
-    "temperature": 1.0,         # T at which the untruncated ("before") distribution is read
-    "reference": {"top_k": 20, "top_p": 0.95},  # the classification view (T = temperature)
-    "classify": {"lock_top1": 0.9, "lock_nucleus_max": 2, "lock_tail_max": 0.05,
-                 "fork_top1_max": 0.8, "fork_second_min": 0.1, "fork_tail_max": 0.1},
-    "top_n": 5,
-    "examples": 3,              # example top-5 rows per class and arm
-    "dtype": "float32",         # the forward pass's dtype
-}
 
 CLASSES = ("lock", "fork", "mixed")
 LOCK_SUBCLASSES = ("strict", "swap", "self-correction")
@@ -76,61 +63,14 @@ FORK_ALTERNATIVES = ("From the left:", "From the right:")
 
 
 # ------------------------------------------------------------------------------------- config
-def _merge(base: dict, over: dict | None) -> dict:
-    out = dict(base)
-    for k, v in (over or {}).items():
-        out[k] = _merge(base[k], v) if isinstance(base.get(k), dict) and isinstance(v, dict) else v
-    return out
-
-
-def settings(cfg: dict) -> dict:
-    """The resolved ``probe:`` section: :data:`DEFAULTS` overlaid with the config's keys, and the
-    None defaults filled from the rest of the config."""
-    s = _merge(DEFAULTS, cfg.get("probe"))
-    s["eval_set"] = s["eval_set"] or cfg["eval"]["sets"][0]
-    s["arms"] = list(s["arms"] if s["arms"] is not None else cfg["arms"])
-    s["compare_arm"] = s["compare_arm"] or cfg["report"].get("table1", {}).get("ssd_arm") or s["arms"][0]
-    s["labeled"] = bool(s["positions"]["labeled"]) and cfg["data"]["kind"] == "synthetic"
-    return s
-
-
-def check_config(cfg: dict) -> list[str]:
-    """Problems of the ``probe:`` section the schema cannot see, each naming its key."""
-    from .config import fmt_t
-
-    out: list[str] = []
-    s = settings(cfg)
-    grid = {fmt_t(t) for t in cfg["eval"]["t_grid"]}
-    if fmt_t(s["t_eval"]) not in grid:
-        out.append(f"probe.t_eval = {s['t_eval']}: not on eval.t_grid ({', '.join(sorted(grid, key=float))}); "
-                   "the carriers are the grid's generations at that T")
-    if s["eval_set"] not in cfg["eval"]["sets"]:
-        out.append(f"probe.eval_set = {s['eval_set']!r}: not in eval.sets ({', '.join(cfg['eval']['sets'])})")
-    for key in ("arms", "controls"):
-        for i, a in enumerate(s[key]):
-            if a not in cfg["arms"]:
-                out.append(f"probe.{key}[{i}] = {a!r}: not a default arm ({', '.join(cfg['arms'])}); "
-                           "probed models are built by default")
-    if s["compare_arm"] not in s["arms"]:
-        out.append(f"probe.compare_arm = {s['compare_arm']!r}: not among the probed arms ({', '.join(s['arms'])})")
-    for i, a in enumerate(s["controls"]):
-        if a in cfg["arms"] and a not in s["arms"]:
-            out.append(f"probe.controls[{i}] = {a!r}: not among probe.arms ({', '.join(s['arms'])})")
-        if a == s["compare_arm"]:
-            out.append(f"probe.controls[{i}] = {a!r}: is the compare arm itself")
-    return out
-
-
 def views(cfg: dict) -> dict[str, dict]:
     """{view name: {temperature, top_k, top_p}}: ``ref`` (the probe's reference decoding at
     probe.temperature) and ``arm:<arm>`` (each probed arm's training-sampling settings)."""
-    from .config import arm_sampling
-
-    s = settings(cfg)
+    s = sc.probe_settings(cfg)
     out = {"ref": {"temperature": float(s["temperature"]), "top_k": int(s["reference"]["top_k"]),
                    "top_p": float(s["reference"]["top_p"])}}
     for a in s["arms"]:
-        sa = arm_sampling(cfg, a)
+        sa = sc.arm_sampling(cfg, a)
         out[f"arm:{a}"] = {"temperature": float(sa["temperature"]), "top_k": int(sa["top_k"]),
                            "top_p": float(sa["top_p"])}
     return out
@@ -307,8 +247,6 @@ def carrier_positions(completion: str, offsets: Sequence[tuple[int, int]], *, ev
 
 
 def _stable_seed(*parts) -> int:
-    from .io import stable_hash
-
     return int(stable_hash(list(map(str, parts)), n=8), 16)
 
 
@@ -321,9 +259,6 @@ def build_positions(eval_files: dict[str, str | Path], tokenizer_dir: str | Path
     completion tokens' text, and ``positions`` (:func:`carrier_positions`, each with ``targets``:
     token ids whose probability the forward pass records: the carrier's token, and at a labelled
     lock the forced digit, at a labelled fork each alternative's decision token)."""
-    from .io import read_jsonl, write_jsonl
-    from .tokenizer import load_tokenizer
-
     tok = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
     rows = {g: read_jsonl(p) for g, p in eval_files.items()}
     carriers = select_carriers(rows, per_generator=int(probe["carriers"]["per_generator"]),
@@ -449,10 +384,6 @@ def forward_model(positions_path: str | Path, model_dir: str | Path, out_path: s
     :func:`summarize_positions` rows (with ``model``) to ``out_path``."""
     import torch
 
-    from .io import read_jsonl, write_jsonl
-    from .modeling import load_model
-    from .tokenizer import load_tokenizer
-
     torch.set_num_threads(max(1, int(threads)))
     carriers = read_jsonl(positions_path)
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
@@ -474,8 +405,6 @@ def clustered_mean_ci(values: Sequence[float], clusters: Sequence[str], *, n_boo
     percentile bootstrap: prompts are resampled with replacement, each keeping all its positions.
     The resampler and percentile are ``ssd_math.stats``' (one ``default_rng(seed)`` stream: the
     numerator's and denominator's per-prompt sums are resampled with the same indices)."""
-    from . import stats
-
     vals = np.asarray(values, dtype=float)
     dens = np.ones_like(vals) if den is None else np.asarray(den, dtype=float)
     keys = [str(c) for c in clusters]
@@ -534,9 +463,6 @@ def analyse(positions_path: str | Path, dists: dict[str, str | Path], *, probe: 
     ``dists``: {model: forward_model output} (``base`` and every probed arm); ``share_files``:
     {(model, T): graded eval file} for the method shares; ``accuracy_files``: {(model, set, T):
     graded eval file} for the control comparison's accuracy rows."""
-    from . import stats
-    from .io import read_jsonl
-
     th = probe["classify"]
     conf, n_boot, seed = float(stats_cfg["conf"]), int(stats_cfg["n_boot"]), int(stats_cfg["seed"])
     carriers = {c["carrier_id"]: c for c in read_jsonl(positions_path)}
@@ -686,9 +612,6 @@ def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[di
 
 
 def _fork_shares(share_files, conf) -> list[dict]:
-    from .io import read_jsonl
-    from .stats import wilson_ci
-
     out = []
     alts = [a[fork_decision_start(FORK_ALTERNATIVES[0], 0):].rstrip(":").strip() for a in FORK_ALTERNATIVES]
     for (model, t), path in share_files.items():
@@ -704,8 +627,6 @@ def _fork_shares(share_files, conf) -> list[dict]:
 
 
 def _controls(probe, by_model, keys, base_cls, sub, effect, accuracy_files, ci, stats_cfg) -> list[dict]:
-    from . import stats
-
     s_arm = probe["compare_arm"]
     out = []
     if s_arm not in by_model:
@@ -731,8 +652,6 @@ def _controls(probe, by_model, keys, base_cls, sub, effect, accuracy_files, ci, 
             r = ci(d, kk, salt=f"t{ctl}{q}")
             out.append(_ctl_row(s_arm, ctl, "ground truth", q, np.mean([vals[k] for k in kk]),
                                 np.mean([cvals[k] for k in kk]), r, CI_METHOD, stats_cfg))
-        from .io import read_jsonl
-        from .tables import matrix
         for (model, es, t), path in accuracy_files.items():
             if model != s_arm or (ctl, es, t) not in accuracy_files:
                 continue
@@ -760,10 +679,6 @@ def _ctl_row(s_arm, ctl, family, q, sv, cv, r, method, stats_cfg) -> dict:
 
 def write_tables(tables: dict[str, list[dict]], outputs: dict[str, str | Path]) -> None:
     """Each table to its CSV (``outputs``: {table name: path}); private ``_`` columns dropped."""
-    import polars as pl
-
-    from .tables import write_csv
-
     for name, path in outputs.items():
         rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in tables[name]]
         df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame({"empty": []})

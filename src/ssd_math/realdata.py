@@ -21,6 +21,7 @@ import logging
 import os
 from pathlib import Path
 
+from .config import ConfigError
 from .data import build_eval_sets, build_training_pool
 from .decontam import (DEFAULT_N, DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_SAME_ANSWER,
                                decontaminate, max_similarity)
@@ -57,8 +58,6 @@ def check_local_sources(real: dict, base_dir: str | os.PathLike) -> Path:
     """Config-time check (rules/data.smk, before any job): every enabled source with a
     ``path`` names an existing file. Returns the resolved root; raises
     :class:`ssd_math.config.ConfigError` naming ``data.real.root`` or each bad source's key."""
-    from .config import ConfigError
-
     root = resolve_root(real, base_dir)
     given = real.get("root") or DEFAULT_ROOT
     problems: list[str] = []

@@ -6,6 +6,8 @@ import contextlib
 import logging
 from pathlib import Path
 
+from .io import meta_path, write_meta
+
 
 @contextlib.contextmanager
 def rule_log(snakemake_obj):
@@ -39,8 +41,6 @@ def ensure_sidecars(snakemake_obj) -> list[Path]:
     """Give every declared output of a finished rule that has no provenance sidecar of its own a
     minimal one (config hash, versions, the rule's name), so that every artifact records the
     config it was built from. Returns the sidecars written."""
-    from .io import meta_path, write_meta
-
     rule = getattr(snakemake_obj, "rule", None)
     written = []
     for out in list(getattr(snakemake_obj, "output", []) or []):

@@ -21,10 +21,13 @@ Conventions of every interval function here
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
+
+from .io import DataError
 
 _CHUNK_ELEMS = 4_000_000  # resample indices per chunk (32 MB of int64)
 
@@ -267,3 +270,21 @@ def variance_decomposition(x) -> dict[str, Any]:
             "n_prompts": n, "k": k, "mean": float(m.mean()), "between": between,
             "within": within, "total": total, "between_share": icc,
             "design_effect": 1.0 + (k - 1) * icc, "var_prompt_mean": between + within / k}
+
+
+def matrix(rows: Sequence[dict], field: str, prompt_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Rows -> (prompt ids, 0/1 array of shape (n_prompts, k)), prompts in first-seen order
+    (or ``prompt_ids``' order). Every prompt must have the same number of samples."""
+    by_prompt: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt_id"], {})[int(r["sample_index"])] = float(bool(r[field]))
+    ids = list(prompt_ids) if prompt_ids is not None else list(by_prompt)
+    missing = [i for i in ids if i not in by_prompt]
+    if missing:
+        raise DataError(f"{len(missing)} prompt(s) missing from the eval rows, e.g. {missing[0]!r}")
+    ks = {len(by_prompt[i]) for i in ids}
+    if len(ks) != 1:
+        raise DataError(f"prompts have different sample counts {sorted(ks)}; cannot form a matrix")
+    k = ks.pop()
+    x = np.array([[by_prompt[i][j] for j in sorted(by_prompt[i])] for i in ids], dtype=float).reshape(len(ids), k)
+    return ids, x

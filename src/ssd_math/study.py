@@ -23,6 +23,9 @@ from typing import Any, Callable, Mapping, Sequence
 import polars as pl
 
 from .config import fmt_t, read_yaml
+from .io import write_csv, write_text
+from .report import pipe_table
+
 
 __all__ = ["load_claims", "compare", "render_markdown", "write_study_table", "RUN_READERS"]
 
@@ -236,8 +239,6 @@ def compare(claims: dict, *, findings_json: str | Path, noise_summary: str | Pat
 def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool) -> str:
     """The report's table (a pandoc pipe table, one short line per claim: the CSV keeps the
     long reasons) and one note under it."""
-    from .report import pipe_table
-
     rows = []
     for r in df.iter_rows(named=True):
         run = (f"{r['short']}" if r["agrees"] == UNDECIDED
@@ -258,9 +259,6 @@ def write_study_table(claims_path: str | Path, out_csv: str | Path, out_md: str 
                       findings_json: str | Path, noise_summary: str | Path | None, metrics: str | Path | None,
                       arms: Mapping[str, dict], ssd_arm: str, main_set: str, absolute_comparable: bool) -> pl.DataFrame:
     """Rule study_table: ``tables/study_vs_run.csv`` and the report's markdown of it."""
-    from .io import write_text
-    from .tables import write_csv
-
     claims = load_claims(claims_path)
     df = compare(claims, findings_json=findings_json, noise_summary=noise_summary, metrics=metrics,
                  arms=arms, ssd_arm=ssd_arm, main_set=main_set)

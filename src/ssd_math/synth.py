@@ -52,6 +52,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .prompting import render_prompt, user_message
+
 SUM = "sum"
 PRODUCT = "product"
 SUBJECTS = (SUM, PRODUCT)
@@ -346,8 +348,6 @@ def completion_after_prompt(prompt: str, solution: str) -> str:
 def pretrain_records(rows: Iterable[dict], tokenizer, *, instruction: str) -> list[dict]:
     """Training rows ``{prompt, completion, id}`` for :func:`ssd_math.train.train` from
     ``pretrain`` rows (each with a ``solution``)."""
-    from .prompting import render_prompt
-
     out = []
     for r in rows:
         prompt = render_prompt(tokenizer, r["problem"], instruction=instruction)
@@ -359,8 +359,6 @@ def pretrain_records(rows: Iterable[dict], tokenizer, *, instruction: str) -> li
 def tokenizer_corpus(rows: Iterable[dict], *, instruction: str) -> list[str]:
     """Texts to train the tiny tokenizer on: each pretraining row's user message and worked
     solution (the chat-format special tokens are added tokens, not learned merges)."""
-    from .prompting import user_message
-
     return [user_message(r["problem"], instruction=instruction) + "\n" + r["solution"]
             for r in rows]
 

@@ -19,6 +19,7 @@ from . import stats
 from .grading import STATUSES, answer_kind
 from .io import DataError, read_jsonl
 from .layout import describe_eval_path
+from .stats import matrix
 
 METRICS = {  # column -> graded-row field
     "accuracy": "correct",
@@ -26,24 +27,6 @@ METRICS = {  # column -> graded-row field
     "boxed": "boxed",
     "length_stop": "length_stop",
 }
-
-
-def matrix(rows: Sequence[dict], field: str, prompt_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """Rows -> (prompt ids, 0/1 array of shape (n_prompts, k)), prompts in first-seen order
-    (or ``prompt_ids``' order). Every prompt must have the same number of samples."""
-    by_prompt: dict[str, dict[int, float]] = {}
-    for r in rows:
-        by_prompt.setdefault(r["prompt_id"], {})[int(r["sample_index"])] = float(bool(r[field]))
-    ids = list(prompt_ids) if prompt_ids is not None else list(by_prompt)
-    missing = [i for i in ids if i not in by_prompt]
-    if missing:
-        raise DataError(f"{len(missing)} prompt(s) missing from the eval rows, e.g. {missing[0]!r}")
-    ks = {len(by_prompt[i]) for i in ids}
-    if len(ks) != 1:
-        raise DataError(f"prompts have different sample counts {sorted(ks)}; cannot form a matrix")
-    k = ks.pop()
-    x = np.array([[by_prompt[i][j] for j in sorted(by_prompt[i])] for i in ids], dtype=float).reshape(len(ids), k)
-    return ids, x
 
 
 def _ci_cols(prefix: str, res: dict) -> dict:
@@ -190,13 +173,6 @@ def _table2_rows(loaded: Sequence[list[dict]], runs: Sequence[dict], k: int, ssd
             rec.update({"delta_pp": None, "delta_lo_pp": None, "delta_hi_pp": None, "delta_text": "—", "delta_method": None})
         out.append(rec)
     return pl.DataFrame(out, infer_schema_length=None)
-
-
-def write_csv(df: pl.DataFrame, path: str | Path) -> None:
-    from .io import atomic_path
-
-    with atomic_path(path) as tmp:
-        df.write_csv(tmp)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ or without accelerate's launcher (single process): ``python -m ssd_math.train --
 ``--spec-json '{...}'`` takes the spec inline instead of from a file. Several CPU processes
 (gloo): ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssd_math.train --spec SPEC.json``.
 From Python: ``ssd_math.train.train(spec_dict)``. The spec keys and their defaults are
-``DEFAULTS`` below; this docstring is what they mean (docs/contracts.md points here).
+``DEFAULTS`` below (the recipe keys' defaults are the config schema's ``$defs/optim``); this
+docstring is what they mean (docs/contracts.md points here).
 
 What one optimizer step is
     ``global_batch`` sequences = ``micro_batch`` x accumulation x processes (fail fast when it
@@ -132,10 +133,12 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from ssd_math import config as sc
 from ssd_math.io import (atomic_path, file_sha256, read_json, read_jsonl, stable_hash, write_json,
                          write_meta)
 
-DEFAULTS: dict = {
+#: The job keys of a spec: where it reads and writes, and how it reports (the rules set them).
+JOB_DEFAULTS: dict = {
     "init_dir": None,          # folder with config.json + tokenizer (+ weights unless init_random)
     "init_random": False,      # fresh weights from config.json (pretraining the tiny base)
     "data": None,              # JSONL path (or a list of row dicts) with prompt / completion
@@ -144,30 +147,20 @@ DEFAULTS: dict = {
     "log": None,               # per-step JSONL log
     "resume_dir": None,        # training state for resume (None: no resume state)
     "seed": 0,
-    "epochs": 1,
-    "max_steps": None,         # cap on optimizer steps
-    "max_len": 2048,           # tokens per sequence (prompt + completion + eos), truncated
-    "group_by_length": False,  # batches of similar-length rows (less padding; see Data)
-    "global_batch": 32,        # sequences per optimizer step
-    "micro_batch": 4,          # sequences per forward/backward per process
-    "lr": 5e-6,                # peak
-    "min_lr": 1e-6,            # end of the cosine
-    "warmup_steps": 5,
-    "schedule": "cosine",      # "cosine" | "constant"
-    "betas": [0.9, 0.95],
-    "eps": 1e-8,
-    "weight_decay": 0.1,
-    "grad_clip": 1.0,          # None = off
-    "dtype": "float32",        # compute/master dtype (float32 on CPU)
     "save_dtype": None,        # dtype of the saved model folders (the served dtype); None = dtype
-    "optimizer_state": "fp32",  # "fp32" | "bf16" (emulated, see docstring)
-    "gradient_checkpointing": False,  # recompute activations in backward (long sequences)
-    "checkpoint_sublayers": False,  # with it: also each part of a layer (see Memory)
-    "loss_chunk_tokens": 0,    # > 0: memory-lean loss, lm_head + cross-entropy this many tokens at a time
-    "checkpoints_past_end": "error",  # "error" | "final": a checkpoint step past the last step
-    "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
     "progress": True,          # tqdm bar on stderr
 }
+
+
+def recipe_defaults() -> dict:
+    """The recipe keys of a spec and their defaults: the schema's optim section
+    (schemas/config.schema.yaml ``$defs/optim``, one owner with the config's sft and
+    model.pretrain), less checkpoint_steps (a spec names its checkpoints in ``checkpoints``)."""
+    return {k: v for k, v in sc.schema_defaults("$defs/optim").items() if k != "checkpoint_steps"}
+
+
+#: Every spec key and its default: the job keys, then the recipe keys (:func:`recipe_defaults`).
+DEFAULTS: dict = {**JOB_DEFAULTS, **recipe_defaults()}
 
 _SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -181,7 +174,8 @@ _RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "s
 # ------------------------------------------------------------------------------------------
 
 def resolve_spec(spec: dict) -> dict:
-    """Defaults filled in, types normalised, incompatible options rejected (fail fast)."""
+    """Defaults filled in, types normalised, incompatible options rejected (fail fast): the
+    recipe keys accept exactly what the config schema accepts for sft (:func:`ssd_math.config.recipe_errors`)."""
     unknown = set(spec) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown training spec key(s): {sorted(unknown)}; "
@@ -192,21 +186,13 @@ def resolve_spec(spec: dict) -> dict:
     for key in ("init_dir", "data", "out_dir"):
         if s[key] is None:
             raise ValueError(f"training spec needs {key!r}")
-    if s["schedule"] not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {s['schedule']!r}")
-    if s["optimizer_state"] not in ("fp32", "bf16"):
-        raise ValueError(f"optimizer_state must be 'fp32' or 'bf16', got {s['optimizer_state']!r}")
-    if s["dtype"] != "float32":
-        raise ValueError(f"dtype {s['dtype']!r} not supported: this loop trains fp32 "
-                         "(bf16 weights are emulated with optimizer_state: bf16)")
+    problems = sc.recipe_errors({k: s[k] for k in DEFAULTS if k not in JOB_DEFAULTS},
+                                what="training spec key")
+    if problems:
+        raise ValueError("invalid training spec:\n  - " + "\n  - ".join(problems))
     if s["save_dtype"] is not None and s["save_dtype"] not in _SAVE_DTYPES:
         raise ValueError(f"save_dtype must be one of {sorted(_SAVE_DTYPES)} or null, "
                          f"got {s['save_dtype']!r}")
-    if s["epochs"] < 1 or s["global_batch"] < 1 or s["micro_batch"] < 1:
-        raise ValueError("epochs, global_batch and micro_batch must be >= 1")
-    if s["checkpoint_sublayers"] and not s["gradient_checkpointing"]:
-        raise ValueError("checkpoint_sublayers needs gradient_checkpointing: true (it nests "
-                         "checkpoints inside each checkpointed decoder layer)")
     return s
 
 

