@@ -119,10 +119,6 @@ def training_spec(recipe, *, init_dir, init_random, data, out_dir, checkpoints, 
     spec"): a recipe (sft or model.pretrain section, checkpoint_steps dropped; complete: config
     validation filled in the schema's defaults) and where it reads and writes."""
     recipe = {k: v for k, v in recipe.items() if k != "checkpoint_steps"}
-    # off = absent (ssd_math.train's default): the schema's filled-in false would move in this JSON
-    # (a changed param) and rerun every training job of an existing results folder
-    if not recipe.get("checkpoint_sublayers"):
-        recipe.pop("checkpoint_sublayers", None)
     return json.dumps(
         {
             **recipe,

@@ -1,16 +1,18 @@
 # Stage 2 - the base model: built and pretrained here (tiny), or fetched from the hub (real).
 
 
-def get_pretrain_spec(wildcards, input, output):
-    """The tiny base's pretraining spec (model.pretrain): fresh weights, gold worked solutions."""
+def get_pretrain_spec(wildcards):
+    """The tiny base's pretraining spec (model.pretrain): fresh weights, gold worked solutions.
+    Paths from the Layout, not from input/output: Snakemake compares only params functions of
+    the wildcards alone with their last run (the params rerun trigger)."""
     return training_spec(
         config["model"]["pretrain"],
-        init_dir=input.init,
+        init_dir=L.model_dir("init"),
         init_random=True,
-        data=input.corpus,
-        out_dir=output.model,
+        data=L.data("pretrain_sft"),
+        out_dir=L.model_dir(sc.BASE),
         checkpoints={},
-        log=output.log,
+        log=L.train_log(sc.BASE),
         resume_dir=L.resume_dir(sc.BASE),
         instrument={**config["model"]["pretrain"]["instrument"], "enabled": False},
     )

@@ -6,17 +6,20 @@
 SAVE_DTYPE = sc.serve_dtype(config)
 
 
-def get_sft_spec(wildcards, input, output):
+# The spec functions take the wildcards only (paths from the Layout, not input/output): Snakemake
+# leaves params functions of input/output out of its params rerun trigger, so a changed recipe
+# (sft.lr, ...) would not rerun training.
+def get_sft_spec(wildcards):
     """The arm's SFT recipe on its kept samples, checkpoints at sft.checkpoint_steps, resumable."""
     sft = sc.arm_sft(config, wildcards.arm)
     return training_spec(
         sft,
-        init_dir=input.base,
+        init_dir=L.model_dir(sc.BASE),
         init_random=False,
-        data=input.kept,
-        out_dir=output.final,
+        data=get_sft_kept(wildcards),
+        out_dir=L.checkpoint_dir(wildcards.arm, "final"),
         checkpoints={str(s): L.checkpoint_dir(wildcards.arm, f"step{s}") for s in sft["checkpoint_steps"]},
-        log=output.log,
+        log=L.train_log(wildcards.arm),
         resume_dir=L.resume_dir(wildcards.arm),
         # the served dtype (bf16 for vLLM): checkpoints half the disk of fp32; the fp32 master
         # weights stay in the resume state only. Absent (fp32) in the tiny default.
@@ -24,17 +27,17 @@ def get_sft_spec(wildcards, input, output):
     )
 
 
-def get_probe_spec(wildcards, input, output):
+def get_probe_spec(wildcards):
     """The probe's training spec: its arm's SFT recipe on the source arm's kept samples, no
     checkpoints, no resume state; the model goes to a scratch folder the rule deletes."""
     return training_spec(
         sc.arm_sft(config, wildcards.arm),
-        init_dir=input.base,
+        init_dir=L.model_dir(sc.BASE),
         init_random=False,
-        data=input.kept,
+        data=get_probe_kept(wildcards),
         out_dir=L.probe_scratch(wildcards.arm),
         checkpoints={},
-        log=output.log,
+        log=L.probe_log(wildcards.arm),
         resume_dir=None,
     )
 

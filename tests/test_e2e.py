@@ -258,3 +258,18 @@ def test_changing_an_arm_temperature_reruns_exactly_its_chain(run, tmp_path):
     cfg["arms"]["ssd"]["temperature"] = 1.2
     jobs = _dry_run_jobs(wd, cfg, tmp_path)
     assert jobs == EXPECT_SSD_JOBS, sorted(jobs ^ EXPECT_SSD_JOBS)
+
+
+def test_changing_an_arm_learning_rate_reruns_its_training_and_evals(run, tmp_path):
+    """A training knob reruns the arm's training and everything downstream of its models, not its
+    sampling. The training spec is a params function of the wildcards only: Snakemake leaves a
+    params function that takes input/output out of its params rerun trigger, and then an edited
+    sft.lr reran nothing but the tables that print it."""
+    wd, _ = run
+    cfg = yaml.safe_load(SMOKE.read_text())
+    arm = cfg["arms"]["ssd"]
+    arm["sft"] = {**(arm.get("sft") or {}), "lr": cfg["sft"]["lr"] / 2}
+    jobs = _dry_run_jobs(wd, cfg, tmp_path)
+    sampling = {"sample_train_shard", "merge_shards", "filter_samples", "noise_probe"}
+    expect = {(r, w) for r, w in EXPECT_SSD_JOBS if r not in sampling}
+    assert jobs == expect, sorted(jobs ^ expect)
