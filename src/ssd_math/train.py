@@ -97,9 +97,9 @@ FSDP2 (envs/accelerate/fsdp.yaml)
     Model and optimizer are prepared together; checkpoints and the resume state are full state
     dicts gathered from the shards (accelerate's ``get_state_dict`` and ``save_state`` with
     fsdp.yaml's FULL_STATE_DICT) and written by the main process; on resume the main process
-    reads them and broadcasts them tensor by tensor, and every process keeps its own shards. The chunked loss works as on one process. FSDP1,
-    and activation checkpointing switched on in both the accelerate config and the spec, fail
-    fast. tests/test_fsdp.py runs all of it on 2 CPU processes (gloo).
+    reads them and broadcasts them tensor by tensor, and every process keeps its own shards. The
+    chunked loss works as on one process. FSDP1, and activation checkpointing switched on in both
+    the accelerate config and the spec, fail fast. tests/test_fsdp.py runs all of it on 2 CPU processes (gloo).
 
 Kernels
     On CUDA a model with linear-attention (Gated DeltaNet) layers needs flash-linear-attention;
