@@ -176,7 +176,8 @@ def test_reuse_identical_generations_and_training_data(smoke):
                if j["family"] == "checkpoints" for c in j["conditions"])
     assert L.data_arm("lrx") == "ssd" and L.data_arm("hot") == "hot" and L.data_arm("ssd") == "ssd"
     for name, cond in L.sweep_from_grid.items():
-        assert L.sweeps[name] == sc.grid_decoding(cfg, L.sweeps[name]["temperature"]) and cond in [f"T{t}" for t in L.tgrid]
+        s = sc.sweep_samplings(cfg)[name]
+        assert s == sc.eval_sampling(cfg, s.temperature) and cond in [f"T{t}" for t in L.tgrid]
         assert name not in L.generated_sweeps
     off = Layout(cfg, reuse=False)
     assert not off.final_from_grid and off.generated_ckpts == off.ckpts and not off.sweep_from_grid

@@ -480,7 +480,7 @@ def timings_table(bench_files: Sequence[str | Path], benchmarks_dir: str | Path)
     max_job_s, cpu_s (sum), max_rss_mb (max), slowest (the slowest job's file, relative);
     a final row ``total``. Jobs run in parallel, so the sum of wall times is the CPU-side cost,
     not the elapsed time of the run."""
-    from .planner import read_benchmark
+    from .io import read_benchmark
 
     root = Path(benchmarks_dir).resolve()
     per: dict[str, dict] = {}

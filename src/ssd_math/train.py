@@ -6,7 +6,7 @@ Launch (one CPU process; the same command scales to N GPUs with another accelera
 
 or without accelerate's launcher (single process): ``python -m ssd_math.train --spec SPEC.json``
 (the rules do that for a one-process CPU config, with the launcher's environment:
-:func:`ssd_math.planner.train_launcher`).
+:func:`ssd_math.launcher.train_launcher`).
 ``--spec-json '{...}'`` takes the spec inline instead of from a file. Several CPU processes
 (gloo): ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssd_math.train --spec SPEC.json``.
 From Python: ``ssd_math.train.train(spec_dict)``. The spec keys and their defaults are
