@@ -186,3 +186,20 @@ def test_reuse_identical_generations_and_training_data(smoke):
     cfg2 = copy.deepcopy(cfg)
     cfg2["extra_arms"]["hot"]["t_eval"] = 0.65
     assert "final" in Layout(sc.validate(cfg2)).generated_ckpts
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/real.yaml", "config/rehearsal.yaml"])
+def test_every_rule_is_greppable(configfile, tmp_path):
+    """`grep -n "rule NAME" rules/*.smk` finds every rule the workflow has: each is written out as
+    `rule NAME:` (none made in a loop or from an f-string), so a name in a log, a profile's
+    set-resources or `--forcerun` leads to its definition."""
+    from ssd_math.cluster import parse_rule_names
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "--configfile", str(ROOT / configfile),
+                           "--list-rules"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    listed = parse_rule_names(proc.stdout)
+    written = {m for f in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+               for m in re.findall(r"^\s*rule (\w+):", f.read_text(), re.M)}
+    assert len(listed) > 20 and listed <= written, sorted(listed - written)
