@@ -203,3 +203,43 @@ def test_every_rule_is_greppable(configfile, tmp_path):
     written = {m for f in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
                for m in re.findall(r"^\s*rule (\w+):", f.read_text(), re.M)}
     assert len(listed) > 20 and listed <= written, sorted(listed - written)
+
+
+def test_generation_params_carry_each_conditions_decoding(smoke):
+    """What a generation rule's `jobs` param holds (config.sampling_params over Layout's names):
+    each condition's decoding from its config section, as a plain dict (Snakemake reruns a job
+    when its repr changes), the training shard's too; an unknown condition name is refused."""
+    L = Layout(smoke)
+    ev, dec = smoke["eval"], smoke["eval"]["decoding"]
+
+    def want(section, t, cap, n, **over):
+        return {"temperature": t, "top_k": section["top_k"], "top_p": section["top_p"],
+                "min_p": section.get("min_p", 0.0), "presence_penalty": section.get("presence_penalty", 0.0),
+                "max_new_tokens": cap, "n": n, **over}
+
+    presets = ev["sweeps"]["presets"]
+    seen = set()
+    for job in L.generation_jobs():
+        params = sc.sampling_params(smoke, job["conditions"])
+        assert [{k: v for k, v in g.items() if k != "sampling"} for g in params] == job["conditions"]
+        for g in params:
+            cond, s = g["condition"], g["sampling"]
+            assert type(s) is dict
+            if job["family"] == "sweep" and cond.startswith("preset-"):
+                p = presets[cond[len("preset-"):]]
+                assert s == want(p, p["temperature"], ev["max_new_tokens"], ev["samples_per_prompt"])
+            elif job["family"] == "sweep":
+                mp, t = re.fullmatch(r"minp([\d.]+)-T([\d.]+)", cond).groups()
+                assert s == want(dec, float(t), ev["max_new_tokens"], ev["samples_per_prompt"], min_p=float(mp))
+            else:
+                n = int(job["k"]) if job["family"] == "passk" else ev["samples_per_prompt"]
+                t = float(cond[1:].split("-k")[0])
+                assert s == want(dec, t, ev["max_new_tokens"], n)
+            seen.add(job["family"])
+    assert seen == {"grid", "passk", "checkpoints", "sweep"}
+    for arm, a in smoke["arms"].items():
+        (g,) = sc.sampling_params(smoke, [L.train_generation(arm)])
+        assert g["condition"] == f"train-{arm}" and g["model_dir"] == L.model_dir("base")
+        assert g["sampling"] == want(a, a["temperature"], smoke["train_sampling"]["max_new_tokens"], 1)
+    with pytest.raises(ValueError, match="unknown decoding condition 'T0.7-x'"):
+        sc.condition_sampling(smoke, "T0.7-x")

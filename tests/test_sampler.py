@@ -303,8 +303,9 @@ def test_processors_are_generates_own(tiny):
                SamplingConfig(temperature=1.0, top_k=0, top_p=1.0),
                SamplingConfig(temperature=1.1, top_k=5, top_p=0.8)]:
         ours = sc.hf_processors()
+        pp = ours[:len(sc.hf_processors(warpers=False))]  # the same presence-penalty object
         gc = GenerationConfig(**sc.hf_generate_kwargs())
-        theirs = s.model._get_logits_processor(gc, logits_processor=sc.hf_processors(warpers=False))
+        theirs = s.model._get_logits_processor(gc, logits_processor=pp)
         assert [type(p) for p in ours] == [type(p) for p in theirs]
         assert [vars(p) for p in ours] == [vars(p) for p in theirs]
 
