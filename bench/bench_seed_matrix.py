@@ -111,21 +111,17 @@ def load_cfg(path: Path, sets: list[str]) -> dict:
 
 def recipe_of(cfg: dict) -> dict:
     """What a cell's result depends on (besides seed and threads)."""
+    from ssd_math import config as sc
+
     return {k: cfg[k] for k in ("seed", "data", "prompt", "sampler", "train_sampling", "eval")} | {
         "model": {"tiny": cfg["model"]["tiny"], "pretrain": cfg["model"]["pretrain"]},
-        "arms": {a: _arm(cfg, a) for a in ARMS},
+        "arms": {a: sc.arm_sampling(cfg, a).to_dict() for a in ARMS},
     }
 
 
 def recipe_hash(cfg: dict) -> str:
     blob = json.dumps(recipe_of(cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def _arm(cfg: dict, name: str) -> dict:
-    from ssd_math import config as sc
-
-    return sc.arm_sampling(cfg, name)
 
 
 def cpu_info() -> dict:
@@ -210,7 +206,6 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
     from ssd_math.io import read_jsonl, write_json
     from ssd_math.prompting import render_prompt
     from ssd_math.hf_sampler import HFSampler
-    from ssd_math.sampler import SamplingConfig
     from ssd_math.stats import wilson_ci
     from ssd_math.train import train
 
@@ -246,7 +241,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
            "weights_sha256": h.hexdigest()[:16], "eval": {}, "arms": {}}
     t1 = time.perf_counter()
     for T in ((0.7, 1.0) if quick else EVAL_TS):
-        sp = SamplingConfig(**sc.grid_decoding(cfg, T, n=1))
+        sp = sc.eval_sampling(cfg, T, n=1)
         rows = grade_rows(sampler.sample(ev, sampling=sp, condition=f"T{sc.fmt_t(T)}",
                                          base_seed=base_seed), workers=1, progress=False)
         n, k = len(rows), sum(r["correct"] for r in rows)
@@ -261,7 +256,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
                              for L in sorted({r["level"] for r in rows})},
         }
     # convergence read: accuracy at T0.7 of the intermediate checkpoints (--checkpoints)
-    sp07 = SamplingConfig(**sc.grid_decoding(cfg, 0.7, n=1))
+    sp07 = sc.eval_sampling(cfg, 0.7, n=1)
     out["checkpoints"] = {}
     for k in checkpoints:
         ck = HFSampler(cell / f"step{k}", batch_size=int(cfg["sampler"]["batch_size"]),
@@ -271,7 +266,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
         out["checkpoints"][str(k)] = sum(r["correct"] for r in rows) / len(rows)
     for arm in (("ssd", "naive") if quick else ARMS):
         a = sc.all_arms(cfg)[arm]
-        sp = SamplingConfig(**_arm(cfg, arm))
+        sp = sc.arm_sampling(cfg, arm)
         rows = sampler.sample(tr, sampling=sp, condition=f"train-{arm}", base_seed=base_seed)
         _, _, fs = filter_samples(rows, drop_length_stop=True)
         out["arms"][arm] = {"n": fs["n_samples"], "length_stop_rate": fs["length_stop_rate"],

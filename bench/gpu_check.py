@@ -65,7 +65,7 @@ def _median(xs):
 def collect(results: Path) -> dict:
     """Measured rates of a finished rehearsal run under ``results`` (any backend)."""
     from ssd_math.hub import vllm_weight_problems
-    from ssd_math.planner import read_benchmark
+    from ssd_math.io import read_benchmark
 
     results = Path(results)
     out: dict = {"sampling": {}, "training": {}, "vllm_weight_problems": {}}

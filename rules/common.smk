@@ -11,7 +11,7 @@ import re
 
 from ssd_math import config as sc
 from ssd_math import layout
-from ssd_math import planner
+from ssd_math import launcher
 from ssd_math.io import config_hash
 from snakemake.exceptions import WorkflowError
 
@@ -51,7 +51,7 @@ RUNTIME = config["runtime"]  # runtime knobs (a profile sets them: --config runt
 DEVICE = layout.device(config)  # torch device of hf sampling / eval / probe jobs
 
 # --- resources of the heavy jobs ---------------------------------------------------------------
-# GPUs follow the config (never a number typed twice; ssd_math.planner.gpu_counts):
+# GPUs follow the config (never a number typed twice; ssd_math.launcher.gpu_counts):
 #   generation (sample_train_shard, generate_*, probe_forward): vLLM -> sampler.vllm.tensor_parallel_size;
 #       transformers -> 1 on a cuda device (runtime.device / sampler.device), else 0;
 #   training (sft, noise_probe): num_processes of the accelerate config (runtime.accelerate_config),
@@ -61,7 +61,7 @@ DEVICE = layout.device(config)  # torch device of hf sampling / eval / probe job
 # Generation jobs own their cores: they ask for GEN_THREADS and Snakemake caps that at --cores
 # (--cores 2: one generation job at a time, 2 torch threads); the sampler sets torch's threads to
 # exactly the job's `threads`; a profile overrides it per rule (`set-threads:`).
-_GPUS = planner.gpu_counts(config)
+_GPUS = launcher.gpu_counts(config)
 GEN_THREADS = 16
 GEN_GPUS = _GPUS["generate"]
 GEN_MEM_MB = 64000 if GEN_GPUS else 4000  # host RAM: engine, CUDA graphs, tokenizer, rows
@@ -95,13 +95,26 @@ def accelerate_config():
 
 
 # How a training job starts ssd_math.train: `accelerate launch` where it does something, the
-# training process itself for a one-process CPU config (planner.train_launcher says why).
-TRAIN_LAUNCHER = planner.train_launcher(accelerate_config())
+# training process itself for a one-process CPU config (launcher.train_launcher says why).
+TRAIN_LAUNCHER = launcher.train_launcher(accelerate_config())
 
 
 def prompt_instruction(wildcards):
     """The user-turn template (a function: its '{problem}' slot must not be read as a wildcard)."""
     return config["prompt"]["instruction"]
+
+
+# What every generation job (sample_train_shard, generate_*) shares: prompt, backend, batch size,
+# device, seed, engine settings (ssd_math.generate.generate_jobs's `common`).
+GEN_COMMON = {
+    "instruction": config["prompt"]["instruction"],
+    "backend": config["sampler"]["backend"],
+    "batch_size": config["sampler"]["batch_size"],
+    "device": DEVICE,
+    "seed": config["seed"],
+    "sampler_extra": config["sampler"]["vllm"],
+    "trust_remote_code": config["model"]["trust_remote_code"],
+}
 
 
 def get_model_dir(wildcards):

@@ -36,26 +36,16 @@ def get_reused_sweep_source(wildcards):
 
 def get_generations(family):
     """The params function of rule generate_<family>: the decoding conditions its job serves,
-    in the order of its outputs (layout.Layout.generations; the planner prices the same list)."""
+    in the order of its outputs (layout.Layout.generations; the planner prices the same list),
+    each with its decoding (config.sampling_params)."""
 
     def generations(wildcards):
         w = dict(wildcards)
-        return L.generations(family, w.get("model") or w.get("arm") or sc.BASE, w.get("t", ""), w.get("k", ""))
+        model = w.get("model") or w.get("arm") or sc.BASE
+        return sc.sampling_params(config, L.generations(family, model, w.get("t", ""), w.get("k", "")))
 
     generations.__name__ = f"get_generations_{family}"
     return generations
-
-
-# What every generation job shares: prompt, backend, batch size, device, seed, engine settings.
-GEN_COMMON = {
-    "instruction": config["prompt"]["instruction"],
-    "backend": config["sampler"]["backend"],
-    "batch_size": config["sampler"]["batch_size"],
-    "device": DEVICE,
-    "seed": config["seed"],
-    "sampler_extra": config["sampler"]["vllm"],
-    "trust_remote_code": config["model"]["trust_remote_code"],
-}
 
 
 def get_parent_files(family):

@@ -6,6 +6,8 @@
 #   snakemake --configfile config/real.yaml plan                   # -> <results>/plan/cost_plan.{csv,txt}
 #   snakemake --configfile config/real.yaml plan_measured          # after the run: expected vs benchmark: times
 
+from ssd_math import planner
+
 
 def get_planned_benchmarks(wildcards):
     """benchmark: files of every planned GPU job (they exist once those jobs have run)."""

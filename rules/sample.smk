@@ -3,13 +3,10 @@
 # length-stopped samples.
 
 
-def get_arm_sampling(wildcards):
-    """The arm's training-data decoding (its T_train, top-k, top-p, cap, samples per prompt)."""
-    return sc.arm_sampling(config, wildcards.arm)
-
-
-def get_train_condition(wildcards):
-    return f"train-{wildcards.arm}"
+def get_train_generation(wildcards):
+    """The shard's one generation: the frozen base under the arm's training-data decoding (its
+    T_train, top-k, top-p, cap, samples per prompt; config.sampling_params)."""
+    return sc.sampling_params(config, [L.train_generation(wildcards.arm)])
 
 
 def get_filter_length_stop(wildcards):
@@ -24,17 +21,9 @@ rule sample_train_shard:
     output:
         samples=temp(L.samples("{arm}", "shard{shard}")),
     params:
-        sampling=get_arm_sampling,
-        condition=get_train_condition,
+        jobs=get_train_generation,
+        common=GEN_COMMON,
         n_shards=N_SHARDS,
-        instruction=prompt_instruction,
-        backend=config["sampler"]["backend"],
-        batch_size=config["sampler"]["batch_size"],
-        device=DEVICE,
-        seed=config["seed"],
-        model_name=sc.BASE,
-        sampler_extra=config["sampler"]["vllm"],
-        trust_remote_code=config["model"]["trust_remote_code"],
     threads: GEN_THREADS
     resources:
         **GEN_RESOURCES,

@@ -10,15 +10,10 @@ from ssd_math.rulelog import rule_log
 
 def main(sm) -> None:
     with rule_log(sm) as log:
-        p = sm.params
-        job = {"model": p.model_name, "model_dir": sm.input.model, "condition": p.condition,
-               "sampling": p.sampling}
-        common = {"instruction": p.instruction, "backend": p.backend, "batch_size": p.batch_size,
-                  "device": p.device, "seed": p.seed, "sampler_extra": p.sampler_extra,
-                  "trust_remote_code": p.trust_remote_code}
-        (n,) = generate_jobs([job], sm.input.prompts, [sm.output.samples], common=common,
-                             threads=sm.threads, shard=(int(sm.wildcards.shard), int(p.n_shards)))
-        log.info("shard %s of %s: %d samples", sm.wildcards.shard, p.n_shards, n)
+        shard, n_shards = int(sm.wildcards.shard), int(sm.params.n_shards)
+        (n,) = generate_jobs(sm.params.jobs, sm.input.prompts, [sm.output.samples],
+                             common=sm.params.common, threads=sm.threads, shard=(shard, n_shards))
+        log.info("shard %s of %s: %d samples", shard, n_shards, n)
 
 
 if __name__ == "__main__":

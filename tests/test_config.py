@@ -124,8 +124,8 @@ def test_derived_names(default):
     assert sc.fmt_t(1.0) == "1.0" and sc.fmt_t(0.7) == "0.7" and sc.fmt_t(1.25) == "1.25"
     assert sc.final_models(default)[0] == "base"
     assert sc.checkpoint_names(default)[-1] == "final"
-    d = sc.grid_decoding(default, 0.6)
-    assert d["temperature"] == 0.6 and d["top_k"] == 20 and d["max_new_tokens"] == default["eval"]["max_new_tokens"]
+    d = sc.eval_sampling(default, 0.6)
+    assert d.temperature == 0.6 and d.top_k == 20 and d.max_new_tokens == default["eval"]["max_new_tokens"]
 
 
 # ------------------------------------------------------------------------------------------

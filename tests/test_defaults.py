@@ -28,7 +28,7 @@ RECORDED_TRAIN = {
     "group_by_length": False, "global_batch": 32, "micro_batch": 4, "lr": 5e-6, "min_lr": 1e-6,
     "warmup_steps": 5, "schedule": "cosine", "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1,
     "grad_clip": 1.0, "dtype": "float32", "save_dtype": None, "optimizer_state": "fp32",
-    "gradient_checkpointing": False, "loss_chunk_tokens": 0, "checkpoints_past_end": "error",
+    "gradient_checkpointing": False, "checkpoint_sublayers": False, "loss_chunk_tokens": 0, "checkpoints_past_end": "error",
     "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
     "progress": True,
 }
@@ -123,7 +123,8 @@ def test_train_spec_accepts_exactly_what_the_schema_accepts(key, prop):
     ok, bad = _inside_outside(prop)
     if not ok and not bad:
         pytest.skip(f"{key}: no enum or range")
-    others = {"min_lr": 0.0} if key == "lr" else {}  # min_lr <= lr is a config-level check
+    # min_lr <= lr is a config-level check; checkpoint_sublayers needs gradient_checkpointing
+    others = {"lr": {"min_lr": 0.0}, "checkpoint_sublayers": {"gradient_checkpointing": True}}.get(key, {})
 
     def spec(value):
         if key.startswith("instrument."):

@@ -19,6 +19,7 @@ import pytest
 
 from ssd_math import generate as G
 from ssd_math.io import read_json
+from ssd_math.sampler import SamplingConfig
 
 N_PROBLEMS = 48          # the file; the shard (1 of 2) holds 24 of them
 SHARD = (1, 2)
@@ -175,8 +176,8 @@ SAMP = {"temperature": 1.0, "n": 2}
 
 
 def _run(sampler, out, **kw):
-    return G.run_condition(sampler, _reqs(), out, sampling=SAMP, condition="c", model="m",
-                           base_seed=0, batch_size=4, progress=False, **kw)
+    return G.run_condition(sampler, _reqs(), out, sampling=SamplingConfig.from_dict(SAMP), condition="c",
+                           model="m", base_seed=0, batch_size=4, progress=False, **kw)
 
 
 def test_crash_leaves_no_output_and_resume_skips_done_batches(tmp_path):

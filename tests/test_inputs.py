@@ -12,6 +12,7 @@ import yaml
 
 from ssd_math import generate as G
 from ssd_math.io import DataError, config_hash, read_json, stable_hash
+from ssd_math.sampler import SamplingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"instruction": "{problem}", "backend": "hf", "batch_size": 4, "seed": 3}
@@ -354,7 +355,9 @@ def test_sidecar_provenance_and_trust_remote_code_default_off(tiny, tmp_path, mo
     assert meta["base_seed"] == 11 and meta["seeds"]["base_seed"] == 11
     assert {"torch", "transformers", "tokenizers"} <= set(meta["packages"])
     assert meta["prompt_template_hash"] == template_hash(tok, DEFAULT_INSTRUCTION)
-    assert meta["sampling"] == SAMP and meta["n_rows"] == 6 and meta["batch_size"] == 4
+    # the sidecar records every setting the rows were sampled with (SamplingConfig's defaults too)
+    assert meta["sampling"] == SamplingConfig.from_dict(SAMP).to_dict() and meta["n_rows"] == 6
+    assert meta["batch_size"] == 4
     assert meta["trust_remote_code"] is False
     assert seen and all(v is False for _, v in seen), seen
     assert {name for name, _ in seen} == {"AutoModelForCausalLM", "load_tokenizer"}

@@ -176,7 +176,8 @@ def test_reuse_identical_generations_and_training_data(smoke):
                if j["family"] == "checkpoints" for c in j["conditions"])
     assert L.data_arm("lrx") == "ssd" and L.data_arm("hot") == "hot" and L.data_arm("ssd") == "ssd"
     for name, cond in L.sweep_from_grid.items():
-        assert L.sweeps[name] == sc.grid_decoding(cfg, L.sweeps[name]["temperature"]) and cond in [f"T{t}" for t in L.tgrid]
+        s = sc.sweep_samplings(cfg)[name]
+        assert s == sc.eval_sampling(cfg, s.temperature) and cond in [f"T{t}" for t in L.tgrid]
         assert name not in L.generated_sweeps
     off = Layout(cfg, reuse=False)
     assert not off.final_from_grid and off.generated_ckpts == off.ckpts and not off.sweep_from_grid
@@ -185,3 +186,60 @@ def test_reuse_identical_generations_and_training_data(smoke):
     cfg2 = copy.deepcopy(cfg)
     cfg2["extra_arms"]["hot"]["t_eval"] = 0.65
     assert "final" in Layout(sc.validate(cfg2)).generated_ckpts
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/real.yaml", "config/rehearsal.yaml"])
+def test_every_rule_is_greppable(configfile, tmp_path):
+    """`grep -n "rule NAME" rules/*.smk` finds every rule the workflow has: each is written out as
+    `rule NAME:` (none made in a loop or from an f-string), so a name in a log, a profile's
+    set-resources or `--forcerun` leads to its definition."""
+    from ssd_math.cluster import parse_rule_names
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "--configfile", str(ROOT / configfile),
+                           "--list-rules"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    listed = parse_rule_names(proc.stdout)
+    written = {m for f in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+               for m in re.findall(r"^\s*rule (\w+):", f.read_text(), re.M)}
+    assert len(listed) > 20 and listed <= written, sorted(listed - written)
+
+
+def test_generation_params_carry_each_conditions_decoding(smoke):
+    """What a generation rule's `jobs` param holds (config.sampling_params over Layout's names):
+    each condition's decoding from its config section, as a plain dict (Snakemake reruns a job
+    when its repr changes), the training shard's too; an unknown condition name is refused."""
+    L = Layout(smoke)
+    ev, dec = smoke["eval"], smoke["eval"]["decoding"]
+
+    def want(section, t, cap, n, **over):
+        return {"temperature": t, "top_k": section["top_k"], "top_p": section["top_p"],
+                "min_p": section.get("min_p", 0.0), "presence_penalty": section.get("presence_penalty", 0.0),
+                "max_new_tokens": cap, "n": n, **over}
+
+    presets = ev["sweeps"]["presets"]
+    seen = set()
+    for job in L.generation_jobs():
+        params = sc.sampling_params(smoke, job["conditions"])
+        assert [{k: v for k, v in g.items() if k != "sampling"} for g in params] == job["conditions"]
+        for g in params:
+            cond, s = g["condition"], g["sampling"]
+            assert type(s) is dict
+            if job["family"] == "sweep" and cond.startswith("preset-"):
+                p = presets[cond[len("preset-"):]]
+                assert s == want(p, p["temperature"], ev["max_new_tokens"], ev["samples_per_prompt"])
+            elif job["family"] == "sweep":
+                mp, t = re.fullmatch(r"minp([\d.]+)-T([\d.]+)", cond).groups()
+                assert s == want(dec, float(t), ev["max_new_tokens"], ev["samples_per_prompt"], min_p=float(mp))
+            else:
+                n = int(job["k"]) if job["family"] == "passk" else ev["samples_per_prompt"]
+                t = float(cond[1:].split("-k")[0])
+                assert s == want(dec, t, ev["max_new_tokens"], n)
+            seen.add(job["family"])
+    assert seen == {"grid", "passk", "checkpoints", "sweep"}
+    for arm, a in smoke["arms"].items():
+        (g,) = sc.sampling_params(smoke, [L.train_generation(arm)])
+        assert g["condition"] == f"train-{arm}" and g["model_dir"] == L.model_dir("base")
+        assert g["sampling"] == want(a, a["temperature"], smoke["train_sampling"]["max_new_tokens"], 1)
+    with pytest.raises(ValueError, match="unknown decoding condition 'T0.7-x'"):
+        sc.condition_sampling(smoke, "T0.7-x")

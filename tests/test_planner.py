@@ -10,8 +10,8 @@ import pytest
 
 from conftest import ROOT
 from ssd_math import config as sc
-from ssd_math.planner import (BENCHMARK_COLUMNS, PlanError, format_plan, merge_measured, plan,
-                              plan_to_csv, plan_totals, read_benchmark)
+from ssd_math.io import BENCHMARK_COLUMNS, read_benchmark
+from ssd_math.planner import PlanError, format_plan, merge_measured, plan, plan_to_csv, plan_totals
 
 THROUGHPUT = {
     "Qwen3.5-4B": {"generate_tokens_per_s_per_gpu": 2000.0, "train_tokens_per_s_per_gpu": 4000.0,

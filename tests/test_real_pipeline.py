@@ -98,14 +98,14 @@ def test_real_data_checks(real):
 
 
 def test_gpu_counts_follow_the_config(real):
-    from ssd_math import planner as pc
+    from ssd_math.launcher import gpu_counts
     default = sc.load_config(ROOT / "config.yaml")
-    assert pc.gpu_counts(default) == {"generate": 0, "train": 0}  # the tiny default stays on CPU
-    assert pc.gpu_counts(real) == {"generate": 1, "train": 1}
+    assert gpu_counts(default) == {"generate": 0, "train": 0}  # the tiny default stays on CPU
+    assert gpu_counts(real) == {"generate": 1, "train": 1}
     fsdp = copy.deepcopy(real)
     fsdp["runtime"]["accelerate_config"] = "envs/accelerate/fsdp.yaml"
     fsdp["sampler"]["vllm"]["tensor_parallel_size"] = 2
-    assert pc.gpu_counts(fsdp) == {"generate": 2, "train": 4}
+    assert gpu_counts(fsdp) == {"generate": 2, "train": 4}
     acc = yaml.safe_load((ROOT / "envs/accelerate/fsdp.yaml").read_text())
     assert acc["distributed_type"] == "FSDP" and acc["fsdp_config"]["fsdp_version"] == 2
     assert acc["mixed_precision"] == "bf16"

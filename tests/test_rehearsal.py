@@ -275,7 +275,7 @@ def _gpu_check():
 
 def test_gpu_check_variant_is_the_rehearsal_on_cuda_with_vllm(tmp_path):
     from ssd_math import config as sc
-    from ssd_math.planner import gpu_counts
+    from ssd_math.launcher import gpu_counts
 
     gc = _gpu_check()
     base = sc.load_config(REHEARSAL)

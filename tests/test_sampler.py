@@ -7,8 +7,9 @@ import torch
 
 from ssd_math.config import all_arms
 from ssd_math.prompting import render_prompt
-from ssd_math.hf_sampler import HFSampler, plan_batches, presence_penalty_processor
-from ssd_math.sampler import SamplingConfig, derive_seed, make_sampler, request_seed
+from ssd_math.hf_sampler import HFSampler, plan_batches
+from ssd_math.generate import make_sampler
+from ssd_math.sampler import SamplingConfig, derive_seed, presence_penalty_processor, request_seed
 from ssd_math.vllm_sampler import vllm_output_to_rows
 
 ROW_FIELDS = {"prompt_id", "sample_index", "prompt", "completion", "n_completion_tokens",
@@ -239,7 +240,7 @@ def test_make_sampler_vllm_missing_is_a_clear_error(tmp_path, monkeypatch):
 # ---- the fast decode loop (ssd_math.hf_sampler.decode_batch) -------------------------------------
 
 from ssd_math import hf_sampler as S  # noqa: E402
-from ssd_math.hf_sampler import decode_batch, fast_loop_support, hf_logits_processors  # noqa: E402
+from ssd_math.hf_sampler import decode_batch, fast_loop_support  # noqa: E402
 
 
 def _sharpen(src: Path, dst: Path, *, eos_pull: float | None = 1.5) -> Path:
@@ -291,8 +292,9 @@ def test_fast_loop_is_the_default_and_generate_can_be_forced(tiny):
 
 
 def test_processors_are_generates_own(tiny):
-    """The list the loop applies is, class by class and parameter by parameter, the one
-    generate builds (GenerationMixin._get_logits_processor) for the same settings."""
+    """The list the loop applies (SamplingConfig.hf_processors) is, class by class and parameter
+    by parameter, the one generate builds (GenerationMixin._get_logits_processor) from what the
+    generate path hands it (SamplingConfig.hf_generate_kwargs + the presence penalty)."""
     from transformers import GenerationConfig
 
     mdir, _ = tiny
@@ -301,10 +303,9 @@ def test_processors_are_generates_own(tiny):
                               presence_penalty=1.5),
                SamplingConfig(temperature=1.0, top_k=0, top_p=1.0),
                SamplingConfig(temperature=1.1, top_k=5, top_p=0.8)]:
-        ours = hf_logits_processors(sc)
-        pp = [p for p in ours if type(p).__name__ == "PresencePenaltyLogitsProcessor"]
-        gc = GenerationConfig(do_sample=True, temperature=sc.temperature, top_k=sc.top_k,
-                              top_p=sc.top_p, min_p=sc.min_p or None)
+        ours = sc.hf_processors()
+        pp = ours[:len(sc.hf_processors(warpers=False))]  # the same presence-penalty object
+        gc = GenerationConfig(**sc.hf_generate_kwargs())
         theirs = s.model._get_logits_processor(gc, logits_processor=pp)
         assert [type(p) for p in ours] == [type(p) for p in theirs]
         assert [vars(p) for p in ours] == [vars(p) for p in theirs]
@@ -323,7 +324,7 @@ def test_top_k_1_equals_greedy_generate(sharp):
     stats = {}
     for frac in (0.0, 0.5, 2.0):
         ours = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
-                            processors=hf_logits_processors(SamplingConfig(top_k=1)),
+                            processors=SamplingConfig(top_k=1).hf_processors(),
                             max_new_tokens=24, eos_token_id=s.eos_id,
                             pad_token_id=s.tokenizer.pad_token_id, compact_frac=frac,
                             stats=stats)
@@ -379,7 +380,7 @@ def test_hybrid_linear_attention_model_runs_the_loop(tiny, tmp_path):
                 scores[:3, s.eos_id] = 0.0
             return scores
 
-    procs = hf_logits_processors(SamplingConfig(top_k=1))
+    procs = SamplingConfig(top_k=1).hf_processors()
     procs.insert(0, Eos3())
     ours = S.decode_batch(s.model, enc["input_ids"], enc["attention_mask"], processors=procs,
                           max_new_tokens=10, eos_token_id=s.eos_id,
@@ -475,7 +476,7 @@ def _loop_rows(s, reqs, sc, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
-                            processors=hf_logits_processors(sc), max_new_tokens=sc.max_new_tokens,
+                            processors=sc.hf_processors(), max_new_tokens=sc.max_new_tokens,
                             eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id,
                             generator=g, compact_frac=0.0)
     prompts = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
@@ -580,7 +581,7 @@ def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
     st = {}
     with torch.inference_mode():
         toks = decode_batch(a.model, enc["input_ids"], enc["attention_mask"],
-                            processors=hf_logits_processors(sc), max_new_tokens=20,
+                            processors=sc.hf_processors(), max_new_tokens=20,
                             eos_token_id=a.eos_id, pad_token_id=a.tokenizer.pad_token_id,
                             generator=torch.Generator().manual_seed(0), compact_frac=0.0, stats=st)
     assert st["positions"] == sum(map(len, toks)) < len(toks) * 20
@@ -613,7 +614,7 @@ def test_loop_logits_equal_teacher_forced_logits(sharp, share_prefix):
         seen.append(scores.clone())
         return scores
 
-    procs = hf_logits_processors(SamplingConfig(top_k=1))
+    procs = SamplingConfig(top_k=1).hf_processors()
     procs.insert(0, record)
     with torch.inference_mode():
         stats = {}

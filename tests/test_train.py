@@ -378,14 +378,14 @@ def test_finished_run_drops_its_resume_state_and_a_forced_rerun_rewrites_checkpo
 
 
 def test_direct_cpu_start_is_what_accelerate_launch_gives(init_dir, tmp_path):
-    """planner.train_launcher starts a one-process CPU run without `accelerate launch`: the
+    """launcher.train_launcher starts a one-process CPU run without `accelerate launch`: the
     environment it sets is the launcher's own (accelerate's prepare_simple_launcher_cmd_env on
     envs/accelerate/cpu.yaml; any other ACCELERATE_* variable it sets is one at its default),
     and both starts train the same weights, bit for bit. A GPU or FSDP config keeps the launcher."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_simple_launcher_cmd_env
 
-    from ssd_math import planner
+    from ssd_math import launcher as L
 
     root = Path(__file__).resolve().parents[1]
     cpu = root / "envs/accelerate/cpu.yaml"
@@ -393,15 +393,15 @@ def test_direct_cpu_start_is_what_accelerate_launch_gives(init_dir, tmp_path):
     args, _, _ = _validate_launch_command(args)
     _, env = prepare_simple_launcher_cmd_env(args)
     acc = {k: v for k, v in env.items() if k.startswith("ACCELERATE_")}
-    assert {k: acc[k] for k in planner.SIMPLE_CPU_ENV} == planner.SIMPLE_CPU_ENV
+    assert {k: acc[k] for k in L.SIMPLE_CPU_ENV} == L.SIMPLE_CPU_ENV
     assert acc.get("ACCELERATE_DYNAMO_BACKEND") == "NO"
-    assert set(acc) - set(planner.SIMPLE_CPU_ENV) <= {
+    assert set(acc) - set(L.SIMPLE_CPU_ENV) <= {
         "ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE", "ACCELERATE_DYNAMO_USE_FULLGRAPH",
         "ACCELERATE_DYNAMO_USE_DYNAMIC", "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"}, sorted(acc)
     for name in ("gpu1.yaml", "fsdp.yaml"):
-        assert planner.train_launcher(root / "envs/accelerate" / name).startswith("accelerate launch")
+        assert L.train_launcher(root / "envs/accelerate" / name).startswith("accelerate launch")
 
-    direct = planner.train_launcher(cpu, python=sys.executable)
+    direct = L.train_launcher(cpu, python=sys.executable)
     assert not direct.startswith("accelerate")
     outs = {}
     for name, launcher in (("direct", direct), ("launched", f"{sys.executable} -m accelerate.commands.launch "

@@ -9,6 +9,7 @@ batch sizes, pass@k runs naming unknown arms, the hard set larger than the main 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -20,6 +21,7 @@ import jsonschema
 import yaml
 
 from .io import stable_hash
+from .sampler import SamplingConfig
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 REPO_ROOT = SCHEMA_PATH.parents[1]  # the workflow folder: relative model folders resolve here too
@@ -452,7 +454,7 @@ def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
     n_prompts, key = train_pool_size(cfg)
     if n_prompts is None:
         return None, f"{key} is null (every row of the files): no bound at config time"
-    n = arm_sampling(cfg, arm)["n"]
+    n = arm_sampling(cfg, arm).n
     sft = arm_sft(cfg, arm)
     kept, kept_how = 1.0, "at most 1.0"
     if all_arms(cfg)[arm].get("filter_length_stop"):
@@ -731,22 +733,12 @@ def arm_sft(cfg: dict, arm: str) -> dict:
     return _fill(schema_node("$defs/optim"), out, _root())
 
 
-def decoding(params: dict, *, max_new_tokens: int, n: int, temperature: float | None = None) -> dict:
-    """One decoding dict (the fields of ``sampler.SamplingConfig``) from a config section with
-    ``temperature`` (unless given), ``top_k``, ``top_p`` and optional ``min_p`` /
-    ``presence_penalty`` (default 0): an arm, ``eval.decoding`` or a sweep preset."""
-    return {"temperature": float(params["temperature"] if temperature is None else temperature),
-            "top_k": int(params["top_k"]), "top_p": float(params["top_p"]),
-            "min_p": float(params.get("min_p", 0.0)),
-            "presence_penalty": float(params.get("presence_penalty", 0.0)),
-            "max_new_tokens": int(max_new_tokens), "n": int(n)}
-
-
-def arm_sampling(cfg: dict, arm: str) -> dict:
-    """Sampling parameters of an arm's training data."""
+def arm_sampling(cfg: dict, arm: str) -> SamplingConfig:
+    """The decoding of an arm's training data (condition ``train-<arm>``): its T_train, top-k,
+    top-p, cap and samples per prompt."""
     a, ts = all_arms(cfg)[arm], cfg["train_sampling"]
-    return decoding(a, max_new_tokens=a.get("max_new_tokens", ts["max_new_tokens"]),
-                    n=a.get("samples_per_prompt", ts.get("samples_per_prompt", 1)))
+    return SamplingConfig.from_config(a, max_new_tokens=a.get("max_new_tokens", ts["max_new_tokens"]),
+                                      n=a.get("samples_per_prompt", ts.get("samples_per_prompt", 1)))
 
 
 def final_models(cfg: dict) -> list[str]:
@@ -770,23 +762,53 @@ def checkpoint_names(cfg: dict) -> list[str]:
     return [f"step{s}" for s in cfg["sft"]["checkpoint_steps"]] + ["final"]
 
 
-def grid_decoding(cfg: dict, temperature: float, *, n: int | None = None) -> dict:
-    """Sampling parameters of an eval condition on the T grid."""
+def eval_sampling(cfg: dict, temperature: float, *, n: int | None = None) -> SamplingConfig:
+    """The decoding of an eval condition at ``temperature`` (``eval.decoding``, the eval cap):
+    the T grid and the checkpoints (``T<t>``: ``eval.samples_per_prompt`` samples), a pass@k run
+    (``T<t>-k<k>``: ``n`` = k)."""
     ev = cfg["eval"]
-    return decoding(ev["decoding"], temperature=temperature, max_new_tokens=ev["max_new_tokens"],
-                    n=n if n is not None else ev["samples_per_prompt"])
+    return SamplingConfig.from_config(ev["decoding"], temperature=temperature,
+                                      max_new_tokens=ev["max_new_tokens"],
+                                      n=n if n is not None else ev["samples_per_prompt"])
 
 
-def sweep_conditions(cfg: dict) -> dict[str, dict]:
-    """Baseline sweep conditions of the base model: presets and the min-p grid."""
+def sweep_samplings(cfg: dict) -> dict[str, SamplingConfig]:
+    """Baseline sweep conditions of the base model by name: presets and the min-p grid."""
     ev = cfg["eval"]
     sw = ev.get("sweeps") or {}
-    out = {f"preset-{name}": decoding(p, max_new_tokens=ev["max_new_tokens"], n=ev["samples_per_prompt"])
+    out = {f"preset-{name}": SamplingConfig.from_config(p, max_new_tokens=ev["max_new_tokens"],
+                                                        n=ev["samples_per_prompt"])
            for name, p in (sw.get("presets") or {}).items()}
     t = sw.get("min_p_temperature", 1.0)
     for mp in sw.get("min_p_grid") or []:
-        out[f"minp{mp:g}-T{fmt_t(t)}"] = {**grid_decoding(cfg, t), "min_p": float(mp)}
+        out[f"minp{mp:g}-T{fmt_t(t)}"] = dataclasses.replace(eval_sampling(cfg, t), min_p=float(mp))
     return out
+
+
+def condition_sampling(cfg: dict, condition: str) -> SamplingConfig:
+    """The decoding a condition name stands for. The name is a generation file's name and part of
+    every seed, so one name is one decoding: ``train-<arm>`` (:func:`arm_sampling`), a sweep name
+    (:func:`sweep_samplings`), ``T<t>`` and ``T<t>-k<k>`` (:func:`eval_sampling`, n = k)."""
+    if condition.startswith("train-") and condition[len("train-"):] in all_arms(cfg):
+        return arm_sampling(cfg, condition[len("train-"):])
+    sweeps = sweep_samplings(cfg)
+    if condition in sweeps:
+        return sweeps[condition]
+    m = re.fullmatch(r"T(\d+(?:\.\d+)?)(?:-k(\d+))?", condition)
+    if m:
+        return eval_sampling(cfg, float(m[1]), n=int(m[2]) if m[2] else None)
+    raise ValueError(f"unknown decoding condition {condition!r}: not train-<arm> "
+                     f"({', '.join(all_arms(cfg))}), a sweep ({', '.join(sweeps) or 'none'}), "
+                     "T<t> or T<t>-k<k>")
+
+
+def sampling_params(cfg: dict, generations: list[dict]) -> list[dict]:
+    """Generations ``[{model, model_dir, condition}]`` (:meth:`ssd_math.layout.Layout.generations`,
+    :meth:`~ssd_math.layout.Layout.train_generation`) as a generation rule's ``jobs`` param: each
+    with its ``sampling`` (:func:`condition_sampling`) as a plain dict, since Snakemake reruns a
+    job when a param's repr changes and records no object param (the rule script's
+    :func:`ssd_math.generate.generate_jobs` builds the :class:`SamplingConfig` back)."""
+    return [{**g, "sampling": condition_sampling(cfg, g["condition"]).to_dict()} for g in generations]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ from tqdm import tqdm
 from .data import MAX_PROBLEM_CHARS, check_rows  # noqa: F401  (the one row-validation rule)
 from .io import (DataError, atomic_path, meta_path, read_json, read_jsonl, read_jsonl_lines, stable_hash,
                  write_jsonl, write_meta)
+from .prompting import render_prompt, template_hash
+from .hf_sampler import HFSampler
+from .sampler import SamplingConfig, check_requests
+from .tokenizer import load_tokenizer
+from .vllm_sampler import VLLMSampler, Work, engine_provenance
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +142,7 @@ def _row_line(row: dict) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sampling: dict,
+def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sampling: SamplingConfig,
                   condition: str, model: str, base_seed: int, batch_size: int,
                   progress: bool = True, identity: dict | None = None, meta: dict | None = None,
                   keep_partial: bool = False) -> int:
@@ -149,14 +154,11 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
     ``identity``: anything else the rows depend on (e.g. the model folder's file signature), put
     into the partial file's fingerprint. ``meta``: sidecar fields, written just before the
     output appears. ``keep_partial``: leave ``<out>.partial`` in place (the caller removes it)."""
-    from .sampler import SamplingConfig
-
-    cfg = SamplingConfig.from_dict(sampling)
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
     batches = _batches(requests, batch_size)
-    n = int(sampling.get("n", 1))
-    fingerprint = stable_hash({"requests": list(requests), "sampling": cfg.to_dict(),
+    n = sampling.n
+    fingerprint = stable_hash({"requests": list(requests), "sampling": sampling.to_dict(),
                                "condition": condition, "model": model, "base_seed": int(base_seed),
                                "batch_size": int(batch_size), "identity": identity or {}})
     header = _row_line({"_partial": {"fingerprint": fingerprint, "out": out_path.name,
@@ -178,7 +180,7 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
                unit="batch", disable=not progress, mininterval=2.0)
     with open(partial, "a", encoding="utf-8") as fh:
         for b in todo:
-            rows = list(sampler.sample(batches[b], sampling=cfg, condition=condition,
+            rows = list(sampler.sample(batches[b], sampling=sampling, condition=condition,
                                        base_seed=base_seed))
             keys = [(str(r["prompt_id"]), int(r["sample_index"])) for r in rows]
             if len(keys) != len(set(keys)) or set(keys) != _batch_keys(batches[b], n):
@@ -249,19 +251,25 @@ def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
 def prompt_renderer(model_dir: str | Path, instruction: str, *, trust_remote_code: bool = False
                     ) -> tuple[Callable[[str], str], str]:
     """(render(problem) -> exact prompt text, template hash) from the model's own chat template."""
-    from .prompting import render_prompt, template_hash
-    from .tokenizer import load_tokenizer
-
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     return (lambda problem: render_prompt(tok, problem, instruction=instruction)), template_hash(tok, instruction)
+
+
+def make_sampler(backend: str, model_dir, **kw):
+    """The sampler of ``backend`` ("hf": :class:`ssd_math.hf_sampler.HFSampler`; "vllm":
+    :class:`ssd_math.vllm_sampler.VLLMSampler`). Each backend imports its engine (torch,
+    vLLM) only when built, so importing this module stays light."""
+    if backend == "hf":
+        return HFSampler(model_dir, **kw)
+    if backend == "vllm":
+        return VLLMSampler(model_dir, **kw)
+    raise ValueError(f"unknown sampler backend {backend!r} (use 'hf' or 'vllm')")
 
 
 def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, threads: int = 1):
     """The configured backend for one model: hf (transformers generate) or vllm (one engine).
     ``common["trust_remote_code"]`` (config ``model.trust_remote_code``, default False) reaches
     every ``from_pretrained`` / the vLLM engine; a model folder's own code never runs otherwise."""
-    from .sampler import make_sampler
-
     backend = common["backend"]
     extra = dict(common.get("sampler_extra") or {})
     trust = bool(common.get("trust_remote_code", False))
@@ -344,7 +352,6 @@ def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, con
 
 def prompt_token_counter(model_dir: str | Path, *, trust_remote_code: bool = False) -> Callable[[str], int]:
     """Tokens of a rendered prompt (the text carries its special tokens: none are added)."""
-    from .tokenizer import load_tokenizer
 
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
@@ -358,7 +365,6 @@ def prepare_requests(problems: Sequence[dict], model_dir: str | Path, *, common:
     is dropped and recorded). Returns (requests, template hash, the input-validation report
     with the context drops). Seeds are per request and come from the contract
     (:func:`ssd_math.sampler.request_seed`) when the backend samples."""
-    from .sampler import check_requests
 
     trust = bool(common.get("trust_remote_code", False))
     render, thash = prompt_renderer(model_dir, common["instruction"], trust_remote_code=trust)
@@ -387,6 +393,9 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
                   progress: bool = True) -> list[int]:
     """Run generation jobs ``[{model, model_dir, condition, sampling}]`` -> ``outputs`` (same order).
 
+    ``sampling``: the fields of :class:`ssd_math.sampler.SamplingConfig` as a dict (a rule's params,
+    :func:`ssd_math.config.sampling_params`), made the type here, once per job.
+
     One sampler (one model load / engine start) serves consecutive jobs of the same model dir.
     ``common``: instruction, backend, batch_size, device, seed, sampler_extra, trust_remote_code.
     Problem rows are checked first (:func:`ssd_math.data.check_rows`) and the whole file is validated
@@ -398,6 +407,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
         raise ValueError(f"{len(jobs)} jobs but {len(outputs)} outputs")
     if len(set(map(str, outputs))) != len(outputs):
         raise ValueError(f"duplicate outputs in {list(map(str, outputs))}")
+    jobs = [{**job, "sampling": SamplingConfig.from_dict(job["sampling"])} for job in jobs]
     problems, report = check_rows(read_problems(problems_path), file=problems_path)
     torch.set_num_threads(max(1, int(threads)))
     if shard is not None:
@@ -413,8 +423,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
         if job["model_dir"] != current_dir:
             current_dir = job["model_dir"]
             sampler = open_sampler(common, current_dir, model_name=job["model"], threads=threads)
-            budget = max(int(j["sampling"].get("max_new_tokens", 0)) for j in jobs
-                         if j["model_dir"] == current_dir)
+            budget = max(j["sampling"].max_new_tokens for j in jobs if j["model_dir"] == current_dir)
             requests, thash, model_report = prepare_requests(problems, current_dir, common=common,
                                                              max_new_tokens=budget, report=report)
             ident = {"model_dir": str(current_dir), "files": model_signature(current_dir),
@@ -422,7 +431,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
             if getattr(sampler, "loop", None):  # hf: decode_batch or generate (other RNG use)
                 ident["hf_loop"] = sampler.loop
         meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
-                    condition=job["condition"], sampling=job["sampling"],
+                    condition=job["condition"], sampling=job["sampling"].to_dict(),
                     backend=common["backend"], batch_size=batch_size,
                     device=common.get("device", "cpu"), trust_remote_code=trust,
                     threads=int(threads), hf_loop=getattr(sampler, "loop", None),
@@ -486,9 +495,8 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
     ``FSYNC_S`` seconds and at the end), so a crash loses only the requests in flight; a rerun
     keeps the finished (prompt id, sample index) rows of every condition and submits only the
     rest. An output appears (sidecar first, then an atomic rename) when all of its rows exist,
-    in request order; the partials are removed when every output of the job is written."""
-    from .sampler import SamplingConfig
-    from .vllm_sampler import Work, engine_provenance
+    in request order; the partials are removed when every output of the job is written.
+    ``jobs``' ``sampling``: :class:`SamplingConfig` (:func:`generate_jobs` builds them)."""
 
     base_seed = int(common["seed"])
     trust = bool(common.get("trust_remote_code", False))
@@ -504,7 +512,7 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
     sampler = None
     try:
         for model_dir, idx in groups:
-            budget = max(int(jobs[j]["sampling"].get("max_new_tokens", 0)) for j in idx)
+            budget = max(jobs[j]["sampling"].max_new_tokens for j in idx)
             requests, thash, model_report = prepare_requests(problems, model_dir, common=common,
                                                              max_new_tokens=budget, report=report)
             ident = {"model_dir": str(model_dir), "files": model_signature(model_dir),
@@ -512,7 +520,7 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
             state = {}
             for j in idx:
                 job, out = jobs[j], Path(outputs[j])
-                cfg = SamplingConfig.from_dict(job["sampling"])
+                cfg = job["sampling"]
                 expected = [(str(r["id"]), s) for r in requests for s in range(cfg.n)]
                 fingerprint = stable_hash({"requests": requests, "sampling": cfg.to_dict(),
                                            "condition": job["condition"], "model": job["model"],
@@ -526,7 +534,7 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                 if done:
                     log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
                 meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
-                            condition=job["condition"], sampling=job["sampling"], **served_by,
+                            condition=job["condition"], sampling=cfg.to_dict(), **served_by,
                             trust_remote_code=trust, dtype=extra.get("dtype", "bfloat16"),
                             base_seed=base_seed,
                             seeds={"base_seed": base_seed,

@@ -29,7 +29,7 @@ from .tokenizer import load_tokenizer
 # The loop (:func:`decode_batch`) keeps what generate's ``_sample`` does for one batch and drops
 # its per-step machinery:
 # * same distribution by construction: the processors are transformers' own classes, built under
-#   generate's own conditions (:func:`hf_logits_processors`), then ``softmax`` + ``multinomial``;
+#   generate's own conditions (:meth:`SamplingConfig.hf_processors`), then ``softmax`` + ``multinomial``;
 # * finished rows leave the batch and the cache (``Cache.reorder_cache`` with the surviving rows:
 #   ``index_select`` on every layer kind, KV and linear-attention conv/recurrent states alike),
 #   batched so the copy is paid when at least ``compact_frac`` of the rows are done (0.1: on the
@@ -60,57 +60,10 @@ def plan_batches(requests: Sequence[dict], batch_size: int, n: int) -> list[Batc
     return [Batch(b, s, chunk) for s in range(n) for b, chunk in enumerate(chunks)]
 
 
-def presence_penalty_processor(penalty: float, prompt_len: int):
-    """A ``LogitsProcessor`` subtracting ``penalty`` from logits of tokens present in the
-    generated part (positions >= ``prompt_len`` of the left-padded input)."""
-    import torch
-    from transformers import LogitsProcessor
-
-    class PresencePenaltyLogitsProcessor(LogitsProcessor):
-        def __init__(self, penalty: float, prompt_len: int):
-            self.penalty = float(penalty)
-            self.prompt_len = int(prompt_len)
-
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            gen = input_ids[:, self.prompt_len:]
-            if gen.shape[1] == 0 or self.penalty == 0:
-                return scores
-            present = torch.zeros_like(scores, dtype=torch.bool)
-            present.scatter_(1, gen, True)
-            return scores - self.penalty * present.to(scores.dtype)
-
-    return PresencePenaltyLogitsProcessor(penalty, prompt_len)
-
-
-def hf_logits_processors(sampling: SamplingConfig, *, prompt_len: int = 0):
-    """The processors ``generate`` applies for ``sampling``, in its order: presence penalty (a
-    custom processor: generate puts those before its warpers) -> temperature -> top-k -> top-p ->
-    min-p. transformers' own warper classes, added under the conditions of
-    ``GenerationMixin._get_logits_processor`` (5.19.0): temperature only if != 1, top-k only if
-    != 0 (off here is <= 0), top-p only if < 1, min-p only if set (> 0 here), ``min_tokens_to_keep``
-    1. ``prompt_len``: where the generated part starts in the ``input_ids`` the list is called
-    with (0 when it is called with the generated tokens only)."""
-    from transformers import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
-
-    procs = LogitsProcessorList()
-    if sampling.presence_penalty:
-        procs.append(presence_penalty_processor(sampling.presence_penalty, prompt_len))
-    if float(sampling.temperature) != 1.0:
-        procs.append(TemperatureLogitsWarper(float(sampling.temperature)))
-    if sampling.top_k > 0:
-        procs.append(TopKLogitsWarper(top_k=int(sampling.top_k), min_tokens_to_keep=1))
-    if float(sampling.top_p) < 1.0:
-        procs.append(TopPLogitsWarper(top_p=float(sampling.top_p), min_tokens_to_keep=1))
-    if sampling.min_p > 0:
-        procs.append(MinPLogitsWarper(min_p=float(sampling.min_p), min_tokens_to_keep=1))
-    return procs
-
-
 class TopKTruncation:
     """temperature -> top-k -> top-p -> min-p, then a draw, on the ``top_k`` best logits only.
 
-    The same distribution as transformers' warpers (:func:`hf_logits_processors`) followed by
+    The same distribution as transformers' warpers (:meth:`SamplingConfig.hf_processors`) followed by
     ``softmax`` + ``multinomial`` over the whole vocabulary, computed on ``torch.topk``'s k
     candidates instead: top-k keeps the k largest scores (transformers keeps every score equal
     to the k-th as well: only exact ties at the boundary differ); top-p keeps candidate i iff the
@@ -153,15 +106,10 @@ class TopKTruncation:
 def loop_sampling(sampling: SamplingConfig):
     """What the fast loop samples ``sampling`` with: ``(processors, truncation)``. With top-k on,
     the processors are the presence penalty only and :class:`TopKTruncation` does the rest;
-    otherwise transformers' warpers (:func:`hf_logits_processors`) and ``truncation`` None."""
+    otherwise transformers' warpers (:meth:`SamplingConfig.hf_processors`) and ``truncation`` None."""
     if sampling.top_k > 0:
-        from transformers import LogitsProcessorList
-
-        procs = LogitsProcessorList()
-        if sampling.presence_penalty:
-            procs.append(presence_penalty_processor(sampling.presence_penalty, 0))
-        return procs, TopKTruncation(sampling)
-    return hf_logits_processors(sampling), None
+        return sampling.hf_processors(warpers=False), TopKTruncation(sampling)
+    return sampling.hf_processors(), None
 
 
 def _buffered_kv_layer_class():
@@ -525,22 +473,12 @@ class HFSampler:
         """``model.generate`` for one batch: the generated ids of each row (pads included)."""
         tok = self.tokenizer
         prompt_len = enc["input_ids"].shape[1]
-        from transformers import LogitsProcessorList
-
-        procs = LogitsProcessorList()
-        if sampling.presence_penalty:
-            procs.append(presence_penalty_processor(sampling.presence_penalty, prompt_len))
         out = self.model.generate(
             **enc,
-            do_sample=True,
-            temperature=float(sampling.temperature),
-            top_k=int(sampling.top_k) if sampling.top_k > 0 else 0,
-            top_p=float(sampling.top_p),
-            min_p=float(sampling.min_p) if sampling.min_p > 0 else None,
-            max_new_tokens=int(sampling.max_new_tokens),
+            **sampling.hf_generate_kwargs(),
             eos_token_id=self.eos_id,
             pad_token_id=tok.pad_token_id,
-            logits_processor=procs,
+            logits_processor=sampling.hf_processors(prompt_len, warpers=False),
             num_return_sequences=1,
         )
         self.stats["positions"] += out.shape[0] * (out.shape[1] - prompt_len)
@@ -565,7 +503,7 @@ class HFSampler:
                 g = torch.Generator(device=self.device)
                 g.manual_seed(bseed)
                 procs, trunc = loop_sampling(sampling) if self.fused_topk else \
-                    (hf_logits_processors(sampling), None)
+                    (sampling.hf_processors(), None)
                 gen = decode_batch(self.model, enc["input_ids"], enc["attention_mask"],
                                    processors=procs, truncation=trunc,
                                    max_new_tokens=int(sampling.max_new_tokens),

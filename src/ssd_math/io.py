@@ -1,4 +1,5 @@
-"""Files: atomic writes, JSONL with row-level error reporting, provenance sidecars.
+"""Files: atomic writes, JSONL with row-level error reporting, provenance sidecars, Snakemake
+benchmark files.
 
 Every artifact a rule declares is written through :func:`atomic_path` (a temporary name in the
 same folder, then ``os.replace``), so a consumer never sees a half-written file and a crashed
@@ -160,6 +161,62 @@ def read_jsonl_report(path: PathLike) -> tuple[list[dict], list[tuple[int, str]]
     """Return (rows, [(line number, reason), ...]) for a JSONL file; blank lines are ignored."""
     rows, bad = read_jsonl_lines(path)
     return [r for _, r in rows], bad
+
+
+# ----------------------------------------------------------------------------------------------
+# Snakemake benchmark files
+# ----------------------------------------------------------------------------------------------
+
+# Snakemake's benchmark TSV header (snakemake/benchmark.py, BenchmarkRecord.get_header);
+# --benchmark-extended appends jobid, rule_name, wildcards, params, threads, cpu_usage,
+# resources, input_size_mb. max_* are MB, io_* MB, mean_load %, cpu_time s; "NA" when the
+# job ended before the first sample; one row per repeat() run.
+BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
+                     "io_out", "mean_load", "cpu_time")
+
+
+def _benchmark_number(v: str | None) -> float | None:
+    if v is None:
+        return None
+    v = v.strip()
+    if v in ("", "NA", "-", "None"):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def read_benchmark(path: str | os.PathLike) -> dict:
+    """Parse one Snakemake ``benchmark:`` file (TSV, or JSONL when the path ends in .jsonl).
+
+    Returns ``{"n_runs", "s_mean", "s_max", "max_rss_mb", "cpu_time_s", "mean_load", "rows"}``
+    (``rows`` are the raw per-run dicts; several with ``repeat()``). Raises ``ValueError``
+    naming the file when the header lacks the ``s`` column or there is no data row.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        raw = [{k: (None if v is None else str(v)) for k, v in json.loads(line).items()}
+               for line in text.splitlines() if line.strip()]
+    else:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if not lines:
+            raise ValueError(f"{path}: empty benchmark file")
+        header = lines[0].split("\t")
+        if "s" not in header:
+            raise ValueError(f"{path}: not a Snakemake benchmark file (header {header[:4]})")
+        raw = [dict(zip(header, ln.split("\t"))) for ln in lines[1:]]
+    if not raw:
+        raise ValueError(f"{path}: benchmark file without a data row")
+    secs = [x for x in (_benchmark_number(r.get("s")) for r in raw) if x is not None]
+    rss = [x for x in (_benchmark_number(r.get("max_rss")) for r in raw) if x is not None]
+    cpu = [x for x in (_benchmark_number(r.get("cpu_time")) for r in raw) if x is not None]
+    load = [x for x in (_benchmark_number(r.get("mean_load")) for r in raw) if x is not None]
+    return {"n_runs": len(raw), "s_mean": sum(secs) / len(secs) if secs else None,
+            "s_max": max(secs) if secs else None, "max_rss_mb": max(rss) if rss else None,
+            "cpu_time_s": sum(cpu) / len(cpu) if cpu else None,
+            "mean_load": sum(load) / len(load) if load else None, "rows": raw}
 
 
 def _json_default(obj: Any) -> Any:

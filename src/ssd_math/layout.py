@@ -70,7 +70,8 @@ class Layout:
         self.tgrid = [sc.fmt_t(t) for t in cfg["eval"]["t_grid"]]
         self.ckpts = sc.checkpoint_names(cfg)  # step<N> ... final
         self.n_shards = int(cfg["train_sampling"]["n_shards"])
-        self.sweeps = sc.sweep_conditions(cfg)
+        sweeps = sc.sweep_samplings(cfg)
+        self.sweeps = list(sweeps)  # names of the baseline sweep conditions
         self.hard_set = hard_set(cfg)
         self.subsets = subset_sets(cfg)  # {eval_hard: eval_main}: grid and sweeps taken from eval_main
         self.generated_sets = [s for s in self.eval_sets if s not in self.subsets]
@@ -86,10 +87,10 @@ class Layout:
         self.generated_ckpts = [c for c in self.ckpts if not (c == "final" and self.final_from_grid)]
         # Sweep conditions equal to a T-grid condition of the base (e.g. preset-precise = T0.6)
         # are that grid file (rule reuse_grid_sweep), not generated again.
-        self.sweep_from_grid = {name: f"T{sc.fmt_t(d['temperature'])}" for name, d in self.sweeps.items()
-                                if reuse and sc.fmt_t(d["temperature"]) in self.tgrid
-                                and d == sc.grid_decoding(cfg, d["temperature"])}
-        self.generated_sweeps = {n: d for n, d in self.sweeps.items() if n not in self.sweep_from_grid}
+        self.sweep_from_grid = {name: f"T{sc.fmt_t(s.temperature)}" for name, s in sweeps.items()
+                                if reuse and sc.fmt_t(s.temperature) in self.tgrid
+                                and s == sc.eval_sampling(cfg, s.temperature)}
+        self.generated_sweeps = [n for n in self.sweeps if n not in self.sweep_from_grid]
 
     # --- logs and benchmarks (one of each per job) ----------------------------------------------
 
@@ -290,23 +291,27 @@ class Layout:
         return ("generate", model, evalset, f"T{t}-k{k}" if family == "passk" else family)
 
     def generations(self, family: str, model: str, t: str = "", k="") -> list[dict]:
-        """The decoding conditions one generate_<family> job serves, in the order of its outputs:
-        ``[{model, model_dir, condition, sampling}]`` (``model`` is the arm for checkpoints)."""
+        """The conditions one generate_<family> job serves, in the order of its outputs:
+        ``[{model, model_dir, condition}]`` (``model`` is the arm for checkpoints; a condition's
+        decoding: :func:`ssd_math.config.condition_sampling`)."""
         if family == "grid":
-            return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{tt}",
-                     "sampling": sc.grid_decoding(self.cfg, float(tt))} for tt in self.tgrid]
+            return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{tt}"}
+                    for tt in self.tgrid]
         if family == "passk":
-            return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{t}-k{k}",
-                     "sampling": sc.grid_decoding(self.cfg, float(t), n=int(k))}]
+            return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{t}-k{k}"}]
         if family == "checkpoints":
-            te = float(self.all_arms[model]["t_eval"])
+            te = sc.fmt_t(self.all_arms[model]["t_eval"])
             return [{"model": f"{model}/{c}", "model_dir": self.checkpoint_dir(model, c),
-                     "condition": f"T{sc.fmt_t(te)}", "sampling": sc.grid_decoding(self.cfg, te)}
-                    for c in self.generated_ckpts]
+                     "condition": f"T{te}"} for c in self.generated_ckpts]
         if family == "sweep":
-            return [{"model": BASE, "model_dir": self.model_dir(BASE), "condition": name, "sampling": s}
-                    for name, s in self.generated_sweeps.items()]
+            return [{"model": BASE, "model_dir": self.model_dir(BASE), "condition": name}
+                    for name in self.generated_sweeps]
         raise ValueError(f"unknown generation family {family!r} (one of {FAMILIES})")
+
+    def train_generation(self, arm: str) -> dict:
+        """What rule sample_train_shard generates: the frozen base under the arm's training
+        condition ``train-<arm>``, as :meth:`generations` lists it."""
+        return {"model": BASE, "model_dir": self.model_dir(BASE), "condition": f"train-{arm}"}
 
     def sample_jobs(self, arm: str) -> list[dict]:
         """``[{arm, shard, benchmark}]``: the sampling shards of one arm."""

@@ -34,11 +34,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import config as sc
 from . import layout
-from .io import write_text
+from .io import read_benchmark, write_text
+from .launcher import gpu_counts
 from .layout import BASE
 
 KINDS = ("sample", "eval", "train")
@@ -47,12 +46,6 @@ THROUGHPUT_KEYS = ("generate_tokens_per_s_per_gpu", "train_tokens_per_s_per_gpu"
 PLAN_COLUMNS = ("rule", "name", "kind", "model", "gpus", "n_prompts", "n_samples_per_prompt",
                 "mean_gen_tokens", "gen_tokens", "prompt_tokens", "train_tokens", "work_tokens",
                 "tokens_per_s_per_gpu", "startup_s", "hours", "gpu_hours")
-# Snakemake's benchmark TSV header (snakemake/benchmark.py, BenchmarkRecord.get_header);
-# --benchmark-extended appends jobid, rule_name, wildcards, params, threads, cpu_usage,
-# resources, input_size_mb. max_* are MB, io_* MB, mean_load %, cpu_time s; "NA" when the
-# job ended before the first sample; one row per repeat() run.
-BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
-                     "io_out", "mean_load", "cpu_time")
 
 
 class PlanError(ValueError):
@@ -217,52 +210,6 @@ def plan_to_csv(rows: Iterable[Mapping], path: str | os.PathLike | None = None) 
 # ----------------------------------------------------------------------------------------------
 
 
-def _num(v: str | None) -> float | None:
-    if v is None:
-        return None
-    v = v.strip()
-    if v in ("", "NA", "-", "None"):
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return None
-
-
-def read_benchmark(path: str | os.PathLike) -> dict:
-    """Parse one Snakemake ``benchmark:`` file (TSV, or JSONL when the path ends in .jsonl).
-
-    Returns ``{"n_runs", "s_mean", "s_max", "max_rss_mb", "cpu_time_s", "mean_load", "rows"}``
-    (``rows`` are the raw per-run dicts; several with ``repeat()``). Raises ``ValueError``
-    naming the file when the header lacks the ``s`` column or there is no data row.
-    """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        import json
-
-        raw = [{k: (None if v is None else str(v)) for k, v in json.loads(line).items()}
-               for line in text.splitlines() if line.strip()]
-    else:
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        if not lines:
-            raise ValueError(f"{path}: empty benchmark file")
-        header = lines[0].split("\t")
-        if "s" not in header:
-            raise ValueError(f"{path}: not a Snakemake benchmark file (header {header[:4]})")
-        raw = [dict(zip(header, ln.split("\t"))) for ln in lines[1:]]
-    if not raw:
-        raise ValueError(f"{path}: benchmark file without a data row")
-    secs = [x for x in (_num(r.get("s")) for r in raw) if x is not None]
-    rss = [x for x in (_num(r.get("max_rss")) for r in raw) if x is not None]
-    cpu = [x for x in (_num(r.get("cpu_time")) for r in raw) if x is not None]
-    load = [x for x in (_num(r.get("mean_load")) for r in raw) if x is not None]
-    return {"n_runs": len(raw), "s_mean": sum(secs) / len(secs) if secs else None,
-            "s_max": max(secs) if secs else None, "max_rss_mb": max(rss) if rss else None,
-            "cpu_time_s": sum(cpu) / len(cpu) if cpu else None,
-            "mean_load": sum(load) / len(load) if load else None, "rows": raw}
-
-
 def merge_measured(plan_rows: Iterable[Mapping],
                    benchmark_files: Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike],
                    ) -> list[dict]:
@@ -304,73 +251,6 @@ def merge_measured(plan_rows: Iterable[Mapping],
                       "benchmark_file": str(p) if p else None})
         out.append(r)
     return out
-
-
-_REPO = Path(__file__).resolve().parents[2]
-# ----------------------------------------------------------------------------------------------
-# GPU counts (the rules' gpu resources)
-# ----------------------------------------------------------------------------------------------
-
-def read_accelerate_config(path: str | os.PathLike) -> dict:
-    """An accelerate config file (a relative path that is not here resolves against the repo)."""
-    p = Path(path)
-    if not p.exists() and not p.is_absolute():
-        p = _REPO / p
-    with open(p, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
-
-
-def accelerate_gpus(path: str | os.PathLike) -> int:
-    """GPUs an accelerate config uses: 0 with ``use_cpu``, else processes x machines."""
-    acc = read_accelerate_config(path)
-    if acc.get("use_cpu"):
-        return 0
-    return int(acc.get("num_processes", 1)) * int(acc.get("num_machines", 1))
-
-
-# What `accelerate launch` puts in a one-process CPU run's environment beyond OMP_NUM_THREADS
-# (accelerate.utils.launch.prepare_simple_launcher_cmd_env, accelerate 1.15; Snakemake already
-# sets OMP_NUM_THREADS to the job's threads). tests/test_train.py checks it against that function.
-SIMPLE_CPU_ENV = {"ACCELERATE_USE_CPU": "True", "ACCELERATE_MIXED_PRECISION": "no"}
-
-
-def train_launcher(path: str | os.PathLike, python: str = "python") -> str:
-    """The shell command, without its arguments, that starts ``-m ssd_math.train`` under an
-    accelerate config: ``accelerate launch --config_file <path>`` wherever the launcher does
-    something (several processes or machines, a GPU, FSDP, mixed precision, dynamo); for a
-    one-process CPU config the training process itself, started by ``python`` with the
-    environment the launcher would give it (:data:`SIMPLE_CPU_ENV`). Why by hand: the launcher
-    is a second Python process whose own imports take ~5 s per training job, a job that holds
-    every core it asked for meanwhile (8 training jobs in the default run)."""
-    import shlex
-
-    acc = read_accelerate_config(path)
-    simple = (acc.get("use_cpu") and str(acc.get("distributed_type", "NO")) == "NO"
-              and int(acc.get("num_processes", 1)) == 1 and int(acc.get("num_machines", 1)) == 1
-              and str(acc.get("mixed_precision", "no")) == "no" and not acc.get("dynamo_config"))
-    if simple:
-        env = " ".join(f"{k}={v}" for k, v in SIMPLE_CPU_ENV.items())
-        return f"{env} {shlex.quote(python)} -m ssd_math.train"
-    return f"accelerate launch --config_file {shlex.quote(str(path))} -m ssd_math.train"
-
-
-def gpu_counts(cfg: dict) -> dict[str, int]:
-    """``{"generate": n, "train": n}``: GPUs of one sampling/eval job and of one SFT job (the
-    rules' ``gpu`` resources, rules/common.smk), of a validated config (defaults filled in).
-
-    Generation on a cuda device (:func:`ssd_math.layout.device`): vLLM ->
-    ``sampler.vllm.tensor_parallel_size`` (default 1), transformers -> 1; on the CPU (either
-    backend: vLLM's CPU build included) 0. Training: the accelerate config of
-    ``runtime.accelerate_config``.
-    """
-    sam = cfg["sampler"]
-    if not layout.device(cfg).startswith("cuda"):
-        gen = 0
-    elif sam["backend"] == "vllm":
-        gen = int(sam["vllm"].get("tensor_parallel_size", 1))  # vLLM's own default
-    else:
-        gen = 1
-    return {"generate": gen, "train": accelerate_gpus(cfg["runtime"]["accelerate_config"])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,15 +299,15 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
 
     for arm in (list(L.all_arms) if extra_arms else L.arms):
         s = sc.arm_sampling(cfg, arm)
-        cap = s["max_new_tokens"]
+        cap = s.max_new_tokens
         mean_all = ex["sample_gen_fraction"] * cap
         for job in (L.sample_jobs(arm) if L.data_arm(arm) == arm else []):  # else: another arm's data
             shard = job["shard"]
             gen("sample_train_shard", f"sample {arm} shard{shard}", BASE,
-                _shard_len(pool, shard, L.n_shards), s["n"], mean_all, job["benchmark"])
+                _shard_len(pool, shard, L.n_shards), s.n, mean_all, job["benchmark"])
         kept = ex["kept_fraction"] if L.all_arms[arm]["filter_length_stop"] else 1.0
         mean_kept = mean_all if kept >= 1.0 else max((mean_all - (1 - kept) * cap) / kept, 0.05 * cap)
-        n_kept = pool * s["n"] * kept
+        n_kept = pool * s.n * kept
         sft = sc.arm_sft(cfg, arm)
         jobs.append({"rule": "sft", "name": f"sft {arm}", "kind": "train", "model": arm,
                      "gpus": g_train, "n_prompts": round(n_kept), "n_samples_per_prompt": 1,
@@ -441,7 +321,8 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
     for job in L.generation_jobs():
         conds = job["conditions"]
         gen(job["rule"], names[job["family"]].format(**job), job["model"],
-            sizes[job["evalset"]] * len(conds), conds[0]["sampling"]["n"], eval_mean, job["benchmark"],
+            sizes[job["evalset"]] * len(conds), sc.condition_sampling(cfg, conds[0]["condition"]).n,
+            eval_mean, job["benchmark"],
             n_models=len(conds) if job["family"] == "checkpoints" else 1)
     return jobs
 

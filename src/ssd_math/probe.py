@@ -71,8 +71,8 @@ def views(cfg: dict) -> dict[str, dict]:
                    "top_p": float(s["reference"]["top_p"])}}
     for a in s["arms"]:
         sa = sc.arm_sampling(cfg, a)
-        out[f"arm:{a}"] = {"temperature": float(sa["temperature"]), "top_k": int(sa["top_k"]),
-                           "top_p": float(sa["top_p"])}
+        out[f"arm:{a}"] = {"temperature": float(sa.temperature), "top_k": int(sa.top_k),
+                           "top_p": float(sa.top_p)}
     return out
 
 

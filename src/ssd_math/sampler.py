@@ -1,6 +1,7 @@
 """Sampling from a model: the request contract, seeds and decoding settings shared by the two backends,
 :mod:`ssd_math.hf_sampler` (transformers, CPU by default) and :mod:`ssd_math.vllm_sampler` (vLLM 0.32
-on GPU, or its CPU build); :func:`make_sampler` picks one.
+on GPU, or its CPU build); :func:`ssd_math.generate.make_sampler` picks one. This module imports
+no other project module: it is the bottom layer both backends and the config build on.
 
 Rows follow docs/contracts.md "Sample row": one per (prompt, sample index)::
 
@@ -39,6 +40,14 @@ presence penalty -> temperature -> top-k -> top-p -> min-p (transformers' warper
 applies min-p before top-k/top-p, which differs only when min-p and top-k/top-p are combined);
 with top-k on, the fast loop applies the last four on the k best candidates
 (:class:`TopKTruncation`), the same distribution.
+
+Decoding settings, one type end to end: :class:`SamplingConfig` is built from a config section
+(:meth:`SamplingConfig.from_config`; :mod:`ssd_math.config`'s ``arm_sampling`` / ``eval_sampling``
+/ ``sweep_samplings`` pick the section), travels through the rule params as its plain dict
+(:meth:`SamplingConfig.to_dict`: Snakemake reruns a job when a param's repr changes) and is rebuilt
+once by :func:`ssd_math.generate.generate_jobs` (:meth:`SamplingConfig.from_dict`); each backend
+reads it through its own method: :meth:`SamplingConfig.to_vllm` (``vllm.SamplingParams``),
+:meth:`SamplingConfig.hf_processors` and :meth:`SamplingConfig.hf_generate_kwargs` (transformers).
 """
 
 from __future__ import annotations
@@ -86,6 +95,18 @@ class SamplingConfig:
             raise ValueError("invalid SamplingConfig: " + "; ".join(errs))
 
     @classmethod
+    def from_config(cls, section: dict, *, max_new_tokens: int, n: int,
+                    temperature: float | None = None) -> "SamplingConfig":
+        """The decoding of a config section with ``temperature`` (unless given), ``top_k``,
+        ``top_p`` and optional ``min_p`` / ``presence_penalty`` (default 0): an arm,
+        ``eval.decoding`` or a sweep preset; the cap and samples per prompt come from around it."""
+        return cls(temperature=float(section["temperature"] if temperature is None else temperature),
+                   top_k=int(section["top_k"]), top_p=float(section["top_p"]),
+                   min_p=float(section.get("min_p", 0.0)),
+                   presence_penalty=float(section.get("presence_penalty", 0.0)),
+                   max_new_tokens=int(max_new_tokens), n=int(n))
+
+    @classmethod
     def from_dict(cls, d: dict) -> "SamplingConfig":
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
@@ -113,6 +134,69 @@ class SamplingConfig:
             "seed": None if seed is None else int(seed),
             "skip_special_tokens": False,
         }
+
+    def hf_processors(self, prompt_len: int = 0, *, warpers: bool = True):
+        """The ``LogitsProcessorList`` ``generate`` applies, in its order: presence penalty (a
+        custom processor: generate puts those before its warpers) -> temperature -> top-k ->
+        top-p -> min-p. transformers' own warper classes, added under the conditions of
+        ``GenerationMixin._get_logits_processor`` (5.19.0): temperature only if != 1, top-k only
+        if != 0 (off here is <= 0), top-p only if < 1, min-p only if set (> 0 here),
+        ``min_tokens_to_keep`` 1. ``prompt_len``: where the generated part starts in the
+        ``input_ids`` the list is called with (0 when it is called with the generated tokens
+        only). ``warpers=False``: the presence penalty only (what ``generate`` is handed next to
+        :meth:`hf_generate_kwargs`, and what the fast loop runs before its top-k truncation)."""
+        from transformers import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
+                                  TopKLogitsWarper, TopPLogitsWarper)
+
+        procs = LogitsProcessorList()
+        if self.presence_penalty:
+            procs.append(presence_penalty_processor(self.presence_penalty, prompt_len))
+        if not warpers:
+            return procs
+        if float(self.temperature) != 1.0:
+            procs.append(TemperatureLogitsWarper(float(self.temperature)))
+        if self.top_k > 0:
+            procs.append(TopKLogitsWarper(top_k=int(self.top_k), min_tokens_to_keep=1))
+        if float(self.top_p) < 1.0:
+            procs.append(TopPLogitsWarper(top_p=float(self.top_p), min_tokens_to_keep=1))
+        if self.min_p > 0:
+            procs.append(MinPLogitsWarper(min_p=float(self.min_p), min_tokens_to_keep=1))
+        return procs
+
+    def hf_generate_kwargs(self) -> dict:
+        """Keyword arguments of transformers' ``model.generate`` for these settings (its warpers:
+        the same as :meth:`hf_processors`); the presence penalty goes in as
+        ``logits_processor=self.hf_processors(prompt_len, warpers=False)``."""
+        return {
+            "do_sample": True,
+            "temperature": float(self.temperature),
+            "top_k": int(self.top_k) if self.top_k > 0 else 0,
+            "top_p": float(self.top_p),
+            "min_p": float(self.min_p) if self.min_p > 0 else None,
+            "max_new_tokens": int(self.max_new_tokens),
+        }
+
+
+def presence_penalty_processor(penalty: float, prompt_len: int):
+    """A ``LogitsProcessor`` subtracting ``penalty`` from logits of tokens present in the
+    generated part (positions >= ``prompt_len`` of the left-padded input)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class PresencePenaltyLogitsProcessor(LogitsProcessor):
+        def __init__(self, penalty: float, prompt_len: int):
+            self.penalty = float(penalty)
+            self.prompt_len = int(prompt_len)
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            gen = input_ids[:, self.prompt_len:]
+            if gen.shape[1] == 0 or self.penalty == 0:
+                return scores
+            present = torch.zeros_like(scores, dtype=torch.bool)
+            present.scatter_(1, gen, True)
+            return scores - self.penalty * present.to(scores.dtype)
+
+    return PresencePenaltyLogitsProcessor(penalty, prompt_len)
 
 
 def derive_seed(base_seed: int, *parts: Any) -> int:
@@ -157,18 +241,3 @@ def check_requests(requests: Sequence[dict]) -> None:
         if r["id"] in ids:
             raise ValueError(f"duplicate request id {r['id']!r}")
         ids.add(r["id"])
-
-
-def make_sampler(backend: str, model_dir, **kw):
-    """The sampler of ``backend`` ("hf": :class:`ssd_math.hf_sampler.HFSampler`; "vllm":
-    :class:`ssd_math.vllm_sampler.VLLMSampler`). Each backend module imports its engine only
-    when built, so this module stays importable without torch or vLLM."""
-    if backend == "hf":
-        from .hf_sampler import HFSampler
-
-        return HFSampler(model_dir, **kw)
-    if backend == "vllm":
-        from .vllm_sampler import VLLMSampler
-
-        return VLLMSampler(model_dir, **kw)
-    raise ValueError(f"unknown sampler backend {backend!r} (use 'hf' or 'vllm')")

@@ -17,7 +17,7 @@ import polars as pl
 
 from . import stats
 from .grading import STATUSES, answer_kind
-from .io import DataError, read_jsonl
+from .io import DataError, read_benchmark, read_jsonl
 from .layout import describe_eval_path
 from .stats import matrix
 
@@ -456,8 +456,6 @@ def timings_table(bench_files: Sequence[str | Path], benchmarks_dir: str | Path)
     max_job_s, cpu_s (sum), max_rss_mb (max), slowest (the slowest job's file, relative);
     a final row ``total``. Jobs run in parallel, so the sum of wall times is the CPU-side cost,
     not the elapsed time of the run."""
-    from .planner import read_benchmark
-
     root = Path(benchmarks_dir).resolve()
     per: dict[str, dict] = {}
     for f in bench_files:

@@ -6,7 +6,7 @@ Launch (one CPU process; the same command scales to N GPUs with another accelera
 
 or without accelerate's launcher (single process): ``python -m ssd_math.train --spec SPEC.json``
 (the rules do that for a one-process CPU config, with the launcher's environment:
-:func:`ssd_math.planner.train_launcher`).
+:func:`ssd_math.launcher.train_launcher`).
 ``--spec-json '{...}'`` takes the spec inline instead of from a file. Several CPU processes
 (gloo): ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssd_math.train --spec SPEC.json``.
 From Python: ``ssd_math.train.train(spec_dict)``. The spec keys and their defaults are
@@ -138,6 +138,8 @@ import torch.utils.checkpoint
 from ssd_math import config as sc
 from ssd_math.io import (atomic_path, file_sha256, read_json, read_jsonl, stable_hash, write_json,
                          write_meta)
+from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
+from ssd_math.tokenizer import load_tokenizer
 
 #: The job keys of a spec: where it reads and writes, and how it reports (the rules set them).
 JOB_DEFAULTS: dict = {
@@ -340,8 +342,6 @@ def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor, b) -> torch.Ten
 
 def load_model_and_tokenizer(s: dict):
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from .tokenizer import load_tokenizer
 
     tok = load_tokenizer(s["init_dir"])
     if s["init_random"]:
@@ -705,7 +705,6 @@ def make_instruments(inst: dict, raw_model, accelerator):
     """(weight-change tracker, gradient-noise estimator) of ``instrument.enabled``, else (None, None)."""
     if not inst["enabled"]:
         return None, None
-    from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
     tracker = WeightChangeTracker(raw_model, inst["store_dtype"], inst["dw_bins"] or DEFAULT_DW_BINS,
                                   sum_over_processes=_sum_fn(accelerator) if accelerator.is_fsdp2 else None)
     return tracker, GradientNoiseEstimator(ema=inst["ema"])

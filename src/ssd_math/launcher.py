@@ -1,0 +1,76 @@
+"""How jobs use the hardware: the GPUs of a generation and of a training job (the rules' ``gpu``
+resources, rules/common.smk; the cost planner prices the same counts) and the command that starts
+a training job under its accelerate config (rules pretrain_base, sft, noise_probe).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import yaml
+
+from .layout import device
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def read_accelerate_config(path: str | os.PathLike) -> dict:
+    """An accelerate config file (a relative path that is not here resolves against the repo)."""
+    p = Path(path)
+    if not p.exists() and not p.is_absolute():
+        p = _REPO / p
+    with open(p, encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def accelerate_gpus(path: str | os.PathLike) -> int:
+    """GPUs an accelerate config uses: 0 with ``use_cpu``, else processes x machines."""
+    acc = read_accelerate_config(path)
+    if acc.get("use_cpu"):
+        return 0
+    return int(acc.get("num_processes", 1)) * int(acc.get("num_machines", 1))
+
+
+# What `accelerate launch` puts in a one-process CPU run's environment beyond OMP_NUM_THREADS
+# (accelerate.utils.launch.prepare_simple_launcher_cmd_env, accelerate 1.15; Snakemake already
+# sets OMP_NUM_THREADS to the job's threads). tests/test_train.py checks it against that function.
+SIMPLE_CPU_ENV = {"ACCELERATE_USE_CPU": "True", "ACCELERATE_MIXED_PRECISION": "no"}
+
+
+def train_launcher(path: str | os.PathLike, python: str = "python") -> str:
+    """The shell command, without its arguments, that starts ``-m ssd_math.train`` under an
+    accelerate config: ``accelerate launch --config_file <path>`` wherever the launcher does
+    something (several processes or machines, a GPU, FSDP, mixed precision, dynamo); for a
+    one-process CPU config the training process itself, started by ``python`` with the
+    environment the launcher would give it (:data:`SIMPLE_CPU_ENV`). Why by hand: the launcher
+    is a second Python process whose own imports take ~5 s per training job, a job that holds
+    every core it asked for meanwhile (8 training jobs in the default run)."""
+    acc = read_accelerate_config(path)
+    simple = (acc.get("use_cpu") and str(acc.get("distributed_type", "NO")) == "NO"
+              and int(acc.get("num_processes", 1)) == 1 and int(acc.get("num_machines", 1)) == 1
+              and str(acc.get("mixed_precision", "no")) == "no" and not acc.get("dynamo_config"))
+    if simple:
+        env = " ".join(f"{k}={v}" for k, v in SIMPLE_CPU_ENV.items())
+        return f"{env} {shlex.quote(python)} -m ssd_math.train"
+    return f"accelerate launch --config_file {shlex.quote(str(path))} -m ssd_math.train"
+
+
+def gpu_counts(cfg: dict) -> dict[str, int]:
+    """``{"generate": n, "train": n}``: GPUs of one sampling/eval job and of one SFT job (the
+    rules' ``gpu`` resources, rules/common.smk), of a validated config (defaults filled in).
+
+    Generation on a cuda device (:func:`ssd_math.layout.device`): vLLM ->
+    ``sampler.vllm.tensor_parallel_size`` (default 1), transformers -> 1; on the CPU (either
+    backend: vLLM's CPU build included) 0. Training: the accelerate config of
+    ``runtime.accelerate_config``.
+    """
+    sam = cfg["sampler"]
+    if not device(cfg).startswith("cuda"):
+        gen = 0
+    elif sam["backend"] == "vllm":
+        gen = int(sam["vllm"].get("tensor_parallel_size", 1))  # vLLM's own default
+    else:
+        gen = 1
+    return {"generate": gen, "train": accelerate_gpus(cfg["runtime"]["accelerate_config"])}
