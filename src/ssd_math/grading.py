@@ -526,14 +526,14 @@ def _worker_main(conn, max_memory_mb: int | None) -> None:
 # ----------------------------------------------------------------------------------------------
 # The pool (parent process)
 # ----------------------------------------------------------------------------------------------
-# Why not pebble.ProcessPool (schedule(..., timeout=...) kills and replaces an overrunning worker,
-# and a worker killed by a signal fails its item with ProcessExpired; pebble 5.2.3 passes the
-# hostile tests at the same throughput): it cannot retire a worker after one item. Its workers
-# are recycled only by task count (max_tasks), so after an exception thrown into sympy (soft
-# alarm, MemoryError, RecursionError) the same worker grades the next items; max_tasks=1 keeps
-# the guarantee at a fork per item, ~10x slower. Its timeout also sends SIGTERM to a Python
-# handler that cannot run while a worker is stuck in C, then waits 3 s before SIGKILL, and its
-# manager thread (every other item's deadline, every replacement) waits with it.
+# Why not pebble.ProcessPool (read: 5.2.3)? Its schedule(..., timeout=...) does kill and replace
+# an overrunning worker, and an item whose worker a signal killed fails with ProcessExpired, but
+# it cannot retire a worker after a given item: workers are recycled by task count only
+# (max_tasks), so after an exception thrown into sympy (soft alarm, MemoryError, RecursionError)
+# the same worker would grade the next items, and max_tasks=1 buys the guarantee with a fork per
+# item, which costs far more than grading one. Its timeout also sends SIGTERM, whose Python
+# handler cannot run while the worker is stuck in C, and waits 3 s before SIGKILL, with its
+# manager thread (every other item's deadline, every replacement worker) waiting too.
 class _Worker:
     def __init__(self, ctx, max_memory_mb):
         self.conn, child = ctx.Pipe(duplex=True)
