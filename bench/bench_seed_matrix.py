@@ -268,7 +268,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
         a = sc.all_arms(cfg)[arm]
         sp = sc.arm_sampling(cfg, arm)
         rows = sampler.sample(tr, sampling=sp, condition=f"train-{arm}", base_seed=base_seed)
-        _, _, fs = filter_samples(rows, drop_length_stop=True)
+        _, _, fs = filter_samples(rows, filter_length_stop=True)
         out["arms"][arm] = {"n": fs["n_samples"], "length_stop_rate": fs["length_stop_rate"],
                             "filter_on_in_config": bool(a["filter_length_stop"]),
                             "sampling": sp.to_dict()}

@@ -58,9 +58,11 @@ DEVICE = layout.device(config)  # torch device of hf sampling / eval / probe job
 #       0 when it says use_cpu (the tiny default: every job stays a CPU job).
 # Memory and wall time per kind of job; a cluster profile overrides them per rule
 # (the site file of profiles/slurm, `set-resources`), together with partitions and accounts.
-# Generation jobs own their cores: they ask for GEN_THREADS and Snakemake caps that at --cores
-# (--cores 2: one generation job at a time, 2 torch threads); the sampler sets torch's threads to
-# exactly the job's `threads`; a profile overrides it per rule (`set-threads:`).
+# Generation jobs own their cores: they ask for GEN_THREADS and Snakemake caps that at --cores;
+# the sampler sets torch's threads to exactly the job's `threads`. A profile overrides it per rule
+# (`set-threads:`): the auto-loaded profiles/default gives each generation job 1 thread, so its
+# --cores 2 runs two of them side by side (why: the comment there); without that profile,
+# --cores 2 runs one at a time on 2 threads.
 _GPUS = launcher.gpu_counts(config)
 GEN_THREADS = 16
 GEN_GPUS = _GPUS["generate"]

@@ -36,7 +36,7 @@ rule training_curves:
 
 rule figure_a:
     """Figure A (study §3): base-model accuracy on both sets and extracted-answer rate vs T and
-    vs min-p, 95% CIs, presets highlighted."""
+    vs min-p, CIs at stats.conf, presets highlighted."""
     input:
         sweeps=rules.sweep_table.output.table,
     output:
@@ -128,7 +128,7 @@ rule train_ppl:
 
 
 rule checkpoint_accuracy:
-    """Accuracy of every checkpoint (step 0 = base) with 95% CIs, one series per arm."""
+    """Accuracy of every checkpoint (step 0 = base) with CIs at stats.conf, one series per arm."""
     input:
         checkpoints=rules.checkpoint_table.output.table,
     output:

@@ -17,7 +17,7 @@ def timing_inputs():
 
 
 rule metrics:
-    """Accuracy and the three rates with 95% CIs for every eval file, plus breakdowns."""
+    """Accuracy and the three rates with CIs (stats.conf) for every eval file, plus breakdowns."""
     input:
         evals=L.all_eval_files(),
     output:

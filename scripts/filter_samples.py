@@ -6,7 +6,7 @@ from ssd_math.rulelog import rule_log
 
 with rule_log(snakemake) as log:  # noqa: F821 (snakemake is injected)
     rows = read_jsonl(snakemake.input.samples)
-    kept, dropped, summary = filter_samples(rows, drop_length_stop=bool(snakemake.params.filter_length_stop))
+    kept, dropped, summary = filter_samples(rows, filter_length_stop=bool(snakemake.params.filter_length_stop))
     write_jsonl(snakemake.output.kept, kept)
     write_jsonl(snakemake.output.dropped, dropped)
     summary["arm"] = snakemake.wildcards.arm

@@ -8,8 +8,10 @@ what depends on it.
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import re
+import shutil
 
 import polars as pl
 import pytest
@@ -250,6 +252,27 @@ def test_changing_stats_conf_reruns_exactly_tables_figures_report(run, tmp_path)
     jobs = _dry_run_jobs(wd, cfg, tmp_path)
     assert {r for r, _ in jobs} == EXPECT_STATS_RULES, sorted(jobs)
     assert all(w == "" for _, w in jobs)
+
+
+def test_stats_conf_labels_every_interval(run, tmp_path):
+    """With stats.conf 0.9 (on a copy of the smoke run: only the tables, figures and report
+    rerun) the report names the level it was computed at everywhere, captions included: 90%,
+    never 95% (an estimate reads "95.0%", a level "95%"). The figures' own titles:
+    test_figures.test_ci_labels_follow_the_tables_conf."""
+    wd, _ = run
+    copy = tmp_path / "wd"
+    shutil.copytree(wd, copy, symlinks=True)  # mtimes kept: only the changed param reruns jobs
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["stats"]["conf"] = 0.9
+    changed = tmp_path / "conf90.yaml"
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    snakemake(copy, configfile=changed)
+    html = (copy / "results/report/report.html").read_text(encoding="utf-8")
+    text = htmllib.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)))
+    assert not re.search(r"(?<![\d.])95\s?%", text), re.findall(r".{0,60}(?<![\d.])95\s?%.{0,20}", text)
+    assert len(re.findall(r"(?<![\d.])90%", text)) >= 10  # prose, captions, method notes, findings
+    captions = re.findall(r"<(?:figcaption|caption)[^>]*>(.*?)</(?:figcaption|caption)>", html, flags=re.S)
+    assert sum("90% CI" in c for c in captions) >= 8, captions
 
 
 def test_changing_an_arm_temperature_reruns_exactly_its_chain(run, tmp_path):

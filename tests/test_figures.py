@@ -1,5 +1,7 @@
 """Figures: each function writes a PNG and plots the expected series (inspected before saving)."""
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -14,7 +16,7 @@ def _png(path):
     return data
 
 
-def _sweeps_csv(path, sets=("eval_main", "eval_hard")):
+def _sweeps_csv(path, sets=("eval_main", "eval_hard"), conf=0.95):
     rows = []
     for s in sets:
         for t in (0.6, 0.7, 1.0):
@@ -26,7 +28,7 @@ def _sweeps_csv(path, sets=("eval_main", "eval_hard")):
     for r in rows:
         for c, v in (("accuracy", 0.4), ("boxed", 0.9)):
             r.update({c: v, f"{c}_lo": v - 0.1, f"{c}_hi": v + 0.05})
-        r.update({"n_prompts": 20, "k": 1, "method": "Wilson score interval (k=1)"})
+        r.update({"n_prompts": 20, "k": 1, "method": "Wilson score interval (k=1)", "conf": conf})
     pl.DataFrame(rows).write_csv(path)
 
 
@@ -89,15 +91,27 @@ def test_hist_steps():
     assert figures.hist_steps([]) == []
 
 
-def test_checkpoint_accuracy_series(tmp_path):
+def _checkpoints_csv(path, conf=0.95):
     rows = []
     for arm in ("ssd", "t13"):
         for ck, step, acc in (("base", 0, 0.3), ("step2", 2, 0.35), ("final", 4, 0.4)):
             rows.append({"arm": arm, "checkpoint": ck, "step": step, "evalset": "eval_hard", "condition": "T0.7",
                          "n_prompts": 30, "accuracy": acc, "accuracy_lo": acc - 0.1, "accuracy_hi": acc + 0.1,
-                         "method": "Wilson score interval (k=1)"})
+                         "method": "Wilson score interval (k=1)", "conf": conf})
+    pl.DataFrame(rows).write_csv(path)
+
+
+def _metrics_csv(path, conf=0.95):
+    rows = [{"kind": "grid", "evalset": "eval_hard", "model": m, "temperature": t, "n_prompts": 30,
+             "accuracy": 0.4, "accuracy_lo": 0.3, "accuracy_hi": 0.5, "boxed": 0.9, "boxed_lo": 0.8,
+             "boxed_hi": 0.95, "method": "percentile bootstrap over prompts", "conf": conf}
+            for m in ("base", "ssd") for t in (0.6, 1.0)]
+    pl.DataFrame(rows).write_csv(path)
+
+
+def test_checkpoint_accuracy_series(tmp_path):
     csv = tmp_path / "c.csv"
-    pl.DataFrame(rows).write_csv(csv)
+    _checkpoints_csv(csv)
     info = figures.checkpoint_accuracy(csv, tmp_path / "c.png")
     _png(tmp_path / "c.png")
     assert info[0]["series"] == ["ssd", "t13"]
@@ -133,6 +147,35 @@ def test_figures_legible_at_page_width(tmp_path, monkeypatch):
     for path, (px, width, n_axes) in seen.items():
         assert px >= 10, f"{path}: smallest text {px:.1f} px at the page width (PNG {width} px wide)"
     assert seen[str(tmp_path / "h.png")][2] == 5  # five panels (2 rows of <= 3), no empty slot
+
+
+def test_ci_labels_follow_the_tables_conf(tmp_path, monkeypatch):
+    """Every figure that draws intervals names their level from its table's ``conf`` column (the
+    stats.conf the intervals were computed at): at 0.9 its text says 90%, never 95%."""
+    from matplotlib.text import Text
+
+    texts = {}
+    save = figures._save
+
+    def spy(fig, path):
+        texts[Path(path).name] = [t.get_text() for t in fig.findobj(Text)]
+        save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    _sweeps_csv(tmp_path / "s.csv", conf=0.9)
+    _metrics_csv(tmp_path / "m.csv", conf=0.9)
+    _checkpoints_csv(tmp_path / "c.csv", conf=0.9)
+    figures.figure_a(tmp_path / "s.csv", tmp_path / "a.png", sets=["eval_main", "eval_hard"])
+    figures.figure_c(tmp_path / "m.csv", tmp_path / "c_fig.png", hard_set="eval_hard", models=["base", "ssd"])
+    figures.checkpoint_accuracy(tmp_path / "c.csv", tmp_path / "k.png")
+    assert sorted(texts) == ["a.png", "c_fig.png", "k.png"]
+    for name, t in texts.items():
+        assert any("90% CI" in x for x in t), (name, t)
+        assert not any("95%" in x for x in t), (name, t)
+    # the level is the table's, so a table that does not record it cannot be labelled
+    pl.read_csv(tmp_path / "c.csv").drop("conf").write_csv(tmp_path / "noconf.csv")
+    with pytest.raises(ValueError, match="'conf' column"):
+        figures.checkpoint_accuracy(tmp_path / "noconf.csv", tmp_path / "x.png")
 
 
 @pytest.mark.parametrize("fn", ["figure_a", "figure_b", "weight_change", "dw_hist", "train_ppl",

@@ -20,8 +20,9 @@ def test_drops_length_stops_and_counts():
 
 def test_filter_off_keeps_everything():
     rows = [_row(0, "stop"), _row(1, "length")]
-    kept, dropped, summary = filter_samples(rows, drop_length_stop=False)
+    kept, dropped, summary = filter_samples(rows, filter_length_stop=False)
     assert len(kept) == 2 and dropped == [] and summary["length_stop_rate"] == 0.5
+    assert summary["filter_length_stop"] is False  # the config knob's name, recorded as given
 
 
 def test_unknown_finish_reason_names_the_row():

@@ -162,11 +162,19 @@ class Page(HTMLParser):
 
 
 def _labels(prefix: str) -> list[str]:
-    """The .qmd's cell labels with a caption of this kind, in document order."""
+    """The .qmd's captioned figures or tables of this kind, in document order: cells with a label
+    and a caption option, and cross-reference divs (``::: {#tbl-x}``: a computed caption)."""
     text = QMD.read_text(encoding="utf-8")
-    cells = re.findall(r"```\{python\}\n((?:#\|.*\n)+)", text)
-    opts = [yaml.safe_load("".join(line[3:] + "\n" for line in c.splitlines())) or {} for c in cells]
-    return [str(o["label"]) for o in opts if str(o.get("label", "")).startswith(f"{prefix}-") and o.get(f"{prefix}-cap")]
+    out = []
+    for m in re.finditer(r"```\{python\}\n((?:#\|.*\n)+)|^:{3,}\s*\{#([\w-]+)\}\s*$", text, flags=re.M):
+        if m.group(2):
+            label = m.group(2)
+        else:
+            o = yaml.safe_load("".join(line[3:] + "\n" for line in m.group(1).splitlines())) or {}
+            label = str(o.get("label", "")) if o.get(f"{prefix}-cap") else ""
+        if label.startswith(f"{prefix}-"):
+            out.append(label)
+    return out
 
 
 @pytest.fixture(scope="module")

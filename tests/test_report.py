@@ -72,6 +72,33 @@ def test_figure_embedded_with_caption(rendered):
     assert '<a href="#fig-curve">Figure 1</a>' in html
 
 
+def test_crossref_divs_take_computed_captions(rendered):
+    """``::: {#tbl-x}`` / ``::: {#fig-x}`` around a cell: numbered in document order with the
+    labelled cells, the caption the paragraph after the cell with its inline code evaluated."""
+    _, html, _ = rendered
+    vis = re.sub(r"\s+", " ", _visible(html))
+    assert '<table id="tbl-computed">' in vis
+    assert "<caption>Table 3: A caption computed at render time: scale 2, label override-xyz.</caption>" in vis
+    assert '<a href="#tbl-computed">Table 3</a>' in vis
+    m = re.search(r'<figure id="fig-computed">.*?</figure>', vis)
+    assert m and "Figure 2: A figure caption computed at render time: 20% of it." in m.group(0)
+    assert 'src="data:' in m.group(0) and '<a href="#fig-computed">Figure 2</a>' in vis
+    assert "{python}" not in vis and ":::" not in vis  # no fence or inline code left in the prose
+
+
+@pytest.mark.parametrize("body, match", [
+    ("::: {#fig-a}\n\ntext, no cell\n\n:::\n", r"#fig-a \(line 5\): .*one python cell"),
+    ("::: {#tbl-b}\n\n```{python}\nx = 1\n```\n\nOne.\n\nTwo.\n\n:::\n", r"#tbl-b \(line 5\): one caption paragraph.*found 2"),
+    ("::: {#tbl-c}\n\n```{python}\nx = 1\n```\n\nNo closing fence.\n", r"#tbl-c \(line 5\).*':::'"),
+    ("::: {#fig-d}\n\n```{python}\n#| fig-cap: twice\nx = 1\n```\n\nCap.\n\n:::\n", r"#fig-d .*own label or fig-cap"),
+])
+def test_crossref_div_shapes_the_offline_engine_rejects(tmp_path, body, match):
+    qmd = tmp_path / "x.qmd"
+    qmd.write_text("---\ntitle: x\n---\n\n" + body)
+    with pytest.raises(RenderError, match=match):
+        render_qmd(qmd, tmp_path / "x.html")
+
+
 def test_echo_warning_asis_options(rendered):
     _, html, _ = rendered
     assert "SECRET_HIDDEN_CODE" not in html  # echo: false hides code ...
@@ -111,7 +138,7 @@ def test_sidecar_records_offline_engine(rendered):
     assert meta["engine"] == "offline"
     assert "pandoc" in meta["engine_version"]
     assert meta["kernel_python"] == sys.executable
-    assert meta["cells_executed"] == info["cells_executed"] == 11
+    assert meta["cells_executed"] == info["cells_executed"] == 13
     # no temp files left next to the output (atomic write)
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html", "report.html.meta.json"]
 

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from ssd_math.stats import (
+    level_text,
     paired_delta,
     paired_pass_at_k_delta,
     pass_at_k,
@@ -217,3 +218,10 @@ def test_variance_decomposition_exact_cases():
     vd = variance_decomposition(x)
     assert vd["between"] == 0 and vd["within"] == pytest.approx(1 / 3)
     assert vd["between_share"] == 0
+
+
+@pytest.mark.parametrize("conf, text", [(0.95, "95%"), (0.9, "90%"), (0.975, "97.5%"), (0.99, "99%"),
+                                        (0.999, "99.9%"), (0.58, "58%")])
+def test_level_text(conf, text):
+    # every label's level: no float noise (0.58 * 100 = 57.99999999999999), no rounding 97.5 to 98
+    assert level_text(conf) == text

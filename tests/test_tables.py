@@ -291,8 +291,8 @@ def test_report_numbers_are_what_the_prose_quotes():
         "accuracy_text": ["99.0% [..]", "40.0% [..]", "55.0% [30.0, 70.0]", "50.0% [..]"],
     })
     got = report_numbers(t1, sweeps)
-    assert got == {"conf_pct": 95, "main_evalset": "eval_main", "minp_temperature": 0.9,
+    assert got == {"conf_label": "95%", "main_evalset": "eval_main", "minp_temperature": 0.9,
                    "best_base": {"condition": "T0.9-minp0.1", "accuracy_text": "55.0% [30.0, 70.0]"}}
     no_minp = report_numbers(t1.with_columns(pl.lit(0.9).alias("conf")), sweeps.filter(pl.col("family") != "min-p"))
-    assert no_minp["minp_temperature"] is None and no_minp["conf_pct"] == 90
+    assert no_minp["minp_temperature"] is None and no_minp["conf_label"] == "90%"
     assert no_minp["best_base"]["condition"] == "preset-card"

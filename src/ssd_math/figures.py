@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from .io import atomic_path, read_jsonl  # noqa: E402
+from .stats import level_text  # noqa: E402
 
 COLORS = ["#222222", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
@@ -64,6 +65,19 @@ def _panels(n: int, *, sharey: bool = False, panel: tuple[float, float] = PANEL_
     return fig, flat[:n]
 
 
+def ci_caption(df: pl.DataFrame, what: str = "CIs") -> str:
+    """``"<level> CIs: <method>"`` for a figure drawn from ``df``: the level from its ``conf``
+    column, i.e. the ``stats.conf`` its intervals were computed at (never typed here), and the
+    interval method from its ``method`` column. "" for an empty table (nothing plotted)."""
+    if df.is_empty():
+        return ""
+    levels = df["conf"].drop_nulls().unique().to_list() if "conf" in df.columns else []
+    if len(levels) != 1:
+        raise ValueError(f"the intervals' level must be one value of a 'conf' column, got {levels or 'none'} "
+                         f"(columns: {df.columns})")
+    return f"{level_text(levels[0])} {what}: {df['method'][0]}"
+
+
 def _errorbar(ax, x, est, lo, hi, **kw):
     est, lo, hi = (_pct(v) for v in (est, lo, hi))
     ax.errorbar(x, est, yerr=[est - lo, hi - est], capsize=3, marker="o", ms=4, **kw)
@@ -71,7 +85,8 @@ def _errorbar(ax, x, est, lo, hi, **kw):
 
 def figure_c(metrics_csv: str | Path, out_png: str | Path, *, hard_set: str, models: Sequence[str]) -> None:
     """Figure C (study §4): accuracy on the hard set and extracted-answer (boxed) rate against
-    T_eval, the base model and every trained arm, points with 95% CIs."""
+    T_eval, the base model and every trained arm, points with their CIs (level and method
+    from the metrics table: :func:`ci_caption`)."""
     df = pl.read_csv(metrics_csv).filter((pl.col("kind") == "grid") & (pl.col("evalset") == hard_set))
     fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.3))
     for i, model in enumerate(models):
@@ -83,7 +98,6 @@ def figure_c(metrics_csv: str | Path, out_png: str | Path, *, hard_set: str, mod
         _errorbar(axes[0], d["temperature"], d["accuracy"], d["accuracy_lo"], d["accuracy_hi"], **style)
         _errorbar(axes[1], d["temperature"], d["boxed"], d["boxed_lo"], d["boxed_hi"], **style)
     n = df["n_prompts"].max() if not df.is_empty() else 0
-    method = df["method"][0] if not df.is_empty() else ""
     axes[0].set_title(f"accuracy, {hard_set} (n={n} prompts)")
     axes[1].set_title("extracted-answer (boxed) rate")
     for ax in axes:
@@ -91,7 +105,7 @@ def figure_c(metrics_csv: str | Path, out_png: str | Path, *, hard_set: str, mod
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"95% CIs: {method}")
+    fig.suptitle(ci_caption(df))
     fig.tight_layout()
     _save(fig, out_png)
 
@@ -154,7 +168,7 @@ PRESET_MARKERS = ["*", "D", "P", "X", "s"]
 def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]) -> list[dict]:
     """Figure A: accuracy on each eval set and the extracted-answer (boxed) rate against T (top row,
     the base model's T grid) and against min-p at the sweep temperature (bottom row), points with
-    95% CIs; the presets highlighted (top row: star-like markers at their T; bottom row: a
+    their CIs (:func:`ci_caption`); the presets highlighted (top row: star-like markers at their T; bottom row: a
     horizontal line with a CI band, for presets at the min-p sweep's temperature)."""
 
     df = pl.read_csv(sweeps_csv)
@@ -202,8 +216,7 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
             ax.set_ylabel("%")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8.5, framealpha=0.7)
-    method = df["method"][0] if not df.is_empty() else ""
-    fig.suptitle(f"base model decoding baselines; 95% CIs: {method}")
+    fig.suptitle("base model decoding baselines" + (f"; {ci_caption(df)}" if not df.is_empty() else ""))
     fig.tight_layout()
     return _finish(fig, out_png)
 
@@ -344,8 +357,8 @@ def train_ppl(logs: dict[str, str | Path], out_png: str | Path, *, probes: Seque
 
 
 def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> list[dict]:
-    """Accuracy of every checkpoint (step 0 = the base model at the same decoding) with 95% CIs,
-    one series per arm, on the eval set the checkpoints were evaluated on."""
+    """Accuracy of every checkpoint (step 0 = the base model at the same decoding) with its CI
+    (:func:`ci_caption`), one series per arm, on the eval set the checkpoints were evaluated on."""
     df = pl.read_csv(checkpoints_csv)
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
     arms = list(dict.fromkeys(df["arm"].to_list()))
@@ -357,7 +370,7 @@ def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> lis
     if not df.is_empty():
         r = df.row(0, named=True)
         ax.set_title(f"accuracy per checkpoint, {r['evalset']} @ {r['condition']} (n={r['n_prompts']})")
-        ax.text(0.01, 0.02, f"95% CI: {r['method']}", transform=ax.transAxes, fontsize=8.5)
+        ax.text(0.01, 0.02, ci_caption(df, "CI"), transform=ax.transAxes, fontsize=8.5)
     ax.set_xlabel("optimizer step (0 = base)")
     ax.set_ylabel("accuracy %")
     ax.grid(alpha=0.3)
@@ -404,8 +417,9 @@ def probe_scatter(positions_csv: str | Path, out_png: str | Path, *, models: Seq
 
 def probe_fork_shares(shares_csv: str | Path, effect_csv: str | Path, out_png: str | Path) -> list[dict]:
     """Left: the share of sampled solutions whose first method is the first alternative, per model
-    and T_eval (Wilson 95% CIs). Right: the entropy over the valid methods at the true forks, per
-    model (prompt-clustered 95% CIs)."""
+    and T_eval (Wilson CIs). Right: the entropy over the valid methods at the true forks, per
+    model (prompt-clustered CIs). Both at the tables' ``conf`` (stats.conf); no label names the
+    level, the report's caption does."""
     sh = pl.read_csv(shares_csv)
     ef = pl.read_csv(effect_csv) if Path(effect_csv).stat().st_size else pl.DataFrame()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter
 
 
-def filter_samples(rows: list[dict], *, drop_length_stop: bool = True) -> tuple[list[dict], list[dict], dict]:
+def filter_samples(rows: list[dict], *, filter_length_stop: bool = True) -> tuple[list[dict], list[dict], dict]:
     """Split sample rows into (kept, dropped, summary).
 
-    A row is dropped when ``drop_length_stop`` and its ``finish_reason`` is ``"length"``. Rows
+    A row is dropped when ``filter_length_stop`` and its ``finish_reason`` is ``"length"``. Rows
     without a known finish_reason raise ``ValueError`` naming the row: silently keeping a
     truncated sample is how "the model got worse" goes unexplained."""
     kept: list[dict] = []
@@ -25,7 +25,7 @@ def filter_samples(rows: list[dict], *, drop_length_stop: bool = True) -> tuple[
                 f"sample row {i} (prompt_id={row.get('prompt_id')!r}, sample_index="
                 f"{row.get('sample_index')!r}): finish_reason must be 'stop' or 'length', got {fr!r}")
         reasons[fr] += 1
-        if drop_length_stop and fr == "length":
+        if filter_length_stop and fr == "length":
             dropped.append(row)
         else:
             kept.append(row)
@@ -35,7 +35,7 @@ def filter_samples(rows: list[dict], *, drop_length_stop: bool = True) -> tuple[
         "n_samples": n,
         "n_kept": len(kept),
         "n_dropped": len(dropped),
-        "drop_length_stop": drop_length_stop,
+        "filter_length_stop": filter_length_stop,
         "finish_reasons": dict(reasons),
         "length_stop_rate": reasons["length"] / n if n else 0.0,
         "kept_completion_tokens": tokens_kept,

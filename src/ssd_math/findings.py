@@ -38,6 +38,7 @@ from typing import Any, Mapping, Sequence
 import polars as pl
 
 from .io import write_json, write_text
+from .stats import level_text
 
 __all__ = ["Finding", "verdict", "fmt_pp", "fmt_rate", "findings", "provenance", "write_findings",
            "git_state", "render_markdown"]
@@ -142,7 +143,7 @@ def _table1_findings(t1: pl.DataFrame, ssd_arm: str) -> list[Finding]:
             nums[s] = {"delta_pp": est, "lo_pp": lo, "hi_pp": hi, "n_prompts": r[f"{s}_n_prompts"],
                        "k": r.get(f"{s}_k"), "verdict": w, "method": r.get(f"{s}_delta_method")}
         text = (f"**SSD vs {who}.** {_label(ssd['row'])} {' and '.join(clauses)} "
-                f"(paired SSD − base difference, {int(round(100 * r['conf']))}% interval).")
+                f"(paired SSD − base difference, {level_text(r['conf'])} interval).")
         key = "ssd_vs_matched" if matched else f"ssd_vs_base_{t_text}"
         out.append(Finding(key, text, words[0] if words else None,
                            {"ssd_row": ssd["row"], "base_row": r["row"], "sets": nums}))

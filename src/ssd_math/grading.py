@@ -23,10 +23,12 @@ actually parsed (its ``parse`` returns the parsed expressions followed by the ra
 fallback, so "parsed nothing" means "no element that is not a string"):
 
 * ``correct`` / ``incorrect``: both sides parsed to an expression; ``verify`` says equal or not.
-* ``no_answer``: no complete box in the search region, or math-verify parses no expression from
-  the box (``\\boxed{}``, ``\\boxed{???}``). The gold is not looked at.
-* ``gold_parse_error``: the row has no gold, math-verify parses no expression from the gold
-  (``\\frac{``, ``???``, OlympiadBench's ``t(0,4]``, ``m_{\\max }=n^{2}-n-1``), or the gold is prose
+* ``no_answer``: the row has a gold, and either its search region holds no complete box (the
+  gold is then not parsed) or math-verify parses no expression from the box (``\\boxed{}``,
+  ``\\boxed{???}``; the gold is parsed first, so a bad gold gives ``gold_parse_error`` instead).
+* ``gold_parse_error``: the row has no gold (whatever its answer), math-verify parses no
+  expression from the gold (``\\frac{``, ``???``, OlympiadBench's ``t(0,4]``,
+  ``m_{\\max }=n^{2}-n-1``), or the gold is prose
   (:func:`gold_prose_words`: ``see the proof`` would parse letter by letter as
   ``E*E*E*f*h*o*o*p*r*s*t``). A bad gold never counts against the model.
 * ``timeout`` (hard kill or in-worker alarm), ``error`` (an exception, or a worker that died).
@@ -526,6 +528,14 @@ def _worker_main(conn, max_memory_mb: int | None) -> None:
 # ----------------------------------------------------------------------------------------------
 # The pool (parent process)
 # ----------------------------------------------------------------------------------------------
+# Why not pebble.ProcessPool (read: 5.2.3)? Its schedule(..., timeout=...) does kill and replace
+# an overrunning worker, and an item whose worker a signal killed fails with ProcessExpired, but
+# it cannot retire a worker after a given item: workers are recycled by task count only
+# (max_tasks), so after an exception thrown into sympy (soft alarm, MemoryError, RecursionError)
+# the same worker would grade the next items, and max_tasks=1 buys the guarantee with a fork per
+# item, which costs far more than grading one. Its timeout also sends SIGTERM, whose Python
+# handler cannot run while the worker is stuck in C, and waits 3 s before SIGKILL, with its
+# manager thread (every other item's deadline, every replacement worker) waiting too.
 class _Worker:
     def __init__(self, ctx, max_memory_mb):
         self.conn, child = ctx.Pipe(duplex=True)

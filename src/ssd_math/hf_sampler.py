@@ -16,10 +16,9 @@ from .sampler import SamplingConfig, base_row, check_requests, derive_seed, requ
 from .tokenizer import load_tokenizer
 
 # Why a hand-written decode loop and not transformers' continuous batching
-# (``generate_batch`` / ``init_continuous_batching``, transformers 5.20.2 then, 5.19.0 now): it does
-# run on CPU, but (1) it was far slower than plain generate on the tiny test model (8 prompts x 8
-# tokens: 101 s for the first call, 19.5 s for the next, on the shared 2-core box: its paged
-# cache, warm-up and scheduler thread are built for GPUs); (2) its scheduler runs in a background
+# (``generate_batch`` / ``init_continuous_batching``): it does run on CPU, but (1) its paged
+# cache, warm-up and scheduler thread are built for GPUs, so on a CPU and a tiny model each call
+# costs far more than plain generate; (2) its scheduler runs in a background
 # thread and admits requests as they arrive, so which rows share a forward (hence the RNG stream)
 # is not fixed by the batch: byte-identical reruns are not guaranteed by construction; (3) its
 # logits processors see only each request's last token, not the generated history, so the
@@ -32,8 +31,10 @@ from .tokenizer import load_tokenizer
 #   generate's own conditions (:meth:`SamplingConfig.hf_processors`), then ``softmax`` + ``multinomial``;
 # * finished rows leave the batch and the cache (``Cache.reorder_cache`` with the surviving rows:
 #   ``index_select`` on every layer kind, KV and linear-attention conv/recurrent states alike),
-#   batched so the copy is paid when at least ``compact_frac`` of the rows are done (0.1: on the
-#   bench, 0.25 left ~14% of computed positions to finished rows, 0.1 ~5%, for a faster run);
+#   batched so the copy is paid when at least ``compact_frac`` of the rows are done (0.1: every
+#   compaction copies the whole cache, so compacting at each finished row costs more than it
+#   saves, while waiting for a larger share leaves more positions computed for finished rows;
+#   bench/bench_sampler.py's ``--compact-frac`` times other values);
 # * full-attention KV lives in one preallocated buffer per layer (:class:`BufferedKVLayer`), written
 #   in place, instead of ``torch.cat`` of the whole cache at every step;
 # * ``logits_to_keep=1`` in prefill and decode; no stopping-criteria objects, one host sync a step.
@@ -192,8 +193,9 @@ def _register_decode_attention() -> str:
     position) is transformers' own ``sdpa_attention_forward``; a one-token decode step is
     ``softmax(q k^T * scale + mask) v`` with the query heads grouped over their shared kv head
     (GQA as a reshape). transformers' sdpa path, given a padding mask, first copies k/v to every
-    query head (``repeat_kv``) and runs a kernel built for long queries; that was ~40% of a decode
-    step here. Masks: the sdpa ones (bool, True = attend)."""
+    query head (``repeat_kv``) and runs a kernel built for long queries, a copy and a kernel
+    a one-token step of a small model does not need (bench/bench_sampler.py's ablations time
+    both attentions). Masks: the sdpa ones (bool, True = attend)."""
     import torch
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -280,9 +282,9 @@ def decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens
     full attention, the prompts' common token prefix (the chat template's head and the
     instruction) is prefilled once and its keys/values copied to every row; the rows' own
     suffixes follow it, left-padded, so pads sit between prefix and suffix (masked; positions
-    from the mask as above, so every token keeps the position it has in full prefill; on the
-    default's short prompts it gained nothing on an AMD EPYC with AVX-512, ~15% on an Intel
-    Xeon and ~12% on an AVX2-only AMD EPYC: bench/bench_sampler.py's ablations).
+    from the mask as above, so every token keeps the position it has in full prefill; it saves
+    the prefix's prefill for every row but the first, which on the default's short prompts is
+    small and depends on the CPU's kernels: bench/bench_sampler.py's ablations time it).
     ``buffered_kv=False`` keeps transformers' ``DynamicLayer`` (and no prefix sharing),
     ``decode_attention=False`` the model's own attention implementation in decode steps
     (ablations; for sdpa/eager models the fast loop otherwise runs

@@ -45,8 +45,8 @@ def train_launcher(path: str | os.PathLike, python: str = "python") -> str:
     something (several processes or machines, a GPU, FSDP, mixed precision, dynamo); for a
     one-process CPU config the training process itself, started by ``python`` with the
     environment the launcher would give it (:data:`SIMPLE_CPU_ENV`). Why by hand: the launcher
-    is a second Python process whose own imports take ~5 s per training job, a job that holds
-    every core it asked for meanwhile (8 training jobs in the default run)."""
+    is a second Python process whose own imports cost seconds per training job, a job that holds
+    every core it asked for meanwhile (and the default run has many short training jobs)."""
     acc = read_accelerate_config(path)
     simple = (acc.get("use_cpu") and str(acc.get("distributed_type", "NO")) == "NO"
               and int(acc.get("num_processes", 1)) == 1 and int(acc.get("num_machines", 1)) == 1

@@ -3,7 +3,7 @@
 One owner for "where does X live". The rules (rules/*.smk) build their inputs, outputs, logs and
 benchmarks with these functions (a wildcard is passed as its own pattern, e.g.
 ``layout.model_dir("{model}")``); the cost planner (:mod:`ssd_math.planner`) prices the jobs
-:meth:`Layout.sample_jobs`, :meth:`Layout.sft_jobs` and :meth:`Layout.generation_jobs` list, with
+:meth:`Layout.sample_jobs`, :meth:`Layout.sft_job` and :meth:`Layout.generation_jobs` list, with
 the same benchmark paths the rules declare; the tables (:mod:`ssd_math.tables`) read what an eval
 file is from its path with :func:`describe_eval_path`, the inverse of :meth:`Layout.gen_file`.
 

@@ -18,7 +18,9 @@ options ``label``,
 ``echo``, ``warning``, ``output: asis``, ``fig-cap``, ``tbl-cap``, ``tags: [parameters]``;
 parameters with papermill's semantics (the overrides in a cell injected after the one tagged
 ``parameters``); ``text/markdown``, ``image/png``, ``text/plain`` and stream outputs; inline
-`` `{python} expr` ``; figures and tables labelled ``fig-``/``tbl-`` numbered once, in document
+`` `{python} expr` ``; cross-reference divs (``::: {#fig-x}`` / ``::: {#tbl-x}`` around one
+cell, the caption the paragraph after it: a caption with inline code, which ``#|`` options cannot
+have under Jupyter); figures and tables labelled ``fig-``/``tbl-`` numbered once, in document
 order ("Figure N: caption", a table's caption kept with the table even when the cell prints
 more after it), and ``@fig-x``/``@tbl-x`` linked; ``metadata`` overrides (``-M``, e.g. title). A failing cell fails the render
 naming its label and line. Anything else of Quarto (other formats, layouts, callouts, shortcodes,
@@ -39,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -50,6 +52,8 @@ _KERNEL_NAME = "ssd-math-python3"
 _INLINE_MIME = "application/x-ssd-math-inline+json"
 _INLINE_RE = re.compile(r"`\{python\}\s+([^`]+?)`")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_XREF_OPEN = re.compile(r"^:{3,}\s*\{\s*#((?:fig|tbl)-[\w-]*\w)\s*\}\s*$")  # ::: {#fig-x}
+_XREF_CLOSE = re.compile(r"^:{3,}\s*$")
 _PIPE_TABLE_RE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.M)  # a pipe table's header separator line
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: backslash-escaped, read literally
 
@@ -252,6 +256,54 @@ def parse_qmd(text: str) -> tuple[dict[str, Any], list[Cell]]:
     return meta, cells
 
 
+def _crossref_divs(cells: list[Cell]) -> list[Cell]:
+    """Quarto's cross-reference divs around one code cell, as that cell's label and caption::
+
+        ::: {#fig-x}                  (or {#tbl-x})
+
+        ```{python}
+        display(Image(...))
+        ```
+
+        The caption, where `{python} level` may be inline code.
+
+        :::
+
+    becomes the code cell with ``label: fig-x`` and ``fig-cap: The caption, ...`` (Quarto takes
+    the div's last paragraph as the float's caption: quarto-pre/parsefiguredivs.lua). Unlike a
+    ``#|`` option, the caption is prose, so Quarto evaluates its inline code: the way to a
+    computed caption with the Jupyter engine. Any other shape is a :class:`RenderError`."""
+    for i, cell in enumerate(cells):
+        lines = cell.source.rstrip("\n").split("\n") if cell.kind == "markdown" else []
+        opens = [(k, m) for k, s in enumerate(lines) if (m := _XREF_OPEN.match(s.strip()))]
+        if not opens:
+            continue
+        k, m = opens[0]
+        label, line = m.group(1), cell.line + k
+        if k != len(lines) - 1:  # the div closes before any cell
+            raise RenderError(f"cross-reference div #{label} (line {line}): the offline engine takes one python "
+                              "cell, then its caption paragraph, then ':::'", label=label, line=line)
+        code, after = (cells[i + 1: i + 3] + [None, None])[:2]
+        close = (next((k for k, s in enumerate(after.source.split("\n")) if _XREF_CLOSE.match(s.strip())), None)
+                 if after is not None and after.kind == "markdown" else None)
+        if code is None or code.kind != "code" or close is None:
+            raise RenderError(f"cross-reference div #{label} (line {line}): the offline engine takes one python "
+                              "cell, then its caption paragraph, then ':::'", label=label, line=line)
+        after_lines = after.source.split("\n")
+        paras = [p.strip() for p in re.split(r"\n\s*\n", "\n".join(after_lines[:close])) if p.strip()]
+        if len(paras) != 1:
+            raise RenderError(f"cross-reference div #{label} (line {line}): one caption paragraph after its "
+                              f"cell, found {len(paras)}", label=label, line=line)
+        kind = label.split("-", 1)[0]
+        if "label" in code.options or f"{kind}-cap" in code.options:
+            raise RenderError(f"cross-reference div #{label} (line {line}): its cell has its own label or "
+                              f"{kind}-cap", label=label, line=line)
+        code.options = {**code.options, "label": label, f"{kind}-cap": " ".join(paras[0].split())}
+        cell.source = "\n".join(lines[:-1])
+        after.source = "\n".join(after_lines[close + 1:])
+    return [c for c in cells if c.kind == "code" or c.source.strip()]
+
+
 def _html_opts(meta: dict[str, Any]) -> dict[str, Any]:
     """The front matter with ``format: html:`` merged over the top level, as Quarto reads it."""
     fmt = meta.get("format")
@@ -408,6 +460,7 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     if not workdir.is_dir():
         raise RenderError(f"workdir does not exist: {workdir}")
     meta, cells = parse_qmd(qmd.read_text(encoding="utf-8"))
+    cells = _crossref_divs(cells)
     h = {**_html_opts(meta), **(metadata or {})}
     defaults = h.get("execute") if isinstance(h.get("execute"), dict) else {}
     overrides, warnings = dict(params or {}), []
@@ -421,10 +474,15 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     if overrides:
         cells.insert(next((i + 1 for i, c in enumerate(cells) if c is params_cell), 0), injected)
     runs: list[tuple[Cell, str]] = []
+    captions: dict[int, Cell] = {}  # id(code cell) -> the run evaluating its caption's inline code
     for cell in cells:
         if cell.kind == "code":
             cell.options = {**defaults, **cell.options}
             runs.append((cell, cell.source))
+            caps = " ".join(str(cell.options.get(k, "")) for k in ("fig-cap", "tbl-cap"))
+            if exprs := [m.group(1).strip() for m in _INLINE_RE.finditer(caps)]:
+                captions[id(cell)] = Cell("caption", "", cell.line)
+                runs.append((captions[id(cell)], _inline_source(exprs)))
         elif exprs := [m.group(1).strip() for m in _INLINE_RE.finditer(cell.source)]:
             runs.append((cell, _inline_source(exprs)))
     nb = nbformat.v4.new_notebook()
@@ -454,6 +512,17 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
 
     # markdown: figures and tables numbered in document order, inline values substituted
     outputs = {id(cell): nbcell.get("outputs", []) for (cell, _), nbcell in zip(runs, nb.cells)}
+
+    def inline_values(cell: Cell) -> Iterator[str]:
+        return iter(next((o["data"][_INLINE_MIME] for o in outputs.get(id(cell), [])
+                          if _INLINE_MIME in o.get("data", {})), []))
+
+    for cell in cells:  # a caption's inline code (a cross-reference div's caption), substituted
+        if id(cell) in captions:
+            values = inline_values(captions[id(cell)])
+            for k in ("fig-cap", "tbl-cap"):
+                if k in cell.options:
+                    cell.options[k] = _INLINE_RE.sub(lambda m: next(values, "??"), str(cell.options[k]))
     numbers: dict[str, str] = {}
     for cell in cells:
         label = str(cell.options.get("label", ""))
@@ -463,8 +532,7 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     parts: list[str] = []
     for cell in cells:
         if cell.kind == "markdown":
-            values = iter(next((o["data"][_INLINE_MIME] for o in outputs.get(id(cell), [])
-                                if _INLINE_MIME in o.get("data", {})), []))
+            values = inline_values(cell)
             parts.append(_resolve_refs(_INLINE_RE.sub(lambda m: next(values, "??"), cell.source),
                                        numbers, warnings))
             continue

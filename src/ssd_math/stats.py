@@ -32,6 +32,14 @@ from .io import DataError
 _CHUNK_ELEMS = 4_000_000  # resample indices per chunk (32 MB of int64)
 
 
+def level_text(conf: float) -> str:
+    """An interval's level as every label prints it: 0.95 -> ``"95%"``, 0.975 -> ``"97.5%"``.
+
+    The one formatter of ``stats.conf`` for figures, the report's captions and the findings, so
+    a label always says the level its intervals were computed at."""
+    return f"{round(100 * float(conf), 6):g}%"
+
+
 # ----------------------------------------------------------------------------------- helpers
 def _as_2d(x) -> np.ndarray:
     """(n_prompts, k) float array of 0/1 outcomes; a 1-D input is k = 1."""

@@ -28,8 +28,8 @@ format, ``<think>\\n ... \\n</think>\\n\\n ... \\boxed{ANSWER}``::
   right). The difficulty is then a property of the TASK: a base trained to convergence puts
   ~1-ε on the right digit at T=1, and sampling at T<1 with top-k/top-p sharpens locks (the
   SSD mechanism), so accuracy at a temperature is set by ε and the number of steps, not by
-  where pretraining stopped (before this, a clean corpus and a short pretraining left the base
-  on the learning cliff, and the CPU's kernels moved accuracy by ~30 pp;
+  where pretraining stopped (a base left on the learning cliff -- a clean corpus, a short
+  pretraining -- would make accuracy depend on the CPU's kernels and thread count;
   bench/bench_seed_matrix.py measures the spread over seeds x threads).
 * **Self-corrections**: after a chain, with probability ``p_recheck`` the solution says
   ``Wait, let me check again.`` and redoes the chain with a fresh method (it can repeat, so the
@@ -218,8 +218,8 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_
     if PAIR_FORK and subject == SUM and _complement_pairs(terms, random.Random(0))[0]:
         methods.append("pair")
         weights.append(sum(weights) / len(weights))
-    # equal shares draw with rng.choice, as before the shares existed: the default corpus is
-    # byte-identical to the one the embedded default was measured on
+    # equal shares draw with rng.choice (rng.choices consumes the stream differently), so the
+    # default corpus stays byte-identical to the one the shipped base (models/tiny-base) was pretrained on
     method = (rng.choice(methods) if len(set(weights)) == 1
               else rng.choices(methods, weights=weights)[0])
     if method == "left":

@@ -285,7 +285,8 @@ def sweep_table(metrics: pl.DataFrame | str | Path, *, model: str = "base") -> p
 def report_numbers(table1: pl.DataFrame | str | Path, sweeps: pl.DataFrame | str | Path) -> dict:
     """The numbers report.qmd's prose quotes, each computed here so the prose only formats them:
 
-    ``conf_pct`` (the intervals' level, %, from Table 1), ``main_evalset`` (Table 1's first eval
+    ``conf_label`` (the intervals' level as labels print it, ``"95%"``: :func:`stats.level_text` of
+    Table 1's ``conf``), ``main_evalset`` (Table 1's first eval
     set), ``minp_temperature`` (the T of the base model's min-p sweep; None without one) and
     ``best_base`` (``condition``, ``accuracy_text``: the base decoding condition with the highest
     accuracy on the main eval set in the sweep table; None when it has no row there)."""
@@ -294,7 +295,7 @@ def report_numbers(table1: pl.DataFrame | str | Path, sweeps: pl.DataFrame | str
     main = next(c[: -len("_acc")] for c in t1.columns if c.endswith("_acc"))
     minp = sw.filter(pl.col("family") == "min-p")
     best = sw.filter(pl.col("evalset") == main).sort("accuracy", descending=True)
-    return {"conf_pct": int(round(100 * t1["conf"][0])), "main_evalset": main,
+    return {"conf_label": stats.level_text(t1["conf"][0]), "main_evalset": main,
             "minp_temperature": float(minp["temperature"][0]) if minp.height else None,
             "best_base": ({k: best.row(0, named=True)[k] for k in ("condition", "accuracy_text")}
                           if best.height else None)}

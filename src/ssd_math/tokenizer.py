@@ -149,10 +149,9 @@ def load_tokenizer(path, *, trust_remote_code: bool = False):
     A folder whose ``tokenizer_config.json`` names the plain tokenizers-backed class (what
     :func:`build_tokenizer` saves) and no remote code is loaded with that class directly:
     ``AutoTokenizer`` returns the same class and tokens but its import pulls in torch and
-    transformers' model registry: rule render_pretrain_corpus, which runs before pretraining
-    can start and needs only the tokenizer, took 12.2 s with it and 4.3 s without on an
-    AVX2-only AMD EPYC (its ``benchmark:`` file in bench/bench_quickstart.py's clones of commits
-    82c53b2 and 2d5dc98). Any other folder (a hub model's own tokenizer class, ``auto_map``)
+    transformers' model registry, seconds of start-up that rule render_pretrain_corpus (it needs
+    only the tokenizer, and pretraining waits for it) would pay for nothing (its ``benchmark:``
+    file shows the time). Any other folder (a hub model's own tokenizer class, ``auto_map``)
     goes through ``AutoTokenizer``, with ``trust_remote_code``."""
     import json
 
