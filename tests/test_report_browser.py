@@ -155,10 +155,10 @@ def test_layout_legible_at_1280(page_report):
         f"main flow is {m['appendix_top'] / SCREEN:.1f} screens of {SCREEN} px (budget {MAX_SCREENS})")
 
 
-def test_findings_and_provenance_lead(page_report):
+def test_study_table_findings_and_provenance_lead(page_report):
     m, *_ = page_report
     h1s = [re.sub(r"^\d+\s*", "", h) for h in m["h1s"] if not h.startswith("Simple")]
-    assert h1s[:2] == ["Findings", "The study beside this run"], m["h1s"]
+    assert h1s[:2] == ["The study beside this run", "Findings"], m["h1s"]
     assert m["findings_items"] >= 6
     assert any("matched baseline" in t for t in m["findings_text"])
     # a finding with a verdict quotes its n; one the run cannot decide says so instead
