@@ -125,17 +125,22 @@ def training_curves(logs: dict[str, str | Path], out_png: str | Path) -> None:
     axes[0].set_title("train loss\n(perplexity = exp(loss))")
     axes[1].set_title("learning rate")
     axes[2].set_title("gradient norm\n(before clipping)")
-    for ax in axes:
-        ax.set_xlabel("optimizer step")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
+    _step_axes(fig, axes)
     _save(fig, out_png)
 
 
 # ------------------------------------------------------------------------------------------------
 # helpers for the figures below: what was plotted (tests inspect it; rules ignore it)
 # ------------------------------------------------------------------------------------------------
+
+def _step_axes(fig, axes) -> None:
+    """Panels against the optimizer step: x label, grid, the first panel's legend, layout."""
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+
 
 def plotted_series(fig) -> list[dict]:
     """Per Axes: its title and the labels of the data series drawn on it (lines and error-bar
@@ -284,11 +289,7 @@ def weight_change(logs: dict[str, str | Path], out_png: str | Path, *, probes: S
     axes[0].set_ylabel("% of parameters changed")
     axes[1].set_title("learning rate")
     axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("optimizer step")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
+    _step_axes(fig, axes)
     return _finish(fig, out_png)
 
 
