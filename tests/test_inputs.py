@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -328,7 +329,10 @@ def _record_from_pretrained(monkeypatch):
         seen.append(("load_tokenizer", k.get("trust_remote_code", "<absent>")))
         return orig_tok(*a, **k)
 
-    monkeypatch.setattr(T, "load_tokenizer", load_tok)
+    # every module that imported the function by name (ssd_math.generate, .hf_sampler, ...)
+    for mod in [m for name, m in sys.modules.items() if name.startswith("ssd_math")]:
+        if getattr(mod, "load_tokenizer", None) is orig_tok:
+            monkeypatch.setattr(mod, "load_tokenizer", load_tok)
     return seen
 
 
