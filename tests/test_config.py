@@ -176,7 +176,8 @@ def test_checkpoint_sublayers_defaults_off_and_needs_gradient_checkpointing(defa
     assert sc.load_config(ROOT / "config" / "real.yaml")["sft"]["checkpoint_sublayers"] is True
     cfg = copy.deepcopy(default)
     cfg["sft"].update(checkpoint_sublayers=True, gradient_checkpointing=False)
-    assert "config key sft.gradient_checkpointing: True was expected" in _err(cfg)
+    assert ("config key sft.gradient_checkpointing = False: must be True (checkpoint_sublayers needs "
+            "gradient_checkpointing: true" in _err(cfg))
 
 
 def test_arm_sft_override_semantics(default):

@@ -124,9 +124,10 @@ def _describe(error: jsonschema.ValidationError, prefix: tuple = (), *, cli: dic
         key = f"{where}." if path else ""
         return f"unknown {what} {', '.join(key + e for e in extra)}{hint}"
     if v == "required":
-        return f"{where}: {error.message}"
+        desc = error.schema.get("description")
+        return f"{where}: {error.message}" + (f" ({desc})" if desc else "")
     if v in ("exclusiveMinimum", "minimum", "maximum", "exclusiveMaximum", "enum", "type",
-             "pattern", "minItems", "maxItems", "uniqueItems", "minLength", "minProperties"):
+             "pattern", "minItems", "maxItems", "uniqueItems", "minLength", "minProperties", "const"):
         desc = error.schema.get("description")
         allowed = {
             "exclusiveMinimum": lambda s: f"must be > {s['exclusiveMinimum']}",
@@ -135,6 +136,7 @@ def _describe(error: jsonschema.ValidationError, prefix: tuple = (), *, cli: dic
             "exclusiveMaximum": lambda s: f"must be < {s['exclusiveMaximum']}",
             "enum": lambda s: "must be one of " + ", ".join(map(repr, s["enum"])),
             "type": lambda s: f"must be of type {s['type']}",
+            "const": lambda s: f"must be {s['const']!r}",
         }.get(v, lambda s: error.message)(error.schema)
         more = f" ({desc})" if desc else ""
         return f"{what} {where} = {error.instance!r}: {allowed}{more}{_text_hint(error, path, cli)}"
