@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -669,6 +670,9 @@ def test_checkpoints_saved_in_save_dtype_resume_keeps_fp32(tmp_path):
 def test_resume_state_is_loaded_to_the_cpu_first(init_dir, tmp_path, monkeypatch):
     """The resume state is read memory-mapped onto the CPU (never straight onto the GPU beside
     the model), then copied into place: the resumed run ends where an uninterrupted one does."""
+    import accelerate
+    import accelerate.checkpointing as ac
+
     (tmp_path / "ref").mkdir()
     ref = base_spec(init_dir, tmp_path / "ref", max_steps=4)
     T.train(ref)
@@ -685,15 +689,78 @@ def test_resume_state_is_loaded_to_the_cpu_first(init_dir, tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         T.train(spec)
     monkeypatch.setattr(T, "append_row", orig_append)
-    calls = []
-    orig_load = torch.load
+    calls, models, asked = [], [], []
+    orig_load, orig_model, orig_state = torch.load, ac.load_model, accelerate.Accelerator.load_state
 
     def spy(f, *a, **kw):
         calls.append((Path(f).name, kw.get("map_location"), kw.get("mmap")))
         return orig_load(f, *a, **kw)
 
+    def spy_model(model, f, **kw):
+        models.append((Path(f).name, kw.get("device")))
+        return orig_model(model, f, **kw)
+
+    def spy_state(self, *a, **kw):
+        # one CPU process resolves accelerate's default to "cpu" too; several GPU processes
+        # would resolve it to "on_device": what is asked for is what guards the GPU
+        asked.append(kw.get("map_location"))
+        return orig_state(self, *a, **kw)
+
     monkeypatch.setattr(torch, "load", spy)
+    monkeypatch.setattr(ac, "load_model", spy_model)
+    monkeypatch.setattr(accelerate.Accelerator, "load_state", spy_state)
     assert T.train(spec)["resumed_from"] == 2
-    assert ("state.pt", "cpu", True) in calls, calls
+    assert asked == ["cpu"]
+    assert models == [("model.safetensors", "cpu")]  # safetensors maps the file (its default backend)
+    assert ("optimizer.bin", "cpu", True) in calls, calls
     a, b = load_weights(ref["out_dir"]), load_weights(spec["out_dir"])
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
+    """What the SIGKILL test cannot see on this tiny model (no dropout): save_resume/
+    restore_resume_state put back the python, numpy and torch RNG streams, the scheduler, the
+    noise estimator and the optimizer exactly (accelerate's load_state swallows a failed RNG load,
+    so this is checked here); a save killed between its two renames leaves the previous state,
+    which is restored; a state of the old format is refused with a clear error."""
+    import random
+
+    import numpy as np
+    from accelerate import Accelerator
+
+    from ssd_math.noise import GradientNoiseEstimator
+
+    acc = Accelerator()
+    net = torch.nn.Linear(3, 2)
+    model, opt = acc.prepare(net, torch.optim.AdamW(net.parameters(), lr=0.1))
+    sched = torch.optim.lr_scheduler.LambdaLR(T._inner(opt), lambda i: 1.0 / (i + 1))
+    est = GradientNoiseEstimator(ema=0.5)
+    acc.register_for_checkpointing(sched, est)
+
+    def step():
+        model(torch.randn(4, 3)).pow(2).sum().backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        est.update(random.random() + 1.0, 1, float(np.random.rand()), 4)
+
+    step()
+    rdir = tmp_path / "resume"
+    T.save_resume(rdir, acc, 1, 2.5, 10, "h")
+    want = ({k: v.clone() for k, v in model.state_dict().items()}, sched.state_dict(), est.state_dict(),
+            float(opt.state_dict()["state"][0]["exp_avg"].sum()))
+    step()
+    draws = (random.random(), float(np.random.rand()), torch.rand(3))
+    os.replace(rdir, rdir.with_name(".resume.old"))  # killed between save_resume's two renames
+    assert T.restore_resume_state(rdir, "h", acc) == (1, 2.5, 10)
+    assert all(torch.equal(v, want[0][k]) for k, v in model.state_dict().items())
+    assert (sched.state_dict(), est.state_dict()) == want[1:3]
+    assert float(opt.state_dict()["state"][0]["exp_avg"].sum()) == want[3]
+    step()
+    assert (random.random(), float(np.random.rand())) == draws[:2] and torch.equal(torch.rand(3), draws[2])
+
+    prog = json.loads((rdir / "progress.json").read_text())
+    del prog["format"]  # as the hand-written state.pt format wrote it
+    (rdir / "progress.json").write_text(json.dumps(prog))
+    with pytest.raises(ValueError, match=re.escape(f"resume state in {rdir} has format 1 ")):
+        T.restore_resume_state(rdir, "h", acc)

@@ -53,9 +53,12 @@ Checkpoints and resume (the resume contract)
     At each step in ``checkpoints`` ({step: folder}) the model is saved (save_pretrained +
     tokenizer into a temporary folder, then renamed; in ``save_dtype``, the served dtype, when
     set: the fp32 master weights are then only in the resume state) and, when ``resume_dir`` is set, the full
-    training state too: model and optimizer state dicts, scheduler, noise-estimator EMA, RNG
-    states (python, numpy, torch; per process), the data position (= the optimizer step; the
-    data order is a function of (seed, epoch) only), elapsed time and log length. On start, an
+    training state too (accelerate's ``save_state``, into a temporary folder then renamed): model
+    and optimizer state, scheduler, noise-estimator EMA, RNG states (python, numpy, torch, CUDA;
+    per process), and in ``progress.json`` the data position (= the optimizer step; the data
+    order is a function of (seed, epoch) only), elapsed time, log length and the state's format
+    (a state of another format is refused; the weight-change tracker keeps nothing between
+    steps). On start, an
     existing resume state is restored and training continues at the next step; the log is
     truncated to that step so no row is duplicated (the log grows in ``<log>.partial`` and is
     renamed onto ``log`` at the end). A killed and rerun CPU run ends with weights
@@ -93,11 +96,11 @@ Gradient-noise batch sizes (B in sequences; tokens would also be defensible)
 
 FSDP2 (envs/accelerate/fsdp.yaml)
     Model and optimizer are prepared together; checkpoints and the resume state are full state
-    dicts gathered from the shards (accelerate's ``get_state_dict``; torch.distributed.checkpoint
-    for model + optimizer) and written by the main process; on resume every process maps the
-    file (mmap) and keeps its own shards. The chunked loss works as on one process. FSDP1,
-    and activation checkpointing switched on in both the accelerate config and the spec, fail
-    fast. tests/test_fsdp.py runs all of it on 2 CPU processes (gloo).
+    dicts gathered from the shards (accelerate's ``get_state_dict`` and ``save_state`` with
+    fsdp.yaml's FULL_STATE_DICT) and written by the main process; on resume the main process
+    reads them and broadcasts them tensor by tensor, and every process keeps its own shards. The
+    chunked loss works as on one process. FSDP1, and activation checkpointing switched on in both
+    the accelerate config and the spec, fail fast. tests/test_fsdp.py runs all of it on 2 CPU processes (gloo).
 
 Kernels
     On CUDA a model with linear-attention (Gated DeltaNet) layers needs flash-linear-attention;
@@ -121,7 +124,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import resource
 import shutil
 import sys
@@ -169,6 +171,10 @@ _SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 # keys that do not change the trained weights (may differ between a run and its resume);
 # max_steps is not one of them: it sets the number of steps, hence the LR schedule
 _RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "save_dtype"}
+
+# progress.json "format" of a resume state: 1 (no key) = the hand-written state.pt + rng_<i>.pt,
+# 2 = accelerate's save_state folder (model, optimizer.bin, random_states_<i>.pkl, custom_checkpoint_<i>.pkl)
+RESUME_FORMAT = 2
 
 
 # ------------------------------------------------------------------------------------------
@@ -493,20 +499,6 @@ def cast_state_dict(sd: dict, dtype: torch.dtype) -> dict:
     return out
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if st.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
 def _link_tree(src, dst) -> None:
     """Copy a folder as hard links (no second copy of the weights on disk; a plain copy where
     links are refused), atomically: into a temporary name, then renamed."""
@@ -523,38 +515,36 @@ def _link_tree(src, dst) -> None:
     os.replace(tmp, dst)
 
 
-def save_resume(resume_dir, accelerator, model, optimizer, scheduler, noise_est, step: int,
-                elapsed: float, tokens: int, spec_hash: str, checkpoints: dict | None = None) -> None:
-    """Atomic: every process writes into one temporary folder, the main process renames it.
-    The checkpoint folders written so far (``checkpoints``: {step: folder}) are kept in it as
-    hard links (``checkpoints/<step>``): Snakemake deletes a rerun job's declared outputs, and a
-    resumed run restores them from here (:func:`restore_resume_state`)."""
+def save_resume(resume_dir, accelerator, step: int, elapsed: float, tokens: int, spec_hash: str,
+                checkpoints: dict | None = None) -> None:
+    """accelerate's ``save_state`` (model, optimizer, RNG states of every process, and the objects
+    registered for checkpointing: the scheduler and the noise estimator), plus ``progress.json``
+    and the checkpoint folders written so far (``checkpoints``: {step: folder}) as hard links
+    (``checkpoints/<step>``): Snakemake deletes a rerun job's declared outputs, and a resumed run
+    restores them from here (:func:`restore_resume_state`). save_state writes into the folder it
+    is given, in place: it is given a temporary folder that the main process renames."""
     resume_dir = Path(resume_dir)
     tmp = resume_dir.with_name(f".{resume_dir.name}.tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
-    model_sd, optim_sd = training_state_dicts(accelerator, model, optimizer)  # every process
+    accelerator.save_state(tmp)  # every process (FSDP2 gathers the full state onto the main one)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
-                    "noise": noise_est.state_dict() if noise_est else None}, tmp / "state.pt")
-        write_json(tmp / "progress.json", {"step": step, "log_rows": step, "elapsed_s": elapsed,
-                                           "tokens": tokens, "spec_hash": spec_hash})
+        write_json(tmp / "progress.json", {"format": RESUME_FORMAT, "step": step, "log_rows": step,
+                                           "elapsed_s": elapsed, "tokens": tokens, "spec_hash": spec_hash})
         for k, folder in sorted((checkpoints or {}).items()):
             if k <= step:
                 _link_tree(folder, tmp / "checkpoints" / str(k))
         for f in (f for f in tmp.iterdir() if f.is_file()):  # durable before the rename
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
         old = resume_dir.with_name(f".{resume_dir.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if resume_dir.exists():
             os.replace(resume_dir, old)
-        os.replace(tmp, resume_dir)
+        os.replace(tmp, resume_dir)  # a crash between the two renames leaves .old: restored on start
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
@@ -573,32 +563,6 @@ def full_weights(accelerator, model) -> dict:
             if first in sd and name in sd:
                 sd[name] = sd[first]
     return sd
-
-
-def training_state_dicts(accelerator, model, optimizer) -> tuple[dict, dict]:
-    """Model and optimizer state dicts to save for resume. Under FSDP2 every process must call
-    this: the sharded (DTensor) states are gathered into full ones on the main process
-    (torch.distributed.checkpoint's full_state_dict, offloaded to CPU)."""
-    if not accelerator.is_fsdp2:
-        return accelerator.unwrap_model(model).state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_state_dict(model, _inner(optimizer), options=opts)
-
-
-def load_training_state(accelerator, model, optimizer, state: dict) -> None:
-    """Inverse of :func:`training_state_dicts`. Under FSDP2 every process has the full state
-    (memory-mapped, so the page cache holds one copy per node) and keeps its own shards."""
-    if not accelerator.is_fsdp2:
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    set_state_dict(model, _inner(optimizer), model_state_dict=state["model"],
-                   optim_state_dict=state["optimizer"],
-                   options=StateDictOptions(full_state_dict=True))
 
 
 def _inner(optimizer):
@@ -754,18 +718,30 @@ def training_spec_hash(s: dict) -> str:
                             s["data"], (str, os.PathLike)) else None})
 
 
-def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, model, optimizer, scheduler,
-                         noise_est, checkpoints: dict | None = None, live_log: Path | None = None
-                         ) -> tuple[int, float, int]:
-    """Restore the training state in ``rdir`` when there is one; (optimizer steps done, elapsed
-    seconds, tokens seen) -- (0, 0.0, 0) on a fresh start. Checkpoint folders at or before its
-    step (``checkpoints``: {step: folder}) that are gone -- Snakemake deletes a rerun job's
-    declared outputs -- are put back from the state's links; a state that cannot finish the run
-    as an uninterrupted one would (a checkpoint with no link, or fewer rows in ``live_log`` than
-    its step) is not resumed: training starts over."""
-    if rdir is None or not (rdir / "progress.json").exists():
+def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, checkpoints: dict | None = None,
+                         live_log: Path | None = None) -> tuple[int, float, int]:
+    """Restore the training state in ``rdir`` when there is one (accelerate's ``load_state``: the
+    prepared model and optimizer, the RNG states, the registered scheduler and noise estimator);
+    (optimizer steps done, elapsed seconds, tokens seen) -- (0, 0.0, 0) on a fresh start.
+    Checkpoint folders at or before its step (``checkpoints``: {step: folder}) that are gone --
+    Snakemake deletes a rerun job's declared outputs -- are put back from the state's links; a
+    state that cannot finish the run as an uninterrupted one would (a checkpoint with no link, or
+    fewer rows in ``live_log`` than its step) is not resumed: training starts over. A state of
+    another format (``progress.json`` "format"; none: format 1, ``state.pt``) is refused."""
+    if rdir is None:
+        return 0, 0.0, 0
+    old = rdir.with_name(f".{rdir.name}.old")  # a save killed between its two renames
+    if accelerator.is_main_process and not (rdir / "progress.json").exists() and (old / "progress.json").exists():
+        shutil.rmtree(rdir, ignore_errors=True)
+        os.replace(old, rdir)
+    accelerator.wait_for_everyone()
+    if not (rdir / "progress.json").exists():
         return 0, 0.0, 0
     prog = read_json(rdir / "progress.json")
+    if prog.get("format", 1) != RESUME_FORMAT:
+        raise ValueError(f"resume state in {rdir} has format {prog.get('format', 1)} (an older "
+                         f"ssd_math.train's); this one reads format {RESUME_FORMAT} (accelerate's "
+                         "save_state): delete it to start over")
     if prog["spec_hash"] != spec_hash:
         raise ValueError(f"resume state in {rdir} was written by a different training spec; "
                          "delete it to start over")
@@ -783,15 +759,12 @@ def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, model, 
         for k, folder in sorted(missing.items()):
             _link_tree(rdir / "checkpoints" / str(k), folder)
     accelerator.wait_for_everyone()
-    # On the CPU first, memory-mapped: loading straight to the GPU would put a second copy of the
-    # weights and the whole AdamW state (~50 GB for 4B) beside the model's; load_training_state
-    # then copies tensor by tensor into place (docs/memory_plan.md "Resume").
-    state = torch.load(rdir / "state.pt", weights_only=False, mmap=True, map_location="cpu")
-    load_training_state(accelerator, model, optimizer, state)
-    scheduler.load_state_dict(state["scheduler"])
-    if noise_est is not None and state["noise"] is not None:
-        noise_est.load_state_dict(state["noise"])
-    set_rng_state(torch.load(rdir / f"rng_{accelerator.process_index}.pt", weights_only=False))
+    # On the CPU first, memory-mapped: the weights through safetensors (mmap), the optimizer state
+    # through torch.load(mmap=True), then copied into place. map_location "cpu" explicitly:
+    # accelerate's default with several GPU processes, "on_device", would put a second copy of the
+    # weights on the GPU beside the model's (docs/memory_plan.md "Resume"; FSDP2 ignores it: the
+    # main process reads the full state and broadcasts it tensor by tensor).
+    accelerator.load_state(rdir, map_location="cpu", load_kwargs={"mmap": True})
     return prog["step"], prog["elapsed_s"], prog["tokens"]
 
 
@@ -922,8 +895,10 @@ def train(spec: dict) -> dict:
     spec_hash = training_spec_hash(s)
     rdir = Path(s["resume_dir"]) if s["resume_dir"] else None
     live = partial_log(s["log"])
-    start_step, elapsed0, tokens_total = restore_resume_state(rdir, spec_hash, accelerator, model, optimizer,
-                                                              scheduler, noise_est, s["checkpoints"], live)
+    # saved and restored by accelerate's save_state/load_state beside the prepared model and optimizer;
+    # the scheduler is not prepared (accelerate's wrapper would step it once per process)
+    accelerator.register_for_checkpointing(scheduler, *([noise_est] if noise_est is not None else []))
+    start_step, elapsed0, tokens_total = restore_resume_state(rdir, spec_hash, accelerator, s["checkpoints"], live)
     log_path, live_log, log_fh = open_step_log(s["log"], start_step, is_main)
     bar = None
     if s["progress"] and is_main:
@@ -978,8 +953,8 @@ def train(spec: dict) -> dict:
                     save_model(raw_model, tok, s["checkpoints"][step + 1], state_dict=weights,
                                save_dtype=s["save_dtype"], step=step + 1, total_steps=total_steps, spec_hash=spec_hash)
                 if rdir is not None:
-                    save_resume(rdir, accelerator, model, optimizer, scheduler, noise_est, step + 1,
-                                row["elapsed_s"], tokens_total, spec_hash, s["checkpoints"])
+                    save_resume(rdir, accelerator, step + 1, row["elapsed_s"], tokens_total, spec_hash,
+                                s["checkpoints"])
                 accelerator.wait_for_everyone()
     finally:
         if log_fh is not None:
