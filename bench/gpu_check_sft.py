@@ -626,9 +626,62 @@ class Check:
         print(f"wrote {self.out / JSON_NAME}", flush=True)
 
 
+def report(res: dict) -> str:
+    """The "SFT GPU check" section of bench/RESULTS.md, from a gpu_check.json."""
+    def f(x, nd=1):
+        return "-" if x is None else f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+    def outcome(r):
+        if r.get("skipped"):
+            return "skipped: " + r["skipped"]
+        if r.get("oom"):
+            return f"out of memory in {r['oom']['phase']}"
+        if r.get("killed"):
+            return "killed at the deadline"
+        if r.get("crashed"):
+            return f"crashed ({(r.get('error') or {}).get('message', 'exit ' + str(r['crashed']))})"
+        return "fits" if r.get("fits") else "did not finish"
+
+    disk = res.get("disk", {})
+    lines = ["## SFT GPU check", "",
+             f"`bash bench/gpu_check.sh OUT` then `python bench/gpu_check_sft.py --report OUT/gpu_check.json`"
+             f"{' (a CPU dry run)' if res.get('dry_run') else ''}: {res.get('gpu') or 'CPU'}"
+             f" ({f(res.get('gpu_memory_gb'))} GB), torch {res.get('torch')} (CUDA {res.get('cuda')}),"
+             f" transformers {res.get('transformers')}, flash-linear-attention {res.get('flash_linear_attention')},"
+             f" causal-conv1d {res.get('causal_conv1d')}. A random-initialised model of shape"
+             f" {res.get('shape', {}).get('hidden_size')} x {res.get('shape', {}).get('num_hidden_layers')}"
+             f" ({res.get('params', 0) / 1e9:.3f} B parameters); global batch 2 of 1 sequence, 2 optimizer"
+             " steps, bf16 autocast, checkpoint_sublayers, loss chunk 1024. Peaks: torch.cuda.max_memory_allocated"
+             " / max_memory_reserved per phase (the max over its calls); predicted: planner.sft_memory (its"
+             " peak for the backward; its terms live in the other phases). tokens/s and MFU: the last step"
+             " (6 x parameters + causal attention FLOPs per token over the GPU's dense bf16 peak).", "",
+             "| tokens | instrumented | forward GB | backward GB | optimizer GB | tracker GB | peak allocated GB"
+             " | peak reserved GB | predicted GB | allocated / predicted | tokens/s | MFU | Gated DeltaNet | result |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res.get("runs", []):
+        ph = r.get("phases", {})
+        lines.append("| " + " | ".join([
+            str(r["tokens"]), "yes" if r.get("instrument") else "no",
+            *(f(ph.get(n, {}).get("peak_allocated_gb"), 2) for n in ("forward", "backward", "optimizer", "tracker")),
+            f(r.get("peak_allocated_gb"), 2), f(r.get("peak_reserved_gb"), 2), f(r.get("predicted_peak_gb"), 2),
+            f(r.get("allocated_over_predicted"), 3), f(r.get("tokens_per_s"), 0), f(r.get("mfu"), 3),
+            (r.get("kernels") or {}).get("gated_delta_rule") or "-", outcome(r)]) + " |")
+    lf = res.get("longest_fit")
+    lines += ["", f"Gated DeltaNet: {res.get('kernel_gated_delta_rule')}, short convolution:"
+              f" {res.get('kernel_causal_conv1d')} (the function objects the layers called)."
+              + (f" Longest length that fits: {lf['tokens']} tokens ({lf['first_not_fitting']} did not;"
+                 f" the plan's longest fit {res.get('planned_longest_fit')})." if lf else "")
+              + f" Disk free {f(disk.get('free_gb_start'))} GB before, {f(disk.get('free_gb_end'))} GB after"
+              f" (no model saved). {'Complete' if res.get('complete') else 'Incomplete (killed)'},"
+              f" {f(res.get('elapsed_s'), 0)} s.", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out_dir")
+    ap.add_argument("out_dir", nargs="?")
+    ap.add_argument("--report", metavar="GPU_CHECK_JSON",
+                    help="write bench/RESULTS.md's section 'SFT GPU check' from this JSON, run nothing")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shape, short lengths")
     ap.add_argument("--lengths", default=None,
                     help=f"tokens per sequence, longest first (default {REAL_LENGTHS}; dry run {DRY_LENGTHS})")
@@ -645,6 +698,13 @@ def main(argv=None) -> int:
     ap.add_argument("--scratch", default=None, help="folder for the runs (default: a new temporary one, removed)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.report:
+        from _results import write_section
+
+        write_section("SFT GPU check", report(json.loads(Path(args.report).read_text())))
+        return 0
+    if not args.out_dir:
+        ap.error("OUT_DIR is required")
     if args.one:
         shape, tokens, inst, path, work = json.loads(args.one)
         run_one(shape, tokens, inst, Path(path), args.steps, Path(work))

@@ -252,7 +252,7 @@ def build_image_env(root: Path) -> tuple[Path, list[str]]:
 
 @pytest.fixture(scope="module")
 def image_env(request):
-    """(python, carried wheels folder, notes), cached across sessions by the image list, this
+    """(python, carried wheels folder, notes), cached across test runs by the image list, this
     interpreter and the carried wheel list."""
     sh = (BENCH / "gpu_check.sh").read_text()
     carried = sh[sh.index("WHEELS=("):].split(")", 1)[0]  # the carried wheels' names and versions
@@ -312,3 +312,46 @@ def test_dry_run_with_only_the_image_packages_and_the_wheels(tmp_path, image_env
     disk = res["disk"]
     assert disk["scratch_bytes_left"] == 0 and disk["model_saved"] is False
     assert disk["free_gb_start"] > 0 and abs(disk["free_gb_end"] - disk["free_gb_start"]) < 1.0
+
+
+def test_rehearsal_check_reads_the_gated_delta_rule_warning_not_causal_conv1d_s(tmp_path):
+    """bench/gpu_check.py (the rehearsal on a GPU) says the fast kernels ran when the training log
+    holds only causal-conv1d's "falling back" warning, and not when it holds the delta rule's."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
+    gcr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gcr)
+    conv = ("[transformers] `causal_conv1d_fn` is falling back to its reference PyTorch implementation "
+            "because `causal_conv1d` is not installed.\n")
+    gdn = ("[transformers] `chunk_gated_delta_rule` is falling back to its reference PyTorch implementation "
+           "because `flash-linear-attention` is not installed.\n")
+    logs = tmp_path / "logs" / "train"
+    logs.mkdir(parents=True)
+    (logs / "sft_a.log").write_text(conv)
+    assert gcr.collect(tmp_path)["training"]["fla_kernels"] is True
+    (logs / "sft_b.log").write_text(conv + gdn)
+    t = gcr.collect(tmp_path)["training"]
+    assert t["fla_kernels"] is False and t["fell_back"] == ["sft_b"]
+
+
+def test_report_is_the_results_section_of_a_gpu_check_json():
+    gc = _gc()
+    run = {"tokens": 33792, "instrument": True, "state": "done", "steps_done": 2, "fits": True,
+           "phases": {"forward": {"peak_allocated_gb": 70.1}, "backward": {"peak_allocated_gb": 78.4},
+                      "optimizer": {"peak_allocated_gb": 69.0}, "tracker": {"peak_allocated_gb": 67.5}},
+           "peak_allocated_gb": 78.4, "peak_reserved_gb": 80.2, "predicted_peak_gb": 79.2,
+           "allocated_over_predicted": 0.99, "tokens_per_s": 5400.0, "mfu": 0.41,
+           "kernels": {"gated_delta_rule": "fla"}}
+    res = {"gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_gb": 85.0, "params": 4.206e9,
+           "shape": {"hidden_size": 2560, "num_hidden_layers": 32}, "complete": True,
+           "runs": [run, {"tokens": 16384, "instrument": True, "oom": {"phase": "backward"}, "phases": {}},
+                    {"tokens": 33792, "instrument": False, "skipped": "20 s left", "phases": {}}],
+           "kernel_gated_delta_rule": "fla", "kernel_causal_conv1d": "reference",
+           "longest_fit": {"tokens": 43008, "first_not_fitting": 44032}, "planned_longest_fit": 43008,
+           "disk": {"free_gb_start": 50.0, "free_gb_end": 49.9}, "elapsed_s": 431.0}
+    text = gc.report(res)
+    assert text.startswith("## SFT GPU check\n")
+    assert ("| 33792 | yes | 70.10 | 78.40 | 69.00 | 67.50 | 78.40 | 80.20 | 79.20 | 0.990 | 5400 | 0.410 "
+            "| fla | fits |") in text
+    assert "| 16384 | yes |" in text and "out of memory in backward |" in text
+    assert "skipped: 20 s left |" in text and "Longest length that fits: 43008 tokens" in text
