@@ -89,6 +89,7 @@ check() {
   fi
   # the allocator setting of the training jobs (docs/memory_plan.md): variable-length micro-batches
   export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  export HF_HUB_OFFLINE=1  # nothing to fetch: random weights, a tokenizer built on the spot
   timeout -k 10 "$HARD_S" python3 bench/gpu_check_sft.py "$OUT_DIR" --deadline-s "$DEADLINE_S" \
     --scratch "$SCRATCH/runs" "$@"
 }

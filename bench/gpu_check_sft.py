@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -245,17 +246,18 @@ def meter_phases(meter: Meter, phases: dict, state: dict, on_phase=lambda: None)
             state["phase"] = name
             meter.reset()
             t0 = time.perf_counter()
-            out = orig(*a, **kw)
-            alloc, reserved = meter.peak()
-            ph = phases.setdefault(name, {"peak_allocated_bytes": 0, "peak_reserved_bytes": None,
-                                          "seconds": 0.0, "calls": 0})
-            ph["peak_allocated_bytes"] = max(ph["peak_allocated_bytes"], alloc)
-            if reserved is not None:
-                ph["peak_reserved_bytes"] = max(ph["peak_reserved_bytes"] or 0, reserved)
-            ph["seconds"] += time.perf_counter() - t0
-            ph["calls"] += 1
-            on_phase()
-            return out
+            try:
+                return orig(*a, **kw)
+            finally:  # also when it runs out of memory: the peak it reached is recorded
+                alloc, reserved = meter.peak()
+                ph = phases.setdefault(name, {"peak_allocated_bytes": 0, "peak_reserved_bytes": None,
+                                              "seconds": 0.0, "calls": 0})
+                ph["peak_allocated_bytes"] = max(ph["peak_allocated_bytes"], alloc)
+                if reserved is not None:
+                    ph["peak_reserved_bytes"] = max(ph["peak_reserved_bytes"] or 0, reserved)
+                ph["seconds"] += time.perf_counter() - t0
+                ph["calls"] += 1
+                on_phase()
 
         setattr(owner, attr, run)
 
@@ -407,11 +409,12 @@ def phase_predictions(pred: dict) -> dict:
     gradients, AdamW), every checkpointed layer input, the final hidden state and one loss chunk;
     optimizer = the fp32 state; tracker = the fp32 state plus its host copy where host memory is
     the device's (the CPU)."""
-    t = pred["terms"]
+    t = {k: pred["terms"].get(k, 0.0) for k in (
+        "weights_fp32", "grads_fp32", "adamw_fp32", "checkpointed_inputs", "hidden_out_and_grad",
+        "loss_chunk", "tracker_host_copy")}
     state = t["weights_fp32"] + t["grads_fp32"] + t["adamw_fp32"]
     return {"forward": state + t["checkpointed_inputs"] + t["hidden_out_and_grad"] + t["loss_chunk"],
-            "backward": pred["peak"], "optimizer": state,
-            "tracker": state + t.get("tracker_host_copy", 0)}
+            "backward": pred["peak"], "optimizer": state, "tracker": state + t["tracker_host_copy"]}
 
 
 def disk_free(path: Path) -> int:
@@ -422,6 +425,14 @@ def tree_bytes(path: Path) -> int:
     if not path.exists():
         return 0
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+class Terminated(Exception):
+    """SIGTERM (the outer time limit): the run in flight is recorded before the check stops."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(f"signal {signum}")
 
 
 class Check:
@@ -441,10 +452,14 @@ class Check:
         self.cuda = self.env["gpu"] is not None
         self.sizes = planner.model_sizes(self.shape)
         self.kernels = "fla" if self.env["flash_linear_attention_available"] else "reference"
-        # on the CPU through transformers' own functions (the child runs do the same: run_one)
-        rec = KernelRecorder().install(force_reference=not self.cuda)
+        # a CPU computation: through transformers' own functions, whatever kernels were picked
+        # (the "fla" setting swaps in what fla's kernel saves itself)
+        rec = KernelRecorder().install(force_reference=True)
+        self.plan_error = None
         try:
             self.layer = planner.layer_saved_bytes(self.shape, kernels=self.kernels, sublayers=True)
+        except Exception as e:  # noqa: BLE001 - the check measures without a plan rather than not at all
+            self.layer, self.plan_error = None, f"{type(e).__name__}: {e}"
         finally:
             rec.uninstall()
         self.result = {
@@ -463,15 +478,25 @@ class Check:
 
     def write(self) -> None:
         self.result["elapsed_s"] = round(self.elapsed(), 1)
+        self.result["plan_error"] = self.plan_error
         tmp = self.out / (JSON_NAME + ".tmp")
         tmp.write_text(json.dumps(self.result, indent=1))
         os.replace(tmp, self.out / JSON_NAME)
 
     def predict(self, tokens: int, instrument: bool) -> dict:
-        pred = self.planner.sft_memory(self.shape, tokens, sizes=self.sizes, layer=self.layer,
-                                       instrumented=instrument, chunk_tokens=LOSS_CHUNK,
-                                       host_is_device=not self.cuda)
-        return {"peak": pred["peak"], "terms": pred["terms"], "phases": phase_predictions(pred)}
+        """``planner.sft_memory`` for this run's setup; {} with the reason in ``plan_error`` when
+        the plan cannot be computed (a run's measurements are kept either way)."""
+        if self.layer is None:
+            return {}
+        try:
+            pred = self.planner.sft_memory(self.shape, tokens, sizes=self.sizes, layer=self.layer,
+                                           instrumented=instrument, chunk_tokens=LOSS_CHUNK,
+                                           host_is_device=not self.cuda, kernels=self.kernels,
+                                           sublayers=True)
+            return {"peak": pred["peak"], "terms": pred["terms"], "phases": phase_predictions(pred)}
+        except Exception as e:  # noqa: BLE001 - as above
+            self.plan_error = f"{type(e).__name__}: {e}"
+            return {}
 
     def estimate_s(self) -> float | None:
         """Seconds the next run is expected to take: the longest run after the first (which
@@ -500,30 +525,32 @@ class Check:
         print(f"--- run {i}: {tokens} tokens, instrumentation {'on' if instrument else 'off'} ({why})",
               flush=True)
         t = time.perf_counter()
-        rc, killed = None, False
+        rc, killed, stop = None, None, None
         try:
             rc = subprocess.run(cmd, env=env, timeout=max(1.0, left)).returncode
-        except subprocess.TimeoutExpired:
-            killed = True
+        except subprocess.TimeoutExpired:  # subprocess.run has killed it
+            killed = f"still running at the deadline ({self.args.deadline_s:.0f} s): killed"
+        except Terminated as e:  # the same: recorded, then the check stops
+            killed, stop = "the check was terminated during this run", e
         rec = json.loads(rec_path.read_text()) if rec_path.exists() else {"phases": {}}
         rec.update(base)
         rec["wall_total_s"] = round(time.perf_counter() - t, 1)
         if killed:
-            rec["killed"] = f"still running at the deadline ({self.args.deadline_s:.0f} s): killed"
+            rec["killed"] = killed
         elif rc:
             rec["crashed"] = rc
         pred = self.predict(tokens, instrument)
-        rec["predicted_peak_gb"] = _gb(pred["peak"])
-        rec["predicted_terms_gb"] = {k: _gb(v) for k, v in pred["terms"].items()}
+        rec["predicted_peak_gb"] = _gb(pred.get("peak"))
+        rec["predicted_terms_gb"] = {k: _gb(v) for k, v in pred.get("terms", {}).items()}
         for name, ph in rec.get("phases", {}).items():
-            ph["predicted_gb"] = _gb(pred["phases"].get(name))
+            ph["predicted_gb"] = _gb(pred.get("phases", {}).get(name))
             if ph["predicted_gb"]:
                 ph["allocated_over_predicted"] = round(ph["peak_allocated_gb"] / ph["predicted_gb"], 3)
         allocs = [p["peak_allocated_gb"] for p in rec.get("phases", {}).values()]
         reserved = [p["peak_reserved_gb"] for p in rec.get("phases", {}).values() if p["peak_reserved_gb"]]
         rec["peak_allocated_gb"] = max(allocs, default=None)
         rec["peak_reserved_gb"] = max(reserved, default=None)
-        if rec["peak_allocated_gb"]:
+        if rec["peak_allocated_gb"] and rec["predicted_peak_gb"]:
             rec["allocated_over_predicted"] = round(rec["peak_allocated_gb"] / rec["predicted_peak_gb"], 3)
         pf = peak_flops(self.env["gpu"])
         if rec.get("tokens_per_s") and pf:
@@ -535,6 +562,8 @@ class Check:
         rec["fits"] = self.fits(rec)
         self.result["runs"].append(rec)
         self.write()
+        if stop is not None:
+            raise stop
         print(json.dumps({k: rec.get(k) for k in (
             "tokens", "instrument", "state", "steps_done", "peak_allocated_gb", "peak_reserved_gb",
             "predicted_peak_gb", "tokens_per_s", "mfu", "oom", "crashed", "killed", "fits")}
@@ -567,11 +596,15 @@ class Check:
         if hi is None:
             cap = (self.args.capacity_gb * 1e9 if self.args.capacity_gb
                    else self._device_bytes() - self.planner.CUDA_RESERVE)
-            planned = self.planner.max_fitting_tokens(self.shape, cap, step=step, sizes=self.sizes,
-                                                      layer=self.layer, instrumented=True,
-                                                      chunk_tokens=LOSS_CHUNK, host_is_device=not self.cuda)
+            try:
+                planned = self.planner.max_fitting_tokens(
+                    self.shape, cap, step=step, sizes=self.sizes, layer=self.layer, instrumented=True,
+                    chunk_tokens=LOSS_CHUNK, host_is_device=not self.cuda, kernels=self.kernels,
+                    sublayers=True)
+            except Exception as e:  # noqa: BLE001 - bisect from the measured lengths alone
+                self.plan_error, planned = f"{type(e).__name__}: {e}", None
             self.result["planned_longest_fit"] = planned
-            guess = max(planned, lo + step)
+            guess = max(planned or 0, lo + step)
         while True:
             if hi is not None:
                 if hi - lo <= step:
@@ -600,6 +633,17 @@ class Check:
         lengths = [int(x) for x in self.args.lengths.split(",")] if self.args.lengths else list(
             DRY_LENGTHS if self.args.dry_run else REAL_LENGTHS)
         print(json.dumps(self.env), flush=True)
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            self.runs(lengths)
+        except Terminated:
+            self.result["terminated"] = True
+            self.write()
+            return 1
+        self.finish()
+        return 1 if any(r.get("crashed") for r in self.result["runs"]) else 0
+
+    def runs(self, lengths: list[int]) -> None:
         self.run(lengths[0], True, "the recipe's longest step, instrumented")
         for tokens in lengths[1:]:
             self.run(tokens, True, "a shorter step, instrumented")
@@ -607,8 +651,6 @@ class Check:
             self.run(lengths[0], False, "the longest step without instrumentation (its cost)")
         if self.args.bisect:
             self.bisect()
-        self.finish()
-        return 1 if any(r.get("crashed") for r in self.result["runs"]) else 0
 
     def finish(self) -> None:
         kinds = {(r.get("kernels") or {}).get("gated_delta_rule") for r in self.result["runs"]} - {None}

@@ -164,6 +164,43 @@ def test_no_run_starts_that_would_not_end_by_the_deadline(tmp_path, monkeypatch)
     assert saved["runs"][-1]["skipped"] and saved["complete"] is False  # written before the end
 
 
+def _fake_child(rec: dict):
+    """A stand-in for the run's process: writes ``rec`` where the check reads it."""
+    def run(cmd, **kw):
+        one = json.loads(cmd[cmd.index("--one") + 1])
+        Path(one[3]).write_text(json.dumps(rec))
+        Path(one[4]).mkdir(parents=True, exist_ok=True)
+        (Path(one[4]) / "config.json").write_text("{}")
+        return subprocess.CompletedProcess(cmd, 0)
+    return run
+
+
+def test_a_run_is_merged_with_the_plan_and_the_mfu(tmp_path, monkeypatch):
+    gc = _gc()
+    c = _check(gc, tmp_path)
+    c.env["gpu"] = "NVIDIA H100 80GB HBM3"
+    phases = {"forward": {"peak_allocated_gb": 0.004, "peak_reserved_gb": 0.006, "seconds": 1.0, "calls": 4},
+              "backward": {"peak_allocated_gb": 0.005, "peak_reserved_gb": 0.007, "seconds": 2.0, "calls": 4}}
+    child = {"state": "done", "steps_done": 2, "phases": phases, "tokens_per_s": 1000.0}
+    monkeypatch.setattr(gc.subprocess, "run", _fake_child(child))
+    rec = c.run(64, True, "test")
+    pred = c.predict(64, True)
+    assert rec["predicted_peak_gb"] == round(pred["peak"] / 1e9, 6)
+    assert rec["phases"]["backward"]["predicted_gb"] == rec["predicted_peak_gb"]
+    assert rec["peak_allocated_gb"] == 0.005 and rec["peak_reserved_gb"] == 0.007 and rec["fits"] is True
+    fpt = gc.flops_per_token(gc.TINY, c.sizes["params"], 64)
+    assert rec["mfu"] == round(1000.0 * fpt / 989e12, 4)
+    assert rec["scratch_bytes_before_cleanup"] == 2 and not (c.scratch / "run0").exists()
+
+    # the planner failing (another version's signature, say) costs the prediction, not the run
+    monkeypatch.setattr(c.planner, "sft_memory", lambda *a, **k: (_ for _ in ()).throw(TypeError("new arg")))
+    rec = c.run(64, False, "test")
+    assert rec["predicted_peak_gb"] is None and rec["phases"]["forward"]["predicted_gb"] is None
+    assert rec["peak_allocated_gb"] == 0.005 and "allocated_over_predicted" not in rec
+    saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert saved["plan_error"] == "TypeError: new arg" and len(saved["runs"]) == 2
+
+
 def test_bisection_finds_the_longest_length_that_fits(tmp_path, monkeypatch):
     gc = _gc()
     c = _check(gc, tmp_path, capacity_gb=0.05)
@@ -355,3 +392,35 @@ def test_report_is_the_results_section_of_a_gpu_check_json():
             "| fla | fits |") in text
     assert "| 16384 | yes |" in text and "out of memory in backward |" in text
     assert "skipped: 20 s left |" in text and "Longest length that fits: 43008 tokens" in text
+
+
+@pytest.mark.slow
+def test_a_kill_keeps_what_was_measured(tmp_path):
+    """The outer time limit's SIGTERM (to the check's process group) mid-run: the JSON holds the
+    run in flight with the phases it had metered, and says the check was terminated."""
+    import signal
+    import time
+
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, str(BENCH / "gpu_check_sft.py"), str(out), "--dry-run",
+                             "--lengths", "64", "--steps", "50", "--scratch", str(scratch)],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    rec = scratch / "run0.json"
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        if rec.exists() and "backward" in json.loads(rec.read_text() or "{}").get("phases", {}):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the first run metered no backward in 240 s")
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1
+    res = json.loads((out / "gpu_check.json").read_text())
+    assert res["terminated"] and not res["complete"]
+    (run,) = res["runs"]
+    assert run["killed"] == "the check was terminated during this run" and run["state"] == "running"
+    assert run["phases"]["backward"]["peak_allocated_gb"] > 0 and run["fits"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json"]
