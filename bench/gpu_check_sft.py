@@ -317,6 +317,10 @@ def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: i
         os.replace(tmp_json, out_json)
 
     meter = Meter(cuda)
+    if cuda:
+        free, total = torch.cuda.mem_get_info()
+        rec["device"] = {"name": torch.cuda.get_device_name(0), "total_bytes": int(total),
+                         "free_bytes_at_start": int(free)}
     state = {"phase": "load"}
     meter_phases(meter, raw_phases, state, on_phase=write)
     kernels = KernelRecorder().install(force_reference=not cuda)
@@ -380,9 +384,16 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    cuda = torch.cuda.is_available()
-    return {"gpu": torch.cuda.get_device_name(0) if cuda else None,
-            "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1) if cuda else None,
+    # no CUDA context in this process (it would hold GPU memory the runs then lack): the name and
+    # size from nvidia-smi here, the runs report what torch sees (run_one's "device")
+    gpu, mem = None, None
+    if torch.cuda.is_available() and shutil.which("nvidia-smi"):
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits",
+                            "-i", "0"], capture_output=True, text=True).stdout.strip()
+        if q:
+            name, _, mib = q.rpartition(",")
+            gpu, mem = name.strip(), round(float(mib) * 2**20 / 1e9, 1)
+    return {"gpu": gpu, "gpu_memory_gb": mem,
             "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
             "transformers": transformers.__version__, "accelerate": version("accelerate"),
             "flash_linear_attention": version("flash-linear-attention"), "fla_core": version("fla-core"),
@@ -449,7 +460,9 @@ class Check:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.shape = TINY if args.dry_run else planner.QWEN35_4B_TEXT
         self.env = environment()
-        self.cuda = self.env["gpu"] is not None
+        import torch
+
+        self.cuda = torch.cuda.is_available()
         self.sizes = planner.model_sizes(self.shape)
         self.kernels = "fla" if self.env["flash_linear_attention_available"] else "reference"
         # a CPU computation: through transformers' own functions, whatever kernels were picked
@@ -552,6 +565,9 @@ class Check:
         rec["peak_reserved_gb"] = max(reserved, default=None)
         if rec["peak_allocated_gb"] and rec["predicted_peak_gb"]:
             rec["allocated_over_predicted"] = round(rec["peak_allocated_gb"] / rec["predicted_peak_gb"], 3)
+        dev = rec.get("device") or {}
+        if dev and not self.env["gpu"]:
+            self.result["gpu"] = self.env["gpu"] = dev["name"]
         pf = peak_flops(self.env["gpu"])
         if rec.get("tokens_per_s") and pf:
             rec["mfu"] = round(rec["tokens_per_s"] * flops_per_token(self.shape, self.sizes["params"], tokens) / pf, 4)
@@ -625,9 +641,9 @@ class Check:
         self.write()
 
     def _device_bytes(self) -> float:
-        import torch
-
-        return float(torch.cuda.mem_get_info()[1]) if self.cuda else float(self.planner.H100_BYTES)
+        """The device's memory as the runs saw it (torch.cuda.mem_get_info's total)."""
+        seen = [r["device"]["total_bytes"] for r in self.result["runs"] if r.get("device")]
+        return float(seen[0]) if seen else float(self.planner.H100_BYTES)
 
     def main(self) -> int:
         lengths = [int(x) for x in self.args.lengths.split(",")] if self.args.lengths else list(

@@ -178,10 +178,11 @@ def _fake_child(rec: dict):
 def test_a_run_is_merged_with_the_plan_and_the_mfu(tmp_path, monkeypatch):
     gc = _gc()
     c = _check(gc, tmp_path)
-    c.env["gpu"] = "NVIDIA H100 80GB HBM3"
     phases = {"forward": {"peak_allocated_gb": 0.004, "peak_reserved_gb": 0.006, "seconds": 1.0, "calls": 4},
               "backward": {"peak_allocated_gb": 0.005, "peak_reserved_gb": 0.007, "seconds": 2.0, "calls": 4}}
-    child = {"state": "done", "steps_done": 2, "phases": phases, "tokens_per_s": 1000.0}
+    # the GPU as the run's torch saw it (the check's own process opens no CUDA context)
+    child = {"state": "done", "steps_done": 2, "phases": phases, "tokens_per_s": 1000.0,
+             "device": {"name": "NVIDIA H100 80GB HBM3", "total_bytes": 85_520_000_000}}
     monkeypatch.setattr(gc.subprocess, "run", _fake_child(child))
     rec = c.run(64, True, "test")
     pred = c.predict(64, True)
@@ -191,6 +192,7 @@ def test_a_run_is_merged_with_the_plan_and_the_mfu(tmp_path, monkeypatch):
     fpt = gc.flops_per_token(gc.TINY, c.sizes["params"], 64)
     assert rec["mfu"] == round(1000.0 * fpt / 989e12, 4)
     assert rec["scratch_bytes_before_cleanup"] == 2 and not (c.scratch / "run0").exists()
+    assert c.result["gpu"] == "NVIDIA H100 80GB HBM3" and c._device_bytes() == 85_520_000_000
 
     # the planner failing (another version's signature, say) costs the prediction, not the run
     monkeypatch.setattr(c.planner, "sft_memory", lambda *a, **k: (_ for _ in ()).throw(TypeError("new arg")))
