@@ -426,3 +426,23 @@ def test_a_kill_keeps_what_was_measured(tmp_path):
     assert run["killed"] == "the check was terminated during this run" and run["state"] == "running"
     assert run["phases"]["backward"]["peak_allocated_gb"] > 0 and run["fits"] is None
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json"]
+
+
+def test_carried_wheels_are_the_project_s_pins_and_fit_the_limit():
+    """What gpu_check.sh carries is what pyproject.toml pins (where it pins the package), and the
+    image already has none of them at that version."""
+    import re
+    import tomllib
+
+    sh = (BENCH / "gpu_check.sh").read_text()
+    carried = dict(re.findall(r"([A-Za-z0-9_.-]+)==([^\s)]+)", sh[sh.index("WHEELS=("):].split(")", 1)[0]))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = dict(re.match(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(.+)", d).groups()
+                for d in project["dependencies"] + project["optional-dependencies"]["vllm"] if "==" in d)
+    assert {"transformers", "jsonschema", "flash-linear-attention", "fla-core", "rpds-py"} <= set(carried)
+    for name, ver in carried.items():
+        if name in pins:
+            assert pins[name] == ver, name
+    image = image_packages()
+    assert all(image.get(n) != v for n, v in carried.items())
+    assert "LIMIT_KIB=65536" in sh
