@@ -3,8 +3,8 @@ kernels of an AVX2-only CPU and of this one.
 
     . .venv/bin/activate && python bench/bench_base_isa.py [--isa native,avx2] [--no-write]
 
-A session reaches one CPU; the other CPUs a user runs on differ in the kernels ATen, MKL and
-oneDNN dispatch to, which can be capped on this machine (``ATEN_CPU_CAPABILITY``,
+It runs on one CPU; the CPUs users run on differ in the kernels ATen, MKL and oneDNN
+dispatch to, which can be capped on the CPU it runs on (``ATEN_CPU_CAPABILITY``,
 ``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``, as bench/bench_seed_matrix.py does): "avx2"
 runs the kernels an AVX2-only EPYC runs, "native" this CPU's own. For each setting the bench
 clones this repository's HEAD into an empty folder and runs the default pipeline up to the

@@ -10,10 +10,10 @@ through ``ssd_math.train.train`` itself, with the real recipe's settings: bf16 a
 row without it, the same shape: the saving measured beside the predicted one), the chunked loss,
 2 micro-batches of one sequence per step, instrumentation on. The measured peak is the peak of the bytes of live
 tensor storages while ``train`` runs (a dispatch mode that sees every op's output: the CPU
-counterpart of ``torch.cuda.max_memory_allocated``, which bench/gpu_check.py reads). The predicted
+counterpart of ``torch.cuda.max_memory_allocated``, which bench/gpu_check_sft.py reads). The predicted
 peak is ``sft_memory(..., host_is_device=True)``: on the CPU the tracker's host copy is in the
 same memory. Then the formula's predictions for Qwen3.5-4B on GPUs (the step the CPU cannot
-measure; bench/gpu_check.sh measures it where a GPU is lent).
+measure; bench/gpu_check.sh measures it on a GPU machine).
 """
 
 from __future__ import annotations

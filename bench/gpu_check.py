@@ -1,20 +1,23 @@
 """GPU check: the rehearsal (config/rehearsal.yaml, the real recipe's DAG scaled down) on one
-CUDA GPU with the vLLM backend, training with gradient checkpointing, the chunked loss and the
-flash-linear-attention / causal-conv1d kernels; sampling and training tokens/s and peak memory.
+CUDA GPU with the vLLM backend, training with gradient checkpointing, the chunked loss and
+flash-linear-attention's Gated DeltaNet kernels (causal-conv1d is not installed: transformers runs
+its F.conv1d fallback for the short convolution); sampling and training tokens/s and peak memory.
 
     bash bench/gpu_check_rehearsal.sh [OUT_DIR]   # one H100/H200 with a registry (installs vLLM)
     bash bench/gpu_check_rehearsal.sh OUT_DIR --dry-run  # CPU: the variant config, the DAG (snakemake -n)
                                                    #  and the install commands, nothing run
 
-Steps: (1) the GPU environment (bench/gpu_check_rehearsal.sh: envs/vllm.yaml's pins + flash-linear-attention
-+ causal-conv1d, then this package without dependencies); (2) a config variant of the rehearsal
+Steps: (1) the GPU environment (bench/gpu_check_rehearsal.sh: envs/vllm.yaml's pins +
+flash-linear-attention, then this package without dependencies); (2) a config variant of the rehearsal
 (:func:`variant_config`): sampler.backend vllm (language_model_only, gpu_memory_utilization 0.5),
 runtime device cuda + envs/accelerate/gpu1.yaml, results under OUT_DIR; (3) ``snakemake`` on it
 with ``--resources gpu=1``, nvidia-smi sampled every second for the peak GPU memory; (4)
 :func:`collect`: tokens/s of every sampling/eval job (generated tokens / its benchmark: seconds,
 engine start included; and the engine's own rate from the job log), training tokens/s and peak
 CUDA memory from train/*/log.jsonl, whether the fast linear-attention kernels were used (no
-"falling back" in the training logs), and a vLLM weight-name check of every checkpoint;
+:data:`GDN_FELL_BACK` in the training logs: the gated delta rule's own warning, not causal-conv1d's,
+which transformers prints whenever causal-conv1d is missing), and a vLLM weight-name check of
+every checkpoint;
 (5) OUT_DIR/gpu_check.json, OUT_DIR/plan_rates.yaml (the ``planner.throughput`` block the cost
 planner reads from a config: measured on the REHEARSAL model, so a check of the plumbing, not
 4B rates) and a section of bench/RESULTS.md. The rehearsal's benchmark: files stay under
@@ -39,6 +42,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 MARK_BEGIN, MARK_END = "<!-- gpu_check:begin -->", "<!-- gpu_check:end -->"
+# transformers 5.19's warning when the Gated DeltaNet's chunked delta rule runs its PyTorch
+# reference (integrations/hub_kernels.py, use_kernel_func_from_hub_with_fallback)
+GDN_FELL_BACK = "`chunk_gated_delta_rule` is falling back"
 
 
 def variant_config(base: dict, out_dir: Path) -> dict:
@@ -114,7 +120,7 @@ def collect(results: Path) -> dict:
         rates += [r.get("tokens_per_s") for r in rows[1:] or rows]
         mems += [r.get("mem_mb") for r in rows]
     for logf in sorted((results / "logs" / "train").glob("*.log")) if (results / "logs" / "train").exists() else []:
-        if "falling back to its reference PyTorch implementation" in logf.read_text(errors="replace"):
+        if GDN_FELL_BACK in logf.read_text(errors="replace"):
             fell_back.append(logf.stem)
     out["training"] = {"tokens_per_s_median": _median(rates),
                        "peak_mem_mb": max([m for m in mems if m is not None], default=None),
@@ -204,7 +210,7 @@ def main(argv=None) -> int:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "?")
     write_results_section(
-        f"## GPU check (bench/gpu_check.sh): the rehearsal on {summary['gpu']}, vLLM {summary['vllm']}\n\n"
+        f"## GPU check (bench/gpu_check_rehearsal.sh): the rehearsal on {summary['gpu']}, vLLM {summary['vllm']}\n\n"
         f"CPU {cpu}. rc {rc}, wall {summary['wall_s']} s. Sampling: {m['sampling']}. Training: "
         f"{m['training']}. Peak GPU memory (nvidia-smi) {mem.peak} MiB. vLLM weight-name problems: "
         f"{ {k: len(v) for k, v in m['vllm_weight_problems'].items()} }. Rates of the tiny rehearsal "

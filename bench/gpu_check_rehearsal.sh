@@ -3,15 +3,16 @@
 # gradient checkpointing + chunked loss + flash-linear-attention kernels; tokens/s and peak memory
 # -> OUT_DIR/gpu_check.json, OUT_DIR/plan_rates.yaml, bench/RESULTS.md (bench/gpu_check.py).
 #
-#   bash bench/gpu_check_rehearsal.sh [OUT_DIR] [--dry-run]   # needs a registry and vLLM (not the lent machines: bench/gpu_check.sh)
+#   bash bench/gpu_check_rehearsal.sh [OUT_DIR] [--dry-run]
 #
-# --dry-run (any machine): prints the install commands, writes the variant config and lists the
-# DAG (snakemake -n); installs and runs nothing. SKIP_INSTALL=1 uses the current environment
-# (vLLM already there). Not for the lent device machines (no registry there): bench/gpu_check.sh.
-#   bash bench/gpu_check_rehearsal.sh $OUT
+# It installs the GPU environment (envs/vllm.yaml's pip list, vLLM included), so it needs a
+# package registry; on an offline GPU machine (no package registry) run bench/gpu_check.sh, the
+# SFT check, instead. --dry-run (any machine): prints the install commands, writes the variant
+# config and lists the DAG (snakemake -n); installs and runs nothing. SKIP_INSTALL=1 uses the
+# current environment (vLLM already there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${1:-${OUT:-$(mktemp -d)}}"
+OUT_DIR="${1:-$(mktemp -d)}"
 shift || true
 DRY=0
 for a in "$@"; do [ "$a" = "--dry-run" ] && DRY=1; done
