@@ -178,7 +178,7 @@ def test_the_markdown_table_has_every_claim_and_the_comparability_note(tmp_path)
     # the comparable recipe says, per row with both intervals, whether they overlap
     assert real.count("intervals overlap") + real.count("intervals do not overlap") == 5
     assert "intervals" not in md.split(":::")[1]  # the tiny default: not comparable, not said
-    assert md.startswith("::: {.study-table}\n")
+    assert md.startswith("::: {.study-table .column-page-right}\n")
 
 
 def test_a_bad_study_interval_is_named(tmp_path):

@@ -300,18 +300,23 @@ def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool
     wrap so every column stays on screen; one short line per claim: the CSV keeps the long
     reasons) and one note under it. For a comparable recipe the agrees cell says whether the
     study's interval and this run's overlap."""
-    rows = []
+    rows, scales = [], []
     for r in df.iter_rows(named=True):
         run = (f"{r['short']}" if r["agrees"] == UNDECIDED
                else r["run_estimate"] + ("" if r["run_n"] == "—" else f"; n{NBSP}={NBSP}{r['run_n']}"))
         study_v = r["study_verdict"] + (f" (its numbers: {r['study_verdict_by_numbers']})"
                                         if r["study_verdict_by_numbers"] not in (None, r["study_verdict"]) else "")
-        agrees = r["agrees"] + (f", {r['disagreement']}" if r["disagreement"] else "")
+        agrees = r["agrees"]
+        if r["disagreement"]:
+            kind = r["disagreement"].split(":", 1)
+            agrees += f", {kind[0]}" + ("" if len(kind) == 1 else f" ({len(scales) + 1} below)")
+            if len(kind) > 1:
+                scales.append(f"({len(scales) + 1}) {r['claim']}: {kind[1].strip()}.")
         if absolute_comparable and r["overlap"]:
             agrees += f"; intervals {r['overlap']}"
         rows.append({"claim (docs/study.md)": f"{r['claim']} ({r['section']})",
-                     "study": "—" if r["study_estimate"].startswith("not stated") else r["study_estimate"],
-                     "this run": run, "verdict: study / this run": f"{study_v} / {r['run_verdict']}",
+                     "study": "—" if r["study_estimate"].startswith("not stated") else _breakable(r["study_estimate"]),
+                     "this run": _breakable(run), "verdict: study / this run": f"{study_v} / {r['run_verdict']}",
                      "agrees": agrees})
     counts = {k: df.filter(pl.col("agrees") == k).height for k in ("yes", "no", UNDECIDED)}
     note = (f"*{counts['yes']} of {df.height} claims agree, {counts['no']} disagree, {counts[UNDECIDED]} "
@@ -319,9 +324,19 @@ def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool
             f"estimate is its published one (docs/study.md §5, 95% intervals; differences in percentage points), "
             f"— where it states only the verdict. A disagreement is *of scale* where the run's recipe differs "
             f"from the study's by the numbers given, else *of mechanism*. Source: {claims['source'].strip()}.")
+    if scales:
+        note += " *Of scale:* " + " ".join(scales)
     if not absolute_comparable:
         note += " *Not comparable:* the absolute numbers. " + claims["absolute_numbers"].strip()
-    return "::: {.study-table}\n" + pipe_table(rows) + ":::\n\n" + note + "\n"
+    # column-page-right: Quarto lets the table use the page's right margin (the offline page is one
+    # wide column and ignores it)
+    return "::: {.study-table .column-page-right}\n" + pipe_table(rows) + ":::\n\n" + note + "\n"
+
+
+def _breakable(text: str) -> str:
+    """A cell's text with a break allowed between a difference and its interval (``Δ +2.40 pp``
+    / ``[+0.30, +4.50]``): the interval itself stays whole."""
+    return text.replace(f"pp{NBSP}[", "pp [")
 
 
 def write_study_table(claims_path: str | Path, out_csv: str | Path, out_md: str | Path, *,
