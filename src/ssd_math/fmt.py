@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from .stats import level_text
 
-__all__ = ["NBSP", "MINUS", "num", "pct", "pp", "rate", "ci", "dci", "span", "g3", "n_prompts",
+__all__ = ["NBSP", "MINUS", "num", "pct", "pp", "rate", "ci", "fixed", "dci", "span", "g3", "n_prompts",
            "is_missing", "excludes_zero", "zero_text", "order", "verdict", "method_note", "pct_scale"]
 
 NBSP = "\u00a0"
@@ -58,6 +58,14 @@ def ci(est: float, lo: float, hi: float, *, pp: bool = False) -> str:
     if pp:
         return f"{100 * est:+.1f} [{100 * lo:+.1f},{NBSP}{100 * hi:+.1f}]"
     return f"{100 * est:.1f}% [{100 * lo:.1f},{NBSP}{100 * hi:.1f}]"
+
+
+def fixed(est: float | None, lo: float, hi: float, digits: int = 3) -> str:
+    """An estimate in its own unit with its interval, unsigned: ``0.812 [0.700, 0.900]``; em dash
+    when there is no estimate."""
+    if is_missing(est):
+        return "\u2014"
+    return f"{est:.{digits}f} [{lo:.{digits}f},{NBSP}{hi:.{digits}f}]"
 
 
 def dci(est: float | None, lo: float, hi: float, digits: int = 3) -> str:

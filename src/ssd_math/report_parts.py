@@ -167,7 +167,7 @@ def _overview(filters: Mapping[str, str | Path]) -> str:
     for arm, path in filters.items():
         f = json.loads(Path(path).read_text("utf-8"))
         rows.append({"arm": arm, "sampled": f["n_samples"], "kept": f["n_kept"], "dropped (length stop)": f["n_dropped"],
-                     "length-stop rate": f"{100 * f['length_stop_rate']:.1f}%",
+                     "length-stop rate": fmt.pct(f["length_stop_rate"]),
                      "mean kept tokens": round(f["mean_kept_completion_tokens"], 1)})
     return pipe_table(rows)
 
@@ -244,11 +244,8 @@ def _probe(pr: Mapping[str, pl.DataFrame], level: str) -> dict[str, str]:
         out["probe_truth"] = "No labelled positions (ground truth exists only on the embedded synthetic task)."
         out["probe_truth_method"] = ""
     else:
-        def three(est, lo, hi):
-            return "—" if fmt.is_missing(est) else f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
-
-        tv = tr.with_columns(_struct_text(["precision", "precision_lo", "precision_hi"], three, "precision [CI]"),
-                             _struct_text(["recall", "recall_lo", "recall_hi"], three, "recall [CI]"))
+        tv = tr.with_columns(_struct_text(["precision", "precision_lo", "precision_hi"], fmt.fixed, "precision [CI]"),
+                             _struct_text(["recall", "recall_lo", "recall_hi"], fmt.fixed, "recall [CI]"))
         out["probe_truth"] = pipe_table(tv.select("model", "class", "n_true", "n_predicted", "n_both",
                                                   "precision [CI]", "recall [CI]"))
         r = tr.row(0, named=True)
@@ -280,8 +277,11 @@ def _probe(pr: Mapping[str, pl.DataFrame], level: str) -> dict[str, str]:
 
 
 def _ci_expr(c: str) -> pl.Expr:
-    return pl.format("{}% [{}, {}]", (100 * pl.col(c)).round(1), (100 * pl.col(f"{c}_lo")).round(1),
-                     (100 * pl.col(f"{c}_hi")).round(1))
+    """A rate column with its interval as text (fmt.ci); em dash where there is none."""
+    def text(est, lo, hi):
+        return "\u2014" if fmt.is_missing(est) else fmt.ci(est, lo, hi)
+
+    return _struct_text([c, f"{c}_lo", f"{c}_hi"], text, c)
 
 
 def _appendix(t: Mapping[str, pl.DataFrame]) -> dict[str, str]:
