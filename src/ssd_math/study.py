@@ -321,7 +321,7 @@ def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool
     counts = {k: df.filter(pl.col("agrees") == k).height for k in ("yes", "no", UNDECIDED)}
     note = (f"*{counts['yes']} of {df.height} claims agree, {counts['no']} disagree, {counts[UNDECIDED]} "
             f"this run cannot decide* (why: `tables/study_vs_run.csv`, column `why`). The study's "
-            f"estimate is its published one (docs/study.md §5, 95% intervals; differences in percentage points), "
+            f"estimate is its published one with the study's interval (docs/study.md §5; differences in percentage points), "
             f"— where it states only the verdict. A disagreement is *of scale* where the run's recipe differs "
             f"from the study's by the numbers given, else *of mechanism*. Source: {claims['source'].strip()}.")
     if scales:
