@@ -7,6 +7,8 @@ is written with the columns ssd_math.tables.metrics_table writes.
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 from test_findings import build, noise_log, pattern, swamped_log
@@ -123,6 +125,10 @@ def test_a_weight_change_no_at_another_lr_is_of_scale(tmp_path):
     ratio = lr / 5e-6
     assert w["disagreement"].startswith(f"of scale: peak LR {lr:.3g} = {ratio:.3g}× the study's 5e-6".replace("e-0", "e-"))
     assert f"= {lr * 512:.3g} here, 0.00256 in the study" in w["disagreement"]
+    # the report's table: the cell names the kind, the note under it the numbers
+    md = study.render_markdown(pl.DataFrame([w]), {"source": "s", "absolute_numbers": "n"}, absolute_comparable=False)
+    assert re.search(r"\| no\\, of scale \\\(1 below\\\) +\|", md), md  # pipe_table escapes punctuation
+    assert f"*Of scale:* (1) {w['claim']}: peak LR {lr:.3g}" in md
     # a verdict the study's scale does not explain is one of mechanism
     assert got["t1_ssd_vs_base_t10_main"]["agrees"] == "no"
     assert got["t1_ssd_vs_base_t10_main"]["disagreement"] == "of mechanism"
