@@ -1,4 +1,6 @@
-# Stage 8 - the report: report/report.qmd reads the tables and figures listed as inputs here.
+# Stage 8 - the report: rule report_parts writes every table, note and number the page shows;
+# rule report writes its inputs as a manifest (report_inputs.json) and renders report/report.qmd,
+# which reads that manifest and places what it names.
 # With Quarto on PATH this runs `quarto render` (from any working directory: ssd_math.report
 # renders a copy of report/ in a folder beside the output); without it, the offline renderer
 # (ssd_math.report: nbclient + pandoc) renders the same .qmd to a self-contained HTML.
@@ -54,43 +56,65 @@ rule findings:
         "../scripts/findings.py"
 
 
+rule report_parts:
+    """Everything the report shows besides its figures and the findings/study fragments, written
+    as strings (ssd_math.report_parts): each table as a pipe table, each method note, each sentence
+    with a number, the provenance panel's rows. The arms and the noise probes are the config's."""
+    input:
+        numbers=rules.report_numbers.output.json,
+        findings_json=rules.findings.output.json,
+        table1=rules.table1.output.table,
+        table2=rules.table2.output.table,
+        table1_breakdown=rules.table1_breakdown.output.table,
+        table2_breakdown=rules.table2_breakdown.output.table,
+        noise=rules.noise_summary.output.table,
+        sweeps=rules.sweep_table.output.table,
+        checkpoints=rules.checkpoint_table.output.table,
+        metrics=rules.metrics.output.metrics,
+        breakdown=rules.metrics.output.breakdown,
+        power=rules.power.output.table,
+        timings=rules.timings.output.table,
+        **{f"probe_{name}": rules.probe_tables.output[name] for name in PROBE_TABLES},
+        filters=[L.samples(a, "filter_summary", "json") for a in ARMS],
+    output:
+        json=L.table("report_parts", "json"),
+    params:
+        arms=ARMS,
+        noise_probes=NOISE_PROBES,
+        experiment=config["experiment"],
+    log:
+        log_path("report", "report_parts"),
+    benchmark:
+        bench_path("report", "report_parts")
+    script:
+        "../scripts/report_parts.py"
+
+
 rule report:
+    """The page (report/report.qmd) and its manifest: the rule's inputs by name, which the page
+    reads (ssd_math.report.ReportInputs); the page computes nothing."""
     input:
         qmd=f"{workflow.basedir}/report/report.qmd",
         css=f"{workflow.basedir}/report/report.css",
-        metrics=rules.metrics.output.metrics,
-        breakdown=rules.metrics.output.breakdown,
-        table1=rules.table1.output.table,
-        table2=rules.table2.output.table,
+        parts=rules.report_parts.output.json,
+        study=L.table("study_vs_run", "md"),  # rule study_table (below)
+        findings=rules.findings.output.md,
+        figure_a=rules.figure_a.output.png,
+        figure_b=rules.figure_b.output.png,
         figure_c=rules.figure_c.output.png,
         curves=rules.training_curves.output.png,
-        filters=[L.samples(a, "filter_summary", "json") for a in ARMS],
-        table1_breakdown=rules.table1_breakdown.output.table,
-        table2_breakdown=rules.table2_breakdown.output.table,
-        sweeps=rules.sweep_table.output.table,
-        figure_a=rules.figure_a.output.png,
-        checkpoints=rules.checkpoint_table.output.table,
-        noise=rules.noise_summary.output.table,
-        figure_b=rules.figure_b.output.png,
         weight_change=rules.weight_change.output.png,
         dw_hist=rules.dw_hist.output.png,
         train_ppl=rules.train_ppl.output.png,
         checkpoint_accuracy=rules.checkpoint_accuracy.output.png,
-        power=rules.power.output.table,
-        timings=rules.timings.output.table,
-        probe_tables=list(rules.probe_tables.output),
         probe_scatter=rules.probe_scatter.output.png,
         probe_fork_shares=rules.probe_fork_shares.output.png,
-        findings=rules.findings.output.md,
-        findings_json=rules.findings.output.json,
-        numbers=rules.report_numbers.output.json,
-        study=L.table("study_vs_run", "md"),  # rule study_table (the report's opening table)
     output:
         html=L.report(),
+        manifest=f"{R}/report/report_inputs.json",
     params:
         title=config["report"]["title"],
-        experiment=config["experiment"],
-        results=R,
+        config_hash=config_hash(_CONFIG_AS_GIVEN),
     log:
         log_path("report", "report"),
     benchmark:

@@ -215,7 +215,7 @@ ANALYSIS = {"metrics", "table1", "table2", "table1_breakdown", "table2_breakdown
             "checkpoint_table", "noise_summary", "power", "timings", "figure_a", "figure_b",
             "figure_c", "training_curves", "weight_change", "dw_hist", "train_ppl",
             "checkpoint_accuracy", "findings", "report_numbers", "probe_tables", "probe_scatter",
-            "probe_fork_shares", "study_table", "report"}
+            "probe_fork_shares", "study_table", "report_parts", "report"}
 
 
 # stats.conf sets the intervals: every table and figure that prints one, the report, and
@@ -224,7 +224,7 @@ ANALYSIS = {"metrics", "table1", "table2", "table1_breakdown", "table2_breakdown
 EXPECT_STATS_RULES = {"all", "metrics", "table1", "table2", "table1_breakdown", "table2_breakdown",
                       "sweep_table", "checkpoint_table", "timings", "figure_a", "figure_c",
                       "checkpoint_accuracy", "findings", "report_numbers", "probe_tables",
-                      "probe_scatter", "probe_fork_shares", "study_table", "report"}
+                      "probe_scatter", "probe_fork_shares", "study_table", "report_parts", "report"}
 
 # arms.ssd.temperature: the ssd arm's sampling, filter, training and every eval of its models,
 # then every table, figure and the report -- and the noise probe bf16-state, which trained on the

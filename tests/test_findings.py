@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 
 from ssd_math import findings as fd
-from ssd_math import io, tables
+from ssd_math import fmt, io, tables
 from ssd_math.io import write_jsonl, write_meta
 
-NB = fd.NBSP
+NB = fmt.NBSP
 STATS = {"conf": 0.95, "n_boot": 400, "seed": 7}
 ROWS = [{"model": "base", "temperature": 0.7}, {"model": "ssd", "temperature": 0.7},
         {"model": "base", "temperature": 1.0}]
@@ -26,7 +26,7 @@ SETS = ["eval_main", "eval_hard"]
 
 
 def plain(text: str) -> str:
-    return text.replace(NB, " ").replace(fd.MINUS, "-")
+    return text.replace(NB, " ").replace(fmt.MINUS, "-")
 
 
 def graded(correct: list[int], *, k: int = 1, levels=None) -> list[dict]:
@@ -139,7 +139,7 @@ def test_wording_flips_at_zero(tmp_path, lo, hi, est, word):
 
 
 def _s(x: float) -> str:
-    return f"{x:+.1f}".replace("-", fd.MINUS)
+    return f"{x:+.1f}".replace("-", fmt.MINUS)
 
 
 def test_verdict_and_formats():

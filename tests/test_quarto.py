@@ -182,7 +182,7 @@ def finished(request):
     """(results dir, config) of a finished run: the default's when complete, else the smoke run."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     results = ROOT / cfg["results"]
-    if not ((results / "report" / "report.html").is_file() and (results / "tables" / "report_numbers.json").is_file()):
+    if not ((results / "report" / "report.html").is_file() and (results / "report" / "report_inputs.json").is_file()):
         wd, _ = request.getfixturevalue("smoke_run")
         cfg = yaml.safe_load((ROOT / "tests" / "data" / "smoke_config.yaml").read_text())
         results = wd / cfg["results"]
@@ -194,7 +194,7 @@ def pages(request, tmp_path_factory):
     """Both engines' pages of the finished run, rendered as the report rule does."""
     _need_quarto()  # before the finished run: under CI=true, fail before any DAG runs
     results, cfg = request.getfixturevalue("finished")
-    params = {"results": str(results), "title": cfg["report"]["title"], "experiment": cfg["experiment"]}
+    params = {"manifest": str(results / "report" / "report_inputs.json")}  # the report rule's manifest
     out = tmp_path_factory.mktemp("engines")
     cwd = tmp_path_factory.mktemp("elsewhere")
     report_dir_before = sorted(p.name for p in QMD.parent.iterdir())
@@ -204,7 +204,7 @@ def pages(request, tmp_path_factory):
         got = {}
         for engine in ("quarto", "offline"):
             t0 = time.monotonic()
-            info = render(QMD, out / engine / "report.html", params, engine=engine,
+            info = render(QMD, out / engine / "report.html", params, engine=engine, stamp_param="rendered",
                           metadata={"title": cfg["report"]["title"]})
             html = (out / engine / "report.html").read_text(encoding="utf-8")
             got[engine] = {"page": Page(html), "info": info, "html": html, "dir": out / engine,

@@ -7,6 +7,8 @@ is written with the columns ssd_math.tables.metrics_table writes.
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 from test_findings import build, noise_log, pattern, swamped_log
@@ -57,10 +59,11 @@ def test_the_claims_file_names_every_finding_the_findings_write():
     'undecided'), so no claim can silently read nothing."""
     claims = study.load_claims(CLAIMS)
     keys = {k for k, *_ in fd.STUDY_FINDINGS}
-    named = {c["run"]["finding"] for c in claims["claims"] if c["run"]["kind"] == "finding"}
+    named = {c["run"]["finding"] for c in claims["claims"] if c["run"]["kind"] in ("finding", "contrast")}
     assert named <= keys
-    # the weight-change finding's claims read its numbers from noise_summary.csv (bounds, not a word)
-    assert keys - named == {"noise_weights"}
+    # the weight-change finding's claims read its numbers from noise_summary.csv (bounds, not a word);
+    # "harder problems gain more" is judged on the study's own comparison (300 set vs 1k set), not by level
+    assert keys - named == {"noise_weights", "harder_problems"}
     assert {c["run"]["column"] for c in claims["claims"] if c["run"]["kind"] == "threshold"} == {
         "frac_changed_at_peak_lr", "frac_changed_mean_last_third"}
     assert all(c["section"].startswith("§") for c in claims["claims"])
@@ -88,8 +91,47 @@ def test_a_run_like_the_study_agrees_claim_by_claim(tmp_path):
     assert "arm lr-high is not among this run's arms" in got["sweep_lr"]["why"]
     assert got["sweep_batch"]["why"] == "no arm of this config varies it"
     assert got["locks_sharpen"]["why"].startswith("Locks and forks. This run cannot decide it")
-    assert got["t1_ssd_vs_base_t10_main"]["study_estimate"] == "not stated (verdict only)"
+    # the study's published numbers (docs/study.md §5), its verdict by them the same as its words
+    assert got["t1_ssd_vs_base_t10_main"]["study_estimate"] == "Δ\u00a0+2.40\u00a0pp\u00a0[+0.30,\u00a0+4.50]"
+    assert got["t1_ssd_vs_base_t10_main"]["study_verdict_by_numbers"] == "beats"
+    assert got["t2_passk"]["study_estimate"] == "Δ\u00a0\u22120.67\u00a0pp\u00a0[\u22123.33,\u00a0+2.00]"
+    assert got["t1_ssd_vs_base_t10_main"]["overlap"] == "do not overlap"  # +35 pp [..] vs +2.40 [+0.30, +4.50]
+    assert got["t1_ssd_vs_matched_main"]["overlap"] == "overlap"
     assert got["weights_peak"]["study_estimate"] == "< 10%"
+    assert got["sweep_lr"]["study_estimate"] == "not stated (verdict only)"
+    assert got["weights_peak"]["disagreement"] is None
+
+
+def test_harder_problems_judged_on_the_studys_comparison(tmp_path):
+    """The study's own evidence (+3.01 [−1.00, +7.36] on the 300 set vs +1.90 [−0.20, +4.10] on
+    the 1k set) overlaps, so by the rule the run follows it reads "not distinguishable"; a run
+    that reads the same agrees, one whose hard-set gain lies wholly above agrees with the words."""
+    flat = compare(tmp_path / "a", ssd=pattern(40, 20), base07=pattern(40, 20), base10=pattern(40, 20), noise=NOISE)
+    h = flat["harder_gain_more"]
+    assert h["study_verdict"] == "more" and h["study_verdict_by_numbers"] == "not distinguishable"
+    assert h["study_estimate"].startswith("300 set Δ\u00a0+3.01\u00a0pp") and " vs 1k set Δ\u00a0+1.90" in h["study_estimate"]
+    assert h["run_verdict"] == "not distinguishable" and h["agrees"] == "yes"
+    assert h["run_estimate"].startswith("eval_hard Δ\u00a0+0.0\u00a0pp") and " vs eval_main " in h["run_estimate"]
+
+
+def test_a_weight_change_no_at_another_lr_is_of_scale(tmp_path):
+    """The default's peak LR (1e-4, 20× the study's 5e-6) makes its weight-change fraction a
+    different scale: the "no" says so with the numbers (bf16's spacing 2⁻⁸: |w| < lr · 2⁹)."""
+    noise = {"ssd": (noise_log(frac=0.6), "fp32"), "naive": (noise_log(frac=0.65), "fp32")}
+    got = compare(tmp_path, ssd=pattern(40, 20), base07=pattern(40, 20), base10=pattern(40, 20), noise=noise)
+    w = got["weights_peak"]
+    assert w["agrees"] == "no"
+    lr = pl.read_csv(tmp_path / "noise_summary.csv")["peak_lr"][0]
+    ratio = lr / 5e-6
+    assert w["disagreement"].startswith(f"of scale: peak LR {lr:.3g} = {ratio:.3g}× the study's 5e-6".replace("e-0", "e-"))
+    assert f"= {lr * 512:.3g} here, 0.00256 in the study" in w["disagreement"]
+    # the report's table: the cell names the kind, the note under it the numbers
+    md = study.render_markdown(pl.DataFrame([w]), {"source": "s", "absolute_numbers": "n"}, absolute_comparable=False)
+    assert re.search(r"\| no\\, of scale \\\(1 below\\\) +\|", md), md  # pipe_table escapes punctuation
+    assert f"*Of scale:* (1) {w['claim']}: peak LR {lr:.3g}" in md
+    # a verdict the study's scale does not explain is one of mechanism
+    assert got["t1_ssd_vs_base_t10_main"]["agrees"] == "no"
+    assert got["t1_ssd_vs_base_t10_main"]["disagreement"] == "of mechanism"
 
 
 def test_a_run_unlike_the_study_disagrees(tmp_path):
@@ -137,7 +179,20 @@ def test_the_markdown_table_has_every_claim_and_the_comparability_note(tmp_path)
     assert f"*{counts['yes']} of {len(claims)} claims agree, {counts['no']} disagree, " in md
     study.write_study_table(CLAIMS, tmp_path / "s.csv", tmp_path / "r.md", **sides, arms=ARMS,
                             ssd_arm="ssd", main_set="eval_main", absolute_comparable=True)
-    assert "Not comparable" not in (tmp_path / "r.md").read_text()
+    real = (tmp_path / "r.md").read_text()
+    assert "Not comparable" not in real
+    # the comparable recipe says, per row with both intervals, whether they overlap
+    assert real.count("intervals overlap") + real.count("intervals do not overlap") == 5
+    assert "intervals" not in md.split(":::")[1]  # the tiny default: not comparable, not said
+    assert md.startswith("::: {.study-table .column-page-right}\n")
+
+
+def test_a_bad_study_interval_is_named(tmp_path):
+    bad = tmp_path / "claims.yaml"
+    bad.write_text("source: x\nclaims:\n  - {key: k, claim: c, section: s, study: {estimate: 5, lo: 1, hi: 2, verdict: v},"
+                   " run: {kind: finding, finding: f}}\n")
+    with pytest.raises(ValueError, match=r"claims\[0\] \(k\)\.study: estimate, lo, hi .* \[5, 1, 2\]"):
+        study.load_claims(bad)
 
 
 def test_a_bad_claims_file_is_named(tmp_path):

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from .fmt import pct_scale  # noqa: E402
 from .io import atomic_path, read_jsonl  # noqa: E402
 from .stats import level_text  # noqa: E402
 
@@ -79,7 +80,7 @@ def ci_caption(df: pl.DataFrame, what: str = "CIs") -> str:
 
 
 def _errorbar(ax, x, est, lo, hi, **kw):
-    est, lo, hi = (_pct(v) for v in (est, lo, hi))
+    est, lo, hi = (pct_scale(v) for v in (est, lo, hi))
     ax.errorbar(x, est, yerr=[est - lo, hi - est], capsize=3, marker="o", ms=4, **kw)
 
 
@@ -157,10 +158,6 @@ def _finish(fig, path: str | Path) -> list[dict]:
     info = plotted_series(fig)
     _save(fig, path)
     return info
-
-
-def _pct(v):
-    return np.asarray(v, dtype=float) * 100
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,8 +433,8 @@ def probe_fork_shares(shares_csv: str | Path, effect_csv: str | Path, out_png: s
             est = [dt[m]["share"] if m in dt else np.nan for m in models]
             lo = [dt[m]["lo"] if m in dt else np.nan for m in models]
             hi = [dt[m]["hi"] if m in dt else np.nan for m in models]
-            a1.bar(xs, _pct(est), width=w, color=COLORS[(i + 1) % len(COLORS)], alpha=0.75, label=f"T{t}")
-            a1.errorbar(xs, _pct(est), yerr=[_pct(est) - _pct(lo), _pct(hi) - _pct(est)], fmt="none",
+            a1.bar(xs, pct_scale(est), width=w, color=COLORS[(i + 1) % len(COLORS)], alpha=0.75, label=f"T{t}")
+            a1.errorbar(xs, pct_scale(est), yerr=[pct_scale(est) - pct_scale(lo), pct_scale(hi) - pct_scale(est)], fmt="none",
                         ecolor="k", capsize=2)
         a1.axhline(50, color="k", lw=0.8, ls=":")
         a1.set_xticks(range(len(models)), models, rotation=20)

@@ -29,7 +29,6 @@ Intervals are written with non-breaking spaces (U+00A0) so a browser never wraps
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +36,12 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
+from .fmt import NBSP, g3, n_prompts, num, order, pct, pp, rate, span, verdict
 from .io import write_json, write_text
 from .stats import level_text
 
 __all__ = ["Finding", "verdict", "fmt_pp", "fmt_rate", "findings", "provenance", "write_findings",
            "git_state", "render_markdown"]
-
-NBSP = "\u00a0"
-MINUS = "\u2212"
 
 
 @dataclass
@@ -58,44 +55,8 @@ class Finding:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------------------------
-# formatting
-# ------------------------------------------------------------------------------------------------
-
-
-def _num(x: float, digits: int = 1, *, sign: bool = False) -> str:
-    s = f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-    return s.replace("-", MINUS)
-
-
-def fmt_pp(est: float, lo: float, hi: float) -> str:
-    """``Δ −0.3 pp [−5.0, +4.3]`` (percentage points, non-breaking spaces)."""
-    return (f"Δ{NBSP}{_num(est, sign=True)}{NBSP}pp{NBSP}"
-            f"[{_num(lo, sign=True)},{NBSP}{_num(hi, sign=True)}]")
-
-
-def fmt_rate(est: float, lo: float, hi: float) -> str:
-    """``35.7% [28.6, 43.5]`` from fractions."""
-    return f"{_num(100 * est)}%{NBSP}[{_num(100 * lo)},{NBSP}{_num(100 * hi)}]"
-
-
-def _n(n: Any, k: Any = None) -> str:
-    n_s = f"n{NBSP}={NBSP}{int(n)}"
-    if k is not None and int(k) > 1:
-        return f"{n_s} prompts{NBSP}×{NBSP}{int(k)} samples"
-    return f"{n_s} prompts"
-
-
-def verdict(lo: float, hi: float, *, above: str = "beats", covers: str = "does not beat",
-            below: str = "is worse than") -> str:
-    """The word for a difference with interval [lo, hi]: above 0, covering 0, or below 0."""
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
-        raise ValueError("a verdict needs an interval")
-    if lo > 0:
-        return above
-    if hi < 0:
-        return below
-    return covers
+fmt_pp, fmt_rate = pp, rate  # the names the findings' callers know
+_num, _pct, _span, _n, _g = num, pct, span, n_prompts, g3
 
 
 def _label(row: str) -> str:
@@ -194,12 +155,9 @@ def _harder_findings(t1b: pl.DataFrame | None, t1: pl.DataFrame, ssd_arm: str) -
         return (f"level {r['group']}: {fmt_pp(r[f'{s}_delta_pp'], r[f'{s}_delta_lo_pp'], r[f'{s}_delta_hi_pp'])}, "
                 f"{_n(r[f'{s}_n_prompts'], r.get(f'{s}_k'))}")
 
-    if hard[f"{s}_delta_lo_pp"] > easy[f"{s}_delta_hi_pp"]:
-        w, head = "more", "Harder problems gain more"
-    elif hard[f"{s}_delta_hi_pp"] < easy[f"{s}_delta_lo_pp"]:
-        w, head = "less", "Harder problems gain less"
-    else:
-        w, head = "not distinguishable", "The tables do not show that harder problems gain more"
+    w, head = {"above": ("more", "Harder problems gain more"), "below": ("less", "Harder problems gain less"),
+               "overlap": ("not distinguishable", "The tables do not show that harder problems gain more")}[
+        order(hard[f"{s}_delta_lo_pp"], hard[f"{s}_delta_hi_pp"], easy[f"{s}_delta_lo_pp"], easy[f"{s}_delta_hi_pp"])]
     overlap = "the intervals overlap" if w == "not distinguishable" else "the intervals do not overlap"
     text = (f"**Harder problems.** {head}: SSD − matched base on {s} at the hardest {part(hard)}, "
             f"at the easiest {part(easy)} ({overlap}).")
@@ -211,15 +169,6 @@ def _harder_findings(t1b: pl.DataFrame | None, t1: pl.DataFrame, ssd_arm: str) -
                  "hi_pp": easy[f"{s}_delta_hi_pp"], "n_prompts": easy[f"{s}_n_prompts"]}})]
 
 
-def _g(x: float | None) -> str:
-    """Three significant digits (a true minus sign); ``n/a`` when the log has no value."""
-    return "n/a" if x is None else f"{x:.3g}".replace("-", MINUS)
-
-
-def _pct(x: float, digits: int = 1) -> str:
-    return f"{_num(100 * x, digits)}%"
-
-
 #: more runs than this and a noise-trap / checkpoint finding gives ranges over the runs (each run's
 #: numbers stay in findings.json and in the report's noise and checkpoint tables)
 MAX_LISTED_RUNS = 2
@@ -229,11 +178,6 @@ def _overall(words: Sequence[str], heads: dict[str, str]) -> tuple[str, str]:
     """The verdict over runs (their common word, else "mixed") and its sentence head."""
     w = words[0] if len(set(words)) == 1 else "mixed"
     return w, heads[w]
-
-
-def _span(values: Sequence[float], fmt) -> str:
-    lo, hi = min(values), max(values)
-    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}–{fmt(hi)}"
 
 
 def _steps_text(steps: Sequence[int]) -> str:

@@ -5,7 +5,12 @@ folder beside the output that mirrors the ``.qmd``'s, so from any working direct
 nothing behind), else the offline engine below, on the SAME ``.qmd``, and writes
 ``<out_html>.meta.json`` naming the engine that ran, swapped in together with the page. The
 cells of either engine see ``$SSD_MATH_RENDER_ENGINE`` (``quarto`` | ``offline``),
-``$SSD_MATH_RENDER_ENGINE_VERSION`` and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601).
+``$SSD_MATH_RENDER_ENGINE_VERSION`` and ``$SSD_MATH_RENDER_STARTED`` (UTC, ISO 8601); with
+``stamp_param`` the same three values reach the document as one parameter instead (a JSON object:
+``engine``, ``version``, ``started``), which is how ``report/report.qmd`` reads them.
+
+``report/report.qmd`` reads its inputs through :class:`ReportInputs`: the manifest the report rule
+writes (:func:`write_manifest`: each input's name and file) and the parts those files hold.
 
 The offline engine: jupytext's R Markdown reader splits the ``.qmd`` into cells (it parses
 ```` ```{python} ```` chunks without the quarto binary), nbclient runs them on an ipykernel of
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+from html import escape as _esc
 import json
 import os
 import re
@@ -41,12 +47,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
 __all__ = ["RenderError", "have_quarto", "quarto_command", "render", "render_qmd", "parse_qmd",
-           "pipe_table", "parse_param_args", "main"]
+           "pipe_table", "parse_param_args", "main", "ReportInputs", "write_manifest", "provenance_panel"]
 
 _KERNEL_NAME = "ssd-math-python3"
 _INLINE_MIME = "application/x-ssd-math-inline+json"
@@ -326,9 +332,11 @@ def _kernel_spec_dir(tmp: Path, env: dict[str, str]) -> Path:
 
 
 def _inline_source(exprs: list[str]) -> str:
-    """A cell displaying the str() of each inline expression (under one private mime type)."""
+    """A cell displaying each inline expression (under one private mime type): its markdown when it
+    has one (``IPython.display.Markdown``: placed as markdown, as Quarto does), else its str()."""
     return (f"from IPython.display import display as __d\n"
-            f"__d({{{_INLINE_MIME!r}: [str(__v) for __v in [{', '.join(f'({e})' for e in exprs)}]]}}, raw=True)\n"
+            f"__d({{{_INLINE_MIME!r}: [__v._repr_markdown_() if hasattr(__v, '_repr_markdown_') else str(__v) "
+            f"for __v in [{', '.join(f'({e})' for e in exprs)}]]}}, raw=True)\n"
             "del __d\n")
 
 
@@ -587,7 +595,8 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
 
 def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
            workdir: Path | str | None = None, *, engine: str = "auto",
-           timeout_s: int = 600, metadata: dict[str, Any] | None = None) -> dict:
+           timeout_s: int = 600, metadata: dict[str, Any] | None = None,
+           stamp_param: str | None = None, config_hash: str | None = None) -> dict:
     """Render with Quarto when it is installed (``engine="auto"``), else offline.
 
     Writes ``<out_html>.meta.json`` recording the engine that actually ran. ``engine`` may
@@ -597,6 +606,8 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
     sidecar goes first, then the page, then the new sidecar, so a sidecar present always
     describes the page present; a failed render leaves the previous pair as it was, and a
     sidecar whose page is gone (a build system deleted it) is removed before anything runs.
+    ``stamp_param`` names a parameter that receives the engine, its version and the start time
+    (a JSON object as a string); ``config_hash`` is recorded in the sidecar.
     """
     qmd, out_html = Path(qmd).resolve(), Path(out_html).resolve()
     wd = Path(workdir).resolve() if workdir is not None else None
@@ -615,18 +626,20 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
                 raise RenderError("engine='quarto' requested but no quarto executable on PATH")
             env = {"SSD_MATH_RENDER_ENGINE": "quarto", "SSD_MATH_RENDER_STARTED": started,
                    "SSD_MATH_RENDER_ENGINE_VERSION": f"Quarto {quarto_version(shutil.which('quarto'))}"}
+            params = _stamped(params, stamp_param, env)
             info = _render_quarto(qmd, tmp_html, params, wd, timeout_s, env, metadata, out_name=out_html.name)
             info.update({"qmd": str(qmd), "workdir": str(wd or qmd.parent), "params": dict(params or {})})
         else:
             env = {"SSD_MATH_RENDER_ENGINE": "offline", "SSD_MATH_RENDER_STARTED": started,
                    "SSD_MATH_RENDER_ENGINE_VERSION": _offline_version()}
+            params = _stamped(params, stamp_param, env)
             info = render_qmd(qmd, tmp_html, params=params, workdir=wd, timeout_s=timeout_s, env=env,
                               metadata=metadata)
         info["output"] = str(out_html)
         info["metadata"] = dict(metadata or {})
         info["render_started"] = started
         info["rendered_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        info["config_hash"] = os.environ.get("SSD_MATH_CONFIG_HASH") or None  # as ssd_math.io.write_meta
+        info["config_hash"] = config_hash
         tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
         tmp_meta.write_text(json.dumps(info, indent=2, default=str) + "\n")
         meta_path.unlink(missing_ok=True)
@@ -635,6 +648,103 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
     finally:
         tmp_html.unlink(missing_ok=True)
     return info
+
+
+def _stamped(params: dict | None, name: str | None, env: Mapping[str, str]) -> dict | None:
+    if name is None:
+        return params
+    stamp = {"engine": env["SSD_MATH_RENDER_ENGINE"], "version": env["SSD_MATH_RENDER_ENGINE_VERSION"],
+             "started": env["SSD_MATH_RENDER_STARTED"]}
+    return {**(params or {}), name: json.dumps(stamp, ensure_ascii=False)}
+
+
+# ---- what report.qmd reads ---------------------------------------------------------------------
+
+
+def write_manifest(path: Path | str, inputs: Mapping[str, Any]) -> Path:
+    """The report rule's inputs as the page reads them: ``{"inputs": {name: file or [files]}}``,
+    each file relative to the manifest's folder (the page resolves them from there, wherever it
+    renders)."""
+    path = Path(path).resolve()
+
+    def rel(f: Any) -> Any:
+        return [rel(x) for x in f] if isinstance(f, (list, tuple)) else os.path.relpath(Path(f).resolve(), path.parent)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"inputs": {k: rel(v) for k, v in inputs.items()}}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def provenance_panel(rows: Sequence[Sequence[str]], n_sidecars: Any, stamp: Mapping[str, str] | None) -> str:
+    """The page's provenance panel (HTML): the rows of rule report_parts (their values already
+    HTML) and the renderer's row from the render ``stamp``."""
+    st = stamp or {}
+    engine = st.get("engine", "unknown")
+    rendered = (f"{_esc(st.get('started', 'unknown'))} by the "
+                f"{'Quarto' if engine == 'quarto' else _esc(engine)} engine"
+                + (f" ({_esc(st['version'])})" if st.get("version") else ""))
+    return ('<div class="provenance"><strong>Provenance</strong> (from the sidecars of '
+            f'{n_sidecars} inputs, git, and the renderer)<dl>'
+            + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in [*rows, ("rendered", rendered)]) + "</dl></div>")
+
+
+class ReportInputs:
+    """What ``report/report.qmd`` reads, by name: the files of the report rule's manifest
+    (:func:`write_manifest`) and the strings of its ``parts`` file (rule report_parts). A cell only
+    places them: ``P.md("table1")``, ``print(P.text("findings"))``, ``P.image("figure_a")``."""
+
+    def __init__(self, manifest: Path | str, stamp: str | Mapping[str, str] | None = None) -> None:
+        if not manifest:
+            raise ValueError("the report needs its manifest (parameter 'manifest': the report rule's "
+                             "report_inputs.json)")
+        self.manifest = Path(manifest).resolve()
+        doc = json.loads(self.manifest.read_text("utf-8"))
+        self.inputs = doc["inputs"]
+        self.stamp = json.loads(stamp) if isinstance(stamp, str) and stamp else (stamp or None)
+        self.parts = json.loads(self.path("parts").read_text("utf-8"))
+
+    def path(self, name: str) -> Path:
+        if name not in self.inputs:
+            raise KeyError(f"{self.manifest}: no input named {name!r} (has: {', '.join(self.inputs)})")
+        return self.manifest.parent / self.inputs[name]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.parts:
+            raise KeyError(f"{self.path('parts')}: no part named {key!r}")
+        return self.parts[key]
+
+    def md(self, key: str):
+        from IPython.display import Markdown
+
+        return Markdown(self[key])
+
+    def show(self, *keys: str) -> None:
+        """Display the parts one after another (one cell, several outputs)."""
+        from IPython.display import display
+
+        display(*(self.md(k) for k in keys))
+
+    def text(self, name: str) -> str:
+        return self.path(name).read_text("utf-8")
+
+    def file_md(self, name: str):
+        """A Markdown file of the manifest (a fragment another rule wrote), placed as markdown."""
+        from IPython.display import Markdown
+
+        return Markdown(self.text(name).strip())
+
+    def image(self, name: str):
+        from IPython.display import Image
+
+        return Image(filename=str(self.path(name)))
+
+    def provenance(self):
+        """The provenance panel (raw HTML, placed as markdown)."""
+        from IPython.display import Markdown
+
+        return Markdown(provenance_panel(self["provenance_rows"], self["n_sidecars"], self.stamp))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

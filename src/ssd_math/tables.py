@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
-from . import stats
+from . import fmt, stats
 from .grading import STATUSES, answer_kind
 from .io import DataError, read_benchmark, read_jsonl
 from .layout import describe_eval_path
@@ -84,11 +84,6 @@ def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf
     return pl.DataFrame(recs, infer_schema_length=None), pl.DataFrame(brk, infer_schema_length=None)
 
 
-def _fmt_ci(est: float, lo: float, hi: float, *, pp: bool = False) -> str:
-    return f"{100 * est:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if pp else \
-        f"{100 * est:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
 def table1(files: dict[tuple[str, str, str], str | Path], rows: Sequence[dict], sets: Sequence[str],
            ssd_arm: str, *, conf: float, n_boot: int, seed: int, fmt_t=lambda t: f"{t}") -> pl.DataFrame:
     """Table 1: rows (model, T); per eval set the accuracy [CI] and the paired SSD − base delta.
@@ -113,7 +108,7 @@ def _table1_rows(data: dict[tuple[str, str, str], list[dict]], rows: Sequence[di
             res = stats.rate_ci(x, n_boot=n_boot, seed=seed, conf=conf)
             rec.update({f"{s}_acc": res["estimate"], f"{s}_lo": res["lo"], f"{s}_hi": res["hi"],
                         f"{s}_n_prompts": x.shape[0], f"{s}_k": x.shape[1],
-                        f"{s}_text": _fmt_ci(res["estimate"], res["lo"], res["hi"]),
+                        f"{s}_text": fmt.ci(res["estimate"], res["lo"], res["hi"]),
                         f"{s}_method": res["method"]})
             if ref is not None and r["model"] == "base":
                 tr = fmt_t(ref["temperature"])
@@ -121,7 +116,7 @@ def _table1_rows(data: dict[tuple[str, str, str], list[dict]], rows: Sequence[di
                 d = stats.paired_delta(y, x, n_boot=n_boot, seed=seed, conf=conf)
                 rec.update({f"{s}_delta_pp": 100 * d["estimate"], f"{s}_delta_lo_pp": 100 * d["lo"],
                             f"{s}_delta_hi_pp": 100 * d["hi"], f"{s}_delta_p": d.get("p_boot"),
-                            f"{s}_delta_text": _fmt_ci(d["estimate"], d["lo"], d["hi"], pp=True),
+                            f"{s}_delta_text": fmt.ci(d["estimate"], d["lo"], d["hi"], pp=True),
                             f"{s}_delta_method": d["method"]})
             else:
                 rec.update({f"{s}_delta_pp": None, f"{s}_delta_lo_pp": None, f"{s}_delta_hi_pp": None,
@@ -159,7 +154,7 @@ def _table2_rows(loaded: Sequence[list[dict]], runs: Sequence[dict], k: int, ssd
         rec = {"row": f"{'Base' if run['model'] == 'base' else run['model']} @ T{key[1]}", "model": run["model"],
                "temperature": float(key[1]), "k": k, "n_prompts": x.shape[0], "samples_per_prompt": x.shape[1],
                "pass_at_k": res["estimate"], "lo": res["lo"], "hi": res["hi"], "count": solved,
-               "text": (f"{solved}/{x.shape[0]} = " if solved is not None else "") + _fmt_ci(res["estimate"], res["lo"], res["hi"]),
+               "text": (f"{solved}/{x.shape[0]} = " if solved is not None else "") + fmt.ci(res["estimate"], res["lo"], res["hi"]),
                "method": res["method"], "conf": conf, "n_boot": n_boot, "seed": seed}
         if ref_key is not None and run["model"] == "base":
             rids, y = data[ref_key]
@@ -168,7 +163,7 @@ def _table2_rows(loaded: Sequence[list[dict]], runs: Sequence[dict], k: int, ssd
             d = stats.paired_pass_at_k_delta(np.full(y.shape[0], y.shape[1]), y.sum(1).astype(int), n_arr, c_arr, k,
                                              n_boot=n_boot, seed=seed, conf=conf)
             rec.update({"delta_pp": 100 * d["estimate"], "delta_lo_pp": 100 * d["lo"], "delta_hi_pp": 100 * d["hi"],
-                        "delta_text": _fmt_ci(d["estimate"], d["lo"], d["hi"], pp=True), "delta_method": d["method"]})
+                        "delta_text": fmt.ci(d["estimate"], d["lo"], d["hi"], pp=True), "delta_method": d["method"]})
         else:
             rec.update({"delta_pp": None, "delta_lo_pp": None, "delta_hi_pp": None, "delta_text": "—", "delta_method": None})
         out.append(rec)
@@ -354,7 +349,7 @@ def checkpoint_table(metrics: pl.DataFrame | str | Path, logs: dict[str, str | P
                    "condition": f"T{r['temperature']:g}", "temperature": r["temperature"], "n_prompts": r["n_prompts"],
                    "k": r["k"], "accuracy": r["accuracy"], "accuracy_lo": r["accuracy_lo"],
                    "accuracy_hi": r["accuracy_hi"], "boxed": r["boxed"], "length_stop": r["length_stop"],
-                   "accuracy_text": _fmt_ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+                   "accuracy_text": fmt.ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
                    "method": r["method"], "conf": r["conf"], "n_boot": r["n_boot"], "seed": r["seed"]}
             for c in LOG_AT_CHECKPOINT:
                 rec[c] = lg.get(c)
