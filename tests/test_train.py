@@ -764,3 +764,32 @@ def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
     (rdir / "progress.json").write_text(json.dumps(prog))
     with pytest.raises(ValueError, match=re.escape(f"resume state in {rdir} has format 1 ")):
         T.restore_resume_state(rdir, "h", acc)
+
+
+_SEE_ALLOC_CONF_AT_TORCH_IMPORT = r"""
+import importlib.abc, os, sys
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append((os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), os.environ.get("PYTORCH_ALLOC_CONF")))
+        return None
+sys.meta_path.insert(0, Spy())
+import ssd_math.train
+print(repr(seen[0]))
+"""
+
+
+@pytest.mark.parametrize("given,expected", [
+    ({}, ("expandable_segments:True", None)),
+    ({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}, ("max_split_size_mb:512", None)),
+    ({"PYTORCH_ALLOC_CONF": "expandable_segments:False"}, (None, "expandable_segments:False")),
+])
+def test_training_entry_point_sets_the_allocator_before_torch_is_imported(given, expected):
+    """The memory plan (docs/memory_plan.md) assumes expandable segments: micro-batches from ~1k to
+    33.8k tokens fragment the caching allocator otherwise. torch reads the setting from the
+    environment, so it must be there when torch is imported; a user's own setting wins."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
+    proc = subprocess.run([sys.executable, "-c", _SEE_ALLOC_CONF_AT_TORCH_IMPORT], env={**env, **given},
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == repr(expected)

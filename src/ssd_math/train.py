@@ -130,12 +130,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-import torch.utils.checkpoint
+# The CUDA caching allocator reads its settings from the environment, so they must be there before
+# torch is imported. Expandable segments: the micro-batches range from ~1k to 33.8k tokens, the
+# worst case for fragmentation of fixed-size segments, and the memory plan's headroom assumes them
+# (docs/memory_plan.md). A user's own setting (either variable name torch 2.13 reads) wins.
+CUDA_ALLOC_CONF = "expandable_segments:True"
+if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ and "PYTORCH_ALLOC_CONF" not in os.environ:
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = CUDA_ALLOC_CONF
 
-from ssd_math import config as sc
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torch.utils.checkpoint  # noqa: E402
+
+from ssd_math import config as sc  # noqa: E402
 from ssd_math.io import (atomic_path, file_sha256, read_json, read_jsonl, stable_hash, write_json,
                          write_meta)
 from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
@@ -351,7 +359,7 @@ def load_model_and_tokenizer(s: dict):
         model = AutoModelForCausalLM.from_pretrained(s["init_dir"], dtype=torch.float32)
     model.config.use_cache = False
     if s["gradient_checkpointing"]:
-        # transformers 5.20.2's API (activation_checkpointing_enable first exists in 5.24)
+        # transformers 5.19.0's API (modeling_utils.PreTrainedModel.gradient_checkpointing_enable)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if s["checkpoint_sublayers"]:
             checkpoint_sublayers(model)
