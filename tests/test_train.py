@@ -793,3 +793,30 @@ def test_training_entry_point_sets_the_allocator_before_torch_is_imported(given,
     proc = subprocess.run([sys.executable, "-c", _SEE_ALLOC_CONF_AT_TORCH_IMPORT], env={**env, **given},
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip().splitlines()[-1] == repr(expected)
+
+
+def test_fsdp_jobs_get_a_rendezvous_port_of_their_own(tmp_path):
+    """Two FSDP jobs on one node must not both take accelerate's default port 29500: the launch
+    command derives the port from the SLURM job id (the same on every node of the job), or asks
+    accelerate for a free one (0) outside SLURM; a one-process config needs no port. The
+    command's port is what accelerate's parser reads (accelerate 1.15 launch_command_parser)."""
+    from accelerate.commands.launch import launch_command_parser
+
+    from ssd_math import launcher as L
+
+    root = Path(__file__).resolve().parents[1]
+    assert L.job_port({"SLURM_JOB_ID": "4242"}) != L.job_port({"SLURM_JOB_ID": "4243"})
+    assert L.job_port({"SLURM_JOB_ID": "4242"}) == L.job_port({"SLURM_JOB_ID": "4242"})
+    assert all(1024 < L.job_port({"SLURM_JOB_ID": str(i)}) < 32768 for i in (0, 1, 29499, 10**7 + 3))
+    assert L.job_port({}) == 0
+    fsdp = L.train_launcher(root / "envs/accelerate/fsdp.yaml", python=sys.executable)
+    assert "--main_process_port" not in L.train_launcher(root / "envs/accelerate/gpu1.yaml")
+    ports = []
+    for job_env in ({"SLURM_JOB_ID": "4242"}, {"SLURM_JOB_ID": "4243"}, {}):
+        env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+        # the shell expands the command as the rule's shell does; printf shows the argv it built
+        argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {fsdp.removeprefix('accelerate launch')} "
+                               "--spec-json x"], env={**env, **job_env}, capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+        ports.append(launch_command_parser().parse_args(argv).main_process_port)
+    assert ports == [L.job_port({"SLURM_JOB_ID": "4242"}), L.job_port({"SLURM_JOB_ID": "4243"}), 0]
