@@ -162,3 +162,39 @@ def test_shipped_profile_alone_on_a_small_node_is_refused_with_the_rule_and_key(
     text = "\n".join(cluster.check_jobs(jobs, cluster.parse_sinfo("cpu*|2|19320|infinite|(null)\n")))
     for rule in ("sample_train_shard", "generate_grid", "generate_passk", "generate_checkpoints"):
         assert f"rule {rule} asks for 16 threads" in text and f"`set-threads: {rule}: 2`" in text, rule
+
+
+class _Resources(dict):
+    """What the plugin reads of a job's resources: attribute and .get access."""
+    __getattr__ = dict.get
+
+
+def _submit_string(job: cluster.Job) -> str:
+    """The sbatch command snakemake-executor-plugin-slurm 2.6.1 builds for a job (its
+    run_job: get_submit_command, then set_gres_string)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    res = _Resources({k: (int(v) if v.isdigit() else v.strip("'\"")) for k, v in job.resources.items()})
+    fake = SimpleNamespace(resources=res, threads=job.threads, name=job.rule, is_group=lambda: False)
+    params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": f"rule_{job.rule}",
+              "account": "", "partition": "", "workdir": "/w"}
+    return get_submit_command(fake, params) + set_gres_string(fake)
+
+
+def test_multi_gpu_training_is_submitted_to_one_node(tmp_path):
+    """FSDP over 4 GPUs is one process group on one node (accelerate launch spawns the 4
+    processes there; the jobstep runs `srun --nodes=1`): the sbatch line must say --nodes=1,
+    which the plugin adds only for a `nodes` resource. Every GPU job gets it."""
+    dry = _snakemake(tmp_path, "--cores", cluster.UNCAPPED_CORES, "-n", "--config",
+                     "runtime={accelerate_config: envs/accelerate/fsdp.yaml, device: cuda}")
+    jobs = {j.rule: j for j in cluster.parse_dryrun(dry)}
+    sft = _submit_string(jobs["sft"])
+    assert "--gpus=4" in sft
+    assert re.search(r"--nodes=1(\s|$)", sft), sft
+    gen = _submit_string(jobs["sample_train_shard"])
+    assert re.search(r"--nodes=1(\s|$)", gen), gen
+    cpu_jobs = [j for j in jobs.values() if not int(j.resources.get("gpu", "0") or 0)]
+    assert cpu_jobs and not any("nodes" in j.resources for j in cpu_jobs)
