@@ -194,7 +194,8 @@ def test_multi_gpu_training_is_submitted_to_one_node(tmp_path):
     sft = _submit_string(jobs["sft"])
     assert "--gpus=4" in sft
     assert re.search(r"--nodes=1(\s|$)", sft), sft
-    gen = _submit_string(jobs["sample_train_shard"])
-    assert re.search(r"--nodes=1(\s|$)", gen), gen
+    for rule in ("sample_train_shard", "generate_grid", "probe_forward"):
+        gen = _submit_string(jobs[rule])
+        assert re.search(r"--nodes=1(\s|$)", gen), gen
     cpu_jobs = [j for j in jobs.values() if not int(j.resources.get("gpu", "0") or 0)]
     assert cpu_jobs and not any("nodes" in j.resources for j in cpu_jobs)
