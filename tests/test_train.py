@@ -399,7 +399,8 @@ def test_direct_cpu_start_is_what_accelerate_launch_gives(init_dir, tmp_path):
         "ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE", "ACCELERATE_DYNAMO_USE_FULLGRAPH",
         "ACCELERATE_DYNAMO_USE_DYNAMIC", "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"}, sorted(acc)
     for name in ("gpu1.yaml", "fsdp.yaml"):
-        assert L.train_launcher(root / "envs/accelerate" / name).startswith("accelerate launch")
+        assert L.train_launcher(root / "envs/accelerate" / name).startswith(
+            "python -m ssd_math.launcher on-gpu accelerate launch --config_file ")
 
     direct = L.train_launcher(cpu, python=sys.executable)
     assert not direct.startswith("accelerate")
@@ -815,7 +816,7 @@ def test_fsdp_jobs_get_a_rendezvous_port_of_their_own(tmp_path):
     for job_env in ({"SLURM_JOB_ID": "4242"}, {"SLURM_JOB_ID": "4243"}, {}):
         env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
         # the shell expands the command as the rule's shell does; printf shows the argv it built
-        argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {fsdp.removeprefix('accelerate launch')} "
+        argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {fsdp.split('accelerate launch', 1)[1]} "
                                "--spec-json x"], env={**env, **job_env}, capture_output=True,
                               text=True, check=True).stdout.splitlines()
         ports.append(launch_command_parser().parse_args(argv).main_process_port)

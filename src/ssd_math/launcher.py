@@ -59,7 +59,9 @@ def train_launcher(path: str | os.PathLike, python: str = "python") -> str:
     environment the launcher would give it (:data:`SIMPLE_CPU_ENV`). Why by hand: the launcher
     is a second Python process whose own imports cost seconds per training job, a job that holds
     every core it asked for meanwhile (and the default run has many short training jobs).
-    A config of several processes gets a rendezvous port per job (:func:`job_port`)."""
+    A config of several processes gets a rendezvous port per job (:func:`job_port`); a GPU
+    config starts with the driver check (``python -m ssd_math.launcher on-gpu CMD...``:
+    :func:`ssd_math.cluster.require_cuda_driver`, then CMD)."""
     acc = read_accelerate_config(path)
     simple = (acc.get("use_cpu") and str(acc.get("distributed_type", "NO")) == "NO"
               and int(acc.get("num_processes", 1)) == 1 and int(acc.get("num_machines", 1)) == 1
@@ -67,12 +69,18 @@ def train_launcher(path: str | os.PathLike, python: str = "python") -> str:
     if simple:
         env = " ".join(f"{k}={v}" for k, v in SIMPLE_CPU_ENV.items())
         return f"{env} {shlex.quote(python)} -m ssd_math.train"
+    py = shlex.quote(python)
     port = ""
     if int(acc.get("num_processes", 1)) * int(acc.get("num_machines", 1)) > 1:
         # evaluated by the job's shell, where SLURM_JOB_ID is set (no braces: Snakemake formats
         # the command)
-        port = f' --main_process_port "$({shlex.quote(python)} -m ssd_math.launcher port)"'
-    return f"accelerate launch --config_file {shlex.quote(str(path))}{port} -m ssd_math.train"
+        port = f' --main_process_port "$({py} -m ssd_math.launcher port)"'
+    cmd = f"accelerate launch --config_file {shlex.quote(str(path))}{port} -m ssd_math.train"
+    if not acc.get("use_cpu"):
+        # a GPU job's first step: the driver check (with too old a driver torch sees no GPU),
+        # then the launcher in the same process (exec), its output in the rule's log
+        cmd = f"{py} -m ssd_math.launcher on-gpu {cmd}"
+    return cmd
 
 
 def gpu_counts(cfg: dict) -> dict[str, int]:
@@ -94,9 +102,27 @@ def gpu_counts(cfg: dict) -> dict[str, int]:
     return {"generate": gen, "train": accelerate_gpus(cfg["runtime"]["accelerate_config"])}
 
 
+def main(argv: list[str]) -> int:
+    """``port``: print :func:`job_port`; ``on-gpu CMD...``: check the NVIDIA driver
+    (:func:`ssd_math.cluster.require_cuda_driver`), then replace this process with CMD."""
+    import sys
+
+    if argv == ["port"]:
+        print(job_port())
+        return 0
+    if len(argv) >= 2 and argv[0] == "on-gpu":
+        from .cluster import cuda_driver_problem
+
+        problem = cuda_driver_problem()
+        if problem:
+            print(f"ERROR: {problem}", file=sys.stderr, flush=True)
+            return 1
+        os.execvp(argv[1], argv[1:])
+    print("usage: python -m ssd_math.launcher port | on-gpu CMD [ARGS...]", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] != ["port"]:
-        sys.exit("usage: python -m ssd_math.launcher port   (the rendezvous port of this job)")
-    print(job_port())
+    sys.exit(main(sys.argv[1:]))
