@@ -821,3 +821,29 @@ def test_fsdp_jobs_get_a_rendezvous_port_of_their_own(tmp_path):
                               text=True, check=True).stdout.splitlines()
         ports.append(launch_command_parser().parse_args(argv).main_process_port)
     assert ports == [L.job_port({"SLURM_JOB_ID": "4242"}), L.job_port({"SLURM_JOB_ID": "4243"}), 0]
+
+
+def test_interrupt_after_step_stops_once_and_the_rerun_resumes(init_dir, tmp_path):
+    """The resume drill (runtime.interrupt_sft_after_step): the run exits with code 75 right after
+    its step-2 resume state is saved; run again with the same spec it resumes there (not from
+    scratch) and ends with the weights and log of an uninterrupted run."""
+    from ssd_math.train import INTERRUPT_EXIT, train
+
+    (tmp_path / "ref").mkdir()
+    ref = base_spec(init_dir, tmp_path / "ref", checkpoints={"2": str(tmp_path / "ref" / "s2")})
+    train(ref)
+    d = tmp_path / "drill"
+    d.mkdir()
+    spec = base_spec(init_dir, d, checkpoints={"2": str(d / "s2")}, resume_dir=str(d / "resume"),
+                     interrupt_after_step=2)
+    with pytest.raises(SystemExit) as e:
+        train(spec)
+    assert e.value.code == INTERRUPT_EXIT == 75
+    assert (d / "resume" / "progress.json").exists() and not (d / "out").exists()
+    again = train(spec)
+    assert again["resumed_from"] == 2 and again["steps"] == 4
+    a, b = load_weights(ref["out_dir"]), load_weights(spec["out_dir"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in read_log(spec["log"])] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="interrupt_after_step 3 needs a resume_dir and a checkpoint"):
+        train(base_spec(init_dir, d, interrupt_after_step=3))

@@ -290,11 +290,13 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
     startup = float(cfg["planner"]["throughput"].get("startup_s_per_job", 0))
     jobs: list[dict] = []
 
-    def gen(rule, name, model, n_prompts, k, mean, bench, n_models=1):
+    # one engine start per job: a checkpoints job swaps its checkpoints' weights inside one engine
+    # (ssd_math.vllm_sampler.VLLMSampler.load_model: reload_weights), a cost the start dominates
+    def gen(rule, name, model, n_prompts, k, mean, bench):
         jobs.append({"rule": rule, "name": name, "kind": "sample" if rule == "sample_train_shard" else "eval",
                      "model": model, "gpus": g_gen, "n_prompts": n_prompts,
                      "n_samples_per_prompt": k, "mean_gen_tokens": round(mean, 1),
-                     "mean_prompt_tokens": prompt, "startup_s": startup * n_models,
+                     "mean_prompt_tokens": prompt, "startup_s": startup,
                      "benchmark": bench})
 
     for arm in (list(L.all_arms) if extra_arms else L.arms):
@@ -322,8 +324,7 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
         conds = job["conditions"]
         gen(job["rule"], names[job["family"]].format(**job), job["model"],
             sizes[job["evalset"]] * len(conds), sc.condition_sampling(cfg, conds[0]["condition"]).n,
-            eval_mean, job["benchmark"],
-            n_models=len(conds) if job["family"] == "checkpoints" else 1)
+            eval_mean, job["benchmark"])
     return jobs
 
 
