@@ -84,7 +84,8 @@ def twin_config(workdir: Path) -> dict:
     cfg["data"]["real"]["root"] = str(ROOT / "data" / "real")
     model = copy.deepcopy(rehearsal["model"])
     model["hub"]["local_dir"] = "results-twin/rehearsal-model"
-    model["rehearsal"]["warmup"]["steps"] = 16
+    # a few problems to warm up on (2 training + 2 eval prompts): batches of 4
+    model["rehearsal"]["warmup"].update(steps=24, batch=4)
     cfg["model"] = model
     cfg["sampler"] = {"backend": "hf", "batch_size": 8, "vllm": {}}
     cfg["train_sampling"]["max_new_tokens"] = 40
