@@ -2,6 +2,7 @@
 
     python bench/bench_memory.py            # the table below + bench/RESULTS.md "SFT memory"
     python bench/bench_memory.py --quick    # one small shape (a smoke run, nothing written)
+    python bench/bench_memory.py --predictions-only   # the 4B predictions only (after a planner change)
 
 Each row is one fresh process that trains a random-initialised Qwen3.5 text model of a scaled-down
 shape (Qwen3.5's layer mix: 3 Gated DeltaNet + 1 full-attention layer per 4) for 2 optimizer steps
@@ -199,10 +200,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="the first case only; nothing written")
+    ap.add_argument("--predictions-only", action="store_true",
+                    help="recompute the 4B predictions only; keep the measured table of the last full run")
     args = ap.parse_args(argv)
     if args.one:
         shape, tokens, chunk, sublayers = json.loads(args.one)
         print(json.dumps(measure_one(shape, tokens, chunk, sublayers)))
+        return 0
+    if args.predictions_only:
+        # the measured rows depend on the training code only, the predictions on the planner: a
+        # planner change reruns the second (a full run measures every row again, ~10 min idle)
+        from _results import RESULTS, write_section
+
+        old = RESULTS.read_text()
+        start = old.index("## SFT memory\n")
+        body = old[start:].split("\n## ", 1)[0]
+        measured = body[body.index("| hidden x layers"): body.index("\nQwen3.5-4B text model:")].rstrip()
+        real = real_predictions()
+        print(real)
+        write_section("SFT memory", "## SFT memory\n\n`python bench/bench_memory.py` (CPU, bf16 "
+                      "autocast, one process per row; docs/memory_plan.md). Measured = peak "
+                      "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
+                      "`ssd_math.planner.sft_memory` without the measured gap. The 4B predictions "
+                      "below: `python bench/bench_memory.py --predictions-only` (the measured rows "
+                      "above are the last full run's).\n\n" + measured + "\n\n" + real + "\n")
         return 0
     text, rows = table(CASES[:1] if args.quick else CASES)
     real = real_predictions()
@@ -224,7 +245,7 @@ def main(argv=None) -> int:
         write_section("SFT memory", "## SFT memory\n\n`python bench/bench_memory.py` (CPU, bf16 "
                       "autocast, one process per row; docs/memory_plan.md). Measured = peak "
                       "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
-                      "`ssd_math.planner.sft_memory`.\n\n" + text
+                      "`ssd_math.planner.sft_memory` without the measured gap.\n\n" + text
                       + f"\n\nworst |predicted / measured - 1| = {worst:.3f}\n\n{saving}\n"
                       + real + "\n")
     return 0
