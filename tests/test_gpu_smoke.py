@@ -90,7 +90,7 @@ def twin_config(workdir: Path) -> dict:
     cfg["sampler"] = {"backend": "hf", "batch_size": 8, "vllm": {}}
     cfg["train_sampling"]["max_new_tokens"] = 40
     cfg["eval"]["max_new_tokens"] = 40
-    cfg["sft"]["max_len"] = 384
+    cfg["sft"]["max_len"] = 1536  # the longest rendered training prompt + the 40-token cap
     cfg["sft"]["loss_chunk_tokens"] = 32
     cfg["eval"]["grader"]["workers"] = 2
     cfg["runtime"] = {"accelerate_config": "envs/accelerate/cpu.yaml", "device": "cpu",
