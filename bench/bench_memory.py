@@ -2,6 +2,7 @@
 
     python bench/bench_memory.py            # the table below + bench/RESULTS.md "SFT memory"
     python bench/bench_memory.py --quick    # one small shape (a smoke run, nothing written)
+    python bench/bench_memory.py --predictions-only   # the 4B predictions only (after a planner change)
 
 Each row is one fresh process that trains a random-initialised Qwen3.5 text model of a scaled-down
 shape (Qwen3.5's layer mix: 3 Gated DeltaNet + 1 full-attention layer per 4) for 2 optimizer steps
@@ -126,7 +127,9 @@ def table(cases) -> tuple[str, list[dict]]:
                        "|---|---|---|---|---|---|---|---|---|"]
     for shape, tokens, chunk, sublayers in cases:
         m = run_case(shape, tokens, chunk, sublayers)
-        pred = sft_memory(shape, tokens, chunk_tokens=chunk, host_is_device=True, sublayers=sublayers)
+        # the formula itself (no measured gap: that is what this table measures)
+        pred = sft_memory(shape, tokens, chunk_tokens=chunk, host_is_device=True, sublayers=sublayers,
+                          measured_gap=False)
         r = {"shape": shape, "tokens": tokens, "chunk": chunk, "measured": m["measured"],
              "predicted": pred["peak"], "params": pred["sizes"]["params"], "sublayers": sublayers}
         r["ratio"] = r["predicted"] / r["measured"]
@@ -144,7 +147,8 @@ def real_predictions() -> str:
     """The formula at Qwen3.5-4B's shape: 1 GPU and FSDP x 4 at the recipe's length, with
     checkpoint_sublayers (config/real.yaml) and without, the terms, the longest length that fits
     an H100 (less the CUDA reserve), and the knob's compute price."""
-    from ssd_math.planner import (CUDA_RESERVE, H100_BYTES, QWEN35_4B_TEXT, layer_recompute_bytes,
+    from ssd_math.planner import (FORMULA_MEASURED_RATIO, GPU_HEADROOM, H100_BYTES, H200_BYTES,
+                                  QWEN35_4B_TEXT, fla_backward_workspace, layer_recompute_bytes,
                                   layer_saved_bytes, max_fitting_tokens, model_sizes, sft_memory,
                                   sublayer_recompute_flops)
 
@@ -157,7 +161,11 @@ def real_predictions() -> str:
     cost = sublayer_recompute_flops(QWEN35_4B_TEXT, REAL_TOKENS)
     out = [f"Qwen3.5-4B text model: {sizes['params'] / 1e9:.3f} B parameters "
            f"(embedding {sizes['embedding'] / 1e9:.3f} B, largest layer {sizes['layer_max'] / 1e6:.1f} M); "
-           f"capacity {H100_BYTES / 1e9:.1f} GB less {CUDA_RESERVE / 1e9:.1f} GB reserve. One "
+           f"an 80 GB H100 has {H100_BYTES / 1e9:.1f} GB, an H200 {H200_BYTES / 1e9:.0f} GB, and "
+           f"{GPU_HEADROOM / 1e9:.0f} GB must stay free. flash-linear-attention's backward "
+           f"workspace at {REAL_TOKENS} tokens: "
+           f"{fla_backward_workspace(QWEN35_4B_TEXT, REAL_TOKENS) / 1e9:.2f} GB; the measured gap: "
+           f"activations x (1 / {FORMULA_MEASURED_RATIO} - 1). One "
            f"recomputed layer with flash-linear-attention's saves: {whole['fixed'] / 1e9:.2f} GB "
            f"+ {whole['per_token'] / 1e3:.0f} kB per token; with checkpoint_sublayers at "
            f"{REAL_TOKENS} tokens, a Gated DeltaNet layer's parts save (GB) {parts}, and their "
@@ -166,19 +174,25 @@ def real_predictions() -> str:
            f"mixer) on a step of {cost['step'] / 1e9:.1f} GFLOP per token: "
            f"+{100 * cost['fraction']:.1f}%.", "",
            "| setup | checkpoint_sublayers | tokens | peak GB | weights+grads+AdamW GB | "
-           "checkpointed inputs GB | loss chunk GB | layer recompute GB | FSDP gathered GB | "
-           "longest fitting length |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "checkpointed inputs GB | loss chunk GB | layer recompute GB | FLA backward workspace GB | "
+           "measured gap GB | FSDP gathered GB | free on an H100 GB | free on an H200 GB | "
+           "longest length leaving 8 GB of an H100 | ... of an H200 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, n in (("1 GPU (gpu1.yaml)", 1), ("FSDP x 4 (fsdp.yaml), per GPU", 4)):
         for knob, layer in (("on", nested), ("off", whole)):
-            m = sft_memory(QWEN35_4B_TEXT, REAL_TOKENS, processes=n, sizes=sizes, layer=layer)
+            m = sft_memory(QWEN35_4B_TEXT, REAL_TOKENS, processes=n, sizes=sizes, layer=layer,
+                           kernels="fla")
             t = m["terms"]
-            fit = max_fitting_tokens(QWEN35_4B_TEXT, processes=n, sizes=sizes, layer=layer)
+            fits = [max_fitting_tokens(QWEN35_4B_TEXT, capacity=cap - GPU_HEADROOM, processes=n,
+                                       sizes=sizes, layer=layer, kernels="fla")
+                    for cap in (H100_BYTES, H200_BYTES)]
             out.append(f"| {name} | {knob} | {REAL_TOKENS} | {m['peak'] / 1e9:.1f} | "
                        f"{(t['weights_fp32'] + t['grads_fp32'] + t['adamw_fp32']) / 1e9:.1f} | "
                        f"{t['checkpointed_inputs'] / 1e9:.2f} | {t['loss_chunk'] / 1e9:.2f} | "
-                       f"{t['layer_recompute'] / 1e9:.2f} | {t.get('fsdp_gathered', 0) / 1e9:.2f} "
-                       f"| {fit} |")
+                       f"{t['layer_recompute'] / 1e9:.2f} | {t['fla_backward_workspace'] / 1e9:.2f} | "
+                       f"{t['formula_gap'] / 1e9:.2f} | {t.get('fsdp_gathered', 0) / 1e9:.2f} | "
+                       f"{(H100_BYTES - m['peak']) / 1e9:.1f} | {(H200_BYTES - m['peak']) / 1e9:.1f} "
+                       f"| {fits[0]} | {fits[1]} |")
     return "\n".join(out)
 
 
@@ -186,10 +200,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="the first case only; nothing written")
+    ap.add_argument("--predictions-only", action="store_true",
+                    help="recompute the 4B predictions only; keep the measured table of the last full run")
     args = ap.parse_args(argv)
     if args.one:
         shape, tokens, chunk, sublayers = json.loads(args.one)
         print(json.dumps(measure_one(shape, tokens, chunk, sublayers)))
+        return 0
+    if args.predictions_only:
+        # the measured rows depend on the training code only, the predictions on the planner: a
+        # planner change reruns the second (a full run measures every row again, ~10 min idle)
+        from _results import RESULTS, write_section
+
+        old = RESULTS.read_text()
+        start = old.index("## SFT memory\n")
+        body = old[start:].split("\n## ", 1)[0]
+        measured = body[body.index("| hidden x layers"): body.index("\nQwen3.5-4B text model:")].rstrip()
+        real = real_predictions()
+        print(real)
+        write_section("SFT memory", "## SFT memory\n\n`python bench/bench_memory.py` (CPU, bf16 "
+                      "autocast, one process per row; docs/memory_plan.md). Measured = peak "
+                      "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
+                      "`ssd_math.planner.sft_memory` without the measured gap. The 4B predictions "
+                      "below: `python bench/bench_memory.py --predictions-only` (the measured rows "
+                      "above are the last full run's).\n\n" + measured + "\n\n" + real + "\n")
         return 0
     text, rows = table(CASES[:1] if args.quick else CASES)
     real = real_predictions()
@@ -211,7 +245,7 @@ def main(argv=None) -> int:
         write_section("SFT memory", "## SFT memory\n\n`python bench/bench_memory.py` (CPU, bf16 "
                       "autocast, one process per row; docs/memory_plan.md). Measured = peak "
                       "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
-                      "`ssd_math.planner.sft_memory`.\n\n" + text
+                      "`ssd_math.planner.sft_memory` without the measured gap.\n\n" + text
                       + f"\n\nworst |predicted / measured - 1| = {worst:.3f}\n\n{saving}\n"
                       + real + "\n")
     return 0

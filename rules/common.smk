@@ -68,11 +68,16 @@ GEN_THREADS = 16
 GEN_GPUS = _GPUS["generate"]
 GEN_MEM_MB = 64000 if GEN_GPUS else 4000  # host RAM: engine, CUDA graphs, tokenizer, rows
 GEN_RUNTIME = 12 * 60 if GEN_GPUS else 60  # minutes; `snakemake plan` gives each job's expected hours
-GEN_RESOURCES = dict(mem_mb=GEN_MEM_MB, runtime=GEN_RUNTIME, gpu=GEN_GPUS)
+# A GPU job runs on one node: SLURM may spread `--gpus=4` over several nodes, where FSDP's four
+# processes (started by `accelerate launch` on the first) and the jobstep's `srun --nodes=1` fail.
+# The SLURM plugin (2.6.1, submit_string.py) adds --nodes only for a `nodes` resource.
+ONE_NODE = dict(nodes=1)
+GEN_RESOURCES = dict(mem_mb=GEN_MEM_MB, runtime=GEN_RUNTIME, gpu=GEN_GPUS, **(ONE_NODE if GEN_GPUS else {}))
 TRAIN_GPUS = _GPUS["train"]
 TRAIN_MEM_MB = 128000 if TRAIN_GPUS else 4000  # host RAM: fp32 load of a 4B model, full-state saves
 TRAIN_RUNTIME = 24 * 60 if TRAIN_GPUS else 60
-TRAIN_RESOURCES = dict(mem_mb=TRAIN_MEM_MB, runtime=TRAIN_RUNTIME, gpu=TRAIN_GPUS)
+TRAIN_RESOURCES = dict(mem_mb=TRAIN_MEM_MB, runtime=TRAIN_RUNTIME, gpu=TRAIN_GPUS,
+                       **(ONE_NODE if TRAIN_GPUS else {}))
 
 
 wildcard_constraints:

@@ -87,6 +87,7 @@ rule probe_forward:
         mem_mb=GEN_MEM_MB,
         runtime=GEN_RUNTIME,
         gpu=min(1, GEN_GPUS),
+        **(ONE_NODE if GEN_GPUS else {}),
     log:
         log_path("probe", "forward", "{model}"),
     benchmark:

@@ -13,6 +13,15 @@ def get_filter_length_stop(wildcards):
     return ALL_ARMS[wildcards.arm]["filter_length_stop"]
 
 
+def get_sft_reach(wildcards):
+    """The step arithmetic of every arm that trains on this arm's kept samples (the arm and the
+    default arms whose data it is, noise probes aside: no checkpoints): the filter stops when they
+    cannot reach a checkpoint step (ssd_math.filtering.check_reach)."""
+    arms = [wildcards.arm] + [a for a in ARMS if a != wildcards.arm and L.data_arm(a) == wildcards.arm]
+    keys = ("global_batch", "epochs", "max_steps", "checkpoint_steps", "checkpoints_past_end")
+    return {a: {k: sc.arm_sft(config, a)[k] for k in keys} for a in arms if a not in NOISE_PROBES}
+
+
 rule sample_train_shard:
     """One shard of the training-prompt pool, sampled from the frozen base (resumable)."""
     input:
@@ -59,6 +68,8 @@ rule filter_samples:
         summary=L.samples("{arm}", "filter_summary", "json"),
     params:
         filter_length_stop=get_filter_length_stop,
+        sft_reach=get_sft_reach,
+        min_kept_fraction=config["train_sampling"].get("min_kept_fraction"),
     log:
         log_path("samples", "{arm}", "filter"),
     benchmark:

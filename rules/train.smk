@@ -4,6 +4,7 @@
 
 
 SAVE_DTYPE = sc.serve_dtype(config)
+INTERRUPT_SFT = RUNTIME["interrupt_sft_after_step"]
 
 
 # The spec functions take the wildcards only (paths from the Layout, not input/output): Snakemake
@@ -24,6 +25,8 @@ def get_sft_spec(wildcards):
         # the served dtype (bf16 for vLLM): checkpoints half the disk of fp32; the fp32 master
         # weights stay in the resume state only. Absent (fp32) in the tiny default.
         **({"save_dtype": SAVE_DTYPE} if SAVE_DTYPE else {}),
+        # the resume drill (config/gpu-smoke.yaml): stop after this step's state, resume on retry
+        **({"interrupt_after_step": INTERRUPT_SFT} if INTERRUPT_SFT else {}),
     )
 
 
@@ -73,6 +76,7 @@ rule sft:
     threads: 2
     resources:
         **TRAIN_RESOURCES,
+    retries: 1 if INTERRUPT_SFT else 0  # the resume drill's second attempt resumes
     log:
         log_path(*L.sft_key("{arm}")),
     benchmark:

@@ -30,7 +30,7 @@ RECORDED_TRAIN = {
     "grad_clip": 1.0, "dtype": "float32", "save_dtype": None, "optimizer_state": "fp32",
     "gradient_checkpointing": False, "checkpoint_sublayers": False, "loss_chunk_tokens": 0, "checkpoints_past_end": "error",
     "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
-    "progress": True,
+    "progress": True, "interrupt_after_step": None,
 }
 RECORDED_PROBE = {
     "t_eval": 1.5, "controls": [], "carriers": {"per_generator": 24, "length_bins": 3},

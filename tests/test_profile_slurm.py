@@ -162,3 +162,108 @@ def test_shipped_profile_alone_on_a_small_node_is_refused_with_the_rule_and_key(
     text = "\n".join(cluster.check_jobs(jobs, cluster.parse_sinfo("cpu*|2|19320|infinite|(null)\n")))
     for rule in ("sample_train_shard", "generate_grid", "generate_passk", "generate_checkpoints"):
         assert f"rule {rule} asks for 16 threads" in text and f"`set-threads: {rule}: 2`" in text, rule
+
+
+class _Resources(dict):
+    """What the plugin reads of a job's resources: attribute and .get access."""
+    __getattr__ = dict.get
+
+
+def _submit_string(job: cluster.Job) -> str:
+    """The sbatch command snakemake-executor-plugin-slurm 2.6.1 builds for a job (its
+    run_job: get_submit_command, then set_gres_string)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    res = _Resources({k: (int(v) if v.isdigit() else v.strip("'\"")) for k, v in job.resources.items()})
+    fake = SimpleNamespace(resources=res, threads=job.threads, name=job.rule, is_group=lambda: False)
+    params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": f"rule_{job.rule}",
+              "account": "", "partition": "", "workdir": "/w"}
+    return get_submit_command(fake, params) + set_gres_string(fake)
+
+
+def test_multi_gpu_training_is_submitted_to_one_node(tmp_path):
+    """FSDP over 4 GPUs is one process group on one node (accelerate launch spawns the 4
+    processes there; the jobstep runs `srun --nodes=1`): the sbatch line must say --nodes=1,
+    which the plugin adds only for a `nodes` resource. Every GPU job gets it."""
+    dry = _snakemake(tmp_path, "--cores", cluster.UNCAPPED_CORES, "-n", "--config",
+                     "runtime={accelerate_config: envs/accelerate/fsdp.yaml, device: cuda}")
+    jobs = {j.rule: j for j in cluster.parse_dryrun(dry)}
+    sft = _submit_string(jobs["sft"])
+    assert "--gpus=4" in sft
+    assert re.search(r"--nodes=1(\s|$)", sft), sft
+    for rule in ("sample_train_shard", "generate_grid", "probe_forward"):
+        gen = _submit_string(jobs[rule])
+        assert re.search(r"--nodes=1(\s|$)", gen), gen
+    cpu_jobs = [j for j in jobs.values() if not int(j.resources.get("gpu", "0") or 0)]
+    assert cpu_jobs and not any("nodes" in j.resources for j in cpu_jobs)
+
+
+def _fake_smi(folder: Path, version: str, rc: int = 0) -> dict:
+    """An `nvidia-smi` that reports ``version`` for two GPUs; the environment with it first on PATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    smi = folder / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\n[ \"$1\" = --query-gpu=driver_version ] || exit 9\n"
+                   f"echo '{version}'\necho '{version}'\nexit {rc}\n")
+    smi.chmod(0o755)
+    import os
+
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize("version,ok", [("550.54.15", False), ("575.57.08", False),
+                                        ("580.65.06", True), ("590.44.01", True)])
+def test_driver_check_reads_nvidia_smi(tmp_path, monkeypatch, version, ok):
+    env = _fake_smi(tmp_path / "bin", version)
+    monkeypatch.setenv("PATH", env["PATH"])
+    problem = cluster.cuda_driver_problem()
+    if ok:
+        assert problem is None
+    else:
+        assert f"NVIDIA driver {version} is too old" in problem
+        assert "torch 2.13.0 built for CUDA 13.0" in problem and "driver >= 580" in problem
+
+
+def test_driver_check_stops_the_cluster_check_and_the_gpu_jobs(tmp_path):
+    """An old driver stops `python -m ssd_math.cluster` before anything else, the training launch
+    command of a GPU config before accelerate starts, and a GPU rule's script (rule_log) before
+    its work; a CPU job is not checked. A good driver lets the command run."""
+    import os
+
+    from ssd_math import launcher
+    from ssd_math.rulelog import rule_log
+
+    old = _fake_smi(tmp_path / "old", "535.104.05")
+    new = _fake_smi(tmp_path / "new", "580.95.05")
+    proc = subprocess.run([sys.executable, "-m", "ssd_math.cluster", "--configfile", str(ROOT / "config/real.yaml")],
+                          env=old, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "NVIDIA driver 535.104.05 is too old" in proc.stderr, proc.stderr
+    assert "SLURM jobs" not in proc.stdout  # stopped before the dry run
+    cmd = launcher.train_launcher(ROOT / "envs/accelerate/gpu1.yaml", python=sys.executable)
+    marker = tmp_path / "launched"
+    gpu_cmd = cmd.split(" accelerate launch ", 1)[0] + f" touch {marker}"  # the launch replaced by a marker
+    for env, rc in ((old, 1), (new, 0)):
+        p = subprocess.run(["bash", "-c", gpu_cmd], env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == rc and marker.exists() == (rc == 0), p.stderr
+    assert "driver >= 580" in subprocess.run(["bash", "-c", gpu_cmd], env=old, capture_output=True,
+                                             text=True).stderr
+
+    class Job:  # what rule_log reads of Snakemake's `snakemake` object
+        def __init__(self, gpu):
+            self.log, self.output, self.rule = [str(tmp_path / f"gpu{gpu}.log")], [], "generate_grid"
+            self.resources = {"gpu": gpu}
+
+    saved = os.environ["PATH"]
+    os.environ["PATH"] = old["PATH"]
+    try:
+        with pytest.raises(RuntimeError, match="NVIDIA driver 535.104.05 is too old"):
+            with rule_log(Job(1)):
+                raise AssertionError("the job body must not run")
+        assert "is too old" in (tmp_path / "gpu1.log").read_text()
+        with rule_log(Job(0)):
+            ran = True
+        assert ran
+    finally:
+        os.environ["PATH"] = saved

@@ -630,3 +630,22 @@ def test_loop_logits_equal_teacher_forced_logits(sharp, share_prefix):
         ref = _teacher_forced_logits(s.model, p_ids, gen)
         got = torch.stack([step[i] for step in seen[:len(gen)]])
         assert torch.allclose(got, ref, atol=1e-4), float((got - ref).abs().max())
+
+
+def test_vllm_engine_seed_from_config_reaches_the_engine_once(tmp_path, monkeypatch):
+    """``sampler.vllm.seed`` (schema: the engine seed) replaces the experiment seed as the
+    engine's ``seed=``; it is not passed a second time with the other engine arguments."""
+    from ssd_math import generate as G
+
+    seen = []
+
+    class FakeVLLM:
+        def __init__(self, model_dir, **kw):
+            seen.append(kw)
+
+    monkeypatch.setattr(G, "VLLMSampler", FakeVLLM)
+    common = {"backend": "vllm", "seed": 1234, "sampler_extra": {"dtype": "bfloat16", "seed": 7}}
+    G.open_sampler(common, tmp_path, model_name="m")
+    G.open_sampler({**common, "sampler_extra": {"dtype": "bfloat16"}}, tmp_path, model_name="m")
+    assert [kw["seed"] for kw in seen] == [7, 1234]
+    assert seen[0]["dtype"] == "bfloat16" and common["sampler_extra"]["seed"] == 7

@@ -399,7 +399,8 @@ def test_direct_cpu_start_is_what_accelerate_launch_gives(init_dir, tmp_path):
         "ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE", "ACCELERATE_DYNAMO_USE_FULLGRAPH",
         "ACCELERATE_DYNAMO_USE_DYNAMIC", "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"}, sorted(acc)
     for name in ("gpu1.yaml", "fsdp.yaml"):
-        assert L.train_launcher(root / "envs/accelerate" / name).startswith("accelerate launch")
+        assert L.train_launcher(root / "envs/accelerate" / name).startswith(
+            "python -m ssd_math.launcher on-gpu accelerate launch --config_file ")
 
     direct = L.train_launcher(cpu, python=sys.executable)
     assert not direct.startswith("accelerate")
@@ -764,3 +765,85 @@ def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
     (rdir / "progress.json").write_text(json.dumps(prog))
     with pytest.raises(ValueError, match=re.escape(f"resume state in {rdir} has format 1 ")):
         T.restore_resume_state(rdir, "h", acc)
+
+
+_SEE_ALLOC_CONF_AT_TORCH_IMPORT = r"""
+import importlib.abc, os, sys
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append((os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), os.environ.get("PYTORCH_ALLOC_CONF")))
+        return None
+sys.meta_path.insert(0, Spy())
+import ssd_math.train
+print(repr(seen[0]))
+"""
+
+
+@pytest.mark.parametrize("given,expected", [
+    ({}, ("expandable_segments:True", None)),
+    ({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}, ("max_split_size_mb:512", None)),
+    ({"PYTORCH_ALLOC_CONF": "expandable_segments:False"}, (None, "expandable_segments:False")),
+])
+def test_training_entry_point_sets_the_allocator_before_torch_is_imported(given, expected):
+    """The memory plan (docs/memory_plan.md) assumes expandable segments: micro-batches from ~1k to
+    33.8k tokens fragment the caching allocator otherwise. torch reads the setting from the
+    environment, so it must be there when torch is imported; a user's own setting wins."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
+    proc = subprocess.run([sys.executable, "-c", _SEE_ALLOC_CONF_AT_TORCH_IMPORT], env={**env, **given},
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == repr(expected)
+
+
+def test_fsdp_jobs_get_a_rendezvous_port_of_their_own(tmp_path):
+    """Two FSDP jobs on one node must not both take accelerate's default port 29500: the launch
+    command derives the port from the SLURM job id (the same on every node of the job), or asks
+    accelerate for a free one (0) outside SLURM; a one-process config needs no port. The
+    command's port is what accelerate's parser reads (accelerate 1.15 launch_command_parser)."""
+    from accelerate.commands.launch import launch_command_parser
+
+    from ssd_math import launcher as L
+
+    root = Path(__file__).resolve().parents[1]
+    assert L.job_port({"SLURM_JOB_ID": "4242"}) != L.job_port({"SLURM_JOB_ID": "4243"})
+    assert L.job_port({"SLURM_JOB_ID": "4242"}) == L.job_port({"SLURM_JOB_ID": "4242"})
+    assert all(1024 < L.job_port({"SLURM_JOB_ID": str(i)}) < 32768 for i in (0, 1, 29499, 10**7 + 3))
+    assert L.job_port({}) == 0
+    fsdp = L.train_launcher(root / "envs/accelerate/fsdp.yaml", python=sys.executable)
+    assert "--main_process_port" not in L.train_launcher(root / "envs/accelerate/gpu1.yaml")
+    ports = []
+    for job_env in ({"SLURM_JOB_ID": "4242"}, {"SLURM_JOB_ID": "4243"}, {}):
+        env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+        # the shell expands the command as the rule's shell does; printf shows the argv it built
+        argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {fsdp.split('accelerate launch', 1)[1]} "
+                               "--spec-json x"], env={**env, **job_env}, capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+        ports.append(launch_command_parser().parse_args(argv).main_process_port)
+    assert ports == [L.job_port({"SLURM_JOB_ID": "4242"}), L.job_port({"SLURM_JOB_ID": "4243"}), 0]
+
+
+def test_interrupt_after_step_stops_once_and_the_rerun_resumes(init_dir, tmp_path):
+    """The resume drill (runtime.interrupt_sft_after_step): the run exits with code 75 right after
+    its step-2 resume state is saved; run again with the same spec it resumes there (not from
+    scratch) and ends with the weights and log of an uninterrupted run."""
+    from ssd_math.train import INTERRUPT_EXIT, train
+
+    (tmp_path / "ref").mkdir()
+    ref = base_spec(init_dir, tmp_path / "ref", checkpoints={"2": str(tmp_path / "ref" / "s2")})
+    train(ref)
+    d = tmp_path / "drill"
+    d.mkdir()
+    spec = base_spec(init_dir, d, checkpoints={"2": str(d / "s2")}, resume_dir=str(d / "resume"),
+                     interrupt_after_step=2)
+    with pytest.raises(SystemExit) as e:
+        train(spec)
+    assert e.value.code == INTERRUPT_EXIT == 75
+    assert (d / "resume" / "progress.json").exists() and not (d / "out").exists()
+    again = train(spec)
+    assert again["resumed_from"] == 2 and again["steps"] == 4
+    a, b = load_weights(ref["out_dir"]), load_weights(spec["out_dir"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in read_log(spec["log"])] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="interrupt_after_step 3 needs a resume_dir and a checkpoint"):
+        train(base_spec(init_dir, d, interrupt_after_step=3))

@@ -273,6 +273,17 @@ def _fill(node: dict, inst: Any, root: dict) -> Any:
     return inst
 
 
+def _check_training_memory(cfg: dict) -> list[str]:
+    """A GPU setup whose predicted SFT peak leaves too little free memory
+    (:func:`ssd_math.planner.training_memory_problems`); after the accelerate config's own check,
+    which it reads."""
+    if _check_accelerate(cfg):
+        return []
+    from .planner import training_memory_problems
+
+    return training_memory_problems(cfg)
+
+
 def check_semantics(cfg: dict) -> list[str]:
     """What the schema cannot express; each message names the key."""
     out: list[str] = []
@@ -334,6 +345,7 @@ def check_semantics(cfg: dict) -> list[str]:
         out.append("data.real: required when data.kind is 'real'")
     out += _check_real(cfg)
     out += _check_accelerate(cfg)
+    out += _check_training_memory(cfg)
     if cfg["model"]["kind"] == "tiny" and "tiny" not in cfg["model"]:
         out.append("model.tiny: required when model.kind is 'tiny'")
     max_pos = (cfg["model"].get("tiny") or {}).get("max_pos")

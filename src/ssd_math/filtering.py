@@ -45,3 +45,40 @@ def filter_samples(rows: list[dict], *, filter_length_stop: bool = True) -> tupl
         raise ValueError(f"the filter kept no sample out of {n}: nothing to train on "
                          "(raise train_sampling.max_new_tokens or turn the arm's filter_length_stop off)")
     return kept, dropped, summary
+
+
+def check_reach(arm: str, summary: dict, trainers: dict[str, dict], *, samples_path: str = "",
+                min_kept_fraction: float | None = None) -> None:
+    """Stop at the filter, not after all of an arm's sampling at its SFT's start, when the kept
+    samples give fewer optimizer steps than a checkpoint step asks for (config validation checks
+    the steps against ``train_sampling.min_kept_fraction``; a hot arm can keep fewer).
+
+    ``trainers``: ``{arm: {global_batch, epochs, max_steps, checkpoint_steps,
+    checkpoints_past_end}}`` of every arm that trains on these samples (the arm itself and those
+    whose data it is). The steps are :func:`ssd_math.train.plan_steps`'s: kept rows //
+    global_batch x epochs, capped by max_steps. Raises ValueError naming the arm, the kept count
+    and the fixes."""
+    n_kept, n = int(summary["n_kept"]), int(summary["n_samples"])
+    problems = []
+    for name, s in trainers.items():
+        if s.get("checkpoints_past_end") == "final" or not s.get("checkpoint_steps"):
+            continue
+        steps = n_kept // int(s["global_batch"]) * int(s["epochs"])
+        if s.get("max_steps") is not None:
+            steps = min(steps, int(s["max_steps"]))
+        late = [k for k in s["checkpoint_steps"] if k > steps]
+        if late:
+            problems.append(f"{name} (global_batch {s['global_batch']} x {s['epochs']} epoch(s)) "
+                            f"reaches optimizer step {steps}, but sft.checkpoint_steps asks for "
+                            f"{late[0]}: set {name}.sft.checkpoints_past_end: final (those "
+                            f"checkpoints get the final weights) or lower sft.checkpoint_steps "
+                            f"to steps <= {steps}")
+    if problems:
+        assumed = (f"; train_sampling.min_kept_fraction assumed at least {min_kept_fraction:.0%}"
+                   if min_kept_fraction is not None else "")
+        raise ValueError(
+            f"arm {arm}: the length filter kept {n_kept} of {n} samples "
+            f"({n_kept / n if n else 0:.1%}{assumed}), too few for its SFT: " + "; ".join(problems)
+            + ". Or raise the arm's max_new_tokens (fewer length stops; it resamples). The samples "
+            f"stay{' in ' + samples_path if samples_path else ''}: after a config fix only the "
+            "filter and what follows rerun.")

@@ -277,7 +277,10 @@ def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, thread
         return make_sampler("hf", model_dir, device=common.get("device", "cpu"),
                             batch_size=int(common.get("batch_size", 64)), model_name=model_name,
                             threads=threads, trust_remote_code=trust)
-    return make_sampler("vllm", model_dir, model_name=model_name, seed=int(common["seed"]),
+    # the engine seed: sampler.vllm.seed where set, else the experiment seed (per-request seeds
+    # come from the experiment seed either way: ssd_math.sampler.request_seed)
+    seed = int(extra.pop("seed", common["seed"]))
+    return make_sampler("vllm", model_dir, model_name=model_name, seed=seed,
                         trust_remote_code=trust, **extra)
 
 

@@ -290,11 +290,13 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
     startup = float(cfg["planner"]["throughput"].get("startup_s_per_job", 0))
     jobs: list[dict] = []
 
-    def gen(rule, name, model, n_prompts, k, mean, bench, n_models=1):
+    # one engine start per job: a checkpoints job swaps its checkpoints' weights inside one engine
+    # (ssd_math.vllm_sampler.VLLMSampler.load_model: reload_weights), a cost the start dominates
+    def gen(rule, name, model, n_prompts, k, mean, bench):
         jobs.append({"rule": rule, "name": name, "kind": "sample" if rule == "sample_train_shard" else "eval",
                      "model": model, "gpus": g_gen, "n_prompts": n_prompts,
                      "n_samples_per_prompt": k, "mean_gen_tokens": round(mean, 1),
-                     "mean_prompt_tokens": prompt, "startup_s": startup * n_models,
+                     "mean_prompt_tokens": prompt, "startup_s": startup,
                      "benchmark": bench})
 
     for arm in (list(L.all_arms) if extra_arms else L.arms):
@@ -322,8 +324,7 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
         conds = job["conditions"]
         gen(job["rule"], names[job["family"]].format(**job), job["model"],
             sizes[job["evalset"]] * len(conds), sc.condition_sampling(cfg, conds[0]["condition"]).n,
-            eval_mean, job["benchmark"],
-            n_models=len(conds) if job["family"] == "checkpoints" else 1)
+            eval_mean, job["benchmark"])
     return jobs
 
 
@@ -391,7 +392,38 @@ QWEN35_4B_TEXT = {"hidden_size": 2560, "num_hidden_layers": 32, "intermediate_si
                   "linear_conv_kernel_dim": 4, "tie_word_embeddings": True,
                   "full_attention_interval": 4}
 H100_BYTES = 85.5e9      # "80 GB" H100: 79.6 GiB (torch.cuda.mem_get_info on an idle card)
+H200_BYTES = 149.0e9     # "141 GB" H200: about 139 GiB free on an idle card
 CUDA_RESERVE = 3.0e9     # CUDA context, cuBLAS/Triton workspaces and allocator fragmentation
+# What a training GPU must keep free beyond the predicted peak (the config check refuses less):
+# the CUDA context, cuBLAS/Triton workspaces and allocator fragmentation (CUDA_RESERVE), plus what
+# the formula cannot see until a GPU has measured it (kernels' transient buffers, the allocator's
+# rounding). docs/memory_plan.md.
+GPU_HEADROOM = 8.0e9
+# The formula against the measured peak of the same training code on the CPU at scaled shapes
+# (bench/bench_memory.py, bench/RESULTS.md "SFT memory"): the worst ratio predicted / measured
+# with checkpoint_sublayers on. The static terms (weights, gradients, AdamW) are exact counts, so
+# what the formula misses is activations: sft_memory adds activations x (1 / ratio - 1).
+FORMULA_MEASURED_RATIO = 0.873
+# flash-linear-attention's chunk size (fla-core 0.6.0, fla/ops/gated_delta_rule/chunk.py: 64)
+FLA_CHUNK = 64
+
+# Qwen3.5-4B's sizes and what one of its decoder layers saves for backward with
+# flash-linear-attention's kernel, as planner.model_sizes and layer_saved_bytes(QWEN35_4B_TEXT,
+# kernels="fla"[, sublayers=True]) count them (35 s on a CPU with torch: stored here so the config
+# check is arithmetic; tests/test_planner.py recounts them).
+QWEN35_4B_SIZES = {"params": 4205751296, "embedding": 635699200, "layer_max": 112923840}
+QWEN35_4B_LAYER_FLA = {"fixed": 225896704.0, "per_token": 271172.0}
+QWEN35_4B_LAYER_FLA_SUBLAYERS = {"sublayers": {
+    "linear_attention": {"held": {"fixed": 0.0, "per_token": 15360.0}, "parts": {
+        "linear_attn": {"fixed": 84328704.0, "per_token": 156480.0},
+        "mlp": {"fixed": 141557760.0, "per_token": 73728.0},
+        "input_layernorm": {"fixed": 0.0, "per_token": 10240.0},
+        "post_attention_layernorm": {"fixed": 10240.0, "per_token": 20484.0}}},
+    "full_attention": {"held": {"fixed": 0.0, "per_token": 15368.0}, "parts": {
+        "self_attn": {"fixed": 73402368.0, "per_token": 86160.0},
+        "mlp": {"fixed": 141557760.0, "per_token": 73728.0},
+        "input_layernorm": {"fixed": 0.0, "per_token": 10240.0},
+        "post_attention_layernorm": {"fixed": 10240.0, "per_token": 20484.0}}}}}
 
 
 def text_config(shape: Mapping):
@@ -600,11 +632,27 @@ def sublayer_recompute_flops(shape: Mapping, tokens: int) -> dict:
     return {"step": step, "extra": mixers, "fraction": mixers / step}
 
 
+def fla_backward_workspace(shape: Mapping, tokens: int, bytes_per_value: int = 2) -> float:
+    """Bytes flash-linear-attention's chunked gated delta rule allocates in its backward on top of
+    what its forward saved (fla-core 0.6.0, fla/ops/gated_delta_rule/chunk.py
+    ``chunk_gated_delta_rule_bwd``), all alive together when ``chunk_bwd_dqkwg`` runs: the
+    recomputed states ``h`` and their gradients ``dh`` (tokens / 64 chunks x value heads x K x V
+    each), the recomputed ``w`` and ``dw``, ``dq``, ``dk`` (tokens x value heads x K; q and k are
+    repeated to the value heads) and ``u``, ``v_new``, ``dv``, ``dv2`` (tokens x value heads x V),
+    in the inputs' dtype (bf16 under autocast). At 33,792 tokens on Qwen3.5-4B: 2 x 0.55 GB +
+    8 x 0.28 GB = 3.3 GB."""
+    hv = shape["linear_num_value_heads"]
+    k, v = shape["linear_key_head_dim"], shape["linear_value_head_dim"]
+    chunks = -(-tokens // FLA_CHUNK)
+    return bytes_per_value * (2 * chunks * hv * k * v + 4 * tokens * hv * k + 4 * tokens * hv * v)
+
+
 def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: int = 1,
                chunk_tokens: int = 1024, mixed_precision: bool = True,
                host_is_device: bool = False, instrumented: bool = True,
                sizes: Mapping | None = None, layer: Mapping | None = None,
-               kernels: str = "reference", sublayers: bool = False) -> dict:
+               kernels: str = "reference", sublayers: bool = False,
+               measured_gap: bool = True) -> dict:
     """Peak memory (bytes) of one training process of :mod:`ssd_math.train` at ``tokens`` per
     sequence, by term (docs/memory_plan.md lists where each is allocated, file:line).
 
@@ -615,7 +663,13 @@ def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: 
     still held, plus the larger of the chunked loss's and one recomputed layer's working set.
     ``sublayers``: the layer's parts are checkpointed too (config ``sft.checkpoint_sublayers``),
     so the recomputed layer holds the largest part's activations, not the sum
-    (:func:`layer_recompute_bytes`); ignored when ``layer`` is given (it says which)."""
+    (:func:`layer_recompute_bytes`); ignored when ``layer`` is given (it says which).
+
+    ``kernels="fla"`` (the GPU's): the recomputed layer's term also holds flash-linear-attention's
+    backward workspace (:func:`fla_backward_workspace`, added whole: a bound, as if the Gated
+    DeltaNet mixer were the largest part). ``measured_gap``: add what the formula missed against
+    the CPU measurement (activations x (1 / :data:`FORMULA_MEASURED_RATIO` - 1)); off where the
+    formula itself is compared with a measurement (bench/bench_memory.py)."""
     sz = dict(sizes or model_sizes(shape))
     lay = layer or layer_saved_bytes(shape, mixed_precision=mixed_precision, kernels=kernels,
                                      sublayers=sublayers)
@@ -644,14 +698,20 @@ def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: 
         terms["fsdp_gathered"] = 2 * Pl * (cb + 4) + E * cb
     if instrumented and host_is_device:
         terms["tracker_host_copy"] = 2 * P  # bf16 stored values before the step (host memory)
-    peak = (terms["weights_fp32"] + terms["grads_fp32"] + terms["adamw_fp32"]
-            + terms["checkpointed_inputs"] + terms["hidden_out_and_grad"]
-            + max(terms["loss_chunk"], terms["layer_recompute"])
+    if kernels == "fla" and shape.get("linear_num_value_heads"):
+        terms["fla_backward_workspace"] = fla_backward_workspace(shape, T, cb)
+    activations = (terms["checkpointed_inputs"] + terms["hidden_out_and_grad"]
+                   + max(terms["loss_chunk"],
+                         terms["layer_recompute"] + terms.get("fla_backward_workspace", 0)))
+    if measured_gap:
+        terms["formula_gap"] = activations * (1 / FORMULA_MEASURED_RATIO - 1)
+    peak = (terms["weights_fp32"] + terms["grads_fp32"] + terms["adamw_fp32"] + activations
+            + terms.get("formula_gap", 0)
             + terms.get("fsdp_gathered", 0) + terms.get("tracker_host_copy", 0))
     return {"peak": peak, "terms": terms, "sizes": sz, "layer": dict(lay)}
 
 
-def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - CUDA_RESERVE,
+def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - GPU_HEADROOM,
                        step: int = 1024, **kw) -> int:
     """The longest sequence (a multiple of ``step``) whose :func:`sft_memory` peak fits
     ``capacity`` bytes; 0 when none does."""
@@ -664,3 +724,77 @@ def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - CUDA_RESER
     while t <= 1 << 20 and sft_memory(shape, t, sizes=sizes, **kw)["peak"] <= capacity:
         best, t = t, t + step
     return best
+
+
+# Shapes the config check knows, by hub id (model.hub.id): the text model trained.
+KNOWN_SHAPES = {"Qwen/Qwen3.5-4B": (QWEN35_4B_TEXT, QWEN35_4B_SIZES,
+                                    {True: QWEN35_4B_LAYER_FLA_SUBLAYERS, False: QWEN35_4B_LAYER_FLA})}
+
+
+def training_memory(cfg: dict, arm: str, *, processes: int | None = None,
+                    tokens: int | None = None) -> dict | None:
+    """The predicted peak of one training process of ``arm`` on the config's GPUs
+    (:func:`sft_memory` with flash-linear-attention's kernels and the measured gap), with
+    ``capacity`` (runtime.gpu_memory_gb) and ``headroom`` = capacity - peak; None where there is
+    nothing to predict: training on the CPU, or a model whose shape is not in :data:`KNOWN_SHAPES`."""
+    from .launcher import accelerate_gpus, read_accelerate_config
+
+    known = KNOWN_SHAPES.get((cfg["model"].get("hub") or {}).get("id")) if cfg["model"]["kind"] == "hub" else None
+    gpus = accelerate_gpus(cfg["runtime"]["accelerate_config"])
+    if known is None or gpus == 0:
+        return None
+    shape, sizes, layers = known
+    sft = sc.arm_sft(cfg, arm)
+    acc = read_accelerate_config(cfg["runtime"]["accelerate_config"])
+    mixed = str(acc.get("mixed_precision", "no")) == "bf16"
+    n = gpus if processes is None else processes
+    T = int(sft["max_len"] if tokens is None else tokens)
+    m = sft_memory(shape, T, processes=n, micro_batch=int(sft["micro_batch"]),
+                   chunk_tokens=int(sft["loss_chunk_tokens"] or 0), mixed_precision=mixed,
+                   sizes=sizes, layer=layers[bool(sft["checkpoint_sublayers"])], kernels="fla",
+                   instrumented=bool(sft["instrument"]["enabled"]))
+    capacity = float(cfg["runtime"]["gpu_memory_gb"]) * 1e9
+    return {**m, "capacity": capacity, "headroom": capacity - m["peak"], "processes": n, "tokens": T}
+
+
+def training_memory_problems(cfg: dict) -> list[str]:
+    """The config check: every arm (extra arms too) whose predicted training peak leaves less than
+    :data:`GPU_HEADROOM` of ``runtime.gpu_memory_gb``, one message per distinct setting, naming
+    the arms, the numbers and the alternatives (FSDP over more GPUs, a larger GPU, a shorter
+    ``sft.max_len``)."""
+    groups: dict[tuple, list[str]] = {}
+    try:
+        from .launcher import read_accelerate_config
+
+        read_accelerate_config(cfg["runtime"]["accelerate_config"])
+    except OSError:
+        return []  # a missing accelerate config is reported where the rules read it
+    for arm in sc.all_arms(cfg):
+        if arm in cfg.get("noise_probes", []):
+            continue
+        m = training_memory(cfg, arm)
+        if m is None:
+            return []
+        if m["headroom"] < GPU_HEADROOM:
+            sft = sc.arm_sft(cfg, arm)
+            key = (m["tokens"], int(sft["micro_batch"]), bool(sft["checkpoint_sublayers"]))
+            groups.setdefault(key, []).append(arm)
+    out = []
+    for (tokens, micro, sub), arms in groups.items():
+        m = training_memory(cfg, arms[0])
+        fsdp = training_memory(cfg, arms[0], processes=4)
+        fit = 0
+        for t in range(1024, tokens, 1024):
+            if training_memory(cfg, arms[0], tokens=t)["headroom"] >= GPU_HEADROOM:
+                fit = t
+        need = (m["peak"] + GPU_HEADROOM) / 1e9
+        out.append(
+            f"sft.max_len {tokens} (micro_batch {micro}; arms {', '.join(arms)}): the predicted "
+            f"training peak is {m['peak'] / 1e9:.1f} GB per GPU on {m['processes']} GPU(s) "
+            f"(runtime.accelerate_config), which leaves {m['headroom'] / 1e9:.1f} GB of "
+            f"runtime.gpu_memory_gb {m['capacity'] / 1e9:g}; at least {GPU_HEADROOM / 1e9:g} GB "
+            f"must stay free (docs/memory_plan.md). Alternatives: FSDP over 4 GPUs "
+            f"(runtime.accelerate_config: envs/accelerate/fsdp.yaml: {fsdp['peak'] / 1e9:.1f} GB per "
+            f"GPU), a GPU with at least {need:.0f} GB (an H200: runtime.gpu_memory_gb: "
+            f"{H200_BYTES / 1e9:g}), or sft.max_len <= {fit} on this GPU")
+    return out

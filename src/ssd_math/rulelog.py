@@ -6,15 +6,29 @@ import contextlib
 import logging
 from pathlib import Path
 
+from .cluster import require_cuda_driver
 from .io import meta_path, write_meta
+
+
+def job_gpus(snakemake_obj) -> int:
+    """The GPUs a rule's job holds (its ``gpu`` resource; 0 without one)."""
+    res = getattr(snakemake_obj, "resources", None)
+    try:
+        return int(res.get("gpu", 0) or 0) if res is not None else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 @contextlib.contextmanager
 def rule_log(snakemake_obj):
-    """Send logging, stdout and stderr of a rule script to ``log[0]`` (if the rule has one)."""
+    """Send logging, stdout and stderr of a rule script to ``log[0]`` (if the rule has one). A job
+    that holds a GPU first checks the NVIDIA driver (:func:`ssd_math.cluster.require_cuda_driver`:
+    with too old a driver torch sees no GPU), and stops with the fix in its log."""
     logs = list(getattr(snakemake_obj, "log", []) or [])
     if not logs:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        if job_gpus(snakemake_obj):
+            require_cuda_driver()
         yield logging.getLogger("ssd_math")
         ensure_sidecars(snakemake_obj)
         return
@@ -28,6 +42,8 @@ def rule_log(snakemake_obj):
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         try:
+            if job_gpus(snakemake_obj):
+                require_cuda_driver()
             yield logging.getLogger("ssd_math")
             ensure_sidecars(snakemake_obj)
         except BaseException:

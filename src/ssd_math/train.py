@@ -66,7 +66,9 @@ Checkpoints and resume (the resume contract)
     resume state in anything that changes training fails fast. The state keeps hard links of the
     checkpoint folders written so far and a resume puts back any Snakemake deleted (it deletes a
     rerun job's declared outputs); a finished run removes its resume state, so a forced rerun
-    starts over.
+    starts over. ``interrupt_after_step`` (the resume drill of config/gpu-smoke.yaml) stops a
+    run with exit code 75 right after that step's resume state is saved, as a preempted job
+    would; run again, it resumes there and never stops again.
 
 Guards
     A NaN/inf loss or gradient norm raises ``FloatingPointError`` naming the step, before the
@@ -130,12 +132,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-import torch.utils.checkpoint
+# The CUDA caching allocator reads its settings from the environment, so they must be there before
+# torch is imported. Expandable segments: the micro-batches range from ~1k to 33.8k tokens, the
+# worst case for fragmentation of fixed-size segments, and the memory plan's headroom assumes them
+# (docs/memory_plan.md). A user's own setting (either variable name torch 2.13 reads) wins.
+CUDA_ALLOC_CONF = "expandable_segments:True"
+if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ and "PYTORCH_ALLOC_CONF" not in os.environ:
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = CUDA_ALLOC_CONF
 
-from ssd_math import config as sc
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torch.utils.checkpoint  # noqa: E402
+
+from ssd_math import config as sc  # noqa: E402
 from ssd_math.io import (atomic_path, file_sha256, read_json, read_jsonl, stable_hash, write_json,
                          write_meta)
 from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
@@ -153,6 +163,7 @@ JOB_DEFAULTS: dict = {
     "seed": 0,
     "save_dtype": None,        # dtype of the saved model folders (the served dtype); None = dtype
     "progress": True,          # tqdm bar on stderr
+    "interrupt_after_step": None,  # exit (INTERRUPT_EXIT) once the resume state of this step is saved
 }
 
 
@@ -170,7 +181,10 @@ _SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 # keys that do not change the trained weights (may differ between a run and its resume);
 # max_steps is not one of them: it sets the number of steps, hence the LR schedule
-_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "save_dtype"}
+_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "save_dtype",
+                   "interrupt_after_step"}
+# The exit code of a run stopped by ``interrupt_after_step`` (EX_TEMPFAIL: try again).
+INTERRUPT_EXIT = 75
 
 # progress.json "format" of a resume state: 1 (no key) = the hand-written state.pt + rng_<i>.pt,
 # 2 = accelerate's save_state folder (model, optimizer.bin, random_states_<i>.pkl, custom_checkpoint_<i>.pkl)
@@ -198,6 +212,11 @@ def resolve_spec(spec: dict) -> dict:
                                 what="training spec key")
     if problems:
         raise ValueError("invalid training spec:\n  - " + "\n  - ".join(problems))
+    if s["interrupt_after_step"] is not None and not (
+            s["resume_dir"] and int(s["interrupt_after_step"]) in s["checkpoints"]):
+        raise ValueError(f"interrupt_after_step {s['interrupt_after_step']} needs a resume_dir and a "
+                         f"checkpoint at that step (checkpoints: {sorted(s['checkpoints'])}): the "
+                         "resume state is saved at checkpoint steps only")
     if s["save_dtype"] is not None and s["save_dtype"] not in _SAVE_DTYPES:
         raise ValueError(f"save_dtype must be one of {sorted(_SAVE_DTYPES)} or null, "
                          f"got {s['save_dtype']!r}")
@@ -351,7 +370,7 @@ def load_model_and_tokenizer(s: dict):
         model = AutoModelForCausalLM.from_pretrained(s["init_dir"], dtype=torch.float32)
     model.config.use_cache = False
     if s["gradient_checkpointing"]:
-        # transformers 5.20.2's API (activation_checkpointing_enable first exists in 5.24)
+        # transformers 5.19.0's API (modeling_utils.PreTrainedModel.gradient_checkpointing_enable)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if s["checkpoint_sublayers"]:
             checkpoint_sublayers(model)
@@ -956,6 +975,12 @@ def train(spec: dict) -> dict:
                     save_resume(rdir, accelerator, step + 1, row["elapsed_s"], tokens_total, spec_hash,
                                 s["checkpoints"])
                 accelerator.wait_for_everyone()
+                if step + 1 == s["interrupt_after_step"]:
+                    # the resume drill: stop as a preempted job would; the rerun resumes here
+                    # (a run that resumed past this step never gets here)
+                    print(f"interrupt_after_step {step + 1}: resume state saved, stopping "
+                          f"(exit {INTERRUPT_EXIT}); a rerun resumes from it", file=sys.stderr, flush=True)
+                    raise SystemExit(INTERRUPT_EXIT)
     finally:
         if log_fh is not None:
             log_fh.close()
