@@ -188,6 +188,7 @@ def test_reuse_identical_generations_and_training_data(smoke):
     assert "final" in Layout(sc.validate(cfg2)).generated_ckpts
 
 
+@pytest.mark.slow  # three Snakemake starts (`--list-rules` parses the whole workflow)
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/real.yaml", "config/rehearsal.yaml"])
 def test_every_rule_is_greppable(configfile, tmp_path):
     """`grep -n "rule NAME" rules/*.smk` finds every rule the workflow has: each is written out as
