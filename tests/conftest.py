@@ -118,8 +118,11 @@ def _no_workflow_and_no_engine(nodeid: str):
         mp.setattr(subprocess.Popen, "__init__", popen_init)
         from ssd_math import vllm_sampler
 
-        mp.setattr(vllm_sampler.VLLMSampler, "_start_engine",
-                   lambda self: _refuse("a vLLM engine (VLLMSampler)", nodeid))
+        def start_engine(self):
+            from vllm import LLM  # noqa: F401  where vLLM is absent (or hidden), the real error
+            _refuse("a vLLM engine (VLLMSampler)", nodeid)
+
+        mp.setattr(vllm_sampler.VLLMSampler, "_start_engine", start_engine)
         llm_mod = sys.modules.get("vllm.entrypoints.llm")
         if llm_mod is not None:
             mp.setattr(llm_mod.LLM, "__init__",

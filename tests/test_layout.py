@@ -78,6 +78,7 @@ def _dry_run(configfile: Path, workdir: Path) -> list[dict]:
     return jobs
 
 
+@pytest.mark.slow  # a Snakemake dry run of the smoke config
 def test_rules_declare_the_layout_job_lists(smoke, tmp_path):
     """What the planner prices (Layout's job lists) is what Snakemake schedules: the same
     generation, sampling and SFT jobs with the same benchmark files."""

@@ -24,6 +24,7 @@ a one-node one. Skips without `sinfo`; under CI=true it fails instead.
 
 from __future__ import annotations
 
+import concurrent.futures
 import filecmp
 import importlib.util
 import json
@@ -189,11 +190,13 @@ def test_a_training_job_cancelled_on_slurm_resumes_to_the_same_bytes(tmp_path):
     site = site_profile(tmp_path / "site.yaml", rules)
 
     # The reference: the same config, uninterrupted, without SLURM (profiles/default, 2 cores), up
-    # to the grades of ARM's model (the files compared below); the SLURM run builds exactly these.
+    # to the grades of ARM's model at one temperature (the files compared below); the SLURM run
+    # builds exactly these. It runs beside the SLURM run (a thread): most of the SLURM run's time
+    # is waiting for the scheduler and the status checks.
     targets = [f for f in _eval_files(cfg) if f.startswith(f"results/eval/{ARM}/") and "/checkpoints/" not in f
                and not re.search(r"-k\d+\.jsonl$", f)]
     assert targets == [f"results/eval/{ARM}/eval_main/T0.7.jsonl"], targets
-    snakemake(ref, *targets, configfile=cfg)
+    reference = concurrent.futures.ThreadPoolExecutor(1).submit(snakemake, ref, *targets, configfile=cfg)
 
     # The check the README asks for before a run: it must accept this one.
     chk = subprocess.run([sys.executable, "-m", "ssd_math.cluster", *_sm(wd, cfg, site)[1:]],
@@ -221,6 +224,7 @@ def test_a_training_job_cancelled_on_slurm_resumes_to_the_same_bytes(tmp_path):
                 proc.kill()
     text = log.read_text()
     assert rc == 0, text[-6000:]
+    reference.result(timeout=1800)
     print(f"\nplain scancel of sft job {cancelled}: seen as failed after {seen_s:.1f} s")
 
     # sacct: every submitted job COMPLETED, but the cancelled one, which was resubmitted once
