@@ -215,8 +215,9 @@ def eager_vs_compiled(a) -> int:
             "process (eager: `enforce_eager`, the CPU default; compiled: vLLM's CPU default, Dynamo + "
             "Inductor):\n\n"
             "| what | eager | compiled |\n|---|---|---|\n" + "".join(f"| {k} | {e} | {c} |\n" for k, e, c in rows)
-            + f"\nRows identical between the modes: {same} of {n} (same seeds; the compiled kernels "
-            "reduce in another order, so a request can draw another token and diverge from there).\n")
+            + f"\nRows identical between the modes (same seeds): {same} of {n}"
+            + ("." if same == n else " (the compiled kernels may reduce in another order, so a request "
+               "can draw another token and diverge from there).") + "\n")
     print(text)
     if not a.no_write:
         write_section("vllm eager vs compiled", text)
