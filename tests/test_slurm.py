@@ -216,7 +216,7 @@ def test_a_training_job_cancelled_on_slurm_resumes_to_the_same_bytes(tmp_path):
         proc = subprocess.Popen(_sm(wd, cfg, site, *targets), stdout=fh, stderr=subprocess.STDOUT,
                                 text=True, env=env)
         try:
-            cancelled = _cancel_training_job(wd, proc, deadline_s=900)
+            cancelled = _cancel_training_job(wd, proc, deadline_s=1800)
             seen_s = _seen_failed(log, cancelled, proc, within_s=60)
             rc = proc.wait(timeout=1200)
         finally:
