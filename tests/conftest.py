@@ -2,7 +2,10 @@
 smoke run (the real DAG on tests/data/smoke_config.yaml, once per session: test_e2e and
 test_report_browser read it)."""
 
+import contextlib
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,8 @@ import pytest
 import yaml
 
 from ssd_math import config as sc
+
+pytest_plugins = ["pytester"]  # tests/test_tiers.py runs pytest on constructed test files
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "data" / "smoke_config.yaml"
@@ -34,6 +39,124 @@ def smoke_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("e2e")
     proc = snakemake(wd)
     return wd, proc
+
+
+# --- the tiers: `pytest -m "not slow"` is the developer loop (minutes) and runs no workflow and no
+# engine; `pytest -q` runs everything. A test that is not marked slow but starts Snakemake (a
+# DAG, a dry run, `--list-rules`: each costs seconds to minutes) or a vLLM engine fails here,
+# naming what it started, instead of quietly slowing the loop down.
+
+_SHELL_OPERATORS = {";", "&&", "||", "|", "&", "(", ")", "!"}
+
+
+def _shell_runs_snakemake(script: str) -> bool:
+    """Whether a shell script runs ``snakemake`` as a command (not: mentions it in an argument)."""
+    for line in script.splitlines():
+        lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lex.whitespace_split = True
+        try:
+            tokens = list(lex)
+        except ValueError:  # unbalanced quotes: not a script we can read, so not ours to refuse
+            return False
+        at_command = True
+        for tok in tokens:
+            if tok in _SHELL_OPERATORS:
+                at_command = True
+                continue
+            if at_command and ("=" not in tok or tok.startswith("=")):
+                if Path(tok).name == "snakemake":
+                    return True
+                at_command = False
+    return False
+
+
+class SlowWorkInFastTest(AssertionError):
+    """A test not marked ``slow`` started Snakemake or a vLLM engine."""
+
+
+def starts_snakemake(args) -> bool:
+    """Whether a subprocess command line (a shell string or an argv) runs Snakemake: the
+    executable, ``python -m snakemake``, Python code that imports ``snakemake.cli``, or a
+    ``bash -c``/``sh -c`` script with ``snakemake`` as a command."""
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return _shell_runs_snakemake(os.fsdecode(args))
+    parts = [os.fsdecode(a) for a in args]
+    if not parts:
+        return False
+    if Path(parts[0]).name == "snakemake" or any(
+            a == "-m" and b == "snakemake" for a, b in zip(parts, parts[1:])):
+        return True
+    if any("snakemake.cli" in p or "snakemake.api" in p for p in parts[1:]):
+        return True
+    if Path(parts[0]).name in ("bash", "sh") and "-c" in parts[1:-1]:
+        return _shell_runs_snakemake(parts[parts.index("-c", 1) + 1])
+    return False
+
+
+_REFUSED: dict[str, str] = {}  # nodeid -> what it tried: failed even if the test caught the error
+
+
+def _refuse(what: str, nodeid: str):
+    _REFUSED.setdefault(nodeid, what)
+    raise SlowWorkInFastTest(f"{nodeid} is not marked slow but started {what}: mark it "
+                             "@pytest.mark.slow (the `not slow` tier runs no workflow and no engine)")
+
+
+@contextlib.contextmanager
+def _no_workflow_and_no_engine(nodeid: str):
+    """While active: a subprocess that runs Snakemake, and a vLLM engine start
+    (ssd_math.vllm_sampler.VLLMSampler, or vllm.LLM where vLLM is already imported), raise
+    :class:`SlowWorkInFastTest`."""
+    real_init = subprocess.Popen.__init__
+
+    def popen_init(self, args, *a, **kw):
+        if starts_snakemake(args):
+            _refuse(f"Snakemake ({args if isinstance(args, str) else ' '.join(map(str, args))})", nodeid)
+        real_init(self, args, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "__init__", popen_init)
+        from ssd_math import vllm_sampler
+
+        def start_engine(self):
+            from vllm import LLM  # noqa: F401  where vLLM is absent (or hidden), the real error
+            _refuse("a vLLM engine (VLLMSampler)", nodeid)
+
+        mp.setattr(vllm_sampler.VLLMSampler, "_start_engine", start_engine)
+        llm_mod = sys.modules.get("vllm.entrypoints.llm")
+        if llm_mod is not None:
+            mp.setattr(llm_mod.LLM, "__init__",
+                       lambda self, *a, **k: _refuse("a vLLM engine (vllm.LLM)", nodeid))
+        yield
+
+
+def _guarded(item):
+    return contextlib.nullcontext() if item.get_closest_marker("slow") else _no_workflow_and_no_engine(item.nodeid)
+
+
+# Setup too: a module- or session-scoped fixture (an engine, the smoke run) starts in the setup of
+# the first test that asks for it.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _guarded(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _guarded(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    what = _REFUSED.pop(item.nodeid, None) if call.when != "teardown" else None
+    if what is not None and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} is not marked slow but started {what} (and caught the "
+                           "error): mark it @pytest.mark.slow")
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,7 @@ def complete_batches(partial: Path) -> int:
     return sum(v == BATCH * N_SAMPLES for v in by.values())
 
 
+@pytest.mark.slow  # generation subprocesses on a built tiny model (module fixture setup)
 def test_uninterrupted_shard(setup):
     rows = [json.loads(x) for x in setup["ref"].read_text().splitlines()]
     assert len(rows) == 24 * N_SAMPLES
@@ -96,6 +97,7 @@ def test_uninterrupted_shard(setup):
         [(i, s) for i in ids for s in range(N_SAMPLES)]
 
 
+@pytest.mark.slow  # a generation subprocess killed and resumed, then compared (~20-30 s each)
 @pytest.mark.parametrize("where", ["boundary", "mid_batch", "torn_write"])
 def test_sigkill_shard_and_resume_equals_uninterrupted(setup, where):
     out = setup["dir"] / where / "shard1.jsonl"

@@ -462,6 +462,7 @@ def _dry_run(tmp_path, *args):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # Snakemake runs on each target
 @pytest.mark.parametrize("target,expect", [
     ("results/eval/base/eval_main/T0.8.jsonl",
      "no rule can build results/eval/base/eval_main/T0.8.jsonl: T0.8 is not on eval.t_grid (T0.7, T1.0)"),
@@ -476,6 +477,7 @@ def test_unbuildable_target_lists_valid_values_in_snakemake(tmp_path, target, ex
     assert rc != 0 and expect in out, out[-3000:]
 
 
+@pytest.mark.slow  # Snakemake dry runs
 def test_valid_targets_still_resolve(tmp_path):
     rc, out = _dry_run(tmp_path, "results/eval/base/eval_main/T0.7.jsonl",
                        "results/eval/naive/eval_hard/T0.7.jsonl", "results/eval/base/eval_hard/T0.8-k2.jsonl")
@@ -483,6 +485,7 @@ def test_valid_targets_still_resolve(tmp_path):
     assert "unknown_model_target" not in out and "off_grid_target" not in out
 
 
+@pytest.mark.slow  # a Snakemake run
 def test_nested_cli_config_in_snakemake_names_key_and_fix(tmp_path):
     rc, out = _dry_run(tmp_path, "--config", "stats={conf: 0.9, n_boot: 200, seed: 1}")
     assert rc != 0

@@ -78,6 +78,7 @@ def _dry_run(configfile: Path, workdir: Path) -> list[dict]:
     return jobs
 
 
+@pytest.mark.slow  # a Snakemake dry run of the smoke config
 def test_rules_declare_the_layout_job_lists(smoke, tmp_path):
     """What the planner prices (Layout's job lists) is what Snakemake schedules: the same
     generation, sampling and SFT jobs with the same benchmark files."""
@@ -188,6 +189,7 @@ def test_reuse_identical_generations_and_training_data(smoke):
     assert "final" in Layout(sc.validate(cfg2)).generated_ckpts
 
 
+@pytest.mark.slow  # three Snakemake starts (`--list-rules` parses the whole workflow)
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/real.yaml", "config/rehearsal.yaml"])
 def test_every_rule_is_greppable(configfile, tmp_path):
     """`grep -n "rule NAME" rules/*.smk` finds every rule the workflow has: each is written out as

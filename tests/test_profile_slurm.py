@@ -50,6 +50,7 @@ def test_workflow_profile_holds_no_site_value():
         assert site[rule]["tasks_per_gpu"] == 0, rule
 
 
+@pytest.mark.slow  # the real recipe's rules: `snakemake --list-rules`
 def test_every_profile_key_names_a_rule_of_the_real_recipe(real_rules):
     assert {"grade_grid", "grade_passk", "grade_checkpoints", "grade_sweep", "sft", "generate_grid"} <= real_rules
     assert cluster.check_profile_keys([SITE, PROFILE], real_rules) == []
@@ -60,6 +61,7 @@ def test_every_profile_key_names_a_rule_of_the_real_recipe(real_rules):
     assert {r for r, v in site["set-resources"].items() if "slurm_partition" in v} == gpu_rules
 
 
+@pytest.mark.slow  # the real recipe's rules: `snakemake --list-rules`
 def test_a_key_that_names_no_rule_is_refused(tmp_path, real_rules):
     bad = tmp_path / "site.yaml"
     bad.write_text(yaml.safe_dump({"set-resources": {"grade": {"mem_mb": 8000}}, "set-threads": {"grade_grid": 8}}))
@@ -153,6 +155,7 @@ rule table1:
     assert jobs[0].resources["slurm_partition"] == "gpu" and jobs[0].resources["mem"] == "4 GB"
 
 
+@pytest.mark.slow  # a Snakemake dry run of the real recipe
 def test_shipped_profile_alone_on_a_small_node_is_refused_with_the_rule_and_key(tmp_path):
     """Without a site file the generation rules keep their own 16 threads: on 2-CPU nodes the check
     says which rules and which key, instead of a job PENDING forever."""

@@ -171,6 +171,7 @@ def dry_run(tmp_path_factory):
     return {"results": str(results), "jobs": _dry_run_jobs(proc.stdout + proc.stderr)}
 
 
+@pytest.mark.slow  # a Snakemake dry run of the real recipe
 def test_dry_run_lists_the_whole_dag_with_gpu_resources(dry_run, real):
     jobs = dry_run["jobs"]
     rules = {j["rule"] for j in jobs}
@@ -192,6 +193,7 @@ def test_dry_run_lists_the_whole_dag_with_gpu_resources(dry_run, real):
             assert int(res.get("gpu", 0)) == 0, j
 
 
+@pytest.mark.slow  # the real recipe's Snakemake dry run (fixture dry_run)
 def test_plan_is_consistent_and_covers_every_gpu_job(dry_run, real):
     from ssd_math.planner import plan_totals
 
@@ -343,6 +345,7 @@ def test_fetch_base_offline_message_and_local_copy(tmp_path, monkeypatch):
         fb.fetch_base({**hub, "local_dir": str(src)}, tmp_path / "base2")
 
 
+@pytest.mark.slow  # a Snakemake run
 def test_prepare_real_data_rule_runs(real, tmp_path):
     """The rule itself (Snakemake -> script adapter) on the shipped files, hub sources disabled,
     run from an unrelated working directory: the config's relative data.real.root (data/real)
@@ -384,6 +387,7 @@ def _real_config_file(tmp_path: Path, real: dict, **data_real) -> Path:
     return path
 
 
+@pytest.mark.slow  # a Snakemake run
 def test_missing_data_root_stops_the_workflow_at_load(real, tmp_path):
     """A data.real.root that does not exist is a config-time error naming the key, raised when
     the Snakefile loads (a dry run lists no job), never a MissingInputException."""

@@ -86,6 +86,7 @@ def tiny(tmp_path_factory):
     return mdir, reqs
 
 
+@pytest.mark.slow  # samples the same rows three ways
 def test_hf_rows_deterministic_and_order_independent(tiny):
     mdir, reqs = tiny
     s = HFSampler(mdir, batch_size=5)
@@ -150,6 +151,7 @@ def test_hf_stop_counts_eos(tiny, monkeypatch):
         assert "<|im_end|>" not in r["completion"] and "<|endoftext|>" not in r["completion"]
 
 
+@pytest.mark.slow  # samples hundreds of rows
 def test_hf_presence_penalty_reduces_repeats(tiny):
     mdir, reqs = tiny
     s = HFSampler(mdir, batch_size=12)
@@ -429,6 +431,7 @@ def _chi2_homogeneity(a: list[int], b: list[int]) -> float:
     return float(chi2_contingency(table)[1])
 
 
+@pytest.mark.slow  # thousands of samples on two backends
 def test_distribution_matches_generate(sharp):
     """Per-position token frequencies of the loop and of generate agree: one prompt x 120 rows
     x 4 seeds = 480 samples each, positions 1-3 (a row that stopped counts as pad there, as
@@ -561,6 +564,7 @@ def test_ssd_and_topk5_settings_differ(sharp, default):
     assert out["ssd"] != out["topk5"]
 
 
+@pytest.mark.slow  # samples the same rows four ways
 def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
     """Two samplers (fresh model loads) give byte-identical rows; the remaining batches of a
     resumed job give the rows of the uninterrupted run; finished rows really left the batch (positions < rows x

