@@ -245,7 +245,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
         rows = grade_rows(sampler.sample(ev, sampling=sp, condition=f"T{sc.fmt_t(T)}",
                                          base_seed=base_seed), workers=1, progress=False)
         n, k = len(rows), sum(r["correct"] for r in rows)
-        lo, hi = wilson_ci(k, n)
+        lo, hi = wilson_ci(k, n, 0.95)  # the record's wilson95 field
         out["eval"][str(T)] = {
             "n": n, "correct": k, "acc": k / n, "wilson95": [lo, hi],
             "length_stop": sum(r["length_stop"] for r in rows) / n,

@@ -25,6 +25,8 @@ SAMP = {"temperature": 0.7, "top_k": 20, "top_p": 0.95, "max_new_tokens": 8, "n"
 # ------------------------------------------------------------------------------------------
 
 class FakeSampler:
+    dtype = "float32"  # recorded in the sidecar, as HFSampler's
+
     def __init__(self):
         self.calls = 0
 

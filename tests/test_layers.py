@@ -14,7 +14,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "src" / "ssd_math"
 
 #: The core modules, lowest first; a module may import modules of its own or a lower layer only.
-LAYERS = (("io", "stats", "sampler"), ("config",), ("layout",), ("planner", "tables", "probe"))
+LAYERS = (("schema",), ("io", "stats", "sampler"), ("config",), ("layout",), ("planner", "tables", "probe"))
 
 #: Function-level ssd_math imports that stay, each with why. Torch, transformers and vLLM are
 #: third-party and may be imported inside functions anywhere (they are slow or optional).

@@ -275,7 +275,7 @@ def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, thread
     trust = bool(common.get("trust_remote_code", False))
     if backend == "hf":
         return make_sampler("hf", model_dir, device=common.get("device", "cpu"),
-                            batch_size=int(common.get("batch_size", 64)), model_name=model_name,
+                            batch_size=int(common["batch_size"]), model_name=model_name,
                             threads=threads, trust_remote_code=trust)
     return make_sampler("vllm", model_dir, model_name=model_name, seed=int(common["seed"]),
                         trust_remote_code=trust, **extra)
@@ -412,11 +412,11 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
     torch.set_num_threads(max(1, int(threads)))
     if shard is not None:
         problems = shard_slice(problems, *shard)
-    batch_size = int(common.get("batch_size", 64))
     trust = bool(common.get("trust_remote_code", False))
     if common["backend"] == "vllm":
         return generate_jobs_vllm(jobs, problems, outputs, common=common, report=report,
                                   problems_path=problems_path, shard=shard, progress=progress)
+    batch_size = int(common["batch_size"])  # sampler.batch_size: the hf backend's batches
     counts = []
     current_dir, sampler, requests, thash, ident = None, None, None, None, None
     for job, out in zip(jobs, outputs):
@@ -435,8 +435,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
                     backend=common["backend"], batch_size=batch_size,
                     device=common.get("device", "cpu"), trust_remote_code=trust,
                     threads=int(threads), hf_loop=getattr(sampler, "loop", None),
-                    dtype=(common.get("sampler_extra") or {}).get(
-                        "dtype", "float32" if common["backend"] == "hf" else "bfloat16"),
+                    dtype=sampler.dtype,
                     base_seed=int(common["seed"]),
                     seeds={"base_seed": int(common["seed"]),
                            "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
@@ -535,7 +534,7 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                     log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
                 meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
                             condition=job["condition"], sampling=cfg.to_dict(), **served_by,
-                            trust_remote_code=trust, dtype=extra.get("dtype", "bfloat16"),
+                            trust_remote_code=trust, dtype=extra["dtype"],
                             base_seed=base_seed,
                             seeds={"base_seed": base_seed,
                                    "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)"},
@@ -548,8 +547,8 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                 state[j] = {"out": out, "partial": partial, "cfg": cfg, "expected": expected,
                             "done": done, "meta": meta}
 
-            def finish(j: int) -> None:
-                st = state[j]
+            def finish(j: int) -> None:  # called within this iteration: state is this model's
+                st = state[j]  # noqa: B023
                 rows = [st["done"][k] for k in st["expected"]]
                 write_meta(st["out"], **{**st["meta"], "n_rows": len(rows)})
                 counts[j] = write_jsonl(st["out"], rows)

@@ -468,12 +468,12 @@ def analyse(positions_path: str | Path, dists: dict[str, str | Path], *, probe: 
     carriers = {c["carrier_id"]: c for c in read_jsonl(positions_path)}
     pos_meta = {(cid, int(p["j"])): p for cid, c in carriers.items() for p in c["positions"]}
     by_model = {m: {_key(r): r for r in read_jsonl(path)} for m, path in dists.items()}
-    base = by_model["base"]
+    base = by_model[sc.BASE]
     keys = sorted(base)
     for m, rows in by_model.items():
         if set(rows) != set(keys):
             raise ValueError(f"probe dists of {m!r} and base cover different positions")
-    arms = [m for m in dists if m != "base"]
+    arms = [m for m in dists if m != sc.BASE]
 
     def cls_of(r):
         return classify(r["raw_top1"], r["raw_second"], int(r["ref|nucleus"]), r["ref|tail"], th)
@@ -577,7 +577,7 @@ def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[di
     locks = [k for k in keys if pos_meta[k].get("label") == "lock" and "correct" in pos_meta[k]["targets"]]
     forks = [k for k in keys if pos_meta[k].get("label") == "fork"
              and any(t.startswith("alt:") for t in pos_meta[k]["targets"])]
-    base = by_model["base"]
+    base = by_model[sc.BASE]
     out = []
 
     def fork_vals(rows, k):
@@ -601,7 +601,7 @@ def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[di
             ok = np.isfinite(v) & np.isfinite(b)
             kk = [k for k, o in zip(ks, ok) if o]
             est = ci(v[ok], kk, salt=f"e{m}{q}")
-            d = ci(v[ok] - b[ok], kk, salt=f"d{m}{q}") if m != "base" else None
+            d = ci(v[ok] - b[ok], kk, salt=f"d{m}{q}") if m != sc.BASE else None
             out.append({"model": m, "quantity": q, "estimate": est["estimate"], "lo": est["lo"],
                         "hi": est["hi"], "delta_vs_base": d["estimate"] if d else None,
                         "delta_lo": d["lo"] if d else None, "delta_hi": d["hi"] if d else None,

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from .config import ConfigError
 from .data import build_eval_sets, build_training_pool
-from .decontam import (DEFAULT_N, DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_SAME_ANSWER,
-                               decontaminate, max_similarity)
+from .decontam import decontaminate, max_similarity
 from .io import write_json, write_jsonl, write_meta, write_text
 
 log = logging.getLogger("ssd_math.prepare_real_data")
@@ -120,9 +119,7 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
     root = root if root is not None else real.get("root") or DEFAULT_ROOT
     cache_dir = cache_dir if cache_dir is not None else real.get("cache_dir")
     ev, tr = real["eval"], real["train"]
-    dc = real.get("decontam") or {}
-    dc = {"n": dc.get("n", DEFAULT_N), "threshold": dc.get("threshold", DEFAULT_THRESHOLD),
-          "threshold_same_answer": dc.get("threshold_same_answer", DEFAULT_THRESHOLD_SAME_ANSWER)}
+    dc = {k: real["decontam"][k] for k in ("n", "threshold", "threshold_same_answer")}
 
     eval_rep: dict = {}
     main, hard = build_eval_sets(enabled(ev["sources"], "eval"), main_size=ev["main_size"],
