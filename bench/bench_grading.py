@@ -27,7 +27,6 @@ import platform
 import re
 import statistics
 import time
-from collections import Counter
 from pathlib import Path
 
 from ssd_math.grading import grade_rows, status_counts

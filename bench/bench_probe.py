@@ -91,8 +91,8 @@ def main() -> None:
         d = Path(tmp)
         ctx = setup(d, cfg)
         (d / "ctx.json").write_text(json.dumps(ctx))
-        pre = ("import json, sys; from pathlib import Path; d = Path(%r); c = json.loads((d / 'ctx.json').read_text());"
-               % str(d))
+        pre = (f"import json, sys; from pathlib import Path; d = Path({str(d)!r}); "
+               "c = json.loads((d / 'ctx.json').read_text());")
         steps = [("probe_positions", pre + "from ssd_math.probe import build_positions; from ssd_math.synth import label_spans;"
                   "build_positions(c['evals'], c['model_dir'], d / 'pos.jsonl', probe=c['probe'], seed=1234, label_spans=label_spans)")]
         for m in ctx["models"]:

@@ -90,7 +90,7 @@ rule report:
     params:
         title=config["report"]["title"],
         experiment=config["experiment"],
-        results=R,
+        results=results_dir,
     log:
         log_path("report", "report"),
     benchmark:

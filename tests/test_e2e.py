@@ -12,6 +12,7 @@ import html as htmllib
 import json
 import re
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest

@@ -2,10 +2,8 @@
 carriers and positions on the real tokenizer/model, and a planted-truth run end to end."""
 
 import copy
-import json
 import math
 import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

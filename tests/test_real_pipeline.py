@@ -135,7 +135,7 @@ def test_slurm_profile_keys():
         if line.strip() and not line.lstrip().startswith("#") and not re.match(r"^\s*[\w-]+:\s*$", line):
             assert "#" in line, f"uncommented profile line: {line!r}"
     resources = set(site["default-resources"])
-    for rule, res in site["set-resources"].items():
+    for res in site["set-resources"].values():
         resources |= set(res)
     assert resources <= SLURM_RESOURCES, resources - SLURM_RESOURCES
     assert set(site["set-resources"]) >= GPU_RULES | UNPLANNED_GPU_RULES

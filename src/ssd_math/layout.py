@@ -221,6 +221,13 @@ class Layout:
     def figure(self, name: str) -> str:
         return f"{self.R}/figures/{name}.png"
 
+    @staticmethod
+    def results_of(path: str) -> str:
+        """The results folder of an artifact ``<results>/<kind>/<file>`` (a table, the plan, the
+        report): what a rule that reads the whole folder passes its script, taken from its own
+        output, so it stays right where Snakemake prefixes paths (remote storage)."""
+        return os.path.dirname(os.path.dirname(path))
+
     def plan_file(self, ext: str) -> str:
         return f"{self.R}/plan/cost_plan.{ext}"
 
