@@ -198,7 +198,7 @@ NOT_CONFIG = {
     ("hf_sampler", "", "steps"): "a decode loop's statistics dict, not model.rehearsal.warmup.steps",
     ("cluster", "", "runtime"): "a SLURM job's runtime column ('-' = not reported), not the config's",
     ("config", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
-    ("realdata", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
+    ("prepare_real_data", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
     ("generate", "", "trust_remote_code"): "a generation job's common dict from a test or bench may omit it: "
                                            "the safe value, never run a folder's code",
     ("generate", "prompt_renderer", "trust_remote_code"): "the safe value, never run a folder's code",

@@ -134,7 +134,7 @@ def test_validation_happens_before_sharding(tmp_path, fake):
 
 
 def test_duplicate_problem_text_is_dropped_as_in_data_preparation(tmp_path, fake):
-    """One rule (data.check_rows): a problem text repeated under another id is dropped, the
+    """One rule (problem_sources.check_rows): a problem text repeated under another id is dropped, the
     first kept, in a sampling input exactly as in data preparation."""
     problems = _write(tmp_path / "p.jsonl", [_row(0), _row(1, problem="What is  0+1?"), _row(2)])
     (n,), (out,) = _gen(tmp_path, problems)
@@ -188,7 +188,7 @@ def test_non_utf8_line_names_file_and_line(tmp_path, fake):
 
 
 def test_non_utf8_json_source_names_file_and_line(tmp_path):
-    from ssd_math.data import load_source
+    from ssd_math.problem_sources import load_source
 
     src = tmp_path / "rows.json"
     src.write_bytes('[\n {"problem": "ok", "answer": "1"},\n {"problem": "na\xefve", "answer": "2"}\n]\n'

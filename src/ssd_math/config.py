@@ -599,7 +599,7 @@ def rehearsal_problems(spec: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the probe: section (ssd_math.probe reads it through probe_settings)
+# the probe: section (ssd_math.probe_positions / probe_forward / probe_analysis read it through probe_settings)
 # ----------------------------------------------------------------------------------------------
 
 def _merge(base: dict, over: dict | None) -> dict:

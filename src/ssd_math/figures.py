@@ -382,7 +382,7 @@ def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> lis
 
 
 # ------------------------------------------------------------------------------------------------
-# Locks and forks (study §6): the probe's positions and the fork-method shares (ssd_math.probe)
+# Locks and forks (study §6): the probe's positions and the fork-method shares (ssd_math.probe_analysis)
 # ------------------------------------------------------------------------------------------------
 
 PROBE_CLASS_COLORS = {"lock": "#1f77b4", "fork": "#d62728", "mixed": "#9a9a9a"}

@@ -23,7 +23,7 @@ The vLLM backend resumes per request instead (:func:`generate_jobs_vllm`): one s
 every request of all the job's conditions, rows appended to the partials as requests finish, a
 rerun keeps every finished (prompt id, sample index) row of each condition and submits the rest.
 
-Input rows (:func:`ssd_math.data.check_rows`, the rule data preparation applies too): a malformed
+Input rows (:func:`ssd_math.problem_sources.check_rows`, the rule data preparation applies too): a malformed
 JSON line is an error naming the file and line; an empty file, or one with no valid row, is an
 error naming the file. Rows without an id, without
 problem text, **without a gold answer**, and repeated ids (the first is kept) are dropped before
@@ -53,7 +53,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .data import MAX_PROBLEM_CHARS, check_rows  # noqa: F401  (the one row-validation rule)
+from .problem_sources import check_rows
 from .io import (DataError, atomic_path, meta_path, read_json, read_jsonl, read_jsonl_lines, stable_hash,
                  write_jsonl, write_meta)
 from .prompting import render_prompt, template_hash
@@ -223,7 +223,7 @@ def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
     prompt is one of ``problems_path``'s (a subset eval set, :func:`ssd_math.layout.subset_sets`),
     in the source's order, with the source's sidecar plus ``subset_of`` and ``problems``.
 
-    The problems are checked as generation checks them (:func:`ssd_math.data.check_rows`); a
+    The problems are checked as generation checks them (:func:`ssd_math.problem_sources.check_rows`); a
     problem with no rows in a source is a :class:`DataError` naming the source, the count and the
     first ids (the set is then not a subset of the parent: generate it instead)."""
     if len(sources) != len(outputs):
@@ -319,7 +319,7 @@ def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, con
     """Drop the requests whose rendered prompt plus the generation budget does not fit the
     model's context (``n_tokens(prompt) + max_new_tokens > context``): such a sample could not
     get its full budget, so its length stop (and its grade) would be an artifact of the prompt.
-    Returns (kept requests, a copy of the ``data.check_rows`` report with them counted under
+    Returns (kept requests, a copy of the ``problem_sources.check_rows`` report with them counted under
     ``dropped.prompt_too_long`` and the rule under ``context``). Raises :class:`DataError`
     naming the file when none is left."""
     rep = json.loads(json.dumps(report))
@@ -398,7 +398,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
 
     One sampler (one model load / engine start) serves consecutive jobs of the same model dir.
     ``common``: instruction, backend, batch_size, device, seed, sampler_extra, trust_remote_code.
-    Problem rows are checked first (:func:`ssd_math.data.check_rows`) and the whole file is validated
+    Problem rows are checked first (:func:`ssd_math.problem_sources.check_rows`) and the whole file is validated
     before sharding, so every shard sees the same row list. Resumable (module docstring).
     """
     import torch

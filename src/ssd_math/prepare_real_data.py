@@ -1,7 +1,7 @@
 """Real data for rule prepare_real_data: real problems -> data/{train_prompts,eval_main,eval_hard}.jsonl,
 the decontamination table data/decontam_pairs.csv and data/data_report.json.
 
-Calls ssd_math.data (load, validate, pool, eval sets) and ssd_math.decontam; the only logic
+Calls ssd_math.problem_sources (load, validate, pool, eval sets) and ssd_math.decontam; the only logic
 here is the order: eval sets first, then the training pool decontaminated against eval_main
 (eval_hard is a subset of it) until the budget is met with clean prompts.
 
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from .config import ConfigError
-from .data import build_eval_sets, build_training_pool
+from .problem_sources import build_eval_sets, build_training_pool
 from .decontam import decontaminate, max_similarity
 from .io import write_json, write_jsonl, write_meta, write_text
 
@@ -39,7 +39,7 @@ DEFAULT_ROOT = "data/real"
 def enabled(sources: list[dict], part: str | None = None) -> list[dict]:
     """Sources that are not switched off (``enabled: false``), without that key. With ``part``
     (``train``/``eval``) each spec also carries ``config_key`` (``data.real.<part>.sources[i]``),
-    which ssd_math.data names in its errors."""
+    which ssd_math.problem_sources names in its errors."""
     return [{**{k: v for k, v in s.items() if k != "enabled"},
              **({"config_key": f"data.real.{part}.sources[{i}]"} if part else {})}
             for i, s in enumerate(sources) if s.get("enabled", True)]
