@@ -420,6 +420,7 @@ def test_probe_config_checks_name_the_key(default):
 def test_settings_fill_defaults(default):
     c = copy.deepcopy(default)
     del c["probe"]
+    sc.fill_defaults(c)  # what the rules see
     s = sc.probe_settings(c)
     assert s["arms"] == list(c["arms"]) and s["compare_arm"] == c["report"]["table1"]["ssd_arm"]
     assert s["eval_set"] == c["eval"]["sets"][0] and s["controls"] == []
