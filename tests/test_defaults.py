@@ -19,8 +19,7 @@ import torch
 import yaml
 
 from ssd_math import config as sc
-from ssd_math import noise
-from ssd_math import schema, synth
+from ssd_math import noise, schema, synth
 from ssd_math import train as T
 from ssd_math.decontam import decontaminate
 from ssd_math.modeling import rehearsal_spec
@@ -206,8 +205,8 @@ NOT_CONFIG = {
     ("hub", "fetch_base", "trust_remote_code"): "the safe value, never run a folder's code",
     ("modeling", "load_model", "trust_remote_code"): "the safe value, never run a folder's code",
     ("tokenizer", "load_tokenizer", "trust_remote_code"): "the safe value, never run a folder's code",
-    ("probe", "build_positions", "trust_remote_code"): "the safe value, never run a folder's code",
-    ("probe", "forward_model", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("probe_positions", "build_positions", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("probe_forward", "forward_model", "trust_remote_code"): "the safe value, never run a folder's code",
     ("hf_sampler", "__init__", "trust_remote_code"): "the safe value, never run a folder's code",
     ("generate", "", "device"): "a generation job's common dict from a test may omit it",
     ("hf_sampler", "__init__", "device"): "the sampler's own argument (tests, benches)",
@@ -215,9 +214,9 @@ NOT_CONFIG = {
     ("hf_sampler", "__init__", "dtype"): "transformers loads fp32 (the hf backend has no dtype key)",
     ("modeling", "load_model", "dtype"): "the loader's argument (fp32 unless a caller asks)",
     ("modeling", "load_model", "device"): "the loader's argument",
-    ("probe", "position_logits", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
-    ("probe", "forward_model", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
-    ("probe", "forward_model", "dtype"): "the forward pass's argument (the probe rule passes probe.dtype)",
+    ("probe_forward", "position_logits", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
+    ("probe_forward", "forward_model", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
+    ("probe_forward", "forward_model", "dtype"): "the forward pass's argument (the probe rule passes probe.dtype)",
     ("modeling", "tiny_config", "hidden"): "model shape helper for tests; the rules pass model.tiny",
     ("modeling", "tiny_config", "layers"): "model shape helper for tests; the rules pass model.tiny",
     ("modeling", "tiny_config", "heads"): "model shape helper for tests; the rules pass model.tiny",
@@ -237,12 +236,12 @@ NOT_CONFIG = {
     ("tables", "power_table", "alpha"): "the power helper's argument; rule power passes sample_size.alpha",
     ("tables", "power_table", "power"): "the power helper's argument; rule power passes sample_size.power",
     ("study", "", "t_eval"): "a study claim's T_eval (report/study_claims.yaml), not probe.t_eval",
-    ("grading", "grade_rows", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
-    ("grading", "grade_rows", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
-    ("grading", "grade_files", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
-    ("grading", "grade_files", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
-    ("grading", "grade_file", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
-    ("grading", "grade_file", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_rows", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_rows", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_files", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_files", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_file", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_file", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
 }
 
 
@@ -294,7 +293,7 @@ def test_no_code_falls_back_to_a_copy_of_a_schema_default():
     found = shadowed_defaults(_sources())
     assert not found, ("read these from the config (validated: the schema filled them) or the schema "
                        "(ssd_math.schema.default), not a literal:\n" + "\n".join(found))
-    stale = sorted(k for k in NOT_CONFIG if k[0] not in _sources())
+    stale = sorted(k for k in NOT_CONFIG if k[0] not in _sources())  # a module renamed or split
     assert not stale, f"NOT_CONFIG names modules that no longer exist: {stale}"
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from ssd_math import generate as G
 from ssd_math.io import DataError, config_hash, read_json, stable_hash
+from ssd_math.problem_sources import MAX_PROBLEM_CHARS
 from ssd_math.sampler import SamplingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,14 +202,14 @@ def test_non_utf8_json_source_names_file_and_line(tmp_path):
 
 
 def test_oversize_problem_is_dropped_counted_and_named(tmp_path, fake):
-    huge = "1+" * (G.MAX_PROBLEM_CHARS // 2) + "1"  # just over the limit (a 10 MB row likewise)
+    huge = "1+" * (MAX_PROBLEM_CHARS // 2) + "1"  # just over the limit (a 10 MB row likewise)
     problems = _write(tmp_path / "eval_main.jsonl", [_row(0), _row(1, problem=huge), _row(2)])
     (n,), (out,) = _gen(tmp_path, problems)
     assert n == 2
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["dropped"]["problem_too_long"] == 1 and rep["n_out"] == 2
     assert rep["examples"]["problem_too_long"] == [
-        f"line 2 (id 'q1'): {len(huge)} characters > {G.MAX_PROBLEM_CHARS}"]
+        f"line 2 (id 'q1'): {len(huge)} characters > {MAX_PROBLEM_CHARS}"]
 
 
 # ------------------------------------------------------------------------------------------
