@@ -7,7 +7,7 @@ Run (not under ``nice``: the figure is the grader's speed, and the load is print
 1. Throughput (target >= 200 graded answers/s with 2 workers on 2 cores): ``--rows`` completions
    with ordinary answers, every (gold, completion) pair distinct so the pair cache does not help,
    in two workloads (:func:`workload`): every gold different, and 4 samples per prompt. Timed:
-   ``grading.grade_rows`` end to end (extraction, pool start-up, grading), wall and CPU time
+   ``grading_pool.grade_rows`` end to end (extraction, pool start-up, grading), wall and CPU time
    (this process + its workers) of ``--repeats`` runs after a warm-up run.
 2. Hostile batch: the 31 ordinary rows of the tests with 5 resource-hostile answers (power tower,
    10k nested braces, 1 MB answer, ``(10^8)!``, ``2^{2^{33}}``) and 2 malformed ones interleaved,
@@ -27,10 +27,9 @@ import platform
 import re
 import statistics
 import time
-from collections import Counter
 from pathlib import Path
 
-from ssd_math.grading import grade_rows, status_counts
+from ssd_math.grading_pool import grade_rows, status_counts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"

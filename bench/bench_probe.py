@@ -50,7 +50,7 @@ def _child(code: str) -> tuple[float, float]:
 
 def setup(d: Path, cfg: dict) -> dict:
     from ssd_math import config as sc
-    from ssd_math import probe as P
+    from ssd_math import probe_forward as P
     from ssd_math import synth
     from ssd_math.io import write_jsonl
     from ssd_math.modeling import config_for_tokenizer, init_model_dir
@@ -91,17 +91,17 @@ def main() -> None:
         d = Path(tmp)
         ctx = setup(d, cfg)
         (d / "ctx.json").write_text(json.dumps(ctx))
-        pre = ("import json, sys; from pathlib import Path; d = Path(%r); c = json.loads((d / 'ctx.json').read_text());"
-               % str(d))
-        steps = [("probe_positions", pre + "from ssd_math.probe import build_positions; from ssd_math.synth import label_spans;"
+        pre = (f"import json, sys; from pathlib import Path; d = Path({str(d)!r}); "
+               "c = json.loads((d / 'ctx.json').read_text());")
+        steps = [("probe_positions", pre + "from ssd_math.probe_positions import build_positions; from ssd_math.synth import label_spans;"
                   "build_positions(c['evals'], c['model_dir'], d / 'pos.jsonl', probe=c['probe'], seed=1234, label_spans=label_spans)")]
         for m in ctx["models"]:
-            steps.append((f"probe_forward[{m}]", pre + "from ssd_math.probe import forward_model;"
+            steps.append((f"probe_forward[{m}]", pre + "from ssd_math.probe_forward import forward_model;"
                           f"forward_model(d / 'pos.jsonl', c['model_dir'], d / 'dists_{m}.jsonl', model_name={m!r},"
                           "views_=c['views'], temperature=c['probe']['temperature'], top_n=c['probe']['top_n'],"
                           "max_batch_tokens=32768)"))
         names = ["deltas", "positions", "examples", "truth", "truth_effect", "fork_shares", "controls"]
-        steps.append(("probe_tables", pre + "from ssd_math.probe import analyse, write_tables;"
+        steps.append(("probe_tables", pre + "from ssd_math.probe_analysis import analyse, write_tables;"
                       "t = analyse(d / 'pos.jsonl', {m: d / f'dists_{m}.jsonl' for m in c['models']}, probe=c['probe'],"
                       "views_=c['views'], stats_cfg=c['stats'], share_files={(m, '1.5'): c['evals'][m] for m in c['models']},"
                       "accuracy_files={(m, 'eval_main', '1.5'): c['evals'][m] for m in c['models']});"
@@ -113,7 +113,7 @@ def main() -> None:
         rows = [(name, *_child(code)) for name, code in steps]
         carriers = [json.loads(x) for x in (d / "pos.jsonl").read_text().splitlines()]
         n_pos = sum(len(c["positions"]) for c in carriers)
-        imp = _child("import torch, transformers, polars, matplotlib, ssd_math.probe")
+        imp = _child("import torch, transformers, polars, matplotlib, ssd_math.probe_positions, ssd_math.probe_forward, ssd_math.probe_analysis")
     total_wall, total_cpu = sum(r[1] for r in rows), sum(r[2] for r in rows)
     t = cfg["model"]["tiny"]
     lines = [

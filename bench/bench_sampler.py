@@ -51,7 +51,7 @@ def cpu_model() -> str:
 def load_requests(model_dir: Path, problems: Path, config_path: Path, n: int) -> list[dict]:
     import yaml
 
-    from ssd_math.data import check_rows
+    from ssd_math.problem_sources import check_rows
     from ssd_math.generate import build_requests, prompt_renderer, read_problems
 
     cfg = yaml.safe_load(config_path.read_text())

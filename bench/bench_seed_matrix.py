@@ -22,7 +22,7 @@ does:
   then the HF sampler
   (``ssd_math.hf_sampler.HFSampler``, ``sampler.batch_size``) on ``eval_main`` at T 0.6 / 0.7 /
   1.0 / 1.5 with the config's eval decoding (top-k 20, top-p 0.95) and ``eval.max_new_tokens``,
-  graded by ``ssd_math.grading.grade_rows`` (math-verify); and each arm's training sample
+  graded by ``ssd_math.grading_pool.grade_rows`` (math-verify); and each arm's training sample
   (ssd, t13, topk5, naive: the config's arm settings, ``train_sampling.max_new_tokens``) on the
   600 ``train_prompts``, through ``ssd_math.filtering.filter_samples`` (the drop rate).
 
@@ -202,7 +202,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
 
     from ssd_math import config as sc
     from ssd_math.filtering import filter_samples
-    from ssd_math.grading import grade_rows
+    from ssd_math.grading_pool import grade_rows
     from ssd_math.io import read_jsonl, write_json
     from ssd_math.prompting import render_prompt
     from ssd_math.hf_sampler import HFSampler
@@ -245,7 +245,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
         rows = grade_rows(sampler.sample(ev, sampling=sp, condition=f"T{sc.fmt_t(T)}",
                                          base_seed=base_seed), workers=1, progress=False)
         n, k = len(rows), sum(r["correct"] for r in rows)
-        lo, hi = wilson_ci(k, n)
+        lo, hi = wilson_ci(k, n, 0.95)  # the record's wilson95 field
         out["eval"][str(T)] = {
             "n": n, "correct": k, "acc": k / n, "wilson95": [lo, hi],
             "length_stop": sum(r["length_stop"] for r in rows) / n,

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         ("engine start (one model, bf16)", f"{start_s:.1f} s"),
         (f"checkpoint job, {len(dirs)} checkpoints x {counts[0]} prompts, one engine + weight swaps",
          f"{one_s:.1f} s ({tokens / one_s:.0f} generated tokens/s incl. start)"),
-        (f"the same, one engine per checkpoint (before)", f"{per_s:.1f} s"),
+        ("the same, one engine per checkpoint (before)", f"{per_s:.1f} s"),
         ("rows byte-identical either way, per checkpoint", " / ".join(f"{k} of {counts[0]}" for k in same)),
     ]
     import os

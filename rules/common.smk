@@ -24,6 +24,11 @@ sc.validate(config, cli_overrides=dict(workflow.config_settings.config))
 os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(_CONFIG_AS_GIVEN)
 
 
+# every job (a cluster job too) gets the hash in its environment: the sidecars record it
+envvars:
+    "SSD_MATH_CONFIG_HASH",
+
+
 onstart:
     # A backend this environment lacks stops the run here, before the first job (a dry run,
     # which runs no handler, still plans it).
@@ -122,6 +127,11 @@ GEN_COMMON = {
     "sampler_extra": config["sampler"]["vllm"],
     "trust_remote_code": config["model"]["trust_remote_code"],
 }
+
+
+def results_dir(wildcards, output):
+    """The results folder, from the rule's own first output (a table, the plan, the report)."""
+    return L.results_of(output[0])
 
 
 def get_model_dir(wildcards):

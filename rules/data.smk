@@ -4,10 +4,10 @@
 if config["data"]["kind"] == "real":
     # Config-time check, before any job: a missing data.real.root folder or local source file
     # is a ConfigError naming its key (never a MissingInputException). Relative roots resolve
-    # against this workflow's folder (ssd_math.realdata.resolve_root).
-    from ssd_math import realdata as _realdata
+    # against this workflow's folder (ssd_math.prepare_real_data.resolve_root).
+    from ssd_math import prepare_real_data as _prepare_real
 
-    REAL_ROOT = str(_realdata.check_local_sources(config["data"]["real"], workflow.basedir))
+    REAL_ROOT = str(_prepare_real.check_local_sources(config["data"]["real"], workflow.basedir))
 
     def get_real_local_files(wildcards):
         """Local source files (enabled ones) as inputs, so an edited file reruns the rule."""

@@ -72,7 +72,7 @@ if config["model"]["kind"] == "tiny":
         benchmark:
             bench_path("model", "pretrain_base")
         shell:
-            TRAIN_LAUNCHER + " --spec-json {params.spec:q} > {log} 2>&1"
+            f"{TRAIN_LAUNCHER} --spec-json {{params.spec:q}} > {{log}} 2>&1"
 
     if config["model"].get("ship_dir"):
 

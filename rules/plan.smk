@@ -21,7 +21,7 @@ rule plan:
         txt=L.plan_file("txt"),
     params:
         cfg=config,
-        results=R,
+        results=results_dir,
     localrule: True
     log:
         log_path("plan", "plan"),
@@ -39,7 +39,7 @@ rule plan_measured:
         txt=L.table("cost_plan", "txt"),
     params:
         cfg=config,
-        results=R,
+        results=results_dir,
     localrule: True
     log:
         log_path("plan", "plan_measured"),

@@ -1,4 +1,4 @@
-# Stage 6b - probing locks and forks (study §6; ssd_math.probe). Carriers are the eval grid's
+# Stage 6b - probing locks and forks (study §6; ssd_math.probe_positions, probe_forward, probe_analysis). Carriers are the eval grid's
 # generations at probe.t_eval (nothing is sampled again); one forward job per model (base and
 # every probed arm) reads the next-token distributions at the chosen positions; one job turns
 # them into the tables, two draw the figures.
@@ -8,10 +8,10 @@
 #   tables/probe_*.csv                 deltas, positions, examples, truth, truth_effect, fork_shares, controls
 #   figures/probe_scatter.png, probe_fork_shares.png
 
-from ssd_math import probe as probe_lib
+from ssd_math import probe_forward
 
 PROBE = sc.probe_settings(config)
-PROBE_VIEWS = probe_lib.views(config)
+PROBE_VIEWS = probe_forward.views(config)
 PROBE_T = sc.fmt_t(PROBE["t_eval"])
 PROBE_MODELS = [sc.BASE, *PROBE["arms"]]
 PROBE_TABLES = ("deltas", "positions", "examples", "truth", "truth_effect", "fork_shares", "controls")

@@ -25,7 +25,7 @@ rule metrics:
         breakdown=L.table("breakdown"),
     params:
         stats=stats_params(),
-        results=R,
+        results=results_dir,
     log:
         log_path("tables", "metrics"),
     benchmark:
@@ -45,7 +45,7 @@ rule table1:
         ssd_arm=config["report"]["table1"]["ssd_arm"],
         sets=EVAL_SETS,
         stats=stats_params(),
-        results=R,
+        results=results_dir,
     log:
         log_path("tables", "table1"),
     benchmark:
@@ -183,7 +183,7 @@ rule power:
         table=L.table("power"),
     params:
         planning=config["sample_size"],
-        results=R,
+        results=results_dir,
     log:
         log_path("tables", "power"),
     benchmark:

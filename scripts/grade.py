@@ -1,7 +1,7 @@
 """Rules grade_*: math-verify (gold first) in worker processes with a hard per-answer limit
--> ssd_math.grading.grade_files (one pool for all of the job's files)."""
+-> ssd_math.grading_pool.grade_files (one pool for all of the job's files)."""
 
-from ssd_math.grading import grade_files
+from ssd_math.grading_pool import grade_files
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

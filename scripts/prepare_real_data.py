@@ -1,7 +1,7 @@
 """Rule prepare_real_data: real problems -> data/{train_prompts,eval_main,eval_hard}.jsonl,
-data/decontam_pairs.csv, data/data_report.json (ssd_math.realdata.prepare_real_data)."""
+data/decontam_pairs.csv, data/data_report.json (ssd_math.prepare_real_data.prepare_real_data)."""
 
-from ssd_math.realdata import prepare_real_data
+from ssd_math.prepare_real_data import prepare_real_data
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,7 +1,7 @@
-"""Rule probe_forward: one model's next-token distributions at every position -> ssd_math.probe.forward_model."""
+"""Rule probe_forward: one model's next-token distributions at every position -> ssd_math.probe_forward.forward_model."""
 
 from ssd_math.io import write_meta
-from ssd_math.probe import forward_model
+from ssd_math.probe_forward import forward_model
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,7 +1,7 @@
-"""Rule probe_positions: carriers (stratified) and positions -> ssd_math.probe.build_positions."""
+"""Rule probe_positions: carriers (stratified) and positions -> ssd_math.probe_positions.build_positions."""
 
 from ssd_math.io import write_meta
-from ssd_math.probe import build_positions
+from ssd_math.probe_positions import build_positions
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,7 +1,7 @@
-"""Rule probe_tables: classes, deltas, ground truth, fork shares, controls -> ssd_math.probe.analyse."""
+"""Rule probe_tables: classes, deltas, ground truth, fork shares, controls -> ssd_math.probe_analysis.analyse."""
 
 from ssd_math.io import write_meta
-from ssd_math.probe import analyse, write_tables
+from ssd_math.probe_analysis import analyse, write_tables
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -198,7 +198,10 @@ def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6, heads:
     from ssd_math.synth import build_splits, tokenizer_corpus
     from ssd_math.tokenizer import build_tokenizer
 
-    sp = build_splits({"n_pretrain": n_pretrain, "n_train_prompts": 4, "n_eval_main": n_eval})
+    # levels 1-4 (the default's 2-5 less its longest level: shorter texts), the schema's
+    # defaults for the rest
+    sp = build_splits({"levels": [1, 2, 3, 4], "hard_levels": [3, 4], "n_pretrain": n_pretrain,
+                       "n_train_prompts": 4, "n_eval_main": n_eval, "seed": 0})
     tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
                           d / "tok", vocab_size=360)
     cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=heads, kv_heads=kv_heads, intermediate=64)

@@ -91,7 +91,7 @@ def _demo_repo(tmp_path: Path, run_line: str) -> Path:
     subprocess.run([*git, "-C", str(repo), "commit", "-qm", "demo"], check=True)
     # uncommitted work must not reach the clone: only the committed HEAD is checked
     (repo / "tests" / "test_uncommitted.py").write_text("def test_x():\n    pass\n")
-    (tmp_path / "shared").mkdir()  # beside the source repo, like a dev machine: not beside the clone
+    (tmp_path / "shared").mkdir()  # beside the source repo, as in CI: not beside the clone
     return repo
 
 

@@ -190,7 +190,7 @@ def test_arm_sft_override_semantics(default):
 # ------------------------------------------------------------------------------------------
 
 def test_unreachable_checkpoint_step_names_key_arm_and_bound(default):
-    cfg = copy.deepcopy(default)
+    cfg = sc.fill_defaults(copy.deepcopy(default))  # what the rules see
     # 600 prompts x 1 sample // 32 = 18 optimizer steps at most
     assert sc.max_sft_steps(cfg, "ssd")[0] == 18
     cfg["sft"]["checkpoint_steps"] = [4, 18, 19]
@@ -203,7 +203,7 @@ def test_unreachable_checkpoint_step_names_key_arm_and_bound(default):
 
 
 def test_checkpoint_bound_follows_arm_batch_samples_and_max_steps(default):
-    cfg = copy.deepcopy(default)
+    cfg = sc.fill_defaults(copy.deepcopy(default))  # what the rules see
     cfg["extra_arms"]["data3x"]["sft"] = {"global_batch": 64}  # 1800 samples // 64 = 28
     assert sc.max_sft_steps(cfg, "data3x")[0] == 28
     cfg["arms"]["ssd"]["sft"] = {"global_batch": 64}  # 600 // 64 = 9 < checkpoint step 12
@@ -212,7 +212,7 @@ def test_checkpoint_bound_follows_arm_batch_samples_and_max_steps(default):
     assert "arms.naive" not in msg
     cfg["arms"]["ssd"]["sft"]["checkpoints_past_end"] = "final"  # the opt-in train.py honours
     assert sc.validate(cfg)
-    cfg = copy.deepcopy(default)
+    cfg = sc.fill_defaults(copy.deepcopy(default))
     cfg["sft"]["max_steps"] = 10
     assert sc.max_sft_steps(cfg, "ssd") == (10, "max_steps 10")
     assert "at most 10 optimizer steps (max_steps 10)" in _err(cfg)

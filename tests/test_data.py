@@ -1,4 +1,4 @@
-"""Tests of ssd_math.data on the real problem files the repository ships (data/real/)."""
+"""Tests of ssd_math.problem_sources on the real problem files the repository ships (data/real/)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ssd_math import data
-from ssd_math.data import (build_eval_sets, build_training_pool, last_boxed, load_source,
+from ssd_math import problem_sources as data
+from ssd_math.problem_sources import (build_eval_sets, build_training_pool, last_boxed, load_source,
                            validate_rows)
 from ssd_math.io import DataError
 

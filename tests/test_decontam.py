@@ -10,6 +10,7 @@ import pytest
 
 from ssd_math.decontam import (decontaminate, max_similarity, ngrams, normalize_answer,
                                normalize_text)
+from ssd_math.schema import schema_defaults
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = SHARED if (SHARED / "math500.jsonl").exists() else Path(__file__).resolve().parents[1] / "data"
@@ -23,6 +24,10 @@ UNRELATED = [
     "Find the area of the triangle with vertices $(0,0)$, $(4,0)$ and $(0,3)$.",
     "Let $f(x) = x^3 - 3x + 1$. How many real roots does $f$ have in the interval $[-2, 2]$?",
 ]
+
+
+#: the schema's decontamination defaults (data.real.decontam): the thresholds these tests measure
+DC = schema_defaults("properties/data/properties/real/properties/decontam")
 
 
 def row(i, problem, answer="1"):
@@ -41,7 +46,7 @@ def test_normalisation():
 def test_exact_copy_with_whitespace_and_latex_spacing_is_caught():
     spaced = BASE.replace(" ", "   ").replace("n^2", r"n^{2}\,").replace("$1000$", r"$1\!000$")
     spaced = spaced.replace("1\\!000", "1000")  # only spacing commands differ
-    kept, pairs = decontaminate([row("t1", spaced, "17")], [row("e1", BASE, "17")])
+    kept, pairs = decontaminate([row("t1", spaced, "17")], [row("e1", BASE, "17")], **DC)
     assert kept == []
     assert pairs == [{"train_id": "t1", "eval_id": "e1", "jaccard": 1.0, "same_answer": True,
                       "reason": "exact"}]
@@ -49,7 +54,7 @@ def test_exact_copy_with_whitespace_and_latex_spacing_is_caught():
 
 def test_reworded_copy_with_one_changed_number_is_caught():
     changed = BASE.replace("2007", "2013").replace("Find the remainder", "Compute the remainder")
-    kept, pairs = decontaminate([row("t1", changed, "99")], [row("e1", BASE, "17")])
+    kept, pairs = decontaminate([row("t1", changed, "99")], [row("e1", BASE, "17")], **DC)
     assert kept == [] and len(pairs) == 1
     p = pairs[0]
     assert p["reason"] == "ngram" and not p["same_answer"] and 0.5 <= p["jaccard"] < 1
@@ -57,7 +62,7 @@ def test_reworded_copy_with_one_changed_number_is_caught():
 
 def test_unrelated_problems_are_kept():
     train = [row(f"u{i}", t) for i, t in enumerate(UNRELATED)]
-    kept, pairs = decontaminate(train, [row("e1", BASE, "1")])
+    kept, pairs = decontaminate(train, [row("e1", BASE, "1")], **DC)
     assert len(kept) == 3 and pairs == []
 
 
@@ -67,27 +72,27 @@ def test_same_answer_uses_the_lower_threshold():
                              "Consider all positive integers $n$ for which")
                 .replace("Find the remainder when", "What is the remainder when"))
     [(t_id, e_id, jac)] = [(p["train_id"], p["eval_id"], p["jaccard"])
-                           for p in max_similarity([row("t", reworded)], [row("e", BASE)], top=1)]
+                           for p in max_similarity([row("t", reworded)], [row("e", BASE)], n=DC["n"], top=1)]
     assert 0.3 <= jac < 0.5, jac
     kept, pairs = decontaminate([row("t", reworded, r"\dfrac{1}{2}")],
-                                [row("e", BASE, r"\frac{1}{2}")])
+                                [row("e", BASE, r"\frac{1}{2}")], **DC)
     assert kept == [] and pairs[0]["same_answer"] and pairs[0]["reason"] == "ngram"
-    kept, pairs = decontaminate([row("t", reworded, "3")], [row("e", BASE, "4")])
+    kept, pairs = decontaminate([row("t", reworded, "3")], [row("e", BASE, "4")], **DC)
     assert len(kept) == 1 and pairs == []
     # the lower threshold is configurable
     kept, pairs = decontaminate([row("t", reworded, "4")], [row("e", BASE, "4")],
-                                threshold_same_answer=0.49)
+                                **{**DC, "threshold_same_answer": 0.49})
     assert len(kept) == 1
 
 
 def test_one_train_row_can_match_several_eval_rows():
-    kept, pairs = decontaminate([row("t", BASE)], [row("e1", BASE), row("e2", BASE + " ")])
+    kept, pairs = decontaminate([row("t", BASE)], [row("e1", BASE), row("e2", BASE + " ")], **DC)
     assert kept == [] and [p["eval_id"] for p in pairs] == ["e1", "e2"]
 
 
 def test_bad_thresholds_rejected():
     with pytest.raises(ValueError):
-        decontaminate([], [], threshold=0.3, threshold_same_answer=0.5)
+        decontaminate([], [], n=DC["n"], threshold=0.3, threshold_same_answer=0.5)
 
 
 def _read(name):
@@ -104,7 +109,7 @@ def test_real_files_math_train_vs_eval_sources(capsys):
     evals = [r for n in names[1:] + [e for e in extra if (DATA / f"{e}.jsonl").exists()]
              for r in _read(n)]
     t0 = time.perf_counter()
-    kept, pairs = decontaminate(train, evals)
+    kept, pairs = decontaminate(train, evals, **DC)
     dt = time.perf_counter() - t0
     removed = len(train) - len(kept)
     with capsys.disabled():

@@ -1,72 +1,310 @@
 """Every default lives once, in schemas/config.schema.yaml, and every value the schema accepts is
-one the code accepts (and the reverse): the schema's enums and ranges walked against their
-consumers (ssd_math.train's spec, the noise tracker, the probe's model load, the rehearsal's
-model shapes), and the resolved defaults against a record of what they were when the defaults
-still lived in the code (train.DEFAULTS, probe.DEFAULTS, modeling.REHEARSAL_DEFAULTS)."""
+one the code accepts (and the reverse): each schema default round-trips to the value its consumer
+resolves (and follows the schema when the schema's default changes, so the consumer holds no copy
+of it); no code under src/ falls back to a literal for a key the schema gives a default; and the
+schema's enums and ranges are walked against their consumers (ssd_math.train's spec, the noise
+tracker, the probe's model load, the rehearsal's model shapes)."""
 
 from __future__ import annotations
 
+import ast
 import copy
+import dataclasses
 import math
+import re
+from collections.abc import Callable
 
 import pytest
 import torch
+import yaml
 
 from ssd_math import config as sc
-from ssd_math import noise
+from ssd_math import noise, schema, synth
 from ssd_math import train as T
+from ssd_math.decontam import decontaminate
 from ssd_math.modeling import rehearsal_spec
+from ssd_math.sampler import SamplingConfig
 
 from conftest import ROOT, config_error
 
 JOB = {"init_dir": "x", "data": "x", "out_dir": "x"}
-
-# What the code's own defaults were (ssd_math 3d6bbe9); the schema's must resolve to the same.
-RECORDED_TRAIN = {
-    "init_dir": None, "init_random": False, "data": None, "out_dir": None, "checkpoints": {},
-    "log": None, "resume_dir": None, "seed": 0, "epochs": 1, "max_steps": None, "max_len": 2048,
-    "group_by_length": False, "global_batch": 32, "micro_batch": 4, "lr": 5e-6, "min_lr": 1e-6,
-    "warmup_steps": 5, "schedule": "cosine", "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1,
-    "grad_clip": 1.0, "dtype": "float32", "save_dtype": None, "optimizer_state": "fp32",
-    "gradient_checkpointing": False, "checkpoint_sublayers": False, "loss_chunk_tokens": 0, "checkpoints_past_end": "error",
-    "instrument": {"enabled": False, "store_dtype": "bfloat16", "ema": 0.9, "dw_bins": None},
-    "progress": True, "interrupt_after_step": None,
-}
-RECORDED_PROBE = {
-    "t_eval": 1.5, "controls": [], "carriers": {"per_generator": 24, "length_bins": 3},
-    "positions": {"every": 6, "hot_spots": ["\\boxed", "Let", "Wait", "From the"], "n_random": 4,
-                  "labeled": True},
-    "temperature": 1.0, "reference": {"top_k": 20, "top_p": 0.95},
-    "classify": {"lock_top1": 0.9, "lock_nucleus_max": 2, "lock_tail_max": 0.05,
-                 "fork_top1_max": 0.8, "fork_second_min": 0.1, "fork_tail_max": 0.1},
-    "top_n": 5, "examples": 3, "dtype": "float32",
-}
-RECORDED_REHEARSAL = {
-    "vocab_size": 768, "hidden": 64, "layers": 4, "full_attention_interval": 4, "heads": 4,
-    "kv_heads": 2, "head_dim": 32, "linear_key_heads": 2, "linear_value_heads": 4,
-    "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_conv_kernel_dim": 4,
-    "intermediate": 128, "max_pos": 4096,
-    "vision": {"depth": 1, "hidden": 32, "heads": 2, "intermediate": 64, "patch_size": 16,
-               "num_position_embeddings": 64},
-    "warmup": {"steps": 40, "lr": 3.0e-3, "batch": 16, "max_len": 96},
-}
-#: repr of the default config's resolved probe section: rules/probe.smk passes it as a param, and
-#: Snakemake compares params by repr (key order included), so a change reruns the probe.
-RECORDED_PROBE_REPR = (
-    "{'t_eval': 1.5, 'eval_set': 'eval_main', 'arms': ['ssd', 'naive', 'filter-only'], "
-    "'compare_arm': 'ssd', 'controls': ['naive', 'filter-only'], 'carriers': {'per_generator': 36, "
-    "'length_bins': 3}, 'positions': {'every': 6, 'hot_spots': ['\\\\boxed', 'Let', 'Wait', "
-    "'From the'], 'n_random': 4, 'labeled': True}, 'temperature': 1.0, 'reference': {'top_k': 20, "
-    "'top_p': 0.95}, 'classify': {'lock_top1': 0.9, 'lock_nucleus_max': 2, 'lock_tail_max': 0.05, "
-    "'fork_top1_max': 0.8, 'fork_second_min': 0.1, 'fork_tail_max': 0.1}, 'top_n': 5, "
-    "'examples': 3, 'dtype': 'float32', 'labeled': True}")
+SRC = ROOT / "src" / "ssd_math"
 
 
-def test_resolved_defaults_equal_the_recorded_ones(default):
-    assert T.DEFAULTS == RECORDED_TRAIN
-    assert sc.schema_defaults("properties/probe") == RECORDED_PROBE
-    assert rehearsal_spec() == RECORDED_REHEARSAL
-    assert repr(sc.probe_settings(sc.validate(copy.deepcopy(default)))) == RECORDED_PROBE_REPR
+# ------------------------------------------------------------------ one owner: the round trip
+def _configs() -> dict[str, dict]:
+    return {n: yaml.safe_load((ROOT / f).read_text()) for n, f in
+            (("default", "config.yaml"), ("real", "config/real.yaml"),
+             ("rehearsal", "config/rehearsal.yaml"))}
+
+
+def _drop(cfg: dict, dotted: str) -> dict:
+    """``cfg`` with the key at ``dotted`` removed (the consumer must then resolve the default)."""
+    node = cfg
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node.pop(last, None)
+    return cfg
+
+
+def _vllm_cfg(cfg: dict) -> dict:
+    cfg["sampler"]["backend"] = "vllm"
+    cfg["model"].setdefault("hub", {})["dtype"] = "float16"
+    return cfg
+
+
+#: each default a function reads (rather than a rule reading ``config[...]`` after validation):
+#: (which config, dotted key to drop, the consumer's resolved value from the validated config).
+#: A consumer that keeps its own copy returns it; one that reads the schema returns the default.
+CONSUMERS: dict[str, tuple[str, str, Callable[[dict], object]]] = {
+    "$defs/min_p": ("default", "arms.ssd.min_p", lambda c: sc.arm_sampling(c, "ssd").min_p),
+    "$defs/presence_penalty": ("default", "arms.ssd.presence_penalty",
+                               lambda c: sc.arm_sampling(c, "ssd").presence_penalty),
+    "properties/train_sampling/properties/samples_per_prompt": (
+        "default", "train_sampling.samples_per_prompt", lambda c: sc.arm_sampling(c, "ssd").n),
+    "properties/eval/properties/sweeps/properties/min_p_temperature": (
+        "default", "eval.sweeps.min_p_temperature",
+        lambda c: {s.temperature for k, s in sc.sweep_samplings(c).items() if k.startswith("minp")}.pop()),
+    "properties/train_sampling/properties/min_kept_fraction": (
+        "default", "train_sampling.min_kept_fraction",
+        lambda c: float(re.search(r"kept fraction of ([0-9.]+) \(train_sampling",
+                                  sc.max_sft_steps(c, "ssd")[1])[1])),
+    "properties/sampler/properties/vllm/properties/dtype": (
+        "default", "sampler.vllm.dtype",
+        lambda c: "auto" if sc.serve_dtype(_vllm_cfg(c)) == "float16" else sc.serve_dtype(c)),
+    "properties/sampler/properties/batch_size": ("default", "sampler.batch_size",
+                                                 lambda c: c["sampler"]["batch_size"]),
+    "properties/data/properties/synthetic/properties/lock_noise": (
+        "synth", "lock_noise", lambda c: _synth_knobs(c)["lock_noise"]),
+    "properties/data/properties/synthetic/properties/p_recheck": (
+        "synth", "p_recheck", lambda c: _synth_knobs(c)["p_recheck"]),
+    "properties/data/properties/real/properties/decontam/properties/threshold": (
+        "real", "data.real.decontam.threshold", lambda c: c["data"]["real"]["decontam"]["threshold"]),
+    "properties/probe/properties/top_n": ("default", "probe.top_n", lambda c: sc.probe_settings(c)["top_n"]),
+    "properties/model/properties/rehearsal/properties/hidden": (
+        "rehearsal", "model.rehearsal.hidden", lambda c: rehearsal_spec(c["model"]["rehearsal"])["hidden"]),
+    "$defs/optim/properties/eps": ("default", "sft.eps", lambda c: sc.arm_sft(c, "ssd")["eps"]),
+    "$defs/optim/properties/loss_chunk_tokens": ("default", "sft.loss_chunk_tokens",
+                                            lambda c: T.resolve_spec({**JOB, **{
+                                                k: v for k, v in sc.arm_sft(c, "ssd").items()
+                                                if k != "checkpoint_steps"}})["loss_chunk_tokens"]),
+}
+
+
+def _synth_knobs(recipe: dict) -> dict:
+    """The knobs ssd_math.synth.build_splits hands each worked solution for ``recipe``."""
+    seen = {}
+    real = synth.worked_solution
+
+    def spy(row, rng, **kw):
+        seen.update(kw)
+        return real(row, rng, **kw)
+
+    synth.worked_solution = spy
+    try:
+        synth.build_splits(recipe)
+    finally:
+        synth.worked_solution = real
+    return seen
+
+
+def _other(value):
+    """A different valid value of the same kind (for the schema-follows check)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return round(value * 0.99, 12) if value else 0.5
+    return {"auto": "bfloat16"}.get(value, value)
+
+
+def _consumer_value(pointer: str) -> object:
+    which, key, read = CONSUMERS[pointer]
+    if which == "synth":  # the task's recipe without the key (build_splits fills it)
+        return read({"levels": [2, 3], "hard_levels": [3], "n_pretrain": 2, "n_train_prompts": 1,
+                     "n_eval_main": 1, "seed": 0})
+    cfg = _drop(_configs()[which], key)
+    return read(sc.validate(cfg, cli_overrides=None) if which != "real" else _validated_real(cfg))
+
+
+def _validated_real(cfg: dict) -> dict:
+    """The real recipe, filled (its local files and hub revisions are checked elsewhere)."""
+    return sc.fill_defaults(cfg)
+
+
+@pytest.mark.parametrize("pointer", sorted(CONSUMERS))
+def test_each_default_round_trips_to_its_consumer(pointer, monkeypatch):
+    """The consumer's resolved value is the schema's default; and when the schema's default
+    changes, the consumer follows it (a copy of the default in the code would not)."""
+    want = schema.default(pointer)
+    assert _consumer_value(pointer) == want
+    new = _other(want)
+    raw = schema.load_schema()
+    node = raw
+    for part in pointer.split("/"):
+        node = node[part]
+    node["default"] = new
+    monkeypatch.setattr(schema, "load_schema", lambda path=schema.SCHEMA_PATH: copy.deepcopy(raw))
+    schema._schema_text.cache_clear()
+    schema._root.cache_clear()
+    try:
+        assert _consumer_value(pointer) == new, f"{pointer}: the consumer kept its own default"
+    finally:
+        monkeypatch.undo()
+        schema._schema_text.cache_clear()
+        schema._root.cache_clear()
+
+
+def test_import_time_defaults_are_the_schemas():
+    """Defaults read once at import (the training spec, the sampler's optional knobs, the
+    decontamination the tests use) equal the schema's."""
+    optim = {k: v for k, v in schema.schema_defaults("$defs/optim").items() if k != "checkpoint_steps"}
+    assert {k: T.DEFAULTS[k] for k in optim} == optim
+    fields = {f.name: f.default for f in dataclasses.fields(SamplingConfig)}
+    assert fields["min_p"] == schema.default("$defs/min_p")
+    assert fields["presence_penalty"] == schema.default("$defs/presence_penalty")
+    dc = schema.schema_defaults("properties/data/properties/real/properties/decontam")
+    assert decontaminate([], [], **dc) == ([], [])  # the schema's defaults are a valid setting
+
+
+# ------------------------------------------------------- one owner: no literal fallback in src/
+def _schema_defaults_by_key() -> dict[str, list]:
+    """Every property name the schema gives a default, with its defaults (a name may recur)."""
+    out: dict[str, list] = {}
+
+    def walk(n):
+        if isinstance(n, dict):
+            for k, v in (n.get("properties") or {}).items():
+                if isinstance(v, dict) and "default" in v:
+                    out.setdefault(k, []).append(v["default"])
+            for v in n.values():
+                walk(v)
+        elif isinstance(n, list):
+            for v in n:
+                walk(v)
+
+    walk(schema.load_schema())
+    return out
+
+
+#: (module, function or "", key): a literal that is not a copy of the config's default, each with
+#: why. Library functions called with values that are not the config's (a test's, a bench's, a
+#: model loader's) keep their argument defaults here.
+NOT_CONFIG = {
+    ("hf_sampler", "", "positions"): "a decode loop's statistics dict, not probe.positions",
+    ("hf_sampler", "", "steps"): "a decode loop's statistics dict, not model.rehearsal.warmup.steps",
+    ("cluster", "", "runtime"): "a SLURM job's runtime column ('-' = not reported), not the config's",
+    ("config", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
+    ("prepare_real_data", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
+    ("generate", "", "trust_remote_code"): "a generation job's common dict from a test or bench may omit it: "
+                                           "the safe value, never run a folder's code",
+    ("generate", "prompt_renderer", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("generate", "prompt_token_counter", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("hub", "fetch_base", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("modeling", "load_model", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("tokenizer", "load_tokenizer", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("probe_positions", "build_positions", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("probe_forward", "forward_model", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("hf_sampler", "__init__", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("generate", "", "device"): "a generation job's common dict from a test may omit it",
+    ("hf_sampler", "__init__", "device"): "the sampler's own argument (tests, benches)",
+    ("hf_sampler", "__init__", "batch_size"): "the sampler's own argument (tests, benches)",
+    ("hf_sampler", "__init__", "dtype"): "transformers loads fp32 (the hf backend has no dtype key)",
+    ("modeling", "load_model", "dtype"): "the loader's argument (fp32 unless a caller asks)",
+    ("modeling", "load_model", "device"): "the loader's argument",
+    ("probe_forward", "position_logits", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
+    ("probe_forward", "forward_model", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
+    ("probe_forward", "forward_model", "dtype"): "the forward pass's argument (the probe rule passes probe.dtype)",
+    ("modeling", "tiny_config", "hidden"): "model shape helper for tests; the rules pass model.tiny",
+    ("modeling", "tiny_config", "layers"): "model shape helper for tests; the rules pass model.tiny",
+    ("modeling", "tiny_config", "heads"): "model shape helper for tests; the rules pass model.tiny",
+    ("modeling", "tiny_config", "kv_heads"): "model shape helper for tests; the rules pass model.tiny",
+    ("modeling", "tiny_config", "intermediate"): "model shape helper for tests; the rules pass model.tiny",
+    ("modeling", "tiny_config", "max_pos"): "model shape helper for tests; the rules pass model.tiny",
+    ("tokenizer", "build_tokenizer", "vocab_size"): "tokenizer helper for tests; the rules pass model.tiny.vocab_size",
+    ("noise", "__init__", "store_dtype"): "the tracker's argument; train passes sft.instrument.store_dtype",
+    ("noise", "__init__", "ema"): "the tracker's argument; train passes sft.instrument.ema",
+    ("planner", "", "epochs"): "a training job of the plan's throughput table, not sft.epochs",
+    ("planner", "sft_memory", "micro_batch"): "the memory model's argument (one sequence)",
+    ("train", "epoch_order", "batch"): "an argument of the batching helper, not model.rehearsal.warmup.batch",
+    ("report", "render_qmd", "timeout_s"): "Quarto's time limit, not eval.grader.timeout_s",
+    ("report", "render", "timeout_s"): "Quarto's time limit, not eval.grader.timeout_s",
+    ("stats", "sample_size", "alpha"): "the power helper's argument; rule power passes sample_size.alpha",
+    ("stats", "sample_size", "power"): "the power helper's argument; rule power passes sample_size.power",
+    ("tables", "power_table", "alpha"): "the power helper's argument; rule power passes sample_size.alpha",
+    ("tables", "power_table", "power"): "the power helper's argument; rule power passes sample_size.power",
+    ("study", "", "t_eval"): "a study claim's T_eval (report/study_claims.yaml), not probe.t_eval",
+    ("grading_pool", "grade_rows", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_rows", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_files", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_files", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_file", "workers"): "grading helper for tests and benches; the rules pass eval.grader",
+    ("grading_pool", "grade_file", "timeout_s"): "grading helper for tests and benches; the rules pass eval.grader",
+}
+
+
+def shadowed_defaults(files: dict[str, str]) -> list[str]:
+    """``module:line: ...`` for each ``.get("key", <literal>)`` and each keyword default
+    ``key=<literal>`` whose key the schema gives a default (a ``.get``) or whose literal equals
+    that key's schema default (a keyword default), outside :data:`NOT_CONFIG`."""
+    keys = _schema_defaults_by_key()
+    out = []
+    for mod, text in sorted(files.items()):
+        tree = ast.parse(text)
+        funcs = [(n, n.name) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+        def owner(node, funcs=funcs):
+            best = ""
+            for f, name in funcs:
+                if f.lineno <= node.lineno <= (f.end_lineno or f.lineno):
+                    best = name
+            return best
+
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "get" and len(node.args) == 2):
+                k, d = node.args
+                if (isinstance(k, ast.Constant) and k.value in keys and isinstance(d, ast.Constant)
+                        and d.value is not None
+                        and (mod, "", k.value) not in NOT_CONFIG
+                        and (mod, owner(node), k.value) not in NOT_CONFIG):
+                    out.append(f"{mod}:{node.lineno}: .get({k.value!r}, {d.value!r}) shadows the schema's default")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                pos = a.posonlyargs + a.args
+                pairs = list(zip(pos[len(pos) - len(a.defaults):], a.defaults))
+                pairs += [(x, y) for x, y in zip(a.kwonlyargs, a.kw_defaults) if y is not None]
+                for arg, dflt in pairs:
+                    if (arg.arg in keys and isinstance(dflt, ast.Constant) and dflt.value is not None
+                            and dflt.value in keys[arg.arg]
+                            and (mod, node.name, arg.arg) not in NOT_CONFIG):
+                        out.append(f"{mod}:{node.lineno}: {node.name}({arg.arg}={dflt.value!r}) copies "
+                                   "the schema's default")
+    return out
+
+
+def _sources() -> dict[str, str]:
+    return {p.stem: p.read_text("utf-8") for p in sorted(SRC.glob("*.py"))}
+
+
+def test_no_code_falls_back_to_a_copy_of_a_schema_default():
+    found = shadowed_defaults(_sources())
+    assert not found, ("read these from the config (validated: the schema filled them) or the schema "
+                       "(ssd_math.schema.default), not a literal:\n" + "\n".join(found))
+    stale = sorted(k for k in NOT_CONFIG if k[0] not in _sources())  # a module renamed or split
+    assert not stale, f"NOT_CONFIG names modules that no longer exist: {stale}"
+
+
+def test_the_scan_finds_a_copy_put_back():
+    src = _sources()
+    planted = src["config"].replace('t = sw["min_p_temperature"]', 't = sw.get("min_p_temperature", 1.0)')
+    assert planted != src["config"]
+    assert any(".get('min_p_temperature', 1.0)" in f for f in shadowed_defaults({**src, "config": planted}))
+    planted = src["stats"].replace("n_boot: int, seed: int, conf: float", "n_boot: int, seed: int, conf: float = 0.95", 1)
+    planted = "def f(*, lock_noise=0.0):\n    pass\n" + planted
+    assert any("f(lock_noise=0.0)" in f for f in shadowed_defaults({**src, "stats": planted}))
 
 
 def test_a_spec_built_from_the_config_is_complete(default):

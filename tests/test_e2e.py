@@ -12,6 +12,7 @@ import html as htmllib
 import json
 import re
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -142,7 +143,8 @@ def test_every_graded_row_regrades_identically(run):
 def test_grade_files_keeps_rows_aligned_across_files(tmp_path):
     """grade_files grades several files in one pool and splits the grades back: every row of every
     file gets its own grade (files of different lengths, mixed outcomes, repeated pairs)."""
-    from ssd_math.grading import grade_files, grade_one
+    from ssd_math.grading import grade_one
+    from ssd_math.grading_pool import grade_files
 
     def row(pid, gold, ans):
         comp = "</think> no box" if ans is None else f"</think> so \\boxed{{{ans}}}"

@@ -144,7 +144,7 @@ def test_figures_legible_at_page_width(tmp_path, monkeypatch):
     figures.train_ppl(runs, tmp_path / "p.png")
     figures.training_curves(runs, tmp_path / "t.png")
     assert len(seen) == 6
-    for path, (px, width, n_axes) in seen.items():
+    for path, (px, width, _n_axes) in seen.items():
         assert px >= 10, f"{path}: smallest text {px:.1f} px at the page width (PNG {width} px wide)"
     assert seen[str(tmp_path / "h.png")][2] == 5  # five panels (2 rows of <= 3), no empty slot
 

@@ -16,19 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from ssd_math import grading
+from ssd_math import grading, grading_pool
 from ssd_math.grading import (
     ANSWER_KINDS,
     STATUSES,
-    _grade_unique,
     answer_kind,
     extract_answer,
     grade_answer,
     grade_one,
-    grade_rows,
     normalize_answer,
-    status_counts,
 )
+from ssd_math.grading_pool import _grade_unique, grade_rows, status_counts
 
 SOFT = 10.0  # in-process alarm for direct grade_answer calls (main thread of pytest)
 CASES = Path(__file__).parent / "data" / "grading_cases.jsonl"
@@ -107,7 +105,7 @@ def test_extract_is_linear_on_hostile_text():
 
 
 def test_data_last_boxed_uses_the_grader_box_syntax():
-    from ssd_math.data import last_boxed
+    from ssd_math.problem_sources import last_boxed
 
     text = r"\boxed{1} and \boxed{2}, then \fbox{\frac{1}{2}} and \boxed{"
     spans = grading.boxed_spans(text)
@@ -343,13 +341,13 @@ def test_grade_rows_fields_order_and_counts():
 def test_identical_pairs_are_graded_once(monkeypatch):
     # 90 rows, 3 distinct (gold, extracted answer) pairs + rows that need no grading.
     seen: list[list] = []
-    real = grading._grade_unique
+    real = grading_pool._grade_unique
 
     def spy(jobs, **kw):
         seen.append(list(jobs))
         return real(jobs, **kw)
 
-    monkeypatch.setattr(grading, "_grade_unique", spy)
+    monkeypatch.setattr(grading_pool, "_grade_unique", spy)
     rows = []
     for i in range(30):
         rows.append(_row("7", rf"</think> \boxed{{7}} (try {i})"))  # same pair, other completions

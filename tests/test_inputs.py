@@ -13,6 +13,7 @@ import yaml
 
 from ssd_math import generate as G
 from ssd_math.io import DataError, config_hash, read_json, stable_hash
+from ssd_math.problem_sources import MAX_PROBLEM_CHARS
 from ssd_math.sampler import SamplingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,8 @@ SAMP = {"temperature": 0.7, "top_k": 20, "top_p": 0.95, "max_new_tokens": 8, "n"
 # ------------------------------------------------------------------------------------------
 
 class FakeSampler:
+    dtype = "float32"  # recorded in the sidecar, as HFSampler's
+
     def __init__(self):
         self.calls = 0
 
@@ -132,7 +135,7 @@ def test_validation_happens_before_sharding(tmp_path, fake):
 
 
 def test_duplicate_problem_text_is_dropped_as_in_data_preparation(tmp_path, fake):
-    """One rule (data.check_rows): a problem text repeated under another id is dropped, the
+    """One rule (problem_sources.check_rows): a problem text repeated under another id is dropped, the
     first kept, in a sampling input exactly as in data preparation."""
     problems = _write(tmp_path / "p.jsonl", [_row(0), _row(1, problem="What is  0+1?"), _row(2)])
     (n,), (out,) = _gen(tmp_path, problems)
@@ -186,7 +189,7 @@ def test_non_utf8_line_names_file_and_line(tmp_path, fake):
 
 
 def test_non_utf8_json_source_names_file_and_line(tmp_path):
-    from ssd_math.data import load_source
+    from ssd_math.problem_sources import load_source
 
     src = tmp_path / "rows.json"
     src.write_bytes('[\n {"problem": "ok", "answer": "1"},\n {"problem": "na\xefve", "answer": "2"}\n]\n'
@@ -199,14 +202,14 @@ def test_non_utf8_json_source_names_file_and_line(tmp_path):
 
 
 def test_oversize_problem_is_dropped_counted_and_named(tmp_path, fake):
-    huge = "1+" * (G.MAX_PROBLEM_CHARS // 2) + "1"  # just over the limit (a 10 MB row likewise)
+    huge = "1+" * (MAX_PROBLEM_CHARS // 2) + "1"  # just over the limit (a 10 MB row likewise)
     problems = _write(tmp_path / "eval_main.jsonl", [_row(0), _row(1, problem=huge), _row(2)])
     (n,), (out,) = _gen(tmp_path, problems)
     assert n == 2
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["dropped"]["problem_too_long"] == 1 and rep["n_out"] == 2
     assert rep["examples"]["problem_too_long"] == [
-        f"line 2 (id 'q1'): {len(huge)} characters > {G.MAX_PROBLEM_CHARS}"]
+        f"line 2 (id 'q1'): {len(huge)} characters > {MAX_PROBLEM_CHARS}"]
 
 
 # ------------------------------------------------------------------------------------------

@@ -29,10 +29,10 @@ def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
     seen = []
     for job in L.generation_jobs():
         fam = job["family"]
-        files = {"grid": lambda: L.grid_files("eval", job["model"], job["evalset"]),
-                 "passk": lambda: [L.passk_file("eval", job["model"], job["evalset"], job["t"], job["k"])],
-                 "checkpoints": lambda: L.checkpoint_generated_files("eval", job["model"], job["evalset"]),
-                 "sweep": lambda: L.sweep_generated_files("eval", job["evalset"])}[fam]()
+        files = {"grid": lambda j: L.grid_files("eval", j["model"], j["evalset"]),
+                 "passk": lambda j: [L.passk_file("eval", j["model"], j["evalset"], j["t"], j["k"])],
+                 "checkpoints": lambda j: L.checkpoint_generated_files("eval", j["model"], j["evalset"]),
+                 "sweep": lambda j: L.sweep_generated_files("eval", j["evalset"])}[fam](job)
         assert len(files) == len(job["conditions"])  # one output per decoding condition, in order
         for path, cond in zip(files, job["conditions"]):
             d = describe_eval_path(path, L.results)

@@ -1,7 +1,7 @@
 """One library stack: pyproject.toml is the one list of pins; the GPU env follows it.
 
-The CPU tests once ran transformers 5.24 while the GPU env (then vLLM 0.33) resolved 5.20.2, so code
-that used a 5.24-only API passed every test and would have failed on the first GPU run. These
+Why: when the CPU tests run one transformers version and the GPU env resolves an older one, code
+that uses an API only the newer one has passes every test and fails on the first GPU run. These
 tests fail when the two environments' pins drift, when a pin leaves what vLLM or transformers
 accept, and when the environment running the tests is not the pinned one.
 """
@@ -101,6 +101,21 @@ def test_pins_satisfy_vllm_0_32(pyproject, gpu_env):
         v = _exact(gpu_env[name])
         assert Version(v) in Requirement(f"{name}{spec}").specifier, \
             f"{name}=={v} is outside vllm 0.32.0's {name}{spec}"
+
+
+def test_the_linters_are_pinned_in_the_test_extra(pyproject):
+    """scripts/lint.sh runs ruff and snakefmt at the test extra's pins (the env CI lints in)."""
+    test = _pins(pyproject["optional-dependencies"]["test"])
+    for name in ("ruff", "snakefmt"):
+        assert name in test and _exact(test[name]), f"pyproject.toml's test extra lacks an exact {name} pin"
+        try:
+            installed = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+        assert installed == _exact(test[name]), f"installed {name} {installed} != pinned {test[name]}"
+    lint = (ROOT / "scripts" / "lint.sh").read_text()
+    for cmd in ("ruff check", "ruff format --check", "snakefmt --check", "snakemake --lint"):
+        assert cmd in lint, cmd
 
 
 def test_the_cpu_vllm_env_installs_the_pyproject_stack():

@@ -1,18 +1,18 @@
-"""The locks-and-forks probe (ssd_math.probe): nucleus math, classification, clustered CIs,
+"""The locks-and-forks probe (ssd_math.probe_positions, probe_forward, probe_analysis): nucleus math, classification, clustered CIs,
 carriers and positions on the real tokenizer/model, and a planted-truth run end to end."""
 
 import copy
-import json
 import math
 import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from ssd_math import config as sc
-from ssd_math import probe as P
+from ssd_math import probe_analysis as PA
+from ssd_math import probe_forward as PF
+from ssd_math import probe_positions as PP
 from ssd_math import synth
 from ssd_math.io import read_jsonl, write_jsonl
 
@@ -46,7 +46,7 @@ def test_nucleus_matches_brute_force_and_transformers_warpers(top_k, top_p):
     logits[::4, 0] += 9  # some peaked (lock-like) rows
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    m = P.truncate_sorted(-np.sort(-p, axis=1), top_k, top_p)
+    m = PF.truncate_sorted(-np.sort(-p, axis=1), top_k, top_p)
     assert m.tolist() == [_brute_nucleus(r, top_k, top_p) for r in p]
     s = torch.tensor(logits)
     if top_k > 0:
@@ -59,7 +59,7 @@ def test_nucleus_matches_brute_force_and_transformers_warpers(top_k, top_p):
 def test_view_metrics_by_hand():
     p = np.array([[0.5, 0.3, 0.15, 0.05]])
     lg = np.log(p)
-    a = P.view_metrics(lg, {"temperature": 1.0, "top_k": 3, "top_p": 0.8})
+    a = PF.view_metrics(lg, {"temperature": 1.0, "top_k": 3, "top_p": 0.8})
     assert a["nucleus"][0] == 2  # top-3 renormalised: 0.526, 0.316, ... -> 0.526 < 0.8, 0.842 >= 0.8
     assert a["tail"][0] == pytest.approx(0.2)
     assert a["tail_k"][0] == pytest.approx(0.05)
@@ -68,32 +68,32 @@ def test_view_metrics_by_hand():
     q = np.array([0.5, 0.3]) / 0.8
     assert a["entropy"][0] == pytest.approx(-(q * np.log(q)).sum())
     assert a["entropy_before"][0] == pytest.approx(-(p * np.log(p)).sum())
-    b = P.view_metrics(lg, {"temperature": 1.0, "top_k": 3, "top_p": 0.9})
+    b = PF.view_metrics(lg, {"temperature": 1.0, "top_k": 3, "top_p": 0.9})
     assert b["nucleus"][0] == 3 and b["tail"][0] == pytest.approx(0.05)
     # temperature first: T -> 0 keeps the argmax only
-    c = P.view_metrics(lg, {"temperature": 0.05, "top_k": -1, "top_p": 0.95})
+    c = PF.view_metrics(lg, {"temperature": 0.05, "top_k": -1, "top_p": 0.95})
     assert c["nucleus"][0] == 1 and c["top1"][0] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------- classification
 def test_classify_thresholds_at_and_past_each_boundary():
-    assert P.classify(0.9, 0.05, 2, 0.05, TH) == "lock"  # every lock bound is inclusive
-    assert P.classify(0.8999, 0.05, 2, 0.05, TH) == "mixed"
-    assert P.classify(0.95, 0.03, 3, 0.0, TH) == "mixed"  # nucleus too large
-    assert P.classify(0.95, 0.03, 1, 0.051, TH) == "mixed"  # tail too heavy
-    assert P.classify(0.8, 0.1, 5, 0.1, TH) == "fork"  # every fork bound is inclusive
-    assert P.classify(0.8001, 0.1, 5, 0.0, TH) == "mixed"
-    assert P.classify(0.5, 0.0999, 5, 0.0, TH) == "mixed"
-    assert P.classify(0.5, 0.4, 5, 0.1001, TH) == "mixed"
+    assert PA.classify(0.9, 0.05, 2, 0.05, TH) == "lock"  # every lock bound is inclusive
+    assert PA.classify(0.8999, 0.05, 2, 0.05, TH) == "mixed"
+    assert PA.classify(0.95, 0.03, 3, 0.0, TH) == "mixed"  # nucleus too large
+    assert PA.classify(0.95, 0.03, 1, 0.051, TH) == "mixed"  # tail too heavy
+    assert PA.classify(0.8, 0.1, 5, 0.1, TH) == "fork"  # every fork bound is inclusive
+    assert PA.classify(0.8001, 0.1, 5, 0.0, TH) == "mixed"
+    assert PA.classify(0.5, 0.0999, 5, 0.0, TH) == "mixed"
+    assert PA.classify(0.5, 0.4, 5, 0.1001, TH) == "mixed"
     strict = {**TH, "lock_top1": 0.99}
-    assert P.classify(0.95, 0.03, 1, 0.0, strict) == "mixed"
+    assert PA.classify(0.95, 0.03, 1, 0.0, strict) == "mixed"
 
 
 def test_lock_subclass():
-    assert P.lock_subclass(" 7", " 7", " 7") == "strict"
-    assert P.lock_subclass(" 7", " 8", " 7") == "swap"
-    assert P.lock_subclass("Wait", "Wait", "Wait") == "self-correction"
-    assert P.lock_subclass("\n", "\n", "Wait") == "self-correction"
+    assert PA.lock_subclass(" 7", " 7", " 7") == "strict"
+    assert PA.lock_subclass(" 7", " 8", " 7") == "swap"
+    assert PA.lock_subclass("Wait", "Wait", "Wait") == "self-correction"
+    assert PA.lock_subclass("\n", "\n", "Wait") == "self-correction"
 
 
 # --------------------------------------------------------------------------- clustered CI
@@ -103,7 +103,7 @@ def test_clustered_ci_is_the_prompt_bootstrap_of_the_pooled_mean():
     rng = np.random.default_rng(3)
     clusters = [f"p{i}" for i in range(30) for _ in range(1 + i % 4)]
     vals = rng.normal(0, 1, len(clusters)) + np.array([hash(c) % 5 for c in clusters])
-    res = P.clustered_mean_ci(vals, clusters, n_boot=500, seed=11, conf=0.9)
+    res = PA.clustered_mean_ci(vals, clusters, n_boot=500, seed=11, conf=0.9)
     assert res["estimate"] == pytest.approx(vals.mean())
     assert res["n_prompts"] == 30 and res["n_positions"] == len(vals)
     # brute force: resample prompts with the same index stream, pooled ratio per resample
@@ -121,15 +121,15 @@ def test_clustered_ci_wider_than_iid_when_positions_share_a_prompt():
     rng = np.random.default_rng(0)
     per_prompt = rng.normal(0, 1, 40)
     vals = np.repeat(per_prompt, 10) + rng.normal(0, 0.05, 400)
-    clustered = P.clustered_mean_ci(vals, np.repeat(np.arange(40), 10), n_boot=800, seed=1, conf=0.95)
-    iid = P.clustered_mean_ci(vals, np.arange(400), n_boot=800, seed=1, conf=0.95)
+    clustered = PA.clustered_mean_ci(vals, np.repeat(np.arange(40), 10), n_boot=800, seed=1, conf=0.95)
+    iid = PA.clustered_mean_ci(vals, np.arange(400), n_boot=800, seed=1, conf=0.95)
     assert clustered["hi"] - clustered["lo"] > 2.5 * (iid["hi"] - iid["lo"])
 
 
 def test_precision_as_a_ratio():
     hit = [1, 0, 1, 0]
     pred = [1, 1, 1, 0]
-    r = P.clustered_mean_ci(hit, ["a", "a", "b", "c"], den=pred, n_boot=200, seed=0, conf=0.95)
+    r = PA.clustered_mean_ci(hit, ["a", "a", "b", "c"], den=pred, n_boot=200, seed=0, conf=0.95)
     assert r["estimate"] == pytest.approx(2 / 3) and r["n_positions"] == 3
 
 
@@ -158,8 +158,8 @@ def test_label_spans_finds_every_step_and_method_and_flags_wrong_digits():
 def test_select_carriers_stratifies_and_is_seeded():
     rows = [{"prompt_id": f"q{i}", "sample_index": 0, "prompt": "p", "completion": "c" * (5 + i),
              "n_completion_tokens": 5 + i, "correct": i % 3 == 0} for i in range(60)]
-    a = P.select_carriers({"base": rows, "ssd": rows[:10]}, per_generator=12, length_bins=3, seed=5)
-    b = P.select_carriers({"base": rows, "ssd": rows[:10]}, per_generator=12, length_bins=3, seed=5)
+    a = PP.select_carriers({"base": rows, "ssd": rows[:10]}, per_generator=12, length_bins=3, seed=5)
+    b = PP.select_carriers({"base": rows, "ssd": rows[:10]}, per_generator=12, length_bins=3, seed=5)
     assert a == b
     base = [c for c in a if c["generator"] == "base"]
     assert len(base) == 12 and len([c for c in a if c["generator"] == "ssd"]) == 10
@@ -167,13 +167,13 @@ def test_select_carriers_stratifies_and_is_seeded():
     for c in base:
         cells[(c["length_bin"], c["correct"])] = cells.get((c["length_bin"], c["correct"]), 0) + 1
     assert len(cells) == 6 and set(cells.values()) == {2}  # 3 length bins x correct/incorrect, even
-    assert P.select_carriers({"base": rows}, per_generator=12, length_bins=3, seed=6) != a[:12]
+    assert PP.select_carriers({"base": rows}, per_generator=12, length_bins=3, seed=6) != a[:12]
 
 
 def test_carrier_positions_sources():
     text = "From the left: 3+4=7.\nWait, x \\boxed{7}"
     offs = [(i, i + 1) for i in range(len(text))]  # one character per token
-    pos = P.carrier_positions(text, offs, every=10, hot_spots=["Wait", "\\boxed"], n_random=2, seed=0,
+    pos = PP.carrier_positions(text, offs, every=10, hot_spots=["Wait", "\\boxed"], n_random=2, seed=0,
                               spans=synth.label_spans(text))
     by_j = {p["j"]: p for p in pos}
     assert {0, 10, 20, 30} <= set(by_j)
@@ -203,7 +203,7 @@ def tiny(tmp_path_factory):
     probe["carriers"]["per_generator"] = 8
     probe["labeled"] = True
     out = d / "positions.jsonl"
-    P.build_positions({"base": ev}, mdir, out, probe=probe, seed=3, label_spans=synth.label_spans)
+    PP.build_positions({"base": ev}, mdir, out, probe=probe, seed=3, label_spans=synth.label_spans)
     return SimpleNamespace(d=d, mdir=mdir, tok=tok, positions=out, probe=probe)
 
 
@@ -218,7 +218,7 @@ def test_positions_targets_are_the_tasks_truth(tiny):
             assert p["targets"]["carrier"] == c["completion_ids"][p["j"]]
             if p["label"] == "lock":
                 n_lock += 1
-                digit = P._lock_digit(text, p["span_start"])
+                digit = PP._lock_digit(text, p["span_start"])
                 assert tiny.tok.decode([p["targets"]["correct"]]) == str(digit) == p["token"]
             if p["label"] == "fork":
                 n_fork += 1
@@ -240,8 +240,8 @@ def test_forward_equals_unbatched_full_logits(tiny):
 
     carriers = read_jsonl(tiny.positions)
     model = load_model(tiny.mdir)
-    got = {c["carrier_id"]: lg for c, lg in P.position_logits(model, carriers, max_batch_tokens=600)}
-    assert len(P.batches_by_tokens(carriers, 600)) > 1  # several padded batches
+    got = {c["carrier_id"]: lg for c, lg in PF.position_logits(model, carriers, max_batch_tokens=600)}
+    assert len(PF.batches_by_tokens(carriers, 600)) > 1  # several padded batches
     for c in carriers:
         ids = torch.tensor([c["prompt_ids"] + c["completion_ids"]])
         with torch.no_grad():
@@ -249,7 +249,7 @@ def test_forward_equals_unbatched_full_logits(tiny):
         want = full[[len(c["prompt_ids"]) + p["j"] - 1 for p in c["positions"]]]
         np.testing.assert_allclose(got[c["carrier_id"]], want, atol=2e-4)
     out = tiny.d / "dists_base.jsonl"
-    n = P.forward_model(tiny.positions, tiny.mdir, out, model_name="base",
+    n = PF.forward_model(tiny.positions, tiny.mdir, out, model_name="base",
                         views_={"ref": {"temperature": 1.0, "top_k": 20, "top_p": 0.95}},
                         temperature=1.0, top_n=5, max_batch_tokens=600)
     rows = read_jsonl(out)
@@ -335,8 +335,8 @@ def test_planted_truth_classes_deltas_and_controls(tmp_path):
     dists = {}
     for name, kind in (("base", "base"), ("ssd", "trained"), ("naive", "base")):
         rows = []
-        for c, lg in P.position_logits(Planted(kind), carriers, max_batch_tokens=40):
-            rows += [{"model": name, **r} for r in P.summarize_positions(
+        for c, lg in PF.position_logits(Planted(kind), carriers, max_batch_tokens=40):
+            rows += [{"model": name, **r} for r in PF.summarize_positions(
                 c, lg, views_=views_, temperature=1.0, top_n=5, decode=str)]
         write_jsonl(tmp_path / f"{name}.jsonl", rows)
         dists[name] = tmp_path / f"{name}.jsonl"
@@ -346,7 +346,7 @@ def test_planted_truth_classes_deltas_and_controls(tmp_path):
         write_jsonl(tmp_path / f"acc_{name}.jsonl", [{"prompt_id": f"q{i}", "sample_index": 0, "correct": ok(i)}
                                                       for i in range(40)])
         acc[(name, "eval_main", "0.7")] = tmp_path / f"acc_{name}.jsonl"
-    t = P.analyse(tmp_path / "pos.jsonl", dists, probe=probe, views_=views_,
+    t = PA.analyse(tmp_path / "pos.jsonl", dists, probe=probe, views_=views_,
                   stats_cfg={"conf": 0.95, "n_boot": 400, "seed": 1}, share_files={}, accuracy_files=acc)
 
     cls = {(r["carrier_id"], r["j"]): r["class"] for r in t["positions"] if r["model"] == "base"}
@@ -420,21 +420,22 @@ def test_probe_config_checks_name_the_key(default):
 def test_settings_fill_defaults(default):
     c = copy.deepcopy(default)
     del c["probe"]
+    sc.fill_defaults(c)  # what the rules see
     s = sc.probe_settings(c)
     assert s["arms"] == list(c["arms"]) and s["compare_arm"] == c["report"]["table1"]["ssd_arm"]
     assert s["eval_set"] == c["eval"]["sets"][0] and s["controls"] == []
-    assert P.views(c)["arm:ssd"] == {"temperature": 1.1, "top_k": 20, "top_p": 0.95}
-    assert P.views(c)["arm:naive"] == {"temperature": 1.0, "top_k": -1, "top_p": 1.0}
+    assert PF.views(c)["arm:ssd"] == {"temperature": 1.1, "top_k": 20, "top_p": 0.95}
+    assert PF.views(c)["arm:naive"] == {"temperature": 1.0, "top_k": -1, "top_p": 1.0}
 
 
 def test_first_method_and_method_entropy(tmp_path):
-    assert P.first_method("Wait\nFrom the right: 1+2=3.\nFrom the left:") == "right"
-    assert P.first_method("garbage") is None
-    h, mass, share = P.method_entropy({"left": 0.3, "right": 0.3})
+    assert PA.first_method("Wait\nFrom the right: 1+2=3.\nFrom the left:") == "right"
+    assert PA.first_method("garbage") is None
+    h, mass, share = PA.method_entropy({"left": 0.3, "right": 0.3})
     assert (h, mass, share) == pytest.approx((1.0, 0.6, 0.5))
     rows = [{"completion": "From the left: x"}] * 3 + [{"completion": "From the right: x"}, {"completion": "?"}]
     write_jsonl(tmp_path / "e.jsonl", rows)
-    sh = P._fork_shares({("base", "1.5"): tmp_path / "e.jsonl"}, 0.95)
+    sh = PA._fork_shares({("base", "1.5"): tmp_path / "e.jsonl"}, 0.95)
     left = next(r for r in sh if r["method"] == "left")
     assert left["share"] == 0.75 and left["n_with_method"] == 4 and left["n_samples"] == 5
     from ssd_math.stats import wilson_ci

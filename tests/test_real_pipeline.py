@@ -135,7 +135,7 @@ def test_slurm_profile_keys():
         if line.strip() and not line.lstrip().startswith("#") and not re.match(r"^\s*[\w-]+:\s*$", line):
             assert "#" in line, f"uncommented profile line: {line!r}"
     resources = set(site["default-resources"])
-    for rule, res in site["set-resources"].items():
+    for res in site["set-resources"].values():
         resources |= set(res)
     assert resources <= SLURM_RESOURCES, resources - SLURM_RESOURCES
     assert set(site["set-resources"]) >= GPU_RULES | UNPLANNED_GPU_RULES
@@ -257,7 +257,7 @@ def test_plan_measured_joins_benchmark_files(real, tmp_path):
 # ------------------------------------------------------------------------------- data and model
 
 def test_prepare_real_data_on_the_shipped_files(real, tmp_path):
-    from ssd_math import realdata as prd
+    from ssd_math import prepare_real_data as prd
     sec = copy.deepcopy(real["data"]["real"])
     for s in sec["train"]["sources"] + sec["eval"]["sources"]:
         if s.get("hub_id"):  # no network in tests: the local files only
@@ -297,14 +297,14 @@ def test_prepare_real_data_on_the_shipped_files(real, tmp_path):
 
 
 def test_unreachable_hub_dataset_names_the_dataset(real, tmp_path, monkeypatch):
-    from ssd_math import data
+    from ssd_math import problem_sources as data
     from ssd_math.io import DataError
 
     def offline(**kw):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(data, "_snapshot_download", offline)
-    from ssd_math import realdata as prd
+    from ssd_math import prepare_real_data as prd
     sec = copy.deepcopy(real["data"]["real"])
     i = next(i for i, s in enumerate(sec["eval"]["sources"]) if s["name"] == "omni_math_2")
     outs = {k: str(tmp_path / k) for k in ("train_prompts", "eval_main", "eval_hard", "decontam", "report")}
@@ -402,7 +402,7 @@ def test_missing_data_root_stops_the_workflow_at_load(real, tmp_path):
 
 
 def test_missing_local_file_names_its_source_key(real, tmp_path):
-    from ssd_math import realdata as prd
+    from ssd_math import prepare_real_data as prd
 
     sec = copy.deepcopy(real["data"]["real"])
     root = tmp_path / "data"
@@ -434,7 +434,7 @@ def test_offline_hub_dataset_error_names_dataset_key_and_fix(real, tmp_path):
     outs = {k: str(tmp_path / k) for k in ("train_prompts", "eval_main", "eval_hard", "decontam", "report")}
     code = "\n".join([
         "import sys",
-        "from ssd_math import config as sc, realdata",
+        "from ssd_math import config as sc, prepare_real_data as realdata",
         "from ssd_math.io import DataError",
         f"real = sc.load_config({str(REAL)!r})['data']['real']",
         "real['eval']['sources'] = [s if s['name'] == 'aime2025' else {**s, 'enabled': False}",
@@ -455,8 +455,8 @@ def test_offline_hub_dataset_error_names_dataset_key_and_fix(real, tmp_path):
     key = f"data.real.eval.sources[{i}]"
     assert f"{key}.path to a local JSONL file" in msg and f"{key}.enabled: false" in msg
 
-    from ssd_math import realdata as prd
-    from ssd_math.data import load_source
+    from ssd_math import prepare_real_data as prd
+    from ssd_math.problem_sources import load_source
     local = tmp_path / "aime2025.jsonl"  # a local copy in the project's row format
     local.write_text("".join(json.dumps({"id": f"aime2025-{n}", "problem": f"Problem {n}?",
                                          "answer": str(n), "source": "AIME 2025"}) + "\n"

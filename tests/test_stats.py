@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats as sps
 
 from ssd_math.stats import (
@@ -21,6 +23,9 @@ from ssd_math.stats import (
     wilson_ci,
 )
 
+#: the default config's stats section (config.yaml): what the tables pass
+STATS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())["stats"]
+CONF = STATS["conf"]
 KEYS = {"method", "n_prompts", "k", "n_boot", "seed", "conf", "estimate", "lo", "hi"}
 
 
@@ -45,17 +50,17 @@ def test_wilson_matches_closed_form(n, conf):
 
 def test_rate_ci_k1_is_wilson_and_reports_its_terms():
     x = np.array([1] * 37 + [0] * 63)
-    r = rate_ci(x)
+    r = rate_ci(x, **STATS)
     assert KEYS <= r.keys()
     assert r["k"] == 1 and r["n_prompts"] == 100 and r["n_boot"] is None and r["seed"] is None
     assert "Wilson" in r["method"] and r["estimate"] == 0.37
     assert (r["lo"], r["hi"]) == pytest.approx(_wilson_closed_form(37, 100, 0.95), abs=1e-12)
-    assert rate_ci(x[:, None])["lo"] == r["lo"]  # (n, 1) is the same as 1-D
+    assert rate_ci(x[:, None], **STATS)["lo"] == r["lo"]  # (n, 1) is the same as 1-D
 
 
 def test_rate_ci_rejects_non_binary():
     with pytest.raises(ValueError):
-        rate_ci(np.array([0, 0.5, 1]))
+        rate_ci(np.array([0, 0.5, 1]), **STATS)
 
 
 # ------------------------------------------------------------------------------------ pass@k
@@ -89,7 +94,7 @@ def test_pass_at_k_scalar_large_n_and_validation():
 def test_pass_at_k_ci_fields_and_bounds():
     rng = np.random.default_rng(1)
     c = rng.binomial(4, rng.uniform(size=300))
-    r = pass_at_k_ci(4, c, 4, n_boot=1000, seed=3)
+    r = pass_at_k_ci(4, c, 4, n_boot=1000, seed=3, conf=CONF)
     assert KEYS <= r.keys() and r["k"] == 4 and r["pass_k"] == 4 and r["n_prompts"] == 300
     assert r["estimate"] == pytest.approx(np.mean(c > 0)) and r["n_solved"] == np.sum(c > 0)
     assert r["lo"] < r["estimate"] < r["hi"]
@@ -97,7 +102,7 @@ def test_pass_at_k_ci_fields_and_bounds():
 
 def test_paired_pass_at_k_delta_same_arm_is_zero():
     c = np.random.default_rng(2).binomial(4, 0.4, size=200)
-    r = paired_pass_at_k_delta(4, c, 4, c, 2, n_boot=500, seed=0)
+    r = paired_pass_at_k_delta(4, c, 4, c, 2, n_boot=500, seed=0, conf=CONF)
     assert r["estimate"] == 0 and r["lo"] == 0 and r["hi"] == 0 and r["p_boot"] == 1.0
 
 
@@ -114,7 +119,7 @@ def test_paired_bootstrap_agrees_with_normal_approximation():
     p = rng.beta(1.0, 1.5, size=n)
     a = rng.binomial(1, np.clip(p + 0.03, 0, 1)[:, None], size=(n, 4))
     b = rng.binomial(1, p[:, None], size=(n, 4))
-    r = paired_delta(a, b, n_boot=4000, seed=7)
+    r = paired_delta(a, b, n_boot=4000, seed=7, conf=CONF)
     d = a.mean(1) - b.mean(1)
     se = d.std(ddof=1) / math.sqrt(n)
     half = sps.norm.ppf(0.975) * se
@@ -133,7 +138,7 @@ def test_p_boot_agrees_with_normal_p_value():
     p = rng.beta(1.0, 1.5, size=n)
     a = rng.binomial(1, np.clip(p + 0.01, 0, 1)[:, None], size=(n, 4))
     b = rng.binomial(1, p[:, None], size=(n, 4))
-    r = paired_delta(a, b, n_boot=4000, seed=8)
+    r = paired_delta(a, b, n_boot=4000, seed=8, conf=CONF)
     d = a.mean(1) - b.mean(1)
     p_norm = 2 * sps.norm.sf(abs(d.mean() / (d.std(ddof=1) / math.sqrt(n))))
     assert 0.005 < p_norm < 0.5  # the test is about a non-trivial p-value
@@ -143,17 +148,17 @@ def test_p_boot_agrees_with_normal_p_value():
 def test_paired_uses_same_indices_for_both_arms():
     # If indices were drawn separately per arm, a == b would give a non-degenerate interval.
     x = np.random.default_rng(0).binomial(1, 0.5, size=(100, 3))
-    r = paired_delta(x, x.copy(), n_boot=300, seed=1)
+    r = paired_delta(x, x.copy(), n_boot=300, seed=1, conf=CONF)
     assert (r["lo"], r["hi"], r["estimate"]) == (0.0, 0.0, 0.0) and r["p_boot"] == 1.0
 
 
 def test_paired_delta_different_k_and_shape_check():
     rng = np.random.default_rng(5)
     a, b = rng.binomial(1, 0.6, size=(50, 4)), rng.binomial(1, 0.4, size=50)
-    r = paired_delta(a, b, n_boot=200, seed=0)
+    r = paired_delta(a, b, n_boot=200, seed=0, conf=CONF)
     assert r["k"] is None and r["k_a"] == 4 and r["k_b"] == 1
     with pytest.raises(ValueError):
-        paired_delta(a, b[:49], n_boot=10, seed=0)
+        paired_delta(a, b[:49], n_boot=10, seed=0, conf=CONF)
 
 
 # ------------------------------------------------------------------------ clustering effects
@@ -166,8 +171,8 @@ def test_clustered_interval_wider_than_naive_binomial_when_correlated():
     n, k = 300, 8
     p = rng.beta(0.3, 0.3, size=n)
     x = rng.binomial(1, p[:, None], size=(n, k))
-    clustered = rate_ci(x, n_boot=2000, seed=0)
-    naive_lo, naive_hi = wilson_ci(int(x.sum()), n * k)
+    clustered = rate_ci(x, n_boot=2000, seed=0, conf=CONF)
+    naive_lo, naive_hi = wilson_ci(int(x.sum()), n * k, CONF)
     w_c, w_n = clustered["hi"] - clustered["lo"], naive_hi - naive_lo
     assert w_c > 1.5 * w_n
     vd = variance_decomposition(x)
@@ -177,8 +182,8 @@ def test_clustered_interval_wider_than_naive_binomial_when_correlated():
 
 def test_no_clustering_gives_similar_widths():
     x = np.random.default_rng(12).binomial(1, 0.4, size=(400, 4))  # independent samples
-    w_c = np.subtract(*reversed([rate_ci(x, n_boot=2000, seed=0)[s] for s in ("lo", "hi")]))
-    lo, hi = wilson_ci(int(x.sum()), x.size)
+    w_c = np.subtract(*reversed([rate_ci(x, n_boot=2000, seed=0, conf=CONF)[s] for s in ("lo", "hi")]))
+    lo, hi = wilson_ci(int(x.sum()), x.size, CONF)
     assert w_c == pytest.approx(hi - lo, rel=0.15)
     assert variance_decomposition(x)["between_share"] < 0.05
 
@@ -187,10 +192,10 @@ def test_no_clustering_gives_similar_widths():
 def test_determinism_for_a_seed():
     x = np.random.default_rng(3).binomial(1, 0.3, size=(120, 4))
     y = np.random.default_rng(4).binomial(1, 0.35, size=(120, 4))
-    assert rate_ci(x, n_boot=500, seed=9) == rate_ci(x, n_boot=500, seed=9)
-    assert paired_delta(x, y, n_boot=500, seed=9) == paired_delta(x, y, n_boot=500, seed=9)
-    assert rate_ci(x, n_boot=500, seed=9)["lo"] != rate_ci(x, n_boot=500, seed=10)["lo"] or \
-        rate_ci(x, n_boot=500, seed=9)["hi"] != rate_ci(x, n_boot=500, seed=10)["hi"]
+    assert rate_ci(x, n_boot=500, seed=9, conf=CONF) == rate_ci(x, n_boot=500, seed=9, conf=CONF)
+    assert paired_delta(x, y, n_boot=500, seed=9, conf=CONF) == paired_delta(x, y, n_boot=500, seed=9, conf=CONF)
+    assert rate_ci(x, n_boot=500, seed=9, conf=CONF)["lo"] != rate_ci(x, n_boot=500, seed=10, conf=CONF)["lo"] or \
+        rate_ci(x, n_boot=500, seed=9, conf=CONF)["hi"] != rate_ci(x, n_boot=500, seed=10, conf=CONF)["hi"]
 
 
 def test_rate_ci_k_gt_1_reports_method_and_terms():

@@ -1,13 +1,17 @@
 import random
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ssd_math.synth import (
     RECHECK, answer_of, build_splits, completion_after_prompt, label_spans, make_problems,
     worked_solution,
 )
 
+#: the default config's recipe (config.yaml data.synthetic): tests change only what they measure
+SYN = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())["data"]["synthetic"]
 SCHEMA = {"id", "problem", "answer", "source", "level", "subject"}
 
 
@@ -57,19 +61,22 @@ def test_worked_solutions_are_correct_and_forked():
 
 
 def test_build_splits_disjoint_and_hard_subset():
-    sp = build_splits({"n_pretrain": 3000, "n_train_prompts": 200, "n_eval_main": 150, "seed": 3})
+    sp = build_splits({**SYN, "n_pretrain": 3000, "n_train_prompts": 200, "n_eval_main": 150, "seed": 3})
     texts = {k: {r["problem"] for r in v} for k, v in sp.items()}
     assert not texts["pretrain"] & texts["eval_main"]
     assert not texts["pretrain"] & texts["train_prompts"]
     assert not texts["train_prompts"] & texts["eval_main"]
     assert texts["eval_hard"] <= texts["eval_main"]
-    assert sp["eval_hard"] and all(r["level"] in (3, 4) for r in sp["eval_hard"])
-    assert len(sp["eval_hard"]) == sum(r["level"] in (3, 4) for r in sp["eval_main"])
+    hard = set(SYN["hard_levels"])
+    assert sp["eval_hard"] and all(r["level"] in hard for r in sp["eval_hard"])
+    assert len(sp["eval_hard"]) == sum(r["level"] in hard for r in sp["eval_main"])
     assert all("solution" in r for r in sp["pretrain"])
-    assert sp == build_splits({"n_pretrain": 3000, "n_train_prompts": 200, "n_eval_main": 150,
+    assert sp == build_splits({**SYN, "n_pretrain": 3000, "n_train_prompts": 200, "n_eval_main": 150,
                                "seed": 3})
     with pytest.raises(ValueError, match="subset"):
-        build_splits({"hard_levels": [9], "n_pretrain": 10})
+        build_splits({**SYN, "hard_levels": [9], "n_pretrain": 10, "seed": 0})
+    with pytest.raises(ValueError, match="data.synthetic: 'levels' is a required property"):
+        build_splits({k: v for k, v in SYN.items() if k != "levels"} | {"seed": 0})
 
 
 def test_answers_grade_with_math_verify():
@@ -120,7 +127,7 @@ def test_lock_noise_rate_and_chain_follows_written_digit(eps):
         think = sol.split("</think>")[0]
         for chain in think.split(RECHECK):
             steps = re.findall(r"(\d)([+*])(\d)=(\d)", chain)
-            for (a, op, b, c), nxt in zip(steps, steps[1:]):
+            for (_a, _op, _b, c), nxt in zip(steps, steps[1:]):
                 assert nxt[0] == c  # the chain continues from the digit written
             # the first operand of a chain is the first (left) or the last (right) term
             if steps:
@@ -166,7 +173,7 @@ def test_fork_shares_are_reproduced():
 
 
 def test_build_splits_noise_knobs_only_touch_pretraining_solutions():
-    base = {"n_pretrain": 500, "n_train_prompts": 50, "n_eval_main": 40, "seed": 2,
+    base = {**SYN, "n_pretrain": 500, "n_train_prompts": 50, "n_eval_main": 40, "seed": 2,
             "lock_noise": 0.0}
     clean = build_splits(base)
     noisy = build_splits({**base, "lock_noise": 0.3, "fork_shares": {"left": 0.2, "right": 0.8}})
@@ -235,8 +242,8 @@ def test_adjacent_slips_are_off_by_one_at_rate_eps():
 
 
 def test_lock_slip_is_validated_and_shapes_only_the_pretraining_solutions():
-    base = {"n_pretrain": 200, "n_train_prompts": 40, "n_eval_main": 40, "levels": [2, 3],
-            "hard_levels": [3], "lock_noise": 0.3}
+    base = {**SYN, "n_pretrain": 200, "n_train_prompts": 40, "n_eval_main": 40, "levels": [2, 3],
+            "hard_levels": [3], "lock_noise": 0.3, "seed": 0}
     u, a = build_splits({**base, "lock_slip": "uniform"}), build_splits({**base, "lock_slip": "adjacent"})
     for name in ("eval_main", "train_prompts"):
         assert u[name] == a[name]

@@ -11,7 +11,9 @@ from ssd_math.tokenizer import build_tokenizer, load_tokenizer
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
-    sp = build_splits({"n_pretrain": 800, "n_train_prompts": 20, "n_eval_main": 20})
+    # levels 1-4 (shorter texts than the default's 2-5), the schema's defaults for the rest
+    sp = build_splits({"levels": [1, 2, 3, 4], "hard_levels": [3, 4], "n_pretrain": 800,
+                       "n_train_prompts": 20, "n_eval_main": 20, "seed": 0})
     d = tmp_path_factory.mktemp("tok")
     build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION), d,
                     vocab_size=400)

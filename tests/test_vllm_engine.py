@@ -172,7 +172,7 @@ def test_sampled_accuracy_agrees_with_transformers(engine, hf, requests):
     """Same model, same settings (T 0.7, top-k 20, top-p 0.95): the two backends draw
     differently, so their accuracies agree only within sampling error: vLLM's accuracy lies in
     the 99% Wilson interval of transformers', n = prompts x 4 samples."""
-    from ssd_math.grading import grade_rows
+    from ssd_math.grading_pool import grade_rows
 
     sc = SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, max_new_tokens=96, n=4)
     ours = grade_rows(engine.sample(requests, sampling=sc, condition="T0.7", base_seed=2),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import importlib.util
 import json
 import re
@@ -22,8 +21,12 @@ import yaml
 
 from .io import stable_hash
 from .sampler import SamplingConfig
+# the schema's loader lives below config (the sampler and the data builders read it too);
+# config re-exports what its callers use
+from .schema import SCHEMA_PATH, load_schema, project_schema, schema_defaults, schema_node  # noqa: F401
+from .schema import _root
+from .schema import fill as _fill
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 REPO_ROOT = SCHEMA_PATH.parents[1]  # the workflow folder: relative model folders resolve here too
 BASE = "base"
 #: the provenance file of a shipped tiny base (rule ship_base writes it; fetch_base copies it)
@@ -57,42 +60,6 @@ def read_yaml(path: str | Path) -> Any:
         if ctx:
             what += f" ({ctx}" + (f" that starts on line {cmark.line + 1})" if cmark is not None else ")")
         raise ConfigError(f"{path}: {where}YAML syntax error: {what}") from None
-
-
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    return read_yaml(path)
-
-
-@functools.lru_cache(maxsize=None)
-def _schema_text() -> str:
-    return json.dumps(load_schema())
-
-
-def project_schema() -> dict:
-    """The project's schema (a fresh copy: callers may keep or change it)."""
-    return json.loads(_schema_text())
-
-
-@functools.lru_cache(maxsize=None)
-def _root() -> dict:
-    """The schema, parsed once, for reading only (:func:`_fill` copies the defaults it sets)."""
-    return project_schema()
-
-
-def schema_node(pointer: str, root: dict | None = None) -> dict:
-    """The schema entry at ``pointer``, e.g. ``$defs/optim`` or ``properties/probe``, its
-    ``$ref`` resolved."""
-    root = root or _root()
-    node: Any = root
-    for part in pointer.strip("/").split("/"):
-        node = _resolve(node, root)[part]
-    return _resolve(node, root)
-
-
-def schema_defaults(pointer: str) -> dict:
-    """Every ``default:`` under the object at ``pointer`` (nested objects too), in the schema's
-    key order: what a section resolves to when the config leaves it out."""
-    return _fill(schema_node(pointer), {}, _root())
 
 
 def load_config(path: str | Path) -> dict:
@@ -242,35 +209,12 @@ def validate(cfg: dict, schema: dict | None = None, *, cli_overrides: dict | Non
     return cfg
 
 
-def _resolve(node: dict, schema: dict) -> dict:
-    ref = node.get("$ref")
-    if ref:
-        target: Any = schema
-        for part in ref.removeprefix("#/").split("/"):
-            target = target[part]
-        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    return node
-
-
 def fill_defaults(cfg: dict, schema: dict | None = None) -> dict:
     """Set every absent key whose schema entry has a ``default:`` (in place; nested objects
     too, through ``$ref``; not inside arrays or maps of named entries such as ``arms``), so the
     rules read ``config[...]`` directly and each default lives once, in the schema."""
     schema = schema or project_schema()
     return _fill(schema, cfg, schema)
-
-
-def _fill(node: dict, inst: Any, root: dict) -> Any:
-    node = _resolve(node, root)
-    if not isinstance(inst, dict):
-        return inst
-    for key, sub in (node.get("properties") or {}).items():
-        sub = _resolve(sub, root)
-        if key not in inst and "default" in sub:
-            inst[key] = copy.deepcopy(sub["default"])
-        if key in inst:
-            _fill(sub, inst[key], root)
-    return inst
 
 
 def _check_training_memory(cfg: dict) -> list[str]:
@@ -462,7 +406,7 @@ def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
 
     The same arithmetic as :func:`ssd_math.train.train` (``rows // global_batch × epochs``, capped
     by ``max_steps``) with the fewest rows the config allows the arm: prompts × samples per prompt
-    × ``train_sampling.min_kept_fraction`` when it filters length stops (absent: 1.0), so that a
+    × ``train_sampling.min_kept_fraction`` when it filters length stops, so that a
     checkpoint step is refused now, naming the arm, not after all its sampling. ``None`` when the
     pool size is not in the config."""
     n_prompts, key = train_pool_size(cfg)
@@ -472,7 +416,7 @@ def max_sft_steps(cfg: dict, arm: str) -> tuple[int | None, str]:
     sft = arm_sft(cfg, arm)
     kept, kept_how = 1.0, "at most 1.0"
     if all_arms(cfg)[arm].get("filter_length_stop"):
-        kept = float(cfg["train_sampling"].get("min_kept_fraction", 1.0))
+        kept = float(cfg["train_sampling"]["min_kept_fraction"])
         kept_how = f"{kept} (train_sampling.min_kept_fraction, the worst case allowed)"
     steps = int(n_prompts * n * kept) // sft["global_batch"] * sft["epochs"]
     how = (f"({n_prompts} prompts ({key}) x {n} sample(s) per prompt x a kept fraction of "
@@ -578,8 +522,8 @@ def _check_real(cfg: dict) -> list[str]:
             out.append("data.real.train.sources: every source is disabled")
         if not any(s.get("enabled", True) for s in ev["sources"]):
             out.append("data.real.eval.sources: every source is disabled")
-        dc = real.get("decontam") or {}
-        if dc.get("threshold_same_answer", 0.3) > dc.get("threshold", 0.5):
+        dc = real["decontam"]
+        if dc["threshold_same_answer"] > dc["threshold"]:
             out.append("data.real.decontam.threshold_same_answer is above data.real.decontam."
                        "threshold (the same-answer threshold is the lower one)")
     if cfg["model"].get("rehearsal") is not None:
@@ -667,7 +611,7 @@ def rehearsal_problems(spec: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the probe: section (ssd_math.probe reads it through probe_settings)
+# the probe: section (ssd_math.probe_positions / probe_forward / probe_analysis read it through probe_settings)
 # ----------------------------------------------------------------------------------------------
 
 def _merge(base: dict, over: dict | None) -> dict:
@@ -752,7 +696,7 @@ def arm_sampling(cfg: dict, arm: str) -> SamplingConfig:
     top-p, cap and samples per prompt."""
     a, ts = all_arms(cfg)[arm], cfg["train_sampling"]
     return SamplingConfig.from_config(a, max_new_tokens=a.get("max_new_tokens", ts["max_new_tokens"]),
-                                      n=a.get("samples_per_prompt", ts.get("samples_per_prompt", 1)))
+                                      n=a.get("samples_per_prompt", ts["samples_per_prompt"]))
 
 
 def final_models(cfg: dict) -> list[str]:
@@ -766,7 +710,7 @@ def serve_dtype(cfg: dict) -> str | None:
     sam = cfg["sampler"]
     if sam.get("backend") != "vllm":
         return None
-    dt = (sam.get("vllm") or {}).get("dtype", "auto")
+    dt = sam["vllm"]["dtype"]
     if dt == "auto":
         dt = ((cfg.get("model") or {}).get("hub") or {}).get("dtype")
     return None if dt in (None, "float32") else str(dt)
@@ -793,8 +737,8 @@ def sweep_samplings(cfg: dict) -> dict[str, SamplingConfig]:
     out = {f"preset-{name}": SamplingConfig.from_config(p, max_new_tokens=ev["max_new_tokens"],
                                                         n=ev["samples_per_prompt"])
            for name, p in (sw.get("presets") or {}).items()}
-    t = sw.get("min_p_temperature", 1.0)
     for mp in sw.get("min_p_grid") or []:
+        t = sw["min_p_temperature"]
         out[f"minp{mp:g}-T{fmt_t(t)}"] = dataclasses.replace(eval_sampling(cfg, t), min_p=float(mp))
     return out
 

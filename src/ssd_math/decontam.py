@@ -14,7 +14,7 @@ of one-token super/subscripts (``x^{4}`` -> ``x^4``; seen in OlympiadBench vs MA
 the same problem), and collapses whitespace; tokens are words, numbers, LaTeX commands and single symbols, so
 ``x^{2}`` equals ``x^2`` and ``$3$`` equals ``3``.
 
-Defaults and why (measured on MATH-train L4-5 vs MATH-500 + OlympiadBench + AIME/AMC/HMMT, see
+The schema's defaults (``data.real.decontam``, schemas/config.schema.yaml) and why (measured on MATH-train L4-5 vs MATH-500 + OlympiadBench + AIME/AMC/HMMT, see
 tests/test_decontam.py): ``n = 8`` (the common choice for benchmark-contamination checks; with
 math symbols as tokens 8 tokens are about one short clause, so a shared 8-gram is rarely a
 coincidence except for boilerplate like "express your answer as a common fraction"),
@@ -37,9 +37,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-DEFAULT_N = 8
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_THRESHOLD_SAME_ANSWER = 0.3
 
 _SPACING = re.compile(r"\\(?:,|;|:|!|quad|qquad|enspace|thinspace|medspace|thickspace)(?![a-z])|~")
 _LEFTRIGHT = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])")
@@ -113,8 +110,7 @@ def _jaccards(grams: set, row_grams: list[set], index: dict[tuple, list[int]]) -
 
 
 def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *,
-                  n: int = DEFAULT_N, threshold: float = DEFAULT_THRESHOLD,
-                  threshold_same_answer: float = DEFAULT_THRESHOLD_SAME_ANSWER,
+                  n: int, threshold: float, threshold_same_answer: float,
                   ) -> tuple[list[dict], list[dict]]:
     """Remove training rows that duplicate or nearly duplicate an eval row.
 
@@ -163,7 +159,7 @@ def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *
 
 
 def max_similarity(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *,
-                   n: int = DEFAULT_N, top: int = 20) -> list[dict]:
+                   n: int, top: int = 20) -> list[dict]:
     """The ``top`` most similar (train, eval) pairs by n-gram Jaccard, whatever the threshold:
     a calibration aid for choosing ``threshold`` (written into the decontamination report)."""
     evals = list(eval_rows)

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from .config import BASE  # noqa: E402
 from .fmt import pct_scale  # noqa: E402
 from .io import atomic_path, read_jsonl  # noqa: E402
 from .stats import level_text  # noqa: E402
@@ -94,8 +95,8 @@ def figure_c(metrics_csv: str | Path, out_png: str | Path, *, hard_set: str, mod
         d = df.filter(pl.col("model") == model).sort("temperature")
         if d.is_empty():
             continue
-        style = dict(color=COLORS[i % len(COLORS)], label=model, lw=2.2 if model == "base" else 1.4,
-                     ls="--" if model == "base" else "-")
+        style = dict(color=COLORS[i % len(COLORS)], label=model, lw=2.2 if model == BASE else 1.4,
+                     ls="--" if model == BASE else "-")
         _errorbar(axes[0], d["temperature"], d["accuracy"], d["accuracy_lo"], d["accuracy_hi"], **style)
         _errorbar(axes[1], d["temperature"], d["boxed"], d["boxed_lo"], d["boxed_hi"], **style)
     n = df["n_prompts"].max() if not df.is_empty() else 0
@@ -378,7 +379,7 @@ def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> lis
 
 
 # ------------------------------------------------------------------------------------------------
-# Locks and forks (study §6): the probe's positions and the fork-method shares (ssd_math.probe)
+# Locks and forks (study §6): the probe's positions and the fork-method shares (ssd_math.probe_analysis)
 # ------------------------------------------------------------------------------------------------
 
 PROBE_CLASS_COLORS = {"lock": "#1f77b4", "fork": "#d62728", "mixed": "#9a9a9a"}

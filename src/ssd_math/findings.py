@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
+from .config import BASE
 from .fmt import NBSP, g3, n_prompts, num, order, pct, pp, rate, span, verdict
 from .io import write_json, write_text
 from .stats import level_text
@@ -86,7 +87,7 @@ def _table1_findings(t1: pl.DataFrame, ssd_arm: str) -> list[Finding]:
         return []
     out = []
     for r in t1.iter_rows(named=True):
-        if r["model"] != "base" or r.get(f"{sets[0]}_delta_pp") is None:
+        if r["model"] != BASE or r.get(f"{sets[0]}_delta_pp") is None:
             continue
         matched = abs(r["temperature"] - ssd["temperature"]) < 1e-9
         t_text = r["row"].rsplit("@", 1)[-1].strip()  # "T0.7", as the table writes it
@@ -117,7 +118,7 @@ def _table2_findings(t2: pl.DataFrame, ssd_arm: str) -> list[Finding]:
         return []
     out = []
     for r in t2.iter_rows(named=True):
-        if r["model"] != "base" or r.get("delta_pp") is None:
+        if r["model"] != BASE or r.get("delta_pp") is None:
             continue
         k = int(r["k"])
         w = verdict(r["delta_lo_pp"], r["delta_hi_pp"])
@@ -143,7 +144,7 @@ def _harder_findings(t1b: pl.DataFrame | None, t1: pl.DataFrame, ssd_arm: str) -
     ssd = next((r for r in t1.iter_rows(named=True) if r["model"] == ssd_arm), None)
     if ssd is None:
         return []
-    lv = t1b.filter((pl.col("by") == "level") & (pl.col("model") == "base")
+    lv = t1b.filter((pl.col("by") == "level") & (pl.col("model") == BASE)
                     & ((pl.col("temperature") - ssd["temperature"]).abs() < 1e-9)
                     & pl.col(f"{s}_delta_pp").is_not_null())
     if lv.height < 2:

@@ -23,7 +23,7 @@ The vLLM backend resumes per request instead (:func:`generate_jobs_vllm`): one s
 every request of all the job's conditions, rows appended to the partials as requests finish, a
 rerun keeps every finished (prompt id, sample index) row of each condition and submits the rest.
 
-Input rows (:func:`ssd_math.data.check_rows`, the rule data preparation applies too): a malformed
+Input rows (:func:`ssd_math.problem_sources.check_rows`, the rule data preparation applies too): a malformed
 JSON line is an error naming the file and line; an empty file, or one with no valid row, is an
 error naming the file. Rows without an id, without
 problem text, **without a gold answer**, and repeated ids (the first is kept) are dropped before
@@ -53,7 +53,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .data import MAX_PROBLEM_CHARS, check_rows  # noqa: F401  (the one row-validation rule)
+from .problem_sources import check_rows
 from .io import (DataError, atomic_path, meta_path, read_json, read_jsonl, read_jsonl_lines, stable_hash,
                  write_jsonl, write_meta)
 from .prompting import render_prompt, template_hash
@@ -223,7 +223,7 @@ def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
     prompt is one of ``problems_path``'s (a subset eval set, :func:`ssd_math.layout.subset_sets`),
     in the source's order, with the source's sidecar plus ``subset_of`` and ``problems``.
 
-    The problems are checked as generation checks them (:func:`ssd_math.data.check_rows`); a
+    The problems are checked as generation checks them (:func:`ssd_math.problem_sources.check_rows`); a
     problem with no rows in a source is a :class:`DataError` naming the source, the count and the
     first ids (the set is then not a subset of the parent: generate it instead)."""
     if len(sources) != len(outputs):
@@ -275,7 +275,7 @@ def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, thread
     trust = bool(common.get("trust_remote_code", False))
     if backend == "hf":
         return make_sampler("hf", model_dir, device=common.get("device", "cpu"),
-                            batch_size=int(common.get("batch_size", 64)), model_name=model_name,
+                            batch_size=int(common["batch_size"]), model_name=model_name,
                             threads=threads, trust_remote_code=trust)
     # the engine seed: sampler.vllm.seed where set, else the experiment seed (per-request seeds
     # come from the experiment seed either way: ssd_math.sampler.request_seed)
@@ -322,7 +322,7 @@ def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, con
     """Drop the requests whose rendered prompt plus the generation budget does not fit the
     model's context (``n_tokens(prompt) + max_new_tokens > context``): such a sample could not
     get its full budget, so its length stop (and its grade) would be an artifact of the prompt.
-    Returns (kept requests, a copy of the ``data.check_rows`` report with them counted under
+    Returns (kept requests, a copy of the ``problem_sources.check_rows`` report with them counted under
     ``dropped.prompt_too_long`` and the rule under ``context``). Raises :class:`DataError`
     naming the file when none is left."""
     rep = json.loads(json.dumps(report))
@@ -401,7 +401,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
 
     One sampler (one model load / engine start) serves consecutive jobs of the same model dir.
     ``common``: instruction, backend, batch_size, device, seed, sampler_extra, trust_remote_code.
-    Problem rows are checked first (:func:`ssd_math.data.check_rows`) and the whole file is validated
+    Problem rows are checked first (:func:`ssd_math.problem_sources.check_rows`) and the whole file is validated
     before sharding, so every shard sees the same row list. Resumable (module docstring).
     """
     import torch
@@ -415,11 +415,11 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
     torch.set_num_threads(max(1, int(threads)))
     if shard is not None:
         problems = shard_slice(problems, *shard)
-    batch_size = int(common.get("batch_size", 64))
     trust = bool(common.get("trust_remote_code", False))
     if common["backend"] == "vllm":
         return generate_jobs_vllm(jobs, problems, outputs, common=common, report=report,
                                   problems_path=problems_path, shard=shard, progress=progress)
+    batch_size = int(common["batch_size"])  # sampler.batch_size: the hf backend's batches
     counts = []
     current_dir, sampler, requests, thash, ident = None, None, None, None, None
     for job, out in zip(jobs, outputs):
@@ -438,8 +438,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
                     backend=common["backend"], batch_size=batch_size,
                     device=common.get("device", "cpu"), trust_remote_code=trust,
                     threads=int(threads), hf_loop=getattr(sampler, "loop", None),
-                    dtype=(common.get("sampler_extra") or {}).get(
-                        "dtype", "float32" if common["backend"] == "hf" else "bfloat16"),
+                    dtype=sampler.dtype,
                     base_seed=int(common["seed"]),
                     seeds={"base_seed": int(common["seed"]),
                            "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
@@ -538,7 +537,7 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                     log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
                 meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
                             condition=job["condition"], sampling=cfg.to_dict(), **served_by,
-                            trust_remote_code=trust, dtype=extra.get("dtype", "bfloat16"),
+                            trust_remote_code=trust, dtype=extra["dtype"],
                             base_seed=base_seed,
                             seeds={"base_seed": base_seed,
                                    "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)"},
@@ -551,8 +550,8 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                 state[j] = {"out": out, "partial": partial, "cfg": cfg, "expected": expected,
                             "done": done, "meta": meta}
 
-            def finish(j: int) -> None:
-                st = state[j]
+            def finish(j: int) -> None:  # called within this iteration: state is this model's
+                st = state[j]  # noqa: B023
                 rows = [st["done"][k] for k in st["expected"]]
                 write_meta(st["out"], **{**st["meta"], "n_rows": len(rows)})
                 counts[j] = write_jsonl(st["out"], rows)

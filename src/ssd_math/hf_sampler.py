@@ -445,6 +445,7 @@ class HFSampler:
         self.model_dir = str(model_dir)
         self.model_name = model_name or self.model_dir
         self.device = device
+        self.dtype = dtype
         self.batch_size = int(batch_size)
         self.compact_frac = float(compact_frac)
         self.buffered_kv = True       # ablation switches of decode_batch (bench/bench_sampler.py)

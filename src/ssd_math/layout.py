@@ -41,7 +41,7 @@ def hard_set(cfg: dict) -> str:
 
 def subset_sets(cfg: dict) -> dict[str, str]:
     """``{eval set: the set it is a subset of}``. eval_hard is eval_main's rows at the hard levels
-    (same ids: ssd_math.synth.make_splits, ssd_math.realdata), so where both are evaluated the
+    (same ids: ssd_math.synth.make_splits, ssd_math.prepare_real_data), so where both are evaluated the
     T grid and the sweeps are generated once, on eval_main, and eval_hard's files of those
     conditions are eval_main's rows of its prompts (rules subset_grid / subset_sweep): the same
     model, decoding and seeds, not a second sample. pass@k and the checkpoints run on eval_hard only."""
@@ -220,6 +220,13 @@ class Layout:
 
     def figure(self, name: str) -> str:
         return f"{self.R}/figures/{name}.png"
+
+    @staticmethod
+    def results_of(path: str) -> str:
+        """The results folder of an artifact ``<results>/<kind>/<file>`` (a table, the plan, the
+        report): what a rule that reads the whole folder passes its script, taken from its own
+        output, so it stays right where Snakemake prefixes paths (remote storage)."""
+        return os.path.dirname(os.path.dirname(path))
 
     def plan_file(self, ext: str) -> str:
         return f"{self.R}/plan/cost_plan.{ext}"

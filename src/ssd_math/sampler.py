@@ -1,7 +1,8 @@
 """Sampling from a model: the request contract, seeds and decoding settings shared by the two backends,
 :mod:`ssd_math.hf_sampler` (transformers, CPU by default) and :mod:`ssd_math.vllm_sampler` (vLLM 0.32
-on GPU, or its CPU build); :func:`ssd_math.generate.make_sampler` picks one. This module imports
-no other project module: it is the bottom layer both backends and the config build on.
+on GPU, or its CPU build); :func:`ssd_math.generate.make_sampler` picks one. It imports only
+:mod:`ssd_math.schema` (the decoding settings' defaults and ranges are the schema's ``$defs``): it is
+the layer both backends and the config build on.
 
 Rows follow docs/contracts.md "Sample row": one per (prompt, sample index)::
 
@@ -58,6 +59,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .schema import default as schema_default
+from .schema import errors as schema_errors
+
+#: the decoding settings whose range (and default, where optional) the schema's ``$defs`` own
+SCHEMA_FIELDS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty")
 
 # ------------------------------------------------------------------------------------------
 # configuration and seeds
@@ -68,25 +74,13 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: int = 20              # <= 0: off
     top_p: float = 0.95
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
+    min_p: float = schema_default("$defs/min_p")
+    presence_penalty: float = schema_default("$defs/presence_penalty")
     max_new_tokens: int = 128
     n: int = 1                   # samples per prompt
 
     def __post_init__(self):
-        errs = []
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            errs.append(f"temperature must be > 0 (greedy decoding is not a sampling condition), "
-                        f"got {self.temperature!r}")
-        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            errs.append(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p < 1):
-            errs.append(f"min_p must be in [0, 1), got {self.min_p!r}")
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool):
-            errs.append(f"top_k must be an int (<= 0 disables it), got {self.top_k!r}")
-        if not (isinstance(self.presence_penalty, (int, float)) and -2 <= self.presence_penalty <= 2):
-            errs.append(f"presence_penalty must be in [-2, 2] (OpenAI/vLLM range), "
-                        f"got {self.presence_penalty!r}")
+        errs = [e for f in SCHEMA_FIELDS for e in schema_errors(getattr(self, f), f"$defs/{f}", f)]
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
             errs.append(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
         if not (isinstance(self.n, int) and self.n >= 1):
@@ -98,12 +92,14 @@ class SamplingConfig:
     def from_config(cls, section: dict, *, max_new_tokens: int, n: int,
                     temperature: float | None = None) -> "SamplingConfig":
         """The decoding of a config section with ``temperature`` (unless given), ``top_k``,
-        ``top_p`` and optional ``min_p`` / ``presence_penalty`` (default 0): an arm,
-        ``eval.decoding`` or a sweep preset; the cap and samples per prompt come from around it."""
+        ``top_p`` and optional ``min_p`` / ``presence_penalty`` (their schema defaults when absent:
+        an arm or a sweep preset is a map entry the config's default filling does not reach): an
+        arm, ``eval.decoding`` or a sweep preset; the cap and samples per prompt come from around it."""
+        opt = {k: section[k] if k in section else schema_default(f"$defs/{k}")
+               for k in ("min_p", "presence_penalty")}
         return cls(temperature=float(section["temperature"] if temperature is None else temperature),
                    top_k=int(section["top_k"]), top_p=float(section["top_p"]),
-                   min_p=float(section.get("min_p", 0.0)),
-                   presence_penalty=float(section.get("presence_penalty", 0.0)),
+                   min_p=float(opt["min_p"]), presence_penalty=float(opt["presence_penalty"]),
                    max_new_tokens=int(max_new_tokens), n=int(n))
 
     @classmethod

@@ -102,7 +102,7 @@ def _k_of(n_arr: np.ndarray) -> int | list[int]:
 
 
 # ------------------------------------------------------------------------------ single rates
-def wilson_ci(successes: int, n: int, conf: float = 0.95) -> tuple[float, float]:
+def wilson_ci(successes: int, n: int, conf: float) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (scipy ``binomtest(...).proportion_ci``,
     method "wilson", no continuity correction)."""
     ci = sps.binomtest(int(successes), int(n)).proportion_ci(confidence_level=conf,
@@ -110,7 +110,7 @@ def wilson_ci(successes: int, n: int, conf: float = 0.95) -> tuple[float, float]
     return float(ci.low), float(ci.high)
 
 
-def rate_ci(x, *, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> dict[str, Any]:
+def rate_ci(x, *, n_boot: int, seed: int, conf: float) -> dict[str, Any]:
     """Rate (accuracy, think-close, boxed, length-stop ...) with a confidence interval.
 
     ``x``: (n_prompts, k) 0/1 array, or 1-D (k = 1).
@@ -138,7 +138,7 @@ def rate_ci(x, *, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> dict
             "estimate": float(per_prompt.mean()), "lo": lo, "hi": hi}
 
 
-def paired_delta(a, b, *, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> dict:
+def paired_delta(a, b, *, n_boot: int, seed: int, conf: float) -> dict:
     """Paired difference of rates on the same prompts: delta = mean(a) - mean(b).
 
     ``a``: (n_prompts, k_a), ``b``: (n_prompts, k_b) 0/1 arrays, same prompts in the same order
@@ -187,8 +187,8 @@ def pass_at_k(n, c, k: int) -> np.ndarray | float:
     return float(out) if out.ndim == 0 else out
 
 
-def pass_at_k_ci(n_arr, c_arr, k: int, *, n_boot: int = 2000, seed: int = 0,
-                 conf: float = 0.95) -> dict[str, Any]:
+def pass_at_k_ci(n_arr, c_arr, k: int, *, n_boot: int, seed: int,
+                 conf: float) -> dict[str, Any]:
     """pass@k over prompts with a percentile bootstrap interval.
 
     estimate = mean over prompts of the unbiased per-prompt pass@k; interval = percentile
@@ -211,8 +211,8 @@ def pass_at_k_ci(n_arr, c_arr, k: int, *, n_boot: int = 2000, seed: int = 0,
             "conf": conf, "estimate": float(p.mean()), "lo": lo, "hi": hi}
 
 
-def paired_pass_at_k_delta(n_a, c_a, n_b, c_b, k: int, *, n_boot: int = 2000, seed: int = 0,
-                           conf: float = 0.95) -> dict[str, Any]:
+def paired_pass_at_k_delta(n_a, c_a, n_b, c_b, k: int, *, n_boot: int, seed: int,
+                           conf: float) -> dict[str, Any]:
     """Paired difference of pass@k on the same prompts: mean pass@k(a) - mean pass@k(b).
 
     Per-prompt unbiased pass@k for each arm, then the paired percentile bootstrap over prompts

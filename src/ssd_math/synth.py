@@ -53,6 +53,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .prompting import render_prompt, user_message
+from .schema import default as schema_default
+from .schema import errors as schema_errors
+from .schema import with_defaults
+
+#: the config section this task's recipe is (its defaults and limits: the schema's)
+SECTION = "properties/data/properties/synthetic"
+
+
+def _default(key: str) -> Any:
+    return schema_default(f"{SECTION}/properties/{key}")
+
 
 SUM = "sum"
 PRODUCT = "product"
@@ -162,8 +173,8 @@ def _lock(subject: str, a: int, b: int, rng: random.Random | None, lock_noise: f
     return right
 
 
-def _chain(subject: str, acc: int | None, terms: Sequence[int], rng: random.Random | None = None,
-           lock_noise: float = 0.0, slip: str = "uniform") -> tuple[list[str], int | None]:
+def _chain(subject: str, acc: int | None, terms: Sequence[int], rng: random.Random | None,
+           lock_noise: float, slip: str) -> tuple[list[str], int | None]:
     """Steps ``acc op t = c`` over ``terms``; each ``c`` is a lock (see :func:`_lock`) and the
     chain continues from the digit written, so a slip propagates to the final answer."""
     sym = OPS[subject][0]
@@ -197,11 +208,8 @@ def _complement_pairs(terms: Sequence[int], rng: random.Random) -> tuple[list[tu
 
 
 METHODS = ("left", "right")  # the fork after "From the ": the order the chain is worked in
-DEFAULT_FORK_SHARES = {"left": 0.5, "right": 0.5}
-
-
 def _fork_weights(fork_shares: dict[str, float] | None) -> list[float]:
-    shares = DEFAULT_FORK_SHARES if fork_shares is None else dict(fork_shares)
+    shares = _default("fork_shares") if fork_shares is None else dict(fork_shares)
     unknown = set(shares) - set(METHODS)
     if unknown:
         raise ValueError(f"fork_shares: unknown method(s) {sorted(unknown)}; known: {list(METHODS)}")
@@ -211,10 +219,10 @@ def _fork_weights(fork_shares: dict[str, float] | None) -> list[float]:
     return w
 
 
-def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_noise: float = 0.0,
-                fork_weights: Sequence[float] | None = None, slip: str = "uniform") -> tuple[str, int]:
+def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_noise: float,
+                fork_weights: Sequence[float], slip: str) -> tuple[str, int]:
     methods = list(METHODS)
-    weights = list(fork_weights) if fork_weights is not None else _fork_weights(None)
+    weights = list(fork_weights)
     if PAIR_FORK and subject == SUM and _complement_pairs(terms, random.Random(0))[0]:
         methods.append("pair")
         weights.append(sum(weights) / len(weights))
@@ -238,16 +246,20 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_
     return line, acc
 
 
-def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float = 0.12,
-                    max_rechecks: int = 6, lock_noise: float = 0.0,
-                    fork_shares: dict[str, float] | None = None, slip: str = "uniform") -> str:
+def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float | None = None,
+                    max_rechecks: int = 6, lock_noise: float | None = None,
+                    fork_shares: dict[str, float] | None = None, slip: str | None = None) -> str:
     """The completion text for one problem: ``<think>\\n…\\n</think>\\n\\n…\\boxed{X}``.
 
     With ``lock_noise`` = 0 every step is right and ``X`` is the gold answer. With ``lock_noise``
     = ε each lock digit is wrong with probability ε (uniform over the other nine digits), the
     chain continues from the digit written, and ``X`` is what the *last* chain reached (a
     recheck redoes the whole chain, with fresh slips): the solution is a noisy demonstration, the
-    problem's gold answer is unchanged. The method of each chain is drawn by ``fork_shares``."""
+    problem's gold answer is unchanged. The method of each chain is drawn by ``fork_shares``.
+    A knob left None takes its ``data.synthetic`` default from the schema (``slip``: lock_slip)."""
+    p_recheck = _default("p_recheck") if p_recheck is None else p_recheck
+    lock_noise = _default("lock_noise") if lock_noise is None else lock_noise
+    slip = _default("lock_slip") if slip is None else slip
     subject = problem_row.get("subject") or (PRODUCT if "\\times" in problem_row["problem"] else SUM)
     terms = _terms_of(problem_row)
     w = _fork_weights(fork_shares)
@@ -268,22 +280,7 @@ def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float =
             f"The units digit is $\\boxed{{{acc}}}$.")
 
 
-DEFAULT_SPLITS = {  # the embedded default (config.yaml data.synthetic)
-    "levels": [1, 2, 3, 4],
-    "hard_levels": [3, 4],
-    "subjects": [SUM, PRODUCT],
-    "n_pretrain": 8000,
-    "n_train_prompts": 600,
-    "n_eval_main": 300,
-    "p_recheck": 0.15,
-    "lock_noise": 0.0,
-    "lock_slip": "uniform",
-    "fork_shares": dict(DEFAULT_FORK_SHARES),
-    "seed": 0,
-}
-
-
-def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
+def build_splits(cfg: dict[str, Any]) -> dict[str, list[dict]]:
     """Splits disjoint by problem text, drawn in a fixed order (eval, train prompts, pretrain):
 
     * ``eval_main``   (the "1k" role): ``n_eval_main`` problems, levels uniform over ``levels``;
@@ -293,25 +290,26 @@ def build_splits(cfg: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     * ``pretrain``: ``n_pretrain`` problems, each with a ``solution`` (its worked solution, the
       prompt-free completion text), for pretraining the tiny base model.
 
-    cfg keys (defaults in :data:`DEFAULT_SPLITS`): levels, hard_levels, subjects, n_pretrain,
-    n_train_prompts, n_eval_main, p_recheck, lock_noise, fork_shares, seed, and optional
-    pretrain_levels. ``lock_noise`` and ``fork_shares`` shape only the pretraining solutions
+    cfg: the config's ``data.synthetic`` section plus ``seed``; its keys are checked against the
+    schema (which names the required ones and their limits) and the optional ones take the
+    schema's defaults (subjects, p_recheck, lock_noise, lock_slip, fork_shares; pretrain_levels:
+    the levels). ``lock_noise`` and ``fork_shares`` shape only the pretraining solutions
     (:func:`worked_solution`); the prompts and gold answers of every split do not depend on them.
     """
-    c = {**DEFAULT_SPLITS, **(cfg or {})}
-    seed = int(c["seed"])
+    if "seed" not in cfg:
+        raise ValueError("build_splits: cfg needs 'seed' (the config's top-level seed)")
+    c = with_defaults({k: v for k, v in cfg.items() if k != "seed"}, SECTION)
+    problems = schema_errors(c, SECTION, "data.synthetic")
+    if problems:
+        raise ValueError("invalid synthetic data recipe:\n  - " + "\n  - ".join(problems))
+    seed = int(cfg["seed"])
     levels = [int(x) for x in c["levels"]]
     hard = {int(x) for x in c["hard_levels"]}
     if not hard <= set(levels):
         raise ValueError(f"hard_levels {sorted(hard)} must be a subset of levels {levels}")
     subjects = list(c["subjects"])
     eps = float(c["lock_noise"])
-    if not 0 <= eps < 0.9:
-        raise ValueError(f"data.synthetic.lock_noise must be in [0, 0.9) (the right digit stays the "
-                         f"most likely one), got {c['lock_noise']!r}")
     slip = str(c["lock_slip"])
-    if slip not in SLIPS:
-        raise ValueError(f"data.synthetic.lock_slip must be one of {list(SLIPS)}, got {slip!r}")
     fork_shares = dict(c["fork_shares"])
     _fork_weights(fork_shares)  # a bad key or weight fails here, before any work
     eval_main = make_problems(int(c["n_eval_main"]), seed=seed * 1000 + 1, levels=levels,

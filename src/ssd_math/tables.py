@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from . import fmt, stats
+from .config import BASE
 from .grading import STATUSES, answer_kind
 from .io import DataError, read_benchmark, read_jsonl
 from .layout import describe_eval_path
@@ -110,7 +111,7 @@ def _table1_rows(data: dict[tuple[str, str, str], list[dict]], rows: Sequence[di
                         f"{s}_n_prompts": x.shape[0], f"{s}_k": x.shape[1],
                         f"{s}_text": fmt.ci(res["estimate"], res["lo"], res["hi"]),
                         f"{s}_method": res["method"]})
-            if ref is not None and r["model"] == "base":
+            if ref is not None and r["model"] == BASE:
                 tr = fmt_t(ref["temperature"])
                 _, y = matrix(data[(ref["model"], tr, s)], "correct", prompt_ids=ids)
                 d = stats.paired_delta(y, x, n_boot=n_boot, seed=seed, conf=conf)
@@ -156,7 +157,7 @@ def _table2_rows(loaded: Sequence[list[dict]], runs: Sequence[dict], k: int, ssd
                "pass_at_k": res["estimate"], "lo": res["lo"], "hi": res["hi"], "count": solved,
                "text": (f"{solved}/{x.shape[0]} = " if solved is not None else "") + fmt.ci(res["estimate"], res["lo"], res["hi"]),
                "method": res["method"], "conf": conf, "n_boot": n_boot, "seed": seed}
-        if ref_key is not None and run["model"] == "base":
+        if ref_key is not None and run["model"] == BASE:
             rids, y = data[ref_key]
             _, y = matrix(loaded[runs.index(next(r for r in runs if (r["model"], fmt_t(r["temperature"])) == ref_key))],
                           "correct", prompt_ids=ids)
@@ -255,7 +256,7 @@ def sweep_family(kind: str, condition: str) -> str:
     return "other"
 
 
-def sweep_table(metrics: pl.DataFrame | str | Path, *, model: str = "base") -> pl.DataFrame:
+def sweep_table(metrics: pl.DataFrame | str | Path, *, model: str = BASE) -> pl.DataFrame:
     """The base model's decoding baselines, one row per (eval set, condition): the T grid, the
     presets and the min-p grid, with accuracy and the three rates [CI] read from the metrics table
     (which computed them from the graded files). Sorted by eval set, family, temperature, min-p."""
@@ -312,7 +313,7 @@ def _ckpt_step(name: str, last_step: int) -> int:
 
 
 def checkpoint_table(metrics: pl.DataFrame | str | Path, logs: dict[str, str | Path], *,
-                     base: str = "base") -> pl.DataFrame:
+                     base: str = BASE) -> pl.DataFrame:
     """Accuracy of every checkpoint of every arm [CI] beside the training log at that step.
 
     One row per (arm, checkpoint), in step order, preceded by a step-0 row: the base model on the

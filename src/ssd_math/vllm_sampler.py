@@ -143,7 +143,7 @@ class VLLMSampler:
 
     backend = "vllm"
 
-    def __init__(self, model_dir, *, tensor_parallel_size: int = 1, dtype: str = "bfloat16",
+    def __init__(self, model_dir, *, dtype: str, tensor_parallel_size: int = 1,
                  seed: int = 0, model_name: str | None = None, max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.9, language_model_only: bool = True,
                  batch_invariant: bool = False, **llm_kw):

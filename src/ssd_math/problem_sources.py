@@ -39,7 +39,7 @@ Optional keys of both kinds:
 ``quota``             (eval) the most rows this source contributes to the main set.
 ``difficulty_rank``   (eval) the source's rank for the "harder" subset (higher = harder).
 ``config_key``        where the spec sits in the config (``data.real.eval.sources[3]``), set
-                      by ssd_math.realdata; errors name it (default: the source's name).
+                      by ssd_math.prepare_real_data; errors name it (default: the source's name).
 
 Selections are deterministic and stable: rows are ordered by ``sha256(seed | id)``, so the same
 seed gives the same rows whatever the input order, and a bigger budget is a superset of a

@@ -1,7 +1,7 @@
 """Real data for rule prepare_real_data: real problems -> data/{train_prompts,eval_main,eval_hard}.jsonl,
 the decontamination table data/decontam_pairs.csv and data/data_report.json.
 
-Calls ssd_math.data (load, validate, pool, eval sets) and ssd_math.decontam; the only logic
+Calls ssd_math.problem_sources (load, validate, pool, eval sets) and ssd_math.decontam; the only logic
 here is the order: eval sets first, then the training pool decontaminated against eval_main
 (eval_hard is a subset of it) until the budget is met with clean prompts.
 
@@ -22,9 +22,8 @@ import os
 from pathlib import Path
 
 from .config import ConfigError
-from .data import build_eval_sets, build_training_pool
-from .decontam import (DEFAULT_N, DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_SAME_ANSWER,
-                               decontaminate, max_similarity)
+from .problem_sources import build_eval_sets, build_training_pool
+from .decontam import decontaminate, max_similarity
 from .io import write_json, write_jsonl, write_meta, write_text
 
 log = logging.getLogger("ssd_math.prepare_real_data")
@@ -40,7 +39,7 @@ DEFAULT_ROOT = "data/real"
 def enabled(sources: list[dict], part: str | None = None) -> list[dict]:
     """Sources that are not switched off (``enabled: false``), without that key. With ``part``
     (``train``/``eval``) each spec also carries ``config_key`` (``data.real.<part>.sources[i]``),
-    which ssd_math.data names in its errors."""
+    which ssd_math.problem_sources names in its errors."""
     return [{**{k: v for k, v in s.items() if k != "enabled"},
              **({"config_key": f"data.real.{part}.sources[{i}]"} if part else {})}
             for i, s in enumerate(sources) if s.get("enabled", True)]
@@ -120,9 +119,7 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
     root = root if root is not None else real.get("root") or DEFAULT_ROOT
     cache_dir = cache_dir if cache_dir is not None else real.get("cache_dir")
     ev, tr = real["eval"], real["train"]
-    dc = real.get("decontam") or {}
-    dc = {"n": dc.get("n", DEFAULT_N), "threshold": dc.get("threshold", DEFAULT_THRESHOLD),
-          "threshold_same_answer": dc.get("threshold_same_answer", DEFAULT_THRESHOLD_SAME_ANSWER)}
+    dc = {k: real["decontam"][k] for k in ("n", "threshold", "threshold_same_answer")}
 
     eval_rep: dict = {}
     main, hard = build_eval_sets(enabled(ev["sources"], "eval"), main_size=ev["main_size"],
