@@ -1,4 +1,4 @@
-"""The SFT memory formula (ssd_math.planner.sft_memory, docs/memory_plan.md) against measured peaks.
+"""The SFT memory formula (ssd_math.memory_model.sft_memory, docs/memory_plan.md) against measured peaks.
 
     python bench/bench_memory.py            # the table below + bench/RESULTS.md "SFT memory"
     python bench/bench_memory.py --quick    # one small shape (a smoke run, nothing written)
@@ -86,14 +86,14 @@ def live_bytes_mode():
 
 def measure_one(shape: dict, tokens: int, chunk: int, sublayers: bool) -> dict:
     """In this process: train 2 steps and return the measured peak (bytes above the baseline)."""
-    from ssd_math import planner
+    from ssd_math import memory_model
     from ssd_math import train as T
     from ssd_math.io import read_jsonl
     from ssd_math.tokenizer import build_tokenizer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_memory_"))
     init = tmp / "init"
-    planner.text_config(shape).save_pretrained(init)
+    memory_model.text_config(shape).save_pretrained(init)
     build_tokenizer(["Q: 0123456789 A:"], init)
     rows = [{"prompt": "Q: ", "completion": "7" * tokens, "finish_reason": "length"}] * 4
     spec = {"init_dir": str(init), "init_random": True, "data": rows, "out_dir": str(tmp / "out"),
@@ -120,7 +120,7 @@ def run_case(shape: dict, tokens: int, chunk: int, sublayers: bool) -> dict:
 
 
 def table(cases) -> tuple[str, list[dict]]:
-    from ssd_math.planner import sft_memory
+    from ssd_math.memory_model import sft_memory
 
     rows, lines = [], ["| hidden x layers, FFN, vocab | params | tokens | loss chunk | checkpoint_sublayers "
                        "| measured MiB | predicted MiB | predicted / measured | layer recompute MiB (predicted) |",
@@ -147,7 +147,7 @@ def real_predictions() -> str:
     """The formula at Qwen3.5-4B's shape: 1 GPU and FSDP x 4 at the recipe's length, with
     checkpoint_sublayers (config/real.yaml) and without, the terms, the longest length that fits
     an H100 (less the CUDA reserve), and the knob's compute price."""
-    from ssd_math.planner import (FORMULA_MEASURED_RATIO, GPU_HEADROOM, H100_BYTES, H200_BYTES,
+    from ssd_math.memory_model import (FORMULA_MEASURED_RATIO, GPU_HEADROOM, H100_BYTES, H200_BYTES,
                                   QWEN35_4B_TEXT, fla_backward_workspace, layer_recompute_bytes,
                                   layer_saved_bytes, max_fitting_tokens, model_sizes, sft_memory,
                                   sublayer_recompute_flops)
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
         write_section("SFT memory", "## SFT memory\n\n`python bench/bench_memory.py` (CPU, bf16 "
                       "autocast, one process per row; docs/memory_plan.md). Measured = peak "
                       "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
-                      "`ssd_math.planner.sft_memory` without the measured gap. The 4B predictions "
+                      "`ssd_math.memory_model.sft_memory` without the measured gap. The 4B predictions "
                       "below: `python bench/bench_memory.py --predictions-only` (the measured rows "
                       "above are the last full run's).\n\n" + measured + "\n\n" + real + "\n")
         return 0
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
         write_section("SFT memory", "## SFT memory\n\n`python bench/bench_memory.py` (CPU, bf16 "
                       "autocast, one process per row; docs/memory_plan.md). Measured = peak "
                       "bytes of live tensors while `ssd_math.train.train` runs; predicted = "
-                      "`ssd_math.planner.sft_memory` without the measured gap.\n\n" + text
+                      "`ssd_math.memory_model.sft_memory` without the measured gap.\n\n" + text
                       + f"\n\nworst |predicted / measured - 1| = {worst:.3f}\n\n{saving}\n"
                       + real + "\n")
     return 0

@@ -1,7 +1,7 @@
 """SFT GPU check: ``ssd_math.train``'s own optimizer step on a random-initialised model of
 Qwen3.5-4B's exact text shape at the recipe's longest sequence (33,792 tokens) first, then 16,384,
 then the longest step without instrumentation, then (time allowing) the longest length that fits by
-bisection. Per phase the peak allocated and reserved memory against ``planner.sft_memory``'s
+bisection. Per phase the peak allocated and reserved memory against ``memory_model.sft_memory``'s
 prediction for the same setup, tokens/s and MFU over a steady step, which function each Gated
 DeltaNet layer called, the disk it leaves -> one JSON (``OUT_DIR/gpu_check.json``, rewritten after
 every run, so a kill keeps what was measured).
@@ -296,9 +296,9 @@ def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: i
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="gpu_check_run_"))
     tmp.mkdir(parents=True, exist_ok=True)
     init = tmp / "init"
-    from ssd_math import planner
+    from ssd_math import memory_model
 
-    planner.text_config(shape).save_pretrained(init)
+    memory_model.text_config(shape).save_pretrained(init)
     build_tokenizer(["Q: 0123456789 A:"], init)
     rows = [{"prompt": "Q: ", "completion": "7" * tokens, "finish_reason": "length"}] * (2 * steps)
     spec = {"init_dir": str(init), "init_random": True, "data": rows, "out_dir": str(tmp / "out"),
@@ -415,7 +415,7 @@ def peak_flops(gpu: str | None) -> float | None:
 
 
 def phase_predictions(pred: dict) -> dict:
-    """The plan's bytes live in each phase, from ``planner.sft_memory``'s terms: backward = its
+    """The plan's bytes live in each phase, from ``memory_model.sft_memory``'s terms: backward = its
     peak (the plan puts the peak in the last layer's backward); forward = the fp32 state (weights,
     gradients, AdamW), every checkpointed layer input, the final hidden state and one loss chunk;
     optimizer = the fp32 state; tracker = the fp32 state plus its host copy where host memory is
@@ -450,27 +450,27 @@ class Check:
     """The sequence of runs, the JSON after each, the bisection, the deadline."""
 
     def __init__(self, args):
-        from ssd_math import planner
+        from ssd_math import memory_model
 
-        self.args, self.planner = args, planner
+        self.args, self.memory_model = args, memory_model
         self.t0 = time.perf_counter()
         self.out = Path(args.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.scratch = Path(args.scratch) if args.scratch else Path(tempfile.mkdtemp(prefix="gpu_check_"))
         self.scratch.mkdir(parents=True, exist_ok=True)
-        self.shape = TINY if args.dry_run else planner.QWEN35_4B_TEXT
+        self.shape = TINY if args.dry_run else memory_model.QWEN35_4B_TEXT
         self.env = environment()
         import torch
 
         self.cuda = torch.cuda.is_available()
-        self.sizes = planner.model_sizes(self.shape)
+        self.sizes = memory_model.model_sizes(self.shape)
         self.kernels = "fla" if self.env["flash_linear_attention_available"] else "reference"
         # a CPU computation: through transformers' own functions, whatever kernels were picked
         # (the "fla" setting swaps in what fla's kernel saves itself)
         rec = KernelRecorder().install(force_reference=True)
         self.plan_error = None
         try:
-            self.layer = planner.layer_saved_bytes(self.shape, kernels=self.kernels, sublayers=True)
+            self.layer = memory_model.layer_saved_bytes(self.shape, kernels=self.kernels, sublayers=True)
         except Exception as e:  # noqa: BLE001 - the check measures without a plan rather than not at all
             self.layer, self.plan_error = None, f"{type(e).__name__}: {e}"
         finally:
@@ -497,12 +497,12 @@ class Check:
         os.replace(tmp, self.out / JSON_NAME)
 
     def predict(self, tokens: int, instrument: bool) -> dict:
-        """``planner.sft_memory`` for this run's setup; {} with the reason in ``plan_error`` when
+        """``memory_model.sft_memory`` for this run's setup; {} with the reason in ``plan_error`` when
         the plan cannot be computed (a run's measurements are kept either way)."""
         if self.layer is None:
             return {}
         try:
-            pred = self.planner.sft_memory(self.shape, tokens, sizes=self.sizes, layer=self.layer,
+            pred = self.memory_model.sft_memory(self.shape, tokens, sizes=self.sizes, layer=self.layer,
                                            instrumented=instrument, chunk_tokens=LOSS_CHUNK,
                                            host_is_device=not self.cuda, kernels=self.kernels,
                                            sublayers=True)
@@ -611,9 +611,9 @@ class Check:
             return
         if hi is None:
             cap = (self.args.capacity_gb * 1e9 if self.args.capacity_gb
-                   else self._device_bytes() - self.planner.CUDA_RESERVE)
+                   else self._device_bytes() - self.memory_model.CUDA_RESERVE)
             try:
-                planned = self.planner.max_fitting_tokens(
+                planned = self.memory_model.max_fitting_tokens(
                     self.shape, cap, step=step, sizes=self.sizes, layer=self.layer, instrumented=True,
                     chunk_tokens=LOSS_CHUNK, host_is_device=not self.cuda, kernels=self.kernels,
                     sublayers=True)
@@ -643,7 +643,7 @@ class Check:
     def _device_bytes(self) -> float:
         """The device's memory as the runs saw it (torch.cuda.mem_get_info's total)."""
         seen = [r["device"]["total_bytes"] for r in self.result["runs"] if r.get("device")]
-        return float(seen[0]) if seen else float(self.planner.H100_BYTES)
+        return float(seen[0]) if seen else float(self.memory_model.H100_BYTES)
 
     def main(self) -> int:
         lengths = [int(x) for x in self.args.lengths.split(",")] if self.args.lengths else list(
@@ -710,7 +710,7 @@ def report(res: dict) -> str:
              f" {res.get('shape', {}).get('hidden_size')} x {res.get('shape', {}).get('num_hidden_layers')}"
              f" ({res.get('params', 0) / 1e9:.3f} B parameters); global batch 2 of 1 sequence, 2 optimizer"
              " steps, bf16 autocast, checkpoint_sublayers, loss chunk 1024. Peaks: torch.cuda.max_memory_allocated"
-             " / max_memory_reserved per phase (the max over its calls); predicted: planner.sft_memory (its"
+             " / max_memory_reserved per phase (the max over its calls); predicted: memory_model.sft_memory (its"
              " peak for the backward; its terms live in the other phases). tokens/s and MFU: the last step"
              " (6 x parameters + causal attention FLOPs per token over the GPU's dense bf16 peak).", "",
              "| tokens | instrumented | forward GB | backward GB | optimizer GB | tracker GB | peak allocated GB"

@@ -158,6 +158,8 @@ def test_sigkill_shard_and_resume_equals_uninterrupted(setup, where):
 class FakeSampler:
     """Deterministic rows; can fail on the k-th call (a crash mid-job)."""
 
+    dtype = "float32"  # recorded in each output's sidecar, as a real sampler's
+
     def __init__(self, fail_at: int | None = None, tag: str = "x"):
         self.calls, self.fail_at, self.tag = 0, fail_at, tag
 

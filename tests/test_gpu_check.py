@@ -56,10 +56,10 @@ KERNEL_PROBE = textwrap.dedent('''
     import torch
     sys.path.insert(0, {bench!r})
     import gpu_check_sft as G
-    from ssd_math import planner
+    from ssd_math import memory_model
     from transformers import AutoModelForCausalLM
     rec = G.KernelRecorder().install()
-    model = AutoModelForCausalLM.from_config(planner.text_config(G.TINY))
+    model = AutoModelForCausalLM.from_config(memory_model.text_config(G.TINY))
     model(input_ids=torch.randint(0, 512, (1, 32))).logits.float().sum().backward()
     print(json.dumps(rec.summary()))
     ''')
@@ -91,13 +91,13 @@ def test_the_reference_is_named_reference_and_the_recorder_leaves_no_trace():
     from transformers import AutoModelForCausalLM
     from transformers.models.qwen3_5 import modeling_qwen3_5 as Q
 
-    from ssd_math import planner
+    from ssd_math import memory_model
 
     gc = _gc()
     before = (Q.Qwen3_5GatedDeltaNet.forward, Q.torch_chunk_gated_delta_rule)
     rec = gc.KernelRecorder().install(force_reference=True)
     try:
-        model = AutoModelForCausalLM.from_config(planner.text_config(gc.TINY))
+        model = AutoModelForCausalLM.from_config(memory_model.text_config(gc.TINY))
         model(input_ids=torch.randint(0, 512, (1, 16)))
     finally:
         rec.uninstall()
@@ -134,6 +134,8 @@ def test_out_of_memory_is_a_result_naming_its_phase(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gc, "meter_phases", fake_meter_phases)
     monkeypatch.setattr(T, "train", oom_in_backward)
+    # run_one replaces train.save_model (its own process never saves a model): restored after
+    monkeypatch.setattr(T, "save_model", T.save_model)
     out = tmp_path / "rec.json"
     gc.run_one(gc.TINY, 64, True, out, steps=2, workdir=tmp_path / "w")
     rec = json.loads(out.read_text())
@@ -195,7 +197,7 @@ def test_a_run_is_merged_with_the_plan_and_the_mfu(tmp_path, monkeypatch):
     assert c.result["gpu"] == "NVIDIA H100 80GB HBM3" and c._device_bytes() == 85_520_000_000
 
     # the planner failing (another version's signature, say) costs the prediction, not the run
-    monkeypatch.setattr(c.planner, "sft_memory", lambda *a, **k: (_ for _ in ()).throw(TypeError("new arg")))
+    monkeypatch.setattr(c.memory_model, "sft_memory", lambda *a, **k: (_ for _ in ()).throw(TypeError("new arg")))
     rec = c.run(64, False, "test")
     assert rec["predicted_peak_gb"] is None and rec["phases"]["forward"]["predicted_gb"] is None
     assert rec["peak_allocated_gb"] == 0.005 and "allocated_over_predicted" not in rec

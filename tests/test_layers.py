@@ -16,11 +16,12 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "ssd_math"
 
 #: Every module by pipeline stage, lowest first; a module may import its own or a lower layer only.
 LAYERS = (
-    # foundations: the schema (every default), files and provenance
-    ("schema", "io"),
-    # rules every stage shares: intervals, decoding settings, chat format, tokenizer, one answer's
-    # grade (the box syntax data preparation reads too), a rule's log
-    ("stats", "sampler", "prompting", "tokenizer", "grading", "rulelog"),
+    # foundations: the schema (every default), files and provenance, the NVIDIA driver check
+    ("schema", "io", "gpu_driver"),
+    # rules every stage shares: intervals and their wording, decoding settings, chat format,
+    # tokenizer, one answer's grade (the box syntax data preparation reads too), a rule's log, the
+    # SFT memory model (arithmetic the config check and the cost plan read)
+    ("stats", "fmt", "sampler", "prompting", "tokenizer", "grading", "rulelog", "memory_model"),
     ("config",),
     # paths and job lists; model construction
     ("layout", "modeling"),
@@ -33,7 +34,7 @@ LAYERS = (
      "planner", "cluster"),
     ("tables",),
     # the report: findings, figures, the study table, the renderer
-    ("findings", "figures", "study", "report"),
+    ("findings", "figures", "study", "report", "report_parts"),
 )
 
 #: Imports against the layer order that stay, each with why.

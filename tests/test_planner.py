@@ -1,4 +1,5 @@
-"""Tests of ssd_math.planner: plan arithmetic, totals, formatting, benchmark parsing/merge."""
+"""Tests of ssd_math.planner (plan arithmetic, totals, formatting, benchmark parsing/merge) and of
+ssd_math.memory_model (the SFT memory model) with the config check that reads it."""
 
 from __future__ import annotations
 
@@ -167,7 +168,7 @@ def test_sft_memory_terms_and_the_4b_shape():
     """The formula adds the terms docs/memory_plan.md lists: 16 B/param static (sharded by FSDP),
     bf16 checkpointed inputs, and the larger of the loss chunk and one recomputed layer; the 4B
     shape counts 4.206 B parameters on the meta device."""
-    from ssd_math import planner as P
+    from ssd_math import memory_model as P
 
     sizes = P.model_sizes(P.QWEN35_4B_TEXT)
     assert round(sizes["params"] / 1e9, 3) == 4.206 and sizes["embedding"] == 248320 * 2560
@@ -195,7 +196,7 @@ def test_sft_memory_sublayers_term_is_held_inputs_plus_the_largest_part():
     part's saves (not the sum), for the layer kind where that is larger, at the micro-batch's
     tokens; counted on the 4B shape with flash-linear-attention's saves, the Gated DeltaNet's
     token mixer is that part and the term drops from 9.4 GB to under 6 GB at 33,792 tokens."""
-    from ssd_math import planner as P
+    from ssd_math import memory_model as P
 
     sizes = P.model_sizes(P.QWEN35_4B_TEXT)
     lin = lambda f, t: {"fixed": f, "per_token": t}  # noqa: E731
@@ -252,7 +253,7 @@ def test_sft_memory_counts_fla_backward_workspace_and_the_measured_gap():
     """On the GPU the recomputed Gated DeltaNet layer's backward also holds flash-linear-attention's
     workspace (fla-core 0.6.0 chunk.py chunk_gated_delta_rule_bwd: h, dh, w, u, v_new, dv, dv2,
     dq, dk, dw), and the formula's CPU-measured shortfall is added on the activations."""
-    from ssd_math import planner as P
+    from ssd_math import memory_model as P
 
     T, s = 33792, P.QWEN35_4B_TEXT
     ws = P.fla_backward_workspace(s, T)
@@ -275,9 +276,9 @@ def test_sft_memory_counts_fla_backward_workspace_and_the_measured_gap():
 
 
 def test_stored_4b_counts_are_what_the_planner_counts():
-    """The config check's stored sizes and layer saves are planner.model_sizes's and
+    """The config check's stored sizes and layer saves are memory_model.model_sizes's and
     layer_saved_bytes's on the 4B shape (flash-linear-attention's saves)."""
-    from ssd_math import planner as P
+    from ssd_math import memory_model as P
 
     assert P.model_sizes(P.QWEN35_4B_TEXT) == P.QWEN35_4B_SIZES
     assert P.layer_saved_bytes(P.QWEN35_4B_TEXT, kernels="fla") == pytest.approx(P.QWEN35_4B_LAYER_FLA)
@@ -294,11 +295,11 @@ def test_config_refuses_a_gpu_setup_that_leaves_less_than_8gb():
     passes; a CPU setup is not checked."""
     import copy
 
-    from ssd_math import planner as P
+    from ssd_math import memory_model as P
 
     raw = yaml.safe_load((ROOT / "config" / "real.yaml").read_text())
     cfg = sc.validate(copy.deepcopy(raw))
-    m = P.training_memory(cfg, "ssd")
+    m = sc.training_memory(cfg, "ssd")
     assert m["headroom"] >= P.GPU_HEADROOM and m["capacity"] == 149e9
     h100 = copy.deepcopy(raw)
     h100["runtime"]["gpu_memory_gb"] = 85.5
@@ -315,4 +316,4 @@ def test_config_refuses_a_gpu_setup_that_leaves_less_than_8gb():
     sc.validate(fsdp)
     cpu = copy.deepcopy(h100)
     cpu["runtime"] = {"accelerate_config": "envs/accelerate/cpu.yaml", "device": "cpu", "gpu_memory_gb": 1}
-    assert P.training_memory(sc.validate(cpu), "ssd") is None
+    assert sc.training_memory(sc.validate(cpu), "ssd") is None

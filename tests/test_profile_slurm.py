@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from ssd_math import cluster
+from ssd_math import cluster, gpu_driver
 
 PROFILE = ROOT / "profiles/slurm/config.yaml"
 SITE = ROOT / "profiles/slurm/site.example.yaml"
@@ -187,6 +187,7 @@ def _submit_string(job: cluster.Job) -> str:
     return get_submit_command(fake, params) + set_gres_string(fake)
 
 
+@pytest.mark.slow
 def test_multi_gpu_training_is_submitted_to_one_node(tmp_path):
     """FSDP over 4 GPUs is one process group on one node (accelerate launch spawns the 4
     processes there; the jobstep runs `srun --nodes=1`): the sbatch line must say --nodes=1,
@@ -221,7 +222,7 @@ def _fake_smi(folder: Path, version: str, rc: int = 0) -> dict:
 def test_driver_check_reads_nvidia_smi(tmp_path, monkeypatch, version, ok):
     env = _fake_smi(tmp_path / "bin", version)
     monkeypatch.setenv("PATH", env["PATH"])
-    problem = cluster.cuda_driver_problem()
+    problem = gpu_driver.cuda_driver_problem()
     if ok:
         assert problem is None
     else:

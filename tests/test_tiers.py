@@ -56,7 +56,7 @@ def test_unmarked_catches_the_refusal():
 
 def test_unmarked_starts_an_engine():
     from ssd_math.vllm_sampler import VLLMSampler
-    VLLMSampler("no-model-needed")
+    VLLMSampler("no-model-needed", dtype="auto")
 
 def test_unmarked_runs_other_programs():
     assert subprocess.run(["echo", "snakemake-free"], capture_output=True, text=True).stdout

@@ -21,7 +21,7 @@ Without `sinfo` on PATH only the first two are checked (and it says so).
 
 First of all, where `nvidia-smi` is on PATH, the NVIDIA driver: the GPU stack's torch 2.13.0
 (PyPI's wheel, built for CUDA 13.0) needs a driver of branch 580 or newer; with an older one
-torch sees no GPU. The GPU rules check it as their first step too (:func:`require_cuda_driver`).
+torch sees no GPU. The GPU rules check it as their first step too (:func:`ssd_math.gpu_driver.require_cuda_driver`).
 """
 
 from __future__ import annotations
@@ -36,50 +36,12 @@ from pathlib import Path
 
 import yaml
 
+from .gpu_driver import CUDA_DRIVER_MIN, cuda_driver_problem
+
 # Dry-runs print a job's threads only when > 1 and cap them at --cores (1 when not given), while a
 # SLURM run submits them uncapped: the check dry-runs with this many cores unless told otherwise.
 UNCAPPED_CORES = "1000000"
 PLACEHOLDER = re.compile(r"^SITE(\b|-|_)")
-
-
-# torch 2.13.0 from PyPI is its CUDA 13.0 build (torch/version.py: cuda = '13.0'; it requires
-# cuda-toolkit 13.0.3), and CUDA 13.0 needs an NVIDIA driver of branch 580 or newer (NVIDIA's CUDA
-# 13.0 release notes, "minor version compatibility"). envs/vllm.yaml says the same.
-CUDA_DRIVER_MIN = 580
-DRIVER_HINT = (f"the GPU environment (envs/vllm.yaml) runs torch 2.13.0 built for CUDA 13.0, which "
-               f"needs NVIDIA driver >= {CUDA_DRIVER_MIN}; upgrade the driver, or run on nodes that "
-               f"have one (a SLURM site profile: `constraint` or `slurm_partition` of the GPU rules)")
-
-
-def cuda_driver_problem(smi: str = "nvidia-smi") -> str | None:
-    """Why this machine's NVIDIA driver cannot run the GPU stack, or None when it can. A missing
-    ``nvidia-smi`` is a problem too (no driver to check); callers that may run where no GPU is
-    (the submit host) test ``shutil.which`` first."""
-    path = shutil.which(smi)
-    if path is None:
-        return f"`{smi}` is not on PATH: no NVIDIA driver found here; {DRIVER_HINT}"
-    proc = subprocess.run([path, "--query-gpu=driver_version", "--format=csv,noheader"],
-                          capture_output=True, text=True, timeout=60)
-    versions = [v.strip() for v in proc.stdout.splitlines() if v.strip()]
-    if proc.returncode != 0 or not versions:
-        return (f"`{smi} --query-gpu=driver_version` failed (exit {proc.returncode}: "
-                f"{(proc.stderr or proc.stdout).strip()[-300:]}): the driver could not be read; {DRIVER_HINT}")
-    for v in versions:
-        m = re.match(r"(\d+)\.", v + ".")
-        if m is None:
-            return f"`{smi}` reported driver version {v!r}, which is not a version number; {DRIVER_HINT}"
-        if int(m.group(1)) < CUDA_DRIVER_MIN:
-            return f"NVIDIA driver {v} is too old: {DRIVER_HINT}"
-    return None
-
-
-def require_cuda_driver(smi: str = "nvidia-smi") -> None:
-    """Stop (RuntimeError naming the fix) unless the driver can run the GPU stack: the first step
-    of every rule that holds a GPU (ssd_math.rulelog.rule_log, and the training launch command
-    of ssd_math.launcher.train_launcher)."""
-    problem = cuda_driver_problem(smi)
-    if problem:
-        raise RuntimeError(problem)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import memory_model
 from .io import stable_hash
 from .sampler import SamplingConfig
 # the schema's loader lives below config (the sampler and the data builders read it too);
@@ -217,15 +219,94 @@ def fill_defaults(cfg: dict, schema: dict | None = None) -> dict:
     return _fill(schema, cfg, schema)
 
 
+def read_accelerate_config(path: str | os.PathLike) -> dict:
+    """An accelerate config file (a relative path that is not here resolves against the repo)."""
+    p = Path(path)
+    if not p.exists() and not p.is_absolute():
+        p = REPO_ROOT / p
+    with open(p, encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def accelerate_gpus(path: str | os.PathLike) -> int:
+    """GPUs an accelerate config uses: 0 with ``use_cpu``, else processes x machines."""
+    acc = read_accelerate_config(path)
+    if acc.get("use_cpu"):
+        return 0
+    return int(acc.get("num_processes", 1)) * int(acc.get("num_machines", 1))
+
+
 def _check_training_memory(cfg: dict) -> list[str]:
     """A GPU setup whose predicted SFT peak leaves too little free memory
-    (:func:`ssd_math.planner.training_memory_problems`); after the accelerate config's own check,
-    which it reads."""
+    (:func:`training_memory_problems`); after the accelerate config's own check, which it reads."""
     if _check_accelerate(cfg):
         return []
-    from .planner import training_memory_problems
-
     return training_memory_problems(cfg)
+
+
+def training_memory(cfg: dict, arm: str, *, processes: int | None = None,
+                    tokens: int | None = None) -> dict | None:
+    """The predicted peak of one training process of ``arm`` on the config's GPUs
+    (:func:`ssd_math.memory_model.sft_memory` with flash-linear-attention's kernels and the measured gap), with
+    ``capacity`` (runtime.gpu_memory_gb) and ``headroom`` = capacity - peak; None where there is
+    nothing to predict: training on the CPU, or a model whose shape is not in :data:`ssd_math.memory_model.KNOWN_SHAPES`."""
+    known = memory_model.KNOWN_SHAPES.get((cfg["model"].get("hub") or {}).get("id")) if cfg["model"]["kind"] == "hub" else None
+    gpus = accelerate_gpus(cfg["runtime"]["accelerate_config"])
+    if known is None or gpus == 0:
+        return None
+    shape, sizes, layers = known
+    sft = arm_sft(cfg, arm)
+    acc = read_accelerate_config(cfg["runtime"]["accelerate_config"])
+    mixed = str(acc.get("mixed_precision", "no")) == "bf16"
+    n = gpus if processes is None else processes
+    T = int(sft["max_len"] if tokens is None else tokens)
+    m = memory_model.sft_memory(shape, T, processes=n, micro_batch=int(sft["micro_batch"]),
+                   chunk_tokens=int(sft["loss_chunk_tokens"] or 0), mixed_precision=mixed,
+                   sizes=sizes, layer=layers[bool(sft["checkpoint_sublayers"])], kernels="fla",
+                   instrumented=bool(sft["instrument"]["enabled"]))
+    capacity = float(cfg["runtime"]["gpu_memory_gb"]) * 1e9
+    return {**m, "capacity": capacity, "headroom": capacity - m["peak"], "processes": n, "tokens": T}
+
+
+def training_memory_problems(cfg: dict) -> list[str]:
+    """The config check: every arm (extra arms too) whose predicted training peak leaves less than
+    :data:`ssd_math.memory_model.GPU_HEADROOM` of ``runtime.gpu_memory_gb``, one message per distinct setting, naming
+    the arms, the numbers and the alternatives (FSDP over more GPUs, a larger GPU, a shorter
+    ``sft.max_len``)."""
+    groups: dict[tuple, list[str]] = {}
+    try:
+        read_accelerate_config(cfg["runtime"]["accelerate_config"])
+    except OSError:
+        return []  # a missing accelerate config is reported where the rules read it
+    for arm in all_arms(cfg):
+        if arm in cfg.get("noise_probes", []):
+            continue
+        m = training_memory(cfg, arm)
+        if m is None:
+            return []
+        if m["headroom"] < memory_model.GPU_HEADROOM:
+            sft = arm_sft(cfg, arm)
+            key = (m["tokens"], int(sft["micro_batch"]), bool(sft["checkpoint_sublayers"]))
+            groups.setdefault(key, []).append(arm)
+    out = []
+    for (tokens, micro, sub), arms in groups.items():
+        m = training_memory(cfg, arms[0])
+        fsdp = training_memory(cfg, arms[0], processes=4)
+        fit = 0
+        for t in range(1024, tokens, 1024):
+            if training_memory(cfg, arms[0], tokens=t)["headroom"] >= memory_model.GPU_HEADROOM:
+                fit = t
+        need = (m["peak"] + memory_model.GPU_HEADROOM) / 1e9
+        out.append(
+            f"sft.max_len {tokens} (micro_batch {micro}; arms {', '.join(arms)}): the predicted "
+            f"training peak is {m['peak'] / 1e9:.1f} GB per GPU on {m['processes']} GPU(s) "
+            f"(runtime.accelerate_config), which leaves {m['headroom'] / 1e9:.1f} GB of "
+            f"runtime.gpu_memory_gb {m['capacity'] / 1e9:g}; at least {memory_model.GPU_HEADROOM / 1e9:g} GB "
+            f"must stay free (docs/memory_plan.md). Alternatives: FSDP over 4 GPUs "
+            f"(runtime.accelerate_config: envs/accelerate/fsdp.yaml: {fsdp['peak'] / 1e9:.1f} GB per "
+            f"GPU), a GPU with at least {need:.0f} GB (an H200: runtime.gpu_memory_gb: "
+            f"{memory_model.H200_BYTES / 1e9:g}), or sft.max_len <= {fit} on this GPU")
+    return out
 
 
 def check_semantics(cfg: dict) -> list[str]:

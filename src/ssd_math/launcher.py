@@ -7,31 +7,11 @@ from __future__ import annotations
 
 import os
 import shlex
-from pathlib import Path
 
-import yaml
 
+from .config import accelerate_gpus, read_accelerate_config
+from .gpu_driver import cuda_driver_problem
 from .layout import device
-
-_REPO = Path(__file__).resolve().parents[2]
-
-
-def read_accelerate_config(path: str | os.PathLike) -> dict:
-    """An accelerate config file (a relative path that is not here resolves against the repo)."""
-    p = Path(path)
-    if not p.exists() and not p.is_absolute():
-        p = _REPO / p
-    with open(p, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
-
-
-def accelerate_gpus(path: str | os.PathLike) -> int:
-    """GPUs an accelerate config uses: 0 with ``use_cpu``, else processes x machines."""
-    acc = read_accelerate_config(path)
-    if acc.get("use_cpu"):
-        return 0
-    return int(acc.get("num_processes", 1)) * int(acc.get("num_machines", 1))
-
 
 # What `accelerate launch` puts in a one-process CPU run's environment beyond OMP_NUM_THREADS
 # (accelerate.utils.launch.prepare_simple_launcher_cmd_env, accelerate 1.15; Snakemake already
@@ -61,7 +41,7 @@ def train_launcher(path: str | os.PathLike, python: str = "python") -> str:
     every core it asked for meanwhile (and the default run has many short training jobs).
     A config of several processes gets a rendezvous port per job (:func:`job_port`); a GPU
     config starts with the driver check (``python -m ssd_math.launcher on-gpu CMD...``:
-    :func:`ssd_math.cluster.require_cuda_driver`, then CMD)."""
+    :func:`ssd_math.gpu_driver.require_cuda_driver`, then CMD)."""
     acc = read_accelerate_config(path)
     simple = (acc.get("use_cpu") and str(acc.get("distributed_type", "NO")) == "NO"
               and int(acc.get("num_processes", 1)) == 1 and int(acc.get("num_machines", 1)) == 1
@@ -104,15 +84,13 @@ def gpu_counts(cfg: dict) -> dict[str, int]:
 
 def main(argv: list[str]) -> int:
     """``port``: print :func:`job_port`; ``on-gpu CMD...``: check the NVIDIA driver
-    (:func:`ssd_math.cluster.require_cuda_driver`), then replace this process with CMD."""
+    (:func:`ssd_math.gpu_driver.require_cuda_driver`), then replace this process with CMD."""
     import sys
 
     if argv == ["port"]:
         print(job_port())
         return 0
     if len(argv) >= 2 and argv[0] == "on-gpu":
-        from .cluster import cuda_driver_problem
-
         problem = cuda_driver_problem()
         if problem:
             print(f"ERROR: {problem}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from .cluster import require_cuda_driver
+from .gpu_driver import require_cuda_driver
 from .io import meta_path, write_meta
 
 
@@ -22,7 +22,7 @@ def job_gpus(snakemake_obj) -> int:
 @contextlib.contextmanager
 def rule_log(snakemake_obj):
     """Send logging, stdout and stderr of a rule script to ``log[0]`` (if the rule has one). A job
-    that holds a GPU first checks the NVIDIA driver (:func:`ssd_math.cluster.require_cuda_driver`:
+    that holds a GPU first checks the NVIDIA driver (:func:`ssd_math.gpu_driver.require_cuda_driver`:
     with too old a driver torch sees no GPU), and stops with the fix in its log."""
     logs = list(getattr(snakemake_obj, "log", []) or [])
     if not logs:
