@@ -15,6 +15,5 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 def write_section(name: str, text: str, path: Path = RESULTS) -> None:
     old = path.read_text() if path.exists() else "# Benchmark results\n\n"
     pat = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |^<!-- |\Z)", re.S | re.M)
-    new = pat.sub(lambda _: text.rstrip() + "\n\n", old, count=1) if pat.search(old) \
-        else old.rstrip() + "\n\n" + text
+    new = pat.sub(lambda _: text.rstrip() + "\n\n", old, count=1) if pat.search(old) else old.rstrip() + "\n\n" + text
     path.write_text(new.rstrip() + "\n")

@@ -37,16 +37,33 @@ CASES = HERE.parent / "tests" / "data" / "grading_cases.jsonl"
 T = "<think>\nWorking.\n</think>\n\nThe answer is "
 
 NORMAL = [  # (gold, boxed answer): the ordinary rows of tests/test_grading.py
-    ("204", "204"), (r"\frac{1}{2}", "0.5"), ("0.5", r"\frac12"), (r"2^{25} \cdot 26!", r"2^{25}\cdot 26!"),
-    (r"\sqrt{2}", r"\sqrt{2}"), (r"\frac{\pi}{4}", r"\pi/4"), ("12", "13"), (r"\frac{2}{3}", "0.66"),
-    ("-5", "-5"), ("7", "7.0"), (r"3\sqrt{3}", r"\sqrt{27}"), ("(1,2)", "(1, 2)"), ("100", "99"),
-    (r"\frac{7}{9}", r"\frac{14}{18}"), ("2", "x"),
+    ("204", "204"),
+    (r"\frac{1}{2}", "0.5"),
+    ("0.5", r"\frac12"),
+    (r"2^{25} \cdot 26!", r"2^{25}\cdot 26!"),
+    (r"\sqrt{2}", r"\sqrt{2}"),
+    (r"\frac{\pi}{4}", r"\pi/4"),
+    ("12", "13"),
+    (r"\frac{2}{3}", "0.66"),
+    ("-5", "-5"),
+    ("7", "7.0"),
+    (r"3\sqrt{3}", r"\sqrt{27}"),
+    ("(1,2)", "(1, 2)"),
+    ("100", "99"),
+    (r"\frac{7}{9}", r"\frac{14}{18}"),
+    ("2", "x"),
 ] + [(str(n), str(n)) for n in range(10, 25)]
-HOSTILE = ["9^{9^{9^{9^{9}}}}", "{" * 10_000 + "1" + "}" * 10_000, "1+" * 500_000 + "1",
-           "(10^{8})!", "2^{2^{33}}"]
+HOSTILE = ["9^{9^{9^{9^{9}}}}", "{" * 10_000 + "1" + "}" * 10_000, "1+" * 500_000 + "1", "(10^{8})!", "2^{2^{33}}"]
 MALFORMED = [r"\frac{\left( 3}{", r"\sqrt[\begin{matrix}"]
-HOSTILE_NAMES = ["power tower", "10k nested braces", "1 MB answer", "(10^8)!", "2^(2^33)",
-                 "malformed \\frac", "malformed \\sqrt["]
+HOSTILE_NAMES = [
+    "power tower",
+    "10k nested braces",
+    "1 MB answer",
+    "(10^8)!",
+    "2^(2^33)",
+    "malformed \\frac",
+    "malformed \\sqrt[",
+]
 
 
 def cpu_model() -> str:
@@ -118,11 +135,12 @@ def time_throughput(rows, workers, repeats):
 
 
 def hostile_batch(workers, timeout_s):
-    normal = [{"gold": g, "completion": rf"<think>work</think> The answer is \boxed{{{a}}}.",
-               "finish_reason": "stop"} for g, a in NORMAL]
+    normal = [
+        {"gold": g, "completion": rf"<think>work</think> The answer is \boxed{{{a}}}.", "finish_reason": "stop"}
+        for g, a in NORMAL
+    ]
     normal.append({"gold": "5", "completion": "<think>ran out of budget", "finish_reason": "length"})
-    bad = [{"gold": "7", "completion": rf"\boxed{{{h}}}", "finish_reason": "stop"}
-           for h in HOSTILE + MALFORMED]
+    bad = [{"gold": "7", "completion": rf"\boxed{{{h}}}", "finish_reason": "stop"} for h in HOSTILE + MALFORMED]
     mixed, pos = [], []
     for i, r in enumerate(normal):
         mixed.append(r)
@@ -160,18 +178,23 @@ def main() -> None:
     wall, t_normal, bad_status, same, n_ref = hostile_batch(args.workers, args.hostile_timeout)
     load1 = os.getloadavg()
 
-    host = (f"{cpu_model()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}; "
-            f"load average (1/5/15 min) {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} before, "
-            f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} after")
+    host = (
+        f"{cpu_model()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}; "
+        f"load average (1/5/15 min) {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} before, "
+        f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} after"
+    )
     table = []
     for name, (n_pairs, n_golds, walls, cpus, counts) in results.items():
         best, med, cpu = min(walls), statistics.median(walls), statistics.median(cpus)
         per_core = args.rows / cpu
-        st = " / ".join(str(counts[s]) for s in ("correct", "incorrect", "no_answer",
-                                                   "gold_parse_error", "timeout", "error"))
-        table.append(f"| {name} | {args.rows} | {n_pairs} | {n_golds} | {best:.2f} | {med:.2f} | "
-                     f"{args.rows / best:.0f} | {cpu:.2f} | {per_core:.0f} | "
-                     f"{per_core * args.workers:.0f} | {st} |")
+        st = " / ".join(
+            str(counts[s]) for s in ("correct", "incorrect", "no_answer", "gold_parse_error", "timeout", "error")
+        )
+        table.append(
+            f"| {name} | {args.rows} | {n_pairs} | {n_golds} | {best:.2f} | {med:.2f} | "
+            f"{args.rows / best:.0f} | {cpu:.2f} | {per_core:.0f} | "
+            f"{per_core * args.workers:.0f} | {st} |"
+        )
     cpu_eval = statistics.median(results["eval"][3])
     cpu_dist = statistics.median(results["distinct"][3])
     bad_txt = ", ".join(f"{n}: `{s}`" for n, s in zip(HOSTILE_NAMES, bad_status))
@@ -190,7 +213,7 @@ def main() -> None:
         "different answers: two right in other forms, one wrong, one in the gold's own form). "
         "The machine is shared, so wall time mostly measures the other jobs; CPU time (this "
         "process plus its reaped workers, `os.times()`) is the grader's own cost, and "
-        "\"2-core rate\" = answers per CPU-second x workers is what 2 otherwise idle cores give.",
+        '"2-core rate" = answers per CPU-second x workers is what 2 otherwise idle cores give.',
         "",
         "| workload | rows | distinct pairs | distinct golds | best wall (s) | median wall (s) | "
         "answers/s (best wall) | median CPU (s) | answers per CPU-s | 2-core rate (answers/s) | "

@@ -43,13 +43,22 @@ def make_init_dir(path: Path) -> Path:
         vocab[c] = len(vocab)
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>",
-                                  unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
     config = Qwen3_5TextConfig(
-        vocab_size=300, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-        layer_types=["full_attention"] * 4, max_position_embeddings=256,
-        tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+        vocab_size=300,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        layer_types=["full_attention"] * 4,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tok.save_pretrained(path)
@@ -62,17 +71,34 @@ def make_rows(n: int) -> list[dict]:
 
     rng = random.Random(0)
     alphabet = "0123456789+-*= abcdefghij"
-    return [{"prompt": "".join(rng.choice(alphabet) for _ in range(40)),
-             "completion": "".join(rng.choice(alphabet) for _ in range(55)),
-             "finish_reason": "stop"} for _ in range(n)]
+    return [
+        {
+            "prompt": "".join(rng.choice(alphabet) for _ in range(40)),
+            "completion": "".join(rng.choice(alphabet) for _ in range(55)),
+            "finish_reason": "stop",
+        }
+        for _ in range(n)
+    ]
 
 
 def run_once(init_dir: Path, work: Path, rows: list[dict], steps: int, enabled: bool) -> list:
     work.mkdir(parents=True)
-    spec = {"init_dir": str(init_dir), "data": rows, "out_dir": str(work / "out"),
-            "log": str(work / "log.jsonl"), "seed": 0, "max_steps": steps, "max_len": 96,
-            "global_batch": 16, "micro_batch": 8, "lr": 5e-6, "min_lr": 1e-6,
-            "warmup_steps": 2, "instrument": {"enabled": enabled}, "progress": False}
+    spec = {
+        "init_dir": str(init_dir),
+        "data": rows,
+        "out_dir": str(work / "out"),
+        "log": str(work / "log.jsonl"),
+        "seed": 0,
+        "max_steps": steps,
+        "max_len": 96,
+        "global_batch": 16,
+        "micro_batch": 8,
+        "lr": 5e-6,
+        "min_lr": 1e-6,
+        "warmup_steps": 2,
+        "instrument": {"enabled": enabled},
+        "progress": False,
+    }
     T.train(spec)
     rows_ = [json.loads(x) for x in Path(spec["log"]).read_text().splitlines()]
     return [(r["step_s"], r["step_cpu_s"]) for r in rows_]
@@ -105,8 +131,12 @@ def component_cost(init_dir: Path, reps: int = 20) -> dict:
         before.append(c1 - c0)
         after.append(c3 - c2)
         norm.append(c4 - c3)
-    return {"n_params": tracker.n_params, "before_ms": statistics.median(before) * 1e3,
-            "after_ms": statistics.median(after) * 1e3, "norm_ms": statistics.median(norm) * 1e3}
+    return {
+        "n_params": tracker.n_params,
+        "before_ms": statistics.median(before) * 1e3,
+        "after_ms": statistics.median(after) * 1e3,
+        "norm_ms": statistics.median(norm) * 1e3,
+    }
 
 
 def update_results(text: str) -> None:
@@ -125,9 +155,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--skip", type=int, default=2, help="warm-up steps dropped per run")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: OpenMP spin-waits on a busy shared machine would "
-                         "otherwise dominate both wall and CPU time)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: OpenMP spin-waits on a busy shared machine would "
+        "otherwise dominate both wall and CPU time)",
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,20 +176,24 @@ def main() -> None:
         for r in range(args.rounds):
             order = (True, False) if r % 2 == 0 else (False, True)  # interleave, alternate lead
             for enabled in order:
-                runs[enabled].append(run_once(init_dir, tmp / f"r{r}_{int(enabled)}", rows,
-                                              args.steps, enabled)[args.skip:])
+                runs[enabled].append(
+                    run_once(init_dir, tmp / f"r{r}_{int(enabled)}", rows, args.steps, enabled)[args.skip :]
+                )
             med = {e: statistics.median(c for _, c in runs[e][-1]) for e in (True, False)}
-            print(f"round {r}: CPU on {med[True] * 1e3:.1f} ms/step, off "
-                  f"{med[False] * 1e3:.1f} ms/step, ratio {med[True] / med[False]:.3f}",
-                  file=sys.stderr)
+            print(
+                f"round {r}: CPU on {med[True] * 1e3:.1f} ms/step, off "
+                f"{med[False] * 1e3:.1f} ms/step, ratio {med[True] / med[False]:.3f}",
+                file=sys.stderr,
+            )
 
     def median_of(enabled, k):
         return statistics.median(x[k] for run in runs[enabled] for x in run)
 
     cpu_on, cpu_off = median_of(True, 1), median_of(False, 1)
     wall_on, wall_off = median_of(True, 0), median_of(False, 0)
-    paired = [statistics.median(c for _, c in a) / statistics.median(c for _, c in b)
-              for a, b in zip(runs[True], runs[False])]
+    paired = [
+        statistics.median(c for _, c in a) / statistics.median(c for _, c in b) for a, b in zip(runs[True], runs[False])
+    ]
     ratio = cpu_on / cpu_off
     verdict = "meets" if ratio <= 1.15 else "MISSES"
     text = (

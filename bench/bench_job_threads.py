@@ -33,21 +33,39 @@ def outputs(clone: Path, rules: list[str]) -> list[Path]:
     """The generation files the rules' jobs write (by the layout's names: T<t>, T<t>-k<k>,
     checkpoints/<ckpt>, sweep/<condition>; ssd_math.layout), sampled by them (sidecar rule
     "generate")."""
-    fam = {"generate_grid": lambda p: p.name.startswith("T") and "-k" not in p.name
-           and p.parent.name not in ("checkpoints", "sweep"),
-           "generate_checkpoints": lambda p: p.parent.name == "checkpoints",
-           "generate_sweep": lambda p: p.parent.name == "sweep", "generate_passk": lambda p: "-k" in p.name}
+    fam = {
+        "generate_grid": lambda p: (
+            p.name.startswith("T") and "-k" not in p.name and p.parent.name not in ("checkpoints", "sweep")
+        ),
+        "generate_checkpoints": lambda p: p.parent.name == "checkpoints",
+        "generate_sweep": lambda p: p.parent.name == "sweep",
+        "generate_passk": lambda p: "-k" in p.name,
+    }
+
     def generated(p: Path) -> bool:  # not a subset set's file (rules subset_*: cut, not sampled)
         meta = p.with_name(p.name + ".meta.json")
         return meta.exists() and json.loads(meta.read_text()).get("rule") == "generate"
 
-    return sorted(p for p in (clone / "results" / "generations").rglob("*.jsonl")
-                  if any(fam[r](p) for r in rules) and generated(p))
+    return sorted(
+        p
+        for p in (clone / "results" / "generations").rglob("*.jsonl")
+        if any(fam[r](p) for r in rules) and generated(p)
+    )
 
 
 def rerun(clone: Path, rules: list[str], threads: int) -> float:
-    cmd = [str(clone / ".venv/bin/snakemake"), "--cores", "2", "-R", *rules, "--until", *rules, "--quiet",
-           "--set-threads", *[f"{r}={threads}" for r in rules]]
+    cmd = [
+        str(clone / ".venv/bin/snakemake"),
+        "--cores",
+        "2",
+        "-R",
+        *rules,
+        "--until",
+        *rules,
+        "--quiet",
+        "--set-threads",
+        *[f"{r}={threads}" for r in rules],
+    ]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=clone, capture_output=True, text=True)
     if res.returncode != 0:
@@ -82,25 +100,37 @@ def main(argv=None) -> int:
                 shutil.copy2(p, two / p.relative_to(a.clone))
         same2 = sum(filecmp.cmp(p, two / p.relative_to(a.clone), shallow=False) for p in files)
         rows.append((threads, wall, same, same2))
-        print(f"threads {threads}: {wall:.1f} s, {same}/{len(files)} files identical to the pipeline's, "
-              f"{same2} to the 2-thread rerun's", flush=True)
+        print(
+            f"threads {threads}: {wall:.1f} s, {same}/{len(files)} files identical to the pipeline's, "
+            f"{same2} to the 2-thread rerun's",
+            flush=True,
+        )
     shutil.rmtree(ref)
     shutil.rmtree(two)
     m = machine_info()
-    commit = subprocess.run(["git", "-C", str(a.clone), "rev-parse", "--short=12", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    lines = ["## job threads", "",
-             f"`python bench/bench_job_threads.py --clone <clone> --rules {' '.join(a.rules)}` "
-             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, clone at commit {commit}): every job "
-             f"of {', '.join(a.rules)} rerun with `snakemake --cores 2 --set-threads <rule>=T`, once per T, "
-             f"one run each. CPU: {m.get('cpu_model')}, {m.get('logical_cores')} logical cores.", "",
-             "| threads per job | jobs at a time | wall s (all jobs) | outputs byte-identical to the pipeline's "
-             "| ... to the 2-thread rerun's |", "|---|---|---|---|---|"]
+    commit = subprocess.run(
+        ["git", "-C", str(a.clone), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        "## job threads",
+        "",
+        f"`python bench/bench_job_threads.py --clone <clone> --rules {' '.join(a.rules)}` "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, clone at commit {commit}): every job "
+        f"of {', '.join(a.rules)} rerun with `snakemake --cores 2 --set-threads <rule>=T`, once per T, "
+        f"one run each. CPU: {m.get('cpu_model')}, {m.get('logical_cores')} logical cores.",
+        "",
+        "| threads per job | jobs at a time | wall s (all jobs) | outputs byte-identical to the pipeline's "
+        "| ... to the 2-thread rerun's |",
+        "|---|---|---|---|---|",
+    ]
     for threads, wall, same, same2 in rows:
         lines.append(f"| {threads} | {2 // threads} | {wall:.0f} | {same} of {len(files)} | {same2} of {len(files)} |")
     t2, t1 = rows[0][1], rows[1][1]
-    lines += ["", f"One thread each, side by side: {100 * (t2 - t1) / t2:.0f}% less wall time than two threads "
-              "each, one at a time (each job's import of torch and transformers is single-threaded)."]
+    lines += [
+        "",
+        f"One thread each, side by side: {100 * (t2 - t1) / t2:.0f}% less wall time than two threads "
+        "each, one at a time (each job's import of torch and transformers is single-threaded).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if not a.no_write:

@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_section  # bench/_results.py (this folder is on sys.path)
-
 import yaml
+
+from _results import write_section  # bench/_results.py (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,14 +58,29 @@ def setup(d: Path, cfg: dict) -> dict:
     from ssd_math.tokenizer import build_tokenizer
 
     syn = cfg["data"]["synthetic"]
-    sp = synth.build_splits({**{k: syn[k] for k in ("levels", "hard_levels", "subjects", "p_recheck",
-                                                     "n_eval_main")},
-                             "n_pretrain": 2000, "n_train_prompts": 10, "seed": cfg["seed"]})
-    tok = build_tokenizer(synth.tokenizer_corpus(sp["pretrain"], instruction=cfg["prompt"]["instruction"]),
-                          d / "tok", vocab_size=cfg["model"]["tiny"]["vocab_size"])
+    sp = synth.build_splits(
+        {
+            **{k: syn[k] for k in ("levels", "hard_levels", "subjects", "p_recheck", "n_eval_main")},
+            "n_pretrain": 2000,
+            "n_train_prompts": 10,
+            "seed": cfg["seed"],
+        }
+    )
+    tok = build_tokenizer(
+        synth.tokenizer_corpus(sp["pretrain"], instruction=cfg["prompt"]["instruction"]),
+        d / "tok",
+        vocab_size=cfg["model"]["tiny"]["vocab_size"],
+    )
     t = cfg["model"]["tiny"]
-    mcfg = config_for_tokenizer(tok, hidden=t["hidden"], layers=t["layers"], heads=t["heads"],
-                                kv_heads=t["kv_heads"], intermediate=t["intermediate"], max_pos=t["max_pos"])
+    mcfg = config_for_tokenizer(
+        tok,
+        hidden=t["hidden"],
+        layers=t["layers"],
+        heads=t["heads"],
+        kv_heads=t["kv_heads"],
+        intermediate=t["intermediate"],
+        max_pos=t["max_pos"],
+    )
     mdir = init_model_dir(d / "model", mcfg, tok, with_weights=True, seed=0)
     s = sc.probe_settings(cfg)
     models = ["base", *s["arms"]]
@@ -76,13 +91,27 @@ def setup(d: Path, cfg: dict) -> dict:
         for r in sp["eval_main"]:
             prompt = render_prompt(tok, r["problem"], instruction=cfg["prompt"]["instruction"])
             comp = synth.completion_after_prompt(prompt, synth.worked_solution(r, rng, p_recheck=0.3))
-            rows.append({"prompt_id": r["id"], "sample_index": 0, "prompt": prompt, "completion": comp,
-                         "n_completion_tokens": len(tok(comp)["input_ids"]), "correct": rng.random() < 0.5,
-                         "finish_reason": "stop"})
+            rows.append(
+                {
+                    "prompt_id": r["id"],
+                    "sample_index": 0,
+                    "prompt": prompt,
+                    "completion": comp,
+                    "n_completion_tokens": len(tok(comp)["input_ids"]),
+                    "correct": rng.random() < 0.5,
+                    "finish_reason": "stop",
+                }
+            )
         evals[m] = str(d / f"eval_{m}.jsonl")
         write_jsonl(evals[m], rows)
-    return {"model_dir": str(mdir), "models": models, "evals": evals, "probe": s,
-            "views": P.views(cfg), "stats": cfg["stats"]}
+    return {
+        "model_dir": str(mdir),
+        "models": models,
+        "evals": evals,
+        "probe": s,
+        "views": P.views(cfg),
+        "stats": cfg["stats"],
+    }
 
 
 def main() -> None:
@@ -91,29 +120,58 @@ def main() -> None:
         d = Path(tmp)
         ctx = setup(d, cfg)
         (d / "ctx.json").write_text(json.dumps(ctx))
-        pre = (f"import json, sys; from pathlib import Path; d = Path({str(d)!r}); "
-               "c = json.loads((d / 'ctx.json').read_text());")
-        steps = [("probe_positions", pre + "from ssd_math.probe_positions import build_positions; from ssd_math.synth import label_spans;"
-                  "build_positions(c['evals'], c['model_dir'], d / 'pos.jsonl', probe=c['probe'], seed=1234, label_spans=label_spans)")]
+        pre = (
+            f"import json, sys; from pathlib import Path; d = Path({str(d)!r}); "
+            "c = json.loads((d / 'ctx.json').read_text());"
+        )
+        steps = [
+            (
+                "probe_positions",
+                pre + "from ssd_math.probe_positions import build_positions; from ssd_math.synth import label_spans;"
+                "build_positions(c['evals'], c['model_dir'], d / 'pos.jsonl', probe=c['probe'], seed=1234, label_spans=label_spans)",
+            )
+        ]
         for m in ctx["models"]:
-            steps.append((f"probe_forward[{m}]", pre + "from ssd_math.probe_forward import forward_model;"
-                          f"forward_model(d / 'pos.jsonl', c['model_dir'], d / 'dists_{m}.jsonl', model_name={m!r},"
-                          "views_=c['views'], temperature=c['probe']['temperature'], top_n=c['probe']['top_n'],"
-                          "max_batch_tokens=32768)"))
+            steps.append(
+                (
+                    f"probe_forward[{m}]",
+                    pre + "from ssd_math.probe_forward import forward_model;"
+                    f"forward_model(d / 'pos.jsonl', c['model_dir'], d / 'dists_{m}.jsonl', model_name={m!r},"
+                    "views_=c['views'], temperature=c['probe']['temperature'], top_n=c['probe']['top_n'],"
+                    "max_batch_tokens=32768)",
+                )
+            )
         names = ["deltas", "positions", "examples", "truth", "truth_effect", "fork_shares", "controls"]
-        steps.append(("probe_tables", pre + "from ssd_math.probe_analysis import analyse, write_tables;"
-                      "t = analyse(d / 'pos.jsonl', {m: d / f'dists_{m}.jsonl' for m in c['models']}, probe=c['probe'],"
-                      "views_=c['views'], stats_cfg=c['stats'], share_files={(m, '1.5'): c['evals'][m] for m in c['models']},"
-                      "accuracy_files={(m, 'eval_main', '1.5'): c['evals'][m] for m in c['models']});"
-                      f"write_tables(t, {{n: d / f'probe_{{n}}.csv' for n in {names!r}}})"))
-        steps.append(("probe_scatter", pre + "from ssd_math.figures import probe_scatter;"
-                      "probe_scatter(d / 'probe_positions.csv', d / 's.png', models=['base', c['probe']['compare_arm']])"))
-        steps.append(("probe_fork_shares", pre + "from ssd_math.figures import probe_fork_shares;"
-                      "probe_fork_shares(d / 'probe_fork_shares.csv', d / 'probe_truth_effect.csv', d / 'f.png')"))
+        steps.append(
+            (
+                "probe_tables",
+                pre + "from ssd_math.probe_analysis import analyse, write_tables;"
+                "t = analyse(d / 'pos.jsonl', {m: d / f'dists_{m}.jsonl' for m in c['models']}, probe=c['probe'],"
+                "views_=c['views'], stats_cfg=c['stats'], share_files={(m, '1.5'): c['evals'][m] for m in c['models']},"
+                "accuracy_files={(m, 'eval_main', '1.5'): c['evals'][m] for m in c['models']});"
+                f"write_tables(t, {{n: d / f'probe_{{n}}.csv' for n in {names!r}}})",
+            )
+        )
+        steps.append(
+            (
+                "probe_scatter",
+                pre + "from ssd_math.figures import probe_scatter;"
+                "probe_scatter(d / 'probe_positions.csv', d / 's.png', models=['base', c['probe']['compare_arm']])",
+            )
+        )
+        steps.append(
+            (
+                "probe_fork_shares",
+                pre + "from ssd_math.figures import probe_fork_shares;"
+                "probe_fork_shares(d / 'probe_fork_shares.csv', d / 'probe_truth_effect.csv', d / 'f.png')",
+            )
+        )
         rows = [(name, *_child(code)) for name, code in steps]
         carriers = [json.loads(x) for x in (d / "pos.jsonl").read_text().splitlines()]
         n_pos = sum(len(c["positions"]) for c in carriers)
-        imp = _child("import torch, transformers, polars, matplotlib, ssd_math.probe_positions, ssd_math.probe_forward, ssd_math.probe_analysis")
+        imp = _child(
+            "import torch, transformers, polars, matplotlib, ssd_math.probe_positions, ssd_math.probe_forward, ssd_math.probe_analysis"
+        )
     total_wall, total_cpu = sum(r[1] for r in rows), sum(r[2] for r in rows)
     t = cfg["model"]["tiny"]
     lines = [

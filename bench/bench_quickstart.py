@@ -35,9 +35,12 @@ BEGIN, END = "<!-- bench_quickstart:begin -->", "<!-- bench_quickstart:end -->"
 
 
 def quickstart_lines(readme: Path) -> list[str]:
-    out = subprocess.run(["bash", "-c", f'source "{REPO}/.ci/fresh_clone.sh" --functions && '
-                          f'ci_quickstart_commands "{readme}"'], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", f'source "{REPO}/.ci/fresh_clone.sh" --functions && ci_quickstart_commands "{readme}"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [ln for ln in out.splitlines() if ln.strip()]
 
 
@@ -53,8 +56,9 @@ def fresh_env() -> dict:
 def run(cmd: str, cwd: Path, log: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        rc = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=fresh_env(), stdout=fh,
-                            stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            ["bash", "-c", cmd], cwd=cwd, env=fresh_env(), stdout=fh, stderr=subprocess.STDOUT
+        ).returncode
     return rc, time.perf_counter() - t0
 
 
@@ -69,8 +73,9 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ssd-quickstart-"))
     clone = tmp / "ssd-math"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    commit = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short=12", "HEAD"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     cmd1 = quickstart_lines(clone / "README.md")[0]
     load0 = os.getloadavg()[0]
     rc, wall = run(cmd1, clone, tmp / "command1.log")
@@ -91,39 +96,53 @@ def main(argv=None) -> int:
     m = machine_info()
     pipeline = last - first
     lines = [
-        BEGIN, "## quickstart", "",
+        BEGIN,
+        "## quickstart",
+        "",
         f"`python3 bench/bench_quickstart.py` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"commit {commit}): README Quick start command 1 verbatim in a fresh clone in an empty "
         f"temporary folder. CPU: {m.get('cpu_model')}, {m.get('logical_cores')} logical cores, "
         f"ISA {', '.join(k for k, v in (m.get('isa') or {}).items() if v) or 'n/a'}; load average "
-        f"{load0:.1f} before, {load1:.1f} after.", "",
-        "| what | seconds |", "|---|---|",
+        f"{load0:.1f} before, {load1:.1f} after.",
+        "",
+        "| what | seconds |",
+        "|---|---|",
         f"| command 1 (venv + install + `snakemake --cores 2`), wall | {wall:.0f} |",
         f"| of it, the pipeline (first job's log to the last one's) | {pipeline:.0f} |",
         f"| of it, install and DAG building (the rest) | {wall - pipeline:.0f} |",
         f"| `snakemake --cores 2` again (rc {rc2}; {'Nothing to be done' if nothing else 'REBUILT SOMETHING'}) | {wall2:.1f} |",
-        "", f"Jobs: {n_jobs}. Per stage (rule `timings`, `results/tables/timings.csv`: the sum "
+        "",
+        f"Jobs: {n_jobs}. Per stage (rule `timings`, `results/tables/timings.csv`: the sum "
         "of each job's `benchmark:` times; jobs run two at a time, so these add up to more than "
-        "the pipeline's wall time):", "",
-        "| stage | jobs | wall s (sum) | CPU s (sum) | slowest job |", "|---|---|---|---|---|",
+        "the pipeline's wall time):",
+        "",
+        "| stage | jobs | wall s (sum) | CPU s (sum) | slowest job |",
+        "|---|---|---|---|---|",
     ]
     for r in stages:
-        lines.append(f"| {r['stage']} | {r['jobs']} | {float(r['wall_s']):.0f} | "
-                     f"{float(r['cpu_s']):.0f} | {r.get('slowest') or ''} |")
+        lines.append(
+            f"| {r['stage']} | {r['jobs']} | {float(r['wall_s']):.0f} | "
+            f"{float(r['cpu_s']):.0f} | {r.get('slowest') or ''} |"
+        )
     t1 = list(csv.DictReader(open(clone / "results" / "tables" / "table1.csv")))
-    lines += ["", "Table 1 (`results/tables/table1.csv`, rule `table1`: accuracy with a 95% Wilson "
-              "interval, one sample per prompt; n = "
-              f"{t1[0]['eval_main_n_prompts']} eval_main / {t1[0]['eval_hard_n_prompts']} eval_hard "
-              "prompts):", "", "| row | eval_main | eval_hard |", "|---|---|---|"]
+    lines += [
+        "",
+        "Table 1 (`results/tables/table1.csv`, rule `table1`: accuracy with a 95% Wilson "
+        "interval, one sample per prompt; n = "
+        f"{t1[0]['eval_main_n_prompts']} eval_main / {t1[0]['eval_hard_n_prompts']} eval_hard "
+        "prompts):",
+        "",
+        "| row | eval_main | eval_hard |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['row']} | {r['eval_main_text']} | {r['eval_hard_text']} |" for r in t1]
-    lines += ["", "What the run found (`results/tables/findings.md`, rule `findings`):", "",
-              findings, "", END]
+    lines += ["", "What the run found (`results/tables/findings.md`, rule `findings`):", "", findings, "", END]
     section = "\n".join(lines)
     print(section)
     if not a.no_write:
         old = RESULTS.read_text()
         if BEGIN in old and END in old:
-            new = old[:old.index(BEGIN)] + section + old[old.index(END) + len(END):]
+            new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) :]
         else:
             new = old.rstrip() + "\n\n" + section + "\n"
         RESULTS.write_text(new)

@@ -66,10 +66,12 @@ GOALS = {"acc_lo": 0.50, "acc_hi": 0.80, "spread": 0.06, "len_stop": 0.02, "drop
 #: threads with ATen, MKL and oneDNN capped at that instruction set: the kernels another CPU
 #: would run, e.g. ``2:avx2`` on an AVX-512 machine stands in for an AVX2-only one).
 ISA_ENV = {
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-             "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
-               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+    },
 }
 
 
@@ -94,6 +96,7 @@ def slug(label: str) -> str:
 # ------------------------------------------------------------------------------------------
 # config and machine
 # ------------------------------------------------------------------------------------------
+
 
 def load_cfg(path: Path, sets: list[str]) -> dict:
     from ssd_math import config as sc
@@ -134,14 +137,14 @@ def cpu_info() -> dict:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-           if f in flags]
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16") if f in flags]
     return {"model": model, "isa": isa, "cores": os.cpu_count()}
 
 
 # ------------------------------------------------------------------------------------------
 # shared data (built once, fixed across cells)
 # ------------------------------------------------------------------------------------------
+
 
 def prepare(cfg: dict, work: Path) -> dict:
     from ssd_math.io import read_json, write_json, write_jsonl
@@ -158,8 +161,9 @@ def prepare(cfg: dict, work: Path) -> dict:
     t0 = time.perf_counter()
     splits = build_splits({**cfg["data"]["synthetic"], "seed": int(cfg["seed"])})
     tiny = dict(cfg["model"]["tiny"])
-    tok = build_tokenizer(tokenizer_corpus(splits["pretrain"], instruction=instr), d / "init",
-                          vocab_size=int(tiny.pop("vocab_size")))
+    tok = build_tokenizer(
+        tokenizer_corpus(splits["pretrain"], instruction=instr), d / "init", vocab_size=int(tiny.pop("vocab_size"))
+    )
     init_model_dir(d / "init", config_for_tokenizer(tok, **tiny), tok)
     recs = pretrain_records(splits["pretrain"], tok, instruction=instr)
     write_jsonl(d / "pretrain_sft.jsonl", recs)
@@ -167,14 +171,17 @@ def prepare(cfg: dict, work: Path) -> dict:
         write_jsonl(d / f"{name}.jsonl", splits[name])
     ntok = sorted(len(tok(r["completion"], add_special_tokens=False)["input_ids"]) + 1 for r in recs)
     info = {
-        "recipe": recipe_hash(cfg), "prep_s": time.perf_counter() - t0, "vocab": len(tok),
+        "recipe": recipe_hash(cfg),
+        "prep_s": time.perf_counter() - t0,
+        "vocab": len(tok),
         "pretrain_rows": len(recs),
-        "pretrain_tokens": {"mean": statistics.mean(ntok), "p95": ntok[int(0.95 * len(ntok))],
-                            "max": ntok[-1],
-                            "over_train_cap": sum(n > cfg["train_sampling"]["max_new_tokens"]
-                                                  for n in ntok) / len(ntok),
-                            "over_eval_cap": sum(n > cfg["eval"]["max_new_tokens"]
-                                                 for n in ntok) / len(ntok)},
+        "pretrain_tokens": {
+            "mean": statistics.mean(ntok),
+            "p95": ntok[int(0.95 * len(ntok))],
+            "max": ntok[-1],
+            "over_train_cap": sum(n > cfg["train_sampling"]["max_new_tokens"] for n in ntok) / len(ntok),
+            "over_eval_cap": sum(n > cfg["eval"]["max_new_tokens"] for n in ntok) / len(ntok),
+        },
     }
     write_json(done, info)
     return info
@@ -184,18 +191,26 @@ def prepare(cfg: dict, work: Path) -> dict:
 # one cell (runs in its own process: the thread count is per process)
 # ------------------------------------------------------------------------------------------
 
+
 def pretrain_spec(cfg: dict, work: Path, cell: Path, seed: int) -> dict:
     """The spec of rule pretrain_base (rules/model.smk get_pretrain_spec), with the cell's seed."""
     p = {k: v for k, v in cfg["model"]["pretrain"].items() if k != "checkpoint_steps"}
-    return {**p, "init_dir": str(work / "data" / "init"), "init_random": True,
-            "data": str(work / "data" / "pretrain_sft.jsonl"), "out_dir": str(cell / "model"),
-            "checkpoints": {}, "log": str(cell / "log.jsonl"), "resume_dir": str(cell / "resume"),
-            "seed": int(seed), "instrument": {**p["instrument"], "enabled": False},
-            "progress": False}
+    return {
+        **p,
+        "init_dir": str(work / "data" / "init"),
+        "init_random": True,
+        "data": str(work / "data" / "pretrain_sft.jsonl"),
+        "out_dir": str(cell / "model"),
+        "checkpoints": {},
+        "log": str(cell / "log.jsonl"),
+        "resume_dir": str(cell / "resume"),
+        "seed": int(seed),
+        "instrument": {**p["instrument"], "enabled": False},
+        "progress": False,
+    }
 
 
-def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
-             checkpoints: list[int] = ()) -> dict:
+def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool, checkpoints: list[int] = ()) -> dict:
     import shutil
 
     import torch
@@ -203,9 +218,9 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
     from ssd_math import config as sc
     from ssd_math.filtering import filter_samples
     from ssd_math.grading_pool import grade_rows
+    from ssd_math.hf_sampler import HFSampler
     from ssd_math.io import read_jsonl, write_json
     from ssd_math.prompting import render_prompt
-    from ssd_math.hf_sampler import HFSampler
     from ssd_math.stats import wilson_ci
     from ssd_math.train import train
 
@@ -224,54 +239,71 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
     for p in sorted((cell / "model").glob("*.safetensors")):
         h.update(p.read_bytes())
 
-    sampler = HFSampler(cell / "model", batch_size=int(cfg["sampler"]["batch_size"]),
-                        threads=n_threads(threads))
+    sampler = HFSampler(cell / "model", batch_size=int(cfg["sampler"]["batch_size"]), threads=n_threads(threads))
     tok = sampler.tokenizer
     instr = cfg["prompt"]["instruction"]
 
     def requests(name):
-        return [{**r, "prompt": render_prompt(tok, r["problem"], instruction=instr)}
-                for r in read_jsonl(work / "data" / f"{name}.jsonl")]
+        return [
+            {**r, "prompt": render_prompt(tok, r["problem"], instruction=instr)}
+            for r in read_jsonl(work / "data" / f"{name}.jsonl")
+        ]
 
     base_seed = int(cfg["seed"])
     ev, tr = requests("eval_main"), requests("train_prompts")
-    out = {"seed": seed, "threads": str(threads), "kernels": torch.backends.cpu.get_cpu_capability(),
-           "recipe": recipe_hash(cfg), "train_s": train_s,
-           "steps": summary.get("steps"), "final_loss_mean10": statistics.mean(tail) if tail else None,
-           "weights_sha256": h.hexdigest()[:16], "eval": {}, "arms": {}}
+    out = {
+        "seed": seed,
+        "threads": str(threads),
+        "kernels": torch.backends.cpu.get_cpu_capability(),
+        "recipe": recipe_hash(cfg),
+        "train_s": train_s,
+        "steps": summary.get("steps"),
+        "final_loss_mean10": statistics.mean(tail) if tail else None,
+        "weights_sha256": h.hexdigest()[:16],
+        "eval": {},
+        "arms": {},
+    }
     t1 = time.perf_counter()
-    for T in ((0.7, 1.0) if quick else EVAL_TS):
+    for T in (0.7, 1.0) if quick else EVAL_TS:
         sp = sc.eval_sampling(cfg, T, n=1)
-        rows = grade_rows(sampler.sample(ev, sampling=sp, condition=f"T{sc.fmt_t(T)}",
-                                         base_seed=base_seed), workers=1, progress=False)
+        rows = grade_rows(
+            sampler.sample(ev, sampling=sp, condition=f"T{sc.fmt_t(T)}", base_seed=base_seed), workers=1, progress=False
+        )
         n, k = len(rows), sum(r["correct"] for r in rows)
         lo, hi = wilson_ci(k, n, 0.95)  # the record's wilson95 field
         out["eval"][str(T)] = {
-            "n": n, "correct": k, "acc": k / n, "wilson95": [lo, hi],
+            "n": n,
+            "correct": k,
+            "acc": k / n,
+            "wilson95": [lo, hi],
             "length_stop": sum(r["length_stop"] for r in rows) / n,
-            "rechecks_per_sample": sum(r["completion"].count("Wait, let me check again.")
-                                       for r in rows) / n,
+            "rechecks_per_sample": sum(r["completion"].count("Wait, let me check again.") for r in rows) / n,
             "mean_tokens": statistics.mean(r["n_completion_tokens"] for r in rows),
-            "acc_by_level": {str(L): statistics.mean(r["correct"] for r in rows if r["level"] == L)
-                             for L in sorted({r["level"] for r in rows})},
+            "acc_by_level": {
+                str(L): statistics.mean(r["correct"] for r in rows if r["level"] == L)
+                for L in sorted({r["level"] for r in rows})
+            },
         }
     # convergence read: accuracy at T0.7 of the intermediate checkpoints (--checkpoints)
     sp07 = sc.eval_sampling(cfg, 0.7, n=1)
     out["checkpoints"] = {}
     for k in checkpoints:
-        ck = HFSampler(cell / f"step{k}", batch_size=int(cfg["sampler"]["batch_size"]),
-                       threads=n_threads(threads))
-        rows = grade_rows(ck.sample(ev, sampling=sp07, condition="T0.7", base_seed=base_seed),
-                          workers=1, progress=False)
+        ck = HFSampler(cell / f"step{k}", batch_size=int(cfg["sampler"]["batch_size"]), threads=n_threads(threads))
+        rows = grade_rows(
+            ck.sample(ev, sampling=sp07, condition="T0.7", base_seed=base_seed), workers=1, progress=False
+        )
         out["checkpoints"][str(k)] = sum(r["correct"] for r in rows) / len(rows)
-    for arm in (("ssd", "naive") if quick else ARMS):
+    for arm in ("ssd", "naive") if quick else ARMS:
         a = sc.all_arms(cfg)[arm]
         sp = sc.arm_sampling(cfg, arm)
         rows = sampler.sample(tr, sampling=sp, condition=f"train-{arm}", base_seed=base_seed)
         _, _, fs = filter_samples(rows, filter_length_stop=True)
-        out["arms"][arm] = {"n": fs["n_samples"], "length_stop_rate": fs["length_stop_rate"],
-                            "filter_on_in_config": bool(a["filter_length_stop"]),
-                            "sampling": sp.to_dict()}
+        out["arms"][arm] = {
+            "n": fs["n_samples"],
+            "length_stop_rate": fs["length_stop_rate"],
+            "filter_on_in_config": bool(a["filter_length_stop"]),
+            "sampling": sp.to_dict(),
+        }
     out["sample_s"] = time.perf_counter() - t1
     write_json(work / "cells" / f"s{seed}_t{slug(threads)}.json", out)
     shutil.rmtree(cell / "resume", ignore_errors=True)
@@ -282,16 +314,29 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool,
 # the matrix
 # ------------------------------------------------------------------------------------------
 
+
 def _spawn(args: argparse.Namespace, seed: int, threads: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, __file__, "--cell", f"{seed},{threads}", "--config", str(args.config),
-           "--work", str(args.work)] + [x for kv in args.set for x in ("--set", kv)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--cell",
+        f"{seed},{threads}",
+        "--config",
+        str(args.config),
+        "--work",
+        str(args.work),
+    ] + [x for kv in args.set for x in ("--set", kv)]
     if args.quick:
         cmd.append("--quick")
     if args.checkpoints:
         cmd += ["--checkpoints", args.checkpoints]
-    env = {**os.environ, "OMP_NUM_THREADS": str(n_threads(threads)),
-           "MKL_NUM_THREADS": str(n_threads(threads)), "OMP_WAIT_POLICY": "PASSIVE",
-           **isa_env(threads)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(n_threads(threads)),
+        "MKL_NUM_THREADS": str(n_threads(threads)),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        **isa_env(threads),
+    }
     logf = Path(args.work) / "cells" / f"s{seed}_t{slug(threads)}.log"
     with open(logf, "w") as fh:
         return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
@@ -319,8 +364,7 @@ def run_matrix(args, cfg) -> list[dict]:
     with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         futs = {ex.submit(_spawn, args, s, t): (s, t) for s, t in todo}
         for f in cf.as_completed(futs):
-            print(f"cell {futs[f]} rc {f.result().returncode} at {time.perf_counter() - t0:.0f}s",
-                  flush=True)
+            print(f"cell {futs[f]} rc {f.result().returncode} at {time.perf_counter() - t0:.0f}s", flush=True)
     out, missing = [], []
     for s, t in cells:
         f = work / "cells" / f"s{s}_t{slug(t)}.json"
@@ -338,8 +382,7 @@ def run_matrix(args, cfg) -> list[dict]:
 
 def summarize(res: list[dict]) -> dict:
     acc = [r["eval"]["0.7"]["acc"] for r in res]
-    ls = {T: [r["eval"][T]["length_stop"] for r in res]
-          for T in res[0]["eval"] if float(T) >= 1.0}
+    ls = {T: [r["eval"][T]["length_stop"] for r in res] for T in res[0]["eval"] if float(T) >= 1.0}
     drops = {a: [r["arms"][a]["length_stop_rate"] for r in res] for a in res[0]["arms"]}
     by_seed = {}
     for r in res:
@@ -347,28 +390,36 @@ def summarize(res: list[dict]) -> dict:
     tdiff = [abs(v["1"] - v["2"]) for v in by_seed.values() if "1" in v and "2" in v]
     kdiff = [max(v.values()) - min(v.values()) for v in by_seed.values() if len(v) > 1]
     goals = {
-        f"acc T0.7 in [{GOALS['acc_lo']:.0%}, {GOALS['acc_hi']:.0%}] in every cell":
-            all(GOALS["acc_lo"] <= a <= GOALS["acc_hi"] for a in acc),
-        f"spread (max - min) of acc T0.7 <= {GOALS['spread'] * 100:.0f} pp":
-            max(acc) - min(acc) <= GOALS["spread"] + 1e-12,
-        f"length stops at every T >= 1.0 >= {GOALS['len_stop']:.0%} in every cell":
-            all(min(v) >= GOALS["len_stop"] for v in ls.values()),
-        f"filter drop rate >= {GOALS['drop']:.0%} for every arm in every cell":
-            all(min(v) >= GOALS["drop"] for v in drops.values()),
+        f"acc T0.7 in [{GOALS['acc_lo']:.0%}, {GOALS['acc_hi']:.0%}] in every cell": all(
+            GOALS["acc_lo"] <= a <= GOALS["acc_hi"] for a in acc
+        ),
+        f"spread (max - min) of acc T0.7 <= {GOALS['spread'] * 100:.0f} pp": max(acc) - min(acc)
+        <= GOALS["spread"] + 1e-12,
+        f"length stops at every T >= 1.0 >= {GOALS['len_stop']:.0%} in every cell": all(
+            min(v) >= GOALS["len_stop"] for v in ls.values()
+        ),
+        f"filter drop rate >= {GOALS['drop']:.0%} for every arm in every cell": all(
+            min(v) >= GOALS["drop"] for v in drops.values()
+        ),
     }
-    return {"acc_min": min(acc), "acc_max": max(acc), "acc_mean": statistics.mean(acc),
-            "spread": max(acc) - min(acc), "acc_sd": statistics.pstdev(acc),
-            "thread_diff_max": max(tdiff) if tdiff else None,
-            "thread_diff_mean": statistics.mean(tdiff) if tdiff else None,
-            "kernel_diff_max": max(kdiff) if kdiff else None,
-            "length_stop_min": {T: min(v) for T, v in ls.items()},
-            "drop_min": {a: min(v) for a, v in drops.items()},
-            "train_s_max": max(r["train_s"] for r in res),
-            "identical_weights_across_threads": sum(
-                len({r["weights_sha256"] for r in res if r["seed"] == s}) == 1
-                for s, v in by_seed.items() if len(v) > 1),
-            "seeds_with_both_threads": sum(len(v) > 1 for v in by_seed.values()),
-            "goals": goals}
+    return {
+        "acc_min": min(acc),
+        "acc_max": max(acc),
+        "acc_mean": statistics.mean(acc),
+        "spread": max(acc) - min(acc),
+        "acc_sd": statistics.pstdev(acc),
+        "thread_diff_max": max(tdiff) if tdiff else None,
+        "thread_diff_mean": statistics.mean(tdiff) if tdiff else None,
+        "kernel_diff_max": max(kdiff) if kdiff else None,
+        "length_stop_min": {T: min(v) for T, v in ls.items()},
+        "drop_min": {a: min(v) for a, v in drops.items()},
+        "train_s_max": max(r["train_s"] for r in res),
+        "identical_weights_across_threads": sum(
+            len({r["weights_sha256"] for r in res if r["seed"] == s}) == 1 for s, v in by_seed.items() if len(v) > 1
+        ),
+        "seeds_with_both_threads": sum(len(v) > 1 for v in by_seed.values()),
+        "goals": goals,
+    }
 
 
 def _cpu_per_step(args, r) -> str:
@@ -389,70 +440,91 @@ def render(args, cfg, prep, res, summ) -> str:
     Ts = list(res[0]["eval"])
     arms = list(res[0]["arms"])
     cks = sorted({k for r in res for k in r.get("checkpoints", {})}, key=int)
-    L = [MARK.format("begin", recipe_hash(cfg)),
-         f"## seed x threads matrix (the tiny base recipe {recipe_hash(cfg)})", "",
-         f"`python bench/bench_seed_matrix.py {' '.join(sys.argv[1:])}` "
-         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); CPU: {cpu['model']}, "
-         f"{cpu['cores']} cores, ISA flags {', '.join(cpu['isa']) or 'none of avx2/avx512f/amx'}; "
-         f"torch {torch.__version__}, threads per cell {sorted(set(args.threads))} "
-         f"(`torch.set_num_threads`; {args.jobs} cells at a time); machine shared with "
-         f"other jobs, so wall times are noisy. Recipe {recipe_hash(cfg)}:",
-         "",
-         f"- data (fixed across cells, seed {cfg['seed']}): levels {syn['levels']}, subjects "
-         f"{syn.get('subjects')}, lock_noise ε = {syn.get('lock_noise', 0.0)} (slips: {syn.get('lock_slip', 'uniform')}), fork_shares "
-         f"{syn.get('fork_shares')}, p_recheck {syn.get('p_recheck')}, {prep['pretrain_rows']} "
-         f"pretraining solutions (completion tokens mean {prep['pretrain_tokens']['mean']:.1f}, "
-         f"p95 {prep['pretrain_tokens']['p95']}, max {prep['pretrain_tokens']['max']}; "
-         f"{prep['pretrain_tokens']['over_train_cap']:.1%} over the training cap "
-         f"{cfg['train_sampling']['max_new_tokens']}, {prep['pretrain_tokens']['over_eval_cap']:.1%}"
-         f" over the eval cap {cfg['eval']['max_new_tokens']})",
-         f"- pretraining: {res[0]['steps']} optimizer steps x {pre['global_batch']} sequences, lr "
-         f"{pre['lr']} ({pre['schedule']}, warmup {pre['warmup_steps']}, to {pre['min_lr']}); "
-         f"varied: the pretraining seed (init weights + data order)",
-         f"- eval: eval_main, n = {res[0]['eval']['0.7']['n']} per cell, top-k "
-         f"{cfg['eval']['decoding']['top_k']}, top-p {cfg['eval']['decoding']['top_p']}, "
-         f"{cfg['eval']['max_new_tokens']} new tokens, math-verify grading; accuracy = correct / n, "
-         f"95% Wilson interval; arms {', '.join(arms)}: "
-         f"{res[0]['arms'][arms[0]]['n']} train_prompts, one sample each, {cfg['train_sampling']['max_new_tokens']}-token cap, "
-         f"drop = length-stop share (what `filtering.filter_samples` drops)",
-         "- the per-request sampling seeds are the same in every cell (coupled cells: the spread "
-         "is a spread of models; binomial SE at n = 300 is ~2.8 pp)",
-         "",
-         "| seed | threads | acc T0.7 [95% Wilson] | " + " | ".join(
-             f"acc T{T}" for T in Ts if T != "0.7") + " | " + " | ".join(
-             f"len-stop T{T}" for T in Ts if float(T) >= 1.0) + " | " + " | ".join(
-             f"drop {a}" for a in arms) + " | " + "".join(f"acc T0.7 at step {k} | " for k in cks)
-         + "final loss | pretrain s (cpu s/step) | weights |",
-         "|" + "---|" * (5 + len(Ts) - 1 + sum(float(T) >= 1.0 for T in Ts) + len(arms) + 1
-                         + len(cks))]
+    L = [
+        MARK.format("begin", recipe_hash(cfg)),
+        f"## seed x threads matrix (the tiny base recipe {recipe_hash(cfg)})",
+        "",
+        f"`python bench/bench_seed_matrix.py {' '.join(sys.argv[1:])}` "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); CPU: {cpu['model']}, "
+        f"{cpu['cores']} cores, ISA flags {', '.join(cpu['isa']) or 'none of avx2/avx512f/amx'}; "
+        f"torch {torch.__version__}, threads per cell {sorted(set(args.threads))} "
+        f"(`torch.set_num_threads`; {args.jobs} cells at a time); machine shared with "
+        f"other jobs, so wall times are noisy. Recipe {recipe_hash(cfg)}:",
+        "",
+        f"- data (fixed across cells, seed {cfg['seed']}): levels {syn['levels']}, subjects "
+        f"{syn.get('subjects')}, lock_noise ε = {syn.get('lock_noise', 0.0)} (slips: {syn.get('lock_slip', 'uniform')}), fork_shares "
+        f"{syn.get('fork_shares')}, p_recheck {syn.get('p_recheck')}, {prep['pretrain_rows']} "
+        f"pretraining solutions (completion tokens mean {prep['pretrain_tokens']['mean']:.1f}, "
+        f"p95 {prep['pretrain_tokens']['p95']}, max {prep['pretrain_tokens']['max']}; "
+        f"{prep['pretrain_tokens']['over_train_cap']:.1%} over the training cap "
+        f"{cfg['train_sampling']['max_new_tokens']}, {prep['pretrain_tokens']['over_eval_cap']:.1%}"
+        f" over the eval cap {cfg['eval']['max_new_tokens']})",
+        f"- pretraining: {res[0]['steps']} optimizer steps x {pre['global_batch']} sequences, lr "
+        f"{pre['lr']} ({pre['schedule']}, warmup {pre['warmup_steps']}, to {pre['min_lr']}); "
+        f"varied: the pretraining seed (init weights + data order)",
+        f"- eval: eval_main, n = {res[0]['eval']['0.7']['n']} per cell, top-k "
+        f"{cfg['eval']['decoding']['top_k']}, top-p {cfg['eval']['decoding']['top_p']}, "
+        f"{cfg['eval']['max_new_tokens']} new tokens, math-verify grading; accuracy = correct / n, "
+        f"95% Wilson interval; arms {', '.join(arms)}: "
+        f"{res[0]['arms'][arms[0]]['n']} train_prompts, one sample each, {cfg['train_sampling']['max_new_tokens']}-token cap, "
+        f"drop = length-stop share (what `filtering.filter_samples` drops)",
+        "- the per-request sampling seeds are the same in every cell (coupled cells: the spread "
+        "is a spread of models; binomial SE at n = 300 is ~2.8 pp)",
+        "",
+        "| seed | threads | acc T0.7 [95% Wilson] | "
+        + " | ".join(f"acc T{T}" for T in Ts if T != "0.7")
+        + " | "
+        + " | ".join(f"len-stop T{T}" for T in Ts if float(T) >= 1.0)
+        + " | "
+        + " | ".join(f"drop {a}" for a in arms)
+        + " | "
+        + "".join(f"acc T0.7 at step {k} | " for k in cks)
+        + "final loss | pretrain s (cpu s/step) | weights |",
+        "|" + "---|" * (5 + len(Ts) - 1 + sum(float(T) >= 1.0 for T in Ts) + len(arms) + 1 + len(cks)),
+    ]
     for r in sorted(res, key=lambda r: (r["seed"], str(r["threads"]))):
         e = r["eval"]
         lo, hi = e["0.7"]["wilson95"]
-        L.append(f"| {r['seed']} | {r['threads']} | {e['0.7']['acc']:.3f} [{lo:.3f}, {hi:.3f}] | "
-                 + " | ".join(f"{e[T]['acc']:.3f}" for T in Ts if T != "0.7") + " | "
-                 + " | ".join(f"{e[T]['length_stop']:.3f}" for T in Ts if float(T) >= 1.0) + " | "
-                 + " | ".join(f"{r['arms'][a]['length_stop_rate']:.3f}" for a in arms)
-                 + " | " + "".join(f"{r.get('checkpoints', {}).get(k, float('nan')):.3f} | "
-                                   for k in cks)
-                 + f"{r['final_loss_mean10']:.4f} | {r['train_s']:.0f} ({_cpu_per_step(args, r)}) | "
-                 f"{r['weights_sha256'][:8]} |")
+        L.append(
+            f"| {r['seed']} | {r['threads']} | {e['0.7']['acc']:.3f} [{lo:.3f}, {hi:.3f}] | "
+            + " | ".join(f"{e[T]['acc']:.3f}" for T in Ts if T != "0.7")
+            + " | "
+            + " | ".join(f"{e[T]['length_stop']:.3f}" for T in Ts if float(T) >= 1.0)
+            + " | "
+            + " | ".join(f"{r['arms'][a]['length_stop_rate']:.3f}" for a in arms)
+            + " | "
+            + "".join(f"{r.get('checkpoints', {}).get(k, float('nan')):.3f} | " for k in cks)
+            + f"{r['final_loss_mean10']:.4f} | {r['train_s']:.0f} ({_cpu_per_step(args, r)}) | "
+            f"{r['weights_sha256'][:8]} |"
+        )
     s = summ
-    L += ["",
-          f"- acc T0.7 over {len(res)} cells: mean {s['acc_mean']:.3f}, sd {s['acc_sd']:.3f}, "
-          f"min {s['acc_min']:.3f}, max {s['acc_max']:.3f}: **spread (max - min) "
-          f"{s['spread'] * 100:.1f} pp**; same seed, threads 1 vs 2: mean |diff| "
-          + (f"{s['thread_diff_mean'] * 100:.1f} pp, max {s['thread_diff_max'] * 100:.1f} pp"
-             if s["thread_diff_max"] is not None else "n/a")
-          + ("" if s["kernel_diff_max"] is None else
-             f"; same seed across kernel settings (threads / ISA): max diff {s['kernel_diff_max'] * 100:.1f} pp")
-          + f"; seeds whose weights are bit-identical across kernel settings: "
-          f"{s['identical_weights_across_threads']} of {s['seeds_with_both_threads']}",
-          f"- pretraining wall per cell: max {s['train_s_max']:.0f} s",
-          (f"- NOT RUN (requested, no finished result): "
-           f"{', '.join(f'seed {a} threads {b}' for a, b in args.missing)}"
-           if getattr(args, "missing", None) else f"- all {len(res)} requested cells ran"),
-          "- goals (over the cells that ran): " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in s["goals"].items()),
-          MARK.format("end", recipe_hash(cfg))]
+    L += [
+        "",
+        f"- acc T0.7 over {len(res)} cells: mean {s['acc_mean']:.3f}, sd {s['acc_sd']:.3f}, "
+        f"min {s['acc_min']:.3f}, max {s['acc_max']:.3f}: **spread (max - min) "
+        f"{s['spread'] * 100:.1f} pp**; same seed, threads 1 vs 2: mean |diff| "
+        + (
+            f"{s['thread_diff_mean'] * 100:.1f} pp, max {s['thread_diff_max'] * 100:.1f} pp"
+            if s["thread_diff_max"] is not None
+            else "n/a"
+        )
+        + (
+            ""
+            if s["kernel_diff_max"] is None
+            else f"; same seed across kernel settings (threads / ISA): max diff {s['kernel_diff_max'] * 100:.1f} pp"
+        )
+        + f"; seeds whose weights are bit-identical across kernel settings: "
+        f"{s['identical_weights_across_threads']} of {s['seeds_with_both_threads']}",
+        f"- pretraining wall per cell: max {s['train_s_max']:.0f} s",
+        (
+            f"- NOT RUN (requested, no finished result): {', '.join(f'seed {a} threads {b}' for a, b in args.missing)}"
+            if getattr(args, "missing", None)
+            else f"- all {len(res)} requested cells ran"
+        ),
+        "- goals (over the cells that ran): "
+        + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in s["goals"].items()),
+        MARK.format("end", recipe_hash(cfg)),
+    ]
     return "\n".join(L) + "\n"
 
 
@@ -475,18 +547,24 @@ def main(argv=None):
     ap.add_argument("--config", default=str(REPO / "config.yaml"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="pretraining seeds")
-    ap.add_argument("--threads", default="1,2,2:avx2",
-                    help="kernel settings: T (threads) or T:ISA (ISA caps: " + ", ".join(ISA_ENV) + ")")
+    ap.add_argument(
+        "--threads",
+        default="1,2,2:avx2",
+        help="kernel settings: T (threads) or T:ISA (ISA caps: " + ", ".join(ISA_ENV) + ")",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="cells run this many at a time")
     ap.add_argument("--work", default=str(ROOT / "_scratch" / "seed_matrix"))
-    ap.add_argument("--quick", action="store_true",
-                    help="seeds 0,1; eval T 0.7 and 1.0; arms ssd and naive")
+    ap.add_argument("--quick", action="store_true", help="seeds 0,1; eval T 0.7 and 1.0; arms ssd and naive")
     ap.add_argument("--force", action="store_true", help="rerun cells that already have results")
     ap.add_argument("--write-results", action="store_true")
-    ap.add_argument("--report-only", action="store_true",
-                    help="run nothing: summarize the finished cells (the section names the missing)")
-    ap.add_argument("--checkpoints", default="",
-                    help="optimizer steps (e.g. 150,225) also evaluated at T0.7: a convergence read")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: summarize the finished cells (the section names the missing)",
+    )
+    ap.add_argument(
+        "--checkpoints", default="", help="optimizer steps (e.g. 150,225) also evaluated at T0.7: a convergence read"
+    )
     ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.quick and a.seeds == ap.get_default("seeds"):
@@ -500,8 +578,7 @@ def main(argv=None):
     if a.cell:
         s, t = a.cell.split(",")
         s = int(s)
-        r = run_cell(cfg, work, s, t, a.quick,
-                     [int(x) for x in a.checkpoints.split(",") if x.strip()])
+        r = run_cell(cfg, work, s, t, a.quick, [int(x) for x in a.checkpoints.split(",") if x.strip()])
         print(json.dumps(r, indent=1))
         return 0
     prep = prepare(cfg, work)

@@ -10,11 +10,11 @@ import os
 import platform
 import time
 
-from _results import write_section  # bench/_results.py (this folder is on sys.path)
-
 import numpy as np
 
 from ssd_math.stats import paired_delta, pass_at_k_ci, rate_ci
+
+from _results import write_section  # bench/_results.py (this folder is on sys.path)
 
 N_PROMPTS, K, N_BOOT, REPEATS = 1000, 4, 10_000, 5
 CONF = 0.95  # the timing does not depend on it
@@ -53,8 +53,7 @@ def main() -> None:
         "|---|---|---|",
         *[f"| {name} | {best:.3f} | {med:.3f} |" for name, (best, med) in rows],
         "",
-        f"Sanity: delta = {r['estimate']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}], "
-        f"p_boot = {r['p_boot']:.4f}.",
+        f"Sanity: delta = {r['estimate']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}], p_boot = {r['p_boot']:.4f}.",
         "",
     ]
     text = "\n".join(lines)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -57,8 +56,7 @@ def variant_config(base: dict, out_dir: Path) -> dict:
     cfg["model"]["hub"]["local_dir"] = f"{R}/rehearsal-model"
     cfg["sampler"]["backend"] = "vllm"
     cfg["sampler"].setdefault("vllm", {})
-    cfg["sampler"]["vllm"].update({"language_model_only": True, "gpu_memory_utilization": 0.5,
-                                   "dtype": "bfloat16"})
+    cfg["sampler"]["vllm"].update({"language_model_only": True, "gpu_memory_utilization": 0.5, "dtype": "bfloat16"})
     cfg["runtime"] = {"accelerate_config": "envs/accelerate/gpu1.yaml", "device": "cuda"}
     return cfg
 
@@ -85,10 +83,15 @@ def collect(results: Path) -> dict:
             model, evalset, kind = rel.parts[1:4] if len(rel.parts) >= 4 else (*rel.parts[1:3], None)
             folder = results / "generations" / model / evalset
             name = rel.parts[-1]
-            files = (sorted(folder.glob("T*.jsonl")) if name == "grid" else
-                     sorted((folder / "checkpoints").glob("*.jsonl")) if name == "checkpoints" else
-                     sorted((folder / "sweep").glob("*.jsonl")) if name == "sweep" else
-                     [folder / f"{name}.jsonl"])
+            files = (
+                sorted(folder.glob("T*.jsonl"))
+                if name == "grid"
+                else sorted((folder / "checkpoints").glob("*.jsonl"))
+                if name == "checkpoints"
+                else sorted((folder / "sweep").glob("*.jsonl"))
+                if name == "sweep"
+                else [folder / f"{name}.jsonl"]
+            )
             files = [f for f in files if "-k" not in f.name or name != "grid"]
             share = 1.0
         else:
@@ -122,9 +125,12 @@ def collect(results: Path) -> dict:
     for logf in sorted((results / "logs" / "train").glob("*.log")) if (results / "logs" / "train").exists() else []:
         if GDN_FELL_BACK in logf.read_text(errors="replace"):
             fell_back.append(logf.stem)
-    out["training"] = {"tokens_per_s_median": _median(rates),
-                       "peak_mem_mb": max([m for m in mems if m is not None], default=None),
-                       "fla_kernels": not fell_back, "fell_back": fell_back}
+    out["training"] = {
+        "tokens_per_s_median": _median(rates),
+        "peak_mem_mb": max([m for m in mems if m is not None], default=None),
+        "fla_kernels": not fell_back,
+        "fell_back": fell_back,
+    }
     for d in [results / "models" / "base", *sorted((results / "models").glob("*/final"))]:
         if d.exists():
             out["vllm_weight_problems"][str(d.relative_to(results))] = vllm_weight_problems(d)
@@ -134,17 +140,22 @@ def collect(results: Path) -> dict:
 def plan_rates(m: dict, startup_s: float | None) -> dict:
     """The planner.throughput block (ssd_math.planner) of the measured rates."""
     s, t = m["sampling"], m["training"]
-    return {"planner": {"throughput": {
-        "generate_tokens_per_s_per_gpu": s.get("engine_tokens_per_s") or s.get("tokens_per_s_incl_startup"),
-        "train_tokens_per_s_per_gpu": t["tokens_per_s_median"],
-        "startup_s_per_job": startup_s}}}
+    return {
+        "planner": {
+            "throughput": {
+                "generate_tokens_per_s_per_gpu": s.get("engine_tokens_per_s") or s.get("tokens_per_s_incl_startup"),
+                "train_tokens_per_s_per_gpu": t["tokens_per_s_median"],
+                "startup_s_per_job": startup_s,
+            }
+        }
+    }
 
 
 def write_results_section(text: str, path: Path = REPO / "bench" / "RESULTS.md") -> None:
     old = path.read_text() if path.exists() else ""
     block = f"{MARK_BEGIN}\n{text.rstrip()}\n{MARK_END}\n"
     if MARK_BEGIN in old and MARK_END in old:
-        new = old[:old.index(MARK_BEGIN)] + block + old[old.index(MARK_END) + len(MARK_END) + 1:]
+        new = old[: old.index(MARK_BEGIN)] + block + old[old.index(MARK_END) + len(MARK_END) + 1 :]
     else:
         new = old.rstrip() + "\n\n" + block
     path.write_text(new)
@@ -160,8 +171,12 @@ class GpuMemorySampler(threading.Thread):
     def run(self):
         while not self.stop.is_set():
             try:
-                v = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
-                                    "-i", "0"], capture_output=True, text=True, timeout=5).stdout.split()
+                v = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.split()
                 self.peak = max(self.peak, int(v[0]))
             except Exception:  # noqa: BLE001 - a missing nvidia-smi leaves the peak at 0
                 pass
@@ -181,8 +196,21 @@ def main(argv=None) -> int:
     sc.validate(cfg)
     cfgfile = a.out / "rehearsal-gpu.yaml"
     cfgfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(REPO),
-           "--configfile", str(cfgfile), "--cores", str(a.cores), "--resources", "gpu=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(REPO),
+        "--configfile",
+        str(cfgfile),
+        "--cores",
+        str(a.cores),
+        "--resources",
+        "gpu=1",
+    ]
     if a.dry_run:
         proc = subprocess.run(cmd + ["-n", "--quiet", "rules"], capture_output=True, text=True)
         print(proc.stdout[-3000:], proc.stderr[-3000:])
@@ -197,24 +225,37 @@ def main(argv=None) -> int:
     m = collect(Path(cfg["results"]))
     import torch
 
-    summary = {"rc": rc, "wall_s": round(wall, 1), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-               "torch": torch.__version__, "cuda": torch.version.cuda, "peak_gpu_mem_mib_nvidia_smi": mem.peak, **m}
+    summary = {
+        "rc": rc,
+        "wall_s": round(wall, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "peak_gpu_mem_mib_nvidia_smi": mem.peak,
+        **m,
+    }
     for mod in ("vllm", "transformers", "fla", "causal_conv1d"):
         try:
             summary[mod] = getattr(__import__(mod), "__version__", "installed")
         except ImportError:
             summary[mod] = None
-    fetch = Path(cfg["results"]) / "benchmarks" / "model" / "fetch_base.tsv"
     (a.out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
     (a.out / "plan_rates.yaml").write_text(yaml.safe_dump(plan_rates(m, None), sort_keys=False))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "?")
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
     write_results_section(
         f"## GPU check (bench/gpu_check_rehearsal.sh): the rehearsal on {summary['gpu']}, vLLM {summary['vllm']}\n\n"
         f"CPU {cpu}. rc {rc}, wall {summary['wall_s']} s. Sampling: {m['sampling']}. Training: "
         f"{m['training']}. Peak GPU memory (nvidia-smi) {mem.peak} MiB. vLLM weight-name problems: "
         f"{ {k: len(v) for k, v in m['vllm_weight_problems'].items()} }. Rates of the tiny rehearsal "
-        f"model: a check of the GPU plumbing, not the 4B model's throughput.\n")
+        f"model: a check of the GPU plumbing, not the 4B model's throughput.\n"
+    )
     print(json.dumps(summary, indent=2))
     return rc
 

@@ -51,14 +51,31 @@ sys.path.insert(0, str(REPO / "bench"))
 
 # bf16 dense peak FLOP/s by GPU name (NVIDIA datasheets, no sparsity), the first match wins: the
 # MFU denominator
-PEAK_BF16 = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
-             ("A100", 312e12), ("B200", 2250e12)]
-TINY = {"hidden_size": 64, "num_hidden_layers": 4, "intermediate_size": 128, "vocab_size": 512,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
-        "linear_value_head_dim": 16, "linear_conv_kernel_dim": 4, "tie_word_embeddings": True,
-        "full_attention_interval": 4}
-REAL_LENGTHS = (33792, 16384)   # config/real.yaml sft.max_len first, then half of it
+PEAK_BF16 = [
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("B200", 2250e12),
+]
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "intermediate_size": 128,
+    "vocab_size": 512,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
+    "linear_conv_kernel_dim": 4,
+    "tie_word_embeddings": True,
+    "full_attention_interval": 4,
+}
+REAL_LENGTHS = (33792, 16384)  # config/real.yaml sft.max_len first, then half of it
 DRY_LENGTHS = (128, 64)
 LOSS_CHUNK = 1024
 JSON_NAME = "gpu_check.json"
@@ -72,13 +89,14 @@ GDN_FUNCS = ("torch_chunk_gated_delta_rule", "causal_conv1d_fn")
 # which kernels ran
 # ------------------------------------------------------------------------------------------------
 
+
 def function_name(fn) -> str:
     """``module.qualname`` of a function object (what a record names)."""
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def kernel_kind(name: str) -> str:
-    """"fla" (flash-linear-attention), "causal_conv1d", "reference" (transformers' PyTorch code)
+    """ "fla" (flash-linear-attention), "causal_conv1d", "reference" (transformers' PyTorch code)
     or "other", from a function's ``module.qualname``."""
     top = name.split(".", 1)[0]
     if top == "fla":
@@ -172,20 +190,23 @@ class KernelRecorder:
     def summary(self) -> dict:
         """{"layers": {idx: {func: called function}}, "gated_delta_rule": "fla" | "reference" |
         "mixed" | "none", "causal_conv1d": likewise, "functions": {func: [names]}}."""
-        layers = {str(i): {f: sorted(names) if len(names) > 1 else next(iter(names))
-                           for f, names in per.items()}
-                  for i, per in sorted(self.calls.items())}
+        layers = {
+            str(i): {f: sorted(names) if len(names) > 1 else next(iter(names)) for f, names in per.items()}
+            for i, per in sorted(self.calls.items())
+        }
 
         def verdict(fname):
             kinds = {kernel_kind(n) for per in self.calls.values() for n in per.get(fname, {})}
             return "none" if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
 
-        return {"layers": layers,
-                "gated_delta_rule": verdict("torch_chunk_gated_delta_rule"),
-                "causal_conv1d": verdict("causal_conv1d_fn"),
-                "functions": {f: sorted({n for per in self.calls.values() for n in per.get(f, {})})
-                              for f in GDN_FUNCS},
-                "unresolved": self.unresolved, "forced_reference": self.forced}
+        return {
+            "layers": layers,
+            "gated_delta_rule": verdict("torch_chunk_gated_delta_rule"),
+            "causal_conv1d": verdict("causal_conv1d_fn"),
+            "functions": {f: sorted({n for per in self.calls.values() for n in per.get(f, {})}) for f in GDN_FUNCS},
+            "unresolved": self.unresolved,
+            "forced_reference": self.forced,
+        }
 
 
 def _signature(fn):
@@ -200,6 +221,7 @@ def _signature(fn):
 # ------------------------------------------------------------------------------------------------
 # memory per phase
 # ------------------------------------------------------------------------------------------------
+
 
 class Meter:
     """Peak memory since :meth:`reset`: CUDA's allocator counters, or live tensor bytes on the CPU."""
@@ -250,8 +272,9 @@ def meter_phases(meter: Meter, phases: dict, state: dict, on_phase=lambda: None)
                 return orig(*a, **kw)
             finally:  # also when it runs out of memory: the peak it reached is recorded
                 alloc, reserved = meter.peak()
-                ph = phases.setdefault(name, {"peak_allocated_bytes": 0, "peak_reserved_bytes": None,
-                                              "seconds": 0.0, "calls": 0})
+                ph = phases.setdefault(
+                    name, {"peak_allocated_bytes": 0, "peak_reserved_bytes": None, "seconds": 0.0, "calls": 0}
+                )
                 ph["peak_allocated_bytes"] = max(ph["peak_allocated_bytes"], alloc)
                 if reserved is not None:
                     ph["peak_reserved_bytes"] = max(ph["peak_reserved_bytes"] or 0, reserved)
@@ -273,17 +296,25 @@ def _gb(x) -> float | None:
 
 
 def _finish_phases(phases: dict) -> dict:
-    return {n: {"peak_allocated_gb": _gb(p["peak_allocated_bytes"]),
-                "peak_reserved_gb": _gb(p["peak_reserved_bytes"]),
-                "seconds": round(p["seconds"], 3), "calls": p["calls"]} for n, p in phases.items()}
+    return {
+        n: {
+            "peak_allocated_gb": _gb(p["peak_allocated_bytes"]),
+            "peak_reserved_gb": _gb(p["peak_reserved_bytes"]),
+            "seconds": round(p["seconds"], 3),
+            "calls": p["calls"],
+        }
+        for n, p in phases.items()
+    }
 
 
 # ------------------------------------------------------------------------------------------------
 # one run (a child process)
 # ------------------------------------------------------------------------------------------------
 
-def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: int,
-            workdir: Path | None = None) -> dict:
+
+def run_one(
+    shape: dict, tokens: int, instrument: bool, out_json: Path, steps: int, workdir: Path | None = None
+) -> dict:
     """In this process: train ``steps`` optimizer steps in ``workdir`` (a fresh temporary folder
     when None); write the run's record to ``out_json`` after every metered phase and at the end."""
     import torch
@@ -301,13 +332,24 @@ def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: i
     memory_model.text_config(shape).save_pretrained(init)
     build_tokenizer(["Q: 0123456789 A:"], init)
     rows = [{"prompt": "Q: ", "completion": "7" * tokens, "finish_reason": "length"}] * (2 * steps)
-    spec = {"init_dir": str(init), "init_random": True, "data": rows, "out_dir": str(tmp / "out"),
-            "log": str(tmp / "log.jsonl"), "max_len": tokens, "global_batch": 2, "micro_batch": 1,
-            "max_steps": steps, "warmup_steps": 1, "gradient_checkpointing": True,
-            "checkpoint_sublayers": True, "loss_chunk_tokens": LOSS_CHUNK,
-            "instrument": {"enabled": instrument}, "progress": False}
-    rec: dict = {"tokens": tokens, "instrument": instrument, "steps_asked": steps, "phases": {},
-                 "state": "running"}
+    spec = {
+        "init_dir": str(init),
+        "init_random": True,
+        "data": rows,
+        "out_dir": str(tmp / "out"),
+        "log": str(tmp / "log.jsonl"),
+        "max_len": tokens,
+        "global_batch": 2,
+        "micro_batch": 1,
+        "max_steps": steps,
+        "warmup_steps": 1,
+        "gradient_checkpointing": True,
+        "checkpoint_sublayers": True,
+        "loss_chunk_tokens": LOSS_CHUNK,
+        "instrument": {"enabled": instrument},
+        "progress": False,
+    }
+    rec: dict = {"tokens": tokens, "instrument": instrument, "steps_asked": steps, "phases": {}, "state": "running"}
     raw_phases: dict = {}
 
     def write():
@@ -319,8 +361,11 @@ def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: i
     meter = Meter(cuda)
     if cuda:
         free, total = torch.cuda.mem_get_info()
-        rec["device"] = {"name": torch.cuda.get_device_name(0), "total_bytes": int(total),
-                         "free_bytes_at_start": int(free)}
+        rec["device"] = {
+            "name": torch.cuda.get_device_name(0),
+            "total_bytes": int(total),
+            "free_bytes_at_start": int(free),
+        }
     state = {"phase": "load"}
     meter_phases(meter, raw_phases, state, on_phase=write)
     kernels = KernelRecorder().install(force_reference=not cuda)
@@ -337,8 +382,11 @@ def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: i
     except torch.OutOfMemoryError as e:  # a result: where it ran out
         rec["oom"] = {"phase": state["phase"], "message": str(e).splitlines()[0][:300]}
     except Exception as e:  # recorded with the phase it hit, then re-raised: a crash
-        rec["error"] = {"phase": state["phase"], "message": f"{type(e).__name__}: {e}"[:500],
-                        "traceback": traceback.format_exc()[-1500:]}
+        rec["error"] = {
+            "phase": state["phase"],
+            "message": f"{type(e).__name__}: {e}"[:500],
+            "traceback": traceback.format_exc()[-1500:],
+        }
         rec["state"] = "crashed"
         rec["kernels"] = kernels.summary()
         write()
@@ -370,13 +418,13 @@ def run_one(shape: dict, tokens: int, instrument: bool, out_json: Path, steps: i
 # the check (the parent process)
 # ------------------------------------------------------------------------------------------------
 
+
 def environment() -> dict:
     from importlib import metadata
 
     import torch
     import transformers
-    from transformers.utils.import_utils import (is_causal_conv1d_available,
-                                                 is_flash_linear_attention_available)
+    from transformers.utils.import_utils import is_causal_conv1d_available, is_flash_linear_attention_available
 
     def version(dist):
         try:
@@ -388,19 +436,30 @@ def environment() -> dict:
     # size from nvidia-smi here, the runs report what torch sees (run_one's "device")
     gpu, mem = None, None
     if torch.cuda.is_available() and shutil.which("nvidia-smi"):
-        q = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits",
-                            "-i", "0"], capture_output=True, text=True).stdout.strip()
+        q = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         if q:
             name, _, mib = q.rpartition(",")
             gpu, mem = name.strip(), round(float(mib) * 2**20 / 1e9, 1)
-    return {"gpu": gpu, "gpu_memory_gb": mem,
-            "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-            "transformers": transformers.__version__, "accelerate": version("accelerate"),
-            "flash_linear_attention": version("flash-linear-attention"), "fla_core": version("fla-core"),
-            "triton": version("triton"), "causal_conv1d": version("causal-conv1d"),
-            "flash_linear_attention_available": bool(is_flash_linear_attention_available()),
-            "causal_conv1d_available": bool(is_causal_conv1d_available()),
-            "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}
+    return {
+        "gpu": gpu,
+        "gpu_memory_gb": mem,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "accelerate": version("accelerate"),
+        "flash_linear_attention": version("flash-linear-attention"),
+        "fla_core": version("fla-core"),
+        "triton": version("triton"),
+        "causal_conv1d": version("causal-conv1d"),
+        "flash_linear_attention_available": bool(is_flash_linear_attention_available()),
+        "causal_conv1d_available": bool(is_causal_conv1d_available()),
+        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+    }
 
 
 def flops_per_token(shape: dict, params: int, tokens: int) -> float:
@@ -420,12 +479,25 @@ def phase_predictions(pred: dict) -> dict:
     gradients, AdamW), every checkpointed layer input, the final hidden state and one loss chunk;
     optimizer = the fp32 state; tracker = the fp32 state plus its host copy where host memory is
     the device's (the CPU)."""
-    t = {k: pred["terms"].get(k, 0.0) for k in (
-        "weights_fp32", "grads_fp32", "adamw_fp32", "checkpointed_inputs", "hidden_out_and_grad",
-        "loss_chunk", "tracker_host_copy")}
+    t = {
+        k: pred["terms"].get(k, 0.0)
+        for k in (
+            "weights_fp32",
+            "grads_fp32",
+            "adamw_fp32",
+            "checkpointed_inputs",
+            "hidden_out_and_grad",
+            "loss_chunk",
+            "tracker_host_copy",
+        )
+    }
     state = t["weights_fp32"] + t["grads_fp32"] + t["adamw_fp32"]
-    return {"forward": state + t["checkpointed_inputs"] + t["hidden_out_and_grad"] + t["loss_chunk"],
-            "backward": pred["peak"], "optimizer": state, "tracker": state + t["tracker_host_copy"]}
+    return {
+        "forward": state + t["checkpointed_inputs"] + t["hidden_out_and_grad"] + t["loss_chunk"],
+        "backward": pred["peak"],
+        "optimizer": state,
+        "tracker": state + t["tracker_host_copy"],
+    }
 
 
 def disk_free(path: Path) -> int:
@@ -476,14 +548,26 @@ class Check:
         finally:
             rec.uninstall()
         self.result = {
-            "check": "bench/gpu_check_sft.py", "dry_run": args.dry_run, "complete": False,
-            **self.env, "shape": self.shape, "params": self.sizes["params"],
-            "setup": {"global_batch": 2, "micro_batch": 1, "steps": args.steps,
-                      "loss_chunk_tokens": LOSS_CHUNK, "gradient_checkpointing": True,
-                      "checkpoint_sublayers": True, "mixed_precision": "bf16",
-                      "planner_kernels": self.kernels},
-            "deadline_s": args.deadline_s, "runs": [],
-            "disk": {"path": str(self.scratch), "free_gb_start": _gb(disk_free(self.scratch))}}
+            "check": "bench/gpu_check_sft.py",
+            "dry_run": args.dry_run,
+            "complete": False,
+            **self.env,
+            "shape": self.shape,
+            "params": self.sizes["params"],
+            "setup": {
+                "global_batch": 2,
+                "micro_batch": 1,
+                "steps": args.steps,
+                "loss_chunk_tokens": LOSS_CHUNK,
+                "gradient_checkpointing": True,
+                "checkpoint_sublayers": True,
+                "mixed_precision": "bf16",
+                "planner_kernels": self.kernels,
+            },
+            "deadline_s": args.deadline_s,
+            "runs": [],
+            "disk": {"path": str(self.scratch), "free_gb_start": _gb(disk_free(self.scratch))},
+        }
         self.write()
 
     def elapsed(self) -> float:
@@ -502,10 +586,17 @@ class Check:
         if self.layer is None:
             return {}
         try:
-            pred = self.memory_model.sft_memory(self.shape, tokens, sizes=self.sizes, layer=self.layer,
-                                           instrumented=instrument, chunk_tokens=LOSS_CHUNK,
-                                           host_is_device=not self.cuda, kernels=self.kernels,
-                                           sublayers=True)
+            pred = self.memory_model.sft_memory(
+                self.shape,
+                tokens,
+                sizes=self.sizes,
+                layer=self.layer,
+                instrumented=instrument,
+                chunk_tokens=LOSS_CHUNK,
+                host_is_device=not self.cuda,
+                kernels=self.kernels,
+                sublayers=True,
+            )
             return {"peak": pred["peak"], "terms": pred["terms"], "phases": phase_predictions(pred)}
         except Exception as e:  # noqa: BLE001 - as above
             self.plan_error = f"{type(e).__name__}: {e}"
@@ -533,10 +624,16 @@ class Check:
         env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16", "PYTHONUNBUFFERED": "1"}
         if not self.cuda:
             env["ACCELERATE_USE_CPU"] = "True"
-        cmd = [sys.executable, __file__, str(self.out), "--steps", str(self.args.steps),
-               "--one", json.dumps([self.shape, tokens, instrument, str(rec_path), str(work)])]
-        print(f"--- run {i}: {tokens} tokens, instrumentation {'on' if instrument else 'off'} ({why})",
-              flush=True)
+        cmd = [
+            sys.executable,
+            __file__,
+            str(self.out),
+            "--steps",
+            str(self.args.steps),
+            "--one",
+            json.dumps([self.shape, tokens, instrument, str(rec_path), str(work)]),
+        ]
+        print(f"--- run {i}: {tokens} tokens, instrumentation {'on' if instrument else 'off'} ({why})", flush=True)
         t = time.perf_counter()
         rc, killed, stop = None, None, None
         try:
@@ -580,11 +677,30 @@ class Check:
         self.write()
         if stop is not None:
             raise stop
-        print(json.dumps({k: rec.get(k) for k in (
-            "tokens", "instrument", "state", "steps_done", "peak_allocated_gb", "peak_reserved_gb",
-            "predicted_peak_gb", "tokens_per_s", "mfu", "oom", "crashed", "killed", "fits")}
-                         | {"gated_delta_rule": (rec.get("kernels") or {}).get("gated_delta_rule")}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    k: rec.get(k)
+                    for k in (
+                        "tokens",
+                        "instrument",
+                        "state",
+                        "steps_done",
+                        "peak_allocated_gb",
+                        "peak_reserved_gb",
+                        "predicted_peak_gb",
+                        "tokens_per_s",
+                        "mfu",
+                        "oom",
+                        "crashed",
+                        "killed",
+                        "fits",
+                    )
+                }
+                | {"gated_delta_rule": (rec.get("kernels") or {}).get("gated_delta_rule")}
+            ),
+            flush=True,
+        )
         return rec
 
     def fits(self, rec: dict) -> bool | None:
@@ -610,13 +726,24 @@ class Check:
         if not lo:
             return
         if hi is None:
-            cap = (self.args.capacity_gb * 1e9 if self.args.capacity_gb
-                   else self._device_bytes() - self.memory_model.CUDA_RESERVE)
+            cap = (
+                self.args.capacity_gb * 1e9
+                if self.args.capacity_gb
+                else self._device_bytes() - self.memory_model.CUDA_RESERVE
+            )
             try:
                 planned = self.memory_model.max_fitting_tokens(
-                    self.shape, cap, step=step, sizes=self.sizes, layer=self.layer, instrumented=True,
-                    chunk_tokens=LOSS_CHUNK, host_is_device=not self.cuda, kernels=self.kernels,
-                    sublayers=True)
+                    self.shape,
+                    cap,
+                    step=step,
+                    sizes=self.sizes,
+                    layer=self.layer,
+                    instrumented=True,
+                    chunk_tokens=LOSS_CHUNK,
+                    host_is_device=not self.cuda,
+                    kernels=self.kernels,
+                    sublayers=True,
+                )
             except Exception as e:  # noqa: BLE001 - bisect from the measured lengths alone
                 self.plan_error, planned = f"{type(e).__name__}: {e}", None
             self.result["planned_longest_fit"] = planned
@@ -646,8 +773,11 @@ class Check:
         return float(seen[0]) if seen else float(self.memory_model.H100_BYTES)
 
     def main(self) -> int:
-        lengths = [int(x) for x in self.args.lengths.split(",")] if self.args.lengths else list(
-            DRY_LENGTHS if self.args.dry_run else REAL_LENGTHS)
+        lengths = (
+            [int(x) for x in self.args.lengths.split(",")]
+            if self.args.lengths
+            else list(DRY_LENGTHS if self.args.dry_run else REAL_LENGTHS)
+        )
         print(json.dumps(self.env), flush=True)
         signal.signal(signal.SIGTERM, _terminate)
         try:
@@ -686,6 +816,7 @@ class Check:
 
 def report(res: dict) -> str:
     """The "SFT GPU check" section of bench/RESULTS.md, from a gpu_check.json."""
+
     def f(x, nd=1):
         return "-" if x is None else f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
@@ -701,58 +832,105 @@ def report(res: dict) -> str:
         return "fits" if r.get("fits") else "did not finish"
 
     disk = res.get("disk", {})
-    lines = ["## SFT GPU check", "",
-             f"`bash bench/gpu_check.sh OUT` then `python bench/gpu_check_sft.py --report OUT/gpu_check.json`"
-             f"{' (a CPU dry run)' if res.get('dry_run') else ''}: {res.get('gpu') or 'CPU'}"
-             f" ({f(res.get('gpu_memory_gb'))} GB), torch {res.get('torch')} (CUDA {res.get('cuda')}),"
-             f" transformers {res.get('transformers')}, flash-linear-attention {res.get('flash_linear_attention')},"
-             f" causal-conv1d {res.get('causal_conv1d')}. A random-initialised model of shape"
-             f" {res.get('shape', {}).get('hidden_size')} x {res.get('shape', {}).get('num_hidden_layers')}"
-             f" ({res.get('params', 0) / 1e9:.3f} B parameters); global batch 2 of 1 sequence, 2 optimizer"
-             " steps, bf16 autocast, checkpoint_sublayers, loss chunk 1024. Peaks: torch.cuda.max_memory_allocated"
-             " / max_memory_reserved per phase (the max over its calls); predicted: memory_model.sft_memory (its"
-             " peak for the backward; its terms live in the other phases). tokens/s and MFU: the last step"
-             " (6 x parameters + causal attention FLOPs per token over the GPU's dense bf16 peak).", "",
-             "| tokens | instrumented | forward GB | backward GB | optimizer GB | tracker GB | peak allocated GB"
-             " | peak reserved GB | predicted GB | allocated / predicted | tokens/s | MFU | Gated DeltaNet | result |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## SFT GPU check",
+        "",
+        f"`bash bench/gpu_check.sh OUT` then `python bench/gpu_check_sft.py --report OUT/gpu_check.json`"
+        f"{' (a CPU dry run)' if res.get('dry_run') else ''}: {res.get('gpu') or 'CPU'}"
+        f" ({f(res.get('gpu_memory_gb'))} GB), torch {res.get('torch')} (CUDA {res.get('cuda')}),"
+        f" transformers {res.get('transformers')}, flash-linear-attention {res.get('flash_linear_attention')},"
+        f" causal-conv1d {res.get('causal_conv1d')}. A random-initialised model of shape"
+        f" {res.get('shape', {}).get('hidden_size')} x {res.get('shape', {}).get('num_hidden_layers')}"
+        f" ({res.get('params', 0) / 1e9:.3f} B parameters); global batch 2 of 1 sequence, 2 optimizer"
+        " steps, bf16 autocast, checkpoint_sublayers, loss chunk 1024. Peaks: torch.cuda.max_memory_allocated"
+        " / max_memory_reserved per phase (the max over its calls); predicted: memory_model.sft_memory (its"
+        " peak for the backward; its terms live in the other phases). tokens/s and MFU: the last step"
+        " (6 x parameters + causal attention FLOPs per token over the GPU's dense bf16 peak).",
+        "",
+        "| tokens | instrumented | forward GB | backward GB | optimizer GB | tracker GB | peak allocated GB"
+        " | peak reserved GB | predicted GB | allocated / predicted | tokens/s | MFU | Gated DeltaNet | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res.get("runs", []):
         ph = r.get("phases", {})
-        lines.append("| " + " | ".join([
-            str(r["tokens"]), "yes" if r.get("instrument") else "no",
-            *(f(ph.get(n, {}).get("peak_allocated_gb"), 2) for n in ("forward", "backward", "optimizer", "tracker")),
-            f(r.get("peak_allocated_gb"), 2), f(r.get("peak_reserved_gb"), 2), f(r.get("predicted_peak_gb"), 2),
-            f(r.get("allocated_over_predicted"), 3), f(r.get("tokens_per_s"), 0), f(r.get("mfu"), 3),
-            (r.get("kernels") or {}).get("gated_delta_rule") or "-", outcome(r)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(r["tokens"]),
+                    "yes" if r.get("instrument") else "no",
+                    *(
+                        f(ph.get(n, {}).get("peak_allocated_gb"), 2)
+                        for n in ("forward", "backward", "optimizer", "tracker")
+                    ),
+                    f(r.get("peak_allocated_gb"), 2),
+                    f(r.get("peak_reserved_gb"), 2),
+                    f(r.get("predicted_peak_gb"), 2),
+                    f(r.get("allocated_over_predicted"), 3),
+                    f(r.get("tokens_per_s"), 0),
+                    f(r.get("mfu"), 3),
+                    (r.get("kernels") or {}).get("gated_delta_rule") or "-",
+                    outcome(r),
+                ]
+            )
+            + " |"
+        )
     lf = res.get("longest_fit")
-    lines += ["", f"Gated DeltaNet: {res.get('kernel_gated_delta_rule')}, short convolution:"
-              f" {res.get('kernel_causal_conv1d')} (the function objects the layers called)."
-              + (f" Longest length that fits: {lf['tokens']} tokens ({lf['first_not_fitting']} did not;"
-                 f" the plan's longest fit {res.get('planned_longest_fit')})." if lf else "")
-              + f" Disk free {f(disk.get('free_gb_start'))} GB before, {f(disk.get('free_gb_end'))} GB after"
-              f" (no model saved). {'Complete' if res.get('complete') else 'Incomplete (killed)'},"
-              f" {f(res.get('elapsed_s'), 0)} s.", ""]
+    lines += [
+        "",
+        f"Gated DeltaNet: {res.get('kernel_gated_delta_rule')}, short convolution:"
+        f" {res.get('kernel_causal_conv1d')} (the function objects the layers called)."
+        + (
+            f" Longest length that fits: {lf['tokens']} tokens ({lf['first_not_fitting']} did not;"
+            f" the plan's longest fit {res.get('planned_longest_fit')})."
+            if lf
+            else ""
+        )
+        + f" Disk free {f(disk.get('free_gb_start'))} GB before, {f(disk.get('free_gb_end'))} GB after"
+        f" (no model saved). {'Complete' if res.get('complete') else 'Incomplete (killed)'},"
+        f" {f(res.get('elapsed_s'), 0)} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir", nargs="?")
-    ap.add_argument("--report", metavar="GPU_CHECK_JSON",
-                    help="write bench/RESULTS.md's section 'SFT GPU check' from this JSON, run nothing")
+    ap.add_argument(
+        "--report",
+        metavar="GPU_CHECK_JSON",
+        help="write bench/RESULTS.md's section 'SFT GPU check' from this JSON, run nothing",
+    )
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shape, short lengths")
-    ap.add_argument("--lengths", default=None,
-                    help=f"tokens per sequence, longest first (default {REAL_LENGTHS}; dry run {DRY_LENGTHS})")
+    ap.add_argument(
+        "--lengths",
+        default=None,
+        help=f"tokens per sequence, longest first (default {REAL_LENGTHS}; dry run {DRY_LENGTHS})",
+    )
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--deadline-s", type=float, default=480.0,
-                    help="no run is started that would not end by then; one still running is killed")
+    ap.add_argument(
+        "--deadline-s",
+        type=float,
+        default=480.0,
+        help="no run is started that would not end by then; one still running is killed",
+    )
     ap.add_argument("--no-uninstrumented", action="store_true", help="skip the run without instrumentation")
-    ap.add_argument("--bisect", dest="bisect", action="store_true", default=None,
-                    help="search the longest length that fits (default: on a GPU, off in a dry run)")
+    ap.add_argument(
+        "--bisect",
+        dest="bisect",
+        action="store_true",
+        default=None,
+        help="search the longest length that fits (default: on a GPU, off in a dry run)",
+    )
     ap.add_argument("--no-bisect", dest="bisect", action="store_false")
     ap.add_argument("--bisect-step", type=int, default=None, help="tokens (default 1024; dry run 16)")
-    ap.add_argument("--capacity-gb", type=float, default=None,
-                    help="a step fits only with its peak within this (the device's own limit otherwise)")
+    ap.add_argument(
+        "--capacity-gb",
+        type=float,
+        default=None,
+        help="a step fits only with its peak within this (the device's own limit otherwise)",
+    )
     ap.add_argument("--scratch", default=None, help="folder for the runs (default: a new temporary one, removed)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -40,6 +40,7 @@ onstart:
 # (the report is results/report/report.html; docs/report.md).
 report: "../report/snakemake_report.rst"
 
+
 L = layout.Layout(config)  # every artifact path: L.model_dir(...), L.table(...), L.bench(...)
 R = L.results
 ARMS = L.arms  # built by default
@@ -81,8 +82,7 @@ GEN_RESOURCES = dict(mem_mb=GEN_MEM_MB, runtime=GEN_RUNTIME, gpu=GEN_GPUS, **(ON
 TRAIN_GPUS = _GPUS["train"]
 TRAIN_MEM_MB = 128000 if TRAIN_GPUS else 4000  # host RAM: fp32 load of a 4B model, full-state saves
 TRAIN_RUNTIME = 24 * 60 if TRAIN_GPUS else 60
-TRAIN_RESOURCES = dict(mem_mb=TRAIN_MEM_MB, runtime=TRAIN_RUNTIME, gpu=TRAIN_GPUS,
-                       **(ONE_NODE if TRAIN_GPUS else {}))
+TRAIN_RESOURCES = dict(mem_mb=TRAIN_MEM_MB, runtime=TRAIN_RUNTIME, gpu=TRAIN_GPUS, **(ONE_NODE if TRAIN_GPUS else {}))
 
 
 wildcard_constraints:

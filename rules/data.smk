@@ -39,7 +39,6 @@ if config["data"]["kind"] == "synthetic":
         script:
             "../scripts/make_synthetic_data.py"
 
-
 elif config["data"]["kind"] == "real":
 
     rule prepare_real_data:

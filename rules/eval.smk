@@ -307,4 +307,3 @@ if L.sweep_from_grid:
             bench_path("reuse", sc.BASE, "{evalset}", "sweep-{name}")
         shell:  # the file and its sidecar (where the rows came from)
             "(cp {input.source:q} {output.graded:q} && cp {input.source:q}.meta.json {output.graded:q}.meta.json) 2> {log}"
-

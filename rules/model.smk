@@ -96,7 +96,6 @@ if config["model"]["kind"] == "tiny":
             script:
                 "../scripts/ship_base.py"
 
-
 elif config["model"]["kind"] == "hub":
 
     # --- the rehearsal (config/rehearsal.yaml): model.rehearsal asks a rule to build the
@@ -113,8 +112,7 @@ elif config["model"]["kind"] == "hub":
         if not local:
             return []
         folder = sc.resolve_local_dir(local, workflow.basedir)
-        return [str(p) for p in (folder / sc.BASE_PROVENANCE, *sorted(folder.glob("*.safetensors")))
-                if p.exists()]
+        return [str(p) for p in (folder / sc.BASE_PROVENANCE, *sorted(folder.glob("*.safetensors"))) if p.exists()]
 
     def get_hub(wildcards):
         """model.hub with a relative local_dir taken against the workflow folder when the working

@@ -84,10 +84,10 @@ rule probe_forward:
         trust_remote_code=config["model"]["trust_remote_code"],
     threads: 1
     resources:
+        **(ONE_NODE if GEN_GPUS else {}),
         mem_mb=GEN_MEM_MB,
         runtime=GEN_RUNTIME,
         gpu=min(1, GEN_GPUS),
-        **(ONE_NODE if GEN_GPUS else {}),
     log:
         log_path("probe", "forward", "{model}"),
     benchmark:

@@ -61,6 +61,7 @@ rule report_parts:
     as strings (ssd_math.report_parts): each table as a pipe table, each method note, each sentence
     with a number, the provenance panel's rows. The arms and the noise probes are the config's."""
     input:
+        **{f"probe_{name}": rules.probe_tables.output[name] for name in PROBE_TABLES},
         numbers=rules.report_numbers.output.json,
         findings_json=rules.findings.output.json,
         table1=rules.table1.output.table,
@@ -74,7 +75,6 @@ rule report_parts:
         breakdown=rules.metrics.output.breakdown,
         power=rules.power.output.table,
         timings=rules.timings.output.table,
-        **{f"probe_{name}": rules.probe_tables.output[name] for name in PROBE_TABLES},
         filters=[L.samples(a, "filter_summary", "json") for a in ARMS],
     output:
         json=L.table("report_parts", "json"),

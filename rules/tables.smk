@@ -4,16 +4,22 @@
 
 def noise_recipes():
     """The SFT recipe keys the noise summary prints beside each run (arms and noise probes)."""
-    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")}
-            for a in L.noise_runs()}
+    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")} for a in L.noise_runs()}
 
 
 def timing_inputs():
     """The tables: once they exist every compute job upstream of them has written its benchmark."""
-    return [rules.metrics.output.metrics, rules.table1.output.table, rules.table2.output.table,
-            rules.table1_breakdown.output.table, rules.table2_breakdown.output.table,
-            rules.sweep_table.output.table, rules.checkpoint_table.output.table,
-            rules.noise_summary.output.table, rules.power.output.table]
+    return [
+        rules.metrics.output.metrics,
+        rules.table1.output.table,
+        rules.table2.output.table,
+        rules.table1_breakdown.output.table,
+        rules.table2_breakdown.output.table,
+        rules.sweep_table.output.table,
+        rules.checkpoint_table.output.table,
+        rules.noise_summary.output.table,
+        rules.power.output.table,
+    ]
 
 
 rule metrics:

@@ -7,5 +7,11 @@ from ssd_math.rulelog import rule_log
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:
     info = fetch_base(sm.params.hub, sm.output.model, trust_remote_code=bool(sm.params.trust_remote_code))
-    log.info("%s@%s -> %s (%d files, %.2f GB)", info["hub_id"], info["revision"],
-             sm.output.model, len(info["files"]), sum(info["files"].values()) / 1e9)
+    log.info(
+        "%s@%s -> %s (%d files, %.2f GB)",
+        info["hub_id"],
+        info["revision"],
+        sm.output.model,
+        len(info["files"]),
+        sum(info["files"].values()) / 1e9,
+    )

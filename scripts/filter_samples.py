@@ -13,8 +13,16 @@ with rule_log(snakemake) as log:  # noqa: F821 (snakemake is injected)
     summary["arm"] = snakemake.wildcards.arm
     write_json(snakemake.output.summary, summary)
     write_meta(snakemake.output.kept, rule="filter_samples", summary=summary)
-    log.info("kept %d of %d samples (dropped %d length-stopped)",
-             summary["n_kept"], summary["n_samples"], summary["n_dropped"])
-    check_reach(snakemake.wildcards.arm, summary, dict(snakemake.params.sft_reach),  # noqa: F821
-                samples_path=str(snakemake.input.samples),  # noqa: F821
-                min_kept_fraction=snakemake.params.min_kept_fraction)  # noqa: F821
+    log.info(
+        "kept %d of %d samples (dropped %d length-stopped)",
+        summary["n_kept"],
+        summary["n_samples"],
+        summary["n_dropped"],
+    )
+    check_reach(
+        snakemake.wildcards.arm,
+        summary,
+        dict(snakemake.params.sft_reach),  # noqa: F821
+        samples_path=str(snakemake.input.samples),  # noqa: F821
+        min_kept_fraction=snakemake.params.min_kept_fraction,
+    )  # noqa: F821

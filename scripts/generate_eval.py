@@ -12,8 +12,7 @@ from ssd_math.rulelog import rule_log
 def main(sm) -> None:
     with rule_log(sm) as log:
         outputs = list(sm.output.samples) if not isinstance(sm.output.samples, str) else [sm.output.samples]
-        counts = generate_jobs(sm.params.jobs, sm.input.problems, outputs, common=sm.params.common,
-                               threads=sm.threads)
+        counts = generate_jobs(sm.params.jobs, sm.input.problems, outputs, common=sm.params.common, threads=sm.threads)
         for out, n in zip(outputs, counts):
             log.info("%s: %d samples", out, n)
 

@@ -6,7 +6,11 @@ from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:
-    counts = grade_files(list(sm.input.samples), list(sm.output.graded), workers=int(sm.params.workers),
-                         timeout_s=float(sm.params.timeout_s))
+    counts = grade_files(
+        list(sm.input.samples),
+        list(sm.output.graded),
+        workers=int(sm.params.workers),
+        timeout_s=float(sm.params.timeout_s),
+    )
     for out, c in zip(sm.output.graded, counts):
         log.info("graded %s: %s", out, c)

@@ -7,8 +7,9 @@ from ssd_math.tables import metrics_table
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:
     st = sm.params.stats
-    metrics, breakdown = metrics_table(list(sm.input.evals), sm.params.results, conf=st["conf"],
-                                       n_boot=st["n_boot"], seed=st["seed"])
+    metrics, breakdown = metrics_table(
+        list(sm.input.evals), sm.params.results, conf=st["conf"], n_boot=st["n_boot"], seed=st["seed"]
+    )
     write_csv(metrics, sm.output.metrics)
     write_csv(breakdown, sm.output.breakdown)
     write_meta(sm.output.metrics, rule="metrics", stats=st, n_files=len(sm.input.evals))

@@ -22,15 +22,12 @@ dropped ones are exactly the samples at the cap, so the kept mean is
 ``(mean_all - (1 - kept_fraction) x cap) / kept_fraction`` (floored at 5% of the cap).
 """
 
-
 import argparse
 import sys
 from pathlib import Path
 
-
 from ssd_math import config as sc
-from ssd_math.planner import (build_plan, describe, format_plan, merge_measured, plan_to_csv, plan_totals,
-                              reuse_summary)
+from ssd_math.planner import build_plan, describe, format_plan, merge_measured, plan_to_csv, plan_totals, reuse_summary
 
 
 def disk_note(cfg) -> str:
@@ -39,11 +36,12 @@ def disk_note(cfg) -> str:
 
     if not cfg["planner"]["expected"].get("model_params"):
         return "# disk: set planner.expected.model_params for the disk column\n"
-    return (f"# disk: model folders (checkpoints + final) in the served dtype "
-            f"({serve_dtype(cfg) or 'float32'}), {cfg['planner']['expected']['model_params']:.4g} "
-            f"parameters; resume_gb = fp32 weights + AdamW state of one training job, removed when "
-            f"it finishes\n")
-
+    return (
+        f"# disk: model folders (checkpoints + final) in the served dtype "
+        f"({serve_dtype(cfg) or 'float32'}), {cfg['planner']['expected']['model_params']:.4g} "
+        f"parameters; resume_gb = fp32 weights + AdamW state of one training job, removed when "
+        f"it finishes\n"
+    )
 
 
 def _write(rows: list[dict], csv_path, txt_path, cfg) -> str:
@@ -61,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configfile", default="config.yaml", help="config YAML (default config.yaml)")
     ap.add_argument("--results", help="override the config's results folder")
     ap.add_argument("--csv", help="also write the plan as CSV here")
-    ap.add_argument("--measured", action="store_true",
-                    help="join <results>/benchmarks/**.tsv (after a run): measured hours beside expected")
+    ap.add_argument(
+        "--measured",
+        action="store_true",
+        help="join <results>/benchmarks/**.tsv (after a run): measured hours beside expected",
+    )
     args = ap.parse_args(argv)
     cfg = sc.load_config(args.configfile)
     results = args.results or cfg["results"]

@@ -10,8 +10,14 @@ with rule_log(sm) as log:
     spans = None
     if p.probe["labeled"]:
         from ssd_math.synth import label_spans as spans
-    summary = build_positions(dict(zip(p.generators, sm.input.evals)), sm.input.tokenizer,
-                              sm.output.positions, probe=p.probe, seed=p.seed, label_spans=spans,
-                              trust_remote_code=p.trust_remote_code)
+    summary = build_positions(
+        dict(zip(p.generators, sm.input.evals)),
+        sm.input.tokenizer,
+        sm.output.positions,
+        probe=p.probe,
+        seed=p.seed,
+        label_spans=spans,
+        trust_remote_code=p.trust_remote_code,
+    )
     write_meta(sm.output.positions, rule=sm.rule, probe=p.probe, seed=p.seed, **summary)
     log.info("%s", summary)

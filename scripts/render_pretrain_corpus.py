@@ -12,6 +12,10 @@ with rule_log(sm) as log:
     tok = load_tokenizer(sm.input.init)
     rows = pretrain_records(read_jsonl(sm.input.pretrain), tok, instruction=sm.params.instruction)
     n = write_jsonl(sm.output.corpus, rows)
-    write_meta(sm.output.corpus, rule="render_pretrain_corpus", n_rows=n,
-               prompt_template_hash=template_hash(tok, sm.params.instruction))
+    write_meta(
+        sm.output.corpus,
+        rule="render_pretrain_corpus",
+        n_rows=n,
+        prompt_template_hash=template_hash(tok, sm.params.instruction),
+    )
     log.info("%d pretraining rows", n)

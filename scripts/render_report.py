@@ -14,6 +14,12 @@ with rule_log(sm) as log:
     inputs = {k: v for k, v in sm.input.items() if k not in ("qmd", "css")}
     manifest = write_manifest(sm.output.manifest, inputs)
     write_meta(sm.output.manifest, rule="report", inputs=sorted(inputs))
-    info = render(sm.input.qmd, sm.output.html, params={"manifest": str(manifest)}, stamp_param="rendered",
-                  metadata={"title": sm.params.title}, config_hash=sm.params.config_hash)
+    info = render(
+        sm.input.qmd,
+        sm.output.html,
+        params={"manifest": str(manifest)},
+        stamp_param="rendered",
+        metadata={"title": sm.params.title},
+        config_hash=sm.params.config_hash,
+    )
     log.info("rendered with %s: %s", info.get("engine"), info)

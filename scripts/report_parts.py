@@ -9,7 +9,13 @@ sm = snakemake  # noqa: F821
 with rule_log(sm) as log:
     p = sm.params
     tables = {k: v for k, v in sm.input.items() if k != "filters"}
-    parts = write_parts(sm.output.json, tables, dict(zip(p.arms, sm.input.filters)), arms=list(p.arms),
-                        noise_probes=list(p.noise_probes), experiment=p.experiment)
+    parts = write_parts(
+        sm.output.json,
+        tables,
+        dict(zip(p.arms, sm.input.filters)),
+        arms=list(p.arms),
+        noise_probes=list(p.noise_probes),
+        experiment=p.experiment,
+    )
     write_meta(sm.output.json, rule="report_parts", parts=sorted(parts))
     log.info("report parts: %s", ", ".join(sorted(parts)))

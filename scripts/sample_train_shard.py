@@ -11,8 +11,14 @@ from ssd_math.rulelog import rule_log
 def main(sm) -> None:
     with rule_log(sm) as log:
         shard, n_shards = int(sm.wildcards.shard), int(sm.params.n_shards)
-        (n,) = generate_jobs(sm.params.jobs, sm.input.prompts, [sm.output.samples],
-                             common=sm.params.common, threads=sm.threads, shard=(shard, n_shards))
+        (n,) = generate_jobs(
+            sm.params.jobs,
+            sm.input.prompts,
+            [sm.output.samples],
+            common=sm.params.common,
+            threads=sm.threads,
+            shard=(shard, n_shards),
+        )
         log.info("shard %s of %s: %d samples", shard, n_shards, n)
 
 

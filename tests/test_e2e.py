@@ -71,9 +71,13 @@ def test_eval_hard_grid_is_eval_mains_rows_of_its_prompts(run):
         got = [json.loads(x) for x in hard.read_text().splitlines()]
         assert got == want and {r["prompt_id"] for r in got} == hard_ids, name
         meta = json.loads(hard.with_name(hard.name + ".meta.json").read_text())
-        assert meta["rule"] == "subset_generations" and meta["subset_of"].endswith(f"{name.format(s='eval_main')}.jsonl")
-        assert meta["n_rows"] == len(got) and meta["sampling"] == json.loads(
-            main.with_name(main.name + ".meta.json").read_text())["sampling"]
+        assert meta["rule"] == "subset_generations" and meta["subset_of"].endswith(
+            f"{name.format(s='eval_main')}.jsonl"
+        )
+        assert (
+            meta["n_rows"] == len(got)
+            and meta["sampling"] == json.loads(main.with_name(main.name + ".meta.json").read_text())["sampling"]
+        )
 
 
 def test_sample_rows_and_filter(run):
@@ -81,8 +85,18 @@ def test_sample_rows_and_filter(run):
     rows = [json.loads(x) for x in (wd / "results/samples/ssd/samples.jsonl").read_text().splitlines()]
     n_prompts = len((wd / "results/data/train_prompts.jsonl").read_text().splitlines())
     assert len(rows) == n_prompts
-    need = {"prompt_id", "sample_index", "prompt", "completion", "n_completion_tokens", "finish_reason",
-            "seed", "sampling", "model", "condition"}
+    need = {
+        "prompt_id",
+        "sample_index",
+        "prompt",
+        "completion",
+        "n_completion_tokens",
+        "finish_reason",
+        "seed",
+        "sampling",
+        "model",
+        "condition",
+    }
     assert need <= set(rows[0])
     assert rows[0]["sampling"]["temperature"] == 1.1 and rows[0]["sampling"]["top_k"] == 20
     summary = json.loads((wd / "results/samples/ssd/filter_summary.json").read_text())
@@ -118,8 +132,7 @@ def test_every_graded_row_regrades_identically(run):
     assert len(graded_files) >= 20
     cache: dict = {}
     statuses = set()
-    copies = [p for p in graded_files
-              if not (wd / "results/generations" / p.relative_to(wd / "results/eval")).exists()]
+    copies = [p for p in graded_files if not (wd / "results/generations" / p.relative_to(wd / "results/eval")).exists()]
     for path in copies:  # an eval file equal to a grid file's is a copy of it (rules reuse_grid_*)
         assert any(o.read_bytes() == path.read_bytes() for o in graded_files if o not in copies), path
     for path in [p for p in graded_files if p not in copies]:
@@ -148,8 +161,7 @@ def test_grade_files_keeps_rows_aligned_across_files(tmp_path):
 
     def row(pid, gold, ans):
         comp = "</think> no box" if ans is None else f"</think> so \\boxed{{{ans}}}"
-        return {"prompt_id": pid, "sample_index": 0, "gold": gold, "completion": comp,
-                "finish_reason": "stop"}
+        return {"prompt_id": pid, "sample_index": 0, "gold": gold, "completion": comp, "finish_reason": "stop"}
 
     files = {
         "a": [row("a0", "7", "7"), row("a1", "7", "3"), row("a2", "1/2", "0.5")],
@@ -163,8 +175,11 @@ def test_grade_files_keeps_rows_aligned_across_files(tmp_path):
         outs.append(tmp_path / f"{name}.graded.jsonl")
     counts = grade_files(ins, outs, workers=2, timeout_s=5.0, progress=False)
     got = {n: [r["status"] for r in _rows(o)] for n, o in zip(files, outs)}
-    assert got == {"a": ["correct", "incorrect", "correct"], "b": ["no_answer"],
-                   "c": ["correct", "correct", "incorrect", "correct"]}
+    assert got == {
+        "a": ["correct", "incorrect", "correct"],
+        "b": ["no_answer"],
+        "c": ["correct", "correct", "incorrect", "correct"],
+    }
     assert [c["n"] for c in counts] == [3, 1, 4] and [c["correct"] for c in counts] == [2, 0, 3]
     for o, rows in zip(outs, files.values()):
         for g, r in zip(rows, _rows(o)):
@@ -184,11 +199,15 @@ def test_every_sidecar_carries_the_run_config_hash(run):
     assert {k: v for k, v in hashes.items() if v != want} == {}
     # every artifact of the data, samples, eval, tables, figures and report stages has one
     kinds = (".jsonl", ".csv", ".png", ".html", ".json")
-    missing = [str(p.relative_to(res)) for part in ("data", "samples", "generations", "eval",
-                                                    "tables", "figures", "report")
-               for p in (res / part).rglob("*")
-               if p.is_file() and p.suffix in kinds and not p.name.endswith("meta.json")
-               and not p.with_name(p.name + ".meta.json").exists()]
+    missing = [
+        str(p.relative_to(res))
+        for part in ("data", "samples", "generations", "eval", "tables", "figures", "report")
+        for p in (res / part).rglob("*")
+        if p.is_file()
+        and p.suffix in kinds
+        and not p.name.endswith("meta.json")
+        and not p.with_name(p.name + ".meta.json").exists()
+    ]
     assert missing == []
     models = [d for d in (res / "models").rglob("config.json")]
     assert models and all((d.parent / "meta.json").exists() for d in models)
@@ -213,20 +232,61 @@ def _dry_run_jobs(wd: Path, cfg: dict, tmp_path: Path) -> set[tuple]:
 
 
 # tables, figures and the report: downstream of every eval file / training log
-ANALYSIS = {"metrics", "table1", "table2", "table1_breakdown", "table2_breakdown", "sweep_table",
-            "checkpoint_table", "noise_summary", "power", "timings", "figure_a", "figure_b",
-            "figure_c", "training_curves", "weight_change", "dw_hist", "train_ppl",
-            "checkpoint_accuracy", "findings", "report_numbers", "probe_tables", "probe_scatter",
-            "probe_fork_shares", "study_table", "report_parts", "report"}
+ANALYSIS = {
+    "metrics",
+    "table1",
+    "table2",
+    "table1_breakdown",
+    "table2_breakdown",
+    "sweep_table",
+    "checkpoint_table",
+    "noise_summary",
+    "power",
+    "timings",
+    "figure_a",
+    "figure_b",
+    "figure_c",
+    "training_curves",
+    "weight_change",
+    "dw_hist",
+    "train_ppl",
+    "checkpoint_accuracy",
+    "findings",
+    "report_numbers",
+    "probe_tables",
+    "probe_scatter",
+    "probe_fork_shares",
+    "study_table",
+    "report_parts",
+    "report",
+}
 
 
 # stats.conf sets the intervals: every table and figure that prints one, the report, and
 # `timings` (its inputs are the tables: once they exist every compute job has run). Not the power
 # table (fixed planning alpha), nor the training/noise figures (no intervals).
-EXPECT_STATS_RULES = {"all", "metrics", "table1", "table2", "table1_breakdown", "table2_breakdown",
-                      "sweep_table", "checkpoint_table", "timings", "figure_a", "figure_c",
-                      "checkpoint_accuracy", "findings", "report_numbers", "probe_tables",
-                      "probe_scatter", "probe_fork_shares", "study_table", "report_parts", "report"}
+EXPECT_STATS_RULES = {
+    "all",
+    "metrics",
+    "table1",
+    "table2",
+    "table1_breakdown",
+    "table2_breakdown",
+    "sweep_table",
+    "checkpoint_table",
+    "timings",
+    "figure_a",
+    "figure_c",
+    "checkpoint_accuracy",
+    "findings",
+    "report_numbers",
+    "probe_tables",
+    "probe_scatter",
+    "probe_fork_shares",
+    "study_table",
+    "report_parts",
+    "report",
+}
 
 # arms.ssd.temperature: the ssd arm's sampling, filter, training and every eval of its models,
 # then every table, figure and the report -- and the noise probe bf16-state, which trained on the
@@ -235,14 +295,16 @@ EXPECT_STATS_RULES = {"all", "metrics", "table1", "table2", "table1_breakdown", 
 EXPECT_SSD_JOBS = {
     *{("sample_train_shard", f"arm={a}, shard={i}") for a in ("ssd", "bf16-state") for i in (0, 1)},
     *{(r, f"arm={a}") for r in ("merge_shards", "filter_samples") for a in ("ssd", "bf16-state")},
-    ("sft", "arm=ssd"), ("noise_probe", "arm=bf16-state"),
-    ("generate_grid", "model=ssd, evalset=eval_main"), ("subset_grid", "model=ssd, evalset=eval_hard"),
+    ("sft", "arm=ssd"),
+    ("noise_probe", "arm=bf16-state"),
+    ("generate_grid", "model=ssd, evalset=eval_main"),
+    ("subset_grid", "model=ssd, evalset=eval_hard"),
     *{("grade_grid", f"model=ssd, evalset={e}") for e in ("eval_main", "eval_hard")},
-    *{(r, "arm=ssd, evalset=eval_hard") for r in ("generate_checkpoints", "grade_checkpoints",
-                                                  "reuse_grid_final")},
+    *{(r, "arm=ssd, evalset=eval_hard") for r in ("generate_checkpoints", "grade_checkpoints", "reuse_grid_final")},
     *{(r, "model=ssd, evalset=eval_hard, t=0.7, k=2") for r in ("generate_passk", "grade_passk")},
     # the probe's carriers include ssd's generations at the probe's T: every model reads them again
-    ("probe_positions", ""), *{("probe_forward", f"model={m}") for m in ("base", "ssd", "topk5")},
+    ("probe_positions", ""),
+    *{("probe_forward", f"model={m}") for m in ("base", "ssd", "topk5")},
     *{(r, "") for r in ANALYSIS | {"all"}},
 }
 

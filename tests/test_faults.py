@@ -21,13 +21,20 @@ from ssd_math import generate as G
 from ssd_math.io import read_json
 from ssd_math.sampler import SamplingConfig
 
-N_PROBLEMS = 48          # the file; the shard (1 of 2) holds 24 of them
+N_PROBLEMS = 48  # the file; the shard (1 of 2) holds 24 of them
 SHARD = (1, 2)
-BATCH = 4                # 24 prompts -> 6 batches
-N_SAMPLES = 2            # samples per prompt
+BATCH = 4  # 24 prompts -> 6 batches
+N_SAMPLES = 2  # samples per prompt
 N_BATCHES = 6
-SAMPLING = {"temperature": 1.1, "top_k": 20, "top_p": 0.95, "min_p": 0.0,
-            "presence_penalty": 0.0, "max_new_tokens": 64, "n": N_SAMPLES}
+SAMPLING = {
+    "temperature": 1.1,
+    "top_k": 20,
+    "top_p": 0.95,
+    "min_p": 0.0,
+    "presence_penalty": 0.0,
+    "max_new_tokens": 64,
+    "n": N_SAMPLES,
+}
 
 
 from conftest import tiny_random_model  # noqa: E402
@@ -48,11 +55,15 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
     mdir, problems = build_tiny(d, N_PROBLEMS)
     jobs = d / "jobs.json"
-    jobs.write_text(json.dumps([{"model": "tiny", "model_dir": str(mdir), "condition": "train-ssd",
-                                 "sampling": SAMPLING}]))
+    jobs.write_text(
+        json.dumps([{"model": "tiny", "model_dir": str(mdir), "condition": "train-ssd", "sampling": SAMPLING}])
+    )
     common = d / "common.json"
-    common.write_text(json.dumps({"instruction": DEFAULT_INSTRUCTION, "backend": "hf",
-                                  "batch_size": BATCH, "device": "cpu", "seed": 7}))
+    common.write_text(
+        json.dumps(
+            {"instruction": DEFAULT_INSTRUCTION, "backend": "hf", "batch_size": BATCH, "device": "cpu", "seed": 7}
+        )
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SSD_MATH_CONFIG_HASH": "cafe0123"}
     ns = {"dir": d, "model": mdir, "problems": problems, "jobs": jobs, "common": common, "env": env}
     ref = d / "ref" / "shard1.jsonl"
@@ -64,9 +75,22 @@ def setup(tmp_path_factory):
 
 
 def _launch(ns: dict, out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ssd_math.generate", "--jobs-json", str(ns["jobs"]),
-           "--problems", str(ns["problems"]), "--outputs", str(out),
-           "--common-json", str(ns["common"]), "--shard", *map(str, SHARD), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ssd_math.generate",
+        "--jobs-json",
+        str(ns["jobs"]),
+        "--problems",
+        str(ns["problems"]),
+        "--outputs",
+        str(out),
+        "--common-json",
+        str(ns["common"]),
+        "--shard",
+        *map(str, SHARD),
+        "--no-progress",
+    ]
     return subprocess.Popen(cmd, env=ns["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -93,8 +117,7 @@ def test_uninterrupted_shard(setup):
     assert not setup["ref"].with_name("shard1.jsonl.partial").exists()
     # the shard is rows 24..47 of the file, in order, each with all its sample indices
     ids = [json.loads(x)["id"] for x in setup["problems"].read_text().splitlines()][24:]
-    assert [(r["prompt_id"], r["sample_index"]) for r in rows] == \
-        [(i, s) for i in ids for s in range(N_SAMPLES)]
+    assert [(r["prompt_id"], r["sample_index"]) for r in rows] == [(i, s) for i in ids for s in range(N_SAMPLES)]
 
 
 @pytest.mark.slow  # a generation subprocess killed and resumed, then compared (~20-30 s each)
@@ -147,13 +170,16 @@ def test_sigkill_shard_and_resume_equals_uninterrupted(setup, where):
     meta = read_json(Path(str(out) + ".meta.json"))
     assert meta["n_rows"] == 24 * N_SAMPLES and meta["shard"] == list(SHARD)
     assert meta["config_hash"] == "cafe0123"
-    print(f"\n[{where}] batches done before SIGKILL: {before}/{N_BATCHES}; "
-          f"rows after resume: {len(rows)} (expected {24 * N_SAMPLES}), duplicates: 0")
+    print(
+        f"\n[{where}] batches done before SIGKILL: {before}/{N_BATCHES}; "
+        f"rows after resume: {len(rows)} (expected {24 * N_SAMPLES}), duplicates: 0"
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # the resume logic itself, with a stand-in sampler (no model)
 # ------------------------------------------------------------------------------------------
+
 
 class FakeSampler:
     """Deterministic rows; can fail on the k-th call (a crash mid-job)."""
@@ -167,9 +193,16 @@ class FakeSampler:
         self.calls += 1
         if self.fail_at is not None and self.calls == self.fail_at:
             raise RuntimeError("boom")
-        return [{"prompt_id": r["id"], "sample_index": s, "prompt": r["prompt"],
-                 "completion": f"{self.tag}:{condition}:{r['id']}:{s}:{base_seed}"}
-                for r in batch for s in range(sampling.n)]
+        return [
+            {
+                "prompt_id": r["id"],
+                "sample_index": s,
+                "prompt": r["prompt"],
+                "completion": f"{self.tag}:{condition}:{r['id']}:{s}:{base_seed}",
+            }
+            for r in batch
+            for s in range(sampling.n)
+        ]
 
 
 def _reqs(n=10):
@@ -180,8 +213,18 @@ SAMP = {"temperature": 1.0, "n": 2}
 
 
 def _run(sampler, out, **kw):
-    return G.run_condition(sampler, _reqs(), out, sampling=SamplingConfig.from_dict(SAMP), condition="c",
-                           model="m", base_seed=0, batch_size=4, progress=False, **kw)
+    return G.run_condition(
+        sampler,
+        _reqs(),
+        out,
+        sampling=SamplingConfig.from_dict(SAMP),
+        condition="c",
+        model="m",
+        base_seed=0,
+        batch_size=4,
+        progress=False,
+        **kw,
+    )
 
 
 def test_crash_leaves_no_output_and_resume_skips_done_batches(tmp_path):
@@ -230,8 +273,9 @@ def test_multi_output_job_keeps_partials_until_done(tmp_path, monkeypatch):
     state = {"sampler": FakeSampler(fail_at=5)}
     monkeypatch.setattr(G, "open_sampler", lambda *a, **k: state["sampler"])
     monkeypatch.setattr(G, "prompt_renderer", lambda *a, **k: ((lambda p: p), "th"))
-    jobs = [{"model": "m", "model_dir": str(tmp_path / "model"), "condition": c, "sampling": SAMP}
-            for c in ("T0.7", "T1.0")]
+    jobs = [
+        {"model": "m", "model_dir": str(tmp_path / "model"), "condition": c, "sampling": SAMP} for c in ("T0.7", "T1.0")
+    ]
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     common = {"instruction": "{problem}", "backend": "hf", "batch_size": 4, "seed": 0}
     with pytest.raises(RuntimeError, match="boom"):

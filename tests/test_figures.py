@@ -49,10 +49,20 @@ def test_figure_a_series(tmp_path):
 def _log(path, n=8, *, frac=0.05, g2=True):
     rows = []
     for s in range(1, n + 1):
-        rows.append({"step": s, "loss": 1.0 / s, "ppl": float(np.exp(1.0 / s)), "lr": 1e-3 * min(s, 3) / 3,
-                     "grad_norm": 1.0 + 0.1 * s, "frac_changed": frac,
-                     "G2_ema": (0.04 if s > 1 else -0.01) if g2 else None, "B_simple": 50.0 if g2 else None,
-                     "B_big": 4, "dw_hist": {"edges_log10": [-4.0, -3.0, -2.0], "counts": [50, 0, 10, 5, 2, 0]}})
+        rows.append(
+            {
+                "step": s,
+                "loss": 1.0 / s,
+                "ppl": float(np.exp(1.0 / s)),
+                "lr": 1e-3 * min(s, 3) / 3,
+                "grad_norm": 1.0 + 0.1 * s,
+                "frac_changed": frac,
+                "G2_ema": (0.04 if s > 1 else -0.01) if g2 else None,
+                "B_simple": 50.0 if g2 else None,
+                "B_big": 4,
+                "dw_hist": {"edges_log10": [-4.0, -3.0, -2.0], "counts": [50, 0, 10, 5, 2, 0]},
+            }
+        )
     write_jsonl(path, rows)
 
 
@@ -69,8 +79,9 @@ def test_noise_figures_series(tmp_path):
     assert info[0]["series"] == ["observed |g| per step", "estimated |G| at checkpoints"]
     assert info[1]["series"] == ["observed |g| per step"]  # no noise estimate in that log
 
-    info = figures.weight_change(runs, tmp_path / "w.png", probes=["bf16-state"],
-                                 labels={"bf16-state": "bf16-state (bf16)"})
+    info = figures.weight_change(
+        runs, tmp_path / "w.png", probes=["bf16-state"], labels={"bf16-state": "bf16-state (bf16)"}
+    )
     _png(tmp_path / "w.png")
     assert info[0]["series"] == ["ssd", "t13", "bf16-state (bf16)"]
 
@@ -95,17 +106,44 @@ def _checkpoints_csv(path, conf=0.95):
     rows = []
     for arm in ("ssd", "t13"):
         for ck, step, acc in (("base", 0, 0.3), ("step2", 2, 0.35), ("final", 4, 0.4)):
-            rows.append({"arm": arm, "checkpoint": ck, "step": step, "evalset": "eval_hard", "condition": "T0.7",
-                         "n_prompts": 30, "accuracy": acc, "accuracy_lo": acc - 0.1, "accuracy_hi": acc + 0.1,
-                         "method": "Wilson score interval (k=1)", "conf": conf})
+            rows.append(
+                {
+                    "arm": arm,
+                    "checkpoint": ck,
+                    "step": step,
+                    "evalset": "eval_hard",
+                    "condition": "T0.7",
+                    "n_prompts": 30,
+                    "accuracy": acc,
+                    "accuracy_lo": acc - 0.1,
+                    "accuracy_hi": acc + 0.1,
+                    "method": "Wilson score interval (k=1)",
+                    "conf": conf,
+                }
+            )
     pl.DataFrame(rows).write_csv(path)
 
 
 def _metrics_csv(path, conf=0.95):
-    rows = [{"kind": "grid", "evalset": "eval_hard", "model": m, "temperature": t, "n_prompts": 30,
-             "accuracy": 0.4, "accuracy_lo": 0.3, "accuracy_hi": 0.5, "boxed": 0.9, "boxed_lo": 0.8,
-             "boxed_hi": 0.95, "method": "percentile bootstrap over prompts", "conf": conf}
-            for m in ("base", "ssd") for t in (0.6, 1.0)]
+    rows = [
+        {
+            "kind": "grid",
+            "evalset": "eval_hard",
+            "model": m,
+            "temperature": t,
+            "n_prompts": 30,
+            "accuracy": 0.4,
+            "accuracy_lo": 0.3,
+            "accuracy_hi": 0.5,
+            "boxed": 0.9,
+            "boxed_lo": 0.8,
+            "boxed_hi": 0.95,
+            "method": "percentile bootstrap over prompts",
+            "conf": conf,
+        }
+        for m in ("base", "ssd")
+        for t in (0.6, 1.0)
+    ]
     pl.DataFrame(rows).write_csv(path)
 
 
@@ -178,7 +216,6 @@ def test_ci_labels_follow_the_tables_conf(tmp_path, monkeypatch):
         figures.checkpoint_accuracy(tmp_path / "noconf.csv", tmp_path / "x.png")
 
 
-@pytest.mark.parametrize("fn", ["figure_a", "figure_b", "weight_change", "dw_hist", "train_ppl",
-                                "checkpoint_accuracy"])
+@pytest.mark.parametrize("fn", ["figure_a", "figure_b", "weight_change", "dw_hist", "train_ppl", "checkpoint_accuracy"])
 def test_figure_functions_are_documented(fn):
     assert getattr(figures, fn).__doc__

@@ -36,8 +36,9 @@ def test_nothing_kept_is_an_error():
 
 
 def _rows(n_stop: int, n_length: int) -> list[dict]:
-    return ([{"prompt_id": i, "finish_reason": "stop"} for i in range(n_stop)]
-            + [{"prompt_id": n_stop + i, "finish_reason": "length"} for i in range(n_length)])
+    return [{"prompt_id": i, "finish_reason": "stop"} for i in range(n_stop)] + [
+        {"prompt_id": n_stop + i, "finish_reason": "length"} for i in range(n_length)
+    ]
 
 
 def test_filter_stops_a_hot_arm_that_keeps_too_few_for_its_checkpoints():
@@ -46,18 +47,28 @@ def test_filter_stops_a_hot_arm_that_keeps_too_few_for_its_checkpoints():
     checkpoints past its end passes, as does one that keeps enough."""
     from ssd_math.filtering import check_reach
 
-    sft = {"global_batch": 32, "epochs": 1, "max_steps": None,
-           "checkpoint_steps": [7, 14, 21, 28, 35, 42, 49, 56], "checkpoints_past_end": "error"}
+    sft = {
+        "global_batch": 32,
+        "epochs": 1,
+        "max_steps": None,
+        "checkpoint_steps": [7, 14, 21, 28, 35, 42, 49, 56],
+        "checkpoints_past_end": "error",
+    }
     kept, _, summary = filter_samples(_rows(1600, 2400))
     assert len(kept) == 1600
     with pytest.raises(ValueError) as e:
-        check_reach("t13", summary, {"t13": sft}, samples_path="results-real/samples/t13.jsonl",
-                    min_kept_fraction=0.5)
+        check_reach("t13", summary, {"t13": sft}, samples_path="results-real/samples/t13.jsonl", min_kept_fraction=0.5)
     msg = str(e.value)
-    for want in ("arm t13: the length filter kept 1600 of 4000 samples (40.0%",
-                 "min_kept_fraction assumed at least 50%", "reaches optimizer step 50",
-                 "asks for 56", "t13.sft.checkpoints_past_end: final", "steps <= 50",
-                 "max_new_tokens", "results-real/samples/t13.jsonl"):
+    for want in (
+        "arm t13: the length filter kept 1600 of 4000 samples (40.0%",
+        "min_kept_fraction assumed at least 50%",
+        "reaches optimizer step 50",
+        "asks for 56",
+        "t13.sft.checkpoints_past_end: final",
+        "steps <= 50",
+        "max_new_tokens",
+        "results-real/samples/t13.jsonl",
+    ):
         assert want in msg, (want, msg)
     check_reach("t13", summary, {"t13": {**sft, "checkpoints_past_end": "final"}})
     _, _, enough = filter_samples(_rows(1792, 2208))  # 1,792 // 32 = 56
@@ -77,8 +88,13 @@ def test_filter_rule_script_runs_the_reach_check(tmp_path):
     samples = tmp_path / "t13.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in _rows(3, 5)))
     out = {k: str(tmp_path / f"{k}.out") for k in ("kept", "dropped", "summary")}
-    sft = {"global_batch": 2, "epochs": 1, "max_steps": None, "checkpoint_steps": [1, 2],
-           "checkpoints_past_end": "error"}
+    sft = {
+        "global_batch": 2,
+        "epochs": 1,
+        "max_steps": None,
+        "checkpoint_steps": [1, 2],
+        "checkpoints_past_end": "error",
+    }
     script = str(Path(__file__).resolve().parents[1] / "scripts" / "filter_samples.py")
 
     class Named(list):  # Snakemake's Namedlist: a list with attribute access
@@ -87,9 +103,16 @@ def test_filter_rule_script_runs_the_reach_check(tmp_path):
             self.__dict__.update(kw)
 
     for steps, fails in (([1], False), ([1, 2], True)):
-        sm = NS(input=Named(samples=str(samples)), output=Named(**out), log=[], rule="filter_samples",
-                wildcards=NS(arm="t13"), params=NS(filter_length_stop=True, min_kept_fraction=0.5,
-                                                   sft_reach={"t13": {**sft, "checkpoint_steps": steps}}))
+        sm = NS(
+            input=Named(samples=str(samples)),
+            output=Named(**out),
+            log=[],
+            rule="filter_samples",
+            wildcards=NS(arm="t13"),
+            params=NS(
+                filter_length_stop=True, min_kept_fraction=0.5, sft_reach={"t13": {**sft, "checkpoint_steps": steps}}
+            ),
+        )
         if fails:
             with pytest.raises(ValueError, match=r"arm t13: the length filter kept 3 of 8 samples"):
                 runpy.run_path(script, init_globals={"snakemake": sm})

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import base_spec, hybrid_config, load_weights, make_model_dir, make_rows, read_log, write_rows
 
 from ssd_math import train as T
-from test_train import base_spec, hybrid_config, load_weights, make_model_dir, make_rows, \
-    read_log, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDP_YAML = ROOT / "envs" / "accelerate" / "fsdp.yaml"
@@ -38,12 +37,26 @@ def fsdp_launch_env(nproc: int, port: int, config_file: Path = FSDP_YAML) -> dic
     from accelerate.utils.launch import prepare_multi_gpu_env
 
     args = launch_command_parser().parse_args(
-        ["--config_file", str(config_file), "--num_processes", str(nproc),
-         "--main_process_port", str(port), "unused.py"])
+        [
+            "--config_file",
+            str(config_file),
+            "--num_processes",
+            str(nproc),
+            "--main_process_port",
+            str(port),
+            "unused.py",
+        ]
+    )
     args, _, _ = _validate_launch_command(args)
     env = prepare_multi_gpu_env(args)
-    env.update({"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
-                "ACCELERATE_MIXED_PRECISION": "no", "CUDA_VISIBLE_DEVICES": ""})
+    env.update(
+        {
+            "ACCELERATE_USE_CPU": "1",
+            "OMP_NUM_THREADS": "1",
+            "ACCELERATE_MIXED_PRECISION": "no",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
     return env
 
 
@@ -73,11 +86,20 @@ def _run(spec: dict, d: Path, nproc: int, port: int, *, wait: bool = True):
         cmd = [sys.executable, "-m", "ssd_math.train", "--spec", str(d / "spec.json")]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(port), str(LAUNCH), "--spec", str(d / "spec.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(port),
+            str(LAUNCH),
+            "--spec",
+            str(d / "spec.json"),
+        ]
         env = fsdp_launch_env(nproc, port)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=str(d))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(d))
     if not wait:
         return proc
     out, err = proc.communicate(timeout=600)
@@ -102,20 +124,19 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 def _first_microbatch_grad_norm(init_dir, spec: dict, rows: list[dict], world: int) -> float:
     """|g| of the mean loss over the first micro-batch of every process at step 1, computed on
     one unsharded model: what B_s's gradient under FSDP must be."""
-    from transformers import AutoModelForCausalLM
     from test_train import make_tokenizer
+    from transformers import AutoModelForCausalLM
 
     s = T.resolve_spec(spec)
     tok = make_tokenizer()
     ex = [T.encode_row(r, tok, s["max_len"]) for r in rows]
     idx = T.global_batch_rows(0, len(ex), s, len(ex) // s["global_batch"])
     per = s["global_batch"] // world
-    first = [ex[i] for r in range(world) for i in idx[r * per:r * per + s["micro_batch"]]]
+    first = [ex[i] for r in range(world) for i in idx[r * per : r * per + s["micro_batch"]]]
     model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
     n = sum(T.n_loss_tokens(y) for _, y in first)
     (T.token_sum_loss(model, T.collate(first, 0)) / n).backward()
-    return math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters()
-                         if p.grad is not None))
+    return math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None))
 
 
 @pytest.mark.slow
@@ -131,12 +152,19 @@ def test_fsdp2_two_cpu_processes_train_instrument_checkpoint_resume(tmp_path):
     def spec_for(name: str) -> dict:
         d = tmp_path / name
         d.mkdir()
-        return d, base_spec(init, d, data=str(write_rows(d / "rows.jsonl", rows)),
-                            global_batch=8, micro_batch=2, grad_clip=1.0,
-                            instrument={"enabled": True}, loss_chunk_tokens=16,
-                            gradient_checkpointing=True,
-                            checkpoints={2: str(d / "ck2"), 12: str(d / "ck12")},
-                            resume_dir=str(d / "resume"))
+        return d, base_spec(
+            init,
+            d,
+            data=str(write_rows(d / "rows.jsonl", rows)),
+            global_batch=8,
+            micro_batch=2,
+            grad_clip=1.0,
+            instrument={"enabled": True},
+            loss_chunk_tokens=16,
+            gradient_checkpointing=True,
+            checkpoints={2: str(d / "ck2"), 12: str(d / "ck12")},
+            resume_dir=str(d / "resume"),
+        )
 
     d1, one = spec_for("one")
     s1 = _run(one, d1, 1, port)
@@ -152,8 +180,7 @@ def test_fsdp2_two_cpu_processes_train_instrument_checkpoint_resume(tmp_path):
         assert b["gB_norm"] == b["grad_norm"] and b["n_params"] == a["n_params"]
         assert b["B_small"] == 4 and b["B_big"] == 8 and a["B_small"] == 2
         assert abs(b["frac_changed"] - a["frac_changed"]) < 0.01
-    assert log2[0]["gs_norm"] == pytest.approx(
-        _first_microbatch_grad_norm(init, two, rows, world=2), rel=1e-4)
+    assert log2[0]["gs_norm"] == pytest.approx(_first_microbatch_grad_norm(init, two, rows, world=2), rel=1e-4)
 
     w0, w1, w2 = load_weights(init), load_weights(one["out_dir"]), load_weights(two["out_dir"])
     assert w1.keys() == w2.keys() == w0.keys()
@@ -163,6 +190,7 @@ def test_fsdp2_two_cpu_processes_train_instrument_checkpoint_resume(tmp_path):
     ck = load_weights(d2 / "ck12")
     assert all(torch.equal(ck[k], w2[k]) for k in w2)
     from transformers import AutoModelForCausalLM
+
     re = AutoModelForCausalLM.from_pretrained(d2 / "ck2", dtype=torch.float32).state_dict()
     ck2 = load_weights(d2 / "ck2")
     assert all(torch.equal(re[k], ck2[k]) for k in ck2)
@@ -194,7 +222,9 @@ def test_config_rejects_fsdp_settings_train_cannot_run(tmp_path):
     import copy
 
     import yaml
+
     from ssd_math import config as sc
+
     from conftest import config_error
 
     real = sc.load_config(ROOT / "config" / "real.yaml")
@@ -203,11 +233,13 @@ def test_config_rejects_fsdp_settings_train_cannot_run(tmp_path):
     sc.validate(cfg)  # FSDP + instrumentation + chunked loss + checkpointing: all supported
     base = yaml.safe_load(FSDP_YAML.read_text())
     for change, expect in (
-            ({"fsdp_version": 1}, "fsdp_config.fsdp_version must be 2"),
-            ({"fsdp_activation_checkpointing": True},
-             "fsdp_config.fsdp_activation_checkpointing and sft.gradient_checkpointing"),
-            ({"fsdp_transformer_layer_cls_to_wrap": None},
-             "fsdp_config.fsdp_transformer_layer_cls_to_wrap must name")):
+        ({"fsdp_version": 1}, "fsdp_config.fsdp_version must be 2"),
+        (
+            {"fsdp_activation_checkpointing": True},
+            "fsdp_config.fsdp_activation_checkpointing and sft.gradient_checkpointing",
+        ),
+        ({"fsdp_transformer_layer_cls_to_wrap": None}, "fsdp_config.fsdp_transformer_layer_cls_to_wrap must name"),
+    ):
         acc = copy.deepcopy(base)
         acc["fsdp_config"].update(change)
         path = tmp_path / f"fsdp_{len(change)}_{next(iter(change))}.yaml"

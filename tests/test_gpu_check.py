@@ -40,7 +40,7 @@ def _gc():
 FAKE_FLA = {
     "fla/__init__.py": '__version__ = "0.6.0"\n',
     "fla/ops/__init__.py": "",
-    "fla/ops/gated_delta_rule/__init__.py": textwrap.dedent('''
+    "fla/ops/gated_delta_rule/__init__.py": textwrap.dedent("""
         def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
                                    output_final_state=False, use_qk_l2norm_in_kernel=False,
                                    cu_seqlens=None, **kwargs):
@@ -48,10 +48,10 @@ FAKE_FLA = {
             return Q.torch_chunk_gated_delta_rule.__wrapped__(
                 q, k, v, g, beta, initial_state=initial_state, output_final_state=output_final_state,
                 use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
-        '''),
+        """),
 }
 
-KERNEL_PROBE = textwrap.dedent('''
+KERNEL_PROBE = textwrap.dedent("""
     import json, sys
     import torch
     sys.path.insert(0, {bench!r})
@@ -62,7 +62,7 @@ KERNEL_PROBE = textwrap.dedent('''
     model = AutoModelForCausalLM.from_config(memory_model.text_config(G.TINY))
     model(input_ids=torch.randint(0, 512, (1, 32))).logits.float().sum().backward()
     print(json.dumps(rec.summary()))
-    ''')
+    """)
 
 
 def test_fla_ran_although_causal_conv1d_fell_back(tmp_path):
@@ -73,8 +73,13 @@ def test_fla_ran_although_causal_conv1d_fell_back(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src")])}
-    proc = subprocess.run([sys.executable, "-c", KERNEL_PROBE.format(bench=str(BENCH))], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KERNEL_PROBE.format(bench=str(BENCH))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "`causal_conv1d_fn` is falling back" in proc.stderr  # what the old check grepped for
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -104,7 +109,8 @@ def test_the_reference_is_named_reference_and_the_recorder_leaves_no_trace():
     s = rec.summary()
     assert s["gated_delta_rule"] == "reference" and s["unresolved"] == []
     assert s["functions"]["torch_chunk_gated_delta_rule"] == [
-        "transformers.models.qwen3_5.modeling_qwen3_5.torch_chunk_gated_delta_rule"]
+        "transformers.models.qwen3_5.modeling_qwen3_5.torch_chunk_gated_delta_rule"
+    ]
     assert (Q.Qwen3_5GatedDeltaNet.forward, Q.torch_chunk_gated_delta_rule) == before
     assert gc.kernel_kind("fla.ops.gated_delta_rule.chunk.chunk_gated_delta_rule") == "fla"
     assert gc.kernel_kind("causal_conv1d.cpp_functions.causal_conv1d_fn") == "causal_conv1d"
@@ -113,6 +119,7 @@ def test_the_reference_is_named_reference_and_the_recorder_leaves_no_trace():
 # ------------------------------------------------------------------------------------------------
 # one run, the deadline, the bisection
 # ------------------------------------------------------------------------------------------------
+
 
 def test_out_of_memory_is_a_result_naming_its_phase(tmp_path, monkeypatch):
     import torch
@@ -129,8 +136,12 @@ def test_out_of_memory_is_a_result_naming_its_phase(tmp_path, monkeypatch):
 
     def fake_meter_phases(meter, phases, state, on_phase=None):
         state["phase"] = "backward"
-        phases["forward"] = {"peak_allocated_bytes": 80_000_000_000, "peak_reserved_bytes": 81_000_000_000,
-                             "seconds": 1.0, "calls": 1}
+        phases["forward"] = {
+            "peak_allocated_bytes": 80_000_000_000,
+            "peak_reserved_bytes": 81_000_000_000,
+            "seconds": 1.0,
+            "calls": 1,
+        }
 
     monkeypatch.setattr(gc, "meter_phases", fake_meter_phases)
     monkeypatch.setattr(T, "train", oom_in_backward)
@@ -141,14 +152,22 @@ def test_out_of_memory_is_a_result_naming_its_phase(tmp_path, monkeypatch):
     rec = json.loads(out.read_text())
     assert rec["oom"]["phase"] == "backward" and "out of memory" in rec["oom"]["message"]
     assert rec["steps_done"] == 0 and rec["state"] == "done"
-    assert rec["phases"]["forward"] == {"peak_allocated_gb": 80.0, "peak_reserved_gb": 81.0,
-                                        "seconds": 1.0, "calls": 1}
+    assert rec["phases"]["forward"] == {"peak_allocated_gb": 80.0, "peak_reserved_gb": 81.0, "seconds": 1.0, "calls": 1}
 
 
 def _check(gc, tmp_path, **kw):
-    args = gc.argparse.Namespace(out_dir=str(tmp_path / "out"), dry_run=True, lengths=None, steps=2,
-                                 deadline_s=480.0, no_uninstrumented=False, bisect=True,
-                                 bisect_step=1024, capacity_gb=None, scratch=str(tmp_path / "s"))
+    args = gc.argparse.Namespace(
+        out_dir=str(tmp_path / "out"),
+        dry_run=True,
+        lengths=None,
+        steps=2,
+        deadline_s=480.0,
+        no_uninstrumented=False,
+        bisect=True,
+        bisect_step=1024,
+        capacity_gb=None,
+        scratch=str(tmp_path / "s"),
+    )
     for k, v in kw.items():
         setattr(args, k, v)
     return gc.Check(args)
@@ -168,23 +187,32 @@ def test_no_run_starts_that_would_not_end_by_the_deadline(tmp_path, monkeypatch)
 
 def _fake_child(rec: dict):
     """A stand-in for the run's process: writes ``rec`` where the check reads it."""
+
     def run(cmd, **kw):
         one = json.loads(cmd[cmd.index("--one") + 1])
         Path(one[3]).write_text(json.dumps(rec))
         Path(one[4]).mkdir(parents=True, exist_ok=True)
         (Path(one[4]) / "config.json").write_text("{}")
         return subprocess.CompletedProcess(cmd, 0)
+
     return run
 
 
 def test_a_run_is_merged_with_the_plan_and_the_mfu(tmp_path, monkeypatch):
     gc = _gc()
     c = _check(gc, tmp_path)
-    phases = {"forward": {"peak_allocated_gb": 0.004, "peak_reserved_gb": 0.006, "seconds": 1.0, "calls": 4},
-              "backward": {"peak_allocated_gb": 0.005, "peak_reserved_gb": 0.007, "seconds": 2.0, "calls": 4}}
+    phases = {
+        "forward": {"peak_allocated_gb": 0.004, "peak_reserved_gb": 0.006, "seconds": 1.0, "calls": 4},
+        "backward": {"peak_allocated_gb": 0.005, "peak_reserved_gb": 0.007, "seconds": 2.0, "calls": 4},
+    }
     # the GPU as the run's torch saw it (the check's own process opens no CUDA context)
-    child = {"state": "done", "steps_done": 2, "phases": phases, "tokens_per_s": 1000.0,
-             "device": {"name": "NVIDIA H100 80GB HBM3", "total_bytes": 85_520_000_000}}
+    child = {
+        "state": "done",
+        "steps_done": 2,
+        "phases": phases,
+        "tokens_per_s": 1000.0,
+        "device": {"name": "NVIDIA H100 80GB HBM3", "total_bytes": 85_520_000_000},
+    }
     monkeypatch.setattr(gc.subprocess, "run", _fake_child(child))
     rec = c.run(64, True, "test")
     pred = c.predict(64, True)
@@ -208,8 +236,10 @@ def test_a_run_is_merged_with_the_plan_and_the_mfu(tmp_path, monkeypatch):
 def test_bisection_finds_the_longest_length_that_fits(tmp_path, monkeypatch):
     gc = _gc()
     c = _check(gc, tmp_path, capacity_gb=0.05)
-    c.result["runs"] = [{"tokens": 16384, "instrument": True, "fits": True},
-                        {"tokens": 33792, "instrument": True, "fits": True}]
+    c.result["runs"] = [
+        {"tokens": 16384, "instrument": True, "fits": True},
+        {"tokens": 33792, "instrument": True, "fits": True},
+    ]
     probes = []
 
     def fake_run(tokens, instrument, why):
@@ -269,8 +299,14 @@ def build_image_env(root: Path) -> tuple[Path, list[str]]:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     pinned = []
     for name, ver in image_packages().items():
         if name in LEFT_OUT:
@@ -286,8 +322,22 @@ def build_image_env(root: Path) -> tuple[Path, list[str]]:
             notes.append(f"{name} {dist.version} stands in for the image's {ver}")
         _link_distribution(dist, site)
     if pinned:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:",
-                        "--target", str(site), *pinned], check=True, timeout=900)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--target",
+                str(site),
+                *pinned,
+            ],
+            check=True,
+            timeout=900,
+        )
     return py, notes
 
 
@@ -296,17 +346,21 @@ def image_env(request):
     """(python, carried wheels folder, notes), cached across test runs by the image list, this
     interpreter and the carried wheel list."""
     sh = (BENCH / "gpu_check.sh").read_text()
-    carried = sh[sh.index("WHEELS=("):].split(")", 1)[0]  # the carried wheels' names and versions
-    key = hashlib.sha256("".join([IMAGE_LIST.read_text(), sys.executable, sys.version, carried]).encode()
-                         ).hexdigest()[:16]
+    carried = sh[sh.index("WHEELS=(") :].split(")", 1)[0]  # the carried wheels' names and versions
+    key = hashlib.sha256("".join([IMAGE_LIST.read_text(), sys.executable, sys.version, carried]).encode()).hexdigest()[
+        :16
+    ]
     root = Path(request.config.cache.mkdir(f"gpu_check_image_{key}"))
     done = root / "ready.json"
     if not done.exists():
         py, notes = build_image_env(root)
         pyv = f"{sys.version_info[0]}.{sys.version_info[1]}"
-        subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--wheels"], check=True, timeout=900,
-                       env={**os.environ, "GPU_CHECK_WHEELS": str(root / "wheels"),
-                            "GPU_CHECK_WHEELS_PYTHON": pyv})
+        subprocess.run(
+            ["bash", str(BENCH / "gpu_check.sh"), "--wheels"],
+            check=True,
+            timeout=900,
+            env={**os.environ, "GPU_CHECK_WHEELS": str(root / "wheels"), "GPU_CHECK_WHEELS_PYTHON": pyv},
+        )
         done.write_text(json.dumps({"python": str(py), "notes": notes}))
     info = json.loads(done.read_text())
     return Path(info["python"]), root / "wheels", info["notes"]
@@ -326,8 +380,13 @@ def test_dry_run_with_only_the_image_packages_and_the_wheels(tmp_path, image_env
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PATH=f"{py.parent}:{env['PATH']}", GPU_CHECK_WHEELS=str(wheels), TMPDIR=str(tmpdir))
-    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), str(out), "--dry-run", "--lengths", "64"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), str(out), "--dry-run", "--lengths", "64"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log"]
     # the scratch folder (the wheels' site, the runs) is gone; torch's own caches may stay
@@ -362,10 +421,14 @@ def test_rehearsal_check_reads_the_gated_delta_rule_warning_not_causal_conv1d_s(
     spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
     gcr = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gcr)
-    conv = ("[transformers] `causal_conv1d_fn` is falling back to its reference PyTorch implementation "
-            "because `causal_conv1d` is not installed.\n")
-    gdn = ("[transformers] `chunk_gated_delta_rule` is falling back to its reference PyTorch implementation "
-           "because `flash-linear-attention` is not installed.\n")
+    conv = (
+        "[transformers] `causal_conv1d_fn` is falling back to its reference PyTorch implementation "
+        "because `causal_conv1d` is not installed.\n"
+    )
+    gdn = (
+        "[transformers] `chunk_gated_delta_rule` is falling back to its reference PyTorch implementation "
+        "because `flash-linear-attention` is not installed.\n"
+    )
     logs = tmp_path / "logs" / "train"
     logs.mkdir(parents=True)
     (logs / "sft_a.log").write_text(conv)
@@ -377,23 +440,49 @@ def test_rehearsal_check_reads_the_gated_delta_rule_warning_not_causal_conv1d_s(
 
 def test_report_is_the_results_section_of_a_gpu_check_json():
     gc = _gc()
-    run = {"tokens": 33792, "instrument": True, "state": "done", "steps_done": 2, "fits": True,
-           "phases": {"forward": {"peak_allocated_gb": 70.1}, "backward": {"peak_allocated_gb": 78.4},
-                      "optimizer": {"peak_allocated_gb": 69.0}, "tracker": {"peak_allocated_gb": 67.5}},
-           "peak_allocated_gb": 78.4, "peak_reserved_gb": 80.2, "predicted_peak_gb": 79.2,
-           "allocated_over_predicted": 0.99, "tokens_per_s": 5400.0, "mfu": 0.41,
-           "kernels": {"gated_delta_rule": "fla"}}
-    res = {"gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_gb": 85.0, "params": 4.206e9,
-           "shape": {"hidden_size": 2560, "num_hidden_layers": 32}, "complete": True,
-           "runs": [run, {"tokens": 16384, "instrument": True, "oom": {"phase": "backward"}, "phases": {}},
-                    {"tokens": 33792, "instrument": False, "skipped": "20 s left", "phases": {}}],
-           "kernel_gated_delta_rule": "fla", "kernel_causal_conv1d": "reference",
-           "longest_fit": {"tokens": 43008, "first_not_fitting": 44032}, "planned_longest_fit": 43008,
-           "disk": {"free_gb_start": 50.0, "free_gb_end": 49.9}, "elapsed_s": 431.0}
+    run = {
+        "tokens": 33792,
+        "instrument": True,
+        "state": "done",
+        "steps_done": 2,
+        "fits": True,
+        "phases": {
+            "forward": {"peak_allocated_gb": 70.1},
+            "backward": {"peak_allocated_gb": 78.4},
+            "optimizer": {"peak_allocated_gb": 69.0},
+            "tracker": {"peak_allocated_gb": 67.5},
+        },
+        "peak_allocated_gb": 78.4,
+        "peak_reserved_gb": 80.2,
+        "predicted_peak_gb": 79.2,
+        "allocated_over_predicted": 0.99,
+        "tokens_per_s": 5400.0,
+        "mfu": 0.41,
+        "kernels": {"gated_delta_rule": "fla"},
+    }
+    res = {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "gpu_memory_gb": 85.0,
+        "params": 4.206e9,
+        "shape": {"hidden_size": 2560, "num_hidden_layers": 32},
+        "complete": True,
+        "runs": [
+            run,
+            {"tokens": 16384, "instrument": True, "oom": {"phase": "backward"}, "phases": {}},
+            {"tokens": 33792, "instrument": False, "skipped": "20 s left", "phases": {}},
+        ],
+        "kernel_gated_delta_rule": "fla",
+        "kernel_causal_conv1d": "reference",
+        "longest_fit": {"tokens": 43008, "first_not_fitting": 44032},
+        "planned_longest_fit": 43008,
+        "disk": {"free_gb_start": 50.0, "free_gb_end": 49.9},
+        "elapsed_s": 431.0,
+    }
     text = gc.report(res)
     assert text.startswith("## SFT GPU check\n")
-    assert ("| 33792 | yes | 70.10 | 78.40 | 69.00 | 67.50 | 78.40 | 80.20 | 79.20 | 0.990 | 5400 | 0.410 "
-            "| fla | fits |") in text
+    assert (
+        "| 33792 | yes | 70.10 | 78.40 | 69.00 | 67.50 | 78.40 | 80.20 | 79.20 | 0.990 | 5400 | 0.410 | fla | fits |"
+    ) in text
     assert "| 16384 | yes |" in text and "out of memory in backward |" in text
     assert "skipped: 20 s left |" in text and "Longest length that fits: 43008 tokens" in text
 
@@ -407,10 +496,24 @@ def test_a_kill_keeps_what_was_measured(tmp_path):
 
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, str(BENCH / "gpu_check_sft.py"), str(out), "--dry-run",
-                             "--lengths", "64", "--steps", "50", "--scratch", str(scratch)],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(BENCH / "gpu_check_sft.py"),
+            str(out),
+            "--dry-run",
+            "--lengths",
+            "64",
+            "--steps",
+            "50",
+            "--scratch",
+            str(scratch),
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rec = scratch / "run0.json"
     t0 = time.time()
     while time.time() - t0 < 240:
@@ -437,10 +540,13 @@ def test_carried_wheels_are_the_project_s_pins_and_fit_the_limit():
     import tomllib
 
     sh = (BENCH / "gpu_check.sh").read_text()
-    carried = dict(re.findall(r"([A-Za-z0-9_.-]+)==([^\s)]+)", sh[sh.index("WHEELS=("):].split(")", 1)[0]))
+    carried = dict(re.findall(r"([A-Za-z0-9_.-]+)==([^\s)]+)", sh[sh.index("WHEELS=(") :].split(")", 1)[0]))
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = dict(re.match(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(.+)", d).groups()
-                for d in project["dependencies"] + project["optional-dependencies"]["vllm"] if "==" in d)
+    pins = dict(
+        re.match(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(.+)", d).groups()
+        for d in project["dependencies"] + project["optional-dependencies"]["vllm"]
+        if "==" in d
+    )
     assert {"transformers", "jsonschema", "flash-linear-attention", "fla-core", "rpds-py"} <= set(carried)
     for name, ver in carried.items():
         if name in pins:

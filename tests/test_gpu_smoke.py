@@ -38,8 +38,18 @@ def test_smoke_is_the_real_recipe_at_its_smallest():
     assert smoke["prompt"] == real["prompt"]
     assert smoke["runtime"]["accelerate_config"] == real["runtime"]["accelerate_config"]
     assert smoke["runtime"]["interrupt_sft_after_step"] == 1 and real["runtime"]["interrupt_sft_after_step"] is None
-    for key in ("max_len", "optimizer_state", "dtype", "gradient_checkpointing", "checkpoint_sublayers",
-                "loss_chunk_tokens", "lr", "betas", "weight_decay", "instrument"):
+    for key in (
+        "max_len",
+        "optimizer_state",
+        "dtype",
+        "gradient_checkpointing",
+        "checkpoint_sublayers",
+        "loss_chunk_tokens",
+        "lr",
+        "betas",
+        "weight_decay",
+        "instrument",
+    ):
         assert smoke["sft"][key] == real["sft"][key], key
     # two optimizer steps of one sequence; samples capped at the training length and all kept,
     # so a sample that runs to the cap fills sft.max_len
@@ -56,15 +66,25 @@ def test_smoke_plan_fits_its_budget():
     """plan_costs.py's total for the smoke: at most 0.5 GPU-hours, and at most 20 minutes of one
     GPU (the README quotes the number this prints)."""
     exe = Path(sys.executable)
-    out = subprocess.run([str(exe), str(ROOT / "scripts" / "plan_costs.py"), "--configfile", str(SMOKE)],
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    out = subprocess.run(
+        [str(exe), str(ROOT / "scripts" / "plan_costs.py"), "--configfile", str(SMOKE)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     from ssd_math.planner import build_plan, plan_totals
 
     tot = plan_totals(build_plan(sc.load_config(SMOKE)))
     assert tot["gpu_hours"] <= 0.5 and tot["hours"] * 60 <= 20, tot
     assert f"{tot['gpu_hours']:,.2f}" in out.split("TOTAL", 1)[1].splitlines()[0]
     assert {r["rule"] for r in build_plan(sc.load_config(SMOKE))} == {
-        "sample_train_shard", "sft", "generate_grid", "generate_passk", "generate_checkpoints"}
+        "sample_train_shard",
+        "sft",
+        "generate_grid",
+        "generate_passk",
+        "generate_checkpoints",
+    }
     readme = (ROOT / "README.md").read_text()
     assert f"{tot['gpu_hours']:.2f} GPU-hours" in readme, "README's smoke cost is not plan_costs.py's"
 
@@ -93,8 +113,7 @@ def twin_config(workdir: Path) -> dict:
     cfg["sft"]["max_len"] = 1536  # the longest rendered training prompt + the 40-token cap
     cfg["sft"]["loss_chunk_tokens"] = 32
     cfg["eval"]["grader"]["workers"] = 2
-    cfg["runtime"] = {"accelerate_config": "envs/accelerate/cpu.yaml", "device": "cpu",
-                      "interrupt_sft_after_step": 1}
+    cfg["runtime"] = {"accelerate_config": "envs/accelerate/cpu.yaml", "device": "cpu", "interrupt_sft_after_step": 1}
     return cfg
 
 
@@ -106,9 +125,23 @@ def twin(tmp_path_factory):
     configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
     exe = Path(sys.executable).with_name("snakemake")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run([str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
-                           "--configfile", str(configfile), "--cores", "2"],
-                          capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run(
+        [
+            str(exe),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(wd),
+            "--configfile",
+            str(configfile),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     if proc.returncode:
         raise AssertionError(f"twin failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return wd / cfg["results"], cfg, proc

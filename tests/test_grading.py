@@ -34,8 +34,7 @@ CASES = Path(__file__).parent / "data" / "grading_cases.jsonl"
 
 # ------------------------------------------------------------------------------- extraction
 def _ext(answer, n_boxes=1, think_closed=False):
-    return {"think_closed": think_closed, "boxed": answer is not None, "n_boxes": n_boxes,
-            "extracted_answer": answer}
+    return {"think_closed": think_closed, "boxed": answer is not None, "n_boxes": n_boxes, "extracted_answer": answer}
 
 
 def test_extract_last_boxed_after_think():
@@ -71,22 +70,28 @@ def test_extract_no_boxed():
     assert extract_answer(r"</think>\boxed{}") == _ext("", think_closed=True)  # empty box
 
 
-@pytest.mark.parametrize("text, answer, n", [
-    # math-verify's rule: boxes within 10 characters, or within 70 with a separator, join
-    (r"\boxed{(1, 2)}, \boxed{(2, 1)}", "(1, 2), (2, 1)", 2),
-    (r"\boxed{1} and \boxed{2} and \boxed{3}", "1, 2, 3", 3),
-    (r"$\boxed{1}$, $\boxed{3}$", "1, 3", 2),
-    (r"\boxed{1}\boxed{1}", "1", 1),  # consecutive repeats count once
-    (r"\boxed{2}; the other solution is \boxed{-2}", "2, -2", 2),  # 29 chars with ';'
-    (r"\boxed{2} was a guess, but after checking all the remaining cases the answer is \boxed{3}",
-     "3", 1),  # 70+ characters apart: the earlier box is a draft
-    (r"\boxed{2} is wrong and \boxed{2}", "2", 1),
-    (r"\fbox{7}", "7", 1),
-    (r"so $\boxed 42$.", "42", 1),
-    (r"\boxed 4.5.", "4.5", 1),
-    (r"\boxed x", None, 0),  # only a number may follow \boxed without braces
-    (r"\boxedfoo{3}", None, 0),
-])
+@pytest.mark.parametrize(
+    "text, answer, n",
+    [
+        # math-verify's rule: boxes within 10 characters, or within 70 with a separator, join
+        (r"\boxed{(1, 2)}, \boxed{(2, 1)}", "(1, 2), (2, 1)", 2),
+        (r"\boxed{1} and \boxed{2} and \boxed{3}", "1, 2, 3", 3),
+        (r"$\boxed{1}$, $\boxed{3}$", "1, 3", 2),
+        (r"\boxed{1}\boxed{1}", "1", 1),  # consecutive repeats count once
+        (r"\boxed{2}; the other solution is \boxed{-2}", "2, -2", 2),  # 29 chars with ';'
+        (
+            r"\boxed{2} was a guess, but after checking all the remaining cases the answer is \boxed{3}",
+            "3",
+            1,
+        ),  # 70+ characters apart: the earlier box is a draft
+        (r"\boxed{2} is wrong and \boxed{2}", "2", 1),
+        (r"\fbox{7}", "7", 1),
+        (r"so $\boxed 42$.", "42", 1),
+        (r"\boxed 4.5.", "4.5", 1),
+        (r"\boxed x", None, 0),  # only a number may follow \boxed without braces
+        (r"\boxedfoo{3}", None, 0),
+    ],
+)
 def test_extract_several_boxes_and_box_forms(text, answer, n):
     ext = extract_answer(text)
     assert (ext["extracted_answer"], ext["n_boxes"]) == (answer, n)
@@ -115,34 +120,71 @@ def test_data_last_boxed_uses_the_grader_box_syntax():
 
 
 # ------------------------------------------------------------------ normalisation and kinds
-@pytest.mark.parametrize("raw, norm", [
-    (r"1\,000", "1000"), ("1 000 000", "1000000"), (r"10\;080", "10080"), ("1\u2009234", "1234"),
-    (r"11\,111\,111\,100", "11111111100"),
-    ("1, 000", "1, 000"),  # comma + space: two answers, not a number
-    ("12 3456", "12 3456"), ("0.123 456", "0.123 456"), ("1 23", "1 23"),  # not digit groups
-    (r"25\%", "25"), (r"80 \%", "80"), (r"80\,\%", "80"), ("4.2%", "4.2"),
-    ("5.", "5"), (r"$\frac{1}{2}$", r"\frac{1}{2}"), (r"(-\infty, 0) \cup\{1\}.", r"(-\infty, 0) \cup\{1\}"),
-])
+@pytest.mark.parametrize(
+    "raw, norm",
+    [
+        (r"1\,000", "1000"),
+        ("1 000 000", "1000000"),
+        (r"10\;080", "10080"),
+        ("1\u2009234", "1234"),
+        (r"11\,111\,111\,100", "11111111100"),
+        ("1, 000", "1, 000"),  # comma + space: two answers, not a number
+        ("12 3456", "12 3456"),
+        ("0.123 456", "0.123 456"),
+        ("1 23", "1 23"),  # not digit groups
+        (r"25\%", "25"),
+        (r"80 \%", "80"),
+        (r"80\,\%", "80"),
+        ("4.2%", "4.2"),
+        ("5.", "5"),
+        (r"$\frac{1}{2}$", r"\frac{1}{2}"),
+        (r"(-\infty, 0) \cup\{1\}.", r"(-\infty, 0) \cup\{1\}"),
+    ],
+)
 def test_normalize_answer(raw, norm):
     assert normalize_answer(raw) == norm
 
 
-@pytest.mark.parametrize("gold, kind", [
-    ("204", "integer"), ("-984", "integer"), (r"10,\!080", "integer"), (r"90^\circ", "integer"),
-    (r"64\%", "integer"), (r"\$32,\!348", "integer"),
-    ("4.2", "decimal"), (r"5.4 \text{ cents}", "decimal"),
-    (r"\frac{1311}{2017}", "fraction"), (r"\dfrac{7}{3}", "fraction"), (r"\frac{270}7\text{ degrees}", "fraction"),
-    (r"2^{25} \cdot 26!", "expression"), (r"\frac{9 \sqrt{23}}{23}", "expression"), (r"\frac{1}{2 n+2}", "expression"),
-    ("(1,8,19), (2,7,13), (4,5,7)", "set"), ("1, 3, 5", "set"), (r"5,\,-11", "set"),
-    (r"\{1\pm\sqrt{5},-2\}", "set"), ("f(x)=x,f(x)=-x", "set"),
-    ("(2,251,252)", "tuple"), ("(2,4)", "tuple"), (r"(4, \log _{10} 2)", "tuple"),
-    (r"[\frac{1}{2}, 8]", "interval"), (r"(-\infty,-5)", "interval"), (r"(-\infty, 0]", "interval"),
-    (r"(-\infty, 0) \cup\{1\}.", "interval"), (r"x \in [-2,7]", "interval"),
-    ("x=5", "equation"), ("y = 2x + 3", "equation"),
-    (r"\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \end{pmatrix}", "matrix"),
-    (r"\text{Evelyn}", "text"), (r"\text{(C)}", "text"), ("see the proof", "text"),
-    (None, "missing"), ("  ", "missing"),
-])
+@pytest.mark.parametrize(
+    "gold, kind",
+    [
+        ("204", "integer"),
+        ("-984", "integer"),
+        (r"10,\!080", "integer"),
+        (r"90^\circ", "integer"),
+        (r"64\%", "integer"),
+        (r"\$32,\!348", "integer"),
+        ("4.2", "decimal"),
+        (r"5.4 \text{ cents}", "decimal"),
+        (r"\frac{1311}{2017}", "fraction"),
+        (r"\dfrac{7}{3}", "fraction"),
+        (r"\frac{270}7\text{ degrees}", "fraction"),
+        (r"2^{25} \cdot 26!", "expression"),
+        (r"\frac{9 \sqrt{23}}{23}", "expression"),
+        (r"\frac{1}{2 n+2}", "expression"),
+        ("(1,8,19), (2,7,13), (4,5,7)", "set"),
+        ("1, 3, 5", "set"),
+        (r"5,\,-11", "set"),
+        (r"\{1\pm\sqrt{5},-2\}", "set"),
+        ("f(x)=x,f(x)=-x", "set"),
+        ("(2,251,252)", "tuple"),
+        ("(2,4)", "tuple"),
+        (r"(4, \log _{10} 2)", "tuple"),
+        (r"[\frac{1}{2}, 8]", "interval"),
+        (r"(-\infty,-5)", "interval"),
+        (r"(-\infty, 0]", "interval"),
+        (r"(-\infty, 0) \cup\{1\}.", "interval"),
+        (r"x \in [-2,7]", "interval"),
+        ("x=5", "equation"),
+        ("y = 2x + 3", "equation"),
+        (r"\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \end{pmatrix}", "matrix"),
+        (r"\text{Evelyn}", "text"),
+        (r"\text{(C)}", "text"),
+        ("see the proof", "text"),
+        (None, "missing"),
+        ("  ", "missing"),
+    ],
+)
 def test_answer_kind(gold, kind):
     assert kind in ANSWER_KINDS and answer_kind(gold) == kind
 
@@ -205,23 +247,27 @@ def graded_cases():
 def test_case_file_covers_what_it_must():
     rows = _cases()
     assert len(rows) >= 100
-    assert all(set(r) >= {"id", "source", "gold", "completion", "expected_status", "reason"}
-               for r in rows)
+    assert all(set(r) >= {"id", "source", "gold", "completion", "expected_status", "reason"} for r in rows)
     c = Counter(r["expected_status"] for r in rows)
     assert {"correct", "incorrect", "no_answer", "gold_parse_error"} <= set(c)
     assert sum(r.get("expected_n_boxes", 0) > 1 for r in rows) >= 20  # several boxes
     kinds = Counter(answer_kind(r["gold"]) for r in rows)
-    assert {"integer", "fraction", "expression", "set", "tuple", "interval", "equation",
-            "text", "matrix"} <= set(kinds)
+    assert {"integer", "fraction", "expression", "set", "tuple", "interval", "equation", "text", "matrix"} <= set(kinds)
 
 
 def test_real_cases_grade_as_expected(graded_cases):
     rows, out = graded_cases
-    wrong = [(r["id"], r["gold"], o["extracted_answer"], o["status"], r["expected_status"],
-              r["reason"]) for r, o in zip(rows, out) if o["status"] != r["expected_status"]]
+    wrong = [
+        (r["id"], r["gold"], o["extracted_answer"], o["status"], r["expected_status"], r["reason"])
+        for r, o in zip(rows, out)
+        if o["status"] != r["expected_status"]
+    ]
     assert not wrong, "\n".join(map(str, wrong))
-    boxes = [(r["id"], o["n_boxes"], r["expected_n_boxes"]) for r, o in zip(rows, out)
-             if "expected_n_boxes" in r and o["n_boxes"] != r["expected_n_boxes"]]
+    boxes = [
+        (r["id"], o["n_boxes"], r["expected_n_boxes"])
+        for r, o in zip(rows, out)
+        if "expected_n_boxes" in r and o["n_boxes"] != r["expected_n_boxes"]
+    ]
     assert not boxes
     assert all(o["correct"] == (o["status"] == "correct") for o in out)
 
@@ -231,8 +277,10 @@ def test_metrics_breakdown_by_answer_kind_and_status(tmp_path, graded_cases):
     from ssd_math.tables import metrics_table
 
     _, out = graded_cases
-    rows = [{**o, "prompt_id": f"p{i}", "sample_index": 0, "n_completion_tokens": 10,
-             "level": None, "source": "s"} for i, o in enumerate(out)]
+    rows = [
+        {**o, "prompt_id": f"p{i}", "sample_index": 0, "n_completion_tokens": 10, "level": None, "source": "s"}
+        for i, o in enumerate(out)
+    ]
     f = tmp_path / "eval" / "base" / "eval_main" / "T0.7.jsonl"
     write_jsonl(f, rows)
     m, b = metrics_table([f], tmp_path, conf=0.95, n_boot=100, seed=0)
@@ -354,10 +402,8 @@ def test_identical_pairs_are_graded_once(monkeypatch):
         rows.append(_row("7", r"<think>\boxed{7}</think> so \boxed{8}"))
         rows.append(_row(r"\frac{1}{2}", r"\boxed{1/2}" if i % 2 else "no box"))
     out = grade_rows(rows, workers=2, timeout_s=LIMIT_S, progress=False)
-    assert len(seen) == 1 and sorted(seen[0]) == sorted(
-        [("7", "7"), ("7", "8"), (r"\frac{1}{2}", "1/2")])
-    assert [o["status"] for o in out[:6]] == ["correct", "incorrect", "no_answer",
-                                              "correct", "incorrect", "correct"]
+    assert len(seen) == 1 and sorted(seen[0]) == sorted([("7", "7"), ("7", "8"), (r"\frac{1}{2}", "1/2")])
+    assert [o["status"] for o in out[:6]] == ["correct", "incorrect", "no_answer", "correct", "incorrect", "correct"]
     assert Counter(o["status"] for o in out) == {"correct": 45, "incorrect": 30, "no_answer": 15}
 
 
@@ -377,31 +423,40 @@ def test_hostile_answers_do_not_break_the_batch(capsys):
 
     got = [(mixed[p]["completion"][:40], out[p]["status"]) for p in pos]
     assert all(out[p]["status"] in allowed for p, (_, allowed) in zip(pos, bad)), got
-    for p in pos[:len(HOSTILE)]:
+    for p in pos[: len(HOSTILE)]:
         assert out[p]["grade_error"] and not out[p]["correct"]
     rest = [o for k, o in enumerate(out) if k not in set(pos)]
     ref = grade_rows(normal, workers=2, timeout_s=LIMIT_S, progress=False)
-    diff = [(o["extracted_answer"], o["status"], o["grade_error"], r["status"])
-            for o, r in zip(rest, ref) if o["status"] != r["status"]]
+    diff = [
+        (o["extracted_answer"], o["status"], o["grade_error"], r["status"])
+        for o, r in zip(rest, ref)
+        if o["status"] != r["status"]
+    ]
     assert not diff
 
 
 def test_hard_kill_replaces_worker():
     # Without the in-worker alarm every overrun must end in SIGKILL + a fresh worker; the items
     # after the hostile ones are still graded by the replacements.
-    jobs = [("3", "9^{9^{9^{9^{9}}}}"), ("3", "(10^{8})!"), ("3", "3"), ("1/2", r"\frac{2}{4}"),
-            ("3", "2^{2^{33}}"), ("4", "5")]
-    res = _grade_unique(jobs, workers=2, timeout_s=LIMIT_S, progress=False, max_memory_mb=4096,
-                        soft_fraction=None)
-    assert [r["status"] for r in res] == ["timeout", "timeout", "correct", "correct", "timeout",
-                                          "incorrect"]
+    jobs = [
+        ("3", "9^{9^{9^{9^{9}}}}"),
+        ("3", "(10^{8})!"),
+        ("3", "3"),
+        ("1/2", r"\frac{2}{4}"),
+        ("3", "2^{2^{33}}"),
+        ("4", "5"),
+    ]
+    res = _grade_unique(jobs, workers=2, timeout_s=LIMIT_S, progress=False, max_memory_mb=4096, soft_fraction=None)
+    assert [r["status"] for r in res] == ["timeout", "timeout", "correct", "correct", "timeout", "incorrect"]
     assert all("killed after" in res[i]["grade_error"] for i in (0, 1, 4))
 
 
 def test_missing_gold_is_gold_parse_error_not_wrong():
-    rows = [{"gold": None, "completion": "</think> $\\boxed{None}$", "finish_reason": "stop"},
-            {"gold": "", "completion": "</think> $\\boxed{3}$", "finish_reason": "stop"},
-            {"gold": "3", "completion": "</think> $\\boxed{3}$", "finish_reason": "stop"}]
+    rows = [
+        {"gold": None, "completion": "</think> $\\boxed{None}$", "finish_reason": "stop"},
+        {"gold": "", "completion": "</think> $\\boxed{3}$", "finish_reason": "stop"},
+        {"gold": "3", "completion": "</think> $\\boxed{3}$", "finish_reason": "stop"},
+    ]
     out = grade_rows(rows, workers=1, timeout_s=LIMIT_S, progress=False)
     assert [r["status"] for r in out] == ["gold_parse_error", "gold_parse_error", "correct"]
     assert [r["correct"] for r in out] == [False, False, True]
@@ -412,36 +467,45 @@ def test_missing_gold_is_gold_parse_error_not_wrong():
 # upright constants and operator names (\mathrm{e}, \operatorname{sin}): graded as math graders do
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("gold, answer", [
-    (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{e}"),   # math-verify alone: no expression in the gold
-    (r"1 - \frac{1}{\mathrm{e}}", "1-1/e"),
-    (r"e^{2}", r"\mathrm{e}^2"),                        # math-verify alone: symbol e squared != exp(2)
-    (r"\mathrm{e}^2", r"e^{2}"),
-    (r"{\rm e}^3", r"e^3"),
-    (r"\operatorname{e}^{-1}", r"\frac{1}{e}"),
-    (r"2\mathrm{i}", "2i"),                              # math-verify alone: \text{i} after 2 is cut as a unit
-    (r"\operatorname{sin} x", r"\sin x"),
-    (r"\mathrm{\ln}\, 2", r"\ln 2"),
-    (r"\mathrm{\pi}/2", r"\frac{\pi}{2}"),
-])
+
+@pytest.mark.parametrize(
+    "gold, answer",
+    [
+        (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{e}"),  # math-verify alone: no expression in the gold
+        (r"1 - \frac{1}{\mathrm{e}}", "1-1/e"),
+        (r"e^{2}", r"\mathrm{e}^2"),  # math-verify alone: symbol e squared != exp(2)
+        (r"\mathrm{e}^2", r"e^{2}"),
+        (r"{\rm e}^3", r"e^3"),
+        (r"\operatorname{e}^{-1}", r"\frac{1}{e}"),
+        (r"2\mathrm{i}", "2i"),  # math-verify alone: \text{i} after 2 is cut as a unit
+        (r"\operatorname{sin} x", r"\sin x"),
+        (r"\mathrm{\ln}\, 2", r"\ln 2"),
+        (r"\mathrm{\pi}/2", r"\frac{\pi}{2}"),
+    ],
+)
 def test_upright_constants_and_operators_are_correct(gold, answer):
     assert grade_answer(gold, answer)["status"] == "correct"
 
 
-@pytest.mark.parametrize("gold, answer", [
-    (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{2}"), (r"e^{2}", r"\mathrm{e}^3"), (r"\mathrm{e}", "2.71")])
+@pytest.mark.parametrize(
+    "gold, answer",
+    [(r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{2}"), (r"e^{2}", r"\mathrm{e}^3"), (r"\mathrm{e}", "2.71")],
+)
 def test_upright_constants_still_grade_wrong_answers_incorrect(gold, answer):
     assert grade_answer(gold, answer)["status"] == "incorrect"
 
 
-@pytest.mark.parametrize("raw, unwrapped", [
-    (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{e}"),
-    (r"\operatorname{sin}(x)", r"\sin (x)"),
-    (r"5\,\mathrm{cm}", r"5\,\mathrm{cm}"),               # a unit stays (math-verify drops it)
-    (r"3\mathrm{m}", r"3\mathrm{m}"),                     # a one-letter unit too: only e and i are constants
-    (r"\operatorname{floor}(x)", r"\operatorname{floor}(x)"),  # latex2sympy parses it itself
-    (r"\mathbf{2340}", r"\mathbf{2340}"),
-])
+@pytest.mark.parametrize(
+    "raw, unwrapped",
+    [
+        (r"1 - \frac{1}{\mathrm{e}}", r"1 - \frac{1}{e}"),
+        (r"\operatorname{sin}(x)", r"\sin (x)"),
+        (r"5\,\mathrm{cm}", r"5\,\mathrm{cm}"),  # a unit stays (math-verify drops it)
+        (r"3\mathrm{m}", r"3\mathrm{m}"),  # a one-letter unit too: only e and i are constants
+        (r"\operatorname{floor}(x)", r"\operatorname{floor}(x)"),  # latex2sympy parses it itself
+        (r"\mathbf{2340}", r"\mathbf{2340}"),
+    ],
+)
 def test_unwrap_upright(raw, unwrapped):
     assert grading.unwrap_upright(raw) == unwrapped
 

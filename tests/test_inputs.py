@@ -25,6 +25,7 @@ SAMP = {"temperature": 0.7, "top_k": 20, "top_p": 0.95, "max_new_tokens": 8, "n"
 # eval / prompt files
 # ------------------------------------------------------------------------------------------
 
+
 class FakeSampler:
     dtype = "float32"  # recorded in the sidecar, as HFSampler's
 
@@ -33,8 +34,11 @@ class FakeSampler:
 
     def sample(self, batch, *, sampling, condition, base_seed):
         self.calls += 1
-        return [{"prompt_id": r["id"], "sample_index": s, "completion": "x", "gold": r["answer"]}
-                for r in batch for s in range(sampling.n)]
+        return [
+            {"prompt_id": r["id"], "sample_index": s, "completion": "x", "gold": r["answer"]}
+            for r in batch
+            for s in range(sampling.n)
+        ]
 
 
 @pytest.fixture
@@ -58,8 +62,10 @@ def _write(path: Path, lines: list) -> Path:
 
 def _gen(tmp_path, problems, n_out=1):
     outs = [tmp_path / f"out{i}.jsonl" for i in range(n_out)]
-    jobs = [{"model": "m", "model_dir": str(tmp_path / "model"), "condition": f"c{i}",
-             "sampling": SAMP} for i in range(n_out)]
+    jobs = [
+        {"model": "m", "model_dir": str(tmp_path / "model"), "condition": f"c{i}", "sampling": SAMP}
+        for i in range(n_out)
+    ]
     return G.generate_jobs(jobs, problems, outs, common=COMMON, progress=False), outs
 
 
@@ -68,8 +74,16 @@ def _row(i, **over):
 
 
 def test_bad_rows_are_dropped_counted_and_named(tmp_path, fake, caplog):
-    rows = [_row(0), _row(1, problem=""), _row(2, answer=None), _row(3), _row(0, problem="other"),
-            _row(5, answer="  "), {"problem": "no id", "answer": "1"}, _row(7)]
+    rows = [
+        _row(0),
+        _row(1, problem=""),
+        _row(2, answer=None),
+        _row(3),
+        _row(0, problem="other"),
+        _row(5, answer="  "),
+        {"problem": "no id", "answer": "1"},
+        _row(7),
+    ]
     del rows[2]["answer"]  # a row with no answer field at all
     problems = _write(tmp_path / "eval_main.jsonl", rows)
     with caplog.at_level("WARNING"):
@@ -79,8 +93,14 @@ def test_bad_rows_are_dropped_counted_and_named(tmp_path, fake, caplog):
     assert got == ["q0", "q3", "q7"]
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["file"] == str(problems) and rep["n_in"] == 8 and rep["n_out"] == 3
-    assert rep["dropped"] == {"missing_id": 1, "missing_problem": 1, "missing_answer": 2,
-                              "problem_too_long": 0, "duplicate_id": 1, "duplicate_problem": 0}
+    assert rep["dropped"] == {
+        "missing_id": 1,
+        "missing_problem": 1,
+        "missing_answer": 2,
+        "problem_too_long": 0,
+        "duplicate_id": 1,
+        "duplicate_problem": 0,
+    }
     assert rep["examples"]["missing_problem"] == ["line 2 (id 'q1')"]
     assert rep["examples"]["missing_answer"] == ["line 3 (id 'q2')", "line 6 (id 'q5')"]
     assert rep["examples"]["duplicate_id"] == ["line 5 (id 'q0'), first on line 1"]
@@ -126,8 +146,7 @@ def test_validation_happens_before_sharding(tmp_path, fake):
     problems = _write(tmp_path / "train_prompts.jsonl", rows)
     ids = []
     for k in range(3):
-        job = [{"model": "m", "model_dir": str(tmp_path / "model"), "condition": "c",
-                "sampling": SAMP}]
+        job = [{"model": "m", "model_dir": str(tmp_path / "model"), "condition": "c", "sampling": SAMP}]
         out = tmp_path / f"shard{k}.jsonl"
         G.generate_jobs(job, problems, [out], common=COMMON, shard=(k, 3), progress=False)
         ids += [json.loads(x)["prompt_id"] for x in out.read_text().splitlines()]
@@ -177,11 +196,15 @@ def test_non_utf8_line_names_file_and_line(tmp_path, fake):
     problems = tmp_path / "eval_main.jsonl"
     good = json.dumps(_row(0)) + "\n"
     problems.write_bytes(good.encode() + '{"id": "q1", "problem": "caf\xe9", "answer": "1"}\n'.encode("latin-1"))
-    with pytest.raises(DataError, match=r"eval_main\.jsonl: line 2: not valid UTF-8 \(byte 0xe9 at "
-                                        r"column 29\)"):
+    with pytest.raises(
+        DataError,
+        match=r"eval_main\.jsonl: line 2: not valid UTF-8 \(byte 0xe9 at "
+        r"column 29\)",
+    ):
         _gen(tmp_path, problems)
     assert fake["opened"] == 0
     from ssd_math.io import read_jsonl, read_jsonl_report
+
     rows, bad = read_jsonl_report(problems)
     assert [r["id"] for r in rows] == ["q0"] and bad[0][0] == 2
     with pytest.raises(DataError, match=r"line 2: not valid UTF-8"):
@@ -192,8 +215,9 @@ def test_non_utf8_json_source_names_file_and_line(tmp_path):
     from ssd_math.problem_sources import load_source
 
     src = tmp_path / "rows.json"
-    src.write_bytes('[\n {"problem": "ok", "answer": "1"},\n {"problem": "na\xefve", "answer": "2"}\n]\n'
-                    .encode("latin-1"))
+    src.write_bytes(
+        '[\n {"problem": "ok", "answer": "1"},\n {"problem": "na\xefve", "answer": "2"}\n]\n'.encode("latin-1")
+    )
     with pytest.raises(DataError, match=r"rows\.json: line 3: not valid UTF-8 \(byte 0xef at column 17\)"):
         load_source({"name": "s", "path": str(src)})
     src.write_text('[\n {"problem": "ok",\n]\n')
@@ -208,8 +232,7 @@ def test_oversize_problem_is_dropped_counted_and_named(tmp_path, fake):
     assert n == 2
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["dropped"]["problem_too_long"] == 1 and rep["n_out"] == 2
-    assert rep["examples"]["problem_too_long"] == [
-        f"line 2 (id 'q1'): {len(huge)} characters > {MAX_PROBLEM_CHARS}"]
+    assert rep["examples"]["problem_too_long"] == [f"line 2 (id 'q1'): {len(huge)} characters > {MAX_PROBLEM_CHARS}"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -220,27 +243,39 @@ from conftest import config_error as _err  # noqa: E402
 from conftest import tiny_random_model  # noqa: E402
 
 
-@pytest.mark.parametrize("path,value,expect", [
-    (("arms", "ssd", "top_p"), 0, "config key arms.ssd.top_p = 0: must be > 0"),
-    (("extra_arms", "t13", "top_p"), 1.01, "config key extra_arms.t13.top_p = 1.01: must be <= 1"),
-    (("arms", "ssd", "t_eval"), 0, "config key arms.ssd.t_eval = 0: must be > 0"),
-    (("arms", "ssd", "top_k"), -2, "config key arms.ssd.top_k = -2: must be >= -1"),
-    (("arms", "ssd", "top_k"), "20", "config key arms.ssd.top_k = '20': must be of type integer"),
-    (("arms", "ssd", "min_p"), 1.5, "config key arms.ssd.min_p = 1.5: must be <= 1"),
-    (("eval", "passk", "runs", 0, "temperature"), -0.1,
-     "config key eval.passk.runs.0.temperature = -0.1: must be > 0"),
-    (("eval", "passk", "k"), 0, "config key eval.passk.k = 0: must be >= 1"),
-    (("eval", "sweeps", "presets", "precise", "top_p"), 2.0,
-     "config key eval.sweeps.presets.precise.top_p = 2.0: must be <= 1"),
-    (("eval", "sweeps", "presets", "general", "presence_penalty"), 3,
-     "config key eval.sweeps.presets.general.presence_penalty = 3: must be <= 2"),
-    (("eval", "decoding", "min_p"), -0.1, "config key eval.decoding.min_p = -0.1: must be >= 0"),
-    (("eval", "grader", "timeout_s"), 0, "config key eval.grader.timeout_s = 0: must be > 0"),
-    (("eval", "samples_per_prompt"), 1.5, "config key eval.samples_per_prompt = 1.5: must be of type integer"),
-    (("model", "trust_remote_code"), "yes", "config key model.trust_remote_code = 'yes': must be of type boolean"),
-    (("train_sampling", "n_shards"), 0, "config key train_sampling.n_shards = 0: must be >= 1"),
-    (("sampler", "backend"), "tgi", "config key sampler.backend = 'tgi': must be one of 'hf', 'vllm'"),
-])
+@pytest.mark.parametrize(
+    "path,value,expect",
+    [
+        (("arms", "ssd", "top_p"), 0, "config key arms.ssd.top_p = 0: must be > 0"),
+        (("extra_arms", "t13", "top_p"), 1.01, "config key extra_arms.t13.top_p = 1.01: must be <= 1"),
+        (("arms", "ssd", "t_eval"), 0, "config key arms.ssd.t_eval = 0: must be > 0"),
+        (("arms", "ssd", "top_k"), -2, "config key arms.ssd.top_k = -2: must be >= -1"),
+        (("arms", "ssd", "top_k"), "20", "config key arms.ssd.top_k = '20': must be of type integer"),
+        (("arms", "ssd", "min_p"), 1.5, "config key arms.ssd.min_p = 1.5: must be <= 1"),
+        (
+            ("eval", "passk", "runs", 0, "temperature"),
+            -0.1,
+            "config key eval.passk.runs.0.temperature = -0.1: must be > 0",
+        ),
+        (("eval", "passk", "k"), 0, "config key eval.passk.k = 0: must be >= 1"),
+        (
+            ("eval", "sweeps", "presets", "precise", "top_p"),
+            2.0,
+            "config key eval.sweeps.presets.precise.top_p = 2.0: must be <= 1",
+        ),
+        (
+            ("eval", "sweeps", "presets", "general", "presence_penalty"),
+            3,
+            "config key eval.sweeps.presets.general.presence_penalty = 3: must be <= 2",
+        ),
+        (("eval", "decoding", "min_p"), -0.1, "config key eval.decoding.min_p = -0.1: must be >= 0"),
+        (("eval", "grader", "timeout_s"), 0, "config key eval.grader.timeout_s = 0: must be > 0"),
+        (("eval", "samples_per_prompt"), 1.5, "config key eval.samples_per_prompt = 1.5: must be of type integer"),
+        (("model", "trust_remote_code"), "yes", "config key model.trust_remote_code = 'yes': must be of type boolean"),
+        (("train_sampling", "n_shards"), 0, "config key train_sampling.n_shards = 0: must be >= 1"),
+        (("sampler", "backend"), "tgi", "config key sampler.backend = 'tgi': must be one of 'hf', 'vllm'"),
+    ],
+)
 def test_out_of_range_and_wrong_type_name_key_and_allowed(default, path, value, expect):
     cfg = copy.deepcopy(default)
     node = cfg
@@ -303,6 +338,7 @@ def test_missing_required_key_is_named(default):
 # provenance and trust_remote_code, on a real tiny model
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tinyprov")
@@ -352,13 +388,17 @@ def test_sidecar_provenance_and_trust_remote_code_default_off(tiny, tmp_path, mo
     out = tmp_path / "T0.7.jsonl"
     threads = torch.get_num_threads()
     try:
-        G.generate_jobs([{"model": "base", "model_dir": str(mdir), "condition": "T0.7",
-                          "sampling": SAMP}], problems, [out], common=common, progress=False)
+        G.generate_jobs(
+            [{"model": "base", "model_dir": str(mdir), "condition": "T0.7", "sampling": SAMP}],
+            problems,
+            [out],
+            common=common,
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     meta = read_json(str(out) + ".meta.json")
-    assert meta["config_hash"] == config_hash(cfg) == stable_hash(
-        {k: v for k, v in cfg.items() if k != "runtime"})
+    assert meta["config_hash"] == config_hash(cfg) == stable_hash({k: v for k, v in cfg.items() if k != "runtime"})
     assert meta["base_seed"] == 11 and meta["seeds"]["base_seed"] == 11
     assert {"torch", "transformers", "tokenizers"} <= set(meta["packages"])
     assert meta["prompt_template_hash"] == template_hash(tok, DEFAULT_INSTRUCTION)
@@ -386,17 +426,25 @@ def test_prompt_past_the_context_is_dropped_by_the_stated_rule(tiny, tmp_path):
     out = tmp_path / "T0.7.jsonl"
     threads = torch.get_num_threads()
     try:
-        (n,) = G.generate_jobs([{"model": "base", "model_dir": str(mdir), "condition": "T0.7",
-                                 "sampling": SAMP}], path, [out], common=common, progress=False)
+        (n,) = G.generate_jobs(
+            [{"model": "base", "model_dir": str(mdir), "condition": "T0.7", "sampling": SAMP}],
+            path,
+            [out],
+            common=common,
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     assert n == len(rows)
     assert "long" not in {json.loads(x)["prompt_id"] for x in out.read_text().splitlines()}
     rep = read_json(str(out) + ".meta.json")["input_validation"]
     assert rep["dropped"]["prompt_too_long"] == 1 and rep["n_out"] == len(rows)
-    assert rep["context"] == {"limit": context, "source": "max_position_embeddings",
-                              "max_new_tokens": SAMP["max_new_tokens"],
-                              "rule": "drop when prompt tokens + max_new_tokens > limit"}
+    assert rep["context"] == {
+        "limit": context,
+        "source": "max_position_embeddings",
+        "max_new_tokens": SAMP["max_new_tokens"],
+        "rule": "drop when prompt tokens + max_new_tokens > limit",
+    }
     (ex,) = rep["examples"]["prompt_too_long"]
     assert ex.startswith("id 'long': ") and ex.endswith(f" + {SAMP['max_new_tokens']} > {context}")
     # the boundary: a prompt of exactly limit - max_new_tokens tokens is kept
@@ -443,8 +491,7 @@ def test_model_output_is_never_executed():
     import re
 
     bad = re.compile(r"(?<![.\w])(eval|exec)\s*\(|compile\([^)]*completion")  # not model.eval()
-    offenders = [p.name for p in (ROOT / "src" / "ssd_math").glob("*.py")
-                 if bad.search(p.read_text())]
+    offenders = [p.name for p in (ROOT / "src" / "ssd_math").glob("*.py") if bad.search(p.read_text())]
     assert offenders == [], offenders
 
 
@@ -452,29 +499,50 @@ def test_model_output_is_never_executed():
 # what Snakemake prints (dry runs on the smoke config, nothing is built)
 # ------------------------------------------------------------------------------------------
 
+
 def _dry_run(tmp_path, *args):
     import os
     import subprocess
     import sys
 
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-           str(ROOT / "tests" / "data" / "smoke_config.yaml"), "--cores", "1", "-n", *args]
+    cmd = [
+        str(exe),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(ROOT / "tests" / "data" / "smoke_config.yaml"),
+        "--cores",
+        "1",
+        "-n",
+        *args,
+    ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow  # Snakemake runs on each target
-@pytest.mark.parametrize("target,expect", [
-    ("results/eval/base/eval_main/T0.8.jsonl",
-     "no rule can build results/eval/base/eval_main/T0.8.jsonl: T0.8 is not on eval.t_grid (T0.7, T1.0)"),
-    ("results/eval/nope/eval_hard/T0.7.jsonl",
-     "no rule can build results/eval/nope/eval_hard/T0.7.jsonl: 'nope' is not a model: 'base', "
-     "the arms (ssd, topk5) or the extra arms (naive, bf16-state)"),
-    ("results/eval/ssd/eval_hard/checkpoints/step7.jsonl",
-     "'step7' is not a checkpoint of sft.checkpoint_steps (step1, step2, final)"),
-])
+@pytest.mark.parametrize(
+    "target,expect",
+    [
+        (
+            "results/eval/base/eval_main/T0.8.jsonl",
+            "no rule can build results/eval/base/eval_main/T0.8.jsonl: T0.8 is not on eval.t_grid (T0.7, T1.0)",
+        ),
+        (
+            "results/eval/nope/eval_hard/T0.7.jsonl",
+            "no rule can build results/eval/nope/eval_hard/T0.7.jsonl: 'nope' is not a model: 'base', "
+            "the arms (ssd, topk5) or the extra arms (naive, bf16-state)",
+        ),
+        (
+            "results/eval/ssd/eval_hard/checkpoints/step7.jsonl",
+            "'step7' is not a checkpoint of sft.checkpoint_steps (step1, step2, final)",
+        ),
+    ],
+)
 def test_unbuildable_target_lists_valid_values_in_snakemake(tmp_path, target, expect):
     rc, out = _dry_run(tmp_path, target)
     assert rc != 0 and expect in out, out[-3000:]
@@ -482,8 +550,12 @@ def test_unbuildable_target_lists_valid_values_in_snakemake(tmp_path, target, ex
 
 @pytest.mark.slow  # Snakemake dry runs
 def test_valid_targets_still_resolve(tmp_path):
-    rc, out = _dry_run(tmp_path, "results/eval/base/eval_main/T0.7.jsonl",
-                       "results/eval/naive/eval_hard/T0.7.jsonl", "results/eval/base/eval_hard/T0.8-k2.jsonl")
+    rc, out = _dry_run(
+        tmp_path,
+        "results/eval/base/eval_main/T0.7.jsonl",
+        "results/eval/naive/eval_hard/T0.7.jsonl",
+        "results/eval/base/eval_hard/T0.8-k2.jsonl",
+    )
     assert rc == 0, out[-3000:]
     assert "unknown_model_target" not in out and "off_grid_target" not in out
 

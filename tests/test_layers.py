@@ -26,12 +26,27 @@ LAYERS = (
     # paths and job lists; model construction
     ("layout", "modeling"),
     # the stage libraries: data, training, sampling, eval, probe, plan
-    ("synth", "problem_sources", "decontam", "prepare_real_data", "hub",
-     "noise", "train", "rehearsal", "launcher",
-     "hf_sampler", "vllm_sampler", "generate", "filtering",
-     "grading_pool",
-     "probe_positions", "probe_forward", "probe_analysis",
-     "planner", "cluster"),
+    (
+        "synth",
+        "problem_sources",
+        "decontam",
+        "prepare_real_data",
+        "hub",
+        "noise",
+        "train",
+        "rehearsal",
+        "launcher",
+        "hf_sampler",
+        "vllm_sampler",
+        "generate",
+        "filtering",
+        "grading_pool",
+        "probe_positions",
+        "probe_forward",
+        "probe_analysis",
+        "planner",
+        "cluster",
+    ),
     ("tables",),
     # the report: findings, figures, the study table, the renderer
     ("findings", "figures", "study", "report", "report_parts"),
@@ -40,13 +55,12 @@ LAYERS = (
 #: Imports against the layer order that stay, each with why.
 UPWARD_ALLOWED = {
     ("hub", "findings"): "the base's provenance record is built by findings' provenance code, "
-                         "which belongs below both (its own module)",
+    "which belongs below both (its own module)",
 }
 
 #: Function-level ssd_math imports that stay, each with why. Torch, transformers and vLLM are
 #: third-party and may be imported inside functions anywhere (they are slow or optional).
-FUNCTION_LEVEL_ALLOWED = {
-}
+FUNCTION_LEVEL_ALLOWED = {}
 
 
 def modules() -> dict[str, ast.Module]:
@@ -82,8 +96,11 @@ def import_graph(trees: dict[str, ast.Module]) -> tuple[dict[str, set[str]], dic
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 (inner if nested else top)[mod] |= project_targets(child, names)
-            walk(child, nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                     ast.ClassDef, ast.Lambda)), mod)
+            walk(
+                child,
+                nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)),
+                mod,
+            )
 
     for mod, tree in trees.items():
         walk(tree, False, mod)
@@ -102,7 +119,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph.get(m, ())):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (c := visit(n)):
                 return c
         state[m] = 2
@@ -115,8 +132,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def layer_violations(top: dict[str, set[str]], inner: dict[str, set[str]],
-                     allowed: dict | None = None) -> list[str]:
+def layer_violations(top: dict[str, set[str]], inner: dict[str, set[str]], allowed: dict | None = None) -> list[str]:
     """A module importing a module of a higher layer (outside ``allowed``), or an unranked one."""
     allowed = UPWARD_ALLOWED if allowed is None else allowed
     rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
@@ -136,11 +152,13 @@ def graph():
 
 
 def test_the_parser_sees_every_form_of_project_import():
-    src = ("from . import config as sc\nfrom .io import read_jsonl\nfrom ssd_math.stats import matrix\n"
-           "from ssd_math import layout\nimport ssd_math.tables\nimport numpy\nfrom .. import x\n"
-           "try:\n    from .probe import views\nexcept ImportError:\n    pass\n"
-           "def f():\n    from .planner import plan\n    import torch\n"
-           "class C:\n    def g(self):\n        from .generate import run\n")
+    src = (
+        "from . import config as sc\nfrom .io import read_jsonl\nfrom ssd_math.stats import matrix\n"
+        "from ssd_math import layout\nimport ssd_math.tables\nimport numpy\nfrom .. import x\n"
+        "try:\n    from .probe import views\nexcept ImportError:\n    pass\n"
+        "def f():\n    from .planner import plan\n    import torch\n"
+        "class C:\n    def g(self):\n        from .generate import run\n"
+    )
     names = {"config", "io", "stats", "layout", "tables", "probe", "planner", "generate", "m"}
     top, inner = import_graph({"m": ast.parse(src), **{n: ast.parse("") for n in names - {"m"}}})
     assert top["m"] == {"config", "io", "stats", "layout", "tables", "probe"}
@@ -180,9 +198,10 @@ def test_an_upward_import_is_found():
 
 def test_project_modules_are_imported_at_module_level(graph):
     _, inner = graph
-    hidden = sorted(f"{m} -> {d}" for m, deps in inner.items() for d in deps
-                    if (m, d) not in FUNCTION_LEVEL_ALLOWED)
-    assert not hidden, ("function-level imports of ssd_math modules (import them at module level, "
-                        "or move the shared fact lower):\n" + "\n".join(hidden))
+    hidden = sorted(f"{m} -> {d}" for m, deps in inner.items() for d in deps if (m, d) not in FUNCTION_LEVEL_ALLOWED)
+    assert not hidden, (
+        "function-level imports of ssd_math modules (import them at module level, "
+        "or move the shared fact lower):\n" + "\n".join(hidden)
+    )
     stale = sorted(f"{m} -> {d}" for m, d in FUNCTION_LEVEL_ALLOWED if d not in inner.get(m, ()))
     assert not stale, "allowed function-level imports that no longer exist (drop them):\n" + "\n".join(stale)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SMOKE
 from ssd_math import config as sc
 from ssd_math.layout import Layout, describe_eval_path
+
+from conftest import ROOT, SMOKE
 
 KIND = {"grid": "grid", "passk": "passk", "checkpoints": "checkpoint", "sweep": "sweep"}
 
@@ -29,10 +30,12 @@ def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
     seen = []
     for job in L.generation_jobs():
         fam = job["family"]
-        files = {"grid": lambda j: L.grid_files("eval", j["model"], j["evalset"]),
-                 "passk": lambda j: [L.passk_file("eval", j["model"], j["evalset"], j["t"], j["k"])],
-                 "checkpoints": lambda j: L.checkpoint_generated_files("eval", j["model"], j["evalset"]),
-                 "sweep": lambda j: L.sweep_generated_files("eval", j["evalset"])}[fam](job)
+        files = {
+            "grid": lambda j: L.grid_files("eval", j["model"], j["evalset"]),
+            "passk": lambda j: [L.passk_file("eval", j["model"], j["evalset"], j["t"], j["k"])],
+            "checkpoints": lambda j: L.checkpoint_generated_files("eval", j["model"], j["evalset"]),
+            "sweep": lambda j: L.sweep_generated_files("eval", j["evalset"]),
+        }[fam](job)
         assert len(files) == len(job["conditions"])  # one output per decoding condition, in order
         for path, cond in zip(files, job["conditions"]):
             d = describe_eval_path(path, L.results)
@@ -43,8 +46,10 @@ def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
             seen.append(path)
     # eval_hard inside eval_main: its grid and sweep are cut from eval_main's, not generated
     assert L.subsets == {"eval_hard": "eval_main"}
-    assert {(j["family"], j["evalset"]) for j in L.generation_jobs()
-            if j["family"] in ("grid", "sweep")} == {("grid", "eval_main"), ("sweep", "eval_main")}
+    assert {(j["family"], j["evalset"]) for j in L.generation_jobs() if j["family"] in ("grid", "sweep")} == {
+        ("grid", "eval_main"),
+        ("sweep", "eval_main"),
+    }
     for job in L.subset_jobs():
         for path in job["files"]:
             d = describe_eval_path(path, L.results)
@@ -63,8 +68,20 @@ def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
 
 
 def _dry_run(configfile: Path, workdir: Path) -> list[dict]:
-    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(configfile), "--cores", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     jobs, cur = [], None
@@ -74,7 +91,7 @@ def _dry_run(configfile: Path, workdir: Path) -> list[dict]:
             cur = {"rule": m.group(1)}
             jobs.append(cur)
         elif cur is not None and line.startswith("    benchmark: "):
-            cur["benchmark"] = line[len("    benchmark: "):].strip()
+            cur["benchmark"] = line[len("    benchmark: ") :].strip()
     return jobs
 
 
@@ -84,12 +101,22 @@ def test_rules_declare_the_layout_job_lists(smoke, tmp_path):
     generation, sampling and SFT jobs with the same benchmark files."""
     dag = _dry_run(SMOKE, tmp_path)
     L = Layout(smoke)
-    rules = ("sample_train_shard", "sft", "generate_grid", "generate_passk", "generate_checkpoints",
-             "generate_sweep", "subset_grid", "subset_sweep")
+    rules = (
+        "sample_train_shard",
+        "sft",
+        "generate_grid",
+        "generate_passk",
+        "generate_checkpoints",
+        "generate_sweep",
+        "subset_grid",
+        "subset_sweep",
+    )
     got = sorted((j["rule"], j["benchmark"]) for j in dag if j["rule"] in rules)
-    want = sorted([("sample_train_shard", s["benchmark"]) for a in L.arms for s in L.sample_jobs(a)]
-                  + [("sft", L.sft_job(a)["benchmark"]) for a in L.arms]
-                  + [(j["rule"], j["benchmark"]) for j in L.generation_jobs() + L.subset_jobs()])
+    want = sorted(
+        [("sample_train_shard", s["benchmark"]) for a in L.arms for s in L.sample_jobs(a)]
+        + [("sft", L.sft_job(a)["benchmark"]) for a in L.arms]
+        + [(j["rule"], j["benchmark"]) for j in L.generation_jobs() + L.subset_jobs()]
+    )
     assert any(r == "subset_grid" for r, _ in got)
     assert got == want
 
@@ -105,8 +132,10 @@ def test_validation_fills_schema_defaults(default):
     sam = schema["properties"]["sampler"]["properties"]
     grader = schema["properties"]["eval"]["properties"]["grader"]["properties"]
     assert cfg["sampler"]["batch_size"] == sam["batch_size"]["default"] == 64
-    assert cfg["eval"]["grader"] == {"workers": grader["workers"]["default"],
-                                     "timeout_s": grader["timeout_s"]["default"]}
+    assert cfg["eval"]["grader"] == {
+        "workers": grader["workers"]["default"],
+        "timeout_s": grader["timeout_s"]["default"],
+    }
     assert cfg["noise_probes"] == [] and cfg["report"]["title"] == "mine"  # a given value stays
     assert cfg["sft"]["checkpoint_steps"] == default["sft"]["checkpoint_steps"]
     assert cfg["sample_size"] == {"deltas": [0.02, 0.05, 0.10], "alpha": 0.05, "power": 0.8}
@@ -156,9 +185,8 @@ def test_no_rule_file_reads_a_name_a_later_file_defines():
     defs = [_defined(t) for t in texts]
     for i, f in enumerate(files):
         earlier = set().union(*defs[: i + 1])
-        later = set().union(*defs[i + 1:]) - earlier
+        later = set().union(*defs[i + 1 :]) - earlier
         assert not (_used(texts[i]) & later), (f.name, sorted(_used(texts[i]) & later))
-
 
 
 def test_reuse_identical_generations_and_training_data(smoke):
@@ -167,14 +195,20 @@ def test_reuse_identical_generations_and_training_data(smoke):
     a default arm only in sft knobs trains on that arm's kept samples (no sampling of its own).
     reuse=False turns all three off (the planner's "before")."""
     cfg = copy.deepcopy(smoke)
-    cfg["extra_arms"] = {**cfg.get("extra_arms", {}),
-                         "lrx": {**cfg["arms"]["ssd"], "sft": {"lr": 1.0e-3}},
-                         "hot": {**cfg["arms"]["ssd"], "temperature": 1.7}}
+    cfg["extra_arms"] = {
+        **cfg.get("extra_arms", {}),
+        "lrx": {**cfg["arms"]["ssd"], "sft": {"lr": 1.0e-3}},
+        "hot": {**cfg["arms"]["ssd"], "temperature": 1.7},
+    }
     cfg = sc.validate(cfg)
     L = Layout(cfg)
     assert L.final_from_grid and "final" not in L.generated_ckpts
-    assert all(c["model"].split("/")[1] != "final" for j in L.generation_jobs()
-               if j["family"] == "checkpoints" for c in j["conditions"])
+    assert all(
+        c["model"].split("/")[1] != "final"
+        for j in L.generation_jobs()
+        if j["family"] == "checkpoints"
+        for c in j["conditions"]
+    )
     assert L.data_arm("lrx") == "ssd" and L.data_arm("hot") == "hot" and L.data_arm("ssd") == "ssd"
     for name, cond in L.sweep_from_grid.items():
         s = sc.sweep_samplings(cfg)[name]
@@ -197,13 +231,30 @@ def test_every_rule_is_greppable(configfile, tmp_path):
     set-resources or `--forcerun` leads to its definition."""
     from ssd_math.cluster import parse_rule_names
 
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-                           "--directory", str(tmp_path), "--configfile", str(ROOT / configfile),
-                           "--list-rules"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(ROOT / configfile),
+            "--list-rules",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     listed = parse_rule_names(proc.stdout)
-    written = {m for f in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
-               for m in re.findall(r"^\s*rule (\w+):", f.read_text(), re.M)}
+    written = {
+        m
+        for f in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+        for m in re.findall(r"^\s*rule (\w+):", f.read_text(), re.M)
+    }
     assert len(listed) > 20 and listed <= written, sorted(listed - written)
 
 
@@ -215,9 +266,16 @@ def test_generation_params_carry_each_conditions_decoding(smoke):
     ev, dec = smoke["eval"], smoke["eval"]["decoding"]
 
     def want(section, t, cap, n, **over):
-        return {"temperature": t, "top_k": section["top_k"], "top_p": section["top_p"],
-                "min_p": section.get("min_p", 0.0), "presence_penalty": section.get("presence_penalty", 0.0),
-                "max_new_tokens": cap, "n": n, **over}
+        return {
+            "temperature": t,
+            "top_k": section["top_k"],
+            "top_p": section["top_p"],
+            "min_p": section.get("min_p", 0.0),
+            "presence_penalty": section.get("presence_penalty", 0.0),
+            "max_new_tokens": cap,
+            "n": n,
+            **over,
+        }
 
     presets = ev["sweeps"]["presets"]
     seen = set()
@@ -228,7 +286,7 @@ def test_generation_params_carry_each_conditions_decoding(smoke):
             cond, s = g["condition"], g["sampling"]
             assert type(s) is dict
             if job["family"] == "sweep" and cond.startswith("preset-"):
-                p = presets[cond[len("preset-"):]]
+                p = presets[cond[len("preset-") :]]
                 assert s == want(p, p["temperature"], ev["max_new_tokens"], ev["samples_per_prompt"])
             elif job["family"] == "sweep":
                 mp, t = re.fullmatch(r"minp([\d.]+)-T([\d.]+)", cond).groups()

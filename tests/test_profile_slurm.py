@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
 from ssd_math import cluster, gpu_driver
+
+from conftest import ROOT
 
 PROFILE = ROOT / "profiles/slurm/config.yaml"
 SITE = ROOT / "profiles/slurm/site.example.yaml"
@@ -24,9 +25,21 @@ SITE_KEYS = ("default-resources", "set-resources", "set-threads")
 
 def _snakemake(tmp: Path, *args: str) -> str:
     exe = Path(sys.executable).with_name("snakemake")
-    proc = subprocess.run([str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp),
-                           "--configfile", str(ROOT / "config/real.yaml"), *args],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            str(exe),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp),
+            "--configfile",
+            str(ROOT / "config/real.yaml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return proc.stdout + proc.stderr
 
 
@@ -45,8 +58,16 @@ def test_workflow_profile_holds_no_site_value():
     # plugin 2.6.1 adds --ntasks-per-gpu=1 to every GPU job unless tasks_per_gpu is 0: each GPU
     # rule is one process (vLLM and accelerate launch their own workers)
     site = yaml.safe_load(SITE.read_text())["set-resources"]
-    for rule in ("sample_train_shard", "sft", "noise_probe", "generate_grid", "generate_passk",
-                 "generate_checkpoints", "generate_sweep", "probe_forward"):
+    for rule in (
+        "sample_train_shard",
+        "sft",
+        "noise_probe",
+        "generate_grid",
+        "generate_passk",
+        "generate_checkpoints",
+        "generate_sweep",
+        "probe_forward",
+    ):
         assert site[rule]["tasks_per_gpu"] == 0, rule
 
 
@@ -56,8 +77,16 @@ def test_every_profile_key_names_a_rule_of_the_real_recipe(real_rules):
     assert cluster.check_profile_keys([SITE, PROFILE], real_rules) == []
     site = yaml.safe_load(SITE.read_text())
     # every rule that needs a GPU on the real recipe is sent to the GPU partition
-    gpu_rules = {"sample_train_shard", "sft", "noise_probe", "generate_grid", "generate_passk",
-                 "generate_checkpoints", "generate_sweep", "probe_forward"}
+    gpu_rules = {
+        "sample_train_shard",
+        "sft",
+        "noise_probe",
+        "generate_grid",
+        "generate_passk",
+        "generate_checkpoints",
+        "generate_sweep",
+        "probe_forward",
+    }
     assert {r for r, v in site["set-resources"].items() if "slurm_partition" in v} == gpu_rules
 
 
@@ -102,8 +131,13 @@ def test_parse_sinfo_takes_each_partitions_largest_node():
     p = cluster.parse_sinfo(SINFO)
     assert (p["cpu"].cpus, p["cpu"].mem_mb, p["cpu"].default, p["cpu"].gpus) == (2, 19320, True, False)
     assert (p["gpu"].cpus, p["gpu"].mem_mb, p["gpu"].time_min, p["gpu"].gpus) == (16, 128000, 2880, True)
-    assert [cluster.parse_time(s) for s in ("30", "1:30", "2:00:00", "1-12", "infinite")] == [30, 1.5, 120, 2160,
-                                                                                              float("inf")]
+    assert [cluster.parse_time(s) for s in ("30", "1:30", "2:00:00", "1-12", "infinite")] == [
+        30,
+        1.5,
+        120,
+        2160,
+        float("inf"),
+    ]
 
 
 def _job(rule, threads=1, **res):
@@ -114,21 +148,31 @@ def test_check_jobs_names_the_rule_and_the_key_for_each_problem():
     parts = cluster.parse_sinfo(SINFO)
     ok = [_job("sft", 16, slurm_partition="gpu", mem_mb=128000, runtime=1440, gpu=8), _job("table1", 2, mem_mb=4000)]
     assert cluster.check_jobs(ok, parts) == []
-    probs = cluster.check_jobs([
-        _job("generate_grid", 17, slurm_partition="gpu"),        # one thread more than the largest node
-        _job("grade_grid", 1, mem_mb=19321),                      # default partition: cpu
-        _job("sft", 1, slurm_partition="gpu", runtime=2881),
-        _job("probe_forward", 1, gpu=1),                          # a GPU job left on the cpu partition
-        _job("report", 1, slurm_partition="gpu2"),
-        _job("metrics", 1, slurm_account="SITE-account"),
-        _job("table2", 1, slurm_account="SITE-account"),
-    ], parts)
+    probs = cluster.check_jobs(
+        [
+            _job("generate_grid", 17, slurm_partition="gpu"),  # one thread more than the largest node
+            _job("grade_grid", 1, mem_mb=19321),  # default partition: cpu
+            _job("sft", 1, slurm_partition="gpu", runtime=2881),
+            _job("probe_forward", 1, gpu=1),  # a GPU job left on the cpu partition
+            _job("report", 1, slurm_partition="gpu2"),
+            _job("metrics", 1, slurm_account="SITE-account"),
+            _job("table2", 1, slurm_account="SITE-account"),
+        ],
+        parts,
+    )
     assert len(probs) == 6, probs
-    want = ["slurm_account=SITE-account is still a placeholder", "rules metrics, table2",
-            "rule generate_grid asks for 17 threads", "`set-threads: generate_grid: 16`",
-            "rule grade_grid asks for mem_mb=19321", "at most 19320 MB",
-            "rule sft asks for runtime=2881 min", "rule probe_forward asks for gpu=1", "Invalid generic resource",
-            "slurm_partition=gpu2 is not a partition"]
+    want = [
+        "slurm_account=SITE-account is still a placeholder",
+        "rules metrics, table2",
+        "rule generate_grid asks for 17 threads",
+        "`set-threads: generate_grid: 16`",
+        "rule grade_grid asks for mem_mb=19321",
+        "at most 19320 MB",
+        "rule sft asks for runtime=2881 min",
+        "rule probe_forward asks for gpu=1",
+        "Invalid generic resource",
+        "slurm_partition=gpu2 is not a partition",
+    ]
     text = "\n".join(probs)
     assert all(w in text for w in want), [w for w in want if w not in text]
 
@@ -159,7 +203,9 @@ rule table1:
 def test_shipped_profile_alone_on_a_small_node_is_refused_with_the_rule_and_key(tmp_path):
     """Without a site file the generation rules keep their own 16 threads: on 2-CPU nodes the check
     says which rules and which key, instead of a job PENDING forever."""
-    dry = _snakemake(tmp_path, "--workflow-profile", str(ROOT / "profiles/slurm"), "--cores", cluster.UNCAPPED_CORES, "-n")
+    dry = _snakemake(
+        tmp_path, "--workflow-profile", str(ROOT / "profiles/slurm"), "--cores", cluster.UNCAPPED_CORES, "-n"
+    )
     jobs = [j for j in cluster.parse_dryrun(dry) if j.rule not in cluster.local_rules(ROOT / "Snakefile")]
     assert "fetch_base" not in {j.rule for j in jobs} and "sft" in {j.rule for j in jobs}
     text = "\n".join(cluster.check_jobs(jobs, cluster.parse_sinfo("cpu*|2|19320|infinite|(null)\n")))
@@ -169,6 +215,7 @@ def test_shipped_profile_alone_on_a_small_node_is_refused_with_the_rule_and_key(
 
 class _Resources(dict):
     """What the plugin reads of a job's resources: attribute and .get access."""
+
     __getattr__ = dict.get
 
 
@@ -182,8 +229,14 @@ def _submit_string(job: cluster.Job) -> str:
 
     res = _Resources({k: (int(v) if v.isdigit() else v.strip("'\"")) for k, v in job.resources.items()})
     fake = SimpleNamespace(resources=res, threads=job.threads, name=job.rule, is_group=lambda: False)
-    params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": f"rule_{job.rule}",
-              "account": "", "partition": "", "workdir": "/w"}
+    params = {
+        "run_uuid": "u",
+        "slurm_logfile": "l",
+        "comment_str": f"rule_{job.rule}",
+        "account": "",
+        "partition": "",
+        "workdir": "/w",
+    }
     return get_submit_command(fake, params) + set_gres_string(fake)
 
 
@@ -192,8 +245,14 @@ def test_multi_gpu_training_is_submitted_to_one_node(tmp_path):
     """FSDP over 4 GPUs is one process group on one node (accelerate launch spawns the 4
     processes there; the jobstep runs `srun --nodes=1`): the sbatch line must say --nodes=1,
     which the plugin adds only for a `nodes` resource. Every GPU job gets it."""
-    dry = _snakemake(tmp_path, "--cores", cluster.UNCAPPED_CORES, "-n", "--config",
-                     "runtime={accelerate_config: envs/accelerate/fsdp.yaml, device: cuda}")
+    dry = _snakemake(
+        tmp_path,
+        "--cores",
+        cluster.UNCAPPED_CORES,
+        "-n",
+        "--config",
+        "runtime={accelerate_config: envs/accelerate/fsdp.yaml, device: cuda}",
+    )
     jobs = {j.rule: j for j in cluster.parse_dryrun(dry)}
     sft = _submit_string(jobs["sft"])
     assert "--gpus=4" in sft
@@ -209,16 +268,18 @@ def _fake_smi(folder: Path, version: str, rc: int = 0) -> dict:
     """An `nvidia-smi` that reports ``version`` for two GPUs; the environment with it first on PATH."""
     folder.mkdir(parents=True, exist_ok=True)
     smi = folder / "nvidia-smi"
-    smi.write_text(f"#!/bin/sh\n[ \"$1\" = --query-gpu=driver_version ] || exit 9\n"
-                   f"echo '{version}'\necho '{version}'\nexit {rc}\n")
+    smi.write_text(
+        f"#!/bin/sh\n[ \"$1\" = --query-gpu=driver_version ] || exit 9\necho '{version}'\necho '{version}'\nexit {rc}\n"
+    )
     smi.chmod(0o755)
     import os
 
     return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
 
 
-@pytest.mark.parametrize("version,ok", [("550.54.15", False), ("575.57.08", False),
-                                        ("580.65.06", True), ("590.44.01", True)])
+@pytest.mark.parametrize(
+    "version,ok", [("550.54.15", False), ("575.57.08", False), ("580.65.06", True), ("590.44.01", True)]
+)
 def test_driver_check_reads_nvidia_smi(tmp_path, monkeypatch, version, ok):
     env = _fake_smi(tmp_path / "bin", version)
     monkeypatch.setenv("PATH", env["PATH"])
@@ -241,8 +302,13 @@ def test_driver_check_stops_the_cluster_check_and_the_gpu_jobs(tmp_path):
 
     old = _fake_smi(tmp_path / "old", "535.104.05")
     new = _fake_smi(tmp_path / "new", "580.95.05")
-    proc = subprocess.run([sys.executable, "-m", "ssd_math.cluster", "--configfile", str(ROOT / "config/real.yaml")],
-                          env=old, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssd_math.cluster", "--configfile", str(ROOT / "config/real.yaml")],
+        env=old,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "NVIDIA driver 535.104.05 is too old" in proc.stderr, proc.stderr
     assert "SLURM jobs" not in proc.stdout  # stopped before the dry run
     cmd = launcher.train_launcher(ROOT / "envs/accelerate/gpu1.yaml", python=sys.executable)
@@ -251,8 +317,7 @@ def test_driver_check_stops_the_cluster_check_and_the_gpu_jobs(tmp_path):
     for env, rc in ((old, 1), (new, 0)):
         p = subprocess.run(["bash", "-c", gpu_cmd], env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == rc and marker.exists() == (rc == 0), p.stderr
-    assert "driver >= 580" in subprocess.run(["bash", "-c", gpu_cmd], env=old, capture_output=True,
-                                             text=True).stderr
+    assert "driver >= 580" in subprocess.run(["bash", "-c", gpu_cmd], env=old, capture_output=True, text=True).stderr
 
     class Job:  # what rule_log reads of Snakemake's `snakemake` object
         def __init__(self, gpu):

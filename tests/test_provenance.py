@@ -62,8 +62,14 @@ def test_cpuinfo_avx2_only():
     info = parse_cpuinfo(AVX2_ONLY)
     assert info["cpu_model"] == "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz"  # the first processor
     # the first processor's flags only: processor 1's avx512f/amx_tile do not leak in
-    assert info["isa"] == {"avx2": True, "avx512f": False, "avx512_bf16": False,
-                           "amx_tile": False, "amx_bf16": False, "amx_int8": False}
+    assert info["isa"] == {
+        "avx2": True,
+        "avx512f": False,
+        "avx512_bf16": False,
+        "amx_tile": False,
+        "amx_bf16": False,
+        "amx_int8": False,
+    }
 
 
 def test_cpuinfo_amx():
@@ -79,13 +85,22 @@ def test_cpuinfo_arm_and_empty():
 
 def test_torch_build_text():
     assert parse_torch_config(TORCH_MKL) == {
-        "blas": "mkl", "lapack": "mkl", "mkl_version": "2024.2", "onednn_version": "v3.12.0",
-        "cpu_capability_built": "AVX512"}
+        "blas": "mkl",
+        "lapack": "mkl",
+        "mkl_version": "2024.2",
+        "onednn_version": "v3.12.0",
+        "cpu_capability_built": "AVX512",
+    }
     assert parse_torch_config(TORCH_OPENBLAS) == {
-        "blas": "open", "lapack": "open", "mkl_version": None, "onednn_version": "v3.5.3",
-        "cpu_capability_built": "NO AVX"}
+        "blas": "open",
+        "lapack": "open",
+        "mkl_version": None,
+        "onednn_version": "v3.5.3",
+        "cpu_capability_built": "NO AVX",
+    }
     assert parse_torch_config("") == dict.fromkeys(
-        ("blas", "lapack", "mkl_version", "onednn_version", "cpu_capability_built"))
+        ("blas", "lapack", "mkl_version", "onednn_version", "cpu_capability_built")
+    )
 
 
 def test_sidecar_has_the_machine_block(tmp_path):
@@ -110,8 +125,11 @@ def test_sidecar_has_the_machine_block(tmp_path):
     assert t["blas"] and t["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     # the thread count is read when the sidecar is written, not cached
     assert (m1["torch"]["intra_op_threads"], m2["torch"]["intra_op_threads"]) == (1, 2)
-    assert m1["gpus"] == (None if not torch.cuda.is_available() else
-                          [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
+    assert m1["gpus"] == (
+        None
+        if not torch.cuda.is_available()
+        else [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    )
 
 
 def test_isa_flags_agree_with_the_kernels_torch_dispatches_to():
@@ -140,8 +158,10 @@ def test_static_part_is_computed_once(monkeypatch):
 
 def test_machine_info_does_not_import_torch():
     """A job that never imported torch (grading, tables) gets no torch import from its sidecar."""
-    code = ("import json, sys; from ssd_math.io import machine_info; m = machine_info(); "
-            "print(json.dumps({'m': m, 'torch': 'torch' in sys.modules}))")
+    code = (
+        "import json, sys; from ssd_math.io import machine_info; m = machine_info(); "
+        "print(json.dumps({'m': m, 'torch': 'torch' in sys.modules}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -160,12 +180,19 @@ def test_gpu_names_with_cuda(monkeypatch):
         calls.append(i)
         return ["NVIDIA H200", "NVIDIA H100 80GB HBM3"][i]
 
-    fake = NS(__version__="2.13.0+cu130", version=NS(cuda="13.0"),
-              __config__=NS(show=lambda: TORCH_MKL),
-              backends=NS(cpu=NS(get_cpu_capability=lambda: "AVX512"),
-                          mkl=NS(is_available=lambda: True), mkldnn=NS(is_available=lambda: True)),
-              get_num_threads=lambda: 7, get_num_interop_threads=lambda: 3,
-              cuda=NS(is_available=lambda: True, device_count=lambda: 2, get_device_name=name))
+    fake = NS(
+        __version__="2.13.0+cu130",
+        version=NS(cuda="13.0"),
+        __config__=NS(show=lambda: TORCH_MKL),
+        backends=NS(
+            cpu=NS(get_cpu_capability=lambda: "AVX512"),
+            mkl=NS(is_available=lambda: True),
+            mkldnn=NS(is_available=lambda: True),
+        ),
+        get_num_threads=lambda: 7,
+        get_num_interop_threads=lambda: 3,
+        cuda=NS(is_available=lambda: True, device_count=lambda: 2, get_device_name=name),
+    )
     monkeypatch.setitem(sys.modules, "torch", fake)
     monkeypatch.setattr(sio, "_GPU_NAMES", None)
     m = machine_info()

@@ -204,16 +204,29 @@ def pages(request, tmp_path_factory):
         got = {}
         for engine in ("quarto", "offline"):
             t0 = time.monotonic()
-            info = render(QMD, out / engine / "report.html", params, engine=engine, stamp_param="rendered",
-                          metadata={"title": cfg["report"]["title"]})
+            info = render(
+                QMD,
+                out / engine / "report.html",
+                params,
+                engine=engine,
+                stamp_param="rendered",
+                metadata={"title": cfg["report"]["title"]},
+            )
             html = (out / engine / "report.html").read_text(encoding="utf-8")
-            got[engine] = {"page": Page(html), "info": info, "html": html, "dir": out / engine,
-                           "seconds": time.monotonic() - t0}
+            got[engine] = {
+                "page": Page(html),
+                "info": info,
+                "html": html,
+                "dir": out / engine,
+                "seconds": time.monotonic() - t0,
+            }
             print(f"\n{engine} render of {results}: {got[engine]['seconds']:.1f} s")
     finally:
         os.chdir(old)
-    got["left"] = {"cwd": sorted(p.name for p in cwd.iterdir()),
-                   "report_dir": (report_dir_before, sorted(p.name for p in QMD.parent.iterdir()))}
+    got["left"] = {
+        "cwd": sorted(p.name for p in cwd.iterdir()),
+        "report_dir": (report_dir_before, sorted(p.name for p in QMD.parent.iterdir())),
+    }
     got["cfg"] = cfg
     return got
 
@@ -227,13 +240,14 @@ def test_quarto_renders_the_report(pages):
     assert [n for n, _ in page.numbered("Table")] == list(range(1, len(tbls) + 1))
     assert [n for n, _ in page.numbered("Figure")] == list(range(1, len(figs) + 1))
     assert "tbl-probe-controls" in tbls  # the cell whose table is followed by a method note
-    assert any(c.startswith(f"Table {tbls.index('tbl-probe-controls') + 1}: Compare arm")
-               for c in page.captions)
+    assert any(c.startswith(f"Table {tbls.index('tbl-probe-controls') + 1}: Compare arm") for c in page.captions)
     assert len(page.tables) >= len(tbls) and all(t and all(t) for t in page.tables)
     assert len(page.images) == len(figs)  # every figure an embedded PNG
     # every reference in the prose resolved to a link named by its target's number
-    numbers = {**{lab: f"Table {i + 1}" for i, lab in enumerate(tbls)},
-               **{lab: f"Figure {i + 1}" for i, lab in enumerate(figs)}}
+    numbers = {
+        **{lab: f"Table {i + 1}" for i, lab in enumerate(tbls)},
+        **{lab: f"Figure {i + 1}" for i, lab in enumerate(figs)},
+    }
     refs = re.findall(r"(?<![\w@\\])@((?:fig|tbl)-[\w-]*\w)", QMD.read_text(encoding="utf-8"))
     assert refs and {t for t, _ in page.links} >= set(refs)
     assert all(text == numbers[target] for target, text in page.links), page.links

@@ -33,12 +33,25 @@ REAL_DATA = ROOT / "data" / "real"  # the shipped local sources (data/real/READM
 REAL = ROOT / "config" / "real.yaml"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 SITE = ROOT / "profiles" / "slurm" / "site.example.yaml"  # the site values (default/set-resources, set-threads)
-GPU_RULES = {"sample_train_shard", "sft", "generate_grid", "generate_passk",
-             "generate_checkpoints", "generate_sweep"}
+GPU_RULES = {"sample_train_shard", "sft", "generate_grid", "generate_passk", "generate_checkpoints", "generate_sweep"}
 UNPLANNED_GPU_RULES = {"probe_forward"}  # GPU jobs the cost plan does not cover (yet)
-SLURM_RESOURCES = {"slurm_partition", "slurm_account", "runtime", "mem_mb", "mem_mb_per_cpu",
-                   "gpu", "gpu_model", "gres", "tasks", "tasks_per_gpu", "cpus_per_task",
-                   "constraint", "qos", "slurm_extra", "nodes"}
+SLURM_RESOURCES = {
+    "slurm_partition",
+    "slurm_account",
+    "runtime",
+    "mem_mb",
+    "mem_mb_per_cpu",
+    "gpu",
+    "gpu_model",
+    "gres",
+    "tasks",
+    "tasks_per_gpu",
+    "cpus_per_task",
+    "constraint",
+    "qos",
+    "slurm_extra",
+    "nodes",
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +60,7 @@ def real():
 
 
 # ------------------------------------------------------------------------------------ config
+
 
 def test_real_config_validates(real):
     assert real["model"]["hub"]["id"] == "Qwen/Qwen3.5-4B"
@@ -61,8 +75,9 @@ def test_real_config_validates(real):
     assert real["eval"]["t_grid"] == [0.6, 0.7, 1.0, 1.1, 1.3, 1.5]
     # the sweeps are extra arms (cost nothing until targeted)
     extra = real["extra_arms"]
-    assert {"lr7p5e-6", "lr1e-5", "batch64", "len48k", "data3x", "const-lr", "nofilter",
-            "naive", "filter-only"} <= set(extra)
+    assert {"lr7p5e-6", "lr1e-5", "batch64", "len48k", "data3x", "const-lr", "nofilter", "naive", "filter-only"} <= set(
+        extra
+    )
     assert extra["len48k"]["max_new_tokens"] == real["eval"]["max_new_tokens"]
     assert not set(extra) & set(sc.final_models(real))
 
@@ -99,6 +114,7 @@ def test_real_data_checks(real):
 
 def test_gpu_counts_follow_the_config(real):
     from ssd_math.launcher import gpu_counts
+
     default = sc.load_config(ROOT / "config.yaml")
     assert gpu_counts(default) == {"generate": 0, "train": 0}  # the tiny default stays on CPU
     assert gpu_counts(real) == {"generate": 1, "train": 1}
@@ -117,7 +133,7 @@ def test_vllm_env_pins_the_extra():
     """The GPU env installs the pyproject's vllm extra at the same versions, and torch at the one
     stack's pin (vLLM 0.32's CUDA build is 2.13.0); the shared library pins are tests/test_pins.py's."""
     pyproject = (ROOT / "pyproject.toml").read_text()
-    extra = re.search(r'^vllm = \[(.*)\]$', pyproject, re.M).group(1)
+    extra = re.search(r"^vllm = \[(.*)\]$", pyproject, re.M).group(1)
     pins = re.findall(r'"([^"]+)"', extra)
     assert any(p.startswith("vllm==") for p in pins)
     env = yaml.safe_load((ROOT / "envs/vllm.yaml").read_text())
@@ -127,6 +143,7 @@ def test_vllm_env_pins_the_extra():
 
 
 # ------------------------------------------------------------------------------- SLURM profile
+
 
 def test_slurm_profile_keys():
     prof, site = yaml.safe_load(PROFILE.read_text()), yaml.safe_load(SITE.read_text())
@@ -150,9 +167,9 @@ def _dry_run_jobs(text: str) -> list[dict]:
             cur = {"rule": m.group(1)}
             jobs.append(cur)
         elif cur is not None and line.startswith("    resources: "):
-            cur["resources"] = dict(kv.split("=", 1) for kv in line[len("    resources: "):].split(", "))
+            cur["resources"] = dict(kv.split("=", 1) for kv in line[len("    resources: ") :].split(", "))
         elif cur is not None and line.startswith("    benchmark: "):
-            cur["benchmark"] = line[len("    benchmark: "):].strip()
+            cur["benchmark"] = line[len("    benchmark: ") :].strip()
     return jobs
 
 
@@ -164,8 +181,20 @@ def dry_run(tmp_path_factory):
     text = "\n".join(ln for ln in PROFILE.read_text().splitlines() if not ln.startswith("executor:"))
     (prof / "config.yaml").write_text(text + "\n")
     results = tmp / "results"
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", str(SITE), "--workflow-profile", str(prof),
-           "--configfile", str(REAL), "--config", f"results={results}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--profile",
+        str(SITE),
+        "--workflow-profile",
+        str(prof),
+        "--configfile",
+        str(REAL),
+        "--config",
+        f"results={results}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {"results": str(results), "jobs": _dry_run_jobs(proc.stdout + proc.stderr)}
@@ -175,10 +204,29 @@ def dry_run(tmp_path_factory):
 def test_dry_run_lists_the_whole_dag_with_gpu_resources(dry_run, real):
     jobs = dry_run["jobs"]
     rules = {j["rule"] for j in jobs}
-    assert {"fetch_base", "prepare_real_data", "sample_train_shard", "merge_shards",
-            "filter_samples", "sft", "generate_grid", "generate_passk", "generate_checkpoints",
-            "generate_sweep", "grade_grid", "grade_passk", "grade_checkpoints", "grade_sweep", "metrics", "table1", "table2", "figure_c",
-            "training_curves", "report", "all"} <= rules
+    assert {
+        "fetch_base",
+        "prepare_real_data",
+        "sample_train_shard",
+        "merge_shards",
+        "filter_samples",
+        "sft",
+        "generate_grid",
+        "generate_passk",
+        "generate_checkpoints",
+        "generate_sweep",
+        "grade_grid",
+        "grade_passk",
+        "grade_checkpoints",
+        "grade_sweep",
+        "metrics",
+        "table1",
+        "table2",
+        "figure_c",
+        "training_curves",
+        "report",
+        "all",
+    } <= rules
     assert not rules & {"make_synthetic_data", "build_tiny_init", "pretrain_base"}
     count = lambda r: sum(j["rule"] == r for j in jobs)  # noqa: E731
     assert count("sample_train_shard") == len(real["arms"]) * real["train_sampling"]["n_shards"]
@@ -195,16 +243,22 @@ def test_dry_run_lists_the_whole_dag_with_gpu_resources(dry_run, real):
 
 @pytest.mark.slow  # the real recipe's Snakemake dry run (fixture dry_run)
 def test_plan_is_consistent_and_covers_every_gpu_job(dry_run, real):
+    from ssd_math import planner as pc
     from ssd_math.planner import plan_totals
 
-    from ssd_math import planner as pc
     rows = pc.build_plan(real, dry_run["results"])
     tp = real["planner"]["throughput"]
     for r in rows:
         assert r["gpu_hours"] == pytest.approx(r["hours"] * r["gpus"])
         rate = tp["train_tokens_per_s_per_gpu"] if r["kind"] == "train" else tp["generate_tokens_per_s_per_gpu"]
-        secs = r["train_tokens"] / (rate * r["gpus"]) if r["kind"] == "train" else (
-            r["gen_tokens"] / (rate * r["gpus"]) + r["prompt_tokens"] / (tp["prefill_tokens_per_s_per_gpu"] * r["gpus"]))
+        secs = (
+            r["train_tokens"] / (rate * r["gpus"])
+            if r["kind"] == "train"
+            else (
+                r["gen_tokens"] / (rate * r["gpus"])
+                + r["prompt_tokens"] / (tp["prefill_tokens_per_s_per_gpu"] * r["gpus"])
+            )
+        )
         assert r["hours"] == pytest.approx((secs + r["startup_s"]) / 3600)
         if r["kind"] != "train":
             assert r["gen_tokens"] == int(r["n_prompts"] * r["n_samples_per_prompt"] * r["mean_gen_tokens"])
@@ -215,8 +269,10 @@ def test_plan_is_consistent_and_covers_every_gpu_job(dry_run, real):
     assert sum(t["jobs"] for t in tot["by_kind"].values()) == len(rows)
     # the sampling shards cover the whole pool exactly once per arm
     for arm in real["arms"]:
-        assert sum(r["n_prompts"] for r in rows if r["name"].startswith(f"sample {arm} ")) == \
-            real["data"]["real"]["train"]["budget"]
+        assert (
+            sum(r["n_prompts"] for r in rows if r["name"].startswith(f"sample {arm} "))
+            == real["data"]["real"]["train"]["budget"]
+        )
     # every GPU job of the DAG has exactly one plan row (matched by its benchmark file) and back
     dag = {j["benchmark"]: j for j in dry_run["jobs"] if j["rule"] in GPU_RULES}
     planned = {r["benchmark"]: r for r in rows}
@@ -231,8 +287,13 @@ def test_plan_is_consistent_and_covers_every_gpu_job(dry_run, real):
 
 def test_plan_cli_prints_the_table(tmp_path):
     out = tmp_path / "plan.csv"
-    proc = subprocess.run([sys.executable, "scripts/plan_costs.py", "--configfile", str(REAL),
-                           "--csv", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "scripts/plan_costs.py", "--configfile", str(REAL), "--csv", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "gpu_hours" in proc.stdout and "TOTAL" in proc.stdout
     rows = list(csv.DictReader(out.open()))
@@ -246,8 +307,10 @@ def test_plan_measured_joins_benchmark_files(real, tmp_path):
     rows = pc.build_plan(real, str(tmp_path))
     bench = Path(rows[0]["benchmark"])
     bench.parent.mkdir(parents=True)
-    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-                     "3600.0\t1:00:00\t1000\t2000\t900\t950\t1\t2\t90\t3000\n")
+    bench.write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        "3600.0\t1:00:00\t1000\t2000\t900\t950\t1\t2\t90\t3000\n"
+    )
     merged = merge_measured(rows, [bench])
     assert merged[0]["measured_hours"] == pytest.approx(1.0)
     assert merged[0]["measured_gpu_hours"] == pytest.approx(rows[0]["gpus"])
@@ -256,16 +319,19 @@ def test_plan_measured_joins_benchmark_files(real, tmp_path):
 
 # ------------------------------------------------------------------------------- data and model
 
+
 def test_prepare_real_data_on_the_shipped_files(real, tmp_path):
     from ssd_math import prepare_real_data as prd
+
     sec = copy.deepcopy(real["data"]["real"])
     for s in sec["train"]["sources"] + sec["eval"]["sources"]:
         if s.get("hub_id"):  # no network in tests: the local files only
             s["enabled"] = False
     outs = {k: str(tmp_path / f"{k}.jsonl") for k in ("train_prompts", "eval_main", "eval_hard")}
     outs |= {"decontam": str(tmp_path / "decontam_pairs.csv"), "report": str(tmp_path / "data_report.json")}
-    rep = prd.prepare_real_data(sec, seed=real["seed"], outputs=outs, root=str(REAL_DATA),
-                                cache_dir=str(tmp_path / "cache"))
+    rep = prd.prepare_real_data(
+        sec, seed=real["seed"], outputs=outs, root=str(REAL_DATA), cache_dir=str(tmp_path / "cache")
+    )
     train, main, hard = (read_jsonl(outs[k]) for k in ("train_prompts", "eval_main", "eval_hard"))
     # training pool: MATH train levels 4-5 only (NuminaMath disabled), decontaminated
     assert train and {r["level"] for r in train} <= {4, 5}
@@ -276,8 +342,7 @@ def test_prepare_real_data_on_the_shipped_files(real, tmp_path):
     assert {r["id"] for r in hard} <= {r["id"] for r in main}
     # hub sources off: OlympiadBench 300 (quota) + AIME 2024 30 + AMC 40 + MATH-500 500 = 870;
     # the 300 hardest by rank: AIME 2024 (7) then OlympiadBench (5)
-    assert rep["eval"]["main_composition"] == {"olympiadbench": 300, "aime2024": 30,
-                                               "amc2023": 40, "math500": 500}
+    assert rep["eval"]["main_composition"] == {"olympiadbench": 300, "aime2024": 30, "amc2023": 40, "math500": 500}
     assert rep["eval"]["hard_composition"] == {"aime2024": 30, "olympiadbench": 270}
     for row in train + main:
         assert set(row) >= {"id", "problem", "answer", "source", "level", "subject"}
@@ -291,8 +356,7 @@ def test_prepare_real_data_on_the_shipped_files(real, tmp_path):
     assert all(p["reason"] in ("exact", "ngram") for p in pairs)
     report = json.loads(Path(outs["report"]).read_text())
     assert report["decontam"]["n_removed_prompts"] == len({p["train_id"] for p in pairs})
-    assert report["disabled_sources"] == ["numinamath_cot", "beyondaime", "omni_math_2",
-                                          "aime2025", "hmmt_feb2025"]
+    assert report["disabled_sources"] == ["numinamath_cot", "beyondaime", "omni_math_2", "aime2025", "hmmt_feb2025"]
     assert Path(outs["train_prompts"] + ".meta.json").exists()
 
 
@@ -305,6 +369,7 @@ def test_unreachable_hub_dataset_names_the_dataset(real, tmp_path, monkeypatch):
 
     monkeypatch.setattr(data, "_snapshot_download", offline)
     from ssd_math import prepare_real_data as prd
+
     sec = copy.deepcopy(real["data"]["real"])
     i = next(i for i, s in enumerate(sec["eval"]["sources"]) if s["name"] == "omni_math_2")
     outs = {k: str(tmp_path / k) for k in ("train_prompts", "eval_main", "eval_hard", "decontam", "report")}
@@ -361,14 +426,31 @@ def test_prepare_real_data_rule_runs(real, tmp_path):
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     target = f"{cfg['results']}/data/decontam_pairs.csv"
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-                           "--directory", str(workdir), target, "-c1", "--configfile",
-                           str(cfgfile), "--workflow-profile", "none", "--nolock"],
-                          cwd=workdir, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            target,
+            "-c1",
+            "--configfile",
+            str(cfgfile),
+            "--workflow-profile",
+            "none",
+            "--nolock",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = Path(cfg["results"]) / "data"
-    for name in ("train_prompts.jsonl", "eval_main.jsonl", "eval_hard.jsonl", "decontam_pairs.csv",
-                 "data_report.json"):
+    for name in ("train_prompts.jsonl", "eval_main.jsonl", "eval_hard.jsonl", "decontam_pairs.csv", "data_report.json"):
         assert (data / name).stat().st_size > 0, name
     assert (Path(cfg["results"]) / "benchmarks/data/prepare_real_data.tsv").exists()
     assert len(read_jsonl(data / "eval_hard.jsonl")) == cfg["data"]["real"]["eval"]["hard_size"]
@@ -377,6 +459,7 @@ def test_prepare_real_data_rule_runs(real, tmp_path):
 
 
 # ------------------------------------------------------------------- nothing outside the clone
+
 
 def _real_config_file(tmp_path: Path, real: dict, **data_real) -> Path:
     cfg = copy.deepcopy(real)
@@ -392,9 +475,13 @@ def test_missing_data_root_stops_the_workflow_at_load(real, tmp_path):
     """A data.real.root that does not exist is a config-time error naming the key, raised when
     the Snakefile loads (a dry run lists no job), never a MissingInputException."""
     cfgfile = _real_config_file(tmp_path, real, root=str(tmp_path / "no-such-folder"))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(cfgfile),
-                           "--workflow-profile", "none"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(cfgfile), "--workflow-profile", "none"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert "data.real.root = " in out and "no-such-folder" in out and "ConfigError" in out
@@ -432,23 +519,24 @@ def test_offline_hub_dataset_error_names_dataset_key_and_fix(real, tmp_path):
     i = next(i for i, s in enumerate(sources) if s["name"] == "aime2025")
     assert sources[i]["hub_id"] == "MathArena/aime_2025" and not sources[i].get("path")
     outs = {k: str(tmp_path / k) for k in ("train_prompts", "eval_main", "eval_hard", "decontam", "report")}
-    code = "\n".join([
-        "import sys",
-        "from ssd_math import config as sc, prepare_real_data as realdata",
-        "from ssd_math.io import DataError",
-        f"real = sc.load_config({str(REAL)!r})['data']['real']",
-        "real['eval']['sources'] = [s if s['name'] == 'aime2025' else {**s, 'enabled': False}",
-        "                           for s in real['eval']['sources']]",
-        "try:",
-        f"    realdata.prepare_real_data(real, seed=1, outputs={outs!r},",
-        f"                               cache_dir={str(tmp_path / 'cache')!r})",
-        "except DataError as exc:",
-        "    print(exc)",
-        "    sys.exit(3)",
-    ])
+    code = "\n".join(
+        [
+            "import sys",
+            "from ssd_math import config as sc, prepare_real_data as realdata",
+            "from ssd_math.io import DataError",
+            f"real = sc.load_config({str(REAL)!r})['data']['real']",
+            "real['eval']['sources'] = [s if s['name'] == 'aime2025' else {**s, 'enabled': False}",
+            "                           for s in real['eval']['sources']]",
+            "try:",
+            f"    realdata.prepare_real_data(real, seed=1, outputs={outs!r},",
+            f"                               cache_dir={str(tmp_path / 'cache')!r})",
+            "except DataError as exc:",
+            "    print(exc)",
+            "    sys.exit(3)",
+        ]
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
     msg = proc.stdout
     assert "'aime2025'" in msg and f"MathArena/aime_2025@{sources[i]['revision']}" in msg
@@ -457,10 +545,15 @@ def test_offline_hub_dataset_error_names_dataset_key_and_fix(real, tmp_path):
 
     from ssd_math import prepare_real_data as prd
     from ssd_math.problem_sources import load_source
+
     local = tmp_path / "aime2025.jsonl"  # a local copy in the project's row format
-    local.write_text("".join(json.dumps({"id": f"aime2025-{n}", "problem": f"Problem {n}?",
-                                         "answer": str(n), "source": "AIME 2025"}) + "\n"
-                             for n in range(1, 4)))
+    local.write_text(
+        "".join(
+            json.dumps({"id": f"aime2025-{n}", "problem": f"Problem {n}?", "answer": str(n), "source": "AIME 2025"})
+            + "\n"
+            for n in range(1, 4)
+        )
+    )
     spec = {**prd.enabled([sources[i]], "eval")[0], "path": str(local)}
     rows = load_source(spec, cache_dir=tmp_path / "cache")  # read locally, no download tried
     assert [r["answer"] for r in rows] == ["1", "2", "3"]
@@ -474,10 +567,36 @@ _OUTSIDE = re.compile(r"\.\./" + "shared|" + "shared" + "/data")
 
 
 def test_nothing_outside_the_clone_is_named():
-    proc = subprocess.run(["git", "grep", "--untracked", "-nE", _OUTSIDE.pattern, "--", "Snakefile", "rules",
-                           "config", "config.yaml", "src", "scripts", "tests", "bench", "docs",
-                           "schemas", "profiles", "envs", "report", ".ci", "data", ":!.ci/run"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "git",
+            "grep",
+            "--untracked",
+            "-nE",
+            _OUTSIDE.pattern,
+            "--",
+            "Snakefile",
+            "rules",
+            "config",
+            "config.yaml",
+            "src",
+            "scripts",
+            "tests",
+            "bench",
+            "docs",
+            "schemas",
+            "profiles",
+            "envs",
+            "report",
+            ".ci",
+            "data",
+            ":!.ci/run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if proc.returncode not in (0, 1):  # not a git checkout (e.g. an sdist): walk the files
         pytest.skip(f"git grep unavailable: {proc.stderr.strip()}")
     assert proc.returncode == 1 and not proc.stdout, proc.stdout

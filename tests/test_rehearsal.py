@@ -35,39 +35,72 @@ REHEARSAL = ROOT / "config" / "rehearsal.yaml"
 
 # (messages, apply_chat_template kwargs, what Qwen3.5-4B's published template renders)
 QWEN35_RENDERED = [
-    ([{"role": "user", "content": "Solve $x+1=2$.\n\n"}], {"add_generation_prompt": True, "enable_thinking": True},
-     "<|im_start|>user\nSolve $x+1=2$.<|im_end|>\n<|im_start|>assistant\n<think>\n"),
-    ([{"role": "user", "content": "  What is $\\frac{1}{2}$?  "}], {"add_generation_prompt": True},
-     "<|im_start|>user\nWhat is $\\frac{1}{2}$?<|im_end|>\n<|im_start|>assistant\n<think>\n"),
-    ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "enable_thinking": False},
-     "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"),
-    ([{"role": "system", "content": " Be brief. \n"}, {"role": "user", "content": "Q"}],
-     {"add_generation_prompt": True, "enable_thinking": True},
-     "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n"),
-    ([{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "<think>\nold reasoning\n</think>\n\nA1"},
-      {"role": "user", "content": "Q2"}], {"add_generation_prompt": True, "enable_thinking": True},
-     "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n"
-     "<|im_start|>assistant\n<think>\n"),
-    ([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning_content": "\nr1\n"}], {},
-     "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nr1\n</think>\n\nA<|im_end|>\n"),
-    ([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}], {},
-     "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\nA<|im_end|>\n"),
-    ([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "plain"}], {},
-     "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nplain<|im_end|>\n"),
-    ([{"role": "user", "content": [{"type": "text", "text": "Part one. "}, {"type": "text", "text": "Part two."}]}],
-     {"add_generation_prompt": True},
-     "<|im_start|>user\nPart one. Part two.<|im_end|>\n<|im_start|>assistant\n<think>\n"),
+    (
+        [{"role": "user", "content": "Solve $x+1=2$.\n\n"}],
+        {"add_generation_prompt": True, "enable_thinking": True},
+        "<|im_start|>user\nSolve $x+1=2$.<|im_end|>\n<|im_start|>assistant\n<think>\n",
+    ),
+    (
+        [{"role": "user", "content": "  What is $\\frac{1}{2}$?  "}],
+        {"add_generation_prompt": True},
+        "<|im_start|>user\nWhat is $\\frac{1}{2}$?<|im_end|>\n<|im_start|>assistant\n<think>\n",
+    ),
+    (
+        [{"role": "user", "content": "Q"}],
+        {"add_generation_prompt": True, "enable_thinking": False},
+        "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    ),
+    (
+        [{"role": "system", "content": " Be brief. \n"}, {"role": "user", "content": "Q"}],
+        {"add_generation_prompt": True, "enable_thinking": True},
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n",
+    ),
+    (
+        [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "<think>\nold reasoning\n</think>\n\nA1"},
+            {"role": "user", "content": "Q2"},
+        ],
+        {"add_generation_prompt": True, "enable_thinking": True},
+        "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n",
+    ),
+    (
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning_content": "\nr1\n"}],
+        {},
+        "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nr1\n</think>\n\nA<|im_end|>\n",
+    ),
+    (
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}],
+        {},
+        "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\nA<|im_end|>\n",
+    ),
+    (
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "plain"}],
+        {},
+        "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nplain<|im_end|>\n",
+    ),
+    (
+        [{"role": "user", "content": [{"type": "text", "text": "Part one. "}, {"type": "text", "text": "Part two."}]}],
+        {"add_generation_prompt": True},
+        "<|im_start|>user\nPart one. Part two.<|im_end|>\n<|im_start|>assistant\n<think>\n",
+    ),
 ]
 
-PROBLEMS = [{"id": f"p{i}", "problem": f"Compute ${i} + \\frac{{{i}}}{{2}}$ and simplify the result.",
-             "answer": f"\\frac{{{3 * i}}}{{2}}"} for i in range(1, 9)]
+PROBLEMS = [
+    {
+        "id": f"p{i}",
+        "problem": f"Compute ${i} + \\frac{{{i}}}{{2}}$ and simplify the result.",
+        "answer": f"\\frac{{{3 * i}}}{{2}}",
+    }
+    for i in range(1, 9)
+]
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
-    return build_tokenizer([p["problem"] for p in PROBLEMS] * 3, d, vocab_size=300,
-                           extra_special_tokens=VISION_TOKENS)
+    return build_tokenizer([p["problem"] for p in PROBLEMS] * 3, d, vocab_size=300, extra_special_tokens=VISION_TOKENS)
 
 
 @pytest.mark.parametrize("messages,kwargs,expected", QWEN35_RENDERED)
@@ -77,8 +110,11 @@ def test_chat_template_renders_as_qwen35_published(tok, messages, kwargs, expect
 
 def test_prompt_of_a_real_problem(tok):
     p = render_prompt(tok, "Find $x$.\n", instruction=DEFAULT_INSTRUCTION)
-    assert p == ("<|im_start|>user\n" + DEFAULT_INSTRUCTION.replace("{problem}", "Find $x$.")
-                 + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    assert p == (
+        "<|im_start|>user\n"
+        + DEFAULT_INSTRUCTION.replace("{problem}", "Find $x$.")
+        + "<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    )
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
     for t in ["<|im_start|>", "<|im_end|>", *VISION_TOKENS]:
         assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1
@@ -87,7 +123,9 @@ def test_prompt_of_a_real_problem(tok):
 def test_rehearsal_config_has_4b_structure(tok):
     cfg = rehearsal_config(tok, {"layers": 8, "head_dim": 32})
     t = cfg.text_config
-    assert t.layer_types == ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 3 + ["full_attention"]
+    assert t.layer_types == ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 3 + [
+        "full_attention"
+    ]
     assert cfg.architectures == ["Qwen3_5ForConditionalGeneration"] and cfg.model_type == "qwen3_5"
     assert t.linear_num_value_heads == 2 * t.linear_num_key_heads
     assert t.rope_parameters["mrope_interleaved"] and sum(t.rope_parameters["mrope_section"]) == 32 // 8
@@ -104,8 +142,13 @@ def built(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     d = tmp_path_factory.mktemp("rehearsal_model")
-    info = build_rehearsal_model(d / "base", PROBLEMS, instruction=DEFAULT_INSTRUCTION, seed=3,
-                                 spec={"vocab_size": 300, "warmup": {"steps": 2, "batch": 4, "max_len": 64}})
+    info = build_rehearsal_model(
+        d / "base",
+        PROBLEMS,
+        instruction=DEFAULT_INSTRUCTION,
+        seed=3,
+        spec={"vocab_size": 300, "warmup": {"steps": 2, "batch": 4, "max_len": 64}},
+    )
     lm = AutoModelForCausalLM.from_pretrained(str(d / "base"), dtype=torch.float32)
     lm.save_pretrained(str(d / "text"))
     return d, info, lm
@@ -136,8 +179,10 @@ def test_checkpoints_keep_vllm_weight_names(built):
     assert vllm_weight_problems(d / "text") == []
     # vLLM 0.32's mappers: the VLM's language model under language_model.model., the text-only
     # class strips the model.language_model. prefix transformers keeps
-    assert vllm_map_name("model.language_model.layers.0.linear_attn.A_log", "Qwen3_5ForConditionalGeneration") \
+    assert (
+        vllm_map_name("model.language_model.layers.0.linear_attn.A_log", "Qwen3_5ForConditionalGeneration")
         == "language_model.model.layers.0.linear_attn.A_log"
+    )
     assert vllm_map_name("model.language_model.norm.weight", "Qwen3_5ForCausalLM") == "model.norm.weight"
     assert vllm_map_name("mtp.fc.weight", "Qwen3_5ForCausalLM") is None
 
@@ -163,12 +208,28 @@ def test_vllm_weight_check_catches_wrong_names(built, tmp_path):
 
 # ----------------------------------------------------------------------------------- the DAG
 
+
 def _snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("snakemake")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-                           "--configfile", str(configfile), "--cores", "2", *args],
-                          capture_output=True, text=True, env=env, timeout=3600)
+    return subprocess.run(
+        [
+            str(exe),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(configfile),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
 
 
 def _has_avx512() -> bool:
@@ -189,8 +250,7 @@ def dag(tmp_path_factory):
     proc = _snakemake(wd, configfile)
     if proc.returncode and not _has_avx512() and "gdn" in (proc.stderr + proc.stdout).lower():
         # seen working on AVX-512 CPUs only; the full-attention vLLM tests still run here
-        pytest.xfail("vLLM's CPU Gated DeltaNet kernel failed on this AVX2-only CPU: "
-                     + proc.stderr[-600:])
+        pytest.xfail("vLLM's CPU Gated DeltaNet kernel failed on this AVX2-only CPU: " + proc.stderr[-600:])
     if proc.returncode:
         raise AssertionError(f"rehearsal failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return wd / cfg["results"], cfg, wd, configfile
@@ -208,8 +268,11 @@ def test_rehearsal_runs_the_real_dag_to_a_report(dag):
 @pytest.mark.slow
 def test_every_generation_came_from_vllm_and_checkpoints_were_served_by_it(dag):
     R, cfg, _, _ = dag
-    sampled = [f for f in (R / "generations").rglob("*.jsonl")
-               if json.loads(f.with_name(f.name + ".meta.json").read_text())["rule"] == "generate"]
+    sampled = [
+        f
+        for f in (R / "generations").rglob("*.jsonl")
+        if json.loads(f.with_name(f.name + ".meta.json").read_text())["rule"] == "generate"
+    ]
     assert sampled
     for f in sampled:
         meta = json.loads(f.with_name(f.name + ".meta.json").read_text())
@@ -285,16 +348,26 @@ def test_gpu_check_variant_is_the_rehearsal_on_cuda_with_vllm(tmp_path):
     assert cfg["results"].startswith(str(tmp_path)) and cfg["model"]["hub"]["local_dir"].startswith(cfg["results"])
     assert cfg["sft"]["gradient_checkpointing"] and cfg["sft"]["loss_chunk_tokens"] > 0
     rates = gc.plan_rates({"sampling": {"engine_tokens_per_s": 900.0}, "training": {"tokens_per_s_median": 50.0}}, 30.0)
-    assert rates == {"planner": {"throughput": {"generate_tokens_per_s_per_gpu": 900.0,
-                                                "train_tokens_per_s_per_gpu": 50.0, "startup_s_per_job": 30.0}}}
+    assert rates == {
+        "planner": {
+            "throughput": {
+                "generate_tokens_per_s_per_gpu": 900.0,
+                "train_tokens_per_s_per_gpu": 50.0,
+                "startup_s_per_job": 30.0,
+            }
+        }
+    }
 
 
 @pytest.mark.slow
 def test_gpu_check_collects_the_rates_of_a_run(dag):
     R, cfg, _, _ = dag
     m = _gpu_check().collect(R)
-    sampled = [f for f in (R / "generations").rglob("*.jsonl")  # not eval_hard's cut files (subset_*)
-               if json.loads(f.with_name(f.name + ".meta.json").read_text())["rule"] == "generate"]
+    sampled = [
+        f
+        for f in (R / "generations").rglob("*.jsonl")  # not eval_hard's cut files (subset_*)
+        if json.loads(f.with_name(f.name + ".meta.json").read_text())["rule"] == "generate"
+    ]
     gen = sum(json.loads(x)["n_completion_tokens"] for f in sampled for x in f.read_text().splitlines())
     assert m["sampling"]["new_tokens"] >= gen > 0 and m["sampling"]["tokens_per_s_incl_startup"] > 0
     assert m["training"]["tokens_per_s_median"] > 0 and m["training"]["peak_mem_mb"] > 0

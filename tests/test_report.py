@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from ssd_math import report
-from ssd_math.report import (RenderError, parse_param_args, parse_qmd, pipe_table,
-                             quarto_command, render, render_qmd)
+from ssd_math.report import RenderError, parse_param_args, parse_qmd, pipe_table, quarto_command, render, render_qmd
 
 QMD = Path(__file__).parent / "data" / "report_min.qmd"
 CSV = "temperature,pass1\n0.5,0.4213\n1.0,0.5378\n1.5,0.3121\n"
@@ -59,7 +58,7 @@ def test_table_numbers_and_caption(rendered):
     assert "<caption>Table 1: Pass@1 by temperature</caption>" in html
     assert '<a href="#tbl-scores">Table 1</a>' in html  # @tbl-scores resolved
     # numbered once each, in document order; an unlabelled tbl-cap takes no number
-    assert '<caption>Table 2: Second table</caption>' in html
+    assert "<caption>Table 2: Second table</caption>" in html
     assert '<a href="#tbl-second">Table 2</a>' in html
 
 
@@ -86,12 +85,21 @@ def test_crossref_divs_take_computed_captions(rendered):
     assert "{python}" not in vis and ":::" not in vis  # no fence or inline code left in the prose
 
 
-@pytest.mark.parametrize("body, match", [
-    ("::: {#fig-a}\n\ntext, no cell\n\n:::\n", r"#fig-a \(line 5\): .*one python cell"),
-    ("::: {#tbl-b}\n\n```{python}\nx = 1\n```\n\nOne.\n\nTwo.\n\n:::\n", r"#tbl-b \(line 5\): one caption paragraph.*found 2"),
-    ("::: {#tbl-c}\n\n```{python}\nx = 1\n```\n\nNo closing fence.\n", r"#tbl-c \(line 5\).*':::'"),
-    ("::: {#fig-d}\n\n```{python}\n#| fig-cap: twice\nx = 1\n```\n\nCap.\n\n:::\n", r"#fig-d .*own label or fig-cap"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("::: {#fig-a}\n\ntext, no cell\n\n:::\n", r"#fig-a \(line 5\): .*one python cell"),
+        (
+            "::: {#tbl-b}\n\n```{python}\nx = 1\n```\n\nOne.\n\nTwo.\n\n:::\n",
+            r"#tbl-b \(line 5\): one caption paragraph.*found 2",
+        ),
+        ("::: {#tbl-c}\n\n```{python}\nx = 1\n```\n\nNo closing fence.\n", r"#tbl-c \(line 5\).*':::'"),
+        (
+            "::: {#fig-d}\n\n```{python}\n#| fig-cap: twice\nx = 1\n```\n\nCap.\n\n:::\n",
+            r"#fig-d .*own label or fig-cap",
+        ),
+    ],
+)
 def test_crossref_div_shapes_the_offline_engine_rejects(tmp_path, body, match):
     qmd = tmp_path / "x.qmd"
     qmd.write_text("---\ntitle: x\n---\n\n" + body)
@@ -166,7 +174,8 @@ def test_failing_cell_names_label(tmp_path):
     qmd.write_text(
         "---\ntitle: bad\n---\n\n"
         "```{python}\nx = 1\n```\n\n"
-        "```{python}\n#| label: boom-cell\nraise ValueError('kaputt-42')\n```\n")
+        "```{python}\n#| label: boom-cell\nraise ValueError('kaputt-42')\n```\n"
+    )
     out = tmp_path / "bad.html"
     with pytest.raises(RenderError) as ei:
         render_qmd(qmd, out)
@@ -181,8 +190,9 @@ def test_failing_cell_names_label(tmp_path):
 def test_parse_qmd_cells_and_options():
     text = (
         "---\ntitle: T\ntoc: true\n---\n\nprose with `{python} x`\n\n"
-        "```{python}\n#| label: fig-x\n#| fig-cap: \"one\"\n#| echo: false\nplot()\n```\n\n"
-        "more prose\n\n```{python}\nx = 1\n```\n")
+        '```{python}\n#| label: fig-x\n#| fig-cap: "one"\n#| echo: false\nplot()\n```\n\n'
+        "more prose\n\n```{python}\nx = 1\n```\n"
+    )
     meta, cells = parse_qmd(text)
     assert meta == {"title": "T", "toc": True}
     assert [c.kind for c in cells] == ["markdown", "code", "markdown", "code"]
@@ -201,16 +211,28 @@ def test_parse_qmd_errors():
 
 
 def test_quarto_command_line(tmp_path):
-    cmd = quarto_command(tmp_path / "report.qmd", "report.html",
-                         {"n": 5, "flag": True, "name": "abc", "temps": [0.5, 1.0], "t": "1.0"}, tmp_path,
-                         metadata={"title": "A: b — c"})
-    assert cmd[:8] == ["quarto", "render", str(tmp_path / "report.qmd"), "--to", "html",
-                       "--output", "report.html", "-M"]
+    cmd = quarto_command(
+        tmp_path / "report.qmd",
+        "report.html",
+        {"n": 5, "flag": True, "name": "abc", "temps": [0.5, 1.0], "t": "1.0"},
+        tmp_path,
+        metadata={"title": "A: b — c"},
+    )
+    assert cmd[:8] == [
+        "quarto",
+        "render",
+        str(tmp_path / "report.qmd"),
+        "--to",
+        "html",
+        "--output",
+        "report.html",
+        "-M",
+    ]
     assert cmd[8] == "embed-resources:true"
     assert cmd[cmd.index("--execute-dir") + 1] == str(tmp_path.resolve())
     p = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-P"]
     # Quarto reads each value as YAML: strings quoted, so "1.0" stays a string, not a float
-    assert p == ["n:5", "flag:true", "name:\"abc\"", "temps:[0.5, 1.0]", "t:\"1.0\""]
+    assert p == ["n:5", "flag:true", 'name:"abc"', "temps:[0.5, 1.0]", 't:"1.0"']
     m = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-M"]
     assert m == ["embed-resources:true", "title:A: b — c"]  # pandoc reads it literally
     assert "--execute-dir" not in quarto_command("r.qmd", "r.html")
@@ -236,7 +258,8 @@ def _stub_quarto(tmp_path: Path, monkeypatch, *, fail: bool = False) -> Path:
         "qmd = pathlib.Path(a[1]); name = a[a.index('--output') + 1]\n"
         "(qmd.parent / (qmd.stem + '_files')).mkdir(exist_ok=True)\n"
         f"{'sys.exit(3)' if fail else 'pass'}\n"
-        "pathlib.Path(name).write_text('<html>stub output</html>')\n")
+        "pathlib.Path(name).write_text('<html>stub output</html>')\n"
+    )
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("QUARTO_PYTHON", raising=False)
@@ -305,14 +328,21 @@ def test_engine_quarto_without_quarto(tmp_path, monkeypatch):
 
 def test_parse_param_args():
     assert parse_param_args(["n=5", "t:0.7", "flag=true", "name=a:b", "xs=[1, 2]"]) == {
-        "n": 5, "t": 0.7, "flag": True, "name": "a:b", "xs": [1, 2]}
+        "n": 5,
+        "t": 0.7,
+        "flag": True,
+        "name": "a:b",
+        "xs": [1, 2],
+    }
     with pytest.raises(ValueError):
         parse_param_args(["no-separator"])
 
 
 def test_pipe_table():
-    md = pipe_table([{"model": "a|b", "acc": 0.12345, "n": 3, "g": "7"},
-                     {"model": "c", "acc": None, "n": 4, "g": "8"}], floatfmt=".2f")
+    md = pipe_table(
+        [{"model": "a|b", "acc": 0.12345, "n": 3, "g": "7"}, {"model": "c", "acc": None, "n": 4, "g": "8"}],
+        floatfmt=".2f",
+    )
     rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.strip().splitlines()]
     assert rows[0] == ["model", "acc", "n", "g"]
     # numbers right-aligned, strings left-aligned even when they look like numbers
@@ -324,7 +354,7 @@ def test_pipe_table():
     assert "| a \\$5 \\*and\\* \\$6 |" in pipe_table([{"t": "a $5 *and* $6"}])
 
 
-NOTE_QMD = '''---
+NOTE_QMD = """---
 title: "Front-matter title"
 execute:
   echo: false
@@ -351,7 +381,7 @@ display(Markdown("| c |\\n|--:|\\n| 3 |\\n"))
 ```
 
 See @tbl-noted and @tbl-last.
-'''
+"""
 
 
 def test_caption_stays_with_its_table_and_title_override(tmp_path):

@@ -36,8 +36,16 @@ NARROW = 800  # the narrow window the whole-table check also runs at
 # budget, 10 screens with the study table at one line a row, about 0.75 of a screen, left 9.25)
 MAX_SCREENS = 9.25
 STUDY_SCREENS = 2  # the study table's own: every claim, wrapped to keep every column on screen
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str | None:
@@ -132,8 +140,13 @@ def _browse(report: Path, visit):
     errors, external = [], []
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="ssd-chromium-") as profile:
         ctx = p.chromium.launch_persistent_context(
-            profile, executable_path=chromium_path(), headless=True, args=FLAGS,
-            viewport={"width": WIDTH, "height": SCREEN}, device_scale_factor=1)
+            profile,
+            executable_path=chromium_path(),
+            headless=True,
+            args=FLAGS,
+            viewport={"width": WIDTH, "height": SCREEN},
+            device_scale_factor=1,
+        )
         try:
             page = ctx.new_page()
             page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
@@ -195,9 +208,11 @@ def page_report(request):
         shutil.copyfile(shot, Path(art) / "report_screenshot.png")
         shutil.copyfile(study_shot, Path(art) / "study_table.png")
     main = m["appendix_top"]
-    print(f"\nreport at {WIDTH} px: page {m['page_height']} px, main flow (up to the appendix) {main} px "
-          f"= {main / SCREEN:.2f} screens of {SCREEN} px, the study table {m['study_height']:.0f} px; {len(m['imgs'])} images, {m['n_intervals']} intervals; "
-          f"screenshot {shot}")
+    print(
+        f"\nreport at {WIDTH} px: page {m['page_height']} px, main flow (up to the appendix) {main} px "
+        f"= {main / SCREEN:.2f} screens of {SCREEN} px, the study table {m['study_height']:.0f} px; {len(m['imgs'])} images, {m['n_intervals']} intervals; "
+        f"screenshot {shot}"
+    )
     return m, errors, external, shot, report
 
 
@@ -211,7 +226,9 @@ def test_study_table_and_tables_1_2_whole_on_screen(page_report, width):
         t = got["tables"][name]
         assert t is not None, f"no {name} table in the page"
         assert t["n_cells"] > len(t["columns"]) >= 2, (name, t)
-        assert not t["outside"], f"{name} at {width} px: cells outside the viewport ({got['vw']} px): {t['outside'][:5]}"
+        assert not t["outside"], (
+            f"{name} at {width} px: cells outside the viewport ({got['vw']} px): {t['outside'][:5]}"
+        )
         assert not t["cut"], f"{name} at {width} px: cells with their text cut: {t['cut'][:5]}"
         assert t["scroll"] <= t["client"] + 1, f"{name} at {width} px scrolls inside itself: {t}"
     study = got["tables"]["study"]
@@ -286,7 +303,8 @@ def test_layout_legible_at_1280(page_report):
     assert m["study_height"] is not None and m["study_height"] <= STUDY_SCREENS * SCREEN, m["study_height"]
     main = m["appendix_top"] - m["study_height"]
     assert main <= MAX_SCREENS * SCREEN, (
-        f"main flow besides the study table is {main / SCREEN:.1f} screens of {SCREEN} px (budget {MAX_SCREENS})")
+        f"main flow besides the study table is {main / SCREEN:.1f} screens of {SCREEN} px (budget {MAX_SCREENS})"
+    )
 
 
 def test_study_table_findings_and_provenance_lead(page_report):

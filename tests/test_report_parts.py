@@ -23,8 +23,8 @@ import pytest
 
 from ssd_math import fmt
 from ssd_math.report import ReportInputs, provenance_panel, render, write_manifest
-from ssd_math.report_parts import build_parts, provenance_rows
 from ssd_math.report_parts import _noise as noise_parts
+from ssd_math.report_parts import build_parts, provenance_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 QMD = ROOT / "report" / "report.qmd"
@@ -52,18 +52,29 @@ def test_the_report_source_holds_prose_and_places_files():
 def test_manifest_round_trip_and_errors(tmp_path):
     d = tmp_path / "results"
     (d / "tables").mkdir(parents=True)
-    (d / "tables" / "report_parts.json").write_text(json.dumps({
-        "level": "95%", "table1": "| a |\n|---|\n| 1 |\n", "provenance_rows": [["commit", "<code>abc</code>"]],
-        "n_sidecars": 3}))
+    (d / "tables" / "report_parts.json").write_text(
+        json.dumps(
+            {
+                "level": "95%",
+                "table1": "| a |\n|---|\n| 1 |\n",
+                "provenance_rows": [["commit", "<code>abc</code>"]],
+                "n_sidecars": 3,
+            }
+        )
+    )
     (d / "tables" / "findings.md").write_text("- one finding\n")
-    m = write_manifest(d / "report" / "report_inputs.json",
-                       {"parts": d / "tables" / "report_parts.json", "findings": str(d / "tables" / "findings.md")})
+    m = write_manifest(
+        d / "report" / "report_inputs.json",
+        {"parts": d / "tables" / "report_parts.json", "findings": str(d / "tables" / "findings.md")},
+    )
     doc = json.loads(m.read_text())
     assert doc["inputs"] == {"parts": "../tables/report_parts.json", "findings": "../tables/findings.md"}
     moved = tmp_path / "elsewhere"
     (d).rename(moved)  # the manifest is relative to itself: the folder can move
-    p = ReportInputs(moved / "report" / "report_inputs.json", json.dumps(
-        {"engine": "quarto", "version": "Quarto 1.2.3", "started": "2026-01-01T00:00:00+00:00"}))
+    p = ReportInputs(
+        moved / "report" / "report_inputs.json",
+        json.dumps({"engine": "quarto", "version": "Quarto 1.2.3", "started": "2026-01-01T00:00:00+00:00"}),
+    )
     assert p["level"] == "95%"
     assert p.md("table1").data.startswith("| a |")
     assert p.file_md("findings").data == "- one finding"
@@ -88,9 +99,11 @@ def test_stamp_and_config_hash_are_values_not_environment(tmp_path, monkeypatch)
     placed as markdown."""
     monkeypatch.setenv("SSD_MATH_CONFIG_HASH", "from-the-environment")
     qmd = tmp_path / "s.qmd"
-    qmd.write_text("---\ntitle: s\n---\n\n```{python}\n#| tags: [parameters]\nstamp = \"\"\n```\n\n"
-                   "```{python}\nimport json\nfrom IPython.display import Markdown\ns = json.loads(stamp)\n```\n\n"
-                   "Engine `{python} s['engine']` since `{python} s['started']`.\n\n`{python} Markdown('*placed*')`\n")
+    qmd.write_text(
+        '---\ntitle: s\n---\n\n```{python}\n#| tags: [parameters]\nstamp = ""\n```\n\n'
+        "```{python}\nimport json\nfrom IPython.display import Markdown\ns = json.loads(stamp)\n```\n\n"
+        "Engine `{python} s['engine']` since `{python} s['started']`.\n\n`{python} Markdown('*placed*')`\n"
+    )
     out = tmp_path / "o" / "s.html"
     info = render(qmd, out, engine="offline", stamp_param="stamp", config_hash="from-the-param")
     html = out.read_text()
@@ -100,10 +113,25 @@ def test_stamp_and_config_hash_are_values_not_environment(tmp_path, monkeypatch)
 
 
 def _noise(runs):
-    return pl.DataFrame([{"run": r, "optimizer_state": st, "peak_lr": 1e-4, "steps": 8, "frac_changed_mean": f,
-                          "frac_changed_at_peak_lr": f, "frac_changed_mean_last_third": f, "ppl_first": 2.0,
-                          "ppl_last": 1.5, "grad_norm_median": 1.0, "signal_norm_last": 0.1, "B_simple_last": 10.0}
-                         for r, st, f in runs])
+    return pl.DataFrame(
+        [
+            {
+                "run": r,
+                "optimizer_state": st,
+                "peak_lr": 1e-4,
+                "steps": 8,
+                "frac_changed_mean": f,
+                "frac_changed_at_peak_lr": f,
+                "frac_changed_mean_last_third": f,
+                "ppl_first": 2.0,
+                "ppl_last": 1.5,
+                "grad_norm_median": 1.0,
+                "signal_norm_last": 0.1,
+                "B_simple_last": 10.0,
+            }
+            for r, st, f in runs
+        ]
+    )
 
 
 def test_arms_and_noise_probes_are_the_configs():
@@ -111,9 +139,11 @@ def test_arms_and_noise_probes_are_the_configs():
     (here one that would pair with the probe) changes nothing."""
     base = [("ssd", "fp32", 0.4), ("bf16-state", "bf16", 0.01)]
     got = noise_parts(_noise(base), ["ssd"], ["bf16-state"])
-    assert got["noise_contrast"] == ("\nAt the same peak lr 0.0001 on the same samples, the bf16-only optimizer state "
-                                     f"changes {fmt.pct(0.01)} of the stored weights per step on average, the fp32 "
-                                     f"state (ssd) {fmt.pct(0.4)}.\n")
+    assert got["noise_contrast"] == (
+        "\nAt the same peak lr 0.0001 on the same samples, the bf16-only optimizer state "
+        f"changes {fmt.pct(0.01)} of the stored weights per step on average, the fp32 "
+        f"state (ssd) {fmt.pct(0.4)}.\n"
+    )
     stale = noise_parts(_noise([*base, ("zz-stale", "fp32", 0.9)]), ["ssd"], ["bf16-state"])
     assert stale["noise_contrast"] == got["noise_contrast"]
     assert "configured" in noise_parts(_noise(base), ["ssd"], [])["noise_contrast"]  # no probe named: say how
@@ -121,13 +151,24 @@ def test_arms_and_noise_probes_are_the_configs():
 
 def test_build_parts_names_a_missing_input(tmp_path):
     with pytest.raises(ValueError, match="no input file named .*table2"):
-        build_parts({"numbers": tmp_path / "n.json", "findings_json": tmp_path / "f.json", "table1": "t1.csv"}, {},
-                    arms=[], noise_probes=[], experiment="x")
+        build_parts(
+            {"numbers": tmp_path / "n.json", "findings_json": tmp_path / "f.json", "table1": "t1.csv"},
+            {},
+            arms=[],
+            noise_probes=[],
+            experiment="x",
+        )
 
 
 def test_provenance_rows_escape_html():
-    prov = {"git": {"commit": "0123456789abcdef", "dirty": True}, "machines": [], "packages": {"torch": ["2.0"]},
-            "experiment": "<x>", "config_hash": ["h1"], "python": ["3.11"]}
+    prov = {
+        "git": {"commit": "0123456789abcdef", "dirty": True},
+        "machines": [],
+        "packages": {"torch": ["2.0"]},
+        "experiment": "<x>",
+        "config_hash": ["h1"],
+        "python": ["3.11"],
+    }
     rows = dict(provenance_rows(prov))
     assert rows["experiment"] == "<code>&lt;x&gt;</code>, config hash <code>h1</code>"
     assert rows["commit"] == "<code>0123456789ab</code> (uncommitted changes)"

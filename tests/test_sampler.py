@@ -7,33 +7,49 @@ import pytest
 import torch
 
 from ssd_math.config import all_arms
-from ssd_math.prompting import render_prompt
-from ssd_math.hf_sampler import HFSampler, plan_batches
 from ssd_math.generate import make_sampler
+from ssd_math.hf_sampler import HFSampler, plan_batches
+from ssd_math.prompting import render_prompt
 from ssd_math.sampler import SamplingConfig, derive_seed, presence_penalty_processor, request_seed
 from ssd_math.vllm_sampler import vllm_output_to_rows
 
-ROW_FIELDS = {"prompt_id", "sample_index", "prompt", "completion", "n_completion_tokens",
-              "finish_reason", "seed", "sampling", "model", "condition", "gold", "level", "source"}
-SAMPLING_FIELDS = {"temperature", "top_k", "top_p", "min_p", "presence_penalty",
-                   "max_new_tokens", "n"}
+ROW_FIELDS = {
+    "prompt_id",
+    "sample_index",
+    "prompt",
+    "completion",
+    "n_completion_tokens",
+    "finish_reason",
+    "seed",
+    "sampling",
+    "model",
+    "condition",
+    "gold",
+    "level",
+    "source",
+}
+SAMPLING_FIELDS = {"temperature", "top_k", "top_p", "min_p", "presence_penalty", "max_new_tokens", "n"}
 
 
 # ---- config and seeds ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw,msg", [
-    # the ranges are the schema's $defs (one owner): the message names the field and the limit
-    ({"temperature": 0}, "temperature = 0: 0 is less than or equal to the minimum of 0"),
-    ({"temperature": -1.0}, "temperature = -1.0: -1.0 is less than or equal to the minimum of 0"),
-    ({"top_p": 0}, "top_p = 0: 0 is less than or equal to the minimum of 0"),
-    ({"top_p": 1.5}, "top_p = 1.5: 1.5 is greater than the maximum of 1"),
-    ({"min_p": 1.5}, "min_p = 1.5: 1.5 is greater than the maximum of 1"),
-    ({"min_p": -0.1}, "min_p = -0.1: -0.1 is less than the minimum of 0"),
-    ({"top_k": 2.5}, "top_k = 2.5: 2.5 is not of type 'integer'"),
-    ({"presence_penalty": 3.0}, "presence_penalty = 3.0: 3.0 is greater than the maximum of 2"),
-    ({"max_new_tokens": 0}, "max_new_tokens must be an int >= 1"),
-    ({"n": 0}, "n (samples per prompt) must be an int >= 1"),
-])
+
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        # the ranges are the schema's $defs (one owner): the message names the field and the limit
+        ({"temperature": 0}, "temperature = 0: 0 is less than or equal to the minimum of 0"),
+        ({"temperature": -1.0}, "temperature = -1.0: -1.0 is less than or equal to the minimum of 0"),
+        ({"top_p": 0}, "top_p = 0: 0 is less than or equal to the minimum of 0"),
+        ({"top_p": 1.5}, "top_p = 1.5: 1.5 is greater than the maximum of 1"),
+        ({"min_p": 1.5}, "min_p = 1.5: 1.5 is greater than the maximum of 1"),
+        ({"min_p": -0.1}, "min_p = -0.1: -0.1 is less than the minimum of 0"),
+        ({"top_k": 2.5}, "top_k = 2.5: 2.5 is not of type 'integer'"),
+        ({"presence_penalty": 3.0}, "presence_penalty = 3.0: 3.0 is greater than the maximum of 2"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be an int >= 1"),
+        ({"n": 0}, "n (samples per prompt) must be an int >= 1"),
+    ],
+)
 def test_sampling_config_validation(kw, msg):
     with pytest.raises(ValueError, match=re.escape(msg)):
         SamplingConfig(**kw)
@@ -58,7 +74,7 @@ def test_derive_seed_stable():
     assert derive_seed(0, "a", 1, "T1.0") == 8247273916771826833
     assert derive_seed(1, "a", 1, "T1.0") != derive_seed(0, "a", 1, "T1.0")
     assert derive_seed(0, "a", 0) != derive_seed(0, "a", 1)
-    assert 0 <= derive_seed(123, "x") < 2 ** 63
+    assert 0 <= derive_seed(123, "x") < 2**63
     assert request_seed(7, "p", 2, "c") == derive_seed(7, "p", 2, "c")
 
 
@@ -76,7 +92,7 @@ def test_presence_penalty_processor_crafted_logits():
     ids = torch.tensor([[0, 1, 2, 4, 4, 5], [0, 1, 2, 6, 6, 6]])
     scores = torch.zeros(2, 8)
     out = proc(ids, scores)
-    assert out[0].tolist() == [0, 0, 0, 0, -1.5, -1.5, 0, 0]   # presence, not frequency
+    assert out[0].tolist() == [0, 0, 0, 0, -1.5, -1.5, 0, 0]  # presence, not frequency
     assert out[1].tolist() == [0, 0, 0, 0, 0, 0, -1.5, 0]
     assert proc(ids[:, :3], scores).tolist() == scores.tolist()  # nothing generated yet
 
@@ -101,8 +117,7 @@ def test_hf_rows_deterministic_and_order_independent(tiny):
     sc = SamplingConfig(temperature=1.0, max_new_tokens=12, n=2)
     rows = s.sample(reqs, sampling=sc, condition="c", base_seed=3)
     assert len(rows) == len(reqs) * 2
-    assert [(r["prompt_id"], r["sample_index"]) for r in rows] == \
-        [(q["id"], k) for q in reqs for k in range(2)]
+    assert [(r["prompt_id"], r["sample_index"]) for r in rows] == [(q["id"], k) for q in reqs for k in range(2)]
     again = s.sample(reqs, sampling=sc, condition="c", base_seed=3)
     assert json.dumps(rows) == json.dumps(again)
     # each batch is seeded on its own: any subset, in any order, gives the same rows (what the
@@ -148,12 +163,11 @@ def test_hf_stop_counts_eos(tiny, monkeypatch):
         plen = kw["input_ids"].shape[1]
         out = out[:, : plen + 6].clone()
         out[:, plen + 2] = eos
-        out[:, plen + 3:] = s.tokenizer.pad_token_id
+        out[:, plen + 3 :] = s.tokenizer.pad_token_id
         return out
 
     monkeypatch.setattr(s.model, "generate", fake_generate)
-    rows = s.sample(reqs[:4], sampling=SamplingConfig(max_new_tokens=10), condition="c",
-                    base_seed=0)
+    rows = s.sample(reqs[:4], sampling=SamplingConfig(max_new_tokens=10), condition="c", base_seed=0)
     for r in rows:
         assert r["finish_reason"] == "stop" and r["n_completion_tokens"] == 3
         assert "<|im_end|>" not in r["completion"] and "<|endoftext|>" not in r["completion"]
@@ -168,8 +182,7 @@ def test_hf_presence_penalty_reduces_repeats(tiny):
         # penalty is applied before temperature (vLLM order): at T 0.4 a penalty of 2 is 5 logits
         # three base seeds x 12 prompts: one seed's 12 rows move the mean by ~0.08 on their own
         sc = SamplingConfig(temperature=0.4, top_k=20, max_new_tokens=32, presence_penalty=pp)
-        rows = [r for seed in range(3)
-                for r in s.sample(reqs, sampling=sc, condition="c", base_seed=seed)]
+        rows = [r for seed in range(3) for r in s.sample(reqs, sampling=sc, condition="c", base_seed=seed)]
         fr = []
         for r in rows:
             ids = s.tokenizer(r["completion"], add_special_tokens=False)["input_ids"]
@@ -184,31 +197,47 @@ def test_hf_presence_penalty_reduces_repeats(tiny):
 
 # ---- vLLM seams -------------------------------------------------------------------------------
 
+
 def test_to_vllm_params_names():
-    sc = SamplingConfig(temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5,
-                        max_new_tokens=100, n=4)
+    sc = SamplingConfig(
+        temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5, max_new_tokens=100, n=4
+    )
     p = sc.to_vllm(42)
-    assert p == {"n": 1, "temperature": 1.1, "top_k": 20, "top_p": 0.95, "min_p": 0.05,
-                 "presence_penalty": 1.5, "max_tokens": 100, "seed": 42,
-                 "skip_special_tokens": False}
+    assert p == {
+        "n": 1,
+        "temperature": 1.1,
+        "top_k": 20,
+        "top_p": 0.95,
+        "min_p": 0.05,
+        "presence_penalty": 1.5,
+        "max_tokens": 100,
+        "seed": 42,
+        "skip_special_tokens": False,
+    }
     assert SamplingConfig(top_k=0).to_vllm(None)["top_k"] == -1
 
 
 def test_to_vllm_params_accepted_by_vllm():
     vllm = pytest.importorskip("vllm")
-    sc = SamplingConfig(temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5,
-                        max_new_tokens=100, n=4)
+    sc = SamplingConfig(
+        temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5, max_new_tokens=100, n=4
+    )
     sp = vllm.SamplingParams(**sc.to_vllm(42))  # the real class accepts every key
     assert sp.max_tokens == 100 and sp.seed == 42
 
 
 def test_vllm_output_to_rows_with_stand_ins():
     req = {"id": "q1", "prompt": "P", "answer": "7", "level": 3, "source": "synthetic"}
-    out = SimpleNamespace(request_id="0", prompt="P", outputs=[
-        SimpleNamespace(index=0, text="<think>\nx\n</think>\n\n\\boxed{7}", token_ids=[5, 6, 7, 2],
-                        finish_reason="stop"),
-        SimpleNamespace(index=1, text="<think>\nloop", token_ids=[5, 6, 6, 6], finish_reason="length"),
-    ])
+    out = SimpleNamespace(
+        request_id="0",
+        prompt="P",
+        outputs=[
+            SimpleNamespace(
+                index=0, text="<think>\nx\n</think>\n\n\\boxed{7}", token_ids=[5, 6, 7, 2], finish_reason="stop"
+            ),
+            SimpleNamespace(index=1, text="<think>\nloop", token_ids=[5, 6, 6, 6], finish_reason="length"),
+        ],
+    )
     sc = SamplingConfig(n=2, max_new_tokens=4)
     rows = vllm_output_to_rows(req, out, sampling=sc, condition="T1.0", base_seed=9, model="m")
     assert [r["finish_reason"] for r in rows] == ["stop", "length"]
@@ -217,14 +246,13 @@ def test_vllm_output_to_rows_with_stand_ins():
     assert rows[1]["seed"] == request_seed(9, "q1", 1, "T1.0")
     assert all(ROW_FIELDS <= set(r) for r in rows)
     # an eos string left in the text is stripped
-    out2 = SimpleNamespace(outputs=[SimpleNamespace(text="a<|im_end|>", token_ids=[1, 2],
-                                                     finish_reason="stop")])
-    r = vllm_output_to_rows(req, out2, sampling=SamplingConfig(), condition="c", base_seed=0,
-                            model="m", sample_indices=[3])[0]
+    out2 = SimpleNamespace(outputs=[SimpleNamespace(text="a<|im_end|>", token_ids=[1, 2], finish_reason="stop")])
+    r = vllm_output_to_rows(
+        req, out2, sampling=SamplingConfig(), condition="c", base_seed=0, model="m", sample_indices=[3]
+    )[0]
     assert r["completion"] == "a" and r["sample_index"] == 3
     with pytest.raises(ValueError):
-        vllm_output_to_rows(req, out2, sampling=sc, condition="c", base_seed=0, model="m",
-                            sample_indices=[0, 1])
+        vllm_output_to_rows(req, out2, sampling=sc, condition="c", base_seed=0, model="m", sample_indices=[0, 1])
 
 
 def test_make_sampler_rejects_unknown_backend(tmp_path):
@@ -262,8 +290,11 @@ def _sharpen(src: Path, dst: Path, *, eos_pull: float | None = 1.5) -> Path:
 
     tok = AutoTokenizer.from_pretrained(src)
     m = AutoModelForCausalLM.from_pretrained(src)
-    enc = tok(["<|im_start|>user\nFind the units digit of $2 + 3$.<|im_end|>\n"],
-              return_tensors="pt", add_special_tokens=False)
+    enc = tok(
+        ["<|im_start|>user\nFind the units digit of $2 + 3$.<|im_end|>\n"],
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
     with torch.no_grad():
         m.model.embed_tokens.weight.mul_(10)
         if eos_pull is not None:
@@ -281,8 +312,7 @@ def sharp(tiny, tmp_path_factory):
 
 
 def _enc(s, reqs):
-    return s.tokenizer([r["prompt"] for r in reqs], return_tensors="pt", padding=True,
-                       add_special_tokens=False)
+    return s.tokenizer([r["prompt"] for r in reqs], return_tensors="pt", padding=True, add_special_tokens=False)
 
 
 def _teacher_forced_logits(model, prompt_ids: list[int], gen: list[int]) -> torch.Tensor:
@@ -290,7 +320,7 @@ def _teacher_forced_logits(model, prompt_ids: list[int], gen: list[int]) -> torc
     ids = torch.tensor([prompt_ids + gen])
     with torch.inference_mode():
         lg = model(input_ids=ids).logits[0].float()
-    return lg[len(prompt_ids) - 1: len(prompt_ids) - 1 + len(gen)]
+    return lg[len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(gen)]
 
 
 def test_fast_loop_is_the_default_and_generate_can_be_forced(tiny):
@@ -309,12 +339,13 @@ def test_processors_are_generates_own(tiny):
 
     mdir, _ = tiny
     s = HFSampler(mdir)
-    for sc in [SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, min_p=0.05,
-                              presence_penalty=1.5),
-               SamplingConfig(temperature=1.0, top_k=0, top_p=1.0),
-               SamplingConfig(temperature=1.1, top_k=5, top_p=0.8)]:
+    for sc in [
+        SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5),
+        SamplingConfig(temperature=1.0, top_k=0, top_p=1.0),
+        SamplingConfig(temperature=1.1, top_k=5, top_p=0.8),
+    ]:
         ours = sc.hf_processors()
-        pp = ours[:len(sc.hf_processors(warpers=False))]  # the same presence-penalty object
+        pp = ours[: len(sc.hf_processors(warpers=False))]  # the same presence-penalty object
         gc = GenerationConfig(**sc.hf_generate_kwargs())
         theirs = s.model._get_logits_processor(gc, logits_processor=pp)
         assert [type(p) for p in ours] == [type(p) for p in theirs]
@@ -329,17 +360,24 @@ def test_top_k_1_equals_greedy_generate(sharp):
     enc = _enc(s, reqs)
     plen = enc["input_ids"].shape[1]
     with torch.inference_mode():
-        greedy = s.model.generate(**enc, do_sample=False, max_new_tokens=24,
-                                  eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id)
+        greedy = s.model.generate(
+            **enc, do_sample=False, max_new_tokens=24, eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id
+        )
     stats = {}
     for frac in (0.0, 0.5, 2.0):
-        ours = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
-                            processors=SamplingConfig(top_k=1).hf_processors(),
-                            max_new_tokens=24, eos_token_id=s.eos_id,
-                            pad_token_id=s.tokenizer.pad_token_id, compact_frac=frac,
-                            stats=stats)
+        ours = decode_batch(
+            s.model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            processors=SamplingConfig(top_k=1).hf_processors(),
+            max_new_tokens=24,
+            eos_token_id=s.eos_id,
+            pad_token_id=s.tokenizer.pad_token_id,
+            compact_frac=frac,
+            stats=stats,
+        )
         for row, ref in zip(ours, greedy[:, plen:].tolist()):
-            assert row == ref[:len(row)]
+            assert row == ref[: len(row)]
             assert len(row) == 24 or row[-1] == s.eos_id
 
 
@@ -347,12 +385,24 @@ def _hybrid_model(d: Path, tok) -> Path:
     from transformers import AutoModelForCausalLM, Qwen3_5TextConfig
 
     cfg = Qwen3_5TextConfig(
-        vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        vocab_size=384,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
         layer_types=["linear_attention", "full_attention", "linear_attention"],
-        linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=8,
-        linear_value_head_dim=8, linear_conv_kernel_dim=4, max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+        linear_num_key_heads=2,
+        linear_num_value_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+        linear_conv_kernel_dim=4,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     m = AutoModelForCausalLM.from_config(cfg)
     m.save_pretrained(d)
@@ -373,8 +423,9 @@ def test_hybrid_linear_attention_model_runs_the_loop(tiny, tmp_path):
     enc = _enc(s, reqs[:6])
     plen = enc["input_ids"].shape[1]
     with torch.inference_mode():
-        greedy = s.model.generate(**enc, do_sample=False, max_new_tokens=10,
-                                  eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id)
+        greedy = s.model.generate(
+            **enc, do_sample=False, max_new_tokens=10, eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id
+        )
     g_rows = greedy[:, plen:].tolist()
     # drop half of the rows from the cache after the first step: the rest must continue exactly
 
@@ -392,16 +443,21 @@ def test_hybrid_linear_attention_model_runs_the_loop(tiny, tmp_path):
 
     procs = SamplingConfig(top_k=1).hf_processors()
     procs.insert(0, Eos3())
-    ours = S.decode_batch(s.model, enc["input_ids"], enc["attention_mask"], processors=procs,
-                          max_new_tokens=10, eos_token_id=s.eos_id,
-                          pad_token_id=s.tokenizer.pad_token_id, compact_frac=0.0)
+    ours = S.decode_batch(
+        s.model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        processors=procs,
+        max_new_tokens=10,
+        eos_token_id=s.eos_id,
+        pad_token_id=s.tokenizer.pad_token_id,
+        compact_frac=0.0,
+    )
     assert [len(r) for r in ours[:3]] == [1, 1, 1]
     for row, ref in zip(ours[3:], g_rows[3:]):
-        assert row == ref[:len(row)]
-    rows = s.sample(reqs[:6], sampling=SamplingConfig(max_new_tokens=8), condition="c",
-                    base_seed=1)
-    again = HFSampler(hdir).sample(reqs[:6], sampling=SamplingConfig(max_new_tokens=8),
-                                   condition="c", base_seed=1)
+        assert row == ref[: len(row)]
+    rows = s.sample(reqs[:6], sampling=SamplingConfig(max_new_tokens=8), condition="c", base_seed=1)
+    again = HFSampler(hdir).sample(reqs[:6], sampling=SamplingConfig(max_new_tokens=8), condition="c", base_seed=1)
     assert json.dumps(rows) == json.dumps(again)
 
 
@@ -417,8 +473,9 @@ def test_unsupported_model_falls_back_to_generate_with_a_reason(tiny, monkeypatc
     class Sliding(cache_utils.DynamicSlidingWindowLayer):
         pass
 
-    monkeypatch.setitem(cache_utils.DYNAMIC_LAYER_TYPE_MAPPING, "full_attention",
-                        lambda **kw: Sliding(sliding_window=8))
+    monkeypatch.setitem(
+        cache_utils.DYNAMIC_LAYER_TYPE_MAPPING, "full_attention", lambda **kw: Sliding(sliding_window=8)
+    )
     assert "Sliding" in fast_loop_support(s.model)
 
 
@@ -433,8 +490,7 @@ def _chi2_homogeneity(a: list[int], b: list[int]) -> float:
     keys = sorted(set(ca) | set(cb), key=lambda k: -(ca[k] + cb[k]))
     big = [k for k in keys if (ca[k] + cb[k]) / 2 >= 5]
     rest = [k for k in keys if k not in big]
-    table = [[ca[k] for k in big] + [sum(ca[k] for k in rest)],
-             [cb[k] for k in big] + [sum(cb[k] for k in rest)]]
+    table = [[ca[k] for k in big] + [sum(ca[k] for k in rest)], [cb[k] for k in big] + [sum(cb[k] for k in rest)]]
     table = [row[:-1] for row in table] if table[0][-1] + table[1][-1] == 0 else table
     return float(chi2_contingency(table)[1])
 
@@ -453,20 +509,28 @@ def test_distribution_matches_generate(sharp):
     pad = s.tokenizer.pad_token_id
     enc = _enc(s, [reqs[3]] * 120)
     npos = 3
-    for sc in [SamplingConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=npos),
-               SamplingConfig(temperature=1.0, top_k=20, top_p=0.95, min_p=0.05,
-                              presence_penalty=1.0, max_new_tokens=npos),
-               SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, presence_penalty=1.0,
-                              max_new_tokens=npos)]:
+    for sc in [
+        SamplingConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=npos),
+        SamplingConfig(temperature=1.0, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.0, max_new_tokens=npos),
+        SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, presence_penalty=1.0, max_new_tokens=npos),
+    ]:
         procs, trunc = S.loop_sampling(sc)  # TopKTruncation when top-k is on, as HFSampler runs
         assert (trunc is not None) == (sc.top_k > 0)
         ours, theirs = [[] for _ in range(npos)], [[] for _ in range(npos)]
         for seed in range(4):
             g = torch.Generator().manual_seed(seed)
             with torch.inference_mode():
-                rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
-                                    processors=procs, truncation=trunc, max_new_tokens=npos,
-                                    eos_token_id=s.eos_id, pad_token_id=pad, generator=g)
+                rows = decode_batch(
+                    s.model,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    processors=procs,
+                    truncation=trunc,
+                    max_new_tokens=npos,
+                    eos_token_id=s.eos_id,
+                    pad_token_id=pad,
+                    generator=g,
+                )
                 torch.manual_seed(100 + seed)
                 ref = s._generate_ids(enc, sc)
             for r, q in zip(rows, ref):
@@ -486,10 +550,17 @@ def _loop_rows(s, reqs, sc, seed):
     enc = _enc(s, reqs)
     g = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
-        rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"],
-                            processors=sc.hf_processors(), max_new_tokens=sc.max_new_tokens,
-                            eos_token_id=s.eos_id, pad_token_id=s.tokenizer.pad_token_id,
-                            generator=g, compact_frac=0.0)
+        rows = decode_batch(
+            s.model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            processors=sc.hf_processors(),
+            max_new_tokens=sc.max_new_tokens,
+            eos_token_id=s.eos_id,
+            pad_token_id=s.tokenizer.pad_token_id,
+            generator=g,
+            compact_frac=0.0,
+        )
     prompts = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
     return list(zip(prompts, rows))
 
@@ -517,21 +588,18 @@ def test_sampled_tokens_inside_top_k_top_p_and_min_p(sharp):
         order = probs.argsort(descending=True)
         topk = set(order[:k].tolist())
         cum = probs[order].cumsum(0)
-        n = int((cum < p).sum()) + 1             # smallest prefix with mass >= p
+        n = int((cum < p).sum()) + 1  # smallest prefix with mass >= p
         return token in topk and token in set(order[:n].tolist())
 
     def above_min_p(lg, token, m=0.3):
         probs = lg.softmax(-1)
         return bool(probs[token] >= m * probs.max() - 1e-6)
 
-    hits, n_stop = check(SamplingConfig(temperature=1.1, top_k=5, top_p=0.8, max_new_tokens=16),
-                         in_topk_topp)
+    hits, n_stop = check(SamplingConfig(temperature=1.1, top_k=5, top_p=0.8, max_new_tokens=16), in_topk_topp)
     assert all(hits) and len(hits) > 60 and n_stop >= 1
-    hits, _ = check(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.3,
-                                   max_new_tokens=16), above_min_p)
+    hits, _ = check(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.3, max_new_tokens=16), above_min_p)
     assert all(hits)
-    hits, _ = check(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16),
-                    above_min_p)
+    hits, _ = check(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16), above_min_p)
     assert not all(hits)
 
 
@@ -542,8 +610,7 @@ def test_presence_penalty_changes_the_greedy_choice(sharp):
     s = HFSampler(mdir, batch_size=12)
     sc = SamplingConfig(top_k=1, presence_penalty=2.0, max_new_tokens=16)
     rows = s.sample(reqs, sampling=sc, condition="c", base_seed=0)
-    plain = s.sample(reqs, sampling=SamplingConfig(top_k=1, max_new_tokens=16), condition="c",
-                     base_seed=0)
+    plain = s.sample(reqs, sampling=SamplingConfig(top_k=1, max_new_tokens=16), condition="c", base_seed=0)
     assert [r["completion"] for r in rows] != [r["completion"] for r in plain]
     changed = 0
     for p_ids, gen in _loop_rows(s, reqs, sc, 0):
@@ -564,10 +631,8 @@ def test_ssd_and_topk5_settings_differ(sharp, default):
     out = {}
     for arm in ("ssd", "topk5"):
         a = all_arms(default)[arm]
-        sc = SamplingConfig(temperature=a["temperature"], top_k=a["top_k"], top_p=a["top_p"],
-                            max_new_tokens=16)
-        out[arm] = [r["completion"] for r in s.sample(reqs, sampling=sc, condition="T1.1",
-                                                      base_seed=0)]
+        sc = SamplingConfig(temperature=a["temperature"], top_k=a["top_k"], top_p=a["top_p"], max_new_tokens=16)
+        out[arm] = [r["completion"] for r in s.sample(reqs, sampling=sc, condition="T1.1", base_seed=0)]
     assert all_arms(default)["ssd"]["top_k"] != all_arms(default)["topk5"]["top_k"]
     assert out["ssd"] != out["topk5"]
 
@@ -586,16 +651,23 @@ def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
     assert any(r["finish_reason"] == "stop" for r in rows)
     assert any(r["finish_reason"] == "length" for r in rows)
     b = HFSampler(mdir, batch_size=5)
-    assert json.dumps(rows) == json.dumps(b.sample(reqs, sampling=sc, condition="c",
-                                                   base_seed=11))
+    assert json.dumps(rows) == json.dumps(b.sample(reqs, sampling=sc, condition="c", base_seed=11))
     # dropped the step they finish (compact_frac 0): every computed row-position is a kept token
     enc = _enc(a, reqs)
     st = {}
     with torch.inference_mode():
-        toks = decode_batch(a.model, enc["input_ids"], enc["attention_mask"],
-                            processors=sc.hf_processors(), max_new_tokens=20,
-                            eos_token_id=a.eos_id, pad_token_id=a.tokenizer.pad_token_id,
-                            generator=torch.Generator().manual_seed(0), compact_frac=0.0, stats=st)
+        toks = decode_batch(
+            a.model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            processors=sc.hf_processors(),
+            max_new_tokens=20,
+            eos_token_id=a.eos_id,
+            pad_token_id=a.tokenizer.pad_token_id,
+            generator=torch.Generator().manual_seed(0),
+            compact_frac=0.0,
+            stats=st,
+        )
     assert st["positions"] == sum(map(len, toks)) < len(toks) * 20
     full = {(r["prompt_id"], r["sample_index"]): r for r in rows}
     for batch in reversed(plan_batches(reqs, 5, 2)[1:]):  # a resumed job's remaining batches
@@ -630,17 +702,25 @@ def test_loop_logits_equal_teacher_forced_logits(sharp, share_prefix):
     procs.insert(0, record)
     with torch.inference_mode():
         stats = {}
-        rows = decode_batch(s.model, enc["input_ids"], enc["attention_mask"], processors=procs,
-                            max_new_tokens=8, eos_token_id=-1,
-                            pad_token_id=s.tokenizer.pad_token_id, compact_frac=2.0,
-                            share_prefix=share_prefix, stats=stats)
+        rows = decode_batch(
+            s.model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            processors=procs,
+            max_new_tokens=8,
+            eos_token_id=-1,
+            pad_token_id=s.tokenizer.pad_token_id,
+            compact_frac=2.0,
+            share_prefix=share_prefix,
+            stats=stats,
+        )
     n_common = S.common_prefix_len(enc["input_ids"], enc["attention_mask"])
     assert n_common >= 5  # the chat template's head and the instruction
     assert stats["prefix_tokens"] == (n_common if share_prefix else 0)
     for i, (r, gen) in enumerate(zip(reqs[:6], rows)):
         p_ids = s.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
         ref = _teacher_forced_logits(s.model, p_ids, gen)
-        got = torch.stack([step[i] for step in seen[:len(gen)]])
+        got = torch.stack([step[i] for step in seen[: len(gen)]])
         assert torch.allclose(got, ref, atol=1e-4), float((got - ref).abs().max())
 
 

@@ -39,8 +39,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SMOKE, snakemake
 from ssd_math import cluster
+
+from conftest import ROOT, SMOKE, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -95,16 +96,23 @@ def site_profile(path: Path, rules: set[str]) -> Path:
     names rules of config/real.yaml; entries for rules this config lacks (the sweeps) are left out."""
     site = yaml.safe_load((ROOT / "profiles/slurm/site.example.yaml").read_text())
     user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
-    assoc = subprocess.run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=account"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    assoc = subprocess.run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=account"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert assoc, f"no SLURM account association for user {user} (sacctmgr show assoc)"
     parts = cluster.sinfo_partitions()
     cpu = next(p.name for p in parts.values() if p.default)
     gpu = "gpu" if "gpu" in parts else cpu
     default_threads = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())["set-threads"]
     site["default-resources"].update(slurm_account=assoc[0], slurm_partition=cpu)
-    site["set-resources"] = {r: {**v, **({"slurm_partition": gpu} if "slurm_partition" in v else {})}
-                             for r, v in site["set-resources"].items() if r in rules}
+    site["set-resources"] = {
+        r: {**v, **({"slurm_partition": gpu} if "slurm_partition" in v else {})}
+        for r, v in site["set-resources"].items()
+        if r in rules
+    }
     site["set-threads"] = {r: default_threads.get(r, min(v, 2)) for r, v in site["set-threads"].items() if r in rules}
     site.update(TEST_POLLING)
     path.write_text(yaml.safe_dump(site, sort_keys=False))
@@ -112,15 +120,30 @@ def site_profile(path: Path, rules: set[str]) -> Path:
 
 
 def _sm(wd: Path, cfg: Path, site: Path, *args: str, **kw) -> list[str]:
-    return [str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
-            "--configfile", str(cfg), "--profile", str(site), "--workflow-profile", str(ROOT / "profiles/slurm"),
-            *args]
+    return [
+        str(Path(sys.executable).with_name("snakemake")),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(wd),
+        "--configfile",
+        str(cfg),
+        "--profile",
+        str(site),
+        "--workflow-profile",
+        str(ROOT / "profiles/slurm"),
+        *args,
+    ]
 
 
 def _slurm_jobs(wd: Path, since: str) -> dict[str, str]:
     """{job id: state} of every allocation run in ``wd`` since ``since`` (sacct)."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,State,WorkDir"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,State,WorkDir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [line.split("|") for line in out.splitlines() if line.strip()]
     return {r[0]: r[1].split()[0] for r in rows if Path(r[2]).resolve() == wd.resolve()}
 
@@ -141,8 +164,11 @@ def _cancel_training_job(wd: Path, proc: subprocess.Popen, deadline_s: float) ->
         assert time.time() < t_end, f"no {progress} after {deadline_s} s"
         time.sleep(0.2)
     out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, check=True).stdout
-    ids = [r.split("|")[0] for r in out.splitlines() if r.split("|")[1].startswith("rule_sft_")
-           and r.split("|")[2] == "RUNNING"]
+    ids = [
+        r.split("|")[0]
+        for r in out.splitlines()
+        if r.split("|")[1].startswith("rule_sft_") and r.split("|")[2] == "RUNNING"
+    ]
     assert len(ids) == 1, f"expected one running sft job, squeue says:\n{out}"
     subprocess.run(["scancel", ids[0]], check=True)
     return ids[0]
@@ -155,16 +181,19 @@ def _seen_failed(log: Path, job: str, proc: subprocess.Popen, within_s: float) -
     while f"SLURM-job '{job}' failed" not in log.read_text():
         if time.time() - t0 > within_s:
             proc.kill()
-            pytest.fail(f"a plain `scancel {job}` was not seen as failed within {within_s:.0f} s: Snakemake "
-                        f"still waits for the job (sacct: {_sacct_state(job)!r}):\n{log.read_text()[-3000:]}")
+            pytest.fail(
+                f"a plain `scancel {job}` was not seen as failed within {within_s:.0f} s: Snakemake "
+                f"still waits for the job (sacct: {_sacct_state(job)!r}):\n{log.read_text()[-3000:]}"
+            )
         assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.5)
     return time.time() - t0
 
 
 def _sacct_state(job: str) -> str:
-    return subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", "State"],
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job, "-o", "State"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def _eval_files(cfg: Path) -> list[str]:
@@ -184,23 +213,41 @@ def test_a_training_job_cancelled_on_slurm_resumes_to_the_same_bytes(tmp_path):
     cfg = small_config(tmp_path / "small.yaml")
     ref, wd = tmp_path / "ref", tmp_path / "slurm"
     ref.mkdir(), wd.mkdir()
-    rules = cluster.parse_rule_names(subprocess.run(
-        [str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
-         "--configfile", str(cfg), "--list-rules"], capture_output=True, text=True, check=True).stdout)
+    rules = cluster.parse_rule_names(
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("snakemake")),
+                "-s",
+                str(ROOT / "Snakefile"),
+                "--directory",
+                str(wd),
+                "--configfile",
+                str(cfg),
+                "--list-rules",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     site = site_profile(tmp_path / "site.yaml", rules)
 
     # The reference: the same config, uninterrupted, without SLURM (profiles/default, 2 cores), up
     # to the grades of ARM's model at one temperature (the files compared below); the SLURM run
     # builds exactly these. It runs beside the SLURM run (a thread): most of the SLURM run's time
     # is waiting for the scheduler and the status checks.
-    targets = [f for f in _eval_files(cfg) if f.startswith(f"results/eval/{ARM}/") and "/checkpoints/" not in f
-               and not re.search(r"-k\d+\.jsonl$", f)]
+    targets = [
+        f
+        for f in _eval_files(cfg)
+        if f.startswith(f"results/eval/{ARM}/") and "/checkpoints/" not in f and not re.search(r"-k\d+\.jsonl$", f)
+    ]
     assert targets == [f"results/eval/{ARM}/eval_main/T0.7.jsonl"], targets
     reference = concurrent.futures.ThreadPoolExecutor(1).submit(snakemake, ref, *targets, configfile=cfg)
 
     # The check the README asks for before a run: it must accept this one.
-    chk = subprocess.run([sys.executable, "-m", "ssd_math.cluster", *_sm(wd, cfg, site)[1:]],
-                         capture_output=True, text=True, cwd=ROOT)
+    chk = subprocess.run(
+        [sys.executable, "-m", "ssd_math.cluster", *_sm(wd, cfg, site)[1:]], capture_output=True, text=True, cwd=ROOT
+    )
     assert chk.returncode == 0, chk.stdout[-3000:] + chk.stderr[-3000:]
     dry = subprocess.run(_sm(wd, cfg, site, "-n", *targets), capture_output=True, text=True, check=True).stdout
     local = cluster.local_rules(ROOT / "Snakefile")
@@ -213,8 +260,7 @@ def test_a_training_job_cancelled_on_slurm_resumes_to_the_same_bytes(tmp_path):
         # the jobs run the `python` of the environment they are submitted from (sbatch exports
         # it): this venv's, as when a user submits from an activated env
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        proc = subprocess.Popen(_sm(wd, cfg, site, *targets), stdout=fh, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+        proc = subprocess.Popen(_sm(wd, cfg, site, *targets), stdout=fh, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             cancelled = _cancel_training_job(wd, proc, deadline_s=1800)
             seen_s = _seen_failed(log, cancelled, proc, within_s=60)
@@ -252,7 +298,12 @@ def test_a_training_job_cancelled_on_slurm_resumes_to_the_same_bytes(tmp_path):
         assert not mismatch and not errors, f"{sub}: {mismatch or errors} differ from the uninterrupted run"
     # the training log, step by step, but for what it measures of the machine (times, speed, memory)
     machine = {"elapsed_s", "step_s", "step_cpu_s", "tokens_per_s", "mem_mb"}
-    rows = [[{k: v for k, v in json.loads(line).items() if k not in machine} for line in
-             (d / f"results/train/{ARM}/log.jsonl").read_text().splitlines()] for d in (ref, wd)]
+    rows = [
+        [
+            {k: v for k, v in json.loads(line).items() if k not in machine}
+            for line in (d / f"results/train/{ARM}/log.jsonl").read_text().splitlines()
+        ]
+        for d in (ref, wd)
+    ]
     assert len(rows[0]) == len(rows[1]) > 2
     assert rows[0] == rows[1]

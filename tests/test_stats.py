@@ -194,8 +194,10 @@ def test_determinism_for_a_seed():
     y = np.random.default_rng(4).binomial(1, 0.35, size=(120, 4))
     assert rate_ci(x, n_boot=500, seed=9, conf=CONF) == rate_ci(x, n_boot=500, seed=9, conf=CONF)
     assert paired_delta(x, y, n_boot=500, seed=9, conf=CONF) == paired_delta(x, y, n_boot=500, seed=9, conf=CONF)
-    assert rate_ci(x, n_boot=500, seed=9, conf=CONF)["lo"] != rate_ci(x, n_boot=500, seed=10, conf=CONF)["lo"] or \
-        rate_ci(x, n_boot=500, seed=9, conf=CONF)["hi"] != rate_ci(x, n_boot=500, seed=10, conf=CONF)["hi"]
+    assert (
+        rate_ci(x, n_boot=500, seed=9, conf=CONF)["lo"] != rate_ci(x, n_boot=500, seed=10, conf=CONF)["lo"]
+        or rate_ci(x, n_boot=500, seed=9, conf=CONF)["hi"] != rate_ci(x, n_boot=500, seed=10, conf=CONF)["hi"]
+    )
 
 
 def test_rate_ci_k_gt_1_reports_method_and_terms():
@@ -225,8 +227,9 @@ def test_variance_decomposition_exact_cases():
     assert vd["between_share"] == 0
 
 
-@pytest.mark.parametrize("conf, text", [(0.95, "95%"), (0.9, "90%"), (0.975, "97.5%"), (0.99, "99%"),
-                                        (0.999, "99.9%"), (0.58, "58%")])
+@pytest.mark.parametrize(
+    "conf, text", [(0.95, "95%"), (0.9, "90%"), (0.975, "97.5%"), (0.99, "99%"), (0.999, "99.9%"), (0.58, "58%")]
+)
 def test_level_text(conf, text):
     # every label's level: no float noise (0.58 * 100 = 57.99999999999999), no rounding 97.5 to 98
     assert level_text(conf) == text

@@ -32,26 +32,50 @@ def run_side(tmp_path, *, ssd, base07, base10, noise: dict, metrics_rows=None):
         write_jsonl(logs[run], rows)
         recipes[run] = {"optimizer_state": state, "lr": 5e-6 if run.endswith("-state") else 1e-4}
     io.write_csv(tables.noise_summary(logs, recipes), paths["noise_summary"])
-    fd.write_findings(paths, tmp_path / "findings.md", tmp_path / "findings.json", ssd_arm="ssd",
-                      arms=[a for a in noise if a in ARMS], experiment="t", workdir=tmp_path)
+    fd.write_findings(
+        paths,
+        tmp_path / "findings.md",
+        tmp_path / "findings.json",
+        ssd_arm="ssd",
+        arms=[a for a in noise if a in ARMS],
+        experiment="t",
+        workdir=tmp_path,
+    )
     metrics = tmp_path / "metrics.csv"
     pl.DataFrame(metrics_rows or [metric("ssd", 0.5)]).write_csv(metrics)
-    return {"findings_json": tmp_path / "findings.json", "noise_summary": paths["noise_summary"],
-            "metrics": metrics}
+    return {"findings_json": tmp_path / "findings.json", "noise_summary": paths["noise_summary"], "metrics": metrics}
 
 
 def metric(model, acc, half=0.05, n=300):
-    return {"model": model, "arm": None, "evalset": "eval_main", "condition": "T0.7", "kind": "grid",
-            "n_prompts": n, "k": 1, "accuracy": acc, "accuracy_lo": acc - half, "accuracy_hi": acc + half}
+    return {
+        "model": model,
+        "arm": None,
+        "evalset": "eval_main",
+        "condition": "T0.7",
+        "kind": "grid",
+        "n_prompts": n,
+        "k": 1,
+        "accuracy": acc,
+        "accuracy_lo": acc - half,
+        "accuracy_hi": acc + half,
+    }
 
 
 def compare(tmp_path, arms=ARMS, **kw):
-    return {r["key"]: r for r in study.compare(study.load_claims(CLAIMS), **run_side(tmp_path, **kw),
-                                                arms=arms, ssd_arm="ssd", main_set="eval_main").iter_rows(named=True)}
+    return {
+        r["key"]: r
+        for r in study.compare(
+            study.load_claims(CLAIMS), **run_side(tmp_path, **kw), arms=arms, ssd_arm="ssd", main_set="eval_main"
+        ).iter_rows(named=True)
+    }
 
 
-NOISE = {"ssd": (noise_log(frac=0.06), "fp32"), "naive": (noise_log(frac=0.07), "fp32"),
-         "bf16-state": (noise_log(frac=0.01), "bf16"), "fp32-state": (noise_log(frac=0.04), "fp32")}
+NOISE = {
+    "ssd": (noise_log(frac=0.06), "fp32"),
+    "naive": (noise_log(frac=0.07), "fp32"),
+    "bf16-state": (noise_log(frac=0.01), "bf16"),
+    "fp32-state": (noise_log(frac=0.04), "fp32"),
+}
 
 
 def test_the_claims_file_names_every_finding_the_findings_write():
@@ -65,14 +89,22 @@ def test_the_claims_file_names_every_finding_the_findings_write():
     # "harder problems gain more" is judged on the study's own comparison (300 set vs 1k set), not by level
     assert keys - named == {"noise_weights", "harder_problems"}
     assert {c["run"]["column"] for c in claims["claims"] if c["run"]["kind"] == "threshold"} == {
-        "frac_changed_at_peak_lr", "frac_changed_mean_last_third"}
+        "frac_changed_at_peak_lr",
+        "frac_changed_mean_last_third",
+    }
     assert all(c["section"].startswith("§") for c in claims["claims"])
 
 
 def test_a_run_like_the_study_agrees_claim_by_claim(tmp_path):
     # SSD beats base@T1.0 (+35 pp), ties base@T0.7; pass@2 flat; noise numbers inside the bounds
-    got = compare(tmp_path, ssd=pattern(40, 30), base07=pattern(40, 30, 1), base10=pattern(40, 16),
-                  noise=NOISE, metrics_rows=[metric("ssd", 0.5), metric("naive", 0.52)])
+    got = compare(
+        tmp_path,
+        ssd=pattern(40, 30),
+        base07=pattern(40, 30, 1),
+        base10=pattern(40, 16),
+        noise=NOISE,
+        metrics_rows=[metric("ssd", 0.5), metric("naive", 0.52)],
+    )
     assert got["t1_ssd_vs_base_t10_main"]["run_verdict"] == "beats"
     assert got["t1_ssd_vs_base_t10_main"]["agrees"] == "yes"
     assert got["t1_ssd_vs_base_t10_main"]["run_estimate"].startswith("Δ\u00a0+35.0\u00a0pp")
@@ -109,7 +141,10 @@ def test_harder_problems_judged_on_the_studys_comparison(tmp_path):
     flat = compare(tmp_path / "a", ssd=pattern(40, 20), base07=pattern(40, 20), base10=pattern(40, 20), noise=NOISE)
     h = flat["harder_gain_more"]
     assert h["study_verdict"] == "more" and h["study_verdict_by_numbers"] == "not distinguishable"
-    assert h["study_estimate"].startswith("300 set Δ\u00a0+3.01\u00a0pp") and " vs 1k set Δ\u00a0+1.90" in h["study_estimate"]
+    assert (
+        h["study_estimate"].startswith("300 set Δ\u00a0+3.01\u00a0pp")
+        and " vs 1k set Δ\u00a0+1.90" in h["study_estimate"]
+    )
     assert h["run_verdict"] == "not distinguishable" and h["agrees"] == "yes"
     assert h["run_estimate"].startswith("eval_hard Δ\u00a0+0.0\u00a0pp") and " vs eval_main " in h["run_estimate"]
 
@@ -123,7 +158,9 @@ def test_a_weight_change_no_at_another_lr_is_of_scale(tmp_path):
     assert w["agrees"] == "no"
     lr = pl.read_csv(tmp_path / "noise_summary.csv")["peak_lr"][0]
     ratio = lr / 5e-6
-    assert w["disagreement"].startswith(f"of scale: peak LR {lr:.3g} = {ratio:.3g}× the study's 5e-6".replace("e-0", "e-"))
+    assert w["disagreement"].startswith(
+        f"of scale: peak LR {lr:.3g} = {ratio:.3g}× the study's 5e-6".replace("e-0", "e-")
+    )
     assert f"= {lr * 512:.3g} here, 0.00256 in the study" in w["disagreement"]
     # the report's table: the cell names the kind, the note under it the numbers
     md = study.render_markdown(pl.DataFrame([w]), {"source": "s", "absolute_numbers": "n"}, absolute_comparable=False)
@@ -136,10 +173,12 @@ def test_a_weight_change_no_at_another_lr_is_of_scale(tmp_path):
 
 def test_a_run_unlike_the_study_disagrees(tmp_path):
     # SSD worse than base@T1.0; the weights change a lot; the gradient is signal-dominated
-    noise = {"ssd": (noise_log(frac=0.6, b_simple=20.0), "fp32"),
-             "bf16-state": (noise_log(frac=0.05), "bf16"), "fp32-state": (noise_log(frac=0.04), "fp32")}
-    got = compare(tmp_path, ssd=pattern(40, 10), base07=pattern(40, 10, 1), base10=pattern(40, 30),
-                  noise=noise)
+    noise = {
+        "ssd": (noise_log(frac=0.6, b_simple=20.0), "fp32"),
+        "bf16-state": (noise_log(frac=0.05), "bf16"),
+        "fp32-state": (noise_log(frac=0.04), "fp32"),
+    }
+    got = compare(tmp_path, ssd=pattern(40, 10), base07=pattern(40, 10, 1), base10=pattern(40, 30), noise=noise)
     assert got["t1_ssd_vs_base_t10_main"]["run_verdict"] == "is worse than"
     assert got["t1_ssd_vs_base_t10_main"]["agrees"] == "no"
     assert got["weights_peak"]["run_verdict"] == "outside" and got["weights_peak"]["agrees"] == "no"
@@ -158,17 +197,35 @@ def test_a_negative_signal_estimate_is_a_verdict_not_a_gap(tmp_path):
 
 def test_a_sweep_arm_in_the_run_is_compared_with_ssd(tmp_path):
     arms = {**ARMS, "data3x": {"t_eval": 0.7}, "long": {"t_eval": 0.7}}
-    got = compare(tmp_path, arms=arms, ssd=pattern(40, 20), base07=pattern(40, 20), base10=pattern(40, 20),
-                  noise=NOISE, metrics_rows=[metric("ssd", 0.5), metric("data3x", 0.53), metric("long", 0.7)])
+    got = compare(
+        tmp_path,
+        arms=arms,
+        ssd=pattern(40, 20),
+        base07=pattern(40, 20),
+        base10=pattern(40, 20),
+        noise=NOISE,
+        metrics_rows=[metric("ssd", 0.5), metric("data3x", 0.53), metric("long", 0.7)],
+    )
     assert got["sweep_data3x"]["run_verdict"] == "no effect" and got["sweep_data3x"]["agrees"] == "yes"
-    assert got["sweep_data3x"]["run_estimate"] == "data3x 53.0% [48.0,\u00a058.0] vs ssd 50.0% [45.0,\u00a055.0] on eval_main @ T0.7"
+    assert (
+        got["sweep_data3x"]["run_estimate"]
+        == "data3x 53.0% [48.0,\u00a058.0] vs ssd 50.0% [45.0,\u00a055.0] on eval_main @ T0.7"
+    )
     assert got["sweep_length"]["run_verdict"] == "an effect" and got["sweep_length"]["agrees"] == "no"
 
 
 def test_the_markdown_table_has_every_claim_and_the_comparability_note(tmp_path):
     sides = run_side(tmp_path, ssd=pattern(40, 20), base07=pattern(40, 20), base10=pattern(40, 20), noise=NOISE)
-    df = study.write_study_table(CLAIMS, tmp_path / "s.csv", tmp_path / "s.md", **sides, arms=ARMS,
-                                 ssd_arm="ssd", main_set="eval_main", absolute_comparable=False)
+    df = study.write_study_table(
+        CLAIMS,
+        tmp_path / "s.csv",
+        tmp_path / "s.md",
+        **sides,
+        arms=ARMS,
+        ssd_arm="ssd",
+        main_set="eval_main",
+        absolute_comparable=False,
+    )
     md = (tmp_path / "s.md").read_text()
     claims = study.load_claims(CLAIMS)["claims"]
     assert df.height == len(claims) and pl.read_csv(tmp_path / "s.csv").height == len(claims)
@@ -177,8 +234,16 @@ def test_the_markdown_table_has_every_claim_and_the_comparability_note(tmp_path)
     assert "| arm lr\\-high not built " in md  # the short reason (pipe_table escapes '-')
     counts = {k: int((df["agrees"] == k).sum()) for k in ("yes", "no", "cannot decide")}
     assert f"*{counts['yes']} of {len(claims)} claims agree, {counts['no']} disagree, " in md
-    study.write_study_table(CLAIMS, tmp_path / "s.csv", tmp_path / "r.md", **sides, arms=ARMS,
-                            ssd_arm="ssd", main_set="eval_main", absolute_comparable=True)
+    study.write_study_table(
+        CLAIMS,
+        tmp_path / "s.csv",
+        tmp_path / "r.md",
+        **sides,
+        arms=ARMS,
+        ssd_arm="ssd",
+        main_set="eval_main",
+        absolute_comparable=True,
+    )
     real = (tmp_path / "r.md").read_text()
     assert "Not comparable" not in real
     # the comparable recipe says, per row with both intervals, whether they overlap
@@ -189,8 +254,10 @@ def test_the_markdown_table_has_every_claim_and_the_comparability_note(tmp_path)
 
 def test_a_bad_study_interval_is_named(tmp_path):
     bad = tmp_path / "claims.yaml"
-    bad.write_text("source: x\nclaims:\n  - {key: k, claim: c, section: s, study: {estimate: 5, lo: 1, hi: 2, verdict: v},"
-                   " run: {kind: finding, finding: f}}\n")
+    bad.write_text(
+        "source: x\nclaims:\n  - {key: k, claim: c, section: s, study: {estimate: 5, lo: 1, hi: 2, verdict: v},"
+        " run: {kind: finding, finding: f}}\n"
+    )
     with pytest.raises(ValueError, match=r"claims\[0\] \(k\)\.study: estimate, lo, hi .* \[5, 1, 2\]"):
         study.load_claims(bad)
 

@@ -6,7 +6,12 @@ import pytest
 import yaml
 
 from ssd_math.synth import (
-    RECHECK, answer_of, build_splits, completion_after_prompt, label_spans, make_problems,
+    RECHECK,
+    answer_of,
+    build_splits,
+    completion_after_prompt,
+    label_spans,
+    make_problems,
     worked_solution,
 )
 
@@ -71,8 +76,7 @@ def test_build_splits_disjoint_and_hard_subset():
     assert sp["eval_hard"] and all(r["level"] in hard for r in sp["eval_hard"])
     assert len(sp["eval_hard"]) == sum(r["level"] in hard for r in sp["eval_main"])
     assert all("solution" in r for r in sp["pretrain"])
-    assert sp == build_splits({**SYN, "n_pretrain": 3000, "n_train_prompts": 200, "n_eval_main": 150,
-                               "seed": 3})
+    assert sp == build_splits({**SYN, "n_pretrain": 3000, "n_train_prompts": 200, "n_eval_main": 150, "seed": 3})
     with pytest.raises(ValueError, match="subset"):
         build_splits({**SYN, "hard_levels": [9], "n_pretrain": 10, "seed": 0})
     with pytest.raises(ValueError, match="data.synthetic: 'levels' is a required property"):
@@ -94,6 +98,7 @@ def test_completion_after_prompt():
 
 # --- noisy locks, fork shares, label_spans --------------------------------------------------
 
+
 def _binom_bound(p, n, z=4.5):
     """|empirical - p| allowed for n Bernoulli(p) draws: z standard errors (z = 4.5: a false
     alarm about once in 150,000 runs; the data are seeded, so the test is deterministic anyway)."""
@@ -108,7 +113,7 @@ def _tally_slips(sol: str, offsets: dict, n: int, wrong: int) -> tuple[int, int]
     """Count the locks of ``sol`` and its slips, with each slip's offset (written - right) mod 10."""
     for s in _locks(sol):
         n += 1
-        got = sol[s["start"]:s["end"]]
+        got = sol[s["start"] : s["end"]]
         if got != s["correct"]:
             wrong += 1
             d = (int(got) - int(s["correct"])) % 10
@@ -162,9 +167,12 @@ def test_fork_shares_are_reproduced():
     n = len(forks)
     left = forks.count("left") / n
     assert abs(left - 0.7) <= _binom_bound(0.7, n), (left, n)
-    only = [s["correct"] for r in rows[:50]
-            for s in label_spans(worked_solution(r, rng, fork_shares={"right": 1.0}))
-            if s["kind"] == "fork"]
+    only = [
+        s["correct"]
+        for r in rows[:50]
+        for s in label_spans(worked_solution(r, rng, fork_shares={"right": 1.0}))
+        if s["kind"] == "fork"
+    ]
     assert set(only) == {"right"}
     with pytest.raises(ValueError, match="fork_shares"):
         worked_solution(rows[0], rng, fork_shares={"middle": 1.0})
@@ -173,8 +181,7 @@ def test_fork_shares_are_reproduced():
 
 
 def test_build_splits_noise_knobs_only_touch_pretraining_solutions():
-    base = {**SYN, "n_pretrain": 500, "n_train_prompts": 50, "n_eval_main": 40, "seed": 2,
-            "lock_noise": 0.0}
+    base = {**SYN, "n_pretrain": 500, "n_train_prompts": 50, "n_eval_main": 40, "seed": 2, "lock_noise": 0.0}
     clean = build_splits(base)
     noisy = build_splits({**base, "lock_noise": 0.3, "fork_shares": {"left": 0.2, "right": 0.8}})
     for k in ("eval_main", "eval_hard", "train_prompts"):
@@ -182,8 +189,9 @@ def test_build_splits_noise_knobs_only_touch_pretraining_solutions():
     strip = lambda rows: [{k: v for k, v in r.items() if k != "solution"} for r in rows]  # noqa: E731
     assert strip(noisy["pretrain"]) == strip(clean["pretrain"])
     assert [r["solution"] for r in noisy["pretrain"]] != [r["solution"] for r in clean["pretrain"]]
-    slips = sum(noisy["pretrain"][i]["solution"].split("boxed{")[1][0] != r["answer"]
-                for i, r in enumerate(clean["pretrain"]))
+    slips = sum(
+        noisy["pretrain"][i]["solution"].split("boxed{")[1][0] != r["answer"] for i, r in enumerate(clean["pretrain"])
+    )
     assert slips > 50
     with pytest.raises(ValueError, match="lock_noise"):
         build_splits({**base, "lock_noise": 0.95})
@@ -192,17 +200,22 @@ def test_build_splits_noise_knobs_only_touch_pretraining_solutions():
 
 
 def test_label_spans_on_a_known_text():
-    text = ("<think>\nFrom the left: 3+7=0, 0+5=5, 5*8=1.\nWait, let me check again.\n"
-            "From the right: 8+5=3, 3+7=0.\nSo the units digit is 0.\n</think>\n\n"
-            "The units digit is $\\boxed{0}$.")
+    text = (
+        "<think>\nFrom the left: 3+7=0, 0+5=5, 5*8=1.\nWait, let me check again.\n"
+        "From the right: 8+5=3, 3+7=0.\nSo the units digit is 0.\n</think>\n\n"
+        "The units digit is $\\boxed{0}$."
+    )
     spans = label_spans(text)
-    got = [(s["kind"], text[s["start"]:s["end"]], s["correct"]) for s in spans]
+    got = [(s["kind"], text[s["start"] : s["end"]], s["correct"]) for s in spans]
     assert got == [
         ("fork", "left", "left"),
-        ("lock", "0", "0"), ("lock", "5", "5"), ("lock", "1", "0"),  # 5*8 = 40: a slip
+        ("lock", "0", "0"),
+        ("lock", "5", "5"),
+        ("lock", "1", "0"),  # 5*8 = 40: a slip
         ("recheck", RECHECK, None),
         ("fork", "right", "right"),
-        ("lock", "3", "3"), ("lock", "0", "0"),
+        ("lock", "3", "3"),
+        ("lock", "0", "0"),
     ]
     assert [s["start"] for s in spans] == sorted(s["start"] for s in spans)
     assert text[spans[1]["start"] - 1] == "="
@@ -222,7 +235,7 @@ def test_label_spans_agrees_with_generated_solutions():
         assert sum(s["kind"] == "recheck" for s in spans) == n_chains - 1
         locks = [s for s in spans if s["kind"] == "lock"]
         assert len(locks) == n_chains * r["level"]
-        assert all(sol[s["start"]:s["end"]] == s["correct"] for s in locks)
+        assert all(sol[s["start"] : s["end"]] == s["correct"] for s in locks)
 
 
 def test_adjacent_slips_are_off_by_one_at_rate_eps():
@@ -242,8 +255,16 @@ def test_adjacent_slips_are_off_by_one_at_rate_eps():
 
 
 def test_lock_slip_is_validated_and_shapes_only_the_pretraining_solutions():
-    base = {**SYN, "n_pretrain": 200, "n_train_prompts": 40, "n_eval_main": 40, "levels": [2, 3],
-            "hard_levels": [3], "lock_noise": 0.3, "seed": 0}
+    base = {
+        **SYN,
+        "n_pretrain": 200,
+        "n_train_prompts": 40,
+        "n_eval_main": 40,
+        "levels": [2, 3],
+        "hard_levels": [3],
+        "lock_noise": 0.3,
+        "seed": 0,
+    }
     u, a = build_splits({**base, "lock_slip": "uniform"}), build_splits({**base, "lock_slip": "adjacent"})
     for name in ("eval_main", "train_prompts"):
         assert u[name] == a[name]

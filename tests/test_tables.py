@@ -16,22 +16,40 @@ def _rows(correct, *, k=1, level=None, T=0.7, boxed=None, length=None):
     for i, c in enumerate(correct):
         cs = c if isinstance(c, list) else [c]
         for j, cj in enumerate(cs):
-            out.append({
-                "prompt_id": f"p{i}", "sample_index": j, "correct": bool(cj),
-                "status": "correct" if cj else "incorrect",
-                "think_closed": True, "boxed": True if boxed is None else boxed[i],
-                "length_stop": False if length is None else length[i],
-                "n_completion_tokens": 10 + i, "level": level[i] if level else 1 + i % 2, "source": "synthetic",
-                "sampling": {"temperature": T, "top_k": 20, "top_p": 0.95, "min_p": 0.0,
-                             "presence_penalty": 0.0, "max_new_tokens": 64},
-            })
+            out.append(
+                {
+                    "prompt_id": f"p{i}",
+                    "sample_index": j,
+                    "correct": bool(cj),
+                    "status": "correct" if cj else "incorrect",
+                    "think_closed": True,
+                    "boxed": True if boxed is None else boxed[i],
+                    "length_stop": False if length is None else length[i],
+                    "n_completion_tokens": 10 + i,
+                    "level": level[i] if level else 1 + i % 2,
+                    "source": "synthetic",
+                    "sampling": {
+                        "temperature": T,
+                        "top_k": 20,
+                        "top_p": 0.95,
+                        "min_p": 0.0,
+                        "presence_penalty": 0.0,
+                        "max_new_tokens": 64,
+                    },
+                }
+            )
     return out
 
 
 def test_describe_eval_path(tmp_path):
     R = tmp_path
     assert describe_eval_path(R / "eval/base/eval_main/T0.7.jsonl", R) == {
-        "model": "base", "arm": None, "evalset": "eval_main", "condition": "T0.7", "kind": "grid"}
+        "model": "base",
+        "arm": None,
+        "evalset": "eval_main",
+        "condition": "T0.7",
+        "kind": "grid",
+    }
     assert describe_eval_path(R / "eval/ssd/eval_hard/T0.7-k4.jsonl", R)["kind"] == "passk"
     d = describe_eval_path(R / "eval/ssd/eval_hard/checkpoints/step4.jsonl", R)
     assert d["model"] == "ssd/step4" and d["kind"] == "checkpoint" and d["arm"] == "ssd"
@@ -77,10 +95,12 @@ def test_table1_delta_is_paired_and_signed(tmp_path):
             p = R / f"eval/{model}/{s}/T{T}.jsonl"
             write_jsonl(p, _rows(list(arr.astype(int)), T=float(T)))
             files[(model, T, s)] = p
-    rows = [{"model": "base", "temperature": 0.7}, {"model": "ssd", "temperature": 0.7},
-            {"model": "base", "temperature": 1.0}]
-    df = table1(files, rows, ["eval_main"], "ssd", conf=0.95, n_boot=1000, seed=3,
-                fmt_t=lambda t: f"{float(t):.1f}")
+    rows = [
+        {"model": "base", "temperature": 0.7},
+        {"model": "ssd", "temperature": 0.7},
+        {"model": "base", "temperature": 1.0},
+    ]
+    df = table1(files, rows, ["eval_main"], "ssd", conf=0.95, n_boot=1000, seed=3, fmt_t=lambda t: f"{float(t):.1f}")
     r0 = df.row(0, named=True)
     assert r0["eval_main_delta_pp"] == pytest.approx(100 * (ssd.mean() - base.mean()))
     assert r0["eval_main_delta_lo_pp"] > 0  # all discordant pairs favour SSD
@@ -109,8 +129,15 @@ def test_table2_pass_at_k(tmp_path):
 # breakdowns, sweeps, checkpoints, noise summary, power, timings
 # ------------------------------------------------------------------------------------------------
 
-from ssd_math.tables import (checkpoint_table, noise_summary, power_table, sweep_table,  # noqa: E402
-                             table1_breakdown, table2_breakdown, timings_table)
+from ssd_math.tables import (  # noqa: E402
+    checkpoint_table,
+    noise_summary,
+    power_table,
+    sweep_table,
+    table1_breakdown,
+    table2_breakdown,
+    timings_table,
+)
 
 
 def _eval(R, rel, correct, **kw):
@@ -202,10 +229,23 @@ def test_table2_breakdown_by_source(tmp_path):
 def _log(path, n=6, *, frac=0.05, g2=0.04, peak=2):
     rows = []
     for s in range(1, n + 1):
-        rows.append({"step": s, "loss": 1.0 / s, "ppl": float(np.exp(1.0 / s)), "lr": 1e-3 if s == peak else 1e-4,
-                     "grad_norm": 1.0 + s, "frac_changed": frac * s, "G2_ema": g2 if s > 1 else -0.01,
-                     "trS_ema": 2.0, "B_simple": 2.0 / g2, "gB_norm": 1.0, "B_small": 2, "B_big": 4,
-                     "dw_hist": {"edges_log10": [-3.0, -2.0], "counts": [5, 1, 2, 1, 1]}})
+        rows.append(
+            {
+                "step": s,
+                "loss": 1.0 / s,
+                "ppl": float(np.exp(1.0 / s)),
+                "lr": 1e-3 if s == peak else 1e-4,
+                "grad_norm": 1.0 + s,
+                "frac_changed": frac * s,
+                "G2_ema": g2 if s > 1 else -0.01,
+                "trS_ema": 2.0,
+                "B_simple": 2.0 / g2,
+                "gB_norm": 1.0,
+                "B_small": 2,
+                "B_big": 4,
+                "dw_hist": {"edges_log10": [-3.0, -2.0], "counts": [5, 1, 2, 1, 1]},
+            }
+        )
     write_jsonl(path, rows)
     return rows
 
@@ -233,8 +273,10 @@ def test_checkpoint_table_rows_match_checkpoint_files(tmp_path):
 def test_noise_summary_numbers(tmp_path):
     _log(tmp_path / "a.jsonl", n=6, frac=0.01, peak=2)
     _log(tmp_path / "b.jsonl", n=6, frac=0.0, peak=3)
-    df = noise_summary({"ssd": tmp_path / "a.jsonl", "bf16-state": tmp_path / "b.jsonl"},
-                       {"bf16-state": {"optimizer_state": "bf16", "lr": 5e-6}})
+    df = noise_summary(
+        {"ssd": tmp_path / "a.jsonl", "bf16-state": tmp_path / "b.jsonl"},
+        {"bf16-state": {"optimizer_state": "bf16", "lr": 5e-6}},
+    )
     a, b = df.row(0, named=True), df.row(1, named=True)
     assert a["peak_lr_step"] == 2 and a["frac_changed_at_peak_lr"] == pytest.approx(0.02)
     assert a["frac_changed_mean"] == pytest.approx(0.01 * 3.5)
@@ -252,11 +294,12 @@ def test_power_table_n_equals_formula(tmp_path):
     assert df.height == 2 and set(df["k"]) == {4}
     vd = stats.variance_decomposition(np.array(x))
     from scipy.stats import norm
+
     z = norm.ppf(0.975) + norm.ppf(0.8)
     for row in df.iter_rows(named=True):
         d = row["delta_pp"] / 100
-        assert row["n_k1"] == int(np.ceil(2 * vd["total"] * z ** 2 / d ** 2))
-        assert row["n_kk"] == int(np.ceil(2 * (vd["between"] + vd["within"] / 4) * z ** 2 / d ** 2))
+        assert row["n_k1"] == int(np.ceil(2 * vd["total"] * z**2 / d**2))
+        assert row["n_kk"] == int(np.ceil(2 * (vd["between"] + vd["within"] / 4) * z**2 / d**2))
         assert row["between_share"] == pytest.approx(vd["between_share"])
 
 
@@ -282,17 +325,23 @@ def test_report_numbers_are_what_the_prose_quotes():
     from ssd_math.tables import report_numbers
 
     t1 = pl.DataFrame({"row": ["base @ 0.7"], "eval_main_acc": [0.5], "eval_hard_acc": [0.2], "conf": [0.95]})
-    sweeps = pl.DataFrame({
-        "evalset": ["eval_hard", "eval_main", "eval_main", "eval_main"],
-        "family": ["T grid", "T grid", "min-p", "preset"],
-        "condition": ["T1.0", "T0.7", "T0.9-minp0.1", "preset-card"],
-        "temperature": [1.0, 0.7, 0.9, 0.6],
-        "accuracy": [0.99, 0.40, 0.55, 0.50],
-        "accuracy_text": ["99.0% [..]", "40.0% [..]", "55.0% [30.0, 70.0]", "50.0% [..]"],
-    })
+    sweeps = pl.DataFrame(
+        {
+            "evalset": ["eval_hard", "eval_main", "eval_main", "eval_main"],
+            "family": ["T grid", "T grid", "min-p", "preset"],
+            "condition": ["T1.0", "T0.7", "T0.9-minp0.1", "preset-card"],
+            "temperature": [1.0, 0.7, 0.9, 0.6],
+            "accuracy": [0.99, 0.40, 0.55, 0.50],
+            "accuracy_text": ["99.0% [..]", "40.0% [..]", "55.0% [30.0, 70.0]", "50.0% [..]"],
+        }
+    )
     got = report_numbers(t1, sweeps)
-    assert got == {"conf_label": "95%", "main_evalset": "eval_main", "minp_temperature": 0.9,
-                   "best_base": {"condition": "T0.9-minp0.1", "accuracy_text": "55.0% [30.0, 70.0]"}}
+    assert got == {
+        "conf_label": "95%",
+        "main_evalset": "eval_main",
+        "minp_temperature": 0.9,
+        "best_base": {"condition": "T0.9-minp0.1", "accuracy_text": "55.0% [30.0, 70.0]"},
+    }
     no_minp = report_numbers(t1.with_columns(pl.lit(0.9).alias("conf")), sweeps.filter(pl.col("family") != "min-p"))
     assert no_minp["minp_temperature"] is None and no_minp["conf_label"] == "90%"
     assert no_minp["best_base"]["condition"] == "preset-card"

@@ -41,8 +41,10 @@ def test_the_shipped_base_is_what_its_provenance_says():
     assert prov["weights_sha256"] == {"model.safetensors": sha256(BASE_DIR / "model.safetensors")}
     assert prov["dtype"] == "float32" and prov["git"]["commit"] and prov["machine"]["cpu_model"]
     assert prov["machine"]["torch"]["intra_op_threads"] >= 1  # the pretraining job's machine, not the copy's
-    assert prov["config_recipe"]["pretrain"]["lr"] == yaml.safe_load(
-        (ROOT / "config" / "tiny-base.yaml").read_text())["model"]["pretrain"]["lr"]
+    assert (
+        prov["config_recipe"]["pretrain"]["lr"]
+        == yaml.safe_load((ROOT / "config" / "tiny-base.yaml").read_text())["model"]["pretrain"]["lr"]
+    )
     assert sum(p.stat().st_size for p in BASE_DIR.iterdir()) < 16e6
     from safetensors import safe_open
 
@@ -58,8 +60,9 @@ def test_ship_base_and_fetch_base_check_the_weights(tmp_path, default_cfg):
     assert prov["weights_sha256"] == {"model.safetensors": sha256(mdir / "model.safetensors")}
     assert prov["data_recipe_hash"] == sc.data_recipe_hash(default_cfg)
     assert prov["rebuild"] == sc.REBUILD_BASE
-    info = hub.fetch_base({"id": "ssd-math/tiny-base", "revision": "local", "local_dir": str(tmp_path / "shipped")},
-                          tmp_path / "base")
+    info = hub.fetch_base(
+        {"id": "ssd-math/tiny-base", "revision": "local", "local_dir": str(tmp_path / "shipped")}, tmp_path / "base"
+    )
     assert info["base_provenance"]["weights_sha256"] == prov["weights_sha256"]
     # a changed weights file is refused, naming both hashes
     w = tmp_path / "shipped" / "model.safetensors"
@@ -77,12 +80,26 @@ def test_the_rebuild_command_pretrains_and_ships_a_base(tmp_path):
     pretraining shortened to 3 steps on a smaller synthetic task, in a scratch folder: a base
     folder with provenance, which a default-like config then accepts (and refuses with other data)."""
     short = tmp_path / "short.yaml"
-    short.write_text(yaml.safe_dump({
-        "data": {"synthetic": {"n_pretrain": 300, "n_eval_main": 40}},
-        "model": {"pretrain": {"max_steps": 3}}}))
+    short.write_text(
+        yaml.safe_dump(
+            {"data": {"synthetic": {"n_pretrain": 300, "n_eval_main": 40}}, "model": {"pretrain": {"max_steps": 3}}}
+        )
+    )
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2", "ship_base",
-           "--configfile", str(ROOT / "config.yaml"), str(ROOT / "config" / "tiny-base.yaml"), str(short)]
+    cmd = [
+        str(exe),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+        "ship_base",
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(ROOT / "config" / "tiny-base.yaml"),
+        str(short),
+    ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-6000:]

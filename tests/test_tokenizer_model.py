@@ -12,11 +12,18 @@ from ssd_math.tokenizer import build_tokenizer, load_tokenizer
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     # levels 1-4 (shorter texts than the default's 2-5), the schema's defaults for the rest
-    sp = build_splits({"levels": [1, 2, 3, 4], "hard_levels": [3, 4], "n_pretrain": 800,
-                       "n_train_prompts": 20, "n_eval_main": 20, "seed": 0})
+    sp = build_splits(
+        {
+            "levels": [1, 2, 3, 4],
+            "hard_levels": [3, 4],
+            "n_pretrain": 800,
+            "n_train_prompts": 20,
+            "n_eval_main": 20,
+            "seed": 0,
+        }
+    )
     d = tmp_path_factory.mktemp("tok")
-    build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION), d,
-                    vocab_size=400)
+    build_tokenizer(tokenizer_corpus(sp["pretrain"], instruction=DEFAULT_INSTRUCTION), d, vocab_size=400)
     return d
 
 
@@ -39,14 +46,14 @@ def test_tokenizer_special_tokens_digits_roundtrip(tok_dir):
 def test_chat_template_thinking_mode(tok_dir):
     tok = load_tokenizer(tok_dir)
     p = render_prompt(tok, "Find $1+1$.")
-    assert p == ("<|im_start|>user\n" + user_message("Find $1+1$.") +
-                 "<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    assert p == ("<|im_start|>user\n" + user_message("Find $1+1$.") + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
     assert "\\boxed{}" in p
     off = render_prompt(tok, "Q", enable_thinking=False)
     assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     hist = tok.apply_chat_template(
-        [{"role": "user", "content": "Q"},
-         {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}], tokenize=False)
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}],
+        tokenize=False,
+    )
     assert hist.endswith("<|im_start|>assistant\n<think>\nr\n</think>\n\nA<|im_end|>\n")
     h = template_hash(tok, DEFAULT_INSTRUCTION)
     assert h == template_hash(tok, DEFAULT_INSTRUCTION) and h != template_hash(tok, "x {problem}")
@@ -64,9 +71,11 @@ def test_load_tokenizer_plain_class_without_torch(tok_dir, tmp_path, monkeypatch
 
     from transformers import AutoTokenizer
 
-    probe = ("import sys; from ssd_math.tokenizer import load_tokenizer; "
-             f"t = load_tokenizer({str(tok_dir)!r}); "
-             "print(type(t).__name__, 'torch' in sys.modules)")
+    probe = (
+        "import sys; from ssd_math.tokenizer import load_tokenizer; "
+        f"t = load_tokenizer({str(tok_dir)!r}); "
+        "print(type(t).__name__, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["TokenizersBackend", "False"]
     tok, auto = load_tokenizer(tok_dir), AutoTokenizer.from_pretrained(str(tok_dir))
@@ -81,11 +90,13 @@ def test_load_tokenizer_plain_class_without_torch(tok_dir, tmp_path, monkeypatch
     (other / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "Qwen2Tokenizer"}))
     assert type(load_tokenizer(other)).__name__ == "Qwen2Tokenizer"
     # a tokenizer with its own code (auto_map) is AutoTokenizer's, with the caller's trust_remote_code
-    (other / "tokenizer_config.json").write_text(json.dumps(
-        {**cfg, "auto_map": {"AutoTokenizer": ["tok.MyTokenizer", None]}}))
+    (other / "tokenizer_config.json").write_text(
+        json.dumps({**cfg, "auto_map": {"AutoTokenizer": ["tok.MyTokenizer", None]}})
+    )
     seen = []
-    monkeypatch.setattr(AutoTokenizer, "from_pretrained",
-                        lambda path, **k: seen.append((path, k.get("trust_remote_code"))) or "auto")
+    monkeypatch.setattr(
+        AutoTokenizer, "from_pretrained", lambda path, **k: seen.append((path, k.get("trust_remote_code"))) or "auto"
+    )
     assert load_tokenizer(other, trust_remote_code=True) == "auto"
     assert seen == [(str(other), True)]
 

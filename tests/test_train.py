@@ -34,19 +34,27 @@ def make_tokenizer():
         vocab[c] = len(vocab)
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
 
 
 def tiny_config(hidden: int = 64, layers: int = 2, vocab: int = 100, tie: bool = False):
     from transformers import Qwen3_5TextConfig
 
     return Qwen3_5TextConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=hidden // 4, layer_types=["full_attention"] * layers,
-        max_position_embeddings=512, tie_word_embeddings=tie, pad_token_id=0,
-        eos_token_id=1, bos_token_id=None)
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        layer_types=["full_attention"] * layers,
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
 
 
 def hybrid_config(hidden: int = 32, vocab: int = 100):
@@ -54,16 +62,28 @@ def hybrid_config(hidden: int = 32, vocab: int = 100):
     from transformers import Qwen3_5TextConfig
 
     return Qwen3_5TextConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
         layer_types=["linear_attention"] * 3 + ["full_attention"],
-        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
-        linear_value_head_dim=8, linear_conv_kernel_dim=4, max_position_embeddings=512,
-        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+        linear_conv_kernel_dim=4,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
 
 
-def make_model_dir(path: Path, seed: int = 0, weights: bool = True, hybrid: bool = False,
-                   **cfg) -> Path:
+def make_model_dir(path: Path, seed: int = 0, weights: bool = True, hybrid: bool = False, **cfg) -> Path:
     """config.json + tokenizer (+ random weights) in ``path``: an init_dir for train()."""
     from transformers import AutoModelForCausalLM
 
@@ -85,8 +105,9 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         a, b = rng.randint(0, 99), rng.randint(0, 99)
-        rows.append({"prompt": f"Q: {a}+{b}=?\nA: ", "completion": f"{a + b}",
-                     "finish_reason": "stop" if i % 5 else "length"})
+        rows.append(
+            {"prompt": f"Q: {a}+{b}=?\nA: ", "completion": f"{a + b}", "finish_reason": "stop" if i % 5 else "length"}
+        )
     return rows
 
 
@@ -101,10 +122,20 @@ def init_dir(tmp_path_factory):
 
 
 def base_spec(init_dir, tmp: Path, **over) -> dict:
-    spec = {"init_dir": str(init_dir), "data": str(write_rows(tmp / "d.jsonl", make_rows(32))),
-            "out_dir": str(tmp / "out"), "log": str(tmp / "log.jsonl"), "seed": 1,
-            "max_len": 64, "global_batch": 8, "micro_batch": 4, "lr": 1e-3, "min_lr": 1e-4,
-            "warmup_steps": 1, "progress": False}
+    spec = {
+        "init_dir": str(init_dir),
+        "data": str(write_rows(tmp / "d.jsonl", make_rows(32))),
+        "out_dir": str(tmp / "out"),
+        "log": str(tmp / "log.jsonl"),
+        "seed": 1,
+        "max_len": 64,
+        "global_batch": 8,
+        "micro_batch": 4,
+        "lr": 1e-3,
+        "min_lr": 1e-4,
+        "warmup_steps": 1,
+        "progress": False,
+    }
     spec.update(over)
     return spec
 
@@ -123,9 +154,9 @@ def read_log(path) -> list[dict]:
 # pure pieces
 # ------------------------------------------------------------------------------------------
 
+
 def test_lr_schedule_warmup_peak_cosine_end():
-    s = T.resolve_spec({"init_dir": "x", "data": "x", "out_dir": "x", "lr": 5e-6,
-                        "min_lr": 1e-6, "warmup_steps": 5})
+    s = T.resolve_spec({"init_dir": "x", "data": "x", "out_dir": "x", "lr": 5e-6, "min_lr": 1e-6, "warmup_steps": 5})
     total = 94
     assert T.lr_at(1, s, total) == pytest.approx(1e-6)
     assert T.lr_at(3, s, total) == pytest.approx(3e-6)
@@ -153,16 +184,15 @@ def test_group_by_length_order_is_seeded_and_cuts_padding():
     flat = [i for b in steps for i in b]
     assert all(len(b) == 16 for b in steps) and len(set(flat)) == len(flat) == spe * 16
     assert steps == [T.global_batch_rows(k, len(lengths), s, spe, lengths) for k in range(spe)]
-    assert steps != [T.global_batch_rows(k, len(lengths), {**s, "seed": 8}, spe, lengths)
-                     for k in range(spe)]
+    assert steps != [T.global_batch_rows(k, len(lengths), {**s, "seed": 8}, spe, lengths) for k in range(spe)]
     assert T.global_batch_rows(spe, len(lengths), s, spe, lengths) != steps[0]  # epoch 2 differs
 
     def pad_share(batches):
-        return sum(16 * max(lengths[i] for i in b) - sum(lengths[i] for i in b)
-                   for b in batches) / sum(16 * max(lengths[i] for i in b) for b in batches)
+        return sum(16 * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches) / sum(
+            16 * max(lengths[i] for i in b) for b in batches
+        )
 
-    plain = [T.global_batch_rows(k, len(lengths), {**s, "group_by_length": False}, spe)
-             for k in range(spe)]
+    plain = [T.global_batch_rows(k, len(lengths), {**s, "group_by_length": False}, spe) for k in range(spe)]
     assert pad_share(steps) < 0.1 < 0.4 < pad_share(plain)
     # batch order is shuffled: consecutive batches are not long-to-short (a sorted mega-batch
     # of 50 batches would give ~100% descending neighbours, a random order ~50%)
@@ -173,13 +203,11 @@ def test_group_by_length_order_is_seeded_and_cuts_padding():
 
 def test_completion_only_masking_and_eos():
     tok = make_tokenizer()
-    ids, labels = T.encode_row({"prompt": "Q: 1+1\nA: ", "completion": "2",
-                                "finish_reason": "stop"}, tok, 100)
+    ids, labels = T.encode_row({"prompt": "Q: 1+1\nA: ", "completion": "2", "finish_reason": "stop"}, tok, 100)
     n_p = len(tok("Q: 1+1\nA: ", add_special_tokens=False)["input_ids"])
     assert labels[:n_p] == [-100] * n_p
     assert labels[n_p:] == ids[n_p:] == [tok.convert_tokens_to_ids("2"), tok.eos_token_id]
-    _, lab2 = T.encode_row({"prompt": "Q", "completion": "22", "finish_reason": "length"},
-                           tok, 100)
+    _, lab2 = T.encode_row({"prompt": "Q", "completion": "22", "finish_reason": "length"}, tok, 100)
     assert tok.eos_token_id not in lab2  # a length-stopped completion gets no eos
     ids3, lab3 = T.encode_row({"prompt": "Q", "completion": "2222"}, tok, 3)
     assert len(ids3) == len(lab3) == 3
@@ -206,7 +234,7 @@ def test_accumulation_4x2_equals_one_batch_of_8(init_dir):
     g_full = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     for k in range(4):
-        (T.token_sum_loss(model, T.collate(ex[2 * k:2 * k + 2], 0)) / n_global).backward()
+        (T.token_sum_loss(model, T.collate(ex[2 * k : 2 * k + 2], 0)) / n_global).backward()
     for a, p in zip(g_full, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
 
@@ -237,6 +265,7 @@ def test_chunked_loss_equals_full_loss_and_gradients(init_dir, chunk):
 # the loop
 # ------------------------------------------------------------------------------------------
 
+
 def test_train_checkpoints_log_and_summary(init_dir, tmp_path):
     ck = {2: str(tmp_path / "ck2"), 4: str(tmp_path / "ck4")}
     spec = base_spec(init_dir, tmp_path, checkpoints=ck, instrument={"enabled": True})
@@ -248,14 +277,28 @@ def test_train_checkpoints_log_and_summary(init_dir, tmp_path):
     assert (Path(spec["out_dir"]) / "config.json").exists()
     rows = read_log(spec["log"])
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    for key in ("loss", "ppl", "lr", "grad_norm", "tokens", "elapsed_s", "tokens_per_s",
-                "frac_changed", "frac_changed_attention", "dw_hist", "G2_raw", "trS_raw",
-                "G2_ema", "trS_ema", "B_simple", "gB_norm"):
+    for key in (
+        "loss",
+        "ppl",
+        "lr",
+        "grad_norm",
+        "tokens",
+        "elapsed_s",
+        "tokens_per_s",
+        "frac_changed",
+        "frac_changed_attention",
+        "dw_hist",
+        "G2_raw",
+        "trS_raw",
+        "G2_ema",
+        "trS_ema",
+        "B_simple",
+        "gB_norm",
+    ):
         assert key in rows[-1], key
     assert rows[0]["ppl"] == pytest.approx(math.exp(rows[0]["loss"]))
     assert rows[0]["lr"] == pytest.approx(1e-3) and rows[-1]["lr"] == pytest.approx(1e-4)
-    assert torch.equal(load_weights(ck[4])["model.norm.weight"],
-                       load_weights(spec["out_dir"])["model.norm.weight"])
+    assert torch.equal(load_weights(ck[4])["model.norm.weight"], load_weights(spec["out_dir"])["model.norm.weight"])
 
 
 def test_too_few_steps_for_checkpoint_fails_before_training(init_dir, tmp_path):
@@ -291,8 +334,9 @@ def test_checkpoints_past_end_opt_in_saves_final_weights(init_dir, tmp_path):
 
 def test_nan_guard_names_the_step(init_dir, tmp_path):
     # lr 1e30: step 1 blows the weights up, step 2 sees a non-finite loss
-    spec = base_spec(init_dir, tmp_path, lr=1e30, min_lr=1e30, warmup_steps=0, grad_clip=None,
-                     checkpoints={1: str(tmp_path / "ck1")})
+    spec = base_spec(
+        init_dir, tmp_path, lr=1e30, min_lr=1e30, warmup_steps=0, grad_clip=None, checkpoints={1: str(tmp_path / "ck1")}
+    )
     with pytest.raises(FloatingPointError, match="step 2"):
         T.train(spec)
     assert torch.isfinite(load_weights(tmp_path / "ck1")["model.norm.weight"]).all()
@@ -308,8 +352,12 @@ def test_bf16_optimizer_state_is_bf16_representable(init_dir, tmp_path):
 
 
 def _run_cli(spec_path: Path, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ssd_math.train", "--spec", str(spec_path)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ssd_math.train", "--spec", str(spec_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.slow  # three training processes
@@ -320,10 +368,17 @@ def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
     def spec_for(name, **over):
         d = tmp_path / name
         d.mkdir()
-        spec = base_spec(init_dir, d, data=str(write_rows(d / "rows48.jsonl", rows)),
-                         global_batch=4, micro_batch=2, instrument={"enabled": True},
-                         checkpoints={2: str(d / "ck2"), 6: str(d / "ck6")},
-                         resume_dir=str(d / "resume"), **over)
+        spec = base_spec(
+            init_dir,
+            d,
+            data=str(write_rows(d / "rows48.jsonl", rows)),
+            global_batch=4,
+            micro_batch=2,
+            instrument={"enabled": True},
+            checkpoints={2: str(d / "ck2"), 6: str(d / "ck6")},
+            resume_dir=str(d / "resume"),
+            **over,
+        )
         p = d / "spec.json"
         p.write_text(json.dumps(spec))
         return spec, p
@@ -363,16 +418,21 @@ def test_sigkill_and_resume_equals_uninterrupted(init_dir, tmp_path):
 
 
 @pytest.mark.slow  # three training runs
-def test_finished_run_drops_its_resume_state_and_a_forced_rerun_rewrites_checkpoints(init_dir, tmp_path,
-                                                                                    monkeypatch):
+def test_finished_run_drops_its_resume_state_and_a_forced_rerun_rewrites_checkpoints(init_dir, tmp_path, monkeypatch):
     """`snakemake -R sft` deletes the checkpoint folders and reruns: a resume state left at the
     last checkpoint must not be resumed (it would write only the final model and a log of the last
     steps). A finished run removes its state; a leftover one (a job killed after its final save)
     whose checkpoints are gone starts over and ends where an uninterrupted run does."""
     rows = make_rows(48, seed=5)
-    spec = base_spec(init_dir, tmp_path, data=str(write_rows(tmp_path / "rows48.jsonl", rows)),
-                     global_batch=4, micro_batch=2, checkpoints={2: str(tmp_path / "ck2"), 6: str(tmp_path / "ck6")},
-                     resume_dir=str(tmp_path / "resume"))
+    spec = base_spec(
+        init_dir,
+        tmp_path,
+        data=str(write_rows(tmp_path / "rows48.jsonl", rows)),
+        global_batch=4,
+        micro_batch=2,
+        checkpoints={2: str(tmp_path / "ck2"), 6: str(tmp_path / "ck6")},
+        resume_dir=str(tmp_path / "resume"),
+    )
     T.train(dict(spec))
     assert not Path(spec["resume_dir"]).exists()
     ref = load_weights(spec["out_dir"])
@@ -411,23 +471,35 @@ def test_direct_cpu_start_is_what_accelerate_launch_gives(init_dir, tmp_path):
     assert {k: acc[k] for k in L.SIMPLE_CPU_ENV} == L.SIMPLE_CPU_ENV
     assert acc.get("ACCELERATE_DYNAMO_BACKEND") == "NO"
     assert set(acc) - set(L.SIMPLE_CPU_ENV) <= {
-        "ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE", "ACCELERATE_DYNAMO_USE_FULLGRAPH",
-        "ACCELERATE_DYNAMO_USE_DYNAMIC", "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"}, sorted(acc)
+        "ACCELERATE_DYNAMO_BACKEND",
+        "ACCELERATE_DYNAMO_MODE",
+        "ACCELERATE_DYNAMO_USE_FULLGRAPH",
+        "ACCELERATE_DYNAMO_USE_DYNAMIC",
+        "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION",
+    }, sorted(acc)
     for name in ("gpu1.yaml", "fsdp.yaml"):
         assert L.train_launcher(root / "envs/accelerate" / name).startswith(
-            "python -m ssd_math.launcher on-gpu accelerate launch --config_file ")
+            "python -m ssd_math.launcher on-gpu accelerate launch --config_file "
+        )
 
     direct = L.train_launcher(cpu, python=sys.executable)
     assert not direct.startswith("accelerate")
     outs = {}
-    for name, launcher in (("direct", direct), ("launched", f"{sys.executable} -m accelerate.commands.launch "
-                                                           f"--config_file {cpu} -m ssd_math.train")):
+    for name, launcher in (
+        ("direct", direct),
+        ("launched", f"{sys.executable} -m accelerate.commands.launch --config_file {cpu} -m ssd_math.train"),
+    ):
         d = tmp_path / name
         d.mkdir()
         spec = base_spec(init_dir, d)
         (d / "spec.json").write_text(json.dumps(spec))
-        res = subprocess.run(f"{launcher} --spec {d / 'spec.json'}", shell=True, capture_output=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=300)
+        res = subprocess.run(
+            f"{launcher} --spec {d / 'spec.json'}",
+            shell=True,
+            capture_output=True,
+            env={**os.environ, "OMP_NUM_THREADS": "2"},
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr.decode()[-3000:]
         outs[name] = load_weights(spec["out_dir"])
     assert all(torch.equal(outs["direct"][k], outs["launched"][k]) for k in outs["direct"])
@@ -442,12 +514,21 @@ def test_two_cpu_processes_match_one(init_dir, tmp_path):
     for name, procs, inst in (("one", 1, True), ("two", 2, True), ("two_plain", 2, False)):
         d = tmp_path / name
         d.mkdir()
-        spec = base_spec(init_dir, d, micro_batch=4 // procs, grad_clip=None,
-                         instrument={"enabled": inst})
+        spec = base_spec(init_dir, d, micro_batch=4 // procs, grad_clip=None, instrument={"enabled": inst})
         (d / "spec.json").write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-               "--master_port", str(29500 + os.getpid() % 1000), "-m", "ssd_math.train",
-               "--spec", str(d / "spec.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            "-m",
+            "ssd_math.train",
+            "--spec",
+            str(d / "spec.json"),
+        ]
         res = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
         assert res.returncode == 0, res.stderr.decode()[-3000:]
         outs[name] = load_weights(spec["out_dir"])
@@ -462,8 +543,7 @@ def test_gradient_checkpointing_and_inline_spec_cli(init_dir, tmp_path):
     a.mkdir()
     b.mkdir()
     T.train(base_spec(init_dir, a, max_steps=2))
-    T.main(["--spec-json", json.dumps(base_spec(init_dir, b, max_steps=2,
-                                                gradient_checkpointing=True))])
+    T.main(["--spec-json", json.dumps(base_spec(init_dir, b, max_steps=2, gradient_checkpointing=True))])
     wa, wb = load_weights(a / "out"), load_weights(b / "out")
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-6), k
@@ -485,8 +565,16 @@ def test_hybrid_qwen35_trains_with_gradient_checkpointing(tmp_path):
 
     Q.Qwen3_5DecoderLayer.forward = counting
     try:
-        spec = base_spec(init, tmp_path, max_steps=1, global_batch=4, micro_batch=4, max_len=24,
-                         gradient_checkpointing=True, loss_chunk_tokens=16)
+        spec = base_spec(
+            init,
+            tmp_path,
+            max_steps=1,
+            global_batch=4,
+            micro_batch=4,
+            max_len=24,
+            gradient_checkpointing=True,
+            loss_chunk_tokens=16,
+        )
         T.train(spec)
     finally:
         Q.Qwen3_5DecoderLayer.forward = orig
@@ -494,8 +582,7 @@ def test_hybrid_qwen35_trains_with_gradient_checkpointing(tmp_path):
     assert len(calls) == 8 and {b for b, _ in calls} == {"linear_attention", "full_attention"}
     w0, w1 = load_weights(init), load_weights(spec["out_dir"])
     assert w0.keys() == w1.keys()
-    assert all(not torch.equal(w0[k], w1[k]) for k in w0), \
-        [k for k in w0 if torch.equal(w0[k], w1[k])]
+    assert all(not torch.equal(w0[k], w1[k]) for k in w0), [k for k in w0 if torch.equal(w0[k], w1[k])]
 
 
 @pytest.mark.slow  # trains a hybrid model three ways
@@ -519,6 +606,7 @@ def test_checkpoint_sublayers_same_loss_gradients_and_weights(tmp_path):
         def fwd(self, *a, **kw):
             calls[cls.__name__] = calls.get(cls.__name__, 0) + 1
             return origs[cls](self, *a, **kw)
+
         return fwd
 
     results = {}
@@ -533,15 +621,20 @@ def test_checkpoint_sublayers_same_loss_gradients_and_weights(tmp_path):
             calls.clear()
             loss = T.token_sum_loss(model, batch, chunk_tokens=16)
             loss.backward()
-            results[nested] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()},
-                               dict(calls), set(model.state_dict()))
+            results[nested] = (
+                loss.detach(),
+                {n: p.grad for n, p in model.named_parameters()},
+                dict(calls),
+                set(model.state_dict()),
+            )
     finally:
         for c, f in origs.items():
             c.forward = f
     (l0, g0, c0, k0), (l1, g1, c1, k1) = results[False], results[True]
     assert torch.equal(l0, l1) and k0 == k1
-    assert g0.keys() == g1.keys() and all(torch.equal(g0[n], g1[n]) for n in g0), \
-        [n for n in g0 if not torch.equal(g0[n], g1[n])]
+    assert g0.keys() == g1.keys() and all(torch.equal(g0[n], g1[n]) for n in g0), [
+        n for n in g0 if not torch.equal(g0[n], g1[n])
+    ]
     assert c0 == {"Qwen3_5GatedDeltaNet": 3 * 2, "Qwen3_5Attention": 1 * 2, "Qwen3_5MLP": 4 * 2}
     assert c1 == {"Qwen3_5GatedDeltaNet": 3 * 3, "Qwen3_5Attention": 1 * 3, "Qwen3_5MLP": 4 * 2}
 
@@ -549,9 +642,19 @@ def test_checkpoint_sublayers_same_loss_gradients_and_weights(tmp_path):
     for nested in (False, True):
         d = tmp_path / f"run{int(nested)}"
         d.mkdir()
-        T.train(base_spec(init, d, max_steps=2, global_batch=4, micro_batch=2, max_len=24,
-                          gradient_checkpointing=True, checkpoint_sublayers=nested,
-                          loss_chunk_tokens=16))
+        T.train(
+            base_spec(
+                init,
+                d,
+                max_steps=2,
+                global_batch=4,
+                micro_batch=2,
+                max_len=24,
+                gradient_checkpointing=True,
+                checkpoint_sublayers=nested,
+                loss_chunk_tokens=16,
+            )
+        )
         outs[nested] = load_weights(d / "out")
     assert all(torch.equal(outs[False][k], outs[True][k]) for k in outs[False])
     with pytest.raises(ValueError, match="checkpoint_sublayers needs gradient_checkpointing"):
@@ -570,8 +673,10 @@ def test_linear_attention_kernels_on_cuda(monkeypatch, capsys):
     assert T.check_linear_attention_kernels(full, "cuda") == []
     monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda: False)
     monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: True)
-    with pytest.raises(RuntimeError, match="3 linear-attention.*flash-linear-attention.*"
-                                           "pip install --no-deps flash-linear-attention==0.6.0"):
+    with pytest.raises(
+        RuntimeError,
+        match="3 linear-attention.*flash-linear-attention.*pip install --no-deps flash-linear-attention==0.6.0",
+    ):
         T.check_linear_attention_kernels(hybrid, "cuda")
     # a multimodal Qwen3.5 config (the hub checkpoint's) is checked through its text config
     with pytest.raises(RuntimeError, match="flash-linear-attention"):
@@ -592,8 +697,13 @@ def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatc
     orig = T._chunk_ce
 
     def spy(h, t, w, b):
-        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
-                     torch.nn.functional.linear(h, w, b).dtype))
+        seen.append(
+            (
+                torch.is_autocast_enabled("cpu"),
+                torch.get_autocast_dtype("cpu"),
+                torch.nn.functional.linear(h, w, b).dtype,
+            )
+        )
         cache.append(torch.is_autocast_cache_enabled())
         return orig(h, t, w, b)
 
@@ -601,6 +711,7 @@ def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatc
     # and autocast keeps no cache of bf16 weight copies across the forward
     cache, layer_in = [], []
     from transformers.models.qwen3_5 import modeling_qwen3_5 as Q
+
     orig_layer = Q.Qwen3_5DecoderLayer.forward
 
     def layer_spy(self, hidden_states, *a, **kw):
@@ -613,8 +724,7 @@ def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(T, "_chunk_ce", spy)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    spec = base_spec(init_dir, tmp_path, max_steps=1, global_batch=4, micro_batch=4,
-                     loss_chunk_tokens=32)
+    spec = base_spec(init_dir, tmp_path, max_steps=1, global_batch=4, micro_batch=4, loss_chunk_tokens=32)
     AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton
     try:
         T.train(spec)
@@ -633,13 +743,14 @@ def test_parallel_setups_train_cannot_run_fail_fast():
 
     from accelerate.utils import DistributedType
 
-    s = T.resolve_spec({"init_dir": "x", "data": "x", "out_dir": "x",
-                        "gradient_checkpointing": True})
+    s = T.resolve_spec({"init_dir": "x", "data": "x", "out_dir": "x", "gradient_checkpointing": True})
 
     def acc(kind, fsdp2, ac=False):
-        return SimpleNamespace(distributed_type=kind, is_fsdp2=fsdp2,
-                               state=SimpleNamespace(fsdp_plugin=SimpleNamespace(
-                                   activation_checkpointing=ac)))
+        return SimpleNamespace(
+            distributed_type=kind,
+            is_fsdp2=fsdp2,
+            state=SimpleNamespace(fsdp_plugin=SimpleNamespace(activation_checkpointing=ac)),
+        )
 
     T.check_parallel_setup(s, acc(DistributedType.FSDP, True))
     T.check_parallel_setup(s, acc(DistributedType.MULTI_GPU, False))
@@ -647,8 +758,7 @@ def test_parallel_setups_train_cannot_run_fail_fast():
         T.check_parallel_setup(s, acc(DistributedType.FSDP, False))
     with pytest.raises(ValueError, match="fsdp_activation_checkpointing.*sft.gradient_checkpointing"):
         T.check_parallel_setup(s, acc(DistributedType.FSDP, True, ac=True))
-    T.check_parallel_setup({**s, "gradient_checkpointing": False},
-                           acc(DistributedType.FSDP, True, ac=True))
+    T.check_parallel_setup({**s, "gradient_checkpointing": False}, acc(DistributedType.FSDP, True, ac=True))
     with pytest.raises(ValueError, match="DEEPSPEED.*not supported"):
         T.check_parallel_setup(s, acc(DistributedType.DEEPSPEED, False))
 
@@ -693,8 +803,9 @@ def test_resume_state_is_loaded_to_the_cpu_first(init_dir, tmp_path, monkeypatch
     (tmp_path / "ref").mkdir()
     ref = base_spec(init_dir, tmp_path / "ref", max_steps=4)
     T.train(ref)
-    spec = base_spec(init_dir, tmp_path, max_steps=4, checkpoints={2: str(tmp_path / "ck2")},
-                     resume_dir=str(tmp_path / "resume"))
+    spec = base_spec(
+        init_dir, tmp_path, max_steps=4, checkpoints={2: str(tmp_path / "ck2")}, resume_dir=str(tmp_path / "resume")
+    )
     orig_append = T.append_row
 
     def crash_at_3(fh, row):
@@ -764,8 +875,12 @@ def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
     step()
     rdir = tmp_path / "resume"
     T.save_resume(rdir, acc, 1, 2.5, 10, "h")
-    want = ({k: v.clone() for k, v in model.state_dict().items()}, sched.state_dict(), est.state_dict(),
-            float(opt.state_dict()["state"][0]["exp_avg"].sum()))
+    want = (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        sched.state_dict(),
+        est.state_dict(),
+        float(opt.state_dict()["state"][0]["exp_avg"].sum()),
+    )
     step()
     draws = (random.random(), float(np.random.rand()), torch.rand(3))
     os.replace(rdir, rdir.with_name(".resume.old"))  # killed between save_resume's two renames
@@ -797,18 +912,26 @@ print(repr(seen[0]))
 """
 
 
-@pytest.mark.parametrize("given,expected", [
-    ({}, ("expandable_segments:True", None)),
-    ({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}, ("max_split_size_mb:512", None)),
-    ({"PYTORCH_ALLOC_CONF": "expandable_segments:False"}, (None, "expandable_segments:False")),
-])
+@pytest.mark.parametrize(
+    "given,expected",
+    [
+        ({}, ("expandable_segments:True", None)),
+        ({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}, ("max_split_size_mb:512", None)),
+        ({"PYTORCH_ALLOC_CONF": "expandable_segments:False"}, (None, "expandable_segments:False")),
+    ],
+)
 def test_training_entry_point_sets_the_allocator_before_torch_is_imported(given, expected):
     """The memory plan (docs/memory_plan.md) assumes expandable segments: micro-batches from ~1k to
     33.8k tokens fragment the caching allocator otherwise. torch reads the setting from the
     environment, so it must be there when torch is imported; a user's own setting wins."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
-    proc = subprocess.run([sys.executable, "-c", _SEE_ALLOC_CONF_AT_TORCH_IMPORT], env={**env, **given},
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SEE_ALLOC_CONF_AT_TORCH_IMPORT],
+        env={**env, **given},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert proc.stdout.strip().splitlines()[-1] == repr(expected)
 
 
@@ -832,9 +955,13 @@ def test_fsdp_jobs_get_a_rendezvous_port_of_their_own(tmp_path):
     for job_env in ({"SLURM_JOB_ID": "4242"}, {"SLURM_JOB_ID": "4243"}, {}):
         env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
         # the shell expands the command as the rule's shell does; printf shows the argv it built
-        argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {fsdp.split('accelerate launch', 1)[1]} "
-                               "--spec-json x"], env={**env, **job_env}, capture_output=True,
-                              text=True, check=True).stdout.splitlines()
+        argv = subprocess.run(
+            ["bash", "-c", f"printf '%s\\n' {fsdp.split('accelerate launch', 1)[1]} --spec-json x"],
+            env={**env, **job_env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
         ports.append(launch_command_parser().parse_args(argv).main_process_port)
     assert ports == [L.job_port({"SLURM_JOB_ID": "4242"}), L.job_port({"SLURM_JOB_ID": "4243"}), 0]
 
@@ -850,8 +977,9 @@ def test_interrupt_after_step_stops_once_and_the_rerun_resumes(init_dir, tmp_pat
     train(ref)
     d = tmp_path / "drill"
     d.mkdir()
-    spec = base_spec(init_dir, d, checkpoints={"2": str(d / "s2")}, resume_dir=str(d / "resume"),
-                     interrupt_after_step=2)
+    spec = base_spec(
+        init_dir, d, checkpoints={"2": str(d / "s2")}, resume_dir=str(d / "resume"), interrupt_after_step=2
+    )
     with pytest.raises(SystemExit) as e:
         train(spec)
     assert e.value.code == INTERRUPT_EXIT == 75

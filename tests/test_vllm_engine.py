@@ -78,14 +78,22 @@ def hf(base):
 def requests(base, engine):
     _, problems, instruction = base
     tok = engine.tokenizer
-    return [{"id": p["id"], "prompt": render_prompt(tok, p["problem"], instruction=instruction),
-             "answer": p["answer"], "level": p.get("level"), "source": p.get("source")}
-            for p in problems]
+    return [
+        {
+            "id": p["id"],
+            "prompt": render_prompt(tok, p["problem"], instruction=instruction),
+            "answer": p["answer"],
+            "level": p.get("level"),
+            "source": p.get("source"),
+        }
+        for p in problems
+    ]
 
 
 def _texts(rows):
-    return [(r["prompt_id"], r["sample_index"], r["completion"], r["n_completion_tokens"],
-             r["finish_reason"]) for r in rows]
+    return [
+        (r["prompt_id"], r["sample_index"], r["completion"], r["n_completion_tokens"], r["finish_reason"]) for r in rows
+    ]
 
 
 def test_the_engine_is_vllm_0_32_on_this_cpu():
@@ -108,12 +116,17 @@ def test_on_cpu_the_engine_runs_eager(engine):
 
 # ---- settings reach the engine: against the transformers backend, token for token -------------
 
-@pytest.mark.parametrize("settings", [
-    {"top_k": 1, "temperature": 1.0},                           # greedy by top-k
-    {"top_k": -1, "top_p": 1e-6, "temperature": 1.0},           # greedy by top-p
-    {"top_k": -1, "min_p": 0.999, "top_p": 1.0},                 # greedy by min-p
-    {"top_k": 1, "presence_penalty": 2.0},                      # greedy after the penalty
-], ids=["top_k", "top_p", "min_p", "presence_penalty"])
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"top_k": 1, "temperature": 1.0},  # greedy by top-k
+        {"top_k": -1, "top_p": 1e-6, "temperature": 1.0},  # greedy by top-p
+        {"top_k": -1, "min_p": 0.999, "top_p": 1.0},  # greedy by min-p
+        {"top_k": 1, "presence_penalty": 2.0},  # greedy after the penalty
+    ],
+    ids=["top_k", "top_p", "min_p", "presence_penalty"],
+)
 def test_greedy_tokens_equal_transformers(engine, hf, requests, settings):
     sc = SamplingConfig(**{"max_new_tokens": 32, **settings})
     ours = engine.sample(requests[:8], sampling=sc, condition="g", base_seed=1)
@@ -122,18 +135,21 @@ def test_greedy_tokens_equal_transformers(engine, hf, requests, settings):
 
 
 def test_presence_penalty_changes_the_tokens(engine, requests):
-    plain = engine.sample(requests[:8], sampling=SamplingConfig(top_k=1, max_new_tokens=32),
-                          condition="g", base_seed=1)
-    pen = engine.sample(requests[:8], sampling=SamplingConfig(top_k=1, presence_penalty=2.0,
-                                                              max_new_tokens=32),
-                        condition="g", base_seed=1)
+    plain = engine.sample(requests[:8], sampling=SamplingConfig(top_k=1, max_new_tokens=32), condition="g", base_seed=1)
+    pen = engine.sample(
+        requests[:8],
+        sampling=SamplingConfig(top_k=1, presence_penalty=2.0, max_new_tokens=32),
+        condition="g",
+        base_seed=1,
+    )
     assert sum(a["completion"] != b["completion"] for a, b in zip(plain, pen)) >= 4
 
 
 def test_max_tokens_and_finish_reasons(engine, requests):
     tok = engine.tokenizer
-    rows = engine.sample(requests, sampling=SamplingConfig(temperature=1.0, max_new_tokens=48),
-                         condition="T1.0", base_seed=3)
+    rows = engine.sample(
+        requests, sampling=SamplingConfig(temperature=1.0, max_new_tokens=48), condition="T1.0", base_seed=3
+    )
     reasons = {r["finish_reason"] for r in rows}
     assert reasons == {"stop", "length"}, reasons
     for r in rows:
@@ -158,13 +174,13 @@ def test_seeds_fix_the_noise_and_reruns_are_reproducible(engine, requests):
 
 
 def test_rows_come_in_completion_order_and_sample_sorts_them(engine, requests):
-    work = [Work(r, 0, SamplingConfig(temperature=1.0, max_new_tokens=48), "T1.0")
-            for r in requests]
+    work = [Work(r, 0, SamplingConfig(temperature=1.0, max_new_tokens=48), "T1.0") for r in requests]
     order = [w.request["id"] for w, _ in engine.run(work, base_seed=11)]
     assert sorted(order) == sorted(r["id"] for r in requests)
     assert order != [r["id"] for r in requests]  # short samples finish first
-    rows = engine.sample(requests, sampling=SamplingConfig(temperature=1.0, max_new_tokens=48),
-                         condition="T1.0", base_seed=11)
+    rows = engine.sample(
+        requests, sampling=SamplingConfig(temperature=1.0, max_new_tokens=48), condition="T1.0", base_seed=11
+    )
     assert [r["prompt_id"] for r in rows] == [r["id"] for r in requests]
 
 
@@ -175,10 +191,8 @@ def test_sampled_accuracy_agrees_with_transformers(engine, hf, requests):
     from ssd_math.grading_pool import grade_rows
 
     sc = SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, max_new_tokens=96, n=4)
-    ours = grade_rows(engine.sample(requests, sampling=sc, condition="T0.7", base_seed=2),
-                      workers=2, progress=False)
-    theirs = grade_rows(hf.sample(requests, sampling=sc, condition="T0.7", base_seed=2),
-                        workers=2, progress=False)
+    ours = grade_rows(engine.sample(requests, sampling=sc, condition="T0.7", base_seed=2), workers=2, progress=False)
+    theirs = grade_rows(hf.sample(requests, sampling=sc, condition="T0.7", base_seed=2), workers=2, progress=False)
     acc = sum(r["correct"] for r in ours) / len(ours)
     k = sum(r["correct"] for r in theirs)
     lo, hi = wilson_ci(k, len(theirs), conf=0.99)
@@ -187,9 +201,15 @@ def test_sampled_accuracy_agrees_with_transformers(engine, hf, requests):
 
 # ---- jobs: one engine per job, weights swapped between checkpoints ---------------------------
 
+
 def _common(instruction, **engine):
-    return {"instruction": instruction, "backend": "vllm", "batch_size": 8, "seed": 7,
-            "sampler_extra": {**ENGINE, **engine}}
+    return {
+        "instruction": instruction,
+        "backend": "vllm",
+        "batch_size": 8,
+        "seed": 7,
+        "sampler_extra": {**ENGINE, **engine},
+    }
 
 
 def _perturbed_copy(src: Path, dst: Path) -> Path:
@@ -203,16 +223,28 @@ def _perturbed_copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     w = load_file(str(dst / "model.safetensors"))
     g = torch.Generator().manual_seed(0)
-    save_file({k: v + 0.5 * v.float().std().nan_to_num() * torch.randn(v.shape, generator=g).to(v.dtype)
-               for k, v in w.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {
+            k: v + 0.5 * v.float().std().nan_to_num() * torch.randn(v.shape, generator=g).to(v.dtype)
+            for k, v in w.items()
+        },
+        str(dst / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     return dst
 
 
 def _jobs(dirs, t=1.0, max_new=32, top_k=20):
-    samp = {"temperature": t, "top_k": top_k, "top_p": 0.95, "min_p": 0.0, "presence_penalty": 0.0,
-            "max_new_tokens": max_new, "n": 1}
-    return [{"model": f"m{i}", "model_dir": str(d), "condition": f"T{t}", "sampling": samp}
-            for i, d in enumerate(dirs)]
+    samp = {
+        "temperature": t,
+        "top_k": top_k,
+        "top_p": 0.95,
+        "min_p": 0.0,
+        "presence_penalty": 0.0,
+        "max_new_tokens": max_new,
+        "n": 1,
+    }
+    return [{"model": f"m{i}", "model_dir": str(d), "condition": f"T{t}", "sampling": samp} for i, d in enumerate(dirs)]
 
 
 def _rows(p):
@@ -229,14 +261,15 @@ def test_checkpoints_share_one_engine_and_each_serves_its_own_weights(base, tmp_
     other = _perturbed_copy(Path(mdir), tmp_path / "step2")
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     with caplog.at_level("INFO"):
-        generate.generate_jobs(_jobs([mdir, other], max_new=48, top_k=1), probs, outs,
-                               common=_common(instruction), progress=False)
-    stats = [json.loads(m.split("vllm throughput ", 1)[1]) for m in caplog.messages
-             if m.startswith("vllm throughput")]
+        generate.generate_jobs(
+            _jobs([mdir, other], max_new=48, top_k=1), probs, outs, common=_common(instruction), progress=False
+        )
+    stats = [json.loads(m.split("vllm throughput ", 1)[1]) for m in caplog.messages if m.startswith("vllm throughput")]
     assert [(s["engine_starts"], s["weight_loads"]) for s in stats] == [(1, 1)]
     alone = tmp_path / "b_alone.jsonl"
-    generate.generate_jobs(_jobs([other], max_new=48, top_k=1)[:1], probs, [alone],
-                           common=_common(instruction), progress=False)
+    generate.generate_jobs(
+        _jobs([other], max_new=48, top_k=1)[:1], probs, [alone], common=_common(instruction), progress=False
+    )
     strip = [{k: v for k, v in r.items() if k != "model"} for r in _rows(outs[1])]
     assert strip == [{k: v for k, v in r.items() if k != "model"} for r in _rows(alone)]
     first, second = ([r["completion"] for r in _rows(o)] for o in outs)
@@ -258,8 +291,7 @@ def test_prompts_that_do_not_fit_are_dropped_and_recorded_on_both_backends(base,
     for backend in ("vllm", "hf"):
         out = tmp_path / f"{backend}.jsonl"
         common = {**_common(instruction, max_model_len=160), "backend": backend}
-        generate.generate_jobs(_jobs([mdir], max_new=48)[:1], probs, [out], common=common,
-                               progress=False)
+        generate.generate_jobs(_jobs([mdir], max_new=48)[:1], probs, [out], common=common, progress=False)
         assert "long" not in {r["prompt_id"] for r in _rows(out)} and len(_rows(out)) == 5
         metas[backend] = json.loads(Path(str(out) + ".meta.json").read_text())["input_validation"]
     assert metas["vllm"] == metas["hf"]
@@ -269,14 +301,26 @@ def test_prompts_that_do_not_fit_are_dropped_and_recorded_on_both_backends(base,
 
 # ---- resume after SIGKILL of the job's process group ----------------------------------------
 
+
 def _cli(mdir, instruction, probs, out, log):
     """The job as its own process, in its own process group (the engine's process too). One
     sequence at a time: rows reach the partial file one by one, and the resumed run batches
     each request as the uninterrupted run did (alone)."""
     common = _common(instruction, max_num_seqs=1)
-    cmd = [sys.executable, "-m", "ssd_math.generate", "--jobs-json", json.dumps(_jobs([mdir], max_new=64)),
-           "--problems", str(probs), "--outputs", str(out), "--common-json", json.dumps(common),
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ssd_math.generate",
+        "--jobs-json",
+        json.dumps(_jobs([mdir], max_new=64)),
+        "--problems",
+        str(probs),
+        "--outputs",
+        str(out),
+        "--common-json",
+        json.dumps(common),
+        "--no-progress",
+    ]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

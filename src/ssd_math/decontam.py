@@ -37,7 +37,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-
 _SPACING = re.compile(r"\\(?:,|;|:|!|quad|qquad|enspace|thinspace|medspace|thickspace)(?![a-z])|~")
 _LEFTRIGHT = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])")
 _FRAC = re.compile(r"\\[dt]frac(?![a-zA-Z])")
@@ -67,7 +66,7 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
         return set()
     if len(toks) < n:
         return {tuple(toks)}
-    return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
+    return {tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)}
 
 
 _ANS_DROP = re.compile(r"\\(?:left|right|!|,|;|displaystyle)(?![a-zA-Z])|\$|\s+")
@@ -109,9 +108,14 @@ def _jaccards(grams: set, row_grams: list[set], index: dict[tuple, list[int]]) -
     return {j: k / (len(grams) + len(row_grams[j]) - k) for j, k in shared.items()}
 
 
-def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *,
-                  n: int, threshold: float, threshold_same_answer: float,
-                  ) -> tuple[list[dict], list[dict]]:
+def decontaminate(
+    train_rows: Iterable[Mapping],
+    eval_rows: Iterable[Mapping],
+    *,
+    n: int,
+    threshold: float,
+    threshold_same_answer: float,
+) -> tuple[list[dict], list[dict]]:
     """Remove training rows that duplicate or nearly duplicate an eval row.
 
     Returns ``(kept_train_rows, removed_pairs)``; ``removed_pairs`` has one row per matching
@@ -122,8 +126,9 @@ def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 < threshold_same_answer <= threshold <= 1:
-        raise ValueError("need 0 < threshold_same_answer <= threshold <= 1, got "
-                         f"{threshold_same_answer} and {threshold}")
+        raise ValueError(
+            f"need 0 < threshold_same_answer <= threshold <= 1, got {threshold_same_answer} and {threshold}"
+        )
     train = list(train_rows)
     evals = list(eval_rows)
 
@@ -151,15 +156,20 @@ def decontaminate(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *
             continue
         for j, hit in found.items():
             same = bool(t_ans) and t_ans == eval_answers[j]
-            pairs.append({"train_id": str(t["id"]), "eval_id": str(evals[j]["id"]),
-                          "jaccard": round(hit["jaccard"], 4), "same_answer": same,
-                          "reason": hit["reason"]})
+            pairs.append(
+                {
+                    "train_id": str(t["id"]),
+                    "eval_id": str(evals[j]["id"]),
+                    "jaccard": round(hit["jaccard"], 4),
+                    "same_answer": same,
+                    "reason": hit["reason"],
+                }
+            )
     pairs.sort(key=lambda p: (p["train_id"], -p["jaccard"], p["eval_id"]))
     return kept, pairs
 
 
-def max_similarity(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *,
-                   n: int, top: int = 20) -> list[dict]:
+def max_similarity(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], *, n: int, top: int = 20) -> list[dict]:
     """The ``top`` most similar (train, eval) pairs by n-gram Jaccard, whatever the threshold:
     a calibration aid for choosing ``threshold`` (written into the decontamination report)."""
     evals = list(eval_rows)
@@ -167,11 +177,15 @@ def max_similarity(train_rows: Iterable[Mapping], eval_rows: Iterable[Mapping], 
     best: list[dict] = []
     for t in train_rows:
         for j, jac in _jaccards(ngrams(t["problem"], n), eval_grams, index).items():
-            best.append({"train_id": str(t["id"]), "eval_id": str(evals[j]["id"]),
-                         "jaccard": round(jac, 4),
-                         "same_answer": bool(normalize_answer(t.get("answer")))
-                         and normalize_answer(t.get("answer"))
-                         == normalize_answer(evals[j].get("answer"))})
+            best.append(
+                {
+                    "train_id": str(t["id"]),
+                    "eval_id": str(evals[j]["id"]),
+                    "jaccard": round(jac, 4),
+                    "same_answer": bool(normalize_answer(t.get("answer")))
+                    and normalize_answer(t.get("answer")) == normalize_answer(evals[j].get("answer")),
+                }
+            )
         if len(best) > 50 * top:
             best = sorted(best, key=lambda p: -p["jaccard"])[:top]
     return sorted(best, key=lambda p: -p["jaccard"])[:top]

@@ -5,8 +5,8 @@ Each function reads small files and writes one PNG atomically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -31,8 +31,15 @@ DPI = 130
 MAX_COLS = 3
 PANEL_IN = (3.2, 2.5)  # one small-multiple panel (width, height), inches
 MAX_WIDTH_IN = MAX_COLS * PANEL_IN[0]
-STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9,
-         "ytick.labelsize": 9, "legend.fontsize": 8.5, "figure.titlesize": 11}
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 8.5,
+    "figure.titlesize": 11,
+}
 matplotlib.rcParams.update(STYLE)
 
 
@@ -59,8 +66,9 @@ def _panels(n: int, *, sharey: bool = False, panel: tuple[float, float] = PANEL_
     figure never grows wider than the page. Returns (fig, list of n Axes)."""
     ncols = max(1, min(MAX_COLS, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows + 0.5),
-                             squeeze=False, sharey=sharey)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows + 0.5), squeeze=False, sharey=sharey
+    )
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.remove()
@@ -75,8 +83,9 @@ def ci_caption(df: pl.DataFrame, what: str = "CIs") -> str:
         return ""
     levels = df["conf"].drop_nulls().unique().to_list() if "conf" in df.columns else []
     if len(levels) != 1:
-        raise ValueError(f"the intervals' level must be one value of a 'conf' column, got {levels or 'none'} "
-                         f"(columns: {df.columns})")
+        raise ValueError(
+            f"the intervals' level must be one value of a 'conf' column, got {levels or 'none'} (columns: {df.columns})"
+        )
     return f"{level_text(levels[0])} {what}: {df['method'][0]}"
 
 
@@ -95,8 +104,12 @@ def figure_c(metrics_csv: str | Path, out_png: str | Path, *, hard_set: str, mod
         d = df.filter(pl.col("model") == model).sort("temperature")
         if d.is_empty():
             continue
-        style = dict(color=COLORS[i % len(COLORS)], label=model, lw=2.2 if model == BASE else 1.4,
-                     ls="--" if model == BASE else "-")
+        style = dict(
+            color=COLORS[i % len(COLORS)],
+            label=model,
+            lw=2.2 if model == BASE else 1.4,
+            ls="--" if model == BASE else "-",
+        )
         _errorbar(axes[0], d["temperature"], d["accuracy"], d["accuracy_lo"], d["accuracy_hi"], **style)
         _errorbar(axes[1], d["temperature"], d["boxed"], d["boxed_lo"], d["boxed_hi"], **style)
     n = df["n_prompts"].max() if not df.is_empty() else 0
@@ -134,6 +147,7 @@ def training_curves(logs: dict[str, str | Path], out_png: str | Path) -> None:
 # ------------------------------------------------------------------------------------------------
 # helpers for the figures below: what was plotted (tests inspect it; rules ignore it)
 # ------------------------------------------------------------------------------------------------
+
 
 def _step_axes(fig, axes) -> None:
     """Panels against the optimizer step: x label, grid, the first panel's legend, layout."""
@@ -177,8 +191,9 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
     df = pl.read_csv(sweeps_csv)
     cols = [(s, "accuracy") for s in sets] + [(None, "boxed")]
     ncols = min(MAX_COLS, len(cols))
-    fig, axes = plt.subplots(2, len(cols), figsize=(MAX_WIDTH_IN * len(cols) / ncols, 2 * PANEL_IN[1] + 0.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(cols), figsize=(MAX_WIDTH_IN * len(cols) / ncols, 2 * PANEL_IN[1] + 0.8), squeeze=False
+    )
     presets = df.filter(pl.col("family") == "preset")
     preset_names = list(dict.fromkeys(presets["name"].to_list()))
     minp = df.filter(pl.col("family") == "min-p")
@@ -190,12 +205,20 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
             lab = f"T grid, {es}" if s is None else "T grid"
             d = df.filter((pl.col("evalset") == es) & (pl.col("family") == "T grid")).sort("temperature")
             if not d.is_empty():
-                _errorbar(top, d["temperature"], d[metric], d[f"{metric}_lo"], d[f"{metric}_hi"], color=color,
-                          label=lab)
+                _errorbar(
+                    top, d["temperature"], d[metric], d[f"{metric}_lo"], d[f"{metric}_hi"], color=color, label=lab
+                )
             d = minp.filter(pl.col("evalset") == es).sort("min_p")
             if not d.is_empty():
-                _errorbar(bot, d["min_p"], d[metric], d[f"{metric}_lo"], d[f"{metric}_hi"], color=color,
-                          label=f"min-p @ T{t_minp:g}" + (f", {es}" if s is None else ""))
+                _errorbar(
+                    bot,
+                    d["min_p"],
+                    d[metric],
+                    d[f"{metric}_lo"],
+                    d[f"{metric}_hi"],
+                    color=color,
+                    label=f"min-p @ T{t_minp:g}" + (f", {es}" if s is None else ""),
+                )
             for pi, name in enumerate(preset_names):
                 p = presets.filter((pl.col("evalset") == es) & (pl.col("name") == name))
                 if p.is_empty():
@@ -204,8 +227,19 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
                 pc = COLORS[(len(sets) + 2 + pi) % len(COLORS)]
                 plab = f"preset {name}" + (f", {es}" if s is None else "")
                 est, lo, hi = (100 * r[metric], 100 * r[f"{metric}_lo"], 100 * r[f"{metric}_hi"])
-                top.errorbar([r["temperature"]], [est], yerr=[[est - lo], [hi - est]], marker=PRESET_MARKERS[pi % 5],
-                             ms=11, color=pc, mec="black", ls="none", capsize=3, label=plab, zorder=5)
+                top.errorbar(
+                    [r["temperature"]],
+                    [est],
+                    yerr=[[est - lo], [hi - est]],
+                    marker=PRESET_MARKERS[pi % 5],
+                    ms=11,
+                    color=pc,
+                    mec="black",
+                    ls="none",
+                    capsize=3,
+                    label=plab,
+                    zorder=5,
+                )
                 if t_minp is not None and abs(r["temperature"] - t_minp) < 1e-9:
                     bot.axhline(est, color=pc, ls=":", lw=1.6, label=plab)
                     bot.axhspan(lo, hi, color=pc, alpha=0.12, label="_band")
@@ -228,6 +262,7 @@ def figure_a(sweeps_csv: str | Path, out_png: str | Path, *, sets: Sequence[str]
 # the noise trap (study §4): Figure B, weight changes, |Δw| histograms, perplexity, checkpoints
 # ------------------------------------------------------------------------------------------------
 
+
 def _style(i: int, probe: bool) -> dict:
     return dict(color=COLORS[(i + 1) % len(COLORS)], ls="--" if probe else "-", lw=1.3 if probe else 1.6)
 
@@ -244,9 +279,16 @@ def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_ste
         ax = axes[i]
         rows = read_jsonl(logs[arm])
         steps = [r["step"] for r in rows]
-        ax.plot(steps, [r["grad_norm"] for r in rows], color=COLORS[(i + 1) % len(COLORS)], lw=1.4,
-                label="observed |g| per step")
-        want = sorted({s for s in checkpoint_steps if s <= (steps[-1] if steps else 0)} | ({steps[-1]} if steps else set()))
+        ax.plot(
+            steps,
+            [r["grad_norm"] for r in rows],
+            color=COLORS[(i + 1) % len(COLORS)],
+            lw=1.4,
+            label="observed |g| per step",
+        )
+        want = sorted(
+            {s for s in checkpoint_steps if s <= (steps[-1] if steps else 0)} | ({steps[-1]} if steps else set())
+        )
         by = {r["step"]: r for r in rows}
         pts = [(s, by[s].get("G2_ema")) for s in want if s in by and by[s].get("G2_ema") is not None]
         if pts:
@@ -255,11 +297,24 @@ def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_ste
             ax.plot(xs, ys, ls="--", marker="o", color="black", lw=1.2, label="estimated |G| at checkpoints")
             last = by[xs[-1]]
             if last.get("B_simple") is not None:
-                ax.text(0.98, 0.95, f"B_simple = {last['B_simple']:.3g} seq\n(batch {last.get('B_big')})",
-                        transform=ax.transAxes, ha="right", va="top", fontsize=8.5)
+                ax.text(
+                    0.98,
+                    0.95,
+                    f"B_simple = {last['B_simple']:.3g} seq\n(batch {last.get('B_big')})",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize=8.5,
+                )
         else:
-            ax.text(0.5, 0.5, "no gradient-noise estimate\n(one micro-batch per step)", transform=ax.transAxes,
-                    ha="center", fontsize=8.5)
+            ax.text(
+                0.5,
+                0.5,
+                "no gradient-noise estimate\n(one micro-batch per step)",
+                transform=ax.transAxes,
+                ha="center",
+                fontsize=8.5,
+            )
         ax.set_title(arm)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
@@ -271,8 +326,13 @@ def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_ste
     return _finish(fig, out_png)
 
 
-def weight_change(logs: dict[str, str | Path], out_png: str | Path, *, probes: Sequence[str] = (),
-                  labels: dict[str, str] | None = None) -> list[dict]:
+def weight_change(
+    logs: dict[str, str | Path],
+    out_png: str | Path,
+    *,
+    probes: Sequence[str] = (),
+    labels: dict[str, str] | None = None,
+) -> list[dict]:
     """Fraction of parameters whose stored (bf16) value changed at each optimizer step, one line per
     arm; log-only probe runs (e.g. the bf16 optimizer state) dashed. Right panel: learning rate."""
     labels = labels or {}
@@ -320,8 +380,14 @@ def dw_hist(logs: dict[str, str | Path], out_png: str | Path) -> list[dict]:
             c = np.asarray(h["counts"], dtype=float)
             share = c / c.sum()
             lab = f"step {s}" + (" (peak LR)" if s == max(rows, key=lambda r: r["lr"])["step"] else "")
-            ax.step(np.arange(len(share)), np.where(share > 0, share, np.nan), where="mid", lw=1.5,
-                    color=COLORS[(j + 1) % len(COLORS)], label=lab)
+            ax.step(
+                np.arange(len(share)),
+                np.where(share > 0, share, np.nan),
+                where="mid",
+                lw=1.5,
+                color=COLORS[(j + 1) % len(COLORS)],
+                label=lab,
+            )
         if edges is not None:
             ticks = ["0", f"<1e{edges[0]:g}"] + [f"1e{e:g}" for e in edges[:-1]] + [f"≥1e{edges[-1]:g}"]
             every = max(1, -(-len(ticks) // 7))  # at most ~7 labels per panel: readable, not overlapping
@@ -364,8 +430,15 @@ def checkpoint_accuracy(checkpoints_csv: str | Path, out_png: str | Path) -> lis
     for i, arm in enumerate(arms):
         d = df.filter((pl.col("arm") == arm) & pl.col("step").is_not_null()).sort("step")
         off = (i - (len(arms) - 1) / 2) * 0.08  # dodge overlapping CIs
-        _errorbar(ax, d["step"].cast(pl.Float64) + off, d["accuracy"], d["accuracy_lo"], d["accuracy_hi"],
-                  color=COLORS[(i + 1) % len(COLORS)], label=arm)
+        _errorbar(
+            ax,
+            d["step"].cast(pl.Float64) + off,
+            d["accuracy"],
+            d["accuracy_lo"],
+            d["accuracy_hi"],
+            color=COLORS[(i + 1) % len(COLORS)],
+            label=arm,
+        )
     if not df.is_empty():
         r = df.row(0, named=True)
         ax.set_title(f"accuracy per checkpoint, {r['evalset']} @ {r['condition']} (n={r['n_prompts']})")
@@ -399,8 +472,15 @@ def probe_scatter(positions_csv: str | Path, out_png: str | Path, *, models: Seq
                 continue
             x = dc["nucleus"].to_numpy().astype(float)
             jit = np.random.default_rng(0).uniform(-0.12, 0.12, len(x))
-            ax.scatter(x * np.exp(jit), dc["top1"].to_numpy(), s=9, alpha=0.55, color=col,
-                       label=f"{c} (n={len(dc)})", edgecolors="none")
+            ax.scatter(
+                x * np.exp(jit),
+                dc["top1"].to_numpy(),
+                s=9,
+                alpha=0.55,
+                color=col,
+                label=f"{c} (n={len(dc)})",
+                edgecolors="none",
+            )
         ax.set_xscale("log")
         ax.set_title(f"{m}: top-1 vs nucleus")
         ax.set_xlabel("nucleus size (tokens kept, reference view)")
@@ -408,8 +488,11 @@ def probe_scatter(positions_csv: str | Path, out_png: str | Path, *, models: Seq
         ax.legend(fontsize=7, loc="lower left")
     axes[0][0].set_ylabel("top-1 probability (untruncated)")
     fig.tight_layout()
-    info = [{"title": ax.get_title(), "series": [t.get_text() for t in ax.get_legend().get_texts()]}
-            for ax in axes[0] if ax.get_legend()]
+    info = [
+        {"title": ax.get_title(), "series": [t.get_text() for t in ax.get_legend().get_texts()]}
+        for ax in axes[0]
+        if ax.get_legend()
+    ]
     _save(fig, out_png)
     return info
 
@@ -435,8 +518,14 @@ def probe_fork_shares(shares_csv: str | Path, effect_csv: str | Path, out_png: s
             lo = [dt[m]["lo"] if m in dt else np.nan for m in models]
             hi = [dt[m]["hi"] if m in dt else np.nan for m in models]
             a1.bar(xs, pct_scale(est), width=w, color=COLORS[(i + 1) % len(COLORS)], alpha=0.75, label=f"T{t}")
-            a1.errorbar(xs, pct_scale(est), yerr=[pct_scale(est) - pct_scale(lo), pct_scale(hi) - pct_scale(est)], fmt="none",
-                        ecolor="k", capsize=2)
+            a1.errorbar(
+                xs,
+                pct_scale(est),
+                yerr=[pct_scale(est) - pct_scale(lo), pct_scale(hi) - pct_scale(est)],
+                fmt="none",
+                ecolor="k",
+                capsize=2,
+            )
         a1.axhline(50, color="k", lw=0.8, ls=":")
         a1.set_xticks(range(len(models)), models, rotation=20)
         a1.set_ylabel(f"first method = '{first}' (% of solutions)")
@@ -446,8 +535,16 @@ def probe_fork_shares(shares_csv: str | Path, effect_csv: str | Path, out_png: s
         e = ef.filter(pl.col("quantity").str.starts_with("fork: entropy"))
         if not e.is_empty():
             x = np.arange(len(e))
-            _errorbar(a2, x, e["estimate"].to_numpy() / 100, e["lo"].to_numpy() / 100, e["hi"].to_numpy() / 100,
-                      color=COLORS[1], ls="none", label="entropy over valid methods")
+            _errorbar(
+                a2,
+                x,
+                e["estimate"].to_numpy() / 100,
+                e["lo"].to_numpy() / 100,
+                e["hi"].to_numpy() / 100,
+                color=COLORS[1],
+                ls="none",
+                label="entropy over valid methods",
+            )
             a2.set_xticks(x, e["model"].to_list(), rotation=20)
             a2.set_ylim(0, 1.05)
             a2.set_ylabel("bits (max 1 for two methods)")

@@ -23,7 +23,8 @@ def filter_samples(rows: list[dict], *, filter_length_stop: bool = True) -> tupl
         if fr not in ("stop", "length"):
             raise ValueError(
                 f"sample row {i} (prompt_id={row.get('prompt_id')!r}, sample_index="
-                f"{row.get('sample_index')!r}): finish_reason must be 'stop' or 'length', got {fr!r}")
+                f"{row.get('sample_index')!r}): finish_reason must be 'stop' or 'length', got {fr!r}"
+            )
         reasons[fr] += 1
         if filter_length_stop and fr == "length":
             dropped.append(row)
@@ -42,13 +43,21 @@ def filter_samples(rows: list[dict], *, filter_length_stop: bool = True) -> tupl
         "mean_kept_completion_tokens": tokens_kept / len(kept) if kept else 0.0,
     }
     if not kept:
-        raise ValueError(f"the filter kept no sample out of {n}: nothing to train on "
-                         "(raise train_sampling.max_new_tokens or turn the arm's filter_length_stop off)")
+        raise ValueError(
+            f"the filter kept no sample out of {n}: nothing to train on "
+            "(raise train_sampling.max_new_tokens or turn the arm's filter_length_stop off)"
+        )
     return kept, dropped, summary
 
 
-def check_reach(arm: str, summary: dict, trainers: dict[str, dict], *, samples_path: str = "",
-                min_kept_fraction: float | None = None) -> None:
+def check_reach(
+    arm: str,
+    summary: dict,
+    trainers: dict[str, dict],
+    *,
+    samples_path: str = "",
+    min_kept_fraction: float | None = None,
+) -> None:
     """Stop at the filter, not after all of an arm's sampling at its SFT's start, when the kept
     samples give fewer optimizer steps than a checkpoint step asks for (config validation checks
     the steps against ``train_sampling.min_kept_fraction``; a hot arm can keep fewer).
@@ -68,17 +77,24 @@ def check_reach(arm: str, summary: dict, trainers: dict[str, dict], *, samples_p
             steps = min(steps, int(s["max_steps"]))
         late = [k for k in s["checkpoint_steps"] if k > steps]
         if late:
-            problems.append(f"{name} (global_batch {s['global_batch']} x {s['epochs']} epoch(s)) "
-                            f"reaches optimizer step {steps}, but sft.checkpoint_steps asks for "
-                            f"{late[0]}: set {name}.sft.checkpoints_past_end: final (those "
-                            f"checkpoints get the final weights) or lower sft.checkpoint_steps "
-                            f"to steps <= {steps}")
+            problems.append(
+                f"{name} (global_batch {s['global_batch']} x {s['epochs']} epoch(s)) "
+                f"reaches optimizer step {steps}, but sft.checkpoint_steps asks for "
+                f"{late[0]}: set {name}.sft.checkpoints_past_end: final (those "
+                f"checkpoints get the final weights) or lower sft.checkpoint_steps "
+                f"to steps <= {steps}"
+            )
     if problems:
-        assumed = (f"; train_sampling.min_kept_fraction assumed at least {min_kept_fraction:.0%}"
-                   if min_kept_fraction is not None else "")
+        assumed = (
+            f"; train_sampling.min_kept_fraction assumed at least {min_kept_fraction:.0%}"
+            if min_kept_fraction is not None
+            else ""
+        )
         raise ValueError(
             f"arm {arm}: the length filter kept {n_kept} of {n} samples "
-            f"({n_kept / n if n else 0:.1%}{assumed}), too few for its SFT: " + "; ".join(problems)
+            f"({n_kept / n if n else 0:.1%}{assumed}), too few for its SFT: "
+            + "; ".join(problems)
             + ". Or raise the arm's max_new_tokens (fewer length stops; it resamples). The samples "
             f"stay{' in ' + samples_path if samples_path else ''}: after a config fix only the "
-            "filter and what follows rerun.")
+            "filter and what follows rerun."
+        )

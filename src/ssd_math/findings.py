@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -41,8 +42,17 @@ from .fmt import NBSP, g3, n_prompts, num, order, pct, pp, rate, span, verdict
 from .io import write_json, write_text
 from .stats import level_text
 
-__all__ = ["Finding", "verdict", "fmt_pp", "fmt_rate", "findings", "provenance", "write_findings",
-           "git_state", "render_markdown"]
+__all__ = [
+    "Finding",
+    "verdict",
+    "fmt_pp",
+    "fmt_rate",
+    "findings",
+    "provenance",
+    "write_findings",
+    "git_state",
+    "render_markdown",
+]
 
 
 @dataclass
@@ -100,15 +110,24 @@ def _table1_findings(t1: pl.DataFrame, ssd_arm: str) -> list[Finding]:
             w = verdict(lo, hi)
             words.append(w)
             whom = _label(r["row"]) if not clauses else "it"
-            clauses.append(f"{w} {whom} on {s} ({fmt_pp(est, lo, hi)}, "
-                           f"{_n(r[f'{s}_n_prompts'], r.get(f'{s}_k'))})")
-            nums[s] = {"delta_pp": est, "lo_pp": lo, "hi_pp": hi, "n_prompts": r[f"{s}_n_prompts"],
-                       "k": r.get(f"{s}_k"), "verdict": w, "method": r.get(f"{s}_delta_method")}
-        text = (f"**SSD vs {who}.** {_label(ssd['row'])} {' and '.join(clauses)} "
-                f"(paired SSD − base difference, {level_text(r['conf'])} interval).")
+            clauses.append(f"{w} {whom} on {s} ({fmt_pp(est, lo, hi)}, {_n(r[f'{s}_n_prompts'], r.get(f'{s}_k'))})")
+            nums[s] = {
+                "delta_pp": est,
+                "lo_pp": lo,
+                "hi_pp": hi,
+                "n_prompts": r[f"{s}_n_prompts"],
+                "k": r.get(f"{s}_k"),
+                "verdict": w,
+                "method": r.get(f"{s}_delta_method"),
+            }
+        text = (
+            f"**SSD vs {who}.** {_label(ssd['row'])} {' and '.join(clauses)} "
+            f"(paired SSD − base difference, {level_text(r['conf'])} interval)."
+        )
         key = "ssd_vs_matched" if matched else f"ssd_vs_base_{t_text}"
-        out.append(Finding(key, text, words[0] if words else None,
-                           {"ssd_row": ssd["row"], "base_row": r["row"], "sets": nums}))
+        out.append(
+            Finding(key, text, words[0] if words else None, {"ssd_row": ssd["row"], "base_row": r["row"], "sets": nums})
+        )
     return out
 
 
@@ -123,16 +142,33 @@ def _table2_findings(t2: pl.DataFrame, ssd_arm: str) -> list[Finding]:
         k = int(r["k"])
         w = verdict(r["delta_lo_pp"], r["delta_hi_pp"])
         moves = {"beats": "rises", "does not beat": "does not move", "is worse than": "falls"}[w]
-        text = (f"**pass@{k} vs {_label(r['row'])}.** pass@{k} on the hard set {moves}: {_label(ssd['row'])} "
-                f"({fmt_rate(ssd['pass_at_k'], ssd['lo'], ssd['hi'])}) {w} {_label(r['row'])} "
-                f"({fmt_rate(r['pass_at_k'], r['lo'], r['hi'])}; "
-                f"{fmt_pp(r['delta_pp'], r['delta_lo_pp'], r['delta_hi_pp'])}, "
-                f"{_n(r['n_prompts'], r['samples_per_prompt'])}).")
-        out.append(Finding(f"passk_vs_base_{r['row'].rsplit('@', 1)[-1].strip()}", text, w, {
-            "k": k, "ssd_row": ssd["row"], "base_row": r["row"], "ssd": ssd["pass_at_k"],
-            "base": r["pass_at_k"], "delta_pp": r["delta_pp"], "lo_pp": r["delta_lo_pp"],
-            "hi_pp": r["delta_hi_pp"], "n_prompts": r["n_prompts"],
-            "samples_per_prompt": r["samples_per_prompt"], "method": r.get("delta_method")}))
+        text = (
+            f"**pass@{k} vs {_label(r['row'])}.** pass@{k} on the hard set {moves}: {_label(ssd['row'])} "
+            f"({fmt_rate(ssd['pass_at_k'], ssd['lo'], ssd['hi'])}) {w} {_label(r['row'])} "
+            f"({fmt_rate(r['pass_at_k'], r['lo'], r['hi'])}; "
+            f"{fmt_pp(r['delta_pp'], r['delta_lo_pp'], r['delta_hi_pp'])}, "
+            f"{_n(r['n_prompts'], r['samples_per_prompt'])})."
+        )
+        out.append(
+            Finding(
+                f"passk_vs_base_{r['row'].rsplit('@', 1)[-1].strip()}",
+                text,
+                w,
+                {
+                    "k": k,
+                    "ssd_row": ssd["row"],
+                    "base_row": r["row"],
+                    "ssd": ssd["pass_at_k"],
+                    "base": r["pass_at_k"],
+                    "delta_pp": r["delta_pp"],
+                    "lo_pp": r["delta_lo_pp"],
+                    "hi_pp": r["delta_hi_pp"],
+                    "n_prompts": r["n_prompts"],
+                    "samples_per_prompt": r["samples_per_prompt"],
+                    "method": r.get("delta_method"),
+                },
+            )
+        )
     return out
 
 
@@ -144,30 +180,57 @@ def _harder_findings(t1b: pl.DataFrame | None, t1: pl.DataFrame, ssd_arm: str) -
     ssd = next((r for r in t1.iter_rows(named=True) if r["model"] == ssd_arm), None)
     if ssd is None:
         return []
-    lv = t1b.filter((pl.col("by") == "level") & (pl.col("model") == BASE)
-                    & ((pl.col("temperature") - ssd["temperature"]).abs() < 1e-9)
-                    & pl.col(f"{s}_delta_pp").is_not_null())
+    lv = t1b.filter(
+        (pl.col("by") == "level")
+        & (pl.col("model") == BASE)
+        & ((pl.col("temperature") - ssd["temperature"]).abs() < 1e-9)
+        & pl.col(f"{s}_delta_pp").is_not_null()
+    )
     if lv.height < 2:
         return []
     rows = sorted(lv.iter_rows(named=True), key=lambda r: float(r["group"]))
     easy, hard = rows[0], rows[-1]
 
     def part(r):
-        return (f"level {r['group']}: {fmt_pp(r[f'{s}_delta_pp'], r[f'{s}_delta_lo_pp'], r[f'{s}_delta_hi_pp'])}, "
-                f"{_n(r[f'{s}_n_prompts'], r.get(f'{s}_k'))}")
+        return (
+            f"level {r['group']}: {fmt_pp(r[f'{s}_delta_pp'], r[f'{s}_delta_lo_pp'], r[f'{s}_delta_hi_pp'])}, "
+            f"{_n(r[f'{s}_n_prompts'], r.get(f'{s}_k'))}"
+        )
 
-    w, head = {"above": ("more", "Harder problems gain more"), "below": ("less", "Harder problems gain less"),
-               "overlap": ("not distinguishable", "The tables do not show that harder problems gain more")}[
-        order(hard[f"{s}_delta_lo_pp"], hard[f"{s}_delta_hi_pp"], easy[f"{s}_delta_lo_pp"], easy[f"{s}_delta_hi_pp"])]
+    w, head = {
+        "above": ("more", "Harder problems gain more"),
+        "below": ("less", "Harder problems gain less"),
+        "overlap": ("not distinguishable", "The tables do not show that harder problems gain more"),
+    }[order(hard[f"{s}_delta_lo_pp"], hard[f"{s}_delta_hi_pp"], easy[f"{s}_delta_lo_pp"], easy[f"{s}_delta_hi_pp"])]
     overlap = "the intervals overlap" if w == "not distinguishable" else "the intervals do not overlap"
-    text = (f"**Harder problems.** {head}: SSD − matched base on {s} at the hardest {part(hard)}, "
-            f"at the easiest {part(easy)} ({overlap}).")
-    return [Finding("harder_problems", text, w, {
-        "set": s, "hard_level": hard["group"], "easy_level": easy["group"],
-        "hard": {"delta_pp": hard[f"{s}_delta_pp"], "lo_pp": hard[f"{s}_delta_lo_pp"],
-                 "hi_pp": hard[f"{s}_delta_hi_pp"], "n_prompts": hard[f"{s}_n_prompts"]},
-        "easy": {"delta_pp": easy[f"{s}_delta_pp"], "lo_pp": easy[f"{s}_delta_lo_pp"],
-                 "hi_pp": easy[f"{s}_delta_hi_pp"], "n_prompts": easy[f"{s}_n_prompts"]}})]
+    text = (
+        f"**Harder problems.** {head}: SSD − matched base on {s} at the hardest {part(hard)}, "
+        f"at the easiest {part(easy)} ({overlap})."
+    )
+    return [
+        Finding(
+            "harder_problems",
+            text,
+            w,
+            {
+                "set": s,
+                "hard_level": hard["group"],
+                "easy_level": easy["group"],
+                "hard": {
+                    "delta_pp": hard[f"{s}_delta_pp"],
+                    "lo_pp": hard[f"{s}_delta_lo_pp"],
+                    "hi_pp": hard[f"{s}_delta_hi_pp"],
+                    "n_prompts": hard[f"{s}_n_prompts"],
+                },
+                "easy": {
+                    "delta_pp": easy[f"{s}_delta_pp"],
+                    "lo_pp": easy[f"{s}_delta_lo_pp"],
+                    "hi_pp": easy[f"{s}_delta_hi_pp"],
+                    "n_prompts": easy[f"{s}_n_prompts"],
+                },
+            },
+        )
+    ]
 
 
 #: more runs than this and a noise-trap / checkpoint finding gives ranges over the runs (each run's
@@ -182,8 +245,9 @@ def _overall(words: Sequence[str], heads: dict[str, str]) -> tuple[str, str]:
 
 
 def _steps_text(steps: Sequence[int]) -> str:
-    return f"n{NBSP}={NBSP}" + (f"{steps[0]} steps each" if len(set(steps)) == 1
-                                else f"{min(steps)}–{max(steps)} steps")
+    return f"n{NBSP}={NBSP}" + (
+        f"{steps[0]} steps each" if len(set(steps)) == 1 else f"{min(steps)}–{max(steps)} steps"
+    )
 
 
 def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Finding]:
@@ -197,28 +261,43 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
     for r in rows:
         if r.get("frac_changed_at_peak_lr") is None:
             continue
-        parts.append(f"{r['run']} {_pct(r['frac_changed_at_peak_lr'])} at the peak-LR step and "
-                     f"{_pct(r['frac_changed_mean_last_third'])} on average over the last third "
-                     f"(n{NBSP}={NBSP}{r['steps']} steps)")
-        nums[r["run"]] = {"at_peak_lr": r["frac_changed_at_peak_lr"],
-                          "mean_last_third": r["frac_changed_mean_last_third"], "steps": r["steps"]}
+        parts.append(
+            f"{r['run']} {_pct(r['frac_changed_at_peak_lr'])} at the peak-LR step and "
+            f"{_pct(r['frac_changed_mean_last_third'])} on average over the last third "
+            f"(n{NBSP}={NBSP}{r['steps']} steps)"
+        )
+        nums[r["run"]] = {
+            "at_peak_lr": r["frac_changed_at_peak_lr"],
+            "mean_last_third": r["frac_changed_mean_last_third"],
+            "steps": r["steps"],
+        }
     if parts:
         peak = max(v["at_peak_lr"] for v in nums.values())
         w = "most values unchanged" if peak < 0.5 else "most values change"
-        head = ("Most stored weights do not change in an optimizer step"
-                if peak < 0.5 else "Most stored weights change in an optimizer step")
+        head = (
+            "Most stored weights do not change in an optimizer step"
+            if peak < 0.5
+            else "Most stored weights change in an optimizer step"
+        )
         if len(parts) > MAX_LISTED_RUNS:
             v = list(nums.values())
-            parts = [f"{_span([x['at_peak_lr'] for x in v], _pct)} at the peak-LR step and "
-                     f"{_span([x['mean_last_third'] for x in v], _pct)} on average over the last "
-                     f"third across the {len(v)} runs ({', '.join(nums)}; "
-                     f"{_steps_text([x['steps'] for x in v])})"]
-        text = (f"**Noise trap: weights.** {head}: the fraction of stored (bf16) values changed is "
-                + "; ".join(parts) + " (a census of every parameter at each step, no interval).")
+            parts = [
+                f"{_span([x['at_peak_lr'] for x in v], _pct)} at the peak-LR step and "
+                f"{_span([x['mean_last_third'] for x in v], _pct)} on average over the last "
+                f"third across the {len(v)} runs ({', '.join(nums)}; "
+                f"{_steps_text([x['steps'] for x in v])})"
+            ]
+        text = (
+            f"**Noise trap: weights.** {head}: the fraction of stored (bf16) values changed is "
+            + "; ".join(parts)
+            + " (a census of every parameter at each step, no interval)."
+        )
         for p in probes:
             if p.get("frac_changed_mean") is not None:
-                text += (f" The log-only probe {p['run']} ({p.get('optimizer_state')} optimizer state) "
-                         f"changes {_pct(p['frac_changed_mean'], 2)} per step on average.")
+                text += (
+                    f" The log-only probe {p['run']} ({p.get('optimizer_state')} optimizer state) "
+                    f"changes {_pct(p['frac_changed_mean'], 2)} per step on average."
+                )
                 nums[p["run"]] = {"mean": p["frac_changed_mean"], "probe": True}
         out.append(Finding("noise_weights", text, w, nums))
     # 2. gradient signal
@@ -233,26 +312,49 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
             # (tr(Σ)/|G|²) has no finite positive value: noise swamps the signal at this batch size
             # (study §4: "the raw |G|² estimate can be negative")
             words.append("noise-dominated")
-            parts.append(f"{r['run']}: the EMA of |G|²{NBSP}={NBSP}{g2:.3g} ≤ 0 against tr(Σ){NBSP}="
-                         f"{NBSP}{_g(trs)} after n{NBSP}={NBSP}{r['steps']} steps, so the noise swamps "
-                         f"the signal at the batch of {int(big)} (B_simple is undefined: no batch "
-                         "size would make the signal dominate)")
-            nums[r["run"]] = {"B_simple": None, "signal_norm": 0.0, "G2_ema": g2, "trS_ema": trs,
-                              "B_big": big, "signal_over_grad_norm": 0.0, "verdict": words[-1]}
+            parts.append(
+                f"{r['run']}: the EMA of |G|²{NBSP}={NBSP}{g2:.3g} ≤ 0 against tr(Σ){NBSP}="
+                f"{NBSP}{_g(trs)} after n{NBSP}={NBSP}{r['steps']} steps, so the noise swamps "
+                f"the signal at the batch of {int(big)} (B_simple is undefined: no batch "
+                "size would make the signal dominate)"
+            )
+            nums[r["run"]] = {
+                "B_simple": None,
+                "signal_norm": 0.0,
+                "G2_ema": g2,
+                "trS_ema": trs,
+                "B_big": big,
+                "signal_over_grad_norm": 0.0,
+                "verdict": words[-1],
+            }
             continue
         noisy = b > big
         words.append("noise-dominated" if noisy else "signal-dominated")
         ratio = g / r["grad_norm_median"] if r.get("grad_norm_median") else None
-        parts.append(f"{r['run']}: B_simple{NBSP}={NBSP}{b:.3g} sequences "
-                     f"{'>' if noisy else '≤'} the batch of {int(big)}, |G|{NBSP}={NBSP}{g:.3g} "
-                     f"after n{NBSP}={NBSP}{r['steps']} steps"
-                     + (f" ({_pct(ratio, 0)} of the median observed gradient norm)" if ratio is not None else ""))
-        nums[r["run"]] = {"B_simple": b, "signal_norm": g, "G2_ema": g2, "trS_ema": trs, "B_big": big,
-                          "signal_over_grad_norm": ratio, "verdict": words[-1]}
+        parts.append(
+            f"{r['run']}: B_simple{NBSP}={NBSP}{b:.3g} sequences "
+            f"{'>' if noisy else '≤'} the batch of {int(big)}, |G|{NBSP}={NBSP}{g:.3g} "
+            f"after n{NBSP}={NBSP}{r['steps']} steps"
+            + (f" ({_pct(ratio, 0)} of the median observed gradient norm)" if ratio is not None else "")
+        )
+        nums[r["run"]] = {
+            "B_simple": b,
+            "signal_norm": g,
+            "G2_ema": g2,
+            "trS_ema": trs,
+            "B_big": big,
+            "signal_over_grad_norm": ratio,
+            "verdict": words[-1],
+        }
     if parts:
-        w, head = _overall(words, {"noise-dominated": "Each step's gradient is noise-dominated",
-                                   "signal-dominated": "Each step's gradient is signal-dominated",
-                                   "mixed": "The runs differ in whether the gradient is noise-dominated"})
+        w, head = _overall(
+            words,
+            {
+                "noise-dominated": "Each step's gradient is noise-dominated",
+                "signal-dominated": "Each step's gradient is signal-dominated",
+                "mixed": "The runs differ in whether the gradient is noise-dominated",
+            },
+        )
         if len(parts) > MAX_LISTED_RUNS:
             parts = []
             for verdict, sign in (("noise-dominated", ">"), ("signal-dominated", "≤")):
@@ -261,21 +363,30 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
                 swamped = [k for k in runs if k not in finite]
                 if finite:
                     big = sorted({int(v["B_big"]) for v in finite.values()})
-                    parts.append(f"{verdict} for {', '.join(finite)} (B_simple{NBSP}="
-                                 f"{NBSP}{_span([v['B_simple'] for v in finite.values()], lambda x: f'{x:.3g}')} "
-                                 f"sequences {sign} the batch of {'/'.join(map(str, big))})")
+                    parts.append(
+                        f"{verdict} for {', '.join(finite)} (B_simple{NBSP}="
+                        f"{NBSP}{_span([v['B_simple'] for v in finite.values()], lambda x: f'{x:.3g}')} "
+                        f"sequences {sign} the batch of {'/'.join(map(str, big))})"
+                    )
                 if swamped:
                     big = sorted({int(runs[k]["B_big"]) for k in swamped})
-                    parts.append(f"noise-dominated for {', '.join(swamped)}: the EMA of |G|² is "
-                                 f"{_span([runs[k]['G2_ema'] for k in swamped], _g)} ≤ 0 against tr(Σ)"
-                                 f"{NBSP}={NBSP}{_span([runs[k]['trS_ema'] for k in swamped], _g)}, so the "
-                                 f"noise swamps the signal at the batch of {'/'.join(map(str, big))} "
-                                 "(B_simple is undefined)")
+                    parts.append(
+                        f"noise-dominated for {', '.join(swamped)}: the EMA of |G|² is "
+                        f"{_span([runs[k]['G2_ema'] for k in swamped], _g)} ≤ 0 against tr(Σ)"
+                        f"{NBSP}={NBSP}{_span([runs[k]['trS_ema'] for k in swamped], _g)}, so the "
+                        f"noise swamps the signal at the batch of {'/'.join(map(str, big))} "
+                        "(B_simple is undefined)"
+                    )
             steps = [r["steps"] for r in rows if r["run"] in nums]
-            parts.append(f"|G|{NBSP}={NBSP}{_span([v['signal_norm'] for v in nums.values()], lambda x: f'{x:.3g}')} "
-                         f"({_steps_text(steps)})")
-        text = (f"**Noise trap: gradient signal.** {head} at the last step: " + "; ".join(parts)
-                + " (two-batch estimator of McCandlish et al. 2018, EMA-smoothed; no interval).")
+            parts.append(
+                f"|G|{NBSP}={NBSP}{_span([v['signal_norm'] for v in nums.values()], lambda x: f'{x:.3g}')} "
+                f"({_steps_text(steps)})"
+            )
+        text = (
+            f"**Noise trap: gradient signal.** {head} at the last step: "
+            + "; ".join(parts)
+            + " (two-batch estimator of McCandlish et al. 2018, EMA-smoothed; no interval)."
+        )
         out.append(Finding("noise_gradient", text, w, nums))
     return out
 
@@ -292,27 +403,42 @@ def _checkpoint_findings(ck: pl.DataFrame | None) -> list[Finding]:
         flat = tr["accuracy_lo"].max() <= tr["accuracy_hi"].min()  # every pair of intervals overlaps
         words.append("flat" if flat else "not flat")
         a, b = tr.row(-2, named=True), tr.row(-1, named=True)
-        parts.append(f"{arm}: {tr.height} checkpoints from {_pct(tr['accuracy'].min())} to "
-                     f"{_pct(tr['accuracy'].max())}, the last two {fmt_rate(a['accuracy'], a['accuracy_lo'], a['accuracy_hi'])} "
-                     f"(step {a['step']}) and {fmt_rate(b['accuracy'], b['accuracy_lo'], b['accuracy_hi'])} "
-                     f"(step {b['step']}), {_n(b['n_prompts'], b.get('k'))} on {b['evalset']} at {b['condition']}")
-        nums[arm] = {"n_checkpoints": tr.height, "min": tr["accuracy"].min(), "max": tr["accuracy"].max(),
-                     "last_two": [a["accuracy"], b["accuracy"]], "steps": [a["step"], b["step"]],
-                     "n_prompts": b["n_prompts"], "verdict": words[-1]}
+        parts.append(
+            f"{arm}: {tr.height} checkpoints from {_pct(tr['accuracy'].min())} to "
+            f"{_pct(tr['accuracy'].max())}, the last two {fmt_rate(a['accuracy'], a['accuracy_lo'], a['accuracy_hi'])} "
+            f"(step {a['step']}) and {fmt_rate(b['accuracy'], b['accuracy_lo'], b['accuracy_hi'])} "
+            f"(step {b['step']}), {_n(b['n_prompts'], b.get('k'))} on {b['evalset']} at {b['condition']}"
+        )
+        nums[arm] = {
+            "n_checkpoints": tr.height,
+            "min": tr["accuracy"].min(),
+            "max": tr["accuracy"].max(),
+            "last_two": [a["accuracy"], b["accuracy"]],
+            "steps": [a["step"], b["step"]],
+            "n_prompts": b["n_prompts"],
+            "verdict": words[-1],
+        }
     if parts:
-        w, head = _overall(words, {"flat": "Accuracy is flat across checkpoints (all intervals overlap)",
-                                   "not flat": "Accuracy is not flat across checkpoints (some intervals do not overlap)",
-                                   "mixed": "Accuracy is flat across checkpoints for some arms only"})
+        w, head = _overall(
+            words,
+            {
+                "flat": "Accuracy is flat across checkpoints (all intervals overlap)",
+                "not flat": "Accuracy is not flat across checkpoints (some intervals do not overlap)",
+                "mixed": "Accuracy is flat across checkpoints for some arms only",
+            },
+        )
         if len(parts) > MAX_LISTED_RUNS:
             v = list(nums.values())
             last = ck.filter(pl.col("step") > 0).sort("step").group_by("arm").last()
             r0 = last.row(0, named=True)
             n_ck = sorted({x["n_checkpoints"] for x in v})
-            parts = [f"across the {len(v)} arms ({', '.join(nums)}; "
-                     + (f"{n_ck[0]} checkpoints each" if len(n_ck) == 1 else f"{n_ck[0]}–{n_ck[-1]} checkpoints")
-                     + f") accuracy stays within {_pct(min(x['min'] for x in v))}–"
-                     f"{_pct(max(x['max'] for x in v))}, {_n(r0['n_prompts'], r0.get('k'))} on "
-                     f"{r0['evalset']} at {r0['condition']}"]
+            parts = [
+                f"across the {len(v)} arms ({', '.join(nums)}; "
+                + (f"{n_ck[0]} checkpoints each" if len(n_ck) == 1 else f"{n_ck[0]}–{n_ck[-1]} checkpoints")
+                + f") accuracy stays within {_pct(min(x['min'] for x in v))}–"
+                f"{_pct(max(x['max'] for x in v))}, {_n(r0['n_prompts'], r0.get('k'))} on "
+                f"{r0['evalset']} at {r0['condition']}"
+            ]
         text = f"**Noise trap: checkpoints.** {head}: " + "; ".join(parts) + "."
         out.append(Finding("noise_checkpoints", text, w, nums))
     return out
@@ -327,8 +453,12 @@ def _probe_findings(pd_: pl.DataFrame | None) -> list[Finding]:
     (columns arm, view, class, metric, delta, lo, hi, n_positions, n_prompts, base_mean)."""
     if pd_ is None or pd_.is_empty() or not {"arm", "view", "class", "metric", "delta"} <= set(pd_.columns):
         return []
-    rows = pd_.filter((pl.col("view") == "ref") & (pl.col("metric") == "nucleus")
-                      & (pl.col("n_positions") > 0) & pl.col("lo").is_not_null())
+    rows = pd_.filter(
+        (pl.col("view") == "ref")
+        & (pl.col("metric") == "nucleus")
+        & (pl.col("n_positions") > 0)
+        & pl.col("lo").is_not_null()
+    )
     if rows.is_empty():
         return []
     arm = rows["arm"][0]
@@ -337,16 +467,27 @@ def _probe_findings(pd_: pl.DataFrame | None) -> list[Finding]:
     said = [c for c in SENTENCE_CLASSES if c in mine["class"].to_list()] or mine["class"].to_list()
     for r in mine.iter_rows(named=True):
         w = verdict(r["lo"], r["hi"], above="grows", covers="does not change", below="shrinks")
-        nums[r["class"]] = {"delta": r["delta"], "lo": r["lo"], "hi": r["hi"], "base_mean": r["base_mean"],
-                            "n_positions": r["n_positions"], "verdict": w}
+        nums[r["class"]] = {
+            "delta": r["delta"],
+            "lo": r["lo"],
+            "hi": r["hi"],
+            "base_mean": r["base_mean"],
+            "n_positions": r["n_positions"],
+            "verdict": w,
+        }
         if r["class"] not in said:
             continue
-        parts.append(f"at {r['class']} positions it {w} ({_num(r['base_mean'], 2)} tokens at base, "
-                     f"Δ{NBSP}{_num(r['delta'], 2, sign=True)} [{_num(r['lo'], 2, sign=True)},{NBSP}"
-                     f"{_num(r['hi'], 2, sign=True)}], n{NBSP}={NBSP}{r['n_positions']} positions in "
-                     f"{r['n_prompts']} prompts)")
-    text = (f"**Locks and forks.** The nucleus after truncation, {arm} − base: " + "; ".join(parts)
-            + " (the other classes: the report's probe tables).")
+        parts.append(
+            f"at {r['class']} positions it {w} ({_num(r['base_mean'], 2)} tokens at base, "
+            f"Δ{NBSP}{_num(r['delta'], 2, sign=True)} [{_num(r['lo'], 2, sign=True)},{NBSP}"
+            f"{_num(r['hi'], 2, sign=True)}], n{NBSP}={NBSP}{r['n_positions']} positions in "
+            f"{r['n_prompts']} prompts)"
+        )
+    text = (
+        f"**Locks and forks.** The nucleus after truncation, {arm} − base: "
+        + "; ".join(parts)
+        + " (the other classes: the report's probe tables)."
+    )
     strict = nums.get("lock:strict", {}).get("verdict")  # the study's claim is about strict locks
     return [Finding("locks_and_forks", text, strict, {"arm": arm, "classes": nums})]
 
@@ -355,23 +496,50 @@ def _probe_findings(pd_: pl.DataFrame | None) -> list[Finding]:
 #: the table it needs, what that table must hold). A run whose tables cannot decide one still says
 #: so, with the reason (:func:`_undecided`), so no finding vanishes from a report.
 STUDY_FINDINGS = (
-    ("ssd_vs_matched", "SSD vs the matched baseline", "table1",
-     "a base row at the SSD row's temperature (report.table1.rows)"),
-    ("ssd_vs_base_T1.0", "SSD vs the T1.0 baseline", "table1",
-     "a Base @ T1.0 row (report.table1.rows)"),
-    ("passk_vs_base_T0.7", "pass@k vs Base @ T0.7", "table2",
-     "a pass@k run of the base at T0.7 and one of the SSD arm (eval.passk.runs)"),
-    ("harder_problems", "Harder problems", "table1_breakdown",
-     "at least two levels with a paired SSD − matched-base difference"),
-    ("noise_weights", "Noise trap: weights", "noise_summary",
-     "per-step weight-change fractions in the arms' training logs (sft.instrument.enabled)"),
-    ("noise_gradient", "Noise trap: gradient signal", "noise_summary",
-     "the two-batch |G|² and tr(Σ) estimates in the training logs (needs micro_batch < global_batch "
-     "and sft.instrument.enabled)"),
-    ("noise_checkpoints", "Noise trap: checkpoints", "checkpoints",
-     "at least two evaluated checkpoints of an arm (sft.checkpoint_steps)"),
-    ("locks_and_forks", "Locks and forks", "probe_deltas",
-     "nucleus-size deltas with intervals at probed positions (rules/probe.smk)"),
+    (
+        "ssd_vs_matched",
+        "SSD vs the matched baseline",
+        "table1",
+        "a base row at the SSD row's temperature (report.table1.rows)",
+    ),
+    ("ssd_vs_base_T1.0", "SSD vs the T1.0 baseline", "table1", "a Base @ T1.0 row (report.table1.rows)"),
+    (
+        "passk_vs_base_T0.7",
+        "pass@k vs Base @ T0.7",
+        "table2",
+        "a pass@k run of the base at T0.7 and one of the SSD arm (eval.passk.runs)",
+    ),
+    (
+        "harder_problems",
+        "Harder problems",
+        "table1_breakdown",
+        "at least two levels with a paired SSD − matched-base difference",
+    ),
+    (
+        "noise_weights",
+        "Noise trap: weights",
+        "noise_summary",
+        "per-step weight-change fractions in the arms' training logs (sft.instrument.enabled)",
+    ),
+    (
+        "noise_gradient",
+        "Noise trap: gradient signal",
+        "noise_summary",
+        "the two-batch |G|² and tr(Σ) estimates in the training logs (needs micro_batch < global_batch "
+        "and sft.instrument.enabled)",
+    ),
+    (
+        "noise_checkpoints",
+        "Noise trap: checkpoints",
+        "checkpoints",
+        "at least two evaluated checkpoints of an arm (sft.checkpoint_steps)",
+    ),
+    (
+        "locks_and_forks",
+        "Locks and forks",
+        "probe_deltas",
+        "nucleus-size deltas with intervals at probed positions (rules/probe.smk)",
+    ),
 )
 
 
@@ -379,8 +547,9 @@ def _undecided(key: str, head: str, table: str, needs: str, path: Any) -> Findin
     built = path is not None and Path(path).exists()
     where = f"does not hold {needs}" if built else f"was not built in this run (it needs {needs})"
     text = f"**{head}.** This run cannot decide it: the table it is read from ({table}) {where}."
-    return Finding(key, text, "undecided", {"table": table, "path": None if path is None else str(path),
-                                            "needs": needs})
+    return Finding(
+        key, text, "undecided", {"table": table, "path": None if path is None else str(path), "needs": needs}
+    )
 
 
 def findings(tables: Mapping[str, str | Path | None], *, ssd_arm: str, arms: Sequence[str]) -> list[Finding]:
@@ -418,17 +587,24 @@ def git_state(workdir: str | Path) -> dict:
     and ``git status --porcelain``); outside a git checkout commit/dirty are None and ``error``
     says why."""
     try:
-        top = subprocess.run(["git", "-C", str(workdir), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=30)
+        top = subprocess.run(
+            ["git", "-C", str(workdir), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"commit": None, "dirty": None, "error": f"git not runnable: {exc}"}
     if top.returncode != 0:
-        return {"commit": None, "dirty": None,
-                "error": (top.stderr.strip().splitlines() or ["not a git checkout"])[-1]}
-    st = subprocess.run(["git", "-C", str(workdir), "status", "--porcelain", "--untracked-files=no"],
-                        capture_output=True, text=True, timeout=30)
-    return {"commit": top.stdout.strip(), "dirty": bool(st.stdout.strip()) if st.returncode == 0 else None,
-            "error": None}
+        return {"commit": None, "dirty": None, "error": (top.stderr.strip().splitlines() or ["not a git checkout"])[-1]}
+    st = subprocess.run(
+        ["git", "-C", str(workdir), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return {
+        "commit": top.stdout.strip(),
+        "dirty": bool(st.stdout.strip()) if st.returncode == 0 else None,
+        "error": None,
+    }
 
 
 def _sidecar(path: Path) -> dict | None:
@@ -450,16 +626,21 @@ def base_model_provenance(model_dir: str | Path | None) -> dict | None:
         shipped = json.loads((Path(model_dir) / "provenance.json").read_text("utf-8"))
     except (OSError, ValueError):
         shipped = meta.get("base_provenance") or {}
-    return {"hub_id": meta.get("hub_id"), "origin": meta.get("origin"), "rule": meta.get("rule"),
-            "weights_sha256": shipped.get("weights_sha256"),
-            "data_recipe_hash": shipped.get("data_recipe_hash"),
-            "config_recipe_hash": shipped.get("config_recipe_hash"),
-            "pretrained_at_commit": (shipped.get("git") or {}).get("commit"),
-            "pretrained_on": (shipped.get("machine") or {}).get("cpu_model")}
+    return {
+        "hub_id": meta.get("hub_id"),
+        "origin": meta.get("origin"),
+        "rule": meta.get("rule"),
+        "weights_sha256": shipped.get("weights_sha256"),
+        "data_recipe_hash": shipped.get("data_recipe_hash"),
+        "config_recipe_hash": shipped.get("config_recipe_hash"),
+        "pretrained_at_commit": (shipped.get("git") or {}).get("commit"),
+        "pretrained_on": (shipped.get("machine") or {}).get("cpu_model"),
+    }
 
 
-def provenance(inputs: Sequence[str | Path], *, experiment: str, workdir: str | Path,
-               config_hash: str | None = None) -> dict:
+def provenance(
+    inputs: Sequence[str | Path], *, experiment: str, workdir: str | Path, config_hash: str | None = None
+) -> dict:
     """What produced the report: the git state of ``workdir``, the config hash(es), the
     machines (CPU model, cores, torch build, GPUs) and package versions recorded in the
     sidecars (``<file>.meta.json``) of ``inputs``. Distinct values are listed, so a run whose
@@ -473,10 +654,18 @@ def provenance(inputs: Sequence[str | Path], *, experiment: str, workdir: str | 
             continue  # a sidecar without a machine block (written before it existed)
         torch = mc.get("torch") or {}
         key = json.dumps([mc.get("cpu_model"), mc.get("logical_cores"), mc.get("gpus")], default=str)
-        cur = machines.setdefault(key, {"cpu_model": mc.get("cpu_model"), "arch": mc.get("arch"),
-                                        "logical_cores": mc.get("logical_cores"),
-                                        "usable_cores": mc.get("usable_cores"), "gpus": mc.get("gpus"),
-                                        "torch": None, "n_sidecars": 0})
+        cur = machines.setdefault(
+            key,
+            {
+                "cpu_model": mc.get("cpu_model"),
+                "arch": mc.get("arch"),
+                "logical_cores": mc.get("logical_cores"),
+                "usable_cores": mc.get("usable_cores"),
+                "gpus": mc.get("gpus"),
+                "torch": None,
+                "n_sidecars": 0,
+            },
+        )
         cur["n_sidecars"] += 1
         if torch and not cur["torch"]:
             cur["torch"] = {k: torch.get(k) for k in ("version", "blas", "cpu_capability", "onednn_version")}
@@ -486,9 +675,16 @@ def provenance(inputs: Sequence[str | Path], *, experiment: str, workdir: str | 
             if v not in packages.setdefault(k, []):
                 packages[k].append(v)
     python = sorted({m.get("python") for m in metas if m.get("python")})
-    return {"experiment": experiment, "git": git_state(workdir), "config_hash": hashes,
-            "machines": list(machines.values()), "packages": packages, "python": python,
-            "n_sidecars": len(metas), "n_inputs": len(inputs)}
+    return {
+        "experiment": experiment,
+        "git": git_state(workdir),
+        "config_hash": hashes,
+        "machines": list(machines.values()),
+        "packages": packages,
+        "python": python,
+        "n_sidecars": len(metas),
+        "n_inputs": len(inputs),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -503,16 +699,31 @@ def render_markdown(items: Sequence[Finding]) -> str:
     return "\n".join(f"- {f.text}" for f in items) + "\n"
 
 
-def write_findings(tables: Mapping[str, str | Path | None], out_md: str | Path, out_json: str | Path, *,
-                   ssd_arm: str, arms: Sequence[str], experiment: str, workdir: str | Path,
-                   provenance_inputs: Sequence[str | Path] = (), config_hash: str | None = None,
-                   base_model_dir: str | Path | None = None) -> dict:
+def write_findings(
+    tables: Mapping[str, str | Path | None],
+    out_md: str | Path,
+    out_json: str | Path,
+    *,
+    ssd_arm: str,
+    arms: Sequence[str],
+    experiment: str,
+    workdir: str | Path,
+    provenance_inputs: Sequence[str | Path] = (),
+    config_hash: str | None = None,
+    base_model_dir: str | Path | None = None,
+) -> dict:
     """Rule ``findings``: write ``findings.md`` and ``findings.json`` (the findings' numbers and
     verdicts, and the provenance block). Returns the JSON object."""
     items = findings(tables, ssd_arm=ssd_arm, arms=arms)
-    obj = {"findings": [{"key": f.key, "verdict": f.verdict, "text": f.text, "numbers": f.numbers} for f in items],
-           "provenance": provenance([*tables_inputs(tables), *provenance_inputs], experiment=experiment,
-                                    workdir=workdir, config_hash=config_hash)}
+    obj = {
+        "findings": [{"key": f.key, "verdict": f.verdict, "text": f.text, "numbers": f.numbers} for f in items],
+        "provenance": provenance(
+            [*tables_inputs(tables), *provenance_inputs],
+            experiment=experiment,
+            workdir=workdir,
+            config_hash=config_hash,
+        ),
+    }
     obj["provenance"]["base_model"] = base_model_provenance(base_model_dir)
     write_text(out_md, render_markdown(items))
     write_json(out_json, obj)

@@ -9,12 +9,32 @@ percentage-point differences (``pp``) are already in points.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .stats import level_text
 
-__all__ = ["NBSP", "MINUS", "num", "pct", "pp", "rate", "ci", "fixed", "dci", "span", "g3", "n_prompts",
-           "is_missing", "excludes_zero", "zero_text", "order", "verdict", "method_note", "pct_scale"]
+__all__ = [
+    "NBSP",
+    "MINUS",
+    "num",
+    "pct",
+    "pp",
+    "rate",
+    "ci",
+    "fixed",
+    "dci",
+    "span",
+    "g3",
+    "n_prompts",
+    "is_missing",
+    "excludes_zero",
+    "zero_text",
+    "order",
+    "verdict",
+    "method_note",
+    "pct_scale",
+]
 
 NBSP = "\u00a0"
 MINUS = "\u2212"
@@ -42,8 +62,10 @@ def g3(x: float | None) -> str:
 
 def pp(est: float, lo: float, hi: float, *, digits: int = 1) -> str:
     """``Δ −0.3 pp [−5.0, +4.3]`` (percentage points in; non-breaking spaces)."""
-    return (f"Δ{NBSP}{num(est, digits, sign=True)}{NBSP}pp{NBSP}"
-            f"[{num(lo, digits, sign=True)},{NBSP}{num(hi, digits, sign=True)}]")
+    return (
+        f"Δ{NBSP}{num(est, digits, sign=True)}{NBSP}pp{NBSP}"
+        f"[{num(lo, digits, sign=True)},{NBSP}{num(hi, digits, sign=True)}]"
+    )
 
 
 def rate(est: float, lo: float, hi: float) -> str:
@@ -110,8 +132,9 @@ def order(a_lo: float, a_hi: float, b_lo: float, b_hi: float) -> str:
     return "overlap"
 
 
-def verdict(lo: float, hi: float, *, above: str = "beats", covers: str = "does not beat",
-            below: str = "is worse than") -> str:
+def verdict(
+    lo: float, hi: float, *, above: str = "beats", covers: str = "does not beat", below: str = "is worse than"
+) -> str:
     """The word for a difference with interval [lo, hi]: above 0, covering 0, or below 0."""
     if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
         raise ValueError("a verdict needs an interval")
@@ -122,17 +145,23 @@ def verdict(lo: float, hi: float, *, above: str = "beats", covers: str = "does n
     return covers
 
 
-def method_note(method: str, n: Any, k: Any, n_boot: Any, seed: Any, conf: float,
-                estimator: str = "share of samples graded correct") -> str:
+def method_note(
+    method: str, n: Any, k: Any, n_boot: Any, seed: Any, conf: float, estimator: str = "share of samples graded correct"
+) -> str:
     """The estimator, interval method, n and resample count of a table, as one italic line."""
     if isinstance(n, (list, tuple)) and len(set(n)) == 1:
         n = n[0]
     if isinstance(n, (list, tuple)):
         n = f"{min(n)}–{max(n)}"
-    resample = ("closed form, no resampling" if "Wilson" in str(method)
-                else f"{n_boot} bootstrap resamples of prompts, seed {seed}")
-    return (f"*Method.* Estimator: {estimator}. Interval: {method}, {level_text(conf)}. "
-            f"n = {n} prompts × {k} sample(s) per prompt. Resampling: {resample}.")
+    resample = (
+        "closed form, no resampling"
+        if "Wilson" in str(method)
+        else f"{n_boot} bootstrap resamples of prompts, seed {seed}"
+    )
+    return (
+        f"*Method.* Estimator: {estimator}. Interval: {method}, {level_text(conf)}. "
+        f"n = {n} prompts × {k} sample(s) per prompt. Resampling: {resample}."
+    )
 
 
 def pct_scale(v):

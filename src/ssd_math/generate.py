@@ -53,11 +53,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .problem_sources import check_rows
-from .io import (DataError, atomic_path, meta_path, read_json, read_jsonl, read_jsonl_lines, stable_hash,
-                 write_jsonl, write_meta)
-from .prompting import render_prompt, template_hash
 from .hf_sampler import HFSampler
+from .io import (
+    DataError,
+    atomic_path,
+    meta_path,
+    read_json,
+    read_jsonl,
+    read_jsonl_lines,
+    stable_hash,
+    write_jsonl,
+    write_meta,
+)
+from .problem_sources import check_rows
+from .prompting import render_prompt, template_hash
 from .sampler import SamplingConfig, check_requests
 from .tokenizer import load_tokenizer
 from .vllm_sampler import VLLMSampler, Work, engine_provenance
@@ -79,26 +88,29 @@ def build_requests(problems: Sequence[dict], render: Callable[[str], str]) -> li
     """Problem rows -> sampler requests (the exact rendered prompt kept with each)."""
     out = []
     for p in problems:
-        out.append({
-            "id": p["id"],
-            "prompt": render(p["problem"]),
-            "answer": p.get("answer"),
-            "level": p.get("level"),
-            "source": p.get("source"),
-        })
+        out.append(
+            {
+                "id": p["id"],
+                "prompt": render(p["problem"]),
+                "answer": p.get("answer"),
+                "level": p.get("level"),
+                "source": p.get("source"),
+            }
+        )
     return out
 
 
 def _batches(requests: Sequence[dict], batch_size: int) -> list[list[dict]]:
-    return [list(requests[i:i + batch_size]) for i in range(0, len(requests), batch_size)]
+    return [list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
 
 
 def _batch_keys(batch: Sequence[dict], n: int) -> set[tuple[str, int]]:
     return {(str(r["id"]), s) for r in batch for s in range(n)}
 
 
-def _read_partial(path: Path, batches: list[list[dict]], n: int,
-                  fingerprint: str | None = None) -> dict[int, list[dict]]:
+def _read_partial(
+    path: Path, batches: list[list[dict]], n: int, fingerprint: str | None = None
+) -> dict[int, list[dict]]:
     """Complete batches from a partial file: {batch index: rows}.
 
     A batch counts only when its rows are exactly its (prompt id, sample index) pairs, once each;
@@ -142,10 +154,21 @@ def _row_line(row: dict) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sampling: SamplingConfig,
-                  condition: str, model: str, base_seed: int, batch_size: int,
-                  progress: bool = True, identity: dict | None = None, meta: dict | None = None,
-                  keep_partial: bool = False) -> int:
+def run_condition(
+    sampler,
+    requests: Sequence[dict],
+    out_path: str | Path,
+    *,
+    sampling: SamplingConfig,
+    condition: str,
+    model: str,
+    base_seed: int,
+    batch_size: int,
+    progress: bool = True,
+    identity: dict | None = None,
+    meta: dict | None = None,
+    keep_partial: bool = False,
+) -> int:
     """Sample every request under one decoding condition into ``out_path``; resumable.
 
     ``sampler.sample(batch, sampling=SamplingConfig, condition=..., base_seed=...)`` must return
@@ -158,12 +181,28 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
     partial = out_path.with_name(out_path.name + ".partial")
     batches = _batches(requests, batch_size)
     n = sampling.n
-    fingerprint = stable_hash({"requests": list(requests), "sampling": sampling.to_dict(),
-                               "condition": condition, "model": model, "base_seed": int(base_seed),
-                               "batch_size": int(batch_size), "identity": identity or {}})
-    header = _row_line({"_partial": {"fingerprint": fingerprint, "out": out_path.name,
-                                     "n_batches": len(batches), "batch_size": int(batch_size),
-                                     "n": n}})
+    fingerprint = stable_hash(
+        {
+            "requests": list(requests),
+            "sampling": sampling.to_dict(),
+            "condition": condition,
+            "model": model,
+            "base_seed": int(base_seed),
+            "batch_size": int(batch_size),
+            "identity": identity or {},
+        }
+    )
+    header = _row_line(
+        {
+            "_partial": {
+                "fingerprint": fingerprint,
+                "out": out_path.name,
+                "n_batches": len(batches),
+                "batch_size": int(batch_size),
+                "n": n,
+            }
+        }
+    )
     done = _read_partial(partial, batches, n, fingerprint)
     if done:
         log.info("%s: resuming, %d of %d batches already done", out_path, len(done), len(batches))
@@ -173,19 +212,25 @@ def run_condition(sampler, requests: Sequence[dict], out_path: str | Path, *, sa
         fh.write(header)
         for b in sorted(done):
             fh.write("".join(_row_line({**r, "_batch": b}) for r in done[b]))
-    done = {b: [{k: v for k, v in r.items() if k != "_batch"} for r in rows]
-            for b, rows in done.items()}
+    done = {b: [{k: v for k, v in r.items() if k != "_batch"} for r in rows] for b, rows in done.items()}
     todo = [b for b in range(len(batches)) if b not in done]
-    bar = tqdm(total=len(batches), initial=len(done), desc=f"{model} {condition}",
-               unit="batch", disable=not progress, mininterval=2.0)
+    bar = tqdm(
+        total=len(batches),
+        initial=len(done),
+        desc=f"{model} {condition}",
+        unit="batch",
+        disable=not progress,
+        mininterval=2.0,
+    )
     with open(partial, "a", encoding="utf-8") as fh:
         for b in todo:
-            rows = list(sampler.sample(batches[b], sampling=sampling, condition=condition,
-                                       base_seed=base_seed))
+            rows = list(sampler.sample(batches[b], sampling=sampling, condition=condition, base_seed=base_seed))
             keys = [(str(r["prompt_id"]), int(r["sample_index"])) for r in rows]
             if len(keys) != len(set(keys)) or set(keys) != _batch_keys(batches[b], n):
-                raise RuntimeError(f"sampler returned {len(rows)} rows for batch {b}, expected "
-                                   f"{len(batches[b]) * n} (each prompt id x sample index once)")
+                raise RuntimeError(
+                    f"sampler returned {len(rows)} rows for batch {b}, expected "
+                    f"{len(batches[b]) * n} (each prompt id x sample index once)"
+                )
             fh.write("".join(_row_line({**r, "_batch": b}) for r in rows))  # one write per batch
             fh.flush()
             os.fsync(fh.fileno())
@@ -217,8 +262,9 @@ def merge_shards(shards: Sequence[str | Path], out_path: str | Path) -> int:
     return n
 
 
-def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
-                       outputs: Sequence[str | Path]) -> list[int]:
+def subset_generations(
+    sources: Sequence[str | Path], problems_path: str | Path, outputs: Sequence[str | Path]
+) -> list[int]:
     """Each output: the rows of its source (a generation file of the parent eval set) whose
     prompt is one of ``problems_path``'s (a subset eval set, :func:`ssd_math.layout.subset_sets`),
     in the source's order, with the source's sidecar plus ``subset_of`` and ``problems``.
@@ -235,21 +281,33 @@ def subset_generations(sources: Sequence[str | Path], problems_path: str | Path,
         rows = [r for r in read_jsonl(src) if r["prompt_id"] in ids]
         missing = sorted(ids - {r["prompt_id"] for r in rows})
         if missing:
-            raise DataError(f"{src}: no generations for {len(missing)} of the {len(ids)} problems of "
-                            f"{problems_path} (first: {', '.join(map(str, missing[:3]))}): that set is "
-                            "not a subset of the one generated")
+            raise DataError(
+                f"{src}: no generations for {len(missing)} of the {len(ids)} problems of "
+                f"{problems_path} (first: {', '.join(map(str, missing[:3]))}): that set is "
+                "not a subset of the one generated"
+            )
         src_meta = meta_path(src)
         fields = read_json(src_meta) if src_meta.exists() else {}
         fields.pop("artifact", None)  # the rest (machine, seeds, sampling) is where the rows came from
         n = write_jsonl(out, rows)
-        write_meta(out, **{**fields, "rule": "subset_generations", "subset_of": str(src),
-                           "problems": str(problems_path), "n_prompts": len(ids), "n_rows": n})
+        write_meta(
+            out,
+            **{
+                **fields,
+                "rule": "subset_generations",
+                "subset_of": str(src),
+                "problems": str(problems_path),
+                "n_prompts": len(ids),
+                "n_rows": n,
+            },
+        )
         counts.append(n)
     return counts
 
 
-def prompt_renderer(model_dir: str | Path, instruction: str, *, trust_remote_code: bool = False
-                    ) -> tuple[Callable[[str], str], str]:
+def prompt_renderer(
+    model_dir: str | Path, instruction: str, *, trust_remote_code: bool = False
+) -> tuple[Callable[[str], str], str]:
     """(render(problem) -> exact prompt text, template hash) from the model's own chat template."""
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     return (lambda problem: render_prompt(tok, problem, instruction=instruction)), template_hash(tok, instruction)
@@ -274,19 +332,25 @@ def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, thread
     extra = dict(common.get("sampler_extra") or {})
     trust = bool(common.get("trust_remote_code", False))
     if backend == "hf":
-        return make_sampler("hf", model_dir, device=common.get("device", "cpu"),
-                            batch_size=int(common["batch_size"]), model_name=model_name,
-                            threads=threads, trust_remote_code=trust)
+        return make_sampler(
+            "hf",
+            model_dir,
+            device=common.get("device", "cpu"),
+            batch_size=int(common["batch_size"]),
+            model_name=model_name,
+            threads=threads,
+            trust_remote_code=trust,
+        )
     # the engine seed: sampler.vllm.seed where set, else the experiment seed (per-request seeds
     # come from the experiment seed either way: ssd_math.sampler.request_seed)
     seed = int(extra.pop("seed", common["seed"]))
-    return make_sampler("vllm", model_dir, model_name=model_name, seed=seed,
-                        trust_remote_code=trust, **extra)
+    return make_sampler("vllm", model_dir, model_name=model_name, seed=seed, trust_remote_code=trust, **extra)
 
 
 # ----------------------------------------------------------------------------------------------
 # input rows
 # ----------------------------------------------------------------------------------------------
+
 
 def read_problems(path: str | Path) -> list[tuple[int, dict]]:
     """``[(line number, row)]`` of a problems JSONL file. A line that is not a JSON object is a
@@ -316,9 +380,16 @@ def model_context(model_dir: str | Path, sampler_extra: dict | None = None) -> t
     return limit, source
 
 
-def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, context: int | None,
-                max_new_tokens: int, report: dict, source: str = "max_position_embeddings",
-                max_examples: int = 10) -> tuple[list[dict], dict]:
+def fit_context(
+    requests: Sequence[dict],
+    n_tokens: Callable[[str], int],
+    *,
+    context: int | None,
+    max_new_tokens: int,
+    report: dict,
+    source: str = "max_position_embeddings",
+    max_examples: int = 10,
+) -> tuple[list[dict], dict]:
     """Drop the requests whose rendered prompt plus the generation budget does not fit the
     model's context (``n_tokens(prompt) + max_new_tokens > context``): such a sample could not
     get its full budget, so its length stop (and its grade) would be an artifact of the prompt.
@@ -326,8 +397,12 @@ def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, con
     ``dropped.prompt_too_long`` and the rule under ``context``). Raises :class:`DataError`
     naming the file when none is left."""
     rep = json.loads(json.dumps(report))
-    rep["context"] = {"limit": context, "source": source, "max_new_tokens": int(max_new_tokens),
-                      "rule": "drop when prompt tokens + max_new_tokens > limit"}
+    rep["context"] = {
+        "limit": context,
+        "source": source,
+        "max_new_tokens": int(max_new_tokens),
+        "rule": "drop when prompt tokens + max_new_tokens > limit",
+    }
     if context is None:
         return list(requests), rep
     budget = context - int(max_new_tokens)
@@ -343,13 +418,21 @@ def fit_context(requests: Sequence[dict], n_tokens: Callable[[str], int], *, con
     rep["dropped"]["prompt_too_long"] = rep["dropped"].get("prompt_too_long", 0) + n_drop
     if examples:
         rep["examples"].setdefault("prompt_too_long", []).extend(examples)
-        log.warning("%s: dropped %d prompt(s) that do not fit the context (%d tokens, %s) with "
-                    "max_new_tokens %d: %s", rep["file"], n_drop, context, source, max_new_tokens,
-                    "; ".join(examples[:3]))
+        log.warning(
+            "%s: dropped %d prompt(s) that do not fit the context (%d tokens, %s) with max_new_tokens %d: %s",
+            rep["file"],
+            n_drop,
+            context,
+            source,
+            max_new_tokens,
+            "; ".join(examples[:3]),
+        )
     rep["n_out"] = rep["n_out"] - n_drop if rep.get("n_out") is not None else len(kept)
     if requests and not kept:
-        raise DataError(f"{rep['file']}: no prompt fits the model's context ({context} tokens, "
-                        f"{source}) with max_new_tokens {max_new_tokens}: {'; '.join(examples[:3])}")
+        raise DataError(
+            f"{rep['file']}: no prompt fits the model's context ({context} tokens, "
+            f"{source}) with max_new_tokens {max_new_tokens}: {'; '.join(examples[:3])}"
+        )
     return kept, rep
 
 
@@ -360,8 +443,9 @@ def prompt_token_counter(model_dir: str | Path, *, trust_remote_code: bool = Fal
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def prepare_requests(problems: Sequence[dict], model_dir: str | Path, *, common: dict,
-                     max_new_tokens: int, report: dict) -> tuple[list[dict], str, dict]:
+def prepare_requests(
+    problems: Sequence[dict], model_dir: str | Path, *, common: dict, max_new_tokens: int, report: dict
+) -> tuple[list[dict], str, dict]:
     """The requests of one model, the same for both backends: each problem rendered with the
     model's own chat template (:func:`prompt_renderer`), checked (ids once each), and fitted to
     the model's context (:func:`fit_context`: a prompt that leaves less than ``max_new_tokens``
@@ -375,9 +459,9 @@ def prepare_requests(problems: Sequence[dict], model_dir: str | Path, *, common:
     check_requests(requests)
     context, ctx_source = model_context(model_dir, common.get("sampler_extra"))
     counter = prompt_token_counter(model_dir, trust_remote_code=trust) if context is not None else None
-    requests, model_report = fit_context(requests, counter, context=context,
-                                         max_new_tokens=max_new_tokens, report=report,
-                                         source=ctx_source)
+    requests, model_report = fit_context(
+        requests, counter, context=context, max_new_tokens=max_new_tokens, report=report, source=ctx_source
+    )
     return requests, thash, model_report
 
 
@@ -387,13 +471,23 @@ def model_signature(model_dir: str | Path) -> list:
     root = Path(model_dir)
     if not root.is_dir():
         return [str(root)]
-    return sorted([str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns]
-                  for f in root.rglob("*") if f.is_file() and f.name != "meta.json")
+    return sorted(
+        [str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns]
+        for f in root.rglob("*")
+        if f.is_file() and f.name != "meta.json"
+    )
 
 
-def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequence[str | Path], *,
-                  common: dict, threads: int = 1, shard: tuple[int, int] | None = None,
-                  progress: bool = True) -> list[int]:
+def generate_jobs(
+    jobs: Sequence[dict],
+    problems_path: str | Path,
+    outputs: Sequence[str | Path],
+    *,
+    common: dict,
+    threads: int = 1,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> list[int]:
     """Run generation jobs ``[{model, model_dir, condition, sampling}]`` -> ``outputs`` (same order).
 
     ``sampling``: the fields of :class:`ssd_math.sampler.SamplingConfig` as a dict (a rule's params,
@@ -417,8 +511,16 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
         problems = shard_slice(problems, *shard)
     trust = bool(common.get("trust_remote_code", False))
     if common["backend"] == "vllm":
-        return generate_jobs_vllm(jobs, problems, outputs, common=common, report=report,
-                                  problems_path=problems_path, shard=shard, progress=progress)
+        return generate_jobs_vllm(
+            jobs,
+            problems,
+            outputs,
+            common=common,
+            report=report,
+            problems_path=problems_path,
+            shard=shard,
+            progress=progress,
+        )
     batch_size = int(common["batch_size"])  # sampler.batch_size: the hf backend's batches
     counts = []
     current_dir, sampler, requests, thash, ident = None, None, None, None, None
@@ -427,28 +529,52 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
             current_dir = job["model_dir"]
             sampler = open_sampler(common, current_dir, model_name=job["model"], threads=threads)
             budget = max(j["sampling"].max_new_tokens for j in jobs if j["model_dir"] == current_dir)
-            requests, thash, model_report = prepare_requests(problems, current_dir, common=common,
-                                                             max_new_tokens=budget, report=report)
-            ident = {"model_dir": str(current_dir), "files": model_signature(current_dir),
-                     "backend": common["backend"]}
+            requests, thash, model_report = prepare_requests(
+                problems, current_dir, common=common, max_new_tokens=budget, report=report
+            )
+            ident = {"model_dir": str(current_dir), "files": model_signature(current_dir), "backend": common["backend"]}
             if getattr(sampler, "loop", None):  # hf: decode_batch or generate (other RNG use)
                 ident["hf_loop"] = sampler.loop
-        meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
-                    condition=job["condition"], sampling=job["sampling"].to_dict(),
-                    backend=common["backend"], batch_size=batch_size,
-                    device=common.get("device", "cpu"), trust_remote_code=trust,
-                    threads=int(threads), hf_loop=getattr(sampler, "loop", None),
-                    dtype=sampler.dtype,
-                    base_seed=int(common["seed"]),
-                    seeds={"base_seed": int(common["seed"]),
-                           "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
-                           "hf_batch_seed": "derive_seed(base_seed, condition, first prompt_id, sample_index)"},
-                    prompt_template_hash=thash, problems=str(problems_path),
-                    shard=list(shard) if shard else None, n_prompts=len(requests),
-                    input_validation=model_report, instruction=common["instruction"])
-        n = run_condition(sampler, requests, out, sampling=job["sampling"], condition=job["condition"],
-                          model=job["model"], base_seed=int(common["seed"]), batch_size=batch_size,
-                          progress=progress, identity=ident, meta=meta, keep_partial=True)
+        meta = dict(
+            rule="generate",
+            model=job["model"],
+            model_dir=job["model_dir"],
+            condition=job["condition"],
+            sampling=job["sampling"].to_dict(),
+            backend=common["backend"],
+            batch_size=batch_size,
+            device=common.get("device", "cpu"),
+            trust_remote_code=trust,
+            threads=int(threads),
+            hf_loop=getattr(sampler, "loop", None),
+            dtype=sampler.dtype,
+            base_seed=int(common["seed"]),
+            seeds={
+                "base_seed": int(common["seed"]),
+                "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
+                "hf_batch_seed": "derive_seed(base_seed, condition, first prompt_id, sample_index)",
+            },
+            prompt_template_hash=thash,
+            problems=str(problems_path),
+            shard=list(shard) if shard else None,
+            n_prompts=len(requests),
+            input_validation=model_report,
+            instruction=common["instruction"],
+        )
+        n = run_condition(
+            sampler,
+            requests,
+            out,
+            sampling=job["sampling"],
+            condition=job["condition"],
+            model=job["model"],
+            base_seed=int(common["seed"]),
+            batch_size=batch_size,
+            progress=progress,
+            identity=ident,
+            meta=meta,
+            keep_partial=True,
+        )
         counts.append(n)
     for out in outputs:  # every output is complete: the partials are no longer needed
         Path(out).with_name(Path(out).name + ".partial").unlink(missing_ok=True)
@@ -458,6 +584,7 @@ def generate_jobs(jobs: Sequence[dict], problems_path: str | Path, outputs: Sequ
 # ----------------------------------------------------------------------------------------------
 # the vLLM path: one submission per generation job, rows persisted as requests finish
 # ----------------------------------------------------------------------------------------------
+
 
 def _read_partial_rows(path: Path, expected: set, fingerprint: str) -> dict[tuple, dict]:
     """Finished rows of a per-request partial file: ``{(prompt id, sample index): row}``.
@@ -485,9 +612,17 @@ def _read_partial_rows(path: Path, expected: set, fingerprint: str) -> dict[tupl
     return done
 
 
-def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequence[str | Path], *,
-                       common: dict, report: dict, problems_path, shard=None,
-                       progress: bool = True) -> list[int]:
+def generate_jobs_vllm(
+    jobs: Sequence[dict],
+    problems: list[dict],
+    outputs: Sequence[str | Path],
+    *,
+    common: dict,
+    report: dict,
+    problems_path,
+    shard=None,
+    progress: bool = True,
+) -> list[int]:
     """The vLLM backend of :func:`generate_jobs`: ONE engine for the whole job, and one
     submission of every request of each model folder's jobs (decoding conditions)
     (:meth:`ssd_math.vllm_sampler.VLLMSampler.run`); the next model folder (the next checkpoint
@@ -515,40 +650,83 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
     try:
         for model_dir, idx in groups:
             budget = max(jobs[j]["sampling"].max_new_tokens for j in idx)
-            requests, thash, model_report = prepare_requests(problems, model_dir, common=common,
-                                                             max_new_tokens=budget, report=report)
-            ident = {"model_dir": str(model_dir), "files": model_signature(model_dir),
-                     "backend": "vllm", "engine": extra}
+            requests, thash, model_report = prepare_requests(
+                problems, model_dir, common=common, max_new_tokens=budget, report=report
+            )
+            ident = {
+                "model_dir": str(model_dir),
+                "files": model_signature(model_dir),
+                "backend": "vllm",
+                "engine": extra,
+            }
             state = {}
             for j in idx:
                 job, out = jobs[j], Path(outputs[j])
                 cfg = job["sampling"]
                 expected = [(str(r["id"]), s) for r in requests for s in range(cfg.n)]
-                fingerprint = stable_hash({"requests": requests, "sampling": cfg.to_dict(),
-                                           "condition": job["condition"], "model": job["model"],
-                                           "base_seed": base_seed, "identity": ident, "mode": "requests"})
+                fingerprint = stable_hash(
+                    {
+                        "requests": requests,
+                        "sampling": cfg.to_dict(),
+                        "condition": job["condition"],
+                        "model": job["model"],
+                        "base_seed": base_seed,
+                        "identity": ident,
+                        "mode": "requests",
+                    }
+                )
                 partial = out.with_name(out.name + ".partial")
                 done = _read_partial_rows(partial, set(expected), fingerprint)
                 with atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-                    fh.write(_row_line({"_partial": {"fingerprint": fingerprint, "out": out.name,
-                                                     "mode": "requests", "n_rows": len(expected)}}))
+                    fh.write(
+                        _row_line(
+                            {
+                                "_partial": {
+                                    "fingerprint": fingerprint,
+                                    "out": out.name,
+                                    "mode": "requests",
+                                    "n_rows": len(expected),
+                                }
+                            }
+                        )
+                    )
                     fh.write("".join(_row_line(done[k]) for k in expected if k in done))
                 if done:
                     log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
-                meta = dict(rule="generate", model=job["model"], model_dir=job["model_dir"],
-                            condition=job["condition"], sampling=cfg.to_dict(), **served_by,
-                            trust_remote_code=trust, dtype=extra["dtype"],
-                            base_seed=base_seed,
-                            seeds={"base_seed": base_seed,
-                                   "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)"},
-                            reproducibility=("batch-invariant mode" if extra.get("batch_invariant") else
-                                             "per-request seeds; logits depend on batching on GPU "
-                                             "(docs/real_run.md)"),
-                            prompt_template_hash=thash, problems=str(problems_path),
-                            shard=list(shard) if shard else None, n_prompts=len(requests),
-                            input_validation=model_report, instruction=common["instruction"])
-                state[j] = {"out": out, "partial": partial, "cfg": cfg, "expected": expected,
-                            "done": done, "meta": meta}
+                meta = dict(
+                    rule="generate",
+                    model=job["model"],
+                    model_dir=job["model_dir"],
+                    condition=job["condition"],
+                    sampling=cfg.to_dict(),
+                    **served_by,
+                    trust_remote_code=trust,
+                    dtype=extra["dtype"],
+                    base_seed=base_seed,
+                    seeds={
+                        "base_seed": base_seed,
+                        "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
+                    },
+                    reproducibility=(
+                        "batch-invariant mode"
+                        if extra.get("batch_invariant")
+                        else "per-request seeds; logits depend on batching on GPU (docs/real_run.md)"
+                    ),
+                    prompt_template_hash=thash,
+                    problems=str(problems_path),
+                    shard=list(shard) if shard else None,
+                    n_prompts=len(requests),
+                    input_validation=model_report,
+                    instruction=common["instruction"],
+                )
+                state[j] = {
+                    "out": out,
+                    "partial": partial,
+                    "cfg": cfg,
+                    "expected": expected,
+                    "done": done,
+                    "meta": meta,
+                }
 
             def finish(j: int) -> None:  # called within this iteration: state is this model's
                 st = state[j]  # noqa: B023
@@ -556,9 +734,13 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                 write_meta(st["out"], **{**st["meta"], "n_rows": len(rows)})
                 counts[j] = write_jsonl(st["out"], rows)
 
-            work = [Work(r, s, state[j]["cfg"], jobs[j]["condition"], tag=j)
-                    for j in idx for r in requests for s in range(state[j]["cfg"].n)
-                    if (str(r["id"]), s) not in state[j]["done"]]
+            work = [
+                Work(r, s, state[j]["cfg"], jobs[j]["condition"], tag=j)
+                for j in idx
+                for r in requests
+                for s in range(state[j]["cfg"].n)
+                if (str(r["id"]), s) not in state[j]["done"]
+            ]
             for j in idx:
                 if len(state[j]["done"]) == len(state[j]["expected"]):
                     finish(j)
@@ -570,8 +752,13 @@ def generate_jobs_vllm(jobs: Sequence[dict], problems: list[dict], outputs: Sequ
                 sampler.load_weights(model_dir, model_name=jobs[idx[0]]["model"])
             log.info("vllm: %d requests of %s (%d conditions)", len(work), model_dir, len(idx))
             handles = {j: open(state[j]["partial"], "a", encoding="utf-8") for j in idx}
-            bar = tqdm(total=len(work), desc=f"{jobs[idx[0]]['model']} ({len(idx)} conditions)",
-                       unit="req", disable=not progress, mininterval=2.0)
+            bar = tqdm(
+                total=len(work),
+                desc=f"{jobs[idx[0]]['model']} ({len(idx)} conditions)",
+                unit="req",
+                disable=not progress,
+                mininterval=2.0,
+            )
             last_sync = time.monotonic()
             try:
                 for w, rows in sampler.run(work, base_seed=base_seed):
@@ -614,6 +801,7 @@ FSYNC_S = 2.0
 # command line
 # ----------------------------------------------------------------------------------------------
 
+
 def _json_arg(value: str):
     text = value.strip()
     if text[:1] in "[{":
@@ -635,14 +823,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jobs = _json_arg(a.jobs_json)
     if isinstance(jobs, dict):
         jobs = [jobs]
-    counts = generate_jobs(jobs, a.problems, a.outputs, common=_json_arg(a.common_json),
-                           threads=a.threads, shard=tuple(a.shard) if a.shard else None,
-                           progress=not a.no_progress)
+    counts = generate_jobs(
+        jobs,
+        a.problems,
+        a.outputs,
+        common=_json_arg(a.common_json),
+        threads=a.threads,
+        shard=tuple(a.shard) if a.shard else None,
+        progress=not a.no_progress,
+    )
     print(json.dumps({"outputs": list(a.outputs), "counts": counts}))
     return 0
 

@@ -12,9 +12,11 @@ import subprocess
 # cuda-toolkit 13.0.3), and CUDA 13.0 needs an NVIDIA driver of branch 580 or newer (NVIDIA's CUDA
 # 13.0 release notes, "minor version compatibility"). envs/vllm.yaml says the same.
 CUDA_DRIVER_MIN = 580
-DRIVER_HINT = (f"the GPU environment (envs/vllm.yaml) runs torch 2.13.0 built for CUDA 13.0, which "
-               f"needs NVIDIA driver >= {CUDA_DRIVER_MIN}; upgrade the driver, or run on nodes that "
-               f"have one (a SLURM site profile: `constraint` or `slurm_partition` of the GPU rules)")
+DRIVER_HINT = (
+    f"the GPU environment (envs/vllm.yaml) runs torch 2.13.0 built for CUDA 13.0, which "
+    f"needs NVIDIA driver >= {CUDA_DRIVER_MIN}; upgrade the driver, or run on nodes that "
+    f"have one (a SLURM site profile: `constraint` or `slurm_partition` of the GPU rules)"
+)
 
 
 def cuda_driver_problem(smi: str = "nvidia-smi") -> str | None:
@@ -24,12 +26,15 @@ def cuda_driver_problem(smi: str = "nvidia-smi") -> str | None:
     path = shutil.which(smi)
     if path is None:
         return f"`{smi}` is not on PATH: no NVIDIA driver found here; {DRIVER_HINT}"
-    proc = subprocess.run([path, "--query-gpu=driver_version", "--format=csv,noheader"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [path, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=60
+    )
     versions = [v.strip() for v in proc.stdout.splitlines() if v.strip()]
     if proc.returncode != 0 or not versions:
-        return (f"`{smi} --query-gpu=driver_version` failed (exit {proc.returncode}: "
-                f"{(proc.stderr or proc.stdout).strip()[-300:]}): the driver could not be read; {DRIVER_HINT}")
+        return (
+            f"`{smi} --query-gpu=driver_version` failed (exit {proc.returncode}: "
+            f"{(proc.stderr or proc.stdout).strip()[-300:]}): the driver could not be read; {DRIVER_HINT}"
+        )
     for v in versions:
         m = re.match(r"(\d+)\.", v + ".")
         if m is None:

@@ -124,15 +124,18 @@ _PERCENT_RE = re.compile(r"(?:\s|\\[,;:! ]|~)*\\?%")
 # gold_prose_words
 # unwrap_upright: a font / operator-name group around one symbol (math-verify maps every \mathrm-like
 # font command to \text; \operatorname it keeps)
-_UPRIGHT_RE = re.compile(r"\\(?P<cmd>mathrm|mathit|mathbf|mathsf|mathup|textrm|textnormal|textit|textbf"
-                         r"|operatorname\*?)\s*\{\s*(?P<body>\\?[A-Za-z]+)\s*\}")
+_UPRIGHT_RE = re.compile(
+    r"\\(?P<cmd>mathrm|mathit|mathbf|mathsf|mathup|textrm|textnormal|textit|textbf"
+    r"|operatorname\*?)\s*\{\s*(?P<body>\\?[A-Za-z]+)\s*\}"
+)
 #: upright constants: Euler's number and the imaginary unit, read as the bare letter is read
 UPRIGHT_CONSTANTS = frozenset({"e", "i"})
 _RM_CONST_RE = re.compile(r"\{\s*\\rm\s+(?P<c>[ei])\s*\}")  # {\rm e}
 #: function names latex2sympy parses as commands (``\sin x``), so ``\operatorname{sin}`` = ``\sin``
 LATEX_FUNCTIONS = frozenset(
     "sin cos tan cot sec csc arcsin arccos arctan arccot arcsec arccsc sinh cosh tanh coth sech csch "
-    "log ln lg exp max min gcd lcm det deg".split())
+    "log ln lg exp max min gcd lcm det deg".split()
+)
 _TEXT_GROUP_RE = re.compile(r"\\(?:text\w*|mbox|mathrm|operatorname|begin|end)\s*\{[^{}]*\}")
 _LATEX_CMD_RE = re.compile(r"\\[A-Za-z]+")
 _WORD_RE = re.compile(r"[A-Za-z]{3,}")
@@ -174,7 +177,7 @@ def boxed_spans(text: str) -> list[tuple[int, int, str]]:
             match = _match_braces(text)
         close = match.get(m.end() - 1)
         if close is not None:
-            spans.append((m.start(), close + 1, text[m.end():close].strip()))
+            spans.append((m.start(), close + 1, text[m.end() : close].strip()))
     return spans
 
 
@@ -197,8 +200,9 @@ def _final_boxes(region: str, spans: list[tuple[int, int, str]]) -> list[str]:
         if prev_end > start:  # encloses the box after it (\boxed{\boxed{3}})
             break
         between = region[prev_end:start]
-        if not (len(between) < 10 or (prev_content != parts[-1] and len(between) < 70
-                                      and _SEPARATOR_RE.search(between))):
+        if not (
+            len(between) < 10 or (prev_content != parts[-1] and len(between) < 70 and _SEPARATOR_RE.search(between))
+        ):
             break
         if prev_content != parts[-1]:
             parts.append(prev_content)
@@ -227,20 +231,34 @@ def extract_answer(completion: str) -> dict[str, Any]:
     completion = completion or ""
     pos = completion.rfind(_THINK_CLOSE)
     think_closed = pos >= 0
-    region = completion[pos + len(_THINK_CLOSE):] if think_closed else completion
+    region = completion[pos + len(_THINK_CLOSE) :] if think_closed else completion
     parts = _final_boxes(region, boxed_spans(region))
     answer = ", ".join(p for p in parts if p) if parts else None
-    return {"think_closed": think_closed, "boxed": answer is not None, "n_boxes": len(parts),
-            "extracted_answer": answer}
+    return {
+        "think_closed": think_closed,
+        "boxed": answer is not None,
+        "n_boxes": len(parts),
+        "extracted_answer": answer,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # Answer kinds (for breakdowns; classified from the gold string alone, no math-verify)
 # ----------------------------------------------------------------------------------------------
-ANSWER_KINDS = ("integer", "decimal", "fraction", "expression", "equation", "tuple", "interval",
-                "set", "matrix", "text", "missing")
-_KIND_DROP_RE = re.compile(
-    r"\\(?:left|right|displaystyle|[,;:! ])|\\\$|\^\s*\{?\s*\\circ\s*\}?|\s+")
+ANSWER_KINDS = (
+    "integer",
+    "decimal",
+    "fraction",
+    "expression",
+    "equation",
+    "tuple",
+    "interval",
+    "set",
+    "matrix",
+    "text",
+    "missing",
+)
+_KIND_DROP_RE = re.compile(r"\\(?:left|right|displaystyle|[,;:! ])|\\\$|\^\s*\{?\s*\\circ\s*\}?|\s+")
 _UNIT_TAIL_RE = re.compile(r"(?<=[\d}])\\(?:text|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?$")
 _FRACTION_RE = re.compile(r"-?(?:\\[dt]?frac(?:\{\d+\}|\d)(?:\{\d+\}|\d)|\d+/\d+)")
 
@@ -288,8 +306,13 @@ def answer_kind(gold: Any) -> str:
         return "fraction"
     if _top_level_commas(t) or (t.startswith("\\{") and t.endswith("\\}")):
         return "set"
-    if "\\infty" in t or "\\cup" in t or re.search(r"\\[lg]eq?|<|>|\\leq|\\geq", t) \
-            or re.fullmatch(r"[\[(].*,.*[\])]", t) and (t[0] == "[" or t[-1] == "]"):
+    if (
+        "\\infty" in t
+        or "\\cup" in t
+        or re.search(r"\\[lg]eq?|<|>|\\leq|\\geq", t)
+        or re.fullmatch(r"[\[(].*,.*[\])]", t)
+        and (t[0] == "[" or t[-1] == "]")
+    ):
         return "interval"
     if re.fullmatch(r"\(.*,.*\)", t):
         return "tuple"
@@ -386,8 +409,10 @@ def _mv_grade(gold: str, answer: str) -> dict[str, Any]:
 
     words = gold_prose_words(gold)
     if words:
-        return {"status": "gold_parse_error",
-                "grade_error": f"gold is prose ({' '.join(words[:4])} ...), not an expression"}
+        return {
+            "status": "gold_parse_error",
+            "grade_error": f"gold is prose ({' '.join(words[:4])} ...), not an expression",
+        }
     gold_target, pred_target = _as_latex_target(gold), _as_latex_target(answer)
     gold_parsed = _GOLD_CACHE.get(gold_target)
     if gold_parsed is None:
@@ -396,15 +421,21 @@ def _mv_grade(gold: str, answer: str) -> dict[str, Any]:
             _GOLD_CACHE.pop(next(iter(_GOLD_CACHE)))
         _GOLD_CACHE[gold_target] = gold_parsed
     if not _has_expression(gold_parsed):
-        return {"status": "gold_parse_error",
-                "grade_error": f"math-verify parsed no expression from the gold {gold[:80]!r}"}
+        return {
+            "status": "gold_parse_error",
+            "grade_error": f"math-verify parsed no expression from the gold {gold[:80]!r}",
+        }
     # parse is deterministic: an answer written exactly as the gold parses exactly as it does
-    pred_parsed = gold_parsed if pred_target == gold_target else parse(
-        pred_target, parsing_timeout=None, raise_on_error=True)
+    pred_parsed = (
+        gold_parsed if pred_target == gold_target else parse(pred_target, parsing_timeout=None, raise_on_error=True)
+    )
     if not _has_expression(pred_parsed):
-        return {"status": "no_answer",
-                "grade_error": f"math-verify parsed no expression from the answer {answer[:80]!r}"
-                if answer.strip() else None}
+        return {
+            "status": "no_answer",
+            "grade_error": f"math-verify parsed no expression from the answer {answer[:80]!r}"
+            if answer.strip()
+            else None,
+        }
     try:
         ok = verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=True)
     except Exception as exc:  # one (gold, pred) candidate pair raised: record it, but let the
@@ -424,11 +455,7 @@ def grade_answer(gold: str, answer: str | None, soft_timeout_s: float | None = N
     """
     if answer is None:
         return {"status": "no_answer", "grade_error": None}
-    armed = (
-        soft_timeout_s is not None
-        and soft_timeout_s > 0
-        and threading.current_thread() is threading.main_thread()
-    )
+    armed = soft_timeout_s is not None and soft_timeout_s > 0 and threading.current_thread() is threading.main_thread()
     old_handler = None
     if armed:
         old_handler = signal.signal(signal.SIGALRM, _on_alarm)

@@ -65,8 +65,10 @@ def _worker_main(conn, max_memory_mb: int | None) -> None:
         try:
             res = grade_answer(gold, answer, soft)
         except BaseException as exc:  # e.g. the alarm landing in grade_answer's cleanup
-            res = {"status": "timeout" if isinstance(exc, SoftTimeout) else "error",
-                   "grade_error": f"{type(exc).__name__}: {exc}"[:500]}
+            res = {
+                "status": "timeout" if isinstance(exc, SoftTimeout) else "error",
+                "grade_error": f"{type(exc).__name__}: {exc}"[:500],
+            }
         # After a timeout or error, retire: an exception thrown into sympy at an arbitrary point
         # may leave its caches or global flags inconsistent. The parent forks a clean replacement.
         retire = res["status"] in ("timeout", "error")
@@ -197,16 +199,14 @@ def _grade_unique(
                 if died and not w.proc.is_alive():
                     code = w.proc.exitcode
                     if w.job is not None:
-                        finish(w.job, {"status": "error",
-                                       "grade_error": f"worker died (exit code {code})"})
+                        finish(w.job, {"status": "error", "grade_error": f"worker died (exit code {code})"})
                     elif not w.ready:
                         failed_starts += 1
                         if failed_starts >= 3:
                             raise RuntimeError(f"grading workers fail to start (exit {code})")
                     pool[k] = replace(w)
                 elif w.job is not None and now >= w.deadline:
-                    finish(w.job, {"status": "timeout",
-                                   "grade_error": f"killed after {timeout_s:g}s wall clock"})
+                    finish(w.job, {"status": "timeout", "grade_error": f"killed after {timeout_s:g}s wall clock"})
                     pool[k] = replace(w)
                 elif not w.ready and now >= w.started + startup_timeout_s:
                     raise RuntimeError(f"grading worker not ready after {startup_timeout_s}s")
@@ -255,26 +255,26 @@ def grade_rows(
             key_index[key] = len(jobs)
             jobs.append(key)
         row_key.append(key_index[key])
-    graded = _grade_unique(
-        jobs, workers=workers, timeout_s=timeout_s, progress=progress, max_memory_mb=max_memory_mb
-    )
+    graded = _grade_unique(jobs, workers=workers, timeout_s=timeout_s, progress=progress, max_memory_mb=max_memory_mb)
     out = []
     for i, (r, ext, ki) in enumerate(zip(rows, extracted, row_key)):
         if i in no_gold:  # never score a row without a gold answer as wrong: say why
             res = {"status": "gold_parse_error", "grade_error": "no gold answer in the row"}
         else:
             res = {"status": "no_answer", "grade_error": None} if ki is None else graded[ki]
-        out.append({
-            **r,
-            "extracted_answer": ext["extracted_answer"],
-            "status": res["status"],
-            "correct": res["status"] == "correct",
-            "think_closed": ext["think_closed"],
-            "boxed": ext["boxed"],
-            "n_boxes": ext["n_boxes"],
-            "length_stop": r.get("finish_reason") == "length",
-            "grade_error": res["grade_error"],
-        })
+        out.append(
+            {
+                **r,
+                "extracted_answer": ext["extracted_answer"],
+                "status": res["status"],
+                "correct": res["status"] == "correct",
+                "think_closed": ext["think_closed"],
+                "boxed": ext["boxed"],
+                "n_boxes": ext["n_boxes"],
+                "length_stop": r.get("finish_reason") == "length",
+                "grade_error": res["grade_error"],
+            }
+        )
     return out
 
 
@@ -289,8 +289,9 @@ def status_counts(rows: list[dict]) -> dict[str, int]:
     return out
 
 
-def grade_files(samples_paths, out_paths, *, workers: int = 2, timeout_s: float = 5.0,
-                progress: bool = True) -> list[dict[str, int]]:
+def grade_files(
+    samples_paths, out_paths, *, workers: int = 2, timeout_s: float = 5.0, progress: bool = True
+) -> list[dict[str, int]]:
     """Grade several generation files with one worker pool; write each graded eval JSONL
     (atomic) with a provenance sidecar carrying its status counts; return the counts per file."""
     if len(samples_paths) != len(out_paths):
@@ -301,22 +302,28 @@ def grade_files(samples_paths, out_paths, *, workers: int = 2, timeout_s: float 
         if not rows:
             raise ValueError(f"{path}: no samples to grade (empty file)")
         per_file.append(rows)
-    graded = grade_rows([r for rows in per_file for r in rows], workers=workers,
-                        timeout_s=timeout_s, progress=progress)
+    graded = grade_rows([r for rows in per_file for r in rows], workers=workers, timeout_s=timeout_s, progress=progress)
     out, start = [], 0
     for path, rows, dest in zip(samples_paths, per_file, out_paths):
-        part = graded[start:start + len(rows)]
+        part = graded[start : start + len(rows)]
         start += len(rows)
         write_jsonl(dest, part)
         counts = status_counts(part)
-        write_meta(dest, rule="grade", samples=str(path), grader="math-verify", workers=workers,
-                   timeout_s=timeout_s, status_counts=counts)
+        write_meta(
+            dest,
+            rule="grade",
+            samples=str(path),
+            grader="math-verify",
+            workers=workers,
+            timeout_s=timeout_s,
+            status_counts=counts,
+        )
         out.append(counts)
     return out
 
 
-def grade_file(samples_path, out_path, *, workers: int = 2, timeout_s: float = 5.0,
-               progress: bool = True) -> dict[str, int]:
+def grade_file(
+    samples_path, out_path, *, workers: int = 2, timeout_s: float = 5.0, progress: bool = True
+) -> dict[str, int]:
     """Grade one generation file (see :func:`grade_files`)."""
-    return grade_files([samples_path], [out_path], workers=workers, timeout_s=timeout_s,
-                       progress=progress)[0]
+    return grade_files([samples_path], [out_path], workers=workers, timeout_s=timeout_s, progress=progress)[0]

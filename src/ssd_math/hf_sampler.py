@@ -41,11 +41,12 @@ from .tokenizer import load_tokenizer
 # Refilling freed slots with waiting prompts (continuous batching) is left out on purpose: batch
 # composition is fixed so each batch is seeded on its own and resumable (module docstring).
 
+
 @dataclass(frozen=True)
 class Batch:
-    index: int            # position of the chunk in the request order
+    index: int  # position of the chunk in the request order
     sample_index: int
-    requests: tuple       # the chunk's requests (fixed composition)
+    requests: tuple  # the chunk's requests (fixed composition)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -57,7 +58,7 @@ def plan_batches(requests: Sequence[dict], batch_size: int, n: int) -> list[Batc
     """Requests chunked in order into ``batch_size`` groups, once per sample index."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    chunks = [tuple(requests[i:i + batch_size]) for i in range(0, len(requests), batch_size)]
+    chunks = [tuple(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
     return [Batch(b, s, chunk) for s in range(n) for b, chunk in enumerate(chunks)]
 
 
@@ -94,7 +95,7 @@ class TopKTruncation:
         probs = torch.softmax(vals, dim=-1)
         keep = None
         if self.top_p < 1.0:
-            keep = (torch.cumsum(probs, dim=-1) - probs) < self.top_p   # mass ranked before < p
+            keep = (torch.cumsum(probs, dim=-1) - probs) < self.top_p  # mass ranked before < p
         if self.min_p > 0:
             ok = probs >= self.min_p * probs[:, :1]
             keep = ok if keep is None else keep & ok
@@ -141,10 +142,9 @@ def _buffered_kv_layer_class():
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
             if end > self.capacity:
-                raise RuntimeError(f"BufferedKVLayer: {end} positions exceed the capacity "
-                                   f"{self.capacity}")
-            self._k[:, :, self.length:end].copy_(key_states)
-            self._v[:, :, self.length:end].copy_(value_states)
+                raise RuntimeError(f"BufferedKVLayer: {end} positions exceed the capacity {self.capacity}")
+            self._k[:, :, self.length : end].copy_(key_states)
+            self._v[:, :, self.length : end].copy_(value_states)
             self.length = end
             self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
             return self.keys, self.values
@@ -204,26 +204,31 @@ def _register_decode_attention() -> str:
     if DECODE_ATTENTION in AttentionInterface._global_mapping:
         return DECODE_ATTENTION
 
-    def gqa_decode_attention(module, query, key, value, attention_mask, dropout=0.0,
-                             scaling=None, **kwargs):
+    def gqa_decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         b, h, q_len, d = query.shape
         kvh = key.shape[1]
         mask = attention_mask
-        if (q_len != 1 or h % kvh or dropout or kwargs.get("position_bias") is not None
-                or (mask is not None and (mask.dim() != 4 or mask.shape[1] != 1))):
-            return sdpa_attention_forward(module, query, key, value, attention_mask,
-                                          dropout=dropout, scaling=scaling, **kwargs)
-        scale = d ** -0.5 if scaling is None else scaling
-        qg = query.reshape(b, kvh, h // kvh, d)                       # [b, kv heads, group, d]
-        scores = torch.matmul(qg, key.transpose(-1, -2)) * scale       # [b, kv heads, group, L]
+        if (
+            q_len != 1
+            or h % kvh
+            or dropout
+            or kwargs.get("position_bias") is not None
+            or (mask is not None and (mask.dim() != 4 or mask.shape[1] != 1))
+        ):
+            return sdpa_attention_forward(
+                module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+            )
+        scale = d**-0.5 if scaling is None else scaling
+        qg = query.reshape(b, kvh, h // kvh, d)  # [b, kv heads, group, d]
+        scores = torch.matmul(qg, key.transpose(-1, -2)) * scale  # [b, kv heads, group, L]
         if mask is not None:
-            m = mask[:, :, -1:, : key.shape[-2]]                        # [b or 1, 1, 1, L]
+            m = mask[:, :, -1:, : key.shape[-2]]  # [b or 1, 1, 1, L]
             if m.dtype == torch.bool:
                 scores = scores.masked_fill(~m, float("-inf"))
             else:
                 scores = scores + m
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-        out = torch.matmul(probs, value)                                # [b, kv heads, group, d]
+        out = torch.matmul(probs, value)  # [b, kv heads, group, d]
         return out.reshape(b, h, 1, d).transpose(1, 2), None
 
     AttentionInterface.register(DECODE_ATTENTION, gqa_decode_attention)
@@ -257,18 +262,33 @@ def fast_loop_support(model) -> str | None:
         return f"DynamicCache(config) fails: {exc}"
     kinds = {type(layer) for layer in layers}
     if not layers or not kinds <= {DynamicLayer, LinearAttentionLayer}:
-        return "cache layer kinds " + ", ".join(sorted(k.__name__ for k in kinds)) + \
-            " (only DynamicLayer / LinearAttentionLayer are batch-selected by this loop)"
+        return (
+            "cache layer kinds "
+            + ", ".join(sorted(k.__name__ for k in kinds))
+            + " (only DynamicLayer / LinearAttentionLayer are batch-selected by this loop)"
+        )
     if DynamicLayer not in kinds:
         return "no full-attention layer (the mask sizes come from one)"
     return None
 
 
-def decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens: int,
-                 eos_token_id: int, pad_token_id: int, generator=None, truncation=None,
-                 compact_frac: float = 0.1, buffered_kv: bool = True,
-                 decode_attention: bool = True, share_prefix: bool = True,
-                 stats: dict | None = None) -> list[list[int]]:
+def decode_batch(
+    model,
+    input_ids,
+    attention_mask,
+    *,
+    processors,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    generator=None,
+    truncation=None,
+    compact_frac: float = 0.1,
+    buffered_kv: bool = True,
+    decode_attention: bool = True,
+    share_prefix: bool = True,
+    stats: dict | None = None,
+) -> list[list[int]]:
     """Sample up to ``max_new_tokens`` tokens for a left-padded batch; returns each row's
     generated ids up to and including its eos (or all ``max_new_tokens`` ids).
 
@@ -293,11 +313,21 @@ def decode_batch(model, input_ids, attention_mask, *, processors, max_new_tokens
     impl = model.config._attn_implementation
     model.config._attn_implementation = _register_decode_attention() if decode_attention else impl
     try:
-        return _decode_batch(model, input_ids, attention_mask, processors=processors,
-                             truncation=truncation, max_new_tokens=max_new_tokens,
-                             eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                             generator=generator, compact_frac=compact_frac,
-                             buffered_kv=buffered_kv, share_prefix=share_prefix, stats=stats)
+        return _decode_batch(
+            model,
+            input_ids,
+            attention_mask,
+            processors=processors,
+            truncation=truncation,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            generator=generator,
+            compact_frac=compact_frac,
+            buffered_kv=buffered_kv,
+            share_prefix=share_prefix,
+            stats=stats,
+        )
     finally:
         model.config._attn_implementation = impl
 
@@ -319,30 +349,53 @@ def _prefill_shared_prefix(model, input_ids, am, cache, n_prefix: int):
     import torch
 
     n_rows, plen = input_ids.shape
-    start = plen - am.sum(-1)                              # left padding of each row
-    prefix = input_ids[0, int(start[0]):int(start[0]) + n_prefix][None]
-    model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
-          position_ids=torch.arange(n_prefix, device=prefix.device)[None],
-          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    start = plen - am.sum(-1)  # left padding of each row
+    prefix = input_ids[0, int(start[0]) : int(start[0]) + n_prefix][None]
+    model(
+        input_ids=prefix,
+        attention_mask=torch.ones_like(prefix),
+        position_ids=torch.arange(n_prefix, device=prefix.device)[None],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     for layer in cache.layers:
         layer.repeat_rows(n_rows)
     # the suffixes, right-aligned as left padding put them, in the last S columns; a shorter
     # row's prefix copy that falls inside them is masked (it is in the cache already)
     width = plen - int(start.min()) - n_prefix
     cols = torch.arange(plen - width, plen, device=input_ids.device)[None]
-    ids, sub = input_ids[:, plen - width:], am[:, plen - width:]
+    ids, sub = input_ids[:, plen - width :], am[:, plen - width :]
     sub = sub.masked_fill(cols < (start + n_prefix)[:, None], 0)
-    full_mask = torch.cat([torch.ones((n_rows, n_prefix), dtype=am.dtype, device=am.device),
-                           sub], dim=1)
+    full_mask = torch.cat([torch.ones((n_rows, n_prefix), dtype=am.dtype, device=am.device), sub], dim=1)
     pos = (full_mask.cumsum(-1) - 1).masked_fill_(full_mask == 0, 0)[:, n_prefix:]
-    out = model(input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)
+    out = model(
+        input_ids=ids,
+        attention_mask=full_mask,
+        position_ids=pos,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return full_mask, pos, out
 
 
-def _decode_batch(model, input_ids, attention_mask, *, processors, truncation, max_new_tokens,
-                  eos_token_id, pad_token_id, generator, compact_frac, buffered_kv, share_prefix,
-                  stats):
+def _decode_batch(
+    model,
+    input_ids,
+    attention_mask,
+    *,
+    processors,
+    truncation,
+    max_new_tokens,
+    eos_token_id,
+    pad_token_id,
+    generator,
+    compact_frac,
+    buffered_kv,
+    share_prefix,
+    stats,
+):
     import torch
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -352,9 +405,10 @@ def _decode_batch(model, input_ids, attention_mask, *, processors, truncation, m
     am = attention_mask.to(torch.long)
     cache = DynamicCache(config=model.config)
     full_attention_only = all(type(layer) is DynamicLayer for layer in cache.layers)
-    n_prefix = (common_prefix_len(input_ids, am)
-                if share_prefix and buffered_kv and full_attention_only and n_rows > 1 else 0)
-    cap = plen + max_new_tokens                            # prompt columns never grow
+    n_prefix = (
+        common_prefix_len(input_ids, am) if share_prefix and buffered_kv and full_attention_only and n_rows > 1 else 0
+    )
+    cap = plen + max_new_tokens  # prompt columns never grow
     layer_cls = _buffered_kv_layer_class()
     for i, layer in enumerate(cache.layers):
         if buffered_kv and type(layer) is DynamicLayer:
@@ -363,18 +417,24 @@ def _decode_batch(model, input_ids, attention_mask, *, processors, truncation, m
         am, position_ids, out = _prefill_shared_prefix(model, input_ids, am, cache, n_prefix)
     else:
         position_ids = (am.cumsum(-1) - 1).masked_fill_(am == 0, 0)
-        out = model(input_ids=input_ids, attention_mask=am, position_ids=position_ids,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=am,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
     logits = out.logits[:, -1].to(dtype=torch.float32)
     del out
-    width = am.shape[1]                                    # prompt columns of the cache
+    width = am.shape[1]  # prompt columns of the cache
     next_pos = position_ids[:, -1] + 1
     mask = torch.ones((n_rows, cap), dtype=am.dtype, device=device)
     mask[:, :width] = am
     hist = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     tokens = torch.full((n_rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     lengths = [max_new_tokens] * n_rows
-    rows = torch.arange(n_rows, device=device)       # original row of each batch row
+    rows = torch.arange(n_rows, device=device)  # original row of each batch row
     alive = torch.ones(n_rows, dtype=torch.bool, device=device)
     n_alive = n_rows
     positions, steps = n_rows, 0
@@ -399,12 +459,16 @@ def _decode_batch(model, input_ids, attention_mask, *, processors, truncation, m
         if n_dead and n_dead >= compact_frac * len(rows):
             keep = alive.nonzero().squeeze(1)
             cache.reorder_cache(keep)
-            rows, hist, mask, next_pos, nxt = (x.index_select(0, keep)
-                                               for x in (rows, hist, mask, next_pos, nxt))
+            rows, hist, mask, next_pos, nxt = (x.index_select(0, keep) for x in (rows, hist, mask, next_pos, nxt))
             alive = torch.ones(len(keep), dtype=torch.bool, device=device)
-        out = model(input_ids=nxt[:, None], attention_mask=mask[:, :width + t + 1],
-                    position_ids=next_pos[:, None], past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask[:, : width + t + 1],
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         logits = out.logits[:, -1].to(dtype=torch.float32)
         del out
         next_pos += 1
@@ -415,7 +479,7 @@ def _decode_batch(model, input_ids, attention_mask, *, processors, truncation, m
         stats["steps"] = stats.get("steps", 0) + steps
         stats["prefix_tokens"] = stats.get("prefix_tokens", 0) + n_prefix
     toks = tokens.tolist()
-    return [toks[r][:lengths[r]] for r in range(n_rows)]
+    return [toks[r][: lengths[r]] for r in range(n_rows)]
 
 
 class HFSampler:
@@ -430,10 +494,19 @@ class HFSampler:
 
     backend = "hf"
 
-    def __init__(self, model_dir, *, device: str = "cpu", dtype: str = "float32",
-                 batch_size: int = 64, model_name: str | None = None, threads: int | None = None,
-                 trust_remote_code: bool = False, loop: str = "auto",
-                 compact_frac: float = 0.1):
+    def __init__(
+        self,
+        model_dir,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 64,
+        model_name: str | None = None,
+        threads: int | None = None,
+        trust_remote_code: bool = False,
+        loop: str = "auto",
+        compact_frac: float = 0.1,
+    ):
         import logging
 
         import torch
@@ -448,7 +521,7 @@ class HFSampler:
         self.dtype = dtype
         self.batch_size = int(batch_size)
         self.compact_frac = float(compact_frac)
-        self.buffered_kv = True       # ablation switches of decode_batch (bench/bench_sampler.py)
+        self.buffered_kv = True  # ablation switches of decode_batch (bench/bench_sampler.py)
         self.decode_attention = True
         self.share_prefix = True
         self.fused_topk = True
@@ -458,8 +531,7 @@ class HFSampler:
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"{model_dir}: the tokenizer has no pad token")
         self.eos_id = self.tokenizer.eos_token_id
-        self.model = load_model(self.model_dir, dtype=dtype, device=device,
-                                trust_remote_code=self.trust_remote_code)
+        self.model = load_model(self.model_dir, dtype=dtype, device=device, trust_remote_code=self.trust_remote_code)
         if loop == "generate":
             self.loop, self.loop_reason = "generate", "asked for (loop='generate')"
         else:
@@ -468,9 +540,9 @@ class HFSampler:
             self.loop_reason = why
             if why:
                 logging.getLogger(__name__).warning(
-                    "%s: sampling with model.generate, not the fast loop: %s", self.model_dir, why)
-        self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0, "positions": 0, "steps": 0,
-                      "prefix_tokens": 0}
+                    "%s: sampling with model.generate, not the fast loop: %s", self.model_dir, why
+                )
+        self.stats = {"new_tokens": 0, "seconds": 0.0, "batches": 0, "positions": 0, "steps": 0, "prefix_tokens": 0}
 
     def _generate_ids(self, enc: dict, sampling: SamplingConfig) -> list[list[int]]:
         """``model.generate`` for one batch: the generated ids of each row (pads included)."""
@@ -488,8 +560,7 @@ class HFSampler:
         self.stats["steps"] += out.shape[1] - prompt_len
         return out[:, prompt_len:].tolist()
 
-    def generate_batch(self, batch: Batch, *, sampling: SamplingConfig, condition: str,
-                       base_seed: int) -> list[dict]:
+    def generate_batch(self, batch: Batch, *, sampling: SamplingConfig, condition: str, base_seed: int) -> list[dict]:
         import torch
 
         tok = self.tokenizer
@@ -505,16 +576,23 @@ class HFSampler:
             else:
                 g = torch.Generator(device=self.device)
                 g.manual_seed(bseed)
-                procs, trunc = loop_sampling(sampling) if self.fused_topk else \
-                    (sampling.hf_processors(), None)
-                gen = decode_batch(self.model, enc["input_ids"], enc["attention_mask"],
-                                   processors=procs, truncation=trunc,
-                                   max_new_tokens=int(sampling.max_new_tokens),
-                                   eos_token_id=self.eos_id, pad_token_id=tok.pad_token_id,
-                                   generator=g, compact_frac=self.compact_frac,
-                                   buffered_kv=self.buffered_kv,
-                                   decode_attention=self.decode_attention,
-                                   share_prefix=self.share_prefix, stats=self.stats)
+                procs, trunc = loop_sampling(sampling) if self.fused_topk else (sampling.hf_processors(), None)
+                gen = decode_batch(
+                    self.model,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    processors=procs,
+                    truncation=trunc,
+                    max_new_tokens=int(sampling.max_new_tokens),
+                    eos_token_id=self.eos_id,
+                    pad_token_id=tok.pad_token_id,
+                    generator=g,
+                    compact_frac=self.compact_frac,
+                    buffered_kv=self.buffered_kv,
+                    decode_attention=self.decode_attention,
+                    share_prefix=self.share_prefix,
+                    stats=self.stats,
+                )
         dt = time.perf_counter() - t0
         rows = []
         for req, ids in zip(batch.requests, gen):
@@ -525,27 +603,37 @@ class HFSampler:
                 body, n_tok, reason = ids, len(ids), "length"
             self.stats["new_tokens"] += n_tok
             text = tok.decode(body, skip_special_tokens=False)
-            row = base_row(req, sample_index=batch.sample_index, completion=text,
-                           n_completion_tokens=n_tok, finish_reason=reason,
-                           seed=request_seed(base_seed, req["id"], batch.sample_index, condition),
-                           sampling=sampling, model=self.model_name, condition=condition)
+            row = base_row(
+                req,
+                sample_index=batch.sample_index,
+                completion=text,
+                n_completion_tokens=n_tok,
+                finish_reason=reason,
+                seed=request_seed(base_seed, req["id"], batch.sample_index, condition),
+                sampling=sampling,
+                model=self.model_name,
+                condition=condition,
+            )
             row["batch_seed"] = bseed
             rows.append(row)
         self.stats["seconds"] += dt
         self.stats["batches"] += 1
         return rows
 
-    def sample(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
-               base_seed: int) -> list[dict]:
+    def sample(
+        self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str, base_seed: int
+    ) -> list[dict]:
         """All rows, sorted by (request order, sample index): :meth:`generate_batch` over
         :func:`plan_batches`. Each batch is seeded on its own, so any subset of batches gives
         the rows an uninterrupted run gives; resuming is ``generate.run_condition``'s job (its
         partial file keeps finished batches)."""
         check_requests(requests)
         pos = {r["id"]: i for i, r in enumerate(requests)}
-        rows = [r for b in plan_batches(list(requests), self.batch_size, sampling.n)
-                for r in self.generate_batch(b, sampling=sampling, condition=condition,
-                                             base_seed=base_seed)]
+        rows = [
+            r
+            for b in plan_batches(list(requests), self.batch_size, sampling.n)
+            for r in self.generate_batch(b, sampling=sampling, condition=condition, base_seed=base_seed)
+        ]
         rows.sort(key=lambda r: (pos[r["prompt_id"]], r["sample_index"]))
         return rows
 
@@ -553,5 +641,8 @@ class HFSampler:
         """Totals so far: new (useful) tokens, seconds, batches, positions computed (rows x
         decode steps) and steps; ``new_tokens_per_s``; ``useful_frac`` = new tokens / positions."""
         s = self.stats
-        return {**s, "new_tokens_per_s": s["new_tokens"] / s["seconds"] if s["seconds"] else None,
-                "useful_frac": s["new_tokens"] / s["positions"] if s["positions"] else None}
+        return {
+            **s,
+            "new_tokens_per_s": s["new_tokens"] / s["seconds"] if s["seconds"] else None,
+            "useful_frac": s["new_tokens"] / s["positions"] if s["positions"] else None,
+        }

@@ -20,8 +20,16 @@ from pathlib import Path
 from . import config as sc
 from .config import BASE_PROVENANCE
 from .findings import git_state
-from .io import (atomic_path, file_sha256, machine_info, package_versions, read_jsonl, stable_hash,
-                 write_json, write_meta)
+from .io import (
+    atomic_path,
+    file_sha256,
+    machine_info,
+    package_versions,
+    read_jsonl,
+    stable_hash,
+    write_json,
+    write_meta,
+)
 
 DEFAULT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
 
@@ -62,9 +70,11 @@ def fetch_base(hub: dict, out_dir: str | os.PathLike, *, trust_remote_code: bool
     patterns = list(hub.get("allow_patterns") or DEFAULT_PATTERNS)
     if trust_remote_code:
         patterns.append("*.py")
-    how = ("set config key model.hub.local_dir to a local copy of the model folder "
-           "(config.json, tokenizer, chat template, *.safetensors), or pre-fill the hub cache "
-           "(HF_HOME) on a machine with network and rerun with HF_HUB_OFFLINE=1")
+    how = (
+        "set config key model.hub.local_dir to a local copy of the model folder "
+        "(config.json, tokenizer, chat template, *.safetensors), or pre-fill the hub cache "
+        "(HF_HOME) on a machine with network and rerun with HF_HUB_OFFLINE=1"
+    )
     with atomic_path(out_dir, is_dir=True) as tmp:
         if hub.get("local_dir"):
             src = Path(hub["local_dir"])
@@ -74,24 +84,36 @@ def fetch_base(hub: dict, out_dir: str | os.PathLike, *, trust_remote_code: bool
             resolved, origin = None, f"local copy of {src}"
         else:
             try:
-                path = _snapshot_download(repo_id=hub_id, revision=revision,
-                                          allow_patterns=patterns, local_dir=str(tmp))
+                path = _snapshot_download(
+                    repo_id=hub_id, revision=revision, allow_patterns=patterns, local_dir=str(tmp)
+                )
             except Exception as exc:  # no network, unknown repo/revision, gated, disk full
-                raise FetchError(f"model {hub_id}@{revision} could not be fetched from the "
-                                 f"Hugging Face hub ({type(exc).__name__}: {exc}); {how}") from exc
+                raise FetchError(
+                    f"model {hub_id}@{revision} could not be fetched from the "
+                    f"Hugging Face hub ({type(exc).__name__}: {exc}); {how}"
+                ) from exc
             resolved, origin = _resolved_revision(Path(path)), "huggingface hub"
         shutil.rmtree(tmp / ".cache", ignore_errors=True)  # snapshot_download's local metadata
         missing = check_model_dir(tmp, hub_id)
         if missing:
-            raise FetchError(f"model {hub_id}@{revision}: the fetched folder lacks "
-                             f"{', '.join(missing)} (allow_patterns {patterns}); {how}")
-        files = {p.relative_to(tmp).as_posix(): p.stat().st_size
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+            raise FetchError(
+                f"model {hub_id}@{revision}: the fetched folder lacks "
+                f"{', '.join(missing)} (allow_patterns {patterns}); {how}"
+            )
+        files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         shipped = check_shipped_weights(tmp, hub_id)
-        info = {"rule": "fetch_base", "hub_id": hub_id, "revision": revision,
-                "resolved_revision": resolved, "origin": origin, "allow_patterns": patterns,
-                "trust_remote_code": trust_remote_code, "dtype": hub.get("dtype"),
-                "files": files, "base_provenance": shipped}
+        info = {
+            "rule": "fetch_base",
+            "hub_id": hub_id,
+            "revision": revision,
+            "resolved_revision": resolved,
+            "origin": origin,
+            "allow_patterns": patterns,
+            "trust_remote_code": trust_remote_code,
+            "dtype": hub.get("dtype"),
+            "files": files,
+            "base_provenance": shipped,
+        }
         write_meta(tmp, **info)
     return info
 
@@ -112,14 +134,22 @@ def check_shipped_weights(folder: Path, hub_id: str) -> dict | None:
     prov = json.loads(p.read_text("utf-8"))
     have, want = weights_sha256(folder), prov.get("weights_sha256") or {}
     if have != want:
-        raise FetchError(f"model {hub_id}: the weights' sha256 {have} differ from those its "
-                         f"{BASE_PROVENANCE} records {want} (a changed or corrupted file; "
-                         "rebuild the base with rule ship_base)")
+        raise FetchError(
+            f"model {hub_id}: the weights' sha256 {have} differ from those its "
+            f"{BASE_PROVENANCE} records {want} (a changed or corrupted file; "
+            "rebuild the base with rule ship_base)"
+        )
     return prov
 
 
-def ship_base(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cfg: dict,
-              train_log: str | os.PathLike | None = None, workdir: str | os.PathLike = ".") -> dict:
+def ship_base(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    cfg: dict,
+    train_log: str | os.PathLike | None = None,
+    workdir: str | os.PathLike = ".",
+) -> dict:
     """Rule ship_base: copy the tiny base pretrained by rule pretrain_base (weights, tokenizer,
     config, chat template) into ``out_dir`` (model.ship_dir, the repository's models/tiny-base)
     with a ``provenance.json``: the git commit, the base's recipe (model.tiny, model.pretrain, the
@@ -128,8 +158,7 @@ def ship_base(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cfg: 
     import json
 
     src = Path(model_dir)
-    keep = [p for p in sorted(src.iterdir()) if p.is_file() and p.name != "meta.json"
-            and not p.name.startswith(".")]
+    keep = [p for p in sorted(src.iterdir()) if p.is_file() and p.name != "meta.json" and not p.name.startswith(".")]
     with atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         for p in keep:
@@ -179,10 +208,12 @@ def _resolved_revision(folder: Path) -> str | None:
 #: (vllm/model_executor/models/qwen3_5.py; the VLM's inherits qwen3_vl.py's), applied in order:
 #: a prefix is replaced (``None``: the weight is skipped).
 VLLM_PREFIX_MAP = {
-    "Qwen3_5ForConditionalGeneration": {"model.visual.": "visual.",
-                                        "lm_head.": "language_model.lm_head.",
-                                        "model.language_model.": "language_model.model.",
-                                        "mtp.": None},
+    "Qwen3_5ForConditionalGeneration": {
+        "model.visual.": "visual.",
+        "lm_head.": "language_model.lm_head.",
+        "model.language_model.": "language_model.model.",
+        "mtp.": None,
+    },
     "Qwen3_5ForCausalLM": {"model.language_model.": "model.", "mtp.": None},
 }
 #: Parameter names (before vLLM stacks q/k/v, gate/up, in_proj_qkv/z and in_proj_b/a into its
@@ -195,19 +226,36 @@ _VLLM_TEXT_PARAM = re.compile(
     r"|(?P<full>self_attn)\.(?:q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.weight"
     r"|(?P<linear>linear_attn)\.(?:in_proj_qkv\.weight|in_proj_z\.weight|in_proj_b\.weight"
     r"|in_proj_a\.weight|conv1d\.weight|dt_bias|A_log|norm\.weight|out_proj\.weight)))$"
-    r"|^lm_head\.weight$")
+    r"|^lm_head\.weight$"
+)
 
 
-_COMMON = {"input_layernorm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
-           "mlp.up_proj.weight", "mlp.down_proj.weight"}
+_COMMON = {
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+}
 #: the weights every decoder layer of each type has (vLLM's Qwen3_5DecoderLayer)
 LAYER_WEIGHTS = {
-    "full_attention": _COMMON | {f"self_attn.{n}.weight" for n in
-                                 ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")},
-    "linear_attention": _COMMON | {f"linear_attn.{n}" for n in
-                                   ("in_proj_qkv.weight", "in_proj_z.weight", "in_proj_b.weight",
-                                    "in_proj_a.weight", "conv1d.weight", "dt_bias", "A_log",
-                                    "norm.weight", "out_proj.weight")},
+    "full_attention": _COMMON
+    | {f"self_attn.{n}.weight" for n in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")},
+    "linear_attention": _COMMON
+    | {
+        f"linear_attn.{n}"
+        for n in (
+            "in_proj_qkv.weight",
+            "in_proj_z.weight",
+            "in_proj_b.weight",
+            "in_proj_a.weight",
+            "conv1d.weight",
+            "dt_bias",
+            "A_log",
+            "norm.weight",
+            "out_proj.weight",
+        )
+    },
 }
 
 
@@ -217,7 +265,7 @@ def vllm_map_name(name: str, architecture: str) -> str | None:
         if name.startswith(prefix):
             if new is None:
                 return None
-            name = new + name[len(prefix):]
+            name = new + name[len(prefix) :]
     return name
 
 
@@ -253,7 +301,7 @@ def vllm_weight_problems(model_dir: str | os.PathLike) -> list[str]:
         if lm and not mapped.startswith(lm):
             problems.append(f"{name} -> {mapped}: not under vLLM's {lm!r}")
             continue
-        m = _VLLM_TEXT_PARAM.match(mapped[len(lm):])
+        m = _VLLM_TEXT_PARAM.match(mapped[len(lm) :])
         if not m:
             problems.append(f"{name} -> {mapped}: no such parameter in vLLM's Qwen3_5Model")
             continue
@@ -265,7 +313,7 @@ def vllm_weight_problems(model_dir: str | os.PathLike) -> list[str]:
             elif kind and types[i] != kind:
                 problems.append(f"{name}: {kind} weights on a {types[i]} layer")
             else:
-                seen[i].add(mapped[len(lm):].split(f"layers.{i}.", 1)[1])
+                seen[i].add(mapped[len(lm) :].split(f"layers.{i}.", 1)[1])
     for i, t in enumerate(types):
         lacking = sorted(LAYER_WEIGHTS[t] - seen.get(i, set()))
         if lacking:

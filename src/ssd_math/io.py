@@ -82,8 +82,10 @@ def write_csv(df: Any, path: PathLike) -> None:
 
 
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
-    return (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-            "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return (
+        f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+        "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8"
+    )
 
 
 def read_text(path: PathLike) -> str:
@@ -96,9 +98,11 @@ def read_text(path: PathLike) -> str:
         line_start = raw.rfind(b"\n", 0, exc.start) + 1
         lineno = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - line_start
-        raise DataError(f"{path}: line {lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
-                        f"column {col + 1}); re-encode the file as UTF-8, e.g. iconv -f latin1 "
-                        "-t utf-8") from None
+        raise DataError(
+            f"{path}: line {lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
+            f"column {col + 1}); re-encode the file as UTF-8, e.g. iconv -f latin1 "
+            "-t utf-8"
+        ) from None
 
 
 def read_json(path: PathLike) -> Any:
@@ -171,8 +175,18 @@ def read_jsonl_report(path: PathLike) -> tuple[list[dict], list[tuple[int, str]]
 # --benchmark-extended appends jobid, rule_name, wildcards, params, threads, cpu_usage,
 # resources, input_size_mb. max_* are MB, io_* MB, mean_load %, cpu_time s; "NA" when the
 # job ended before the first sample; one row per repeat() run.
-BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
-                     "io_out", "mean_load", "cpu_time")
+BENCHMARK_COLUMNS = (
+    "s",
+    "h:m:s",
+    "max_rss",
+    "max_vms",
+    "max_uss",
+    "max_pss",
+    "io_in",
+    "io_out",
+    "mean_load",
+    "cpu_time",
+)
 
 
 def _benchmark_number(v: str | None) -> float | None:
@@ -197,8 +211,11 @@ def read_benchmark(path: str | os.PathLike) -> dict:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        raw = [{k: (None if v is None else str(v)) for k, v in json.loads(line).items()}
-               for line in text.splitlines() if line.strip()]
+        raw = [
+            {k: (None if v is None else str(v)) for k, v in json.loads(line).items()}
+            for line in text.splitlines()
+            if line.strip()
+        ]
     else:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
@@ -213,10 +230,15 @@ def read_benchmark(path: str | os.PathLike) -> dict:
     rss = [x for x in (_benchmark_number(r.get("max_rss")) for r in raw) if x is not None]
     cpu = [x for x in (_benchmark_number(r.get("cpu_time")) for r in raw) if x is not None]
     load = [x for x in (_benchmark_number(r.get("mean_load")) for r in raw) if x is not None]
-    return {"n_runs": len(raw), "s_mean": sum(secs) / len(secs) if secs else None,
-            "s_max": max(secs) if secs else None, "max_rss_mb": max(rss) if rss else None,
-            "cpu_time_s": sum(cpu) / len(cpu) if cpu else None,
-            "mean_load": sum(load) / len(load) if load else None, "rows": raw}
+    return {
+        "n_runs": len(raw),
+        "s_mean": sum(secs) / len(secs) if secs else None,
+        "s_max": max(secs) if secs else None,
+        "max_rss_mb": max(rss) if rss else None,
+        "cpu_time_s": sum(cpu) / len(cpu) if cpu else None,
+        "mean_load": sum(load) / len(load) if load else None,
+        "rows": raw,
+    }
 
 
 def _json_default(obj: Any) -> Any:
@@ -234,8 +256,16 @@ def _json_default(obj: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 PROVENANCE_PACKAGES = (
-    "torch", "transformers", "accelerate", "tokenizers", "snakemake", "math-verify",
-    "polars", "numpy", "scipy", "vllm",
+    "torch",
+    "transformers",
+    "accelerate",
+    "tokenizers",
+    "snakemake",
+    "math-verify",
+    "polars",
+    "numpy",
+    "scipy",
+    "vllm",
 )
 
 
@@ -302,8 +332,7 @@ def accelerator_info() -> dict:
     torch = sys.modules.get("torch")
     if torch is None:
         return {"torch_loaded": False}
-    info = {"torch": torch.__version__, "cuda": torch.version.cuda,
-            "cuda_available": torch.cuda.is_available()}
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
     if info["cuda_available"]:
         info["gpus"] = list(_gpu_names(torch) or ())
     return info
@@ -340,6 +369,7 @@ def parse_torch_config(text: str) -> dict:
     (``BLAS_INFO``: mkl, open, accelerate, ...), ``lapack``, ``mkl_version``, ``onednn_version``
     (the MKL-DNN/oneDNN line), ``cpu_capability_built`` ("CPU capability usage"); ``None``
     where the build text does not say."""
+
     def find(pattern: str) -> str | None:
         m = re.search(pattern, text)
         return m.group(1).strip() if m else None
@@ -369,9 +399,13 @@ def _static_machine() -> dict:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    return {"cpu_model": cpu["cpu_model"] or platform.processor() or platform.machine() or None,
-            "arch": platform.machine(), "isa": cpu["isa"],
-            "logical_cores": os.cpu_count(), "usable_cores": usable}
+    return {
+        "cpu_model": cpu["cpu_model"] or platform.processor() or platform.machine() or None,
+        "arch": platform.machine(),
+        "isa": cpu["isa"],
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+    }
 
 
 _TORCH_BUILD: dict[int, tuple[Any, dict]] = {}  # id -> (the module, kept alive; its build)
@@ -383,11 +417,16 @@ def _torch_build(torch: Any) -> dict:
     if _TORCH_BUILD.get(id(torch), (None,))[0] is not torch:
         build = parse_torch_config(torch.__config__.show())
         cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
-        _TORCH_BUILD[id(torch)] = (torch, {
-            "version": torch.__version__, **build,
-            "cpu_capability": cap() if cap else build["cpu_capability_built"],
-            "mkl_available": bool(torch.backends.mkl.is_available()),
-            "mkldnn_available": bool(torch.backends.mkldnn.is_available())})
+        _TORCH_BUILD[id(torch)] = (
+            torch,
+            {
+                "version": torch.__version__,
+                **build,
+                "cpu_capability": cap() if cap else build["cpu_capability_built"],
+                "mkl_available": bool(torch.backends.mkl.is_available()),
+                "mkldnn_available": bool(torch.backends.mkldnn.is_available()),
+            },
+        )
     return _TORCH_BUILD[id(torch)][1]
 
 
@@ -409,8 +448,11 @@ def machine_info() -> dict:
         info["torch"] = None
         info["gpus"] = None
         return info
-    info["torch"] = {**_torch_build(torch), "intra_op_threads": torch.get_num_threads(),
-                     "inter_op_threads": torch.get_num_interop_threads()}
+    info["torch"] = {
+        **_torch_build(torch),
+        "intra_op_threads": torch.get_num_threads(),
+        "inter_op_threads": torch.get_num_interop_threads(),
+    }
     gpus = _gpu_names(torch)
     info["gpus"] = list(gpus) if gpus is not None else None
     return info

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shlex
 
-
 from .config import accelerate_gpus, read_accelerate_config
 from .gpu_driver import cuda_driver_problem
 from .layout import device
@@ -43,9 +42,14 @@ def train_launcher(path: str | os.PathLike, python: str = "python") -> str:
     config starts with the driver check (``python -m ssd_math.launcher on-gpu CMD...``:
     :func:`ssd_math.gpu_driver.require_cuda_driver`, then CMD)."""
     acc = read_accelerate_config(path)
-    simple = (acc.get("use_cpu") and str(acc.get("distributed_type", "NO")) == "NO"
-              and int(acc.get("num_processes", 1)) == 1 and int(acc.get("num_machines", 1)) == 1
-              and str(acc.get("mixed_precision", "no")) == "no" and not acc.get("dynamo_config"))
+    simple = (
+        acc.get("use_cpu")
+        and str(acc.get("distributed_type", "NO")) == "NO"
+        and int(acc.get("num_processes", 1)) == 1
+        and int(acc.get("num_machines", 1)) == 1
+        and str(acc.get("mixed_precision", "no")) == "no"
+        and not acc.get("dynamo_config")
+    )
     if simple:
         env = " ".join(f"{k}={v}" for k, v in SIMPLE_CPU_ENV.items())
         return f"{env} {shlex.quote(python)} -m ssd_math.train"

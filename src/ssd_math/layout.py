@@ -82,14 +82,15 @@ class Layout:
         # is on the grid (one rule pattern for every arm), else they generate it.
         # ``reuse=False``: every job generates its own file (the planner's "before" column)
         self.reuse = reuse
-        self.final_from_grid = reuse and all(sc.fmt_t(a["t_eval"]) in self.tgrid
-                                             for a in self.all_arms.values())
+        self.final_from_grid = reuse and all(sc.fmt_t(a["t_eval"]) in self.tgrid for a in self.all_arms.values())
         self.generated_ckpts = [c for c in self.ckpts if not (c == "final" and self.final_from_grid)]
         # Sweep conditions equal to a T-grid condition of the base (e.g. preset-precise = T0.6)
         # are that grid file (rule reuse_grid_sweep), not generated again.
-        self.sweep_from_grid = {name: f"T{sc.fmt_t(s.temperature)}" for name, s in sweeps.items()
-                                if reuse and sc.fmt_t(s.temperature) in self.tgrid
-                                and s == sc.eval_sampling(cfg, s.temperature)}
+        self.sweep_from_grid = {
+            name: f"T{sc.fmt_t(s.temperature)}"
+            for name, s in sweeps.items()
+            if reuse and sc.fmt_t(s.temperature) in self.tgrid and s == sc.eval_sampling(cfg, s.temperature)
+        }
         self.generated_sweeps = [n for n in self.sweeps if n not in self.sweep_from_grid]
 
     # --- logs and benchmarks (one of each per job) ----------------------------------------------
@@ -181,12 +182,22 @@ class Layout:
         if self.final_from_grid:
             for arm in self.arms:
                 te = sc.fmt_t(self.all_arms[arm]["t_eval"])
-                out.append({"rule": "reuse_grid_final", "source": self.gen_file("eval", arm, self.hard_set, f"T{te}"),
-                            "target": self.gen_file("eval", arm, self.hard_set, "checkpoints/final")})
+                out.append(
+                    {
+                        "rule": "reuse_grid_final",
+                        "source": self.gen_file("eval", arm, self.hard_set, f"T{te}"),
+                        "target": self.gen_file("eval", arm, self.hard_set, "checkpoints/final"),
+                    }
+                )
         for es in self.eval_sets:
             for name, cond in self.sweep_from_grid.items():
-                out.append({"rule": "reuse_grid_sweep", "source": self.gen_file("eval", BASE, es, cond),
-                            "target": self.gen_file("eval", BASE, es, f"sweep/{name}")})
+                out.append(
+                    {
+                        "rule": "reuse_grid_sweep",
+                        "source": self.gen_file("eval", BASE, es, cond),
+                        "target": self.gen_file("eval", BASE, es, f"sweep/{name}"),
+                    }
+                )
         return out
 
     def reused_source(self, target: str) -> str:
@@ -203,9 +214,13 @@ class Layout:
             for arm in self.all_arms:
                 if arm not in self.arms:
                     te = sc.fmt_t(self.all_arms[arm]["t_eval"])
-                    out.append({"rule": "reuse_grid_final",
-                                "source": self.gen_file("eval", arm, self.hard_set, f"T{te}"),
-                                "target": self.gen_file("eval", arm, self.hard_set, "checkpoints/final")})
+                    out.append(
+                        {
+                            "rule": "reuse_grid_final",
+                            "source": self.gen_file("eval", arm, self.hard_set, f"T{te}"),
+                            "target": self.gen_file("eval", arm, self.hard_set, "checkpoints/final"),
+                        }
+                    )
         return out
 
     def graded(self, generation_file: str) -> str:
@@ -241,8 +256,10 @@ class Layout:
 
     def passk_eval_files(self) -> list[str]:
         k = self.cfg["eval"]["passk"]["k"]
-        return [self.passk_file("eval", run["model"], self.hard_set, sc.fmt_t(run["temperature"]), k)
-                for run in self.cfg["eval"]["passk"]["runs"]]
+        return [
+            self.passk_file("eval", run["model"], self.hard_set, sc.fmt_t(run["temperature"]), k)
+            for run in self.cfg["eval"]["passk"]["runs"]
+        ]
 
     def checkpoint_eval_files(self) -> list[str]:
         return [f for arm in self.arms for f in self.checkpoint_files("eval", arm, self.hard_set)]
@@ -251,22 +268,21 @@ class Layout:
         return [f for s in self.eval_sets for f in self.sweep_files("eval", s)]
 
     def all_eval_files(self) -> list[str]:
-        return (self.grid_eval_files() + self.passk_eval_files() + self.checkpoint_eval_files()
-                + self.sweep_eval_files())
+        return self.grid_eval_files() + self.passk_eval_files() + self.checkpoint_eval_files() + self.sweep_eval_files()
 
     def table1_files(self) -> list[str]:
         """Graded files of Table 1's rows on every eval set."""
         rows = self.cfg["report"]["table1"]["rows"]
-        return [self.gen_file("eval", r["model"], s, f"T{sc.fmt_t(r['temperature'])}")
-                for r in rows for s in self.eval_sets]
+        return [
+            self.gen_file("eval", r["model"], s, f"T{sc.fmt_t(r['temperature'])}") for r in rows for s in self.eval_sets
+        ]
 
     def train_logs(self) -> list[str]:
         return [self.train_log(arm) for arm in self.arms]
 
     def noise_runs(self) -> dict[str, str]:
         """{run name: its training log}: every default arm, then every noise probe."""
-        return {**{a: self.train_log(a) for a in self.arms},
-                **{a: self.probe_log(a) for a in self.noise_probes}}
+        return {**{a: self.train_log(a) for a in self.arms}, **{a: self.probe_log(a) for a in self.noise_probes}}
 
     def data_arm(self, arm: str) -> str:
         """The arm whose kept samples ``arm`` trains on: the first default arm with the same
@@ -276,8 +292,12 @@ class Layout:
         job of its own -- so a sweep varies the knob alone."""
         if not self.reuse:
             return arm
-        same = [a for a in self.arms if sc.arm_sampling(self.cfg, a) == sc.arm_sampling(self.cfg, arm)
-                and self.all_arms[a]["filter_length_stop"] == self.all_arms[arm]["filter_length_stop"]]
+        same = [
+            a
+            for a in self.arms
+            if sc.arm_sampling(self.cfg, a) == sc.arm_sampling(self.cfg, arm)
+            and self.all_arms[a]["filter_length_stop"] == self.all_arms[arm]["filter_length_stop"]
+        ]
         return same[0] if same else arm
 
     def probe_source_arm(self, arm: str) -> str:
@@ -302,17 +322,19 @@ class Layout:
         ``[{model, model_dir, condition}]`` (``model`` is the arm for checkpoints; a condition's
         decoding: :func:`ssd_math.config.condition_sampling`)."""
         if family == "grid":
-            return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{tt}"}
-                    for tt in self.tgrid]
+            return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{tt}"} for tt in self.tgrid]
         if family == "passk":
             return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{t}-k{k}"}]
         if family == "checkpoints":
             te = sc.fmt_t(self.all_arms[model]["t_eval"])
-            return [{"model": f"{model}/{c}", "model_dir": self.checkpoint_dir(model, c),
-                     "condition": f"T{te}"} for c in self.generated_ckpts]
+            return [
+                {"model": f"{model}/{c}", "model_dir": self.checkpoint_dir(model, c), "condition": f"T{te}"}
+                for c in self.generated_ckpts
+            ]
         if family == "sweep":
-            return [{"model": BASE, "model_dir": self.model_dir(BASE), "condition": name}
-                    for name in self.generated_sweeps]
+            return [
+                {"model": BASE, "model_dir": self.model_dir(BASE), "condition": name} for name in self.generated_sweeps
+            ]
         raise ValueError(f"unknown generation family {family!r} (one of {FAMILIES})")
 
     def train_generation(self, arm: str) -> dict:
@@ -322,8 +344,9 @@ class Layout:
 
     def sample_jobs(self, arm: str) -> list[dict]:
         """``[{arm, shard, benchmark}]``: the sampling shards of one arm."""
-        return [{"arm": arm, "shard": i, "benchmark": self.bench(*self.sample_key(arm, i))}
-                for i in range(self.n_shards)]
+        return [
+            {"arm": arm, "shard": i, "benchmark": self.bench(*self.sample_key(arm, i))} for i in range(self.n_shards)
+        ]
 
     def sft_job(self, arm: str) -> dict:
         return {"arm": arm, "benchmark": self.bench(*self.sft_key(arm))}
@@ -335,10 +358,18 @@ class Layout:
         jobs: list[dict] = []
 
         def add(family, model, evalset, t="", k=""):
-            jobs.append({"rule": f"generate_{family}", "family": family, "model": model,
-                         "evalset": evalset, "t": t, "k": k,
-                         "conditions": self.generations(family, model, t, k),
-                         "benchmark": self.bench(*self.generate_key(family, model, evalset, t, k))})
+            jobs.append(
+                {
+                    "rule": f"generate_{family}",
+                    "family": family,
+                    "model": model,
+                    "evalset": evalset,
+                    "t": t,
+                    "k": k,
+                    "conditions": self.generations(family, model, t, k),
+                    "benchmark": self.bench(*self.generate_key(family, model, evalset, t, k)),
+                }
+            )
 
         for model in self.models:
             for es in self.generated_sets:
@@ -365,13 +396,29 @@ class Layout:
         jobs = []
         for es, parent in self.subsets.items():
             for model in self.models:
-                jobs.append({"rule": "subset_grid", "family": "grid", "model": model, "evalset": es,
-                             "parent": parent, "files": self.grid_files("eval", model, es),
-                             "benchmark": self.bench(*self.subset_key("grid", model, es))})
+                jobs.append(
+                    {
+                        "rule": "subset_grid",
+                        "family": "grid",
+                        "model": model,
+                        "evalset": es,
+                        "parent": parent,
+                        "files": self.grid_files("eval", model, es),
+                        "benchmark": self.bench(*self.subset_key("grid", model, es)),
+                    }
+                )
             if self.generated_sweeps:
-                jobs.append({"rule": "subset_sweep", "family": "sweep", "model": BASE, "evalset": es,
-                             "parent": parent, "files": self.sweep_generated_files("eval", es),
-                             "benchmark": self.bench(*self.subset_key("sweep", BASE, es))})
+                jobs.append(
+                    {
+                        "rule": "subset_sweep",
+                        "family": "sweep",
+                        "model": BASE,
+                        "evalset": es,
+                        "parent": parent,
+                        "files": self.sweep_generated_files("eval", es),
+                        "benchmark": self.bench(*self.subset_key("sweep", BASE, es)),
+                    }
+                )
         return jobs
 
 
@@ -381,8 +428,13 @@ def describe_eval_path(path: str | Path, results: str | Path) -> dict:
     rel = Path(path).resolve().relative_to((Path(results) / "eval").resolve())
     parts = rel.with_suffix("").parts
     if len(parts) == 4 and parts[2] == "checkpoints":
-        return {"model": f"{parts[0]}/{parts[3]}", "arm": parts[0], "evalset": parts[1],
-                "condition": parts[3], "kind": "checkpoint"}
+        return {
+            "model": f"{parts[0]}/{parts[3]}",
+            "arm": parts[0],
+            "evalset": parts[1],
+            "condition": parts[3],
+            "kind": "checkpoint",
+        }
     if len(parts) == 4 and parts[2] == "sweep":
         return {"model": parts[0], "arm": None, "evalset": parts[1], "condition": parts[3], "kind": "sweep"}
     if len(parts) == 3:

@@ -9,18 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-
 # Qwen3.5-4B's text model (docs/memory_plan.md "Model dimensions"; check against the pinned
 # checkpoint's config.json before the real run).
-QWEN35_4B_TEXT = {"hidden_size": 2560, "num_hidden_layers": 32, "intermediate_size": 9216,
-                  "vocab_size": 248320, "num_attention_heads": 16, "num_key_value_heads": 4,
-                  "head_dim": 256, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
-                  "linear_key_head_dim": 128, "linear_value_head_dim": 128,
-                  "linear_conv_kernel_dim": 4, "tie_word_embeddings": True,
-                  "full_attention_interval": 4}
-H100_BYTES = 85.5e9      # "80 GB" H100: 79.6 GiB (torch.cuda.mem_get_info on an idle card)
-H200_BYTES = 149.0e9     # "141 GB" H200: about 139 GiB free on an idle card
-CUDA_RESERVE = 3.0e9     # CUDA context, cuBLAS/Triton workspaces and allocator fragmentation
+QWEN35_4B_TEXT = {
+    "hidden_size": 2560,
+    "num_hidden_layers": 32,
+    "intermediate_size": 9216,
+    "vocab_size": 248320,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "linear_num_key_heads": 16,
+    "linear_num_value_heads": 32,
+    "linear_key_head_dim": 128,
+    "linear_value_head_dim": 128,
+    "linear_conv_kernel_dim": 4,
+    "tie_word_embeddings": True,
+    "full_attention_interval": 4,
+}
+H100_BYTES = 85.5e9  # "80 GB" H100: 79.6 GiB (torch.cuda.mem_get_info on an idle card)
+H200_BYTES = 149.0e9  # "141 GB" H200: about 139 GiB free on an idle card
+CUDA_RESERVE = 3.0e9  # CUDA context, cuBLAS/Triton workspaces and allocator fragmentation
 # What a training GPU must keep free beyond the predicted peak (the config check refuses less):
 # the CUDA context, cuBLAS/Triton workspaces and allocator fragmentation (CUDA_RESERVE), plus what
 # the formula cannot see until a GPU has measured it (kernels' transient buffers, the allocator's
@@ -40,17 +49,28 @@ FLA_CHUNK = 64
 # check is arithmetic; tests/test_planner.py recounts them).
 QWEN35_4B_SIZES = {"params": 4205751296, "embedding": 635699200, "layer_max": 112923840}
 QWEN35_4B_LAYER_FLA = {"fixed": 225896704.0, "per_token": 271172.0}
-QWEN35_4B_LAYER_FLA_SUBLAYERS = {"sublayers": {
-    "linear_attention": {"held": {"fixed": 0.0, "per_token": 15360.0}, "parts": {
-        "linear_attn": {"fixed": 84328704.0, "per_token": 156480.0},
-        "mlp": {"fixed": 141557760.0, "per_token": 73728.0},
-        "input_layernorm": {"fixed": 0.0, "per_token": 10240.0},
-        "post_attention_layernorm": {"fixed": 10240.0, "per_token": 20484.0}}},
-    "full_attention": {"held": {"fixed": 0.0, "per_token": 15368.0}, "parts": {
-        "self_attn": {"fixed": 73402368.0, "per_token": 86160.0},
-        "mlp": {"fixed": 141557760.0, "per_token": 73728.0},
-        "input_layernorm": {"fixed": 0.0, "per_token": 10240.0},
-        "post_attention_layernorm": {"fixed": 10240.0, "per_token": 20484.0}}}}}
+QWEN35_4B_LAYER_FLA_SUBLAYERS = {
+    "sublayers": {
+        "linear_attention": {
+            "held": {"fixed": 0.0, "per_token": 15360.0},
+            "parts": {
+                "linear_attn": {"fixed": 84328704.0, "per_token": 156480.0},
+                "mlp": {"fixed": 141557760.0, "per_token": 73728.0},
+                "input_layernorm": {"fixed": 0.0, "per_token": 10240.0},
+                "post_attention_layernorm": {"fixed": 10240.0, "per_token": 20484.0},
+            },
+        },
+        "full_attention": {
+            "held": {"fixed": 0.0, "per_token": 15368.0},
+            "parts": {
+                "self_attn": {"fixed": 73402368.0, "per_token": 86160.0},
+                "mlp": {"fixed": 141557760.0, "per_token": 73728.0},
+                "input_layernorm": {"fixed": 0.0, "per_token": 10240.0},
+                "post_attention_layernorm": {"fixed": 10240.0, "per_token": 20484.0},
+            },
+        },
+    }
+}
 
 
 def text_config(shape: Mapping):
@@ -61,8 +81,9 @@ def text_config(shape: Mapping):
     shape = dict(shape)
     n, every = shape["num_hidden_layers"], shape.pop("full_attention_interval", 4)
     types = ["full_attention" if (i + 1) % every == 0 else "linear_attention" for i in range(n)]
-    return Qwen3_5TextConfig(**shape, layer_types=types, max_position_embeddings=131072,
-                             pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    return Qwen3_5TextConfig(
+        **shape, layer_types=types, max_position_embeddings=131072, pad_token_id=0, eos_token_id=1, bos_token_id=None
+    )
 
 
 def model_sizes(shape: Mapping) -> dict:
@@ -75,9 +96,11 @@ def model_sizes(shape: Mapping) -> dict:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(text_config(shape))
     layers = model.model.layers
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "embedding": model.get_input_embeddings().weight.numel(),
-            "layer_max": max(sum(p.numel() for p in m.parameters()) for m in layers)}
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "embedding": model.get_input_embeddings().weight.numel(),
+        "layer_max": max(sum(p.numel() for p in m.parameters()) for m in layers),
+    }
 
 
 def _fla_gdn_saves():
@@ -93,9 +116,16 @@ def _fla_gdn_saves():
         def forward(ctx, q, k, v, g, beta):
             b, t, h, _ = v.shape
             f32 = torch.float32
-            ctx.save_for_backward(q.clone(), q.new_empty((b, t, h), dtype=f32), k.clone(),
-                                  k.new_empty((b, t, h), dtype=f32), v, g.to(f32).clone(), beta,
-                                  v.new_empty((b, t, h, 64), dtype=f32))
+            ctx.save_for_backward(
+                q.clone(),
+                q.new_empty((b, t, h), dtype=f32),
+                k.clone(),
+                k.new_empty((b, t, h), dtype=f32),
+                v,
+                g.to(f32).clone(),
+                beta,
+                v.new_empty((b, t, h, 64), dtype=f32),
+            )
             return torch.zeros_like(v)
 
         @staticmethod
@@ -108,9 +138,13 @@ def _fla_gdn_saves():
     return rule
 
 
-def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
-                      kernels: str = "reference", lengths: tuple[int, int] = (128, 256),
-                      sublayers: bool = False) -> dict:
+def layer_saved_bytes(
+    shape: Mapping,
+    mixed_precision: bool = True,
+    kernels: str = "reference",
+    lengths: tuple[int, int] = (128, 256),
+    sublayers: bool = False,
+) -> dict:
     """What one decoder layer keeps for its backward, counted (``saved_tensors_hooks``, parameters
     excluded) on one forward at each of two ``lengths`` on the CPU under bf16 autocast with SDPA
     attention, split into a part that does not grow with the length (the uncached autocast's
@@ -151,8 +185,7 @@ def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
         """Bytes saved by one forward (the layer input and parameters excluded); per part of
         ``parts`` ({name: module}) with each part's own inputs excluded; and the parts' inputs."""
         params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
-        x = torch.randn(1, tokens, cfg.hidden_size,
-                        dtype=torch.bfloat16 if mixed_precision else torch.float32)
+        x = torch.randn(1, tokens, cfg.hidden_size, dtype=torch.bfloat16 if mixed_precision else torch.float32)
         pos = torch.arange(tokens)[None]
         pe = Q.Qwen3_5TextRotaryEmbedding(cfg)(x, pos)
         skip = params | storages(x)
@@ -171,24 +204,27 @@ def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
 
         hooks = []
         for name, m in parts.items():
+
             def pre(_m, args, kwargs, name=name):
                 state.update(part=name, inputs=storages((args, kwargs)))
                 for t in torch.utils._pytree.tree_leaves((args, kwargs)):
                     st = t.untyped_storage() if isinstance(t, torch.Tensor) else None
                     if st is not None and st.data_ptr() not in skip | storages(pe):
                         inputs[st.data_ptr()] = st.nbytes()
+
             hooks.append(m.register_forward_pre_hook(pre, with_kwargs=True))
             hooks.append(m.register_forward_hook(lambda *_a: state.update(part=None, inputs=set())))
         try:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision):
+            with (
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision),
+            ):
                 out = layer(x, position_embeddings=pe, attention_mask=None, position_ids=pos)
             del out
         finally:
             for h in hooks:
                 h.remove()
-        return (sum(seen.values()), {n: sum(d.values()) for n, d in by_part.items()},
-                sum(inputs.values()))
+        return (sum(seen.values()), {n: sum(d.values()) for n, d in by_part.items()}, sum(inputs.values()))
 
     best = {"fixed": 0.0, "per_token": 0.0}
     nested: dict = {}
@@ -208,8 +244,10 @@ def layer_saved_bytes(shape: Mapping, mixed_precision: bool = True,
                 if whole["fixed"] + whole["per_token"] * 32768 > best["fixed"] + best["per_token"] * 32768:
                     best = whole
                 if sublayers:
-                    nested[kind] = {"held": split([r[2] for r in runs]),
-                                    "parts": {n: split([r[1][n] for r in runs]) for n in parts}}
+                    nested[kind] = {
+                        "held": split([r[2] for r in runs]),
+                        "parts": {n: split([r[1][n] for r in runs]) for n in parts},
+                    }
     finally:
         Q.torch_chunk_gated_delta_rule = orig
     return {"sublayers": nested} if sublayers else best
@@ -220,13 +258,13 @@ def layer_recompute_bytes(layer: Mapping, tokens: int) -> float:
     per micro-batch, from :func:`layer_saved_bytes`: the whole layer's saves, or with sublayers the
     parts' inputs plus the largest part's saves (each part is recomputed and freed in turn),
     for the layer kind where that is larger."""
+
     def at(d: Mapping) -> float:
         return d["fixed"] + tokens * d["per_token"]
 
     if "sublayers" not in layer:
         return at(layer)
-    return max(at(k["held"]) + max(at(p) for p in k["parts"].values())
-               for k in layer["sublayers"].values())
+    return max(at(k["held"]) + max(at(p) for p in k["parts"].values()) for k in layer["sublayers"].values())
 
 
 def sublayer_recompute_flops(shape: Mapping, tokens: int) -> dict:
@@ -274,12 +312,22 @@ def fla_backward_workspace(shape: Mapping, tokens: int, bytes_per_value: int = 2
     return bytes_per_value * (2 * chunks * hv * k * v + 4 * tokens * hv * k + 4 * tokens * hv * v)
 
 
-def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: int = 1,
-               chunk_tokens: int = 1024, mixed_precision: bool = True,
-               host_is_device: bool = False, instrumented: bool = True,
-               sizes: Mapping | None = None, layer: Mapping | None = None,
-               kernels: str = "reference", sublayers: bool = False,
-               measured_gap: bool = True) -> dict:
+def sft_memory(
+    shape: Mapping,
+    tokens: int,
+    *,
+    processes: int = 1,
+    micro_batch: int = 1,
+    chunk_tokens: int = 1024,
+    mixed_precision: bool = True,
+    host_is_device: bool = False,
+    instrumented: bool = True,
+    sizes: Mapping | None = None,
+    layer: Mapping | None = None,
+    kernels: str = "reference",
+    sublayers: bool = False,
+    measured_gap: bool = True,
+) -> dict:
     """Peak memory (bytes) of one training process of :mod:`ssd_math.train` at ``tokens`` per
     sequence, by term (docs/memory_plan.md lists where each is allocated, file:line).
 
@@ -298,12 +346,11 @@ def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: 
     the CPU measurement (activations x (1 / :data:`FORMULA_MEASURED_RATIO` - 1)); off where the
     formula itself is compared with a measurement (bench/bench_memory.py)."""
     sz = dict(sizes or model_sizes(shape))
-    lay = layer or layer_saved_bytes(shape, mixed_precision=mixed_precision, kernels=kernels,
-                                     sublayers=sublayers)
+    lay = layer or layer_saved_bytes(shape, mixed_precision=mixed_precision, kernels=kernels, sublayers=sublayers)
     P, E, Pl = sz["params"], sz["embedding"], sz["layer_max"]
     H, L, V = (shape[k] for k in ("hidden_size", "num_hidden_layers", "vocab_size"))
     n, T = max(1, processes), tokens * micro_batch
-    cb = 2 if mixed_precision else 4        # bytes of an activation in the compute dtype
+    cb = 2 if mixed_precision else 4  # bytes of an activation in the compute dtype
     c = min(chunk_tokens, tokens) * micro_batch if chunk_tokens else T
     terms = {
         "weights_fp32": 4 * P / n,
@@ -327,26 +374,36 @@ def sft_memory(shape: Mapping, tokens: int, *, processes: int = 1, micro_batch: 
         terms["tracker_host_copy"] = 2 * P  # bf16 stored values before the step (host memory)
     if kernels == "fla" and shape.get("linear_num_value_heads"):
         terms["fla_backward_workspace"] = fla_backward_workspace(shape, T, cb)
-    activations = (terms["checkpointed_inputs"] + terms["hidden_out_and_grad"]
-                   + max(terms["loss_chunk"],
-                         terms["layer_recompute"] + terms.get("fla_backward_workspace", 0)))
+    activations = (
+        terms["checkpointed_inputs"]
+        + terms["hidden_out_and_grad"]
+        + max(terms["loss_chunk"], terms["layer_recompute"] + terms.get("fla_backward_workspace", 0))
+    )
     if measured_gap:
         terms["formula_gap"] = activations * (1 / FORMULA_MEASURED_RATIO - 1)
-    peak = (terms["weights_fp32"] + terms["grads_fp32"] + terms["adamw_fp32"] + activations
-            + terms.get("formula_gap", 0)
-            + terms.get("fsdp_gathered", 0) + terms.get("tracker_host_copy", 0))
+    peak = (
+        terms["weights_fp32"]
+        + terms["grads_fp32"]
+        + terms["adamw_fp32"]
+        + activations
+        + terms.get("formula_gap", 0)
+        + terms.get("fsdp_gathered", 0)
+        + terms.get("tracker_host_copy", 0)
+    )
     return {"peak": peak, "terms": terms, "sizes": sz, "layer": dict(lay)}
 
 
-def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - GPU_HEADROOM,
-                       step: int = 1024, **kw) -> int:
+def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - GPU_HEADROOM, step: int = 1024, **kw) -> int:
     """The longest sequence (a multiple of ``step``) whose :func:`sft_memory` peak fits
     ``capacity`` bytes; 0 when none does."""
     sizes = kw.pop("sizes", None) or model_sizes(shape)
     if kw.get("layer") is None:
-        kw["layer"] = layer_saved_bytes(shape, mixed_precision=kw.get("mixed_precision", True),
-                                        kernels=kw.get("kernels", "reference"),
-                                        sublayers=kw.get("sublayers", False))
+        kw["layer"] = layer_saved_bytes(
+            shape,
+            mixed_precision=kw.get("mixed_precision", True),
+            kernels=kw.get("kernels", "reference"),
+            sublayers=kw.get("sublayers", False),
+        )
     best, t = 0, step
     while t <= 1 << 20 and sft_memory(shape, t, sizes=sizes, **kw)["peak"] <= capacity:
         best, t = t, t + step
@@ -354,5 +411,10 @@ def max_fitting_tokens(shape: Mapping, capacity: float = H100_BYTES - GPU_HEADRO
 
 
 # Shapes the config check knows, by hub id (model.hub.id): the text model trained.
-KNOWN_SHAPES = {"Qwen/Qwen3.5-4B": (QWEN35_4B_TEXT, QWEN35_4B_SIZES,
-                                    {True: QWEN35_4B_LAYER_FLA_SUBLAYERS, False: QWEN35_4B_LAYER_FLA})}
+KNOWN_SHAPES = {
+    "Qwen/Qwen3.5-4B": (
+        QWEN35_4B_TEXT,
+        QWEN35_4B_SIZES,
+        {True: QWEN35_4B_LAYER_FLA_SUBLAYERS, False: QWEN35_4B_LAYER_FLA},
+    )
+}

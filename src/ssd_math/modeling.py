@@ -58,8 +58,11 @@ def tiny_config(
         max_position_embeddings=max_pos,
         layer_types=["full_attention"] * layers,
         tie_word_embeddings=tie_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": rope_theta,
-                         "partial_rotary_factor": partial_rotary_factor},
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": rope_theta,
+            "partial_rotary_factor": partial_rotary_factor,
+        },
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         bos_token_id=bos_token_id,
@@ -69,8 +72,7 @@ def tiny_config(
 
 def config_for_tokenizer(tokenizer, **kw):
     """:func:`tiny_config` with vocab size and eos/pad ids taken from ``tokenizer``."""
-    return tiny_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, **kw)
+    return tiny_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kw)
 
 
 def generation_config_for(tokenizer):
@@ -108,8 +110,7 @@ def init_model_dir(out_dir, config, tokenizer, *, with_weights: bool = False, se
     return out
 
 
-def load_model(model_dir, *, dtype: str = "float32", device: str = "cpu",
-               trust_remote_code: bool = False):
+def load_model(model_dir, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
     """Load a causal LM for inference. ``trust_remote_code`` (config ``model.trust_remote_code``)
     is off unless the config turns it on: a model folder's own Python code never runs by default."""
     import torch
@@ -128,8 +129,17 @@ def n_params(model) -> int:
 
 def describe(model_dir) -> dict:
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "head_dim", "intermediate_size", "tie_word_embeddings")
+    keys = (
+        "model_type",
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "tie_word_embeddings",
+    )
     return {k: cfg.get(k) for k in keys}
 
 
@@ -142,10 +152,20 @@ def describe(model_dir) -> dict:
 #: 4 KV heads x head_dim 256 (gated), linear attention 16 key / 32 value heads x 128, conv
 #: kernel 4, hidden 2560, MLP 9216, partial rotary 0.25 with interleaved mrope [11, 11, 10],
 #: tied embeddings, a 24-block vision tower (hidden 1024).
-QWEN35_4B_SHAPE = {"layers": 32, "full_attention_interval": 4, "heads": 16, "kv_heads": 4,
-                   "head_dim": 256, "linear_key_heads": 16, "linear_value_heads": 32,
-                   "linear_key_head_dim": 128, "linear_value_head_dim": 128, "hidden": 2560,
-                   "intermediate": 9216}
+QWEN35_4B_SHAPE = {
+    "layers": 32,
+    "full_attention_interval": 4,
+    "heads": 16,
+    "kv_heads": 4,
+    "head_dim": 256,
+    "linear_key_heads": 16,
+    "linear_value_heads": 32,
+    "linear_key_head_dim": 128,
+    "linear_value_head_dim": 128,
+    "hidden": 2560,
+    "intermediate": 9216,
+}
+
 
 def rehearsal_spec(spec: dict | None = None) -> dict:
     """``model.rehearsal`` with the schema's defaults under the keys it leaves out (vision and
@@ -174,37 +194,64 @@ def rehearsal_config(tokenizer, spec: dict | None = None):
     rotary = int(s["head_dim"] * 0.25)
     half = rotary // 2  # mrope sections (t, h, w) share the rotary half-dim, as 4B's [11, 11, 10]
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
-           ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")}
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    }
     if any(i is None or i == tokenizer.unk_token_id for i in ids.values()):
         raise ValueError("the rehearsal tokenizer lacks Qwen3.5's vision tokens")
     n = s["layers"]
     text = dict(
-        vocab_size=_round_up(len(tokenizer), 64), hidden_size=s["hidden"],
-        intermediate_size=s["intermediate"], num_hidden_layers=n,
-        num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"],
-        head_dim=s["head_dim"], max_position_embeddings=s["max_pos"],
-        layer_types=["full_attention" if (i + 1) % s["full_attention_interval"] == 0
-                     else "linear_attention" for i in range(n)],
+        vocab_size=_round_up(len(tokenizer), 64),
+        hidden_size=s["hidden"],
+        intermediate_size=s["intermediate"],
+        num_hidden_layers=n,
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"],
+        head_dim=s["head_dim"],
+        max_position_embeddings=s["max_pos"],
+        layer_types=[
+            "full_attention" if (i + 1) % s["full_attention_interval"] == 0 else "linear_attention" for i in range(n)
+        ],
         full_attention_interval=s["full_attention_interval"],
-        linear_num_key_heads=s["linear_key_heads"], linear_num_value_heads=s["linear_value_heads"],
+        linear_num_key_heads=s["linear_key_heads"],
+        linear_num_value_heads=s["linear_value_heads"],
         linear_key_head_dim=s["linear_key_head_dim"],
         linear_value_head_dim=s["linear_value_head_dim"],
-        linear_conv_kernel_dim=s["linear_conv_kernel_dim"], tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000000.0,
-                         "partial_rotary_factor": 0.25, "mrope_section": mrope,
-                         "mrope_interleaved": True},
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None, use_cache=True,
+        linear_conv_kernel_dim=s["linear_conv_kernel_dim"],
+        tie_word_embeddings=True,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": mrope,
+            "mrope_interleaved": True,
+        },
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        use_cache=True,
     )
-    vision = dict(depth=v["depth"], hidden_size=v["hidden"], num_heads=v["heads"],
-                  intermediate_size=v["intermediate"], patch_size=v["patch_size"],
-                  spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=s["hidden"],
-                  num_position_embeddings=v["num_position_embeddings"])
-    cfg = Qwen3_5Config(text_config=text, vision_config=vision,
-                        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                        vision_start_token_id=ids["<|vision_start|>"],
-                        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
+    vision = dict(
+        depth=v["depth"],
+        hidden_size=v["hidden"],
+        num_heads=v["heads"],
+        intermediate_size=v["intermediate"],
+        patch_size=v["patch_size"],
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=s["hidden"],
+        num_position_embeddings=v["num_position_embeddings"],
+    )
+    cfg = Qwen3_5Config(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
     cfg.architectures = ["Qwen3_5ForConditionalGeneration"]
     return cfg
 

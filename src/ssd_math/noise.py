@@ -57,8 +57,14 @@ DEFAULT_DW_BINS: tuple[float, ...] = tuple(float(e) for e in range(-12, 1))
 # whatever the largest parameter (Qwen3.5-4B's embedding has 636 M values).
 CHUNK = 1 << 24
 
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+}
 
 
 def as_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -108,14 +114,19 @@ class WeightChangeTracker:
     once (``named_parameters`` de-duplicates them).
     """
 
-    def __init__(self, model: torch.nn.Module, store_dtype: str | torch.dtype = "bfloat16",
-                 dw_bins: Sequence[float] = DEFAULT_DW_BINS, sum_over_processes=None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        store_dtype: str | torch.dtype = "bfloat16",
+        dw_bins: Sequence[float] = DEFAULT_DW_BINS,
+        sum_over_processes=None,
+    ):
         self.store_dtype = as_dtype(store_dtype)
         self.edges_log10 = [float(e) for e in dw_bins]
         if sorted(self.edges_log10) != self.edges_log10 or len(self.edges_log10) < 1:
             raise ValueError(f"dw_bins must be increasing log10 edges, got {dw_bins!r}")
         # bin edges 10**e rounded to bf16 (relative error < 0.4%): exact integer binning
-        edges = torch.tensor([10.0 ** e for e in self.edges_log10], dtype=torch.float32)
+        edges = torch.tensor([10.0**e for e in self.edges_log10], dtype=torch.float32)
         edge_bits = edges.to(torch.bfloat16).float().view(torch.int32) >> 16
         self._edge_keys = [max(1, int(k)) for k in edge_bits]
         # Sharded parameters (FSDP2 DTensors): each process tracks its local shard, and
@@ -140,8 +151,7 @@ class WeightChangeTracker:
         # 4B model a second copy of every parameter on the GPU is 8.4 GB (docs/memory_plan.md).
         # Pinned when the parameters are on CUDA, so the per-chunk copies are plain DMA.
         pin = self._params_device.type == "cuda"
-        self._before = torch.empty(self.n_params, dtype=self.store_dtype, device="cpu",
-                                   pin_memory=pin)
+        self._before = torch.empty(self.n_params, dtype=self.store_dtype, device="cpu", pin_memory=pin)
         self._have_before = False
 
     def before_step(self, model: torch.nn.Module) -> None:
@@ -151,8 +161,8 @@ class WeightChangeTracker:
             for name, k in zip(self.names, self._numels):
                 flat = _local(params[name].detach()).reshape(-1)
                 for a in range(0, k, CHUNK):  # rounded to the store dtype where the weights are
-                    part = flat[a:a + CHUNK].to(self.store_dtype)
-                    self._before[off + a:off + a + part.numel()].copy_(part)
+                    part = flat[a : a + CHUNK].to(self.store_dtype)
+                    self._before[off + a : off + a + part.numel()].copy_(part)
                 off += k
         self._have_before = True
 
@@ -169,8 +179,8 @@ class WeightChangeTracker:
                 h = hists[row[param_group(name)]]
                 flat = _local(params[name].detach()).reshape(-1)
                 for a in range(0, k, CHUNK):
-                    after = flat[a:a + CHUNK].to(self.store_dtype)
-                    before = self._before[off + a:off + a + after.numel()].to(dev, non_blocking=True)
+                    after = flat[a : a + CHUNK].to(self.store_dtype)
+                    before = self._before[off + a : off + a + after.numel()].to(dev, non_blocking=True)
                     # |Δw| of the stored values, in fp32 (exact: both are values of the store
                     # dtype a few exponents apart)
                     dw = after.to(torch.float32).sub_(before.to(torch.float32)).abs_()
@@ -190,8 +200,9 @@ class WeightChangeTracker:
         n_keys = 1 << 15
         present = [g for g in GROUPS if g in self.group_slices]
         hists = self._histograms(model, present, n_keys)
-        sizes = torch.tensor([b - a for a, b in (self.group_slices[g] for g in present)],
-                             dtype=torch.long, device=hists.device)
+        sizes = torch.tensor(
+            [b - a for a, b in (self.group_slices[g] for g in present)], dtype=torch.long, device=hists.device
+        )
         if self._sum is not None:  # shards -> the whole model
             hists, sizes = self._sum(hists).to(hists.device), self._sum(sizes).to(hists.device)
         n_params = int(sizes.sum())
@@ -202,13 +213,24 @@ class WeightChangeTracker:
         n_zero = cum[0]
         n_changed = n_params - n_zero
         at = [cum[k - 1] for k in self._edge_keys]  # count of |Δw| below each edge
-        counts = [n_zero, at[0] - n_zero] + [b - a for a, b in zip(at, at[1:])] \
-            + [n_params - at[-1]]
-        out.update({"frac_changed": n_changed / max(1, n_params), "n_changed": n_changed,
-                    "dw_hist": {"edges_log10": self.edges_log10, "counts": counts}})
-        return {k: out[k] for k in ("frac_changed", "n_changed", "n_params",
-                                    *(f"frac_changed_{g}" for g in GROUPS
-                                      if g in self.group_slices), "dw_hist")}
+        counts = [n_zero, at[0] - n_zero] + [b - a for a, b in zip(at, at[1:])] + [n_params - at[-1]]
+        out.update(
+            {
+                "frac_changed": n_changed / max(1, n_params),
+                "n_changed": n_changed,
+                "dw_hist": {"edges_log10": self.edges_log10, "counts": counts},
+            }
+        )
+        return {
+            k: out[k]
+            for k in (
+                "frac_changed",
+                "n_changed",
+                "n_params",
+                *(f"frac_changed_{g}" for g in GROUPS if g in self.group_slices),
+                "dw_hist",
+            )
+        }
 
 
 class GradientNoiseEstimator:
@@ -231,13 +253,18 @@ class GradientNoiseEstimator:
         self._n += 1
         self._g2 = self.ema * self._g2 + (1 - self.ema) * g2_raw
         self._trs = self.ema * self._trs + (1 - self.ema) * trs_raw
-        corr = 1.0 - self.ema ** self._n  # Adam-style bias correction of the zero start
+        corr = 1.0 - self.ema**self._n  # Adam-style bias correction of the zero start
         g2_ema, trs_ema = self._g2 / corr, self._trs / corr
         return {
-            "G2_raw": g2_raw, "trS_raw": trs_raw, "G2_ema": g2_ema, "trS_ema": trs_ema,
+            "G2_raw": g2_raw,
+            "trS_raw": trs_raw,
+            "G2_ema": g2_ema,
+            "trS_ema": trs_ema,
             "B_simple": trs_ema / g2_ema if g2_ema > 0 else None,
-            "gB_norm": math.sqrt(max(0.0, g_big_sq)), "gs_norm": math.sqrt(max(0.0, g_small_sq)),
-            "B_small": b_small, "B_big": b_big,
+            "gB_norm": math.sqrt(max(0.0, g_big_sq)),
+            "gs_norm": math.sqrt(max(0.0, g_small_sq)),
+            "B_small": b_small,
+            "B_big": b_big,
         }
 
     def state_dict(self) -> dict:

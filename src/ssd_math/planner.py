@@ -41,11 +41,30 @@ from .launcher import gpu_counts
 from .layout import BASE
 
 KINDS = ("sample", "eval", "train")
-THROUGHPUT_KEYS = ("generate_tokens_per_s_per_gpu", "train_tokens_per_s_per_gpu",
-                   "prefill_tokens_per_s_per_gpu", "startup_s_per_job")
-PLAN_COLUMNS = ("rule", "name", "kind", "model", "gpus", "n_prompts", "n_samples_per_prompt",
-                "mean_gen_tokens", "gen_tokens", "prompt_tokens", "train_tokens", "work_tokens",
-                "tokens_per_s_per_gpu", "startup_s", "hours", "gpu_hours")
+THROUGHPUT_KEYS = (
+    "generate_tokens_per_s_per_gpu",
+    "train_tokens_per_s_per_gpu",
+    "prefill_tokens_per_s_per_gpu",
+    "startup_s_per_job",
+)
+PLAN_COLUMNS = (
+    "rule",
+    "name",
+    "kind",
+    "model",
+    "gpus",
+    "n_prompts",
+    "n_samples_per_prompt",
+    "mean_gen_tokens",
+    "gen_tokens",
+    "prompt_tokens",
+    "train_tokens",
+    "work_tokens",
+    "tokens_per_s_per_gpu",
+    "startup_s",
+    "hours",
+    "gpu_hours",
+)
 
 
 class PlanError(ValueError):
@@ -60,8 +79,10 @@ def _rates(throughput: Mapping, job: Mapping) -> Mapping:
         return throughput[model]
     if "default" in throughput:
         return throughput["default"]
-    raise PlanError(f"job {job.get('name')!r}: no throughput entry for model {model!r} "
-                    f"(have {sorted(throughput)}; add planner.throughput.{model} or .default)")
+    raise PlanError(
+        f"job {job.get('name')!r}: no throughput entry for model {model!r} "
+        f"(have {sorted(throughput)}; add planner.throughput.{model} or .default)"
+    )
 
 
 def _need(mapping: Mapping, key: str, what: str) -> float:
@@ -107,17 +128,28 @@ def plan(jobs: Iterable[Mapping], throughput: Mapping) -> list[dict]:
         if rate <= 0:
             raise PlanError(f"throughput for {what}: rate must be > 0")
         hours = (seconds + startup) / 3600.0
-        rows.append({
-            "rule": job.get("rule"), "name": name, "kind": kind, "model": job.get("model"),
-            "gpus": gpus, "n_prompts": job.get("n_prompts"),
-            "n_samples_per_prompt": job.get("n_samples_per_prompt"),
-            "mean_gen_tokens": job.get("mean_gen_tokens"),
-            "gen_tokens": int(gen), "prompt_tokens": int(prompt), "train_tokens": int(train),
-            "work_tokens": int(work), "tokens_per_s_per_gpu": rate, "startup_s": startup,
-            "hours": hours, "gpu_hours": hours * gpus,
-            **{k: job[k] for k in ("disk_gb", "resume_gb") if job.get(k) is not None},
-            **({"benchmark": job["benchmark"]} if job.get("benchmark") else {}),
-        })
+        rows.append(
+            {
+                "rule": job.get("rule"),
+                "name": name,
+                "kind": kind,
+                "model": job.get("model"),
+                "gpus": gpus,
+                "n_prompts": job.get("n_prompts"),
+                "n_samples_per_prompt": job.get("n_samples_per_prompt"),
+                "mean_gen_tokens": job.get("mean_gen_tokens"),
+                "gen_tokens": int(gen),
+                "prompt_tokens": int(prompt),
+                "train_tokens": int(train),
+                "work_tokens": int(work),
+                "tokens_per_s_per_gpu": rate,
+                "startup_s": startup,
+                "hours": hours,
+                "gpu_hours": hours * gpus,
+                **{k: job[k] for k in ("disk_gb", "resume_gb") if job.get(k) is not None},
+                **({"benchmark": job["benchmark"]} if job.get("benchmark") else {}),
+            }
+        )
     return rows
 
 
@@ -131,10 +163,14 @@ def plan_totals(rows: Iterable[Mapping]) -> dict:
         k["jobs"] += 1
         k["hours"] += r["hours"]
         k["gpu_hours"] += r["gpu_hours"]
-    return {"jobs": len(rows), "hours": sum(r["hours"] for r in rows),
-            "gpu_hours": sum(r["gpu_hours"] for r in rows), "by_kind": by_kind,
-            "disk_gb": sum(r.get("disk_gb") or 0.0 for r in rows),
-            "resume_gb": max((r.get("resume_gb") or 0.0 for r in rows), default=0.0)}
+    return {
+        "jobs": len(rows),
+        "hours": sum(r["hours"] for r in rows),
+        "gpu_hours": sum(r["gpu_hours"] for r in rows),
+        "by_kind": by_kind,
+        "disk_gb": sum(r.get("disk_gb") or 0.0 for r in rows),
+        "resume_gb": max((r.get("resume_gb") or 0.0 for r in rows), default=0.0),
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -152,8 +188,7 @@ def format_plan(rows: Iterable[Mapping], *, columns: Iterable[str] | None = None
     measured columns (from :func:`merge_measured`) they are shown too."""
     rows = list(rows)
     if columns is None:
-        columns = ["rule", "name", "kind", "gpus", "work_tokens", "tokens_per_s_per_gpu",
-                   "hours", "gpu_hours"]
+        columns = ["rule", "name", "kind", "gpus", "work_tokens", "tokens_per_s_per_gpu", "hours", "gpu_hours"]
         if any(r.get("disk_gb") is not None for r in rows):
             columns += ["disk_gb", "resume_gb"]
         if any("measured_hours" in r for r in rows):
@@ -164,12 +199,26 @@ def format_plan(rows: Iterable[Mapping], *, columns: Iterable[str] | None = None
     foot = []
     for kind, t in tot["by_kind"].items():
         line = {c: "" for c in columns}
-        line.update({"rule": "total", "name": kind, "kind": f"{t['jobs']} jobs",
-                     "hours": _fmt(t["hours"]), "gpu_hours": _fmt(t["gpu_hours"])})
+        line.update(
+            {
+                "rule": "total",
+                "name": kind,
+                "kind": f"{t['jobs']} jobs",
+                "hours": _fmt(t["hours"]),
+                "gpu_hours": _fmt(t["gpu_hours"]),
+            }
+        )
         foot.append([line.get(c, "") for c in columns])
     line = {c: "" for c in columns}
-    line.update({"rule": "TOTAL", "name": "", "kind": f"{tot['jobs']} jobs",
-                 "hours": _fmt(tot["hours"]), "gpu_hours": _fmt(tot["gpu_hours"])})
+    line.update(
+        {
+            "rule": "TOTAL",
+            "name": "",
+            "kind": f"{tot['jobs']} jobs",
+            "hours": _fmt(tot["hours"]),
+            "gpu_hours": _fmt(tot["gpu_hours"]),
+        }
+    )
     if "disk_gb" in columns:  # all model folders kept; resume states exist one job at a time
         line.update({"disk_gb": _fmt(tot["disk_gb"]), "resume_gb": _fmt(tot["resume_gb"])})
     if "measured_gpu_hours" in columns:
@@ -180,8 +229,7 @@ def format_plan(rows: Iterable[Mapping], *, columns: Iterable[str] | None = None
     numeric = [all(re.fullmatch(r"[-\d,.]*", x[i] or "") for x in body) for i in range(len(columns))]
 
     def render(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(cells, widths, numeric)).rstrip()
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([render(columns), sep, *map(render, body), sep, *map(render, foot)]) + "\n"
@@ -210,9 +258,10 @@ def plan_to_csv(rows: Iterable[Mapping], path: str | os.PathLike | None = None) 
 # ----------------------------------------------------------------------------------------------
 
 
-def merge_measured(plan_rows: Iterable[Mapping],
-                   benchmark_files: Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike],
-                   ) -> list[dict]:
+def merge_measured(
+    plan_rows: Iterable[Mapping],
+    benchmark_files: Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike],
+) -> list[dict]:
     """Join Snakemake benchmark files to plan rows by job name.
 
     ``benchmark_files`` is ``{job name: path}``, or an iterable of paths matched by a plan
@@ -240,15 +289,29 @@ def merge_measured(plan_rows: Iterable[Mapping],
         if p is not None and p.exists():
             b = read_benchmark(p)
             hours = b["s_mean"] / 3600.0 if b["s_mean"] is not None else None
-            r.update({"measured_s": b["s_mean"], "measured_hours": hours,
-                      "measured_gpu_hours": hours * r["gpus"] if hours is not None else None,
-                      "ratio": hours / r["hours"] if hours is not None and r["hours"] else None,
-                      "max_rss_mb": b["max_rss_mb"], "n_runs": b["n_runs"],
-                      "benchmark_file": str(p)})
+            r.update(
+                {
+                    "measured_s": b["s_mean"],
+                    "measured_hours": hours,
+                    "measured_gpu_hours": hours * r["gpus"] if hours is not None else None,
+                    "ratio": hours / r["hours"] if hours is not None and r["hours"] else None,
+                    "max_rss_mb": b["max_rss_mb"],
+                    "n_runs": b["n_runs"],
+                    "benchmark_file": str(p),
+                }
+            )
         else:
-            r.update({"measured_s": None, "measured_hours": None, "measured_gpu_hours": None,
-                      "ratio": None, "max_rss_mb": None, "n_runs": 0,
-                      "benchmark_file": str(p) if p else None})
+            r.update(
+                {
+                    "measured_s": None,
+                    "measured_hours": None,
+                    "measured_gpu_hours": None,
+                    "ratio": None,
+                    "max_rss_mb": None,
+                    "n_runs": 0,
+                    "benchmark_file": str(p) if p else None,
+                }
+            )
         out.append(r)
     return out
 
@@ -256,6 +319,7 @@ def merge_measured(plan_rows: Iterable[Mapping],
 # ----------------------------------------------------------------------------------------------
 # the jobs
 # ----------------------------------------------------------------------------------------------
+
 
 def _sizes(cfg: dict) -> tuple[int, dict[str, int]]:
     if cfg["data"]["kind"] == "synthetic":
@@ -272,8 +336,7 @@ def _shard_len(n: int, shard: int, n_shards: int) -> int:
     return (n * (shard + 1)) // n_shards - (n * shard) // n_shards
 
 
-def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
-                 extra_arms: bool = False) -> list[dict]:
+def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True, extra_arms: bool = False) -> list[dict]:
     """Every GPU job of the default DAG (what ``snakemake`` with no target builds): the job lists
     of :class:`ssd_math.layout.Layout`, the same the rules expand, with their benchmark paths.
     ``reuse=False``: as if no job reused another's file (Layout's dedupe off: the "before");
@@ -293,38 +356,75 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True,
     # one engine start per job: a checkpoints job swaps its checkpoints' weights inside one engine
     # (ssd_math.vllm_sampler.VLLMSampler.load_model: reload_weights), a cost the start dominates
     def gen(rule, name, model, n_prompts, k, mean, bench):
-        jobs.append({"rule": rule, "name": name, "kind": "sample" if rule == "sample_train_shard" else "eval",
-                     "model": model, "gpus": g_gen, "n_prompts": n_prompts,
-                     "n_samples_per_prompt": k, "mean_gen_tokens": round(mean, 1),
-                     "mean_prompt_tokens": prompt, "startup_s": startup,
-                     "benchmark": bench})
+        jobs.append(
+            {
+                "rule": rule,
+                "name": name,
+                "kind": "sample" if rule == "sample_train_shard" else "eval",
+                "model": model,
+                "gpus": g_gen,
+                "n_prompts": n_prompts,
+                "n_samples_per_prompt": k,
+                "mean_gen_tokens": round(mean, 1),
+                "mean_prompt_tokens": prompt,
+                "startup_s": startup,
+                "benchmark": bench,
+            }
+        )
 
-    for arm in (list(L.all_arms) if extra_arms else L.arms):
+    for arm in list(L.all_arms) if extra_arms else L.arms:
         s = sc.arm_sampling(cfg, arm)
         cap = s.max_new_tokens
         mean_all = ex["sample_gen_fraction"] * cap
-        for job in (L.sample_jobs(arm) if L.data_arm(arm) == arm else []):  # else: another arm's data
+        for job in L.sample_jobs(arm) if L.data_arm(arm) == arm else []:  # else: another arm's data
             shard = job["shard"]
-            gen("sample_train_shard", f"sample {arm} shard{shard}", BASE,
-                _shard_len(pool, shard, L.n_shards), s.n, mean_all, job["benchmark"])
+            gen(
+                "sample_train_shard",
+                f"sample {arm} shard{shard}",
+                BASE,
+                _shard_len(pool, shard, L.n_shards),
+                s.n,
+                mean_all,
+                job["benchmark"],
+            )
         kept = ex["kept_fraction"] if L.all_arms[arm]["filter_length_stop"] else 1.0
         mean_kept = mean_all if kept >= 1.0 else max((mean_all - (1 - kept) * cap) / kept, 0.05 * cap)
         n_kept = pool * s.n * kept
         sft = sc.arm_sft(cfg, arm)
-        jobs.append({"rule": "sft", "name": f"sft {arm}", "kind": "train", "model": arm,
-                     "gpus": g_train, "n_prompts": round(n_kept), "n_samples_per_prompt": 1,
-                     "mean_gen_tokens": round(mean_kept, 1),
-                     "train_tokens": round(n_kept * min(prompt + mean_kept, sft["max_len"])),
-                     "epochs": sft["epochs"], "startup_s": startup,
-                     **sft_disk(cfg, len(L.ckpts)),
-                     "benchmark": L.sft_job(arm)["benchmark"]})
-    names = {"grid": "grid {model} {evalset}", "passk": "passk {model} {evalset} T{t}",
-             "checkpoints": "checkpoints {model} {evalset}", "sweep": "sweep {model} {evalset}"}
+        jobs.append(
+            {
+                "rule": "sft",
+                "name": f"sft {arm}",
+                "kind": "train",
+                "model": arm,
+                "gpus": g_train,
+                "n_prompts": round(n_kept),
+                "n_samples_per_prompt": 1,
+                "mean_gen_tokens": round(mean_kept, 1),
+                "train_tokens": round(n_kept * min(prompt + mean_kept, sft["max_len"])),
+                "epochs": sft["epochs"],
+                "startup_s": startup,
+                **sft_disk(cfg, len(L.ckpts)),
+                "benchmark": L.sft_job(arm)["benchmark"],
+            }
+        )
+    names = {
+        "grid": "grid {model} {evalset}",
+        "passk": "passk {model} {evalset} T{t}",
+        "checkpoints": "checkpoints {model} {evalset}",
+        "sweep": "sweep {model} {evalset}",
+    }
     for job in L.generation_jobs():
         conds = job["conditions"]
-        gen(job["rule"], names[job["family"]].format(**job), job["model"],
-            sizes[job["evalset"]] * len(conds), sc.condition_sampling(cfg, conds[0]["condition"]).n,
-            eval_mean, job["benchmark"])
+        gen(
+            job["rule"],
+            names[job["family"]].format(**job),
+            job["model"],
+            sizes[job["evalset"]] * len(conds),
+            sc.condition_sampling(cfg, conds[0]["condition"]).n,
+            eval_mean,
+            job["benchmark"],
+        )
     return jobs
 
 
@@ -356,9 +456,11 @@ def reuse_summary(cfg: dict, results: str | None = None) -> str:
         after = build_plan(cfg, results, extra_arms=extra)
         tb, ta = plan_totals(before), plan_totals(after)
         gone = sorted(set(r["name"] for r in before) - set(r["name"] for r in after))
-        lines.append(f"#   {label}: {tb['jobs']} -> {ta['jobs']} GPU jobs, {tb['gpu_hours']:,.1f} -> "
-                     f"{ta['gpu_hours']:,.1f} GPU-hours, model folders {tb['disk_gb']:,.0f} GB"
-                     f" (+ {tb['resume_gb']:,.0f} GB resume state while training)")
+        lines.append(
+            f"#   {label}: {tb['jobs']} -> {ta['jobs']} GPU jobs, {tb['gpu_hours']:,.1f} -> "
+            f"{ta['gpu_hours']:,.1f} GPU-hours, model folders {tb['disk_gb']:,.0f} GB"
+            f" (+ {tb['resume_gb']:,.0f} GB resume state while training)"
+        )
         if gone:
             lines.append(f"#     jobs gone: {', '.join(gone)}")
     return "\n".join(lines) + "\n"
@@ -367,11 +469,13 @@ def reuse_summary(cfg: dict, results: str | None = None) -> str:
 def describe(cfg: dict) -> str:
     """The assumptions, printed above the table."""
     tp, ex, g = cfg["planner"]["throughput"], cfg["planner"]["expected"], gpu_counts(cfg)
-    return (f"# cost plan: {cfg['experiment']} (config results={cfg['results']})\n"
-            f"# throughput per GPU: generate {tp['generate_tokens_per_s_per_gpu']:,} tok/s, "
-            f"prefill {tp.get('prefill_tokens_per_s_per_gpu', 0):,} tok/s, "
-            f"train {tp['train_tokens_per_s_per_gpu']:,} tok/s, startup {tp.get('startup_s_per_job', 0)} s/job\n"
-            f"# expected: prompt {ex['prompt_tokens']} tok, sample mean {ex['sample_gen_fraction']:.0%} of cap, "
-            f"eval mean {ex['eval_gen_fraction']:.0%} of cap, kept {ex['kept_fraction']:.0%}\n"
-            f"# GPUs per job: generate {g['generate']}, train {g['train']}; hours = wall hours of "
-            f"one job, gpu_hours = hours x gpus; extra_arms are not in the plan until targeted\n")
+    return (
+        f"# cost plan: {cfg['experiment']} (config results={cfg['results']})\n"
+        f"# throughput per GPU: generate {tp['generate_tokens_per_s_per_gpu']:,} tok/s, "
+        f"prefill {tp.get('prefill_tokens_per_s_per_gpu', 0):,} tok/s, "
+        f"train {tp['train_tokens_per_s_per_gpu']:,} tok/s, startup {tp.get('startup_s_per_job', 0)} s/job\n"
+        f"# expected: prompt {ex['prompt_tokens']} tok, sample mean {ex['sample_gen_fraction']:.0%} of cap, "
+        f"eval mean {ex['eval_gen_fraction']:.0%} of cap, kept {ex['kept_fraction']:.0%}\n"
+        f"# GPUs per job: generate {g['generate']}, train {g['train']}; hours = wall hours of "
+        f"one job, gpu_hours = hours x gpus; extra_arms are not in the plan until targeted\n"
+    )

@@ -22,14 +22,25 @@ import os
 from pathlib import Path
 
 from .config import ConfigError
-from .problem_sources import build_eval_sets, build_training_pool
 from .decontam import decontaminate, max_similarity
 from .io import write_json, write_jsonl, write_meta, write_text
+from .problem_sources import build_eval_sets, build_training_pool
 
 log = logging.getLogger("ssd_math.prepare_real_data")
 
-PAIR_COLUMNS = ("train_id", "eval_id", "reason", "jaccard", "same_answer", "train_source",
-                "eval_source", "train_answer", "eval_answer", "train_problem", "eval_problem")
+PAIR_COLUMNS = (
+    "train_id",
+    "eval_id",
+    "reason",
+    "jaccard",
+    "same_answer",
+    "train_source",
+    "eval_source",
+    "train_answer",
+    "eval_answer",
+    "train_problem",
+    "eval_problem",
+)
 MAX_ROUNDS = 10
 # The repository's own copies of the MIT-licensed sources (data/real/README.md). A relative
 # data.real.root (this default included) resolves against the workflow folder, the clone.
@@ -40,9 +51,14 @@ def enabled(sources: list[dict], part: str | None = None) -> list[dict]:
     """Sources that are not switched off (``enabled: false``), without that key. With ``part``
     (``train``/``eval``) each spec also carries ``config_key`` (``data.real.<part>.sources[i]``),
     which ssd_math.problem_sources names in its errors."""
-    return [{**{k: v for k, v in s.items() if k != "enabled"},
-             **({"config_key": f"data.real.{part}.sources[{i}]"} if part else {})}
-            for i, s in enumerate(sources) if s.get("enabled", True)]
+    return [
+        {
+            **{k: v for k, v in s.items() if k != "enabled"},
+            **({"config_key": f"data.real.{part}.sources[{i}]"} if part else {}),
+        }
+        for i, s in enumerate(sources)
+        if s.get("enabled", True)
+    ]
 
 
 def resolve_root(real: dict, base_dir: str | os.PathLike) -> Path:
@@ -60,9 +76,12 @@ def check_local_sources(real: dict, base_dir: str | os.PathLike) -> Path:
     root = resolve_root(real, base_dir)
     given = real.get("root") or DEFAULT_ROOT
     problems: list[str] = []
-    local = [(f"data.real.{part}.sources[{i}]", s) for part in ("train", "eval")
-             for i, s in enumerate(real[part]["sources"])
-             if s.get("enabled", True) and s.get("path")]
+    local = [
+        (f"data.real.{part}.sources[{i}]", s)
+        for part in ("train", "eval")
+        for i, s in enumerate(real[part]["sources"])
+        if s.get("enabled", True) and s.get("path")
+    ]
     relative = [(k, s) for k, s in local if not Path(s["path"]).expanduser().is_absolute()]
     if relative and not root.is_dir():
         problems.append(
@@ -70,7 +89,8 @@ def check_local_sources(real: dict, base_dir: str | os.PathLike) -> Path:
             f"against the workflow folder {Path(base_dir)}); it must hold the local files of "
             f"{', '.join(s['name'] for _, s in relative)}. The repository ships them in "
             f"{DEFAULT_ROOT}/ (data/real/README.md); set data.real.root to the folder that holds "
-            "them, or give each source an absolute path")
+            "them, or give each source an absolute path"
+        )
         local = [(k, s) for k, s in local if (k, s) not in relative]
     for key, s in local:
         p = Path(s["path"]).expanduser()
@@ -81,7 +101,8 @@ def check_local_sources(real: dict, base_dir: str | os.PathLike) -> Path:
             problems.append(
                 f"{key}.path = {s['path']!r} (dataset {s['name']!r}): file {f} not found"
                 f"{where}; point it at an existing .jsonl/.parquet file{hub}, or set "
-                f"{key}.enabled: false")
+                f"{key}.enabled: false"
+            )
     if problems:
         raise ConfigError("invalid config (real data):\n  - " + "\n  - ".join(problems))
     return root
@@ -98,17 +119,27 @@ def pairs_csv(pairs: list[dict], train_by_id: dict, eval_by_id: dict) -> str:
     w.writeheader()
     for p in pairs:
         t, e = train_by_id.get(p["train_id"], {}), eval_by_id.get(p["eval_id"], {})
-        w.writerow({"train_id": p["train_id"], "eval_id": p["eval_id"], "reason": p["reason"],
-                    "jaccard": p["jaccard"], "same_answer": p["same_answer"],
-                    "train_source": t.get("dataset") or t.get("source"),
-                    "eval_source": e.get("eval_source") or e.get("source"),
-                    "train_answer": t.get("answer"), "eval_answer": e.get("answer"),
-                    "train_problem": _clip(t.get("problem")), "eval_problem": _clip(e.get("problem"))})
+        w.writerow(
+            {
+                "train_id": p["train_id"],
+                "eval_id": p["eval_id"],
+                "reason": p["reason"],
+                "jaccard": p["jaccard"],
+                "same_answer": p["same_answer"],
+                "train_source": t.get("dataset") or t.get("source"),
+                "eval_source": e.get("eval_source") or e.get("source"),
+                "train_answer": t.get("answer"),
+                "eval_answer": e.get("answer"),
+                "train_problem": _clip(t.get("problem")),
+                "eval_problem": _clip(e.get("problem")),
+            }
+        )
     return buf.getvalue()
 
 
-def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | None = None,
-                      root: str | None = None) -> dict:
+def prepare_real_data(
+    real: dict, *, seed: int, outputs: dict, cache_dir: str | None = None, root: str | None = None
+) -> dict:
     """Build and write the real-data artifacts; return the data report.
 
     ``real`` is the config's ``data.real`` section; ``outputs`` maps train_prompts, eval_main,
@@ -122,12 +153,23 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
     dc = {k: real["decontam"][k] for k in ("n", "threshold", "threshold_same_answer")}
 
     eval_rep: dict = {}
-    main, hard = build_eval_sets(enabled(ev["sources"], "eval"), main_size=ev["main_size"],
-                                 hard_size=ev["hard_size"], seed=seed,
-                                 hard_rule=ev.get("hard_rule", "rank"), cache_dir=cache_dir,
-                                 root=root, report=eval_rep)
-    log.info("eval_main: %d rows %s; eval_hard: %d rows %s", len(main),
-             eval_rep["main_composition"], len(hard), eval_rep["hard_composition"])
+    main, hard = build_eval_sets(
+        enabled(ev["sources"], "eval"),
+        main_size=ev["main_size"],
+        hard_size=ev["hard_size"],
+        seed=seed,
+        hard_rule=ev.get("hard_rule", "rank"),
+        cache_dir=cache_dir,
+        root=root,
+        report=eval_rep,
+    )
+    log.info(
+        "eval_main: %d rows %s; eval_hard: %d rows %s",
+        len(main),
+        eval_rep["main_composition"],
+        len(hard),
+        eval_rep["hard_composition"],
+    )
 
     train_sources = enabled(tr["sources"])
     train_specs = enabled(tr["sources"], "train")
@@ -138,15 +180,20 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
     rounds = []
     for rnd in range(1, MAX_ROUNDS + 1):
         pool_rep: dict = {}
-        pool = build_training_pool(train_specs, levels=levels, budget=tr.get("budget"),
-                                   seed=seed, cache_dir=cache_dir, root=root,
-                                   exclude_problems=excluded, report=pool_rep)
+        pool = build_training_pool(
+            train_specs,
+            levels=levels,
+            budget=tr.get("budget"),
+            seed=seed,
+            cache_dir=cache_dir,
+            root=root,
+            exclude_problems=excluded,
+            report=pool_rep,
+        )
         seen_rows.update({r["id"]: r for r in pool})
         kept, pairs = decontaminate(pool, main, **dc)
-        rounds.append({"round": rnd, "pool": len(pool), "removed": len(pool) - len(kept),
-                       "pairs": len(pairs)})
-        log.info("decontamination round %d: %d of %d prompts match an eval row", rnd,
-                 len(pool) - len(kept), len(pool))
+        rounds.append({"round": rnd, "pool": len(pool), "removed": len(pool) - len(kept), "pairs": len(pairs)})
+        log.info("decontamination round %d: %d of %d prompts match an eval row", rnd, len(pool) - len(kept), len(pool))
         if not pairs:
             break
         all_pairs += pairs
@@ -156,26 +203,45 @@ def prepare_real_data(real: dict, *, seed: int, outputs: dict, cache_dir: str | 
         raise RuntimeError(f"decontamination did not converge in {MAX_ROUNDS} rounds")
 
     n = write_jsonl(outputs["train_prompts"], kept)
-    write_meta(outputs["train_prompts"], rule="prepare_real_data", split="train_prompts",
-               n_rows=n, seed=seed, sources=train_sources, levels=levels, budget=tr.get("budget"))
+    write_meta(
+        outputs["train_prompts"],
+        rule="prepare_real_data",
+        split="train_prompts",
+        n_rows=n,
+        seed=seed,
+        sources=train_sources,
+        levels=levels,
+        budget=tr.get("budget"),
+    )
     for name, rows in (("eval_main", main), ("eval_hard", hard)):
         n = write_jsonl(outputs[name], rows)
-        write_meta(outputs[name], rule="prepare_real_data", split=name, n_rows=n, seed=seed,
-                   sources=enabled(ev["sources"]), hard_rule=ev.get("hard_rule", "rank"))
+        write_meta(
+            outputs[name],
+            rule="prepare_real_data",
+            split=name,
+            n_rows=n,
+            seed=seed,
+            sources=enabled(ev["sources"]),
+            hard_rule=ev.get("hard_rule", "rank"),
+        )
     eval_by_id = {r["id"]: r for r in main}
     write_text(outputs["decontam"], pairs_csv(all_pairs, seen_rows, eval_by_id))
     report = {
-        "seed": seed, "root": str(root), "cache_dir": None if cache_dir is None else str(cache_dir),
+        "seed": seed,
+        "root": str(root),
+        "cache_dir": None if cache_dir is None else str(cache_dir),
         "train": {**pool_rep, "n_written": len(kept)},
         "eval": eval_rep,
-        "decontam": {**dc, "rounds": rounds, "n_pairs": len(all_pairs),
-                     "n_removed_prompts": len({p["train_id"] for p in all_pairs}),
-                     "by_reason": {r: sum(p["reason"] == r for p in all_pairs)
-                                   for r in ("exact", "ngram")},
-                     # the most similar pairs that were kept: a calibration aid for the threshold
-                     "closest_kept": max_similarity(kept, main, n=dc["n"], top=10)},
-        "disabled_sources": [s["name"] for s in tr["sources"] + ev["sources"]
-                             if s.get("enabled", True) is False],
+        "decontam": {
+            **dc,
+            "rounds": rounds,
+            "n_pairs": len(all_pairs),
+            "n_removed_prompts": len({p["train_id"] for p in all_pairs}),
+            "by_reason": {r: sum(p["reason"] == r for p in all_pairs) for r in ("exact", "ngram")},
+            # the most similar pairs that were kept: a calibration aid for the threshold
+            "closest_kept": max_similarity(kept, main, n=dc["n"], top=10),
+        },
+        "disabled_sources": [s["name"] for s in tr["sources"] + ev["sources"] if s.get("enabled", True) is False],
     }
     write_json(outputs["report"], report)
     return report

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 CLASSES = ("lock", "fork", "mixed")
 LOCK_SUBCLASSES = ("strict", "swap", "self-correction")
-SELF_CORRECTION = ("Wait",)     # a lock whose carrier token or top-1 starts (stripped) with one
+SELF_CORRECTION = ("Wait",)  # a lock whose carrier token or top-1 starts (stripped) with one
 
 
 # ---------------------------------------------------------------------------- classification
@@ -57,15 +57,26 @@ def lock_subclass(base_top1_token: str, model_top1_token: str, carrier_token: st
     """A lock's split per trained model: self-correction (the carrier's token or either top-1
     begins a self-correction word, e.g. "Wait"), swap (the trained model's top-1 differs from the
     base's) or strict (same top-1)."""
-    if any(t.strip().startswith(w) for t in (base_top1_token, model_top1_token, carrier_token)
-           for w in SELF_CORRECTION if t.strip()):
+    if any(
+        t.strip().startswith(w)
+        for t in (base_top1_token, model_top1_token, carrier_token)
+        for w in SELF_CORRECTION
+        if t.strip()
+    ):
         return "self-correction"
     return "strict" if base_top1_token == model_top1_token else "swap"
 
 
 # --------------------------------------------------------------------------------- statistics
-def clustered_mean_ci(values: Sequence[float], clusters: Sequence[str], *, n_boot: int, seed: int,
-                      conf: float, den: Sequence[float] | None = None) -> dict:
+def clustered_mean_ci(
+    values: Sequence[float],
+    clusters: Sequence[str],
+    *,
+    n_boot: int,
+    seed: int,
+    conf: float,
+    den: Sequence[float] | None = None,
+) -> dict:
     """Pooled mean over positions, sum(values) / sum(den) (``den`` default 1 per position: the
     plain mean; 0/1 ``values`` and ``den`` give a precision or recall), with a prompt-clustered
     percentile bootstrap: prompts are resampled with replacement, each keeping all its positions.
@@ -75,8 +86,13 @@ def clustered_mean_ci(values: Sequence[float], clusters: Sequence[str], *, n_boo
     dens = np.ones_like(vals) if den is None else np.asarray(den, dtype=float)
     keys = [str(c) for c in clusters]
     if dens.sum() == 0 or not keys:
-        return {"estimate": math.nan, "lo": math.nan, "hi": math.nan, "n_prompts": len(set(keys)),
-                "n_positions": int(dens.sum())}
+        return {
+            "estimate": math.nan,
+            "lo": math.nan,
+            "hi": math.nan,
+            "n_prompts": len(set(keys)),
+            "n_positions": int(dens.sum()),
+        }
     idx = {k: i for i, k in enumerate(dict.fromkeys(keys))}
     num_c, den_c = np.zeros(len(idx)), np.zeros(len(idx))
     np.add.at(num_c, [idx[k] for k in keys], vals)
@@ -87,12 +103,19 @@ def clustered_mean_ci(values: Sequence[float], clusters: Sequence[str], *, n_boo
         boot = bn / bd
     boot = boot[np.isfinite(boot)]
     lo, hi = stats._percentile(boot, float(conf)) if boot.size else (math.nan, math.nan)
-    return {"estimate": float(num_c.sum() / den_c.sum()), "lo": lo, "hi": hi,
-            "n_prompts": len(idx), "n_positions": int(den_c.sum())}
+    return {
+        "estimate": float(num_c.sum() / den_c.sum()),
+        "lo": lo,
+        "hi": hi,
+        "n_prompts": len(idx),
+        "n_positions": int(den_c.sum()),
+    }
 
 
-CI_METHOD = ("pooled mean over positions; prompt-clustered percentile bootstrap (prompts resampled "
-             "with replacement, each keeping all its positions)")
+CI_METHOD = (
+    "pooled mean over positions; prompt-clustered percentile bootstrap (prompts resampled "
+    "with replacement, each keeping all its positions)"
+)
 
 
 # ----------------------------------------------------------------------------------- analysis
@@ -121,9 +144,16 @@ def first_method(completion: str) -> str | None:
     return m.group(1) if m else None
 
 
-def analyse(positions_path: str | Path, dists: dict[str, str | Path], *, probe: dict,
-            views_: dict[str, dict], stats_cfg: dict, share_files: dict[tuple[str, str], str | Path],
-            accuracy_files: dict[tuple[str, str, str], str | Path]) -> dict[str, list[dict]]:
+def analyse(
+    positions_path: str | Path,
+    dists: dict[str, str | Path],
+    *,
+    probe: dict,
+    views_: dict[str, dict],
+    stats_cfg: dict,
+    share_files: dict[tuple[str, str], str | Path],
+    accuracy_files: dict[tuple[str, str, str], str | Path],
+) -> dict[str, list[dict]]:
     """Rule probe_tables: every table of the probe, as lists of rows (module docstring, 3).
 
     ``dists``: {model: forward_model output} (``base`` and every probed arm); ``share_files``:
@@ -145,13 +175,24 @@ def analyse(positions_path: str | Path, dists: dict[str, str | Path], *, probe: 
         return classify(r["raw_top1"], r["raw_second"], int(r["ref|nucleus"]), r["ref|tail"], th)
 
     base_cls = {k: cls_of(base[k]) for k in keys}
-    sub = {a: {k: lock_subclass(base[k]["top_tokens"][0], by_model[a][k]["top_tokens"][0],
-                                pos_meta[k].get("token", ""))
-               for k in keys if base_cls[k] == "lock"} for a in arms}
+    sub = {
+        a: {
+            k: lock_subclass(base[k]["top_tokens"][0], by_model[a][k]["top_tokens"][0], pos_meta[k].get("token", ""))
+            for k in keys
+            if base_cls[k] == "lock"
+        }
+        for a in arms
+    }
 
     def ci(vals, ks, den=None, salt=""):
-        return clustered_mean_ci(vals, [base[k]["prompt_id"] for k in ks], n_boot=n_boot,
-                                 seed=seed + stable_seed(salt) % 100000, conf=conf, den=den)
+        return clustered_mean_ci(
+            vals,
+            [base[k]["prompt_id"] for k in ks],
+            n_boot=n_boot,
+            seed=seed + stable_seed(salt) % 100000,
+            conf=conf,
+            den=den,
+        )
 
     def groups(a):
         g = {"all": keys}
@@ -169,33 +210,65 @@ def analyse(positions_path: str | Path, dists: dict[str, str | Path], *, probe: 
                     bv = np.array([base[k][f"{view}|{m}"] for k in ks], dtype=float)
                     av = np.array([by_model[a][k][f"{view}|{m}"] for k in ks], dtype=float)
                     res = ci(av - bv, ks, salt=f"{a}{vname}{g}{m}")
-                    deltas.append({"arm": a, "view": vname, "view_settings": _fmt_view(views_[view]),
-                                   "class": g, "metric": m,
-                                   "base_mean": float(bv.mean()) if len(ks) else math.nan,
-                                   "arm_mean": float(av.mean()) if len(ks) else math.nan,
-                                   "delta": res["estimate"], "lo": res["lo"], "hi": res["hi"],
-                                   "n_positions": len(ks), "n_prompts": res["n_prompts"],
-                                   "method": CI_METHOD, "n_boot": n_boot, "conf": conf})
+                    deltas.append(
+                        {
+                            "arm": a,
+                            "view": vname,
+                            "view_settings": _fmt_view(views_[view]),
+                            "class": g,
+                            "metric": m,
+                            "base_mean": float(bv.mean()) if len(ks) else math.nan,
+                            "arm_mean": float(av.mean()) if len(ks) else math.nan,
+                            "delta": res["estimate"],
+                            "lo": res["lo"],
+                            "hi": res["hi"],
+                            "n_positions": len(ks),
+                            "n_prompts": res["n_prompts"],
+                            "method": CI_METHOD,
+                            "n_boot": n_boot,
+                            "conf": conf,
+                        }
+                    )
         rng = random.Random(seed)
         for c in CLASSES:
             ks = [k for k in keys if base_cls[k] == c]
             for k in sorted(rng.sample(ks, min(int(probe["examples"]), len(ks)))):
                 car = carriers[k[0]]
                 ctx = _context(car, k[1])
-                examples.append({"arm": a, "class": c, "subclass": sub[a].get(k, ""),
-                                 "carrier_id": k[0], "j": k[1], "context": ctx,
-                                 "carrier_token": pos_meta[k].get("token", ""),
-                                 "base_top5": _fmt_top(base[k]), "arm_top5": _fmt_top(by_model[a][k])})
+                examples.append(
+                    {
+                        "arm": a,
+                        "class": c,
+                        "subclass": sub[a].get(k, ""),
+                        "carrier_id": k[0],
+                        "j": k[1],
+                        "context": ctx,
+                        "carrier_token": pos_meta[k].get("token", ""),
+                        "base_top5": _fmt_top(base[k]),
+                        "arm_top5": _fmt_top(by_model[a][k]),
+                    }
+                )
     for m, rows in by_model.items():
         for k in keys:
             r = rows[k]
-            positions_tbl.append({"model": m, "carrier_id": k[0], "j": k[1], "prompt_id": r["prompt_id"],
-                                  "generator": carriers[k[0]]["generator"], "class": base_cls[k],
-                                  "own_class": cls_of(r), "label": pos_meta[k].get("label") or "",
-                                  "sources": ";".join(pos_meta[k]["sources"]),
-                                  "top1": r["raw_top1"], "second": r["raw_second"],
-                                  "nucleus": int(r["ref|nucleus"]), "tail": r["ref|tail"],
-                                  "entropy": r["ref|entropy_before"]})
+            positions_tbl.append(
+                {
+                    "model": m,
+                    "carrier_id": k[0],
+                    "j": k[1],
+                    "prompt_id": r["prompt_id"],
+                    "generator": carriers[k[0]]["generator"],
+                    "class": base_cls[k],
+                    "own_class": cls_of(r),
+                    "label": pos_meta[k].get("label") or "",
+                    "sources": ";".join(pos_meta[k]["sources"]),
+                    "top1": r["raw_top1"],
+                    "second": r["raw_second"],
+                    "nucleus": int(r["ref|nucleus"]),
+                    "tail": r["ref|tail"],
+                    "entropy": r["ref|entropy_before"],
+                }
+            )
 
     # --- ground truth: recovery of the labels, and the SSD effect where it is exact
     truth, effect = [], []
@@ -209,18 +282,38 @@ def analyse(positions_path: str | Path, dists: dict[str, str | Path], *, probe: 
                 hit = is_true * is_pred
                 prec = ci(hit, keys, den=is_pred, salt=f"p{m}{c}")
                 rec = ci(hit, keys, den=is_true, salt=f"r{m}{c}")
-                truth.append({"model": m, "class": c, "n_true": int(is_true.sum()),
-                              "n_predicted": int(is_pred.sum()), "n_both": int(hit.sum()),
-                              "precision": prec["estimate"], "precision_lo": prec["lo"],
-                              "precision_hi": prec["hi"], "recall": rec["estimate"],
-                              "recall_lo": rec["lo"], "recall_hi": rec["hi"],
-                              "n_positions": len(keys), "n_prompts": prec["n_prompts"],
-                              "method": "pooled ratio; " + CI_METHOD, "n_boot": n_boot, "conf": conf})
+                truth.append(
+                    {
+                        "model": m,
+                        "class": c,
+                        "n_true": int(is_true.sum()),
+                        "n_predicted": int(is_pred.sum()),
+                        "n_both": int(hit.sum()),
+                        "precision": prec["estimate"],
+                        "precision_lo": prec["lo"],
+                        "precision_hi": prec["hi"],
+                        "recall": rec["estimate"],
+                        "recall_lo": rec["lo"],
+                        "recall_hi": rec["hi"],
+                        "n_positions": len(keys),
+                        "n_prompts": prec["n_prompts"],
+                        "method": "pooled ratio; " + CI_METHOD,
+                        "n_boot": n_boot,
+                        "conf": conf,
+                    }
+                )
         effect = _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot)
     shares = _fork_shares(share_files, conf) if labelled else []  # the task's methods only
     controls = _controls(probe, by_model, keys, base_cls, sub, effect, accuracy_files, ci, stats_cfg)
-    return {"deltas": deltas, "positions": positions_tbl, "examples": examples, "truth": truth,
-            "truth_effect": effect, "fork_shares": shares, "controls": controls}
+    return {
+        "deltas": deltas,
+        "positions": positions_tbl,
+        "examples": examples,
+        "truth": truth,
+        "truth_effect": effect,
+        "fork_shares": shares,
+        "controls": controls,
+    }
 
 
 def _fmt_view(v: dict) -> str:
@@ -236,13 +329,16 @@ def _fmt_top(r: dict) -> str:
 def _context(car: dict, j: int, n: int = 32) -> str:
     """The ``n`` characters of the completion before position ``j`` (newlines shown as ⏎)."""
     p = next(p for p in car["positions"] if int(p["j"]) == j)
-    return ("…" + car["completion"][:int(p["char"])][-n:]).replace("\n", "⏎")
+    return ("…" + car["completion"][: int(p["char"])][-n:]).replace("\n", "⏎")
 
 
 def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[dict]:
     locks = [k for k in keys if pos_meta[k].get("label") == "lock" and "correct" in pos_meta[k]["targets"]]
-    forks = [k for k in keys if pos_meta[k].get("label") == "fork"
-             and any(t.startswith("alt:") for t in pos_meta[k]["targets"])]
+    forks = [
+        k
+        for k in keys
+        if pos_meta[k].get("label") == "fork" and any(t.startswith("alt:") for t in pos_meta[k]["targets"])
+    ]
     base = by_model[sc.BASE]
     out = []
 
@@ -252,8 +348,10 @@ def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[di
 
     quantities = {
         "lock: P(correct digit)": (locks, lambda rows, k: rows[k]["target_probs"]["correct"]),
-        "lock: top-1 is the correct digit": (locks, lambda rows, k: float(
-            rows[k]["target_probs"]["correct"] >= rows[k]["raw_top1"] - 1e-12)),
+        "lock: top-1 is the correct digit": (
+            locks,
+            lambda rows, k: float(rows[k]["target_probs"]["correct"] >= rows[k]["raw_top1"] - 1e-12),
+        ),
         "lock: tail mass outside top-k (ref)": (locks, lambda rows, k: rows[k]["ref|tail_k"]),
         "lock: tail mass outside nucleus (ref)": (locks, lambda rows, k: rows[k]["ref|tail"]),
         "fork: entropy over valid methods (bits)": (forks, lambda rows, k: fork_vals(rows, k)[0]),
@@ -268,27 +366,50 @@ def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[di
             kk = [k for k, o in zip(ks, ok) if o]
             est = ci(v[ok], kk, salt=f"e{m}{q}")
             d = ci(v[ok] - b[ok], kk, salt=f"d{m}{q}") if m != sc.BASE else None
-            out.append({"model": m, "quantity": q, "estimate": est["estimate"], "lo": est["lo"],
-                        "hi": est["hi"], "delta_vs_base": d["estimate"] if d else None,
-                        "delta_lo": d["lo"] if d else None, "delta_hi": d["hi"] if d else None,
-                        "n_positions": int(ok.sum()), "n_prompts": est["n_prompts"],
-                        "method": CI_METHOD + "; delta paired at the same positions",
-                        "n_boot": n_boot, "conf": conf, "_values": dict(zip(kk, v[ok]))})
+            out.append(
+                {
+                    "model": m,
+                    "quantity": q,
+                    "estimate": est["estimate"],
+                    "lo": est["lo"],
+                    "hi": est["hi"],
+                    "delta_vs_base": d["estimate"] if d else None,
+                    "delta_lo": d["lo"] if d else None,
+                    "delta_hi": d["hi"] if d else None,
+                    "n_positions": int(ok.sum()),
+                    "n_prompts": est["n_prompts"],
+                    "method": CI_METHOD + "; delta paired at the same positions",
+                    "n_boot": n_boot,
+                    "conf": conf,
+                    "_values": dict(zip(kk, v[ok])),
+                }
+            )
     return out
 
 
 def _fork_shares(share_files, conf) -> list[dict]:
     out = []
-    alts = [a[fork_decision_start(FORK_ALTERNATIVES[0], 0):].rstrip(":").strip() for a in FORK_ALTERNATIVES]
+    alts = [a[fork_decision_start(FORK_ALTERNATIVES[0], 0) :].rstrip(":").strip() for a in FORK_ALTERNATIVES]
     for (model, t), path in share_files.items():
         methods = [first_method(r.get("completion", "")) for r in read_jsonl(path)]
         named = [x for x in methods if x]
         for alt in alts:
             n_alt = sum(1 for x in named if x == alt)
             lo, hi = wilson_ci(n_alt, len(named), conf) if named else (math.nan, math.nan)
-            out.append({"model": model, "T": t, "method": alt, "share": n_alt / len(named) if named else math.nan,
-                        "lo": lo, "hi": hi, "n_with_method": len(named), "n_samples": len(methods),
-                        "ci_method": "Wilson score interval (one sample per prompt)", "conf": conf})
+            out.append(
+                {
+                    "model": model,
+                    "T": t,
+                    "method": alt,
+                    "share": n_alt / len(named) if named else math.nan,
+                    "lo": lo,
+                    "hi": hi,
+                    "n_with_method": len(named),
+                    "n_samples": len(methods),
+                    "ci_method": "Wilson score interval (one sample per prompt)",
+                    "conf": conf,
+                }
+            )
     return out
 
 
@@ -307,8 +428,19 @@ def _controls(probe, by_model, keys, base_cls, sub, effect, accuracy_files, ci, 
                 sv = np.array([by_model[s_arm][k][f"ref|{m}"] for k in ks], dtype=float)
                 cv = np.array([by_model[ctl][k][f"ref|{m}"] for k in ks], dtype=float)
                 r = ci(sv - cv, ks, salt=f"c{ctl}{g}{m}")
-                out.append(_ctl_row(s_arm, ctl, "probe (ref view)", f"{g}: {m}", sv.mean() if len(ks) else math.nan,
-                                    cv.mean() if len(ks) else math.nan, r, CI_METHOD, stats_cfg))
+                out.append(
+                    _ctl_row(
+                        s_arm,
+                        ctl,
+                        "probe (ref view)",
+                        f"{g}: {m}",
+                        sv.mean() if len(ks) else math.nan,
+                        cv.mean() if len(ks) else math.nan,
+                        r,
+                        CI_METHOD,
+                        stats_cfg,
+                    )
+                )
         for (model, q), vals in eff.items():
             if model != s_arm or (ctl, q) not in eff:
                 continue
@@ -316,8 +448,19 @@ def _controls(probe, by_model, keys, base_cls, sub, effect, accuracy_files, ci, 
             kk = [k for k in vals if k in cvals]
             d = np.array([vals[k] - cvals[k] for k in kk])
             r = ci(d, kk, salt=f"t{ctl}{q}")
-            out.append(_ctl_row(s_arm, ctl, "ground truth", q, np.mean([vals[k] for k in kk]),
-                                np.mean([cvals[k] for k in kk]), r, CI_METHOD, stats_cfg))
+            out.append(
+                _ctl_row(
+                    s_arm,
+                    ctl,
+                    "ground truth",
+                    q,
+                    np.mean([vals[k] for k in kk]),
+                    np.mean([cvals[k] for k in kk]),
+                    r,
+                    CI_METHOD,
+                    stats_cfg,
+                )
+            )
         for (model, es, t), path in accuracy_files.items():
             if model != s_arm or (ctl, es, t) not in accuracy_files:
                 continue
@@ -325,22 +468,49 @@ def _controls(probe, by_model, keys, base_cls, sub, effect, accuracy_files, ci, 
             ids = sorted({r["prompt_id"] for r in rs} & {r["prompt_id"] for r in rc})
             _, a = matrix(rs, "correct", ids)
             _, b = matrix(rc, "correct", ids)
-            res = stats.paired_delta(a, b, n_boot=int(stats_cfg["n_boot"]), seed=int(stats_cfg["seed"]),
-                                     conf=float(stats_cfg["conf"]))
-            out.append({"compare_arm": s_arm, "control": ctl, "family": "accuracy", "quantity": f"{es} @ T{t}",
-                        "compare": res["estimate_a"], "control_value": res["estimate_b"],
-                        "delta": res["estimate"], "lo": res["lo"], "hi": res["hi"], "p_boot": res["p_boot"],
-                        "n": res["n_prompts"], "unit": "prompts", "method": res["method"],
-                        "n_boot": res["n_boot"], "conf": res["conf"]})
+            res = stats.paired_delta(
+                a, b, n_boot=int(stats_cfg["n_boot"]), seed=int(stats_cfg["seed"]), conf=float(stats_cfg["conf"])
+            )
+            out.append(
+                {
+                    "compare_arm": s_arm,
+                    "control": ctl,
+                    "family": "accuracy",
+                    "quantity": f"{es} @ T{t}",
+                    "compare": res["estimate_a"],
+                    "control_value": res["estimate_b"],
+                    "delta": res["estimate"],
+                    "lo": res["lo"],
+                    "hi": res["hi"],
+                    "p_boot": res["p_boot"],
+                    "n": res["n_prompts"],
+                    "unit": "prompts",
+                    "method": res["method"],
+                    "n_boot": res["n_boot"],
+                    "conf": res["conf"],
+                }
+            )
     return out
 
 
 def _ctl_row(s_arm, ctl, family, q, sv, cv, r, method, stats_cfg) -> dict:
-    return {"compare_arm": s_arm, "control": ctl, "family": family, "quantity": q,
-            "compare": float(sv), "control_value": float(cv), "delta": r["estimate"], "lo": r["lo"],
-            "hi": r["hi"], "p_boot": None, "n": r["n_positions"], "unit": f"positions ({r['n_prompts']} prompts)",
-            "method": method + "; paired at the same positions", "n_boot": int(stats_cfg["n_boot"]),
-            "conf": float(stats_cfg["conf"])}
+    return {
+        "compare_arm": s_arm,
+        "control": ctl,
+        "family": family,
+        "quantity": q,
+        "compare": float(sv),
+        "control_value": float(cv),
+        "delta": r["estimate"],
+        "lo": r["lo"],
+        "hi": r["hi"],
+        "p_boot": None,
+        "n": r["n_positions"],
+        "unit": f"positions ({r['n_prompts']} prompts)",
+        "method": method + "; paired at the same positions",
+        "n_boot": int(stats_cfg["n_boot"]),
+        "conf": float(stats_cfg["conf"]),
+    }
 
 
 def write_tables(tables: dict[str, list[dict]], outputs: dict[str, str | Path]) -> None:

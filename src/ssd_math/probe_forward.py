@@ -39,12 +39,16 @@ def views(cfg: dict) -> dict[str, dict]:
     """{view name: {temperature, top_k, top_p}}: ``ref`` (the probe's reference decoding at
     probe.temperature) and ``arm:<arm>`` (each probed arm's training-sampling settings)."""
     s = sc.probe_settings(cfg)
-    out = {"ref": {"temperature": float(s["temperature"]), "top_k": int(s["reference"]["top_k"]),
-                   "top_p": float(s["reference"]["top_p"])}}
+    out = {
+        "ref": {
+            "temperature": float(s["temperature"]),
+            "top_k": int(s["reference"]["top_k"]),
+            "top_p": float(s["reference"]["top_p"]),
+        }
+    }
     for a in s["arms"]:
         sa = sc.arm_sampling(cfg, a)
-        out[f"arm:{a}"] = {"temperature": float(sa.temperature), "top_k": int(sa.top_k),
-                           "top_p": float(sa.top_p)}
+        out[f"arm:{a}"] = {"temperature": float(sa.temperature), "top_k": int(sa.top_k), "top_p": float(sa.top_p)}
     return out
 
 
@@ -83,8 +87,15 @@ def view_metrics(logits: np.ndarray, view: dict) -> dict[str, np.ndarray]:
     q = np.where(rank < m[:, None], ps, 0.0) / kept[:, None]
     k = int(view["top_k"])
     tail_k = 1.0 - cum[:, min(k, ps.shape[1]) - 1] if k > 0 else np.zeros(len(m))
-    return {"top1_before": ps[:, 0], "top1": ps[:, 0] / kept, "nucleus": m, "tail": np.clip(1.0 - kept, 0.0, 1.0),
-            "entropy_before": _entropy(ps), "entropy": _entropy(q), "tail_k": np.clip(tail_k, 0.0, 1.0)}
+    return {
+        "top1_before": ps[:, 0],
+        "top1": ps[:, 0] / kept,
+        "nucleus": m,
+        "tail": np.clip(1.0 - kept, 0.0, 1.0),
+        "entropy_before": _entropy(ps),
+        "entropy": _entropy(q),
+        "tail_k": np.clip(tail_k, 0.0, 1.0),
+    }
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -121,20 +132,30 @@ def position_logits(model, carriers: Sequence[dict], *, max_batch_tokens: int, d
         ids = torch.zeros((len(seqs), width), dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, sq in enumerate(seqs):
-            ids[i, :len(sq)] = torch.tensor(sq)
-            mask[i, :len(sq)] = 1
+            ids[i, : len(sq)] = torch.tensor(sq)
+            mask[i, : len(sq)] = 1
         want = [[len(c["prompt_ids"]) + int(p["j"]) - 1 for p in c["positions"]] for c in chunk]
         keep = sorted({x for w in want for x in w})
         col = {x: i for i, x in enumerate(keep)}
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           logits_to_keep=torch.tensor(keep, device=device)).logits
+            logits = model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                logits_to_keep=torch.tensor(keep, device=device),
+            ).logits
         for i, c in enumerate(chunk):
             yield c, logits[i, [col[x] for x in want[i]]].float().cpu().numpy()
 
 
-def summarize_positions(carrier: dict, logits: np.ndarray, *, views_: dict[str, dict],
-                        temperature: float, top_n: int, decode: Callable[[int], str]) -> list[dict]:
+def summarize_positions(
+    carrier: dict,
+    logits: np.ndarray,
+    *,
+    views_: dict[str, dict],
+    temperature: float,
+    top_n: int,
+    decode: Callable[[int], str],
+) -> list[dict]:
     """One row per position of ``carrier``: raw (T = ``temperature``, untruncated) top-n tokens
     with probabilities, the second-largest probability, target-token probabilities, and every
     view's metrics (keys ``<view>|<metric>``)."""
@@ -146,11 +167,16 @@ def summarize_positions(carrier: dict, logits: np.ndarray, *, views_: dict[str, 
     vm = {name: view_metrics(logits, v) for name, v in views_.items()}
     rows = []
     for r, pos in enumerate(carrier["positions"]):
-        row = {"carrier_id": carrier["carrier_id"], "prompt_id": carrier["prompt_id"], "j": pos["j"],
-               "raw_top1": float(p[r, top[r, 0]]), "raw_second": float(p[r, top[r, 1]]) if top_n > 1 else 0.0,
-               "top_tokens": [decode(int(t)) for t in top[r]],
-               "top_probs": [round(float(p[r, t]), 6) for t in top[r]],
-               "target_probs": {k: float(p[r, v]) for k, v in pos.get("targets", {}).items()}}
+        row = {
+            "carrier_id": carrier["carrier_id"],
+            "prompt_id": carrier["prompt_id"],
+            "j": pos["j"],
+            "raw_top1": float(p[r, top[r, 0]]),
+            "raw_second": float(p[r, top[r, 1]]) if top_n > 1 else 0.0,
+            "top_tokens": [decode(int(t)) for t in top[r]],
+            "top_probs": [round(float(p[r, t]), 6) for t in top[r]],
+            "target_probs": {k: float(p[r, v]) for k, v in pos.get("targets", {}).items()},
+        }
         for name, m in vm.items():
             for k, arr in m.items():
                 row[f"{name}|{k}"] = float(arr[r])
@@ -158,10 +184,21 @@ def summarize_positions(carrier: dict, logits: np.ndarray, *, views_: dict[str, 
     return rows
 
 
-def forward_model(positions_path: str | Path, model_dir: str | Path, out_path: str | Path, *,
-                  model_name: str, views_: dict[str, dict], temperature: float, top_n: int,
-                  max_batch_tokens: int, device: str = "cpu", dtype: str = "float32",
-                  trust_remote_code: bool = False, threads: int = 1) -> int:
+def forward_model(
+    positions_path: str | Path,
+    model_dir: str | Path,
+    out_path: str | Path,
+    *,
+    model_name: str,
+    views_: dict[str, dict],
+    temperature: float,
+    top_n: int,
+    max_batch_tokens: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    threads: int = 1,
+) -> int:
     """Rule probe_forward: every position of every carrier through one model; JSONL of
     :func:`summarize_positions` rows (with ``model``) to ``out_path``."""
     import torch
@@ -172,10 +209,11 @@ def forward_model(positions_path: str | Path, model_dir: str | Path, out_path: s
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     rows = []
     for c, lg in position_logits(model, carriers, max_batch_tokens=max_batch_tokens, device=device):
-        rows += [{"model": model_name, **r} for r in
-                 summarize_positions(c, lg, views_=views_, temperature=temperature, top_n=top_n,
-                                     decode=lambda t: tok.decode([t]))]
+        rows += [
+            {"model": model_name, **r}
+            for r in summarize_positions(
+                c, lg, views_=views_, temperature=temperature, top_n=top_n, decode=lambda t: tok.decode([t])
+            )
+        ]
     rows.sort(key=lambda r: (r["carrier_id"], r["j"]))
     return write_jsonl(out_path, rows)
-
-

@@ -39,8 +39,9 @@ FORK_ALTERNATIVES = ("From the left:", "From the right:")
 
 
 # ----------------------------------------------------------------------------------- carriers
-def select_carriers(rows_by_generator: dict[str, Sequence[dict]], *, per_generator: int,
-                    length_bins: int, seed: int) -> list[dict]:
+def select_carriers(
+    rows_by_generator: dict[str, Sequence[dict]], *, per_generator: int, length_bins: int, seed: int
+) -> list[dict]:
     """Stratified carriers: per generator, cells = length bin (quantiles of the completion's token
     count within that generator) x correct; ``per_generator`` rows drawn round-robin over the
     non-empty cells (each cell shuffled with ``random.Random(seed)``), so every cell is as even as
@@ -64,11 +65,18 @@ def select_carriers(rows_by_generator: dict[str, Sequence[dict]], *, per_generat
             for k in keys:
                 if cells[k] and picked < per_generator:
                     r = cells[k].pop()
-                    out.append({"carrier_id": f"{gen}:{r['prompt_id']}:{r.get('sample_index', 0)}",
-                                "generator": gen, "prompt_id": str(r["prompt_id"]),
-                                "prompt": r["prompt"], "completion": r["completion"],
-                                "correct": bool(r.get("correct")), "length_bin": k[0],
-                                "finish_reason": r.get("finish_reason")})
+                    out.append(
+                        {
+                            "carrier_id": f"{gen}:{r['prompt_id']}:{r.get('sample_index', 0)}",
+                            "generator": gen,
+                            "prompt_id": str(r["prompt_id"]),
+                            "prompt": r["prompt"],
+                            "completion": r["completion"],
+                            "correct": bool(r.get("correct")),
+                            "length_bin": k[0],
+                            "finish_reason": r.get("finish_reason"),
+                        }
+                    )
                     picked += 1
     return out
 
@@ -102,9 +110,16 @@ def _lock_digit(text: str, start: int) -> int | None:
     return (a + b) % 10 if op == "+" else (a * b) % 10
 
 
-def carrier_positions(completion: str, offsets: Sequence[tuple[int, int]], *, every: int,
-                      hot_spots: Sequence[str], n_random: int, seed: int,
-                      spans: Sequence[dict] = ()) -> list[dict]:
+def carrier_positions(
+    completion: str,
+    offsets: Sequence[tuple[int, int]],
+    *,
+    every: int,
+    hot_spots: Sequence[str],
+    n_random: int,
+    seed: int,
+    spans: Sequence[dict] = (),
+) -> list[dict]:
     """Positions of one completion (token offsets ``offsets``): ``{j, sources, label,
     label_correct, span_start}`` sorted by j; position j predicts completion token j.
 
@@ -120,8 +135,9 @@ def carrier_positions(completion: str, offsets: Sequence[tuple[int, int]], *, ev
 
     def add(j, src):
         if j is not None and 0 <= j < n:
-            pos.setdefault(j, {"j": j, "sources": [], "label": None, "label_correct": None,
-                               "span_start": None})["sources"].append(src)
+            pos.setdefault(j, {"j": j, "sources": [], "label": None, "label_correct": None, "span_start": None})[
+                "sources"
+            ].append(src)
             return pos[j]
         return None
 
@@ -146,9 +162,16 @@ def stable_seed(*parts) -> int:
     return int(stable_hash(list(map(str, parts)), n=8), 16)
 
 
-def build_positions(eval_files: dict[str, str | Path], tokenizer_dir: str | Path, out_path: str | Path, *,
-                    probe: dict, seed: int, label_spans: Callable[[str], list[dict]] | None = None,
-                    trust_remote_code: bool = False) -> dict:
+def build_positions(
+    eval_files: dict[str, str | Path],
+    tokenizer_dir: str | Path,
+    out_path: str | Path,
+    *,
+    probe: dict,
+    seed: int,
+    label_spans: Callable[[str], list[dict]] | None = None,
+    trust_remote_code: bool = False,
+) -> dict:
     """Rule probe_positions: carriers from the graded eval files ``{generator: path}`` and their
     positions, one JSONL row per carrier: the carrier fields, ``prompt_ids`` / ``completion_ids``
     (tokenized like ``ssd_math.train``: prompt and completion separately, no special tokens), the
@@ -157,8 +180,12 @@ def build_positions(eval_files: dict[str, str | Path], tokenizer_dir: str | Path
     lock the forced digit, at a labelled fork each alternative's decision token)."""
     tok = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
     rows = {g: read_jsonl(p) for g, p in eval_files.items()}
-    carriers = select_carriers(rows, per_generator=int(probe["carriers"]["per_generator"]),
-                               length_bins=int(probe["carriers"]["length_bins"]), seed=seed)
+    carriers = select_carriers(
+        rows,
+        per_generator=int(probe["carriers"]["per_generator"]),
+        length_bins=int(probe["carriers"]["length_bins"]),
+        seed=seed,
+    )
     pc = probe["positions"]
     out = []
     for c in carriers:
@@ -166,9 +193,15 @@ def build_positions(eval_files: dict[str, str | Path], tokenizer_dir: str | Path
         enc = tok(c["completion"], add_special_tokens=False, return_offsets_mapping=True)
         ids, offs = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
         spans = label_spans(c["completion"]) if label_spans is not None else []
-        positions = carrier_positions(c["completion"], offs, every=int(pc["every"]),
-                                      hot_spots=list(pc["hot_spots"]), n_random=int(pc["n_random"]),
-                                      seed=stable_seed(seed, c["carrier_id"]), spans=spans)
+        positions = carrier_positions(
+            c["completion"],
+            offs,
+            every=int(pc["every"]),
+            hot_spots=list(pc["hot_spots"]),
+            n_random=int(pc["n_random"]),
+            seed=stable_seed(seed, c["carrier_id"]),
+            spans=spans,
+        )
         for p in positions:
             p["token"] = tok.decode([ids[p["j"]]])
             p["char"] = offs[p["j"]][0]
@@ -183,11 +216,13 @@ def build_positions(eval_files: dict[str, str | Path], tokenizer_dir: str | Path
                 alts = _fork_alternative_tokens(tok, c["completion"], offs, p["j"], p["span_start"])
                 if alts:
                     p["targets"].update({f"alt:{k}": v for k, v in alts.items()})
-        out.append({**c, "prompt_ids": p_ids, "completion_ids": ids,
-                    "positions": positions})
+        out.append({**c, "prompt_ids": p_ids, "completion_ids": ids, "positions": positions})
     n = write_jsonl(out_path, out)
-    return {"n_carriers": n, "n_positions": sum(len(r["positions"]) for r in out),
-            "by_generator": {g: sum(1 for r in out if r["generator"] == g) for g in rows}}
+    return {
+        "n_carriers": n,
+        "n_positions": sum(len(r["positions"]) for r in out),
+        "by_generator": {g: sum(1 for r in out if r["generator"] == g) for g in rows},
+    }
 
 
 def _fork_alternative_tokens(tok, text: str, offsets, j: int, start: int) -> dict[str, int]:
@@ -204,5 +239,3 @@ def _fork_alternative_tokens(tok, text: str, offsets, j: int, start: int) -> dic
         if jj == j:
             out[rest.rstrip(":").strip()] = ids["input_ids"][j]
     return out if len(out) == len(FORK_ALTERNATIVES) else {}
-
-

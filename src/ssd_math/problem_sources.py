@@ -71,6 +71,7 @@ SCHEMA_HINT = "fields id, problem, answer (string), source, level (int|null), su
 # answers
 # ----------------------------------------------------------------------------------------------
 
+
 def last_boxed(text: str | None) -> str | None:
     """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, found by
     brace matching (nested braces are kept); ``None`` when there is none or it is empty. The box
@@ -166,10 +167,12 @@ def _spec_key(spec: Mapping) -> str:
 def local_copy_hint(spec: Mapping) -> str:
     """How to use a local copy instead of a hub download (the end of every hub error)."""
     key = _spec_key(spec)
-    return (f"to use a local copy instead, set {key}.path to a local JSONL file, one problem per "
-            f"line with at least a problem and an answer ({SCHEMA_HINT}, or the dataset's own "
-            f"columns as {key}.fields maps them; a relative path resolves against "
-            f"data.real.root), or set {key}.enabled: false to leave the source out")
+    return (
+        f"to use a local copy instead, set {key}.path to a local JSONL file, one problem per "
+        f"line with at least a problem and an answer ({SCHEMA_HINT}, or the dataset's own "
+        f"columns as {key}.fields maps them; a relative path resolves against "
+        f"data.real.root), or set {key}.enabled: false to leave the source out"
+    )
 
 
 def _hub_files(spec: Mapping, cache_dir: Path | None) -> list[Path]:
@@ -177,11 +180,11 @@ def _hub_files(spec: Mapping, cache_dir: Path | None) -> list[Path]:
     revision = spec.get("revision")
     hint = local_copy_hint(spec)
     if not revision:
-        raise DataError(f"dataset '{name}' ({hub_id}): no pinned 'revision' (a commit sha) in "
-                        f"its source spec; pin one, or {hint}")
+        raise DataError(
+            f"dataset '{name}' ({hub_id}): no pinned 'revision' (a commit sha) in its source spec; pin one, or {hint}"
+        )
     if cache_dir is None:
-        raise DataError(f"dataset '{name}' ({hub_id}@{revision}): no cache_dir given for the "
-                        f"hub download; {hint}")
+        raise DataError(f"dataset '{name}' ({hub_id}@{revision}): no cache_dir given for the hub download; {hint}")
     patterns = _hub_patterns(spec)
     local_dir = Path(cache_dir) / f"{name}@{revision[:12]}"
     marker = local_dir / ".complete.json"
@@ -194,30 +197,44 @@ def _hub_files(spec: Mapping, cache_dir: Path | None) -> list[Path]:
             cached = False
     if not cached:
         try:
-            _snapshot_download(repo_id=hub_id, repo_type="dataset", revision=revision,
-                               local_dir=str(local_dir), allow_patterns=patterns)
+            _snapshot_download(
+                repo_id=hub_id,
+                repo_type="dataset",
+                revision=revision,
+                local_dir=str(local_dir),
+                allow_patterns=patterns,
+            )
         except Exception as exc:  # no network, unknown repo/revision, auth, disk ...
             raise DataError(
                 f"dataset '{name}' ({hub_id}@{revision}, config key {_spec_key(spec)}) could not "
                 f"be fetched from the Hugging Face hub ({type(exc).__name__}: {exc}); "
-                f"{hint}") from exc
+                f"{hint}"
+            ) from exc
     files = sorted(
-        p for p in local_dir.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local_dir).parts)
+        p
+        for p in local_dir.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(local_dir).parts)
         and any(fnmatch.fnmatch(p.relative_to(local_dir).as_posix(), pat) for pat in patterns)
     )
     if not files:
-        raise DataError(f"dataset '{name}' ({hub_id}@{revision}): no files matching {patterns} "
-                        f"in the download at {local_dir}; set {_spec_key(spec)}.files to the data files "
-                        f"of split '{spec.get('split')}', or {hint}")
+        raise DataError(
+            f"dataset '{name}' ({hub_id}@{revision}): no files matching {patterns} "
+            f"in the download at {local_dir}; set {_spec_key(spec)}.files to the data files "
+            f"of split '{spec.get('split')}', or {hint}"
+        )
     if not cached:
         write_json(marker, want)
     return files
 
 
-def load_source(spec: Mapping, *, cache_dir: str | os.PathLike | None = None,
-                root: str | os.PathLike | None = None,
-                report: dict | None = None) -> list[dict]:
+def load_source(
+    spec: Mapping,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    report: dict | None = None,
+) -> list[dict]:
     """Load one source as project rows (see the module docstring for the spec keys).
 
     ``root`` resolves a relative ``path``. ``report`` (a dict, optional) receives counts:
@@ -235,9 +252,11 @@ def load_source(spec: Mapping, *, cache_dir: str | os.PathLike | None = None,
         if not path.exists():
             key = _spec_key(spec)
             hub = f", or remove it to download hub_id {spec['hub_id']!r}" if spec.get("hub_id") else ""
-            raise DataError(f"dataset '{name}': file {path} not found; set {key}.path to an "
-                            f"existing .jsonl/.parquet file ({SCHEMA_HINT}){hub}, or set "
-                            f"{key}.enabled: false")
+            raise DataError(
+                f"dataset '{name}': file {path} not found; set {key}.path to an "
+                f"existing .jsonl/.parquet file ({SCHEMA_HINT}){hub}, or set "
+                f"{key}.enabled: false"
+            )
         fmt = spec.get("format")
         if fmt and fmt != "json" and path.suffix.lstrip(".") != fmt:
             raise DataError(f"dataset '{name}': {path} does not look like format {fmt!r}")
@@ -245,8 +264,10 @@ def load_source(spec: Mapping, *, cache_dir: str | os.PathLike | None = None,
     elif spec.get("hub_id"):
         files = _hub_files(spec, Path(cache_dir) if cache_dir is not None else None)
     else:
-        raise DataError(f"dataset '{name}': its source spec needs 'path' (a local file) or "
-                        f"'hub_id' + 'revision' + 'split' (a Hugging Face dataset)")
+        raise DataError(
+            f"dataset '{name}': its source spec needs 'path' (a local file) or "
+            f"'hub_id' + 'revision' + 'split' (a Hugging Face dataset)"
+        )
 
     raw: list[dict] = []
     for f in files:
@@ -294,9 +315,16 @@ def load_source(spec: Mapping, *, cache_dir: str | os.PathLike | None = None,
         out["dataset"] = name
         rows.append(out)
     if report is not None:
-        report.update({"dataset": name, "files": [str(f) for f in files], "n_read": len(raw),
-                       "no_boxed_answer": n_no_boxed, "filtered_where": n_where,
-                       "n_loaded": len(rows)})
+        report.update(
+            {
+                "dataset": name,
+                "files": [str(f) for f in files],
+                "n_read": len(raw),
+                "no_boxed_answer": n_no_boxed,
+                "filtered_where": n_where,
+                "n_loaded": len(rows),
+            }
+        )
     return rows
 
 
@@ -305,15 +333,22 @@ def load_source(spec: Mapping, *, cache_dir: str | os.PathLike | None = None,
 # ----------------------------------------------------------------------------------------------
 
 
-DROP_REASONS = ("missing_id", "missing_problem", "missing_answer", "problem_too_long", "duplicate_id",
-                "duplicate_problem")
+DROP_REASONS = (
+    "missing_id",
+    "missing_problem",
+    "missing_answer",
+    "problem_too_long",
+    "duplicate_id",
+    "duplicate_problem",
+)
 # A problem text longer than this is dropped before anything tokenizes it (a competition problem
 # is a few thousand characters; a 10 MB "problem" is a broken row, not a prompt).
 MAX_PROBLEM_CHARS = 50_000
 
 
-def check_rows(rows: Iterable[tuple[int, dict]], *, file: str | os.PathLike, unit: str = "line",
-               max_examples: int = 10) -> tuple[list[dict], dict]:
+def check_rows(
+    rows: Iterable[tuple[int, dict]], *, file: str | os.PathLike, unit: str = "line", max_examples: int = 10
+) -> tuple[list[dict], dict]:
     """The one row-validation rule (data preparation and sampling inputs alike): drop and count
     the rows without an id, without problem text, without a gold answer, with a problem over
     :data:`MAX_PROBLEM_CHARS`, with an id seen before, or with a problem text seen before after
@@ -357,13 +392,20 @@ def check_rows(rows: Iterable[tuple[int, dict]], *, file: str | os.PathLike, uni
             seen_ids[str(rid)] = lineno
             seen_problems[key] = where
             good.append(row)
-    report = {"file": str(file), "n_in": n_in, "n_out": len(good), "dropped": dropped,
-              "examples": {k: v for k, v in examples.items() if v}}
+    report = {
+        "file": str(file),
+        "n_in": n_in,
+        "n_out": len(good),
+        "dropped": dropped,
+        "examples": {k: v for k, v in examples.items() if v},
+    }
     summary = ", ".join(f"{k}={v}" for k, v in dropped.items() if v)
     detail = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in report["examples"].items())
     if not good:
-        raise DataError(f"{file}: no valid problem rows out of {n_in} (dropped: {summary}; "
-                        f"{detail}); rows need id, problem and answer")
+        raise DataError(
+            f"{file}: no valid problem rows out of {n_in} (dropped: {summary}; "
+            f"{detail}); rows need id, problem and answer"
+        )
     if summary:
         log.warning("%s: dropped %d of %d rows (%s): %s", file, n_in - len(good), n_in, summary, detail)
     return good, report
@@ -395,12 +437,17 @@ def _load_validated(spec: dict, *, cache_dir, root) -> tuple[str, list[dict], di
     return name, rows, load_rep, val_rep
 
 
-def build_training_pool(sources: list[Mapping], *, levels: Iterable[int] | None = (4, 5),
-                        budget: int | None = None, seed: int = 0,
-                        cache_dir: str | os.PathLike | None = None,
-                        root: str | os.PathLike | None = None,
-                        exclude_problems: Iterable[str] = (),
-                        report: dict | None = None) -> list[dict]:
+def build_training_pool(
+    sources: list[Mapping],
+    *,
+    levels: Iterable[int] | None = (4, 5),
+    budget: int | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    exclude_problems: Iterable[str] = (),
+    report: dict | None = None,
+) -> list[dict]:
     """The training prompt pool: every source loaded, validated, level-filtered, and sampled
     deterministically to ``budget`` prompts (``None``: all of them).
 
@@ -424,8 +471,12 @@ def build_training_pool(sources: list[Mapping], *, levels: Iterable[int] | None 
     levels_set = set(levels) if levels is not None else None
     excluded = {normalize_problem(p) for p in exclude_problems}
     per_source: dict[str, list[dict]] = {}
-    rep: dict[str, Any] = {"sources": {}, "levels": sorted(levels_set) if levels_set else None,
-                           "budget": budget, "seed": seed}
+    rep: dict[str, Any] = {
+        "sources": {},
+        "levels": sorted(levels_set) if levels_set else None,
+        "budget": budget,
+        "seed": seed,
+    }
     seen_problem: set[str] = set()
     seen_id: set[str] = set()
     for spec in sources:
@@ -452,20 +503,30 @@ def build_training_pool(sources: list[Mapping], *, levels: Iterable[int] | None 
             kept.append(r)
         kept.sort(key=lambda r: stable_order_key(seed, r["id"]))
         per_source[name] = kept
-        rep["sources"][name] = {"load": load_rep, "validate": val_rep,
-                                "level_filter": sorted(lv) if lv else None,
-                                "dropped_level": n_level, "dropped_excluded": n_excl,
-                                "dropped_cross_source_duplicate": n_cross,
-                                "available": len(kept)}
-    quotas = _quotas([_source_name(s) for s in sources], {k: len(v) for k, v in per_source.items()},
-                     {s["name"]: s.get("share") for s in sources}, budget)
+        rep["sources"][name] = {
+            "load": load_rep,
+            "validate": val_rep,
+            "level_filter": sorted(lv) if lv else None,
+            "dropped_level": n_level,
+            "dropped_excluded": n_excl,
+            "dropped_cross_source_duplicate": n_cross,
+            "available": len(kept),
+        }
+    quotas = _quotas(
+        [_source_name(s) for s in sources],
+        {k: len(v) for k, v in per_source.items()},
+        {s["name"]: s.get("share") for s in sources},
+        budget,
+    )
     pool: list[dict] = []
     for spec in sources:
         name = _source_name(spec)
         pool.extend(per_source[name][: quotas[name]])
     if not pool:
-        raise DataError("training pool is empty after filtering: "
-                        + json.dumps({k: v["available"] for k, v in rep["sources"].items()}))
+        raise DataError(
+            "training pool is empty after filtering: "
+            + json.dumps({k: v["available"] for k, v in rep["sources"].items()})
+        )
     rep["taken"] = {k: quotas[k] for k in quotas}
     rep["n_pool"] = len(pool)
     if budget is not None and len(pool) < budget:
@@ -475,8 +536,9 @@ def build_training_pool(sources: list[Mapping], *, levels: Iterable[int] | None 
     return pool
 
 
-def _quotas(order: list[str], available: Mapping[str, int], shares: Mapping[str, Any],
-            budget: int | None) -> dict[str, int]:
+def _quotas(
+    order: list[str], available: Mapping[str, int], shares: Mapping[str, Any], budget: int | None
+) -> dict[str, int]:
     if budget is None:
         return dict(available)
     if not any(shares.get(n) for n in order):
@@ -504,11 +566,17 @@ def _quotas(order: list[str], available: Mapping[str, int], shares: Mapping[str,
 HARD_RULES = ("rank", "ids")
 
 
-def build_eval_sets(sources: list[Mapping], *, main_size: int = 1000, hard_size: int = 300,
-                    seed: int = 0, hard_rule: str | Mapping = "rank",
-                    cache_dir: str | os.PathLike | None = None,
-                    root: str | os.PathLike | None = None,
-                    report: dict | None = None) -> tuple[list[dict], list[dict]]:
+def build_eval_sets(
+    sources: list[Mapping],
+    *,
+    main_size: int = 1000,
+    hard_size: int = 300,
+    seed: int = 0,
+    hard_rule: str | Mapping = "rank",
+    cache_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    report: dict | None = None,
+) -> tuple[list[dict], list[dict]]:
     """The validation set (``main_size`` rows, the study's "1k budget") and its harder subset
     (``hard_size`` rows, the "300 budget"; always a subset of the main set).
 
@@ -544,8 +612,13 @@ def build_eval_sets(sources: list[Mapping], *, main_size: int = 1000, hard_size:
     if rule.get("method") not in HARD_RULES:
         raise DataError(f"unknown hard_rule {rule.get('method')!r}; expected one of {HARD_RULES}")
 
-    rep: dict[str, Any] = {"sources": {}, "main_size": main_size, "hard_size": hard_size,
-                           "seed": seed, "hard_rule": rule}
+    rep: dict[str, Any] = {
+        "sources": {},
+        "main_size": main_size,
+        "hard_size": hard_size,
+        "seed": seed,
+        "hard_rule": rule,
+    }
     main: list[dict] = []
     seen_problem: set[str] = set()
     seen_id: set[str] = set()
@@ -569,24 +642,29 @@ def build_eval_sets(sources: list[Mapping], *, main_size: int = 1000, hard_size:
             r = {**r, "eval_source": name, "difficulty_rank": spec.get("difficulty_rank", 0)}
             main.append(r)
             taken += 1
-        rep["sources"][name] = {"load": load_rep, "validate": val_rep, "quota": quota,
-                                "taken": taken, "skipped_cross_source_duplicate": n_cross}
+        rep["sources"][name] = {
+            "load": load_rep,
+            "validate": val_rep,
+            "quota": quota,
+            "taken": taken,
+            "skipped_cross_source_duplicate": n_cross,
+        }
     if not main:
         raise DataError("evaluation set is empty")
     if len(main) < main_size:
         rep["short_of_main_size"] = main_size - len(main)
 
     if rule["method"] == "rank":
-        ordered = sorted(main, key=lambda r: (-float(r.get("difficulty_rank") or 0),
-                                              -_row_difficulty(r),
-                                              stable_order_key(seed, r["id"])))
+        ordered = sorted(
+            main,
+            key=lambda r: (-float(r.get("difficulty_rank") or 0), -_row_difficulty(r), stable_order_key(seed, r["id"])),
+        )
         hard_ids = {r["id"] for r in ordered[:hard_size]}
     else:
         want = [str(i) for i in rule.get("ids") or []]
         missing = [i for i in want if i not in seen_id]
         if missing:
-            raise DataError(f"hard_rule ids not in the main set: {missing[:5]} "
-                            f"({len(missing)} in all)")
+            raise DataError(f"hard_rule ids not in the main set: {missing[:5]} ({len(missing)} in all)")
         hard_ids = set(want[:hard_size])
     hard = [r for r in main if r["id"] in hard_ids]
 

@@ -24,8 +24,9 @@ def user_message(problem: str, *, instruction: str = DEFAULT_INSTRUCTION) -> str
     return instruction.replace("{problem}", problem)
 
 
-def render_prompt(tokenizer, problem: str, *, instruction: str = DEFAULT_INSTRUCTION,
-                  enable_thinking: bool = True) -> str:
+def render_prompt(
+    tokenizer, problem: str, *, instruction: str = DEFAULT_INSTRUCTION, enable_thinking: bool = True
+) -> str:
     """The exact prompt text a sampler feeds the model (no tokenization)."""
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": user_message(problem, instruction=instruction)}],

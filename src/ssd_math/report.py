@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-from html import escape as _esc
 import json
 import os
 import re
@@ -45,14 +44,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape as _esc
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-__all__ = ["RenderError", "have_quarto", "quarto_command", "render", "render_qmd", "parse_qmd",
-           "pipe_table", "parse_param_args", "main", "ReportInputs", "write_manifest", "provenance_panel"]
+__all__ = [
+    "RenderError",
+    "have_quarto",
+    "quarto_command",
+    "render",
+    "render_qmd",
+    "parse_qmd",
+    "pipe_table",
+    "parse_param_args",
+    "main",
+    "ReportInputs",
+    "write_manifest",
+    "provenance_panel",
+]
 
 _KERNEL_NAME = "ssd-math-python3"
 _INLINE_MIME = "application/x-ssd-math-inline+json"
@@ -67,8 +80,9 @@ _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: backslash-esc
 class RenderError(RuntimeError):
     """A render failed. For a failing cell, ``label``/``line``/``traceback`` say where and why."""
 
-    def __init__(self, message: str, *, label: str | None = None, line: int | None = None,
-                 traceback: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, label: str | None = None, line: int | None = None, traceback: str | None = None
+    ) -> None:
         super().__init__(message)
         self.label, self.line, self.traceback = label, line, traceback
 
@@ -110,10 +124,16 @@ def pipe_table(data: Any, *, floatfmt: str = ".3f", columns: Sequence[str] | Non
         vals = [r.get(c) for r in rows if r.get(c) is not None]
         return bool(vals) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
 
-    return tabulate([[cell(r.get(c)) for c in cols] for r in rows],
-                    headers=[str(c).replace("|", "\\|") for c in cols], tablefmt="pipe",
-                    colalign=["right" if numeric(c) else "left" for c in cols],
-                    disable_numparse=True) + "\n"
+    return (
+        tabulate(
+            [[cell(r.get(c)) for c in cols] for r in rows],
+            headers=[str(c).replace("|", "\\|") for c in cols],
+            tablefmt="pipe",
+            colalign=["right" if numeric(c) else "left" for c in cols],
+            disable_numparse=True,
+        )
+        + "\n"
+    )
 
 
 def parse_param_args(items: Iterable[str]) -> dict[str, Any]:
@@ -140,9 +160,15 @@ def _quarto_value(value: Any) -> str:
     return str(value) if isinstance(value, (int, float)) else json.dumps(value, ensure_ascii=False)
 
 
-def quarto_command(qmd: Path | str, out_name: str, params: dict[str, Any] | None = None,
-                   workdir: Path | str | None = None, *, quarto: str = "quarto",
-                   metadata: dict[str, Any] | None = None) -> list[str]:
+def quarto_command(
+    qmd: Path | str,
+    out_name: str,
+    params: dict[str, Any] | None = None,
+    workdir: Path | str | None = None,
+    *,
+    quarto: str = "quarto",
+    metadata: dict[str, Any] | None = None,
+) -> list[str]:
     """The ``quarto render`` command line for one self-contained HTML file.
 
     ``out_name`` must be a bare file name, and the command must run with the ``.qmd``'s folder
@@ -153,8 +179,7 @@ def quarto_command(qmd: Path | str, out_name: str, params: dict[str, Any] | None
     """
     if not out_name or Path(out_name).name != out_name or out_name in {".", ".."}:
         raise ValueError(f"quarto --output takes a file name, not a path: {out_name!r}")
-    cmd = [quarto, "render", str(qmd), "--to", "html", "--output", out_name,
-           "-M", "embed-resources:true"]
+    cmd = [quarto, "render", str(qmd), "--to", "html", "--output", out_name, "-M", "embed-resources:true"]
     for key, value in (metadata or {}).items():
         # a key Quarto does not read itself (title) goes to pandoc as is, and pandoc takes the
         # text after "key:" literally (quotes included): a string goes unquoted
@@ -170,9 +195,16 @@ def quarto_version(quarto: str = "quarto") -> str:
     return subprocess.run([quarto, "--version"], capture_output=True, text=True).stdout.strip()
 
 
-def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None, workdir: Path | None,
-                   timeout_s: int, env: dict[str, str], metadata: dict[str, Any] | None,
-                   out_name: str | None = None) -> dict[str, Any]:
+def _render_quarto(
+    qmd: Path,
+    out_html: Path,
+    params: dict[str, Any] | None,
+    workdir: Path | None,
+    timeout_s: int,
+    env: dict[str, str],
+    metadata: dict[str, Any] | None,
+    out_name: str | None = None,
+) -> dict[str, Any]:
     """``quarto render`` in a private folder beside ``out_html`` that mirrors the qmd's folder
     (nothing is written next to the source .qmd, concurrent renders cannot collide), cells run
     in ``workdir`` (default: the source qmd's folder, as without the copy); the page is then
@@ -193,8 +225,7 @@ def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None, wor
         for entry in qmd.parent.iterdir():
             if entry.name not in {qmd.name, f"{qmd.stem}_files", ".quarto"}:
                 (src / entry.name).symlink_to(entry)
-        cmd = quarto_command(src / qmd.name, name, params, workdir or qmd.parent, quarto=quarto,
-                             metadata=metadata)
+        cmd = quarto_command(src / qmd.name, name, params, workdir or qmd.parent, quarto=quarto, metadata=metadata)
         # the kernel and papermill run on this interpreter (the venv with the report's packages),
         # not on whichever python3 PATH finds first
         run_env = {**os.environ, "QUARTO_PYTHON": os.environ.get("QUARTO_PYTHON") or sys.executable, **env}
@@ -206,14 +237,22 @@ def _render_quarto(qmd: Path, out_html: Path, params: dict[str, Any] | None, wor
         if proc.returncode != 0:
             raise RenderError(f"quarto render failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         if not produced.is_file():
-            raise RenderError(f"quarto reported success but wrote no {name} (a Quarto project with "
-                              f"output-dir is not supported here):\n{proc.stderr[-2000:]}")
+            raise RenderError(
+                f"quarto reported success but wrote no {name} (a Quarto project with "
+                f"output-dir is not supported here):\n{proc.stderr[-2000:]}"
+            )
         os.replace(produced, out_html)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     warnings = [ln.strip() for ln in proc.stderr.splitlines() if re.match(r"\s*(WARN|WARNING)\b", ln)]
-    return {"engine": "quarto", "engine_version": quarto_version(quarto), "command": cmd,
-            "cells_executed": None, "warnings": warnings, "seconds": round(time.monotonic() - t0, 3)}
+    return {
+        "engine": "quarto",
+        "engine_version": quarto_version(quarto),
+        "command": cmd,
+        "cells_executed": None,
+        "warnings": warnings,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
 
 
 # ---- the offline engine ----------------------------------------------------------------------
@@ -254,8 +293,9 @@ def parse_qmd(text: str) -> tuple[dict[str, Any], list[Cell]]:
         elif nbcell.cell_type == "code":
             lines = src.splitlines()
             n_opt = next((i for i, s in enumerate(lines) if not s.lstrip().startswith("#|")), len(lines))
-            opts = _yaml_mapping("\n".join(s.lstrip()[2:] for s in lines[:n_opt]),
-                                 f"'#|' cell options at line {line}", line)
+            opts = _yaml_mapping(
+                "\n".join(s.lstrip()[2:] for s in lines[:n_opt]), f"'#|' cell options at line {line}", line
+            )
             cells.append(Cell("code", "\n".join(lines[n_opt:]), line - 1, opts))
         elif src.strip():
             cells.append(Cell("markdown", src, line))
@@ -287,26 +327,43 @@ def _crossref_divs(cells: list[Cell]) -> list[Cell]:
         k, m = opens[0]
         label, line = m.group(1), cell.line + k
         if k != len(lines) - 1:  # the div closes before any cell
-            raise RenderError(f"cross-reference div #{label} (line {line}): the offline engine takes one python "
-                              "cell, then its caption paragraph, then ':::'", label=label, line=line)
-        code, after = (cells[i + 1: i + 3] + [None, None])[:2]
-        close = (next((k for k, s in enumerate(after.source.split("\n")) if _XREF_CLOSE.match(s.strip())), None)
-                 if after is not None and after.kind == "markdown" else None)
+            raise RenderError(
+                f"cross-reference div #{label} (line {line}): the offline engine takes one python "
+                "cell, then its caption paragraph, then ':::'",
+                label=label,
+                line=line,
+            )
+        code, after = (cells[i + 1 : i + 3] + [None, None])[:2]
+        close = (
+            next((k for k, s in enumerate(after.source.split("\n")) if _XREF_CLOSE.match(s.strip())), None)
+            if after is not None and after.kind == "markdown"
+            else None
+        )
         if code is None or code.kind != "code" or close is None:
-            raise RenderError(f"cross-reference div #{label} (line {line}): the offline engine takes one python "
-                              "cell, then its caption paragraph, then ':::'", label=label, line=line)
+            raise RenderError(
+                f"cross-reference div #{label} (line {line}): the offline engine takes one python "
+                "cell, then its caption paragraph, then ':::'",
+                label=label,
+                line=line,
+            )
         after_lines = after.source.split("\n")
         paras = [p.strip() for p in re.split(r"\n\s*\n", "\n".join(after_lines[:close])) if p.strip()]
         if len(paras) != 1:
-            raise RenderError(f"cross-reference div #{label} (line {line}): one caption paragraph after its "
-                              f"cell, found {len(paras)}", label=label, line=line)
+            raise RenderError(
+                f"cross-reference div #{label} (line {line}): one caption paragraph after its cell, found {len(paras)}",
+                label=label,
+                line=line,
+            )
         kind = label.split("-", 1)[0]
         if "label" in code.options or f"{kind}-cap" in code.options:
-            raise RenderError(f"cross-reference div #{label} (line {line}): its cell has its own label or "
-                              f"{kind}-cap", label=label, line=line)
+            raise RenderError(
+                f"cross-reference div #{label} (line {line}): its cell has its own label or {kind}-cap",
+                label=label,
+                line=line,
+            )
         code.options = {**code.options, "label": label, f"{kind}-cap": " ".join(paras[0].split())}
         cell.source = "\n".join(lines[:-1])
-        after.source = "\n".join(after_lines[close + 1:])
+        after.source = "\n".join(after_lines[close + 1 :])
     return [c for c in cells if c.kind == "code" or c.source.strip()]
 
 
@@ -321,12 +378,17 @@ def _kernel_spec_dir(tmp: Path, env: dict[str, str]) -> Path:
     """A kernel spec whose argv runs this very interpreter (the venv's python)."""
     kdir = tmp / "kernels" / _KERNEL_NAME
     kdir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
-                     "-f", "{connection_file}"],
-            "display_name": f"Python ({sys.executable})", "language": "python",
-            "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                    "PYDEVD_DISABLE_FILE_VALIDATION": "1", **env},
-            "metadata": {"debugger": False}}
+    spec = {
+        "argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python ({sys.executable})",
+        "language": "python",
+        "env": {
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            **env,
+        },
+        "metadata": {"debugger": False},
+    }
     (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return kdir.parent
 
@@ -334,10 +396,12 @@ def _kernel_spec_dir(tmp: Path, env: dict[str, str]) -> Path:
 def _inline_source(exprs: list[str]) -> str:
     """A cell displaying each inline expression (under one private mime type): its markdown when it
     has one (``IPython.display.Markdown``: placed as markdown, as Quarto does), else its str()."""
-    return (f"from IPython.display import display as __d\n"
-            f"__d({{{_INLINE_MIME!r}: [__v._repr_markdown_() if hasattr(__v, '_repr_markdown_') else str(__v) "
-            f"for __v in [{', '.join(f'({e})' for e in exprs)}]]}}, raw=True)\n"
-            "del __d\n")
+    return (
+        f"from IPython.display import display as __d\n"
+        f"__d({{{_INLINE_MIME!r}: [__v._repr_markdown_() if hasattr(__v, '_repr_markdown_') else str(__v) "
+        f"for __v in [{', '.join(f'({e})' for e in exprs)}]]}}, raw=True)\n"
+        "del __d\n"
+    )
 
 
 def _fence(text: str, info: str) -> str:
@@ -348,8 +412,7 @@ def _text(v: Any) -> str:
     return "".join(v) if isinstance(v, list) else str(v)
 
 
-def _cell_markdown(cell: Cell, outputs: list[dict[str, Any]], number: str | None,
-                   warnings: list[str]) -> list[str]:
+def _cell_markdown(cell: Cell, outputs: list[dict[str, Any]], number: str | None, warnings: list[str]) -> list[str]:
     """The markdown blocks of one executed code cell: its code (``echo``), then its outputs."""
     opts, label = cell.options, str(cell.options.get("label", f"line-{cell.line}"))
     asis = opts.get("output") == "asis"
@@ -369,15 +432,20 @@ def _cell_markdown(cell: Cell, outputs: list[dict[str, Any]], number: str | None
                 if not opts.get("warning", True):
                     continue
                 warnings.append(f"{label}: stderr: {_ANSI_RE.sub('', text).strip()[:300]}")
-            blocks.append(text if asis and out["name"] == "stdout" else
-                          _fence(text, f" {{.{out['name']} .cell-output}}"))
+            blocks.append(
+                text if asis and out["name"] == "stdout" else _fence(text, f" {{.{out['name']} .cell-output}}")
+            )
             continue
         data = out.get("data", {})
         if "text/markdown" in data:
             text = _text(data["text/markdown"]).strip("\n")
-            if table_at is None and (_PIPE_TABLE_RE.search(text) or not any(
+            if table_at is None and (
+                _PIPE_TABLE_RE.search(text)
+                or not any(
                     "text/markdown" in o.get("data", {}) and _PIPE_TABLE_RE.search(_text(o["data"]["text/markdown"]))
-                    for o in merged)):
+                    for o in merged
+                )
+            ):
                 table_at = len(blocks)  # the caption belongs to this block, not to what follows it
             blocks.append(text)
         elif "image/png" in data:
@@ -397,11 +465,13 @@ def _cell_markdown(cell: Cell, outputs: list[dict[str, Any]], number: str | None
 
 def _resolve_refs(md: str, numbers: dict[str, str], warnings: list[str]) -> str:
     """``@fig-x`` / ``@tbl-x`` in prose -> a link named by the figure's / table's number."""
+
     def ref(m: re.Match[str]) -> str:
         if m.group(1) in numbers:
             return f"[{numbers[m.group(1)]}](#{m.group(1)})"
         warnings.append(f"unresolved cross reference @{m.group(1)}")
         return f"**?{m.group(1)}**"
+
     return re.sub(r"(?<![\w@\\])@((?:fig|tbl)-[\w-]*\w)", ref, md)
 
 
@@ -443,9 +513,16 @@ def _offline_version() -> str:
     return f"ssd_math.report offline (nbclient {nbclient.__version__}, pandoc {pypandoc.get_pandoc_version()})"
 
 
-def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
-               workdir: Path | None = None, timeout_s: int = 600,
-               env: dict[str, str] | None = None, metadata: dict[str, Any] | None = None) -> dict:
+def render_qmd(
+    qmd: Path,
+    out_html: Path,
+    *,
+    params: dict | None = None,
+    workdir: Path | None = None,
+    timeout_s: int = 600,
+    env: dict[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict:
     """Render ``qmd`` to a self-contained ``out_html`` with the offline engine.
 
     Cells run on a fresh ipykernel of this interpreter, in ``workdir`` (default: the qmd's
@@ -500,37 +577,52 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     t_exec = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ssd-report-") as tmp_s:
         tmp = Path(tmp_s)
-        ksm = KernelSpecManager(kernel_dirs=[str(_kernel_spec_dir(tmp, {"SSD_MATH_RENDER_ENGINE": "offline", **(env or {})}))])
+        ksm = KernelSpecManager(
+            kernel_dirs=[str(_kernel_spec_dir(tmp, {"SSD_MATH_RENDER_ENGINE": "offline", **(env or {})}))]
+        )
         km = AsyncKernelManager(kernel_name=_KERNEL_NAME, kernel_spec_manager=ksm)
         if os.name == "posix":  # local unix sockets in our temp dir instead of TCP ports
             km.transport, km.ip = "ipc", str(tmp / "kernel")
-        client = NotebookClient(nb, km=km, timeout=timeout_s, startup_timeout=120, allow_errors=False,
-                                record_timing=False, resources={"metadata": {"path": str(workdir)}})
+        client = NotebookClient(
+            nb,
+            km=km,
+            timeout=timeout_s,
+            startup_timeout=120,
+            allow_errors=False,
+            record_timing=False,
+            resources={"metadata": {"path": str(workdir)}},
+        )
         with client.setup_kernel(cwd=str(workdir), cleanup_kc=True):  # shuts the kernel down
             for idx, ((cell, _), nbcell) in enumerate(zip(runs, nb.cells)):
                 try:
                     client.execute_cell(nbcell, idx)
                 except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
-                    label = (str(cell.options.get("label", "unlabeled")) if cell.kind == "code"
-                             else "inline expression(s)")
+                    label = (
+                        str(cell.options.get("label", "unlabeled")) if cell.kind == "code" else "inline expression(s)"
+                    )
                     tb = _ANSI_RE.sub("", str(exc))
-                    raise RenderError(f"{qmd.name}: cell '{label}' (line {cell.line}) failed:\n{tb}",
-                                      label=label, line=cell.line, traceback=tb) from None
+                    raise RenderError(
+                        f"{qmd.name}: cell '{label}' (line {cell.line}) failed:\n{tb}",
+                        label=label,
+                        line=cell.line,
+                        traceback=tb,
+                    ) from None
     t_exec = time.monotonic() - t_exec
 
     # markdown: figures and tables numbered in document order, inline values substituted
     outputs = {id(cell): nbcell.get("outputs", []) for (cell, _), nbcell in zip(runs, nb.cells)}
 
     def inline_values(cell: Cell) -> Iterator[str]:
-        return iter(next((o["data"][_INLINE_MIME] for o in outputs.get(id(cell), [])
-                          if _INLINE_MIME in o.get("data", {})), []))
+        return iter(
+            next((o["data"][_INLINE_MIME] for o in outputs.get(id(cell), []) if _INLINE_MIME in o.get("data", {})), [])
+        )
 
     for cell in cells:  # a caption's inline code (a cross-reference div's caption), substituted
         if id(cell) in captions:
             values = inline_values(captions[id(cell)])
             for k in ("fig-cap", "tbl-cap"):
                 if k in cell.options:
-                    cell.options[k] = _INLINE_RE.sub(lambda m: next(values, "??"), str(cell.options[k]))
+                    cell.options[k] = _INLINE_RE.sub(lambda m, values=values: next(values, "??"), str(cell.options[k]))
     numbers: dict[str, str] = {}
     for cell in cells:
         label = str(cell.options.get("label", ""))
@@ -541,8 +633,11 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
     for cell in cells:
         if cell.kind == "markdown":
             values = inline_values(cell)
-            parts.append(_resolve_refs(_INLINE_RE.sub(lambda m: next(values, "??"), cell.source),
-                                       numbers, warnings))
+            parts.append(
+                _resolve_refs(
+                    _INLINE_RE.sub(lambda m, values=values: next(values, "??"), cell.source), numbers, warnings
+                )
+            )
             continue
         blocks = _cell_markdown(cell, outputs[id(cell)], numbers.get(str(cell.options.get("label"))), warnings)
         if blocks:
@@ -566,9 +661,14 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
                 raise RenderError(f"{qmd.name}: css file not found: {qmd.parent / name}")
             css.append((qmd.parent / name).read_text(encoding="utf-8"))
         (tmp / "style.html").write_text(f"<style>{''.join(css)}</style>\n")
-        args = ["--standalone", "--embed-resources", "--mathml", f"--metadata-file={tmp / 'meta.yaml'}",
-                f"--include-in-header={tmp / 'style.html'}",
-                f"--resource-path={os.pathsep.join(dict.fromkeys([str(qmd.parent), str(workdir)]))}"]
+        args = [
+            "--standalone",
+            "--embed-resources",
+            "--mathml",
+            f"--metadata-file={tmp / 'meta.yaml'}",
+            f"--include-in-header={tmp / 'style.html'}",
+            f"--resource-path={os.pathsep.join(dict.fromkeys([str(qmd.parent), str(workdir)]))}",
+        ]
         if h.get("toc"):
             args += ["--toc", *([f"--toc-depth={int(h['toc-depth'])}"] if h.get("toc-depth") else [])]
         if h.get("number-sections"):
@@ -576,27 +676,50 @@ def render_qmd(qmd: Path, out_html: Path, *, params: dict | None = None,
         out_html.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = out_html.with_name(f".{out_html.name}.tmp-{os.getpid()}")
         try:
-            pypandoc.convert_text("\n\n".join(parts) + "\n", "html5", format="markdown", extra_args=args,
-                                  outputfile=str(tmp_out), cworkdir=str(qmd.parent))
+            pypandoc.convert_text(
+                "\n\n".join(parts) + "\n",
+                "html5",
+                format="markdown",
+                extra_args=args,
+                outputfile=str(tmp_out),
+                cworkdir=str(qmd.parent),
+            )
             os.replace(tmp_out, out_html)
         except RuntimeError as exc:
             raise RenderError(f"pandoc failed: {exc}") from exc
         finally:
             tmp_out.unlink(missing_ok=True)
-    return {"engine": "offline", "engine_version": _offline_version(), "kernel_python": sys.executable,
-            "qmd": str(qmd), "output": str(out_html), "workdir": str(workdir), "params": overrides,
-            "cells_executed": sum(c.kind == "code" for c in cells), "warnings": warnings,
-            "seconds": round(time.monotonic() - t0, 3), "seconds_execute": round(t_exec, 3),
-            "seconds_pandoc": round(time.monotonic() - t_pd, 3)}
+    return {
+        "engine": "offline",
+        "engine_version": _offline_version(),
+        "kernel_python": sys.executable,
+        "qmd": str(qmd),
+        "output": str(out_html),
+        "workdir": str(workdir),
+        "params": overrides,
+        "cells_executed": sum(c.kind == "code" for c in cells),
+        "warnings": warnings,
+        "seconds": round(time.monotonic() - t0, 3),
+        "seconds_execute": round(t_exec, 3),
+        "seconds_pandoc": round(time.monotonic() - t_pd, 3),
+    }
 
 
 # ---- engine choice + sidecar -----------------------------------------------------------------
 
 
-def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
-           workdir: Path | str | None = None, *, engine: str = "auto",
-           timeout_s: int = 600, metadata: dict[str, Any] | None = None,
-           stamp_param: str | None = None, config_hash: str | None = None) -> dict:
+def render(
+    qmd: Path | str,
+    out_html: Path | str,
+    params: dict | None = None,
+    workdir: Path | str | None = None,
+    *,
+    engine: str = "auto",
+    timeout_s: int = 600,
+    metadata: dict[str, Any] | None = None,
+    stamp_param: str | None = None,
+    config_hash: str | None = None,
+) -> dict:
     """Render with Quarto when it is installed (``engine="auto"``), else offline.
 
     Writes ``<out_html>.meta.json`` recording the engine that actually ran. ``engine`` may
@@ -617,28 +740,33 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
     meta_path = out_html.with_name(out_html.name + ".meta.json")
     if not out_html.exists():
         meta_path.unlink(missing_ok=True)  # stale: describes a page that is not there
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     out_html.parent.mkdir(parents=True, exist_ok=True)
     tmp_html = out_html.with_name(f".{out_html.name}.rendering-{os.getpid()}")
     try:
         if use_quarto:
             if not have_quarto():
                 raise RenderError("engine='quarto' requested but no quarto executable on PATH")
-            env = {"SSD_MATH_RENDER_ENGINE": "quarto", "SSD_MATH_RENDER_STARTED": started,
-                   "SSD_MATH_RENDER_ENGINE_VERSION": f"Quarto {quarto_version(shutil.which('quarto'))}"}
+            env = {
+                "SSD_MATH_RENDER_ENGINE": "quarto",
+                "SSD_MATH_RENDER_STARTED": started,
+                "SSD_MATH_RENDER_ENGINE_VERSION": f"Quarto {quarto_version(shutil.which('quarto'))}",
+            }
             params = _stamped(params, stamp_param, env)
             info = _render_quarto(qmd, tmp_html, params, wd, timeout_s, env, metadata, out_name=out_html.name)
             info.update({"qmd": str(qmd), "workdir": str(wd or qmd.parent), "params": dict(params or {})})
         else:
-            env = {"SSD_MATH_RENDER_ENGINE": "offline", "SSD_MATH_RENDER_STARTED": started,
-                   "SSD_MATH_RENDER_ENGINE_VERSION": _offline_version()}
+            env = {
+                "SSD_MATH_RENDER_ENGINE": "offline",
+                "SSD_MATH_RENDER_STARTED": started,
+                "SSD_MATH_RENDER_ENGINE_VERSION": _offline_version(),
+            }
             params = _stamped(params, stamp_param, env)
-            info = render_qmd(qmd, tmp_html, params=params, workdir=wd, timeout_s=timeout_s, env=env,
-                              metadata=metadata)
+            info = render_qmd(qmd, tmp_html, params=params, workdir=wd, timeout_s=timeout_s, env=env, metadata=metadata)
         info["output"] = str(out_html)
         info["metadata"] = dict(metadata or {})
         info["render_started"] = started
-        info["rendered_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        info["rendered_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         info["config_hash"] = config_hash
         tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
         tmp_meta.write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -653,8 +781,11 @@ def render(qmd: Path | str, out_html: Path | str, params: dict | None = None,
 def _stamped(params: dict | None, name: str | None, env: Mapping[str, str]) -> dict | None:
     if name is None:
         return params
-    stamp = {"engine": env["SSD_MATH_RENDER_ENGINE"], "version": env["SSD_MATH_RENDER_ENGINE_VERSION"],
-             "started": env["SSD_MATH_RENDER_STARTED"]}
+    stamp = {
+        "engine": env["SSD_MATH_RENDER_ENGINE"],
+        "version": env["SSD_MATH_RENDER_ENGINE_VERSION"],
+        "started": env["SSD_MATH_RENDER_STARTED"],
+    }
     return {**(params or {}), name: json.dumps(stamp, ensure_ascii=False)}
 
 
@@ -682,12 +813,17 @@ def provenance_panel(rows: Sequence[Sequence[str]], n_sidecars: Any, stamp: Mapp
     HTML) and the renderer's row from the render ``stamp``."""
     st = stamp or {}
     engine = st.get("engine", "unknown")
-    rendered = (f"{_esc(st.get('started', 'unknown'))} by the "
-                f"{'Quarto' if engine == 'quarto' else _esc(engine)} engine"
-                + (f" ({_esc(st['version'])})" if st.get("version") else ""))
-    return ('<div class="provenance"><strong>Provenance</strong> (from the sidecars of '
-            f'{n_sidecars} inputs, git, and the renderer)<dl>'
-            + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in [*rows, ("rendered", rendered)]) + "</dl></div>")
+    rendered = (
+        f"{_esc(st.get('started', 'unknown'))} by the "
+        f"{'Quarto' if engine == 'quarto' else _esc(engine)} engine"
+        + (f" ({_esc(st['version'])})" if st.get("version") else "")
+    )
+    return (
+        '<div class="provenance"><strong>Provenance</strong> (from the sidecars of '
+        f"{n_sidecars} inputs, git, and the renderer)<dl>"
+        + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in [*rows, ("rendered", rendered)])
+        + "</dl></div>"
+    )
 
 
 class ReportInputs:
@@ -697,8 +833,9 @@ class ReportInputs:
 
     def __init__(self, manifest: Path | str, stamp: str | Mapping[str, str] | None = None) -> None:
         if not manifest:
-            raise ValueError("the report needs its manifest (parameter 'manifest': the report rule's "
-                             "report_inputs.json)")
+            raise ValueError(
+                "the report needs its manifest (parameter 'manifest': the report rule's report_inputs.json)"
+            )
         self.manifest = Path(manifest).resolve()
         doc = json.loads(self.manifest.read_text("utf-8"))
         self.inputs = doc["inputs"]
@@ -752,16 +889,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ssd_math.report", description=__doc__.split("\n")[0])
     ap.add_argument("qmd", type=Path)
     ap.add_argument("out_html", type=Path)
-    ap.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="parameter override (value read as YAML); repeatable")
-    ap.add_argument("-M", "--metadata", action="append", default=[], metavar="KEY=VALUE",
-                    help="front-matter override, e.g. title=... (value read as YAML); repeatable")
+    ap.add_argument(
+        "-P",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameter override (value read as YAML); repeatable",
+    )
+    ap.add_argument(
+        "-M",
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="front-matter override, e.g. title=... (value read as YAML); repeatable",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="the cells' working directory (default: the qmd's)")
     ap.add_argument("--engine", choices=["auto", "quarto", "offline"], default="auto")
     ns = ap.parse_args(argv)
     try:
-        info = render(ns.qmd, ns.out_html, parse_param_args(ns.param), ns.workdir, engine=ns.engine,
-                      metadata=parse_param_args(ns.metadata))
+        info = render(
+            ns.qmd,
+            ns.out_html,
+            parse_param_args(ns.param),
+            ns.workdir,
+            engine=ns.engine,
+            metadata=parse_param_args(ns.metadata),
+        )
     except (RenderError, ValueError) as exc:
         print(f"render failed: {exc}", file=sys.stderr)
         return 1

@@ -34,8 +34,11 @@ def rule_log(snakemake_obj):
         return
     path = Path(logs[0])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", buffering=1) as fh, \
-            contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+    with (
+        open(path, "w", encoding="utf-8", buffering=1) as fh,
+        contextlib.redirect_stdout(fh),
+        contextlib.redirect_stderr(fh),
+    ):
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -62,6 +65,11 @@ def ensure_sidecars(snakemake_obj) -> list[Path]:
     for out in list(getattr(snakemake_obj, "output", []) or []):
         p = Path(out)
         if p.exists() and not meta_path(p).exists():
-            written.append(write_meta(p, rule=rule, note="sidecar written by ssd_math.rulelog: "
-                                      "the rule records no fields of its own for this output"))
+            written.append(
+                write_meta(
+                    p,
+                    rule=rule,
+                    note="sidecar written by ssd_math.rulelog: the rule records no fields of its own for this output",
+                )
+            )
     return written

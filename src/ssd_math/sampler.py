@@ -69,15 +69,16 @@ SCHEMA_FIELDS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty")
 # configuration and seeds
 # ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 1.0
-    top_k: int = 20              # <= 0: off
+    top_k: int = 20  # <= 0: off
     top_p: float = 0.95
     min_p: float = schema_default("$defs/min_p")
     presence_penalty: float = schema_default("$defs/presence_penalty")
     max_new_tokens: int = 128
-    n: int = 1                   # samples per prompt
+    n: int = 1  # samples per prompt
 
     def __post_init__(self):
         errs = [e for f in SCHEMA_FIELDS for e in schema_errors(getattr(self, f), f"$defs/{f}", f)]
@@ -89,21 +90,26 @@ class SamplingConfig:
             raise ValueError("invalid SamplingConfig: " + "; ".join(errs))
 
     @classmethod
-    def from_config(cls, section: dict, *, max_new_tokens: int, n: int,
-                    temperature: float | None = None) -> "SamplingConfig":
+    def from_config(
+        cls, section: dict, *, max_new_tokens: int, n: int, temperature: float | None = None
+    ) -> SamplingConfig:
         """The decoding of a config section with ``temperature`` (unless given), ``top_k``,
         ``top_p`` and optional ``min_p`` / ``presence_penalty`` (their schema defaults when absent:
         an arm or a sweep preset is a map entry the config's default filling does not reach): an
         arm, ``eval.decoding`` or a sweep preset; the cap and samples per prompt come from around it."""
-        opt = {k: section[k] if k in section else schema_default(f"$defs/{k}")
-               for k in ("min_p", "presence_penalty")}
-        return cls(temperature=float(section["temperature"] if temperature is None else temperature),
-                   top_k=int(section["top_k"]), top_p=float(section["top_p"]),
-                   min_p=float(opt["min_p"]), presence_penalty=float(opt["presence_penalty"]),
-                   max_new_tokens=int(max_new_tokens), n=int(n))
+        opt = {k: section[k] if k in section else schema_default(f"$defs/{k}") for k in ("min_p", "presence_penalty")}
+        return cls(
+            temperature=float(section["temperature"] if temperature is None else temperature),
+            top_k=int(section["top_k"]),
+            top_p=float(section["top_p"]),
+            min_p=float(opt["min_p"]),
+            presence_penalty=float(opt["presence_penalty"]),
+            max_new_tokens=int(max_new_tokens),
+            n=int(n),
+        )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SamplingConfig":
+    def from_dict(cls, d: dict) -> SamplingConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -141,8 +147,13 @@ class SamplingConfig:
         ``input_ids`` the list is called with (0 when it is called with the generated tokens
         only). ``warpers=False``: the presence penalty only (what ``generate`` is handed next to
         :meth:`hf_generate_kwargs`, and what the fast loop runs before its top-k truncation)."""
-        from transformers import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            MinPLogitsWarper,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         procs = LogitsProcessorList()
         if self.presence_penalty:
@@ -185,7 +196,7 @@ def presence_penalty_processor(penalty: float, prompt_len: int):
             self.prompt_len = int(prompt_len)
 
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            gen = input_ids[:, self.prompt_len:]
+            gen = input_ids[:, self.prompt_len :]
             if gen.shape[1] == 0 or self.penalty == 0:
                 return scores
             present = torch.zeros_like(scores, dtype=torch.bool)
@@ -198,8 +209,7 @@ def presence_penalty_processor(penalty: float, prompt_len: int):
 def derive_seed(base_seed: int, *parts: Any) -> int:
     """A stable 63-bit seed from a base seed and any JSON-able parts (sha256; not ``hash()``,
     which is salted per process)."""
-    blob = json.dumps([int(base_seed), *parts], sort_keys=True, separators=(",", ":"),
-                      default=str).encode()
+    blob = json.dumps([int(base_seed), *parts], sort_keys=True, separators=(",", ":"), default=str).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") & ((1 << 63) - 1)
 
 
@@ -208,9 +218,18 @@ def request_seed(base_seed: int, prompt_id: str, sample_index: int, condition: s
     return derive_seed(base_seed, prompt_id, sample_index, condition)
 
 
-def base_row(request: dict, *, sample_index: int, completion: str, n_completion_tokens: int,
-             finish_reason: str, seed: int, sampling: SamplingConfig, model: str,
-             condition: str) -> dict:
+def base_row(
+    request: dict,
+    *,
+    sample_index: int,
+    completion: str,
+    n_completion_tokens: int,
+    finish_reason: str,
+    seed: int,
+    sampling: SamplingConfig,
+    model: str,
+    condition: str,
+) -> dict:
     return {
         "prompt_id": request["id"],
         "sample_index": int(sample_index),

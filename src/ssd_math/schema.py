@@ -23,7 +23,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
         return yaml.safe_load(fh)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema_text() -> str:
     return json.dumps(load_schema())
 
@@ -33,7 +33,7 @@ def project_schema() -> dict:
     return json.loads(_schema_text())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _root() -> dict:
     """The schema, parsed once, for reading only (:func:`fill` copies the defaults it sets)."""
     return project_schema()
@@ -102,8 +102,9 @@ def errors(value: Any, pointer: str, key: str) -> list[str]:
     root = _root()
     node = {**schema_node(pointer, root), "$defs": root.get("$defs", {})}
     out = []
-    for e in sorted(jsonschema.Draft202012Validator(node).iter_errors(value),
-                    key=lambda e: list(map(str, e.absolute_path))):
+    for e in sorted(
+        jsonschema.Draft202012Validator(node).iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
+    ):
         where = ".".join([key, *map(str, e.absolute_path)])
         desc = e.schema.get("description") if isinstance(e.schema, dict) else None
         what = f"{where}: {e.message}" if e.validator == "required" else f"{where} = {e.instance!r}: {e.message}"

@@ -92,8 +92,13 @@ def _paired_bootstrap(d: np.ndarray, n_boot: int, seed: int, conf: float) -> dic
     difference is the same as resampling both arms with the same prompt indices."""
     boot = _bootstrap_means(d, n_boot, seed)
     lo, hi = _percentile(boot, conf)
-    return {"estimate": float(d.mean()), "lo": lo, "hi": hi, "p_boot": _p_boot(boot),
-            "se_boot": float(boot.std(ddof=1))}
+    return {
+        "estimate": float(d.mean()),
+        "lo": lo,
+        "hi": hi,
+        "p_boot": _p_boot(boot),
+        "se_boot": float(boot.std(ddof=1)),
+    }
 
 
 def _k_of(n_arr: np.ndarray) -> int | list[int]:
@@ -105,8 +110,7 @@ def _k_of(n_arr: np.ndarray) -> int | list[int]:
 def wilson_ci(successes: int, n: int, conf: float) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (scipy ``binomtest(...).proportion_ci``,
     method "wilson", no continuity correction)."""
-    ci = sps.binomtest(int(successes), int(n)).proportion_ci(confidence_level=conf,
-                                                             method="wilson")
+    ci = sps.binomtest(int(successes), int(n)).proportion_ci(confidence_level=conf, method="wilson")
     return float(ci.low), float(ci.high)
 
 
@@ -127,15 +131,28 @@ def rate_ci(x, *, n_boot: int, seed: int, conf: float) -> dict[str, Any]:
     base = {"n_prompts": n, "k": k, "n_samples": n * k, "successes": succ, "conf": conf}
     if k == 1:
         lo, hi = wilson_ci(succ, n, conf)
-        return {"method": "Wilson score interval (k=1)", **base, "n_boot": None, "seed": None,
-                "estimate": succ / n, "lo": lo, "hi": hi}
+        return {
+            "method": "Wilson score interval (k=1)",
+            **base,
+            "n_boot": None,
+            "seed": None,
+            "estimate": succ / n,
+            "lo": lo,
+            "hi": hi,
+        }
     per_prompt = a.mean(axis=1)
     boot = _bootstrap_means(per_prompt, n_boot, seed)
     lo, hi = _percentile(boot, conf)
-    return {"method": "prompt-clustered percentile bootstrap (resample prompts, k samples kept "
-                      "together); estimate = mean of per-prompt means",
-            **base, "n_boot": n_boot, "seed": seed,
-            "estimate": float(per_prompt.mean()), "lo": lo, "hi": hi}
+    return {
+        "method": "prompt-clustered percentile bootstrap (resample prompts, k samples kept "
+        "together); estimate = mean of per-prompt means",
+        **base,
+        "n_boot": n_boot,
+        "seed": seed,
+        "estimate": float(per_prompt.mean()),
+        "lo": lo,
+        "hi": hi,
+    }
 
 
 def paired_delta(a, b, *, n_boot: int, seed: int, conf: float) -> dict:
@@ -152,12 +169,20 @@ def paired_delta(a, b, *, n_boot: int, seed: int, conf: float) -> dict:
         raise ValueError(f"paired arrays need the same prompts: {a2.shape[0]} vs {b2.shape[0]}")
     d = a2.mean(axis=1) - b2.mean(axis=1)
     res = _paired_bootstrap(d, n_boot, seed, conf)
-    return {"method": "paired percentile bootstrap over prompts (same resampled prompts for "
-                      "both arms); delta = mean(a) - mean(b) of per-prompt means",
-            "n_prompts": a2.shape[0], "k": a2.shape[1] if a2.shape[1] == b2.shape[1] else None,
-            "k_a": a2.shape[1], "k_b": b2.shape[1], "n_boot": n_boot, "seed": seed,
-            "conf": conf, "estimate_a": float(a2.mean(axis=1).mean()),
-            "estimate_b": float(b2.mean(axis=1).mean()), **res}
+    return {
+        "method": "paired percentile bootstrap over prompts (same resampled prompts for "
+        "both arms); delta = mean(a) - mean(b) of per-prompt means",
+        "n_prompts": a2.shape[0],
+        "k": a2.shape[1] if a2.shape[1] == b2.shape[1] else None,
+        "k_a": a2.shape[1],
+        "k_b": b2.shape[1],
+        "n_boot": n_boot,
+        "seed": seed,
+        "conf": conf,
+        "estimate_a": float(a2.mean(axis=1).mean()),
+        "estimate_b": float(b2.mean(axis=1).mean()),
+        **res,
+    }
 
 
 # ------------------------------------------------------------------------------------ pass@k
@@ -187,8 +212,7 @@ def pass_at_k(n, c, k: int) -> np.ndarray | float:
     return float(out) if out.ndim == 0 else out
 
 
-def pass_at_k_ci(n_arr, c_arr, k: int, *, n_boot: int, seed: int,
-                 conf: float) -> dict[str, Any]:
+def pass_at_k_ci(n_arr, c_arr, k: int, *, n_boot: int, seed: int, conf: float) -> dict[str, Any]:
     """pass@k over prompts with a percentile bootstrap interval.
 
     estimate = mean over prompts of the unbiased per-prompt pass@k; interval = percentile
@@ -204,15 +228,22 @@ def pass_at_k_ci(n_arr, c_arr, k: int, *, n_boot: int, seed: int,
     p = pass_at_k(n_a, c_a, k)
     boot = _bootstrap_means(p, n_boot, seed)
     lo, hi = _percentile(boot, conf)
-    return {"method": f"unbiased pass@{k} (Chen et al. 2021) per prompt; percentile bootstrap "
-                      "over prompts",
-            "n_prompts": int(n_a.size), "k": _k_of(n_a), "pass_k": k,
-            "n_solved": int(np.count_nonzero(c_a > 0)), "n_boot": n_boot, "seed": seed,
-            "conf": conf, "estimate": float(p.mean()), "lo": lo, "hi": hi}
+    return {
+        "method": f"unbiased pass@{k} (Chen et al. 2021) per prompt; percentile bootstrap over prompts",
+        "n_prompts": int(n_a.size),
+        "k": _k_of(n_a),
+        "pass_k": k,
+        "n_solved": int(np.count_nonzero(c_a > 0)),
+        "n_boot": n_boot,
+        "seed": seed,
+        "conf": conf,
+        "estimate": float(p.mean()),
+        "lo": lo,
+        "hi": hi,
+    }
 
 
-def paired_pass_at_k_delta(n_a, c_a, n_b, c_b, k: int, *, n_boot: int, seed: int,
-                           conf: float) -> dict[str, Any]:
+def paired_pass_at_k_delta(n_a, c_a, n_b, c_b, k: int, *, n_boot: int, seed: int, conf: float) -> dict[str, Any]:
     """Paired difference of pass@k on the same prompts: mean pass@k(a) - mean pass@k(b).
 
     Per-prompt unbiased pass@k for each arm, then the paired percentile bootstrap over prompts
@@ -225,16 +256,25 @@ def paired_pass_at_k_delta(n_a, c_a, n_b, c_b, k: int, *, n_boot: int, seed: int
         raise ValueError("paired pass@k needs four 1-D arrays over the same prompts")
     pa, pb = pass_at_k(na, ca, k), pass_at_k(nb, cb, k)
     res = _paired_bootstrap(pa - pb, n_boot, seed, conf)
-    return {"method": f"unbiased pass@{k} per prompt; paired percentile bootstrap over prompts "
-                      "(same resampled prompts for both arms)",
-            "n_prompts": int(ca.size), "k": _k_of(na) if _k_of(na) == _k_of(nb) else None,
-            "k_a": _k_of(na), "k_b": _k_of(nb), "pass_k": k, "n_boot": n_boot, "seed": seed,
-            "conf": conf, "estimate_a": float(pa.mean()), "estimate_b": float(pb.mean()), **res}
+    return {
+        "method": f"unbiased pass@{k} per prompt; paired percentile bootstrap over prompts "
+        "(same resampled prompts for both arms)",
+        "n_prompts": int(ca.size),
+        "k": _k_of(na) if _k_of(na) == _k_of(nb) else None,
+        "k_a": _k_of(na),
+        "k_b": _k_of(nb),
+        "pass_k": k,
+        "n_boot": n_boot,
+        "seed": seed,
+        "conf": conf,
+        "estimate_a": float(pa.mean()),
+        "estimate_b": float(pb.mean()),
+        **res,
+    }
 
 
 # --------------------------------------------------------------------- planning / variance
-def sample_size(sigma2: float, delta: float, alpha: float = 0.05,
-                power: float = 0.8) -> dict[str, Any]:
+def sample_size(sigma2: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
     """Units per arm to detect a mean difference ``delta`` with a two-sided level-``alpha`` z-test:
     n = 2 sigma^2 (z_{1-alpha/2} + z_{power})^2 / delta^2 (rounded up).
 
@@ -247,10 +287,17 @@ def sample_size(sigma2: float, delta: float, alpha: float = 0.05,
         raise ValueError("need sigma2 >= 0, delta != 0, alpha and power in (0, 1)")
     z_a, z_b = float(sps.norm.ppf(1 - alpha / 2)), float(sps.norm.ppf(power))
     n_exact = 2.0 * sigma2 * (z_a + z_b) ** 2 / delta**2
-    return {"method": "normal approximation, two-sided, two arms: n = 2 sigma^2 (z_a/2 + z_b)^2 "
-                      "/ delta^2 per arm",
-            "sigma2": sigma2, "delta": delta, "alpha": alpha, "power": power,
-            "z_alpha2": z_a, "z_beta": z_b, "n_exact": n_exact, "n": int(math.ceil(n_exact))}
+    return {
+        "method": "normal approximation, two-sided, two arms: n = 2 sigma^2 (z_a/2 + z_b)^2 / delta^2 per arm",
+        "sigma2": sigma2,
+        "delta": delta,
+        "alpha": alpha,
+        "power": power,
+        "z_alpha2": z_a,
+        "z_beta": z_b,
+        "n_exact": n_exact,
+        "n": int(math.ceil(n_exact)),
+    }
 
 
 def variance_decomposition(x) -> dict[str, Any]:
@@ -274,10 +321,18 @@ def variance_decomposition(x) -> dict[str, Any]:
     between = max(0.0, float(m.var(ddof=1)) - within / k)
     total = between + within
     icc = between / total if total > 0 else 0.0
-    return {"method": "one-way random-effects ANOVA (method of moments), between truncated at 0",
-            "n_prompts": n, "k": k, "mean": float(m.mean()), "between": between,
-            "within": within, "total": total, "between_share": icc,
-            "design_effect": 1.0 + (k - 1) * icc, "var_prompt_mean": between + within / k}
+    return {
+        "method": "one-way random-effects ANOVA (method of moments), between truncated at 0",
+        "n_prompts": n,
+        "k": k,
+        "mean": float(m.mean()),
+        "between": between,
+        "within": within,
+        "total": total,
+        "between_share": icc,
+        "design_effect": 1.0 + (k - 1) * icc,
+        "var_prompt_mean": between + within / k,
+    }
 
 
 def matrix(rows: Sequence[dict], field: str, prompt_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:

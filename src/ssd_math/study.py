@@ -17,8 +17,9 @@ conservative check, since the tables hold no paired interval between two arms).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import polars as pl
 
@@ -27,11 +28,23 @@ from .fmt import MINUS, NBSP, num, order, pct, pp, span, verdict
 from .io import write_csv, write_text
 from .report import pipe_table
 
-
 __all__ = ["load_claims", "compare", "render_markdown", "write_study_table", "RUN_READERS"]
 
-COLUMNS = ["claim", "section", "study_estimate", "study_verdict", "study_verdict_by_numbers", "run_estimate",
-           "run_n", "run_verdict", "agrees", "overlap", "disagreement", "why", "short"]
+COLUMNS = [
+    "claim",
+    "section",
+    "study_estimate",
+    "study_verdict",
+    "study_verdict_by_numbers",
+    "run_estimate",
+    "run_n",
+    "run_verdict",
+    "agrees",
+    "overlap",
+    "disagreement",
+    "why",
+    "short",
+]
 UNDECIDED = "cannot decide"
 
 
@@ -49,13 +62,18 @@ def load_claims(path: str | Path) -> dict:
         for d in ([st] if "estimate" in st else []) + list(st.get("contrast") or []):
             vals = [d.get(k) for k in ("estimate", "lo", "hi")]
             if not all(isinstance(v, (int, float)) for v in vals) or not vals[1] <= vals[0] <= vals[2]:
-                raise ValueError(f"{path}: claims[{i}] ({c['key']}).study: estimate, lo, hi must be numbers with "
-                                 f"lo <= estimate <= hi, not {vals}")
+                raise ValueError(
+                    f"{path}: claims[{i}] ({c['key']}).study: estimate, lo, hi must be numbers with "
+                    f"lo <= estimate <= hi, not {vals}"
+                )
         if "contrast" in st and len(st["contrast"]) != 2:
-            raise ValueError(f"{path}: claims[{i}] ({c['key']}).study.contrast: two differences, not {len(st['contrast'])}")
+            raise ValueError(
+                f"{path}: claims[{i}] ({c['key']}).study.contrast: two differences, not {len(st['contrast'])}"
+            )
         if c["run"].get("kind") not in RUN_READERS:
-            raise ValueError(f"{path}: claims[{i}] ({c['key']}).run.kind = {c['run'].get('kind')!r}: "
-                             f"one of {', '.join(RUN_READERS)}")
+            raise ValueError(
+                f"{path}: claims[{i}] ({c['key']}).run.kind = {c['run'].get('kind')!r}: one of {', '.join(RUN_READERS)}"
+            )
     return doc
 
 
@@ -63,14 +81,28 @@ def _pp(d: Mapping, est="delta_pp", lo="lo_pp", hi="hi_pp") -> str:
     return pp(d[est], d[lo], d[hi])
 
 
-def _row(verdict: str | None, estimate: str = "—", n: str = "—", why: str = "", short: str = "",
-         interval: tuple[float, float] | None = None, scale: str = "") -> dict:
+def _row(
+    verdict: str | None,
+    estimate: str = "—",
+    n: str = "—",
+    why: str = "",
+    short: str = "",
+    interval: tuple[float, float] | None = None,
+    scale: str = "",
+) -> dict:
     """This run's side of a claim; an undecided one carries ``why`` (the CSV) and ``short`` (the
     report's cell); ``interval`` is the run's (lo, hi) in the claim's unit where the study gives one
     to set beside it; ``scale`` what makes this run's scale differ from the study's, with numbers."""
-    return {"run_estimate": estimate, "run_n": n, "run_verdict": verdict or UNDECIDED, "why": why,
-            "short": short, "run_lo": None if interval is None else interval[0],
-            "run_hi": None if interval is None else interval[1], "scale": scale}
+    return {
+        "run_estimate": estimate,
+        "run_n": n,
+        "run_verdict": verdict or UNDECIDED,
+        "why": why,
+        "short": short,
+        "run_lo": None if interval is None else interval[0],
+        "run_hi": None if interval is None else interval[1],
+        "scale": scale,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -89,25 +121,38 @@ def _finding(claim: dict, ctx: dict) -> dict:
         sets = list(nums["sets"])
         i = {"main": 0, "hard": 1}[run.get("set", "main")]
         if i >= len(sets):
-            return _row(None, why=f"this run's Table 1 has no {run.get('set')} eval set",
-                        short=f"no {run.get('set')} eval set")
+            return _row(
+                None, why=f"this run's Table 1 has no {run.get('set')} eval set", short=f"no {run.get('set')} eval set"
+            )
         d = nums["sets"][sets[i]]
-        return _row(d["verdict"], f"{_pp(d)} on {sets[i]}", f"{d['n_prompts']} prompts",
-                    interval=(d["lo_pp"], d["hi_pp"]))
+        return _row(
+            d["verdict"], f"{_pp(d)} on {sets[i]}", f"{d['n_prompts']} prompts", interval=(d["lo_pp"], d["hi_pp"])
+        )
     if "delta_pp" in nums:  # Table 2
         k = nums.get("samples_per_prompt")
-        return _row(f["verdict"], f"{pct(nums['ssd'])} vs {pct(nums['base'])}, {_pp(nums)}",
-                    f"{nums['n_prompts']} prompts × {k} samples", interval=(nums["lo_pp"], nums["hi_pp"]))
+        return _row(
+            f["verdict"],
+            f"{pct(nums['ssd'])} vs {pct(nums['base'])}, {_pp(nums)}",
+            f"{nums['n_prompts']} prompts × {k} samples",
+            interval=(nums["lo_pp"], nums["hi_pp"]),
+        )
     if "hard" in nums and "easy" in nums:
         h, e = nums["hard"], nums["easy"]
-        return _row(f["verdict"], f"level {nums['hard_level']}: {_pp(h)}; level {nums['easy_level']}: {_pp(e)}",
-                    f"{h['n_prompts']} / {e['n_prompts']} prompts")
+        return _row(
+            f["verdict"],
+            f"level {nums['hard_level']}: {_pp(h)}; level {nums['easy_level']}: {_pp(e)}",
+            f"{h['n_prompts']} / {e['n_prompts']} prompts",
+        )
     if "classes" in nums:
         d = nums["classes"].get("lock:strict") or {}
         if not d:
             return _row(None, why="the probe found no strict-lock positions", short="no strict locks probed")
-        return _row(f["verdict"], f"{num(d['base_mean'], 2)} tokens at base, Δ{NBSP}{num(d['delta'], 2, True)} "
-                    f"[{num(d['lo'], 2, True)},{NBSP}{num(d['hi'], 2, True)}]", f"{d['n_positions']} positions")
+        return _row(
+            f["verdict"],
+            f"{num(d['base_mean'], 2)} tokens at base, Δ{NBSP}{num(d['delta'], 2, True)} "
+            f"[{num(d['lo'], 2, True)},{NBSP}{num(d['hi'], 2, True)}]",
+            f"{d['n_positions']} positions",
+        )
     runs = {k: v for k, v in nums.items() if isinstance(v, dict) and "verdict" in v}
     if runs and all("B_big" in v for v in runs.values()):  # gradient signal
         parts = []
@@ -116,14 +161,18 @@ def _finding(claim: dict, ctx: dict) -> dict:
             parts.append(f"B_simple {span(finite, lambda x: f'{x:.3g}')}")
         swamped = [v["G2_ema"] for v in runs.values() if v.get("B_simple") is None]
         if swamped:
-            parts.append(f"EMA |G|² {span(swamped, lambda x: f'{x:.3g}'.replace('-', MINUS))} ≤ 0 "
-                         f"({len(swamped)} of {len(runs)} runs)")
+            parts.append(
+                f"EMA |G|² {span(swamped, lambda x: f'{x:.3g}'.replace('-', MINUS))} ≤ 0 "
+                f"({len(swamped)} of {len(runs)} runs)"
+            )
         big = sorted({int(v["B_big"]) for v in runs.values()})
-        return _row(f["verdict"], "; ".join(parts) + f" vs batch {'/'.join(map(str, big))}",
-                    f"{len(runs)} runs")
+        return _row(f["verdict"], "; ".join(parts) + f" vs batch {'/'.join(map(str, big))}", f"{len(runs)} runs")
     if runs and all("min" in v for v in runs.values()):  # checkpoints
-        return _row(f["verdict"], f"accuracy {span([v['min'] for v in runs.values()] + [v['max'] for v in runs.values()], pct)}",
-                    f"{len(runs)} arms, {next(iter(runs.values()))['n_prompts']} prompts")
+        return _row(
+            f["verdict"],
+            f"accuracy {span([v['min'] for v in runs.values()] + [v['max'] for v in runs.values()], pct)}",
+            f"{len(runs)} arms, {next(iter(runs.values()))['n_prompts']} prompts",
+        )
     return _row(f["verdict"])
 
 
@@ -138,13 +187,21 @@ def _threshold(claim: dict, ctx: dict) -> dict:
     run = claim["run"]
     rows = [r for r in _arm_rows(ctx) if r.get(run["column"]) is not None]
     if not rows:
-        return _row(None, why=f"noise_summary.csv has no {run['column']} for this run's arms "
-                              "(sft.instrument.enabled off, or no training log)", short="no weight-change log")
+        return _row(
+            None,
+            why=f"noise_summary.csv has no {run['column']} for this run's arms "
+            "(sft.instrument.enabled off, or no training log)",
+            short="no weight-change log",
+        )
     vals = [r[run["column"]] for r in rows]
     ok = all(run["lo"] <= v <= run["hi"] for v in vals)
     steps = sorted({int(r["steps"]) for r in rows})
-    return _row("inside" if ok else "outside", f"{span(vals, pct)} (study bound {pct(run['lo'])}–{pct(run['hi'])})",
-                f"{len(rows)} arms × {'/'.join(map(str, steps))} steps (census)", scale=_scale_note(claim, rows))
+    return _row(
+        "inside" if ok else "outside",
+        f"{span(vals, pct)} (study bound {pct(run['lo'])}–{pct(run['hi'])})",
+        f"{len(rows)} arms × {'/'.join(map(str, steps))} steps (census)",
+        scale=_scale_note(claim, rows),
+    )
 
 
 #: the words of an interval order (fmt.order) for a contrast "a gains more than b"
@@ -162,8 +219,11 @@ def _contrast(claim: dict, ctx: dict) -> dict:
     idx = {"main": 0, "hard": 1}
     a, b = (f["numbers"]["sets"][sets[idx[run[k]]]] for k in ("a", "b"))
     w = CONTRAST_WORDS[order(a["lo_pp"], a["hi_pp"], b["lo_pp"], b["hi_pp"])]
-    return _row(w, f"{sets[idx[run['a']]]} {_pp(a)} vs {sets[idx[run['b']]]} {_pp(b)}",
-                f"{a['n_prompts']} / {b['n_prompts']} prompts")
+    return _row(
+        w,
+        f"{sets[idx[run['a']]]} {_pp(a)} vs {sets[idx[run['b']]]} {_pp(b)}",
+        f"{a['n_prompts']} / {b['n_prompts']} prompts",
+    )
 
 
 def _scale_note(claim: dict, rows: list[dict]) -> str:
@@ -178,30 +238,45 @@ def _scale_note(claim: dict, rows: list[dict]) -> str:
     ratio = [lr / study_lr for lr in lrs]
     if all(0.5 <= x <= 2 for x in ratio):
         return ""
+
     def g(x: float) -> str:
         return f"{x:.3g}".replace("e-0", "e-")
 
     lr_s = "/".join(g(lr) for lr in lrs)
-    return (f"peak LR {lr_s} = {span(ratio, g)}× the study's {g(study_lr)}: an Adam step "
-            f"(≈{NBSP}lr) moves a bf16 value (spacing 2⁻⁸ of it) when |w|{NBSP}<{NBSP}lr{NBSP}·{NBSP}2⁹ = "
-            f"{'/'.join(f'{lr * 512:.3g}' for lr in lrs)} here, {study_lr * 512:.3g} in the study")
+    return (
+        f"peak LR {lr_s} = {span(ratio, g)}× the study's {g(study_lr)}: an Adam step "
+        f"(≈{NBSP}lr) moves a bf16 value (spacing 2⁻⁸ of it) when |w|{NBSP}<{NBSP}lr{NBSP}·{NBSP}2⁹ = "
+        f"{'/'.join(f'{lr * 512:.3g}' for lr in lrs)} here, {study_lr * 512:.3g} in the study"
+    )
 
 
 def _precision(claim: dict, ctx: dict) -> dict:
     ns = ctx["noise"]
-    probes = [] if ns is None or ns.is_empty() else [
-        r for r in ns.iter_rows(named=True) if r["run"] not in ctx["arms"] and r.get("frac_changed_mean") is not None]
+    probes = (
+        []
+        if ns is None or ns.is_empty()
+        else [
+            r
+            for r in ns.iter_rows(named=True)
+            if r["run"] not in ctx["arms"] and r.get("frac_changed_mean") is not None
+        ]
+    )
     bf16 = [r for r in probes if r.get("optimizer_state") == "bf16"]
     for b in bf16:
         ctl = [r for r in probes if r.get("optimizer_state") == "fp32" and r.get("lr") == b.get("lr")]
         if ctl:
             c = ctl[0]
             lower = b["frac_changed_mean"] < c["frac_changed_mean"]
-            return _row("collapses" if lower else "does not collapse",
-                        f"{b['run']} {pct(b['frac_changed_mean'], 2)} vs {c['run']} "
-                        f"{pct(c['frac_changed_mean'], 2)} per step", f"{b['steps']} / {c['steps']} steps (census)")
-    return _row(None, why="this run has no bf16-state log-only probe beside an fp32 control at the "
-                          "same LR (noise_probes)", short="no bf16-state probe")
+            return _row(
+                "collapses" if lower else "does not collapse",
+                f"{b['run']} {pct(b['frac_changed_mean'], 2)} vs {c['run']} {pct(c['frac_changed_mean'], 2)} per step",
+                f"{b['steps']} / {c['steps']} steps (census)",
+            )
+    return _row(
+        None,
+        why="this run has no bf16-state log-only probe beside an fp32 control at the same LR (noise_probes)",
+        short="no bf16-state probe",
+    )
 
 
 def _sweep(claim: dict, ctx: dict) -> dict:
@@ -209,35 +284,53 @@ def _sweep(claim: dict, ctx: dict) -> dict:
     if not claim["run"].get("arms"):
         return _row(None, why="no arm of this config varies it", short="no arm varies it")
     if not arms:
-        return _row(None, why=f"arm {', '.join(claim['run']['arms'])} is not among this run's arms "
-                              "(an extra arm: built when one of its files is asked for, or moved into arms)",
-                    short=f"arm {', '.join(claim['run']['arms'])} not built")
+        return _row(
+            None,
+            why=f"arm {', '.join(claim['run']['arms'])} is not among this run's arms "
+            "(an extra arm: built when one of its files is asked for, or moved into arms)",
+            short=f"arm {', '.join(claim['run']['arms'])} not built",
+        )
     m, main, ssd = ctx["metrics"], ctx["main_set"], ctx["ssd_arm"]
     out = []
     for a in arms:
         t = fmt_t(ctx["arms"][a].get("t_eval", 0.7))
-        def pick(model):
+
+        def pick(model, t=t):
             if m is None:
                 return None
-            r = m.filter((pl.col("model") == model) & (pl.col("evalset") == main)
-                         & (pl.col("condition") == f"T{t}") & (pl.col("kind") == "grid"))
+            r = m.filter(
+                (pl.col("model") == model)
+                & (pl.col("evalset") == main)
+                & (pl.col("condition") == f"T{t}")
+                & (pl.col("kind") == "grid")
+            )
             return r.row(0, named=True) if r.height else None
+
         x, y = pick(a), pick(ssd)
         if x is None or y is None:
-            return _row(None, why=f"metrics.csv has no {main} T{t} row of {a} or {ssd}",
-                        short=f"no T{t} eval of {a}")
+            return _row(None, why=f"metrics.csv has no {main} T{t} row of {a} or {ssd}", short=f"no T{t} eval of {a}")
         overlap = x["accuracy_lo"] <= y["accuracy_hi"] and y["accuracy_lo"] <= x["accuracy_hi"]
-        out.append(("no effect" if overlap else "an effect",
-                    f"{a} {pct(x['accuracy'])} [{num(100 * x['accuracy_lo'])},{NBSP}{num(100 * x['accuracy_hi'])}] "
-                    f"vs {ssd} {pct(y['accuracy'])} [{num(100 * y['accuracy_lo'])},{NBSP}{num(100 * y['accuracy_hi'])}] "
-                    f"on {main} @ T{t}", f"{x['n_prompts']} prompts"))
+        out.append(
+            (
+                "no effect" if overlap else "an effect",
+                f"{a} {pct(x['accuracy'])} [{num(100 * x['accuracy_lo'])},{NBSP}{num(100 * x['accuracy_hi'])}] "
+                f"vs {ssd} {pct(y['accuracy'])} [{num(100 * y['accuracy_lo'])},{NBSP}{num(100 * y['accuracy_hi'])}] "
+                f"on {main} @ T{t}",
+                f"{x['n_prompts']} prompts",
+            )
+        )
     words = {w for w, *_ in out}
     return _row(words.pop() if len(words) == 1 else "mixed", "; ".join(e for _, e, _ in out), out[0][2])
 
 
 #: claim run.kind -> reader of this run's side
 RUN_READERS: dict[str, Callable[[dict, dict], dict]] = {
-    "finding": _finding, "contrast": _contrast, "threshold": _threshold, "precision": _precision, "sweep": _sweep}
+    "finding": _finding,
+    "contrast": _contrast,
+    "threshold": _threshold,
+    "precision": _precision,
+    "sweep": _sweep,
+}
 
 #: the run-side word that means the claim holds, per kind (finding: the claim's own verdicts)
 _AGREE = {"threshold": {"inside"}, "precision": {"collapses"}, "sweep": {"no effect"}, "contrast": set()}
@@ -261,8 +354,16 @@ def study_side(st: Mapping[str, Any]) -> tuple[str, str | None, tuple[float, flo
     return st.get("text") or "not stated (verdict only)", None, None
 
 
-def compare(claims: dict, *, findings_json: str | Path, noise_summary: str | Path | None,
-            metrics: str | Path | None, arms: Mapping[str, dict], ssd_arm: str, main_set: str) -> pl.DataFrame:
+def compare(
+    claims: dict,
+    *,
+    findings_json: str | Path,
+    noise_summary: str | Path | None,
+    metrics: str | Path | None,
+    arms: Mapping[str, dict],
+    ssd_arm: str,
+    main_set: str,
+) -> pl.DataFrame:
     """One row per claim (:data:`COLUMNS`): the study's estimate, its stated verdict and its
     verdict by its own numbers, this run's estimate, n and verdict, ``agrees`` (yes / no / cannot
     decide, with ``why``), ``overlap`` (the study's interval and this run's, where both exist) and,
@@ -273,10 +374,16 @@ def compare(claims: dict, *, findings_json: str | Path, noise_summary: str | Pat
     or the verdict the study's own numbers give by the same rule (the study's words can say more
     than its intervals do)."""
     fj = json.loads(Path(findings_json).read_text("utf-8"))
-    ctx = {"findings": {f["key"]: f for f in fj["findings"]},
-           "noise": pl.read_csv(noise_summary, infer_schema_length=None) if noise_summary and Path(noise_summary).exists() else None,
-           "metrics": pl.read_csv(metrics, infer_schema_length=None) if metrics and Path(metrics).exists() else None,
-           "arms": dict(arms), "ssd_arm": ssd_arm, "main_set": main_set}
+    ctx = {
+        "findings": {f["key"]: f for f in fj["findings"]},
+        "noise": pl.read_csv(noise_summary, infer_schema_length=None)
+        if noise_summary and Path(noise_summary).exists()
+        else None,
+        "metrics": pl.read_csv(metrics, infer_schema_length=None) if metrics and Path(metrics).exists() else None,
+        "arms": dict(arms),
+        "ssd_arm": ssd_arm,
+        "main_set": main_set,
+    }
     out = []
     for c in claims["claims"]:
         st = c["study"]
@@ -288,10 +395,20 @@ def compare(claims: dict, *, findings_json: str | Path, noise_summary: str | Pat
         if interval is not None and r["run_lo"] is not None:
             overlap = "overlap" if order(r["run_lo"], r["run_hi"], *interval) == "overlap" else "do not overlap"
         kind = None if agrees != "no" else f"of scale: {r['scale']}" if r["scale"] else "of mechanism"
-        out.append({"key": c["key"], "claim": c["claim"], "section": c["section"], "study_estimate": est,
-                    "study_verdict": st["verdict"], "study_verdict_by_numbers": by_numbers,
-                    **{k: v for k, v in r.items() if k not in ("run_lo", "run_hi", "scale")},
-                    "agrees": agrees, "overlap": overlap, "disagreement": kind})
+        out.append(
+            {
+                "key": c["key"],
+                "claim": c["claim"],
+                "section": c["section"],
+                "study_estimate": est,
+                "study_verdict": st["verdict"],
+                "study_verdict_by_numbers": by_numbers,
+                **{k: v for k, v in r.items() if k not in ("run_lo", "run_hi", "scale")},
+                "agrees": agrees,
+                "overlap": overlap,
+                "disagreement": kind,
+            }
+        )
     return pl.DataFrame(out, schema={k: pl.Utf8 for k in ["key", *COLUMNS]})
 
 
@@ -302,10 +419,16 @@ def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool
     study's interval and this run's overlap."""
     rows, scales = [], []
     for r in df.iter_rows(named=True):
-        run = (f"{r['short']}" if r["agrees"] == UNDECIDED
-               else r["run_estimate"] + ("" if r["run_n"] == "—" else f"; n{NBSP}={NBSP}{r['run_n']}"))
-        study_v = r["study_verdict"] + (f" (its numbers: {r['study_verdict_by_numbers']})"
-                                        if r["study_verdict_by_numbers"] not in (None, r["study_verdict"]) else "")
+        run = (
+            f"{r['short']}"
+            if r["agrees"] == UNDECIDED
+            else r["run_estimate"] + ("" if r["run_n"] == "—" else f"; n{NBSP}={NBSP}{r['run_n']}")
+        )
+        study_v = r["study_verdict"] + (
+            f" (its numbers: {r['study_verdict_by_numbers']})"
+            if r["study_verdict_by_numbers"] not in (None, r["study_verdict"])
+            else ""
+        )
         agrees = r["agrees"]
         if r["disagreement"]:
             kind = r["disagreement"].split(":", 1)
@@ -314,16 +437,23 @@ def render_markdown(df: pl.DataFrame, claims: dict, *, absolute_comparable: bool
                 scales.append(f"({len(scales) + 1}) {r['claim']}: {kind[1].strip()}.")
         if absolute_comparable and r["overlap"]:
             agrees += f"; intervals {r['overlap']}"
-        rows.append({"claim (docs/study.md)": f"{r['claim']} ({r['section']})",
-                     "study": "—" if r["study_estimate"].startswith("not stated") else _breakable(r["study_estimate"]),
-                     "this run": _breakable(run), "verdict: study / this run": f"{study_v} / {r['run_verdict']}",
-                     "agrees": agrees})
+        rows.append(
+            {
+                "claim (docs/study.md)": f"{r['claim']} ({r['section']})",
+                "study": "—" if r["study_estimate"].startswith("not stated") else _breakable(r["study_estimate"]),
+                "this run": _breakable(run),
+                "verdict: study / this run": f"{study_v} / {r['run_verdict']}",
+                "agrees": agrees,
+            }
+        )
     counts = {k: df.filter(pl.col("agrees") == k).height for k in ("yes", "no", UNDECIDED)}
-    note = (f"*{counts['yes']} of {df.height} claims agree, {counts['no']} disagree, {counts[UNDECIDED]} "
-            f"this run cannot decide* (why: `tables/study_vs_run.csv`, column `why`). The study's "
-            f"estimate is its published one with the study's interval (docs/study.md §5; differences in percentage points), "
-            f"— where it states only the verdict. A disagreement is *of scale* where the run's recipe differs "
-            f"from the study's by the numbers given, else *of mechanism*. Source: {claims['source'].strip()}.")
+    note = (
+        f"*{counts['yes']} of {df.height} claims agree, {counts['no']} disagree, {counts[UNDECIDED]} "
+        f"this run cannot decide* (why: `tables/study_vs_run.csv`, column `why`). The study's "
+        f"estimate is its published one with the study's interval (docs/study.md §5; differences in percentage points), "
+        f"— where it states only the verdict. A disagreement is *of scale* where the run's recipe differs "
+        f"from the study's by the numbers given, else *of mechanism*. Source: {claims['source'].strip()}."
+    )
     if scales:
         note += " *Of scale:* " + " ".join(scales)
     if not absolute_comparable:
@@ -339,13 +469,30 @@ def _breakable(text: str) -> str:
     return text.replace(f"pp{NBSP}[", "pp [")
 
 
-def write_study_table(claims_path: str | Path, out_csv: str | Path, out_md: str | Path, *,
-                      findings_json: str | Path, noise_summary: str | Path | None, metrics: str | Path | None,
-                      arms: Mapping[str, dict], ssd_arm: str, main_set: str, absolute_comparable: bool) -> pl.DataFrame:
+def write_study_table(
+    claims_path: str | Path,
+    out_csv: str | Path,
+    out_md: str | Path,
+    *,
+    findings_json: str | Path,
+    noise_summary: str | Path | None,
+    metrics: str | Path | None,
+    arms: Mapping[str, dict],
+    ssd_arm: str,
+    main_set: str,
+    absolute_comparable: bool,
+) -> pl.DataFrame:
     """Rule study_table: ``tables/study_vs_run.csv`` and the report's markdown of it."""
     claims = load_claims(claims_path)
-    df = compare(claims, findings_json=findings_json, noise_summary=noise_summary, metrics=metrics,
-                 arms=arms, ssd_arm=ssd_arm, main_set=main_set)
+    df = compare(
+        claims,
+        findings_json=findings_json,
+        noise_summary=noise_summary,
+        metrics=metrics,
+        arms=arms,
+        ssd_arm=ssd_arm,
+        main_set=main_set,
+    )
     write_csv(df, out_csv)
     write_text(out_md, render_markdown(df, claims, absolute_comparable=absolute_comparable))
     return df

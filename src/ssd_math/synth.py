@@ -158,8 +158,7 @@ def _terms_of(row: dict) -> list[int]:
 SLIPS = ("uniform", "adjacent")  # where a slip's wrong digit goes (see _lock)
 
 
-def _lock(subject: str, a: int, b: int, rng: random.Random | None, lock_noise: float,
-          slip: str = "uniform") -> int:
+def _lock(subject: str, a: int, b: int, rng: random.Random | None, lock_noise: float, slip: str = "uniform") -> int:
     """The digit written at a lock ``a op b = ?``: the right one ``c``, or with probability
     ``lock_noise`` a wrong one: one of the other nine digits uniformly (``slip="uniform"``), or
     ``c - 1`` / ``c + 1`` (mod 10), each half the time (``slip="adjacent"``: an off-by-one slip,
@@ -173,8 +172,9 @@ def _lock(subject: str, a: int, b: int, rng: random.Random | None, lock_noise: f
     return right
 
 
-def _chain(subject: str, acc: int | None, terms: Sequence[int], rng: random.Random | None,
-           lock_noise: float, slip: str) -> tuple[list[str], int | None]:
+def _chain(
+    subject: str, acc: int | None, terms: Sequence[int], rng: random.Random | None, lock_noise: float, slip: str
+) -> tuple[list[str], int | None]:
     """Steps ``acc op t = c`` over ``terms``; each ``c`` is a lock (see :func:`_lock`) and the
     chain continues from the digit written, so a slip propagates to the final answer."""
     sym = OPS[subject][0]
@@ -208,6 +208,8 @@ def _complement_pairs(terms: Sequence[int], rng: random.Random) -> tuple[list[tu
 
 
 METHODS = ("left", "right")  # the fork after "From the ": the order the chain is worked in
+
+
 def _fork_weights(fork_shares: dict[str, float] | None) -> list[float]:
     shares = _default("fork_shares") if fork_shares is None else dict(fork_shares)
     unknown = set(shares) - set(METHODS)
@@ -219,8 +221,15 @@ def _fork_weights(fork_shares: dict[str, float] | None) -> list[float]:
     return w
 
 
-def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_noise: float,
-                fork_weights: Sequence[float], slip: str) -> tuple[str, int]:
+def _solve_once(
+    subject: str,
+    terms: Sequence[int],
+    rng: random.Random,
+    *,
+    lock_noise: float,
+    fork_weights: Sequence[float],
+    slip: str,
+) -> tuple[str, int]:
     methods = list(METHODS)
     weights = list(fork_weights)
     if PAIR_FORK and subject == SUM and _complement_pairs(terms, random.Random(0))[0]:
@@ -228,8 +237,7 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_
         weights.append(sum(weights) / len(weights))
     # equal shares draw with rng.choice (rng.choices consumes the stream differently), so the
     # default corpus stays byte-identical to the one the shipped base (models/tiny-base) was pretrained on
-    method = (rng.choice(methods) if len(set(weights)) == 1
-              else rng.choices(methods, weights=weights)[0])
+    method = rng.choice(methods) if len(set(weights)) == 1 else rng.choices(methods, weights=weights)[0]
     if method == "left":
         steps, acc = _chain(subject, None, terms, rng, lock_noise, slip)
         return "From the left: " + ", ".join(steps) + ".", acc
@@ -246,9 +254,16 @@ def _solve_once(subject: str, terms: Sequence[int], rng: random.Random, *, lock_
     return line, acc
 
 
-def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float | None = None,
-                    max_rechecks: int = 6, lock_noise: float | None = None,
-                    fork_shares: dict[str, float] | None = None, slip: str | None = None) -> str:
+def worked_solution(
+    problem_row: dict,
+    rng: random.Random,
+    *,
+    p_recheck: float | None = None,
+    max_rechecks: int = 6,
+    lock_noise: float | None = None,
+    fork_shares: dict[str, float] | None = None,
+    slip: str | None = None,
+) -> str:
     """The completion text for one problem: ``<think>\\n…\\n</think>\\n\\n…\\boxed{X}``.
 
     With ``lock_noise`` = 0 every step is right and ``X`` is the gold answer. With ``lock_noise``
@@ -268,16 +283,14 @@ def worked_solution(problem_row: dict, rng: random.Random, *, p_recheck: float |
     lines.append(line)
     k = 0
     while k < max_rechecks and rng.random() < p_recheck:
-        line, acc2 = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w,
-                                 slip=slip)
+        line, acc2 = _solve_once(subject, terms, rng, lock_noise=lock_noise, fork_weights=w, slip=slip)
         assert lock_noise > 0 or acc2 == acc
         acc = acc2
         lines += [RECHECK, line]
         k += 1
     assert lock_noise > 0 or str(acc) == str(problem_row["answer"]), (problem_row, acc)
     lines.append(f"So the units digit is {acc}.")
-    return (f"{THINK_OPEN}\n" + "\n".join(lines) + f"\n{THINK_CLOSE}\n\n"
-            f"The units digit is $\\boxed{{{acc}}}$.")
+    return f"{THINK_OPEN}\n" + "\n".join(lines) + f"\n{THINK_CLOSE}\n\nThe units digit is $\\boxed{{{acc}}}$."
 
 
 def build_splits(cfg: dict[str, Any]) -> dict[str, list[dict]]:
@@ -312,19 +325,33 @@ def build_splits(cfg: dict[str, Any]) -> dict[str, list[dict]]:
     slip = str(c["lock_slip"])
     fork_shares = dict(c["fork_shares"])
     _fork_weights(fork_shares)  # a bad key or weight fails here, before any work
-    eval_main = make_problems(int(c["n_eval_main"]), seed=seed * 1000 + 1, levels=levels,
-                              id_prefix="synth-eval", subjects=subjects)
+    eval_main = make_problems(
+        int(c["n_eval_main"]), seed=seed * 1000 + 1, levels=levels, id_prefix="synth-eval", subjects=subjects
+    )
     seen = {r["problem"] for r in eval_main}
-    train_prompts = make_problems(int(c["n_train_prompts"]), seed=seed * 1000 + 2, levels=levels,
-                                  id_prefix="synth-train", exclude=seen, subjects=subjects)
+    train_prompts = make_problems(
+        int(c["n_train_prompts"]),
+        seed=seed * 1000 + 2,
+        levels=levels,
+        id_prefix="synth-train",
+        exclude=seen,
+        subjects=subjects,
+    )
     seen |= {r["problem"] for r in train_prompts}
     pre_levels = [int(x) for x in c.get("pretrain_levels") or levels]
-    pretrain = make_problems(int(c["n_pretrain"]), seed=seed * 1000 + 3, levels=pre_levels,
-                             id_prefix="synth-pre", exclude=seen, subjects=subjects)
+    pretrain = make_problems(
+        int(c["n_pretrain"]),
+        seed=seed * 1000 + 3,
+        levels=pre_levels,
+        id_prefix="synth-pre",
+        exclude=seen,
+        subjects=subjects,
+    )
     rng = random.Random(seed * 1000 + 4)
     for r in pretrain:
-        r["solution"] = worked_solution(r, rng, p_recheck=float(c["p_recheck"]), lock_noise=eps,
-                                        fork_shares=fork_shares, slip=slip)
+        r["solution"] = worked_solution(
+            r, rng, p_recheck=float(c["p_recheck"]), lock_noise=eps, fork_shares=fork_shares, slip=slip
+        )
     return {
         "pretrain": pretrain,
         "train_prompts": train_prompts,
@@ -339,7 +366,7 @@ def completion_after_prompt(prompt: str, solution: str) -> str:
     completion."""
     prefix = f"{THINK_OPEN}\n"
     if prompt.endswith(prefix) and solution.startswith(prefix):
-        return solution[len(prefix):]
+        return solution[len(prefix) :]
     return solution
 
 
@@ -349,16 +376,14 @@ def pretrain_records(rows: Iterable[dict], tokenizer, *, instruction: str) -> li
     out = []
     for r in rows:
         prompt = render_prompt(tokenizer, r["problem"], instruction=instruction)
-        out.append({"id": r["id"], "prompt": prompt,
-                    "completion": completion_after_prompt(prompt, r["solution"])})
+        out.append({"id": r["id"], "prompt": prompt, "completion": completion_after_prompt(prompt, r["solution"])})
     return out
 
 
 def tokenizer_corpus(rows: Iterable[dict], *, instruction: str) -> list[str]:
     """Texts to train the tiny tokenizer on: each pretraining row's user message and worked
     solution (the chat-format special tokens are added tokens, not learned merges)."""
-    return [user_message(r["problem"], instruction=instruction) + "\n" + r["solution"]
-            for r in rows]
+    return [user_message(r["problem"], instruction=instruction) + "\n" + r["solution"] for r in rows]
 
 
 # ------------------------------------------------------------------------------------------
@@ -389,8 +414,7 @@ def label_spans(text: str) -> list[dict]:
     spans: list[dict] = []
     for m in _METHOD_RE.finditer(text):
         g = 1 if m.group(1) else 2
-        spans.append({"start": m.start(g), "end": m.end(g), "kind": "fork",
-                      "correct": m.group(1) or "pair"})
+        spans.append({"start": m.start(g), "end": m.end(g), "kind": "fork", "correct": m.group(1) or "pair"})
     for m in _STEP_RE.finditer(text):
         a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
         right = _apply(SUM if op == "+" else PRODUCT, a, b)

@@ -9,8 +9,8 @@ prompts for differences, the unbiased pass@k with a percentile bootstrap).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -58,8 +58,9 @@ def summarize_eval(rows: Sequence[dict], *, conf: float, n_boot: int, seed: int)
     return out
 
 
-def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf: float, n_boot: int,
-                  seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def metrics_table(
+    eval_files: Sequence[str | Path], results: str | Path, *, conf: float, n_boot: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(metrics: one row per eval file, breakdown: accuracy and per-status counts by level, by
     source and by answer kind (``grading.answer_kind`` of the gold))."""
     recs, brk = [], []
@@ -79,14 +80,33 @@ def metrics_table(eval_files: Sequence[str | Path], results: str | Path, *, conf
                 _, x = matrix(grows, "correct")
                 res = stats.rate_ci(x, n_boot=n_boot, seed=seed, conf=conf)
                 counts = Counter(r.get("status", "error") for r in grows)
-                brk.append({**where, "by": by, "group": str(value), "n_prompts": x.shape[0], "k": x.shape[1],
-                            **_ci_cols("accuracy", res), "method": res["method"], "conf": conf,
-                            **{f"n_{s}": counts.get(s, 0) for s in STATUSES}})
+                brk.append(
+                    {
+                        **where,
+                        "by": by,
+                        "group": str(value),
+                        "n_prompts": x.shape[0],
+                        "k": x.shape[1],
+                        **_ci_cols("accuracy", res),
+                        "method": res["method"],
+                        "conf": conf,
+                        **{f"n_{s}": counts.get(s, 0) for s in STATUSES},
+                    }
+                )
     return pl.DataFrame(recs, infer_schema_length=None), pl.DataFrame(brk, infer_schema_length=None)
 
 
-def table1(files: dict[tuple[str, str, str], str | Path], rows: Sequence[dict], sets: Sequence[str],
-           ssd_arm: str, *, conf: float, n_boot: int, seed: int, fmt_t=lambda t: f"{t}") -> pl.DataFrame:
+def table1(
+    files: dict[tuple[str, str, str], str | Path],
+    rows: Sequence[dict],
+    sets: Sequence[str],
+    ssd_arm: str,
+    *,
+    conf: float,
+    n_boot: int,
+    seed: int,
+    fmt_t=lambda t: f"{t}",
+) -> pl.DataFrame:
     """Table 1: rows (model, T); per eval set the accuracy [CI] and the paired SSD − base delta.
 
     ``files[(model, T-string, set)]`` is the graded file. The delta of a base row is (the first
@@ -96,48 +116,106 @@ def table1(files: dict[tuple[str, str, str], str | Path], rows: Sequence[dict], 
     return _table1_rows(data, rows, sets, ssd_arm, conf=conf, n_boot=n_boot, seed=seed, fmt_t=fmt_t)
 
 
-def _table1_rows(data: dict[tuple[str, str, str], list[dict]], rows: Sequence[dict], sets: Sequence[str],
-                 ssd_arm: str, *, conf: float, n_boot: int, seed: int, fmt_t) -> pl.DataFrame:
+def _table1_rows(
+    data: dict[tuple[str, str, str], list[dict]],
+    rows: Sequence[dict],
+    sets: Sequence[str],
+    ssd_arm: str,
+    *,
+    conf: float,
+    n_boot: int,
+    seed: int,
+    fmt_t,
+) -> pl.DataFrame:
     """Table 1 from loaded graded rows (``data[(model, T-string, set)]``); see :func:`table1`."""
     ref = next((r for r in rows if r["model"] == ssd_arm), None)
     out = []
     for r in rows:
         t = fmt_t(r["temperature"])
-        rec = {"row": f"{'Base' if r['model'] == 'base' else r['model']} @ T{t}", "model": r["model"], "temperature": float(t)}
+        rec = {
+            "row": f"{'Base' if r['model'] == 'base' else r['model']} @ T{t}",
+            "model": r["model"],
+            "temperature": float(t),
+        }
         for s in sets:
             ids, x = matrix(data[(r["model"], t, s)], "correct")
             res = stats.rate_ci(x, n_boot=n_boot, seed=seed, conf=conf)
-            rec.update({f"{s}_acc": res["estimate"], f"{s}_lo": res["lo"], f"{s}_hi": res["hi"],
-                        f"{s}_n_prompts": x.shape[0], f"{s}_k": x.shape[1],
-                        f"{s}_text": fmt.ci(res["estimate"], res["lo"], res["hi"]),
-                        f"{s}_method": res["method"]})
+            rec.update(
+                {
+                    f"{s}_acc": res["estimate"],
+                    f"{s}_lo": res["lo"],
+                    f"{s}_hi": res["hi"],
+                    f"{s}_n_prompts": x.shape[0],
+                    f"{s}_k": x.shape[1],
+                    f"{s}_text": fmt.ci(res["estimate"], res["lo"], res["hi"]),
+                    f"{s}_method": res["method"],
+                }
+            )
             if ref is not None and r["model"] == BASE:
                 tr = fmt_t(ref["temperature"])
                 _, y = matrix(data[(ref["model"], tr, s)], "correct", prompt_ids=ids)
                 d = stats.paired_delta(y, x, n_boot=n_boot, seed=seed, conf=conf)
-                rec.update({f"{s}_delta_pp": 100 * d["estimate"], f"{s}_delta_lo_pp": 100 * d["lo"],
-                            f"{s}_delta_hi_pp": 100 * d["hi"], f"{s}_delta_p": d.get("p_boot"),
-                            f"{s}_delta_text": fmt.ci(d["estimate"], d["lo"], d["hi"], pp=True),
-                            f"{s}_delta_method": d["method"]})
+                rec.update(
+                    {
+                        f"{s}_delta_pp": 100 * d["estimate"],
+                        f"{s}_delta_lo_pp": 100 * d["lo"],
+                        f"{s}_delta_hi_pp": 100 * d["hi"],
+                        f"{s}_delta_p": d.get("p_boot"),
+                        f"{s}_delta_text": fmt.ci(d["estimate"], d["lo"], d["hi"], pp=True),
+                        f"{s}_delta_method": d["method"],
+                    }
+                )
             else:
-                rec.update({f"{s}_delta_pp": None, f"{s}_delta_lo_pp": None, f"{s}_delta_hi_pp": None,
-                            f"{s}_delta_p": None, f"{s}_delta_text": "—", f"{s}_delta_method": None})
-        rec.update({"conf": conf, "n_boot": n_boot, "seed": seed,
-                    "delta_definition": f"{ssd_arm} @ T{fmt_t(ref['temperature'])} − this row" if ref else None})
+                rec.update(
+                    {
+                        f"{s}_delta_pp": None,
+                        f"{s}_delta_lo_pp": None,
+                        f"{s}_delta_hi_pp": None,
+                        f"{s}_delta_p": None,
+                        f"{s}_delta_text": "—",
+                        f"{s}_delta_method": None,
+                    }
+                )
+        rec.update(
+            {
+                "conf": conf,
+                "n_boot": n_boot,
+                "seed": seed,
+                "delta_definition": f"{ssd_arm} @ T{fmt_t(ref['temperature'])} − this row" if ref else None,
+            }
+        )
         out.append(rec)
     return pl.DataFrame(out, infer_schema_length=None)
 
 
-def table2(files: Sequence[str | Path], runs: Sequence[dict], k: int, ssd_arm: str, *, conf: float,
-           n_boot: int, seed: int, fmt_t=lambda t: f"{t}") -> pl.DataFrame:
+def table2(
+    files: Sequence[str | Path],
+    runs: Sequence[dict],
+    k: int,
+    ssd_arm: str,
+    *,
+    conf: float,
+    n_boot: int,
+    seed: int,
+    fmt_t=lambda t: f"{t}",
+) -> pl.DataFrame:
     """Table 2: pass@k on the hard set per run (count/n = % [CI]) and the paired delta of the
     first ``ssd_arm`` run against each base run."""
     loaded = [read_jsonl(path) for path in files]
     return _table2_rows(loaded, runs, k, ssd_arm, conf=conf, n_boot=n_boot, seed=seed, fmt_t=fmt_t)
 
 
-def _table2_rows(loaded: Sequence[list[dict]], runs: Sequence[dict], k: int, ssd_arm: str, *, conf: float,
-                 n_boot: int, seed: int, fmt_t) -> pl.DataFrame:
+def _table2_rows(
+    loaded: Sequence[list[dict]],
+    runs: Sequence[dict],
+    k: int,
+    ssd_arm: str,
+    *,
+    conf: float,
+    n_boot: int,
+    seed: int,
+    fmt_t,
+) -> pl.DataFrame:
     """Table 2 from loaded graded rows (one list per run, in ``runs`` order); see :func:`table2`."""
     data = {}
     for run, rows in zip(runs, loaded):
@@ -152,21 +230,54 @@ def _table2_rows(loaded: Sequence[list[dict]], runs: Sequence[dict], k: int, ssd
         c_arr = x.sum(axis=1).astype(int)
         res = stats.pass_at_k_ci(n_arr, c_arr, k, n_boot=n_boot, seed=seed, conf=conf)
         solved = int((stats.pass_at_k(n_arr, c_arr, k) == 1).sum()) if x.shape[1] == k else None
-        rec = {"row": f"{'Base' if run['model'] == 'base' else run['model']} @ T{key[1]}", "model": run["model"],
-               "temperature": float(key[1]), "k": k, "n_prompts": x.shape[0], "samples_per_prompt": x.shape[1],
-               "pass_at_k": res["estimate"], "lo": res["lo"], "hi": res["hi"], "count": solved,
-               "text": (f"{solved}/{x.shape[0]} = " if solved is not None else "") + fmt.ci(res["estimate"], res["lo"], res["hi"]),
-               "method": res["method"], "conf": conf, "n_boot": n_boot, "seed": seed}
+        rec = {
+            "row": f"{'Base' if run['model'] == 'base' else run['model']} @ T{key[1]}",
+            "model": run["model"],
+            "temperature": float(key[1]),
+            "k": k,
+            "n_prompts": x.shape[0],
+            "samples_per_prompt": x.shape[1],
+            "pass_at_k": res["estimate"],
+            "lo": res["lo"],
+            "hi": res["hi"],
+            "count": solved,
+            "text": (f"{solved}/{x.shape[0]} = " if solved is not None else "")
+            + fmt.ci(res["estimate"], res["lo"], res["hi"]),
+            "method": res["method"],
+            "conf": conf,
+            "n_boot": n_boot,
+            "seed": seed,
+        }
         if ref_key is not None and run["model"] == BASE:
             rids, y = data[ref_key]
-            _, y = matrix(loaded[runs.index(next(r for r in runs if (r["model"], fmt_t(r["temperature"])) == ref_key))],
-                          "correct", prompt_ids=ids)
-            d = stats.paired_pass_at_k_delta(np.full(y.shape[0], y.shape[1]), y.sum(1).astype(int), n_arr, c_arr, k,
-                                             n_boot=n_boot, seed=seed, conf=conf)
-            rec.update({"delta_pp": 100 * d["estimate"], "delta_lo_pp": 100 * d["lo"], "delta_hi_pp": 100 * d["hi"],
-                        "delta_text": fmt.ci(d["estimate"], d["lo"], d["hi"], pp=True), "delta_method": d["method"]})
+            _, y = matrix(
+                loaded[runs.index(next(r for r in runs if (r["model"], fmt_t(r["temperature"])) == ref_key))],
+                "correct",
+                prompt_ids=ids,
+            )
+            d = stats.paired_pass_at_k_delta(
+                np.full(y.shape[0], y.shape[1]),
+                y.sum(1).astype(int),
+                n_arr,
+                c_arr,
+                k,
+                n_boot=n_boot,
+                seed=seed,
+                conf=conf,
+            )
+            rec.update(
+                {
+                    "delta_pp": 100 * d["estimate"],
+                    "delta_lo_pp": 100 * d["lo"],
+                    "delta_hi_pp": 100 * d["hi"],
+                    "delta_text": fmt.ci(d["estimate"], d["lo"], d["hi"], pp=True),
+                    "delta_method": d["method"],
+                }
+            )
         else:
-            rec.update({"delta_pp": None, "delta_lo_pp": None, "delta_hi_pp": None, "delta_text": "—", "delta_method": None})
+            rec.update(
+                {"delta_pp": None, "delta_lo_pp": None, "delta_hi_pp": None, "delta_text": "—", "delta_method": None}
+            )
         out.append(rec)
     return pl.DataFrame(out, infer_schema_length=None)
 
@@ -205,9 +316,18 @@ def _stack_groups(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return df.select(["by", "group", *[c for c in df.columns if c not in ("by", "group")]])
 
 
-def table1_breakdown(files: dict[tuple[str, str, str], str | Path], rows: Sequence[dict], sets: Sequence[str],
-                     ssd_arm: str, *, conf: float, n_boot: int, seed: int, fmt_t=lambda t: f"{t}",
-                     by: Sequence[str] = BREAKDOWN_BY) -> pl.DataFrame:
+def table1_breakdown(
+    files: dict[tuple[str, str, str], str | Path],
+    rows: Sequence[dict],
+    sets: Sequence[str],
+    ssd_arm: str,
+    *,
+    conf: float,
+    n_boot: int,
+    seed: int,
+    fmt_t=lambda t: f"{t}",
+    by: Sequence[str] = BREAKDOWN_BY,
+) -> pl.DataFrame:
     """Table 1 within each difficulty level and each source (where the data has >= 2 of them).
 
     Each group is Table 1 computed on that group's prompts only (same estimator, interval and
@@ -226,8 +346,18 @@ def table1_breakdown(files: dict[tuple[str, str, str], str | Path], rows: Sequen
     return _stack_groups(out)
 
 
-def table2_breakdown(files: Sequence[str | Path], runs: Sequence[dict], k: int, ssd_arm: str, *, conf: float,
-                     n_boot: int, seed: int, fmt_t=lambda t: f"{t}", by: Sequence[str] = BREAKDOWN_BY) -> pl.DataFrame:
+def table2_breakdown(
+    files: Sequence[str | Path],
+    runs: Sequence[dict],
+    k: int,
+    ssd_arm: str,
+    *,
+    conf: float,
+    n_boot: int,
+    seed: int,
+    fmt_t=lambda t: f"{t}",
+    by: Sequence[str] = BREAKDOWN_BY,
+) -> pl.DataFrame:
     """Table 2 (pass@k, paired deltas) within each difficulty level and each source."""
     loaded = [read_jsonl(p) for p in files]
     out = []
@@ -244,6 +374,7 @@ def table2_breakdown(files: Sequence[str | Path], runs: Sequence[dict], k: int, 
 # ------------------------------------------------------------------------------------------------
 # baseline decoding sweeps (study §3, Figure A)
 # ------------------------------------------------------------------------------------------------
+
 
 def sweep_family(kind: str, condition: str) -> str:
     """'T grid' (the base model's T_eval grid), 'preset' or 'min-p' (rule generate_sweep)."""
@@ -262,20 +393,45 @@ def sweep_table(metrics: pl.DataFrame | str | Path, *, model: str = BASE) -> pl.
     (which computed them from the graded files). Sorted by eval set, family, temperature, min-p."""
     m = metrics if isinstance(metrics, pl.DataFrame) else pl.read_csv(metrics)
     d = m.filter((pl.col("model") == model) & pl.col("kind").is_in(["grid", "sweep"]))
-    d = d.with_columns(pl.struct(["kind", "condition"]).map_elements(
-        lambda s: sweep_family(s["kind"], s["condition"]), return_dtype=pl.String).alias("family"))
+    d = d.with_columns(
+        pl.struct(["kind", "condition"])
+        .map_elements(lambda s: sweep_family(s["kind"], s["condition"]), return_dtype=pl.String)
+        .alias("family")
+    )
     order = {"T grid": 0, "preset": 1, "min-p": 2, "other": 3}
     d = d.with_columns(pl.col("family").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
     d = d.with_columns(pl.col("condition").str.strip_prefix("preset-").alias("name"))
-    texts = [pl.format("{}% [{}, {}]", (100 * pl.col(c)).round(1), (100 * pl.col(f"{c}_lo")).round(1),
-                       (100 * pl.col(f"{c}_hi")).round(1)).alias(f"{c}_text") for c in METRICS]
-    keep = ["evalset", "family", "name", "condition", "temperature", "top_k", "top_p", "min_p", "presence_penalty",
-            "max_new_tokens", "n_prompts", "k"]
+    texts = [
+        pl.format(
+            "{}% [{}, {}]",
+            (100 * pl.col(c)).round(1),
+            (100 * pl.col(f"{c}_lo")).round(1),
+            (100 * pl.col(f"{c}_hi")).round(1),
+        ).alias(f"{c}_text")
+        for c in METRICS
+    ]
+    keep = [
+        "evalset",
+        "family",
+        "name",
+        "condition",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "presence_penalty",
+        "max_new_tokens",
+        "n_prompts",
+        "k",
+    ]
     for c in METRICS:
         keep += [c, f"{c}_lo", f"{c}_hi"]
     keep += ["mean_completion_tokens", "method", "conf", "n_boot", "seed", "file"]
-    return (d.with_columns(texts).sort(["evalset", "_o", "temperature", "min_p", "name"])
-            .select(keep + [f"{c}_text" for c in METRICS]))
+    return (
+        d.with_columns(texts)
+        .sort(["evalset", "_o", "temperature", "min_p", "name"])
+        .select(keep + [f"{c}_text" for c in METRICS])
+    )
 
 
 def report_numbers(table1: pl.DataFrame | str | Path, sweeps: pl.DataFrame | str | Path) -> dict:
@@ -291,10 +447,12 @@ def report_numbers(table1: pl.DataFrame | str | Path, sweeps: pl.DataFrame | str
     main = next(c[: -len("_acc")] for c in t1.columns if c.endswith("_acc"))
     minp = sw.filter(pl.col("family") == "min-p")
     best = sw.filter(pl.col("evalset") == main).sort("accuracy", descending=True)
-    return {"conf_label": stats.level_text(t1["conf"][0]), "main_evalset": main,
-            "minp_temperature": float(minp["temperature"][0]) if minp.height else None,
-            "best_base": ({k: best.row(0, named=True)[k] for k in ("condition", "accuracy_text")}
-                          if best.height else None)}
+    return {
+        "conf_label": stats.level_text(t1["conf"][0]),
+        "main_evalset": main,
+        "minp_temperature": float(minp["temperature"][0]) if minp.height else None,
+        "best_base": ({k: best.row(0, named=True)[k] for k in ("condition", "accuracy_text")} if best.height else None),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,8 +470,9 @@ def _ckpt_step(name: str, last_step: int) -> int:
     raise ValueError(f"not a checkpoint name: {name!r}")
 
 
-def checkpoint_table(metrics: pl.DataFrame | str | Path, logs: dict[str, str | Path], *,
-                     base: str = BASE) -> pl.DataFrame:
+def checkpoint_table(
+    metrics: pl.DataFrame | str | Path, logs: dict[str, str | Path], *, base: str = BASE
+) -> pl.DataFrame:
     """Accuracy of every checkpoint of every arm [CI] beside the training log at that step.
 
     One row per (arm, checkpoint), in step order, preceded by a step-0 row: the base model on the
@@ -333,10 +492,18 @@ def checkpoint_table(metrics: pl.DataFrame | str | Path, logs: dict[str, str | P
             continue
         ev, t = rows[0]["evalset"], rows[0]["temperature"]
         # the base model's T-grid file at the checkpoints' decoding (same T, top-k, top-p, min-p, penalty)
-        same = [pl.col(c) == rows[0][c] for c in ("top_k", "top_p", "min_p", "presence_penalty", "k")
-                if c in m.columns and rows[0].get(c) is not None]
-        b = m.filter((pl.col("kind") == "grid") & (pl.col("model") == base) & (pl.col("evalset") == ev)
-                     & ((pl.col("temperature") - t).abs() < 1e-9), *same)
+        same = [
+            pl.col(c) == rows[0][c]
+            for c in ("top_k", "top_p", "min_p", "presence_penalty", "k")
+            if c in m.columns and rows[0].get(c) is not None
+        ]
+        b = m.filter(
+            (pl.col("kind") == "grid")
+            & (pl.col("model") == base)
+            & (pl.col("evalset") == ev)
+            & ((pl.col("temperature") - t).abs() < 1e-9),
+            *same,
+        )
         recs = []
         if not b.is_empty():
             recs.append({**b.row(0, named=True), "arm": arm, "checkpoint": base, "step": 0, "_log": {}})
@@ -346,12 +513,26 @@ def checkpoint_table(metrics: pl.DataFrame | str | Path, logs: dict[str, str | P
             recs.append({**r, "checkpoint": name, "step": step, "_log": log.get(step, {})})
         for r in sorted(recs, key=lambda x: (x["step"] is None, x["step"] or 0)):
             lg = r.pop("_log")
-            rec = {"arm": arm, "checkpoint": r["checkpoint"], "step": r["step"], "evalset": r["evalset"],
-                   "condition": f"T{r['temperature']:g}", "temperature": r["temperature"], "n_prompts": r["n_prompts"],
-                   "k": r["k"], "accuracy": r["accuracy"], "accuracy_lo": r["accuracy_lo"],
-                   "accuracy_hi": r["accuracy_hi"], "boxed": r["boxed"], "length_stop": r["length_stop"],
-                   "accuracy_text": fmt.ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
-                   "method": r["method"], "conf": r["conf"], "n_boot": r["n_boot"], "seed": r["seed"]}
+            rec = {
+                "arm": arm,
+                "checkpoint": r["checkpoint"],
+                "step": r["step"],
+                "evalset": r["evalset"],
+                "condition": f"T{r['temperature']:g}",
+                "temperature": r["temperature"],
+                "n_prompts": r["n_prompts"],
+                "k": r["k"],
+                "accuracy": r["accuracy"],
+                "accuracy_lo": r["accuracy_lo"],
+                "accuracy_hi": r["accuracy_hi"],
+                "boxed": r["boxed"],
+                "length_stop": r["length_stop"],
+                "accuracy_text": fmt.ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+                "method": r["method"],
+                "conf": r["conf"],
+                "n_boot": r["n_boot"],
+                "seed": r["seed"],
+            }
             for c in LOG_AT_CHECKPOINT:
                 rec[c] = lg.get(c)
             g2 = lg.get("G2_ema")
@@ -381,24 +562,36 @@ def noise_summary(logs: dict[str, str | Path], recipes: dict[str, dict] | None =
         peak = int(np.argmax(lr))
         fc = [x.get("frac_changed") for x in rows]
         have_fc = all(v is not None for v in fc)
-        tail = fc[len(fc) - max(1, len(fc) // 3):]
+        tail = fc[len(fc) - max(1, len(fc) // 3) :]
         ppl = [x["ppl"] for x in rows]
-        rec.update({
-            "steps": len(rows), "peak_lr_step": rows[peak]["step"], "peak_lr": lr[peak],
-            "frac_changed_at_peak_lr": fc[peak] if have_fc else None,
-            "frac_changed_mean": float(np.mean(fc)) if have_fc else None,
-            "frac_changed_mean_last_third": float(np.mean(tail)) if have_fc else None,
-            "frac_changed_min": float(np.min(fc)) if have_fc else None,
-            "frac_changed_max": float(np.max(fc)) if have_fc else None,
-            "ppl_first": ppl[0], "ppl_last": ppl[-1], "ppl_mean": float(np.mean(ppl)),
-            "grad_norm_median": float(np.median([x["grad_norm"] for x in rows])),
-        })
+        rec.update(
+            {
+                "steps": len(rows),
+                "peak_lr_step": rows[peak]["step"],
+                "peak_lr": lr[peak],
+                "frac_changed_at_peak_lr": fc[peak] if have_fc else None,
+                "frac_changed_mean": float(np.mean(fc)) if have_fc else None,
+                "frac_changed_mean_last_third": float(np.mean(tail)) if have_fc else None,
+                "frac_changed_min": float(np.min(fc)) if have_fc else None,
+                "frac_changed_max": float(np.max(fc)) if have_fc else None,
+                "ppl_first": ppl[0],
+                "ppl_last": ppl[-1],
+                "ppl_mean": float(np.mean(ppl)),
+                "grad_norm_median": float(np.median([x["grad_norm"] for x in rows])),
+            }
+        )
         est = [x for x in rows if x.get("G2_ema") is not None]
         e = est[-1] if est else {}
-        rec.update({"G2_ema_last": e.get("G2_ema"), "trS_ema_last": e.get("trS_ema"),
-                    "B_simple_last": e.get("B_simple"),
-                    "signal_norm_last": float(np.sqrt(max(e["G2_ema"], 0.0))) if e else None,
-                    "B_small": e.get("B_small"), "B_big": e.get("B_big")})
+        rec.update(
+            {
+                "G2_ema_last": e.get("G2_ema"),
+                "trS_ema_last": e.get("trS_ema"),
+                "B_simple_last": e.get("B_simple"),
+                "signal_norm_last": float(np.sqrt(max(e["G2_ema"], 0.0))) if e else None,
+                "B_small": e.get("B_small"),
+                "B_big": e.get("B_big"),
+            }
+        )
         out.append(rec)
     return pl.DataFrame(out, infer_schema_length=None)
 
@@ -407,8 +600,15 @@ def noise_summary(logs: dict[str, str | Path], recipes: dict[str, dict] | None =
 # sample-size planning (study §2): variance decomposition from k > 1 evals, n per arm
 # ------------------------------------------------------------------------------------------------
 
-def power_table(eval_files: Sequence[str | Path], results: str | Path, *, deltas: Sequence[float],
-                alpha: float = 0.05, power: float = 0.8) -> pl.DataFrame:
+
+def power_table(
+    eval_files: Sequence[str | Path],
+    results: str | Path,
+    *,
+    deltas: Sequence[float],
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> pl.DataFrame:
     """Between/within-prompt variance of accuracy from every eval file with k > 1 samples per
     prompt (:func:`ssd_math.stats.variance_decomposition`), and the prompts per arm needed to
     detect each difference ``delta`` (fractions) by n = 2 sigma^2 (z_{alpha/2} + z_beta)^2 / delta^2
@@ -427,23 +627,39 @@ def power_table(eval_files: Sequence[str | Path], results: str | Path, *, deltas
             # zero variance (every prompt always right or always wrong) leaves n undefined: null
             s1 = stats.sample_size(vd["total"], d, alpha, power)
             sk = stats.sample_size(vd["var_prompt_mean"], d, alpha, power)
-            out.append({
-                "model": where["model"], "evalset": where["evalset"], "condition": where["condition"],
-                "n_prompts": vd["n_prompts"], "k": vd["k"], "accuracy": vd["mean"],
-                "between": vd["between"], "within": vd["within"], "between_share": vd["between_share"],
-                "design_effect": vd["design_effect"], "variance_method": vd["method"],
-                "delta_pp": 100 * d, "alpha": alpha, "power": power,
-                "z_alpha2": s1["z_alpha2"], "z_beta": s1["z_beta"],
-                "sigma2_k1": vd["total"], "n_k1": s1["n"] if vd["total"] > 0 else None,
-                "sigma2_kk": vd["var_prompt_mean"], "n_kk": sk["n"] if vd["var_prompt_mean"] > 0 else None,
-                "size_method": s1["method"], "file": str(path),
-            })
+            out.append(
+                {
+                    "model": where["model"],
+                    "evalset": where["evalset"],
+                    "condition": where["condition"],
+                    "n_prompts": vd["n_prompts"],
+                    "k": vd["k"],
+                    "accuracy": vd["mean"],
+                    "between": vd["between"],
+                    "within": vd["within"],
+                    "between_share": vd["between_share"],
+                    "design_effect": vd["design_effect"],
+                    "variance_method": vd["method"],
+                    "delta_pp": 100 * d,
+                    "alpha": alpha,
+                    "power": power,
+                    "z_alpha2": s1["z_alpha2"],
+                    "z_beta": s1["z_beta"],
+                    "sigma2_k1": vd["total"],
+                    "n_k1": s1["n"] if vd["total"] > 0 else None,
+                    "sigma2_kk": vd["var_prompt_mean"],
+                    "n_kk": sk["n"] if vd["var_prompt_mean"] > 0 else None,
+                    "size_method": s1["method"],
+                    "file": str(path),
+                }
+            )
     return pl.DataFrame(out, infer_schema_length=None)
 
 
 # ------------------------------------------------------------------------------------------------
 # measured cost: per-stage wall time of the jobs that ran (Snakemake benchmark: files)
 # ------------------------------------------------------------------------------------------------
+
 
 def timings_table(bench_files: Sequence[str | Path], benchmarks_dir: str | Path) -> pl.DataFrame:
     """Measured wall and CPU time per stage from Snakemake ``benchmark:`` files.
@@ -460,8 +676,18 @@ def timings_table(bench_files: Sequence[str | Path], benchmarks_dir: str | Path)
         rel = p.relative_to(root)
         stage = rel.parts[0] if len(rel.parts) > 1 else "other"
         b = read_benchmark(p)
-        s = per.setdefault(stage, {"stage": stage, "jobs": 0, "wall_s": 0.0, "max_job_s": 0.0, "cpu_s": 0.0,
-                                   "max_rss_mb": 0.0, "slowest": None})
+        s = per.setdefault(
+            stage,
+            {
+                "stage": stage,
+                "jobs": 0,
+                "wall_s": 0.0,
+                "max_job_s": 0.0,
+                "cpu_s": 0.0,
+                "max_rss_mb": 0.0,
+                "slowest": None,
+            },
+        )
         s["jobs"] += 1
         s["wall_s"] += b["s_mean"] or 0.0
         s["cpu_s"] += b["cpu_time_s"] or 0.0
@@ -471,10 +697,26 @@ def timings_table(bench_files: Sequence[str | Path], benchmarks_dir: str | Path)
             s["slowest"] = str(rel.with_suffix(""))
     rows = sorted(per.values(), key=lambda r: -r["wall_s"])
     if rows:
-        rows.append({"stage": "total", "jobs": sum(r["jobs"] for r in rows),
-                     "wall_s": sum(r["wall_s"] for r in rows), "max_job_s": max(r["max_job_s"] for r in rows),
-                     "cpu_s": sum(r["cpu_s"] for r in rows), "max_rss_mb": max(r["max_rss_mb"] for r in rows),
-                     "slowest": max(rows, key=lambda r: r["max_job_s"])["slowest"]})
-    return pl.DataFrame(rows, schema={"stage": pl.String, "jobs": pl.Int64, "wall_s": pl.Float64,
-                                      "max_job_s": pl.Float64, "cpu_s": pl.Float64, "max_rss_mb": pl.Float64,
-                                      "slowest": pl.String})
+        rows.append(
+            {
+                "stage": "total",
+                "jobs": sum(r["jobs"] for r in rows),
+                "wall_s": sum(r["wall_s"] for r in rows),
+                "max_job_s": max(r["max_job_s"] for r in rows),
+                "cpu_s": sum(r["cpu_s"] for r in rows),
+                "max_rss_mb": max(r["max_rss_mb"] for r in rows),
+                "slowest": max(rows, key=lambda r: r["max_job_s"])["slowest"],
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "stage": pl.String,
+            "jobs": pl.Int64,
+            "wall_s": pl.Float64,
+            "max_job_s": pl.Float64,
+            "cpu_s": pl.Float64,
+            "max_rss_mb": pl.Float64,
+            "slowest": pl.String,
+        },
+    )

@@ -96,16 +96,19 @@ VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video
 
 def _raw_tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     return tok
 
 
-def build_tokenizer(texts: Iterable[str], out_dir=None, *, vocab_size: int = 512,
-                    extra_special_tokens: Iterable[str] = ()):
+def build_tokenizer(
+    texts: Iterable[str], out_dir=None, *, vocab_size: int = 512, extra_special_tokens: Iterable[str] = ()
+):
     """Train the BPE on ``texts`` and return a ``PreTrainedTokenizerFast`` (saved to ``out_dir``
     with ``save_pretrained`` when given). Deterministic for the same texts and vocab size.
     ``extra_special_tokens`` (e.g. :data:`VISION_TOKENS`) are added after Qwen's three."""

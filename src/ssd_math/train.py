@@ -146,23 +146,30 @@ import torch.nn.functional as F  # noqa: E402
 import torch.utils.checkpoint  # noqa: E402
 
 from ssd_math import config as sc  # noqa: E402
-from ssd_math.io import (atomic_path, file_sha256, read_json, read_jsonl, stable_hash, write_json,
-                         write_meta)
-from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker
-from ssd_math.tokenizer import load_tokenizer
+from ssd_math.io import (  # noqa: E402
+    atomic_path,
+    file_sha256,
+    read_json,
+    read_jsonl,
+    stable_hash,
+    write_json,
+    write_meta,
+)
+from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker  # noqa: E402
+from ssd_math.tokenizer import load_tokenizer  # noqa: E402
 
 #: The job keys of a spec: where it reads and writes, and how it reports (the rules set them).
 JOB_DEFAULTS: dict = {
-    "init_dir": None,          # folder with config.json + tokenizer (+ weights unless init_random)
-    "init_random": False,      # fresh weights from config.json (pretraining the tiny base)
-    "data": None,              # JSONL path (or a list of row dicts) with prompt / completion
-    "out_dir": None,           # final model folder
-    "checkpoints": {},         # {optimizer step: folder}
-    "log": None,               # per-step JSONL log
-    "resume_dir": None,        # training state for resume (None: no resume state)
+    "init_dir": None,  # folder with config.json + tokenizer (+ weights unless init_random)
+    "init_random": False,  # fresh weights from config.json (pretraining the tiny base)
+    "data": None,  # JSONL path (or a list of row dicts) with prompt / completion
+    "out_dir": None,  # final model folder
+    "checkpoints": {},  # {optimizer step: folder}
+    "log": None,  # per-step JSONL log
+    "resume_dir": None,  # training state for resume (None: no resume state)
     "seed": 0,
-    "save_dtype": None,        # dtype of the saved model folders (the served dtype); None = dtype
-    "progress": True,          # tqdm bar on stderr
+    "save_dtype": None,  # dtype of the saved model folders (the served dtype); None = dtype
+    "progress": True,  # tqdm bar on stderr
     "interrupt_after_step": None,  # exit (INTERRUPT_EXIT) once the resume state of this step is saved
 }
 
@@ -181,8 +188,7 @@ _SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 # keys that do not change the trained weights (may differ between a run and its resume);
 # max_steps is not one of them: it sets the number of steps, hence the LR schedule
-_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "save_dtype",
-                   "interrupt_after_step"}
+_RESUME_NEUTRAL = {"checkpoints", "log", "resume_dir", "out_dir", "progress", "save_dtype", "interrupt_after_step"}
 # The exit code of a run stopped by ``interrupt_after_step`` (EX_TEMPFAIL: try again).
 INTERRUPT_EXIT = 75
 
@@ -195,31 +201,32 @@ RESUME_FORMAT = 2
 # spec
 # ------------------------------------------------------------------------------------------
 
+
 def resolve_spec(spec: dict) -> dict:
     """Defaults filled in, types normalised, incompatible options rejected (fail fast): the
     recipe keys accept exactly what the config schema accepts for sft (:func:`ssd_math.config.recipe_errors`)."""
     unknown = set(spec) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown training spec key(s): {sorted(unknown)}; "
-                         f"known: {sorted(DEFAULTS)}")
+        raise ValueError(f"unknown training spec key(s): {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     s = {**DEFAULTS, **spec}
     s["instrument"] = {**DEFAULTS["instrument"], **(spec.get("instrument") or {})}
     s["checkpoints"] = {int(k): str(v) for k, v in (s["checkpoints"] or {}).items()}
     for key in ("init_dir", "data", "out_dir"):
         if s[key] is None:
             raise ValueError(f"training spec needs {key!r}")
-    problems = sc.recipe_errors({k: s[k] for k in DEFAULTS if k not in JOB_DEFAULTS},
-                                what="training spec key")
+    problems = sc.recipe_errors({k: s[k] for k in DEFAULTS if k not in JOB_DEFAULTS}, what="training spec key")
     if problems:
         raise ValueError("invalid training spec:\n  - " + "\n  - ".join(problems))
     if s["interrupt_after_step"] is not None and not (
-            s["resume_dir"] and int(s["interrupt_after_step"]) in s["checkpoints"]):
-        raise ValueError(f"interrupt_after_step {s['interrupt_after_step']} needs a resume_dir and a "
-                         f"checkpoint at that step (checkpoints: {sorted(s['checkpoints'])}): the "
-                         "resume state is saved at checkpoint steps only")
+        s["resume_dir"] and int(s["interrupt_after_step"]) in s["checkpoints"]
+    ):
+        raise ValueError(
+            f"interrupt_after_step {s['interrupt_after_step']} needs a resume_dir and a "
+            f"checkpoint at that step (checkpoints: {sorted(s['checkpoints'])}): the "
+            "resume state is saved at checkpoint steps only"
+        )
     if s["save_dtype"] is not None and s["save_dtype"] not in _SAVE_DTYPES:
-        raise ValueError(f"save_dtype must be one of {sorted(_SAVE_DTYPES)} or null, "
-                         f"got {s['save_dtype']!r}")
+        raise ValueError(f"save_dtype must be one of {sorted(_SAVE_DTYPES)} or null, got {s['save_dtype']!r}")
     return s
 
 
@@ -230,7 +237,8 @@ def batch_layout(global_batch: int, micro_batch: int, num_processes: int) -> int
         raise ValueError(
             f"global_batch {global_batch} is not micro_batch {micro_batch} x accumulation x "
             f"{num_processes} process(es): it must be divisible by "
-            f"{micro_batch * num_processes}")
+            f"{micro_batch * num_processes}"
+        )
     return per_proc // micro_batch
 
 
@@ -248,6 +256,7 @@ def lr_at(step: int, s: dict, total_steps: int) -> float:
 # ------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------
+
 
 def encode_row(row: dict, tok, max_len: int) -> tuple[list[int], list[int]]:
     """(input_ids, labels): prompt tokens labelled -100, completion (+eos if stopped) trained."""
@@ -272,7 +281,8 @@ def check_trained_tokens(n_loss: list[int], *, lengths: list[int], max_len: int,
         raise ValueError(
             f"{len(empty)} of {len(n_loss)} training rows of {src} keep no completion token after "
             f"truncation to max_len={max_len} (first: row {empty[0] + 1}, {lengths[empty[0]]} tokens, all "
-            f"prompt): raise sft.max_len above the longest prompt, or drop those rows")
+            f"prompt): raise sft.max_len above the longest prompt, or drop those rows"
+        )
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
@@ -282,9 +292,9 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
     labels = torch.full((len(examples), n), -100, dtype=torch.long)
     mask = torch.zeros((len(examples), n), dtype=torch.long)
     for i, (x, y) in enumerate(examples):
-        ids[i, :len(x)] = torch.tensor(x)
-        labels[i, :len(y)] = torch.tensor(y)
-        mask[i, :len(x)] = 1
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
@@ -293,8 +303,7 @@ def n_loss_tokens(labels: list[int]) -> int:
     return sum(1 for y in labels[1:] if y != -100)
 
 
-def epoch_order(n_rows: int, seed: int, epoch: int, lengths: list[int] | None = None,
-                batch: int = 1) -> list[int]:
+def epoch_order(n_rows: int, seed: int, epoch: int, lengths: list[int] | None = None, batch: int = 1) -> list[int]:
     """The row order of an epoch: a pure function of (seed, epoch) (and, with ``lengths``, of
     the rows' lengths: length-grouped batches of ``batch`` rows in a random order)."""
     if lengths is None:
@@ -305,17 +314,17 @@ def epoch_order(n_rows: int, seed: int, epoch: int, lengths: list[int] | None = 
     grouped = get_length_grouped_indices(list(lengths), batch, generator=g)
     n_batches = len(grouped) // batch  # the remainder rows are dropped, as without grouping
     perm = np.random.default_rng([seed, epoch, 1]).permutation(n_batches)
-    return [i for b in perm for i in grouped[b * batch:(b + 1) * batch]]
+    return [i for b in perm for i in grouped[b * batch : (b + 1) * batch]]
 
 
-def global_batch_rows(step: int, n_rows: int, s: dict, steps_per_epoch: int,
-                      lengths: list[int] | None = None) -> list[int]:
+def global_batch_rows(
+    step: int, n_rows: int, s: dict, steps_per_epoch: int, lengths: list[int] | None = None
+) -> list[int]:
     """Row indices of 0-based optimizer step ``step`` (the data position); ``lengths`` (token
     counts per row) when ``s["group_by_length"]``."""
     epoch, k = divmod(step, steps_per_epoch)
-    order = epoch_order(n_rows, s["seed"], epoch,
-                        lengths if s.get("group_by_length") else None, s["global_batch"])
-    return order[k * s["global_batch"]:(k + 1) * s["global_batch"]]
+    order = epoch_order(n_rows, s["seed"], epoch, lengths if s.get("group_by_length") else None, s["global_batch"])
+    return order[k * s["global_batch"] : (k + 1) * s["global_batch"]]
 
 
 def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0) -> torch.Tensor:
@@ -333,8 +342,9 @@ def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logits = logits[:, :-1].float()
         target = batch["labels"][:, 1:]
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                               ignore_index=-100, reduction="sum")
+        return F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
+        )
     raw = raw_model if raw_model is not None else model
     head = raw.get_output_embeddings()
     raw.set_output_embeddings(torch.nn.Identity())
@@ -350,10 +360,11 @@ def token_sum_loss(model, batch: dict, *, raw_model=None, chunk_tokens: int = 0)
     t = batch["labels"][:, 1:].reshape(-1)
     total = h.new_zeros((), dtype=torch.float32)
     for i in range(0, h.size(0), int(chunk_tokens)):
-        tc = t[i:i + chunk_tokens]
+        tc = t[i : i + chunk_tokens]
         if bool((tc != -100).any()):
             total = total + torch.utils.checkpoint.checkpoint(
-                _chunk_ce, h[i:i + chunk_tokens], tc, w, b, use_reentrant=False)
+                _chunk_ce, h[i : i + chunk_tokens], tc, w, b, use_reentrant=False
+            )
     return total
 
 
@@ -371,6 +382,7 @@ def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor, b) -> torch.Ten
 # ------------------------------------------------------------------------------------------
 # model, optimizer, state
 # ------------------------------------------------------------------------------------------
+
 
 def load_model_and_tokenizer(s: dict):
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -411,8 +423,10 @@ def checkpoint_sublayers(model) -> int:
                 part.forward = partial(_checkpointed, part.forward)
                 n += 1
     if not n:
-        raise ValueError(f"checkpoint_sublayers: {type(model).__name__} has no transformers "
-                         "GradientCheckpointingLayer (decoder layer) to look inside")
+        raise ValueError(
+            f"checkpoint_sublayers: {type(model).__name__} has no transformers "
+            "GradientCheckpointingLayer (decoder layer) to look inside"
+        )
     return n
 
 
@@ -427,10 +441,12 @@ def compute_dtype_residuals(model, device_type: str):
     (RMSNorm returns its input's dtype), doubling the checkpointed activations
     (docs/memory_plan.md). Without autocast (the CPU default) the hook changes nothing.
     Returns the hook handle."""
+
     def cast(_module, _inputs, out):
         if torch.is_autocast_enabled(device_type):
             return out.to(torch.get_autocast_dtype(device_type))
         return out
+
     return model.get_input_embeddings().register_forward_hook(cast)
 
 
@@ -452,21 +468,22 @@ def check_linear_attention_kernels(config, device_type: str) -> list[str]:
     layer_types = getattr(text, "layer_types", None) or []
     if device_type != "cuda" or "linear_attention" not in layer_types:
         return []
-    from transformers.utils.import_utils import (is_causal_conv1d_available,
-                                                 is_flash_linear_attention_available)
+    from transformers.utils.import_utils import is_causal_conv1d_available, is_flash_linear_attention_available
 
     n = layer_types.count("linear_attention")
     if not is_flash_linear_attention_available():
         raise RuntimeError(
             f"the model has {n} linear-attention (Gated DeltaNet) layers but flash-linear-attention "
             f"is not installed: transformers would run its reference PyTorch kernels. Install it "
-            f"with: {FLA_INSTALL}")
+            f"with: {FLA_INSTALL}"
+        )
     warnings = []
     if not is_causal_conv1d_available():
         warnings.append(
             f"warning: causal-conv1d is not installed: the short convolution of the {n} "
             "linear-attention layers runs as transformers' PyTorch fallback (F.conv1d); "
-            "bench/gpu_check.sh records the step time with the kernels that ran")
+            "bench/gpu_check.sh records the step time with the kernels that ran"
+        )
     for w in warnings:
         print(w, file=sys.stderr)
     return warnings
@@ -476,11 +493,9 @@ def make_optimizer(model, s: dict) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices (ndim >= 2, incl. embeddings), none on norms/biases."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": s["weight_decay"]},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": s["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
     # foreach=False: the per-parameter loop is bitwise reproducible on CPU across resumes
-    return torch.optim.AdamW(groups, lr=s["lr"], betas=tuple(s["betas"]), eps=s["eps"],
-                             foreach=False)
+    return torch.optim.AdamW(groups, lr=s["lr"], betas=tuple(s["betas"]), eps=s["eps"], foreach=False)
 
 
 @torch.no_grad()
@@ -494,8 +509,7 @@ def round_to_bf16_(model, optimizer) -> None:
                 _local(st[key]).copy_(_local(st[key]).to(torch.bfloat16))
 
 
-def save_model(model, tok, folder: str | Path, state_dict=None, save_dtype: str | None = None,
-               **meta) -> None:
+def save_model(model, tok, folder: str | Path, state_dict=None, save_dtype: str | None = None, **meta) -> None:
     """save_pretrained + tokenizer into a temporary folder, then rename onto ``folder``.
     ``state_dict``: the full weights when the model is sharded (accelerator.get_state_dict).
     ``save_dtype``: the dtype the folder holds (the served dtype: bf16 for the real recipe, half
@@ -534,6 +548,7 @@ def cast_state_dict(sd: dict, dtype: torch.dtype) -> dict:
 def _link_tree(src, dst) -> None:
     """Copy a folder as hard links (no second copy of the weights on disk; a plain copy where
     links are refused), atomically: into a temporary name, then renamed."""
+
     def link(a, b):
         try:
             os.link(a, b)
@@ -547,8 +562,9 @@ def _link_tree(src, dst) -> None:
     os.replace(tmp, dst)
 
 
-def save_resume(resume_dir, accelerator, step: int, elapsed: float, tokens: int, spec_hash: str,
-                checkpoints: dict | None = None) -> None:
+def save_resume(
+    resume_dir, accelerator, step: int, elapsed: float, tokens: int, spec_hash: str, checkpoints: dict | None = None
+) -> None:
     """accelerate's ``save_state`` (model, optimizer, RNG states of every process, and the objects
     registered for checkpointing: the scheduler and the noise estimator), plus ``progress.json``
     and the checkpoint folders written so far (``checkpoints``: {step: folder}) as hard links
@@ -564,8 +580,17 @@ def save_resume(resume_dir, accelerator, step: int, elapsed: float, tokens: int,
     accelerator.save_state(tmp)  # every process (FSDP2 gathers the full state onto the main one)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / "progress.json", {"format": RESUME_FORMAT, "step": step, "log_rows": step,
-                                           "elapsed_s": elapsed, "tokens": tokens, "spec_hash": spec_hash})
+        write_json(
+            tmp / "progress.json",
+            {
+                "format": RESUME_FORMAT,
+                "step": step,
+                "log_rows": step,
+                "elapsed_s": elapsed,
+                "tokens": tokens,
+                "spec_hash": spec_hash,
+            },
+        )
         for k, folder in sorted((checkpoints or {}).items()):
             if k <= step:
                 _link_tree(folder, tmp / "checkpoints" / str(k))
@@ -651,25 +676,37 @@ def check_parallel_setup(s: dict, accelerator) -> None:
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
-        raise ValueError("FSDP1 is not supported by ssd_math.train: set fsdp_version: 2 in the "
-                         "accelerate config (envs/accelerate/fsdp.yaml)")
-    if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU,
-                                            DistributedType.MULTI_GPU, DistributedType.FSDP):
-        raise ValueError(f"accelerate distributed_type {accelerator.distributed_type} is not "
-                         "supported by ssd_math.train (NO, MULTI_CPU, MULTI_GPU or FSDP v2)")
+        raise ValueError(
+            "FSDP1 is not supported by ssd_math.train: set fsdp_version: 2 in the "
+            "accelerate config (envs/accelerate/fsdp.yaml)"
+        )
+    if accelerator.distributed_type not in (
+        DistributedType.NO,
+        DistributedType.MULTI_CPU,
+        DistributedType.MULTI_GPU,
+        DistributedType.FSDP,
+    ):
+        raise ValueError(
+            f"accelerate distributed_type {accelerator.distributed_type} is not "
+            "supported by ssd_math.train (NO, MULTI_CPU, MULTI_GPU or FSDP v2)"
+        )
     plugin = getattr(accelerator.state, "fsdp_plugin", None)
     if accelerator.is_fsdp2 and plugin.activation_checkpointing and s["gradient_checkpointing"]:
-        raise ValueError("activation checkpointing is on twice: fsdp_activation_checkpointing in "
-                         "the accelerate config and sft.gradient_checkpointing; keep one "
-                         "(envs/accelerate/fsdp.yaml leaves it to sft.gradient_checkpointing)")
+        raise ValueError(
+            "activation checkpointing is on twice: fsdp_activation_checkpointing in "
+            "the accelerate config and sft.gradient_checkpointing; keep one "
+            "(envs/accelerate/fsdp.yaml leaves it to sft.gradient_checkpointing)"
+        )
 
 
 def _sum_fn(accelerator):
     """Sum of a tensor over processes (for counts over FSDP2 shards)."""
+
     def total(t: torch.Tensor) -> torch.Tensor:
         t = t.to(accelerator.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
         return t
+
     return total
 
 
@@ -682,6 +719,7 @@ def peak_mem_mb(device) -> float:
 # ------------------------------------------------------------------------------------------
 # the loop and its helpers (each named for the part of a step it owns)
 # ------------------------------------------------------------------------------------------
+
 
 def start_processes(s: dict):
     """The Accelerator of this run (distributed setup checked, seeds set) and the number of
@@ -700,7 +738,8 @@ def start_processes(s: dict):
         raise RuntimeError(
             f"launched as {os.environ['WORLD_SIZE']} processes but accelerate sees {world}: on CPU "
             "set ACCELERATE_USE_CPU=1 (accelerate launch with use_cpu: true does), or every "
-            "process would train alone and overwrite the same files")
+            "process would train alone and overwrite the same files"
+        )
     accum = batch_layout(s["global_batch"], s["micro_batch"], world)
     set_seed(s["seed"])
     if accelerator.device.type == "cpu":
@@ -729,7 +768,8 @@ def plan_steps(s: dict, n_rows: int) -> tuple[int, int, dict]:
         raise ValueError(
             f"checkpoint step {too_far[0]} requested but training has only {total_steps} "
             f"optimizer steps ({n_rows} rows / global_batch {s['global_batch']} x "
-            f"{s['epochs']} epoch(s)); lower config key sft.checkpoint_steps")
+            f"{s['epochs']} epoch(s)); lower config key sft.checkpoint_steps"
+        )
     return steps_per_epoch, total_steps, past_end
 
 
@@ -737,21 +777,29 @@ def make_instruments(inst: dict, raw_model, accelerator):
     """(weight-change tracker, gradient-noise estimator) of ``instrument.enabled``, else (None, None)."""
     if not inst["enabled"]:
         return None, None
-    tracker = WeightChangeTracker(raw_model, inst["store_dtype"], inst["dw_bins"] or DEFAULT_DW_BINS,
-                                  sum_over_processes=_sum_fn(accelerator) if accelerator.is_fsdp2 else None)
+    tracker = WeightChangeTracker(
+        raw_model,
+        inst["store_dtype"],
+        inst["dw_bins"] or DEFAULT_DW_BINS,
+        sum_over_processes=_sum_fn(accelerator) if accelerator.is_fsdp2 else None,
+    )
     return tracker, GradientNoiseEstimator(ema=inst["ema"])
 
 
 def training_spec_hash(s: dict) -> str:
     """The hash of everything in the spec that changes the trained weights (the data file's
     content included): a resume state written under another hash is refused."""
-    return stable_hash({**{k: v for k, v in s.items() if k not in _RESUME_NEUTRAL},
-                        "data_sha256": file_sha256(s["data"]) if isinstance(
-                            s["data"], (str, os.PathLike)) else None})
+    return stable_hash(
+        {
+            **{k: v for k, v in s.items() if k not in _RESUME_NEUTRAL},
+            "data_sha256": file_sha256(s["data"]) if isinstance(s["data"], (str, os.PathLike)) else None,
+        }
+    )
 
 
-def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, checkpoints: dict | None = None,
-                         live_log: Path | None = None) -> tuple[int, float, int]:
+def restore_resume_state(
+    rdir: Path | None, spec_hash: str, accelerator, checkpoints: dict | None = None, live_log: Path | None = None
+) -> tuple[int, float, int]:
     """Restore the training state in ``rdir`` when there is one (accelerate's ``load_state``: the
     prepared model and optimizer, the RNG states, the registered scheduler and noise estimator);
     (optimizer steps done, elapsed seconds, tokens seen) -- (0, 0.0, 0) on a fresh start.
@@ -771,19 +819,26 @@ def restore_resume_state(rdir: Path | None, spec_hash: str, accelerator, checkpo
         return 0, 0.0, 0
     prog = read_json(rdir / "progress.json")
     if prog.get("format", 1) != RESUME_FORMAT:
-        raise ValueError(f"resume state in {rdir} has format {prog.get('format', 1)} (an older "
-                         f"ssd_math.train's); this one reads format {RESUME_FORMAT} (accelerate's "
-                         "save_state): delete it to start over")
+        raise ValueError(
+            f"resume state in {rdir} has format {prog.get('format', 1)} (an older "
+            f"ssd_math.train's); this one reads format {RESUME_FORMAT} (accelerate's "
+            "save_state): delete it to start over"
+        )
     if prog["spec_hash"] != spec_hash:
-        raise ValueError(f"resume state in {rdir} was written by a different training spec; "
-                         "delete it to start over")
+        raise ValueError(f"resume state in {rdir} was written by a different training spec; delete it to start over")
     missing = {k: Path(f) for k, f in (checkpoints or {}).items() if k <= prog["step"] and not Path(f).exists()}
     lost = [str(f) for k, f in sorted(missing.items()) if not (rdir / "checkpoints" / str(k)).is_dir()]
-    rows = (sum(1 for ln in live_log.read_text(encoding="utf-8").splitlines() if ln.strip())
-            if live_log is not None and live_log.exists() else 0)
+    rows = (
+        sum(1 for ln in live_log.read_text(encoding="utf-8").splitlines() if ln.strip())
+        if live_log is not None and live_log.exists()
+        else 0
+    )
     if lost or (live_log is not None and rows < prog["step"]):
-        why = (f"checkpoint(s) {', '.join(lost)} are gone" if lost else
-               f"its log {live_log} has {rows} of {prog['step']} rows")
+        why = (
+            f"checkpoint(s) {', '.join(lost)} are gone"
+            if lost
+            else f"its log {live_log} has {rows} of {prog['step']} rows"
+        )
         print(f"resume state in {rdir} is at step {prog['step']}, but {why}: starting over", file=sys.stderr)
         return 0, 0.0, 0
     accelerator.wait_for_everyone()  # every process has decided before the folders come back
@@ -832,8 +887,20 @@ def open_step_log(log: str | None, start_step: int, is_main: bool):
     return log_path, live_log, open(live_log, "a", encoding="utf-8")
 
 
-def accumulate_gradients(model, raw_model, accelerator, s: dict, examples, idx: list[int], n_loss,
-                         n_global: int, pad_id: int, accum: int, params, measure_noise: bool):
+def accumulate_gradients(
+    model,
+    raw_model,
+    accelerator,
+    s: dict,
+    examples,
+    idx: list[int],
+    n_loss,
+    n_global: int,
+    pad_id: int,
+    accum: int,
+    params,
+    measure_noise: bool,
+):
     """Forward and backward over this process's micro-batches of one global batch (``idx``);
     returns (summed token loss of this process, the small-batch gradient measurement
     ``(|g_small|², B_small)`` for the gradient-noise estimator, or None).
@@ -844,33 +911,35 @@ def accumulate_gradients(model, raw_model, accelerator, s: dict, examples, idx: 
     under ``no_sync`` (that would keep whole unsharded gradients per GPU and leave p.grad None)."""
     world, rank, fsdp = accelerator.num_processes, accelerator.process_index, accelerator.is_fsdp2
     per_proc = s["global_batch"] // world
-    local = idx[rank * per_proc:(rank + 1) * per_proc]
+    local = idx[rank * per_proc : (rank + 1) * per_proc]
     loss_sum = torch.zeros((), device=accelerator.device)
     small = None
     manual_reduce = measure_noise and world > 1 and not fsdp
     for m in range(accum):
-        mb = local[m * s["micro_batch"]:(m + 1) * s["micro_batch"]]
+        mb = local[m * s["micro_batch"] : (m + 1) * s["micro_batch"]]
         batch = {k: v.to(accelerator.device) for k, v in collate([examples[i] for i in mb], pad_id).items()}
         sync = fsdp or (m == accum - 1 and not manual_reduce)
         with contextlib.nullcontext() if sync else accelerator.no_sync(model):
             with accelerator.autocast():  # the chunked output layer too, not just forward
-                tok_loss = token_sum_loss(model, batch, raw_model=raw_model,
-                                          chunk_tokens=int(s["loss_chunk_tokens"]))
+                tok_loss = token_sum_loss(model, batch, raw_model=raw_model, chunk_tokens=int(s["loss_chunk_tokens"]))
             # DDP/FSDP average over processes, hence * world: the sum is over the global batch
             accelerator.backward(tok_loss * world / n_global)
         loss_sum += tok_loss.detach()
         if measure_noise and m == 0 and accum > 1 and (world == 1 or fsdp):
-            first = [i for r in range(world) for i in idx[r * per_proc:r * per_proc + s["micro_batch"]]]
+            first = [i for r in range(world) for i in idx[r * per_proc : r * per_proc + s["micro_batch"]]]
             n_first = max(1, sum(n_loss[i] for i in first))
-            small = (grad_sq_norm(params, fsdp, accelerator.device) * (n_global / n_first) ** 2,
-                     s["micro_batch"] * world)
+            small = (
+                grad_sq_norm(params, fsdp, accelerator.device) * (n_global / n_first) ** 2,
+                s["micro_batch"] * world,
+            )
     if manual_reduce:
         small = ddp_small_batch_and_allreduce(accelerator, params, local, n_loss, n_global, per_proc)
     return loss_sum, small
 
 
-def ddp_small_batch_and_allreduce(accelerator, params, local: list[int], n_loss, n_global: int,
-                                  per_proc: int) -> tuple[float, int]:
+def ddp_small_batch_and_allreduce(
+    accelerator, params, local: list[int], n_loss, n_global: int, per_proc: int
+) -> tuple[float, int]:
     """DDP with the noise estimator: B_small = one process's accumulated gradient (rescaled to
     its own mean loss), |g_small|² averaged over processes; then the gradients are all-reduced
     (mean) here, in place of DDP's own sync. Returns (|g_small|², B_small)."""
@@ -887,10 +956,11 @@ def noise_fields(tracker, noise_est, raw_model, small, grad_norm: float, global_
     and, with a small-batch measurement, the gradient-noise estimates (null without one)."""
     row = tracker.after_step(raw_model)
     if small is not None:
-        row.update(noise_est.update(small[0], small[1], grad_norm ** 2, global_batch))
+        row.update(noise_est.update(small[0], small[1], grad_norm**2, global_batch))
     else:
-        row.update({k: None for k in ("G2_raw", "trS_raw", "G2_ema", "trS_ema", "B_simple", "gs_norm",
-                                      "B_small", "B_big")})
+        row.update(
+            {k: None for k in ("G2_raw", "trS_raw", "G2_ema", "trS_ema", "B_simple", "gs_norm", "B_small", "B_big")}
+        )
         row["gB_norm"] = grad_norm
     return row
 
@@ -936,6 +1006,7 @@ def train(spec: dict) -> dict:
     bar = None
     if s["progress"] and is_main:
         from tqdm import tqdm
+
         bar = tqdm(total=total_steps, initial=start_step, file=sys.stderr, desc="train", dynamic_ncols=True)
 
     # ---- steps ---------------------------------------------------------------------------
@@ -947,14 +1018,27 @@ def train(spec: dict) -> dict:
             idx = global_batch_rows(step, len(examples), s, steps_per_epoch, lengths)
             n_global = max(1, sum(n_loss[i] for i in idx))  # completion tokens, whole batch
             step_tokens = sum(len(examples[i][0]) for i in idx)
-            loss_sum, small = accumulate_gradients(model, raw_model, accelerator, s, examples, idx, n_loss,
-                                                   n_global, pad_id, accum, params, noise_est is not None)
+            loss_sum, small = accumulate_gradients(
+                model,
+                raw_model,
+                accelerator,
+                s,
+                examples,
+                idx,
+                n_loss,
+                n_global,
+                pad_id,
+                accum,
+                params,
+                noise_est is not None,
+            )
             loss = float(accelerator.reduce(loss_sum, reduction="sum")) / n_global
             grad_norm = math.sqrt(grad_sq_norm(params, fsdp, accelerator.device))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise FloatingPointError(
                     f"non-finite training signal at optimizer step {step + 1}: loss={loss}, "
-                    f"grad_norm={grad_norm}; stopped before the update (last checkpoint intact)")
+                    f"grad_norm={grad_norm}; stopped before the update (last checkpoint intact)"
+                )
             if s["grad_clip"] is not None:
                 clip_grads_(params, s["grad_clip"], grad_norm)
             lr_now = optimizer.param_groups[0]["lr"]
@@ -967,14 +1051,27 @@ def train(spec: dict) -> dict:
             optimizer.zero_grad(set_to_none=True)
 
             tokens_total += step_tokens
-            row = {"step": step + 1, "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": lr_now,
-                   "grad_norm": grad_norm, "tokens": tokens_total, "loss_tokens": n_global}
+            row = {
+                "step": step + 1,
+                "loss": loss,
+                "ppl": math.exp(min(loss, 50.0)),
+                "lr": lr_now,
+                "grad_norm": grad_norm,
+                "tokens": tokens_total,
+                "loss_tokens": n_global,
+            }
             if tracker is not None:
                 row.update(noise_fields(tracker, noise_est, raw_model, small, grad_norm, s["global_batch"]))
             dt = time.perf_counter() - t0  # the whole step, instrumentation included
-            row.update({"elapsed_s": elapsed0 + time.perf_counter() - t_run, "step_s": dt,
-                        "step_cpu_s": time.process_time() - c0, "tokens_per_s": step_tokens / dt,
-                        "mem_mb": peak_mem_mb(accelerator.device)})
+            row.update(
+                {
+                    "elapsed_s": elapsed0 + time.perf_counter() - t_run,
+                    "step_s": dt,
+                    "step_cpu_s": time.process_time() - c0,
+                    "tokens_per_s": step_tokens / dt,
+                    "mem_mb": peak_mem_mb(accelerator.device),
+                }
+            )
             if log_fh is not None:
                 append_row(log_fh, row)
             if bar is not None:
@@ -983,17 +1080,30 @@ def train(spec: dict) -> dict:
             if step + 1 in s["checkpoints"]:
                 weights = full_weights(accelerator, model) if fsdp else None  # every process
                 if is_main:
-                    save_model(raw_model, tok, s["checkpoints"][step + 1], state_dict=weights,
-                               save_dtype=s["save_dtype"], step=step + 1, total_steps=total_steps, spec_hash=spec_hash)
+                    save_model(
+                        raw_model,
+                        tok,
+                        s["checkpoints"][step + 1],
+                        state_dict=weights,
+                        save_dtype=s["save_dtype"],
+                        step=step + 1,
+                        total_steps=total_steps,
+                        spec_hash=spec_hash,
+                    )
                 if rdir is not None:
-                    save_resume(rdir, accelerator, step + 1, row["elapsed_s"], tokens_total, spec_hash,
-                                s["checkpoints"])
+                    save_resume(
+                        rdir, accelerator, step + 1, row["elapsed_s"], tokens_total, spec_hash, s["checkpoints"]
+                    )
                 accelerator.wait_for_everyone()
                 if step + 1 == s["interrupt_after_step"]:
                     # the resume drill: stop as a preempted job would; the rerun resumes here
                     # (a run that resumed past this step never gets here)
-                    print(f"interrupt_after_step {step + 1}: resume state saved, stopping "
-                          f"(exit {INTERRUPT_EXIT}); a rerun resumes from it", file=sys.stderr, flush=True)
+                    print(
+                        f"interrupt_after_step {step + 1}: resume state saved, stopping "
+                        f"(exit {INTERRUPT_EXIT}); a rerun resumes from it",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     raise SystemExit(INTERRUPT_EXIT)
     finally:
         if log_fh is not None:
@@ -1004,21 +1114,43 @@ def train(spec: dict) -> dict:
     # ---- the final model -----------------------------------------------------------------
     weights = full_weights(accelerator, model) if fsdp else None  # every process
     if is_main:
-        save_model(raw_model, tok, s["out_dir"], state_dict=weights, save_dtype=s["save_dtype"],
-                   step=total_steps,
-                   total_steps=total_steps, spec_hash=spec_hash)
+        save_model(
+            raw_model,
+            tok,
+            s["out_dir"],
+            state_dict=weights,
+            save_dtype=s["save_dtype"],
+            step=total_steps,
+            total_steps=total_steps,
+            spec_hash=spec_hash,
+        )
         for k, folder in sorted(past_end.items()):
-            save_model(raw_model, tok, folder, state_dict=weights, save_dtype=s["save_dtype"],
-                       step=total_steps, requested_step=k,
-                       total_steps=total_steps, spec_hash=spec_hash,
-                       note="requested step is past the end of training: these are the final weights")
+            save_model(
+                raw_model,
+                tok,
+                folder,
+                state_dict=weights,
+                save_dtype=s["save_dtype"],
+                step=total_steps,
+                requested_step=k,
+                total_steps=total_steps,
+                spec_hash=spec_hash,
+                note="requested step is past the end of training: these are the final weights",
+            )
         if live_log is not None:
             os.replace(live_log, log_path)
         drop_resume_state(rdir)
     accelerator.wait_for_everyone()
-    return {"steps": total_steps, "resumed_from": start_step, "tokens": tokens_total,
-            "final_loss": loss, "elapsed_s": elapsed0 + time.perf_counter() - t_run,
-            "steps_per_epoch": steps_per_epoch, "accumulation": accum, "processes": world}
+    return {
+        "steps": total_steps,
+        "resumed_from": start_step,
+        "tokens": tokens_total,
+        "final_loss": loss,
+        "elapsed_s": elapsed0 + time.perf_counter() - t_run,
+        "steps_per_epoch": steps_per_epoch,
+        "accumulation": accum,
+        "processes": world,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

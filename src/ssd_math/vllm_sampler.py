@@ -14,9 +14,18 @@ from typing import Any
 from .config import VLLM_MISSING
 from .sampler import SamplingConfig, base_row, check_requests, request_seed
 
-def vllm_output_to_rows(request: dict, output: Any, *, sampling: SamplingConfig, condition: str,
-                        base_seed: int, model: str, eos_token: str | None = "<|im_end|>",
-                        sample_indices: Sequence[int] | None = None) -> list[dict]:
+
+def vllm_output_to_rows(
+    request: dict,
+    output: Any,
+    *,
+    sampling: SamplingConfig,
+    condition: str,
+    base_seed: int,
+    model: str,
+    eos_token: str | None = "<|im_end|>",
+    sample_indices: Sequence[int] | None = None,
+) -> list[dict]:
     """Rows from one ``vllm.RequestOutput`` (anything with ``.outputs[i].text / .token_ids /
     .finish_reason``). vLLM's finish_reason is "stop" (eos or a stop token) or "length"; other
     values ("abort") are kept as they are. ``sample_indices`` name the outputs' sample indices
@@ -30,10 +39,19 @@ def vllm_output_to_rows(request: dict, output: Any, *, sampling: SamplingConfig,
         text = o.text
         if eos_token and text.endswith(eos_token):
             text = text[: -len(eos_token)]
-        rows.append(base_row(
-            request, sample_index=s, completion=text, n_completion_tokens=len(o.token_ids),
-            finish_reason=o.finish_reason, sampling=sampling, model=model, condition=condition,
-            seed=request_seed(base_seed, request["id"], s, condition)))
+        rows.append(
+            base_row(
+                request,
+                sample_index=s,
+                completion=text,
+                n_completion_tokens=len(o.token_ids),
+                finish_reason=o.finish_reason,
+                sampling=sampling,
+                model=model,
+                condition=condition,
+                seed=request_seed(base_seed, request["id"], s, condition),
+            )
+        )
     return rows
 
 
@@ -41,6 +59,7 @@ def vllm_output_to_rows(request: dict, output: Any, *, sampling: SamplingConfig,
 class Work:
     """One engine request: sample ``sample_index`` of ``request`` under ``condition``. ``tag``
     is the caller's (e.g. which output file the row goes to)."""
+
     request: dict
     sample_index: int
     sampling: SamplingConfig
@@ -57,11 +76,23 @@ class Work:
 #: starts. ``language_model_only`` (``MultiModalConfig.language_model_only``): every modality
 #: limit is 0, so a ``*ForConditionalGeneration`` checkpoint (Qwen3.5) is served text-only and
 #: its vision tower is neither built nor profiled.
-VLLM_ENGINE_ARGS = ("model", "tensor_parallel_size", "dtype", "seed", "gpu_memory_utilization",
-                    "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                    "enable_prefix_caching", "enable_chunked_prefill", "enforce_eager",
-                    "kv_cache_dtype", "kv_cache_memory_bytes", "trust_remote_code",
-                    "language_model_only")
+VLLM_ENGINE_ARGS = (
+    "model",
+    "tensor_parallel_size",
+    "dtype",
+    "seed",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "enable_prefix_caching",
+    "enable_chunked_prefill",
+    "enforce_eager",
+    "kv_cache_dtype",
+    "kv_cache_memory_bytes",
+    "trust_remote_code",
+    "language_model_only",
+)
 
 #: KV cache of an engine on CPU when the config sets none. On CPU, vLLM reads
 #: ``gpu_memory_utilization`` as the fraction of the machine's RAM to reserve (0.9 of it by
@@ -76,8 +107,11 @@ CPU_KV_CACHE_BYTES = 1 << 30
 #: with Inductor at every engine start (~10-100 s per job), which the models run on CPU here never
 #: earn back (bench/bench_vllm.py measures both, bench/RESULTS.md "vllm"); on a GPU the engine
 #: keeps vLLM's own default (compiled, CUDA graphs).
-CPU_ENGINE_DEFAULTS = {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES, "enable_chunked_prefill": False,
-                       "enforce_eager": True}
+CPU_ENGINE_DEFAULTS = {
+    "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
+    "enable_chunked_prefill": False,
+    "enforce_eager": True,
+}
 
 
 def vllm_distribution() -> tuple[str, str] | None:
@@ -104,9 +138,12 @@ def engine_provenance(engine_args: dict | None = None) -> dict:
     from vllm.platforms import current_platform
 
     device = "cpu" if current_platform.is_cpu() else current_platform.device_type
-    return {"backend": "vllm", "device": device,
-            "vllm": {"distribution": dist[0], "version": dist[1]},
-            "engine": {"language_model_only": True, "batch_invariant": False, **(engine_args or {})}}
+    return {
+        "backend": "vllm",
+        "device": device,
+        "vllm": {"distribution": dist[0], "version": dist[1]},
+        "engine": {"language_model_only": True, "batch_invariant": False, **(engine_args or {})},
+    }
 
 
 class VLLMSampler:
@@ -143,18 +180,36 @@ class VLLMSampler:
 
     backend = "vllm"
 
-    def __init__(self, model_dir, *, dtype: str, tensor_parallel_size: int = 1,
-                 seed: int = 0, model_name: str | None = None, max_model_len: int | None = None,
-                 gpu_memory_utilization: float = 0.9, language_model_only: bool = True,
-                 batch_invariant: bool = False, **llm_kw):
+    def __init__(
+        self,
+        model_dir,
+        *,
+        dtype: str,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        model_name: str | None = None,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        language_model_only: bool = True,
+        batch_invariant: bool = False,
+        **llm_kw,
+    ):
         unknown = sorted(set(llm_kw) - set(VLLM_ENGINE_ARGS))
         if unknown:
-            raise ValueError(f"unknown vLLM engine argument(s) {unknown} (config sampler.vllm); "
-                             f"known: {sorted(VLLM_ENGINE_ARGS)}, language_model_only, batch_invariant")
+            raise ValueError(
+                f"unknown vLLM engine argument(s) {unknown} (config sampler.vllm); "
+                f"known: {sorted(VLLM_ENGINE_ARGS)}, language_model_only, batch_invariant"
+            )
         self.batch_invariant = bool(batch_invariant)
-        self.engine_args = dict(model=str(model_dir), tensor_parallel_size=tensor_parallel_size,
-                                dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-                                language_model_only=bool(language_model_only), **llm_kw)
+        self.engine_args = dict(
+            model=str(model_dir),
+            tensor_parallel_size=tensor_parallel_size,
+            dtype=dtype,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            language_model_only=bool(language_model_only),
+            **llm_kw,
+        )
         if max_model_len:
             self.engine_args["max_model_len"] = int(max_model_len)
         self.llm, self._params_cls, self._final_only, self.device = self._start_engine()
@@ -162,8 +217,7 @@ class VLLMSampler:
         self.model_name = model_name or str(model_dir)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_token = self.tokenizer.eos_token
-        self.stats = {"new_tokens": 0, "requests": 0, "seconds": 0.0, "engine_starts": 1,
-                      "weight_loads": 0}
+        self.stats = {"new_tokens": 0, "requests": 0, "seconds": 0.0, "engine_starts": 1, "weight_loads": 0}
 
     def _start_engine(self):
         import os
@@ -171,8 +225,10 @@ class VLLMSampler:
 
         if self.batch_invariant:
             if "vllm" in sys.modules and os.environ.get("VLLM_BATCH_INVARIANT") != "1":
-                raise RuntimeError("batch_invariant needs VLLM_BATCH_INVARIANT=1 before vllm is "
-                                   "imported; set it in the environment of this process")
+                raise RuntimeError(
+                    "batch_invariant needs VLLM_BATCH_INVARIANT=1 before vllm is "
+                    "imported; set it in the environment of this process"
+                )
             os.environ["VLLM_BATCH_INVARIANT"] = "1"  # engine processes inherit it
         if vllm_distribution() is None:
             raise ImportError(VLLM_MISSING)
@@ -238,23 +294,29 @@ class VLLMSampler:
                     if not getattr(out, "finished", False) or out.request_id not in pending:
                         continue
                     w = pending.pop(out.request_id)
-                    rows = vllm_output_to_rows(w.request, out, sampling=w.sampling,
-                                               condition=w.condition, base_seed=base_seed,
-                                               model=self.model_name, eos_token=self.eos_token,
-                                               sample_indices=[w.sample_index])
+                    rows = vllm_output_to_rows(
+                        w.request,
+                        out,
+                        sampling=w.sampling,
+                        condition=w.condition,
+                        base_seed=base_seed,
+                        model=self.model_name,
+                        eos_token=self.eos_token,
+                        sample_indices=[w.sample_index],
+                    )
                     self.stats["new_tokens"] += sum(r["n_completion_tokens"] for r in rows)
                     self.stats["requests"] += 1
                     yield w, rows
             if pending:
-                raise RuntimeError(f"the vLLM engine has no unfinished requests but {len(pending)} "
-                                   "never finished")
+                raise RuntimeError(f"the vLLM engine has no unfinished requests but {len(pending)} never finished")
         finally:
             self.stats["seconds"] += time.perf_counter() - t0
             if pending:
                 engine.abort_request(list(pending))
 
-    def sample(self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str,
-               base_seed: int) -> list[dict]:
+    def sample(
+        self, requests: Sequence[dict], *, sampling: SamplingConfig, condition: str, base_seed: int
+    ) -> list[dict]:
         """All rows of ``requests`` under one condition, in (request order, sample index)."""
         check_requests(requests)
         work = [Work(r, s, sampling, condition) for r in requests for s in range(sampling.n)]
