@@ -8,11 +8,8 @@ ground-truth recovery and the exact SSD effect at true locks / forks, fork-metho
 sampled solutions, and the control comparison (compare arm vs each control). Its inputs are
 :mod:`ssd_math.probe_positions`' positions and :mod:`ssd_math.probe_forward`'s distributions.
 
-Conventions: a *position* ``j`` of a completion is the next-token distribution that predicts
-completion token ``j`` (logits at sequence index ``len(prompt_ids) + j - 1``). Probabilities are
-softmax(logits / T) with the view's T; truncation follows the sampler's HF order (temperature ->
-top-k -> top-p on the top-k-renormalised distribution, at least one token kept, top_p >= 1 off,
-top_k <= 0 off). Entropies are in nats.
+Conventions (what a position is, probabilities, truncation order, entropies): the docstring of
+:mod:`ssd_math.probe_positions`.
 """
 
 from __future__ import annotations

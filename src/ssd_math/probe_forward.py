@@ -9,11 +9,8 @@ nucleus), entropy before and after truncation, mass outside the top-k, the top-5
 probability of the position's target tokens. Step 1 is :mod:`ssd_math.probe_positions`, step 3
 :mod:`ssd_math.probe_analysis`.
 
-Conventions: a *position* ``j`` of a completion is the next-token distribution that predicts
-completion token ``j`` (logits at sequence index ``len(prompt_ids) + j - 1``). Probabilities are
-softmax(logits / T) with the view's T; truncation follows the sampler's HF order (temperature ->
-top-k -> top-p on the top-k-renormalised distribution, at least one token kept, top_p >= 1 off,
-top_k <= 0 off). Entropies are in nats.
+Conventions (what a position is, probabilities, truncation order, entropies): the docstring of
+:mod:`ssd_math.probe_positions`.
 """
 
 from __future__ import annotations
