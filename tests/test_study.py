@@ -267,3 +267,14 @@ def test_a_bad_claims_file_is_named(tmp_path):
     bad.write_text("source: x\nclaims:\n  - {key: k, claim: c, section: s, study: {verdict: v}, run: {kind: vibes}}\n")
     with pytest.raises(ValueError, match=r"claims\.yaml: claims\[0\] \(k\)\.run\.kind = 'vibes'"):
         study.load_claims(bad)
+
+
+def test_the_strict_lock_finding_reads_its_signed_nucleus_change():
+    # the locks-and-forks finding as findings.json holds it (a decided verdict with per-class numbers)
+    claim = next(c for c in study.load_claims(CLAIMS)["claims"] if c["key"] == "locks_sharpen")
+    strict = {"base_mean": 12.345, "delta": -0.031, "lo": -0.042, "hi": -0.018, "n_positions": 812}
+    ctx = {"findings": {"locks_and_forks": {"verdict": "shrinks", "numbers": {"classes": {"lock:strict": strict}}}}}
+    row = study.RUN_READERS["finding"](claim, ctx)
+    assert row["run_verdict"] == "shrinks"
+    assert row["run_estimate"] == "12.35 tokens at base, Δ\u00a0\u22120.03 [\u22120.04,\u00a0\u22120.02]"
+    assert row["run_n"] == "812 positions"

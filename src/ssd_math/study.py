@@ -149,8 +149,8 @@ def _finding(claim: dict, ctx: dict) -> dict:
             return _row(None, why="the probe found no strict-lock positions", short="no strict locks probed")
         return _row(
             f["verdict"],
-            f"{num(d['base_mean'], 2)} tokens at base, Δ{NBSP}{num(d['delta'], 2, True)} "
-            f"[{num(d['lo'], 2, True)},{NBSP}{num(d['hi'], 2, True)}]",
+            f"{num(d['base_mean'], 2)} tokens at base, Δ{NBSP}{num(d['delta'], 2, sign=True)} "
+            f"[{num(d['lo'], 2, sign=True)},{NBSP}{num(d['hi'], 2, sign=True)}]",
             f"{d['n_positions']} positions",
         )
     runs = {k: v for k, v in nums.items() if isinstance(v, dict) and "verdict" in v}
