@@ -76,7 +76,9 @@ rule sft:
     threads: 2
     resources:
         **TRAIN_RESOURCES,
-    retries: 1 if INTERRUPT_SFT else 0  # the resume drill's second attempt resumes
+    # the resume drill's second attempt resumes; None keeps the profile's retries (SLURM resubmits a
+    # cancelled or failed training job, which resumes from its state)
+    retries: 1 if INTERRUPT_SFT else None
     log:
         log_path(*L.sft_key("{arm}")),
     benchmark:

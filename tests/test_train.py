@@ -310,18 +310,6 @@ def test_too_few_steps_for_checkpoint_fails_before_training(init_dir, tmp_path):
     assert not Path(spec["log"]).exists() and not Path(spec["out_dir"]).exists()
 
 
-def test_rows_left_without_completion_tokens_fail_before_training_naming_the_row(init_dir, tmp_path):
-    # row 2's prompt alone is longer than max_len: truncation leaves it nothing to train on
-    rows = make_rows(32)
-    rows[1]["prompt"] = "Q: " + "+".join(str(i) for i in range(200)) + "=?\nA: "
-    spec = base_spec(init_dir, tmp_path, max_len=24, data=str(write_rows(tmp_path / "long_prompt.jsonl", rows)))
-    with pytest.raises(ValueError) as err:
-        T.train(spec)
-    msg = str(err.value)
-    assert "keep no completion token" in msg and "max_len=24" in msg and "row 2" in msg and "1 of 32" in msg
-    assert not Path(spec["log"]).exists() and not Path(spec["out_dir"]).exists()
-
-
 def test_checkpoints_past_end_opt_in_saves_final_weights(init_dir, tmp_path):
     ck = {2: str(tmp_path / "ck2"), 99: str(tmp_path / "ck99")}
     spec = base_spec(init_dir, tmp_path, checkpoints=ck, checkpoints_past_end="final")

@@ -271,20 +271,6 @@ def encode_row(row: dict, tok, max_len: int) -> tuple[list[int], list[int]]:
     return ids, labels
 
 
-def check_trained_tokens(n_loss: list[int], *, lengths: list[int], max_len: int, data) -> None:
-    """Stop before training when a row keeps no completion token after truncation to ``max_len``:
-    such a row adds nothing to the loss, and a micro-batch of only such rows has no gradient
-    (torch then fails with "element 0 of tensors does not require grad", which names no row)."""
-    empty = [i for i, n in enumerate(n_loss) if n == 0]
-    if empty:
-        src = data if isinstance(data, (str, os.PathLike)) else "the training rows"
-        raise ValueError(
-            f"{len(empty)} of {len(n_loss)} training rows of {src} keep no completion token after "
-            f"truncation to max_len={max_len} (first: row {empty[0] + 1}, {lengths[empty[0]]} tokens, all "
-            f"prompt): raise sft.max_len above the longest prompt, or drop those rows"
-        )
-
-
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
     """Right-pad to the longest; padding has attention 0 and label -100."""
     n = max(len(ids) for ids, _ in examples)
@@ -980,7 +966,6 @@ def train(spec: dict) -> dict:
     rows = read_jsonl(s["data"]) if isinstance(s["data"], (str, os.PathLike)) else s["data"]
     examples = [encode_row(r, tok, s["max_len"]) for r in rows]
     n_loss = [n_loss_tokens(y) for _, y in examples]
-    check_trained_tokens(n_loss, lengths=[len(x) for x, _ in examples], max_len=s["max_len"], data=s["data"])
     lengths = [len(x) for x, _ in examples]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     steps_per_epoch, total_steps, past_end = plan_steps(s, len(examples))
