@@ -170,6 +170,43 @@ def pytest_runtest_makereport(item, call):
         )
 
 
+# --- two workers (pytest-xdist: `-n 2 --dist loadgroup --no-loadscope-reorder`, pyproject's
+# addopts). The suite's long tests mostly wait on one core (imports, process starts, job
+# scheduling, SLURM's queue), so a second worker fills the other core. Each test file is one
+# group, run whole on one worker, so a module fixture (the rehearsal DAG, an engine) is built once;
+# the files that read the session's smoke run share one group, so it runs once too. The groups
+# with the longest tests start first, so neither worker waits on a long one at the end.
+# `pytest -n 0` runs everything in this process, in file order.
+SMOKE_GROUP = "smoke_run"
+LONGEST_FIRST = (
+    "test_rehearsal.py",
+    SMOKE_GROUP,
+    "test_slurm.py",
+    "test_vllm_engine.py",
+    "test_gpu_smoke.py",
+    "test_profile_slurm.py",
+    "test_train.py",
+    "test_faults.py",
+)
+
+
+def xdist_groups(items) -> dict:
+    """{item: its xdist group}: its file's name, or :data:`SMOKE_GROUP` for every test of a file
+    where one test reads ``smoke_run``."""
+    smoke_files = {item.path for item in items if "smoke_run" in getattr(item, "fixturenames", ())}
+    return {item: SMOKE_GROUP if item.path in smoke_files else item.path.name for item in items}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    groups = xdist_groups(items)
+    for item, group in groups.items():
+        item.add_marker(pytest.mark.xdist_group(group))
+    rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
+    # stable: a file's tests keep their order and stay together
+    items.sort(key=lambda item: rank.get(groups[item], len(rank)))
+
+
 @pytest.fixture(scope="module")
 def default():
     """The default experiment's config (config.yaml), as a fresh dict per test module."""

@@ -11,7 +11,7 @@ from ssd_math.generate import make_sampler
 from ssd_math.hf_sampler import HFSampler, plan_batches
 from ssd_math.prompting import render_prompt
 from ssd_math.sampler import SamplingConfig, derive_seed, presence_penalty_processor, request_seed
-from ssd_math.vllm_sampler import vllm_output_to_rows
+from ssd_math.vllm_sampler import CPU_SHUTDOWN_TIMEOUT_S, VLLMSampler, vllm_output_to_rows
 
 ROW_FIELDS = {
     "prompt_id",
@@ -741,3 +741,17 @@ def test_vllm_engine_seed_from_config_reaches_the_engine_once(tmp_path, monkeypa
     G.open_sampler({**common, "sampler_extra": {"dtype": "bfloat16"}}, tmp_path, model_name="m")
     assert [kw["seed"] for kw in seen] == [7, 1234]
     assert seen[0]["dtype"] == "bfloat16" and common["sampler_extra"]["seed"] == 7
+
+
+@pytest.mark.parametrize("device,timeout", [("cpu", CPU_SHUTDOWN_TIMEOUT_S), ("cuda", None)])
+def test_closing_a_cpu_engine_does_not_wait_out_vllms_grace(device, timeout):
+    """On CPU the engine's processes get a short grace (vLLM's 5 s default was paid by every job);
+    on a GPU vLLM's own default stays."""
+    calls = []
+    core = SimpleNamespace(shutdown=lambda timeout=None: calls.append(timeout))
+    s = object.__new__(VLLMSampler)
+    s.llm, s.device = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=core)), device
+    s.close()
+    s.close()  # a second close does nothing
+    assert calls == [timeout] and s.llm is None
+    assert 0 < CPU_SHUTDOWN_TIMEOUT_S < 5
