@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ssd_math.config import all_arms
+from ssd_math.derive import all_arms
 from ssd_math.generate import make_sampler
 from ssd_math.hf_sampler import HFSampler, plan_batches
 from ssd_math.prompting import render_prompt
