@@ -49,9 +49,8 @@ def _child(code: str) -> tuple[float, float]:
 
 
 def setup(d: Path, cfg: dict) -> dict:
-    from ssd_math import config as sc
+    from ssd_math import derive, synth
     from ssd_math import probe_forward as P
-    from ssd_math import synth
     from ssd_math.io import write_jsonl
     from ssd_math.modeling import config_for_tokenizer, init_model_dir
     from ssd_math.prompting import render_prompt
@@ -82,7 +81,7 @@ def setup(d: Path, cfg: dict) -> dict:
         max_pos=t["max_pos"],
     )
     mdir = init_model_dir(d / "model", mcfg, tok, with_weights=True, seed=0)
-    s = sc.probe_settings(cfg)
+    s = derive.probe_settings(cfg)
     models = ["base", *s["arms"]]
     evals = {}
     for g, m in enumerate(models):

@@ -99,7 +99,7 @@ def slug(label: str) -> str:
 
 
 def load_cfg(path: Path, sets: list[str]) -> dict:
-    from ssd_math import config as sc
+    from ssd_math.config import validate
 
     cfg = yaml.safe_load(Path(path).read_text())
     for kv in sets:
@@ -109,16 +109,16 @@ def load_cfg(path: Path, sets: list[str]) -> dict:
         for k in head:
             d = d.setdefault(k, {})
         d[last] = yaml.safe_load(val)
-    return sc.validate(cfg)
+    return validate(cfg)
 
 
 def recipe_of(cfg: dict) -> dict:
     """What a cell's result depends on (besides seed and threads)."""
-    from ssd_math import config as sc
+    from ssd_math import derive
 
     return {k: cfg[k] for k in ("seed", "data", "prompt", "sampler", "train_sampling", "eval")} | {
         "model": {"tiny": cfg["model"]["tiny"], "pretrain": cfg["model"]["pretrain"]},
-        "arms": {a: sc.arm_sampling(cfg, a).to_dict() for a in ARMS},
+        "arms": {a: derive.arm_sampling(cfg, a).to_dict() for a in ARMS},
     }
 
 
@@ -215,7 +215,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool, checkp
 
     import torch
 
-    from ssd_math import config as sc
+    from ssd_math import derive
     from ssd_math.filtering import filter_samples
     from ssd_math.grading_pool import grade_rows
     from ssd_math.hf_sampler import HFSampler
@@ -265,9 +265,11 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool, checkp
     }
     t1 = time.perf_counter()
     for T in (0.7, 1.0) if quick else EVAL_TS:
-        sp = sc.eval_sampling(cfg, T, n=1)
+        sp = derive.eval_sampling(cfg, T, n=1)
         rows = grade_rows(
-            sampler.sample(ev, sampling=sp, condition=f"T{sc.fmt_t(T)}", base_seed=base_seed), workers=1, progress=False
+            sampler.sample(ev, sampling=sp, condition=f"T{derive.fmt_t(T)}", base_seed=base_seed),
+            workers=1,
+            progress=False,
         )
         n, k = len(rows), sum(r["correct"] for r in rows)
         lo, hi = wilson_ci(k, n, 0.95)  # the record's wilson95 field
@@ -285,7 +287,7 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool, checkp
             },
         }
     # convergence read: accuracy at T0.7 of the intermediate checkpoints (--checkpoints)
-    sp07 = sc.eval_sampling(cfg, 0.7, n=1)
+    sp07 = derive.eval_sampling(cfg, 0.7, n=1)
     out["checkpoints"] = {}
     for k in checkpoints:
         ck = HFSampler(cell / f"step{k}", batch_size=int(cfg["sampler"]["batch_size"]), threads=n_threads(threads))
@@ -294,8 +296,8 @@ def run_cell(cfg: dict, work: Path, seed: int, threads: str, quick: bool, checkp
         )
         out["checkpoints"][str(k)] = sum(r["correct"] for r in rows) / len(rows)
     for arm in ("ssd", "naive") if quick else ARMS:
-        a = sc.all_arms(cfg)[arm]
-        sp = sc.arm_sampling(cfg, arm)
+        a = derive.all_arms(cfg)[arm]
+        sp = derive.arm_sampling(cfg, arm)
         rows = sampler.sample(tr, sampling=sp, condition=f"train-{arm}", base_seed=base_seed)
         _, _, fs = filter_samples(rows, filter_length_stop=True)
         out["arms"][arm] = {

@@ -192,11 +192,11 @@ def eager_vs_compiled(a) -> int:
     import os
     import subprocess
 
-    from ssd_math import config as sc
+    from ssd_math.config import load_config
     from ssd_math.synth import build_splits
 
     root = Path(__file__).resolve().parents[1]
-    cfg = sc.load_config(root / "config.yaml")
+    cfg = load_config(root / "config.yaml")
     res: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -190,10 +190,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cores", type=int, default=16)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    from ssd_math import config as sc
+    from ssd_math.config import load_config, validate
 
-    cfg = variant_config(sc.load_config(REPO / "config" / "rehearsal.yaml"), a.out.resolve())
-    sc.validate(cfg)
+    cfg = variant_config(load_config(REPO / "config" / "rehearsal.yaml"), a.out.resolve())
+    validate(cfg)
     cfgfile = a.out / "rehearsal-gpu.yaml"
     cfgfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = [

@@ -9,7 +9,20 @@ import json
 import os
 import re
 
-from ssd_math import config as sc
+from ssd_math.config import validate
+from ssd_math.config_checks import missing_backend
+from ssd_math.derive import (
+    BASE,
+    BASE_PROVENANCE,
+    all_arms,
+    arm_sft,
+    fmt_t,
+    probe_settings,
+    resolve_local_dir,
+    sampling_params,
+    serve_dtype,
+    unbuildable_target,
+)
 from ssd_math import layout
 from ssd_math import launcher
 from ssd_math.io import config_hash
@@ -19,7 +32,7 @@ from snakemake.exceptions import WorkflowError
 # --config values are passed too: Snakemake hands nested ones over as strings, said so). Then
 # every key the schema gives a `default:` is set, so the rules read config[...] directly.
 _CONFIG_AS_GIVEN = copy.deepcopy(config)
-sc.validate(config, cli_overrides=dict(workflow.config_settings.config))
+validate(config, cli_overrides=dict(workflow.config_settings.config))
 # Provenance: every sidecar (ssd_math.io.write_meta) records this hash of the config as given.
 os.environ["SSD_MATH_CONFIG_HASH"] = config_hash(_CONFIG_AS_GIVEN)
 
@@ -32,8 +45,8 @@ envvars:
 onstart:
     # A backend this environment lacks stops the run here, before the first job (a dry run,
     # which runs no handler, still plans it).
-    if sc.missing_backend(config):
-        raise WorkflowError(sc.missing_backend(config))
+    if missing_backend(config):
+        raise WorkflowError(missing_backend(config))
 
 
 # `snakemake --report` is Snakemake's run metadata, not the study's report: say so on its page
@@ -87,7 +100,7 @@ TRAIN_RESOURCES = dict(mem_mb=TRAIN_MEM_MB, runtime=TRAIN_RUNTIME, gpu=TRAIN_GPU
 
 wildcard_constraints:
     arm="|".join(map(re.escape, ALL_ARMS)),
-    model="|".join(map(re.escape, [sc.BASE, *ALL_ARMS])),
+    model="|".join(map(re.escape, [BASE, *ALL_ARMS])),
     evalset="|".join(EVAL_SETS),
     t=r"\d+(\.\d+)?",
     k=r"\d+",
@@ -179,22 +192,22 @@ def _none_of(names):
 
 def unknown_model_input(wildcards):
     path = f"{R}/{wildcards.stage}/{wildcards.unknown}/{wildcards.rest}"
-    raise ValueError(sc.unbuildable_target(config, path, kind="model", value=wildcards.unknown))
+    raise ValueError(unbuildable_target(config, path, kind="model", value=wildcards.unknown))
 
 
 def unknown_evalset_input(wildcards):
     path = f"{R}/{wildcards.stage}/{wildcards.model}/{wildcards.unknown}/{wildcards.rest}"
-    raise ValueError(sc.unbuildable_target(config, path, kind="evalset", value=wildcards.unknown))
+    raise ValueError(unbuildable_target(config, path, kind="evalset", value=wildcards.unknown))
 
 
 def off_grid_input(wildcards):
     path = f"{R}/{wildcards.stage}/{wildcards.model}/{wildcards.evalset}/T{wildcards.off}.jsonl"
-    raise ValueError(sc.unbuildable_target(config, path, kind="t", value=wildcards.off))
+    raise ValueError(unbuildable_target(config, path, kind="t", value=wildcards.off))
 
 
 def unknown_checkpoint_input(wildcards):
     path = f"{R}/{wildcards.stage}/{wildcards.arm}/{wildcards.evalset}/checkpoints/{wildcards.off}.jsonl"
-    raise ValueError(sc.unbuildable_target(config, path, kind="ckpt", value=wildcards.off))
+    raise ValueError(unbuildable_target(config, path, kind="ckpt", value=wildcards.off))
 
 
 rule unknown_model_target:
@@ -202,7 +215,7 @@ rule unknown_model_target:
         f"{R}/{{stage}}/{{unknown}}/{{rest}}",
     wildcard_constraints:
         stage="eval|generations|models|samples|train",
-        unknown=_none_of([sc.BASE, *ALL_ARMS, "init"]),
+        unknown=_none_of([BASE, *ALL_ARMS, "init"]),
         rest=".+",
     input:
         unknown_model_input,

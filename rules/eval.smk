@@ -25,24 +25,24 @@ def get_checkpoint_dirs(wildcards):
 def get_reused_final_source(wildcards):
     """The T-grid eval file of the arm's final model at its T_eval, which its checkpoints/final
     file is a copy of (layout.Layout.final_from_grid)."""
-    return L.gen_file("eval", wildcards.arm, wildcards.evalset, f"T{sc.fmt_t(ALL_ARMS[wildcards.arm]['t_eval'])}")
+    return L.gen_file("eval", wildcards.arm, wildcards.evalset, f"T{fmt_t(ALL_ARMS[wildcards.arm]['t_eval'])}")
 
 
 def get_reused_sweep_source(wildcards):
     """The base's T-grid eval file a sweep preset equal to a grid condition is a copy of
     (layout.Layout.sweep_from_grid)."""
-    return L.reused_source(L.gen_file("eval", sc.BASE, wildcards.evalset, f"sweep/{wildcards.name}"))
+    return L.reused_source(L.gen_file("eval", BASE, wildcards.evalset, f"sweep/{wildcards.name}"))
 
 
 def get_generations(family):
     """The params function of rule generate_<family>: the decoding conditions its job serves,
     in the order of its outputs (layout.Layout.generations; the planner prices the same list),
-    each with its decoding (config.sampling_params)."""
+    each with its decoding (ssd_math.derive.sampling_params)."""
 
     def generations(wildcards):
         w = dict(wildcards)
-        model = w.get("model") or w.get("arm") or sc.BASE
-        return sc.sampling_params(config, L.generations(family, model, w.get("t", ""), w.get("k", "")))
+        model = w.get("model") or w.get("arm") or BASE
+        return sampling_params(config, L.generations(family, model, w.get("t", ""), w.get("k", "")))
 
     generations.__name__ = f"get_generations_{family}"
     return generations
@@ -135,7 +135,7 @@ if SWEEP_FAMILY:  # baseline decoding sweeps of the base model (config eval.swee
 
     rule generate_sweep:
         input:
-            model=L.model_dir(sc.BASE),
+            model=L.model_dir(BASE),
             problems=get_eval_set,
         output:
             samples=L.sweep_generated_files("generations", "{evalset}"),
@@ -148,9 +148,9 @@ if SWEEP_FAMILY:  # baseline decoding sweeps of the base model (config eval.swee
         resources:
             **GEN_RESOURCES,
         log:
-            log_path(*L.generate_key("sweep", sc.BASE, "{evalset}")),
+            log_path(*L.generate_key("sweep", BASE, "{evalset}")),
         benchmark:
-            bench_path(*L.generate_key("sweep", sc.BASE, "{evalset}"))
+            bench_path(*L.generate_key("sweep", BASE, "{evalset}"))
         script:
             "../scripts/generate_eval.py"
 
@@ -183,9 +183,9 @@ if L.subsets:  # eval_hard inside eval_main: its grid and sweeps are eval_main's
             wildcard_constraints:
                 evalset="|".join(map(re.escape, L.subsets)),
             log:
-                log_path(*L.subset_key("sweep", sc.BASE, "{evalset}")),
+                log_path(*L.subset_key("sweep", BASE, "{evalset}")),
             benchmark:
-                bench_path(*L.subset_key("sweep", sc.BASE, "{evalset}"))
+                bench_path(*L.subset_key("sweep", BASE, "{evalset}"))
             script:
                 "../scripts/subset_generations.py"
 
@@ -298,12 +298,12 @@ if L.sweep_from_grid:
         input:
             source=get_reused_sweep_source,
         output:
-            graded=L.gen_file("eval", sc.BASE, "{evalset}", "sweep/{name}"),
+            graded=L.gen_file("eval", BASE, "{evalset}", "sweep/{name}"),
         wildcard_constraints:
             name="|".join(map(re.escape, L.sweep_from_grid)),
         log:
-            log_path("reuse", sc.BASE, "{evalset}", "sweep-{name}"),
+            log_path("reuse", BASE, "{evalset}", "sweep-{name}"),
         benchmark:
-            bench_path("reuse", sc.BASE, "{evalset}", "sweep-{name}")
+            bench_path("reuse", BASE, "{evalset}", "sweep-{name}")
         shell:  # the file and its sidecar (where the rows came from)
             "(cp {input.source:q} {output.graded:q} && cp {input.source:q}.meta.json {output.graded:q}.meta.json) 2> {log}"

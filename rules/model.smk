@@ -10,10 +10,10 @@ def get_pretrain_spec(wildcards):
         init_dir=L.model_dir("init"),
         init_random=True,
         data=L.data("pretrain_sft"),
-        out_dir=L.model_dir(sc.BASE),
+        out_dir=L.model_dir(BASE),
         checkpoints={},
-        log=L.train_log(sc.BASE),
-        resume_dir=L.resume_dir(sc.BASE),
+        log=L.train_log(BASE),
+        resume_dir=L.resume_dir(BASE),
         instrument={**config["model"]["pretrain"]["instrument"], "enabled": False},
     )
 
@@ -58,8 +58,8 @@ if config["model"]["kind"] == "tiny":
             init=rules.build_tiny_init.output.init,
             corpus=rules.render_pretrain_corpus.output.corpus,
         output:
-            model=directory(L.model_dir(sc.BASE)),
-            log=L.train_log(sc.BASE),
+            model=directory(L.model_dir(BASE)),
+            log=L.train_log(BASE),
         params:
             spec=get_pretrain_spec,
             accelerate_config=accelerate_config(),
@@ -111,15 +111,15 @@ elif config["model"]["kind"] == "hub":
             return [local]
         if not local:
             return []
-        folder = sc.resolve_local_dir(local, workflow.basedir)
-        return [str(p) for p in (folder / sc.BASE_PROVENANCE, *sorted(folder.glob("*.safetensors"))) if p.exists()]
+        folder = resolve_local_dir(local, workflow.basedir)
+        return [str(p) for p in (folder / BASE_PROVENANCE, *sorted(folder.glob("*.safetensors"))) if p.exists()]
 
     def get_hub(wildcards):
         """model.hub with a relative local_dir taken against the workflow folder when the working
         directory has none (snakemake --directory elsewhere)."""
         hub = dict(config["model"]["hub"])
         if hub.get("local_dir") and not REHEARSAL:
-            hub["local_dir"] = str(sc.resolve_local_dir(hub["local_dir"], workflow.basedir))
+            hub["local_dir"] = str(resolve_local_dir(hub["local_dir"], workflow.basedir))
         return hub
 
     if REHEARSAL:
@@ -154,7 +154,7 @@ elif config["model"]["kind"] == "hub":
         input:
             local=get_rehearsal_model,
         output:
-            model=directory(L.model_dir(sc.BASE)),
+            model=directory(L.model_dir(BASE)),
         params:
             hub=get_hub,
             trust_remote_code=config["model"]["trust_remote_code"],

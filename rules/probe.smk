@@ -10,10 +10,10 @@
 
 from ssd_math import probe_forward
 
-PROBE = sc.probe_settings(config)
+PROBE = probe_settings(config)
 PROBE_VIEWS = probe_forward.views(config)
-PROBE_T = sc.fmt_t(PROBE["t_eval"])
-PROBE_MODELS = [sc.BASE, *PROBE["arms"]]
+PROBE_T = fmt_t(PROBE["t_eval"])
+PROBE_MODELS = [BASE, *PROBE["arms"]]
 PROBE_TABLES = ("deltas", "positions", "examples", "truth", "truth_effect", "fork_shares", "controls")
 
 
@@ -25,7 +25,7 @@ def probe_carrier_evals():
 def probe_share_keys():
     """(model, T) of the method-share files: every probed model at probe.t_eval and at each
     probed arm's t_eval, on probe.eval_set."""
-    ts = dict.fromkeys([PROBE_T, *(sc.fmt_t(ALL_ARMS[a]["t_eval"]) for a in PROBE["arms"])])
+    ts = dict.fromkeys([PROBE_T, *(fmt_t(ALL_ARMS[a]["t_eval"]) for a in PROBE["arms"])])
     return [[m, t] for m in PROBE_MODELS for t in ts]
 
 
@@ -38,7 +38,7 @@ def probe_accuracy_keys():
     on every eval set at the compare arm's t_eval and at probe.t_eval."""
     if not PROBE["controls"]:
         return []
-    ts = dict.fromkeys([sc.fmt_t(ALL_ARMS[PROBE["compare_arm"]]["t_eval"]), PROBE_T])
+    ts = dict.fromkeys([fmt_t(ALL_ARMS[PROBE["compare_arm"]]["t_eval"]), PROBE_T])
     return [[m, s, t] for m in [PROBE["compare_arm"], *PROBE["controls"]] for s in EVAL_SETS for t in ts]
 
 
@@ -50,7 +50,7 @@ rule probe_positions:
     """Carriers stratified by length x correctness x generator, tokenized, with their positions."""
     input:
         evals=probe_carrier_evals(),
-        tokenizer=L.model_dir(sc.BASE),
+        tokenizer=L.model_dir(BASE),
     output:
         positions=L.probe_file("positions"),
     params:
@@ -129,7 +129,7 @@ rule probe_scatter:
     output:
         png=L.figure("probe_scatter"),
     params:
-        models=[sc.BASE, PROBE["compare_arm"]],
+        models=[BASE, PROBE["compare_arm"]],
     log:
         log_path("figures", "probe_scatter"),
     benchmark:

@@ -39,7 +39,7 @@ rule findings:
         checkpoints=rules.checkpoint_table.output.table,
         probe_deltas=findings_probe_tables(),
         provenance=[rules.metrics.output.metrics, *(L.model_dir(a) for a in ARMS)],  # sidecars: machines, versions
-        base=L.model_dir(sc.BASE),  # a shipped base's provenance.json (weights' sha256, recipes)
+        base=L.model_dir(BASE),  # a shipped base's provenance.json (weights' sha256, recipes)
     output:
         md=L.table("findings", "md"),
         json=L.table("findings", "json"),
@@ -136,7 +136,7 @@ rule study_table:
         csv=L.table("study_vs_run", "csv"),
         md=L.table("study_vs_run", "md"),
     params:
-        arms={a: sc.all_arms(config)[a] for a in ARMS},
+        arms={a: all_arms(config)[a] for a in ARMS},
         ssd_arm=config["report"]["table1"]["ssd_arm"],
         main_set=EVAL_SETS[0],
         absolute_comparable=config["data"]["kind"] == "real",

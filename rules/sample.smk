@@ -5,8 +5,8 @@
 
 def get_train_generation(wildcards):
     """The shard's one generation: the frozen base under the arm's training-data decoding (its
-    T_train, top-k, top-p, cap, samples per prompt; config.sampling_params)."""
-    return sc.sampling_params(config, [L.train_generation(wildcards.arm)])
+    T_train, top-k, top-p, cap, samples per prompt; ssd_math.derive.sampling_params)."""
+    return sampling_params(config, [L.train_generation(wildcards.arm)])
 
 
 def get_filter_length_stop(wildcards):
@@ -19,13 +19,13 @@ def get_sft_reach(wildcards):
     cannot reach a checkpoint step (ssd_math.filtering.check_reach)."""
     arms = [wildcards.arm] + [a for a in ARMS if a != wildcards.arm and L.data_arm(a) == wildcards.arm]
     keys = ("global_batch", "epochs", "max_steps", "checkpoint_steps", "checkpoints_past_end")
-    return {a: {k: sc.arm_sft(config, a)[k] for k in keys} for a in arms if a not in NOISE_PROBES}
+    return {a: {k: arm_sft(config, a)[k] for k in keys} for a in arms if a not in NOISE_PROBES}
 
 
 rule sample_train_shard:
     """One shard of the training-prompt pool, sampled from the frozen base (resumable)."""
     input:
-        model=L.model_dir(sc.BASE),
+        model=L.model_dir(BASE),
         prompts=L.data("train_prompts"),
     output:
         samples=temp(L.samples("{arm}", "shard{shard}")),

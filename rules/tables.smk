@@ -4,7 +4,7 @@
 
 def noise_recipes():
     """The SFT recipe keys the noise summary prints beside each run (arms and noise probes)."""
-    return {a: {k: sc.arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")} for a in L.noise_runs()}
+    return {a: {k: arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")} for a in L.noise_runs()}
 
 
 def timing_inputs():

@@ -3,7 +3,7 @@
 # noise probes (config noise_probes), trained the same way for their per-step log only.
 
 
-SAVE_DTYPE = sc.serve_dtype(config)
+SAVE_DTYPE = serve_dtype(config)
 INTERRUPT_SFT = RUNTIME["interrupt_sft_after_step"]
 
 
@@ -12,10 +12,10 @@ INTERRUPT_SFT = RUNTIME["interrupt_sft_after_step"]
 # (sft.lr, ...) would not rerun training.
 def get_sft_spec(wildcards):
     """The arm's SFT recipe on its kept samples, checkpoints at sft.checkpoint_steps, resumable."""
-    sft = sc.arm_sft(config, wildcards.arm)
+    sft = arm_sft(config, wildcards.arm)
     return training_spec(
         sft,
-        init_dir=L.model_dir(sc.BASE),
+        init_dir=L.model_dir(BASE),
         init_random=False,
         data=get_sft_kept(wildcards),
         out_dir=L.checkpoint_dir(wildcards.arm, "final"),
@@ -34,8 +34,8 @@ def get_probe_spec(wildcards):
     """The probe's training spec: its arm's SFT recipe on the source arm's kept samples, no
     checkpoints, no resume state; the model goes to a scratch folder the rule deletes."""
     return training_spec(
-        sc.arm_sft(config, wildcards.arm),
-        init_dir=L.model_dir(sc.BASE),
+        arm_sft(config, wildcards.arm),
+        init_dir=L.model_dir(BASE),
         init_random=False,
         data=get_probe_kept(wildcards),
         out_dir=L.probe_scratch(wildcards.arm),
@@ -64,7 +64,7 @@ def get_sft_kept(wildcards):
 rule sft:
     """Fine-tune the base on one arm's kept samples (accelerate: CPU here, GPU/FSDP by profile)."""
     input:
-        base=L.model_dir(sc.BASE),
+        base=L.model_dir(BASE),
         kept=get_sft_kept,
     output:
         final=directory(L.checkpoint_dir("{arm}", "final")),
@@ -92,7 +92,7 @@ rule noise_probe:
     noise-trap log only: the source arm's kept samples, no checkpoints, no evaluation; the model
     is deleted (it exists to show the weight-change collapse, not to be evaluated)."""
     input:
-        base=L.model_dir(sc.BASE),
+        base=L.model_dir(BASE),
         kept=get_probe_kept,
     output:
         log=L.probe_log("{arm}"),

@@ -26,14 +26,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ssd_math import config as sc
+from ssd_math.config import load_config
+from ssd_math.derive import serve_dtype
 from ssd_math.planner import build_plan, describe, format_plan, merge_measured, plan_to_csv, plan_totals, reuse_summary
 
 
 def disk_note(cfg) -> str:
     """How the disk column was computed (planner.sft_disk), or why it is absent."""
-    from ssd_math.config import serve_dtype
-
     if not cfg["planner"]["expected"].get("model_params"):
         return "# disk: set planner.expected.model_params for the disk column\n"
     return (
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         help="join <results>/benchmarks/**.tsv (after a run): measured hours beside expected",
     )
     args = ap.parse_args(argv)
-    cfg = sc.load_config(args.configfile)
+    cfg = load_config(args.configfile)
     results = args.results or cfg["results"]
     rows = build_plan(cfg, results)
     if args.measured:

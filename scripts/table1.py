@@ -1,7 +1,7 @@
 """Rules table1, table1_breakdown: accuracy with CIs and paired SSD − base deltas
 -> ssd_math.tables.table1 (overall) / ssd_math.tables.table1_breakdown (per level and source)."""
 
-from ssd_math.config import fmt_t
+from ssd_math.derive import fmt_t
 from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
 from ssd_math.tables import table1, table1_breakdown

@@ -1,7 +1,7 @@
 """Rules table2, table2_breakdown: pass@k with bootstrap CIs and paired deltas
 -> ssd_math.tables.table2 (overall) / ssd_math.tables.table2_breakdown (per level and source)."""
 
-from ssd_math.config import fmt_t
+from ssd_math.derive import fmt_t
 from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
 from ssd_math.tables import table2, table2_breakdown

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_math import config as sc
+from ssd_math.config import ConfigError, load_config, validate
 
 pytest_plugins = ["pytester"]  # tests/test_tiers.py runs pytest on constructed test files
 
@@ -230,8 +230,8 @@ def _restore_torch_threads():
 
 def config_error(cfg) -> str:
     """The message of the ConfigError that validating ``cfg`` raises (fails if none)."""
-    with pytest.raises(sc.ConfigError) as ei:
-        sc.validate(cfg)
+    with pytest.raises(ConfigError) as ei:
+        validate(cfg)
     return str(ei.value)
 
 
@@ -286,6 +286,6 @@ def served_tiny_base(n_eval: int = 32):
     pretrained with: what the default run samples."""
     from ssd_math.synth import build_splits
 
-    cfg = sc.load_config(ROOT / "config.yaml")
+    cfg = load_config(ROOT / "config.yaml")
     splits = build_splits({**cfg["data"]["synthetic"], "seed": int(cfg["seed"])})
     return ROOT / cfg["model"]["hub"]["local_dir"], splits["eval_main"][:n_eval], cfg["prompt"]["instruction"]

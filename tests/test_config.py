@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_math import config as sc
+from ssd_math import config_checks, derive
+from ssd_math.config import ConfigError, fill_defaults, load_config, main, validate
+from ssd_math.schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,11 +17,11 @@ from conftest import config_error as _err  # noqa: E402
 
 
 def test_default_config_is_valid(default):
-    assert sc.validate(copy.deepcopy(default)) is not None
+    assert validate(copy.deepcopy(default)) is not None
 
 
 def test_every_schema_property_has_a_description():
-    schema = sc.load_schema()
+    schema = load_schema()
     missing = []
 
     def walk(node, path):
@@ -121,10 +123,10 @@ def test_all_problems_reported_at_once(default):
 
 
 def test_derived_names(default):
-    assert sc.fmt_t(1.0) == "1.0" and sc.fmt_t(0.7) == "0.7" and sc.fmt_t(1.25) == "1.25"
-    assert sc.final_models(default)[0] == "base"
-    assert sc.checkpoint_names(default)[-1] == "final"
-    d = sc.eval_sampling(default, 0.6)
+    assert derive.fmt_t(1.0) == "1.0" and derive.fmt_t(0.7) == "0.7" and derive.fmt_t(1.25) == "1.25"
+    assert derive.final_models(default)[0] == "base"
+    assert derive.checkpoint_names(default)[-1] == "final"
+    d = derive.eval_sampling(default, 0.6)
     assert d.temperature == 0.6 and d.top_k == 20 and d.max_new_tokens == default["eval"]["max_new_tokens"]
 
 
@@ -174,8 +176,8 @@ def test_checkpoint_sublayers_defaults_off_and_needs_gradient_checkpointing(defa
     """sft.checkpoint_sublayers nests checkpoints in the checkpointed layers: off unless set (the
     tiny default trains as before), on in the real recipe, refused at config time without
     gradient_checkpointing (not after the sampling, when training starts)."""
-    assert sc.validate(copy.deepcopy(default))["sft"]["checkpoint_sublayers"] is False
-    assert sc.load_config(ROOT / "config" / "real.yaml")["sft"]["checkpoint_sublayers"] is True
+    assert validate(copy.deepcopy(default))["sft"]["checkpoint_sublayers"] is False
+    assert load_config(ROOT / "config" / "real.yaml")["sft"]["checkpoint_sublayers"] is True
     cfg = copy.deepcopy(default)
     cfg["sft"].update(checkpoint_sublayers=True, gradient_checkpointing=False)
     assert (
@@ -195,38 +197,38 @@ def test_arm_sft_override_semantics(default):
 
 
 def test_unreachable_checkpoint_step_names_key_arm_and_bound(default):
-    cfg = sc.fill_defaults(copy.deepcopy(default))  # what the rules see
+    cfg = fill_defaults(copy.deepcopy(default))  # what the rules see
     # 600 prompts x 1 sample // 32 = 18 optimizer steps at most
-    assert sc.max_sft_steps(cfg, "ssd")[0] == 18
+    assert derive.max_sft_steps(cfg, "ssd")[0] == 18
     cfg["sft"]["checkpoint_steps"] = [4, 18, 19]
     msg = _err(cfg)
     assert "sft.checkpoint_steps = [4, 18, 19]: step 19 cannot be reached by arms.ssd" in msg
     assert "at most 18 optimizer steps" in msg and "data.synthetic.n_train_prompts" in msg
     assert "arms.ssd.sft.checkpoints_past_end: final" in msg
     cfg["sft"]["checkpoint_steps"] = [4, 18]
-    assert sc.validate(cfg)
+    assert validate(cfg)
 
 
 def test_checkpoint_bound_follows_arm_batch_samples_and_max_steps(default):
-    cfg = sc.fill_defaults(copy.deepcopy(default))  # what the rules see
+    cfg = fill_defaults(copy.deepcopy(default))  # what the rules see
     cfg["extra_arms"]["data3x"]["sft"] = {"global_batch": 64}  # 1800 samples // 64 = 28
-    assert sc.max_sft_steps(cfg, "data3x")[0] == 28
+    assert derive.max_sft_steps(cfg, "data3x")[0] == 28
     cfg["arms"]["ssd"]["sft"] = {"global_batch": 64}  # 600 // 64 = 9 < checkpoint step 12
     msg = _err(cfg)
     assert "step 12 cannot be reached by arms.ssd, which trains at most 9 optimizer steps" in msg
     assert "arms.naive" not in msg
     cfg["arms"]["ssd"]["sft"]["checkpoints_past_end"] = "final"  # the opt-in train.py honours
-    assert sc.validate(cfg)
-    cfg = sc.fill_defaults(copy.deepcopy(default))
+    assert validate(cfg)
+    cfg = fill_defaults(copy.deepcopy(default))
     cfg["sft"]["max_steps"] = 10
-    assert sc.max_sft_steps(cfg, "ssd") == (10, "max_steps 10")
+    assert derive.max_sft_steps(cfg, "ssd") == (10, "max_steps 10")
     assert "at most 10 optimizer steps (max_steps 10)" in _err(cfg)
 
 
 def test_checkpoint_bound_of_the_real_recipe_uses_the_pool_budget():
-    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    cfg = load_config(ROOT / "config" / "real.yaml")
     budget = cfg["data"]["real"]["train"]["budget"]
-    bound, how = sc.max_sft_steps(cfg, "ssd")
+    bound, how = derive.max_sft_steps(cfg, "ssd")
     kept = cfg["train_sampling"]["min_kept_fraction"]  # the arms filter length stops
     assert bound == int(budget * kept) // cfg["sft"]["global_batch"] and "data.real.train.budget" in how
     cfg["data"]["real"]["train"]["budget"] = 1000  # 1000 x 0.5 // 32 = 15 < the step-21 checkpoint
@@ -235,7 +237,7 @@ def test_checkpoint_bound_of_the_real_recipe_uses_the_pool_budget():
     assert "which train at most 15 optimizer steps" in msg
     assert "extra_arms.batch64" not in msg  # opted in (checkpoints_past_end: final)
     cfg["data"]["real"]["train"]["budget"] = None  # every row of the files: no bound now
-    assert sc.max_sft_steps(cfg, "ssd")[0] is None
+    assert derive.max_sft_steps(cfg, "ssd")[0] is None
 
 
 # ------------------------------------------------------------------------------------------
@@ -247,8 +249,8 @@ def test_nested_cli_config_value_explains_snakemake_strings(default):
     cfg = copy.deepcopy(default)
     cli = {"stats": {"conf": "0.9"}}  # what `--config 'stats={conf: 0.9}'` hands over
     cfg["stats"] = {**cfg["stats"], **cli["stats"]}
-    with pytest.raises(sc.ConfigError) as ei:
-        sc.validate(cfg, cli_overrides=cli)
+    with pytest.raises(ConfigError) as ei:
+        validate(cfg, cli_overrides=cli)
     msg = str(ei.value)
     assert "config key stats.conf = '0.9': must be of type number" in msg
     assert "came from --config" in msg and "nested --config values as strings" in msg
@@ -262,8 +264,8 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
     text = (ROOT / "config.yaml").read_text().replace("  conf: 0.95", "  conf: [0.95", 1)
     bad.write_text(text)
     line = next(i for i, x in enumerate(text.splitlines(), 1) if "conf: [0.95" in x)
-    with pytest.raises(sc.ConfigError) as ei:
-        sc.load_config(bad)
+    with pytest.raises(ConfigError) as ei:
+        load_config(bad)
     msg = str(ei.value)
     assert msg.startswith(f"{bad}: line ") and "YAML syntax error" in msg
     got = int(msg.split("line ")[1].split(",")[0])
@@ -273,15 +275,15 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
 def test_yaml_tab_indentation_names_line(tmp_path):
     bad = tmp_path / "tabs.yaml"
     bad.write_text("experiment: x\nstats:\n\tconf: 0.9\n")
-    with pytest.raises(sc.ConfigError, match=r"tabs\.yaml: line 3, column 1: YAML syntax error"):
-        sc.load_config(bad)
+    with pytest.raises(ConfigError, match=r"tabs\.yaml: line 3, column 1: YAML syntax error"):
+        load_config(bad)
 
 
 def test_config_not_utf8_names_file_and_line(tmp_path):
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes("experiment: x\nreport:\n  title: caf\xe9\n".encode("latin-1"))
-    with pytest.raises(sc.ConfigError, match=r"latin1\.yaml: line 3: not valid UTF-8 \(byte 0xe9\)"):
-        sc.load_config(bad)
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: line 3: not valid UTF-8 \(byte 0xe9\)"):
+        load_config(bad)
 
 
 def tiny_default(default) -> dict:
@@ -293,7 +295,7 @@ def tiny_default(default) -> dict:
 
 
 def test_tiny_base_rebuild_config_is_valid(default):
-    cfg = sc.validate(tiny_default(default))
+    cfg = validate(tiny_default(default))
     assert cfg["model"]["kind"] == "tiny" and cfg["model"]["ship_dir"] == "models/tiny-base"
 
 
@@ -323,7 +325,7 @@ def test_tiny_context_leaves_room_for_prompts(default):
     ],
 )
 def test_unbuildable_target_lists_the_valid_values(default, kind, value, expect):
-    msg = sc.unbuildable_target(default, "results/x", kind=kind, value=value)
+    msg = derive.unbuildable_target(default, "results/x", kind=kind, value=value)
     assert msg.startswith("no rule can build results/x: ") and expect in msg
 
 
@@ -331,11 +333,11 @@ def test_command_line_check_names_file_and_line(tmp_path, capsys):
     """What a user runs when Snakemake says only "Config file is not valid JSON or YAML"."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiment: x\nstats: {conf: 0.9\nseed: 1\n")
-    assert sc.main([str(bad), str(ROOT / "config.yaml")]) == 1
+    assert main([str(bad), str(ROOT / "config.yaml")]) == 1
     out = capsys.readouterr()
     assert f"{bad}: line 3, column 5: YAML syntax error" in out.err
     assert "config.yaml: ok" in out.out
-    assert sc.main([str(ROOT / "config.yaml")]) == 0
+    assert main([str(ROOT / "config.yaml")]) == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -349,10 +351,12 @@ def shipped(default, tmp_path, **change) -> dict:
     import json
 
     cfg = copy.deepcopy(default)
-    pre = sc.fill_defaults(copy.deepcopy(default))
+    pre = fill_defaults(copy.deepcopy(default))
     pre["data"]["synthetic"].update(change)
     (tmp_path / "base").mkdir(exist_ok=True)
-    (tmp_path / "base" / sc.BASE_PROVENANCE).write_text(json.dumps({"data_recipe_hash": sc.data_recipe_hash(pre)}))
+    (tmp_path / "base" / derive.BASE_PROVENANCE).write_text(
+        json.dumps({"data_recipe_hash": derive.data_recipe_hash(pre)})
+    )
     cfg["model"]["hub"]["local_dir"] = str(tmp_path / "base")
     return cfg
 
@@ -361,27 +365,27 @@ def test_the_shipped_base_matches_the_default_data_recipe(default):
     """The repository's models/tiny-base was pretrained on config.yaml's synthetic data."""
     import json
 
-    prov = json.loads((ROOT / "models" / "tiny-base" / sc.BASE_PROVENANCE).read_text())
-    cfg = sc.validate(copy.deepcopy(default))
-    assert prov["data_recipe_hash"] == sc.data_recipe_hash(cfg)
-    assert prov["data_recipe"] == json.loads(json.dumps(sc.data_recipe(cfg)))
+    prov = json.loads((ROOT / "models" / "tiny-base" / derive.BASE_PROVENANCE).read_text())
+    cfg = validate(copy.deepcopy(default))
+    assert prov["data_recipe_hash"] == derive.data_recipe_hash(cfg)
+    assert prov["data_recipe"] == json.loads(json.dumps(derive.data_recipe(cfg)))
 
 
 def test_a_base_pretrained_on_other_data_is_refused(default, tmp_path):
-    sc.validate(shipped(default, tmp_path))  # the same recipe: accepted
+    validate(shipped(default, tmp_path))  # the same recipe: accepted
     cfg = shipped(default, tmp_path, n_eval_main=200)
     msg = _err(cfg)
-    have = sc.data_recipe_hash(sc.fill_defaults(copy.deepcopy(default)))
-    other = sc.fill_defaults(copy.deepcopy(default))
+    have = derive.data_recipe_hash(fill_defaults(copy.deepcopy(default)))
+    other = fill_defaults(copy.deepcopy(default))
     other["data"]["synthetic"]["n_eval_main"] = 200
-    want = sc.data_recipe_hash(other)
+    want = derive.data_recipe_hash(other)
     assert have != want
     assert (
         f"seed / data.synthetic: this config's data recipe hash is {have}, but the base in "
         f"{tmp_path / 'base'} was pretrained on data recipe {want} "
         f"({tmp_path / 'base' / 'provenance.json'})"
     ) in msg
-    assert sc.REBUILD_BASE in msg
+    assert derive.REBUILD_BASE in msg
     cfg = shipped(default, tmp_path)
     cfg["seed"] = 7  # the seed makes other data too
     assert "data recipe hash is" in _err(cfg)
@@ -397,9 +401,9 @@ def test_a_base_without_provenance_is_refused_for_synthetic_data(default, tmp_pa
 
 def test_a_relative_base_folder_resolves_against_the_workflow(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert sc.resolve_local_dir("models/tiny-base") == ROOT / "models" / "tiny-base"
+    assert derive.resolve_local_dir("models/tiny-base") == ROOT / "models" / "tiny-base"
     (tmp_path / "models" / "tiny-base").mkdir(parents=True)
-    assert sc.resolve_local_dir("models/tiny-base") == Path("models/tiny-base")
+    assert derive.resolve_local_dir("models/tiny-base") == Path("models/tiny-base")
 
 
 def test_checkpoint_steps_checked_at_the_worst_kept_fraction(default):
@@ -410,33 +414,33 @@ def test_checkpoint_steps_checked_at_the_worst_kept_fraction(default):
     cfg["train_sampling"]["min_kept_fraction"] = 0.5  # 600 x 0.5 // 32 = 9 < checkpoint step 12
     msg = _err(cfg)
     assert "step 12 cannot be reached by arms.ssd" in msg and "min_kept_fraction" in msg
-    assert sc.max_sft_steps(cfg, "ssd")[0] == 9
-    if "naive" in sc.all_arms(cfg) and not sc.all_arms(cfg)["naive"]["filter_length_stop"]:
-        assert sc.max_sft_steps(cfg, "naive")[0] == 18
+    assert derive.max_sft_steps(cfg, "ssd")[0] == 9
+    if "naive" in derive.all_arms(cfg) and not derive.all_arms(cfg)["naive"]["filter_length_stop"]:
+        assert derive.max_sft_steps(cfg, "naive")[0] == 18
     cfg["train_sampling"]["min_kept_fraction"] = 0.7  # 420 // 32 = 13 >= 12
-    assert sc.validate(cfg)
+    assert validate(cfg)
 
 
 def test_real_recipe_checkpoints_reachable_at_its_worst_kept_fraction():
     """config/real.yaml: every arm reaches every checkpoint step at its min_kept_fraction."""
-    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    cfg = load_config(ROOT / "config" / "real.yaml")
     kept = cfg["train_sampling"]["min_kept_fraction"]
     assert kept <= 0.5
-    for arm in sc.all_arms(cfg):
-        bound, _ = sc.max_sft_steps(cfg, arm)
-        if sc.arm_sft(cfg, arm).get("checkpoints_past_end") != "final":
+    for arm in derive.all_arms(cfg):
+        bound, _ = derive.max_sft_steps(cfg, arm)
+        if derive.arm_sft(cfg, arm).get("checkpoints_past_end") != "final":
             assert max(cfg["sft"]["checkpoint_steps"]) <= bound, arm
 
 
 def test_accelerate_gpu_ids_would_override_the_schedulers_gpus(tmp_path):
     """gpu_ids in the accelerate config makes `accelerate launch` overwrite CUDA_VISIBLE_DEVICES
     (SLURM's choice): refused at config time; the shipped GPU configs name none."""
-    cfg = sc.load_config(ROOT / "config" / "real.yaml")
-    assert not [m for m in sc.check_semantics(cfg) if "gpu_ids" in m]
+    cfg = load_config(ROOT / "config" / "real.yaml")
+    assert not [m for m in config_checks.check_semantics(cfg) if "gpu_ids" in m]
     for name in ("gpu1.yaml", "fsdp.yaml"):
         assert "gpu_ids" not in yaml.safe_load((ROOT / "envs" / "accelerate" / name).read_text())
     acc = yaml.safe_load((ROOT / "envs" / "accelerate" / "gpu1.yaml").read_text())
     (tmp_path / "a.yaml").write_text(yaml.safe_dump({**acc, "gpu_ids": "0"}))
     cfg["runtime"]["accelerate_config"] = str(tmp_path / "a.yaml")
-    msg = [m for m in sc.check_semantics(cfg) if "gpu_ids" in m]
+    msg = [m for m in config_checks.check_semantics(cfg) if "gpu_ids" in m]
     assert msg and "CUDA_VISIBLE_DEVICES" in msg[0] and "a.yaml" in msg[0]

@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 
-from ssd_math import config as sc
-from ssd_math import noise, schema, synth
+from ssd_math import derive, noise, schema, synth
 from ssd_math import train as T
+from ssd_math.config import fill_defaults, validate
 from ssd_math.decontam import decontaminate
 from ssd_math.modeling import rehearsal_spec
 from ssd_math.sampler import SamplingConfig
@@ -59,31 +59,33 @@ def _vllm_cfg(cfg: dict) -> dict:
 #: (which config, dotted key to drop, the consumer's resolved value from the validated config).
 #: A consumer that keeps its own copy returns it; one that reads the schema returns the default.
 CONSUMERS: dict[str, tuple[str, str, Callable[[dict], object]]] = {
-    "$defs/min_p": ("default", "arms.ssd.min_p", lambda c: sc.arm_sampling(c, "ssd").min_p),
+    "$defs/min_p": ("default", "arms.ssd.min_p", lambda c: derive.arm_sampling(c, "ssd").min_p),
     "$defs/presence_penalty": (
         "default",
         "arms.ssd.presence_penalty",
-        lambda c: sc.arm_sampling(c, "ssd").presence_penalty,
+        lambda c: derive.arm_sampling(c, "ssd").presence_penalty,
     ),
     "properties/train_sampling/properties/samples_per_prompt": (
         "default",
         "train_sampling.samples_per_prompt",
-        lambda c: sc.arm_sampling(c, "ssd").n,
+        lambda c: derive.arm_sampling(c, "ssd").n,
     ),
     "properties/eval/properties/sweeps/properties/min_p_temperature": (
         "default",
         "eval.sweeps.min_p_temperature",
-        lambda c: {s.temperature for k, s in sc.sweep_samplings(c).items() if k.startswith("minp")}.pop(),
+        lambda c: {s.temperature for k, s in derive.sweep_samplings(c).items() if k.startswith("minp")}.pop(),
     ),
     "properties/train_sampling/properties/min_kept_fraction": (
         "default",
         "train_sampling.min_kept_fraction",
-        lambda c: float(re.search(r"kept fraction of ([0-9.]+) \(train_sampling", sc.max_sft_steps(c, "ssd")[1])[1]),
+        lambda c: float(
+            re.search(r"kept fraction of ([0-9.]+) \(train_sampling", derive.max_sft_steps(c, "ssd")[1])[1]
+        ),
     ),
     "properties/sampler/properties/vllm/properties/dtype": (
         "default",
         "sampler.vllm.dtype",
-        lambda c: "auto" if sc.serve_dtype(_vllm_cfg(c)) == "float16" else sc.serve_dtype(c),
+        lambda c: "auto" if derive.serve_dtype(_vllm_cfg(c)) == "float16" else derive.serve_dtype(c),
     ),
     "properties/sampler/properties/batch_size": ("default", "sampler.batch_size", lambda c: c["sampler"]["batch_size"]),
     "properties/data/properties/synthetic/properties/lock_noise": (
@@ -101,19 +103,19 @@ CONSUMERS: dict[str, tuple[str, str, Callable[[dict], object]]] = {
         "data.real.decontam.threshold",
         lambda c: c["data"]["real"]["decontam"]["threshold"],
     ),
-    "properties/probe/properties/top_n": ("default", "probe.top_n", lambda c: sc.probe_settings(c)["top_n"]),
+    "properties/probe/properties/top_n": ("default", "probe.top_n", lambda c: derive.probe_settings(c)["top_n"]),
     "properties/model/properties/rehearsal/properties/hidden": (
         "rehearsal",
         "model.rehearsal.hidden",
         lambda c: rehearsal_spec(c["model"]["rehearsal"])["hidden"],
     ),
-    "$defs/optim/properties/eps": ("default", "sft.eps", lambda c: sc.arm_sft(c, "ssd")["eps"]),
+    "$defs/optim/properties/eps": ("default", "sft.eps", lambda c: derive.arm_sft(c, "ssd")["eps"]),
     "$defs/optim/properties/loss_chunk_tokens": (
         "default",
         "sft.loss_chunk_tokens",
-        lambda c: T.resolve_spec({**JOB, **{k: v for k, v in sc.arm_sft(c, "ssd").items() if k != "checkpoint_steps"}})[
-            "loss_chunk_tokens"
-        ],
+        lambda c: T.resolve_spec(
+            {**JOB, **{k: v for k, v in derive.arm_sft(c, "ssd").items() if k != "checkpoint_steps"}}
+        )["loss_chunk_tokens"],
     ),
 }
 
@@ -153,12 +155,12 @@ def _consumer_value(pointer: str) -> object:
             {"levels": [2, 3], "hard_levels": [3], "n_pretrain": 2, "n_train_prompts": 1, "n_eval_main": 1, "seed": 0}
         )
     cfg = _drop(_configs()[which], key)
-    return read(sc.validate(cfg, cli_overrides=None) if which != "real" else _validated_real(cfg))
+    return read(validate(cfg, cli_overrides=None) if which != "real" else _validated_real(cfg))
 
 
 def _validated_real(cfg: dict) -> dict:
     """The real recipe, filled (its local files and hub revisions are checked elsewhere)."""
-    return sc.fill_defaults(cfg)
+    return fill_defaults(cfg)
 
 
 @pytest.mark.parametrize("pointer", sorted(CONSUMERS))
@@ -223,7 +225,7 @@ NOT_CONFIG = {
     ("hf_sampler", "", "positions"): "a decode loop's statistics dict, not probe.positions",
     ("hf_sampler", "", "steps"): "a decode loop's statistics dict, not model.rehearsal.warmup.steps",
     ("cluster", "", "runtime"): "a SLURM job's runtime column ('-' = not reported), not the config's",
-    ("config", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
+    ("config_checks", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
     ("prepare_real_data", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
     ("generate", "", "trust_remote_code"): "a generation job's common dict from a test or bench may omit it: "
     "the safe value, never run a folder's code",
@@ -345,9 +347,9 @@ def test_no_code_falls_back_to_a_copy_of_a_schema_default():
 
 def test_the_scan_finds_a_copy_put_back():
     src = _sources()
-    planted = src["config"].replace('t = sw["min_p_temperature"]', 't = sw.get("min_p_temperature", 1.0)')
-    assert planted != src["config"]
-    assert any(".get('min_p_temperature', 1.0)" in f for f in shadowed_defaults({**src, "config": planted}))
+    planted = src["derive"].replace('t = sw["min_p_temperature"]', 't = sw.get("min_p_temperature", 1.0)')
+    assert planted != src["derive"]
+    assert any(".get('min_p_temperature', 1.0)" in f for f in shadowed_defaults({**src, "derive": planted}))
     planted = src["stats"].replace(
         "n_boot: int, seed: int, conf: float", "n_boot: int, seed: int, conf: float = 0.95", 1
     )
@@ -357,9 +359,9 @@ def test_the_scan_finds_a_copy_put_back():
 
 def test_a_spec_built_from_the_config_is_complete(default):
     """The rules' spec (an arm's recipe + the job keys) needs nothing from train's defaults."""
-    cfg = sc.validate(copy.deepcopy(default))
-    for arm in sc.all_arms(cfg):
-        recipe = {k: v for k, v in sc.arm_sft(cfg, arm).items() if k != "checkpoint_steps"}
+    cfg = validate(copy.deepcopy(default))
+    for arm in derive.all_arms(cfg):
+        recipe = {k: v for k, v in derive.arm_sft(cfg, arm).items() if k != "checkpoint_steps"}
         assert set(recipe) | set(T.JOB_DEFAULTS) == set(T.DEFAULTS), arm
         assert set(recipe["instrument"]) == set(T.DEFAULTS["instrument"]), arm
 
@@ -391,7 +393,7 @@ def _inside_outside(prop: dict) -> tuple[list, list]:
 
 
 def _optim_cases():
-    optim = sc.schema_node("$defs/optim")
+    optim = schema.schema_node("$defs/optim")
     for key, prop in optim["properties"].items():
         if key == "checkpoint_steps":  # a spec names its checkpoints in `checkpoints`
             continue
@@ -427,7 +429,7 @@ def test_train_spec_accepts_exactly_what_the_schema_accepts(key, prop):
 def test_recipe_enums_have_their_consumers():
     """Beyond the spec check: the noise tracker stores weights in every store_dtype, the LR
     schedule computes every schedule, and every checkpoints_past_end value is handled."""
-    optim = sc.schema_node("$defs/optim")["properties"]
+    optim = schema.schema_node("$defs/optim")["properties"]
     for dt in optim["instrument"]["properties"]["store_dtype"]["enum"]:
         assert isinstance(noise.as_dtype(dt), torch.dtype)
     for sched in optim["schedule"]["enum"]:
@@ -446,18 +448,18 @@ def test_recipe_enums_have_their_consumers():
 
 def test_served_dtypes_are_save_dtypes_of_training():
     """Every dtype the config can serve the trained models in (model.hub.dtype, sampler.vllm.dtype)
-    is a save_dtype ssd_math.train accepts (rules/train.smk passes config.serve_dtype)."""
-    props = sc.schema_node("properties/model/properties/hub")["properties"]
-    vprops = sc.schema_node("properties/sampler/properties/vllm")["properties"]
+    is a save_dtype ssd_math.train accepts (rules/train.smk passes derive.serve_dtype)."""
+    props = schema.schema_node("properties/model/properties/hub")["properties"]
+    vprops = schema.schema_node("properties/sampler/properties/vllm")["properties"]
     for hub_dt in props["dtype"]["enum"]:
         for vllm_dt in vprops["dtype"]["enum"]:
             cfg = {"sampler": {"backend": "vllm", "vllm": {"dtype": vllm_dt}}, "model": {"hub": {"dtype": hub_dt}}}
-            T.resolve_spec({**JOB, "save_dtype": sc.serve_dtype(cfg)})
+            T.resolve_spec({**JOB, "save_dtype": derive.serve_dtype(cfg)})
 
 
 def test_probe_dtypes_load(default):
     """The probe's forward pass loads its model in probe.dtype (getattr(torch, dtype))."""
-    for dt in sc.schema_node("properties/probe")["properties"]["dtype"]["enum"]:
+    for dt in schema.schema_node("properties/probe")["properties"]["dtype"]["enum"]:
         assert isinstance(getattr(torch, dt), torch.dtype)
 
 
@@ -477,7 +479,7 @@ def test_what_the_code_refuses_the_config_refuses_first(default):
     import yaml
 
     reh = yaml.safe_load((ROOT / "config" / "rehearsal.yaml").read_text())
-    sc.validate(copy.deepcopy(reh))
+    validate(copy.deepcopy(reh))
     for change, msg in (
         ({"layers": 6}, "model.rehearsal.layers = 6 is not a multiple"),
         ({"kv_heads": 3}, "heads must be a multiple of kv_heads"),

@@ -223,14 +223,14 @@ def test_config_rejects_fsdp_settings_train_cannot_run(tmp_path):
 
     import yaml
 
-    from ssd_math import config as sc
+    from ssd_math.config import load_config, validate
 
     from conftest import config_error
 
-    real = sc.load_config(ROOT / "config" / "real.yaml")
+    real = load_config(ROOT / "config" / "real.yaml")
     cfg = copy.deepcopy(real)
     cfg["runtime"]["accelerate_config"] = str(FSDP_YAML)
-    sc.validate(cfg)  # FSDP + instrumentation + chunked loss + checkpointing: all supported
+    validate(cfg)  # FSDP + instrumentation + chunked loss + checkpointing: all supported
     base = yaml.safe_load(FSDP_YAML.read_text())
     for change, expect in (
         ({"fsdp_version": 1}, "fsdp_config.fsdp_version must be 2"),

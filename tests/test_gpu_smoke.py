@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_math import config as sc
+from ssd_math.config import ConfigError, load_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "config" / "gpu-smoke.yaml"
@@ -33,7 +33,7 @@ REAL = ROOT / "config" / "real.yaml"
 
 
 def test_smoke_is_the_real_recipe_at_its_smallest():
-    smoke, real = sc.load_config(SMOKE), sc.load_config(REAL)
+    smoke, real = load_config(SMOKE), load_config(REAL)
     assert smoke["model"] == real["model"]
     assert smoke["prompt"] == real["prompt"]
     assert smoke["runtime"]["accelerate_config"] == real["runtime"]["accelerate_config"]
@@ -75,10 +75,10 @@ def test_smoke_plan_fits_its_budget():
     ).stdout
     from ssd_math.planner import build_plan, plan_totals
 
-    tot = plan_totals(build_plan(sc.load_config(SMOKE)))
+    tot = plan_totals(build_plan(load_config(SMOKE)))
     assert tot["gpu_hours"] <= 0.5 and tot["hours"] * 60 <= 20, tot
     assert f"{tot['gpu_hours']:,.2f}" in out.split("TOTAL", 1)[1].splitlines()[0]
-    assert {r["rule"] for r in build_plan(sc.load_config(SMOKE))} == {
+    assert {r["rule"] for r in build_plan(load_config(SMOKE))} == {
         "sample_train_shard",
         "sft",
         "generate_grid",
@@ -92,8 +92,8 @@ def test_smoke_plan_fits_its_budget():
 def test_smoke_on_an_80gb_h100_is_refused_with_the_alternatives():
     raw = yaml.safe_load(SMOKE.read_text())
     raw["runtime"]["gpu_memory_gb"] = 85.5
-    with pytest.raises(sc.ConfigError, match=r"sft.max_len 33792 .*an H200: runtime.gpu_memory_gb: 149"):
-        sc.validate(raw)
+    with pytest.raises(ConfigError, match=r"sft.max_len 33792 .*an H200: runtime.gpu_memory_gb: 149"):
+        validate(raw)
 
 
 def twin_config(workdir: Path) -> dict:

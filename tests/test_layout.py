@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_math import config as sc
+from ssd_math import derive
+from ssd_math.config import validate
 from ssd_math.layout import Layout, describe_eval_path
+from ssd_math.schema import load_schema
 
 from conftest import ROOT, SMOKE
 
@@ -22,7 +24,7 @@ KIND = {"grid": "grid", "passk": "passk", "checkpoints": "checkpoint", "sweep": 
 
 @pytest.fixture(scope="module")
 def smoke():
-    return sc.validate(yaml.safe_load(SMOKE.read_text()))
+    return validate(yaml.safe_load(SMOKE.read_text()))
 
 
 def test_every_eval_file_parses_back_to_its_job(smoke, tmp_path):
@@ -122,13 +124,13 @@ def test_rules_declare_the_layout_job_lists(smoke, tmp_path):
 
 
 def test_validation_fills_schema_defaults(default):
-    schema = sc.load_schema()
+    schema = load_schema()
     cfg = copy.deepcopy(default)
     del cfg["sampler"]["batch_size"]
     cfg["eval"]["grader"] = {}
     cfg.pop("noise_probes", None)
     cfg["report"]["title"] = "mine"
-    sc.validate(cfg)
+    validate(cfg)
     sam = schema["properties"]["sampler"]["properties"]
     grader = schema["properties"]["eval"]["properties"]["grader"]["properties"]
     assert cfg["sampler"]["batch_size"] == sam["batch_size"]["default"] == 64
@@ -200,7 +202,7 @@ def test_reuse_identical_generations_and_training_data(smoke):
         "lrx": {**cfg["arms"]["ssd"], "sft": {"lr": 1.0e-3}},
         "hot": {**cfg["arms"]["ssd"], "temperature": 1.7},
     }
-    cfg = sc.validate(cfg)
+    cfg = validate(cfg)
     L = Layout(cfg)
     assert L.final_from_grid and "final" not in L.generated_ckpts
     assert all(
@@ -211,8 +213,8 @@ def test_reuse_identical_generations_and_training_data(smoke):
     )
     assert L.data_arm("lrx") == "ssd" and L.data_arm("hot") == "hot" and L.data_arm("ssd") == "ssd"
     for name, cond in L.sweep_from_grid.items():
-        s = sc.sweep_samplings(cfg)[name]
-        assert s == sc.eval_sampling(cfg, s.temperature) and cond in [f"T{t}" for t in L.tgrid]
+        s = derive.sweep_samplings(cfg)[name]
+        assert s == derive.eval_sampling(cfg, s.temperature) and cond in [f"T{t}" for t in L.tgrid]
         assert name not in L.generated_sweeps
     off = Layout(cfg, reuse=False)
     assert not off.final_from_grid and off.generated_ckpts == off.ckpts and not off.sweep_from_grid
@@ -220,7 +222,7 @@ def test_reuse_identical_generations_and_training_data(smoke):
     # an arm whose T_eval is off the grid: every arm's final is generated again
     cfg2 = copy.deepcopy(cfg)
     cfg2["extra_arms"]["hot"]["t_eval"] = 0.65
-    assert "final" in Layout(sc.validate(cfg2)).generated_ckpts
+    assert "final" in Layout(validate(cfg2)).generated_ckpts
 
 
 @pytest.mark.slow  # three Snakemake starts (`--list-rules` parses the whole workflow)
@@ -259,7 +261,7 @@ def test_every_rule_is_greppable(configfile, tmp_path):
 
 
 def test_generation_params_carry_each_conditions_decoding(smoke):
-    """What a generation rule's `jobs` param holds (config.sampling_params over Layout's names):
+    """What a generation rule's `jobs` param holds (derive.sampling_params over Layout's names):
     each condition's decoding from its config section, as a plain dict (Snakemake reruns a job
     when its repr changes), the training shard's too; an unknown condition name is refused."""
     L = Layout(smoke)
@@ -280,7 +282,7 @@ def test_generation_params_carry_each_conditions_decoding(smoke):
     presets = ev["sweeps"]["presets"]
     seen = set()
     for job in L.generation_jobs():
-        params = sc.sampling_params(smoke, job["conditions"])
+        params = derive.sampling_params(smoke, job["conditions"])
         assert [{k: v for k, v in g.items() if k != "sampling"} for g in params] == job["conditions"]
         for g in params:
             cond, s = g["condition"], g["sampling"]
@@ -298,8 +300,8 @@ def test_generation_params_carry_each_conditions_decoding(smoke):
             seen.add(job["family"])
     assert seen == {"grid", "passk", "checkpoints", "sweep"}
     for arm, a in smoke["arms"].items():
-        (g,) = sc.sampling_params(smoke, [L.train_generation(arm)])
+        (g,) = derive.sampling_params(smoke, [L.train_generation(arm)])
         assert g["condition"] == f"train-{arm}" and g["model_dir"] == L.model_dir("base")
         assert g["sampling"] == want(a, a["temperature"], smoke["train_sampling"]["max_new_tokens"], 1)
     with pytest.raises(ValueError, match="unknown decoding condition 'T0.7-x'"):
-        sc.condition_sampling(smoke, "T0.7-x")
+        derive.condition_sampling(smoke, "T0.7-x")

@@ -10,7 +10,8 @@ import math
 import pytest
 import yaml
 
-from ssd_math import config as sc
+from ssd_math import derive
+from ssd_math.config import ConfigError, load_config, validate
 from ssd_math.io import BENCHMARK_COLUMNS, read_benchmark
 from ssd_math.planner import PlanError, format_plan, merge_measured, plan, plan_to_csv, plan_totals
 
@@ -303,7 +304,7 @@ def test_plan_disk_and_reuse_before_after():
     fewer GPU-hours with the Layout's reuse than without; the training-only sweeps sample nothing."""
     from ssd_math import planner as P
 
-    cfg = sc.load_config(ROOT / "config" / "real.yaml")
+    cfg = load_config(ROOT / "config" / "real.yaml")
     rows = P.build_plan(cfg)
     sft = [r for r in rows if r["rule"] == "sft"]
     n_folders = len(cfg["sft"]["checkpoint_steps"]) + 1
@@ -367,13 +368,13 @@ def test_config_refuses_a_gpu_setup_that_leaves_less_than_8gb():
     from ssd_math import memory_model as P
 
     raw = yaml.safe_load((ROOT / "config" / "real.yaml").read_text())
-    cfg = sc.validate(copy.deepcopy(raw))
-    m = sc.training_memory(cfg, "ssd")
+    cfg = validate(copy.deepcopy(raw))
+    m = derive.training_memory(cfg, "ssd")
     assert m["headroom"] >= P.GPU_HEADROOM and m["capacity"] == 149e9
     h100 = copy.deepcopy(raw)
     h100["runtime"]["gpu_memory_gb"] = 85.5
-    with pytest.raises(sc.ConfigError) as e:
-        sc.validate(h100)
+    with pytest.raises(ConfigError) as e:
+        validate(h100)
     msg = str(e.value)
     for want in (
         "sft.max_len 33792 (micro_batch 1; arms ssd, t13, topk5",
@@ -388,7 +389,7 @@ def test_config_refuses_a_gpu_setup_that_leaves_less_than_8gb():
         assert want in msg, (want, msg)
     fsdp = copy.deepcopy(h100)
     fsdp["runtime"]["accelerate_config"] = "envs/accelerate/fsdp.yaml"
-    sc.validate(fsdp)
+    validate(fsdp)
     cpu = copy.deepcopy(h100)
     cpu["runtime"] = {"accelerate_config": "envs/accelerate/cpu.yaml", "device": "cpu", "gpu_memory_gb": 1}
-    assert sc.training_memory(sc.validate(cpu), "ssd") is None
+    assert derive.training_memory(validate(cpu), "ssd") is None

@@ -9,16 +9,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ssd_math import config as sc
+from ssd_math import derive, synth
 from ssd_math import probe_analysis as PA
 from ssd_math import probe_forward as PF
 from ssd_math import probe_positions as PP
-from ssd_math import synth
+from ssd_math.config import fill_defaults
 from ssd_math.io import read_jsonl, write_jsonl
+from ssd_math.schema import schema_defaults
 
 from conftest import config_error, tiny_random_model
 
-PROBE_DEFAULTS = sc.schema_defaults("properties/probe")  # the schema owns every default
+PROBE_DEFAULTS = schema_defaults("properties/probe")  # the schema owns every default
 TH = PROBE_DEFAULTS["classify"]
 
 
@@ -482,8 +483,8 @@ def test_probe_config_checks_name_the_key(default):
 def test_settings_fill_defaults(default):
     c = copy.deepcopy(default)
     del c["probe"]
-    sc.fill_defaults(c)  # what the rules see
-    s = sc.probe_settings(c)
+    fill_defaults(c)  # what the rules see
+    s = derive.probe_settings(c)
     assert s["arms"] == list(c["arms"]) and s["compare_arm"] == c["report"]["table1"]["ssd_arm"]
     assert s["eval_set"] == c["eval"]["sets"][0] and s["controls"] == []
     assert PF.views(c)["arm:ssd"] == {"temperature": 1.1, "top_k": 20, "top_p": 0.95}

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_math import config as sc
+from ssd_math import config_checks, derive
+from ssd_math.config import ConfigError, load_config, validate
 from ssd_math.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ SLURM_RESOURCES = {
 
 @pytest.fixture(scope="module")
 def real():
-    return sc.load_config(REAL)
+    return load_config(REAL)
 
 
 # ------------------------------------------------------------------------------------ config
@@ -79,24 +80,24 @@ def test_real_config_validates(real):
         extra
     )
     assert extra["len48k"]["max_new_tokens"] == real["eval"]["max_new_tokens"]
-    assert not set(extra) & set(sc.final_models(real))
+    assert not set(extra) & set(derive.final_models(real))
 
 
 def test_placeholder_revisions_are_rejected_by_key(real):
     cfg = copy.deepcopy(real)
     srcs = cfg["data"]["real"]["eval"]["sources"]
     i = next(i for i, s in enumerate(srcs) if s["name"] == "beyondaime")
-    assert srcs[i]["enabled"] is False and sc.is_placeholder_revision(srcs[i]["revision"])
+    assert srcs[i]["enabled"] is False and config_checks.is_placeholder_revision(srcs[i]["revision"])
     srcs[i]["enabled"] = True
     cfg["model"]["hub"]["revision"] = "main"
-    with pytest.raises(sc.ConfigError) as ei:
-        sc.validate(cfg)
+    with pytest.raises(ConfigError) as ei:
+        validate(cfg)
     msg = str(ei.value)
     assert f"data.real.eval.sources[{i}].revision" in msg and "BeyondAIME" in msg
     assert "model.hub.revision = 'main'" in msg
     srcs[i]["path"] = "beyondaime.jsonl"  # a local copy instead of the hub: fine
     cfg["model"]["hub"]["revision"] = "a" * 40
-    sc.validate(cfg)
+    validate(cfg)
 
 
 def test_real_data_checks(real):
@@ -104,8 +105,8 @@ def test_real_data_checks(real):
     cfg["data"]["real"]["eval"]["hard_size"] = 2000
     cfg["data"]["real"]["train"]["sources"].append({"name": "math500", "path": "x.jsonl"})
     cfg["model"]["kind"] = "tiny"
-    with pytest.raises(sc.ConfigError) as ei:
-        sc.validate(cfg)
+    with pytest.raises(ConfigError) as ei:
+        validate(cfg)
     msg = str(ei.value)
     assert "data.real.eval.hard_size = 2000" in msg
     assert "name = 'math500': also used by data.real.train.sources[2]" in msg
@@ -115,7 +116,7 @@ def test_real_data_checks(real):
 def test_gpu_counts_follow_the_config(real):
     from ssd_math.launcher import gpu_counts
 
-    default = sc.load_config(ROOT / "config.yaml")
+    default = load_config(ROOT / "config.yaml")
     assert gpu_counts(default) == {"generate": 0, "train": 0}  # the tiny default stays on CPU
     assert gpu_counts(real) == {"generate": 1, "train": 1}
     fsdp = copy.deepcopy(real)
@@ -498,7 +499,7 @@ def test_missing_local_file_names_its_source_key(real, tmp_path):
         (root / f"{name}.jsonl").write_bytes((REAL_DATA / f"{name}.jsonl").read_bytes())
     sec["root"] = str(root)
     i = next(i for i, s in enumerate(sec["eval"]["sources"]) if s["name"] == "aime2024")
-    with pytest.raises(sc.ConfigError) as ei:
+    with pytest.raises(ConfigError) as ei:
         prd.check_local_sources(sec, ROOT)
     msg = str(ei.value)
     assert f"data.real.eval.sources[{i}].path = 'aime2024.jsonl'" in msg
@@ -522,9 +523,10 @@ def test_offline_hub_dataset_error_names_dataset_key_and_fix(real, tmp_path):
     code = "\n".join(
         [
             "import sys",
-            "from ssd_math import config as sc, prepare_real_data as realdata",
+            "from ssd_math import prepare_real_data as realdata",
+            "from ssd_math.config import load_config",
             "from ssd_math.io import DataError",
-            f"real = sc.load_config({str(REAL)!r})['data']['real']",
+            f"real = load_config({str(REAL)!r})['data']['real']",
             "real['eval']['sources'] = [s if s['name'] == 'aime2025' else {**s, 'enabled': False}",
             "                           for s in real['eval']['sources']]",
             "try:",

@@ -337,12 +337,12 @@ def _gpu_check():
 
 
 def test_gpu_check_variant_is_the_rehearsal_on_cuda_with_vllm(tmp_path):
-    from ssd_math import config as sc
+    from ssd_math.config import load_config, validate
     from ssd_math.launcher import gpu_counts
 
     gc = _gpu_check()
-    base = sc.load_config(REHEARSAL)
-    cfg = sc.validate(gc.variant_config(base, tmp_path))
+    base = load_config(REHEARSAL)
+    cfg = validate(gc.variant_config(base, tmp_path))
     assert cfg["sampler"]["backend"] == "vllm" and cfg["sampler"]["vllm"]["language_model_only"] is True
     assert cfg["runtime"]["device"] == "cuda" and gpu_counts(cfg) == {"generate": 1, "train": 1}
     assert cfg["results"].startswith(str(tmp_path)) and cfg["model"]["hub"]["local_dir"].startswith(cfg["results"])

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ssd_math.config import all_arms
+from ssd_math.derive import all_arms
 from ssd_math.generate import make_sampler
 from ssd_math.hf_sampler import HFSampler, plan_batches
 from ssd_math.prompting import render_prompt
@@ -61,9 +61,9 @@ def test_sampling_config_accepts_the_schema_edges():
 
 
 def test_sampling_config_dict_roundtrip():
-    sc = SamplingConfig(temperature=0.7, presence_penalty=1.5)
-    assert SamplingConfig.from_dict(sc.to_dict()) == sc
-    assert set(sc.to_dict()) == SAMPLING_FIELDS
+    scfg = SamplingConfig(temperature=0.7, presence_penalty=1.5)
+    assert SamplingConfig.from_dict(scfg.to_dict()) == scfg
+    assert set(scfg.to_dict()) == SAMPLING_FIELDS
     with pytest.raises(ValueError, match="unknown sampling key"):
         SamplingConfig.from_dict({"temp": 1.0})
 
@@ -114,28 +114,28 @@ def tiny(tmp_path_factory):
 def test_hf_rows_deterministic_and_order_independent(tiny):
     mdir, reqs = tiny
     s = HFSampler(mdir, batch_size=5)
-    sc = SamplingConfig(temperature=1.0, max_new_tokens=12, n=2)
-    rows = s.sample(reqs, sampling=sc, condition="c", base_seed=3)
+    scfg = SamplingConfig(temperature=1.0, max_new_tokens=12, n=2)
+    rows = s.sample(reqs, sampling=scfg, condition="c", base_seed=3)
     assert len(rows) == len(reqs) * 2
     assert [(r["prompt_id"], r["sample_index"]) for r in rows] == [(q["id"], k) for q in reqs for k in range(2)]
-    again = s.sample(reqs, sampling=sc, condition="c", base_seed=3)
+    again = s.sample(reqs, sampling=scfg, condition="c", base_seed=3)
     assert json.dumps(rows) == json.dumps(again)
     # each batch is seeded on its own: any subset, in any order, gives the same rows (what the
     # generation jobs' resume relies on)
     plan = plan_batches(reqs, 5, 2)
     full = {(r["prompt_id"], r["sample_index"]): r for r in rows}
     for b in [plan[-1], plan[2], plan[0]]:
-        for r in s.generate_batch(b, sampling=sc, condition="c", base_seed=3):
+        for r in s.generate_batch(b, sampling=scfg, condition="c", base_seed=3):
             assert r == full[(r["prompt_id"], r["sample_index"])]
-    other = s.sample(reqs, sampling=sc, condition="c", base_seed=4)
+    other = s.sample(reqs, sampling=scfg, condition="c", base_seed=4)
     assert [r["completion"] for r in other] != [r["completion"] for r in rows]
 
 
 def test_hf_row_fields_and_length_stop(tiny):
     mdir, reqs = tiny
     s = make_sampler("hf", mdir, batch_size=8, model_name="tiny-random")
-    sc = SamplingConfig(temperature=1.0, max_new_tokens=3)
-    rows = s.sample(reqs[:4], sampling=sc, condition="T1.0", base_seed=0)
+    scfg = SamplingConfig(temperature=1.0, max_new_tokens=3)
+    rows = s.sample(reqs[:4], sampling=scfg, condition="T1.0", base_seed=0)
     for r, q in zip(rows, reqs[:4]):
         assert ROW_FIELDS <= set(r)
         assert set(r["sampling"]) == SAMPLING_FIELDS
@@ -181,8 +181,8 @@ def test_hf_presence_penalty_reduces_repeats(tiny):
     def distinct_frac(pp):
         # penalty is applied before temperature (vLLM order): at T 0.4 a penalty of 2 is 5 logits
         # three base seeds x 12 prompts: one seed's 12 rows move the mean by ~0.08 on their own
-        sc = SamplingConfig(temperature=0.4, top_k=20, max_new_tokens=32, presence_penalty=pp)
-        rows = [r for seed in range(3) for r in s.sample(reqs, sampling=sc, condition="c", base_seed=seed)]
+        scfg = SamplingConfig(temperature=0.4, top_k=20, max_new_tokens=32, presence_penalty=pp)
+        rows = [r for seed in range(3) for r in s.sample(reqs, sampling=scfg, condition="c", base_seed=seed)]
         fr = []
         for r in rows:
             ids = s.tokenizer(r["completion"], add_special_tokens=False)["input_ids"]
@@ -199,10 +199,10 @@ def test_hf_presence_penalty_reduces_repeats(tiny):
 
 
 def test_to_vllm_params_names():
-    sc = SamplingConfig(
+    scfg = SamplingConfig(
         temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5, max_new_tokens=100, n=4
     )
-    p = sc.to_vllm(42)
+    p = scfg.to_vllm(42)
     assert p == {
         "n": 1,
         "temperature": 1.1,
@@ -219,10 +219,10 @@ def test_to_vllm_params_names():
 
 def test_to_vllm_params_accepted_by_vllm():
     vllm = pytest.importorskip("vllm")
-    sc = SamplingConfig(
+    scfg = SamplingConfig(
         temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5, max_new_tokens=100, n=4
     )
-    sp = vllm.SamplingParams(**sc.to_vllm(42))  # the real class accepts every key
+    sp = vllm.SamplingParams(**scfg.to_vllm(42))  # the real class accepts every key
     assert sp.max_tokens == 100 and sp.seed == 42
 
 
@@ -238,8 +238,8 @@ def test_vllm_output_to_rows_with_stand_ins():
             SimpleNamespace(index=1, text="<think>\nloop", token_ids=[5, 6, 6, 6], finish_reason="length"),
         ],
     )
-    sc = SamplingConfig(n=2, max_new_tokens=4)
-    rows = vllm_output_to_rows(req, out, sampling=sc, condition="T1.0", base_seed=9, model="m")
+    scfg = SamplingConfig(n=2, max_new_tokens=4)
+    rows = vllm_output_to_rows(req, out, sampling=scfg, condition="T1.0", base_seed=9, model="m")
     assert [r["finish_reason"] for r in rows] == ["stop", "length"]
     assert [r["n_completion_tokens"] for r in rows] == [4, 4]
     assert [r["sample_index"] for r in rows] == [0, 1]
@@ -252,7 +252,7 @@ def test_vllm_output_to_rows_with_stand_ins():
     )[0]
     assert r["completion"] == "a" and r["sample_index"] == 3
     with pytest.raises(ValueError):
-        vllm_output_to_rows(req, out2, sampling=sc, condition="c", base_seed=0, model="m", sample_indices=[0, 1])
+        vllm_output_to_rows(req, out2, sampling=scfg, condition="c", base_seed=0, model="m", sample_indices=[0, 1])
 
 
 def test_make_sampler_rejects_unknown_backend(tmp_path):
@@ -339,14 +339,14 @@ def test_processors_are_generates_own(tiny):
 
     mdir, _ = tiny
     s = HFSampler(mdir)
-    for sc in [
+    for scfg in [
         SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5),
         SamplingConfig(temperature=1.0, top_k=0, top_p=1.0),
         SamplingConfig(temperature=1.1, top_k=5, top_p=0.8),
     ]:
-        ours = sc.hf_processors()
-        pp = ours[: len(sc.hf_processors(warpers=False))]  # the same presence-penalty object
-        gc = GenerationConfig(**sc.hf_generate_kwargs())
+        ours = scfg.hf_processors()
+        pp = ours[: len(scfg.hf_processors(warpers=False))]  # the same presence-penalty object
+        gc = GenerationConfig(**scfg.hf_generate_kwargs())
         theirs = s.model._get_logits_processor(gc, logits_processor=pp)
         assert [type(p) for p in ours] == [type(p) for p in theirs]
         assert [vars(p) for p in ours] == [vars(p) for p in theirs]
@@ -509,13 +509,13 @@ def test_distribution_matches_generate(sharp):
     pad = s.tokenizer.pad_token_id
     enc = _enc(s, [reqs[3]] * 120)
     npos = 3
-    for sc in [
+    for scfg in [
         SamplingConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=npos),
         SamplingConfig(temperature=1.0, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.0, max_new_tokens=npos),
         SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, presence_penalty=1.0, max_new_tokens=npos),
     ]:
-        procs, trunc = S.loop_sampling(sc)  # TopKTruncation when top-k is on, as HFSampler runs
-        assert (trunc is not None) == (sc.top_k > 0)
+        procs, trunc = S.loop_sampling(scfg)  # TopKTruncation when top-k is on, as HFSampler runs
+        assert (trunc is not None) == (scfg.top_k > 0)
         ours, theirs = [[] for _ in range(npos)], [[] for _ in range(npos)]
         for seed in range(4):
             g = torch.Generator().manual_seed(seed)
@@ -532,7 +532,7 @@ def test_distribution_matches_generate(sharp):
                     generator=g,
                 )
                 torch.manual_seed(100 + seed)
-                ref = s._generate_ids(enc, sc)
+                ref = s._generate_ids(enc, scfg)
             for r, q in zip(rows, ref):
                 r = r + [pad] * (npos - len(r))
                 q = q + [pad] * (npos - len(q))
@@ -541,11 +541,11 @@ def test_distribution_matches_generate(sharp):
                     theirs[t].append(q[t])
         for t in range(npos):
             p = _chi2_homogeneity(ours[t], theirs[t])
-            assert p > 1e-3, (sc, t, p)
+            assert p > 1e-3, (scfg, t, p)
         assert len(set(ours[0])) >= 3  # a real distribution, not one forced token
 
 
-def _loop_rows(s, reqs, sc, seed):
+def _loop_rows(s, reqs, scfg, seed):
     """(prompt ids without padding, generated ids) per request, straight from decode_batch."""
     enc = _enc(s, reqs)
     g = torch.Generator().manual_seed(seed)
@@ -554,8 +554,8 @@ def _loop_rows(s, reqs, sc, seed):
             s.model,
             enc["input_ids"],
             enc["attention_mask"],
-            processors=sc.hf_processors(),
-            max_new_tokens=sc.max_new_tokens,
+            processors=scfg.hf_processors(),
+            max_new_tokens=scfg.max_new_tokens,
             eos_token_id=s.eos_id,
             pad_token_id=s.tokenizer.pad_token_id,
             generator=g,
@@ -573,12 +573,12 @@ def test_sampled_tokens_inside_top_k_top_p_and_min_p(sharp):
     mdir, reqs = sharp
     s = HFSampler(mdir, batch_size=12)
 
-    def check(sc, pred):
+    def check(scfg, pred):
         hits = []
         n_stop = 0
-        for p_ids, gen in _loop_rows(s, reqs, sc, 5):
+        for p_ids, gen in _loop_rows(s, reqs, scfg, 5):
             n_stop += gen[-1] == s.eos_id
-            lg = _teacher_forced_logits(s.model, p_ids, gen) / sc.temperature
+            lg = _teacher_forced_logits(s.model, p_ids, gen) / scfg.temperature
             for t, token in enumerate(gen):
                 hits.append(pred(lg[t], token))
         return hits, n_stop
@@ -608,12 +608,12 @@ def test_presence_penalty_changes_the_greedy_choice(sharp):
     from the model's logits, and the penalty changes at least one choice vs no penalty."""
     mdir, reqs = sharp
     s = HFSampler(mdir, batch_size=12)
-    sc = SamplingConfig(top_k=1, presence_penalty=2.0, max_new_tokens=16)
-    rows = s.sample(reqs, sampling=sc, condition="c", base_seed=0)
+    scfg = SamplingConfig(top_k=1, presence_penalty=2.0, max_new_tokens=16)
+    rows = s.sample(reqs, sampling=scfg, condition="c", base_seed=0)
     plain = s.sample(reqs, sampling=SamplingConfig(top_k=1, max_new_tokens=16), condition="c", base_seed=0)
     assert [r["completion"] for r in rows] != [r["completion"] for r in plain]
     changed = 0
-    for p_ids, gen in _loop_rows(s, reqs, sc, 0):
+    for p_ids, gen in _loop_rows(s, reqs, scfg, 0):
         lg = _teacher_forced_logits(s.model, p_ids, gen)
         for t, token in enumerate(gen):
             pen = lg[t].clone()
@@ -631,8 +631,8 @@ def test_ssd_and_topk5_settings_differ(sharp, default):
     out = {}
     for arm in ("ssd", "topk5"):
         a = all_arms(default)[arm]
-        sc = SamplingConfig(temperature=a["temperature"], top_k=a["top_k"], top_p=a["top_p"], max_new_tokens=16)
-        out[arm] = [r["completion"] for r in s.sample(reqs, sampling=sc, condition="T1.1", base_seed=0)]
+        scfg = SamplingConfig(temperature=a["temperature"], top_k=a["top_k"], top_p=a["top_p"], max_new_tokens=16)
+        out[arm] = [r["completion"] for r in s.sample(reqs, sampling=scfg, condition="T1.1", base_seed=0)]
     assert all_arms(default)["ssd"]["top_k"] != all_arms(default)["topk5"]["top_k"]
     assert out["ssd"] != out["topk5"]
 
@@ -643,15 +643,15 @@ def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
     resumed job give the rows of the uninterrupted run; finished rows really left the batch (positions < rows x
     steps)."""
     mdir, reqs = sharp
-    sc = SamplingConfig(temperature=1.0, max_new_tokens=20, n=2)
+    scfg = SamplingConfig(temperature=1.0, max_new_tokens=20, n=2)
     a = HFSampler(mdir, batch_size=5)
-    rows = a.sample(reqs, sampling=sc, condition="c", base_seed=11)
+    rows = a.sample(reqs, sampling=scfg, condition="c", base_seed=11)
     thr = a.throughput()
     assert thr["positions"] < thr["batches"] * 5 * 20 and thr["useful_frac"] > 0.5
     assert any(r["finish_reason"] == "stop" for r in rows)
     assert any(r["finish_reason"] == "length" for r in rows)
     b = HFSampler(mdir, batch_size=5)
-    assert json.dumps(rows) == json.dumps(b.sample(reqs, sampling=sc, condition="c", base_seed=11))
+    assert json.dumps(rows) == json.dumps(b.sample(reqs, sampling=scfg, condition="c", base_seed=11))
     # dropped the step they finish (compact_frac 0): every computed row-position is a kept token
     enc = _enc(a, reqs)
     st = {}
@@ -660,7 +660,7 @@ def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
             a.model,
             enc["input_ids"],
             enc["attention_mask"],
-            processors=sc.hf_processors(),
+            processors=scfg.hf_processors(),
             max_new_tokens=20,
             eos_token_id=a.eos_id,
             pad_token_id=a.tokenizer.pad_token_id,
@@ -671,7 +671,7 @@ def test_fast_rows_byte_identical_across_instances_and_resume(sharp):
     assert st["positions"] == sum(map(len, toks)) < len(toks) * 20
     full = {(r["prompt_id"], r["sample_index"]): r for r in rows}
     for batch in reversed(plan_batches(reqs, 5, 2)[1:]):  # a resumed job's remaining batches
-        for r in b.generate_batch(batch, sampling=sc, condition="c", base_seed=11):
+        for r in b.generate_batch(batch, sampling=scfg, condition="c", base_seed=11):
             assert json.dumps(r) == json.dumps(full[(r["prompt_id"], r["sample_index"])])
 
 

@@ -198,10 +198,10 @@ def _sacct_state(job: str) -> str:
 
 def _eval_files(cfg: Path) -> list[str]:
     """Every graded file of the config (layout.Layout.all_eval_files)."""
-    from ssd_math import config as sc
+    from ssd_math.config import validate
     from ssd_math.layout import Layout
 
-    return Layout(sc.validate(yaml.safe_load(cfg.read_text()))).all_eval_files()
+    return Layout(validate(yaml.safe_load(cfg.read_text()))).all_eval_files()
 
 
 def _tree(d: Path) -> list[str]:

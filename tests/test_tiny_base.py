@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_math import config as sc
-from ssd_math import hub
+from ssd_math import derive, hub
+from ssd_math.config import ConfigError, validate
 
 from conftest import ROOT, tiny_random_model
 
@@ -30,13 +30,13 @@ def sha256(path: Path) -> str:
 def default_cfg():
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["model"].update(yaml.safe_load((ROOT / "config" / "tiny-base.yaml").read_text())["model"])
-    return sc.validate(cfg)
+    return validate(cfg)
 
 
 def test_the_shipped_base_is_what_its_provenance_says():
     """The repository's base: a complete model folder (config, tokenizer, chat template, fp32
     weights) whose weights hash to the sha256 its provenance records, a few MB in size."""
-    prov = json.loads((BASE_DIR / sc.BASE_PROVENANCE).read_text())
+    prov = json.loads((BASE_DIR / derive.BASE_PROVENANCE).read_text())
     assert hub.check_model_dir(BASE_DIR, "tiny-base") == []
     assert prov["weights_sha256"] == {"model.safetensors": sha256(BASE_DIR / "model.safetensors")}
     assert prov["dtype"] == "float32" and prov["git"]["commit"] and prov["machine"]["cpu_model"]
@@ -56,10 +56,10 @@ def test_ship_base_and_fetch_base_check_the_weights(tmp_path, default_cfg):
     mdir, _, _ = tiny_random_model(tmp_path)
     prov = hub.ship_base(mdir, tmp_path / "shipped", cfg=default_cfg, workdir=ROOT)
     files = {p.name for p in (tmp_path / "shipped").iterdir()}
-    assert "meta.json" not in files and sc.BASE_PROVENANCE in files
+    assert "meta.json" not in files and derive.BASE_PROVENANCE in files
     assert prov["weights_sha256"] == {"model.safetensors": sha256(mdir / "model.safetensors")}
-    assert prov["data_recipe_hash"] == sc.data_recipe_hash(default_cfg)
-    assert prov["rebuild"] == sc.REBUILD_BASE
+    assert prov["data_recipe_hash"] == derive.data_recipe_hash(default_cfg)
+    assert prov["rebuild"] == derive.REBUILD_BASE
     info = hub.fetch_base(
         {"id": "ssd-math/tiny-base", "revision": "local", "local_dir": str(tmp_path / "shipped")}, tmp_path / "base"
     )
@@ -104,13 +104,13 @@ def test_the_rebuild_command_pretrains_and_ships_a_base(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-6000:]
     out = tmp_path / "models" / "tiny-base"
-    prov = json.loads((out / sc.BASE_PROVENANCE).read_text())
+    prov = json.loads((out / derive.BASE_PROVENANCE).read_text())
     assert prov["pretrain_last_step"]["step"] == 3
     assert prov["weights_sha256"] == {"model.safetensors": sha256(out / "model.safetensors")}
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["data"]["synthetic"].update(n_pretrain=300, n_eval_main=40)
     cfg["model"]["hub"]["local_dir"] = str(out)
-    sc.validate(copy.deepcopy(cfg))  # the data it was pretrained on: accepted
+    validate(copy.deepcopy(cfg))  # the data it was pretrained on: accepted
     cfg["data"]["synthetic"]["n_eval_main"] = 41
-    with pytest.raises(sc.ConfigError, match=prov["data_recipe_hash"]):
-        sc.validate(cfg)
+    with pytest.raises(ConfigError, match=prov["data_recipe_hash"]):
+        validate(cfg)

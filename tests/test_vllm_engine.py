@@ -128,9 +128,9 @@ def test_on_cpu_the_engine_runs_eager(engine):
     ids=["top_k", "top_p", "min_p", "presence_penalty"],
 )
 def test_greedy_tokens_equal_transformers(engine, hf, requests, settings):
-    sc = SamplingConfig(**{"max_new_tokens": 32, **settings})
-    ours = engine.sample(requests[:8], sampling=sc, condition="g", base_seed=1)
-    theirs = hf.sample(requests[:8], sampling=sc, condition="g", base_seed=1)
+    scfg = SamplingConfig(**{"max_new_tokens": 32, **settings})
+    ours = engine.sample(requests[:8], sampling=scfg, condition="g", base_seed=1)
+    theirs = hf.sample(requests[:8], sampling=scfg, condition="g", base_seed=1)
     assert _texts(ours) == _texts(theirs)
 
 
@@ -163,10 +163,10 @@ def test_max_tokens_and_finish_reasons(engine, requests):
 
 
 def test_seeds_fix_the_noise_and_reruns_are_reproducible(engine, requests):
-    sc = SamplingConfig(temperature=1.0, max_new_tokens=32, n=2)
-    a = engine.sample(requests, sampling=sc, condition="T1.0", base_seed=5)
-    b = engine.sample(requests, sampling=sc, condition="T1.0", base_seed=5)
-    c = engine.sample(requests, sampling=sc, condition="T1.0", base_seed=6)
+    scfg = SamplingConfig(temperature=1.0, max_new_tokens=32, n=2)
+    a = engine.sample(requests, sampling=scfg, condition="T1.0", base_seed=5)
+    b = engine.sample(requests, sampling=scfg, condition="T1.0", base_seed=5)
+    c = engine.sample(requests, sampling=scfg, condition="T1.0", base_seed=6)
     assert a == b
     assert sum(x["completion"] != y["completion"] for x, y in zip(a, c)) >= len(a) // 2
     # sample 1 of a prompt is not sample 0 again: each sample index is its own request
@@ -190,9 +190,9 @@ def test_sampled_accuracy_agrees_with_transformers(engine, hf, requests):
     the 99% Wilson interval of transformers', n = prompts x 4 samples."""
     from ssd_math.grading_pool import grade_rows
 
-    sc = SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, max_new_tokens=96, n=4)
-    ours = grade_rows(engine.sample(requests, sampling=sc, condition="T0.7", base_seed=2), workers=2, progress=False)
-    theirs = grade_rows(hf.sample(requests, sampling=sc, condition="T0.7", base_seed=2), workers=2, progress=False)
+    scfg = SamplingConfig(temperature=0.7, top_k=20, top_p=0.95, max_new_tokens=96, n=4)
+    ours = grade_rows(engine.sample(requests, sampling=scfg, condition="T0.7", base_seed=2), workers=2, progress=False)
+    theirs = grade_rows(hf.sample(requests, sampling=scfg, condition="T0.7", base_seed=2), workers=2, progress=False)
     acc = sum(r["correct"] for r in ours) / len(ours)
     k = sum(r["correct"] for r in theirs)
     lo, hi = wilson_ci(k, len(theirs), conf=0.99)

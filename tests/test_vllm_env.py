@@ -67,10 +67,10 @@ def test_engine_args_are_vllm_0_32_fields():
 def test_sampling_settings_are_vllm_0_32_sampling_params():
     import vllm
 
-    sc = SamplingConfig(
+    scfg = SamplingConfig(
         temperature=1.1, top_k=20, top_p=0.95, min_p=0.05, presence_penalty=1.5, max_new_tokens=100, n=4
     )
-    sp = vllm.SamplingParams(**sc.to_vllm(42))  # the real class takes every key
+    sp = vllm.SamplingParams(**scfg.to_vllm(42))  # the real class takes every key
     assert (
         sp.temperature,
         sp.top_k,

@@ -105,10 +105,11 @@ def test_without_vllm_a_run_stops_before_its_first_job(tmp_path):
 def test_missing_backend_names_the_setup(monkeypatch, default):
     import importlib.util
 
-    from ssd_math import config as sc
+    from ssd_math import config_checks
+    from ssd_math.config import validate
 
-    cfg = sc.validate({**default, "sampler": VLLM_SAMPLER})
+    cfg = validate({**default, "sampler": VLLM_SAMPLER})
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a, **k: None if n == "vllm" else real(n, *a, **k))
-    assert "envs/vllm-cpu.sh" in sc.missing_backend(cfg)
-    assert sc.missing_backend(sc.validate(default)) is None  # the hf default needs nothing more
+    assert "envs/vllm-cpu.sh" in config_checks.missing_backend(cfg)
+    assert config_checks.missing_backend(validate(default)) is None  # the hf default needs nothing more

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from .config import BASE  # noqa: E402
+from .derive import BASE  # noqa: E402
 from .fmt import pct_scale  # noqa: E402
 from .io import atomic_path, read_jsonl  # noqa: E402
 from .stats import level_text  # noqa: E402

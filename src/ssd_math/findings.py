@@ -37,7 +37,7 @@ from typing import Any
 
 import polars as pl
 
-from .config import BASE
+from .derive import BASE
 from .fmt import NBSP, g3, n_prompts, num, order, pct, pp, rate, span, verdict
 from .io import write_json, write_text
 from .stats import level_text

@@ -491,7 +491,7 @@ def generate_jobs(
     """Run generation jobs ``[{model, model_dir, condition, sampling}]`` -> ``outputs`` (same order).
 
     ``sampling``: the fields of :class:`ssd_math.sampler.SamplingConfig` as a dict (a rule's params,
-    :func:`ssd_math.config.sampling_params`), made the type here, once per job.
+    :func:`ssd_math.derive.sampling_params`), made the type here, once per job.
 
     One sampler (one model load / engine start) serves consecutive jobs of the same model dir.
     ``common``: instruction, backend, batch_size, device, seed, sampler_extra, trust_remote_code.

@@ -17,8 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
-from . import config as sc
-from .config import BASE_PROVENANCE
+from . import derive
+from .derive import BASE_PROVENANCE
 from .findings import git_state
 from .io import (
     atomic_path,
@@ -173,12 +173,12 @@ def ship_base(
             trained = {}
         prov = {
             "rule": "ship_base",
-            "rebuild": sc.REBUILD_BASE,
+            "rebuild": derive.REBUILD_BASE,
             "git": git_state(workdir),
-            "config_recipe": sc.base_recipe(cfg),
-            "config_recipe_hash": stable_hash(sc.base_recipe(cfg)),
-            "data_recipe": sc.data_recipe(cfg),
-            "data_recipe_hash": sc.data_recipe_hash(cfg),
+            "config_recipe": derive.base_recipe(cfg),
+            "config_recipe_hash": stable_hash(derive.base_recipe(cfg)),
+            "data_recipe": derive.data_recipe(cfg),
+            "data_recipe_hash": derive.data_recipe_hash(cfg),
             "dtype": "float32",
             "machine": trained.get("machine") or machine_info(),
             "packages": trained.get("packages") or package_versions(),
@@ -187,7 +187,7 @@ def ship_base(
             "weights_sha256": weights_sha256(tmp),
             "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
         }
-        write_json(tmp / sc.BASE_PROVENANCE, prov)
+        write_json(tmp / derive.BASE_PROVENANCE, prov)
     return prov
 
 

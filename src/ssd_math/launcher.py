@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from .config import accelerate_gpus, read_accelerate_config
+from .derive import accelerate_gpus, read_accelerate_config
 from .gpu_driver import cuda_driver_problem
 from .layout import device
 

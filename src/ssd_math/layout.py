@@ -27,9 +27,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import config as sc
+from . import derive
 
-BASE = sc.BASE
+BASE = derive.BASE
 FAMILIES = ("grid", "passk", "checkpoints", "sweep")  # the eval generation rules: generate_<family>
 
 
@@ -64,13 +64,13 @@ class Layout:
         self.results = R = str(results or cfg["results"])
         self.R = R
         self.arms = list(cfg["arms"])  # built by default
-        self.all_arms = sc.all_arms(cfg)  # default + extra arms (extra ones only when targeted)
-        self.models = sc.final_models(cfg)  # base + every default arm's final model
+        self.all_arms = derive.all_arms(cfg)  # default + extra arms (extra ones only when targeted)
+        self.models = derive.final_models(cfg)  # base + every default arm's final model
         self.eval_sets = list(cfg["eval"]["sets"])
-        self.tgrid = [sc.fmt_t(t) for t in cfg["eval"]["t_grid"]]
-        self.ckpts = sc.checkpoint_names(cfg)  # step<N> ... final
+        self.tgrid = [derive.fmt_t(t) for t in cfg["eval"]["t_grid"]]
+        self.ckpts = derive.checkpoint_names(cfg)  # step<N> ... final
         self.n_shards = int(cfg["train_sampling"]["n_shards"])
-        sweeps = sc.sweep_samplings(cfg)
+        sweeps = derive.sweep_samplings(cfg)
         self.sweeps = list(sweeps)  # names of the baseline sweep conditions
         self.hard_set = hard_set(cfg)
         self.subsets = subset_sets(cfg)  # {eval_hard: eval_main}: grid and sweeps taken from eval_main
@@ -82,14 +82,14 @@ class Layout:
         # is on the grid (one rule pattern for every arm), else they generate it.
         # ``reuse=False``: every job generates its own file (the planner's "before" column)
         self.reuse = reuse
-        self.final_from_grid = reuse and all(sc.fmt_t(a["t_eval"]) in self.tgrid for a in self.all_arms.values())
+        self.final_from_grid = reuse and all(derive.fmt_t(a["t_eval"]) in self.tgrid for a in self.all_arms.values())
         self.generated_ckpts = [c for c in self.ckpts if not (c == "final" and self.final_from_grid)]
         # Sweep conditions equal to a T-grid condition of the base (e.g. preset-precise = T0.6)
         # are that grid file (rule reuse_grid_sweep), not generated again.
         self.sweep_from_grid = {
-            name: f"T{sc.fmt_t(s.temperature)}"
+            name: f"T{derive.fmt_t(s.temperature)}"
             for name, s in sweeps.items()
-            if reuse and sc.fmt_t(s.temperature) in self.tgrid and s == sc.eval_sampling(cfg, s.temperature)
+            if reuse and derive.fmt_t(s.temperature) in self.tgrid and s == derive.eval_sampling(cfg, s.temperature)
         }
         self.generated_sweeps = [n for n in self.sweeps if n not in self.sweep_from_grid]
 
@@ -181,7 +181,7 @@ class Layout:
         out = []
         if self.final_from_grid:
             for arm in self.arms:
-                te = sc.fmt_t(self.all_arms[arm]["t_eval"])
+                te = derive.fmt_t(self.all_arms[arm]["t_eval"])
                 out.append(
                     {
                         "rule": "reuse_grid_final",
@@ -213,7 +213,7 @@ class Layout:
         if self.final_from_grid:
             for arm in self.all_arms:
                 if arm not in self.arms:
-                    te = sc.fmt_t(self.all_arms[arm]["t_eval"])
+                    te = derive.fmt_t(self.all_arms[arm]["t_eval"])
                     out.append(
                         {
                             "rule": "reuse_grid_final",
@@ -257,7 +257,7 @@ class Layout:
     def passk_eval_files(self) -> list[str]:
         k = self.cfg["eval"]["passk"]["k"]
         return [
-            self.passk_file("eval", run["model"], self.hard_set, sc.fmt_t(run["temperature"]), k)
+            self.passk_file("eval", run["model"], self.hard_set, derive.fmt_t(run["temperature"]), k)
             for run in self.cfg["eval"]["passk"]["runs"]
         ]
 
@@ -274,7 +274,9 @@ class Layout:
         """Graded files of Table 1's rows on every eval set."""
         rows = self.cfg["report"]["table1"]["rows"]
         return [
-            self.gen_file("eval", r["model"], s, f"T{sc.fmt_t(r['temperature'])}") for r in rows for s in self.eval_sets
+            self.gen_file("eval", r["model"], s, f"T{derive.fmt_t(r['temperature'])}")
+            for r in rows
+            for s in self.eval_sets
         ]
 
     def train_logs(self) -> list[str]:
@@ -295,7 +297,7 @@ class Layout:
         same = [
             a
             for a in self.arms
-            if sc.arm_sampling(self.cfg, a) == sc.arm_sampling(self.cfg, arm)
+            if derive.arm_sampling(self.cfg, a) == derive.arm_sampling(self.cfg, arm)
             and self.all_arms[a]["filter_length_stop"] == self.all_arms[arm]["filter_length_stop"]
         ]
         return same[0] if same else arm
@@ -320,13 +322,13 @@ class Layout:
     def generations(self, family: str, model: str, t: str = "", k="") -> list[dict]:
         """The conditions one generate_<family> job serves, in the order of its outputs:
         ``[{model, model_dir, condition}]`` (``model`` is the arm for checkpoints; a condition's
-        decoding: :func:`ssd_math.config.condition_sampling`)."""
+        decoding: :func:`ssd_math.derive.condition_sampling`)."""
         if family == "grid":
             return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{tt}"} for tt in self.tgrid]
         if family == "passk":
             return [{"model": model, "model_dir": self.model_dir(model), "condition": f"T{t}-k{k}"}]
         if family == "checkpoints":
-            te = sc.fmt_t(self.all_arms[model]["t_eval"])
+            te = derive.fmt_t(self.all_arms[model]["t_eval"])
             return [
                 {"model": f"{model}/{c}", "model_dir": self.checkpoint_dir(model, c), "condition": f"T{te}"}
                 for c in self.generated_ckpts
@@ -376,7 +378,7 @@ class Layout:
                 add("grid", model, es)
         kp = self.cfg["eval"]["passk"]["k"]
         for run in self.cfg["eval"]["passk"]["runs"]:
-            add("passk", run["model"], self.hard_set, sc.fmt_t(run["temperature"]), kp)
+            add("passk", run["model"], self.hard_set, derive.fmt_t(run["temperature"]), kp)
         if self.generated_ckpts:
             for arm in self.arms:
                 add("checkpoints", arm, self.hard_set)

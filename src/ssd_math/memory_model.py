@@ -2,7 +2,7 @@
 gradients, AdamW state, the checkpointed layer inputs, the recomputed layer, the loss chunk,
 flash-linear-attention's backward workspace, the weight-change tracker), for a model shape and a
 sequence length (docs/memory_plan.md; checked against measured peaks by bench/bench_memory.py and,
-on a GPU, bench/gpu_check.sh). Arithmetic only: the config check (ssd_math.config) and the cost
+on a GPU, bench/gpu_check.sh). Arithmetic only: the config check (ssd_math.config_checks) and the cost
 planner read it; nothing here reads a config."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import config as sc
+from . import config_checks, schema
 
 
 def _round_up(n: int, m: int) -> int:
@@ -170,7 +170,7 @@ QWEN35_4B_SHAPE = {
 def rehearsal_spec(spec: dict | None = None) -> dict:
     """``model.rehearsal`` with the schema's defaults under the keys it leaves out (vision and
     warmup key by key)."""
-    d = sc.schema_defaults("properties/model/properties/rehearsal")
+    d = schema.schema_defaults("properties/model/properties/rehearsal")
     s = {**d, **(spec or {})}
     for sub in ("vision", "warmup"):
         s[sub] = {**d[sub], **(s.get(sub) or {})}
@@ -188,7 +188,7 @@ def rehearsal_config(tokenizer, spec: dict | None = None):
 
     s = rehearsal_spec(spec)
     v = s["vision"]
-    problems = sc.rehearsal_problems(s)
+    problems = config_checks.rehearsal_problems(s)
     if problems:
         raise ValueError("; ".join(problems))
     rotary = int(s["head_dim"] * 0.25)

@@ -34,8 +34,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import config as sc
-from . import layout
+from . import derive, layout
 from .io import read_benchmark, write_text
 from .launcher import gpu_counts
 from .layout import BASE
@@ -373,7 +372,7 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True, e
         )
 
     for arm in list(L.all_arms) if extra_arms else L.arms:
-        s = sc.arm_sampling(cfg, arm)
+        s = derive.arm_sampling(cfg, arm)
         cap = s.max_new_tokens
         mean_all = ex["sample_gen_fraction"] * cap
         for job in L.sample_jobs(arm) if L.data_arm(arm) == arm else []:  # else: another arm's data
@@ -390,7 +389,7 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True, e
         kept = ex["kept_fraction"] if L.all_arms[arm]["filter_length_stop"] else 1.0
         mean_kept = mean_all if kept >= 1.0 else max((mean_all - (1 - kept) * cap) / kept, 0.05 * cap)
         n_kept = pool * s.n * kept
-        sft = sc.arm_sft(cfg, arm)
+        sft = derive.arm_sft(cfg, arm)
         jobs.append(
             {
                 "rule": "sft",
@@ -421,7 +420,7 @@ def planned_jobs(cfg: dict, results: str | None = None, *, reuse: bool = True, e
             names[job["family"]].format(**job),
             job["model"],
             sizes[job["evalset"]] * len(conds),
-            sc.condition_sampling(cfg, conds[0]["condition"]).n,
+            derive.condition_sampling(cfg, conds[0]["condition"]).n,
             eval_mean,
             job["benchmark"],
         )
@@ -433,13 +432,13 @@ _DTYPE_BYTES = {None: 4, "float32": 4, "bfloat16": 2, "float16": 2}
 
 def sft_disk(cfg: dict, n_folders: int) -> dict:
     """Disk of one SFT job (``planner.expected.model_params`` parameters): ``disk_gb`` = its model
-    folders (the checkpoints and ``final``) in the served dtype (:func:`ssd_math.config.serve_dtype`)
+    folders (the checkpoints and ``final``) in the served dtype (:func:`ssd_math.derive.serve_dtype`)
     and ``resume_gb`` = its resume state while it trains (fp32 weights + AdamW moments, 12 bytes
     per parameter; removed when the job ends). Empty without ``model_params``."""
     params = cfg["planner"]["expected"].get("model_params")
     if not params:
         return {}
-    per = _DTYPE_BYTES[sc.serve_dtype(cfg)]
+    per = _DTYPE_BYTES[derive.serve_dtype(cfg)]
     return {"disk_gb": n_folders * params * per / 1e9, "resume_gb": 12 * params / 1e9}
 
 

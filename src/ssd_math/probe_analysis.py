@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from . import config as sc
-from . import stats
+from . import derive, stats
 from .io import read_jsonl, write_csv
 from .probe_forward import METRICS
 from .probe_positions import FORK_ALTERNATIVES, fork_decision_start, stable_seed
@@ -161,12 +160,12 @@ def analyse(
     carriers = {c["carrier_id"]: c for c in read_jsonl(positions_path)}
     pos_meta = {(cid, int(p["j"])): p for cid, c in carriers.items() for p in c["positions"]}
     by_model = {m: {_key(r): r for r in read_jsonl(path)} for m, path in dists.items()}
-    base = by_model[sc.BASE]
+    base = by_model[derive.BASE]
     keys = sorted(base)
     for m, rows in by_model.items():
         if set(rows) != set(keys):
             raise ValueError(f"probe dists of {m!r} and base cover different positions")
-    arms = [m for m in dists if m != sc.BASE]
+    arms = [m for m in dists if m != derive.BASE]
 
     def cls_of(r):
         return classify(r["raw_top1"], r["raw_second"], int(r["ref|nucleus"]), r["ref|tail"], th)
@@ -336,7 +335,7 @@ def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[di
         for k in keys
         if pos_meta[k].get("label") == "fork" and any(t.startswith("alt:") for t in pos_meta[k]["targets"])
     ]
-    base = by_model[sc.BASE]
+    base = by_model[derive.BASE]
     out = []
 
     def fork_vals(rows, k):
@@ -362,7 +361,7 @@ def _truth_effect(by_model, keys, pos_meta, views_, ci, conf, n_boot) -> list[di
             ok = np.isfinite(v) & np.isfinite(b)
             kk = [k for k, o in zip(ks, ok) if o]
             est = ci(v[ok], kk, salt=f"e{m}{q}")
-            d = ci(v[ok] - b[ok], kk, salt=f"d{m}{q}") if m != sc.BASE else None
+            d = ci(v[ok] - b[ok], kk, salt=f"d{m}{q}") if m != derive.BASE else None
             out.append(
                 {
                     "model": m,

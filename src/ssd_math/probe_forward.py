@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config as sc
+from . import derive
 from .io import read_jsonl, write_jsonl
 from .modeling import load_model
 from .tokenizer import load_tokenizer
@@ -35,7 +35,7 @@ METRICS = ("top1_before", "top1", "nucleus", "tail", "tail_k", "entropy_before",
 def views(cfg: dict) -> dict[str, dict]:
     """{view name: {temperature, top_k, top_p}}: ``ref`` (the probe's reference decoding at
     probe.temperature) and ``arm:<arm>`` (each probed arm's training-sampling settings)."""
-    s = sc.probe_settings(cfg)
+    s = derive.probe_settings(cfg)
     out = {
         "ref": {
             "temperature": float(s["temperature"]),
@@ -44,7 +44,7 @@ def views(cfg: dict) -> dict[str, dict]:
         }
     }
     for a in s["arms"]:
-        sa = sc.arm_sampling(cfg, a)
+        sa = derive.arm_sampling(cfg, a)
         out[f"arm:{a}"] = {"temperature": float(sa.temperature), "top_k": int(sa.top_k), "top_p": float(sa.top_p)}
     return out
 

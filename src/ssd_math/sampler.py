@@ -43,7 +43,7 @@ with top-k on, the fast loop applies the last four on the k best candidates
 (:class:`TopKTruncation`), the same distribution.
 
 Decoding settings, one type end to end: :class:`SamplingConfig` is built from a config section
-(:meth:`SamplingConfig.from_config`; :mod:`ssd_math.config`'s ``arm_sampling`` / ``eval_sampling``
+(:meth:`SamplingConfig.from_config`; :mod:`ssd_math.derive`'s ``arm_sampling`` / ``eval_sampling``
 / ``sweep_samplings`` pick the section), travels through the rule params as its plain dict
 (:meth:`SamplingConfig.to_dict`: Snakemake reruns a job when a param's repr changes) and is rebuilt
 once by :func:`ssd_math.generate.generate_jobs` (:meth:`SamplingConfig.from_dict`); each backend

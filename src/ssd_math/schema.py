@@ -1,6 +1,6 @@
 """The config schema, schemas/config.schema.yaml: the one owner of every config key's default and
 limits. This module reads it (once), hands out its entries and their defaults, and checks a value
-against an entry, so that code below :mod:`ssd_math.config` (the sampler's decoding settings, the
+against an entry, so that code below the config modules (the sampler's decoding settings, the
 synthetic task's recipe, decontamination) takes its defaults and ranges from the schema instead of
 a copy. It imports no other project module."""
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import polars as pl
 
-from .config import fmt_t, read_yaml
+from .config import read_yaml
+from .derive import fmt_t
 from .fmt import MINUS, NBSP, num, order, pct, pp, span, verdict
 from .io import write_csv, write_text
 from .report import pipe_table

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from . import fmt, stats
-from .config import BASE
+from .derive import BASE
 from .grading import STATUSES, answer_kind
 from .io import DataError, read_benchmark, read_jsonl
 from .layout import describe_eval_path

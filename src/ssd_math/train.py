@@ -145,7 +145,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torch.utils.checkpoint  # noqa: E402
 
-from ssd_math import config as sc  # noqa: E402
+from ssd_math.config import recipe_errors  # noqa: E402
 from ssd_math.io import (  # noqa: E402
     atomic_path,
     file_sha256,
@@ -156,6 +156,7 @@ from ssd_math.io import (  # noqa: E402
     write_meta,
 )
 from ssd_math.noise import DEFAULT_DW_BINS, GradientNoiseEstimator, WeightChangeTracker  # noqa: E402
+from ssd_math.schema import schema_defaults  # noqa: E402
 from ssd_math.tokenizer import load_tokenizer  # noqa: E402
 
 #: The job keys of a spec: where it reads and writes, and how it reports (the rules set them).
@@ -178,7 +179,7 @@ def recipe_defaults() -> dict:
     """The recipe keys of a spec and their defaults: the schema's optim section
     (schemas/config.schema.yaml ``$defs/optim``, one owner with the config's sft and
     model.pretrain), less checkpoint_steps (a spec names its checkpoints in ``checkpoints``)."""
-    return {k: v for k, v in sc.schema_defaults("$defs/optim").items() if k != "checkpoint_steps"}
+    return {k: v for k, v in schema_defaults("$defs/optim").items() if k != "checkpoint_steps"}
 
 
 #: Every spec key and its default: the job keys, then the recipe keys (:func:`recipe_defaults`).
@@ -214,7 +215,7 @@ def resolve_spec(spec: dict) -> dict:
     for key in ("init_dir", "data", "out_dir"):
         if s[key] is None:
             raise ValueError(f"training spec needs {key!r}")
-    problems = sc.recipe_errors({k: s[k] for k in DEFAULTS if k not in JOB_DEFAULTS}, what="training spec key")
+    problems = recipe_errors({k: s[k] for k in DEFAULTS if k not in JOB_DEFAULTS}, what="training spec key")
     if problems:
         raise ValueError("invalid training spec:\n  - " + "\n  - ".join(problems))
     if s["interrupt_after_step"] is not None and not (

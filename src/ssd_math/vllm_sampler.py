@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import VLLM_MISSING
+from .config_checks import VLLM_MISSING
 from .sampler import SamplingConfig, base_row, check_requests, request_seed
 
 
