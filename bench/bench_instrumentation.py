@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ssd_math import train as T
+from ssd_math import train_parallel
 from ssd_math.io import write_text
 
 HERE = Path(__file__).resolve().parent
@@ -126,7 +127,7 @@ def component_cost(init_dir: Path, reps: int = 20) -> dict:
         c2 = time.process_time()
         tracker.after_step(model)
         c3 = time.process_time()
-        T.grad_sq_norm(params)
+        train_parallel.grad_sq_norm(params)
         c4 = time.process_time()
         before.append(c1 - c0)
         after.append(c3 - c2)

@@ -284,7 +284,7 @@ def meter_phases(meter: Meter, phases: dict, state: dict, on_phase=lambda: None)
 
         setattr(owner, attr, run)
 
-    wrap(T, "token_sum_loss", "forward")
+    wrap(T, "token_sum_loss", "forward")  # train_model's, wrapped where the step calls it
     wrap(accelerate.Accelerator, "backward", "backward")
     wrap(torch.optim.AdamW, "step", "optimizer")
     wrap(noise.WeightChangeTracker, "before_step", "tracker")
@@ -373,7 +373,7 @@ def run_one(
     def skip_save(model, tok, folder, **kw):
         rec["final_save"] = "skipped (the step is what is measured; no 16.8 GB fp32 model on disk)"
 
-    T.save_model = skip_save
+    T.save_model = skip_save  # train_state's, replaced where train() calls it
     write()
     t0 = time.perf_counter()
     try:

@@ -24,6 +24,7 @@ import torch
 from test_train import base_spec, hybrid_config, load_weights, make_model_dir, make_rows, read_log, write_rows
 
 from ssd_math import train as T
+from ssd_math import train_data, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDP_YAML = ROOT / "envs" / "accelerate" / "fsdp.yaml"
@@ -129,13 +130,13 @@ def _first_microbatch_grad_norm(init_dir, spec: dict, rows: list[dict], world: i
 
     s = T.resolve_spec(spec)
     tok = make_tokenizer()
-    ex = [T.encode_row(r, tok, s["max_len"]) for r in rows]
-    idx = T.global_batch_rows(0, len(ex), s, len(ex) // s["global_batch"])
+    ex = [train_data.encode_row(r, tok, s["max_len"]) for r in rows]
+    idx = train_data.global_batch_rows(0, len(ex), s, len(ex) // s["global_batch"])
     per = s["global_batch"] // world
     first = [ex[i] for r in range(world) for i in idx[r * per : r * per + s["micro_batch"]]]
     model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
-    n = sum(T.n_loss_tokens(y) for _, y in first)
-    (T.token_sum_loss(model, T.collate(first, 0)) / n).backward()
+    n = sum(train_data.n_loss_tokens(y) for _, y in first)
+    (train_model.token_sum_loss(model, train_data.collate(first, 0)) / n).backward()
     return math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None))
 
 

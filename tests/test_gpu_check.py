@@ -145,7 +145,8 @@ def test_out_of_memory_is_a_result_naming_its_phase(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gc, "meter_phases", fake_meter_phases)
     monkeypatch.setattr(T, "train", oom_in_backward)
-    # run_one replaces train.save_model (its own process never saves a model): restored after
+    # run_one replaces the save_model that train() calls (its own process never saves a model):
+    # restored after
     monkeypatch.setattr(T, "save_model", T.save_model)
     out = tmp_path / "rec.json"
     gc.run_one(gc.TINY, 64, True, out, steps=2, workdir=tmp_path / "w")

@@ -10,6 +10,7 @@ import torch
 from test_train import base_spec, load_weights, make_rows, make_tokenizer, read_log, tiny_config
 
 from ssd_math import train as T
+from ssd_math import train_data, train_model
 from ssd_math.noise import GradientNoiseEstimator, WeightChangeTracker, param_group
 
 # ------------------------------------------------------------------------------------------
@@ -219,14 +220,14 @@ def test_train_small_batch_norm_is_first_micro_batch_mean_loss_gradient(tmp_path
     row = read_log(spec["log"])[0]
     s = T.resolve_spec(spec)
     tok = make_tokenizer()
-    ex = [T.encode_row(r, tok, s["max_len"]) for r in make_rows(32)]
-    idx = T.global_batch_rows(0, len(ex), s, len(ex) // s["global_batch"])
+    ex = [train_data.encode_row(r, tok, s["max_len"]) for r in make_rows(32)]
+    idx = train_data.global_batch_rows(0, len(ex), s, len(ex) // s["global_batch"])
     model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
 
     def mean_loss_grad_norm(rows):
         model.zero_grad()
-        n = sum(T.n_loss_tokens(ex[i][1]) for i in rows)
-        (T.token_sum_loss(model, T.collate([ex[i] for i in rows], 0)) / n).backward()
+        n = sum(train_data.n_loss_tokens(ex[i][1]) for i in rows)
+        (train_model.token_sum_loss(model, train_data.collate([ex[i] for i in rows], 0)) / n).backward()
         return float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]))
 
     assert row["gs_norm"] == pytest.approx(mean_loss_grad_norm(idx[: s["micro_batch"]]), rel=1e-4)

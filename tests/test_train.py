@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from ssd_math import train as T
+from ssd_math import train_data, train_model, train_parallel, train_state
 
 # ------------------------------------------------------------------------------------------
 # a tiny model + character tokenizer, built here (no downloads)
@@ -180,19 +181,19 @@ def test_group_by_length_order_is_seeded_and_cuts_padding():
     lengths = [rng.randint(20, 250) for _ in range(3000)]
     s = {"seed": 7, "global_batch": 16, "group_by_length": True}
     spe = len(lengths) // 16
-    steps = [T.global_batch_rows(k, len(lengths), s, spe, lengths) for k in range(spe)]
+    steps = [train_data.global_batch_rows(k, len(lengths), s, spe, lengths) for k in range(spe)]
     flat = [i for b in steps for i in b]
     assert all(len(b) == 16 for b in steps) and len(set(flat)) == len(flat) == spe * 16
-    assert steps == [T.global_batch_rows(k, len(lengths), s, spe, lengths) for k in range(spe)]
-    assert steps != [T.global_batch_rows(k, len(lengths), {**s, "seed": 8}, spe, lengths) for k in range(spe)]
-    assert T.global_batch_rows(spe, len(lengths), s, spe, lengths) != steps[0]  # epoch 2 differs
+    assert steps == [train_data.global_batch_rows(k, len(lengths), s, spe, lengths) for k in range(spe)]
+    assert steps != [train_data.global_batch_rows(k, len(lengths), {**s, "seed": 8}, spe, lengths) for k in range(spe)]
+    assert train_data.global_batch_rows(spe, len(lengths), s, spe, lengths) != steps[0]  # epoch 2 differs
 
     def pad_share(batches):
         return sum(16 * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches) / sum(
             16 * max(lengths[i] for i in b) for b in batches
         )
 
-    plain = [T.global_batch_rows(k, len(lengths), {**s, "group_by_length": False}, spe) for k in range(spe)]
+    plain = [train_data.global_batch_rows(k, len(lengths), {**s, "group_by_length": False}, spe) for k in range(spe)]
     assert pad_share(steps) < 0.1 < 0.4 < pad_share(plain)
     # batch order is shuffled: consecutive batches are not long-to-short (a sorted mega-batch
     # of 50 batches would give ~100% descending neighbours, a random order ~50%)
@@ -203,38 +204,38 @@ def test_group_by_length_order_is_seeded_and_cuts_padding():
 
 def test_completion_only_masking_and_eos():
     tok = make_tokenizer()
-    ids, labels = T.encode_row({"prompt": "Q: 1+1\nA: ", "completion": "2", "finish_reason": "stop"}, tok, 100)
+    ids, labels = train_data.encode_row({"prompt": "Q: 1+1\nA: ", "completion": "2", "finish_reason": "stop"}, tok, 100)
     n_p = len(tok("Q: 1+1\nA: ", add_special_tokens=False)["input_ids"])
     assert labels[:n_p] == [-100] * n_p
     assert labels[n_p:] == ids[n_p:] == [tok.convert_tokens_to_ids("2"), tok.eos_token_id]
-    _, lab2 = T.encode_row({"prompt": "Q", "completion": "22", "finish_reason": "length"}, tok, 100)
+    _, lab2 = train_data.encode_row({"prompt": "Q", "completion": "22", "finish_reason": "length"}, tok, 100)
     assert tok.eos_token_id not in lab2  # a length-stopped completion gets no eos
-    ids3, lab3 = T.encode_row({"prompt": "Q", "completion": "2222"}, tok, 3)
+    ids3, lab3 = train_data.encode_row({"prompt": "Q", "completion": "2222"}, tok, 3)
     assert len(ids3) == len(lab3) == 3
-    batch = T.collate([(ids, labels), (ids3, lab3)], pad_id=0)
+    batch = train_data.collate([(ids, labels), (ids3, lab3)], pad_id=0)
     assert (batch["labels"][1, 3:] == -100).all() and (batch["attention_mask"][1, 3:] == 0).all()
 
 
 def test_batch_layout_fails_fast():
-    assert T.batch_layout(32, 4, 1) == 8
-    assert T.batch_layout(32, 4, 2) == 4
+    assert train_parallel.batch_layout(32, 4, 1) == 8
+    assert train_parallel.batch_layout(32, 4, 2) == 4
     with pytest.raises(ValueError, match="divisible"):
-        T.batch_layout(30, 4, 1)
+        train_parallel.batch_layout(30, 4, 1)
 
 
 def test_accumulation_4x2_equals_one_batch_of_8(init_dir):
     from transformers import AutoModelForCausalLM
 
     tok = make_tokenizer()
-    ex = [T.encode_row(r, tok, 64) for r in make_rows(8, seed=3)]
-    n_global = sum(T.n_loss_tokens(y) for _, y in ex)
+    ex = [train_data.encode_row(r, tok, 64) for r in make_rows(8, seed=3)]
+    n_global = sum(train_data.n_loss_tokens(y) for _, y in ex)
     model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
     model.zero_grad()
-    (T.token_sum_loss(model, T.collate(ex, 0)) / n_global).backward()
+    (train_model.token_sum_loss(model, train_data.collate(ex, 0)) / n_global).backward()
     g_full = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     for k in range(4):
-        (T.token_sum_loss(model, T.collate(ex[2 * k : 2 * k + 2], 0)) / n_global).backward()
+        (train_model.token_sum_loss(model, train_data.collate(ex[2 * k : 2 * k + 2], 0)) / n_global).backward()
     for a, p in zip(g_full, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
 
@@ -245,15 +246,15 @@ def test_chunked_loss_equals_full_loss_and_gradients(init_dir, chunk):
     from transformers import AutoModelForCausalLM
 
     tok = make_tokenizer()
-    ex = [T.encode_row(r, tok, 64) for r in make_rows(4, seed=5)]
-    batch = T.collate(ex, 0)
+    ex = [train_data.encode_row(r, tok, 64) for r in make_rows(4, seed=5)]
+    batch = train_data.collate(ex, 0)
     model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
     model.zero_grad()
-    full = T.token_sum_loss(model, batch)
+    full = train_model.token_sum_loss(model, batch)
     full.backward()
     g_full = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    chunked = T.token_sum_loss(model, batch, chunk_tokens=chunk)
+    chunked = train_model.token_sum_loss(model, batch, chunk_tokens=chunk)
     chunked.backward()
     assert torch.allclose(full, chunked, rtol=1e-5)
     for a, p in zip(g_full, model.parameters()):
@@ -425,7 +426,7 @@ def test_finished_run_drops_its_resume_state_and_a_forced_rerun_rewrites_checkpo
     assert not Path(spec["resume_dir"]).exists()
     ref = load_weights(spec["out_dir"])
     with monkeypatch.context() as m:  # the leftover of a run killed between its final save and the cleanup
-        m.setattr(T, "drop_resume_state", lambda rdir: None)
+        m.setattr(T, "drop_resume_state", lambda rdir: None)  # the name train() calls (imported by name)
         T.train(dict(spec))
     assert (Path(spec["resume_dir"]) / "progress.json").exists()
     for d in ("ck2", "ck6", "out"):
@@ -586,7 +587,7 @@ def test_checkpoint_sublayers_same_loss_gradients_and_weights(tmp_path):
 
     init = make_model_dir(tmp_path / "hybrid", hybrid=True)
     tok = make_tokenizer()
-    batch = T.collate([T.encode_row(r, tok, 40) for r in make_rows(4, seed=7)], 0)
+    batch = train_data.collate([train_data.encode_row(r, tok, 40) for r in make_rows(4, seed=7)], 0)
     calls: dict = {}
     origs = {c: c.forward for c in (Q.Qwen3_5GatedDeltaNet, Q.Qwen3_5Attention, Q.Qwen3_5MLP)}
 
@@ -605,9 +606,9 @@ def test_checkpoint_sublayers_same_loss_gradients_and_weights(tmp_path):
             model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32).train()
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if nested:
-                assert T.checkpoint_sublayers(model) == 4 * 4  # 2 norms, mixer, MLP per layer
+                assert train_model.checkpoint_sublayers(model) == 4 * 4  # 2 norms, mixer, MLP per layer
             calls.clear()
-            loss = T.token_sum_loss(model, batch, chunk_tokens=16)
+            loss = train_model.token_sum_loss(model, batch, chunk_tokens=16)
             loss.backward()
             results[nested] = (
                 loss.detach(),
@@ -657,32 +658,32 @@ def test_linear_attention_kernels_on_cuda(monkeypatch, capsys):
     from transformers.utils import import_utils as iu
 
     hybrid, full = hybrid_config(), tiny_config()
-    assert T.check_linear_attention_kernels(hybrid, "cpu") == []
-    assert T.check_linear_attention_kernels(full, "cuda") == []
+    assert train_model.check_linear_attention_kernels(hybrid, "cpu") == []
+    assert train_model.check_linear_attention_kernels(full, "cuda") == []
     monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda: False)
     monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: True)
     with pytest.raises(
         RuntimeError,
         match="3 linear-attention.*flash-linear-attention.*pip install --no-deps flash-linear-attention==0.6.0",
     ):
-        T.check_linear_attention_kernels(hybrid, "cuda")
+        train_model.check_linear_attention_kernels(hybrid, "cuda")
     # a multimodal Qwen3.5 config (the hub checkpoint's) is checked through its text config
     with pytest.raises(RuntimeError, match="flash-linear-attention"):
-        T.check_linear_attention_kernels(Qwen3_5Config(text_config=hybrid.to_dict()), "cuda")
+        train_model.check_linear_attention_kernels(Qwen3_5Config(text_config=hybrid.to_dict()), "cuda")
     monkeypatch.setattr(iu, "is_flash_linear_attention_available", lambda: True)
     monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: False)
-    warned = T.check_linear_attention_kernels(hybrid, "cuda")
+    warned = train_model.check_linear_attention_kernels(hybrid, "cuda")
     assert len(warned) == 1 and "causal-conv1d is not installed" in warned[0]
     assert "causal-conv1d is not installed" in capsys.readouterr().err
     monkeypatch.setattr(iu, "is_causal_conv1d_available", lambda: True)
-    assert T.check_linear_attention_kernels(hybrid, "cuda") == []
+    assert train_model.check_linear_attention_kernels(hybrid, "cuda") == []
 
 
 def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatch):
     """With mixed_precision bf16 the chunked loss head's matmul runs in bf16 (under the
     accelerator's autocast, as the model body does), in forward and in its recompute."""
     seen = []
-    orig = T._chunk_ce
+    orig = train_model._chunk_ce
 
     def spy(h, t, w, b):
         seen.append(
@@ -710,7 +711,7 @@ def test_chunked_output_layer_runs_under_autocast(init_dir, tmp_path, monkeypatc
 
     from accelerate.state import AcceleratorState
 
-    monkeypatch.setattr(T, "_chunk_ce", spy)
+    monkeypatch.setattr(train_model, "_chunk_ce", spy)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     spec = base_spec(init_dir, tmp_path, max_steps=1, global_batch=4, micro_batch=4, loss_chunk_tokens=32)
     AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton
@@ -740,15 +741,17 @@ def test_parallel_setups_train_cannot_run_fail_fast():
             state=SimpleNamespace(fsdp_plugin=SimpleNamespace(activation_checkpointing=ac)),
         )
 
-    T.check_parallel_setup(s, acc(DistributedType.FSDP, True))
-    T.check_parallel_setup(s, acc(DistributedType.MULTI_GPU, False))
+    train_parallel.check_parallel_setup(s, acc(DistributedType.FSDP, True))
+    train_parallel.check_parallel_setup(s, acc(DistributedType.MULTI_GPU, False))
     with pytest.raises(ValueError, match="FSDP1.*fsdp_version: 2"):
-        T.check_parallel_setup(s, acc(DistributedType.FSDP, False))
+        train_parallel.check_parallel_setup(s, acc(DistributedType.FSDP, False))
     with pytest.raises(ValueError, match="fsdp_activation_checkpointing.*sft.gradient_checkpointing"):
-        T.check_parallel_setup(s, acc(DistributedType.FSDP, True, ac=True))
-    T.check_parallel_setup({**s, "gradient_checkpointing": False}, acc(DistributedType.FSDP, True, ac=True))
+        train_parallel.check_parallel_setup(s, acc(DistributedType.FSDP, True, ac=True))
+    train_parallel.check_parallel_setup(
+        {**s, "gradient_checkpointing": False}, acc(DistributedType.FSDP, True, ac=True)
+    )
     with pytest.raises(ValueError, match="DEEPSPEED.*not supported"):
-        T.check_parallel_setup(s, acc(DistributedType.DEEPSPEED, False))
+        train_parallel.check_parallel_setup(s, acc(DistributedType.DEEPSPEED, False))
 
 
 def test_checkpoints_saved_in_save_dtype_resume_keeps_fp32(tmp_path):
@@ -777,7 +780,7 @@ def test_checkpoints_saved_in_save_dtype_resume_keeps_fp32(tmp_path):
     assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
     assert [r["loss"] for r in read_log(runs["f32"]["log"])] == [r["loss"] for r in read_log(runs["b16"]["log"])]
     s1 = T.resolve_spec(runs["f32"])
-    assert T.training_spec_hash(s1) == T.training_spec_hash({**s1, "save_dtype": "bfloat16"})
+    assert train_state.training_spec_hash(s1) == train_state.training_spec_hash({**s1, "save_dtype": "bfloat16"})
     with pytest.raises(ValueError, match="save_dtype"):
         T.resolve_spec({**runs["f32"], "save_dtype": "int8"})
 
@@ -794,14 +797,14 @@ def test_resume_state_is_loaded_to_the_cpu_first(init_dir, tmp_path, monkeypatch
     spec = base_spec(
         init_dir, tmp_path, max_steps=4, checkpoints={2: str(tmp_path / "ck2")}, resume_dir=str(tmp_path / "resume")
     )
-    orig_append = T.append_row
+    orig_append = train_state.append_row
 
     def crash_at_3(fh, row):
         if row["step"] == 3:
             raise KeyboardInterrupt("killed")
         orig_append(fh, row)
 
-    monkeypatch.setattr(T, "append_row", crash_at_3)
+    monkeypatch.setattr(T, "append_row", crash_at_3)  # the name train() calls (imported by name)
     with pytest.raises(KeyboardInterrupt):
         T.train(spec)
     monkeypatch.setattr(T, "append_row", orig_append)
@@ -849,7 +852,7 @@ def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
     acc = Accelerator()
     net = torch.nn.Linear(3, 2)
     model, opt = acc.prepare(net, torch.optim.AdamW(net.parameters(), lr=0.1))
-    sched = torch.optim.lr_scheduler.LambdaLR(T._inner(opt), lambda i: 1.0 / (i + 1))
+    sched = torch.optim.lr_scheduler.LambdaLR(train_state._inner(opt), lambda i: 1.0 / (i + 1))
     est = GradientNoiseEstimator(ema=0.5)
     acc.register_for_checkpointing(sched, est)
 
@@ -862,7 +865,7 @@ def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
 
     step()
     rdir = tmp_path / "resume"
-    T.save_resume(rdir, acc, 1, 2.5, 10, "h")
+    train_state.save_resume(rdir, acc, 1, 2.5, 10, "h")
     want = (
         {k: v.clone() for k, v in model.state_dict().items()},
         sched.state_dict(),
@@ -872,7 +875,7 @@ def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
     step()
     draws = (random.random(), float(np.random.rand()), torch.rand(3))
     os.replace(rdir, rdir.with_name(".resume.old"))  # killed between save_resume's two renames
-    assert T.restore_resume_state(rdir, "h", acc) == (1, 2.5, 10)
+    assert train_state.restore_resume_state(rdir, "h", acc) == (1, 2.5, 10)
     assert all(torch.equal(v, want[0][k]) for k, v in model.state_dict().items())
     assert (sched.state_dict(), est.state_dict()) == want[1:3]
     assert float(opt.state_dict()["state"][0]["exp_avg"].sum()) == want[3]
@@ -883,7 +886,7 @@ def test_resume_state_restores_rng_scheduler_and_noise_atomically(tmp_path):
     del prog["format"]  # as the hand-written state.pt format wrote it
     (rdir / "progress.json").write_text(json.dumps(prog))
     with pytest.raises(ValueError, match=re.escape(f"resume state in {rdir} has format 1 ")):
-        T.restore_resume_state(rdir, "h", acc)
+        train_state.restore_resume_state(rdir, "h", acc)
 
 
 _SEE_ALLOC_CONF_AT_TORCH_IMPORT = r"""

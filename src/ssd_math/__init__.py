@@ -3,7 +3,7 @@
 One module per responsibility (see README "Where things are built"):
 io (atomic files, provenance), config (schema validation, targets), synth (the embedded task),
 tokenizer / modeling (the tiny base model), prompting (chat template), sampler (transformers and
-vLLM backends), filtering, train (the SFT loop), noise (noise-trap instrumentation), grading
+vLLM backends), filtering, train (the SFT loop) with train_data / train_model / train_parallel / train_state, noise (noise-trap instrumentation), grading
 (one answer: extraction and math-verify) and grading_pool (math-verify in a process pool), stats,
 tables, figures, report (offline .qmd renderer), probe_positions / probe_forward / probe_analysis
 (the locks-and-forks probe); the real recipe: problem_sources (load and validate problem sources,

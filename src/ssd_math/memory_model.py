@@ -153,7 +153,7 @@ def layer_saved_bytes(
 
     Without ``sublayers``: ``{"fixed": bytes, "per_token": bytes}``, the larger (at 32,768
     tokens) of a Gated DeltaNet and a full-attention layer of ``shape``. With ``sublayers``
-    (:func:`ssd_math.train.checkpoint_sublayers`: each part of the layer under its own nested
+    (:func:`ssd_math.train_model.checkpoint_sublayers`: each part of the layer under its own nested
     checkpoint): per layer kind, what the recompute holds throughout (``held``: the parts' inputs,
     which their checkpoints keep to recompute from; the layer's own input, a checkpointed input,
     and the rotary tables, shared by all layers, excluded) and what each part saves for its own
@@ -268,7 +268,7 @@ def layer_recompute_bytes(layer: Mapping, tokens: int) -> float:
 
 
 def sublayer_recompute_flops(shape: Mapping, tokens: int) -> dict:
-    """The compute price of :func:`ssd_math.train.checkpoint_sublayers`, in forward FLOPs per
+    """The compute price of :func:`ssd_math.train_model.checkpoint_sublayers`, in forward FLOPs per
     trained token at ``tokens`` per sequence: ``step`` = one training step with per-layer
     checkpointing and the chunked loss (forward, recompute, backward = 2 forwards, for the body
     and the output layer alike), ``extra`` = the additional forward of every layer's token mixer
