@@ -2,7 +2,7 @@
 
 Tables 1/2 and the level breakdown are built by the real ssd_math.tables functions from
 constructed graded rows (so the schema is the one the DAG writes); the noise summary by the real
-ssd_math.tables.noise_summary from a constructed per-step log; the checkpoint and probe tables are
+ssd_math.run_tables.noise_summary from a constructed per-step log; the checkpoint and probe tables are
 written with the columns their builders write.
 """
 
@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from ssd_math import findings as fd
-from ssd_math import fmt, io, tables
+from ssd_math import fmt, io, run_tables, tables
 from ssd_math.io import write_jsonl, write_meta
 
 NB = fmt.NBSP
@@ -86,7 +86,7 @@ def build(
     log = tmp_path / "log.jsonl"
     write_jsonl(log, noise_rows or noise_log())
     io.write_csv(
-        tables.noise_summary({"ssd": log}, {"ssd": {"optimizer_state": "fp32"}}),
+        run_tables.noise_summary({"ssd": log}, {"ssd": {"optimizer_state": "fp32"}}),
         out.setdefault("noise_summary", tmp_path / "noise_summary.csv"),
     )
     pl.DataFrame(ckpt or ckpt_rows()).write_csv(out.setdefault("checkpoints", tmp_path / "checkpoints.csv"))
@@ -406,7 +406,7 @@ def test_many_runs_give_ranges_not_a_list(tmp_path):
     for arm, frac, b in (("ssd", 0.06, 900.0), ("t13", 0.10, 20.0), ("topk5", 0.08, 30.0)):
         logs[arm] = tmp_path / f"log_{arm}.jsonl"
         write_jsonl(logs[arm], noise_log(frac=frac, b_simple=b))
-    io.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
+    io.write_csv(run_tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
     ck = ckpt_rows()
     for arm, shift in (("t13", 0.05), ("topk5", -0.05)):
         ck += [{**r, "arm": arm, "accuracy": r["accuracy"] + shift} for r in ckpt_rows()]
@@ -458,7 +458,7 @@ def test_many_runs_with_a_negative_signal_estimate(tmp_path):
     for arm, g2 in (("ssd", -0.004), ("naive", -0.002), ("filter-only", 0.04)):
         logs[arm] = tmp_path / f"log_{arm}.jsonl"
         write_jsonl(logs[arm], swamped_log(g2=g2) if g2 < 0 else noise_log(b_simple=900.0))
-    io.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
+    io.write_csv(run_tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
     g = find(fd.findings(paths, ssd_arm="ssd", arms=list(logs)), "noise_gradient")
     assert g.verdict == "noise-dominated"
     gt = plain(g.text)
@@ -481,7 +481,7 @@ def test_every_study_finding_appears_with_a_verdict_or_a_reason(tmp_path):
         tmp_path / "log.jsonl",
         [{k: v for k, v in r.items() if k not in ("G2_ema", "trS_ema", "B_simple")} for r in noise_log()],
     )
-    io.write_csv(tables.noise_summary({"ssd": tmp_path / "log.jsonl"}), paths["noise_summary"])
+    io.write_csv(run_tables.noise_summary({"ssd": tmp_path / "log.jsonl"}), paths["noise_summary"])
     got = fd.findings({**paths, "table2": tmp_path / "missing.csv"}, ssd_arm="ssd", arms=["ssd"])
     assert [f.key for f in got][: len(fd.STUDY_FINDINGS)] == [k for k, *_ in fd.STUDY_FINDINGS]
     by = {f.key: f for f in got}

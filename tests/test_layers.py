@@ -47,7 +47,8 @@ LAYERS = (
         "planner",
         "cluster",
     ),
-    ("tables",),
+    # the tables: of the eval files; of the training runs, the sample-size plan and the cost
+    ("tables", "run_tables"),
     # the report: findings, figures, the study table, the renderer
     ("findings", "figures", "study", "report", "report_parts"),
 )
