@@ -1,4 +1,5 @@
-"""ssd_math.findings: the report's findings follow the tables' numbers, and the provenance block.
+"""ssd_math.findings and ssd_math.finding_sentences: the report's findings follow the tables' numbers,
+and the provenance block (ssd_math.provenance).
 
 Tables 1/2 and the level breakdown are built by the real ssd_math.tables functions from
 constructed graded rows (so the schema is the one the DAG writes); the noise summary by the real
@@ -14,9 +15,11 @@ import subprocess
 import polars as pl
 import pytest
 
+from ssd_math import finding_sentences as fs
 from ssd_math import findings as fd
 from ssd_math import fmt, io, run_tables, tables
 from ssd_math.io import write_jsonl, write_meta
+from ssd_math.provenance import git_state
 
 NB = fmt.NBSP
 STATS = {"conf": 0.95, "n_boot": 400, "seed": 7}
@@ -209,14 +212,14 @@ def _s(x: float) -> str:
 
 
 def test_verdict_and_formats():
-    assert fd.verdict(-0.1, 0.1) == "does not beat"
-    assert fd.verdict(0.0, 1.0) == "does not beat"  # an interval touching 0 does not exclude it
-    assert fd.verdict(0.01, 1.0) == "beats"
-    assert fd.verdict(-1.0, -0.01) == "is worse than"
-    assert fd.fmt_rate(0.357, 0.286, 0.435) == f"35.7%{NB}[28.6,{NB}43.5]"
-    assert " " not in fd.fmt_pp(-0.3, -5.0, 4.3)  # never a breakable space inside an interval
+    assert fs.verdict(-0.1, 0.1) == "does not beat"
+    assert fs.verdict(0.0, 1.0) == "does not beat"  # an interval touching 0 does not exclude it
+    assert fs.verdict(0.01, 1.0) == "beats"
+    assert fs.verdict(-1.0, -0.01) == "is worse than"
+    assert fs.fmt_rate(0.357, 0.286, 0.435) == f"35.7%{NB}[28.6,{NB}43.5]"
+    assert " " not in fs.fmt_pp(-0.3, -5.0, 4.3)  # never a breakable space inside an interval
     with pytest.raises(ValueError):
-        fd.verdict(None, 1.0)
+        fs.verdict(None, 1.0)
 
 
 def test_passk_wording(tmp_path):
@@ -345,7 +348,7 @@ def test_locks_and_forks_hook(tmp_path):
 
 
 def test_git_state(tmp_path):
-    st = fd.git_state(tmp_path)
+    st = git_state(tmp_path)
     assert st["commit"] is None and st["dirty"] is None and st["error"]
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
@@ -353,9 +356,9 @@ def test_git_state(tmp_path):
     subprocess.run([*git, "add", "a.txt"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert fd.git_state(tmp_path) == {"commit": head, "dirty": False, "error": None}
+    assert git_state(tmp_path) == {"commit": head, "dirty": False, "error": None}
     (tmp_path / "a.txt").write_text("2")
-    assert fd.git_state(tmp_path)["dirty"] is True
+    assert git_state(tmp_path)["dirty"] is True
 
 
 def test_write_findings_and_provenance(tmp_path, monkeypatch):
