@@ -1,8 +1,8 @@
-"""Rule checkpoint_table: accuracy per checkpoint beside the training log -> ssd_math.tables.checkpoint_table."""
+"""Rule checkpoint_table: accuracy per checkpoint beside the training log -> ssd_math.run_tables.checkpoint_table."""
 
 from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import checkpoint_table
+from ssd_math.run_tables import checkpoint_table
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:

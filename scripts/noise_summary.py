@@ -1,8 +1,8 @@
-"""Rule noise_summary: the noise-trap numbers per run -> ssd_math.tables.noise_summary."""
+"""Rule noise_summary: the noise-trap numbers per run -> ssd_math.run_tables.noise_summary."""
 
 from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import noise_summary
+from ssd_math.run_tables import noise_summary
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:

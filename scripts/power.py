@@ -1,8 +1,8 @@
-"""Rule power: variance decomposition and sample-size planning -> ssd_math.tables.power_table."""
+"""Rule power: variance decomposition and sample-size planning -> ssd_math.run_tables.power_table."""
 
 from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import power_table
+from ssd_math.run_tables import power_table
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:

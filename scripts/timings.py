@@ -1,10 +1,10 @@
-"""Rule timings: measured time per stage from the benchmark: files -> ssd_math.tables.timings_table."""
+"""Rule timings: measured time per stage from the benchmark: files -> ssd_math.run_tables.timings_table."""
 
 from pathlib import Path
 
 from ssd_math.io import write_csv, write_meta
 from ssd_math.rulelog import rule_log
-from ssd_math.tables import timings_table
+from ssd_math.run_tables import timings_table
 
 sm = snakemake  # noqa: F821
 with rule_log(sm) as log:

@@ -1,8 +1,9 @@
-"""ssd_math.findings: the report's findings follow the tables' numbers, and the provenance block.
+"""ssd_math.findings and ssd_math.finding_sentences: the report's findings follow the tables' numbers,
+and the provenance block (ssd_math.provenance).
 
 Tables 1/2 and the level breakdown are built by the real ssd_math.tables functions from
 constructed graded rows (so the schema is the one the DAG writes); the noise summary by the real
-ssd_math.tables.noise_summary from a constructed per-step log; the checkpoint and probe tables are
+ssd_math.run_tables.noise_summary from a constructed per-step log; the checkpoint and probe tables are
 written with the columns their builders write.
 """
 
@@ -14,9 +15,11 @@ import subprocess
 import polars as pl
 import pytest
 
+from ssd_math import finding_sentences as fs
 from ssd_math import findings as fd
-from ssd_math import fmt, io, tables
+from ssd_math import fmt, io, run_tables, tables
 from ssd_math.io import write_jsonl, write_meta
+from ssd_math.provenance import git_state
 
 NB = fmt.NBSP
 STATS = {"conf": 0.95, "n_boot": 400, "seed": 7}
@@ -86,7 +89,7 @@ def build(
     log = tmp_path / "log.jsonl"
     write_jsonl(log, noise_rows or noise_log())
     io.write_csv(
-        tables.noise_summary({"ssd": log}, {"ssd": {"optimizer_state": "fp32"}}),
+        run_tables.noise_summary({"ssd": log}, {"ssd": {"optimizer_state": "fp32"}}),
         out.setdefault("noise_summary", tmp_path / "noise_summary.csv"),
     )
     pl.DataFrame(ckpt or ckpt_rows()).write_csv(out.setdefault("checkpoints", tmp_path / "checkpoints.csv"))
@@ -209,14 +212,14 @@ def _s(x: float) -> str:
 
 
 def test_verdict_and_formats():
-    assert fd.verdict(-0.1, 0.1) == "does not beat"
-    assert fd.verdict(0.0, 1.0) == "does not beat"  # an interval touching 0 does not exclude it
-    assert fd.verdict(0.01, 1.0) == "beats"
-    assert fd.verdict(-1.0, -0.01) == "is worse than"
-    assert fd.fmt_rate(0.357, 0.286, 0.435) == f"35.7%{NB}[28.6,{NB}43.5]"
-    assert " " not in fd.fmt_pp(-0.3, -5.0, 4.3)  # never a breakable space inside an interval
+    assert fs.verdict(-0.1, 0.1) == "does not beat"
+    assert fs.verdict(0.0, 1.0) == "does not beat"  # an interval touching 0 does not exclude it
+    assert fs.verdict(0.01, 1.0) == "beats"
+    assert fs.verdict(-1.0, -0.01) == "is worse than"
+    assert fs.fmt_rate(0.357, 0.286, 0.435) == f"35.7%{NB}[28.6,{NB}43.5]"
+    assert " " not in fs.fmt_pp(-0.3, -5.0, 4.3)  # never a breakable space inside an interval
     with pytest.raises(ValueError):
-        fd.verdict(None, 1.0)
+        fs.verdict(None, 1.0)
 
 
 def test_passk_wording(tmp_path):
@@ -345,7 +348,7 @@ def test_locks_and_forks_hook(tmp_path):
 
 
 def test_git_state(tmp_path):
-    st = fd.git_state(tmp_path)
+    st = git_state(tmp_path)
     assert st["commit"] is None and st["dirty"] is None and st["error"]
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
@@ -353,9 +356,9 @@ def test_git_state(tmp_path):
     subprocess.run([*git, "add", "a.txt"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert fd.git_state(tmp_path) == {"commit": head, "dirty": False, "error": None}
+    assert git_state(tmp_path) == {"commit": head, "dirty": False, "error": None}
     (tmp_path / "a.txt").write_text("2")
-    assert fd.git_state(tmp_path)["dirty"] is True
+    assert git_state(tmp_path)["dirty"] is True
 
 
 def test_write_findings_and_provenance(tmp_path, monkeypatch):
@@ -406,7 +409,7 @@ def test_many_runs_give_ranges_not_a_list(tmp_path):
     for arm, frac, b in (("ssd", 0.06, 900.0), ("t13", 0.10, 20.0), ("topk5", 0.08, 30.0)):
         logs[arm] = tmp_path / f"log_{arm}.jsonl"
         write_jsonl(logs[arm], noise_log(frac=frac, b_simple=b))
-    io.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
+    io.write_csv(run_tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
     ck = ckpt_rows()
     for arm, shift in (("t13", 0.05), ("topk5", -0.05)):
         ck += [{**r, "arm": arm, "accuracy": r["accuracy"] + shift} for r in ckpt_rows()]
@@ -458,7 +461,7 @@ def test_many_runs_with_a_negative_signal_estimate(tmp_path):
     for arm, g2 in (("ssd", -0.004), ("naive", -0.002), ("filter-only", 0.04)):
         logs[arm] = tmp_path / f"log_{arm}.jsonl"
         write_jsonl(logs[arm], swamped_log(g2=g2) if g2 < 0 else noise_log(b_simple=900.0))
-    io.write_csv(tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
+    io.write_csv(run_tables.noise_summary(logs, {a: {"optimizer_state": "fp32"} for a in logs}), paths["noise_summary"])
     g = find(fd.findings(paths, ssd_arm="ssd", arms=list(logs)), "noise_gradient")
     assert g.verdict == "noise-dominated"
     gt = plain(g.text)
@@ -481,7 +484,7 @@ def test_every_study_finding_appears_with_a_verdict_or_a_reason(tmp_path):
         tmp_path / "log.jsonl",
         [{k: v for k, v in r.items() if k not in ("G2_ema", "trS_ema", "B_simple")} for r in noise_log()],
     )
-    io.write_csv(tables.noise_summary({"ssd": tmp_path / "log.jsonl"}), paths["noise_summary"])
+    io.write_csv(run_tables.noise_summary({"ssd": tmp_path / "log.jsonl"}), paths["noise_summary"])
     got = fd.findings({**paths, "table2": tmp_path / "missing.csv"}, ssd_arm="ssd", arms=["ssd"])
     assert [f.key for f in got][: len(fd.STUDY_FINDINGS)] == [k for k, *_ in fd.STUDY_FINDINGS]
     by = {f.key: f for f in got}

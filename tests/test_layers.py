@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "ssd_math"
 #: Every module by pipeline stage, lowest first; a module may import its own or a lower layer only.
 LAYERS = (
     # foundations: the schema (every default), files and provenance, the NVIDIA driver check
-    ("schema", "io", "gpu_driver"),
+    ("schema", "io", "provenance", "gpu_driver"),
     # rules every stage shares: intervals and their wording, decoding settings, chat format,
     # tokenizer, one answer's grade (the box syntax data preparation reads too), a rule's log, the
     # SFT memory model (arithmetic the config check and the cost plan read)
@@ -54,16 +54,14 @@ LAYERS = (
         "planner",
         "cluster",
     ),
-    ("tables",),
-    # the report: findings, figures, the study table, the renderer
-    ("findings", "figures", "study", "report", "report_parts"),
+    # the tables: of the eval files; of the training runs, the sample-size plan and the cost
+    ("tables", "run_tables"),
+    # the report: findings (sentences, then the section), figures, the study table, the renderer
+    ("finding_sentences", "findings", "figures", "study", "report", "report_parts"),
 )
 
 #: Imports against the layer order that stay, each with why.
-UPWARD_ALLOWED = {
-    ("hub", "findings"): "the base's provenance record is built by findings' provenance code, "
-    "which belongs below both (its own module)",
-}
+UPWARD_ALLOWED = {}
 
 #: Function-level ssd_math imports that stay, each with why. Torch, transformers and vLLM are
 #: third-party and may be imported inside functions anywhere (they are slow or optional).

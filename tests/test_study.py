@@ -1,6 +1,7 @@
 """ssd_math.study: the study's claims beside this run's verdicts (rule study_table).
 
-This run's side is built by the real ssd_math.findings / ssd_math.tables functions from
+This run's side is built by the real ssd_math.findings / ssd_math.tables / ssd_math.run_tables
+functions from
 constructed graded rows and training logs (tests/test_findings.py's builders); the metrics table
 is written with the columns ssd_math.tables.metrics_table writes.
 """
@@ -14,7 +15,7 @@ import pytest
 from test_findings import build, noise_log, pattern, swamped_log
 
 from ssd_math import findings as fd
-from ssd_math import io, study, tables
+from ssd_math import io, run_tables, study
 from ssd_math.io import write_jsonl
 
 from conftest import ROOT
@@ -31,7 +32,7 @@ def run_side(tmp_path, *, ssd, base07, base10, noise: dict, metrics_rows=None):
         logs[run] = tmp_path / f"log_{run}.jsonl"
         write_jsonl(logs[run], rows)
         recipes[run] = {"optimizer_state": state, "lr": 5e-6 if run.endswith("-state") else 1e-4}
-    io.write_csv(tables.noise_summary(logs, recipes), paths["noise_summary"])
+    io.write_csv(run_tables.noise_summary(logs, recipes), paths["noise_summary"])
     fd.write_findings(
         paths,
         tmp_path / "findings.md",

@@ -1,4 +1,5 @@
-"""Tables from graded eval files: numbers checked against hand counts and the stats module."""
+"""Tables from graded eval files (ssd_math.tables) and of the training runs, the sample-size plan and
+the measured cost (ssd_math.run_tables): numbers checked against hand counts and the stats module."""
 
 import numpy as np
 import polars as pl
@@ -129,15 +130,13 @@ def test_table2_pass_at_k(tmp_path):
 # breakdowns, sweeps, checkpoints, noise summary, power, timings
 # ------------------------------------------------------------------------------------------------
 
-from ssd_math.tables import (  # noqa: E402
+from ssd_math.run_tables import (  # noqa: E402
     checkpoint_table,
     noise_summary,
     power_table,
-    sweep_table,
-    table1_breakdown,
-    table2_breakdown,
     timings_table,
 )
+from ssd_math.tables import sweep_table, table1_breakdown, table2_breakdown  # noqa: E402
 
 
 def _eval(R, rel, correct, **kw):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from . import derive
 from .derive import BASE_PROVENANCE
-from .findings import git_state
 from .io import (
     atomic_path,
     file_sha256,
@@ -30,6 +29,7 @@ from .io import (
     write_json,
     write_meta,
 )
+from .provenance import git_state
 
 DEFAULT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
 
