@@ -48,8 +48,18 @@ LAYERS = (
         "cluster",
     ),
     ("tables",),
-    # the report: findings, figures, the study table, the renderer
-    ("findings", "figures", "study", "report", "report_parts"),
+    # the report: findings, figures, the study table, the page's parts, the renderer (Quarto or
+    # the offline engine) and what the page reads
+    (
+        "findings",
+        "figures",
+        "study",
+        "report_parts",
+        "qmd_parse",
+        "qmd_render",
+        "report",
+        "report_inputs",
+    ),
 )
 
 #: Imports against the layer order that stay, each with why.

@@ -2,7 +2,7 @@
 pipe table, every method note, every sentence with a number, the provenance panel, and the
 values its prose quotes, in one JSON object ``{name: text}`` (``tables/report_parts.json``).
 
-The page then only places them (:class:`ssd_math.report.ReportInputs`): it computes nothing, and
+The page then only places them (:class:`ssd_math.report_inputs.ReportInputs`): it computes nothing, and
 every number it shows is in a file the DAG wrote. Which runs are the arms and which are the
 log-only noise probes comes from the config (the Layout's ``arms`` / ``noise_probes``, passed
 in), never from the folders found on disk. Numbers are written by :mod:`ssd_math.fmt`.
@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 
 from . import fmt
+from .fmt import pipe_table
 from .io import write_json
-from .report import pipe_table
 from .stats import level_text
 
 __all__ = ["PROBE_TABLES", "build_parts", "write_parts"]
@@ -49,7 +49,7 @@ def _h(x: Any) -> str:
 
 def provenance_rows(prov: Mapping[str, Any]) -> list[list[str]]:
     """The panel's rows ``[term, HTML]``: experiment and config hash, commit, base model, machines,
-    packages (the ``rendered`` row is the report rule's: :func:`ssd_math.report.provenance_panel`)."""
+    packages (the ``rendered`` row is the report rule's: :func:`ssd_math.report_inputs.provenance_panel`)."""
     g = prov["git"]
     commit = (
         f"<code>{_h(g['commit'][:12])}</code>" + (" (uncommitted changes)" if g.get("dirty") else " (clean)")
