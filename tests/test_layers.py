@@ -54,6 +54,8 @@ LAYERS = (
         "findings",
         "figures",
         "study",
+        "report_probe",
+        "report_appendix",
         "report_parts",
         "qmd_parse",
         "qmd_render",
