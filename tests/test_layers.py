@@ -53,6 +53,8 @@ LAYERS = (
     (
         "findings",
         "figures",
+        "figures_training",
+        "figures_probe",
         "study",
         "report_probe",
         "report_appendix",
