@@ -154,14 +154,14 @@ def main() -> None:
         steps.append(
             (
                 "probe_scatter",
-                pre + "from ssd_math.figures import probe_scatter;"
+                pre + "from ssd_math.figures_probe import probe_scatter;"
                 "probe_scatter(d / 'probe_positions.csv', d / 's.png', models=['base', c['probe']['compare_arm']])",
             )
         )
         steps.append(
             (
                 "probe_fork_shares",
-                pre + "from ssd_math.figures import probe_fork_shares;"
+                pre + "from ssd_math.figures_probe import probe_fork_shares;"
                 "probe_fork_shares(d / 'probe_fork_shares.csv', d / 'probe_truth_effect.csv', d / 'f.png')",
             )
         )

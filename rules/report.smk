@@ -3,7 +3,7 @@
 # which reads that manifest and places what it names.
 # With Quarto on PATH this runs `quarto render` (from any working directory: ssd_math.report
 # renders a copy of report/ in a folder beside the output); without it, the offline renderer
-# (ssd_math.report: nbclient + pandoc) renders the same .qmd to a self-contained HTML.
+# (ssd_math.qmd_render: nbclient + pandoc) renders the same .qmd to a self-contained HTML.
 
 
 def findings_probe_tables():
@@ -92,7 +92,7 @@ rule report_parts:
 
 rule report:
     """The page (report/report.qmd) and its manifest: the rule's inputs by name, which the page
-    reads (ssd_math.report.ReportInputs); the page computes nothing."""
+    reads (ssd_math.report_inputs.ReportInputs); the page computes nothing."""
     input:
         qmd=f"{workflow.basedir}/report/report.qmd",
         css=f"{workflow.basedir}/report/report.css",

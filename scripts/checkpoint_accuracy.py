@@ -1,6 +1,6 @@
-"""Rule checkpoint_accuracy: accuracy per checkpoint with CIs -> ssd_math.figures.checkpoint_accuracy."""
+"""Rule checkpoint_accuracy: accuracy per checkpoint with CIs -> ssd_math.figures_training.checkpoint_accuracy."""
 
-from ssd_math.figures import checkpoint_accuracy
+from ssd_math.figures_training import checkpoint_accuracy
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
-"""Rule dw_hist: |Δw| histograms at the first, peak-LR and last steps -> ssd_math.figures.dw_hist."""
+"""Rule dw_hist: |Δw| histograms at the first, peak-LR and last steps -> ssd_math.figures_training.dw_hist."""
 
-from ssd_math.figures import dw_hist
+from ssd_math.figures_training import dw_hist
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

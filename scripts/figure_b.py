@@ -1,6 +1,6 @@
-"""Rule figure_b: observed gradient norm vs estimated signal |G| per arm -> ssd_math.figures.figure_b."""
+"""Rule figure_b: observed gradient norm vs estimated signal |G| per arm -> ssd_math.figures_training.figure_b."""
 
-from ssd_math.figures import figure_b
+from ssd_math.figures_training import figure_b
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

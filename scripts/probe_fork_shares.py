@@ -1,6 +1,6 @@
-"""Rule probe_fork_shares: fork-method shares in sampled solutions and at true forks -> ssd_math.figures.probe_fork_shares."""
+"""Rule probe_fork_shares: fork-method shares in sampled solutions and at true forks -> ssd_math.figures_probe.probe_fork_shares."""
 
-from ssd_math.figures import probe_fork_shares
+from ssd_math.figures_probe import probe_fork_shares
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,12 +1,13 @@
 """Rule report: the rule's inputs as a manifest (report_inputs.json) -> report/report.qmd -> HTML
-(quarto render when on PATH, else ssd_math.report offline).
+(quarto render when on PATH, else the offline engine, ssd_math.qmd_render).
 
 The page reads only the manifest (parameter ``manifest``) and the render's stamp (parameter
 ``rendered``: engine, version, start time). The configured title (config report.title) is the
 page's title: it overrides the .qmd's front matter (Quarto's ``-M title:...``)."""
 
 from ssd_math.io import write_meta
-from ssd_math.report import render, write_manifest
+from ssd_math.report import render
+from ssd_math.report_inputs import write_manifest
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
-"""Rule train_ppl: training perplexity per step, arms and probes -> ssd_math.figures.train_ppl."""
+"""Rule train_ppl: training perplexity per step, arms and probes -> ssd_math.figures_training.train_ppl."""
 
-from ssd_math.figures import train_ppl
+from ssd_math.figures_training import train_ppl
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
-"""Rule training_curves: loss / perplexity, LR and gradient norm per arm -> ssd_math.figures.training_curves."""
+"""Rule training_curves: loss / perplexity, LR and gradient norm per arm -> ssd_math.figures_training.training_curves."""
 
-from ssd_math.figures import training_curves
+from ssd_math.figures_training import training_curves
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

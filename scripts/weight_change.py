@@ -1,6 +1,6 @@
-"""Rule weight_change: weight-change fraction per step, arms and probes -> ssd_math.figures.weight_change."""
+"""Rule weight_change: weight-change fraction per step, arms and probes -> ssd_math.figures_training.weight_change."""
 
-from ssd_math.figures import weight_change
+from ssd_math.figures_training import weight_change
 from ssd_math.rulelog import rule_log
 
 sm = snakemake  # noqa: F821

@@ -262,7 +262,7 @@ NOT_CONFIG = {
     ("planner", "", "epochs"): "a training job of the plan's throughput table, not sft.epochs",
     ("planner", "sft_memory", "micro_batch"): "the memory model's argument (one sequence)",
     ("train_data", "epoch_order", "batch"): "an argument of the batching helper, not model.rehearsal.warmup.batch",
-    ("report", "render_qmd", "timeout_s"): "Quarto's time limit, not eval.grader.timeout_s",
+    ("qmd_render", "render_qmd", "timeout_s"): "Quarto's time limit, not eval.grader.timeout_s",
     ("report", "render", "timeout_s"): "Quarto's time limit, not eval.grader.timeout_s",
     ("stats", "sample_size", "alpha"): "the power helper's argument; rule power passes sample_size.alpha",
     ("stats", "sample_size", "power"): "the power helper's argument; rule power passes sample_size.power",

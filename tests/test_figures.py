@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ssd_math import figures
+from ssd_math import figures, figures_training
 from ssd_math.io import write_jsonl
 
 
@@ -73,33 +73,33 @@ def test_noise_figures_series(tmp_path):
     arms = {"ssd": tmp_path / "ssd.jsonl", "t13": tmp_path / "t13.jsonl"}
     runs = {**arms, "bf16-state": tmp_path / "bf16.jsonl"}
 
-    info = figures.figure_b(arms, tmp_path / "b.png", checkpoint_steps=[2, 4])
+    info = figures_training.figure_b(arms, tmp_path / "b.png", checkpoint_steps=[2, 4])
     _png(tmp_path / "b.png")
     assert [p["title"] for p in info] == ["ssd", "t13"]
     assert info[0]["series"] == ["observed |g| per step", "estimated |G| at checkpoints"]
     assert info[1]["series"] == ["observed |g| per step"]  # no noise estimate in that log
 
-    info = figures.weight_change(
+    info = figures_training.weight_change(
         runs, tmp_path / "w.png", probes=["bf16-state"], labels={"bf16-state": "bf16-state (bf16)"}
     )
     _png(tmp_path / "w.png")
     assert info[0]["series"] == ["ssd", "t13", "bf16-state (bf16)"]
 
-    info = figures.dw_hist(runs, tmp_path / "h.png")
+    info = figures_training.dw_hist(runs, tmp_path / "h.png")
     _png(tmp_path / "h.png")
     assert len(info) == 3
     # first step, peak-LR step (3: the lr ramps to its max at step 3) and last step
     assert info[0]["series"] == ["step 1", "step 3 (peak LR)", "step 8"]
 
-    info = figures.train_ppl(runs, tmp_path / "p.png", probes=["bf16-state"])
+    info = figures_training.train_ppl(runs, tmp_path / "p.png", probes=["bf16-state"])
     _png(tmp_path / "p.png")
     assert info[0]["series"] == ["ssd", "t13", "bf16-state"]
 
 
 def test_hist_steps():
     rows = [{"step": s, "lr": lr} for s, lr in zip(range(1, 6), [1, 5, 5, 3, 1])]
-    assert figures.hist_steps(rows) == [1, 2, 5]
-    assert figures.hist_steps([]) == []
+    assert figures_training.hist_steps(rows) == [1, 2, 5]
+    assert figures_training.hist_steps([]) == []
 
 
 def _checkpoints_csv(path, conf=0.95):
@@ -150,7 +150,7 @@ def _metrics_csv(path, conf=0.95):
 def test_checkpoint_accuracy_series(tmp_path):
     csv = tmp_path / "c.csv"
     _checkpoints_csv(csv)
-    info = figures.checkpoint_accuracy(csv, tmp_path / "c.png")
+    info = figures_training.checkpoint_accuracy(csv, tmp_path / "c.png")
     _png(tmp_path / "c.png")
     assert info[0]["series"] == ["ssd", "t13"]
     assert "eval_hard" in info[0]["title"] and "n=30" in info[0]["title"]
@@ -169,18 +169,19 @@ def test_figures_legible_at_page_width(tmp_path, monkeypatch):
         width = int.from_bytes(data[16:20], "big")  # the PNG's IHDR width
         seen[str(path)] = (figures.min_text_px(fig, width_px=width), width, len(fig.axes))
 
-    monkeypatch.setattr(figures, "_save", spy)
+    for module in (figures, figures_training):  # each calls its own name for the shared _save
+        monkeypatch.setattr(module, "_save", spy)
     runs = {}
     for name in ("ssd", "t13", "topk5", "lr1e-5", "bf16-state"):
         _log(tmp_path / f"{name}.jsonl")
         runs[name] = tmp_path / f"{name}.jsonl"
     _sweeps_csv(tmp_path / "s.csv")
     figures.figure_a(tmp_path / "s.csv", tmp_path / "a.png", sets=["eval_main", "eval_hard"])
-    figures.figure_b(runs, tmp_path / "b.png", checkpoint_steps=[2, 4])
-    figures.weight_change(runs, tmp_path / "w.png")
-    figures.dw_hist(runs, tmp_path / "h.png")
-    figures.train_ppl(runs, tmp_path / "p.png")
-    figures.training_curves(runs, tmp_path / "t.png")
+    figures_training.figure_b(runs, tmp_path / "b.png", checkpoint_steps=[2, 4])
+    figures_training.weight_change(runs, tmp_path / "w.png")
+    figures_training.dw_hist(runs, tmp_path / "h.png")
+    figures_training.train_ppl(runs, tmp_path / "p.png")
+    figures_training.training_curves(runs, tmp_path / "t.png")
     assert len(seen) == 6
     for path, (px, width, _n_axes) in seen.items():
         assert px >= 10, f"{path}: smallest text {px:.1f} px at the page width (PNG {width} px wide)"
@@ -205,7 +206,7 @@ def test_ci_labels_follow_the_tables_conf(tmp_path, monkeypatch):
     _checkpoints_csv(tmp_path / "c.csv", conf=0.9)
     figures.figure_a(tmp_path / "s.csv", tmp_path / "a.png", sets=["eval_main", "eval_hard"])
     figures.figure_c(tmp_path / "m.csv", tmp_path / "c_fig.png", hard_set="eval_hard", models=["base", "ssd"])
-    figures.checkpoint_accuracy(tmp_path / "c.csv", tmp_path / "k.png")
+    figures_training.checkpoint_accuracy(tmp_path / "c.csv", tmp_path / "k.png")
     assert sorted(texts) == ["a.png", "c_fig.png", "k.png"]
     for name, t in texts.items():
         assert any("90% CI" in x for x in t), (name, t)
@@ -213,9 +214,19 @@ def test_ci_labels_follow_the_tables_conf(tmp_path, monkeypatch):
     # the level is the table's, so a table that does not record it cannot be labelled
     pl.read_csv(tmp_path / "c.csv").drop("conf").write_csv(tmp_path / "noconf.csv")
     with pytest.raises(ValueError, match="'conf' column"):
-        figures.checkpoint_accuracy(tmp_path / "noconf.csv", tmp_path / "x.png")
+        figures_training.checkpoint_accuracy(tmp_path / "noconf.csv", tmp_path / "x.png")
 
 
-@pytest.mark.parametrize("fn", ["figure_a", "figure_b", "weight_change", "dw_hist", "train_ppl", "checkpoint_accuracy"])
-def test_figure_functions_are_documented(fn):
-    assert getattr(figures, fn).__doc__
+@pytest.mark.parametrize(
+    "module, fn",
+    [
+        (figures, "figure_a"),
+        (figures_training, "figure_b"),
+        (figures_training, "weight_change"),
+        (figures_training, "dw_hist"),
+        (figures_training, "train_ppl"),
+        (figures_training, "checkpoint_accuracy"),
+    ],
+)
+def test_figure_functions_are_documented(module, fn):
+    assert getattr(module, fn).__doc__

@@ -56,8 +56,23 @@ LAYERS = (
     ),
     # the tables: of the eval files; of the training runs, the sample-size plan and the cost
     ("tables", "run_tables"),
-    # the report: findings (sentences, then the section), figures, the study table, the renderer
-    ("finding_sentences", "findings", "figures", "study", "report", "report_parts"),
+    # the report: findings (sentences, then the section), figures, the study table, the page's
+    # parts, the renderer (Quarto or the offline engine) and what the page reads
+    (
+        "finding_sentences",
+        "findings",
+        "figures",
+        "figures_training",
+        "figures_probe",
+        "study",
+        "report_probe",
+        "report_appendix",
+        "report_parts",
+        "qmd_parse",
+        "qmd_render",
+        "report",
+        "report_inputs",
+    ),
 )
 
 #: Imports against the layer order that stay, each with why.

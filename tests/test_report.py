@@ -1,4 +1,5 @@
-"""Tests for ssd_math.report: the offline Quarto-subset renderer and the quarto command line.
+"""Tests for the report's renderers: the offline Quarto-subset engine (ssd_math.qmd_parse,
+ssd_math.qmd_render) and the quarto command line and engine choice (ssd_math.report).
 
 One real offline render of tests/data/report_min.qmd is shared by the module (kernel start is
 the slow part); quarto itself is never run here -- only its command line is checked, plus the
@@ -18,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from ssd_math import report
-from ssd_math.report import RenderError, parse_param_args, parse_qmd, pipe_table, quarto_command, render, render_qmd
+from ssd_math.fmt import pipe_table
+from ssd_math.qmd_parse import RenderError, parse_qmd
+from ssd_math.qmd_render import render_qmd
+from ssd_math.report import parse_param_args, quarto_command, render
 
 QMD = Path(__file__).parent / "data" / "report_min.qmd"
 CSV = "temperature,pass1\n0.5,0.4213\n1.0,0.5378\n1.5,0.3121\n"

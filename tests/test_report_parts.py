@@ -1,5 +1,5 @@
 """The report reads, never computes: report/report.qmd holds prose and places the files the DAG
-wrote (rule report_parts: ssd_math.report_parts; the report rule's manifest: ssd_math.report).
+wrote (rule report_parts: ssd_math.report_parts; the report rule's manifest: ssd_math.report_inputs).
 
 - report.qmd itself: at most 350 lines, cells of at most 5 lines, no function, no path literal,
   no glob, no environment variable;
@@ -22,7 +22,8 @@ import polars as pl
 import pytest
 
 from ssd_math import fmt
-from ssd_math.report import ReportInputs, provenance_panel, render, write_manifest
+from ssd_math.report import render
+from ssd_math.report_inputs import ReportInputs, provenance_panel, write_manifest
 from ssd_math.report_parts import _noise as noise_parts
 from ssd_math.report_parts import build_parts, provenance_rows
 

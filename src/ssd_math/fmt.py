@@ -1,5 +1,6 @@
 """How every number of the report is written: one formatter for the tables, the findings, the
-study table, the figures and the report's fragments.
+study table, the figures and the report's fragments, and the pandoc pipe table
+(:func:`pipe_table`) that every table of the report's fragments is written as.
 
 Intervals are written with non-breaking spaces (U+00A0), so a browser never wraps one, and a
 true minus sign (U+2212) where the text is prose. Rates are fractions in, percent out;
@@ -9,6 +10,7 @@ percentage-point differences (``pp``) are already in points.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "verdict",
     "method_note",
     "pct_scale",
+    "pipe_table",
 ]
 
 NBSP = "\u00a0"
@@ -169,3 +172,50 @@ def pct_scale(v):
     import numpy as np
 
     return np.asarray(v, dtype=float) * 100
+
+
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: backslash-escaped, read literally
+
+
+def pipe_table(data: Any, *, floatfmt: str = ".3f", columns: Sequence[str] | None = None) -> str:
+    """A pandoc pipe table (``tabulate(tablefmt="pipe")``) from a polars DataFrame, a list of
+    dicts or a dict of lists, for report cells: ``display(Markdown(pipe_table(df)))``.
+
+    Numeric columns (every value an int or float) are right-aligned, floats formatted with
+    ``floatfmt``, ``None``/NaN shown as an em dash; a text cell is text, never markdown (its ASCII
+    punctuation is backslash-escaped: no TeX math from ``$``, emphasis from ``*``, column break
+    from ``|``); strings are never re-parsed as numbers.
+    """
+    from tabulate import tabulate
+
+    if hasattr(data, "to_dicts"):  # polars
+        rows, cols = data.to_dicts(), list(data.columns)
+    elif isinstance(data, dict):
+        cols = list(data)
+        rows = [dict(zip(cols, vals)) for vals in zip(*data.values())]
+    else:
+        rows = [dict(r) for r in data]
+        cols = list(rows[0]) if rows else []
+    cols = list(columns) if columns is not None else cols
+
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "\u2014"
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v) if isinstance(v, (int, bool)) else _MD_PUNCT.sub(r"\\\1", str(v).replace("\n", " "))
+
+    def numeric(c: str) -> bool:
+        vals = [r.get(c) for r in rows if r.get(c) is not None]
+        return bool(vals) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+
+    return (
+        tabulate(
+            [[cell(r.get(c)) for c in cols] for r in rows],
+            headers=[str(c).replace("|", "\\|") for c in cols],
+            tablefmt="pipe",
+            colalign=["right" if numeric(c) else "left" for c in cols],
+            disable_numparse=True,
+        )
+        + "\n"
+    )

@@ -2,10 +2,14 @@
 pipe table, every method note, every sentence with a number, the provenance panel, and the
 values its prose quotes, in one JSON object ``{name: text}`` (``tables/report_parts.json``).
 
-The page then only places them (:class:`ssd_math.report.ReportInputs`): it computes nothing, and
-every number it shows is in a file the DAG wrote. Which runs are the arms and which are the
-log-only noise probes comes from the config (the Layout's ``arms`` / ``noise_probes``, passed
+The page then only places them (:class:`ssd_math.report_inputs.ReportInputs`): it computes
+nothing, and every number it shows is in a file the DAG wrote. Which runs are the arms and which
+are the log-only noise probes comes from the config (the Layout's ``arms`` / ``noise_probes``, passed
 in), never from the folders found on disk. Numbers are written by :mod:`ssd_math.fmt`.
+
+This module writes the overview, Tables 1 and 2, the noise trap and the provenance rows, and
+gathers every part (:func:`build_parts`); the locks-and-forks parts are
+:mod:`ssd_math.report_probe`'s, the appendix's :mod:`ssd_math.report_appendix`'s.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import Any
 import polars as pl
 
 from . import fmt
+from .fmt import pipe_table
 from .io import write_json
-from .report import pipe_table
-from .stats import level_text
+from .report_appendix import _appendix
+from .report_probe import _probe
 
 __all__ = ["PROBE_TABLES", "build_parts", "write_parts"]
 
@@ -49,7 +54,7 @@ def _h(x: Any) -> str:
 
 def provenance_rows(prov: Mapping[str, Any]) -> list[list[str]]:
     """The panel's rows ``[term, HTML]``: experiment and config hash, commit, base model, machines,
-    packages (the ``rendered`` row is the report rule's: :func:`ssd_math.report.provenance_panel`)."""
+    packages (the ``rendered`` row is the report rule's: :func:`ssd_math.report_inputs.provenance_panel`)."""
     g = prov["git"]
     commit = (
         f"<code>{_h(g['commit'][:12])}</code>" + (" (uncommitted changes)" if g.get("dirty") else " (clean)")
@@ -249,289 +254,6 @@ def _overview(filters: Mapping[str, str | Path]) -> str:
             }
         )
     return pipe_table(rows)
-
-
-# ------------------------------------------------------------------------------------------------
-# locks and forks (the probe's tables)
-# ------------------------------------------------------------------------------------------------
-
-
-def _struct_text(cols: Sequence[str], fn, name: str) -> pl.Expr:
-    return pl.struct(list(cols)).map_elements(lambda s: fn(*(s[c] for c in cols)), return_dtype=pl.String).alias(name)
-
-
-def _probe(pr: Mapping[str, pl.DataFrame], level: str) -> dict[str, str]:
-    pd_, ct, tr, te, fs = pr["deltas"], pr["controls"], pr["truth"], pr["truth_effect"], pr["fork_shares"]
-    ref_view = pd_.filter(pl.col("view") == "ref")["view_settings"][0] if not pd_.is_empty() else "—"
-    probe_models = list(dict.fromkeys(pr["positions"]["model"].to_list()))
-    compare = (
-        ct["compare_arm"][0]
-        if "compare_arm" in ct.columns and not ct.is_empty()
-        else (probe_models[1] if len(probe_models) > 1 else "—")
-    )
-    out: dict[str, str] = {}
-    pos0 = pr["positions"].filter(pl.col("model") == "base")
-    counts = pos0.group_by("class").len().sort("class")
-    out["probe_positions"] = (
-        f"{pos0.height} positions in {pos0['carrier_id'].n_unique()} carriers "
-        f"({pos0['prompt_id'].n_unique()} prompts) from {pos0['generator'].n_unique()} generators; "
-        "classes (base model, reference view "
-        + ref_view
-        + "): "
-        + ", ".join(f"{r['class']} {r['len']}" for r in counts.to_dicts())
-        + "."
-    )
-    show = ["top1_before", "nucleus", "tail", "tail_k", "entropy_before"]
-    dv = pd_.filter(
-        (pl.col("view") == "ref") & pl.col("metric").is_in(show) & (pl.col("n_positions") > 0)
-    ).with_columns(_struct_text(["delta", "lo", "hi"], fmt.dci, "d"))
-    wide = dv.pivot(on="metric", index=["arm", "class", "n_positions", "n_prompts"], values="d")
-    out["probe_deltas"] = pipe_table(
-        wide.select(["arm", "class", "n_positions", "n_prompts", *[m for m in show if m in wide.columns]])
-    )
-    text = ""
-    if not pd_.is_empty():
-        r = pd_.row(0, named=True)
-        text = (
-            f"*Method.* Estimator: {r['method']}; {level_text(r['conf'])} intervals, {r['n_boot']} resamples; "
-            "n = positions (prompts) per row. Each arm's own training-sampling truncation is the second "
-            "view in tables/probe_deltas.csv (view = own), truncated top-1 and entropy there too."
-        )
-        for cls in ("lock:strict", "fork"):
-            rr = pd_.filter((pl.col("arm") == compare) & (pl.col("view") == "ref") & (pl.col("class") == cls))
-            if rr.is_empty() or rr["n_positions"][0] == 0:
-                continue
-            g = {x["metric"]: x for x in rr.to_dicts()}
-            n, t, e = g["nucleus"], g["tail"], g["entropy_before"]
-            text += (
-                f"\n\nAt {cls} positions (n = {n['n_positions']}), {compare} − base: nucleus size "
-                f"{fmt.dci(n['delta'], n['lo'], n['hi'], 2)} tokens (base mean {n['base_mean']:.2f}; the interval "
-                f"{fmt.zero_text(n['lo'], n['hi'])}), tail mass {fmt.dci(t['delta'], t['lo'], t['hi'])} "
-                f"({fmt.zero_text(t['lo'], t['hi'])}), entropy {fmt.dci(e['delta'], e['lo'], e['hi'])} nats "
-                f"({fmt.zero_text(e['lo'], e['hi'])})."
-            )
-    out["probe_method"] = text
-    ex = pr["examples"]
-    out["probe_examples"] = (
-        ""
-        if ex.is_empty()
-        else pipe_table(
-            ex.filter(pl.col("arm") == compare).select(
-                "class", "subclass", "context", "carrier_token", "base_top5", "arm_top5"
-            )
-        )
-    )
-    if ct.is_empty() or "delta" not in ct.columns:
-        out["probe_controls"] = "No control arms configured (probe.controls)."
-        out["probe_controls_method"] = out["probe_controls_truth"] = ""
-    else:
-        keep = ct.filter(~pl.col("quantity").str.ends_with(": top1") & ~pl.col("quantity").str.ends_with(": entropy"))
-        cv = keep.with_columns(
-            _struct_text(["delta", "lo", "hi"], fmt.dci, "Δ [CI]"),
-            pl.col("compare").round(3),
-            pl.col("control_value").round(3),
-        )
-        acc = (ct["family"] == "accuracy").any()
-        out["probe_controls"] = pipe_table(
-            cv.select("control", "family", "quantity", "compare", "control_value", "Δ [CI]", "n", "unit")
-        )
-        out["probe_controls_method"] = (
-            f"*Method.* probe and ground-truth rows: {ct.filter(pl.col('family') != 'accuracy')['method'][0]}; "
-            + (f"accuracy rows: {ct.filter(pl.col('family') == 'accuracy')['method'][0]}; " if acc else "")
-            + f"{level_text(ct['conf'][0])}, {ct['n_boot'][0]} resamples."
-        )
-        lines = [
-            f"- {q}: {r['compare_arm']} − {r['control']} = {fmt.dci(r['delta'], r['lo'], r['hi'])} "
-            f"(n = {r['n']} {r['unit']}; the interval {fmt.zero_text(r['lo'], r['hi'])})."
-            for q in ("lock: P(correct digit)", "fork: entropy over valid methods (bits)")
-            for r in ct.filter((pl.col("family") == "ground truth") & (pl.col("quantity") == q)).to_dicts()
-        ]
-        out["probe_controls_truth"] = "\n".join(lines)
-    if tr.is_empty() or "precision" not in tr.columns:
-        out["probe_truth"] = "No labelled positions (ground truth exists only on the embedded synthetic task)."
-        out["probe_truth_method"] = ""
-    else:
-        tv = tr.with_columns(
-            _struct_text(["precision", "precision_lo", "precision_hi"], fmt.fixed, "precision [CI]"),
-            _struct_text(["recall", "recall_lo", "recall_hi"], fmt.fixed, "recall [CI]"),
-        )
-        out["probe_truth"] = pipe_table(
-            tv.select("model", "class", "n_true", "n_predicted", "n_both", "precision [CI]", "recall [CI]")
-        )
-        r = tr.row(0, named=True)
-        out["probe_truth_method"] = (
-            f"*Method.* {r['method']}; {level_text(r['conf'])}, {r['n_boot']} resamples; "
-            f"n = {r['n_positions']} positions, {r['n_prompts']} prompts; precision is undefined (—) where "
-            "a model predicts no position of the class. The task labels only result digits and method "
-            "choices, so deterministic formatting tokens the probe calls lock-like count against lock precision."
-        )
-    out["probe_truth_effect"] = ""
-    if not te.is_empty() and "quantity" in te.columns:
-        tev = te.with_columns(
-            _struct_text(["estimate", "lo", "hi"], lambda *a: fmt.dci(*a).replace("+", ""), "value [CI]"),
-            _struct_text(["delta_vs_base", "delta_lo", "delta_hi"], fmt.dci, "Δ vs base [CI]"),
-        )
-        out["probe_truth_effect"] = pipe_table(
-            tev.select("quantity", "model", "n_positions", "value [CI]", "Δ vs base [CI]")
-        )
-    out["probe_fork_method"] = ""
-    if not fs.is_empty() and "share" in fs.columns:
-        first = fs["method"][0]
-        f1 = fs.filter(pl.col("method") == first).sort(["T", "model"])
-        out["probe_fork_method"] = (
-            f"*Method.* Share of solutions naming a method whose first method is '{first}'; {f1['ci_method'][0]}, "
-            f"{level_text(f1['conf'][0])}; n = solutions with a method, per model and T: "
-            + "; ".join(
-                f"{r['model']} T{r['T']} {100 * r['share']:.1f}% (n={r['n_with_method']})" for r in f1.to_dicts()
-            )
-            + "."
-        )
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# the appendix
-# ------------------------------------------------------------------------------------------------
-
-
-def _ci_expr(c: str) -> pl.Expr:
-    """A rate column with its interval as text (fmt.ci); em dash where there is none."""
-
-    def text(est, lo, hi):
-        return "\u2014" if fmt.is_missing(est) else fmt.ci(est, lo, hi)
-
-    return _struct_text([c, f"{c}_lo", f"{c}_hi"], text, c)
-
-
-def _appendix(t: Mapping[str, pl.DataFrame]) -> dict[str, str]:
-    sweeps, ckpts, metrics, breakdown, power, timings = (
-        t[k] for k in ("sweeps", "checkpoints", "metrics", "breakdown", "power", "timings")
-    )
-    out = {}
-    sv = sweeps.select(
-        "evalset",
-        "family",
-        "name",
-        "temperature",
-        "top_k",
-        "top_p",
-        "min_p",
-        "presence_penalty",
-        pl.col("accuracy_text").alias("accuracy"),
-        pl.col("boxed_text").alias("boxed"),
-        pl.col("think_close_text").alias("think-close"),
-        pl.col("length_stop_text").alias("length-stop"),
-    )
-    out["sweeps"] = pipe_table(sv, floatfmt=".2f")
-    out["sweeps_method"] = fmt.method_note(
-        sweeps["method"][0],
-        sorted(set(sweeps["n_prompts"].to_list())),
-        sweeps["k"][0],
-        sweeps["n_boot"][0],
-        sweeps["seed"][0],
-        sweeps["conf"][0],
-    )
-    cv = ckpts.select(
-        "arm",
-        "checkpoint",
-        "step",
-        "evalset",
-        "condition",
-        "n_prompts",
-        pl.col("accuracy_text").alias("accuracy"),
-        pl.col("lr"),
-        pl.col("ppl").round(3),
-        (100 * pl.col("frac_changed")).round(2).alias("% changed"),
-        pl.col("signal_norm").alias("|G|"),
-    )
-    out["checkpoints"] = pipe_table(cv, floatfmt=".3g")
-    r = ckpts.row(0, named=True)
-    out["checkpoints_method"] = fmt.method_note(r["method"], r["n_prompts"], r["k"], r["n_boot"], r["seed"], r["conf"])
-    m = metrics.filter(pl.col("kind") == "grid").sort(["evalset", "model", "temperature"])
-    view = m.select(
-        "evalset",
-        "model",
-        "temperature",
-        "n_prompts",
-        "k",
-        _ci_expr("accuracy").alias("accuracy"),
-        _ci_expr("think_close").alias("think-close"),
-        _ci_expr("boxed").alias("boxed"),
-        _ci_expr("length_stop").alias("length-stop"),
-        "n_timeout",
-        "n_error",
-    )
-    out["all_evals"] = pipe_table(view)
-    out["all_evals_method"] = (
-        f"*Method.* {m['method'][0]}; {level_text(m['conf'][0])} intervals. Statuses other "
-        "than correct/incorrect/no_answer (timeout, gold_parse_error, error) are counted here, "
-        "never silently scored."
-    )
-    bl = breakdown.filter((pl.col("kind") == "grid") & (pl.col("by") == "level"))
-    if bl.is_empty():
-        out["all_by_level"] = "No level information in the eval data."
-    else:
-        bl = bl.with_columns(
-            _ci_expr("accuracy").alias("acc"), ("level " + pl.col("group").cast(pl.String)).alias("lv")
-        )
-        wide = bl.pivot(on="lv", index=["evalset", "model", "condition"], values="acc").sort(
-            ["evalset", "model", "condition"]
-        )
-        out["all_by_level"] = pipe_table(wide.fill_null("—"))
-    out["all_by_level_method"] = (
-        ""
-        if breakdown.is_empty()
-        else (
-            fmt.method_note(
-                breakdown["method"][0],
-                "per cell (see breakdown.csv)",
-                breakdown["k"][0],
-                "—",
-                "—",
-                breakdown["conf"][0],
-            )
-            + " Breakdowns by source appear only where the data has more than one source."
-        )
-    )
-    if power.is_empty():
-        out["power"], out["power_method"] = (
-            "No eval with more than one sample per prompt: the decomposition needs k > 1.",
-            "",
-        )
-    else:
-        pv = power.select(
-            "model",
-            "evalset",
-            "condition",
-            "n_prompts",
-            "k",
-            pl.col("accuracy").round(3),
-            pl.col("between").round(4),
-            pl.col("within").round(4),
-            (100 * pl.col("between_share")).round(1).alias("between share %"),
-            pl.col("delta_pp").alias("δ (pp)"),
-            pl.col("n_k1").alias("n per model (k=1)"),
-            pl.col("n_kk").alias("n per model (k samples)"),
-        )
-        out["power"] = pipe_table(pv, floatfmt=".4g")
-        p = power.row(0, named=True)
-        out["power_method"] = (
-            f"*Method.* Variance: {p['variance_method']}. Sample size: {p['size_method']}; α = {p['alpha']}, "
-            f"power = {p['power']} (z = {p['z_alpha2']:.3f} + {p['z_beta']:.3f}). n = "
-            f"{', '.join(sorted(set(str(x) for x in power['n_prompts'].to_list())))} prompts × {p['k']} samples per "
-            "prompt per eval; no resampling (moment estimates)."
-        )
-    tv = timings.select(
-        "stage",
-        "jobs",
-        pl.col("wall_s").round(1).alias("wall s (sum)"),
-        pl.col("max_job_s").round(1).alias("slowest job s"),
-        pl.col("cpu_s").round(1).alias("CPU s (sum)"),
-        pl.col("max_rss_mb").round(0).alias("max RSS MB"),
-        "slowest",
-    )
-    out["timings"] = pipe_table(tv, floatfmt=".1f")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

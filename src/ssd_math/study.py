@@ -25,9 +25,8 @@ import polars as pl
 
 from .config import read_yaml
 from .derive import fmt_t
-from .fmt import MINUS, NBSP, num, order, pct, pp, span, verdict
+from .fmt import MINUS, NBSP, num, order, pct, pipe_table, pp, span, verdict
 from .io import write_csv, write_text
-from .report import pipe_table
 
 __all__ = ["load_claims", "compare", "render_markdown", "write_study_table", "RUN_READERS"]
 
