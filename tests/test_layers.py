@@ -38,6 +38,8 @@ LAYERS = (
         "launcher",
         "hf_sampler",
         "vllm_sampler",
+        "generate_prep",
+        "generate_vllm",
         "generate",
         "filtering",
         "grading_pool",
