@@ -29,6 +29,7 @@ LAYERS = (
     (
         "synth",
         "problem_sources",
+        "problem_sets",
         "decontam",
         "prepare_real_data",
         "hub",
