@@ -46,6 +46,7 @@ LAYERS = (
         "grading_pool",
         "probe_positions",
         "probe_forward",
+        "probe_stats",
         "probe_analysis",
         "planner",
         "cluster",
