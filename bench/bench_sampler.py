@@ -1,7 +1,7 @@
 """HF sampler throughput: the fast decode loop against naive batched ``model.generate``.
 
 Same model, same prompts (eval_main rendered as the pipeline renders them:
-``ssd_math.generate.prompt_renderer`` + ``build_requests``), same batch, same sampling, one process:
+``ssd_math.generate_prep.prompt_renderer`` + ``build_requests``), same batch, same sampling, one process:
 the contenders run alternately (order flipped every round), ``--rounds`` rounds, and the headline
 is the median over rounds of the per-round ratio of useful tokens/s (fast / naive). Useful tokens:
 the generated tokens each row keeps (up to and including its eos); a round's time is the whole
@@ -51,7 +51,8 @@ def cpu_model() -> str:
 def load_requests(model_dir: Path, problems: Path, config_path: Path, n: int) -> list[dict]:
     import yaml
 
-    from ssd_math.generate import build_requests, prompt_renderer, read_problems
+    from ssd_math.generate import read_problems
+    from ssd_math.generate_prep import build_requests, prompt_renderer
     from ssd_math.problem_sources import check_rows
 
     cfg = yaml.safe_load(config_path.read_text())

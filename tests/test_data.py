@@ -1,4 +1,4 @@
-"""Tests of ssd_math.problem_sources on the real problem files the repository ships (data/real/)."""
+"""Tests of ssd_math.problem_sources and ssd_math.problem_sets on the real problem files the repository ships (data/real/)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from ssd_math import problem_sources as data
 from ssd_math.io import DataError
-from ssd_math.problem_sources import build_eval_sets, build_training_pool, last_boxed, load_source, validate_rows
+from ssd_math.problem_sets import build_eval_sets, build_training_pool
+from ssd_math.problem_sources import last_boxed, load_source, validate_rows
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "real"

@@ -229,8 +229,12 @@ NOT_CONFIG = {
     ("prepare_real_data", "", "enabled"): "data.real sources are array items: the schema's default does not reach them",
     ("generate", "", "trust_remote_code"): "a generation job's common dict from a test or bench may omit it: "
     "the safe value, never run a folder's code",
-    ("generate", "prompt_renderer", "trust_remote_code"): "the safe value, never run a folder's code",
-    ("generate", "prompt_token_counter", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("generate_prep", "", "trust_remote_code"): "a generation job's common dict from a test or bench may omit it: "
+    "the safe value, never run a folder's code",
+    ("generate_vllm", "", "trust_remote_code"): "a generation job's common dict from a test or bench may omit it: "
+    "the safe value, never run a folder's code",
+    ("generate_prep", "prompt_renderer", "trust_remote_code"): "the safe value, never run a folder's code",
+    ("generate_prep", "prompt_token_counter", "trust_remote_code"): "the safe value, never run a folder's code",
     ("hub", "fetch_base", "trust_remote_code"): "the safe value, never run a folder's code",
     ("modeling", "load_model", "trust_remote_code"): "the safe value, never run a folder's code",
     ("tokenizer", "load_tokenizer", "trust_remote_code"): "the safe value, never run a folder's code",
@@ -238,6 +242,7 @@ NOT_CONFIG = {
     ("probe_forward", "forward_model", "trust_remote_code"): "the safe value, never run a folder's code",
     ("hf_sampler", "__init__", "trust_remote_code"): "the safe value, never run a folder's code",
     ("generate", "", "device"): "a generation job's common dict from a test may omit it",
+    ("generate_prep", "", "device"): "a generation job's common dict from a test may omit it",
     ("hf_sampler", "__init__", "device"): "the sampler's own argument (tests, benches)",
     ("hf_sampler", "__init__", "batch_size"): "the sampler's own argument (tests, benches)",
     ("hf_sampler", "__init__", "dtype"): "transformers loads fp32 (the hf backend has no dtype key)",

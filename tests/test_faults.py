@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ssd_math import generate as G
+from ssd_math import generate_prep as GP
 from ssd_math.io import read_json
 from ssd_math.sampler import SamplingConfig
 
@@ -272,7 +273,7 @@ def test_multi_output_job_keeps_partials_until_done(tmp_path, monkeypatch):
     problems.write_text("".join(json.dumps(r | {"problem": r["prompt"]}) + "\n" for r in _reqs()))
     state = {"sampler": FakeSampler(fail_at=5)}
     monkeypatch.setattr(G, "open_sampler", lambda *a, **k: state["sampler"])
-    monkeypatch.setattr(G, "prompt_renderer", lambda *a, **k: ((lambda p: p), "th"))
+    monkeypatch.setattr(GP, "prompt_renderer", lambda *a, **k: ((lambda p: p), "th"))
     jobs = [
         {"model": "m", "model_dir": str(tmp_path / "model"), "condition": c, "sampling": SAMP} for c in ("T0.7", "T1.0")
     ]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ssd_math import generate as G
+from ssd_math import generate_prep as GP
 from ssd_math.io import DataError, config_hash, read_json, stable_hash
 from ssd_math.problem_sources import MAX_PROBLEM_CHARS
 from ssd_math.sampler import SamplingConfig
@@ -51,7 +52,7 @@ def fake(monkeypatch):
         return state["sampler"]
 
     monkeypatch.setattr(G, "open_sampler", open_sampler)
-    monkeypatch.setattr(G, "prompt_renderer", lambda *a, **k: ((lambda p: p), "th"))
+    monkeypatch.setattr(GP, "prompt_renderer", lambda *a, **k: ((lambda p: p), "th"))
     return state
 
 
@@ -368,7 +369,7 @@ def _record_from_pretrained(monkeypatch):
         seen.append(("load_tokenizer", k.get("trust_remote_code", "<absent>")))
         return orig_tok(*a, **k)
 
-    # every module that imported the function by name (ssd_math.generate, .hf_sampler, ...)
+    # every module that imported the function by name (ssd_math.generate_prep, .hf_sampler, ...)
     for mod in [m for name, m in sys.modules.items() if name.startswith("ssd_math")]:
         if getattr(mod, "load_tokenizer", None) is orig_tok:
             monkeypatch.setattr(mod, "load_tokenizer", load_tok)
@@ -418,7 +419,7 @@ def test_prompt_past_the_context_is_dropped_by_the_stated_rule(tiny, tmp_path):
 
     mdir, problems, tok = tiny
     context = json.loads((Path(mdir) / "config.json").read_text())["max_position_embeddings"]
-    assert G.model_context(mdir) == (context, "max_position_embeddings")
+    assert GP.model_context(mdir) == (context, "max_position_embeddings")
     rows = [json.loads(x) for x in problems.read_text().splitlines()]
     long_row = {**rows[0], "id": "long", "problem": " + ".join(["7"] * context)}  # > context tokens
     path = _write(tmp_path / "p.jsonl", rows + [long_row])
@@ -448,20 +449,20 @@ def test_prompt_past_the_context_is_dropped_by_the_stated_rule(tiny, tmp_path):
     (ex,) = rep["examples"]["prompt_too_long"]
     assert ex.startswith("id 'long': ") and ex.endswith(f" + {SAMP['max_new_tokens']} > {context}")
     # the boundary: a prompt of exactly limit - max_new_tokens tokens is kept
-    count = G.prompt_token_counter(mdir)
+    count = GP.prompt_token_counter(mdir)
     reqs = [{"id": "a", "prompt": "x"}]
     n_a = count("x")
-    kept, _ = G.fit_context(reqs, count, context=n_a + 8, max_new_tokens=8, report=rep)
+    kept, _ = GP.fit_context(reqs, count, context=n_a + 8, max_new_tokens=8, report=rep)
     assert kept == reqs
     with pytest.raises(DataError, match="no prompt fits the model's context"):
-        G.fit_context(reqs, count, context=n_a + 7, max_new_tokens=8, report=rep)
+        GP.fit_context(reqs, count, context=n_a + 7, max_new_tokens=8, report=rep)
 
 
 def test_vllm_max_model_len_bounds_the_context(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 262144}}))
-    assert G.model_context(tmp_path) == (262144, "max_position_embeddings")
-    assert G.model_context(tmp_path, {"max_model_len": 65536}) == (65536, "sampler.vllm.max_model_len")
-    assert G.model_context(tmp_path / "missing") == (None, "no config.json")
+    assert GP.model_context(tmp_path) == (262144, "max_position_embeddings")
+    assert GP.model_context(tmp_path, {"max_model_len": 65536}) == (65536, "sampler.vllm.max_model_len")
+    assert GP.model_context(tmp_path / "missing") == (None, "no config.json")
 
 
 def test_trust_remote_code_passed_through_when_configured(tiny, monkeypatch):
@@ -469,7 +470,7 @@ def test_trust_remote_code_passed_through_when_configured(tiny, monkeypatch):
 
     mdir, _, _ = tiny
     seen = _record_from_pretrained(monkeypatch)
-    s = G.open_sampler({**COMMON, "trust_remote_code": True}, mdir, model_name="m")
+    s = GP.open_sampler({**COMMON, "trust_remote_code": True}, mdir, model_name="m")
     assert isinstance(s, HFSampler) and s.trust_remote_code is True
     assert sorted(seen) == [("AutoModelForCausalLM", True), ("load_tokenizer", True)]
     seen.clear()

@@ -1,4 +1,4 @@
-"""The locks-and-forks probe (ssd_math.probe_positions, probe_forward, probe_analysis): nucleus math, classification, clustered CIs,
+"""The locks-and-forks probe (ssd_math.probe_positions, probe_forward, probe_stats, probe_analysis): nucleus math, classification, clustered CIs,
 carriers and positions on the real tokenizer/model, and a planted-truth run end to end."""
 
 import copy
@@ -13,6 +13,7 @@ from ssd_math import derive, synth
 from ssd_math import probe_analysis as PA
 from ssd_math import probe_forward as PF
 from ssd_math import probe_positions as PP
+from ssd_math import probe_stats as PS
 from ssd_math.config import fill_defaults
 from ssd_math.io import read_jsonl, write_jsonl
 from ssd_math.schema import schema_defaults
@@ -78,23 +79,23 @@ def test_view_metrics_by_hand():
 
 # ---------------------------------------------------------------------------- classification
 def test_classify_thresholds_at_and_past_each_boundary():
-    assert PA.classify(0.9, 0.05, 2, 0.05, TH) == "lock"  # every lock bound is inclusive
-    assert PA.classify(0.8999, 0.05, 2, 0.05, TH) == "mixed"
-    assert PA.classify(0.95, 0.03, 3, 0.0, TH) == "mixed"  # nucleus too large
-    assert PA.classify(0.95, 0.03, 1, 0.051, TH) == "mixed"  # tail too heavy
-    assert PA.classify(0.8, 0.1, 5, 0.1, TH) == "fork"  # every fork bound is inclusive
-    assert PA.classify(0.8001, 0.1, 5, 0.0, TH) == "mixed"
-    assert PA.classify(0.5, 0.0999, 5, 0.0, TH) == "mixed"
-    assert PA.classify(0.5, 0.4, 5, 0.1001, TH) == "mixed"
+    assert PS.classify(0.9, 0.05, 2, 0.05, TH) == "lock"  # every lock bound is inclusive
+    assert PS.classify(0.8999, 0.05, 2, 0.05, TH) == "mixed"
+    assert PS.classify(0.95, 0.03, 3, 0.0, TH) == "mixed"  # nucleus too large
+    assert PS.classify(0.95, 0.03, 1, 0.051, TH) == "mixed"  # tail too heavy
+    assert PS.classify(0.8, 0.1, 5, 0.1, TH) == "fork"  # every fork bound is inclusive
+    assert PS.classify(0.8001, 0.1, 5, 0.0, TH) == "mixed"
+    assert PS.classify(0.5, 0.0999, 5, 0.0, TH) == "mixed"
+    assert PS.classify(0.5, 0.4, 5, 0.1001, TH) == "mixed"
     strict = {**TH, "lock_top1": 0.99}
-    assert PA.classify(0.95, 0.03, 1, 0.0, strict) == "mixed"
+    assert PS.classify(0.95, 0.03, 1, 0.0, strict) == "mixed"
 
 
 def test_lock_subclass():
-    assert PA.lock_subclass(" 7", " 7", " 7") == "strict"
-    assert PA.lock_subclass(" 7", " 8", " 7") == "swap"
-    assert PA.lock_subclass("Wait", "Wait", "Wait") == "self-correction"
-    assert PA.lock_subclass("\n", "\n", "Wait") == "self-correction"
+    assert PS.lock_subclass(" 7", " 7", " 7") == "strict"
+    assert PS.lock_subclass(" 7", " 8", " 7") == "swap"
+    assert PS.lock_subclass("Wait", "Wait", "Wait") == "self-correction"
+    assert PS.lock_subclass("\n", "\n", "Wait") == "self-correction"
 
 
 # --------------------------------------------------------------------------- clustered CI
@@ -104,7 +105,7 @@ def test_clustered_ci_is_the_prompt_bootstrap_of_the_pooled_mean():
     rng = np.random.default_rng(3)
     clusters = [f"p{i}" for i in range(30) for _ in range(1 + i % 4)]
     vals = rng.normal(0, 1, len(clusters)) + np.array([hash(c) % 5 for c in clusters])
-    res = PA.clustered_mean_ci(vals, clusters, n_boot=500, seed=11, conf=0.9)
+    res = PS.clustered_mean_ci(vals, clusters, n_boot=500, seed=11, conf=0.9)
     assert res["estimate"] == pytest.approx(vals.mean())
     assert res["n_prompts"] == 30 and res["n_positions"] == len(vals)
     # brute force: resample prompts with the same index stream, pooled ratio per resample
@@ -122,15 +123,15 @@ def test_clustered_ci_wider_than_iid_when_positions_share_a_prompt():
     rng = np.random.default_rng(0)
     per_prompt = rng.normal(0, 1, 40)
     vals = np.repeat(per_prompt, 10) + rng.normal(0, 0.05, 400)
-    clustered = PA.clustered_mean_ci(vals, np.repeat(np.arange(40), 10), n_boot=800, seed=1, conf=0.95)
-    iid = PA.clustered_mean_ci(vals, np.arange(400), n_boot=800, seed=1, conf=0.95)
+    clustered = PS.clustered_mean_ci(vals, np.repeat(np.arange(40), 10), n_boot=800, seed=1, conf=0.95)
+    iid = PS.clustered_mean_ci(vals, np.arange(400), n_boot=800, seed=1, conf=0.95)
     assert clustered["hi"] - clustered["lo"] > 2.5 * (iid["hi"] - iid["lo"])
 
 
 def test_precision_as_a_ratio():
     hit = [1, 0, 1, 0]
     pred = [1, 1, 1, 0]
-    r = PA.clustered_mean_ci(hit, ["a", "a", "b", "c"], den=pred, n_boot=200, seed=0, conf=0.95)
+    r = PS.clustered_mean_ci(hit, ["a", "a", "b", "c"], den=pred, n_boot=200, seed=0, conf=0.95)
     assert r["estimate"] == pytest.approx(2 / 3) and r["n_positions"] == 3
 
 

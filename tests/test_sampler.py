@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ssd_math.derive import all_arms
-from ssd_math.generate import make_sampler
+from ssd_math.generate_prep import make_sampler
 from ssd_math.hf_sampler import HFSampler, plan_batches
 from ssd_math.prompting import render_prompt
 from ssd_math.sampler import SamplingConfig, derive_seed, presence_penalty_processor, request_seed
@@ -727,7 +727,7 @@ def test_loop_logits_equal_teacher_forced_logits(sharp, share_prefix):
 def test_vllm_engine_seed_from_config_reaches_the_engine_once(tmp_path, monkeypatch):
     """``sampler.vllm.seed`` (schema: the engine seed) replaces the experiment seed as the
     engine's ``seed=``; it is not passed a second time with the other engine arguments."""
-    from ssd_math import generate as G
+    from ssd_math import generate_prep as GP
 
     seen = []
 
@@ -735,10 +735,10 @@ def test_vllm_engine_seed_from_config_reaches_the_engine_once(tmp_path, monkeypa
         def __init__(self, model_dir, **kw):
             seen.append(kw)
 
-    monkeypatch.setattr(G, "VLLMSampler", FakeVLLM)
+    monkeypatch.setattr(GP, "VLLMSampler", FakeVLLM)
     common = {"backend": "vllm", "seed": 1234, "sampler_extra": {"dtype": "bfloat16", "seed": 7}}
-    G.open_sampler(common, tmp_path, model_name="m")
-    G.open_sampler({**common, "sampler_extra": {"dtype": "bfloat16"}}, tmp_path, model_name="m")
+    GP.open_sampler(common, tmp_path, model_name="m")
+    GP.open_sampler({**common, "sampler_extra": {"dtype": "bfloat16"}}, tmp_path, model_name="m")
     assert [kw["seed"] for kw in seen] == [7, 1234]
     assert seen[0]["dtype"] == "bfloat16" and common["sampler_extra"]["seed"] == 7
 

@@ -110,7 +110,7 @@ def check_semantics(cfg: dict) -> list[str]:
         out.append(
             f"eval.max_new_tokens = {cfg['eval']['max_new_tokens']} leaves no room for the "
             f"prompt in model.tiny.max_pos = {max_pos} (a prompt that does not fit with the "
-            "generation budget is dropped: ssd_math.generate.fit_context)"
+            "generation budget is dropped: ssd_math.generate_prep.fit_context)"
         )
     if cfg["model"]["kind"] == "hub":
         hub = cfg["model"].get("hub") or {}

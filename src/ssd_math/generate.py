@@ -2,7 +2,10 @@
 
 Used by two kinds of rule: a *training-sample shard* (one arm's T_train settings over a slice of
 the prompt pool) and an *eval generation job* (one model, one eval set, several decoding
-conditions served by one model load / one engine start).
+conditions served by one model load / one engine start). This module runs a job: its input
+rows, shards, the hf loop with its partial-file resume, and the command line; each model's
+requests and sampler come from :mod:`ssd_math.generate_prep`, the vLLM loop is
+:mod:`ssd_math.generate_vllm`.
 
 Resume contract: requests are chunked into batches of fixed composition (independent of what was
 already done) and each batch is seeded from its own identity, so the rows of a batch do not depend
@@ -19,9 +22,10 @@ an output never appears without its provenance. In a multi-output job (:func:`ge
 condition's partial is kept until the whole job is done: when a failed job's finished outputs are
 deleted by Snakemake, the rerun rebuilds them from their partials without sampling again.
 
-The vLLM backend resumes per request instead (:func:`generate_jobs_vllm`): one submission of
-every request of all the job's conditions, rows appended to the partials as requests finish, a
-rerun keeps every finished (prompt id, sample index) row of each condition and submits the rest.
+The vLLM backend resumes per request instead (:func:`ssd_math.generate_vllm.generate_jobs_vllm`):
+one submission of every request of all the job's conditions, rows appended to the partials as
+requests finish, a rerun keeps every finished (prompt id, sample index) row of each condition and
+submits the rest.
 
 Input rows (:func:`ssd_math.problem_sources.check_rows`, the rule data preparation applies too): a malformed
 JSON line is an error naming the file and line; an empty file, or one with no valid row, is an
@@ -47,13 +51,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .hf_sampler import HFSampler
+from .generate_prep import _row_line, model_signature, open_sampler, prepare_requests
+from .generate_vllm import generate_jobs_vllm
 from .io import (
     DataError,
     atomic_path,
@@ -66,10 +70,7 @@ from .io import (
     write_meta,
 )
 from .problem_sources import check_rows
-from .prompting import render_prompt, template_hash
-from .sampler import SamplingConfig, check_requests
-from .tokenizer import load_tokenizer
-from .vllm_sampler import VLLMSampler, Work, engine_provenance
+from .sampler import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +83,6 @@ def shard_slice(rows: Sequence[dict], shard: int, n_shards: int) -> list[dict]:
     lo = (n * shard) // n_shards
     hi = (n * (shard + 1)) // n_shards
     return list(rows[lo:hi])
-
-
-def build_requests(problems: Sequence[dict], render: Callable[[str], str]) -> list[dict]:
-    """Problem rows -> sampler requests (the exact rendered prompt kept with each)."""
-    out = []
-    for p in problems:
-        out.append(
-            {
-                "id": p["id"],
-                "prompt": render(p["problem"]),
-                "answer": p.get("answer"),
-                "level": p.get("level"),
-                "source": p.get("source"),
-            }
-        )
-    return out
 
 
 def _batches(requests: Sequence[dict], batch_size: int) -> list[list[dict]]:
@@ -148,10 +133,6 @@ def _read_partial(
     if torn:
         log.info("%s: %d torn line(s) dropped", path, torn)
     return done
-
-
-def _row_line(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def run_condition(
@@ -305,48 +286,6 @@ def subset_generations(
     return counts
 
 
-def prompt_renderer(
-    model_dir: str | Path, instruction: str, *, trust_remote_code: bool = False
-) -> tuple[Callable[[str], str], str]:
-    """(render(problem) -> exact prompt text, template hash) from the model's own chat template."""
-    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    return (lambda problem: render_prompt(tok, problem, instruction=instruction)), template_hash(tok, instruction)
-
-
-def make_sampler(backend: str, model_dir, **kw):
-    """The sampler of ``backend`` ("hf": :class:`ssd_math.hf_sampler.HFSampler`; "vllm":
-    :class:`ssd_math.vllm_sampler.VLLMSampler`). Each backend imports its engine (torch,
-    vLLM) only when built, so importing this module stays light."""
-    if backend == "hf":
-        return HFSampler(model_dir, **kw)
-    if backend == "vllm":
-        return VLLMSampler(model_dir, **kw)
-    raise ValueError(f"unknown sampler backend {backend!r} (use 'hf' or 'vllm')")
-
-
-def open_sampler(common: dict, model_dir: str | Path, *, model_name: str, threads: int = 1):
-    """The configured backend for one model: hf (transformers generate) or vllm (one engine).
-    ``common["trust_remote_code"]`` (config ``model.trust_remote_code``, default False) reaches
-    every ``from_pretrained`` / the vLLM engine; a model folder's own code never runs otherwise."""
-    backend = common["backend"]
-    extra = dict(common.get("sampler_extra") or {})
-    trust = bool(common.get("trust_remote_code", False))
-    if backend == "hf":
-        return make_sampler(
-            "hf",
-            model_dir,
-            device=common.get("device", "cpu"),
-            batch_size=int(common["batch_size"]),
-            model_name=model_name,
-            threads=threads,
-            trust_remote_code=trust,
-        )
-    # the engine seed: sampler.vllm.seed where set, else the experiment seed (per-request seeds
-    # come from the experiment seed either way: ssd_math.sampler.request_seed)
-    seed = int(extra.pop("seed", common["seed"]))
-    return make_sampler("vllm", model_dir, model_name=model_name, seed=seed, trust_remote_code=trust, **extra)
-
-
 # ----------------------------------------------------------------------------------------------
 # input rows
 # ----------------------------------------------------------------------------------------------
@@ -362,120 +301,6 @@ def read_problems(path: str | Path) -> list[tuple[int, dict]]:
     if not out:
         raise DataError(f"{path}: no problems to sample (empty file)")
     return out
-
-
-def model_context(model_dir: str | Path, sampler_extra: dict | None = None) -> tuple[int | None, str]:
-    """(tokens of the model's context, where that number comes from): its config.json's
-    ``max_position_embeddings`` (``text_config``'s for a multimodal config), or vLLM's
-    ``max_model_len`` when set and smaller. ``(None, ...)`` when the folder has no config.json."""
-    cfg_path = Path(model_dir) / "config.json"
-    if not cfg_path.is_file():
-        return None, "no config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    n = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings")
-    limit, source = (int(n), "max_position_embeddings") if n else (None, "no max_position_embeddings")
-    mml = (sampler_extra or {}).get("max_model_len")
-    if mml and (limit is None or int(mml) < limit):
-        limit, source = int(mml), "sampler.vllm.max_model_len"
-    return limit, source
-
-
-def fit_context(
-    requests: Sequence[dict],
-    n_tokens: Callable[[str], int],
-    *,
-    context: int | None,
-    max_new_tokens: int,
-    report: dict,
-    source: str = "max_position_embeddings",
-    max_examples: int = 10,
-) -> tuple[list[dict], dict]:
-    """Drop the requests whose rendered prompt plus the generation budget does not fit the
-    model's context (``n_tokens(prompt) + max_new_tokens > context``): such a sample could not
-    get its full budget, so its length stop (and its grade) would be an artifact of the prompt.
-    Returns (kept requests, a copy of the ``problem_sources.check_rows`` report with them counted under
-    ``dropped.prompt_too_long`` and the rule under ``context``). Raises :class:`DataError`
-    naming the file when none is left."""
-    rep = json.loads(json.dumps(report))
-    rep["context"] = {
-        "limit": context,
-        "source": source,
-        "max_new_tokens": int(max_new_tokens),
-        "rule": "drop when prompt tokens + max_new_tokens > limit",
-    }
-    if context is None:
-        return list(requests), rep
-    budget = context - int(max_new_tokens)
-    kept, examples, n_drop = [], [], 0
-    for r in requests:
-        n = n_tokens(r["prompt"])
-        if n > budget:
-            n_drop += 1
-            if len(examples) < max_examples:
-                examples.append(f"id {r['id']!r}: {n} prompt tokens + {max_new_tokens} > {context}")
-            continue
-        kept.append(r)
-    rep["dropped"]["prompt_too_long"] = rep["dropped"].get("prompt_too_long", 0) + n_drop
-    if examples:
-        rep["examples"].setdefault("prompt_too_long", []).extend(examples)
-        log.warning(
-            "%s: dropped %d prompt(s) that do not fit the context (%d tokens, %s) with max_new_tokens %d: %s",
-            rep["file"],
-            n_drop,
-            context,
-            source,
-            max_new_tokens,
-            "; ".join(examples[:3]),
-        )
-    rep["n_out"] = rep["n_out"] - n_drop if rep.get("n_out") is not None else len(kept)
-    if requests and not kept:
-        raise DataError(
-            f"{rep['file']}: no prompt fits the model's context ({context} tokens, "
-            f"{source}) with max_new_tokens {max_new_tokens}: {'; '.join(examples[:3])}"
-        )
-    return kept, rep
-
-
-def prompt_token_counter(model_dir: str | Path, *, trust_remote_code: bool = False) -> Callable[[str], int]:
-    """Tokens of a rendered prompt (the text carries its special tokens: none are added)."""
-
-    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
-
-
-def prepare_requests(
-    problems: Sequence[dict], model_dir: str | Path, *, common: dict, max_new_tokens: int, report: dict
-) -> tuple[list[dict], str, dict]:
-    """The requests of one model, the same for both backends: each problem rendered with the
-    model's own chat template (:func:`prompt_renderer`), checked (ids once each), and fitted to
-    the model's context (:func:`fit_context`: a prompt that leaves less than ``max_new_tokens``
-    is dropped and recorded). Returns (requests, template hash, the input-validation report
-    with the context drops). Seeds are per request and come from the contract
-    (:func:`ssd_math.sampler.request_seed`) when the backend samples."""
-
-    trust = bool(common.get("trust_remote_code", False))
-    render, thash = prompt_renderer(model_dir, common["instruction"], trust_remote_code=trust)
-    requests = build_requests(problems, render)
-    check_requests(requests)
-    context, ctx_source = model_context(model_dir, common.get("sampler_extra"))
-    counter = prompt_token_counter(model_dir, trust_remote_code=trust) if context is not None else None
-    requests, model_report = fit_context(
-        requests, counter, context=context, max_new_tokens=max_new_tokens, report=report, source=ctx_source
-    )
-    return requests, thash, model_report
-
-
-def model_signature(model_dir: str | Path) -> list:
-    """(relative name, size, mtime_ns) of a model folder's files: a cheap identity for the
-    partial-file fingerprint (a retrained model invalidates a killed run's partial rows)."""
-    root = Path(model_dir)
-    if not root.is_dir():
-        return [str(root)]
-    return sorted(
-        [str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns]
-        for f in root.rglob("*")
-        if f.is_file() and f.name != "meta.json"
-    )
 
 
 def generate_jobs(
@@ -579,222 +404,6 @@ def generate_jobs(
     for out in outputs:  # every output is complete: the partials are no longer needed
         Path(out).with_name(Path(out).name + ".partial").unlink(missing_ok=True)
     return counts
-
-
-# ----------------------------------------------------------------------------------------------
-# the vLLM path: one submission per generation job, rows persisted as requests finish
-# ----------------------------------------------------------------------------------------------
-
-
-def _read_partial_rows(path: Path, expected: set, fingerprint: str) -> dict[tuple, dict]:
-    """Finished rows of a per-request partial file: ``{(prompt id, sample index): row}``.
-    Rows outside ``expected``, repeats (the first is kept) and torn lines are dropped; a file
-    whose header does not carry ``fingerprint`` yields nothing."""
-    done: dict[tuple, dict] = {}
-    if not path.exists():
-        return done
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line from a kill mid-write
-            if i == 0:
-                if not (isinstance(row, dict) and row.get("_partial", {}).get("fingerprint") == fingerprint):
-                    log.warning("%s: left by a run with other settings or another model; discarded", path)
-                    return {}
-                continue
-            if not isinstance(row, dict):
-                continue
-            key = (str(row.get("prompt_id")), int(row.get("sample_index", -1)))
-            if key in expected and key not in done:
-                done[key] = row
-    return done
-
-
-def generate_jobs_vllm(
-    jobs: Sequence[dict],
-    problems: list[dict],
-    outputs: Sequence[str | Path],
-    *,
-    common: dict,
-    report: dict,
-    problems_path,
-    shard=None,
-    progress: bool = True,
-) -> list[int]:
-    """The vLLM backend of :func:`generate_jobs`: ONE engine for the whole job, and one
-    submission of every request of each model folder's jobs (decoding conditions)
-    (:meth:`ssd_math.vllm_sampler.VLLMSampler.run`); the next model folder (the next checkpoint
-    of the same arm) is swapped into the running engine (:meth:`VLLMSampler.load_weights`), and
-    the engine is shut down when the job ends, whatever happened. Each row is appended to its
-    output's ``<out>.partial`` the moment its request finishes (flushed at once, fsynced every
-    ``FSYNC_S`` seconds and at the end), so a crash loses only the requests in flight; a rerun
-    keeps the finished (prompt id, sample index) rows of every condition and submits only the
-    rest. An output appears (sidecar first, then an atomic rename) when all of its rows exist,
-    in request order; the partials are removed when every output of the job is written.
-    ``jobs``' ``sampling``: :class:`SamplingConfig` (:func:`generate_jobs` builds them)."""
-
-    base_seed = int(common["seed"])
-    trust = bool(common.get("trust_remote_code", False))
-    extra = dict(common.get("sampler_extra") or {})
-    served_by = engine_provenance(extra)
-    counts: dict[int, int] = {}
-    groups: list[tuple[str, list[int]]] = []
-    for j, job in enumerate(jobs):  # consecutive jobs of one model folder: one submission
-        if groups and groups[-1][0] == job["model_dir"]:
-            groups[-1][1].append(j)
-        else:
-            groups.append((job["model_dir"], [j]))
-    sampler = None
-    try:
-        for model_dir, idx in groups:
-            budget = max(jobs[j]["sampling"].max_new_tokens for j in idx)
-            requests, thash, model_report = prepare_requests(
-                problems, model_dir, common=common, max_new_tokens=budget, report=report
-            )
-            ident = {
-                "model_dir": str(model_dir),
-                "files": model_signature(model_dir),
-                "backend": "vllm",
-                "engine": extra,
-            }
-            state = {}
-            for j in idx:
-                job, out = jobs[j], Path(outputs[j])
-                cfg = job["sampling"]
-                expected = [(str(r["id"]), s) for r in requests for s in range(cfg.n)]
-                fingerprint = stable_hash(
-                    {
-                        "requests": requests,
-                        "sampling": cfg.to_dict(),
-                        "condition": job["condition"],
-                        "model": job["model"],
-                        "base_seed": base_seed,
-                        "identity": ident,
-                        "mode": "requests",
-                    }
-                )
-                partial = out.with_name(out.name + ".partial")
-                done = _read_partial_rows(partial, set(expected), fingerprint)
-                with atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-                    fh.write(
-                        _row_line(
-                            {
-                                "_partial": {
-                                    "fingerprint": fingerprint,
-                                    "out": out.name,
-                                    "mode": "requests",
-                                    "n_rows": len(expected),
-                                }
-                            }
-                        )
-                    )
-                    fh.write("".join(_row_line(done[k]) for k in expected if k in done))
-                if done:
-                    log.info("%s: resuming, %d of %d rows already done", out, len(done), len(expected))
-                meta = dict(
-                    rule="generate",
-                    model=job["model"],
-                    model_dir=job["model_dir"],
-                    condition=job["condition"],
-                    sampling=cfg.to_dict(),
-                    **served_by,
-                    trust_remote_code=trust,
-                    dtype=extra["dtype"],
-                    base_seed=base_seed,
-                    seeds={
-                        "base_seed": base_seed,
-                        "request_seed": "derive_seed(base_seed, prompt_id, sample_index, condition)",
-                    },
-                    reproducibility=(
-                        "batch-invariant mode"
-                        if extra.get("batch_invariant")
-                        else "per-request seeds; logits depend on batching on GPU (docs/real_run.md)"
-                    ),
-                    prompt_template_hash=thash,
-                    problems=str(problems_path),
-                    shard=list(shard) if shard else None,
-                    n_prompts=len(requests),
-                    input_validation=model_report,
-                    instruction=common["instruction"],
-                )
-                state[j] = {
-                    "out": out,
-                    "partial": partial,
-                    "cfg": cfg,
-                    "expected": expected,
-                    "done": done,
-                    "meta": meta,
-                }
-
-            def finish(j: int) -> None:  # called within this iteration: state is this model's
-                st = state[j]  # noqa: B023
-                rows = [st["done"][k] for k in st["expected"]]
-                write_meta(st["out"], **{**st["meta"], "n_rows": len(rows)})
-                counts[j] = write_jsonl(st["out"], rows)
-
-            work = [
-                Work(r, s, state[j]["cfg"], jobs[j]["condition"], tag=j)
-                for j in idx
-                for r in requests
-                for s in range(state[j]["cfg"].n)
-                if (str(r["id"]), s) not in state[j]["done"]
-            ]
-            for j in idx:
-                if len(state[j]["done"]) == len(state[j]["expected"]):
-                    finish(j)
-            if not work:
-                continue
-            if sampler is None:
-                sampler = open_sampler(common, model_dir, model_name=jobs[idx[0]]["model"])
-            else:
-                sampler.load_weights(model_dir, model_name=jobs[idx[0]]["model"])
-            log.info("vllm: %d requests of %s (%d conditions)", len(work), model_dir, len(idx))
-            handles = {j: open(state[j]["partial"], "a", encoding="utf-8") for j in idx}
-            bar = tqdm(
-                total=len(work),
-                desc=f"{jobs[idx[0]]['model']} ({len(idx)} conditions)",
-                unit="req",
-                disable=not progress,
-                mininterval=2.0,
-            )
-            last_sync = time.monotonic()
-            try:
-                for w, rows in sampler.run(work, base_seed=base_seed):
-                    j = w.tag
-                    fh = handles[j]
-                    fh.write("".join(_row_line(r) for r in rows))
-                    fh.flush()  # in the page cache: survives a crash of this process
-                    for r in rows:
-                        state[j]["done"][(str(r["prompt_id"]), int(r["sample_index"]))] = r
-                    bar.update(1)
-                    if time.monotonic() - last_sync > FSYNC_S:
-                        for h in handles.values():
-                            os.fsync(h.fileno())
-                        last_sync = time.monotonic()
-                    if len(state[j]["done"]) == len(state[j]["expected"]):
-                        finish(j)
-            finally:
-                bar.close()
-                for h in handles.values():
-                    h.flush()
-                    os.fsync(h.fileno())
-                    h.close()
-            missing = [str(outputs[j]) for j in idx if j not in counts]
-            if missing:
-                raise RuntimeError(f"the engine finished without every row of {missing}")
-    finally:
-        if sampler is not None:
-            log.info("vllm throughput %s", json.dumps({"model": jobs[0]["model"], **sampler.throughput()}))
-            sampler.close()
-    for out in outputs:
-        Path(out).with_name(Path(out).name + ".partial").unlink(missing_ok=True)
-    return [counts[j] for j in range(len(jobs))]
-
-
-#: seconds between fsyncs of the vLLM path's partial files (rows are flushed at once)
-FSYNC_S = 2.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Real data for rule prepare_real_data: real problems -> data/{train_prompts,eval_main,eval_hard}.jsonl,
 the decontamination table data/decontam_pairs.csv and data/data_report.json.
 
-Calls ssd_math.problem_sources (load, validate, pool, eval sets) and ssd_math.decontam; the only logic
-here is the order: eval sets first, then the training pool decontaminated against eval_main
-(eval_hard is a subset of it) until the budget is met with clean prompts.
+Calls ssd_math.problem_sets (pool, eval sets; from the rows ssd_math.problem_sources loads and
+validates) and ssd_math.decontam; the only logic here is the order: eval sets first, then the
+training pool decontaminated against eval_main (eval_hard is a subset of it) until the budget is
+met with clean prompts.
 
 Decontamination loop: build the pool at the budget, remove every prompt that matches an eval
 row, rebuild with those problems excluded (so the budget is still met), and repeat until a
@@ -24,7 +25,7 @@ from pathlib import Path
 from .config import ConfigError
 from .decontam import decontaminate, max_similarity
 from .io import write_json, write_jsonl, write_meta, write_text
-from .problem_sources import build_eval_sets, build_training_pool
+from .problem_sets import build_eval_sets, build_training_pool
 
 log = logging.getLogger("ssd_math.prepare_real_data")
 

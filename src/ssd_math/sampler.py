@@ -1,6 +1,6 @@
 """Sampling from a model: the request contract, seeds and decoding settings shared by the two backends,
 :mod:`ssd_math.hf_sampler` (transformers, CPU by default) and :mod:`ssd_math.vllm_sampler` (vLLM 0.32
-on GPU, or its CPU build); :func:`ssd_math.generate.make_sampler` picks one. It imports only
+on GPU, or its CPU build); :func:`ssd_math.generate_prep.make_sampler` picks one. It imports only
 :mod:`ssd_math.schema` (the decoding settings' defaults and ranges are the schema's ``$defs``): it is
 the layer both backends and the config build on.
 

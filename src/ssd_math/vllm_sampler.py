@@ -159,7 +159,7 @@ class VLLMSampler:
     yields each row as soon as its request finishes (``LLMEngine.step`` returns finished requests
     in completion order; ``output_kind=FINAL_ONLY``). So the GPU never idles in the tail of a
     chunk waiting for its longest sample, and a caller that persists rows as they come loses only
-    the requests in flight when the process dies (ssd_math.generate resumes the rest).
+    the requests in flight when the process dies (ssd_math.generate_vllm resumes the rest).
 
     One engine serves several checkpoints of one model (:meth:`load_weights`: vLLM's in-place
     weight reload, as RL trainers swap policy weights), so a job that evaluates every checkpoint
