@@ -170,14 +170,18 @@ def pytest_runtest_makereport(item, call):
         )
 
 
-# --- two workers (pytest-xdist: `-n 2 --dist loadgroup --no-loadscope-reorder`, pyproject's
-# addopts). The suite's long tests mostly wait on one core (imports, process starts, job
-# scheduling, SLURM's queue), so a second worker fills the other core. Each test file is one
-# group, run whole on one worker, so a module fixture (the rehearsal DAG, an engine) is built once;
-# the files that read the session's smoke run share one group, so it runs once too. The groups
-# with the longest tests start first, so neither worker waits on a long one at the end.
-# `pytest -n 0` runs everything in this process, in file order.
+# --- two workers (pytest-xdist, `-n 2` in pyproject's addopts). The suite's long tests mostly
+# wait on one core (imports, process starts, job scheduling, SLURM's queue), so a second worker
+# fills the other core. Each test file runs whole on one worker, so a module fixture (the
+# rehearsal DAG, an engine) is built once, and the files that read the session's smoke run form
+# one group, so it runs once too; the groups with the longest tests start first, so neither worker
+# waits on a long one at the end. `pytest -n 0` runs everything in this process.
+# Why a scheduler of our own: xdist 3.8's `--dist loadgroup` (the `xdist_group` mark) renames
+# items through `item._nodeid`, which pytest 9.2 no longer reads (its nodes keep `_id`), so the
+# marks silently group nothing; a scheduler's `_split_scope` sees the node ids as they are.
 SMOKE_GROUP = "smoke_run"
+#: The test files whose tests read the session's ``smoke_run`` (tests/test_tiers.py checks it).
+SMOKE_RUN_READERS = frozenset({"test_e2e.py", "test_quarto.py", "test_report_browser.py", "test_vllm_rule.py"})
 LONGEST_FIRST = (
     "test_rehearsal.py",
     SMOKE_GROUP,
@@ -190,21 +194,28 @@ LONGEST_FIRST = (
 )
 
 
-def xdist_groups(items) -> dict:
-    """{item: its xdist group}: its file's name, or :data:`SMOKE_GROUP` for every test of a file
-    where one test reads ``smoke_run``."""
-    smoke_files = {item.path for item in items if "smoke_run" in getattr(item, "fixturenames", ())}
-    return {item: SMOKE_GROUP if item.path in smoke_files else item.path.name for item in items}
+def xdist_group(nodeid: str) -> str:
+    """The group a test runs in: :data:`SMOKE_GROUP` for the smoke run's readers, else its file."""
+    path = nodeid.split("::", 1)[0]
+    return SMOKE_GROUP if Path(path).name in SMOKE_RUN_READERS else path
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
-    groups = xdist_groups(items)
-    for item, group in groups.items():
-        item.add_marker(pytest.mark.xdist_group(group))
+    """Longest groups first; stable, so a file's tests keep their order and stay together."""
     rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
-    # stable: a file's tests keep their order and stay together
-    items.sort(key=lambda item: rank.get(groups[item], len(rank)))
+    items.sort(key=lambda item: rank.get(Path(xdist_group(item.nodeid)).name, len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent under `-p no:xdist`
+def pytest_xdist_make_scheduler(config, log):
+    """Whole groups (:func:`xdist_group`) to a worker, in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ this suite's conftest."""
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -87,3 +88,38 @@ def test_slow_runs_snakemake():
     assert "PASSED test_demo.py::test_unmarked_runs_other_programs" in out
     assert "is not marked slow but started Snakemake" in out
     assert "is not marked slow but started a vLLM engine (VLLMSampler)" in out
+
+
+def test_the_smoke_runs_readers_are_listed():
+    """Every file whose tests read the session's smoke run is in SMOKE_RUN_READERS, so the two
+    workers build that run once (an unlisted reader would build it again on the other worker)."""
+    from conftest import SMOKE_RUN_READERS
+
+    reads = re.compile(r"def \w+\([^)]*\bsmoke_run\b|getfixturevalue\([\"']smoke_run[\"']\)", re.S)
+    readers = {p.name for p in HERE.glob("test_*.py") if reads.search(p.read_text())}
+    assert readers == SMOKE_RUN_READERS
+
+
+def test_two_workers_run_each_file_and_the_smoke_readers_whole_on_one_worker(pytester):
+    pytester.makeconftest((HERE / "conftest.py").read_text())
+    log = pytester.path / "ran.txt"
+    body = f"""
+import os
+
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_it(i):
+    with open({str(log)!r}, "a") as f:
+        f.write(f"{{__name__}} {{os.environ['PYTEST_XDIST_WORKER']}}\\n")
+"""
+    pytester.makepyfile(test_e2e=body, test_quarto=body, test_alpha=body, test_beta=body, test_gamma=body)
+    res = pytester.runpytest_subprocess("-n", "2", "--dist", "loadscope", "--no-loadscope-reorder", "-q")
+    res.assert_outcomes(passed=20)
+    workers: dict[str, set[str]] = {}
+    for line in log.read_text().splitlines():
+        name, worker = line.split()
+        workers.setdefault(name, set()).add(worker)
+    assert all(len(w) == 1 for w in workers.values()), workers  # a file stays on one worker
+    assert workers["test_e2e"] == workers["test_quarto"]  # the smoke run's readers share one
+    assert len(set().union(*workers.values())) == 2  # and both workers had work
