@@ -65,7 +65,7 @@ CKPTS = L.ckpts  # step<N> ... final
 N_SHARDS = L.n_shards
 SWEEPS = L.sweeps
 HARD_SET = L.hard_set
-NOISE_PROBES = L.noise_probes  # extra arms trained for their log only (rule noise_probe)
+NOISE_RUNS = L.noise_runs  # extra arms trained for their log only (rule noise_run)
 RUNTIME = config["runtime"]  # runtime knobs (a profile sets them: --config runtime='{...}'), never science
 DEVICE = layout.device(config)  # torch device of hf sampling / eval / probe jobs
 
@@ -73,7 +73,7 @@ DEVICE = layout.device(config)  # torch device of hf sampling / eval / probe job
 # GPUs follow the config (never a number typed twice; ssd_math.launcher.gpu_counts):
 #   generation (sample_train_shard, generate_*, probe_forward): vLLM -> sampler.vllm.tensor_parallel_size;
 #       transformers -> 1 on a cuda device (runtime.device / sampler.device), else 0;
-#   training (sft, noise_probe): num_processes of the accelerate config (runtime.accelerate_config),
+#   training (sft, noise_run): num_processes of the accelerate config (runtime.accelerate_config),
 #       0 when it says use_cpu (the tiny default: every job stays a CPU job).
 # Memory and wall time per kind of job; a cluster profile overrides them per rule
 # (the site file of profiles/slurm, `set-resources`), together with partitions and accounts.

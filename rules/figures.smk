@@ -51,10 +51,10 @@ rule figure_a:
         "../scripts/figure_a.py"
 
 
-# --- the noise trap (study §4): every arm's training log and the noise probes' (rules/train.smk) ---
+# --- the noise trap (study §4): every arm's training log and the noise runs' (rules/train.smk) ---
 
 
-def probe_labels():
+def noise_run_labels():
     """Legend label of every run: its optimizer-state precision and learning rate."""
     return {a: f"{a} ({r['optimizer_state']} optimizer state, lr {r['lr']:g})" for a, r in noise_recipes().items()}
 
@@ -77,15 +77,15 @@ rule figure_b:
 
 
 rule weight_change:
-    """Weight-change fraction (stored dtype) per step: every arm, and the probes dashed."""
+    """Weight-change fraction (stored dtype) per step: every arm, and the noise runs dashed."""
     input:
         logs=rules.noise_summary.input.logs,
     output:
         png=L.figure("weight_change"),
     params:
-        runs=list(L.noise_runs()),
-        probes=NOISE_PROBES,
-        labels=probe_labels(),
+        runs=list(L.noise_trap_logs()),
+        noise_runs=NOISE_RUNS,
+        labels=noise_run_labels(),
     log:
         log_path("figures", "weight_change"),
     benchmark:
@@ -101,7 +101,7 @@ rule dw_hist:
     output:
         png=L.figure("dw_hist"),
     params:
-        runs=list(L.noise_runs()),
+        runs=list(L.noise_trap_logs()),
     log:
         log_path("figures", "dw_hist"),
     benchmark:
@@ -117,8 +117,8 @@ rule train_ppl:
     output:
         png=L.figure("train_ppl"),
     params:
-        runs=list(L.noise_runs()),
-        probes=NOISE_PROBES,
+        runs=list(L.noise_trap_logs()),
+        noise_runs=NOISE_RUNS,
     log:
         log_path("figures", "train_ppl"),
     benchmark:

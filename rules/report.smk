@@ -59,7 +59,7 @@ rule findings:
 rule report_parts:
     """Everything the report shows besides its figures and the findings/study fragments, written
     as strings (ssd_math.report_parts): each table as a pipe table, each method note, each sentence
-    with a number, the provenance panel's rows. The arms and the noise probes are the config's."""
+    with a number, the provenance panel's rows. The arms and the noise runs are the config's."""
     input:
         **{f"probe_{name}": rules.probe_tables.output[name] for name in PROBE_TABLES},
         numbers=rules.report_numbers.output.json,
@@ -80,7 +80,7 @@ rule report_parts:
         json=L.table("report_parts", "json"),
     params:
         arms=ARMS,
-        noise_probes=NOISE_PROBES,
+        noise_runs=NOISE_RUNS,
         experiment=config["experiment"],
     log:
         log_path("report", "report_parts"),

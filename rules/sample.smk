@@ -15,11 +15,11 @@ def get_filter_length_stop(wildcards):
 
 def get_sft_reach(wildcards):
     """The step arithmetic of every arm that trains on this arm's kept samples (the arm and the
-    default arms whose data it is, noise probes aside: no checkpoints): the filter stops when they
+    default arms whose data it is, noise runs aside: no checkpoints): the filter stops when they
     cannot reach a checkpoint step (ssd_math.filtering.check_reach)."""
     arms = [wildcards.arm] + [a for a in ARMS if a != wildcards.arm and L.data_arm(a) == wildcards.arm]
     keys = ("global_batch", "epochs", "max_steps", "checkpoint_steps", "checkpoints_past_end")
-    return {a: {k: arm_sft(config, a)[k] for k in keys} for a in arms if a not in NOISE_PROBES}
+    return {a: {k: arm_sft(config, a)[k] for k in keys} for a in arms if a not in NOISE_RUNS}
 
 
 rule sample_train_shard:

@@ -3,8 +3,10 @@
 
 
 def noise_recipes():
-    """The SFT recipe keys the noise summary prints beside each run (arms and noise probes)."""
-    return {a: {k: arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")} for a in L.noise_runs()}
+    """The SFT recipe keys the noise summary prints beside each run (arms and noise runs)."""
+    return {
+        a: {k: arm_sft(config, a).get(k) for k in ("optimizer_state", "lr", "schedule")} for a in L.noise_trap_logs()
+    }
 
 
 def timing_inputs():
@@ -138,7 +140,7 @@ rule sweep_table:
 
 
 # --- the noise trap (study §4) -------------------------------------------------------------------
-# Log-only probe runs (rule noise_probe in train.smk): extra arms that differ from the default
+# Log-only noise runs (rule noise_run in train.smk): extra arms that differ from the default
 # recipe in the optimizer-state precision (e.g. extra_arms.bf16-state). They are trained on a
 # default arm's kept samples for their per-step log only, so the report can show the weight-change
 # collapse without evaluating another model.
@@ -162,13 +164,13 @@ rule checkpoint_table:
 
 
 rule noise_summary:
-    """Weight-change fraction, perplexity, gradient signal/noise per run (arms and probes)."""
+    """Weight-change fraction, perplexity, gradient signal/noise per run (arms and noise runs)."""
     input:
-        logs=list(L.noise_runs().values()),
+        logs=list(L.noise_trap_logs().values()),
     output:
         table=L.table("noise_summary"),
     params:
-        runs=list(L.noise_runs()),
+        runs=list(L.noise_trap_logs()),
         recipes=noise_recipes(),
     log:
         log_path("tables", "noise_summary"),

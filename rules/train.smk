@@ -1,6 +1,6 @@
 # Stage 4 - SFT of each arm on its own kept samples: one epoch, completion-only loss,
 # checkpoints at config-fixed steps (so the DAG is static), per-step noise-trap log; and the
-# noise probes (config noise_probes), trained the same way for their per-step log only.
+# noise runs (config noise_runs), trained the same way for their per-step log only.
 
 
 SAVE_DTYPE = serve_dtype(config)
@@ -30,28 +30,28 @@ def get_sft_spec(wildcards):
     )
 
 
-def get_probe_spec(wildcards):
-    """The probe's training spec: its arm's SFT recipe on the source arm's kept samples, no
+def get_noise_run_spec(wildcards):
+    """The noise run's training spec: its arm's SFT recipe on the source arm's kept samples, no
     checkpoints, no resume state; the model goes to a scratch folder the rule deletes."""
     return training_spec(
         arm_sft(config, wildcards.arm),
         init_dir=L.model_dir(BASE),
         init_random=False,
-        data=get_probe_kept(wildcards),
-        out_dir=L.probe_scratch(wildcards.arm),
+        data=get_noise_run_kept(wildcards),
+        out_dir=L.noise_run_scratch(wildcards.arm),
         checkpoints={},
-        log=L.probe_log(wildcards.arm),
+        log=L.noise_run_log(wildcards.arm),
         resume_dir=None,
     )
 
 
-def get_probe_scratch(wildcards):
-    return L.probe_scratch(wildcards.arm)
+def get_noise_run_scratch(wildcards):
+    return L.noise_run_scratch(wildcards.arm)
 
 
-def get_probe_kept(wildcards):
-    """The kept samples of the default arm a probe trains on (layout.Layout.probe_source_arm)."""
-    return L.samples(L.probe_source_arm(wildcards.arm), "kept")
+def get_noise_run_kept(wildcards):
+    """The kept samples of the default arm a noise run trains on (layout.Layout.noise_run_source_arm)."""
+    return L.samples(L.noise_run_source_arm(wildcards.arm), "kept")
 
 
 def get_sft_kept(wildcards):
@@ -87,25 +87,25 @@ rule sft:
         TRAIN_LAUNCHER + " --spec-json {params.spec:q} > {log} 2>&1"
 
 
-rule noise_probe:
-    """Train a probe arm (e.g. extra_arms.bf16-state: bf16-only optimizer state) for its per-step
+rule noise_run:
+    """Train a noise run (e.g. extra_arms.bf16-state: bf16-only optimizer state) for its per-step
     noise-trap log only: the source arm's kept samples, no checkpoints, no evaluation; the model
     is deleted (it exists to show the weight-change collapse, not to be evaluated)."""
     input:
         base=L.model_dir(BASE),
-        kept=get_probe_kept,
+        kept=get_noise_run_kept,
     output:
-        log=L.probe_log("{arm}"),
+        log=L.noise_run_log("{arm}"),
     params:
-        spec=get_probe_spec,
-        scratch=get_probe_scratch,
+        spec=get_noise_run_spec,
+        scratch=get_noise_run_scratch,
         accelerate_config=accelerate_config(),
     threads: 2
     resources:
         **TRAIN_RESOURCES,
     log:
-        log_path("train", "{arm}", "probe"),
+        log_path("train", "{arm}", "noise_run"),
     benchmark:
-        bench_path("train", "{arm}", "probe")
+        bench_path("train", "{arm}", "noise_run")
     shell:
         TRAIN_LAUNCHER + " --spec-json {params.spec:q} > {log} 2>&1 && rm -rf {params.scratch:q}"

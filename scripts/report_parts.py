@@ -14,7 +14,7 @@ with rule_log(sm) as log:
         tables,
         dict(zip(p.arms, sm.input.filters)),
         arms=list(p.arms),
-        noise_probes=list(p.noise_probes),
+        noise_runs=list(p.noise_runs),
         experiment=p.experiment,
     )
     write_meta(sm.output.json, rule="report_parts", parts=sorted(parts))

@@ -1,4 +1,4 @@
-"""Rule weight_change: weight-change fraction per step, arms and probes -> ssd_math.figures_training.weight_change."""
+"""Rule weight_change: weight-change fraction per step, arms and noise runs -> ssd_math.figures_training.weight_change."""
 
 from ssd_math.figures_training import weight_change
 from ssd_math.rulelog import rule_log
@@ -10,7 +10,7 @@ with rule_log(sm) as log:
         weight_change(
             dict(zip(sm.params.runs, sm.input.logs)),
             sm.output.png,
-            probes=list(sm.params.probes),
+            noise_runs=list(sm.params.noise_runs),
             labels=dict(sm.params.labels),
         ),
     )

@@ -54,6 +54,15 @@ def test_unknown_top_level_key(default):
     assert "unknown config key evaluation" in _err(cfg)
 
 
+def test_noise_probes_is_not_a_key(default):
+    """The log-only noise runs are `noise_runs`; a config written with the former name
+    `noise_probes` fails naming it and listing the key to use, instead of silently training none."""
+    cfg = copy.deepcopy(default)
+    cfg["noise_probes"] = cfg.pop("noise_runs")
+    msg = _err(cfg)
+    assert "unknown config key noise_probes" in msg and "noise_runs" in msg
+
+
 def test_wrong_type_is_named(default):
     cfg = copy.deepcopy(default)
     cfg["eval"]["max_new_tokens"] = "lots"
@@ -143,7 +152,7 @@ def _arm_cfg(default, section, arm, sft):
 
 @pytest.mark.parametrize(
     "section,arm", [("arms", "ssd"), ("extra_arms", "lr-high"), ("extra_arms", "bf16-state")]
-)  # bf16-state: a noise probe
+)  # bf16-state: a noise run
 def test_arm_sft_yaml_string_float_names_arm_key_and_fix(default, section, arm):
     # what PyYAML makes of `sft: {lr: 1e-4}`: the string '1e-4'
     cfg = copy.deepcopy(default)

@@ -289,14 +289,14 @@ EXPECT_STATS_RULES = {
 }
 
 # arms.ssd.temperature: the ssd arm's sampling, filter, training and every eval of its models,
-# then every table, figure and the report -- and the noise probe bf16-state, which trained on the
+# then every table, figure and the report -- and the noise run bf16-state, which trained on the
 # ssd arm's kept samples only while it had the same sampling settings (ssd_math.layout
-# Layout.probe_source_arm): with ssd at T 1.2 it samples its own training data at its own T 1.1.
+# Layout.noise_run_source_arm): with ssd at T 1.2 it samples its own training data at its own T 1.1.
 EXPECT_SSD_JOBS = {
     *{("sample_train_shard", f"arm={a}, shard={i}") for a in ("ssd", "bf16-state") for i in (0, 1)},
     *{(r, f"arm={a}") for r in ("merge_shards", "filter_samples") for a in ("ssd", "bf16-state")},
     ("sft", "arm=ssd"),
-    ("noise_probe", "arm=bf16-state"),
+    ("noise_run", "arm=bf16-state"),
     ("generate_grid", "model=ssd, evalset=eval_main"),
     ("subset_grid", "model=ssd, evalset=eval_hard"),
     *{("grade_grid", f"model=ssd, evalset={e}") for e in ("eval_main", "eval_hard")},
@@ -357,6 +357,6 @@ def test_changing_an_arm_learning_rate_reruns_its_training_and_evals(run, tmp_pa
     arm = cfg["arms"]["ssd"]
     arm["sft"] = {**(arm.get("sft") or {}), "lr": cfg["sft"]["lr"] / 2}
     jobs = _dry_run_jobs(wd, cfg, tmp_path)
-    sampling = {"sample_train_shard", "merge_shards", "filter_samples", "noise_probe"}
+    sampling = {"sample_train_shard", "merge_shards", "filter_samples", "noise_run"}
     expect = {(r, w) for r, w in EXPECT_SSD_JOBS if r not in sampling}
     assert jobs == expect, sorted(jobs ^ expect)

@@ -80,7 +80,7 @@ def test_noise_figures_series(tmp_path):
     assert info[1]["series"] == ["observed |g| per step"]  # no noise estimate in that log
 
     info = figures_training.weight_change(
-        runs, tmp_path / "w.png", probes=["bf16-state"], labels={"bf16-state": "bf16-state (bf16)"}
+        runs, tmp_path / "w.png", noise_runs=["bf16-state"], labels={"bf16-state": "bf16-state (bf16)"}
     )
     _png(tmp_path / "w.png")
     assert info[0]["series"] == ["ssd", "t13", "bf16-state (bf16)"]
@@ -91,7 +91,7 @@ def test_noise_figures_series(tmp_path):
     # first step, peak-LR step (3: the lr ramps to its max at step 3) and last step
     assert info[0]["series"] == ["step 1", "step 3 (peak LR)", "step 8"]
 
-    info = figures_training.train_ppl(runs, tmp_path / "p.png", probes=["bf16-state"])
+    info = figures_training.train_ppl(runs, tmp_path / "p.png", noise_runs=["bf16-state"])
     _png(tmp_path / "p.png")
     assert info[0]["series"] == ["ssd", "t13", "bf16-state"]
 

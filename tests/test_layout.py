@@ -128,7 +128,7 @@ def test_validation_fills_schema_defaults(default):
     cfg = copy.deepcopy(default)
     del cfg["sampler"]["batch_size"]
     cfg["eval"]["grader"] = {}
-    cfg.pop("noise_probes", None)
+    cfg.pop("noise_runs", None)
     cfg["report"]["title"] = "mine"
     validate(cfg)
     sam = schema["properties"]["sampler"]["properties"]
@@ -138,7 +138,7 @@ def test_validation_fills_schema_defaults(default):
         "workers": grader["workers"]["default"],
         "timeout_s": grader["timeout_s"]["default"],
     }
-    assert cfg["noise_probes"] == [] and cfg["report"]["title"] == "mine"  # a given value stays
+    assert cfg["noise_runs"] == [] and cfg["report"]["title"] == "mine"  # a given value stays
     assert cfg["sft"]["checkpoint_steps"] == default["sft"]["checkpoint_steps"]
     assert cfg["sample_size"] == {"deltas": [0.02, 0.05, 0.10], "alpha": 0.05, "power": 0.8}
     assert cfg["runtime"]["accelerate_config"] == "envs/accelerate/cpu.yaml"
@@ -180,7 +180,7 @@ def _used(text: str) -> set[str]:
 
 def test_no_rule_file_reads_a_name_a_later_file_defines():
     """Each rule file is self-contained: what it reads comes from itself, an earlier-included
-    file or the library (the original common.smk read NOISE_PROBES from tables.smk)."""
+    file or the library (e.g. common.smk may not read NOISE_RUNS from tables.smk)."""
     files = _rule_files()
     assert files[0].name == "common.smk" and len(files) >= 10
     texts = [f.read_text() for f in files]

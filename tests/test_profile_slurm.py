@@ -61,7 +61,7 @@ def test_workflow_profile_holds_no_site_value():
     for rule in (
         "sample_train_shard",
         "sft",
-        "noise_probe",
+        "noise_run",
         "generate_grid",
         "generate_passk",
         "generate_checkpoints",
@@ -80,7 +80,7 @@ def test_every_profile_key_names_a_rule_of_the_real_recipe(real_rules):
     gpu_rules = {
         "sample_train_shard",
         "sft",
-        "noise_probe",
+        "noise_run",
         "generate_grid",
         "generate_passk",
         "generate_checkpoints",

@@ -8,7 +8,7 @@ wrote (rule report_parts: ssd_math.report_parts; the report rule's manifest: ssd
 - the render stamp and the config hash reach the page and the sidecar as values (a parameter, an
   argument), not through the environment; an inline ``Markdown`` object is placed as markdown by
   the offline engine, as Quarto places it;
-- the parts: which runs are arms and which are noise probes is the config's (passed in), so a
+- the parts: which runs are arms and which are noise runs is the config's (passed in), so a
   run on disk that the config does not name changes no part.
 """
 
@@ -135,9 +135,9 @@ def _noise(runs):
     )
 
 
-def test_arms_and_noise_probes_are_the_configs():
+def test_arms_and_noise_runs_are_the_configs():
     """The bf16-vs-fp32 sentence names only runs the config names; a stale run in the summary
-    (here one that would pair with the probe) changes nothing."""
+    (here one that would pair with the noise run) changes nothing."""
     base = [("ssd", "fp32", 0.4), ("bf16-state", "bf16", 0.01)]
     got = noise_parts(_noise(base), ["ssd"], ["bf16-state"])
     assert got["noise_contrast"] == (
@@ -147,7 +147,7 @@ def test_arms_and_noise_probes_are_the_configs():
     )
     stale = noise_parts(_noise([*base, ("zz-stale", "fp32", 0.9)]), ["ssd"], ["bf16-state"])
     assert stale["noise_contrast"] == got["noise_contrast"]
-    assert "configured" in noise_parts(_noise(base), ["ssd"], [])["noise_contrast"]  # no probe named: say how
+    assert "configured" in noise_parts(_noise(base), ["ssd"], [])["noise_contrast"]  # no noise run named: say how
 
 
 def test_build_parts_names_a_missing_input(tmp_path):
@@ -156,7 +156,7 @@ def test_build_parts_names_a_missing_input(tmp_path):
             {"numbers": tmp_path / "n.json", "findings_json": tmp_path / "f.json", "table1": "t1.csv"},
             {},
             arms=[],
-            noise_probes=[],
+            noise_runs=[],
             experiment="x",
         )
 

@@ -65,13 +65,13 @@ def _need_slurm():
 
 
 def small_config(path: Path) -> Path:
-    """The smoke config cut to one arm, one eval set, one temperature and no sweeps, probes or
+    """The smoke config cut to one arm, one eval set, one temperature and no sweeps, noise runs or
     extra arms; SFT runs three epochs so that its job lives long enough after its first saved
     resume state to be cancelled."""
     c = yaml.safe_load(SMOKE.read_text())
     c["experiment"] = "slurm"
     c["arms"] = {ARM: c["arms"][ARM]}
-    c["extra_arms"], c["noise_probes"] = {}, []
+    c["extra_arms"], c["noise_runs"] = {}, []
     c["probe"].update(t_eval=0.7, controls=[])
     c["eval"].update(sets=["eval_main"], t_grid=[0.7])
     c["eval"].pop("sweeps", None)

@@ -25,7 +25,7 @@ ARMS = {"ssd": {"t_eval": 0.7}, "naive": {"t_eval": 0.7}}
 
 
 def run_side(tmp_path, *, ssd, base07, base10, noise: dict, metrics_rows=None):
-    """findings.json, noise_summary.csv (arms and probes) and metrics.csv of one constructed run."""
+    """findings.json, noise_summary.csv (arms and noise runs) and metrics.csv of one constructed run."""
     paths = build(tmp_path, ssd=ssd, base07=base07, base10=base10)
     logs, recipes = {}, {}
     for run, (rows, state) in noise.items():
@@ -193,7 +193,7 @@ def test_a_negative_signal_estimate_is_a_verdict_not_a_gap(tmp_path):
     g = got["gradient_noise"]
     assert g["run_verdict"] == "noise-dominated" and g["agrees"] == "yes"
     assert g["run_estimate"] == "EMA |G|² \u22120.004–\u22120.001 ≤ 0 (2 of 2 runs) vs batch 64"
-    assert got["bf16_state"]["agrees"] == "cannot decide"  # no log-only probes in this run
+    assert got["bf16_state"]["agrees"] == "cannot decide"  # no log-only noise runs in this run
 
 
 def test_a_sweep_arm_in_the_run_is_compared_with_ssd(tmp_path):

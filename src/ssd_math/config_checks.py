@@ -57,10 +57,10 @@ def check_semantics(cfg: dict) -> list[str]:
     steps = cfg["sft"]["checkpoint_steps"]
     if steps != sorted(steps):
         out.append(f"sft.checkpoint_steps = {steps}: must be increasing")
-    for i, probe in enumerate(cfg["noise_probes"]):
-        if probe not in (cfg.get("extra_arms") or {}):
+    for i, run in enumerate(cfg["noise_runs"]):
+        if run not in (cfg.get("extra_arms") or {}):
             out.append(
-                f"noise_probes[{i}] = {probe!r}: not an extra arm (extra_arms: "
+                f"noise_runs[{i}] = {run!r}: not an extra arm (extra_arms: "
                 f"{', '.join(cfg.get('extra_arms') or {}) or 'none'})"
             )
     known = {BASE, *arms}
@@ -201,12 +201,12 @@ def _check_base_recipe(cfg: dict, workflow_dir: str | Path | None = None) -> lis
 def _check_checkpoint_reach(cfg: dict) -> list[str]:
     """Checkpoint steps an arm can never reach are an error now, not after all the sampling --
     unless the arm opted in to getting its final weights there (``checkpoints_past_end: final``,
-    the same opt-in :func:`ssd_math.train.train` honours). Noise probes train without
+    the same opt-in :func:`ssd_math.train.train` honours). Noise runs train without
     checkpoints. One message per (first unreachable step, bound), naming every arm it hits."""
     groups: dict[tuple, list[str]] = {}
     for name in all_arms(cfg):
         sft = arm_sft(cfg, name)
-        if sft["checkpoints_past_end"] == "final" or name in cfg["noise_probes"]:
+        if sft["checkpoints_past_end"] == "final" or name in cfg["noise_runs"]:
             continue
         bound, how = max_sft_steps(cfg, name)
         late = [s for s in sft["checkpoint_steps"] if bound is not None and s > bound]
@@ -396,7 +396,7 @@ def training_memory_problems(cfg: dict) -> list[str]:
     except OSError:
         return []  # a missing accelerate config is reported where the rules read it
     for arm in all_arms(cfg):
-        if arm in cfg.get("noise_probes", []):
+        if arm in cfg.get("noise_runs", []):
             continue
         m = training_memory(cfg, arm)
         if m is None:

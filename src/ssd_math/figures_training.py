@@ -45,8 +45,8 @@ def _step_axes(fig, axes) -> None:
     fig.tight_layout()
 
 
-def _style(i: int, probe: bool) -> dict:
-    return dict(color=COLORS[(i + 1) % len(COLORS)], ls="--" if probe else "-", lw=1.3 if probe else 1.6)
+def _style(i: int, dashed: bool) -> dict:
+    return dict(color=COLORS[(i + 1) % len(COLORS)], ls="--" if dashed else "-", lw=1.3 if dashed else 1.6)
 
 
 def figure_b(logs: dict[str, str | Path], out_png: str | Path, *, checkpoint_steps: Sequence[int]) -> list[dict]:
@@ -112,16 +112,16 @@ def weight_change(
     logs: dict[str, str | Path],
     out_png: str | Path,
     *,
-    probes: Sequence[str] = (),
+    noise_runs: Sequence[str] = (),
     labels: dict[str, str] | None = None,
 ) -> list[dict]:
     """Fraction of parameters whose stored (bf16) value changed at each optimizer step, one line per
-    arm; log-only probe runs (e.g. the bf16 optimizer state) dashed. Right panel: learning rate."""
+    arm; log-only noise runs (e.g. the bf16 optimizer state) dashed. Right panel: learning rate."""
     labels = labels or {}
     fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 2.8), gridspec_kw={"width_ratios": [2, 1]})
     for i, (name, path) in enumerate(logs.items()):
         rows = read_jsonl(path)
-        st = _style(i, name in probes)
+        st = _style(i, name in noise_runs)
         steps = [r["step"] for r in rows]
         axes[0].plot(steps, [100 * (r.get("frac_changed") or 0.0) for r in rows], label=labels.get(name, name), **st)
         axes[1].plot(steps, [r["lr"] for r in rows], label=labels.get(name, name), **st)
@@ -187,12 +187,12 @@ def dw_hist(logs: dict[str, str | Path], out_png: str | Path) -> list[dict]:
     return _finish(fig, out_png)
 
 
-def train_ppl(logs: dict[str, str | Path], out_png: str | Path, *, probes: Sequence[str] = ()) -> list[dict]:
+def train_ppl(logs: dict[str, str | Path], out_png: str | Path, *, noise_runs: Sequence[str] = ()) -> list[dict]:
     """Training perplexity (exp of the mean completion-token loss) per optimizer step."""
     fig, ax = plt.subplots(figsize=(7.5, 2.6))
     for i, (name, path) in enumerate(logs.items()):
         rows = read_jsonl(path)
-        ax.plot([r["step"] for r in rows], [r["ppl"] for r in rows], label=name, **_style(i, name in probes))
+        ax.plot([r["step"] for r in rows], [r["ppl"] for r in rows], label=name, **_style(i, name in noise_runs))
     ax.axhline(2.0, color="grey", ls=":", lw=1, label="_ppl2")
     ax.set_title("train perplexity on the model's own samples")
     ax.set_xlabel("optimizer step")

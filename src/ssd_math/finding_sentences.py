@@ -230,7 +230,7 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
         return []
     out = []
     rows = [r for r in noise.iter_rows(named=True) if r["run"] in arms] or list(noise.iter_rows(named=True))
-    probes = [r for r in noise.iter_rows(named=True) if r["run"] not in arms]
+    noise_runs = [r for r in noise.iter_rows(named=True) if r["run"] not in arms]
     # 1. weights
     parts, nums = [], {}
     for r in rows:
@@ -267,13 +267,13 @@ def _noise_findings(noise: pl.DataFrame | None, arms: Sequence[str]) -> list[Fin
             + "; ".join(parts)
             + " (a census of every parameter at each step, no interval)."
         )
-        for p in probes:
+        for p in noise_runs:
             if p.get("frac_changed_mean") is not None:
                 text += (
-                    f" The log-only probe {p['run']} ({p.get('optimizer_state')} optimizer state) "
+                    f" The log-only noise run {p['run']} ({p.get('optimizer_state')} optimizer state) "
                     f"changes {_pct(p['frac_changed_mean'], 2)} per step on average."
                 )
-                nums[p["run"]] = {"mean": p["frac_changed_mean"], "probe": True}
+                nums[p["run"]] = {"mean": p["frac_changed_mean"], "noise_run": True}
         out.append(Finding("noise_weights", text, w, nums))
     # 2. gradient signal
     parts, nums, words = [], {}, []

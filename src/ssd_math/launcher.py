@@ -1,6 +1,6 @@
 """How jobs use the hardware: the GPUs of a generation and of a training job (the rules' ``gpu``
 resources, rules/common.smk; the cost planner prices the same counts) and the command that starts
-a training job under its accelerate config (rules pretrain_base, sft, noise_probe).
+a training job under its accelerate config (rules pretrain_base, sft, noise_run).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ file is from its path with :func:`describe_eval_path`, the inverse of :meth:`Lay
     <results>/samples/{arm}/shard{i}.jsonl               sampled training data (temp), merged:
     <results>/samples/{arm}/samples|kept|dropped.jsonl, filter_summary.json
     <results>/train/{arm}/log.jsonl, resume/             per-step training log, resume state
-    <results>/train/{arm}/probe/log.jsonl                noise probes (log only)
+    <results>/train/{arm}/noise_run/log.jsonl            noise runs (log only)
     <results>/{generations|eval}/{model}/{evalset}/T{t}.jsonl              T grid
     <results>/{generations|eval}/{model}/{evalset}/T{t}-k{k}.jsonl         pass@k runs
     <results>/{generations|eval}/{arm}/{evalset}/checkpoints/{ckpt}.jsonl  checkpoints at t_eval
@@ -75,7 +75,7 @@ class Layout:
         self.hard_set = hard_set(cfg)
         self.subsets = subset_sets(cfg)  # {eval_hard: eval_main}: grid and sweeps taken from eval_main
         self.generated_sets = [s for s in self.eval_sets if s not in self.subsets]
-        self.noise_probes = list(cfg["noise_probes"])  # extra arms trained for their log only
+        self.noise_runs = list(cfg["noise_runs"])  # extra arms trained for their log only
         # --- no generation twice (same model, prompts, decoding, seeds): reuse the file ---
         # An arm's final model at its T_eval on the hard set is its T-grid file there: the
         # checkpoint evals take it from the grid (rule reuse_grid_final) when every arm's T_eval
@@ -137,11 +137,11 @@ class Layout:
     def resume_dir(self, arm: str) -> str:
         return f"{self.train_dir(arm)}/resume"
 
-    def probe_log(self, arm: str) -> str:
-        return f"{self.train_dir(arm)}/probe/log.jsonl"
+    def noise_run_log(self, arm: str) -> str:
+        return f"{self.train_dir(arm)}/noise_run/log.jsonl"
 
-    def probe_scratch(self, arm: str) -> str:
-        return f"{self.train_dir(arm)}/probe/scratch-model"
+    def noise_run_scratch(self, arm: str) -> str:
+        return f"{self.train_dir(arm)}/noise_run/scratch-model"
 
     def real_cache_dir(self) -> str:
         return self.cfg["data"]["real"].get("cache_dir") or f"{self.R}/cache/datasets"
@@ -282,9 +282,9 @@ class Layout:
     def train_logs(self) -> list[str]:
         return [self.train_log(arm) for arm in self.arms]
 
-    def noise_runs(self) -> dict[str, str]:
-        """{run name: its training log}: every default arm, then every noise probe."""
-        return {**{a: self.train_log(a) for a in self.arms}, **{a: self.probe_log(a) for a in self.noise_probes}}
+    def noise_trap_logs(self) -> dict[str, str]:
+        """{run name: its training log}: every default arm, then every noise run."""
+        return {**{a: self.train_log(a) for a in self.arms}, **{a: self.noise_run_log(a) for a in self.noise_runs}}
 
     def data_arm(self, arm: str) -> str:
         """The arm whose kept samples ``arm`` trains on: the first default arm with the same
@@ -302,8 +302,8 @@ class Layout:
         ]
         return same[0] if same else arm
 
-    def probe_source_arm(self, arm: str) -> str:
-        """The default arm whose kept samples a probe trains on (:meth:`data_arm`)."""
+    def noise_run_source_arm(self, arm: str) -> str:
+        """The default arm whose kept samples a noise run trains on (:meth:`data_arm`)."""
         return self.data_arm(arm)
 
     # --- jobs (the rules' units of work; the planner prices the same list) ------------------------

@@ -4,7 +4,7 @@ values its prose quotes, in one JSON object ``{name: text}`` (``tables/report_pa
 
 The page then only places them (:class:`ssd_math.report_inputs.ReportInputs`): it computes
 nothing, and every number it shows is in a file the DAG wrote. Which runs are the arms and which
-are the log-only noise probes comes from the config (the Layout's ``arms`` / ``noise_probes``, passed
+are the log-only noise runs come from the config (the Layout's ``arms`` / ``noise_runs``, passed
 in), never from the folders found on disk. Numbers are written by :mod:`ssd_math.fmt`.
 
 This module writes the overview, Tables 1 and 2, the noise trap and the provenance rows, and
@@ -201,13 +201,13 @@ def _table2(t2: pl.DataFrame, t2b: pl.DataFrame, level: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _noise(noise: pl.DataFrame, arms: Sequence[str], noise_probes: Sequence[str]) -> dict[str, str]:
+def _noise(noise: pl.DataFrame, arms: Sequence[str], noise_runs: Sequence[str]) -> dict[str, str]:
     rows = {r["run"]: r for r in noise.iter_rows(named=True)}
     arm_rows = [rows[a] for a in arms if a in rows]
-    probe_rows = [rows[p] for p in noise_probes if p in rows]
+    noise_rows = [rows[p] for p in noise_runs if p in rows]
     lines = []
-    for r in probe_rows:  # the precision switch at one learning rate: the clean contrast
-        for c in probe_rows + arm_rows:
+    for r in noise_rows:  # the precision switch at one learning rate: the clean contrast
+        for c in noise_rows + arm_rows:
             if (
                 c["peak_lr"] == r["peak_lr"]
                 and c["optimizer_state"] != r["optimizer_state"]
@@ -218,10 +218,10 @@ def _noise(noise: pl.DataFrame, arms: Sequence[str], noise_probes: Sequence[str]
                     f"state changes {fmt.pct(r['frac_changed_mean'])} of the stored weights per step on "
                     f"average, the fp32 state ({c['run']}) {fmt.pct(c['frac_changed_mean'])}."
                 )
-    if not probe_rows:
+    if not noise_rows:
         lines.append(
-            "(No optimizer-state probe is configured; add e.g. `extra_arms.bf16-state` with "
-            "`sft: {optimizer_state: bf16}` and list it in `noise_probes` to show the bf16-only collapse.)"
+            "(No optimizer-state noise run is configured; add e.g. `extra_arms.bf16-state` with "
+            "`sft: {optimizer_state: bf16}` and list it in `noise_runs` to show the bf16-only collapse.)"
         )
     nv = noise.select(
         "run",
@@ -266,7 +266,7 @@ def build_parts(
     filters: Mapping[str, str | Path],
     *,
     arms: Sequence[str],
-    noise_probes: Sequence[str],
+    noise_runs: Sequence[str],
     experiment: str,
 ) -> dict[str, Any]:
     """Every part of the page. ``tables``: name -> file (``numbers`` report_numbers.json,
@@ -326,7 +326,7 @@ def build_parts(
         "overview": _overview(filters),
         **_table1(t["table1"], t["table1_breakdown"], level),
         **_table2(t["table2"], t["table2_breakdown"], level),
-        **_noise(t["noise"], arms, noise_probes),
+        **_noise(t["noise"], arms, noise_runs),
         **_appendix(t),
     }
     if all(f"probe_{n}" in tables for n in PROBE_TABLES):
@@ -340,10 +340,10 @@ def write_parts(
     filters: Mapping[str, str | Path],
     *,
     arms: Sequence[str],
-    noise_probes: Sequence[str],
+    noise_runs: Sequence[str],
     experiment: str,
 ) -> dict[str, Any]:
     """Rule report_parts: :func:`build_parts` -> ``out_json``."""
-    parts = build_parts(tables, filters, arms=arms, noise_probes=noise_probes, experiment=experiment)
+    parts = build_parts(tables, filters, arms=arms, noise_runs=noise_runs, experiment=experiment)
     write_json(out_json, parts)
     return parts

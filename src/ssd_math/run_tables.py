@@ -105,7 +105,7 @@ def checkpoint_table(
 
 
 def noise_summary(logs: dict[str, str | Path], recipes: dict[str, dict] | None = None) -> pl.DataFrame:
-    """The noise-trap numbers per training run (default arms and log-only probes), from the logs.
+    """The noise-trap numbers per training run (default arms and log-only noise runs), from the logs.
 
     Columns: run, optimizer_state / lr / schedule (from ``recipes``, the run's SFT recipe), steps,
     peak_lr_step (first step at the maximum lr), frac_changed at the peak-LR step, its mean over all

@@ -252,7 +252,7 @@ def _scale_note(claim: dict, rows: list[dict]) -> str:
 
 def _precision(claim: dict, ctx: dict) -> dict:
     ns = ctx["noise"]
-    probes = (
+    runs = (
         []
         if ns is None or ns.is_empty()
         else [
@@ -261,9 +261,9 @@ def _precision(claim: dict, ctx: dict) -> dict:
             if r["run"] not in ctx["arms"] and r.get("frac_changed_mean") is not None
         ]
     )
-    bf16 = [r for r in probes if r.get("optimizer_state") == "bf16"]
+    bf16 = [r for r in runs if r.get("optimizer_state") == "bf16"]
     for b in bf16:
-        ctl = [r for r in probes if r.get("optimizer_state") == "fp32" and r.get("lr") == b.get("lr")]
+        ctl = [r for r in runs if r.get("optimizer_state") == "fp32" and r.get("lr") == b.get("lr")]
         if ctl:
             c = ctl[0]
             lower = b["frac_changed_mean"] < c["frac_changed_mean"]
@@ -274,8 +274,8 @@ def _precision(claim: dict, ctx: dict) -> dict:
             )
     return _row(
         None,
-        why="this run has no bf16-state log-only probe beside an fp32 control at the same LR (noise_probes)",
-        short="no bf16-state probe",
+        why="this run has no bf16-state log-only noise run beside an fp32 control at the same LR (noise_runs)",
+        short="no bf16-state noise run",
     )
 
 
