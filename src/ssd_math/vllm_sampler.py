@@ -104,9 +104,10 @@ CPU_KV_CACHE_BYTES = 1 << 30
 #: (``gpu_model_runner._bookkeeping_sync``: ``Generator.set_offset``), which only CUDA
 #: generators have; on CPU the engine dies ("CPU Generator does not use offset"). Whole prompts
 #: per step avoid it. Eager: on CPU vLLM otherwise traces the model with Dynamo and compiles it
-#: with Inductor at every engine start (~10-100 s per job), which the models run on CPU here never
-#: earn back (bench/bench_vllm.py measures both, bench/RESULTS.md "vllm"); on a GPU the engine
-#: keeps vLLM's own default (compiled, CUDA graphs).
+#: with Inductor at every engine start, a cost the models run on CPU here never earn back in
+#: decoding, and the rows are the same (bench/bench_vllm.py --eager-vs-compiled measures start,
+#: tokens/s and rows: bench/RESULTS.md "vllm eager vs compiled"); on a GPU the engine keeps
+#: vLLM's own default (compiled, CUDA graphs).
 CPU_ENGINE_DEFAULTS = {
     "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
     "enable_chunked_prefill": False,
