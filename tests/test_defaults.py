@@ -409,13 +409,16 @@ def _optim_cases():
             yield key, prop
 
 
-@pytest.mark.parametrize("key,prop", list(_optim_cases()), ids=lambda v: v if isinstance(v, str) else "")
+# keys with an enum or a range (betas and instrument.dw_bins have neither at their top level)
+@pytest.mark.parametrize(
+    "key,prop",
+    [(k, p) for k, p in _optim_cases() if any(_inside_outside(p))],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_train_spec_accepts_exactly_what_the_schema_accepts(key, prop):
     """Each enum value and each range edge of the optim schema: the training spec (what every
     training job runs) accepts it; one step outside: both reject it, naming the key."""
     ok, bad = _inside_outside(prop)
-    if not ok and not bad:
-        pytest.skip(f"{key}: no enum or range")
     # min_lr <= lr is a config-level check; checkpoint_sublayers needs gradient_checkpointing
     others = {"lr": {"min_lr": 0.0}, "checkpoint_sublayers": {"gradient_checkpointing": True}}.get(key, {})
 
