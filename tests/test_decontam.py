@@ -11,8 +11,7 @@ import pytest
 from ssd_math.decontam import decontaminate, max_similarity, ngrams, normalize_answer, normalize_text
 from ssd_math.schema import schema_defaults
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA = SHARED if (SHARED / "math500.jsonl").exists() else Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "data" / "real"  # the repository's copies of the real files
 
 BASE = (
     "Let $S$ be the set of positive integers $n$ such that $n^2 + 12n - 2007$ is a perfect "
@@ -105,8 +104,7 @@ def _read(name):
 def test_real_files_math_train_vs_eval_sources(capsys):
     names = ["math_train", "math500", "olympiadbench", "aime2024", "amc2023"]
     extra = ["aime2025", "hmmt_feb2025"]
-    if not all((DATA / f"{n}.jsonl").exists() for n in names):
-        pytest.skip(f"real data files not in {DATA}")
+    assert all((DATA / f"{n}.jsonl").exists() for n in names), f"real data files missing from {DATA}"
     train = [r for r in _read("math_train") if r.get("level") in (4, 5)]
     evals = [r for n in names[1:] + [e for e in extra if (DATA / f"{e}.jsonl").exists()] for r in _read(n)]
     t0 = time.perf_counter()

@@ -565,7 +565,8 @@ def test_offline_hub_dataset_error_names_dataset_key_and_fix(real, tmp_path):
 # The check of the brief, as a test: no rule, config, script, library module, test, bench or
 # doc names the development machines' folder beside the clone (a fresh clone has nothing there).
 # .ci/run alone may: it provides CI with the services a CI image would (SLURM, Quarto) from there.
-_OUTSIDE = re.compile(r"\.\./" + "shared|" + "shared" + "/data")
+# (also a path joined from parts: a "shared" literal followed by ` / `)
+_OUTSIDE = re.compile(r"\.\./" + "shared|" + "shared" + "/data|" + '"' + "shared" + '"' + r"\s*/")
 
 
 def test_nothing_outside_the_clone_is_named():
